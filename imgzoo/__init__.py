@@ -1,0 +1,29 @@
+"""imgzoo: small models for small images, one fit loop, and weights on the Hugging Face Hub."""
+
+from imgzoo import models  # registers the built-in architectures
+from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
+from imgzoo.registry import (
+    DataSpec,
+    create_model,
+    list_models,
+    list_pretrained,
+    register_model,
+    register_weights,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataSpec",
+    "__version__",
+    "basic_cnn",
+    "create_model",
+    "dogbreed_transfer",
+    "list_models",
+    "list_pretrained",
+    "mnist_cnn",
+    "models",
+    "register_model",
+    "register_weights",
+    "resnet_cifar",
+]

@@ -1,0 +1,60 @@
+"""The ``imgzoo`` command: a thin layer over the library.
+
+Each subcommand is one small function that calls the public API; add new ones to
+``COMMANDS`` via :func:`_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from imgzoo.registry import create_model, get_model_entry, list_models
+
+
+def models_table(pattern: str | None = None) -> str:
+    """Build every registered model with its defaults and tabulate name, parameters and shapes."""
+    rows = [("name", "params", "input shape", "output shape", "description")]
+    for name in list_models(pattern):
+        entry = get_model_entry(name)
+        model = create_model(name).eval()
+        spec = entry.default_spec
+        x = torch.zeros(2, *spec.input_shape)
+        with torch.no_grad():
+            out = model(x)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, f"{params / 1e6:.2f}M", str(tuple(x.shape)), str(tuple(out.shape)), entry.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(rows[0][-1]))
+    return "\n".join(lines)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    print(models_table(args.pattern))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgzoo", description="Small models for small images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="build every registered model and print its parameters and shapes")
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
+    p.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"imgzoo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""ResNet for 32x32 images: He et al., "Deep Residual Learning for Image Recognition", 2016, section 4.2.
+
+The CIFAR network is a 3x3 stem with 16 filters, then three stages of n basic
+blocks at widths 16, 32 and 64 on feature maps of 32, 16 and 8 pixels, then global
+average pooling and a linear classifier: 6n+2 weighted layers. The paper reports
+ResNet-20 at 8.75% test error (91.25% accuracy) with shortcut option A.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.registry import CIFAR10, register_model
+
+__all__ = ["BasicBlock", "ResNetCifar", "resnet_cifar"]
+
+SHORTCUTS = ("A", "B", "none")
+
+
+class PadShortcut(nn.Module):
+    """Option A: subsample by striding and zero-pad the new channels. Parameter-free."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra = out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers plus a shortcut: ``relu(residual(x) + shortcut(x))``.
+
+    ``shortcut="none"`` drops the skip connection, giving the "plain" network the
+    paper compares against (figure 6).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A") -> None:
+        super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+        self.residual = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut: nn.Module | None
+        if shortcut == "none":
+            self.shortcut = None
+        elif stride == 1 and in_channels == out_channels:
+            self.shortcut = nn.Identity()
+        elif shortcut == "A":
+            self.shortcut = PadShortcut(in_channels, out_channels, stride)
+        else:  # "B": a 1x1 projection, used only where the shape changes (the paper's option B)
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.residual[-1]  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class ResNetCifar(nn.Module):
+    """The 6n+2-layer CIFAR ResNet. Any input whose height and width are multiples of 4."""
+
+    def __init__(
+        self,
+        blocks_per_stage: int,
+        num_classes: int = 10,
+        shortcut: str = "A",
+        width: int = 1,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        widths = [16 * width, 32 * width, 64 * width]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        stages = []
+        in_channels = widths[0]
+        for i, out_channels in enumerate(widths):
+            blocks = []
+            for j in range(blocks_per_stage):
+                stride = 2 if i > 0 and j == 0 else 1
+                blocks.append(BasicBlock(in_channels, out_channels, stride, shortcut))
+                in_channels = out_channels
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(widths[-1], num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # He et al. 2015 init, as in the paper
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_residual:
+            # Each block starts as the identity; +0.2-0.3% top-1 on ImageNet
+            # (Goyal et al. 2017, arXiv:1706.02677, section 5.1).
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.last_bn.weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, model="resnet_cifar", channels=3, multiple_of=4)
+        return self.pool(self.stages(self.stem(x))).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x))
+
+
+@register_model("resnet_cifar", default_spec=CIFAR10)
+def resnet_cifar(
+    *,
+    depth: int = 20,
+    num_classes: int = 10,
+    shortcut: str = "A",
+    width: int = 1,
+    zero_init_residual: bool = False,
+) -> ResNetCifar:
+    """He et al. 2016, section 4.2: a 6n+2-layer ResNet for 32x32 images (depth 20, 32, 44, 56, 110).
+
+    ``shortcut`` is "A" (zero-padding, parameter-free, as in the paper's CIFAR runs),
+    "B" (1x1 projections where the shape changes) or "none" (the plain network);
+    ``width`` multiplies the 16/32/64 stage widths.
+    """
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"resnet_cifar: depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"resnet_cifar: shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"resnet_cifar: width must be a positive integer multiplier, got {width!r}")
+    check_num_classes("resnet_cifar", num_classes)
+    return ResNetCifar((depth - 2) // 6, num_classes, shortcut, width, zero_init_residual)
