@@ -1,0 +1,181 @@
+"""Train and eval preprocessing, built from a model's :class:`~imgzoo.registry.DataSpec`.
+
+Every model carries its DataSpec (channels, size, mean, std, eval resize), so
+``for_model(model)`` gives the preprocessing it was built for and nobody looks up
+a normalisation constant. The pipelines are torchvision.transforms.v2 objects:
+
+    any image -> uint8 image with the spec's channels -> geometry (resize / crop /
+    augmentation) -> float32 in [0, 1] -> normalise -> plain (C, H, W) tensor
+
+Accepted inputs: PIL images of any mode (L, RGB, RGBA, P, CMYK, I, F, ...), uint8
+or float tensors shaped (H, W) or (C, H, W) with C in 1, 3, 4, and numpy arrays
+shaped (H, W) or (H, W, C), the layout PIL and imageio produce. Grayscale becomes
+RGB for a colour model and colour becomes grayscale (ITU-R 601-2 luma, as PIL and
+torchvision compute it) for a 1-channel model; an alpha channel is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from imgzoo.registry import DataSpec, get_model_entry
+
+__all__ = ["AUGMENTS", "ToImage", "build_transform", "for_model", "flip_preserves_label", "spec_of"]
+
+AUGMENTS = ("none", "standard", "strong")
+
+# Padding of the random-crop augmentation for small images: 4 pixels on 32x32,
+# the CIFAR recipe of He et al. 2016 (section 4.2) that ResNet's reported errors assume.
+PAD_FRACTION = 4 / 32
+
+# Data sets whose labels change under a left-right mirror: a mirrored digit is
+# not the same digit (and often not a digit at all), so MNIST is never flipped.
+_NO_FLIP = frozenset({"mnist"})
+
+
+def flip_preserves_label(spec: DataSpec) -> bool:
+    """Whether a horizontal flip keeps the label of an image of this data set."""
+    return spec.name not in _NO_FLIP
+
+
+class ToImage:
+    """Convert any supported image to a uint8 (or float) ``tv_tensors.Image`` with ``channels`` channels."""
+
+    def __init__(self, channels: int) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"ToImage: channels must be 1 or 3, got {channels!r}")
+        self.channels = channels
+
+    def __call__(self, image: Any) -> tv_tensors.Image:
+        if isinstance(image, Image.Image):
+            return self._from_pil(image)
+        if isinstance(image, np.ndarray):
+            if image.ndim == 3:  # numpy images are channels-last (H, W, C)
+                image = image.transpose(2, 0, 1)
+            image = torch.from_numpy(np.ascontiguousarray(image))
+        if isinstance(image, torch.Tensor):
+            return self._from_tensor(image)
+        raise TypeError(
+            f"expected a PIL image, a torch.Tensor (C, H, W) or a numpy array (H, W, C); got {type(image).__name__}"
+        )
+
+    def _from_pil(self, image: Image.Image) -> tv_tensors.Image:
+        mode = "L" if self.channels == 1 else "RGB"
+        if image.mode == "P":
+            # Palette images may carry transparency; going through RGBA avoids PIL's
+            # warning and keeps the colours of the opaque pixels.
+            image = image.convert("RGBA")
+        if image.mode != mode:
+            image = image.convert(mode)
+        return tv_tensors.Image(TF.pil_to_tensor(image))
+
+    def _from_tensor(self, image: torch.Tensor) -> tv_tensors.Image:
+        if image.dtype != torch.uint8 and not image.is_floating_point():
+            raise TypeError(
+                f"expected a uint8 image (0-255) or a float image (0-1); got dtype {image.dtype}. "
+                f"Convert it first, e.g. (x / x.max() * 255).to(torch.uint8)."
+            )
+        if image.ndim == 2:
+            image = image.unsqueeze(0)
+        if image.ndim != 3 or image.shape[0] not in (1, 3, 4) or min(image.shape[1:]) < 1:
+            raise ValueError(
+                f"expected one image shaped (H, W) or (C, H, W) with C in 1, 3, 4 "
+                f"(numpy arrays: (H, W) or (H, W, C)); got shape {tuple(image.shape)}. "
+                f"For a batch, transform each image or use imgzoo.loaders.FastLoader."
+            )
+        image = image.as_subclass(torch.Tensor)
+        if image.shape[0] == 4:  # drop alpha, as PIL's RGBA -> RGB does
+            image = image[:3]
+        if image.shape[0] == 3 and self.channels == 1:
+            image = TF.rgb_to_grayscale(image)
+        elif image.shape[0] == 1 and self.channels == 3:
+            image = image.expand(3, -1, -1)
+        return tv_tensors.Image(image.contiguous())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(channels={self.channels})"
+
+
+def _small_image_geometry(spec: DataSpec, train: bool, augment: str) -> list[Callable[..., Any]]:
+    """Resize to ``spec.size``; in training, pad-and-crop (and flip where labels allow)."""
+    steps: list[Callable[..., Any]] = [v2.Resize(spec.size, antialias=True)]
+    if train and augment != "none":
+        # Reflection padding, as airbench (Jordan 2024, arXiv:2404.00498) uses: the
+        # border shows image content rather than a black frame the model could key on.
+        padding = round(PAD_FRACTION * min(spec.size))
+        steps.append(v2.RandomCrop(spec.size, padding=padding, padding_mode="reflect"))
+        if flip_preserves_label(spec):
+            steps.append(v2.RandomHorizontalFlip())
+    return steps
+
+
+def _imagenet_geometry(spec: DataSpec, train: bool, augment: str) -> list[Callable[..., Any]]:
+    """Eval: resize the shorter side to ``spec.resize``, centre crop; train: RandomResizedCrop + flip."""
+    if not train or augment == "none":
+        return [v2.Resize(spec.resize, antialias=True), v2.CenterCrop(spec.size)]
+    steps: list[Callable[..., Any]] = [v2.RandomResizedCrop(spec.size, antialias=True)]
+    if flip_preserves_label(spec):
+        steps.append(v2.RandomHorizontalFlip())
+    return steps
+
+
+def build_transform(spec: DataSpec, train: bool = False, augment: str = "standard") -> v2.Compose:
+    """The preprocessing for images fed to a model with data spec ``spec``.
+
+    ``train=False`` gives the deterministic eval transform whatever ``augment`` is.
+    With ``train=True``, ``augment`` picks the preset:
+
+    - ``"none"``: the eval transform.
+    - ``"standard"``: small images get a random crop from a 4-pixel reflection-padded
+      image (scaled with size) plus a horizontal flip (not for MNIST); ImageNet-style
+      specs get RandomResizedCrop plus flip.
+    - ``"strong"``: standard plus TrivialAugmentWide (Mueller and Hutter 2021,
+      arXiv:2103.10158) before normalising and random erasing (Zhong et al. 2017,
+      arXiv:1708.04896) after.
+
+    The output is always a float32 tensor of shape ``spec.input_shape``.
+    """
+    if not isinstance(spec, DataSpec):
+        raise TypeError(f"build_transform expects a DataSpec; got {type(spec).__name__}. Use for_model() for models.")
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    geometry = _imagenet_geometry if spec.resize is not None else _small_image_geometry
+    steps: list[Callable[..., Any]] = [ToImage(spec.channels), *geometry(spec, train, augment)]
+    strong = train and augment == "strong"
+    if strong:
+        steps.append(v2.TrivialAugmentWide())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
+    if strong:
+        steps.append(v2.RandomErasing(p=0.25, value=0))  # value 0 is the data mean after normalising
+    steps.append(v2.ToPureTensor())
+    return v2.Compose(steps)
+
+
+def spec_of(model_or_name: nn.Module | str | DataSpec) -> DataSpec:
+    """The DataSpec of a model, a registered model name, or a DataSpec itself."""
+    if isinstance(model_or_name, DataSpec):
+        return model_or_name
+    if isinstance(model_or_name, str):
+        return get_model_entry(model_or_name).default_spec
+    spec = getattr(model_or_name, "data_spec", None)
+    if isinstance(spec, DataSpec):
+        return spec
+    raise TypeError(
+        f"expected an imgzoo model (with .data_spec), a registered model name or a DataSpec; "
+        f"got {type(model_or_name).__name__}. Build models with imgzoo.create_model(), "
+        f"or pass a DataSpec to build_transform()."
+    )
+
+
+def for_model(model_or_name: nn.Module | str | DataSpec, train: bool = False, augment: str = "standard") -> v2.Compose:
+    """The transform a model expects: ``for_model(model)(pil_image)`` is ready for ``model(x.unsqueeze(0))``."""
+    return build_transform(spec_of(model_or_name), train=train, augment=augment)
