@@ -14,8 +14,9 @@ import difflib
 import fnmatch
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -68,8 +69,7 @@ class DataSpec:
             raise ValueError(f"DataSpec.num_classes must be >= 1, got {self.num_classes}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
-                f"DataSpec {self.name!r}: {len(self.class_names)} class names for "
-                f"{self.num_classes} classes"
+                f"DataSpec {self.name!r}: {len(self.class_names)} class names for {self.num_classes} classes"
             )
 
     @property
@@ -77,9 +77,7 @@ class DataSpec:
         """(C, H, W) of one preprocessed image."""
         return (self.channels, *self.size)
 
-    def with_classes(
-        self, num_classes: int, class_names: tuple[str, ...] | list[str] | None = None
-    ) -> DataSpec:
+    def with_classes(self, num_classes: int, class_names: tuple[str, ...] | list[str] | None = None) -> DataSpec:
         """The same preprocessing for a different label set.
 
         Class names survive only if the count still matches; otherwise they are
@@ -226,8 +224,7 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
             unknown = set(kwargs) - {p.name for p in params}
             if unknown:
                 raise TypeError(
-                    f"{name}() got unexpected arguments {sorted(unknown)}; "
-                    f"it takes {sorted(p.name for p in params)}"
+                    f"{name}() got unexpected arguments {sorted(unknown)}; it takes {sorted(p.name for p in params)}"
                 )
             full_kwargs = {**defaults, **kwargs}
             model = builder(**kwargs)
@@ -312,7 +309,6 @@ def _default_weights(arch: str) -> str:
     candidates = list_pretrained(f"{arch}.*")
     if not candidates:
         raise ValueError(
-            f"no pretrained weights are registered for {arch!r}; "
-            f"available: {', '.join(list_pretrained()) or 'none'}"
+            f"no pretrained weights are registered for {arch!r}; available: {', '.join(list_pretrained()) or 'none'}"
         )
     return candidates[0]

@@ -43,6 +43,11 @@ def check_input(
             else " Use imgzoo.transforms.for_model(model) to preprocess."
         )
         raise ValueError(f"{model} expects {expected}; got {shape}.{hint}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{model} expects a floating-point tensor of normalised images; got dtype {x.dtype}. "
+            f"Use imgzoo.transforms.for_model(model) to convert and normalise."
+        )
 
 
 def check_num_classes(model: str, num_classes: int) -> None:

@@ -32,7 +32,11 @@ class BasicCNN(nn.Module):
     """Stem, then one block per width (each halving the resolution), global max pool, linear."""
 
     def __init__(
-        self, widths: tuple[int, ...] = (64, 256, 256), num_classes: int = 10, stem_width: int = 32, dropout: float = 0.0
+        self,
+        widths: tuple[int, ...] = (64, 256, 256),
+        num_classes: int = 10,
+        stem_width: int = 32,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(*conv_bn_act(3, stem_width))

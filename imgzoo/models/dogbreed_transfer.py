@@ -59,7 +59,7 @@ def _ensure_reachable(backbone: str) -> None:
             f"dogbreed_transfer: ImageNet weights for {backbone} are not in the torch hub cache "
             f"and {host} cannot be reached ({exc.__class__.__name__}: {exc}).\n"
             f"Expected file: {path}\n"
-            f"Fetch it on a machine with internet (python -c \"import torchvision; "
+            f'Fetch it on a machine with internet (python -c "import torchvision; '
             f"torchvision.models.{backbone}(weights='DEFAULT')\", or download {url}) and copy it "
             f"there, or set TORCH_HOME to a folder whose hub/checkpoints/ holds it. "
             f"weights=None builds the network with random weights instead."

@@ -44,6 +44,15 @@ class BasicBlock(nn.Module):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+        if stride not in (1, 2):
+            raise ValueError(f"BasicBlock: stride must be 1 or 2, got {stride!r}")
+        if shortcut == "A" and out_channels < in_channels:
+            # Zero-padding can only add channels; F.pad with a negative width would
+            # silently drop some instead.
+            raise ValueError(
+                f"BasicBlock: shortcut 'A' pads channels and cannot map {in_channels} to {out_channels}; "
+                f"use shortcut='B' (1x1 projection)"
+            )
         self.residual = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
