@@ -17,7 +17,7 @@ from imgzoo.registry import create_model, get_model_entry, list_models
 
 def models_table(pattern: str | None = None) -> str:
     """Build every registered model with its defaults and tabulate name, parameters and shapes."""
-    rows = [("name", "params", "input shape", "output shape", "description")]
+    rows = [("name", "params", "trainable", "input shape", "output shape", "description")]
     for name in list_models(pattern):
         entry = get_model_entry(name)
         model = create_model(name).eval()
@@ -26,9 +26,12 @@ def models_table(pattern: str | None = None) -> str:
         with torch.no_grad():
             out = model(x)
         params = sum(p.numel() for p in model.parameters())
-        rows.append((name, f"{params / 1e6:.2f}M", str(tuple(x.shape)), str(tuple(out.shape)), entry.description))
+        # Differs from params where a backbone starts frozen (dogbreed_transfer).
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        shapes = (str(tuple(x.shape)), str(tuple(out.shape)))
+        rows.append((name, f"{params / 1e6:.2f}M", f"{trainable / 1e6:.2f}M", *shapes, entry.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(rows[0][-1]))
     return "\n".join(lines)
 
