@@ -1,0 +1,218 @@
+"""The model and weights registry: lookup, listing, errors, and what every built model carries."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+import imgzoo
+from imgzoo import registry
+from imgzoo.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec, WeightsEntry
+
+MODELS = imgzoo.list_models()
+SMALL = {"dogbreed_transfer": {"backbone": "resnet18"}}  # resnet50 builds 3x slower; same code path
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A private copy of the registry, so throwaway entries vanish after the test."""
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registry, "_WEIGHTS", dict(registry._WEIGHTS))
+    yield registry
+    # monkeypatch restores the originals; nothing registered here can leak into them.
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(28 * 28, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x.flatten(1))
+
+
+def tiny_builder(*, num_classes: int = 10) -> nn.Module:
+    """A one-layer model for registry tests."""
+    return Tiny(num_classes)
+
+
+def test_list_models_is_sorted_and_matches_fnmatch_patterns():
+    assert sorted(MODELS) == MODELS
+    assert {"basic_cnn", "dogbreed_transfer", "mnist_cnn", "resnet_cifar"} <= set(MODELS)
+    assert imgzoo.list_models("resnet*") == [n for n in MODELS if n.startswith("resnet")]
+    assert "resnet_cifar" in imgzoo.list_models("resnet*")
+    assert imgzoo.list_models("*cnn") == [n for n in MODELS if n.endswith("cnn")]
+    assert imgzoo.list_models("no_such_*") == []
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ValueError, match="Did you mean 'resnet_cifar'") as info:
+        imgzoo.create_model("resnet_cfar")
+    assert "unknown model 'resnet_cfar'" in str(info.value)
+
+
+def test_unknown_name_with_no_close_match_lists_every_model():
+    with pytest.raises(ValueError) as info:
+        imgzoo.create_model("vit_huge")
+    assert "Did you mean" not in str(info.value)
+    assert all(name in str(info.value) for name in MODELS)
+
+
+def test_registering_a_name_twice_is_an_error(scratch_registry):
+    scratch_registry.register_model("zz_tiny", default_spec=MNIST)(tiny_builder)
+    with pytest.raises(ValueError, match="already registered"):
+        scratch_registry.register_model("zz_tiny", default_spec=MNIST)(tiny_builder)
+    with pytest.raises(ValueError, match="already registered"):
+        scratch_registry.register_model("mnist_cnn", default_spec=MNIST)(tiny_builder)
+    assert "zz_tiny" in scratch_registry.list_models()
+
+
+def test_scratch_registrations_do_not_leak():
+    # Runs after the test above (file order); its throwaway name must be gone.
+    assert "zz_tiny" not in imgzoo.list_models()
+
+
+def test_builders_must_be_keyword_only(scratch_registry):
+    def positional(num_classes: int = 10) -> nn.Module:
+        return nn.Linear(2, num_classes)
+
+    with pytest.raises(TypeError, match="keyword-only"):
+        scratch_registry.register_model("zz_positional", default_spec=MNIST)(positional)
+    assert "zz_positional" not in scratch_registry.list_models()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_registered_builders_are_the_public_keyword_only_functions(name):
+    entry = registry.get_model_entry(name)
+    kinds = {p.kind for p in inspect.signature(entry.builder).parameters.values()}
+    assert kinds <= {inspect.Parameter.KEYWORD_ONLY}
+    if hasattr(imgzoo, name):
+        assert getattr(imgzoo, name) is entry.builder
+    with pytest.raises(TypeError, match="positional"):
+        entry.builder(10)
+
+
+def test_unknown_keyword_names_the_accepted_ones():
+    with pytest.raises(TypeError, match="depth") as info:
+        imgzoo.create_model("resnet_cifar", dpeth=56)
+    assert "dpeth" in str(info.value)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_carries_arch_kwargs_and_data_spec(name):
+    given = {**SMALL.get(name, {}), "num_classes": 3}
+    model = imgzoo.create_model(name, **given)
+    entry = registry.get_model_entry(name)
+
+    assert model.imgzoo_arch == name
+    assert model.imgzoo_kwargs == {**entry.default_kwargs, **given}
+    assert isinstance(model.data_spec, DataSpec)
+    assert model.data_spec.input_shape == entry.default_spec.input_shape
+    assert isinstance(model.classifier, nn.Linear)
+    assert model.classifier.out_features == model.data_spec.num_classes == 3
+
+    # The kwargs are what a checkpoint stores: they must survive JSON and rebuild the same network.
+    rebuilt = imgzoo.create_model(name, **json.loads(json.dumps(model.imgzoo_kwargs)))
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(rebuilt) == shapes(model)
+
+
+def test_changing_num_classes_resets_class_names():
+    assert imgzoo.resnet_cifar().data_spec.class_names == CIFAR10_CLASSES
+    assert imgzoo.resnet_cifar(num_classes=10).data_spec.class_names == CIFAR10_CLASSES
+    spec = imgzoo.resnet_cifar(num_classes=100).data_spec
+    assert spec.num_classes == 100
+    assert spec.class_names is None  # never the ten CIFAR names on 100 outputs
+    assert (spec.mean, spec.std, spec.size) == (CIFAR10.mean, CIFAR10.std, CIFAR10.size)
+
+
+def test_data_spec_with_classes_and_round_trip():
+    spec = CIFAR10.with_classes(2, ["cat", "dog"])
+    assert spec.class_names == ("cat", "dog") and spec.num_classes == 2
+    assert DataSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(ValueError, match="unknown DataSpec fields"):
+        DataSpec.from_dict({**spec.to_dict(), "colour": "rgb"})
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"channels": 2}, "channels"),
+        ({"mean": (0.5,)}, "one value per channel"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"num_classes": 3}, "3 classes"),  # ten CIFAR names for three classes
+    ],
+)
+def test_data_spec_rejects_inconsistent_fields(change, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(CIFAR10, **change)
+
+
+# ---- pretrained weights ----
+
+
+def test_pretrained_goes_through_the_hub_loader(monkeypatch):
+    calls = []
+    fake_hub = types.ModuleType("imgzoo.hub")
+    fake_hub.load = lambda name, **kwargs: calls.append((name, kwargs)) or "loaded"
+    monkeypatch.setitem(sys.modules, "imgzoo.hub", fake_hub)
+
+    assert imgzoo.create_model("resnet_cifar", pretrained="resnet_cifar.cifar10", num_classes=5) == "loaded"
+    assert calls == [("resnet_cifar.cifar10", {"num_classes": 5})]
+
+
+def test_pretrained_true_takes_the_first_registered_weights(scratch_registry, monkeypatch):
+    fake_hub = types.ModuleType("imgzoo.hub")
+    fake_hub.load = lambda name, **kwargs: name
+    monkeypatch.setitem(sys.modules, "imgzoo.hub", fake_hub)
+    scratch_registry.register_model("zz_tiny", default_spec=MNIST)(tiny_builder)
+
+    with pytest.raises(ValueError, match="no pretrained weights are registered for 'zz_tiny'"):
+        scratch_registry.create_model("zz_tiny", pretrained=True)
+    for tag in ("b", "a"):
+        scratch_registry.register_weights(WeightsEntry(f"zz_tiny.{tag}", sha256="0" * 64, package_dir="zz"))
+    assert scratch_registry.list_pretrained("zz_tiny.*") == ["zz_tiny.a", "zz_tiny.b"]
+    assert scratch_registry.create_model("zz_tiny", pretrained=True) == "zz_tiny.a"
+
+
+def test_weights_registry_errors(scratch_registry):
+    entry = WeightsEntry("mnist_cnn.zz_test", sha256="0" * 64, package_dir="zz")
+    scratch_registry.register_weights(entry)
+    with pytest.raises(ValueError, match="already registered"):
+        scratch_registry.register_weights(entry)
+    with pytest.raises(ValueError, match="unknown model 'zz_nothing'"):
+        scratch_registry.register_weights(WeightsEntry("zz_nothing.x", sha256="0" * 64, package_dir="zz"))
+    with pytest.raises(ValueError, match="Did you mean 'mnist_cnn.zz_test'"):
+        scratch_registry.get_weights_entry("mnist_cnn.zz_tset")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "mnist_cnn"}, "arch.tag"),
+        ({"repo_id": "user/repo", "revision": "abc"}, "exactly one"),  # and package_dir
+        ({"package_dir": None}, "exactly one"),
+        ({"package_dir": None, "repo_id": "user/repo"}, "revision"),
+        ({"sha256": "abc"}, "sha256"),
+    ],
+)
+def test_weights_entry_validation(kwargs, match):
+    base = {"name": "mnist_cnn.mnist", "sha256": "0" * 64, "package_dir": "zz"}
+    with pytest.raises(ValueError, match=match):
+        WeightsEntry(**{**base, **kwargs})
+
+
+def test_registered_tiny_model_gets_the_same_attributes(scratch_registry):
+    build = scratch_registry.register_model("zz_tiny", default_spec=MNIST)(tiny_builder)
+    model = build(num_classes=4)
+    assert (model.imgzoo_arch, model.imgzoo_kwargs) == ("zz_tiny", {"num_classes": 4})
+    assert model.data_spec == MNIST.with_classes(4)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
+    assert scratch_registry.get_model_entry("zz_tiny").description == "A one-layer model for registry tests."
