@@ -1,0 +1,66 @@
+"""torch.distributed helpers, so that fit runs unchanged under ``torchrun --nproc_per_node=N``.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK in each process's environment; fit
+reads them, joins the process group (NCCL on GPUs, gloo on CPU), shards the data with
+a DistributedSampler, wraps the model in DistributedDataParallel, sums the metrics
+over processes, and lets only rank 0 print and write files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "all_reduce_sums", "setup"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # fit started the process group, so fit ends it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup(device: torch.device) -> DistContext:
+    """Join the process group torchrun describes; a no-op outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size <= 1:
+        return DistContext()
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), owns_group=True)
+
+
+def all_reduce_sums(ctx: DistContext, *values: float, device: torch.device) -> list[float]:
+    """Sum each value over all processes (loss totals, correct counts, sample counts)."""
+    if not ctx.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()

@@ -1,0 +1,312 @@
+"""Measure a trained model (evaluate), use it (predict), and train several side by side (compare).
+
+``evaluate`` returns what the original notebooks reported and more: loss, top-1, top-5,
+per-class accuracy and the confusion matrix. ``predict`` takes what a user has at hand
+(PIL images, file paths, tensors) and returns class names with probabilities.
+``compare`` rebuilds the notebooks' comparison table and one combined plot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from imgzoo.history import History
+
+__all__ = ["Comparison", "EvalResult", "compare", "evaluate", "predict", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass, or nothing when ``dtype`` is None (full fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def eval_sums(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """One pass in eval mode; sums, not means, so that processes can add theirs up.
+
+    Returns loss_sum, correct (top-1), correct5, n and, when ``num_classes`` is given,
+    a (num_classes, num_classes) confusion matrix counting (true, predicted) pairs.
+    """
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    correct5 = torch.zeros((), dtype=torch.int64, device=device)
+    confusion = None
+    n = 0
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == y[:, None]
+        correct += hits[:, 0].sum()
+        correct5 += hits.any(dim=1).sum()
+        if num_classes is not None:
+            pairs = y * num_classes + top[:, 0]
+            counts = torch.bincount(pairs, minlength=num_classes * num_classes)
+            confusion = counts if confusion is None else confusion + counts
+        n += len(y)
+    result = {"loss_sum": loss_sum.item(), "correct": correct.item(), "correct5": correct5.item(), "n": n}
+    if num_classes is not None:
+        if confusion is None:
+            confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+        result["confusion"] = confusion.view(num_classes, num_classes).cpu()
+    return result
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one pass over a data set. Accuracies are fractions in [0, 1]."""
+
+    loss: float
+    top1: float
+    top5: float
+    per_class_accuracy: list[float]  # NaN for classes absent from the data
+    confusion_matrix: torch.Tensor  # [true, predicted] counts, int64
+    class_names: list[str]
+    num_samples: int
+
+    def __str__(self) -> str:
+        top = f"top-1 {100 * self.top1:.2f}% | top-5 {100 * self.top5:.2f}%"
+        return f"loss {self.loss:.4f} | {top} | {self.num_samples} images"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss,
+            "top1": self.top1,
+            "top5": self.top5,
+            "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True)),
+            "confusion_matrix": self.confusion_matrix.tolist(),
+            "num_samples": self.num_samples,
+        }
+
+    def plot_confusion_matrix(self, path: str | os.PathLike[str] | None = None, normalize: bool = True):
+        from imgzoo.plots import plot_confusion_matrix
+
+        return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
+
+
+def _as_loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
+    if isinstance(data, DataLoader):
+        return data
+    if len(data) == 0:  # type: ignore[arg-type]
+        raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def _class_names(model: nn.Module, data: Any, num_classes: int) -> list[str]:
+    spec = getattr(model, "data_spec", None)
+    if spec is not None and spec.class_names and len(spec.class_names) == num_classes:
+        return list(spec.class_names)
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and len(classes) == num_classes:
+        return [str(c) for c in classes]
+    return [str(i) for i in range(num_classes)]
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    *,
+    batch_size: int = 256,  # no gradients are kept, so twice fit's default fits in the same memory
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+    amp: bool | str = False,
+) -> EvalResult:
+    """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
+
+    ``data`` yields (preprocessed image tensor, class index) pairs, as fit's data does.
+    """
+    from imgzoo.training import amp_dtype  # shared rule for "bf16"/"fp16"/True
+
+    device = resolve_device(device)
+    model.to(device)
+    loader = _as_loader(data, batch_size, num_workers)
+    first_x, _ = next(iter(loader))
+    with torch.no_grad():
+        model.eval()
+        num_classes = model(first_x[:1].to(device)).shape[1]
+    sums = eval_sums(model, loader, device=device, amp_dtype=amp_dtype(amp, device), num_classes=num_classes)
+    confusion = sums["confusion"]
+    totals = confusion.sum(dim=1)
+    per_class = (confusion.diag().double() / totals.double()).tolist()  # 0/0 -> NaN: class absent
+    n = sums["n"]
+    return EvalResult(
+        loss=sums["loss_sum"] / n,
+        top1=sums["correct"] / n,
+        top5=sums["correct5"] / n,
+        per_class_accuracy=per_class,
+        confusion_matrix=confusion,
+        class_names=_class_names(model, data, num_classes),
+        num_samples=n,
+    )
+
+
+# ---------------------------------------------------------------------------- predict
+
+
+def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
+    """Preprocess ``images`` into one batch; also say whether a single image was given."""
+    single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4)
+    items = [images] if single else list(images)
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        items = list(images)
+    if not items:
+        raise ValueError("predict got no images; pass a PIL image, a path, a tensor, or a list of them")
+    transform = None
+    tensors = []
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.is_floating_point():
+            tensors.append(item)  # already preprocessed, as model(x) would take it
+            continue
+        if isinstance(item, (str, os.PathLike)):
+            from PIL import Image
+
+            with Image.open(Path(item)) as img:
+                item = img.copy()
+        if transform is None:
+            from imgzoo.transforms import for_model  # imported lazily: a sibling module
+
+            transform = for_model(model, train=False)
+        tensors.append(transform(item))
+    return torch.stack(tensors), single
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: Any,
+    topk: int = 5,
+    *,
+    device: str | torch.device = "auto",
+) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+    """The ``topk`` most likely classes, as (class name, probability) pairs, most likely first.
+
+    ``images`` is one image or a list of them: PIL images, file paths, uint8 tensors and
+    NumPy arrays go through the model's eval transform
+    (``imgzoo.transforms.for_model(model)``); float tensors are taken as already
+    preprocessed, exactly what ``model(x)`` would get; a 4-D float tensor is a batch.
+    One image gives one list of pairs; several give a list of such lists.
+    """
+    device = resolve_device(device)
+    batch, single = _to_batch(model, images)
+    model.to(device).eval()
+    probs = model(batch.to(device)).float().softmax(dim=1).cpu()
+    names = _class_names(model, None, probs.shape[1]) if getattr(model, "data_spec", None) else None
+    names = names or [str(i) for i in range(probs.shape[1])]
+    k = min(topk, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    results = [
+        [(names[i], p) for i, p in zip(idx.tolist(), val.tolist(), strict=True)]
+        for idx, val in zip(indices, values, strict=True)
+    ]
+    return results[0] if single else results
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+@dataclass
+class Comparison:
+    """Histories of several models trained the same way, with the notebooks' table and plot."""
+
+    histories: dict[str, History] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Final-epoch metrics per model, as the original notebooks reported them."""
+        rows = []
+        for name, history in self.histories.items():
+            last = history.last()
+            rows.append({"model": name, **{k: last[k] for k in ("train_acc", "val_acc", "train_loss", "val_loss")}})
+        return rows
+
+    def to_markdown(self) -> str:
+        def pct(v: float | None) -> str:
+            return "n/a" if v is None else f"{100 * v:.2f}%"
+
+        def num(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.4f}"
+
+        lines = ["| Model | Train accuracy | Val accuracy | Train loss | Val loss |", "|---|---|---|---|---|"]
+        for r in self.rows():
+            cells = [r["model"], pct(r["train_acc"]), pct(r["val_acc"]), num(r["train_loss"]), num(r["val_loss"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def plot(self, path: str | os.PathLike[str] | None = None):
+        """Accuracy and loss curves of every model on one figure (solid: train, dashed: val)."""
+        from imgzoo.plots import plot_histories
+
+        return plot_histories(self.histories, path)
+
+
+def compare(
+    models: Mapping[str, nn.Module],
+    train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
+    val: Dataset | DataLoader | None = None,
+    *,
+    epochs: int,
+    **fit_options: Any,
+) -> Comparison:
+    """Train each model with the same options and seed, and compare the final epochs.
+
+    ``train`` may be a mapping from model name to its own training data, to compare
+    the same model with and without augmentation, as the original notebooks did.
+    """
+    from imgzoo.training import fit
+
+    if not models:
+        raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
+    result = Comparison()
+    for name, model in models.items():
+        data = train[name] if isinstance(train, Mapping) else train
+        options = dict(fit_options)
+        if options.get("checkpoint_dir") is not None:  # one folder per model, never shared
+            options["checkpoint_dir"] = Path(options["checkpoint_dir"]) / name
+        if options.get("verbose", 1):
+            print(f"== {name}")
+        result.histories[name] = fit(model, data, val, epochs=epochs, **options)
+    return result

@@ -1,0 +1,163 @@
+"""The original notebooks' figures: training curves, a grid of predicted samples, a confusion matrix.
+
+matplotlib is the optional extra ``plot`` (``pip install imgzoo[plot]``) and is imported
+only when a figure is drawn. Figures are built with ``matplotlib.figure.Figure``, not
+pyplot, so they work without a display and leave pyplot's global state alone; a
+notebook shows the returned Figure, and ``path=`` saves it as a PNG atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from imgzoo._atomic import atomic_open
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from imgzoo.history import History
+
+__all__ = ["plot_confusion_matrix", "plot_histories", "plot_history", "plot_predictions"]
+
+
+def _new_figure(**kwargs: Any) -> Figure:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'imgzoo[plot]'") from None
+    return Figure(**kwargs)
+
+
+def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
+    fig.tight_layout()
+    if path is not None:
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    return fig
+
+
+def _curves(axes: Sequence[Any], history: History, label: str = "", style: Any = None) -> None:
+    """Accuracy on the left, loss on the right; solid lines train, dashed lines validation."""
+    prefix = f"{label} " if label else ""
+    for ax, metric in zip(axes, ("acc", "loss"), strict=True):
+        scale = 100 if metric == "acc" else 1
+        train = [scale * v for v in getattr(history, f"train_{metric}")]
+        (line,) = ax.plot(history.epoch, train, "-", label=f"{prefix}train", color=style)
+        val = [(scale * v if v is not None else float("nan")) for v in getattr(history, f"val_{metric}")]
+        if any(v == v for v in val):  # not all NaN
+            ax.plot(history.epoch, val, "--", label=f"{prefix}val", color=line.get_color())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%)" if metric == "acc" else "loss")
+        ax.set_title("Accuracy" if metric == "acc" else "Loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+
+
+def plot_history(history: History, path: str | os.PathLike[str] | None = None) -> Figure:
+    """Accuracy and loss per epoch, train against validation, as the original notebooks drew them."""
+    fig = _new_figure(figsize=(10, 4))
+    _curves(fig.subplots(1, 2), history)
+    return _finish(fig, path)
+
+
+def plot_histories(histories: Mapping[str, History], path: str | os.PathLike[str] | None = None) -> Figure:
+    """Several models' curves on one figure, one colour per model (what ``compare`` draws)."""
+    fig = _new_figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
+    for name, history in histories.items():
+        _curves(axes, history, label=name)
+    return _finish(fig, path)
+
+
+def _show_image(ax: Any, image: torch.Tensor, spec: Any) -> None:
+    """Undo the normalisation so the picture looks like the photo, not like z-scores."""
+    image = image.detach().float().cpu()
+    if spec is not None:
+        mean = torch.tensor(spec.mean).view(-1, 1, 1)
+        std = torch.tensor(spec.std).view(-1, 1, 1)
+        image = image * std + mean
+    else:  # unknown normalisation: stretch to [0, 1]
+        image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
+    image = image.clamp(0, 1)
+    if image.shape[0] == 1:
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image.permute(1, 2, 0).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+@torch.no_grad()
+def plot_predictions(
+    model: torch.nn.Module,
+    data: Any,
+    n: int = 16,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "auto",
+) -> Figure:
+    """The notebooks' "predicted samples" grid: the first ``n`` images with true and predicted labels.
+
+    ``data`` yields (preprocessed image, label) pairs; a wrong prediction's title is red.
+    """
+    from imgzoo.evaluation import _class_names, resolve_device
+
+    count = min(n, len(data))
+    if count < 1:
+        raise ValueError("plot_predictions needs a data set with at least one (image, label) sample")
+    samples = [data[i] for i in range(count)]
+    images = torch.stack([s[0] for s in samples])
+    labels = [int(s[1]) for s in samples]
+    device = resolve_device(device)
+    model.to(device).eval()
+    logits = model(images.to(device)).float().cpu()
+    predicted = logits.argmax(1).tolist()
+    names = _class_names(model, data, logits.shape[1])
+    cols = min(count, 8)
+    rows = -(-count // cols)
+    fig = _new_figure(figsize=(1.6 * cols, 1.9 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    spec = getattr(model, "data_spec", None)
+    for ax, image, true, pred in zip(axes, images, labels, predicted, strict=False):
+        _show_image(ax, image, spec)
+        ax.set_title(f"{names[true]}\n-> {names[pred]}", fontsize=8, color="black" if true == pred else "red")
+    for ax in axes[count:]:
+        ax.axis("off")
+    return _finish(fig, path)
+
+
+def plot_confusion_matrix(
+    matrix: torch.Tensor,
+    class_names: Sequence[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    normalize: bool = True,
+) -> Figure:
+    """Rows are true classes, columns predictions; ``normalize`` shows each row as fractions."""
+    matrix = torch.as_tensor(matrix).double()
+    k = matrix.shape[0]
+    if matrix.dim() != 2 or matrix.shape[1] != k:
+        raise ValueError(f"a confusion matrix is square (classes x classes); got shape {tuple(matrix.shape)}")
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    values = matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1) if normalize else matrix
+    size = max(4.0, 0.45 * k + 2)
+    fig = _new_figure(figsize=(size + 1, size))
+    ax = fig.subplots()
+    im = ax.imshow(values.numpy(), cmap="Blues", vmin=0)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xticks(range(k), names, rotation=90 if k > 6 else 0, fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:  # numbers stay legible up to about 20 classes
+        peak = float(values.max()) or 1.0
+        for i in range(k):
+            for j in range(k):
+                v = float(values[i, j])
+                text = f"{v:.2f}" if normalize else f"{int(v)}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if v > peak / 2 else "black")
+    return _finish(fig, path)

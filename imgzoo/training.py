@@ -1,0 +1,609 @@
+"""fit: the training loop the original notebooks wrote by hand for each experiment, written once.
+
+Read top to bottom in the order a run goes: options -> data loaders -> checks on one
+batch -> optimizer and schedule -> resume -> epochs (train, validate, record, checkpoint,
+print) -> History. Reproducibility rests on two rules: each epoch's shuffle is derived
+from (seed, epoch), and the checkpoint keeps every random generator's state, so a run
+killed and resumed draws exactly the numbers an uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data.dataloader import default_collate
+
+from imgzoo import checkpoint as ckpt
+from imgzoo import distributed
+from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping, FitState
+from imgzoo.evaluation import autocast, eval_sums, resolve_device
+from imgzoo.history import History
+
+__all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
+
+OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
+ScheduleSpec = str | None | Callable[[torch.optim.Optimizer], Any]
+
+
+@dataclass
+class FitConfig:
+    """Every option of :func:`fit`, with the reason for each default."""
+
+    epochs: int
+    # He et al. 2016 trained the CIFAR ResNets with batch 128; so did the original notebooks.
+    batch_size: int = 128
+    # None: 0.1 for SGD (He et al. 2016, batch 128) and 1e-3 for AdamW (Loshchilov & Hutter 2019).
+    lr: float | None = None
+    # SGD with Nesterov momentum 0.9 is the CIFAR recipe of He et al. 2016 and of airbench;
+    # "adamw", a torch.optim class, or a callable(params) -> optimizer also work.
+    optimizer: OptimizerSpec = "sgd"
+    momentum: float = 0.9
+    # None: 5e-4 for SGD (the value of the common CIFAR ResNet reproductions, e.g.
+    # kuangliu/pytorch-cifar) and 0.05 for AdamW (DeiT, ConvNeXt). Biases and norm
+    # weights are never decayed ("Bag of Tricks", He et al. 2019, section 3.1).
+    weight_decay: float | None = None
+    # One-cycle (Smith & Topin 2019) reaches a given accuracy in the fewest epochs;
+    # "cosine" and "step" (x0.1 at 50% and 75%, He et al. 2016) are the classics.
+    # A callable(optimizer) -> scheduler is stepped every `schedule_interval`.
+    schedule: ScheduleSpec = "onecycle"
+    schedule_interval: str = "epoch"  # "epoch" (Lightning's default) or "step"; callables only
+    label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1
+    # False: fp32, as Lightning's default. True: bf16 on CPU and on GPUs that support it,
+    # else fp16 with a GradScaler. Or name it: "bf16" / "fp16".
+    amp: bool | str = False
+    grad_clip: float | None = None  # max gradient L2 norm; None: no clipping (Lightning's default)
+    channels_last: bool = False  # helps convolutions on tensor-core GPUs; measure before enabling on CPU
+    compile: bool = False  # torch.compile costs a minute of compilation; worth it for long runs only
+    device: str | torch.device = "auto"  # cuda, then mps, then cpu
+    # Runs are reproducible unless asked otherwise; None draws a fresh seed.
+    seed: int | None = 0
+    # None: 0 for in-memory TensorDatasets (indexing is cheaper than inter-process copies),
+    # else min(4, CPUs - 1), timm's default capped by the machine.
+    num_workers: int | None = None
+    callbacks: Sequence[Callback] = field(default_factory=tuple)
+    checkpoint_dir: str | os.PathLike[str] | None = None  # writes last.pt after every epoch
+    resume: str | os.PathLike[str] | None = None  # a checkpoint_dir or a .pt file it wrote
+    max_time: float | None = None  # seconds; no epoch is started that would not finish in time
+    verbose: int = 1  # 0: silent, 1: progress bar and a line per epoch, 2: the lines only
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
+            raise ValueError(f"fit: epochs must be an integer >= 1, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"fit: batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"fit: lr must be > 0, got {self.lr!r}")
+        if isinstance(self.optimizer, str) and self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(
+                f"fit: optimizer must be 'sgd', 'adamw', a torch.optim class or a callable, got {self.optimizer!r}"
+            )
+        if isinstance(self.schedule, str) and self.schedule not in ("onecycle", "cosine", "step"):
+            raise ValueError(
+                f"fit: schedule must be 'onecycle', 'cosine', 'step', None or a callable, got {self.schedule!r}"
+            )
+        if self.schedule_interval not in ("epoch", "step"):
+            raise ValueError(f"fit: schedule_interval must be 'epoch' or 'step', got {self.schedule_interval!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"fit: label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.amp not in (False, True, "bf16", "fp16"):
+            raise ValueError(f"fit: amp must be False, True, 'bf16' or 'fp16', got {self.amp!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"fit: grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"fit: max_time must be > 0 seconds or None, got {self.max_time!r}")
+        if self.verbose not in (0, 1, 2):
+            raise ValueError(f"fit: verbose must be 0, 1 or 2, got {self.verbose!r}")
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"fit: callbacks must be imgzoo.callbacks.Callback instances, got {type(cb).__name__}")
+
+
+def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``; None for full precision."""
+    if not amp:
+        return None
+    if amp is True:
+        if device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return torch.float16
+    if amp == "fp16" and device.type == "cpu":
+        raise ValueError("fit: amp='fp16' needs a GPU; on CPU use amp='bf16' (or amp=True)")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    try:
+        size = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"fit: the {role} data must be a map-style Dataset (with __len__) or a DataLoader over one; "
+            f"got {type(dataset).__name__}"
+        ) from None
+    if size == 0:
+        raise ValueError(f"fit: the {role} data set is empty; pass at least one (image, label) sample")
+    return dataset
+
+
+def _default_workers(dataset: Dataset) -> int:
+    if isinstance(dataset, TensorDataset):
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _train_loader(
+    data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext, device: torch.device
+) -> tuple[DataLoader, DistributedSampler | None, torch.Generator]:
+    """The training loader, with a sampler whose shuffle is a function of (seed, epoch).
+
+    A user's DataLoader is used as given in a single process (its shuffle then draws from
+    the global generator, whose state the checkpoint keeps); under torchrun it is rebuilt
+    around a DistributedSampler so that each process sees its own shard.
+    """
+    generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
+    if isinstance(data, DataLoader) and not ctx.enabled:
+        return data, None, generator
+    dataset = _dataset_of(data, "training")
+    batch_size = data.batch_size if isinstance(data, DataLoader) and data.batch_size else cfg.batch_size
+    workers = data.num_workers if isinstance(data, DataLoader) else cfg.num_workers
+    workers = _default_workers(dataset) if workers is None else workers
+    # DistributedSampler with one replica is a plain seeded shuffle: one code path for 1 or N processes.
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=data.collate_fn if isinstance(data, DataLoader) else None,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+        # Not persistent: workers seeded once could not replay an epoch's augmentation on resume.
+        persistent_workers=False,
+    )
+    return loader, sampler, generator
+
+
+def _val_loader(
+    data: Dataset | DataLoader | None, cfg: FitConfig, ctx: distributed.DistContext, device: torch.device
+) -> DataLoader | None:
+    if data is None:
+        return None
+    if isinstance(data, DataLoader) and not ctx.enabled:
+        return data
+    dataset = _dataset_of(data, "validation")
+    if ctx.enabled:  # every process scores a disjoint slice; the sums are added up, nothing counted twice
+        dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
+    workers = cfg.num_workers if cfg.num_workers is not None else _default_workers(dataset)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"
+    )
+
+
+def _known_labels(dataset: Dataset) -> torch.Tensor | None:
+    """All labels at once where the data set exposes them cheaply; else None (checked per batch)."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1]
+    targets = getattr(dataset, "targets", None)  # torchvision's data sets
+    if targets is not None:
+        try:
+            return torch.as_tensor(targets)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or y.dim() != 1:
+        raise ValueError(
+            f"fit: labels must be a 1-D integer tensor of class indices; got dtype {y.dtype}, shape {tuple(y.shape)} "
+            f"({where}). One-hot labels: pass y.argmax(1)."
+        )
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(
+            f"fit: labels must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs; "
+            f"found {int(y.min())}..{int(y.max())} ({where}). Build the model with num_classes={int(y.max()) + 1} "
+            "or fix the labels."
+        )
+
+
+def _dry_run(model: nn.Module, train: Dataset | DataLoader, device: torch.device) -> int:
+    """Feed two training samples through the model before any work; return the number of classes.
+
+    Done in eval mode under no_grad, before seeding, so it changes neither the weights,
+    the batch-norm statistics nor any random generator that training draws from.
+    """
+    dataset = _dataset_of(train, "training")
+    collate = train.collate_fn if isinstance(train, DataLoader) else default_collate
+    batch = collate([dataset[i] for i in range(min(2, len(dataset)))])  # type: ignore[arg-type]
+    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+        raise ValueError("fit: the training data must yield (image_tensor, label) pairs")
+    x, y = batch
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x.to(device))
+    except Exception as e:
+        spec = getattr(model, "data_spec", None)
+        expected = f" It expects {spec.input_shape} per image." if spec is not None else ""
+        raise ValueError(
+            f"fit: the model could not take a batch of the training data (batch shape {tuple(x.shape)}).{expected} "
+            f"Preprocess with imgzoo.transforms.for_model(model, train=True). The model said: {e}"
+        ) from e
+    finally:
+        model.train(was_training)
+    if out.dim() != 2:
+        raise ValueError(f"fit: the model must return (N, num_classes) logits; got shape {tuple(out.shape)}")
+    num_classes = out.shape[1]
+    labels = _known_labels(dataset)
+    _check_labels(labels if labels is not None else torch.as_tensor(y), num_classes, "in the training data")
+    return num_classes
+
+
+# ---------------------------------------------------------------------------- optimization
+
+
+def _build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("fit: the model has no trainable parameters (all have requires_grad=False)")
+    spec = cfg.optimizer
+    if callable(spec) and not (isinstance(spec, type) and issubclass(spec, torch.optim.Optimizer)):
+        return spec(params)
+    is_sgd = spec == "sgd"
+    lr = cfg.lr if cfg.lr is not None else (0.1 if is_sgd else 1e-3)
+    wd = cfg.weight_decay if cfg.weight_decay is not None else (5e-4 if is_sgd else 0.05)
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},  # biases, norm scales
+    ]
+    groups = [g for g in groups if g["params"]]
+    if is_sgd:
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if spec == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return spec(groups, lr=lr)  # a torch.optim class
+
+
+def _build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_epoch: int) -> tuple[Any, str]:
+    """The LR scheduler and whether it steps every batch ("step") or every epoch."""
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler
+    if cfg.schedule is None:
+        return None, "epoch"
+    if cfg.schedule == "onecycle":
+        cycle_momentum = any(k in optimizer.defaults for k in ("momentum", "betas")) and (
+            optimizer.defaults.get("momentum", 1) > 0
+        )
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, cycle_momentum=cycle_momentum), "step"
+    if cfg.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=total), "step"
+    if cfg.schedule == "step":
+        milestones = sorted({max(1, int(cfg.epochs * 0.5)), max(1, int(cfg.epochs * 0.75))})
+        return sched.MultiStepLR(optimizer, milestones=milestones, gamma=0.1), "epoch"
+    return cfg.schedule(optimizer), cfg.schedule_interval
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def fit(
+    model: nn.Module,
+    train: Dataset | DataLoader,
+    val: Dataset | DataLoader | None = None,
+    *,
+    epochs: int,
+    **options: Any,
+) -> History:
+    """Train ``model`` in place on ``train`` for ``epochs`` epochs; return the :class:`History`.
+
+    ``train`` and ``val`` are Datasets or DataLoaders yielding (image tensor, class index)
+    pairs; preprocessing and augmentation are the data set's job
+    (``imgzoo.transforms.for_model(model, train=True)``). Options, with their defaults
+    and the reasons for them, are the fields of :class:`FitConfig`: batch_size, lr,
+    optimizer, momentum, weight_decay, schedule, schedule_interval, label_smoothing,
+    amp, grad_clip, channels_last, compile, device, seed, num_workers, callbacks,
+    checkpoint_dir, resume, max_time, verbose.
+
+    With ``checkpoint_dir``, ``last.pt`` is rewritten atomically after every epoch and
+    ``fit(..., resume=checkpoint_dir)`` continues a run that was stopped in any way,
+    ending (on CPU, with a seed) with exactly the weights of an uninterrupted run.
+    A NaN or infinite loss raises FloatingPointError and leaves the last good
+    checkpoint in place; Ctrl-C writes ``interrupted.pt`` and returns the History so far.
+    Under ``torchrun --nproc_per_node=N`` the same call trains with DDP.
+    """
+    known = {f.name for f in dataclasses.fields(FitConfig)} - {"epochs"}
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"fit() got unknown options {sorted(unknown)}; it takes {sorted(known)}")
+    cfg = FitConfig(epochs=epochs, **options)
+    device = resolve_device(cfg.device)
+    ctx = distributed.setup(device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        return _Run(model, train, val, cfg, device, ctx).run()
+    finally:
+        ctx.close()
+
+
+class _Run:
+    """One call of fit: the state that lives for the run, and its phases as methods."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: Dataset | DataLoader,
+        val: Dataset | DataLoader | None,
+        cfg: FitConfig,
+        device: torch.device,
+        ctx: distributed.DistContext,
+    ) -> None:
+        self.cfg, self.device, self.ctx = cfg, device, ctx
+        self.say = ctx.is_main and cfg.verbose > 0
+        self.amp_dtype = amp_dtype(cfg.amp, device)
+        # Checks first: nothing is trained, seeded or written unless the inputs are sound.
+        model.to(device)
+        self.num_classes = _dry_run(model, train, device)
+        if val is not None:
+            _dataset_of(val, "validation")
+        resume_state = ckpt.load_checkpoint(cfg.resume) if cfg.resume is not None else None
+
+        seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+        self.seed = resume_state["seed"] if resume_state is not None else seed
+        _seed_everything(self.seed + ctx.rank)  # dropout differs per process; shuffles agree via the sampler
+        self.train_loader, self.sampler, self.loader_generator = _train_loader(train, cfg, self.seed, ctx, device)
+        self.val_loader = _val_loader(val, cfg, ctx, device)
+        if len(self.train_loader) == 0:
+            raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
+        self.labels_checked = _known_labels(_dataset_of(train, "training")) is not None
+
+        self.model = model  # the plain module: what is saved, restored and given to callbacks
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = _build_optimizer(model, cfg)
+        self.scheduler, self.schedule_interval = _build_schedule(self.optimizer, cfg, len(self.train_loader))
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype is torch.float16 else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.history = History()
+        self.state = FitState(model, self.optimizer, self.history, 0, cfg.epochs, ctx.is_main)
+        self.start_epoch = 1
+        if resume_state is not None:
+            self._restore(resume_state)
+
+        net: nn.Module = model
+        if ctx.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.net = torch.compile(net) if cfg.compile else net
+        self.checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
+
+    # -- checkpoints
+
+    def _payload(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "seed": self.seed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": ckpt.capture_rng(),
+            "history": self.history.to_dict(),
+            "callbacks": [cb.state_dict() for cb in self.cfg.callbacks],
+            "arch": getattr(self.model, "imgzoo_arch", None),
+        }
+
+    def _save(self, name: str, epoch: int) -> Path | None:
+        if self.checkpoint_dir is None or not self.ctx.is_main:
+            return None
+        return ckpt.save_checkpoint(self.checkpoint_dir / name, self._payload(epoch))
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        for cb, cb_state in zip(self.cfg.callbacks, state.get("callbacks", []), strict=False):
+            cb.load_state_dict(cb_state)
+        self.history = self.state.history = History.from_dict(state["history"])
+        self.start_epoch = state["epoch"] + 1
+        ckpt.restore_rng(state["rng"])
+
+    # -- one epoch
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, device = self.cfg, self.device
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.loader_generator.manual_seed(self.seed * 1_000_003 + epoch)
+        self.net.train()
+        # A sync per step costs nothing on CPU; on a GPU, read the loss every 20 steps.
+        refresh = 1 if device.type == "cpu" else 20
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen, lr = 0, self.optimizer.param_groups[0]["lr"]
+        bar = None
+        if self.say and cfg.verbose == 1:
+            from tqdm.auto import tqdm  # a widget in notebooks, a text bar in terminals
+
+            width = len(str(cfg.epochs))
+            bar = tqdm(
+                total=len(self.train_loader), desc=f"epoch {epoch:>{width}}/{cfg.epochs}", leave=False, unit="batch"
+            )
+        start = time.perf_counter()
+        try:
+            for step, (x, y) in enumerate(self.train_loader):
+                if not self.labels_checked:
+                    _check_labels(y, self.num_classes, f"epoch {epoch}, batch {step}")
+                x = x.to(device, non_blocking=True)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = y.to(device, non_blocking=True)
+                with autocast(device, self.amp_dtype):
+                    logits = self.net(x)
+                    loss = self.criterion(logits, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                lr = self.optimizer.param_groups[0]["lr"]
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    if cfg.grad_clip is not None:
+                        self.scaler.unscale_(self.optimizer)
+                        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    if cfg.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                if self.scheduler is not None and self.schedule_interval == "step":
+                    self.scheduler.step()
+                loss_sum += loss.detach().double() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                last = step == len(self.train_loader) - 1
+                if step % refresh == 0 or last:
+                    total = loss_sum.item()
+                    if not math.isfinite(total):
+                        raise _NonFiniteLoss(epoch, step, total)
+                    if bar is not None:
+                        elapsed = time.perf_counter() - start
+                        bar.set_postfix_str(
+                            f"loss {total / seen:.3f} acc {100 * correct.item() / seen:.1f}% "
+                            f"{seen * self.ctx.world_size / elapsed:.0f} img/s",
+                            refresh=False,
+                        )
+                if bar is not None:
+                    bar.update()
+                for cb in cfg.callbacks:
+                    cb.on_batch_end(self.state, step, loss.detach())
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - start
+        loss_total, correct_total, n = distributed.all_reduce_sums(
+            self.ctx, loss_sum.item(), float(correct.item()), float(seen), device=device
+        )
+        if not math.isfinite(loss_total):
+            raise _NonFiniteLoss(epoch, len(self.train_loader) - 1, loss_total)
+        return {"train_loss": loss_total / n, "train_acc": correct_total / n, "lr": lr, "images_per_sec": n / seconds}
+
+    def _validate(self) -> dict[str, float | None]:
+        if self.val_loader is None:
+            return {"val_loss": None, "val_acc": None}
+        sums = eval_sums(
+            self.net,
+            self.val_loader,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.cfg.channels_last,
+        )
+        loss, correct, n = distributed.all_reduce_sums(
+            self.ctx, sums["loss_sum"], float(sums["correct"]), float(sums["n"]), device=self.device
+        )
+        return {"val_loss": loss / n, "val_acc": correct / n}
+
+    def _line(self, row: dict[str, Any]) -> str:
+        width = len(str(self.cfg.epochs))
+        parts = [
+            f"epoch {row['epoch']:>{width}}/{self.cfg.epochs}",
+            f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%",
+        ]
+        if row["val_loss"] is not None:
+            parts.append(f"val loss {row['val_loss']:.3f} acc {100 * row['val_acc']:.1f}%")
+        parts += [f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"]
+        return " | ".join(parts)
+
+    def _print(self, text: str) -> None:
+        if self.say:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text)  # does not break a progress bar that is still on screen
+
+    # -- the run
+
+    def run(self) -> History:
+        cfg = self.cfg
+        if self.start_epoch > cfg.epochs:
+            self._print(
+                f"nothing to do: the checkpoint has already finished {self.start_epoch - 1} of {cfg.epochs} epochs"
+            )
+            return self.history
+        fit_start = time.perf_counter()
+        for cb in cfg.callbacks:
+            cb.on_fit_start(self.state)
+        epoch = self.start_epoch
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs + 1):
+                self.state.epoch = epoch
+                for cb in cfg.callbacks:
+                    cb.on_epoch_start(self.state)
+                epoch_start = time.perf_counter()
+                row: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch), **self._validate()}
+                if self.scheduler is not None and self.schedule_interval == "epoch":
+                    self.scheduler.step()
+                row["time"] = time.perf_counter() - epoch_start
+                self.history.append(**row)
+                for cb in cfg.callbacks:
+                    cb.on_epoch_end(self.state)
+                self._save(ckpt.LAST, epoch)
+                self._print(self._line(row))
+                if self.state.should_stop:
+                    self._print(f"stopped early after epoch {epoch}")
+                    break
+                elapsed = time.perf_counter() - fit_start
+                if cfg.max_time is not None and epoch < cfg.epochs and elapsed + row["time"] > cfg.max_time:
+                    self._print(f"stopping after epoch {epoch}: another epoch would pass max_time={cfg.max_time:g} s")
+                    break
+        except KeyboardInterrupt:
+            path = self._save(ckpt.INTERRUPTED, self.history.epoch[-1] if len(self.history) else 0)
+            where = f"; weights saved to {path}" if path else ""
+            self._print(
+                f"interrupted during epoch {epoch}{where}. History holds the {len(self.history)} finished epochs."
+            )
+        except _NonFiniteLoss as e:
+            last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
+            kept = (
+                f" The last good checkpoint, {last}, is kept."
+                if last is not None and last.exists()
+                else " No checkpoint was written (pass checkpoint_dir= to keep one)."
+            )
+            raise FloatingPointError(
+                f"fit: the training loss became {e.value} at epoch {e.epoch}, batch {e.step}; training stopped.{kept} "
+                "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
+            ) from None
+        for cb in cfg.callbacks:
+            cb.on_fit_end(self.state)
+        return self.history
+
+
+class _NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        super().__init__(f"loss {value} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value = epoch, step, value

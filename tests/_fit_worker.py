@@ -1,0 +1,104 @@
+"""Tiny learnable data, a tiny model, and the fit runs that tests start in subprocesses.
+
+    python tests/_fit_worker.py kill OUT EPOCH STEP   # fit, SIGKILL itself at (epoch, batch)
+    python tests/_fit_worker.py kill-rename OUT N     # SIGKILL between the N-th checkpoint's temp file and its rename
+    torchrun --nproc_per_node=2 tests/_fit_worker.py ddp OUT
+
+Tests import make_data, make_model and FIT_OPTIONS from here, so the in-process and
+subprocess runs train exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+# The same thread count as tests/conftest.py: CPU kernels may sum in a different order with another.
+THREADS = min(2, os.cpu_count() or 1)
+CLASSES = 4
+FIT_OPTIONS = {"batch_size": 32, "lr": 0.05, "seed": 0, "verbose": 0, "num_workers": 0}
+
+
+def make_data(n: int = 256, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
+    """4 classes of 3x8x8 images: a fixed random prototype per class plus noise; 3/4 train, 1/4 val."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.randn(CLASSES, 3, 8, 8, generator=g)
+    y = torch.randint(0, CLASSES, (n,), generator=g)
+    x = prototypes[y] + 1.5 * torch.randn(n, 3, 8, 8, generator=g)
+    cut = 3 * n // 4
+    return TensorDataset(x[:cut], y[:cut]), TensorDataset(x[cut:], y[cut:])
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    """Conv, batch norm and dropout: weights, running statistics and random draws all matter on resume."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(8 * 4 * 4, CLASSES),
+    )
+
+
+def _kill(out: Path, epoch: int, step: int) -> None:
+    from imgzoo.callbacks import Callback
+    from imgzoo.training import fit
+
+    class KillAt(Callback):
+        def on_batch_end(self, state, batch, loss):  # noqa: ANN001
+            if (state.epoch, batch) == (epoch, step):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    train, val = make_data()
+    fit(make_model(), train, val, epochs=4, checkpoint_dir=out, callbacks=[KillAt()], **FIT_OPTIONS)
+
+
+def _kill_rename(out: Path, nth: int) -> None:
+    from imgzoo.training import fit
+
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):  # noqa: ANN001
+        calls.append(dst)
+        if len(calls) == nth:  # the temp file is complete on disk; the rename never happens
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_replace(src, dst)
+
+    os.replace = replace
+    train, val = make_data()
+    fit(make_model(), train, val, epochs=4, checkpoint_dir=out, **FIT_OPTIONS)
+
+
+def _ddp(out: Path) -> None:
+    from imgzoo.training import fit
+
+    rank = int(os.environ["RANK"])
+    train, val = make_data()
+    model = make_model()
+    history = fit(model, train, val, epochs=4, checkpoint_dir=out / "ckpt", **FIT_OPTIONS)
+    # Every process reports its weights: DDP must keep the replicas identical.
+    torch.save(model.state_dict(), out / f"weights_rank{rank}.pt")
+    if rank == 0:
+        history.to_json(out / "history.json")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1 if sys.argv[1] == "ddp" else THREADS)
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    if mode == "kill":
+        _kill(out, int(sys.argv[3]), int(sys.argv[4]))
+    elif mode == "kill-rename":
+        _kill_rename(out, int(sys.argv[3]))
+    elif mode == "ddp":
+        _ddp(out)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
