@@ -1,0 +1,125 @@
+"""imgzoo.loaders: the batch path agrees with the per-image transforms, and decoding is cached."""
+
+import numpy as np
+import pytest
+import torch
+from data_factories import CIFAR10_CLASSES, write_cifar10, write_image_folder, write_mnist
+from PIL import Image
+
+from imgzoo import datasets, loaders, transforms
+from imgzoo.registry import CIFAR10, MNIST
+
+
+def normalised_crops(image: torch.Tensor, spec, flip: bool) -> torch.Tensor:
+    """Every output the standard augmentation may give for one uint8 (C, H, W) image: (K, C, H, W)."""
+    pad = round(transforms.PAD_FRACTION * min(spec.size))
+    padded = torch.nn.functional.pad(image.unsqueeze(0), (pad,) * 4, mode="reflect")[0]
+    height, width = spec.size
+    crops = [padded[:, y : y + height, x : x + width] for y in range(2 * pad + 1) for x in range(2 * pad + 1)]
+    if flip:
+        crops += [c.flip(-1) for c in crops]
+    x = torch.stack(crops).float() / 255
+    return (x - torch.tensor(spec.mean).view(1, -1, 1, 1)) / torch.tensor(spec.std).view(1, -1, 1, 1)
+
+
+def test_eval_batches_equal_the_per_image_eval_transform(tmp_path):
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
+    loader = loaders.FastLoader(data, batch_size=8, device="cpu")
+    x, y = zip(*loader, strict=True)
+    x, y = torch.cat(x), torch.cat(y)
+    assert len(loader) == 3 and x.shape == (20, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.equal(y, data.targets)  # eval keeps the order
+    eval_transform = transforms.for_model("resnet_cifar")
+    expected = torch.stack([eval_transform(image) for image in data.images])
+    assert torch.allclose(x, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("spec", "flip"), [(CIFAR10, True), (MNIST, False)])
+def test_train_batches_are_pad_crops_and_flips_of_their_images(tmp_path, spec, flip):
+    write = write_cifar10 if spec is CIFAR10 else write_mnist
+    data = (datasets.cifar10 if spec is CIFAR10 else datasets.mnist)(write(tmp_path, n_per_class=3))
+    loader = loaders.FastLoader(data, batch_size=7, train=True, device="cpu", seed=3)
+    seen, flipped = [], 0
+    for x, y in loader:
+        assert x.shape[1:] == spec.input_shape
+        for image, label in zip(x, y, strict=True):
+            # Find which image this is: its label narrows it down; the crops identify it.
+            matches = []
+            for i in torch.nonzero(data.targets == label).flatten().tolist():
+                candidates = normalised_crops(data.images[i], spec, flip=True)
+                hits = torch.nonzero((candidates - image).abs().amax(dim=(1, 2, 3)) < 1e-4).flatten()
+                if len(hits):
+                    matches.append(i)
+                    flipped += int(hits.min()) >= len(candidates) // 2
+            assert len(matches) >= 1
+            seen.append(matches[0])
+    assert sorted(seen) == list(range(len(data)))  # every image once per epoch
+    assert seen != list(range(len(data)))  # shuffled
+    assert (flipped > 0) == flip  # CIFAR images get mirrored, digits never
+
+
+def test_batches_repeat_with_the_seed_and_change_between_epochs(tmp_path):
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
+
+    def epoch(loader):
+        return torch.cat([x for x, _ in loader])
+
+    a = loaders.FastLoader(data, 8, train=True, device="cpu", seed=0)
+    b = loaders.FastLoader(data, 8, train=True, device="cpu", seed=0)
+    first = epoch(a)
+    assert torch.equal(first, epoch(b))
+    assert not torch.equal(first, epoch(a))
+
+
+def test_split_drop_last_and_conversion_to_the_spec(tmp_path):
+    data = datasets.mnist(write_mnist(tmp_path, n_per_class=3))
+    train, val = datasets.train_val_split(data, val_fraction=0.34)
+    loader = loaders.FastLoader(val, batch_size=4, spec=CIFAR10, drop_last=True, device="cpu")
+    assert len(val) == 10 and len(loader) == 2
+    batches = list(loader)
+    assert len(batches) == 2 and batches[0][0].shape == (4, 3, 32, 32)
+    assert set(torch.cat([y for _, y in batches]).tolist()) <= set(val.targets.tolist())
+
+
+def test_decode_caches_by_checksum(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "data", classes=CIFAR10_CLASSES[:3], n_per_class=2, size=(40, 36))
+    folder = datasets.image_folder(root)
+    cache = tmp_path / "cache"
+    first = loaders.decode(folder, CIFAR10, cache_dir=cache)
+    assert first.images.shape == (6, 3, 32, 32) and first.images.dtype == torch.uint8
+    assert torch.equal(first.targets, torch.tensor(folder.targets))
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} although the cache holds it")
+
+    monkeypatch.setattr(loaders, "_open_image", no_decoding)
+    second = loaders.decode(datasets.image_folder(root), CIFAR10, cache_dir=cache)
+    assert torch.equal(first.images, second.images)
+    monkeypatch.undo()
+
+    # A changed file is a new key, decoded again rather than served stale.
+    image = np.asarray(Image.open(folder.samples[0][0])).copy()
+    image[:] = 255 - image
+    Image.fromarray(image).save(folder.samples[0][0], format="JPEG")
+    third = loaders.decode(datasets.image_folder(root), CIFAR10, cache_dir=cache)
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    assert not torch.equal(third.images[0], first.images[0]) and torch.equal(third.images[1:], first.images[1:])
+
+
+def test_fast_loader_decodes_image_files_with_a_spec(tmp_path):
+    folder = datasets.image_folder(write_image_folder(tmp_path / "data", n_per_class=2))
+    with pytest.raises(ValueError, match="spec="):
+        loaders.FastLoader(folder)
+    loader = loaders.FastLoader(folder, 2, spec=MNIST, device="cpu", cache_dir=tmp_path / "cache")
+    assert [tuple(x.shape) for x, _ in loader] == [(2, 1, 28, 28)] * 2
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    data = datasets.cifar10(write_cifar10(tmp_path))
+    with pytest.raises(ValueError, match="strong"):
+        loaders.FastLoader(data, train=True, augment="strong")
+    with pytest.raises(ValueError, match="batch_size"):
+        loaders.FastLoader(data, batch_size=0)
+    with pytest.raises(TypeError, match="DataLoader"):
+        loaders.FastLoader(torch.utils.data.TensorDataset(torch.zeros(2, 3, 32, 32)), spec=CIFAR10)
