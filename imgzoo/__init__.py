@@ -1,6 +1,11 @@
 """imgzoo: small models for small images, one fit loop, and weights on the Hugging Face Hub."""
 
-from imgzoo import models  # registers the built-in architectures
+from imgzoo import (
+    datasets,
+    loaders,
+    models,  # registers the built-in architectures
+    transforms,
+)
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
 from imgzoo.registry import (
     DataSpec,
@@ -18,12 +23,15 @@ __all__ = [
     "__version__",
     "basic_cnn",
     "create_model",
+    "datasets",
     "dogbreed_transfer",
     "list_models",
     "list_pretrained",
+    "loaders",
     "mnist_cnn",
     "models",
     "register_model",
     "register_weights",
     "resnet_cifar",
+    "transforms",
 ]
