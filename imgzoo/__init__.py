@@ -4,8 +4,10 @@ from imgzoo import (
     datasets,
     loaders,
     models,  # registers the built-in architectures
+    pretrained,  # registers the built-in weights entries
     transforms,
 )
+from imgzoo.hub import download, load, push_to_hub, save
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
 from imgzoo.registry import (
     DataSpec,
@@ -25,13 +27,18 @@ __all__ = [
     "create_model",
     "datasets",
     "dogbreed_transfer",
+    "download",
     "list_models",
     "list_pretrained",
+    "load",
     "loaders",
     "mnist_cnn",
     "models",
+    "pretrained",
+    "push_to_hub",
     "register_model",
     "register_weights",
     "resnet_cifar",
+    "save",
     "transforms",
 ]

@@ -1,0 +1,411 @@
+"""Save, load and push imgzoo checkpoints: the only module that talks to huggingface_hub.
+
+Saving to a local folder is the primitive; pushing saves to a temporary folder and
+uploads it. Loading takes one string and finds the files:
+
+- ``"resnet_cifar.cifar10"``: a registered weights entry (a Hub repo pinned to a
+  revision, or a folder shipped in the package), whose sha256 is checked;
+- ``"hf-hub:org/repo@revision"``: any repository holding an imgzoo checkpoint;
+- ``"./a/local/dir"`` (or a ``Path``): a folder written by :func:`save`.
+
+Downloads go through huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CACHE /
+``cache_dir`` and HF_TOKEN behave as they do for every other Hub library.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from torch import nn
+
+from imgzoo._atomic import atomic_write_text
+from imgzoo.checkpoint_format import (
+    CONFIG_NAME,
+    PICKLE_NAMES,
+    WEIGHTS_NAME,
+    CheckpointError,
+    build_config,
+    build_model,
+    load_weights,
+    read_config,
+    read_state_dict,
+    verify_sha256,
+    write_checkpoint,
+)
+from imgzoo.model_card import CURVES_NAME, metrics_from_history, render
+from imgzoo.registry import WeightsEntry, get_weights_entry, list_pretrained
+
+__all__ = ["HF_PREFIX", "HubAuthError", "WeightsNotFoundError", "download", "load", "push_to_hub", "save"]
+
+HF_PREFIX = "hf-hub:"
+CARD_NAME = "README.md"
+_REPO_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """The repository, revision or file is not on the Hub, or not in the cache while offline."""
+
+
+class HubAuthError(PermissionError):
+    """The Hub refused the token (401/403). The token itself is never part of the message."""
+
+
+# --- save / push ---------------------------------------------------------------------------------
+
+
+def save(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    history: Any = None,
+    *,
+    recipe: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    license: str = "mit",
+    tags: tuple[str, ...] | list[str] = (),
+    datasets: list[str] | None = None,
+    repo_id: str | None = None,
+    existing_card: str | None = None,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card into ``directory``.
+
+    ``history`` (an ``imgzoo.History`` or its ``to_dict()``) adds the last epoch's
+    metrics and a ``curves.png`` of accuracy and loss; ``metrics`` entries override
+    those. Everything is computed before the first byte is written, and each file is
+    replaced atomically, so a failure leaves the folder as it was.
+    """
+    directory = Path(directory)
+    history_dict = _history_dict(history)
+    merged = {**(metrics_from_history(history_dict) if history_dict else {}), **(metrics or {})}
+    config = build_config(model, recipe=recipe, metrics=merged or None)
+    card_args = {"repo_id": repo_id, "license": license, "tags": tags, "datasets": datasets, "existing": existing_card}
+    render(config, curves=None, **card_args)  # fail on a bad card before anything is written
+    directory.mkdir(parents=True, exist_ok=True)
+    curves = _write_curves(history, history_dict, directory / CURVES_NAME) if history_dict else None
+    write_checkpoint(model, directory, config)
+    atomic_write_text(directory / CARD_NAME, render(config, curves=curves, **card_args))
+    return directory
+
+
+def push_to_hub(
+    model: nn.Module,
+    repo_id: str,
+    history: Any = None,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload imgzoo model",
+    revision: str | None = None,
+    **save_kwargs: Any,
+) -> str:
+    """Save ``model`` to a temporary folder and upload it to ``repo_id``; returns the commit URL.
+
+    The returned string has ``.oid``, the commit sha to pin in a weights entry. The
+    repository is created if needed (``private`` is passed through; an existing
+    repository keeps its visibility). The model card's results section is regenerated
+    from this model's metrics while the rest of an existing card is kept.
+    ``save_kwargs`` go to :func:`save` (recipe, metrics, license, tags, datasets).
+    """
+    _check_repo_id(repo_id)
+    api = HfApi(library_name="imgzoo", library_version=_version())
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+        existing = _existing_card(repo_id, revision, token)
+        with tempfile.TemporaryDirectory(prefix="imgzoo-push-") as tmp:
+            save(model, tmp, history, repo_id=repo_id, existing_card=existing, **save_kwargs)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, commit_message=commit_message, revision=revision, token=token
+            )
+    except HfHubHTTPError as exc:
+        raise _translate(exc, repo_id, revision, action="push to") from exc
+
+
+# --- load / download -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Files:
+    config: Path
+    weights: Path
+    label: str  # how to name the checkpoint in messages
+    entry: WeightsEntry | None = None
+
+
+def load(
+    path_or_name: str | os.PathLike[str],
+    *,
+    num_classes: int | None = None,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    architecture: str | None = None,
+    **builder_kwargs: Any,
+) -> nn.Module:
+    """Rebuild and load a checkpoint; the model comes back in eval mode, ready to predict.
+
+    ``num_classes`` different from the checkpoint's loads every tensor except the
+    classifier and warns (:class:`~imgzoo.checkpoint_format.NewHeadWarning`); any other
+    mismatch is an error. ``architecture`` asserts which model the checkpoint must be.
+    ``builder_kwargs`` override builder arguments that do not change tensor shapes.
+    The model carries ``data_spec`` (with class names) and ``eval_transform``.
+    """
+    files = _resolve(path_or_name, revision, token, cache_dir, local_files_only, force=False)
+    config = read_config(files.config)
+    expected = architecture or (files.entry.arch if files.entry else None)
+    if expected is not None and config["architecture"] != expected:
+        raise CheckpointError(
+            f"{files.label} holds a {config['architecture']!r} checkpoint, not {expected!r} "
+            f"({files.config}); pick weights of {expected!r} (imgzoo.list_pretrained('{expected}.*'))."
+        )
+    model, new_head = build_model(config, num_classes=num_classes, class_names=class_names, **builder_kwargs)
+    load_weights(model, read_state_dict(files.weights), new_head=new_head, source=files.label)
+    model.eval()
+    # Imported here: transforms is a sibling that imports torchvision's v2 API.
+    from imgzoo.transforms import for_model
+
+    model.eval_transform = for_model(model)
+    return model
+
+
+def download(
+    name: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> Path:
+    """Fetch a weights entry or ``hf-hub:`` repo into the HF cache ahead of time; returns its folder.
+
+    Registered entries are checked against their sha256. ``force`` downloads again
+    even when the cache has the files (the cure for a corrupted cache).
+    """
+    files = _resolve(name, revision, token, cache_dir, local_files_only=False, force=force)
+    return files.weights.parent
+
+
+def _resolve(
+    source: str | os.PathLike[str],
+    revision: str | None,
+    token: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool,
+    force: bool,
+) -> _Files:
+    if isinstance(source, os.PathLike):
+        return _local(Path(source), str(source))
+    if not isinstance(source, str) or not source:
+        raise TypeError(f"expected a weights name, 'hf-hub:org/repo[@revision]' or a folder; got {source!r}")
+    hub = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only, force=force)
+    if source.startswith(HF_PREFIX):
+        repo_id, _, pinned = source[len(HF_PREFIX) :].partition("@")
+        if pinned and revision and pinned != revision:
+            raise ValueError(f"{source!r} pins revision {pinned!r} but revision={revision!r} was also given")
+        _check_repo_id(repo_id)
+        return _from_hub(repo_id, label=source, **{**hub, "revision": pinned or revision})
+    if source in list_pretrained():
+        entry = get_weights_entry(source)
+        if entry.repo_id is not None:
+            if revision is not None and revision != entry.revision:
+                raise ValueError(f"{source} is pinned to revision {entry.revision!r}; got revision={revision!r}")
+            files = _from_hub(entry.repo_id, label=source, **{**hub, "revision": entry.revision})
+        else:
+            files = _local(_package_dir(entry), source)
+        refetch = f"imgzoo download {source} --force" if entry.repo_id else "pip install --force-reinstall imgzoo"
+        verify_sha256(files.weights, entry.sha256, name=source, refetch=refetch)
+        return _Files(files.config, files.weights, source, entry)
+    if _looks_like_path(source) or Path(source).exists():
+        return _local(Path(source).expanduser(), source)
+    try:
+        get_weights_entry(source)  # the registry's error lists close matches
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc} Pass a registered name (imgzoo.list_pretrained()), 'hf-hub:org/repo[@revision]', or a "
+            f"folder written by imgzoo.save()."
+        ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "~", "/")) or os.sep in source or (os.altsep or os.sep) in source
+
+
+def _package_dir(entry: WeightsEntry) -> Path:
+    path = Path(entry.package_dir or "")
+    if path.is_absolute():
+        return path
+    return Path(str(resources.files("imgzoo") / "pretrained" / path))
+
+
+def _local(directory: Path, label: str) -> _Files:
+    if not directory.is_dir():
+        raise WeightsNotFoundError(
+            f"no folder {directory} (from {label!r}); expected a folder written by imgzoo.save(), a registered "
+            f"weights name (imgzoo.list_pretrained()) or 'hf-hub:org/repo[@revision]'"
+        )
+    weights, config = directory / WEIGHTS_NAME, directory / CONFIG_NAME
+    if not weights.is_file():
+        pickles = [n for n in PICKLE_NAMES if (directory / n).is_file()]
+        if pickles:
+            raise CheckpointError(_pickle_message(str(directory), pickles))
+        raise WeightsNotFoundError(f"{directory} has no {WEIGHTS_NAME}; expected a folder written by imgzoo.save()")
+    if not config.is_file():
+        raise CheckpointError(f"{directory} has {WEIGHTS_NAME} but no {CONFIG_NAME}; re-save it with imgzoo.save()")
+    return _Files(config, weights, label)
+
+
+def _from_hub(
+    repo_id: str,
+    *,
+    label: str,
+    revision: str | None,
+    token: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool,
+    force: bool,
+) -> _Files:
+    paths = {}
+    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            paths[filename] = hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                force_download=force,
+                library_name="imgzoo",
+                library_version=_version(),
+            )
+        except EntryNotFoundError as exc:
+            if isinstance(exc, LocalEntryNotFoundError):
+                raise _offline_miss(repo_id, filename, revision, label, cache_dir, local_files_only) from exc
+            pickles = _remote_pickles(repo_id, revision, token)
+            if pickles:
+                raise CheckpointError(_pickle_message(f"{repo_id}@{revision or 'main'}", pickles)) from None
+            raise WeightsNotFoundError(
+                f"{repo_id} at revision {revision or 'main'} has no {filename}; an imgzoo checkpoint holds "
+                f"{CONFIG_NAME} and {WEIGHTS_NAME} (published with imgzoo.push_to_hub())."
+            ) from None
+        except HfHubHTTPError as exc:
+            raise _translate(exc, repo_id, revision, action="download from") from None
+    return _Files(Path(paths[CONFIG_NAME]), Path(paths[WEIGHTS_NAME]), label)
+
+
+def _remote_pickles(repo_id: str, revision: str | None, token: str | None) -> list[str]:
+    api = HfApi(library_name="imgzoo", library_version=_version())
+    return [n for n in PICKLE_NAMES if api.file_exists(repo_id, n, revision=revision, token=token)]
+
+
+def _pickle_message(where: str, pickles: list[str]) -> str:
+    return (
+        f"{where} holds only pickle checkpoints ({', '.join(pickles)}), which imgzoo refuses: unpickling a "
+        f"downloaded file can run arbitrary code. Ask the author for {WEIGHTS_NAME}, or, if you trust the "
+        f"file, convert it yourself: torch.load(path, weights_only=True) then imgzoo.save(model, folder)."
+    )
+
+
+def _offline_miss(
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    label: str,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool,
+) -> WeightsNotFoundError:
+    rev = revision or "main"
+    if constants.is_offline_mode() or local_files_only:
+        why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.is_offline_mode() else "local_files_only=True"
+    else:
+        why = f"the Hub at {constants.ENDPOINT} could not be reached"
+    return WeightsNotFoundError(
+        f"{filename} of {repo_id} at revision {rev} is not in the Hugging Face cache "
+        f"({cache_dir or constants.HF_HUB_CACHE}) and {why}. Fetch it ahead of time while online with "
+        f"`imgzoo download {label}` or `hf download {repo_id} {CONFIG_NAME} {WEIGHTS_NAME} --revision {rev}`."
+    )
+
+
+def _translate(exc: HfHubHTTPError, repo_id: str, revision: str | None, *, action: str) -> Exception:
+    """A Hub HTTP error as a sentence saying what failed and what to do; never with the token."""
+    status = exc.response.status_code if exc.response is not None else None
+    if isinstance(exc, RevisionNotFoundError):
+        return WeightsNotFoundError(f"{repo_id} has no revision {revision!r} (a branch, tag or commit sha)")
+    if isinstance(exc, RepositoryNotFoundError):
+        return WeightsNotFoundError(
+            f"no repository {repo_id} at {constants.ENDPOINT}, or it is private and no valid token was given; "
+            f"check the name, then log in (`hf auth login`), set HF_TOKEN or pass token="
+        )
+    if status in (401, 403):
+        return HubAuthError(
+            f"the Hub at {constants.ENDPOINT} refused the token ({status}) to {action} {repo_id}: it is invalid, "
+            f"expired or lacks {'write' if action == 'push to' else 'read'} access. Log in with `hf auth login`, "
+            f"set HF_TOKEN or pass token= (the token is not shown here)."
+        )
+    return exc
+
+
+def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str | None:
+    """The repository's current README.md, or None for a new repository or branch."""
+    with tempfile.TemporaryDirectory(prefix="imgzoo-card-") as tmp:
+        try:
+            path = hf_hub_download(repo_id, CARD_NAME, revision=revision, token=token, cache_dir=tmp)
+        except (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError):
+            return None
+        return Path(path).read_text(encoding="utf-8")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _history_dict(history: Any) -> dict[str, list[Any]] | None:
+    if history is None:
+        return None
+    data = history.to_dict() if hasattr(history, "to_dict") else history
+    if not isinstance(data, dict) or not all(isinstance(v, (list, tuple)) for v in data.values()):
+        raise TypeError(
+            f"history must be an imgzoo.History or a dict of per-epoch lists (History.to_dict()); "
+            f"got {type(history).__name__}"
+        )
+    return {k: list(v) for k, v in data.items()}
+
+
+def _write_curves(history: Any, history_dict: dict[str, list[Any]], path: Path) -> str | None:
+    """Plot accuracy and loss per epoch to ``path``; None (and a warning) without matplotlib."""
+    try:
+        if not hasattr(history, "plot"):
+            from imgzoo.history import History
+
+            history = History.from_dict(history_dict)
+        history.plot(path)  # imgzoo.plots writes the PNG atomically
+    except ImportError as exc:
+        warnings.warn(f"no curves in the model card: {exc}", stacklevel=3)
+        return None
+    return path.name
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if not _REPO_ID.match(repo_id):
+        raise ValueError(f"a Hub repository id looks like 'org/name'; got {repo_id!r}")
+
+
+def _version() -> str:
+    from imgzoo import __version__
+
+    return __version__

@@ -1,0 +1,80 @@
+"""imgzoo's own pretrained weights, registered when imgzoo is imported.
+
+Each entry is a :class:`~imgzoo.registry.WeightsEntry`, as in torchvision's Weights
+enums: where the files are (a Hub repository pinned to a commit, or a folder under
+``imgzoo/pretrained/`` shipped in the package), the sha256 of ``model.safetensors``,
+and ``meta`` with the data set, metrics, training recipe and parameter count.
+
+To publish an entry: train, ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
+then paste ``entry_from_folder("arch.tag", folder, repo_id="org/repo",
+revision=commit.oid)`` (printed with ``repr``) into ``PRETRAINED`` below.
+tests/test_pretrained.py checks every entry's metadata against its architecture.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imgzoo.models  # noqa: F401  (an entry's architecture must be registered first)
+from imgzoo.checkpoint_format import CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_of
+from imgzoo.registry import WeightsEntry, register_weights
+
+__all__ = ["PRETRAINED", "REQUIRED_META", "check_meta", "entry_from_folder", "register_builtin"]
+
+REQUIRED_META = ("dataset", "metrics", "recipe", "num_params")
+
+# No checkpoint has been trained and published yet; entries go here, newest last.
+PRETRAINED: tuple[WeightsEntry, ...] = ()
+
+
+def entry_from_folder(
+    name: str,
+    folder: str | os.PathLike[str],
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    package_dir: str | None = None,
+) -> WeightsEntry:
+    """A weights entry for a folder written by ``imgzoo.save`` (the same files as the Hub repo).
+
+    The sha256 is computed from the folder's ``model.safetensors``, and ``meta`` is
+    taken from its ``config.json``, so the entry cannot disagree with the files.
+    """
+    folder = Path(folder)
+    config = read_config(folder / CONFIG_NAME)
+    arch = name.split(".", 1)[0]
+    if config["architecture"] != arch:
+        raise ValueError(f"{name!r} names architecture {arch!r} but {folder} holds {config['architecture']!r}")
+    meta = {
+        "dataset": config["data_spec"]["name"],
+        "metrics": config.get("metrics") or {},
+        "recipe": config.get("recipe") or {},
+        "num_params": config["num_params"],
+        "categories": config.get("class_names"),
+        "kwargs": config["kwargs"],
+    }
+    return WeightsEntry(
+        name=name,
+        sha256=sha256_of(folder / WEIGHTS_NAME),
+        repo_id=repo_id,
+        revision=revision,
+        package_dir=package_dir,
+        meta=meta,
+    )
+
+
+def check_meta(entry: WeightsEntry) -> None:
+    """Every entry documents what it is; a missing key is an error at import, not in a user's hands."""
+    missing = [k for k in REQUIRED_META if k not in entry.meta]
+    if missing:
+        raise ValueError(f"weights {entry.name!r}: meta lacks {missing}; every entry records {list(REQUIRED_META)}")
+
+
+def register_builtin(entries: tuple[WeightsEntry, ...] = PRETRAINED) -> None:
+    for entry in entries:
+        check_meta(entry)
+        register_weights(entry)
+
+
+register_builtin()

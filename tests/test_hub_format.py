@@ -1,0 +1,354 @@
+"""imgzoo.save / imgzoo.load on local folders: the checkpoint format, loading rules and the model card."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from hypothesis import given
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import imgzoo
+from imgzoo import model_card
+from imgzoo.checkpoint_format import (
+    CheckpointError,
+    ChecksumError,
+    NewHeadWarning,
+    strip_prefixes,
+)
+from imgzoo.hub import WeightsNotFoundError
+from imgzoo.pretrained import PRETRAINED, REQUIRED_META, check_meta, entry_from_folder
+from imgzoo.registry import MNIST, register_weights, unregister_weights
+
+# The cheap architectures; dogbreed_transfer has its own test below with its smallest backbone.
+SMALL = [("mnist_cnn", {}), ("basic_cnn", {}), ("resnet_cifar", {"depth": 8})]
+
+
+def _history() -> object:
+    data = {
+        "epoch": [1, 2, 3],
+        "train_loss": [1.9, 1.2, 0.8],
+        "train_acc": [0.31, 0.55, 0.71],
+        "val_loss": [1.7, 1.3, 1.0],
+        "val_acc": [0.35, 0.52, 0.66],
+        "lr": [0.1, 0.1, 0.01],
+        "time": [1.0, 1.0, 1.0],
+        "images_per_sec": [500.0, 510.0, 505.0],
+    }
+    history_cls = getattr(imgzoo, "History", None)
+    return history_cls.from_dict(data) if history_cls is not None else data
+
+
+def _batch(model: nn.Module, n: int = 3) -> torch.Tensor:
+    return torch.randn(n, *model.data_spec.input_shape, generator=torch.Generator().manual_seed(0))
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def _trained(arch: str, **kwargs) -> nn.Module:
+    """A model whose weights differ from a fresh build, so a load that silently did nothing fails."""
+    torch.manual_seed(1)
+    model = imgzoo.create_model(arch, **kwargs)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.add_(0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("arch", "kwargs"), SMALL)
+def test_save_then_load_gives_equal_outputs(tmp_path, arch, kwargs):
+    model = _trained(arch, **kwargs)
+    folder = imgzoo.save(model, tmp_path / "ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+    loaded = imgzoo.load(str(folder))
+    x = _batch(model)
+    assert torch.equal(_outputs(model, x), _outputs(loaded, x))
+    assert not loaded.training
+    assert loaded.imgzoo_kwargs == model.imgzoo_kwargs
+    assert loaded.data_spec == model.data_spec
+
+
+def test_config_records_what_rebuilds_the_model(tmp_path):
+    model = _trained("resnet_cifar", depth=8, num_classes=10)
+    imgzoo.save(model, tmp_path, recipe={"epochs": 3, "lr": 0.1}, metrics={"test_acc": 0.61})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architecture"] == "resnet_cifar"
+    assert config["kwargs"]["depth"] == 8
+    assert config["imgzoo_version"] == imgzoo.__version__
+    assert config["num_classes"] == 10
+    assert config["class_names"] == list(model.data_spec.class_names)
+    assert config["data_spec"] == json.loads(json.dumps(model.data_spec.to_dict()))
+    assert config["num_params"] == sum(p.numel() for p in model.parameters())
+    assert config["recipe"] == {"epochs": 3, "lr": 0.1}
+    assert config["metrics"] == {"test_acc": 0.61}
+
+
+def test_loaded_model_has_class_names_and_eval_transform(tmp_path):
+    model = _trained("mnist_cnn")
+    imgzoo.save(model, tmp_path)
+    loaded = imgzoo.load(tmp_path)
+    assert loaded.data_spec.class_names == tuple(str(d) for d in range(10))
+    image = torch.randint(0, 256, (28, 28), dtype=torch.uint8).numpy()
+    x = loaded.eval_transform(image)
+    assert tuple(x.shape) == loaded.data_spec.input_shape
+    assert _outputs(loaded, x.unsqueeze(0)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("wrap", ["dataparallel", "compile"])
+def test_wrapped_models_save_clean_keys(tmp_path, wrap):
+    model = _trained("mnist_cnn")
+    wrapped = nn.DataParallel(model) if wrap == "dataparallel" else torch.compile(model)
+    imgzoo.save(wrapped, tmp_path)
+    keys = load_file(tmp_path / "model.safetensors").keys()
+    assert not [k for k in keys if k.startswith(("module.", "_orig_mod."))]
+    x = _batch(model)
+    assert torch.equal(_outputs(model, x), _outputs(imgzoo.load(tmp_path), x))
+
+
+def test_prefixed_keys_written_by_other_tools_are_stripped(tmp_path):
+    model = _trained("mnist_cnn")
+    imgzoo.save(model, tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    save_file({f"module._orig_mod.{k}": v for k, v in state.items()}, tmp_path / "model.safetensors")
+    x = _batch(model)
+    assert torch.equal(_outputs(model, x), _outputs(imgzoo.load(tmp_path), x))
+
+
+@given(
+    keys=st.lists(st.text(alphabet="ab.", min_size=1, max_size=8), min_size=1, max_size=6),
+    prefixes=st.lists(st.sampled_from(["module.", "_orig_mod."]), max_size=3),
+)
+def test_strip_prefixes_undoes_any_nesting_of_wrappers(keys, prefixes):
+    state = {k: torch.zeros(1) for k in keys}
+    prefix = "".join(prefixes)
+    assert list(strip_prefixes({prefix + k: v for k, v in state.items()})) == [k for k in strip_prefixes(state)]
+
+
+def test_a_submodule_named_module_is_not_stripped():
+    state = {"module.weight": torch.zeros(1), "head.weight": torch.zeros(1)}
+    assert list(strip_prefixes(state)) == ["module.weight", "head.weight"]
+
+
+def test_new_num_classes_loads_all_but_the_classifier_and_says_so(tmp_path):
+    model = _trained("resnet_cifar", depth=8)
+    imgzoo.save(model, tmp_path)
+    with pytest.warns(NewHeadWarning, match="NOT the classifier.*10 classes.*model 3"):
+        loaded = imgzoo.load(tmp_path, num_classes=3, class_names=["a", "b", "c"])
+    assert loaded.classifier.out_features == 3
+    assert loaded.data_spec.class_names == ("a", "b", "c")
+    assert loaded.data_spec.mean == model.data_spec.mean
+    saved, got = model.state_dict(), loaded.state_dict()
+    body = [k for k in saved if not k.startswith("classifier.")]
+    assert body and all(torch.equal(saved[k], got[k]) for k in body)
+
+
+def test_same_num_classes_loads_strictly_without_warning(tmp_path):
+    imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        imgzoo.load(tmp_path, num_classes=10)
+
+
+def test_shape_changing_override_is_refused_with_the_differing_keys(tmp_path):
+    imgzoo.save(_trained("mnist_cnn", hidden=64), tmp_path)
+    with pytest.raises(CheckpointError, match=r"do not fit mnist_cnn.*different shapes.*head\.2\.weight"):
+        imgzoo.load(tmp_path, hidden=32)
+
+
+def test_shape_neutral_override_is_allowed(tmp_path):
+    model = _trained("mnist_cnn", dropout=0.25)
+    imgzoo.save(model, tmp_path)
+    loaded = imgzoo.load(tmp_path, dropout=0.5)
+    assert loaded.imgzoo_kwargs["dropout"] == 0.5
+    x = _batch(model)
+    assert torch.equal(_outputs(model, x), _outputs(loaded, x))  # dropout is off in eval mode
+
+
+def test_missing_tensor_is_refused(tmp_path):
+    imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["features.0.weight"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"1 missing \(features\.0\.weight\)"):
+        imgzoo.load(tmp_path)
+
+
+def test_config_of_another_architecture_is_refused(tmp_path):
+    imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    with pytest.raises(CheckpointError, match="holds a 'mnist_cnn' checkpoint, not 'basic_cnn'"):
+        imgzoo.load(tmp_path, architecture="basic_cnn")
+
+
+def test_pickle_only_folder_is_refused_without_unpickling(tmp_path):
+    marker = tmp_path / "unpickled"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError, match="only pickle checkpoints.*pytorch_model.bin.*arbitrary code"):
+        imgzoo.load(folder)
+    assert not marker.exists()
+
+
+def test_missing_folder_and_missing_config_are_clear(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="no folder"):
+        imgzoo.load(tmp_path / "absent")
+    imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        imgzoo.load(tmp_path)
+    (tmp_path / "config.json").write_text('{"architecture": "mnist_cnn"}')
+    with pytest.raises(CheckpointError, match="not an imgzoo config"):
+        imgzoo.load(tmp_path)
+
+
+def test_failed_save_leaves_the_folder_as_it_was(tmp_path):
+    imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    model = _trained("basic_cnn")
+    model.imgzoo_kwargs = {**model.imgzoo_kwargs, "activation": nn.ReLU()}  # not JSON
+    with pytest.raises(TypeError, match="plain JSON"):
+        imgzoo.save(model, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_save_refuses_a_model_not_built_by_imgzoo(tmp_path):
+    with pytest.raises(TypeError, match="built by imgzoo"):
+        imgzoo.save(nn.Linear(2, 2), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_dogbreed_checkpoint_does_not_fetch_imagenet_weights(tmp_path):
+    model = _trained("dogbreed_transfer", backbone="resnet18", num_classes=5)
+    # As if trained from ImageNet weights: loading must not reach for them again.
+    model.imgzoo_kwargs = {**model.imgzoo_kwargs, "weights": "imagenet"}
+    imgzoo.save(model, tmp_path)
+    loaded = imgzoo.load(tmp_path)
+    assert loaded.imgzoo_kwargs["weights"] is None
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(_outputs(model, x), _outputs(loaded, x))
+
+
+# --- model card ----------------------------------------------------------------------------------
+
+
+def test_model_card_metadata_and_curves(tmp_path):
+    model = _trained("resnet_cifar", depth=8)
+    imgzoo.save(model, tmp_path, _history(), recipe={"epochs": 3})
+    card = ModelCard.load(tmp_path / "README.md")  # the Hub client's own parser
+    meta = card.data.to_dict()
+    assert meta["library_name"] == "imgzoo"
+    assert meta["license"] == "mit"
+    assert {"imgzoo", "resnet_cifar", "image-classification"} <= set(meta["tags"])
+    assert meta["datasets"] == ["uoft-cs/cifar10"]
+    _, results = model_index_to_eval_results(meta["model-index"])
+    by_type = {r.metric_type: r.metric_value for r in results}
+    assert by_type == {"accuracy": 0.66, "loss": 1.0}
+    assert "| accuracy | 71.00% | 66.00% |" in card.text
+    assert "![accuracy and loss per epoch](curves.png)" in card.text
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["metrics"]["best_val_acc"] == 0.66 and config["metrics"]["epochs"] == 3
+
+
+def test_model_card_regenerates_results_and_keeps_the_authors_text(tmp_path):
+    config = {
+        "architecture": "mnist_cnn",
+        "kwargs": {},
+        "data_spec": MNIST.to_dict(),
+        "metrics": {"val_acc": 0.5},
+    }
+    first = model_card.render(config, repo_id="org/digits")
+    edited = first.replace("license: mit", "license: mit\nbase_model: org/base").replace(
+        "## Use", "Trained on a laptop by hand.\n\n## Use"
+    )
+    second = model_card.render({**config, "metrics": {"val_acc": 0.75}}, repo_id="org/digits", existing=edited)
+    meta, body = model_card.split_front_matter(second)
+    assert meta["base_model"] == "org/base"
+    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.75
+    assert "Trained on a laptop by hand." in body
+    assert "75.00%" in body and "50.00%" not in body
+    assert body.count(model_card.START) == 1
+
+
+def test_model_card_appends_results_to_a_card_without_markers():
+    config = {"architecture": "mnist_cnn", "kwargs": {}, "data_spec": MNIST.to_dict()}
+    text = model_card.render(config, existing="# My digits model\n\nHand-written card.\n")
+    _, body = model_card.split_front_matter(text)
+    assert body.startswith("# My digits model")
+    assert body.rstrip().endswith(model_card.END)
+
+
+# --- weights entries -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def packaged_entry(tmp_path):
+    model = _trained("mnist_cnn")
+    folder = imgzoo.save(model, tmp_path / "shipped", metrics={"val_acc": 0.99}, recipe={"epochs": 1})
+    entry = register_weights(entry_from_folder("mnist_cnn.unit_test", folder, package_dir=str(folder)))
+    yield model, folder, entry
+    unregister_weights(entry.name)
+
+
+def test_weights_entry_loads_by_name_and_by_create_model(packaged_entry):
+    model, _, entry = packaged_entry
+    check_meta(entry)
+    assert set(REQUIRED_META) <= set(entry.meta)
+    assert entry.meta["num_params"] == sum(p.numel() for p in model.parameters())
+    assert "mnist_cnn.unit_test" in imgzoo.list_pretrained()
+    x = _batch(model)
+    assert torch.equal(_outputs(model, x), _outputs(imgzoo.load("mnist_cnn.unit_test"), x))
+    assert torch.equal(_outputs(model, x), _outputs(imgzoo.create_model("mnist_cnn", pretrained=True), x))
+
+
+def test_weights_entry_sha256_mismatch_is_refused(packaged_entry):
+    _, folder, _ = packaged_entry
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="sha256 mismatch for mnist_cnn.unit_test.*nothing was loaded"):
+        imgzoo.load("mnist_cnn.unit_test")
+
+
+def test_weights_entry_of_another_architecture_is_refused(tmp_path):
+    folder = imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    entry = entry_from_folder("mnist_cnn.x", folder, package_dir=str(folder))
+    wrong = type(entry)(name="basic_cnn.x", sha256=entry.sha256, package_dir=str(folder), meta=entry.meta)
+    register_weights(wrong)
+    try:
+        with pytest.raises(CheckpointError, match="holds a 'mnist_cnn' checkpoint, not 'basic_cnn'"):
+            imgzoo.load("basic_cnn.x")
+    finally:
+        unregister_weights("basic_cnn.x")
+
+
+def test_unknown_name_suggests_close_matches(packaged_entry):
+    with pytest.raises(ValueError, match=r"Did you mean 'mnist_cnn.unit_test'.*hf-hub:org/repo"):
+        imgzoo.load("mnist_cnn.unit_tset")
+
+
+def test_builtin_entries_document_themselves():
+    for entry in PRETRAINED:
+        assert entry.name in imgzoo.list_pretrained()
+        check_meta(entry)
+        assert entry.repo_id is None or len(entry.revision) == 40, f"{entry.name}: pin a commit sha, not a branch"
