@@ -1,0 +1,41 @@
+"""fit under torchrun: 2 CPU processes on gloo train like one, and write exactly one checkpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from _fit_worker import FIT_OPTIONS, make_data, make_model
+
+from imgzoo.history import History
+from imgzoo.training import fit
+
+WORKER = Path(__file__).with_name("_fit_worker.py")
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run([*cmd, str(WORKER), "ddp", str(tmp_path)], capture_output=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+
+    # Only rank 0 writes: one checkpoint, no temp files.
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.pt"]
+    # DDP keeps the replicas identical.
+    w0 = torch.load(tmp_path / "weights_rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "weights_rank1.pt", weights_only=True)
+    for name, value in w0.items():
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue  # each process keeps batch-norm statistics of its own shard, as DDP documents
+        assert torch.equal(value, w1[name]), name
+
+    ddp = History.from_json(tmp_path / "history.json")
+    train, val = make_data()
+    single = fit(make_model(), train, val, epochs=4, **FIT_OPTIONS)
+    assert ddp.epoch == single.epoch == [1, 2, 3, 4]
+    assert single.val_acc[-1] >= 0.85
+    # Same data, each process half the steps with a global batch twice as large: the same accuracy within noise.
+    assert abs(ddp.val_acc[-1] - single.val_acc[-1]) <= 0.1

@@ -1,0 +1,188 @@
+"""fit: it learns, it refuses bad input before working, it stops cleanly on NaN and Ctrl-C."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from _fit_worker import FIT_OPTIONS, make_data, make_model
+from torch.utils.data import DataLoader, TensorDataset
+
+from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping
+from imgzoo.checkpoint import load_checkpoint
+from imgzoo.training import fit
+
+
+def test_fit_learns_a_small_problem():
+    train, val = make_data()
+    history = fit(make_model(), train, val, epochs=4, **FIT_OPTIONS)
+    assert history.val_acc[-1] >= 0.9
+    assert history.train_loss[-1] < history.train_loss[0]
+
+
+def test_fit_accepts_dataloaders():
+    train, val = make_data(n=128)
+    loader = DataLoader(train, batch_size=16, shuffle=True)
+    history = fit(make_model(), loader, DataLoader(val, batch_size=64), epochs=2, **FIT_OPTIONS)
+    assert len(history) == 2 and history.val_acc[-1] is not None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"optimizer": "adamw", "lr": 1e-2, "schedule": "cosine"},
+        {"optimizer": torch.optim.RMSprop, "lr": 3e-3, "schedule": "step"},
+        {"optimizer": lambda params: torch.optim.SGD(params, lr=0.05), "schedule": None},
+        {"schedule": lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)},
+        {"amp": "bf16", "grad_clip": 1.0, "label_smoothing": 0.1, "channels_last": True},
+    ],
+    ids=["adamw-cosine", "torch-class-step", "callable-optimizer", "callable-schedule", "bf16-clip-smooth"],
+)
+def test_optimizers_schedules_and_precision_train(options):
+    train, val = make_data()
+    history = fit(make_model(), train, val, epochs=3, **{**FIT_OPTIONS, **options})
+    assert all(torch.isfinite(torch.tensor(history.train_loss)))
+    assert history.val_acc[-1] > 0.6  # 4 classes: chance is 0.25
+
+
+def test_step_schedule_divides_lr_by_ten_at_half_and_three_quarters():
+    train, _ = make_data(n=64)
+    options = {**FIT_OPTIONS, "schedule": "step", "lr": 0.1}
+    history = fit(make_model(), train, epochs=4, **options)
+    assert history.lr == pytest.approx([0.1, 0.1, 0.01, 0.001])
+
+
+def test_summary_line_per_epoch(capsys):
+    train, val = make_data(n=64)
+    fit(make_model(), train, val, epochs=2, **{**FIT_OPTIONS, "verbose": 2})
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    pattern = (
+        r"epoch [12]/2 \| train loss \d\.\d{3} acc \d+\.\d% \| val loss \d\.\d{3} acc \d+\.\d% \| lr \S+ \| \d+\.\d s"
+    )
+    assert len(lines) == 2 and all(re.fullmatch(pattern, line) for line in lines), lines
+
+
+def test_verbose_zero_is_silent(capsys):
+    train, _ = make_data(n=64)
+    fit(make_model(), train, epochs=1, **FIT_OPTIONS)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+# ---------------------------------------------------------------------------- refused before work
+
+
+def _bad(**kwargs):
+    train, _ = make_data(n=64)
+    return {"model": make_model(), "train": train, "epochs": 1, **FIT_OPTIONS, **kwargs}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"epochs": 0}, ValueError, "epochs must be an integer >= 1"),
+        ({"train": TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))}, ValueError, "empty"),
+        (
+            {"train": TensorDataset(torch.zeros(8, 3, 8, 8), torch.full((8,), 4))},
+            ValueError,
+            r"labels must lie in \[0, 3\]",
+        ),
+        ({"train": TensorDataset(torch.zeros(8, 3, 8, 8), torch.zeros(8, 4))}, ValueError, "1-D integer tensor"),
+        (
+            {"train": TensorDataset(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long))},
+            ValueError,
+            "could not take",
+        ),
+        ({"optimizer": "adam"}, ValueError, "optimizer must be"),
+        ({"amp": "fp16", "device": "cpu"}, ValueError, "needs a GPU"),
+        ({"learning_rate": 0.1}, TypeError, "unknown options"),
+    ],
+    ids=["epochs", "empty", "label-range", "one-hot", "shape", "optimizer", "fp16-cpu", "unknown-option"],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, error, message):
+    args = _bad(checkpoint_dir=tmp_path / "ckpt", **kwargs)
+    model = args["model"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(error, match=message):
+        fit(args.pop("model"), args.pop("train"), **args)
+    assert not (tmp_path / "ckpt").exists()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+class _PoisonAt(Callback):
+    """Make the weights NaN when an epoch starts, as a diverging run would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, state):
+        if state.epoch == self.epoch:
+            with torch.no_grad():
+                state.model[0].weight.fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    train, val = make_data(n=64)
+    with pytest.raises(FloatingPointError, match=r"became nan at epoch 2, batch 0.*last good checkpoint"):
+        fit(make_model(), train, val, epochs=3, checkpoint_dir=tmp_path, callbacks=[_PoisonAt(2)], **FIT_OPTIONS)
+    state = load_checkpoint(tmp_path)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+class _InterruptAt(Callback):
+    def on_batch_end(self, state, step, loss):
+        if (state.epoch, step) == (2, 1):
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_saves_a_checkpoint_and_returns_the_history_so_far(tmp_path):
+    train, val = make_data(n=128)
+    history = fit(
+        make_model(), train, val, epochs=3, checkpoint_dir=tmp_path, callbacks=[_InterruptAt()], **FIT_OPTIONS
+    )
+    assert history.epoch == [1]
+    interrupted = load_checkpoint(tmp_path / "interrupted.pt")
+    assert interrupted["epoch"] == 1
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+
+class _Snapshot(Callback):
+    def __init__(self) -> None:
+        self.weights = {}
+
+    def on_epoch_end(self, state):
+        self.weights[state.epoch] = {k: v.clone() for k, v in state.model.state_dict().items()}
+
+
+def test_early_stopping_stops_and_restores_the_best_weights():
+    train, val = make_data(n=128)
+    model, snapshot = make_model(), _Snapshot()
+    # Train loss falls every epoch, so "higher is better" sees epoch 1 as the best and then stalls.
+    stop = EarlyStopping(monitor="train_loss", mode="max", patience=2)
+    history = fit(model, train, val, epochs=6, callbacks=[snapshot, stop], **FIT_OPTIONS)
+    assert history.epoch == [1, 2, 3]
+    assert stop.best_epoch == 1
+    assert all(torch.equal(snapshot.weights[1][k], v) for k, v in model.state_dict().items())
+
+
+def test_csv_logger_writes_one_row_per_epoch(tmp_path):
+    train, val = make_data(n=64)
+    path = tmp_path / "log.csv"
+    fit(make_model(), train, val, epochs=2, callbacks=[CSVLogger(path)], **FIT_OPTIONS)
+    rows = path.read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["epoch", "train_loss", "train_acc"]
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+
+
+def test_max_time_stops_before_an_epoch_that_would_not_fit():
+    train, _ = make_data(n=64)
+    history = fit(make_model(), train, epochs=50, max_time=1e-6, **FIT_OPTIONS)
+    assert history.epoch == [1]

@@ -1,0 +1,80 @@
+"""evaluate, predict and compare."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _fit_worker import CLASSES, FIT_OPTIONS, make_data, make_model
+
+from imgzoo.evaluation import compare, evaluate, predict
+from imgzoo.training import fit
+
+
+@pytest.fixture(scope="module")
+def trained():
+    train, val = make_data()
+    model = make_model()
+    fit(model, train, val, epochs=3, **FIT_OPTIONS)
+    return model, val
+
+
+def test_evaluate_metrics_agree_with_each_other(trained):
+    model, val = trained
+    result = evaluate(model, val)
+    x, y = val.tensors
+    with torch.no_grad():
+        model.eval()
+        expected_top1 = (model(x).argmax(1) == y).double().mean().item()
+    assert result.num_samples == len(val)
+    assert result.top1 == pytest.approx(expected_top1)
+    assert result.top5 == 1.0  # 4 classes: the true one is always among the top 5
+    cm = result.confusion_matrix
+    assert cm.shape == (CLASSES, CLASSES) and int(cm.sum()) == len(val)
+    assert cm.sum(dim=1).tolist() == torch.bincount(y, minlength=CLASSES).tolist()
+    assert result.top1 == pytest.approx(cm.diag().sum().item() / len(val))
+    assert result.per_class_accuracy == pytest.approx((cm.diag() / cm.sum(dim=1)).tolist())
+    assert result.class_names == ["0", "1", "2", "3"]
+    assert "top-1" in str(result)
+
+
+def test_predict_returns_class_names_and_probabilities(trained):
+    model, val = trained
+    x, y = val.tensors
+    one = predict(model, x[0], topk=3)
+    assert len(one) == 3 and [name for name, _ in one][0] in {"0", "1", "2", "3"}
+    probs = [p for _, p in one]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    many = predict(model, x[:5])
+    assert len(many) == 5 and all(len(r) == CLASSES for r in many)
+    assert sum(p for _, p in many[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_applies_the_models_eval_transform_to_pil_images_and_paths(tmp_path):
+    pytest.importorskip("imgzoo.transforms")
+    from PIL import Image
+
+    from imgzoo.models import mnist_cnn
+
+    model = mnist_cnn()
+    image = Image.new("L", (40, 40), color=200)  # another size: the transform must resize
+    image.save(tmp_path / "digit.png")
+    from_pil, from_path = predict(model, [image, tmp_path / "digit.png"], topk=2)
+    assert [n for n, _ in from_pil] == [n for n, _ in from_path]
+    assert all(name in [str(d) for d in range(10)] for name, _ in from_pil)
+    assert [p for _, p in from_pil] == pytest.approx([p for _, p in from_path])
+
+
+def test_compare_builds_the_notebooks_table():
+    train, val = make_data(n=64)
+    result = compare({"small": make_model(0), "other": make_model(1)}, train, val, epochs=1, **FIT_OPTIONS)
+    lines = result.to_markdown().splitlines()
+    assert lines[0] == "| Model | Train accuracy | Val accuracy | Train loss | Val loss |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| small", "| other"]
+    last = result.histories["small"].last()
+    assert f"{100 * last['val_acc']:.2f}%" in lines[2] and f"{last['train_loss']:.4f}" in lines[2]
+
+
+def test_compare_needs_models():
+    train, val = make_data(n=64)
+    with pytest.raises(ValueError, match="at least one model"):
+        compare({}, train, val, epochs=1)
