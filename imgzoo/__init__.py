@@ -7,6 +7,8 @@ from imgzoo import (
     pretrained,  # registers the built-in weights entries
     transforms,
 )
+from imgzoo.evaluation import compare, evaluate, predict
+from imgzoo.history import History
 from imgzoo.hub import download, load, push_to_hub, save
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
 from imgzoo.registry import (
@@ -17,23 +19,29 @@ from imgzoo.registry import (
     register_model,
     register_weights,
 )
+from imgzoo.training import fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DataSpec",
+    "History",
     "__version__",
     "basic_cnn",
+    "compare",
     "create_model",
     "datasets",
     "dogbreed_transfer",
     "download",
+    "evaluate",
+    "fit",
     "list_models",
     "list_pretrained",
     "load",
     "loaders",
     "mnist_cnn",
     "models",
+    "predict",
     "pretrained",
     "push_to_hub",
     "register_model",
