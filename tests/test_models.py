@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -119,6 +119,7 @@ def test_dropout_is_active_in_train_mode_only(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+@settings(max_examples=10)  # per model; each example builds a network
 @given(batch=st.integers(1, 5), num_classes=st.integers(1, 300))
 def test_output_shape_is_batch_by_num_classes(name, batch, num_classes):
     model = build(name, num_classes=num_classes).eval()
