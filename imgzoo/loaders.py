@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,8 +102,6 @@ def decode(
             continue
         images[i] = TF.resize(image, list(size), antialias=True) if image.shape[1:] != size else image
     if bad:
-        import warnings
-
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {dataset.source}: {', '.join(bad[:3])}", stacklevel=2)
     targets = torch.as_tensor(dataset.targets, dtype=torch.int64)
     images, targets = images[keep].contiguous(), targets[keep].contiguous()
