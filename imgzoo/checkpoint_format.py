@@ -210,7 +210,11 @@ def write_checkpoint(model: nn.Module, directory: Path, config: dict[str, Any]) 
     # clone(): safetensors refuses tensors that share storage (e.g. views); a checkpoint
     # the size of these models costs nothing to copy.
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in strip_prefixes(model.state_dict()).items()}
-    metadata = {"format": "pt", "imgzoo_architecture": config["architecture"]}
+    # One metadata key only: safetensors writes the metadata map in hash order, so two keys
+    # would make the same weights hash differently from one save to the next (seen with
+    # safetensors 0.8), and a weights entry's sha256 must be reproducible. config.json names
+    # the architecture.
+    metadata = {"format": "pt"}
     with atomic_open(directory / WEIGHTS_NAME, "wb") as f:
         f.write(save(state, metadata=metadata))
     atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")

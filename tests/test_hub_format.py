@@ -22,6 +22,7 @@ from imgzoo.checkpoint_format import (
     CheckpointError,
     ChecksumError,
     NewHeadWarning,
+    sha256_of,
     strip_prefixes,
 )
 from imgzoo.hub import WeightsNotFoundError
@@ -81,6 +82,13 @@ def test_save_then_load_gives_equal_outputs(tmp_path, arch, kwargs):
     assert not loaded.training
     assert loaded.imgzoo_kwargs == model.imgzoo_kwargs
     assert loaded.data_spec == model.data_spec
+
+
+def test_saving_the_same_weights_twice_writes_the_same_bytes(tmp_path):
+    # A weights entry pins the sha256 of model.safetensors, so saving must be byte-reproducible.
+    model = _trained("mnist_cnn")
+    digests = {sha256_of(imgzoo.save(model, tmp_path / str(i)) / "model.safetensors") for i in range(8)}
+    assert len(digests) == 1
 
 
 def test_config_records_what_rebuilds_the_model(tmp_path):
