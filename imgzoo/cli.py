@@ -41,12 +41,30 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from imgzoo.hub import download
+
+    try:
+        folder = download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force)
+    except PermissionError as exc:  # a refused token; the message never contains it
+        print(f"imgzoo: error: {exc}", file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgzoo", description="Small models for small images.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="build every registered model and print its parameters and shapes")
     p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
     p.set_defaults(func=_cmd_models)
+    p = sub.add_parser("download", help="fetch pretrained weights into the Hugging Face cache for offline use")
+    p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
+    p.add_argument("--revision", default=None, help="branch, tag or commit sha (hf-hub: names only)")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default: HF_HUB_CACHE)")
+    p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
+    p.set_defaults(func=_cmd_download)
     return parser
 
 

@@ -1,0 +1,277 @@
+"""push_to_hub / load / download against a local Hub-compatible server, with the stock huggingface_hub client.
+
+huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE into ``huggingface_hub.constants``
+when it is imported, so in-process tests patch those constants; subprocesses get the
+environment variables instead, as users would set them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hub_server import HubServer
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+import imgzoo
+from imgzoo import cli
+from imgzoo.checkpoint_format import CheckpointError, ChecksumError
+from imgzoo.hub import HubAuthError, WeightsNotFoundError
+from imgzoo.model_card import split_front_matter
+from imgzoo.pretrained import entry_from_folder
+from imgzoo.registry import register_weights, unregister_weights
+
+TOKEN = "hf_imgzooTestToken0123456789abcdef"
+WRONG_TOKEN = "hf_wrongToken9876543210fedcba"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    with HubServer(TOKEN, lifetime=300) as server:
+        cache, home = tmp_path / "hf-cache", tmp_path / "hf-home"
+        url_template = server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        for name, value in {
+            "ENDPOINT": server.endpoint,
+            "HUGGINGFACE_CO_URL_TEMPLATE": url_template,
+            "HF_HUB_CACHE": str(cache),
+            "HF_HUB_OFFLINE": False,
+            "HF_TOKEN_PATH": str(home / "token"),
+            "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
+        }.items():
+            monkeypatch.setattr(constants, name, value)
+        for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+            monkeypatch.delenv(var, raising=False)
+        for var, value in {"HF_ENDPOINT": server.endpoint, "HF_HUB_CACHE": cache, "HF_HOME": home}.items():
+            monkeypatch.setenv(var, str(value))
+        api = HfApi(endpoint=server.endpoint, token=TOKEN)
+        yield SimpleNamespace(endpoint=server.endpoint, state=server.state, cache=cache, api=api)
+
+
+def _trained(arch: str = "mnist_cnn", **kwargs) -> torch.nn.Module:
+    torch.manual_seed(2)
+    model = imgzoo.create_model(arch, **kwargs)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def _same_outputs(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    x = torch.randn(2, *a.data_spec.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return torch.equal(a.eval()(x), b.eval()(x))
+
+
+# --- the server speaks the client's protocol -----------------------------------------------------
+
+
+def test_server_maps_errors_to_the_clients_exceptions(hub):
+    hub.api.create_repo("org/empty")
+    info = hub.api.model_info("org/empty")
+    assert info.id == "org/empty" and info.last_modified.year == 2026 and len(info.sha) == 40
+    with pytest.raises(RepositoryNotFoundError):
+        hub.api.model_info("org/absent")
+    with pytest.raises(RemoteEntryNotFoundError):
+        hf_hub_download("org/empty", "model.safetensors")
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download("org/empty", ".gitattributes", revision="v9")
+    with pytest.raises(ValueError, match="Invalid metadata"):
+        hub.api.upload_file(path_or_fileobj=b"---\n[unclosed\n---\n", path_in_repo="README.md", repo_id="org/empty")
+
+
+# --- push and load -------------------------------------------------------------------------------
+
+
+def test_push_then_load_by_branch_tag_and_sha(hub):
+    model = _trained("resnet_cifar", depth=8)
+    commit = imgzoo.push_to_hub(model, "org/resnet8", token=TOKEN, commit_message="first weights")
+    hub.api.create_tag("org/resnet8", tag="v1.0")
+    files = {s.rfilename for s in hub.api.model_info("org/resnet8", revision="v1.0").siblings}
+    assert {"config.json", "model.safetensors", "README.md"} <= files
+    for source in ("hf-hub:org/resnet8", "hf-hub:org/resnet8@v1.0", f"hf-hub:org/resnet8@{commit.oid}"):
+        loaded = imgzoo.load(source)
+        assert _same_outputs(model, loaded), source
+        assert loaded.data_spec.class_names == model.data_spec.class_names
+    assert imgzoo.load("hf-hub:org/resnet8", revision="v1.0").imgzoo_kwargs["depth"] == 8
+
+
+def test_push_regenerates_results_and_keeps_the_authors_text(hub):
+    model = _trained()
+    imgzoo.push_to_hub(model, "org/digits", token=TOKEN, metrics={"val_acc": 0.5})
+    card = Path(hf_hub_download("org/digits", "README.md")).read_text()
+    edited = card.replace("## Use", "Fine-tuned on my own scans.\n\n## Use")
+    hub.api.upload_file(path_or_fileobj=edited.encode(), path_in_repo="README.md", repo_id="org/digits")
+    imgzoo.push_to_hub(model, "org/digits", token=TOKEN, metrics={"val_acc": 0.75})
+    meta, body = split_front_matter(Path(hf_hub_download("org/digits", "README.md")).read_text())
+    assert "Fine-tuned on my own scans." in body
+    assert "75.00%" in body and "50.00%" not in body
+    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.75
+
+
+def test_private_is_passed_through_and_needs_the_token(hub):
+    model = _trained()
+    imgzoo.push_to_hub(model, "org/secret", private=True, token=TOKEN)
+    assert hub.state.repos["org/secret"].private
+    with pytest.raises(WeightsNotFoundError, match="private and no valid token"):
+        imgzoo.load("hf-hub:org/secret")
+    assert _same_outputs(model, imgzoo.load("hf-hub:org/secret", token=TOKEN))
+    imgzoo.push_to_hub(model, "org/secret", private=False, token=TOKEN)  # an existing repo keeps its visibility
+    assert hub.state.repos["org/secret"].private
+
+
+def test_wrong_token_is_a_clear_error_that_never_shows_the_token(hub):
+    model = _trained()
+    with pytest.raises(HubAuthError, match=r"refused the token \(401\) to push to org/x") as push_error:
+        imgzoo.push_to_hub(model, "org/x", token=WRONG_TOKEN)
+    assert "org/x" not in hub.state.repos
+    imgzoo.push_to_hub(model, "org/x", token=TOKEN)
+    with pytest.raises(HubAuthError, match=r"refused the token \(401\) to download from org/x") as load_error:
+        imgzoo.load("hf-hub:org/x", token=WRONG_TOKEN)
+    for error in (push_error.value, load_error.value):
+        assert WRONG_TOKEN not in "".join(traceback.format_exception(error))
+
+
+def test_token_is_never_logged_printed_or_written(hub, tmp_path, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    model = _trained()
+    imgzoo.push_to_hub(model, "org/clean", token=TOKEN)
+    imgzoo.load("hf-hub:org/clean", token=TOKEN)
+    folder = imgzoo.download("hf-hub:org/clean", token=TOKEN)
+    out = capsys.readouterr()
+    assert TOKEN not in caplog.text + out.out + out.err
+    written = [c for commit in hub.state.repos["org/clean"].commits.values() for c in commit.values()]
+    written += [p.read_bytes() for p in Path(hub.cache).rglob("*") if p.is_file()]
+    assert written and not [w for w in written if TOKEN.encode() in w]
+    assert (folder / "config.json").is_file()
+
+
+def test_missing_repo_revision_and_file_are_clear(hub):
+    with pytest.raises(WeightsNotFoundError, match="no repository org/nothing"):
+        imgzoo.load("hf-hub:org/nothing")
+    hub.api.create_repo("org/notes")
+    hub.api.upload_file(path_or_fileobj=b"# notes\n", path_in_repo="README.md", repo_id="org/notes")
+    with pytest.raises(WeightsNotFoundError, match="org/notes at revision main has no config.json"):
+        imgzoo.load("hf-hub:org/notes")
+    with pytest.raises(WeightsNotFoundError, match="org/notes has no revision 'v2'"):
+        imgzoo.load("hf-hub:org/notes@v2")
+    with pytest.raises(ValueError, match="looks like 'org/name'"):
+        imgzoo.load("hf-hub:just-a-name")
+
+
+def test_pickle_only_repo_is_refused_and_nothing_is_unpickled(hub, tmp_path):
+    marker = tmp_path / "unpickled"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    hub.api.create_repo("org/pickled")
+    hub.api.upload_file(
+        path_or_fileobj=pickle.dumps(Payload()), path_in_repo="pytorch_model.bin", repo_id="org/pickled"
+    )
+    with pytest.raises(CheckpointError, match=r"only pickle checkpoints \(pytorch_model.bin\)"):
+        imgzoo.load("hf-hub:org/pickled")
+    assert not marker.exists()
+    assert not list(Path(hub.cache).rglob("pytorch_model.bin"))
+
+
+def test_offline_miss_names_repo_file_revision_and_how_to_fetch(hub, monkeypatch):
+    commit = imgzoo.push_to_hub(_trained(), "org/later", token=TOKEN)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    name = f"hf-hub:org/later@{commit.oid}"
+    with pytest.raises(WeightsNotFoundError) as error:
+        imgzoo.load(name)
+    message = str(error.value)
+    for needed in ("config.json", "org/later", commit.oid, "HF_HUB_OFFLINE", f"imgzoo download {name}", "hf download"):
+        assert needed in message
+
+
+# --- a registered weights entry on the Hub -------------------------------------------------------
+
+
+@pytest.fixture
+def hub_entry(hub, tmp_path):
+    model = _trained()
+    commit = imgzoo.push_to_hub(model, "imgzoo/mnist-cnn-test", token=TOKEN, recipe={"epochs": 1})
+    folder = imgzoo.save(model, tmp_path / "same-files", recipe={"epochs": 1})
+    entry = entry_from_folder("mnist_cnn.hub_test", folder, repo_id="imgzoo/mnist-cnn-test", revision=commit.oid)
+    register_weights(entry)
+    yield SimpleNamespace(name=entry.name, model=model, commit=commit)
+    unregister_weights(entry.name)
+
+
+def test_weights_entry_downloads_once_then_loads_offline(hub, hub_entry, monkeypatch):
+    first = imgzoo.load(hub_entry.name)
+    second = imgzoo.create_model("mnist_cnn", pretrained=hub_entry.name)
+    assert _same_outputs(hub_entry.model, first) and _same_outputs(hub_entry.model, second)
+    assert hub.state.count("GET", "/model.safetensors") == 1
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    before = len(hub.state.requests)
+    offline = imgzoo.load(hub_entry.name)
+    assert len(hub.state.requests) == before
+    assert _same_outputs(hub_entry.model, offline)
+
+
+def test_weights_entry_with_a_new_head(hub, hub_entry):
+    with pytest.warns(UserWarning, match="NOT the classifier"):
+        model = imgzoo.create_model("mnist_cnn", pretrained=True, num_classes=4)
+    assert model.classifier.out_features == 4 and not model.training
+
+
+def test_corrupted_download_fails_the_sha256_check_and_download_force_repairs_it(hub, hub_entry, capsys):
+    assert cli.main(["download", hub_entry.name]) == 0
+    folder = Path(capsys.readouterr().out.strip())
+    blob = (folder / "model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=f"sha256 mismatch for {hub_entry.name}.*imgzoo download .* --force"):
+        imgzoo.load(hub_entry.name)
+    assert cli.main(["download", hub_entry.name]) == 2  # still corrupt: download checks too
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert cli.main(["download", hub_entry.name, "--force"]) == 0
+    assert _same_outputs(hub_entry.model, imgzoo.load(hub_entry.name))
+
+
+_LOAD_AND_PRINT = """
+import sys, torch, imgzoo
+torch.set_num_threads(1)
+model = imgzoo.load(sys.argv[1])
+with torch.no_grad():
+    print(model(torch.ones(1, 1, 28, 28)).sum().item())
+"""
+
+
+def test_four_processes_loading_at_once_with_an_empty_cache_all_succeed(hub, tmp_path):
+    model = _trained()
+    commit = imgzoo.push_to_hub(model, "org/shared", token=TOKEN)
+    assert not hub.cache.exists()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    name = f"hf-hub:org/shared@{commit.oid}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOAD_AND_PRINT, name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in results]
+    with torch.no_grad():
+        expected = model(torch.ones(1, 1, 28, 28)).sum().item()
+    assert [float(out) for out, _ in results] == pytest.approx([expected] * 4, rel=1e-5)
+    blobs = [p for p in hub.cache.rglob("blobs/*") if p.is_file()]
+    assert len(blobs) == 2  # config.json and model.safetensors, each stored once
