@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_reduce_sums", "setup"]
+__all__ = ["DistContext", "all_reduce_sums", "any_process", "setup"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,12 @@ def all_reduce_sums(ctx: DistContext, *values: float, device: torch.device) -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def any_process(ctx: DistContext, flag: bool, *, device: torch.device) -> bool:
+    """True on every process if it is True on any: decisions to stop must agree, or the others hang."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -74,7 +74,8 @@ class FitConfig:
     num_workers: int | None = None
     callbacks: Sequence[Callback] = field(default_factory=tuple)
     checkpoint_dir: str | os.PathLike[str] | None = None  # writes last.pt after every epoch
-    resume: str | os.PathLike[str] | None = None  # a checkpoint_dir or a .pt file it wrote
+    # A checkpoint_dir or a .pt file it wrote; checkpoints then go on in that folder by default.
+    resume: str | os.PathLike[str] | None = None
     max_time: float | None = None  # seconds; no epoch is started that would not finish in time
     verbose: int = 1  # 0: silent, 1: progress bar and a line per epoch, 2: the lines only
 
@@ -126,6 +127,20 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
 # ---------------------------------------------------------------------------- data
 
 
+def _is_batches(data: Any) -> bool:
+    """A ready-made loader that is not a torch DataLoader, e.g. imgzoo.loaders.FastLoader.
+
+    fit uses it as it is: an iterable of (x, y) batches with a length, not indexable.
+    """
+    return not isinstance(data, (Dataset, DataLoader)) and hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
+
+
+def _user_generator(data: Any) -> torch.Generator | None:
+    """The generator a user's loader shuffles (and augments) with, if it has one: the checkpoint keeps its state."""
+    generator = getattr(data, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
+
+
 def _dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
     dataset = data.dataset if isinstance(data, DataLoader) else data
     try:
@@ -156,7 +171,12 @@ def _train_loader(
     around a DistributedSampler so that each process sees its own shard.
     """
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
-    if isinstance(data, DataLoader) and not ctx.enabled:
+    if _is_batches(data) and ctx.enabled:
+        raise ValueError(
+            f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
+            "each process gets its own part through a DistributedSampler"
+        )
+    if (isinstance(data, DataLoader) or _is_batches(data)) and not ctx.enabled:
         return data, None, generator
     dataset = _dataset_of(data, "training")
     batch_size = data.batch_size if isinstance(data, DataLoader) and data.batch_size else cfg.batch_size
@@ -183,8 +203,8 @@ def _val_loader(
 ) -> DataLoader | None:
     if data is None:
         return None
-    if isinstance(data, DataLoader) and not ctx.enabled:
-        return data
+    if _is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
+        return data  # under DDP every process scores all of it; the means stay right
     dataset = _dataset_of(data, "validation")
     if ctx.enabled:  # every process scores a disjoint slice; the sums are added up, nothing counted twice
         dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
@@ -227,9 +247,19 @@ def _dry_run(model: nn.Module, train: Dataset | DataLoader, device: torch.device
     Done in eval mode under no_grad, before seeding, so it changes neither the weights,
     the batch-norm statistics nor any random generator that training draws from.
     """
-    dataset = _dataset_of(train, "training")
-    collate = train.collate_fn if isinstance(train, DataLoader) else default_collate
-    batch = collate([dataset[i] for i in range(min(2, len(dataset)))])  # type: ignore[arg-type]
+    if _is_batches(train):
+        if len(train) == 0:
+            raise ValueError(f"fit: the training {type(train).__name__} yields no batches")
+        dataset = train
+        generator = _user_generator(train)
+        saved = generator.get_state() if generator is not None else None
+        batch = next(iter(train))
+        if generator is not None:
+            generator.set_state(saved)  # the check must not shift the loader's shuffle
+    else:
+        dataset = _dataset_of(train, "training")
+        collate = train.collate_fn if isinstance(train, DataLoader) else default_collate
+        batch = collate([dataset[i] for i in range(min(2, len(dataset)))])  # type: ignore[arg-type]
     if not isinstance(batch, (list, tuple)) or len(batch) != 2:
         raise ValueError("fit: the training data must yield (image_tensor, label) pairs")
     x, y = batch
@@ -368,7 +398,7 @@ class _Run:
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
         model.to(device)
         self.num_classes = _dry_run(model, train, device)
-        if val is not None:
+        if val is not None and not _is_batches(val):
             _dataset_of(val, "validation")
         resume_state = ckpt.load_checkpoint(cfg.resume) if cfg.resume is not None else None
 
@@ -379,7 +409,9 @@ class _Run:
         self.val_loader = _val_loader(val, cfg, ctx, device)
         if len(self.train_loader) == 0:
             raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
-        self.labels_checked = _known_labels(_dataset_of(train, "training")) is not None
+        self.labels_checked = _known_labels(train if _is_batches(train) else _dataset_of(train, "training")) is not None
+        # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
+        self.user_generator = _user_generator(self.train_loader) if self.sampler is None else None
 
         self.model = model  # the plain module: what is saved, restored and given to callbacks
         if cfg.channels_last:
@@ -399,7 +431,11 @@ class _Run:
             ids = [device.index] if device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.net = torch.compile(net) if cfg.compile else net
-        self.checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
+        # A resumed run keeps checkpointing where it resumed from, unless told otherwise.
+        directory = cfg.checkpoint_dir
+        if directory is None and cfg.resume is not None:
+            directory = ckpt.resolve_resume(cfg.resume).parent
+        self.checkpoint_dir = Path(directory) if directory is not None else None
 
     # -- checkpoints
 
@@ -412,6 +448,7 @@ class _Run:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": ckpt.capture_rng(),
+            "loader_generator": self.user_generator.get_state() if self.user_generator is not None else None,
             "history": self.history.to_dict(),
             "callbacks": [cb.state_dict() for cb in self.cfg.callbacks],
             "arch": getattr(self.model, "imgzoo_arch", None),
@@ -434,6 +471,8 @@ class _Run:
         self.history = self.state.history = History.from_dict(state["history"])
         self.start_epoch = state["epoch"] + 1
         ckpt.restore_rng(state["rng"])
+        if self.user_generator is not None and state.get("loader_generator") is not None:
+            self.user_generator.set_state(state["loader_generator"])
 
     # -- one epoch
 
@@ -517,8 +556,10 @@ class _Run:
     def _validate(self) -> dict[str, float | None]:
         if self.val_loader is None:
             return {"val_loss": None, "val_acc": None}
+        # Under DDP, validate the plain module: the shards may differ by one batch, and DDP's
+        # forward would wait for a buffer broadcast from processes that have already finished.
         sums = eval_sums(
-            self.net,
+            self.model if self.ctx.enabled else self.net,
             self.val_loader,
             device=self.device,
             amp_dtype=self.amp_dtype,
@@ -574,12 +615,15 @@ class _Run:
                     cb.on_epoch_end(self.state)
                 self._save(ckpt.LAST, epoch)
                 self._print(self._line(row))
-                if self.state.should_stop:
-                    self._print(f"stopped early after epoch {epoch}")
-                    break
                 elapsed = time.perf_counter() - fit_start
-                if cfg.max_time is not None and epoch < cfg.epochs and elapsed + row["time"] > cfg.max_time:
-                    self._print(f"stopping after epoch {epoch}: another epoch would pass max_time={cfg.max_time:g} s")
+                out_of_time = cfg.max_time is not None and epoch < cfg.epochs and elapsed + row["time"] > cfg.max_time
+                if distributed.any_process(self.ctx, self.state.should_stop or out_of_time, device=self.device):
+                    reason = (
+                        f"another epoch would pass max_time={cfg.max_time:g} s"
+                        if out_of_time
+                        else "a callback asked to stop"
+                    )
+                    self._print(f"stopping after epoch {epoch}: {reason}")
                     break
         except KeyboardInterrupt:
             path = self._save(ckpt.INTERRUPTED, self.history.epoch[-1] if len(self.history) else 0)

@@ -186,3 +186,55 @@ def test_max_time_stops_before_an_epoch_that_would_not_fit():
     train, _ = make_data(n=64)
     history = fit(make_model(), train, epochs=50, max_time=1e-6, **FIT_OPTIONS)
     assert history.epoch == [1]
+
+
+# ---------------------------------------------------------------------------- ready-made loaders
+
+
+class _Batches:
+    """A loader in the style of imgzoo.loaders.FastLoader: its own generator shuffles and augments."""
+
+    def __init__(self, dataset: TensorDataset, batch_size: int = 32, seed: int = 0) -> None:
+        self.x, self.targets = dataset.tensors
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.targets) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.targets), generator=self.generator)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            noise = 0.1 * torch.randn(self.x[index].shape, generator=self.generator)
+            yield self.x[index] + noise, self.targets[index]
+
+
+class _StopAtEpoch(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, state):
+        if state.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_ready_made_loader_trains_and_resumes_exactly(tmp_path):
+    train, val = make_data(n=128)
+    reference = make_model()
+    history = fit(reference, _Batches(train), _Batches(val), epochs=3, **FIT_OPTIONS)
+    assert history.train_acc[-1] > 0.5
+
+    fit(
+        make_model(),
+        _Batches(train),
+        _Batches(val),
+        epochs=3,
+        checkpoint_dir=tmp_path,
+        callbacks=[_StopAtEpoch(3)],
+        **FIT_OPTIONS,
+    )
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+    resumed = make_model(seed=1)
+    fit(resumed, _Batches(train, seed=99), _Batches(val), epochs=3, resume=tmp_path, **FIT_OPTIONS)
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in reference.state_dict().items())
