@@ -20,13 +20,17 @@ MODELS = imgzoo.list_models()
 SMALL = {"dogbreed_transfer": {"backbone": "resnet18"}}  # resnet50 builds 3x slower; same code path
 
 
+def _private_registry(monkeypatch):
+    """Swap in copies of the registry's tables; monkeypatch puts the originals back."""
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registry, "_WEIGHTS", dict(registry._WEIGHTS))
+    return registry
+
+
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """A private copy of the registry, so throwaway entries vanish after the test."""
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
-    monkeypatch.setattr(registry, "_WEIGHTS", dict(registry._WEIGHTS))
-    yield registry
-    # monkeypatch restores the originals; nothing registered here can leak into them.
+    return _private_registry(monkeypatch)
 
 
 class Tiny(nn.Module):
@@ -74,9 +78,12 @@ def test_registering_a_name_twice_is_an_error(scratch_registry):
     assert "zz_tiny" in scratch_registry.list_models()
 
 
-def test_scratch_registrations_do_not_leak():
-    # Runs after the test above (file order); its throwaway name must be gone.
-    assert "zz_tiny" not in imgzoo.list_models()
+def test_scratch_registrations_do_not_leak(monkeypatch):
+    # Undo the swap by hand, as pytest does after each test, so the check does not hang on test order.
+    _private_registry(monkeypatch).register_model("zz_leak", default_spec=MNIST)(tiny_builder)
+    assert "zz_leak" in imgzoo.list_models()
+    monkeypatch.undo()
+    assert "zz_leak" not in imgzoo.list_models()
 
 
 def test_builders_must_be_keyword_only(scratch_registry):
