@@ -125,8 +125,16 @@ class EvalResult:
         return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
 
 
+def is_batch_loader(data: Any) -> bool:
+    """A ready-made loader that is not a torch DataLoader, e.g. imgzoo.loaders.FastLoader.
+
+    It is used as it is: an iterable of (x, y) batches with a length, not indexable.
+    """
+    return not isinstance(data, (Dataset, DataLoader)) and hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
+
+
 def _as_loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
-    if isinstance(data, DataLoader):
+    if isinstance(data, DataLoader) or is_batch_loader(data):
         return data
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")

@@ -28,7 +28,7 @@ from torch.utils.data.dataloader import default_collate
 from imgzoo import checkpoint as ckpt
 from imgzoo import distributed
 from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping, FitState
-from imgzoo.evaluation import autocast, eval_sums, resolve_device
+from imgzoo.evaluation import autocast, eval_sums, is_batch_loader, resolve_device
 from imgzoo.history import History
 
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
@@ -127,14 +127,6 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
 # ---------------------------------------------------------------------------- data
 
 
-def _is_batches(data: Any) -> bool:
-    """A ready-made loader that is not a torch DataLoader, e.g. imgzoo.loaders.FastLoader.
-
-    fit uses it as it is: an iterable of (x, y) batches with a length, not indexable.
-    """
-    return not isinstance(data, (Dataset, DataLoader)) and hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
-
-
 def _user_generator(data: Any) -> torch.Generator | None:
     """The generator a user's loader shuffles (and augments) with, if it has one: the checkpoint keeps its state."""
     generator = getattr(data, "generator", None)
@@ -171,12 +163,12 @@ def _train_loader(
     around a DistributedSampler so that each process sees its own shard.
     """
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
-    if _is_batches(data) and ctx.enabled:
+    if is_batch_loader(data) and ctx.enabled:
         raise ValueError(
             f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
             "each process gets its own part through a DistributedSampler"
         )
-    if (isinstance(data, DataLoader) or _is_batches(data)) and not ctx.enabled:
+    if (isinstance(data, DataLoader) or is_batch_loader(data)) and not ctx.enabled:
         return data, None, generator
     dataset = _dataset_of(data, "training")
     batch_size = data.batch_size if isinstance(data, DataLoader) and data.batch_size else cfg.batch_size
@@ -203,7 +195,7 @@ def _val_loader(
 ) -> DataLoader | None:
     if data is None:
         return None
-    if _is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
+    if is_batch_loader(data) or (isinstance(data, DataLoader) and not ctx.enabled):
         return data  # under DDP every process scores all of it; the means stay right
     dataset = _dataset_of(data, "validation")
     if ctx.enabled:  # every process scores a disjoint slice; the sums are added up, nothing counted twice
@@ -247,7 +239,7 @@ def _dry_run(model: nn.Module, train: Dataset | DataLoader, device: torch.device
     Done in eval mode under no_grad, before seeding, so it changes neither the weights,
     the batch-norm statistics nor any random generator that training draws from.
     """
-    if _is_batches(train):
+    if is_batch_loader(train):
         if len(train) == 0:
             raise ValueError(f"fit: the training {type(train).__name__} yields no batches")
         dataset = train
@@ -398,7 +390,7 @@ class _Run:
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
         model.to(device)
         self.num_classes = _dry_run(model, train, device)
-        if val is not None and not _is_batches(val):
+        if val is not None and not is_batch_loader(val):
             _dataset_of(val, "validation")
         resume_state = ckpt.load_checkpoint(cfg.resume) if cfg.resume is not None else None
 
@@ -409,7 +401,7 @@ class _Run:
         self.val_loader = _val_loader(val, cfg, ctx, device)
         if len(self.train_loader) == 0:
             raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
-        self.labels_checked = _known_labels(train if _is_batches(train) else _dataset_of(train, "training")) is not None
+        self.labels_checked = _known_labels(train if is_batch_loader(train) else _dataset_of(train, "training")) is not None
         # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
         self.user_generator = _user_generator(self.train_loader) if self.sampler is None else None
 

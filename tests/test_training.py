@@ -11,6 +11,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping
 from imgzoo.checkpoint import load_checkpoint
+from imgzoo.datasets import TensorImages
+from imgzoo.evaluation import evaluate
+from imgzoo.loaders import FastLoader
+from imgzoo.models import mnist_cnn
+from imgzoo.registry import MNIST
 from imgzoo.training import fit
 
 
@@ -238,3 +243,28 @@ def test_a_ready_made_loader_trains_and_resumes_exactly(tmp_path):
     resumed = make_model(seed=1)
     fit(resumed, _Batches(train, seed=99), _Batches(val), epochs=3, resume=tmp_path, **FIT_OPTIONS)
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in reference.state_dict().items())
+
+
+def _brightness_digits(n: int, seed: int) -> TensorImages:
+    """MNIST-shaped uint8 images whose class is their brightness: learnable whatever the crop or shift."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    levels = torch.tensor([20, 90, 160, 230])[labels].view(n, 1, 1, 1)
+    noise = torch.randint(-15, 16, (n, 1, 28, 28), generator=g)
+    return TensorImages((levels + noise).clamp(0, 255).to(torch.uint8), labels, ["0", "1", "2", "3"], spec=MNIST)
+
+
+def test_fit_and_evaluate_take_a_fast_loader():
+    train, val = _brightness_digits(256, seed=0), _brightness_digits(64, seed=1)
+    model = mnist_cnn(num_classes=4)
+    history = fit(
+        model,
+        FastLoader(train, 32, train=True, device="cpu"),
+        FastLoader(val, 64, device="cpu"),
+        epochs=4,
+        **FIT_OPTIONS,
+    )
+    result = evaluate(model, FastLoader(val, 64, device="cpu"))
+    assert result.num_samples == len(val)
+    assert result.top1 == pytest.approx(history.val_acc[-1])
+    assert result.top1 >= 0.9
