@@ -250,7 +250,7 @@ def _package_dir(entry: WeightsEntry) -> Path:
     path = Path(entry.package_dir or "")
     if path.is_absolute():
         return path
-    return Path(str(resources.files("imgzoo") / "pretrained" / path))
+    return Path(str(resources.files("imgzoo") / "weights" / path))
 
 
 def _local(directory: Path, label: str) -> _Files:

@@ -2,7 +2,7 @@
 
 Each entry is a :class:`~imgzoo.registry.WeightsEntry`, as in torchvision's Weights
 enums: where the files are (a Hub repository pinned to a commit, or a folder under
-``imgzoo/pretrained/`` shipped in the package), the sha256 of ``model.safetensors``,
+``imgzoo/weights/`` shipped in the package), the sha256 of ``model.safetensors``,
 and ``meta`` with the data set, metrics, training recipe and parameter count.
 
 To publish an entry: train, ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
