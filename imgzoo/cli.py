@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from imgzoo.registry import create_model, get_model_entry, list_models
+from imgzoo.registry import create_model, get_model_entry, get_weights_entry, list_models, list_pretrained
 
 
 def models_table(pattern: str | None = None) -> str:
@@ -36,8 +36,48 @@ def models_table(pattern: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _align(rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns under a header row and a rule."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def pretrained_table(pattern: str | None = None) -> str:
+    """Every registered weights entry: what it was trained on, how well, and where its files are."""
+    rows: list[tuple[str, ...]] = [("name", "dataset", "metrics", "params", "files")]
+    for name in list_pretrained(pattern):
+        entry = get_weights_entry(name)
+        metrics = ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.meta["metrics"].items()
+        )
+        where = f"hf-hub:{entry.repo_id}@{entry.revision[:12]}" if entry.repo_id else f"package:{entry.package_dir}"
+        rows.append((name, str(entry.meta["dataset"]), metrics or "-", f"{entry.meta['num_params'] / 1e6:.2f}M", where))
+    return _align(rows)
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     print(models_table(args.pattern))
+    if list_pretrained():
+        print()
+        print(pretrained_table())
+    return 0
+
+
+def _cmd_pretrained(args: argparse.Namespace) -> int:
+    print(pretrained_table(args.pattern))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from imgzoo.evaluation import predict
+    from imgzoo.hub import load
+
+    model = load(args.weights)
+    for path in args.images:
+        ranked = predict(model, path, topk=args.topk)
+        print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
     return 0
 
 
@@ -59,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="build every registered model and print its parameters and shapes")
     p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
     p.set_defaults(func=_cmd_models)
+    p = sub.add_parser("pretrained", help="list the pretrained weights that load by name")
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'mnist*'")
+    p.set_defaults(func=_cmd_pretrained)
+    p = sub.add_parser("predict", help="classify image files with pretrained weights")
+    p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo.save")
+    p.add_argument("images", nargs="+", help="image files (any size or mode: the model's eval transform is applied)")
+    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")
+    p.set_defaults(func=_cmd_predict)
     p = sub.add_parser("download", help="fetch pretrained weights into the Hugging Face cache for offline use")
     p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
     p.add_argument("--revision", default=None, help="branch, tag or commit sha (hf-hub: names only)")

@@ -1,12 +1,15 @@
-"""The ``imgzoo models`` command, run in-process."""
+"""The ``imgzoo`` command, run in-process."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from PIL import Image
 
 import imgzoo
 from imgzoo.cli import main
-from imgzoo.registry import get_model_entry
+from imgzoo.pretrained import entry_from_folder
+from imgzoo.registry import get_model_entry, register_weights, unregister_weights
 
 
 def rows(output: str) -> dict[str, list[str]]:
@@ -51,3 +54,44 @@ def test_no_subcommand_is_a_usage_error(capsys):
         main([])
     assert info.value.code == 2
     assert "usage: imgzoo" in capsys.readouterr().err
+
+
+@pytest.fixture
+def shipped_digits(tmp_path):
+    """A saved mnist_cnn registered as a packaged weights entry, the way imgzoo's own entries are."""
+    torch.manual_seed(0)
+    model = imgzoo.create_model("mnist_cnn").eval()
+    folder = imgzoo.save(model, tmp_path / "weights", metrics={"val_acc": 0.9912}, recipe={"epochs": 1})
+    entry = register_weights(entry_from_folder("mnist_cnn.cli_test", folder, package_dir=str(folder)))
+    yield model, entry
+    unregister_weights(entry.name)
+
+
+def test_pretrained_lists_each_entry_with_its_metrics_and_files(capsys, shipped_digits):
+    _, entry = shipped_digits
+    assert main(["pretrained", "*.cli_test"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["name", "dataset", "metrics", "params", "files"]
+    assert len(lines) == 3
+    assert lines[2].split()[:2] == ["mnist_cnn.cli_test", "mnist"]
+    assert "val_acc 0.9912" in lines[2] and f"package:{entry.package_dir}" in lines[2]
+
+
+def test_predict_prints_the_models_top_classes_for_each_file(capsys, tmp_path, shipped_digits):
+    model, entry = shipped_digits
+    paths = []
+    for i, value in enumerate((0, 255)):
+        path = tmp_path / f"digit{i}.png"
+        Image.new("RGB", (40, 30), (value, value // 2, 0)).save(path)  # any size and mode: the eval transform copes
+        paths.append(str(path))
+    assert main(["predict", entry.name, *paths, "--topk", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for path, line in zip(paths, lines, strict=True):
+        expected = imgzoo.predict(model, path, topk=2)
+        assert line == f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in expected)
+
+
+def test_predict_with_an_unknown_name_is_a_clear_error(capsys, tmp_path):
+    assert main(["predict", "mnist_cnn.nope", str(tmp_path / "x.png")]) == 2
+    assert "imgzoo: error:" in capsys.readouterr().err
