@@ -130,7 +130,9 @@ def is_batch_loader(data: Any) -> bool:
 
     It is used as it is: an iterable of (x, y) batches with a length, not indexable.
     """
-    return not isinstance(data, (Dataset, DataLoader)) and hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
+    if isinstance(data, (Dataset, DataLoader)):
+        return False
+    return hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
 
 
 def _as_loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
