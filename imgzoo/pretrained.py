@@ -24,8 +24,39 @@ __all__ = ["PRETRAINED", "REQUIRED_META", "check_meta", "entry_from_folder", "re
 
 REQUIRED_META = ("dataset", "metrics", "recipe", "num_params")
 
-# No checkpoint has been trained and published yet; entries go here, newest last.
-PRETRAINED: tuple[WeightsEntry, ...] = ()
+_DIGITS = [str(d) for d in range(10)]
+
+# Newest last. Every figure is the accuracy on a seeded 10% validation split of the
+# training data (imgzoo.datasets.train_val_split, seed 0); no test split was used.
+PRETRAINED: tuple[WeightsEntry, ...] = (
+    # python examples/train.py mnist_cnn <folder of the MNIST train idx files> --epochs 20
+    # 20 epochs over 54,001 digits at about 25 s each on 2 CPU cores; 99.53% on the 5,999
+    # validation digits, the level small CNNs with shift augmentation reach on MNIST.
+    WeightsEntry(
+        name="mnist_cnn.mnist",
+        sha256="149f8228e082f530dc1b09a2a81070a86e6a550b3d73a4f8ad10621c5498e610",
+        package_dir="mnist_cnn-mnist",
+        meta={
+            "dataset": "mnist",
+            "metrics": {"val_acc": 0.9953, "val_loss": 0.0152, "train_acc": 0.996, "epochs": 20},
+            "recipe": {
+                "epochs": 20,
+                "batch_size": 128,
+                "optimizer": "sgd-nesterov",
+                "momentum": 0.9,
+                "lr": 0.1,
+                "weight_decay": 5e-4,
+                "schedule": "onecycle",
+                "augment": "standard (reflect pad 4, random crop 28, no flip)",
+                "val_fraction": 0.1,
+                "seed": 0,
+            },
+            "num_params": 468_010,
+            "categories": _DIGITS,
+            "kwargs": {"num_classes": 10, "dropout": 0.25, "hidden": 128},
+        },
+    ),
+)
 
 
 def entry_from_folder(

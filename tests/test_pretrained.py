@@ -1,0 +1,59 @@
+"""imgzoo's own weights entries: each loads, verifies, and documents itself truthfully."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+import torch
+
+import imgzoo
+from imgzoo.checkpoint_format import CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_of
+from imgzoo.pretrained import PRETRAINED, REQUIRED_META
+
+tomllib = pytest.importorskip("tomllib")
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGED = [e for e in PRETRAINED if e.package_dir is not None]
+
+
+def test_there_are_builtin_entries_and_every_one_is_listed():
+    assert PRETRAINED, "imgzoo ships at least one pretrained checkpoint"
+    assert [e.name for e in PRETRAINED] == [n for n in imgzoo.list_pretrained() if n in {e.name for e in PRETRAINED}]
+
+
+@pytest.mark.parametrize("entry", PRETRAINED, ids=lambda e: e.name)
+def test_entry_loads_and_its_meta_matches_the_model(entry):
+    assert set(REQUIRED_META) <= set(entry.meta)
+    model = imgzoo.load(entry.name)  # verifies the sha256 before reading a tensor
+    assert not model.training
+    assert model.imgzoo_arch == entry.arch
+    assert entry.meta["num_params"] == sum(p.numel() for p in model.parameters())
+    assert list(entry.meta["categories"]) == list(model.data_spec.class_names)
+    assert entry.meta["dataset"] == model.data_spec.name
+    assert 0.0 < entry.meta["metrics"]["val_acc"] <= 1.0
+    x = torch.zeros(2, *model.data_spec.input_shape)
+    with torch.no_grad():
+        assert model(x).shape == (2, model.data_spec.num_classes)
+
+
+@pytest.mark.parametrize("entry", PACKAGED, ids=lambda e: e.name)
+def test_packaged_files_are_in_the_package_and_agree_with_the_entry(entry):
+    folder = ROOT / "imgzoo" / "weights" / entry.package_dir
+    assert sha256_of(folder / WEIGHTS_NAME) == entry.sha256
+    config = read_config(folder / CONFIG_NAME)
+    assert config["architecture"] == entry.arch
+    assert config["metrics"]["val_acc"] == entry.meta["metrics"]["val_acc"]
+    # setuptools ships the folder only if package-data covers it.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["imgzoo"]
+    relative = (folder / WEIGHTS_NAME).relative_to(ROOT / "imgzoo")
+    assert any(fnmatch(relative.as_posix(), g) for g in globs)
+
+
+def test_pretrained_true_picks_the_architectures_first_entry():
+    names = imgzoo.list_pretrained("mnist_cnn.*")
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(imgzoo.create_model("mnist_cnn", pretrained=True)(x), imgzoo.load(names[0])(x))
