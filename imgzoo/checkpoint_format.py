@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -267,8 +268,21 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, new_head: 
             f"the model {model.classifier.out_features}); the classifier is freshly initialised: fine-tune it "
             f"before use.",
             NewHeadWarning,
-            stacklevel=3,
+            stacklevel=_first_frame_outside_imgzoo(),
         )
+
+
+def _first_frame_outside_imgzoo() -> int:
+    """The ``stacklevel`` that points a warning at the user's line, however deep inside imgzoo it starts.
+
+    ``imgzoo.load`` and ``imgzoo.create_model(pretrained=...)`` reach the warning through
+    different numbers of imgzoo frames; a fixed stacklevel would blame imgzoo for one of them.
+    """
+    package = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(2), 2  # level 1 is load_weights, which warns; 2 is its caller
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # --- sha256 --------------------------------------------------------------------------------------

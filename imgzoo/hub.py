@@ -124,6 +124,8 @@ def push_to_hub(
     api = HfApi(library_name="imgzoo", library_version=_version())
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+        if revision is not None:  # a new branch starts from main, as `git push origin HEAD:branch` would
+            api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
         existing = _existing_card(repo_id, revision, token)
         with tempfile.TemporaryDirectory(prefix="imgzoo-push-") as tmp:
             save(model, tmp, history, repo_id=repo_id, existing_card=existing, **save_kwargs)
@@ -226,6 +228,10 @@ def _resolve(
                 raise ValueError(f"{source} is pinned to revision {entry.revision!r}; got revision={revision!r}")
             files = _from_hub(entry.repo_id, label=source, **{**hub, "revision": entry.revision})
         else:
+            if revision is not None:
+                raise ValueError(
+                    f"{source} is shipped inside the imgzoo package and has no revisions; drop revision={revision!r}"
+                )
             files = _local(_package_dir(entry), source)
         refetch = f"imgzoo download {source} --force" if entry.repo_id else "pip install --force-reinstall imgzoo"
         verify_sha256(files.weights, entry.sha256, name=source, refetch=refetch)
@@ -362,7 +368,7 @@ def _translate(exc: HfHubHTTPError, repo_id: str, revision: str | None, *, actio
 
 
 def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str | None:
-    """The repository's current README.md, or None for a new repository or branch."""
+    """The README.md at ``revision``, or None where the repository or the file does not exist yet."""
     with tempfile.TemporaryDirectory(prefix="imgzoo-card-") as tmp:
         try:
             path = hf_hub_download(repo_id, CARD_NAME, revision=revision, token=token, cache_dir=tmp)

@@ -275,7 +275,7 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
         # Imported here so that this module depends on no other part of imgzoo.
         from imgzoo.hub import load
 
-        return load(weights_name, **kwargs)
+        return load(weights_name, architecture=name, **kwargs)
     return entry.builder(**kwargs)
 
 

@@ -9,6 +9,7 @@ endpoints imgzoo's save / push / load paths use, with the headers the client rea
                                                          contents arrive inline (base64) in the commit
 - ``POST /api/models/{repo}/commit/{rev}``              NDJSON: header, file, deletedFile, deletedFolder
 - ``POST /api/models/{repo}/tag/{rev}``                 create a tag
+- ``POST /api/models/{repo}/branch/{branch}``           create a branch (409 if it exists)
 - ``GET  /api/models/{repo}[/revision/{rev}]``          repo info
 - ``HEAD|GET /{repo}/resolve/{rev}/{path}``             by branch, tag or commit sha; X-Repo-Commit,
                                                          ETag (sha256 of the content), Content-Length
@@ -45,6 +46,7 @@ _ROUTES = [
     ("POST", re.compile(rf"^/api/models/{_REPO}/preupload/(?P<rev>[^/]+)$"), "preupload"),
     ("POST", re.compile(rf"^/api/models/{_REPO}/commit/(?P<rev>[^/]+)$"), "commit"),
     ("POST", re.compile(rf"^/api/models/{_REPO}/tag/(?P<rev>[^/]+)$"), "create_tag"),
+    ("POST", re.compile(rf"^/api/models/{_REPO}/branch/(?P<branch>[^/]+)$"), "create_branch"),
     ("GET", re.compile(rf"^/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?$"), "repo_info"),
     ("GET", re.compile(rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"), "resolve"),
     ("HEAD", re.compile(rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"), "resolve"),
@@ -264,6 +266,15 @@ class _Handler(BaseHTTPRequestHandler):
             if tag in target.tags or tag in target.branches:
                 raise HubError(409, f"Tag {tag} already exists")
             target.tags[tag] = target.resolve(rev)
+        return self._send(200, {})
+
+    def create_branch(self, method: str, body: bytes, repo: str, branch: str) -> int:
+        start = (json.loads(body) if body else {}).get("startingPoint") or "main"
+        with self.server.state.lock:
+            target = self._repo(repo, write=True)
+            if branch in target.branches or branch in target.tags:
+                raise HubError(409, f"Reference refs/heads/{branch} already exists")
+            target.branches[branch] = target.resolve(start)
         return self._send(200, {})
 
     def repo_info(self, method: str, body: bytes, repo: str, rev: str = "main") -> int:

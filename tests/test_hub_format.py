@@ -155,8 +155,9 @@ def test_a_submodule_named_module_is_not_stripped():
 def test_new_num_classes_loads_all_but_the_classifier_and_says_so(tmp_path):
     model = _trained("resnet_cifar", depth=8)
     imgzoo.save(model, tmp_path)
-    with pytest.warns(NewHeadWarning, match="NOT the classifier.*10 classes.*model 3"):
+    with pytest.warns(NewHeadWarning, match="NOT the classifier.*10 classes.*model 3") as caught:
         loaded = imgzoo.load(tmp_path, num_classes=3, class_names=["a", "b", "c"])
+    assert caught[0].filename == __file__
     assert loaded.classifier.out_features == 3
     assert loaded.data_spec.class_names == ("a", "b", "c")
     assert loaded.data_spec.mean == model.data_spec.mean
@@ -326,7 +327,7 @@ def test_weights_entry_loads_by_name_and_by_create_model(packaged_entry):
     assert "mnist_cnn.unit_test" in imgzoo.list_pretrained()
     x = _batch(model)
     assert torch.equal(_outputs(model, x), _outputs(imgzoo.load("mnist_cnn.unit_test"), x))
-    assert torch.equal(_outputs(model, x), _outputs(imgzoo.create_model("mnist_cnn", pretrained=True), x))
+    assert torch.equal(_outputs(model, x), _outputs(imgzoo.create_model("mnist_cnn", pretrained=entry.name), x))
 
 
 def test_weights_entry_sha256_mismatch_is_refused(packaged_entry):
@@ -348,6 +349,16 @@ def test_weights_entry_of_another_architecture_is_refused(tmp_path):
             imgzoo.load("basic_cnn.x")
     finally:
         unregister_weights("basic_cnn.x")
+
+
+def test_create_model_refuses_weights_of_another_architecture(packaged_entry):
+    with pytest.raises(CheckpointError, match="holds a 'mnist_cnn' checkpoint, not 'resnet_cifar'"):
+        imgzoo.create_model("resnet_cifar", pretrained="mnist_cnn.unit_test")
+
+
+def test_a_packaged_entry_has_no_revisions(packaged_entry):
+    with pytest.raises(ValueError, match="shipped inside the imgzoo package and has no revisions"):
+        imgzoo.load("mnist_cnn.unit_test", revision="v2")
 
 
 def test_unknown_name_suggests_close_matches(packaged_entry):

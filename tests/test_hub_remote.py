@@ -104,6 +104,19 @@ def test_push_then_load_by_branch_tag_and_sha(hub):
     assert imgzoo.load("hf-hub:org/resnet8", revision="v1.0").imgzoo_kwargs["depth"] == 8
 
 
+def test_push_to_a_new_branch_creates_it_from_main_and_leaves_main_alone(hub):
+    first, second = _trained("resnet_cifar", depth=8), _trained("mnist_cnn")
+    main_commit = imgzoo.push_to_hub(first, "org/branches", token=TOKEN)
+    branch_commit = imgzoo.push_to_hub(second, "org/branches", token=TOKEN, revision="experiment")
+    assert branch_commit.oid != main_commit.oid
+    assert hub.api.model_info("org/branches").sha == main_commit.oid
+    assert _same_outputs(first, imgzoo.load("hf-hub:org/branches"))
+    assert _same_outputs(second, imgzoo.load("hf-hub:org/branches@experiment"))
+    # Pushing to the branch again appends to it rather than failing on an existing branch.
+    again = imgzoo.push_to_hub(second, "org/branches", token=TOKEN, revision="experiment")
+    assert hub.api.model_info("org/branches", revision="experiment").sha == again.oid
+
+
 def test_push_regenerates_results_and_keeps_the_authors_text(hub):
     model = _trained()
     imgzoo.push_to_hub(model, "org/digits", token=TOKEN, metrics={"val_acc": 0.5})
@@ -223,8 +236,9 @@ def test_weights_entry_downloads_once_then_loads_offline(hub, hub_entry, monkeyp
 
 
 def test_weights_entry_with_a_new_head(hub, hub_entry):
-    with pytest.warns(UserWarning, match="NOT the classifier"):
-        model = imgzoo.create_model("mnist_cnn", pretrained=True, num_classes=4)
+    with pytest.warns(UserWarning, match="NOT the classifier") as caught:
+        model = imgzoo.create_model("mnist_cnn", pretrained=hub_entry.name, num_classes=4)
+    assert caught[0].filename == __file__  # blames the caller's line, not imgzoo's
     assert model.classifier.out_features == 4 and not model.training
 
 
