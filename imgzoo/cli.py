@@ -84,12 +84,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_download(args: argparse.Namespace) -> int:
     from imgzoo.hub import download
 
-    try:
-        folder = download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force)
-    except PermissionError as exc:  # a refused token; the message never contains it
-        print(f"imgzoo: error: {exc}", file=sys.stderr)
-        return 2
-    print(folder)
+    print(download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force))
     return 0
 
 
@@ -120,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    # OSError covers missing files, refused tokens (HubAuthError) and the Hub's HTTP errors;
+    # every message is imgzoo's or the Hub's, and none of them contains a token.
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"imgzoo: error: {exc}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,7 @@ from imgzoo.registry import get_model_entry, register_weights, unregister_weight
 
 def rows(output: str) -> dict[str, list[str]]:
     """Table rows keyed by model name (the header and the rule line dropped)."""
-    lines = output.strip().splitlines()
+    lines = output.strip().split("\n\n")[0].splitlines()  # the models table; the weights table follows
     assert lines[0].split()[:3] == ["name", "params", "trainable"]
     assert set(lines[1].replace(" ", "")) == {"-"}
     return {line.split()[0]: line.split() for line in lines[2:]}
@@ -36,6 +36,13 @@ def test_models_prints_one_row_per_model_with_parameter_counts(capsys):
         line = " ".join(cells)
         assert str((2, *spec.input_shape)) in line
         assert str((2, spec.num_classes)) in line
+
+
+def test_models_also_lists_the_pretrained_weights(capsys):
+    assert main(["models"]) == 0
+    weights_table = capsys.readouterr().out.strip().split("\n\n")[1].splitlines()
+    assert weights_table[0].split()[0] == "name"
+    assert [line.split()[0] for line in weights_table[2:]] == imgzoo.list_pretrained()
 
 
 def test_models_pattern_filters_rows(capsys):
