@@ -57,3 +57,9 @@ def test_pretrained_true_picks_the_architectures_first_entry():
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(imgzoo.create_model("mnist_cnn", pretrained=True)(x), imgzoo.load(names[0])(x))
+
+
+@pytest.mark.parametrize("entry", [e for e in PRETRAINED if e.repo_id is not None], ids=lambda e: e.name)
+def test_hub_entries_pin_a_commit_sha(entry):
+    # A branch or tag can move under a published sha256; a commit cannot.
+    assert len(entry.revision) == 40 and all(c in "0123456789abcdef" for c in entry.revision)
