@@ -44,14 +44,17 @@ class FitConfig:
     epochs: int
     # He et al. 2016 trained the CIFAR ResNets with batch 128; so did the original notebooks.
     batch_size: int = 128
-    # None: 0.1 for SGD (He et al. 2016, batch 128) and 1e-3 for AdamW (Loshchilov & Hutter 2019).
+    # None: 0.1 for SGD (He et al. 2016, batch 128), else 1e-3 (AdamW, Loshchilov & Hutter 2019).
     lr: float | None = None
     # SGD with Nesterov momentum 0.9 is the CIFAR recipe of He et al. 2016 and of airbench;
     # "adamw", a torch.optim class, or a callable(params) -> optimizer also work.
+    # torch.optim.SGD and torch.optim.AdamW get exactly what "sgd" and "adamw" get (SGD: lr 0.1,
+    # `momentum` with Nesterov, weight decay 5e-4); any other class gets cls(groups, lr=lr) with
+    # lr 1e-3 and weight decay 0.05 by default, and no momentum. A callable gets none of these.
     optimizer: OptimizerSpec = "sgd"
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only; Nesterov whenever > 0
     # None: 5e-4 for SGD (the value of the common CIFAR ResNet reproductions, e.g.
-    # kuangliu/pytorch-cifar) and 0.05 for AdamW (DeiT, ConvNeXt). Biases and norm
+    # kuangliu/pytorch-cifar), else 0.05 (AdamW: DeiT, ConvNeXt). Biases and norm
     # weights are never decayed ("Bag of Tricks", He et al. 2019, section 3.1).
     weight_decay: float | None = None
     # One-cycle (Smith & Topin 2019) reaches a given accuracy in the fewest epochs;
@@ -287,7 +290,9 @@ def _build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     spec = cfg.optimizer
     if callable(spec) and not (isinstance(spec, type) and issubclass(spec, torch.optim.Optimizer)):
         return spec(params)
-    is_sgd = spec == "sgd"
+    # torch.optim.SGD and AdamW themselves get the recipes of "sgd" and "adamw", not the generic defaults.
+    is_sgd = spec == "sgd" or spec is torch.optim.SGD
+    is_adamw = spec == "adamw" or spec is torch.optim.AdamW
     lr = cfg.lr if cfg.lr is not None else (0.1 if is_sgd else 1e-3)
     wd = cfg.weight_decay if cfg.weight_decay is not None else (5e-4 if is_sgd else 0.05)
     groups = [
@@ -297,9 +302,9 @@ def _build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     if is_sgd:
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    if spec == "adamw":
+    if is_adamw:
         return torch.optim.AdamW(groups, lr=lr)
-    return spec(groups, lr=lr)  # a torch.optim class
+    return spec(groups, lr=lr)  # another torch.optim class: the generic defaults
 
 
 def _build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_epoch: int) -> tuple[Any, str]:
@@ -401,7 +406,8 @@ class _Run:
         self.val_loader = _val_loader(val, cfg, ctx, device)
         if len(self.train_loader) == 0:
             raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
-        self.labels_checked = _known_labels(train if is_batch_loader(train) else _dataset_of(train, "training")) is not None
+        train_set = train if is_batch_loader(train) else _dataset_of(train, "training")
+        self.labels_checked = _known_labels(train_set) is not None
         # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
         self.user_generator = _user_generator(self.train_loader) if self.sampler is None else None
 

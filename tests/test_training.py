@@ -75,6 +75,49 @@ def test_verbose_zero_is_silent(capsys):
     assert captured.out == "" and captured.err == ""
 
 
+# ---------------------------------------------------------------------------- optimizer defaults
+
+
+class _RecordOptimizer(Callback):
+    def on_fit_start(self, state):
+        self.type = type(state.optimizer)
+        self.groups = [{k: v for k, v in g.items() if k != "params"} for g in state.optimizer.param_groups]
+        self.sizes = [len(g["params"]) for g in state.optimizer.param_groups]
+
+
+def _built_optimizer(optimizer):
+    train, _ = make_data(n=32)
+    options = {**FIT_OPTIONS, "lr": None, "schedule": None, "optimizer": optimizer}
+    record = _RecordOptimizer()
+    fit(make_model(), train, epochs=1, callbacks=[record], **options)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "expected"),
+    [
+        (torch.optim.SGD, "sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": [5e-4, 0.0]}),
+        (torch.optim.AdamW, "adamw", {"lr": 1e-3, "weight_decay": [0.05, 0.0]}),
+    ],
+    ids=["sgd", "adamw"],
+)
+def test_a_torch_optim_class_gets_the_defaults_of_its_name(cls, name, expected):
+    by_class, by_name = _built_optimizer(cls), _built_optimizer(name)
+    assert by_class.type is by_name.type is cls
+    assert by_class.groups == by_name.groups
+    assert by_class.sizes == by_name.sizes
+    assert [g["weight_decay"] for g in by_class.groups] == expected.pop("weight_decay")
+    for key, value in expected.items():
+        assert all(g[key] == value for g in by_class.groups), key
+
+
+def test_another_torch_optim_class_gets_the_generic_defaults():
+    record = _built_optimizer(torch.optim.RMSprop)
+    assert record.type is torch.optim.RMSprop
+    assert [g["lr"] for g in record.groups] == [1e-3, 1e-3]
+    assert [g["weight_decay"] for g in record.groups] == [0.05, 0.0]
+
+
 # ---------------------------------------------------------------------------- refused before work
 
 
