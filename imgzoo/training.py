@@ -397,6 +397,12 @@ class _Run:
         self.num_classes = _dry_run(model, train, device)
         if val is not None and not is_batch_loader(val):
             _dataset_of(val, "validation")
+        for cb in cfg.callbacks:
+            if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_") and val is None:
+                raise ValueError(
+                    f"fit: EarlyStopping monitors {cb.monitor!r}, but fit was given no validation data: "
+                    "pass val= to fit, or monitor a training column (EarlyStopping(monitor='train_loss'))"
+                )
         resume_state = ckpt.load_checkpoint(cfg.resume) if cfg.resume is not None else None
 
         seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")

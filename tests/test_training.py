@@ -145,8 +145,23 @@ def _bad(**kwargs):
         ({"optimizer": "adam"}, ValueError, "optimizer must be"),
         ({"amp": "fp16", "device": "cpu"}, ValueError, "needs a GPU"),
         ({"learning_rate": 0.1}, TypeError, "unknown options"),
+        (
+            {"callbacks": [EarlyStopping(monitor="val_acc")]},
+            ValueError,
+            r"EarlyStopping monitors 'val_acc'.*no validation data.*pass val=",
+        ),
     ],
-    ids=["epochs", "empty", "label-range", "one-hot", "shape", "optimizer", "fp16-cpu", "unknown-option"],
+    ids=[
+        "epochs",
+        "empty",
+        "label-range",
+        "one-hot",
+        "shape",
+        "optimizer",
+        "fp16-cpu",
+        "unknown-option",
+        "early-stopping-without-val",
+    ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, error, message):
     args = _bad(checkpoint_dir=tmp_path / "ckpt", **kwargs)
