@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,7 @@ def load(
     ``builder_kwargs`` override builder arguments that do not change tensor shapes.
     The model carries ``data_spec`` (with class names) and ``eval_transform``.
     """
-    files = _resolve(path_or_name, revision, token, cache_dir, local_files_only, force=False)
+    files = _resolve(path_or_name, _Fetch(revision, token, cache_dir, local_files_only, force=False))
     config = read_config(files.config)
     expected = architecture or (files.entry.arch if files.entry else None)
     if expected is not None and config["architecture"] != expected:
@@ -198,35 +198,39 @@ def download(
     Registered entries are checked against their sha256. ``force`` downloads again
     even when the cache has the files (the cure for a corrupted cache).
     """
-    files = _resolve(name, revision, token, cache_dir, local_files_only=False, force=force)
+    files = _resolve(name, _Fetch(revision, token, cache_dir, local_files_only=False, force=force))
     return files.weights.parent
 
 
-def _resolve(
-    source: str | os.PathLike[str],
-    revision: str | None,
-    token: str | None,
-    cache_dir: str | os.PathLike[str] | None,
-    local_files_only: bool,
-    force: bool,
-) -> _Files:
+@dataclass(frozen=True)
+class _Fetch:
+    """How to fetch from the Hub: the caller's choices, the same for every file of one load."""
+
+    revision: str | None
+    token: str | None
+    cache_dir: str | os.PathLike[str] | None
+    local_files_only: bool
+    force: bool
+
+
+def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
     if isinstance(source, os.PathLike):
         return _local(Path(source), str(source))
     if not isinstance(source, str) or not source:
         raise TypeError(f"expected a weights name, 'hf-hub:org/repo[@revision]' or a folder; got {source!r}")
-    hub = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only, force=force)
+    revision = fetch.revision
     if source.startswith(HF_PREFIX):
         repo_id, _, pinned = source[len(HF_PREFIX) :].partition("@")
         if pinned and revision and pinned != revision:
             raise ValueError(f"{source!r} pins revision {pinned!r} but revision={revision!r} was also given")
         _check_repo_id(repo_id)
-        return _from_hub(repo_id, label=source, **{**hub, "revision": pinned or revision})
+        return _from_hub(repo_id, source, replace(fetch, revision=pinned or revision))
     if source in list_pretrained():
         entry = get_weights_entry(source)
         if entry.repo_id is not None:
             if revision is not None and revision != entry.revision:
                 raise ValueError(f"{source} is pinned to revision {entry.revision!r}; got revision={revision!r}")
-            files = _from_hub(entry.repo_id, label=source, **{**hub, "revision": entry.revision})
+            files = _from_hub(entry.repo_id, source, replace(fetch, revision=entry.revision))
         else:
             if revision is not None:
                 raise ValueError(
@@ -276,16 +280,8 @@ def _local(directory: Path, label: str) -> _Files:
     return _Files(config, weights, label)
 
 
-def _from_hub(
-    repo_id: str,
-    *,
-    label: str,
-    revision: str | None,
-    token: str | None,
-    cache_dir: str | os.PathLike[str] | None,
-    local_files_only: bool,
-    force: bool,
-) -> _Files:
+def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
+    revision = fetch.revision
     paths = {}
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
@@ -293,17 +289,17 @@ def _from_hub(
                 repo_id,
                 filename,
                 revision=revision,
-                token=token,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                force_download=force,
+                token=fetch.token,
+                cache_dir=fetch.cache_dir,
+                local_files_only=fetch.local_files_only,
+                force_download=fetch.force,
                 library_name="imgzoo",
                 library_version=_version(),
             )
         except EntryNotFoundError as exc:
             if isinstance(exc, LocalEntryNotFoundError):
-                raise _offline_miss(repo_id, filename, revision, label, cache_dir, local_files_only) from exc
-            pickles = _remote_pickles(repo_id, revision, token)
+                raise _offline_miss(repo_id, filename, label, fetch) from exc
+            pickles = _remote_pickles(repo_id, revision, fetch.token)
             if pickles:
                 raise CheckpointError(_pickle_message(f"{repo_id}@{revision or 'main'}", pickles)) from None
             raise WeightsNotFoundError(
@@ -328,22 +324,15 @@ def _pickle_message(where: str, pickles: list[str]) -> str:
     )
 
 
-def _offline_miss(
-    repo_id: str,
-    filename: str,
-    revision: str | None,
-    label: str,
-    cache_dir: str | os.PathLike[str] | None,
-    local_files_only: bool,
-) -> WeightsNotFoundError:
-    rev = revision or "main"
-    if constants.is_offline_mode() or local_files_only:
+def _offline_miss(repo_id: str, filename: str, label: str, fetch: _Fetch) -> WeightsNotFoundError:
+    rev = fetch.revision or "main"
+    if constants.is_offline_mode() or fetch.local_files_only:
         why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.is_offline_mode() else "local_files_only=True"
     else:
         why = f"the Hub at {constants.ENDPOINT} could not be reached"
     return WeightsNotFoundError(
         f"{filename} of {repo_id} at revision {rev} is not in the Hugging Face cache "
-        f"({cache_dir or constants.HF_HUB_CACHE}) and {why}. Fetch it ahead of time while online with "
+        f"({fetch.cache_dir or constants.HF_HUB_CACHE}) and {why}. Fetch it ahead of time while online with "
         f"`imgzoo download {label}` or `hf download {repo_id} {CONFIG_NAME} {WEIGHTS_NAME} --revision {rev}`."
     )
 

@@ -260,21 +260,19 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, {"commitUrl": url, "commitOid": sha, "pullRequestUrl": None, "success": True})
 
     def create_tag(self, method: str, body: bytes, repo: str, rev: str) -> int:
-        tag = json.loads(body)["tag"]
-        with self.server.state.lock:
-            target = self._repo(repo, write=True)
-            if tag in target.tags or tag in target.branches:
-                raise HubError(409, f"Tag {tag} already exists")
-            target.tags[tag] = target.resolve(rev)
-        return self._send(200, {})
+        return self._new_ref(repo, json.loads(body)["tag"], start=rev, kind="tags")
 
     def create_branch(self, method: str, body: bytes, repo: str, branch: str) -> int:
         start = (json.loads(body) if body else {}).get("startingPoint") or "main"
+        return self._new_ref(repo, branch, start=start, kind="branches")
+
+    def _new_ref(self, repo: str, name: str, *, start: str, kind: str) -> int:
+        """A tag or branch at the commit ``start`` resolves to; 409 if either kind already has ``name``."""
         with self.server.state.lock:
             target = self._repo(repo, write=True)
-            if branch in target.branches or branch in target.tags:
-                raise HubError(409, f"Reference refs/heads/{branch} already exists")
-            target.branches[branch] = target.resolve(start)
+            if name in target.tags or name in target.branches:
+                raise HubError(409, f"Reference {name} already exists")
+            getattr(target, kind)[name] = target.resolve(start)
         return self._send(200, {})
 
     def repo_info(self, method: str, body: bytes, repo: str, rev: str = "main") -> int:

@@ -185,11 +185,7 @@ def test_basic_cnn_has_no_skip_connections_and_configurable_widths():
 def test_wrong_rank_input_names_model_and_shapes(name):
     model = build(name).eval()
     single = images(model, batch=1)[0]  # a (C, H, W) image without the batch dimension
-    with pytest.raises(ValueError, match="unsqueeze") as info:
-        model(single)
-    message = str(info.value)
-    assert name in message
-    assert str(tuple(single.shape)) in message
+    message = refusal(model, single, match="unsqueeze")
     assert f"(N, {model.data_spec.channels}," in message
 
 
@@ -198,12 +194,18 @@ def test_wrong_channel_count_names_model_and_shapes(name):
     model = build(name).eval()
     x = images(model, batch=2)
     wrong = torch.randn(2, 4 - x.shape[1] if x.shape[1] != 4 else 3, *x.shape[2:])
-    with pytest.raises(ValueError) as info:
-        model(wrong)
-    message = str(info.value)
-    assert name in message
-    assert str(tuple(wrong.shape)) in message
+    message = refusal(model, wrong)
     assert f"{model.data_spec.channels}-channel" in message
+
+
+def refusal(model: torch.nn.Module, bad: torch.Tensor, match: str | None = None) -> str:
+    """The ValueError a model raises for ``bad``; it must name the model and the shape received."""
+    with pytest.raises(ValueError, match=match) as info:
+        model(bad)
+    message = str(info.value)
+    assert model.imgzoo_arch in message
+    assert str(tuple(bad.shape)) in message
+    return message
 
 
 @pytest.mark.parametrize("name", MODELS)
