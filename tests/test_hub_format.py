@@ -26,7 +26,7 @@ from imgzoo.checkpoint_format import (
     strip_prefixes,
 )
 from imgzoo.hub import WeightsNotFoundError
-from imgzoo.pretrained import PRETRAINED, REQUIRED_META, check_meta, entry_from_folder
+from imgzoo.pretrained import REQUIRED_META, check_meta, entry_from_folder
 from imgzoo.registry import MNIST, register_weights, unregister_weights
 
 # The cheap architectures; dogbreed_transfer has its own test below with its smallest backbone.
@@ -364,10 +364,3 @@ def test_a_packaged_entry_has_no_revisions(packaged_entry):
 def test_unknown_name_suggests_close_matches(packaged_entry):
     with pytest.raises(ValueError, match=r"Did you mean 'mnist_cnn.unit_test'.*hf-hub:org/repo"):
         imgzoo.load("mnist_cnn.unit_tset")
-
-
-def test_builtin_entries_document_themselves():
-    for entry in PRETRAINED:
-        assert entry.name in imgzoo.list_pretrained()
-        check_meta(entry)
-        assert entry.repo_id is None or len(entry.revision) == 40, f"{entry.name}: pin a commit sha, not a branch"
