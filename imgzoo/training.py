@@ -603,6 +603,29 @@ class _Run:
         fit_start = time.perf_counter()
         for cb in cfg.callbacks:
             cb.on_fit_start(self.state)
+        try:
+            self._epochs(fit_start)
+        except Exception as error:
+            # However fit ends, callbacks end too (EarlyStopping restores the best weights); then the error goes on.
+            self._fit_end(error)
+            raise
+        self._fit_end()
+        return self.history
+
+    def _fit_end(self, error: Exception | None = None) -> None:
+        for cb in self.cfg.callbacks:
+            if error is None:
+                cb.on_fit_end(self.state)
+                continue
+            try:
+                cb.on_fit_end(self.state)
+            except Exception as cb_error:  # the training error stays the one raised; this one is attached
+                if hasattr(error, "add_note"):  # Python 3.11+
+                    error.add_note(f"{type(cb).__name__}.on_fit_end also failed: {cb_error!r}")
+
+    def _epochs(self, fit_start: float) -> None:
+        """Every epoch of the run; returns on finishing, a stop request, max_time or Ctrl-C."""
+        cfg = self.cfg
         epoch = self.start_epoch
         try:
             for epoch in range(self.start_epoch, cfg.epochs + 1):
@@ -646,9 +669,6 @@ class _Run:
                 f"fit: the training loss became {e.value} at epoch {e.epoch}, batch {e.step}; training stopped.{kept} "
                 "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
             ) from None
-        for cb in cfg.callbacks:
-            cb.on_fit_end(self.state)
-        return self.history
 
 
 class _NonFiniteLoss(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import torch
@@ -234,6 +235,32 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     assert history.epoch == [1, 2, 3]
     assert stop.best_epoch == 1
     assert all(torch.equal(snapshot.weights[1][k], v) for k, v in model.state_dict().items())
+
+
+def test_early_stopping_restores_the_best_weights_when_fit_fails():
+    train, val = make_data(n=64)
+    model, snapshot = make_model(), _Snapshot()
+    stop = EarlyStopping(monitor="train_loss", mode="max", patience=10)  # epoch 1 is the best
+    with pytest.raises(FloatingPointError, match="at epoch 3"):
+        fit(model, train, val, epochs=4, callbacks=[snapshot, stop, _PoisonAt(3)], **FIT_OPTIONS)
+    assert stop.best_epoch == 1
+    assert all(torch.equal(snapshot.weights[1][k], v) for k, v in model.state_dict().items())
+
+
+class _FailingEnd(Callback):
+    def on_fit_end(self, state):
+        raise RuntimeError("on_fit_end broke")
+
+
+def test_every_on_fit_end_runs_after_an_error_and_the_error_is_raised():
+    train, _ = make_data(n=64)
+    model = make_model()
+    stop = EarlyStopping(monitor="train_loss", mode="max", patience=10)
+    with pytest.raises(FloatingPointError, match="at epoch 2") as info:
+        fit(model, train, epochs=3, callbacks=[_FailingEnd(), stop, _PoisonAt(2)], **FIT_OPTIONS)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    if sys.version_info >= (3, 11):  # exception notes; on 3.10 the callback's error is only lost
+        assert any("_FailingEnd.on_fit_end" in note and "on_fit_end broke" in note for note in info.value.__notes__)
 
 
 def test_csv_logger_writes_one_row_per_epoch(tmp_path):
