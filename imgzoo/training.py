@@ -357,7 +357,8 @@ def fit(
     With ``checkpoint_dir``, ``last.pt`` is rewritten atomically after every epoch and
     ``fit(..., resume=checkpoint_dir)`` continues a run that was stopped in any way,
     ending (on CPU, with a seed) with exactly the weights of an uninterrupted run.
-    A NaN or infinite loss raises FloatingPointError and leaves the last good
+    A NaN or infinite loss, or weights that are not finite at the end of an epoch, raise
+    FloatingPointError (after every callback's on_fit_end) and leave the last good
     checkpoint in place; Ctrl-C writes ``interrupted.pt`` and returns the History so far.
     Under ``torchrun --nproc_per_node=N`` the same call trains with DDP.
     """
@@ -634,6 +635,7 @@ class _Run:
                     cb.on_epoch_start(self.state)
                 epoch_start = time.perf_counter()
                 row: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch), **self._validate()}
+                self._check_finite(epoch, row)  # before callbacks and the checkpoint see the epoch
                 if self.scheduler is not None and self.schedule_interval == "epoch":
                     self.scheduler.step()
                 row["time"] = time.perf_counter() - epoch_start
@@ -659,16 +661,50 @@ class _Run:
                 f"interrupted during epoch {epoch}{where}. History holds the {len(self.history)} finished epochs."
             )
         except _NonFiniteLoss as e:
-            last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
-            kept = (
-                f" The last good checkpoint, {last}, is kept."
-                if last is not None and last.exists()
-                else " No checkpoint was written (pass checkpoint_dir= to keep one)."
-            )
             raise FloatingPointError(
-                f"fit: the training loss became {e.value} at epoch {e.epoch}, batch {e.step}; training stopped.{kept} "
-                "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
+                f"fit: the training loss became {e.value} at epoch {e.epoch}, batch {e.step}; "
+                f"training stopped.{self._kept()} {_NAN_ADVICE}"
             ) from None
+
+    def _kept(self) -> str:
+        last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
+        if last is not None and last.exists():
+            return f" The last good checkpoint, {last}, is kept."
+        return " No checkpoint was written (pass checkpoint_dir= to keep one)."
+
+    def _check_finite(self, epoch: int, row: dict[str, Any]) -> None:
+        """Raise FloatingPointError if the epoch's losses or the model's weights are not all finite.
+
+        The loss is watched during the epoch, but weights that turn NaN at its last step only
+        show in val_loss or in the weights themselves: such an epoch must not become last.pt.
+        """
+        found = [f"{key} ({row[key]})" for key in ("train_loss", "val_loss") if not _finite(row[key])]
+        found += _non_finite_tensors(self.model, self.device)
+        # Batch-norm buffers are each process's own: every process must agree to stop, or the others hang.
+        if not distributed.any_process(self.ctx, bool(found), device=self.device):
+            return
+        what = ", ".join(found) if found else "the weights of another process"
+        raise FloatingPointError(
+            f"fit: non-finite values at the end of epoch {epoch}: {what}; training stopped before the epoch was "
+            f"recorded or checkpointed.{self._kept()} {_NAN_ADVICE}"
+        )
+
+
+_NAN_ADVICE = "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
+
+
+def _finite(value: float | None) -> bool:
+    return value is None or math.isfinite(value)
+
+
+def _non_finite_tensors(model: nn.Module, device: torch.device) -> list[str]:
+    """The model's parameters and floating-point buffers that hold a NaN or infinity, named; one sync."""
+    named = [(f"parameter {n!r}", t) for n, t in model.named_parameters()]
+    named += [(f"buffer {n!r}", t) for n, t in model.named_buffers() if t.is_floating_point()]
+    if not named:
+        return []
+    ok = torch.stack([torch.isfinite(t.detach()).all().to(device) for _, t in named]).tolist()
+    return [name for (name, _), good in zip(named, ok, strict=True) if not good]
 
 
 class _NonFiniteLoss(Exception):

@@ -198,6 +198,45 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+class _PoisonAfterLastStep(Callback):
+    """Make a tensor NaN after the last optimizer step of an epoch: the training loss never sees it."""
+
+    def __init__(self, epoch: int, last_step: int, tensor: str) -> None:
+        self.epoch, self.last_step, self.tensor = epoch, last_step, tensor
+
+    def on_batch_end(self, state, step, loss):
+        if (state.epoch, step) == (self.epoch, self.last_step):
+            with torch.no_grad():
+                state.model.state_dict()[self.tensor].fill_(float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("with_val", "tensor", "message"),
+    [
+        (True, "0.weight", r"epoch 2: val_loss \(nan\), parameter '0\.weight'"),
+        (False, "1.running_mean", r"epoch 2: buffer '1\.running_mean'"),
+    ],
+    ids=["weights-and-val-loss", "batch-norm-buffer-no-val"],
+)
+def test_non_finite_weights_at_epoch_end_stop_before_the_checkpoint(tmp_path, with_val, tensor, message):
+    train, val = make_data(n=64)
+    last_step = -(-len(train) // FIT_OPTIONS["batch_size"]) - 1
+    poison = _PoisonAfterLastStep(2, last_step, tensor)
+    with pytest.raises(FloatingPointError, match=message + r".*last good checkpoint"):
+        fit(
+            make_model(),
+            train,
+            val if with_val else None,
+            epochs=3,
+            checkpoint_dir=tmp_path,
+            callbacks=[poison],
+            **FIT_OPTIONS,
+        )
+    state = load_checkpoint(tmp_path)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
 class _InterruptAt(Callback):
     def on_batch_end(self, state, step, loss):
         if (state.epoch, step) == (2, 1):
