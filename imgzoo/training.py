@@ -78,6 +78,8 @@ class FitConfig:
     callbacks: Sequence[Callback] = field(default_factory=tuple)
     checkpoint_dir: str | os.PathLike[str] | None = None  # writes last.pt after every epoch
     # A checkpoint_dir or a .pt file it wrote; checkpoints then go on in that folder by default.
+    # Resume with the original options: another `epochs` (or batches per epoch, or schedule) than a
+    # one-cycle, cosine or step schedule was sized for is refused before any work.
     resume: str | os.PathLike[str] | None = None
     max_time: float | None = None  # seconds; no epoch is started that would not finish in time
     verbose: int = 1  # 0: silent, 1: progress bar and a line per epoch, 2: the lines only
@@ -327,6 +329,59 @@ def _build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_
     return cfg.schedule(optimizer), cfg.schedule_interval
 
 
+_SIZED = {"onecycle": "per step", "cosine": "per step", "step": "per epoch"}  # built-ins sized by the run's length
+
+
+def _schedule_size(cfg: FitConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """What the schedule is built for, as recorded in the checkpoint: its kind, epochs and steps per epoch."""
+    kind = cfg.schedule if cfg.schedule is None or isinstance(cfg.schedule, str) else "callable"
+    return {"schedule": kind, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch}
+
+
+def _check_schedule_resumable(state: dict[str, Any], now: dict[str, Any], resume: Any) -> None:
+    """Refuse, before any work, a resume whose schedule would not continue the checkpointed one.
+
+    A restored OneCycleLR, CosineAnnealingLR or MultiStepLR keeps the length it was built
+    for: a longer run fails inside torch (one-cycle) or trains at the final or a rising
+    rate (cosine, step). The checkpointed scheduler's state also only fits the same kind
+    of schedule. schedule=None and callables are not sized by fit, so their runs resume
+    with any epochs. Checkpoints written before the record was kept are not checked.
+    """
+    saved = state.get("schedule_sized_for")
+    if saved is None:
+        return
+    path = ckpt.resolve_resume(resume)
+
+    def shown(kind: str | None) -> str:
+        return "a callable" if kind == "callable" else repr(kind)
+
+    def length(size: dict[str, Any]) -> str:
+        steps = f" of {size['steps_per_epoch']} steps" if _SIZED.get(size["schedule"]) == "per step" else ""
+        return f"{size['epochs']} epochs{steps}"
+
+    new_run = (
+        f"start a new run from its weights: model.load_state_dict(imgzoo.checkpoint.load_checkpoint('{path}')"
+        "['model']), then fit without resume= (a fresh schedule for the new length)"
+    )
+    if saved["schedule"] != now["schedule"]:
+        raise ValueError(
+            f"fit: cannot resume {path}: it was made with schedule={shown(saved['schedule'])}, and this call asks "
+            f"for schedule={shown(now['schedule'])}; the restored scheduler state fits only the same schedule. "
+            f"Resume with schedule={shown(saved['schedule'])}, or {new_run}."
+        )
+    per = _SIZED.get(now["schedule"])
+    if per is None:
+        return
+    if saved["epochs"] != now["epochs"] or (per == "per step" and saved["steps_per_epoch"] != now["steps_per_epoch"]):
+        raise ValueError(
+            f"fit: cannot resume {path}: it was made with schedule={shown(saved['schedule'])} sized for "
+            f"{length(saved)}, and this call asks for {length(now)}. A restored {saved['schedule']} schedule "
+            "keeps the length it was built for, so training would fail or go on at the wrong learning rate. "
+            f"To continue that run, resume with epochs={saved['epochs']} (and the same batch size and training "
+            f"data); to train for another length, {new_run}."
+        )
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -415,6 +470,9 @@ class _Run:
             raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
         train_set = train if is_batch_loader(train) else _dataset_of(train, "training")
         self.labels_checked = _known_labels(train_set) is not None
+        self.schedule_sized_for = _schedule_size(cfg, len(self.train_loader))
+        if resume_state is not None and resume_state["epoch"] < cfg.epochs:
+            _check_schedule_resumable(resume_state, self.schedule_sized_for, cfg.resume)
         # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
         self.user_generator = _user_generator(self.train_loader) if self.sampler is None else None
 
@@ -457,6 +515,8 @@ class _Run:
             "history": self.history.to_dict(),
             "callbacks": [cb.state_dict() for cb in self.cfg.callbacks],
             "arch": getattr(self.model, "imgzoo_arch", None),
+            # What the schedule was built for: a resume that asks for another length is refused.
+            "schedule_sized_for": self.schedule_sized_for,
         }
 
     def _save(self, name: str, epoch: int) -> Path | None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
+from imgzoo.callbacks import Callback
 from imgzoo.checkpoint import load_checkpoint
 from imgzoo.training import fit
 
@@ -89,3 +90,64 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     torch.save({"weight": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="not an imgzoo training checkpoint"):
         load_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------- resuming with other options
+
+
+class _CtrlCAtEpoch2(Callback):
+    def on_epoch_start(self, state):
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+
+def _checkpointed(tmp_path, **options):
+    """A 2-epoch run (2 steps per epoch) stopped after epoch 1, checkpointed in tmp_path; returns the data."""
+    train, val = make_data(n=64)
+    options = {**FIT_OPTIONS, **options}
+    fit(make_model(), train, val, epochs=2, checkpoint_dir=tmp_path, callbacks=[_CtrlCAtEpoch2()], **options)
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    return train, val
+
+
+def _refused(tmp_path, train, val, epochs, message, **options):
+    model = make_model(seed=123)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    saved = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=message):
+        fit(model, train, val, epochs=epochs, resume=tmp_path, **{**FIT_OPTIONS, **options})
+    # Refused before any work: the model is untouched and the checkpoint is not rewritten.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert (tmp_path / "last.pt").read_bytes() == saved
+
+
+@pytest.mark.parametrize(
+    ("schedule", "sized_for"),
+    [("onecycle", "2 epochs of 2 steps"), ("cosine", "2 epochs of 2 steps"), ("step", "2 epochs")],
+)
+def test_resuming_a_sized_schedule_with_other_epochs_is_refused_before_any_work(tmp_path, schedule, sized_for):
+    train, val = _checkpointed(tmp_path, schedule=schedule)
+    assert load_checkpoint(tmp_path)["schedule_sized_for"] == {"schedule": schedule, "epochs": 2, "steps_per_epoch": 2}
+    message = (
+        rf"was made with schedule='{schedule}' sized for {sized_for}.*this call asks for 3 epochs"
+        r".*resume with epochs=2.*new run.*without resume="
+    )
+    _refused(tmp_path, train, val, 3, message, schedule=schedule)
+
+
+def test_resuming_a_one_cycle_with_other_steps_per_epoch_is_refused(tmp_path):
+    train, val = _checkpointed(tmp_path)
+    _refused(tmp_path, train, val, 2, "sized for 2 epochs of 2 steps.*asks for 2 epochs of 3 steps", batch_size=16)
+
+
+def test_changing_the_schedule_on_resume_is_refused(tmp_path):
+    train, val = _checkpointed(tmp_path)  # one-cycle, the default
+    _refused(tmp_path, train, val, 2, "made with schedule='onecycle'.*asks for schedule=None", schedule=None)
+
+
+def test_a_run_without_a_sized_schedule_resumes_with_more_epochs(tmp_path):
+    train, val = _checkpointed(tmp_path, schedule=None)
+    history = fit(make_model(seed=123), train, val, epochs=3, resume=tmp_path, **{**FIT_OPTIONS, "schedule": None})
+    assert history.epoch == [1, 2, 3]
+    assert history.lr == [FIT_OPTIONS["lr"]] * 3
+    assert load_checkpoint(tmp_path)["epoch"] == 3
