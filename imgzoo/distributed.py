@@ -4,10 +4,15 @@ torchrun sets RANK, WORLD_SIZE and LOCAL_RANK in each process's environment; fit
 reads them, joins the process group (NCCL on GPUs, gloo on CPU), shards the data with
 a DistributedSampler, wraps the model in DistributedDataParallel, sums the metrics
 over processes, and lets only rank 0 print and write files.
+
+A group that fit starts stays open after fit returns, so that the next fit (or compare)
+in the same process uses it, and is ended at interpreter exit; a group that was already
+initialized (by the user, or by an earlier fit) is used as it is and never ended by fit.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -24,7 +29,6 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    owns_group: bool = False  # fit started the process group, so fit ends it
 
     @property
     def enabled(self) -> bool:
@@ -38,13 +42,14 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
 
 def setup(device: torch.device) -> DistContext:
-    """Join the process group torchrun describes; a no-op outside torchrun."""
+    """Join the process group torchrun describes; a no-op outside torchrun.
+
+    An initialized group is used as it is. Otherwise the group started here is left open
+    for later fit calls in this process (a second init_process_group would fail) and is
+    destroyed at interpreter exit, unless it has been destroyed or replaced by then.
+    """
     if dist.is_available() and dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -54,7 +59,14 @@ def setup(device: torch.device) -> DistContext:
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), owns_group=True)
+    atexit.register(_destroy_at_exit, dist.group.WORLD)
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _destroy_at_exit(group: object) -> None:
+    """End the group fit started, if it is still the default one (never a group the user made since)."""
+    if dist.is_initialized() and dist.group.WORLD is group:
+        dist.destroy_process_group()
 
 
 def all_reduce_sums(ctx: DistContext, *values: float, device: torch.device) -> list[float]:

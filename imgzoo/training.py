@@ -415,7 +415,8 @@ def fit(
     A NaN or infinite loss, or weights that are not finite at the end of an epoch, raise
     FloatingPointError (after every callback's on_fit_end) and leave the last good
     checkpoint in place; Ctrl-C writes ``interrupted.pt`` and returns the History so far.
-    Under ``torchrun --nproc_per_node=N`` the same call trains with DDP.
+    Under ``torchrun --nproc_per_node=N`` the same call trains with DDP; the process group
+    it starts stays open for later fit calls and ends at interpreter exit.
     """
     known = {f.name for f in dataclasses.fields(FitConfig)} - {"epochs"}
     unknown = set(options) - known
@@ -427,10 +428,7 @@ def fit(
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
-    try:
-        return _Run(model, train, val, cfg, device, ctx).run()
-    finally:
-        ctx.close()
+    return _Run(model, train, val, cfg, device, ctx).run()
 
 
 class _Run:

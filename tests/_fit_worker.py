@@ -2,7 +2,7 @@
 
     python tests/_fit_worker.py kill OUT EPOCH STEP   # fit, SIGKILL itself at (epoch, batch)
     python tests/_fit_worker.py kill-rename OUT N     # SIGKILL between the N-th checkpoint's temp file and its rename
-    torchrun --nproc_per_node=2 tests/_fit_worker.py ddp OUT
+    torchrun --nproc_per_node=2 tests/_fit_worker.py ddp OUT   # fit, then compare (two more fits)
 
 Tests import make_data, make_model and FIT_OPTIONS from here, so the in-process and
 subprocess runs train exactly the same thing.
@@ -79,6 +79,11 @@ def _kill_rename(out: Path, nth: int) -> None:
 
 
 def _ddp(out: Path) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from imgzoo.evaluation import compare
     from imgzoo.training import fit
 
     rank = int(os.environ["RANK"])
@@ -89,6 +94,13 @@ def _ddp(out: Path) -> None:
     torch.save(model.state_dict(), out / f"weights_rank{rank}.pt")
     if rank == 0:
         history.to_json(out / "history.json")
+
+    # More fit calls in the same processes: compare trains two tiny models, one fit each.
+    group_kept = dist.is_initialized()
+    small_train, small_val = make_data(n=64)
+    result = compare({"a": make_model(1), "b": make_model(2)}, small_train, small_val, epochs=1, **FIT_OPTIONS)
+    report = {"group_kept": group_kept, "histories": {k: h.to_dict() for k, h in result.histories.items()}}
+    (out / f"more_fits_rank{rank}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

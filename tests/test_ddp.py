@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,3 +40,13 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert single.val_acc[-1] >= 0.85
     # Same data, each process half the steps with a global batch twice as large: the same accuracy within noise.
     assert abs(ddp.val_acc[-1] - single.val_acc[-1]) <= 0.1
+
+    # fit can be called again in the same torchrun processes (here through compare): the group
+    # the first call started stays open for the next, and every process gets the same metrics.
+    more = [json.loads((tmp_path / f"more_fits_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert more[0]["group_kept"] and more[1]["group_kept"]
+    assert sorted(more[0]["histories"]) == sorted(more[1]["histories"]) == ["a", "b"]
+    for name, history in more[0]["histories"].items():
+        assert history["epoch"] == [1]
+        for column in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):  # summed over processes
+            assert history[column] == more[1]["histories"][name][column], (name, column)
