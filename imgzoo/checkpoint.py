@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run as if it had never stopped.
 
 A checkpoint holds the model, optimizer, scheduler and grad-scaler states, the random
-number generator states (Python, NumPy, torch, CUDA), the number of finished epochs,
+number generator states (Python, NumPy, torch, CUDA; under torchrun, every process's), the
+number of finished epochs,
 the History so far, the state of callbacks such as early stopping, and what the learning-rate
 schedule was sized for (fit refuses to resume it for another length). It is written
 atomically, so a process killed at any moment leaves the previous checkpoint intact.

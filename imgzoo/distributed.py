@@ -15,11 +15,12 @@ from __future__ import annotations
 import atexit
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_reduce_sums", "any_process", "setup"]
+__all__ = ["DistContext", "all_gather_objects", "all_reduce_sums", "any_process", "setup"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,15 @@ def all_reduce_sums(ctx: DistContext, *values: float, device: torch.device) -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def all_gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
+    """Every process's ``obj``, in rank order, on every process (``[obj]`` in a single process)."""
+    if not ctx.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def any_process(ctx: DistContext, flag: bool, *, device: torch.device) -> bool:

@@ -416,7 +416,10 @@ def fit(
     FloatingPointError (after every callback's on_fit_end) and leave the last good
     checkpoint in place; Ctrl-C writes ``interrupted.pt`` and returns the History so far.
     Under ``torchrun --nproc_per_node=N`` the same call trains with DDP; the process group
-    it starts stays open for later fit calls and ends at interpreter exit.
+    it starts stays open for later fit calls and ends at interpreter exit. The checkpoint
+    keeps every process's random generator states and each restores its own; batch-norm
+    running statistics are rank 0's, and resuming with another number of processes is not
+    exact.
     """
     known = {f.name for f in dataclasses.fields(FitConfig)} - {"epochs"}
     unknown = set(options) - known
@@ -500,7 +503,7 @@ class _Run:
 
     # -- checkpoints
 
-    def _payload(self, epoch: int) -> dict[str, Any]:
+    def _payload(self, epoch: int, rng_per_rank: list[dict[str, Any]] | None) -> dict[str, Any]:
         return {
             "epoch": epoch,
             "seed": self.seed,
@@ -508,7 +511,9 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": ckpt.capture_rng(),
+            "rng": ckpt.capture_rng(),  # this process's (rank 0's)
+            # Under torchrun, every process's generator states in rank order; each restores its own.
+            "rng_per_rank": rng_per_rank,
             "loader_generator": self.user_generator.get_state() if self.user_generator is not None else None,
             "history": self.history.to_dict(),
             "callbacks": [cb.state_dict() for cb in self.cfg.callbacks],
@@ -517,10 +522,20 @@ class _Run:
             "schedule_sized_for": self.schedule_sized_for,
         }
 
-    def _save(self, name: str, epoch: int) -> Path | None:
-        if self.checkpoint_dir is None or not self.ctx.is_main:
+    def _save(self, name: str, epoch: int, *, all_ranks: bool = True) -> Path | None:
+        """Write a checkpoint on rank 0. Under torchrun every process must call it at the same point.
+
+        ``all_ranks=False`` (Ctrl-C, where processes stop wherever they are) skips gathering the
+        other processes' generator states, a collective that could wait forever.
+        """
+        if self.checkpoint_dir is None:
             return None
-        return ckpt.save_checkpoint(self.checkpoint_dir / name, self._payload(epoch))
+        rng_per_rank = None
+        if self.ctx.enabled and all_ranks:
+            rng_per_rank = distributed.all_gather_objects(self.ctx, ckpt.capture_rng())
+        if not self.ctx.is_main:
+            return None
+        return ckpt.save_checkpoint(self.checkpoint_dir / name, self._payload(epoch, rng_per_rank))
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -533,7 +548,11 @@ class _Run:
             cb.load_state_dict(cb_state)
         self.history = self.state.history = History.from_dict(state["history"])
         self.start_epoch = state["epoch"] + 1
-        ckpt.restore_rng(state["rng"])
+        # Each process its own generators; with another number of processes (or a checkpoint without
+        # them) every process takes rank 0's, and the resume is no longer exact.
+        per_rank = state.get("rng_per_rank")
+        own = per_rank is not None and len(per_rank) == self.ctx.world_size
+        ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
         if self.user_generator is not None and state.get("loader_generator") is not None:
             self.user_generator.set_state(state["loader_generator"])
 
@@ -713,7 +732,7 @@ class _Run:
                     self._print(f"stopping after epoch {epoch}: {reason}")
                     break
         except KeyboardInterrupt:
-            path = self._save(ckpt.INTERRUPTED, self.history.epoch[-1] if len(self.history) else 0)
+            path = self._save(ckpt.INTERRUPTED, self.history.epoch[-1] if len(self.history) else 0, all_ranks=False)
             where = f"; weights saved to {path}" if path else ""
             self._print(
                 f"interrupted during epoch {epoch}{where}. History holds the {len(self.history)} finished epochs."

@@ -2,7 +2,7 @@
 
     python tests/_fit_worker.py kill OUT EPOCH STEP   # fit, SIGKILL itself at (epoch, batch)
     python tests/_fit_worker.py kill-rename OUT N     # SIGKILL between the N-th checkpoint's temp file and its rename
-    torchrun --nproc_per_node=2 tests/_fit_worker.py ddp OUT   # fit, then compare (two more fits)
+    torchrun --nproc_per_node=2 tests/_fit_worker.py ddp OUT   # fit, compare (two fits), a stop and resume
 
 Tests import make_data, make_model and FIT_OPTIONS from here, so the in-process and
 subprocess runs train exactly the same thing.
@@ -100,6 +100,25 @@ def _ddp(out: Path) -> None:
     small_train, small_val = make_data(n=64)
     result = compare({"a": make_model(1), "b": make_model(2)}, small_train, small_val, epochs=1, **FIT_OPTIONS)
     report = {"group_kept": group_kept, "histories": {k: h.to_dict() for k, h in result.histories.items()}}
+
+    # A run stopped after epoch 2 and resumed ends like an uninterrupted one on every process:
+    # each restores its own random generators (dropout draws differ per process).
+    from imgzoo.callbacks import Callback
+
+    class CtrlCAtEpoch3(Callback):
+        def on_epoch_start(self, state):  # noqa: ANN001
+            if state.epoch == 3:
+                raise KeyboardInterrupt
+
+    reference = make_model()
+    expected = fit(reference, small_train, small_val, epochs=3, **FIT_OPTIONS)
+    ckpt = out / "resume"
+    fit(make_model(), small_train, small_val, epochs=3, checkpoint_dir=ckpt, callbacks=[CtrlCAtEpoch3()], **FIT_OPTIONS)
+    resumed = make_model(seed=123)
+    history = fit(resumed, small_train, small_val, epochs=3, resume=ckpt, **FIT_OPTIONS)
+    report["resume_train_loss"] = [history.train_loss, expected.train_loss]
+    resumed_state = resumed.state_dict()
+    report["resume_differs"] = [k for k, v in reference.state_dict().items() if not torch.equal(v, resumed_state[k])]
     (out / f"more_fits_rank{rank}.json").write_text(json.dumps(report))
 
 

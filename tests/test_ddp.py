@@ -50,3 +50,12 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert history["epoch"] == [1]
         for column in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):  # summed over processes
             assert history[column] == more[1]["histories"][name][column], (name, column)
+
+    # A run stopped after epoch 2 and resumed in the same processes ends with the weights of an
+    # uninterrupted run: each process restored its own random generators, not rank 0's.
+    for rank, report in enumerate(more):
+        resumed_loss, expected_loss = report["resume_train_loss"]
+        assert resumed_loss == expected_loss, rank
+        # The checkpoint holds rank 0's batch-norm statistics; other processes keep their own (see docs).
+        allowed = () if rank == 0 else ("1.running_mean", "1.running_var")
+        assert [name for name in report["resume_differs"] if name not in allowed] == [], rank
