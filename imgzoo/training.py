@@ -342,8 +342,8 @@ def _check_schedule_resumable(state: dict[str, Any], now: dict[str, Any], resume
     """Refuse, before any work, a resume whose schedule would not continue the checkpointed one.
 
     A restored OneCycleLR, CosineAnnealingLR or MultiStepLR keeps the length it was built
-    for: a longer run fails inside torch (one-cycle) or trains at the final or a rising
-    rate (cosine, step). The checkpointed scheduler's state also only fits the same kind
+    for: a longer run fails inside torch (one-cycle), trains at the final rate (cosine) or
+    drops the rate at the old run's milestones (step). The checkpointed scheduler's state also only fits the same kind
     of schedule. schedule=None and callables are not sized by fit, so their runs resume
     with any epochs. Checkpoints written before the record was kept are not checked.
     """
