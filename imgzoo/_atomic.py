@@ -15,6 +15,12 @@ from typing import IO
 
 __all__ = ["atomic_open", "atomic_write_text"]
 
+# mkstemp creates files readable by their owner only; a saved model or log should get the
+# permissions any other new file would, so apply the process umask (read once: os.umask
+# can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
@@ -27,6 +33,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -18,17 +18,17 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from imgzoo._atomic import atomic_open
 from imgzoo.datasets import CorruptFileError, ImageFiles, Split, TensorImages, _open_image
 from imgzoo.registry import DataSpec
 from imgzoo.transforms import PAD_FRACTION, ToImage, flip_preserves_label
@@ -111,16 +111,9 @@ def decode(
 
 
 def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write to a temporary sibling and rename, so a crash never leaves a half-written cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the cache through a temporary sibling and a rename: a crash never leaves half a cache."""
+    with atomic_open(path, "wb") as f:
+        f.write(save(tensors, metadata=metadata))
 
 
 def _uint8_data(data: Dataset, spec: DataSpec | None, cache_dir: str | os.PathLike | None):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 import warnings
 from pathlib import Path
 
@@ -89,6 +91,14 @@ def test_saving_the_same_weights_twice_writes_the_same_bytes(tmp_path):
     model = _trained("mnist_cnn")
     digests = {sha256_of(imgzoo.save(model, tmp_path / str(i)) / "model.safetensors") for i in range(8)}
     assert len(digests) == 1
+
+
+def test_saved_files_get_the_usual_permissions_not_owner_only(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    folder = imgzoo.save(_trained("mnist_cnn"), tmp_path / "shared")
+    for name in ("model.safetensors", "config.json", "README.md"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_config_records_what_rebuilds_the_model(tmp_path):
