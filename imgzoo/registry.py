@@ -14,7 +14,7 @@ import difflib
 import fnmatch
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -220,16 +220,26 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
         @functools.wraps(builder)
-        def build(**kwargs: Any) -> nn.Module:
+        def build(*, class_names: Sequence[str] | None = None, **kwargs: Any) -> nn.Module:
             unknown = set(kwargs) - {p.name for p in params}
             if unknown:
                 raise TypeError(
                     f"{name}() got unexpected arguments {sorted(unknown)}; it takes {sorted(p.name for p in params)}"
+                    " and class_names"
                 )
+            if class_names is not None:
+                # A data set's class names (e.g. dog breeds) size the head and travel with the model,
+                # into its checkpoint and into predict's answers.
+                class_names = tuple(str(c) for c in class_names)
+                if kwargs.get("num_classes", len(class_names)) != len(class_names):
+                    raise ValueError(
+                        f"{name}: {len(class_names)} class_names but num_classes={kwargs['num_classes']}; "
+                        "give one of them, or make them agree"
+                    )
+                kwargs["num_classes"] = len(class_names)
             full_kwargs = {**defaults, **kwargs}
             model = builder(**kwargs)
             num_classes = full_kwargs.get("num_classes", default_spec.num_classes)
-            class_names = full_kwargs.get("class_names")
             setattr(model, ARCH_ATTR, name)
             setattr(model, KWARGS_ATTR, full_kwargs)
             setattr(model, SPEC_ATTR, default_spec.with_classes(num_classes, class_names))

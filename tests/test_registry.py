@@ -140,6 +140,17 @@ def test_changing_num_classes_resets_class_names():
     assert (spec.mean, spec.std, spec.size) == (CIFAR10.mean, CIFAR10.std, CIFAR10.size)
 
 
+def test_class_names_size_the_head_and_travel_with_the_model():
+    breeds = ["Chihuahua", "Maltese_dog", "Papillon"]
+    model = imgzoo.create_model("resnet_cifar", depth=8, class_names=breeds)
+    assert model.classifier.out_features == 3
+    assert model.data_spec.class_names == tuple(breeds) and model.data_spec.num_classes == 3
+    assert model.imgzoo_kwargs["num_classes"] == 3 and "class_names" not in model.imgzoo_kwargs
+    assert imgzoo.mnist_cnn(class_names=list("abcd"), num_classes=4).data_spec.class_names == tuple("abcd")
+    with pytest.raises(ValueError, match="3 class_names but num_classes=4"):
+        imgzoo.create_model("resnet_cifar", depth=8, class_names=breeds, num_classes=4)
+
+
 def test_data_spec_with_classes_and_round_trip():
     spec = CIFAR10.with_classes(2, ["cat", "dog"])
     assert spec.class_names == ("cat", "dog") and spec.num_classes == 2
@@ -172,7 +183,8 @@ def test_pretrained_goes_through_the_hub_loader(monkeypatch):
     monkeypatch.setitem(sys.modules, "imgzoo.hub", fake_hub)
 
     assert imgzoo.create_model("resnet_cifar", pretrained="resnet_cifar.cifar10", num_classes=5) == "loaded"
-    assert calls == [("resnet_cifar.cifar10", {"num_classes": 5})]
+    # The architecture is passed on, so weights of another model are refused rather than returned.
+    assert calls == [("resnet_cifar.cifar10", {"architecture": "resnet_cifar", "num_classes": 5})]
 
 
 def test_pretrained_true_takes_the_first_registered_weights(scratch_registry, monkeypatch):
