@@ -88,6 +88,24 @@ def test_backbone_is_frozen_by_default_and_only_the_head_learns():
     assert model.classifier.weight.grad.abs().sum() > 0
 
 
+def test_frozen_batchnorm_keeps_its_statistics_in_train_mode():
+    model = imgzoo.dogbreed_transfer(backbone="resnet18", num_classes=3).train()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+    model(torch.randn(4, 3, 64, 64) * 3 + 1)
+    after = model.backbone.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert model.training and model.classifier.training and not model.backbone.bn1.training
+
+    model.unfreeze(last=1)  # layer4 trains, and its BatchNorm layers learn statistics again
+    assert model.backbone.layer4[0].bn1.training and not model.backbone.layer3[0].bn1.training
+    model(torch.randn(4, 3, 64, 64) * 3 + 1)
+    changed = {
+        k for k, v in model.backbone.state_dict().items() if "running_mean" in k and not torch.equal(v, before[k])
+    }
+    assert changed and all(k.startswith("layer4.") for k in changed)
+    assert not model.eval().backbone.layer4[0].bn1.training
+
+
 def stages_trainable(model) -> dict[str, bool]:
     """Whether each backbone stage trains; a stage must be wholly frozen or wholly trainable."""
     out = {}

@@ -78,9 +78,27 @@ class DogBreedTransfer(nn.Module):
         self.classifier = nn.Linear(in_features, num_classes)
 
     def freeze_backbone(self) -> None:
-        """Train only the classifier (the backbone's BatchNorm statistics are still updated in train mode)."""
+        """Train only the classifier; the backbone's BatchNorm layers keep their ImageNet statistics."""
         for p in self.backbone.parameters():
             p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> DogBreedTransfer:
+        """As nn.Module.train, except that frozen BatchNorm layers stay in eval mode.
+
+        A frozen layer should be frozen entirely: in train mode BatchNorm would still
+        overwrite its ImageNet running statistics with those of small fine-tuning batches,
+        and the features the head learns on would drift under it (the reason detectron2
+        and torchvision's detection models use FrozenBatchNorm2d in fine-tuned backbones).
+        """
+        super().train(mode)
+        if mode:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters()
+                ):
+                    module.eval()
+        return self
 
     def unfreeze(self, last: int | None = None) -> None:
         """Make the whole backbone trainable, or only its ``last`` residual stages (1-4)."""
@@ -93,6 +111,7 @@ class DogBreedTransfer(nn.Module):
         for module in modules:
             for p in module.parameters():
                 p.requires_grad_(True)
+        self.train(self.training)  # unfrozen BatchNorm layers follow the model's mode again
 
     def param_groups(self, lr: float, backbone_lr_scale: float = 0.1) -> list[dict[str, Any]]:
         """Optimizer groups: the head at ``lr``, trainable backbone parameters at ``lr * backbone_lr_scale``.
