@@ -304,14 +304,23 @@ def compare(
     """Train each model with the same options and seed, and compare the final epochs.
 
     ``train`` may be a mapping from model name to its own training data, to compare
-    the same model with and without augmentation, as the original notebooks did.
+    the same model with and without augmentation, as the original notebooks did. A
+    ready-made loader shared by all models is rewound before each one, so every model
+    trains on the same batches in the same order.
     """
     from imgzoo.training import fit
 
     if not models:
         raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
     result = Comparison()
+    # A ready-made loader (FastLoader) shuffles and augments with its own generator; rewind it
+    # before each model, so every model sees the same batches in the same order.
+    loaders = list(train.values()) if isinstance(train, Mapping) else [train]
+    generators = [g for g in (getattr(d, "generator", None) for d in [*loaders, val]) if isinstance(g, torch.Generator)]
+    start_states = [g.get_state() for g in generators]
     for name, model in models.items():
+        for generator, state in zip(generators, start_states, strict=True):
+            generator.set_state(state)
         data = train[name] if isinstance(train, Mapping) else train
         options = dict(fit_options)
         if options.get("checkpoint_dir") is not None:  # one folder per model, never shared

@@ -6,7 +6,10 @@ import pytest
 import torch
 from _fit_worker import CLASSES, FIT_OPTIONS, make_data, make_model
 
+from imgzoo.datasets import TensorImages
 from imgzoo.evaluation import compare, evaluate, predict
+from imgzoo.loaders import FastLoader
+from imgzoo.registry import DataSpec
 from imgzoo.training import fit
 
 
@@ -72,6 +75,18 @@ def test_compare_builds_the_notebooks_table():
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| small", "| other"]
     last = result.histories["small"].last()
     assert f"{100 * last['val_acc']:.2f}%" in lines[2] and f"{last['train_loss']:.4f}" in lines[2]
+
+
+def test_compare_gives_every_model_the_same_batches_from_a_shared_fast_loader():
+    train, val = make_data(n=96)
+    to_uint8 = lambda ds: ((ds.tensors[0].clamp(-3, 3) + 3) * 42).to(torch.uint8)  # noqa: E731
+    spec = DataSpec("tiny", 3, (8, 8), (0.5,) * 3, (0.25,) * 3, CLASSES)
+    classes = [str(c) for c in range(CLASSES)]
+    images = TensorImages(to_uint8(train), train.tensors[1], classes, spec=spec)
+    loader = FastLoader(images, 16, train=True, device="cpu", seed=3)
+    result = compare({"first": make_model(0), "twin": make_model(0)}, loader, epochs=2, **FIT_OPTIONS)
+    # Identical models on identical batches end identical; a loader that went on shuffling would not.
+    assert result.histories["first"].train_loss == result.histories["twin"].train_loss
 
 
 def test_compare_needs_models():
