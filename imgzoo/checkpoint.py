@@ -2,9 +2,9 @@
 
 A checkpoint holds the model, optimizer, scheduler and grad-scaler states, the random
 number generator states (Python, NumPy, torch, CUDA; under torchrun, every process's), the
-number of finished epochs,
-the History so far, the state of callbacks such as early stopping, and what the learning-rate
-schedule was sized for (fit refuses to resume it for another length). It is written
+number of finished epochs, the History so far, the state of callbacks such as early stopping,
+and what the learning-rate schedule was sized for (fit refuses to resume it for another
+length). It is written
 atomically, so a process killed at any moment leaves the previous checkpoint intact.
 
 Everything is stored as tensors and plain Python values, so it loads with

@@ -135,6 +135,15 @@ def is_batch_loader(data: Any) -> bool:
     return hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
 
 
+def own_generator(data: Any) -> torch.Generator | None:
+    """The generator a loader shuffles (and augments) with, if it has its own, e.g. a FastLoader's.
+
+    fit checkpoints and restores its state; compare rewinds it before each model.
+    """
+    generator = getattr(data, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
+
+
 def _as_loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
     if isinstance(data, DataLoader) or is_batch_loader(data):
         return data
@@ -316,7 +325,7 @@ def compare(
     # A ready-made loader (FastLoader) shuffles and augments with its own generator; rewind it
     # before each model, so every model sees the same batches in the same order.
     loaders = list(train.values()) if isinstance(train, Mapping) else [train]
-    generators = [g for g in (getattr(d, "generator", None) for d in [*loaders, val]) if isinstance(g, torch.Generator)]
+    generators = [g for g in map(own_generator, [*loaders, val]) if g is not None]
     start_states = [g.get_state() for g in generators]
     for name, model in models.items():
         for generator, state in zip(generators, start_states, strict=True):

@@ -28,7 +28,7 @@ from torch.utils.data.dataloader import default_collate
 from imgzoo import checkpoint as ckpt
 from imgzoo import distributed
 from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping, FitState
-from imgzoo.evaluation import autocast, eval_sums, is_batch_loader, resolve_device
+from imgzoo.evaluation import autocast, eval_sums, is_batch_loader, own_generator, resolve_device
 from imgzoo.history import History
 
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
@@ -130,12 +130,6 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
 
 
 # ---------------------------------------------------------------------------- data
-
-
-def _user_generator(data: Any) -> torch.Generator | None:
-    """The generator a user's loader shuffles (and augments) with, if it has one: the checkpoint keeps its state."""
-    generator = getattr(data, "generator", None)
-    return generator if isinstance(generator, torch.Generator) else None
 
 
 def _dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
@@ -248,7 +242,7 @@ def _dry_run(model: nn.Module, train: Dataset | DataLoader, device: torch.device
         if len(train) == 0:
             raise ValueError(f"fit: the training {type(train).__name__} yields no batches")
         dataset = train
-        generator = _user_generator(train)
+        generator = own_generator(train)
         saved = generator.get_state() if generator is not None else None
         batch = next(iter(train))
         if generator is not None:
@@ -475,7 +469,7 @@ class _Run:
         if resume_state is not None and resume_state["epoch"] < cfg.epochs:
             _check_schedule_resumable(resume_state, self.schedule_sized_for, cfg.resume)
         # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
-        self.user_generator = _user_generator(self.train_loader) if self.sampler is None else None
+        self.user_generator = own_generator(self.train_loader) if self.sampler is None else None
 
         self.model = model  # the plain module: what is saved, restored and given to callbacks
         if cfg.channels_last:
