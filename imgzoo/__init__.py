@@ -7,6 +7,7 @@ from imgzoo import (
     pretrained,  # registers the built-in weights entries
     transforms,
 )
+from imgzoo._version import __version__
 from imgzoo.evaluation import compare, evaluate, predict
 from imgzoo.history import History
 from imgzoo.hub import download, load, push_to_hub, save
@@ -20,8 +21,6 @@ from imgzoo.registry import (
     register_weights,
 )
 from imgzoo.training import fit
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DataSpec",

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from imgzoo._atomic import atomic_open, atomic_write_text
+from imgzoo._version import __version__
 from imgzoo.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, get_model_entry
 
 __all__ = [
@@ -95,7 +96,6 @@ def build_config(
     registered builder's name and its full keyword arguments instead (the registry
     attaches both to every model it builds).
     """
-    from imgzoo import __version__  # imgzoo/__init__ imports this module's users; import late
 
     model = unwrap(model)
     missing = [a for a in (ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR) if not hasattr(model, a)]

@@ -8,7 +8,6 @@ per-class accuracy and the confusion matrix. ``predict`` takes what a user has a
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,29 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from imgzoo._device import amp_dtype, autocast, resolve_device
 from imgzoo.history import History
+from imgzoo.loaders import is_batch_loader, own_generator
 
 __all__ = ["Comparison", "EvalResult", "compare", "evaluate", "predict", "resolve_device"]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Mixed precision for the forward pass, or nothing when ``dtype`` is None (full fp32)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -125,25 +106,6 @@ class EvalResult:
         return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
 
 
-def is_batch_loader(data: Any) -> bool:
-    """A ready-made loader that is not a torch DataLoader, e.g. imgzoo.loaders.FastLoader.
-
-    It is used as it is: an iterable of (x, y) batches with a length, not indexable.
-    """
-    if isinstance(data, (Dataset, DataLoader)):
-        return False
-    return hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
-
-
-def own_generator(data: Any) -> torch.Generator | None:
-    """The generator a loader shuffles (and augments) with, if it has its own, e.g. a FastLoader's.
-
-    fit checkpoints and restores its state; compare rewinds it before each model.
-    """
-    generator = getattr(data, "generator", None)
-    return generator if isinstance(generator, torch.Generator) else None
-
-
 def _as_loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
     if isinstance(data, DataLoader) or is_batch_loader(data):
         return data
@@ -176,8 +138,6 @@ def evaluate(
 
     ``data`` yields (preprocessed image tensor, class index) pairs, as fit's data does.
     """
-    from imgzoo.training import amp_dtype  # shared rule for "bf16"/"fp16"/True
-
     device = resolve_device(device)
     model.to(device)
     loader = _as_loader(data, batch_size, num_workers)

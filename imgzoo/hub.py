@@ -34,6 +34,7 @@ from huggingface_hub.errors import (
 from torch import nn
 
 from imgzoo._atomic import atomic_write_text
+from imgzoo._version import __version__
 from imgzoo.checkpoint_format import (
     CONFIG_NAME,
     PICKLE_NAMES,
@@ -401,6 +402,4 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def _version() -> str:
-    from imgzoo import __version__
-
     return __version__

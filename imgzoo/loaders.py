@@ -21,19 +21,21 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from imgzoo._atomic import atomic_open
+from imgzoo._device import resolve_device
 from imgzoo.datasets import CorruptFileError, ImageFiles, Split, TensorImages, _open_image
 from imgzoo.registry import DataSpec
 from imgzoo.transforms import PAD_FRACTION, ToImage, flip_preserves_label
 
-__all__ = ["FastLoader", "decode", "default_cache_dir"]
+__all__ = ["FastLoader", "decode", "default_cache_dir", "is_batch_loader", "own_generator"]
 
 # Bumped when the decoded format changes, so stale caches are never read.
 _CACHE_VERSION = 1
@@ -186,7 +188,7 @@ class FastLoader:
             raise ValueError("FastLoader needs spec= (a DataSpec, e.g. model.data_spec) for this dataset")
         if len(images) == 0:
             raise ValueError("FastLoader got an empty dataset")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         self.train = train
         self.augment = augment if train else "none"
@@ -248,3 +250,22 @@ class FastLoader:
             f"FastLoader({len(self.targets)} images, batch_size={self.batch_size}, train={self.train}, "
             f"augment={self.augment!r}, device={self.device})"
         )
+
+
+def is_batch_loader(data: Any) -> bool:
+    """A ready-made loader that is not a torch DataLoader, e.g. a :class:`FastLoader`.
+
+    It is used as it is: an iterable of (x, y) batches with a length, not indexable.
+    """
+    if isinstance(data, (Dataset, DataLoader)):
+        return False
+    return hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
+
+
+def own_generator(data: Any) -> torch.Generator | None:
+    """The generator a loader shuffles (and augments) with, if it has its own, e.g. a FastLoader's.
+
+    fit checkpoints and restores its state; compare rewinds it before each model.
+    """
+    generator = getattr(data, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None

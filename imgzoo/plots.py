@@ -104,7 +104,8 @@ def plot_predictions(
 
     ``data`` yields (preprocessed image, label) pairs; a wrong prediction's title is red.
     """
-    from imgzoo.evaluation import _class_names, resolve_device
+    from imgzoo._device import resolve_device
+    from imgzoo.evaluation import _class_names
 
     count = min(n, len(data))
     if count < 1:

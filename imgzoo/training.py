@@ -27,9 +27,11 @@ from torch.utils.data.dataloader import default_collate
 
 from imgzoo import checkpoint as ckpt
 from imgzoo import distributed
+from imgzoo._device import amp_dtype, autocast, resolve_device
 from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping, FitState
-from imgzoo.evaluation import autocast, eval_sums, is_batch_loader, own_generator, resolve_device
+from imgzoo.evaluation import eval_sums
 from imgzoo.history import History
+from imgzoo.loaders import is_batch_loader, own_generator
 
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
 
@@ -114,19 +116,6 @@ class FitConfig:
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"fit: callbacks must be imgzoo.callbacks.Callback instances, got {type(cb).__name__}")
-
-
-def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; None for full precision."""
-    if not amp:
-        return None
-    if amp is True:
-        if device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
-            return torch.bfloat16
-        return torch.float16
-    if amp == "fp16" and device.type == "cpu":
-        raise ValueError("fit: amp='fp16' needs a GPU; on CPU use amp='bf16' (or amp=True)")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 # ---------------------------------------------------------------------------- data
