@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import CIFAR10, register_model
 
 __all__ = ["BasicCNN", "basic_cnn"]
@@ -28,7 +29,7 @@ def conv_bn_act(in_channels: int, out_channels: int, pool: bool = False) -> list
     return layers
 
 
-class BasicCNN(nn.Module):
+class BasicCNN(LinearHeadMixin, nn.Module):
     """Stem, then one block per width (each halving the resolution), global max pool, linear."""
 
     def __init__(

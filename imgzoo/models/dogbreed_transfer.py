@@ -25,6 +25,7 @@ import torchvision
 from torch import nn
 
 from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import IMAGENET, register_model
 
 __all__ = ["DogBreedTransfer", "dogbreed_transfer", "imagenet_weights_path"]
@@ -66,7 +67,7 @@ def _ensure_reachable(backbone: str) -> None:
         ) from None
 
 
-class DogBreedTransfer(nn.Module):
+class DogBreedTransfer(LinearHeadMixin, nn.Module):
     """A torchvision ResNet trunk (its ``fc`` removed) plus a linear ``classifier``."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.0) -> None:

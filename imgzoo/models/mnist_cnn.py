@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import MNIST, register_model
 
 __all__ = ["MnistCNN", "mnist_cnn"]
@@ -25,7 +26,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     ]
 
 
-class MnistCNN(nn.Module):
+class MnistCNN(LinearHeadMixin, nn.Module):
     """(N, 1, 28, 28) -> (N, num_classes)."""
 
     def __init__(self, num_classes: int = 10, dropout: float = 0.25, hidden: int = 128) -> None:

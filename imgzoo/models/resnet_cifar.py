@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import CIFAR10, register_model
 
 __all__ = ["BasicBlock", "ResNetCifar", "resnet_cifar"]
@@ -84,7 +85,7 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
-class ResNetCifar(nn.Module):
+class ResNetCifar(LinearHeadMixin, nn.Module):
     """The 6n+2-layer CIFAR ResNet. Any input whose height and width are multiples of 4."""
 
     def __init__(
