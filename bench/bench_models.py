@@ -1,0 +1,239 @@
+"""How close each model runs to this machine's own limit: images/s as a fraction of the measured peak.
+
+For every registered model: training (forward, backward, SGD step) and inference images/s, in
+fp32, bf16 and amp="auto", in NCHW and channels_last. Each is turned into a fraction of the
+machine's fp32 peak, measured in the same run by a large matmul probe, using the model's FLOPs
+per image counted by torch.utils.flop_counter. A minimal ResNet-20 written in plain PyTorch in
+this file runs beside imgzoo's resnet_cifar, so any overhead in imgzoo's model shows as a ratio.
+
+Runs are interleaved (every configuration once, then again) so that load from other processes
+hits all alike; the median is reported. Only ratios measured in one run are comparable.
+
+    python bench/bench_models.py [--quick] [--models resnet_cifar basic_cnn] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import imgzoo
+from imgzoo._device import amp_dtype, autocast, describe_machine
+
+CPU = torch.device("cpu")
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 1.0) -> float:
+    """FLOP/s of an n x n matmul: the ceiling any convolution network can approach on this machine."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up: thread pool, kernels
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------ a plain ResNet-20, as a user writes it
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin  # option A: zero-pad the channels, subsample by striding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
+        short = x if self.pad == 0 else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad // 2, self.pad // 2))
+        return F.relu(out + short)
+
+
+class PlainResNet20(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        blocks, cin = [], 16
+        for cout in (16, 32, 64):
+            for i in range(3):
+                blocks.append(PlainBlock(cin, cout, 2 if cout != 16 and i == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+# ------------------------------------------------------------------ measuring
+
+
+@dataclass
+class Config:
+    model: str
+    mode: str  # "train" or "infer"
+    amp: str  # "fp32", "bf16" or "auto"
+    channels_last: bool
+
+
+@dataclass
+class Result(Config):
+    images_per_sec: float
+    flops_per_image: float
+    fraction_of_peak: float
+
+
+def build(name: str) -> tuple[nn.Module, tuple[int, ...], int]:
+    """The model, one image's shape and the batch size that keeps a step short on a small CPU."""
+    if name == "plain_resnet20":
+        return PlainResNet20(), (3, 32, 32), 128
+    kwargs = {"weights": None, "backbone": "resnet18"} if name == "dogbreed_transfer" else {}
+    model = imgzoo.create_model(name, **kwargs)
+    batch = 16 if name == "dogbreed_transfer" else 128
+    return model, model.data_spec.input_shape, batch
+
+
+def flops_per_image(model: nn.Module, shape: tuple[int, ...], train: bool) -> float:
+    x = torch.randn(2, *shape)
+    with FlopCounterMode(display=False) as counter:
+        out = model(x)
+        if train:
+            out.sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+    dtype = amp_dtype(cfg.amp, CPU)
+    if cfg.mode == "infer":
+        model.eval()
+
+        def infer() -> None:
+            with torch.inference_mode(), autocast(CPU, dtype):
+                model(batch)
+
+        return infer
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def train() -> None:
+        with autocast(CPU, dtype):
+            loss = F.cross_entropy(model(batch), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return train
+
+
+def time_steps(step: Callable[[], None], seconds: float) -> float:
+    """Seconds per step: a warm-up step, then as many as fit in ``seconds`` (at least one).
+
+    A configuration so slow that its warm-up step alone outlasts the window (bf16 on a CPU
+    without native bf16 runs at a tenth of fp32's speed) is timed by that one step.
+    """
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    if first > seconds:
+        return first
+    count, start = 0, time.perf_counter()
+    while count == 0 or time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    return (time.perf_counter() - start) / count
+
+
+def run(models: list[str], reps: int, seconds: float, amps: list[str]) -> tuple[list[Result], float]:
+    configs = [
+        Config(m, mode, amp, cl) for m in models for mode in ("train", "infer") for amp in amps for cl in (False, True)
+    ]
+    samples: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+    peak = matmul_peak()
+    flops: dict[tuple[str, str], float] = {}
+    for _ in range(reps):
+        for i, cfg in enumerate(configs):
+            model, shape, batch_size = build(cfg.model)
+            key = (cfg.model, cfg.mode)
+            if key not in flops:
+                flops[key] = flops_per_image(model, shape, cfg.mode == "train")
+            fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+            model = model.to(memory_format=fmt)
+            batch = torch.randn(batch_size, *shape).contiguous(memory_format=fmt)
+            labels = torch.randint(0, 10, (batch_size,))
+            samples[i].append(batch_size / time_steps(step_function(model, cfg, batch, labels), seconds))
+    results = []
+    for i, cfg in enumerate(configs):
+        rate = statistics.median(samples[i])
+        per_image = flops[(cfg.model, cfg.mode)]
+        results.append(Result(**asdict(cfg), images_per_sec=rate, flops_per_image=per_image,
+                              fraction_of_peak=rate * per_image / peak))  # fmt: skip
+    return results, peak
+
+
+def markdown(results: list[Result], peak: float) -> str:
+    lines = [
+        f"fp32 matmul peak (2048 x 2048): {peak / 1e9:.1f} GFLOP/s",
+        "",
+        "| model | mode | amp | layout | images/s | GFLOP/image | of peak |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        layout = "channels_last" if r.channels_last else "NCHW"
+        lines.append(
+            f"| {r.model} | {r.mode} | {r.amp} | {layout} | {r.images_per_sec:,.0f} | "
+            f"{r.flops_per_image / 1e9:.3f} | {100 * r.fraction_of_peak:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def overhead_ratio(results: list[Result]) -> dict[str, float]:
+    """imgzoo's resnet_cifar against the plain ResNet-20, per matching configuration (goal >= 0.98)."""
+    plain = {(r.mode, r.amp, r.channels_last): r.images_per_sec for r in results if r.model == "plain_resnet20"}
+    return {
+        f"{r.mode} {r.amp} {'channels_last' if r.channels_last else 'NCHW'}": r.images_per_sec / plain[key]
+        for r in results
+        if r.model == "resnet_cifar" and (key := (r.mode, r.amp, r.channels_last)) in plain
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", default=None, help="default: every registered model")
+    parser.add_argument("--quick", action="store_true", help="resnet_cifar and the plain ResNet-20 only, one rep")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
+    parser.add_argument("--amp", nargs="*", default=["fp32", "bf16", "auto"])
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    models = args.models or (["resnet_cifar"] if args.quick else imgzoo.list_models())
+    models = [*models, "plain_resnet20"] if "resnet_cifar" in models else models
+    reps, seconds = (1, 0.5) if args.quick else (args.reps, args.seconds)
+    results, peak = run(models, reps, seconds, args.amp)
+    machine = describe_machine(CPU)
+    print(f"machine: {machine}, {torch.get_num_threads()} threads, median of {reps} interleaved runs")
+    print(markdown(results, peak))
+    ratios = overhead_ratio(results)
+    for name, ratio in ratios.items():
+        print(f"resnet_cifar / plain ResNet-20, {name}: {ratio:.3f}  (goal >= 0.98)")
+    if args.json:
+        payload = {"machine": machine, "peak_flops": peak, "results": [asdict(r) for r in results],
+                   "resnet_cifar_over_plain": ratios}  # fmt: skip
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Start-up costs a user pays before the first prediction, each in a fresh interpreter.
+
+- ``import imgzoo`` against ``import torch, torchvision`` (goal: at most 0.3 s more);
+- ``imgzoo.load("mnist_cnn.mnist")`` from the file shipped in the package (goal: <= 100 ms);
+- loading a Hub entry from a filled cache with HF_HUB_OFFLINE=1 (goal: <= 200 ms plus the file read),
+  pushed first to the loopback Hub-compatible server the test suite uses.
+
+The runs are interleaved and the median of each is reported.
+
+    python bench/bench_startup.py [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+IMPORT_BASE = "import torch, torchvision"
+IMPORT_IMGZOO = "import imgzoo"
+# Timed inside the process, after the import: only the load itself.
+LOAD_TIMED = """
+import time, json, imgzoo
+start = time.perf_counter()
+imgzoo.load({name!r})
+print(json.dumps(time.perf_counter() - start))
+"""
+
+
+def wall_time(code: str, env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    return time.perf_counter() - start
+
+
+def timed_inside(code: str, env: dict[str, str] | None = None) -> float:
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def hub_cache(tmp: Path) -> tuple[str, dict[str, str]]:
+    """Push mnist_cnn.mnist's weights to a loopback Hub, download them once; return the name and offline env."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hub_server import HubServer  # the test suite's loopback Hub-compatible server
+
+    server = HubServer("bench-token", lifetime=300).start()  # a daemon thread: it ends with this process
+    env = {**os.environ, "HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp / "hf"), "HF_TOKEN": "bench-token"}
+    push = (
+        "import imgzoo; m = imgzoo.load('mnist_cnn.mnist'); "
+        "c = imgzoo.push_to_hub(m, 'bench/mnist', token='bench-token'); "
+        "imgzoo.load('hf-hub:bench/mnist')"
+    )
+    subprocess.run([sys.executable, "-c", push], check=True, env=env, capture_output=True)
+    return "hf-hub:bench/mnist", {**env, "HF_HUB_OFFLINE": "1"}
+
+
+def run(reps: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {"import torch, torchvision": [], "import imgzoo": [], "load shipped": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        hub_name, hub_env = None, None
+        try:
+            hub_name, hub_env = hub_cache(Path(tmp))
+            samples["load cached Hub entry"] = []
+        except Exception as error:  # the server lives in tests/; a missing piece skips this row only
+            print(f"(cached Hub entry not measured: {error!r})")
+        for _ in range(reps):
+            samples["import torch, torchvision"].append(wall_time(IMPORT_BASE))
+            samples["import imgzoo"].append(wall_time(IMPORT_IMGZOO))
+            samples["load shipped"].append(timed_inside(LOAD_TIMED.format(name="mnist_cnn.mnist")))
+            if hub_name is not None:
+                samples["load cached Hub entry"].append(timed_inside(LOAD_TIMED.format(name=hub_name), hub_env))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    medians = run(args.reps)
+    for name, seconds in medians.items():
+        print(f"{name:<26} {1000 * seconds:8.0f} ms")
+    extra = medians["import imgzoo"] - medians["import torch, torchvision"]
+    print(f"import imgzoo costs {1000 * extra:.0f} ms more than torch + torchvision (goal <= 300 ms)")
+
+
+if __name__ == "__main__":
+    main()
