@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from imgzoo.registry import create_model, get_model_entry, get_weights_entry, list_models, list_pretrained
+from imgzoo.factory import create_model
+from imgzoo.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
 
 
 def models_table(pattern: str | None = None) -> str:
