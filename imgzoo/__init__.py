@@ -8,18 +8,13 @@ from imgzoo import (
     transforms,
 )
 from imgzoo._version import __version__
-from imgzoo.evaluation import compare, evaluate, predict
+from imgzoo.evaluation import evaluate, predict
+from imgzoo.factory import create_model
 from imgzoo.history import History
 from imgzoo.hub import download, load, push_to_hub, save
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
-from imgzoo.registry import (
-    DataSpec,
-    create_model,
-    list_models,
-    list_pretrained,
-    register_model,
-    register_weights,
-)
+from imgzoo.registry import DataSpec, list_models, list_pretrained, register_model, register_weights
+from imgzoo.study import compare
 from imgzoo.training import fit
 
 __all__ = [

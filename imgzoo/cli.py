@@ -12,7 +12,10 @@ from collections.abc import Sequence
 
 import torch
 
-from imgzoo.registry import create_model, get_model_entry, get_weights_entry, list_models, list_pretrained
+from imgzoo.evaluation import predict
+from imgzoo.factory import create_model
+from imgzoo.hub import download, load
+from imgzoo.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
 
 
 def models_table(pattern: str | None = None) -> str:
@@ -71,9 +74,6 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from imgzoo.evaluation import predict
-    from imgzoo.hub import load
-
     model = load(args.weights)
     for path in args.images:
         ranked = predict(model, path, topk=args.topk)
@@ -82,8 +82,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from imgzoo.hub import download
-
     print(download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force))
     return 0
 

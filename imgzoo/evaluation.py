@@ -1,18 +1,23 @@
-"""Measure a trained model (evaluate), use it (predict), and train several side by side (compare).
+"""Measure a trained model (evaluate), use it (predict), and look at its answers (plot_predictions).
 
 ``evaluate`` returns what the original notebooks reported and more: loss, top-1, top-5,
 per-class accuracy and the confusion matrix. ``predict`` takes what a user has at hand
 (PIL images, file paths, tensors) and returns class names with probabilities.
-``compare`` rebuilds the notebooks' comparison table and one combined plot.
+``plot_predictions`` predicts a few samples and hands the labels to :mod:`imgzoo.plots`.
+
+This module measures and never trains (training several models to compare them is
+:mod:`imgzoo.study`). Each public function borrows the model: it comes back in the
+train/eval mode and on the device it came in, so evaluating mid-training changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +25,36 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device
-from imgzoo.history import History
-from imgzoo.loaders import is_batch_loader, own_generator
+from imgzoo.loaders import is_batch_loader
+from imgzoo.plots import plot_confusion_matrix, plot_samples
+from imgzoo.transforms import for_model
 
-__all__ = ["Comparison", "EvalResult", "compare", "evaluate", "predict", "resolve_device"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["EvalResult", "evaluate", "plot_predictions", "predict", "resolve_device"]
+
+
+@contextlib.contextmanager
+def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """``model`` in eval mode on ``device`` for the block; afterwards as it came in.
+
+    Every submodule's own mode is put back, not just the top one, since a model may keep
+    part of itself in eval mode on purpose (a frozen backbone's batch norm). The device is
+    the first parameter's (or buffer's); a model with neither has nothing to move.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    first = next(model.parameters(), None)
+    first = first if first is not None else next(model.buffers(), None)
+    home = first.device if first is not None else None
+    model.to(device).eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+        if home is not None:
+            model.to(home)
 
 
 @torch.no_grad()
@@ -100,9 +131,8 @@ class EvalResult:
             "num_samples": self.num_samples,
         }
 
-    def plot_confusion_matrix(self, path: str | os.PathLike[str] | None = None, normalize: bool = True):
-        from imgzoo.plots import plot_confusion_matrix
-
+    def plot_confusion_matrix(self, path: str | os.PathLike[str] | None = None, normalize: bool = True) -> Figure:
+        """Rows are true classes, columns predictions; drawn by :func:`imgzoo.plots.plot_confusion_matrix`."""
         return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
 
 
@@ -137,15 +167,14 @@ def evaluate(
     """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
     ``data`` yields (preprocessed image tensor, class index) pairs, as fit's data does.
+    The model comes back in the mode and on the device it came in.
     """
     device = resolve_device(device)
-    model.to(device)
     loader = _as_loader(data, batch_size, num_workers)
     first_x, _ = next(iter(loader))
-    with torch.no_grad():
-        model.eval()
+    with _borrowed(model, device), torch.no_grad():
         num_classes = model(first_x[:1].to(device)).shape[1]
-    sums = eval_sums(model, loader, device=device, amp_dtype=amp_dtype(amp, device), num_classes=num_classes)
+        sums = eval_sums(model, loader, device=device, amp_dtype=amp_dtype(amp, device), num_classes=num_classes)
     confusion = sums["confusion"]
     totals = confusion.sum(dim=1)
     per_class = (confusion.diag().double() / totals.double()).tolist()  # 0/0 -> NaN: class absent
@@ -184,8 +213,6 @@ def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
             with Image.open(Path(item)) as img:
                 item = img.copy()
         if transform is None:
-            from imgzoo.transforms import for_model  # imported lazily: a sibling module
-
             transform = for_model(model, train=False)
         tensors.append(transform(item))
     return torch.stack(tensors), single
@@ -205,12 +232,13 @@ def predict(
     NumPy arrays go through the model's eval transform
     (``imgzoo.transforms.for_model(model)``); float tensors are taken as already
     preprocessed, exactly what ``model(x)`` would get; a 4-D float tensor is a batch.
-    One image gives one list of pairs; several give a list of such lists.
+    One image gives one list of pairs; several give a list of such lists. The model comes
+    back in the mode and on the device it came in.
     """
     device = resolve_device(device)
     batch, single = _to_batch(model, images)
-    model.to(device).eval()
-    probs = model(batch.to(device)).float().softmax(dim=1).cpu()
+    with _borrowed(model, device):
+        probs = model(batch.to(device)).float().softmax(dim=1).cpu()
     names = _class_names(model, None, probs.shape[1]) if getattr(model, "data_spec", None) else None
     names = names or [str(i) for i in range(probs.shape[1])]
     k = min(topk, probs.shape[1])
@@ -222,79 +250,43 @@ def predict(
     return results[0] if single else results
 
 
-# ---------------------------------------------------------------------------- compare
+# ---------------------------------------------------------------------------- plot_predictions
 
 
-@dataclass
-class Comparison:
-    """Histories of several models trained the same way, with the notebooks' table and plot."""
-
-    histories: dict[str, History] = field(default_factory=dict)
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Final-epoch metrics per model, as the original notebooks reported them."""
-        rows = []
-        for name, history in self.histories.items():
-            last = history.last()
-            rows.append({"model": name, **{k: last[k] for k in ("train_acc", "val_acc", "train_loss", "val_loss")}})
-        return rows
-
-    def to_markdown(self) -> str:
-        def pct(v: float | None) -> str:
-            return "n/a" if v is None else f"{100 * v:.2f}%"
-
-        def num(v: float | None) -> str:
-            return "n/a" if v is None else f"{v:.4f}"
-
-        lines = ["| Model | Train accuracy | Val accuracy | Train loss | Val loss |", "|---|---|---|---|---|"]
-        for r in self.rows():
-            cells = [r["model"], pct(r["train_acc"]), pct(r["val_acc"]), num(r["train_loss"]), num(r["val_loss"])]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.to_markdown()
-
-    def plot(self, path: str | os.PathLike[str] | None = None):
-        """Accuracy and loss curves of every model on one figure (solid: train, dashed: val)."""
-        from imgzoo.plots import plot_histories
-
-        return plot_histories(self.histories, path)
-
-
-def compare(
-    models: Mapping[str, nn.Module],
-    train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
-    val: Dataset | DataLoader | None = None,
+@torch.no_grad()
+def plot_predictions(
+    model: nn.Module,
+    data: Any,
+    n: int = 16,
     *,
-    epochs: int,
-    **fit_options: Any,
-) -> Comparison:
-    """Train each model with the same options and seed, and compare the final epochs.
+    path: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "auto",
+) -> Figure:
+    """The notebooks' "predicted samples" grid: the first ``n`` images with true and predicted labels.
 
-    ``train`` may be a mapping from model name to its own training data, to compare
-    the same model with and without augmentation, as the original notebooks did. A
-    ready-made loader shared by all models is rewound before each one, so every model
-    trains on the same batches in the same order.
+    ``data`` is indexable and yields (preprocessed image, label) pairs; a wrong prediction's
+    title is red. The prediction happens here; :func:`imgzoo.plots.plot_samples` draws.
+    The model comes back in the mode and on the device it came in.
     """
-    from imgzoo.training import fit
-
-    if not models:
-        raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
-    result = Comparison()
-    # A ready-made loader (FastLoader) shuffles and augments with its own generator; rewind it
-    # before each model, so every model sees the same batches in the same order.
-    loaders = list(train.values()) if isinstance(train, Mapping) else [train]
-    generators = [g for g in map(own_generator, [*loaders, val]) if g is not None]
-    start_states = [g.get_state() for g in generators]
-    for name, model in models.items():
-        for generator, state in zip(generators, start_states, strict=True):
-            generator.set_state(state)
-        data = train[name] if isinstance(train, Mapping) else train
-        options = dict(fit_options)
-        if options.get("checkpoint_dir") is not None:  # one folder per model, never shared
-            options["checkpoint_dir"] = Path(options["checkpoint_dir"]) / name
-        if options.get("verbose", 1):
-            print(f"== {name}")
-        result.histories[name] = fit(model, data, val, epochs=epochs, **options)
-    return result
+    count = min(n, len(data))
+    if count < 1:
+        raise ValueError(
+            f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
+            f"got n={n} and {len(data)} samples"
+        )
+    samples = [data[i] for i in range(count)]
+    images = torch.stack([s[0] for s in samples])
+    labels = [int(s[1]) for s in samples]
+    device = resolve_device(device)
+    with _borrowed(model, device):
+        logits = model(images.to(device)).float().cpu()
+    spec = getattr(model, "data_spec", None)
+    return plot_samples(
+        images,
+        labels,
+        logits.argmax(1).tolist(),
+        _class_names(model, data, logits.shape[1]),
+        mean=spec.mean if spec is not None else None,
+        std=spec.std if spec is not None else None,
+        path=path,
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imgzoo._atomic import atomic_write_text
+from imgzoo.plots import plot_history  # a leaf below this module; matplotlib itself loads only when drawing
 
 __all__ = ["History"]
 
@@ -101,9 +102,10 @@ class History:
         return text
 
     def plot(self, path: str | os.PathLike[str] | None = None):  # -> matplotlib.figure.Figure
-        """Accuracy and loss curves, train against validation; saved as PNG when ``path`` is given."""
-        from imgzoo.plots import plot_history  # matplotlib is the optional extra "plot"
+        """Accuracy and loss curves, train against validation; saved as PNG when ``path`` is given.
 
+        matplotlib is the optional extra "plot"; :func:`imgzoo.plots.plot_history` draws.
+        """
         return plot_history(self, path)
 
 

@@ -1,4 +1,9 @@
-"""The original notebooks' figures: training curves, a grid of predicted samples, a confusion matrix.
+"""The original notebooks' figures: training curves, a grid of labelled samples, a confusion matrix.
+
+A leaf: every function draws the numbers, images and labels it is given, and imports
+nothing of imgzoo but ``_atomic``. Whatever must run a model first (predicting the
+labels of a sample grid) lives in :mod:`imgzoo.evaluation`, which calls down to here;
+that is why ``History.plot`` and ``EvalResult.plot_confusion_matrix`` are downward calls.
 
 matplotlib is the optional extra ``plot`` (``pip install imgzoo[plot]``) and is imported
 only when a figure is drawn. Figures are built with ``matplotlib.figure.Figure``, not
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -19,9 +24,17 @@ from imgzoo._atomic import atomic_open
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from imgzoo.history import History
+__all__ = ["Curves", "plot_confusion_matrix", "plot_histories", "plot_history", "plot_samples"]
 
-__all__ = ["plot_confusion_matrix", "plot_histories", "plot_history", "plot_predictions"]
+
+class Curves(Protocol):
+    """The per-epoch columns a curve needs; :class:`imgzoo.History` has them, and so may anything else."""
+
+    epoch: list[int]
+    train_acc: list[float]
+    train_loss: list[float]
+    val_acc: list[float | None]
+    val_loss: list[float | None]
 
 
 def _new_figure(**kwargs: Any) -> Figure:
@@ -40,7 +53,7 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     return fig
 
 
-def _curves(axes: Sequence[Any], history: History, label: str = "", style: Any = None) -> None:
+def _curves(axes: Sequence[Any], history: Curves, label: str = "", style: Any = None) -> None:
     """Accuracy on the left, loss on the right; solid lines train, dashed lines validation."""
     prefix = f"{label} " if label else ""
     for ax, metric in zip(axes, ("acc", "loss"), strict=True):
@@ -57,14 +70,14 @@ def _curves(axes: Sequence[Any], history: History, label: str = "", style: Any =
         ax.legend(fontsize="small")
 
 
-def plot_history(history: History, path: str | os.PathLike[str] | None = None) -> Figure:
+def plot_history(history: Curves, path: str | os.PathLike[str] | None = None) -> Figure:
     """Accuracy and loss per epoch, train against validation, as the original notebooks drew them."""
     fig = _new_figure(figsize=(10, 4))
     _curves(fig.subplots(1, 2), history)
     return _finish(fig, path)
 
 
-def plot_histories(histories: Mapping[str, History], path: str | os.PathLike[str] | None = None) -> Figure:
+def plot_histories(histories: Mapping[str, Curves], path: str | os.PathLike[str] | None = None) -> Figure:
     """Several models' curves on one figure, one colour per model (what ``compare`` draws)."""
     fig = _new_figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
@@ -73,13 +86,11 @@ def plot_histories(histories: Mapping[str, History], path: str | os.PathLike[str
     return _finish(fig, path)
 
 
-def _show_image(ax: Any, image: torch.Tensor, spec: Any) -> None:
+def _show_image(ax: Any, image: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
     """Undo the normalisation so the picture looks like the photo, not like z-scores."""
     image = image.detach().float().cpu()
-    if spec is not None:
-        mean = torch.tensor(spec.mean).view(-1, 1, 1)
-        std = torch.tensor(spec.std).view(-1, 1, 1)
-        image = image * std + mean
+    if mean is not None and std is not None:
+        image = image * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
     else:  # unknown normalisation: stretch to [0, 1]
         image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
     image = image.clamp(0, 1)
@@ -91,40 +102,49 @@ def _show_image(ax: Any, image: torch.Tensor, spec: Any) -> None:
     ax.set_yticks([])
 
 
-@torch.no_grad()
-def plot_predictions(
-    model: torch.nn.Module,
-    data: Any,
-    n: int = 16,
+def _check_samples(images: torch.Tensor, true_labels: Sequence[int], predicted: Sequence[int]) -> None:
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(
+            f"plot_samples takes a non-empty batch of images shaped (N, C, H, W); got shape {tuple(images.shape)}"
+        )
+    if not len(images) == len(true_labels) == len(predicted):
+        raise ValueError(
+            f"plot_samples needs one true label and one prediction per image; got {len(images)} images, "
+            f"{len(true_labels)} true labels, {len(predicted)} predictions"
+        )
+
+
+def plot_samples(
+    images: torch.Tensor,
+    true_labels: Sequence[int],
+    predicted: Sequence[int],
+    class_names: Sequence[str] | None = None,
     *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     path: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "auto",
 ) -> Figure:
-    """The notebooks' "predicted samples" grid: the first ``n`` images with true and predicted labels.
+    """The notebooks' "predicted samples" grid, drawn from labels already predicted.
 
-    ``data`` yields (preprocessed image, label) pairs; a wrong prediction's title is red.
+    ``images`` is an (N, C, H, W) batch normalised with ``mean`` and ``std`` (given, the
+    normalisation is undone; absent, each image is stretched to [0, 1]). Each title reads
+    "true -> predicted"; a wrong prediction's title is red.
+    :func:`imgzoo.evaluation.plot_predictions` runs a model and then calls this.
     """
-    from imgzoo._device import resolve_device
-    from imgzoo.evaluation import _class_names
-
-    count = min(n, len(data))
-    if count < 1:
-        raise ValueError("plot_predictions needs a data set with at least one (image, label) sample")
-    samples = [data[i] for i in range(count)]
-    images = torch.stack([s[0] for s in samples])
-    labels = [int(s[1]) for s in samples]
-    device = resolve_device(device)
-    model.to(device).eval()
-    logits = model(images.to(device)).float().cpu()
-    predicted = logits.argmax(1).tolist()
-    names = _class_names(model, data, logits.shape[1])
+    images = torch.as_tensor(images)
+    true_labels, predicted = [int(t) for t in true_labels], [int(p) for p in predicted]
+    _check_samples(images, true_labels, predicted)
+    count = len(images)
+    top = max(*true_labels, *predicted)
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(top + 1)]
+    if top >= len(names):
+        raise ValueError(f"plot_samples got class index {top} but {len(names)} class names; pass one name per class")
     cols = min(count, 8)
     rows = -(-count // cols)
     fig = _new_figure(figsize=(1.6 * cols, 1.9 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    spec = getattr(model, "data_spec", None)
-    for ax, image, true, pred in zip(axes, images, labels, predicted, strict=False):
-        _show_image(ax, image, spec)
+    for ax, image, true, pred in zip(axes, images, true_labels, predicted, strict=False):
+        _show_image(ax, image, mean, std)
         ax.set_title(f"{names[true]}\n-> {names[pred]}", fontsize=8, color="black" if true == pred else "red")
     for ax in axes[count:]:
         ax.axis("off")

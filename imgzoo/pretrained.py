@@ -7,7 +7,8 @@ and ``meta`` with the data set, metrics, training recipe and parameter count.
 
 To publish an entry: train, ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
 then paste ``entry_from_folder("arch.tag", folder, repo_id="org/repo",
-revision=commit.oid)`` (printed with ``repr``) into ``PRETRAINED`` below.
+revision=commit.oid)`` (printed with ``repr``) into ``PRETRAINED`` below. Mark at most
+one entry per architecture ``default=True``: it is what ``pretrained=True`` loads.
 tests/test_pretrained.py checks every entry's metadata against its architecture.
 """
 
@@ -51,6 +52,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         name="mnist_cnn.mnist",
         sha256="149f8228e082f530dc1b09a2a81070a86e6a550b3d73a4f8ad10621c5498e610",
         package_dir="mnist_cnn-mnist",
+        default=True,
         meta={
             "dataset": "mnist",
             "metrics": {"val_acc": 0.9953, "val_loss": 0.0152, "train_acc": 0.996, "epochs": 20},
@@ -73,6 +75,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         name="resnet_cifar.cifar10",
         sha256="cabc061e08125d118aa1a69484ee7ddc1c292a1671123d0d40df823a80b3fe35",
         package_dir="resnet_cifar-cifar10",
+        default=True,
         meta={
             "dataset": "cifar10",
             "metrics": {"val_acc": 0.8808, "val_loss": 0.3817, "train_acc": 0.9517, "epochs": 60},
@@ -98,11 +101,13 @@ def entry_from_folder(
     repo_id: str | None = None,
     revision: str | None = None,
     package_dir: str | None = None,
+    default: bool = False,
 ) -> WeightsEntry:
     """A weights entry for a folder written by ``imgzoo.save`` (the same files as the Hub repo).
 
     The sha256 is computed from the folder's ``model.safetensors``, and ``meta`` is
     taken from its ``config.json``, so the entry cannot disagree with the files.
+    ``default=True`` makes it what ``create_model(arch, pretrained=True)`` loads.
     """
     folder = Path(folder)
     config = read_config(folder / CONFIG_NAME)
@@ -124,6 +129,7 @@ def entry_from_folder(
         revision=revision,
         package_dir=package_dir,
         meta=meta,
+        default=default,
     )
 
 

@@ -1,10 +1,12 @@
-"""Register, create and list models and their pretrained weights.
+"""Register and list models and their pretrained weights.
 
 This module is the map of imgzoo: every architecture registers itself here with the
 input it expects (a :class:`DataSpec`), and every pretrained checkpoint registers a
-:class:`WeightsEntry`. It imports nothing else of imgzoo at module level, so any
-other module can depend on it without cycles. imgzoo's own architectures are
-registered when ``imgzoo`` is imported, since its ``__init__`` imports ``imgzoo.models``.
+:class:`WeightsEntry`. It imports no other imgzoo module, not even inside a function,
+so every other module can depend on it without cycles; building a model with
+pretrained weights needs the Hub client, and lives one floor up in
+:func:`imgzoo.factory.create_model`. imgzoo's own architectures are registered when
+``imgzoo`` is imported, since its ``__init__`` imports ``imgzoo.models``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ __all__ = [
     "DataSpec",
     "ModelEntry",
     "WeightsEntry",
-    "create_model",
+    "default_weights",
     "get_model_entry",
     "get_weights_entry",
     "list_models",
@@ -175,6 +177,9 @@ class WeightsEntry:
     revision: str | None = None
     package_dir: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # dataset, metrics, recipe, num_params
+    # What create_model(arch, pretrained=True) loads, marked as torchvision marks DEFAULT:
+    # an explicit choice survives a new, better-sorting tag being registered beside it.
+    default: bool = False
 
     def __post_init__(self) -> None:
         if "." not in self.name:
@@ -265,35 +270,35 @@ def get_model_entry(name: str) -> ModelEntry:
     return _MODELS[name]
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names, sorted; ``pattern`` is an fnmatch pattern like ``"resnet*"``."""
+def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
+    """Registered model names, sorted; ``pattern`` is an fnmatch pattern like ``"resnet*"``.
+
+    ``pretrained=True`` keeps only architectures with at least one weights entry, as timm's
+    ``list_models(pretrained=True)`` does, so a caller can offer exactly what loads.
+    """
     names = sorted(_MODELS)
+    if pretrained:
+        with_weights = {entry.arch for entry in _WEIGHTS.values()}
+        names = [n for n in names if n in with_weights]
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
-def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
-    """Build a registered model.
-
-    ``pretrained=True`` loads the first weights entry of that architecture
-    (``pretrained="resnet_cifar.cifar10"`` names one). Asking for another
-    ``num_classes`` than the weights were trained with loads everything but the
-    classifier, as timm does.
-    """
-    entry = get_model_entry(name)
-    if pretrained:
-        weights_name = pretrained if isinstance(pretrained, str) else _default_weights(name)
-        # Imported here so that this module depends on no other part of imgzoo.
-        from imgzoo.hub import load
-
-        return load(weights_name, architecture=name, **kwargs)
-    return entry.builder(**kwargs)
-
-
 def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> WeightsEntry:
-    """Add a pretrained checkpoint to the zoo. A name registered twice is an error."""
+    """Add a pretrained checkpoint to the zoo.
+
+    A name registered twice is an error, and so is a second ``default=True`` entry for one
+    architecture: two defaults would leave ``pretrained=True`` to whichever came first.
+    """
     get_model_entry(entry.arch)  # the architecture must exist
     if entry.name in _WEIGHTS and not overwrite:
         raise ValueError(f"weights {entry.name!r} are already registered")
+    if entry.default:
+        others = [e.name for e in _WEIGHTS.values() if e.arch == entry.arch and e.default and e.name != entry.name]
+        if others:
+            raise ValueError(
+                f"{entry.name!r} is marked default=True but {others[0]!r} already is the default for "
+                f"{entry.arch!r}; an architecture has at most one default: unmark one of them"
+            )
     _WEIGHTS[entry.name] = entry
     return entry
 
@@ -315,10 +320,27 @@ def list_pretrained(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
-def _default_weights(arch: str) -> str:
-    candidates = list_pretrained(f"{arch}.*")
+def default_weights(arch: str) -> str:
+    """The weights name that ``pretrained=True`` means for ``arch``.
+
+    The entry marked ``default=True``; with none marked, the only entry. Several unmarked
+    entries are an error rather than a guess, since sorting order says nothing about quality.
+    """
+    get_model_entry(arch)
+    candidates = [e for e in _WEIGHTS.values() if e.arch == arch]
     if not candidates:
         raise ValueError(
-            f"no pretrained weights are registered for {arch!r}; available: {', '.join(list_pretrained()) or 'none'}"
+            f"no pretrained weights are registered for {arch!r}; architectures with weights: "
+            f"{', '.join(list_models(pretrained=True)) or 'none'}. Build it without pretrained=, "
+            "or register a WeightsEntry for it"
         )
-    return candidates[0]
+    marked = [e.name for e in candidates if e.default]
+    if marked:
+        return marked[0]
+    if len(candidates) == 1:
+        return candidates[0].name
+    names = sorted(e.name for e in candidates)
+    raise ValueError(
+        f"{arch!r} has {len(names)} weights entries and none is marked default=True: {', '.join(names)}. "
+        f"Name one, e.g. create_model({arch!r}, pretrained={names[0]!r}), or mark one default=True"
+    )

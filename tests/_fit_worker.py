@@ -83,7 +83,7 @@ def _ddp(out: Path) -> None:
 
     import torch.distributed as dist
 
-    from imgzoo.evaluation import compare
+    from imgzoo.study import compare
     from imgzoo.training import fit
 
     rank = int(os.environ["RANK"])

@@ -1,4 +1,8 @@
-"""The figures are written as real, non-empty PNG files (matplotlib's Agg, no display needed)."""
+"""The figures are written as real, non-empty PNG files (matplotlib's Agg, no display needed).
+
+imgzoo.plots draws what it is given; the figures that need a model (plot_predictions,
+EvalResult.plot_confusion_matrix) predict in imgzoo.evaluation and call down to it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import pytest
 import torch
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
-from imgzoo.evaluation import compare, evaluate
-from imgzoo.plots import plot_confusion_matrix, plot_predictions
+from imgzoo.evaluation import evaluate, plot_predictions
+from imgzoo.plots import plot_confusion_matrix, plot_history, plot_samples
+from imgzoo.study import compare
 from imgzoo.training import fit
 
 pytest.importorskip("matplotlib")
@@ -40,6 +45,38 @@ def test_predicted_samples_grid(trained, tmp_path):
     fig = plot_predictions(model, val, n=10, path=tmp_path / "samples.png")
     assert sum(ax.get_title() != "" for ax in fig.axes) == 10
     assert_png(tmp_path / "samples.png")
+
+
+def test_predicted_samples_grid_titles_say_true_then_predicted_and_redden_mistakes(tmp_path):
+    images = torch.zeros(3, 1, 4, 4)
+    fig = plot_samples(images, [0, 1, 2], [0, 2, 2], ["cat", "dog", "fox"], mean=[0.5], std=[0.25])
+    titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes]
+    assert titles == [("cat\n-> cat", "black"), ("dog\n-> fox", "red"), ("fox\n-> fox", "black")]
+    unnamed = plot_samples(images[:2], [3, 0], [3, 1], path=tmp_path / "unnamed.png")
+    assert [ax.get_title() for ax in unnamed.axes] == ["3\n-> 3", "0\n-> 1"]
+    assert_png(tmp_path / "unnamed.png")
+
+
+@pytest.mark.parametrize(
+    ("images", "true", "predicted", "names", "match"),
+    [
+        (torch.zeros(2, 4, 4), [0, 1], [0, 1], None, r"\(N, C, H, W\)"),
+        (torch.zeros(2, 1, 4, 4), [0], [0, 1], None, "2 images, 1 true labels, 2 predictions"),
+        (torch.zeros(1, 1, 4, 4), [0], [5], ["a", "b"], "class index 5 but 2 class names"),
+    ],
+)
+def test_samples_grid_rejects_inconsistent_input(images, true, predicted, names, match):
+    with pytest.raises(ValueError, match=match):
+        plot_samples(images, true, predicted, names)
+
+
+def test_curves_take_any_object_with_the_columns(tmp_path):
+    class Columns:  # not a History: the plot needs only the numbers
+        epoch, train_acc, train_loss, val_acc, val_loss = [1, 2], [0.5, 0.7], [1.0, 0.6], [None, 0.6], [None, 0.8]
+
+    fig = plot_history(Columns(), tmp_path / "columns.png")
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train", "val"]
+    assert_png(tmp_path / "columns.png")
 
 
 def test_confusion_matrix(trained, tmp_path):

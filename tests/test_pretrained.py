@@ -52,11 +52,17 @@ def test_packaged_files_are_in_the_package_and_agree_with_the_entry(entry):
     assert any(fnmatch(relative.as_posix(), g) for g in globs)
 
 
-def test_pretrained_true_picks_the_architectures_first_entry():
-    names = imgzoo.list_pretrained("mnist_cnn.*")
+def test_pretrained_true_loads_the_entry_marked_default():
+    (default,) = [e.name for e in PRETRAINED if e.arch == "mnist_cnn" and e.default]
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(imgzoo.create_model("mnist_cnn", pretrained=True)(x), imgzoo.load(names[0])(x))
+        assert torch.equal(imgzoo.create_model("mnist_cnn", pretrained=True)(x), imgzoo.load(default)(x))
+
+
+def test_every_shipped_architecture_marks_exactly_one_default():
+    # Explicit, as torchvision's DEFAULT: a later entry with a better-sorting tag must not take over.
+    for arch in {e.arch for e in PRETRAINED}:
+        assert [e.default for e in PRETRAINED if e.arch == arch].count(True) == 1, arch
 
 
 @pytest.mark.parametrize("entry", [e for e in PRETRAINED if e.repo_id is not None], ids=lambda e: e.name)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import sys
-import types
 
 import pytest
 import torch
 from torch import nn
 
 import imgzoo
-from imgzoo import registry
+from imgzoo import factory, hub, registry
 from imgzoo.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec, WeightsEntry
 
 MODELS = imgzoo.list_models()
@@ -176,29 +174,98 @@ def test_data_spec_rejects_inconsistent_fields(change, match):
 # ---- pretrained weights ----
 
 
-def test_pretrained_goes_through_the_hub_loader(monkeypatch):
+@pytest.fixture
+def fake_hub_load(monkeypatch):
+    """imgzoo.hub.load replaced by a recorder that answers with the weights name it was asked for."""
     calls = []
-    fake_hub = types.ModuleType("imgzoo.hub")
-    fake_hub.load = lambda name, **kwargs: calls.append((name, kwargs)) or "loaded"
-    monkeypatch.setitem(sys.modules, "imgzoo.hub", fake_hub)
 
-    assert imgzoo.create_model("resnet_cifar", pretrained="resnet_cifar.cifar10", num_classes=5) == "loaded"
+    def load(name, **kwargs):
+        calls.append((name, kwargs))
+        return name
+
+    monkeypatch.setattr(hub, "load", load)
+    return calls
+
+
+def test_pretrained_goes_through_the_hub_loader(fake_hub_load):
+    assert (
+        imgzoo.create_model("resnet_cifar", pretrained="resnet_cifar.cifar10", num_classes=5) == "resnet_cifar.cifar10"
+    )
     # The architecture is passed on, so weights of another model are refused rather than returned.
-    assert calls == [("resnet_cifar.cifar10", {"architecture": "resnet_cifar", "num_classes": 5})]
+    assert fake_hub_load == [("resnet_cifar.cifar10", {"architecture": "resnet_cifar", "num_classes": 5})]
 
 
-def test_pretrained_true_takes_the_first_registered_weights(scratch_registry, monkeypatch):
-    fake_hub = types.ModuleType("imgzoo.hub")
-    fake_hub.load = lambda name, **kwargs: name
-    monkeypatch.setitem(sys.modules, "imgzoo.hub", fake_hub)
+def test_create_model_is_the_factorys_and_refuses_a_non_bool_pretrained():
+    assert imgzoo.create_model is factory.create_model
+    assert not hasattr(registry, "create_model")  # the registry builds no pretrained model: that needs the Hub
+    with pytest.raises(TypeError, match="True, False or a weights name"):
+        imgzoo.create_model("mnist_cnn", pretrained=1)
+
+
+def _weights(name: str, *, default: bool = False) -> WeightsEntry:
+    return WeightsEntry(name, sha256="0" * 64, package_dir="zz", default=default)
+
+
+@pytest.fixture
+def zz_tiny(scratch_registry):
+    """A private registry holding one weightless architecture, zz_tiny."""
     scratch_registry.register_model("zz_tiny", default_spec=MNIST)(tiny_builder)
+    return scratch_registry
 
-    with pytest.raises(ValueError, match="no pretrained weights are registered for 'zz_tiny'"):
-        scratch_registry.create_model("zz_tiny", pretrained=True)
+
+def test_pretrained_true_without_weights_says_which_architectures_have_some(zz_tiny, fake_hub_load):
+    with pytest.raises(ValueError, match="no pretrained weights are registered for 'zz_tiny'") as info:
+        imgzoo.create_model("zz_tiny", pretrained=True)
+    assert "mnist_cnn" in str(info.value) and "without pretrained=" in str(info.value)
+    assert fake_hub_load == []
+
+
+def test_pretrained_true_takes_the_only_entry_when_none_is_marked(zz_tiny, fake_hub_load):
+    zz_tiny.register_weights(_weights("zz_tiny.only"))
+    assert imgzoo.create_model("zz_tiny", pretrained=True) == "zz_tiny.only"
+
+
+def test_pretrained_true_takes_the_marked_default_not_the_first_in_sorted_order(zz_tiny, fake_hub_load):
+    for name, default in (("zz_tiny.a", False), ("zz_tiny.b", True), ("zz_tiny.c", False)):
+        zz_tiny.register_weights(_weights(name, default=default))
+    assert zz_tiny.default_weights("zz_tiny") == "zz_tiny.b"
+    assert imgzoo.create_model("zz_tiny", pretrained=True) == "zz_tiny.b"
+
+
+def test_several_unmarked_entries_are_an_error_that_lists_them_and_says_how_to_choose(zz_tiny, fake_hub_load):
     for tag in ("b", "a"):
-        scratch_registry.register_weights(WeightsEntry(f"zz_tiny.{tag}", sha256="0" * 64, package_dir="zz"))
-    assert scratch_registry.list_pretrained("zz_tiny.*") == ["zz_tiny.a", "zz_tiny.b"]
-    assert scratch_registry.create_model("zz_tiny", pretrained=True) == "zz_tiny.a"
+        zz_tiny.register_weights(_weights(f"zz_tiny.{tag}"))
+    with pytest.raises(ValueError, match="none is marked default=True: zz_tiny.a, zz_tiny.b") as info:
+        imgzoo.create_model("zz_tiny", pretrained=True)
+    assert "pretrained='zz_tiny.a'" in str(info.value)
+    assert fake_hub_load == []
+
+
+def test_a_second_default_for_one_architecture_is_an_error_naming_both(zz_tiny):
+    zz_tiny.register_weights(_weights("zz_tiny.first", default=True))
+    with pytest.raises(ValueError, match="'zz_tiny.second' is marked default=True but 'zz_tiny.first'"):
+        zz_tiny.register_weights(_weights("zz_tiny.second", default=True))
+    assert zz_tiny.list_pretrained("zz_tiny.*") == ["zz_tiny.first"]
+    # Replacing the default entry itself is not a second default.
+    zz_tiny.register_weights(_weights("zz_tiny.first", default=True), overwrite=True)
+    zz_tiny.register_weights(_weights("zz_tiny.other", default=False))
+    assert zz_tiny.default_weights("zz_tiny") == "zz_tiny.first"
+
+
+def test_every_shipped_architecture_with_weights_has_one_default():
+    for arch in imgzoo.list_models(pretrained=True):
+        marked = [n for n in imgzoo.list_pretrained(f"{arch}.*") if registry.get_weights_entry(n).default]
+        assert len(marked) <= 1, marked
+        assert registry.default_weights(arch) in imgzoo.list_pretrained(f"{arch}.*")
+
+
+def test_list_models_pretrained_keeps_only_architectures_with_weights(zz_tiny):
+    assert "zz_tiny" in zz_tiny.list_models() and "zz_tiny" not in zz_tiny.list_models(pretrained=True)
+    with_weights = sorted({zz_tiny.get_weights_entry(n).arch for n in zz_tiny.list_pretrained()})
+    assert zz_tiny.list_models(pretrained=True) == with_weights
+    zz_tiny.register_weights(_weights("zz_tiny.a"))
+    assert "zz_tiny" in zz_tiny.list_models(pretrained=True)
+    assert zz_tiny.list_models("zz_*", pretrained=True) == ["zz_tiny"]
 
 
 def test_weights_registry_errors(scratch_registry):

@@ -1,4 +1,4 @@
-"""evaluate, predict and compare."""
+"""evaluate, predict and compare; each measuring call hands the model back as it came in."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import torch
 from _fit_worker import CLASSES, FIT_OPTIONS, make_data, make_model
 
 from imgzoo.datasets import TensorImages
-from imgzoo.evaluation import compare, evaluate, predict
+from imgzoo.evaluation import evaluate, plot_predictions, predict
 from imgzoo.loaders import FastLoader
 from imgzoo.registry import DataSpec
+from imgzoo.study import compare
 from imgzoo.training import fit
 
 
@@ -93,3 +94,55 @@ def test_compare_needs_models():
     train, val = make_data(n=64)
     with pytest.raises(ValueError, match="at least one model"):
         compare({}, train, val, epochs=1)
+
+
+# ---- the model comes back as it came in ----
+
+
+def _modes(model):
+    return [m.training for m in model.modules()]
+
+
+def _measure(name, model, val, device):
+    """Run one of the measuring calls on ``model``."""
+    x, _ = val.tensors
+    if name == "evaluate":
+        evaluate(model, val, device=device)
+    elif name == "predict":
+        predict(model, x[:3], device=device)
+    else:
+        pytest.importorskip("matplotlib")
+        plot_predictions(model, val, n=4, device=device)
+
+
+MEASURING = ["evaluate", "predict", "plot_predictions"]
+
+
+@pytest.mark.parametrize("name", MEASURING)
+def test_measuring_leaves_a_training_model_in_train_mode_with_its_frozen_parts_frozen(name):
+    _, val = make_data(n=64)
+    model = make_model().train()
+    model[1].eval()  # a batch norm kept in eval mode on purpose, as a frozen backbone's is
+    before = _modes(model)
+    assert before.count(False) == 1
+    _measure(name, model, val, "cpu")
+    assert _modes(model) == before
+
+
+@pytest.mark.parametrize("name", MEASURING)
+def test_measuring_leaves_an_eval_model_in_eval_mode(name):
+    _, val = make_data(n=64)
+    model = make_model().eval()
+    _measure(name, model, val, "cpu")
+    assert not any(_modes(model))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="moving a model between devices needs a GPU")
+@pytest.mark.parametrize("name", MEASURING)
+def test_measuring_on_the_gpu_hands_a_cpu_model_back_on_the_cpu(name):
+    _, val = make_data(n=64)
+    model = make_model().train()
+    _measure(name, model, val, "cuda")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert {b.device.type for b in model.buffers()} == {"cpu"}
+    assert model.training
