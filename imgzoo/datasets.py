@@ -25,13 +25,21 @@ image). :func:`train_val_split` carves a seeded, stratified validation split.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
+import io
+import math
+import numbers
 import os
 import pickle
 import re
+import socket
+import urllib.parse
+import urllib.request
 import warnings
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,12 +190,24 @@ class ImageFiles(Dataset):
 
 
 def _open_image(path: str) -> Image.Image:
-    """Fully decode ``path`` (PIL opens lazily; ``load`` is what finds a truncated file)."""
+    """Fully decode ``path`` (PIL opens lazily; ``load`` is what finds a truncated file).
+
+    An image over ``PIL.Image.MAX_IMAGE_PIXELS`` is refused before its pixels are
+    decoded: PIL only warns between one and two times the limit and raises above it,
+    and a small PNG can claim 400 megapixels (a decompression bomb) to fill memory.
+    """
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise CorruptFileError(
+            f"refusing to decode image {path}: {exc} If the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS "
+            f"(now {Image.MAX_IMAGE_PIXELS}); otherwise delete it, or pass on_error='skip' to leave it out."
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CorruptFileError(
             f"cannot decode image {path}: {exc}. Replace or delete the file, "
             f"or pass on_error='skip' to leave unreadable files out."
@@ -214,29 +234,93 @@ def _targets(dataset: Dataset) -> torch.Tensor:
     return torch.as_tensor(targets, dtype=torch.int64)
 
 
-def train_val_split(dataset: Dataset, val_fraction: float = 0.1, seed: int = 0) -> tuple[Split, Split]:
-    """A seeded split with ``val_fraction`` of every class in the validation part.
+def train_val_split(
+    dataset: Dataset, val_fraction: float | None = None, seed: int = 0, *, val_count: int | None = None
+) -> tuple[Split, Split]:
+    """A seeded split with ``val_fraction`` (default 0.1) of every class in the validation part.
 
     Stratified, so the validation accuracy of a small or imbalanced data set is not
-    skewed by a class that happened to land mostly on one side. Every class with at
-    least two images gets at least one validation image. The same seed gives the
-    same split, so model selection is repeatable and never touches test data.
+    skewed by a class that happened to land mostly on one side. Every class keeps at
+    least one image on each side, so every class needs two or more images. The same
+    seed gives the same split, so model selection is repeatable and never touches
+    test data. ``val_count`` asks for exactly that many validation images instead,
+    spread over the classes in proportion to their sizes.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
+    _check_split_arguments(val_fraction, val_count, seed)
     targets = _targets(dataset)
+    sizes = {label: int((targets == label).sum()) for label in torch.unique(targets).tolist()}
+    n_val = _val_sizes(sizes, val_fraction, val_count, getattr(dataset, "classes", None))
     generator = torch.Generator().manual_seed(seed)
     train_idx: list[int] = []
     val_idx: list[int] = []
-    for label in torch.unique(targets).tolist():
+    for label in sizes:
         members = torch.nonzero(targets == label).flatten()
         members = members[torch.randperm(len(members), generator=generator)].tolist()
-        n_val = round(len(members) * val_fraction)
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        val_idx += members[:n_val]
-        train_idx += members[n_val:]
+        val_idx += members[: n_val[label]]
+        train_idx += members[n_val[label] :]
     return Split(dataset, sorted(train_idx)), Split(dataset, sorted(val_idx))
+
+
+def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None:
+    """Refuse a fraction that is not a number in (0, 1), a count that is not a positive int, or both at once."""
+    if val_fraction is not None and val_count is not None:
+        raise ValueError(
+            f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
+        )
+    if val_fraction is not None:
+        is_number = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
+        if not is_number or not 0.0 < val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction must be a number between 0 and 1 (exclusive), e.g. 0.1; got {val_fraction!r} "
+                f"({type(val_fraction).__name__}). For a number of validation images, pass val_count= instead."
+            )
+    if val_count is not None and (
+        not isinstance(val_count, numbers.Integral) or isinstance(val_count, bool) or val_count < 1
+    ):
+        raise ValueError(f"val_count must be a positive int (a number of images); got {val_count!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int; got {seed!r} ({type(seed).__name__})")
+
+
+def _val_sizes(
+    sizes: dict[int, int], val_fraction: float | None, val_count: int | None, classes: Sequence[str] | None
+) -> dict[int, int]:
+    """How many images of each class go to validation: at least one, and at least one left to train on."""
+    total = sum(sizes.values())
+    if total == 0:
+        raise ValueError("cannot split an empty dataset: it has no images")
+    for label, n in sizes.items():
+        if n < 2:
+            name = classes[label] if classes is not None and 0 <= label < len(classes) else label
+            raise ValueError(
+                f"class {name!r} (label {label}) has {n} image: a stratified split needs at least 2 of every class, "
+                f"one to train on and one to validate on. Add images of {name!r}, or leave the class out."
+            )
+    if val_count is None:
+        fraction = 0.1 if val_fraction is None else float(val_fraction)
+        return {label: min(max(round(n * fraction), 1), n - 1) for label, n in sizes.items()}
+    low, high = len(sizes), total - len(sizes)
+    if not low <= val_count <= high:
+        raise ValueError(
+            f"val_count={val_count} does not fit {total} images in {len(sizes)} classes: every class keeps one "
+            f"image on each side, so val_count must lie in {low}..{high}. Pick a count in that range, or use "
+            f"val_fraction."
+        )
+    return _share_out(sizes, val_count)
+
+
+def _share_out(sizes: dict[int, int], count: int) -> dict[int, int]:
+    """Split ``count`` over the classes in proportion to their sizes (largest remainders), 1..n-1 each."""
+    total = sum(sizes.values())
+    ideal = {label: n * count / total for label, n in sizes.items()}
+    shares = {label: min(max(int(ideal[label]), 1), sizes[label] - 1) for label in sizes}
+    while sum(shares.values()) < count:
+        label = max((lb for lb in sizes if shares[lb] < sizes[lb] - 1), key=lambda lb: ideal[lb] - shares[lb])
+        shares[label] += 1
+    while sum(shares.values()) > count:
+        label = min((lb for lb in sizes if shares[lb] > 1), key=lambda lb: ideal[lb] - shares[lb])
+        shares[label] -= 1
+    return shares
 
 
 # ---------------------------------------------------------------------------
@@ -248,6 +332,57 @@ _CIFAR_HOW = (
     f"'{_CIFAR_DIR}' folder of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in it, "
     "or a folder tree train/<class>/*.png (e.g. a JPEG copy of CIFAR-10)."
 )
+
+
+_CIFAR_BY_HAND = (
+    "Without a network, fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on another machine and "
+    "extract it into {root}, so that {root}/cifar-10-batches-py/ holds data_batch_1 .. data_batch_5 and "
+    "test_batch; then call again without download=True."
+)
+# How long to wait for the download host to answer before saying there is no network.
+_CONNECT_TIMEOUT_S = 10.0
+
+
+def _download(what: str, source: Any, root: Path, train: bool, by_hand: str) -> None:
+    """Fetch through torchvision's dataset class, or fail at once with where to put the files by hand.
+
+    torchvision opens its URLs without a timeout, so on a machine whose network drops
+    packets the first attempt hangs for minutes, and MNIST then tries every mirror.
+    One TCP connection to each host, with a timeout, finds that out in seconds.
+    """
+    unreachable = _unreachable_hosts(_download_urls(source))
+    if unreachable:
+        raise ConnectionError(f"cannot download {what}: no connection to {'; '.join(unreachable)}. {by_hand}")
+    try:
+        source(str(root), train=train, download=True)
+    except (OSError, RuntimeError) as exc:  # urllib's URLError is an OSError; MNIST wraps it in RuntimeError
+        raise ConnectionError(f"cannot download {what} into {root}: {exc}. {by_hand}") from exc
+
+
+def _download_urls(source: Any) -> list[str]:
+    """The URLs a torchvision dataset class downloads from (CIFAR10.url, MNIST.mirrors)."""
+    url = getattr(source, "url", None)
+    mirrors = getattr(source, "mirrors", None)
+    return [url] if isinstance(url, str) else [m for m in mirrors or () if isinstance(m, str)]
+
+
+def _unreachable_hosts(urls: list[str]) -> list[str]:
+    """'host:port (reason)' for each URL whose host does not accept a connection; [] when any one does.
+
+    Behind a proxy urllib connects to the proxy, not the host, so the check is skipped.
+    """
+    failures = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme in urllib.request.getproxies() or not parts.hostname:
+            return []
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT_S).close()
+            return []
+        except OSError as exc:
+            failures.append(f"{parts.hostname}:{port} ({exc})")
+    return failures
 
 
 def cifar10(
@@ -269,7 +404,7 @@ def cifar10(
     if batches is None and download:
         import torchvision  # torchvision fetches and md5-checks the archive; imgzoo parses the files
 
-        torchvision.datasets.CIFAR10(str(root), train=train, download=True)
+        _download("CIFAR-10", torchvision.datasets.CIFAR10, root, train, _CIFAR_BY_HAND.format(root=root))
         batches = _find_cifar_batches(root)
     if batches is None:
         raise FileNotFoundError(f"no CIFAR-10 data in {root}. {_CIFAR_HOW}")
@@ -290,22 +425,81 @@ def _find_cifar_batches(root: Path) -> Path | None:
     return None
 
 
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3's protocol-2 pickles use it for bytes, and for nothing else."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not bytes data")
+    return text.encode("latin1")
+
+
+# Everything a CIFAR-10 batch refers to, checked with pickletools on the real files (Python 2
+# pickles: numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype) and on the ones
+# Python 3 writes (numpy._core under numpy 2, plus _codecs.encode for bytes). Dicts, lists, str
+# and ints need no global at all. Anything else, os.system above all, is refused.
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
+    ("numpy._core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only numpy arrays, dicts, lists, strings and numbers.
+
+    ``pickle.load`` calls whatever a file names, so a batch file someone else wrote
+    could run any command; this one refuses every global CIFAR-10 does not use.
+    """
+
+    def __init__(self, file: Any, path: Path) -> None:
+        super().__init__(file, encoding="latin1")  # Python 2 pickles; latin1 is how torchvision reads them too
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _CIFAR_GLOBALS.get((module, name))
+        if allowed is None:
+            raise CorruptFileError(
+                f"refusing to unpickle CIFAR-10 batch {self.path}: it refers to {module}.{name}, but a CIFAR-10 "
+                f"batch refers only to numpy's array rebuilding (numpy.core.multiarray._reconstruct, numpy.ndarray, "
+                f"numpy.dtype). The file is not the original; delete it and fetch the data again (download=True)."
+            )
+        return allowed
+
+
 def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pickled batch: ``data`` is (N, 3072) uint8 rows of R, G, B 32x32 planes, ``labels`` a list."""
+    """One pickled batch: ``data`` is (N, 3072) uint8 rows of R, G, B 32x32 planes, ``labels`` N ints in 0..9."""
     try:
         with open(path, "rb") as f:
-            # The batches are Python 2 pickles of numpy arrays; latin1 is how torchvision reads them too.
-            batch = pickle.load(f, encoding="latin1")
-        batch = {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = batch["labels"]
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-            raise ValueError(f"data of shape {data.shape} with {len(labels)} labels; expected (N, 3072) and N labels")
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, AttributeError) as exc:
+            batch = _CifarUnpickler(f, path).load()
+        data, labels = _check_cifar_batch(batch)
+    except CorruptFileError:
+        raise
+    except (OSError, EOFError, MemoryError, pickle.UnpicklingError, ValueError, TypeError, IndexError) as exc:
         raise CorruptFileError(
             f"cannot read CIFAR-10 batch {path}: {exc!r}. Delete the folder and fetch it again (download=True)."
         ) from exc
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.as_tensor(labels, dtype=torch.int64)
+
+
+def _check_cifar_batch(batch: Any) -> tuple[np.ndarray, list[int]]:
+    """The batch's data and labels, once their types are what CIFAR-10's are; ValueError naming what came."""
+    if not isinstance(batch, dict):
+        raise ValueError(f"expected a dict with 'data' and 'labels'; got a {type(batch).__name__}")
+    batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise ValueError(f"expected the keys 'data' and 'labels'; got {sorted(map(str, batch))}")
+    data, labels = batch["data"], batch["labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"expected 'data' to be a uint8 array of shape (N, 3072); got {got}")
+    if not isinstance(labels, list) or len(labels) != len(data):
+        got = f"{len(labels)} labels" if isinstance(labels, list) else f"a {type(labels).__name__}"
+        raise ValueError(f"expected 'labels' to be a list of {len(data)} ints, one per image; got {got}")
+    bad = [x for x in labels if type(x) is not int or not 0 <= x <= 9]
+    if bad:
+        raise ValueError(f"expected labels that are ints in 0..9; got {bad[0]!r} among {len(bad)} bad label(s)")
+    return data, labels
 
 
 def _cifar_folder(folder: Path, transform: Transform | None) -> ImageFiles:
@@ -327,6 +521,11 @@ _MNIST_HOW = (
     "Pass download=True to fetch it, or place train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), "
     "t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) in it or in its MNIST/raw/ folder."
 )
+_MNIST_BY_HAND = (
+    "Without a network, fetch train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+    "and t10k-labels-idx1-ubyte.gz (from https://ossci-datasets.s3.amazonaws.com/mnist/) on another machine and "
+    "put them in {root} or {root}/MNIST/raw/; then call again without download=True."
+)
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -334,29 +533,57 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     """Read an idx file (LeCun's MNIST format), raw or gzip-compressed.
 
     Layout: two zero bytes, a type code (0x08 = uint8), the number of dimensions,
-    one big-endian uint32 per dimension, then the data in C order.
+    one big-endian uint32 per dimension, then the data in C order. The header says
+    how many bytes must follow; a file with fewer or more is a :class:`CorruptFileError`.
+    A gzipped file is decompressed as a stream and never past the size its header
+    claims, so a small file that inflates to gigabytes is refused, not loaded.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise CorruptFileError(f"cannot decompress {path}: {exc}. Fetch it again.") from exc
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
-        raise CorruptFileError(f"{path} is not an idx file (header {raw[:4].hex() or 'empty'}). Fetch it again.")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
+    try:
+        with open(path, "rb") as raw_file:
+            gzipped = raw_file.read(2) == b"\x1f\x8b"  # gzip magic, whatever the file is called
+        opener = gzip.open if gzipped else open
+        with opener(path, "rb") as f:
+            dtype, shape = _idx_header(f, path)
+            data = _read_exactly(f, math.prod(shape) * dtype.itemsize, path, shape)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise CorruptFileError(f"cannot read idx file {path}: {exc}. Fetch it again.") from exc
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
+
+
+def _idx_header(f: Any, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape an idx header declares; CorruptFileError when it is not an idx header."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[:2] != b"\x00\x00" or magic[2] not in _IDX_DTYPES:
         raise CorruptFileError(
-            f"{path} holds {len(raw)} bytes but its header {shape} needs {expected}: "
-            "truncated or corrupt. Fetch it again."
+            f"{path} is not an idx file: expected a header 0000<type><ndim> with type one of "
+            f"{', '.join(f'{code:02x}' for code in _IDX_DTYPES)}; got {magic.hex() or 'an empty file'}. Fetch it again."
         )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return torch.from_numpy(data.astype(dtype.newbyteorder("=")))
+    dims = f.read(4 * magic[3])
+    if len(dims) < 4 * magic[3]:
+        raise CorruptFileError(f"{path} ends inside its header ({magic[3]} dimensions declared). Fetch it again.")
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    return np.dtype(_IDX_DTYPES[magic[2]]), shape
+
+
+def _read_exactly(f: Any, size: int, path: Path, shape: tuple[int, ...]) -> bytes:
+    """``size`` bytes of data, in chunks so that memory follows what the file holds, not what it claims."""
+    chunks, have = [], 0
+    while have < size:
+        chunk = f.read(min(size - have, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        have += len(chunk)
+    extra = f.read(1)
+    if have != size or extra:
+        got = f"{have} bytes" if have < size else "more"
+        raise CorruptFileError(
+            f"{path}: its header declares shape {shape}, {size} bytes of data; got {got}: truncated or corrupt. "
+            "Fetch it again."
+        )
+    return b"".join(chunks)
 
 
 def _find_idx(root: Path, name: str) -> Path | None:
@@ -365,6 +592,29 @@ def _find_idx(root: Path, name: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 28, 28) and uint8 labels (N,) in 0..9, or a CorruptFileError naming the file at fault."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise CorruptFileError(
+            f"{images_path} should hold uint8 images of shape (N, 28, 28) (idx type 08, 3 dimensions); "
+            f"got {images.dtype} {tuple(images.shape)}. Fetch the MNIST files again."
+        )
+    if labels.dtype != torch.uint8 or labels.ndim != 1:
+        raise CorruptFileError(
+            f"{labels_path} should hold uint8 labels of shape (N,) (idx type 08, 1 dimension); "
+            f"got {labels.dtype} {tuple(labels.shape)}. Fetch the MNIST files again."
+        )
+    if len(images) != len(labels):
+        raise CorruptFileError(
+            f"MNIST files disagree: {images_path} holds {len(images)} images but {labels_path} holds "
+            f"{len(labels)} labels. Fetch both files again from the same source."
+        )
+    if len(labels) and int(labels.max()) > 9:
+        raise CorruptFileError(f"{labels_path} holds the label {int(labels.max())}; expected digits 0..9.")
+    return images, labels
 
 
 def mnist(
@@ -382,19 +632,14 @@ def mnist(
     if None in paths and download:
         import torchvision  # torchvision fetches and md5-checks the archives; imgzoo parses the files
 
-        torchvision.datasets.MNIST(str(root), train=train, download=True)
+        _download("MNIST", torchvision.datasets.MNIST, root, train, _MNIST_BY_HAND.format(root=root))
         paths = [_find_idx(root, n) for n in names]
     if None in paths:
         missing = [n for n, p in zip(names, paths, strict=True) if p is None]
         raise FileNotFoundError(f"no MNIST {', '.join(missing)} in {root}. {_MNIST_HOW}")
-    images, labels = read_idx(paths[0]), read_idx(paths[1])
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(
-            f"MNIST files {paths[0]} and {paths[1]} disagree: images {tuple(images.shape)}, labels "
-            f"{tuple(labels.shape)}; expected (N, 28, 28) and (N,)"
-        )
+    images, labels = _read_mnist_pair(paths[0], paths[1])
     return TensorImages(
-        images.unsqueeze(1).to(torch.uint8),
+        images.unsqueeze(1),
         labels.long(),
         MNIST.class_names,
         transform=transform,
@@ -482,39 +727,109 @@ def kaggle_dogs(
     The breeds are ``classes`` when given, else the breed columns of
     ``sample_submission.csv`` when present (the competition's order), else the
     sorted breeds of labels.csv. A row whose image is missing or whose breed is
-    not a known class is an error: a wrong label must never pass silently.
+    not a known class is an error: a wrong label must never pass silently. An id
+    is a file name, never a path: one with a separator, or whose image resolves
+    outside ``root/train`` through a link, is refused, so a shared labels.csv
+    cannot point imgzoo at other files on the machine.
     """
     root = Path(root)
     labels_csv = root / "labels.csv"
     if not labels_csv.is_file():
         raise FileNotFoundError(f"{labels_csv} does not exist. {_KAGGLE_HOW}")
-    with open(labels_csv, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"id", "breed"} <= set(reader.fieldnames):
-            raise ValueError(f"{labels_csv} must have the columns id,breed; got {reader.fieldnames}")
-        rows = [(row["id"], row["breed"]) for row in reader]
-    if not rows:
-        raise ValueError(f"{labels_csv} has no rows. {_KAGGLE_HOW}")
+    rows = _read_labels_csv(labels_csv)
     if classes is None and (root / "sample_submission.csv").is_file():
-        with open(root / "sample_submission.csv", newline="") as f:
-            header = next(csv.reader(f), [])
+        header = next(_csv_rows(root / "sample_submission.csv"), (0, []))[1]
         classes = header[1:]
-    names = list(classes) if classes is not None else sorted({breed for _, breed in rows})
+    names = list(classes) if classes is not None else sorted({breed for _, _, breed in rows})
+    if len(set(names)) != len(names) or "" in names:
+        raise ValueError(f"breed names must be distinct and non-empty; got {names}. {_KAGGLE_HOW}")
     index = {name: i for i, name in enumerate(names)}
+    train_dir = root / "train"
     seen: set[str] = set()
     samples = []
-    for line, (image_id, breed) in enumerate(rows, start=2):
+    for line, image_id, breed in rows:
         where = f"{labels_csv}, line {line}"
         if breed not in index:
             raise ValueError(f"{where}: breed {breed!r} is not one of the {len(names)} known breeds.")
         if image_id in seen:
             raise ValueError(f"{where}: id {image_id!r} appears twice.")
         seen.add(image_id)
-        path = root / "train" / f"{image_id}.jpg"
-        if not path.is_file():
-            raise FileNotFoundError(f"{where}: image {path} for id {image_id!r} does not exist.")
-        samples.append((str(path), index[breed]))
+        samples.append((str(_kaggle_image(train_dir, image_id, where)), index[breed]))
     return ImageFiles(samples, names, transform=transform, on_error=on_error, source=str(labels_csv))
+
+
+# Byte-order marks, longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _read_text(path: Path) -> str:
+    """A text file as UTF-8, or as whatever its byte-order mark says (Excel writes UTF-8 or UTF-16 with one)."""
+    raw = path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(
+            f"{path} is not valid {encoding}: byte {raw[exc.start : exc.start + 1].hex()} at offset {exc.start} "
+            f"({exc.reason}). Expected UTF-8 (or UTF-16 / UTF-32 with a byte-order mark); save it as UTF-8."
+        ) from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of each non-blank row; csv's own errors become a ValueError naming the line."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    try:
+        for row in reader:
+            if row:
+                yield reader.line_num, row
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line {reader.line_num}: {exc}. Fix the line or fetch the file again.") from None
+
+
+def _read_labels_csv(path: Path) -> list[tuple[int, str, str]]:
+    """(line, id, breed) of every row of a labels.csv, each row with exactly the header's columns and an id."""
+    rows = _csv_rows(path)
+    line, header = next(rows, (0, None))
+    if header is None or not {"id", "breed"} <= set(header):
+        raise ValueError(f"{path} must have the columns id,breed; got {header}. {_KAGGLE_HOW}")
+    id_col, breed_col = header.index("id"), header.index("breed")
+    result = []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}, line {line}: expected {len(header)} columns ({','.join(header)}); got {len(row)}: "
+                f"{','.join(row)!r}. Fix or remove the row."
+            )
+        if not row[id_col]:
+            raise ValueError(f"{path}, line {line}: the id is empty (row {','.join(row)!r}). Fix or remove the row.")
+        result.append((line, row[id_col], row[breed_col]))
+    if not result:
+        raise ValueError(f"{path} has no rows. {_KAGGLE_HOW}")
+    return result
+
+
+def _kaggle_image(train_dir: Path, image_id: str, where: str) -> Path:
+    """``train_dir/<id>.jpg``, once the id is a plain file name whose image stays inside ``train_dir``."""
+    if any(c in image_id for c in "/\\:\0") or image_id in (".", "..") or Path(image_id).is_absolute():
+        raise ValueError(
+            f"{where}: id {image_id!r} is not a file name; ids name images inside {train_dir} "
+            f"(e.g. 000bec180eb18c7604dcecc8fe0dba07, without .jpg), never a path. Fix or remove the row."
+        )
+    path = train_dir / f"{image_id}.jpg"
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: image {path} for id {image_id!r} does not exist.")
+    if not path.resolve().is_relative_to(train_dir.resolve()):
+        raise ValueError(
+            f"{where}: image {path} for id {image_id!r} is a link to {path.resolve()}, outside {train_dir}. "
+            f"Copy the image into {train_dir} instead, or remove the row."
+        )
+    return path
 
 
 def dog_breeds(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageFiles:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
@@ -83,12 +84,42 @@ def decode(
     size = (int(size[0]), int(size[1]))
     key = _checksum(dataset, size, channels)
     path = Path(cache_dir or default_cache_dir()) / f"decoded-{key}.safetensors"
-    if path.is_file():
-        tensors = load_file(path)
-        return TensorImages(
-            tensors["images"], tensors["targets"], dataset.classes, spec=dataset.spec, source=dataset.source
-        )
+    cached = _load_cache(path, dataset, (channels, *size))
+    if cached is not None:
+        return cached
+    images, targets, bad = _decode_files(dataset, size, channels, on_error)
+    if not bad:  # a cache of a partly unreadable data set would hide the problem on the next run
+        _save_atomic(path, {"images": images, "targets": targets}, {"source": dataset.source})
+    return TensorImages(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
 
+
+def _load_cache(path: Path, dataset: ImageFiles, image_shape: tuple[int, ...]) -> TensorImages | None:
+    """The cached decode of ``dataset``, or None when there is none or it is damaged (then it is rebuilt).
+
+    A cache cut short by a full disk, or overwritten by hand, must not fail every later
+    run, nor feed wrong images: it is checked against the dataset, reported in one
+    warning, and decoded again; the rebuilt file replaces it, so the warning is not repeated.
+    """
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+        images, targets = tensors["images"], tensors["targets"]
+        expected = (len(dataset), *image_shape)
+        if images.dtype != torch.uint8 or tuple(images.shape) != expected:
+            raise ValueError(f"images are {images.dtype} {tuple(images.shape)}, expected uint8 {expected}")
+        if not torch.equal(targets, torch.as_tensor(dataset.targets, dtype=torch.int64)):
+            raise ValueError(f"its {tuple(targets.shape)} {targets.dtype} labels differ from the dataset's")
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        warnings.warn(f"decode cache {path} is damaged ({exc}); decoding the images again to rebuild it", stacklevel=3)
+        return None
+    return TensorImages(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
+
+
+def _decode_files(
+    dataset: ImageFiles, size: tuple[int, int], channels: int, on_error: str
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """uint8 images and labels of every readable file, and the unreadable files when ``on_error="skip"``."""
     to_image = ToImage(channels)
     images = torch.empty((len(dataset), channels, *size), dtype=torch.uint8)
     keep = torch.ones(len(dataset), dtype=torch.bool)
@@ -102,14 +133,13 @@ def decode(
             keep[i] = False
             bad.append(file)
             continue
-        images[i] = TF.resize(image, list(size), antialias=True) if image.shape[1:] != size else image
+        image = TF.resize(image, list(size), antialias=True) if image.shape[1:] != size else image
+        # 16-bit and float images arrive as floats in 0..1 (see imgzoo.transforms); the cache is uint8.
+        images[i] = TF.to_dtype(image, torch.uint8, scale=True) if image.is_floating_point() else image
     if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {dataset.source}: {', '.join(bad[:3])}", stacklevel=2)
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {dataset.source}: {', '.join(bad[:3])}", stacklevel=3)
     targets = torch.as_tensor(dataset.targets, dtype=torch.int64)
-    images, targets = images[keep].contiguous(), targets[keep].contiguous()
-    if not bad:  # a cache of a partly unreadable data set would hide the problem on the next run
-        _save_atomic(path, {"images": images, "targets": targets}, {"source": dataset.source})
-    return TensorImages(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
+    return images[keep].contiguous(), targets[keep].contiguous(), bad
 
 
 def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

@@ -12,6 +12,13 @@ or float tensors shaped (H, W) or (C, H, W) with C in 1, 3, 4, and numpy arrays
 shaped (H, W) or (H, W, C), the layout PIL and imageio produce. Grayscale becomes
 RGB for a colour model and colour becomes grayscale (ITU-R 601-2 luma, as PIL and
 torchvision compute it) for a 1-channel model; an alpha channel is dropped.
+
+High-bit-depth images keep their range instead of PIL's clipping to 0..255 (PIL
+converts an I;16 value of 1000 to 255, and an F value of 0.5 to 0): 16-bit images
+(I;16 and I, which is how 16-bit PNG and TIFF files open) are divided by 65535, and
+float images (F) are taken as already in 0..1. A TIFF that declares its range
+(SMinSampleValue / SMaxSampleValue) is scaled from that range instead. Values outside
+the range are an error rather than silently clipped.
 """
 
 from __future__ import annotations
@@ -69,14 +76,14 @@ class ToImage:
         )
 
     def _from_pil(self, image: Image.Image) -> tv_tensors.Image:
+        if image.mode in _FULL_SCALE:
+            return self._from_tensor(_wide_to_unit_float(image))
         mode = "L" if self.channels == 1 else "RGB"
-        if image.mode == "P":
+        if image.mode in ("P", "PA"):
             # Palette images may carry transparency; going through RGBA avoids PIL's
             # warning and keeps the colours of the opaque pixels.
             image = image.convert("RGBA")
-        if image.mode != mode:
-            image = image.convert(mode)
-        return tv_tensors.Image(TF.pil_to_tensor(image))
+        return tv_tensors.Image(TF.pil_to_tensor(_convert(image, mode)))
 
     def _from_tensor(self, image: torch.Tensor) -> tv_tensors.Image:
         if image.dtype != torch.uint8 and not image.is_floating_point():
@@ -103,6 +110,55 @@ class ToImage:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(channels={self.channels})"
+
+
+# The value that means "full white" in PIL's high-bit-depth modes. PIL opens 16-bit PNG and
+# TIFF files as I;16 (or as I, 32-bit, in older releases and for some TIFFs), so both are
+# read as 16-bit; F images are taken as already in 0..1, the convention of float tensors.
+_FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+# TIFF tags SMinSampleValue and SMaxSampleValue: the range a file declares for its samples.
+_TIFF_MIN_SAMPLE, _TIFF_MAX_SAMPLE = 340, 341
+
+
+def _declared_range(image: Image.Image) -> tuple[float, float] | None:
+    """The sample range a TIFF declares for itself, if it does (other formats have no such field)."""
+    tags = getattr(image, "tag_v2", None)
+    if not tags or _TIFF_MIN_SAMPLE not in tags or _TIFF_MAX_SAMPLE not in tags:
+        return None
+    low, high = np.min(tags[_TIFF_MIN_SAMPLE]), np.max(tags[_TIFF_MAX_SAMPLE])
+    return (float(low), float(high)) if high > low else None
+
+
+def _wide_to_unit_float(image: Image.Image) -> torch.Tensor:
+    """A 16-bit or float image as float32 (1, H, W) in 0..1, scaled by its real range, never clipped."""
+    values = np.asarray(image, dtype=np.float64)
+    low, high = _declared_range(image) or (0.0, _FULL_SCALE[image.mode])
+    if values.size and (np.isnan(values).any() or values.min() < low or values.max() > high):
+        raise ValueError(
+            f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
+            f"{np.nanmin(values):g}..{np.nanmax(values):g}{' and NaN' if np.isnan(values).any() else ''}. "
+            f"Scale it to 0..1 first (e.g. Image.fromarray(np.asarray(image) / image_max)), or convert it "
+            f"to an 8-bit mode with your own mapping; imgzoo does not clip."
+        )
+    return torch.from_numpy(((values - low) / (high - low)).astype(np.float32)).unsqueeze(0)
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    """``image.convert(mode)``, through LA, RGBA or RGB for the modes PIL cannot convert directly (La, LAB)."""
+    for route in ((), ("LA",), ("RGBA",), ("RGB",)):
+        try:
+            converted = image
+            for step in (*route, mode):
+                if converted.mode != step:
+                    converted = converted.convert(step)
+            return converted
+        except ValueError:
+            continue
+    raise ValueError(
+        f"cannot convert a mode {image.mode} image to {mode}; expected one of PIL's usual modes "
+        f"(1, L, LA, P, RGB, RGBA, CMYK, YCbCr, I;16, I, F). Convert it to RGB yourself first."
+    )
 
 
 def _small_image_geometry(spec: DataSpec, train: bool, augment: str) -> list[Callable[..., Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import pickle
 import struct
 from collections.abc import Sequence
@@ -23,7 +24,9 @@ from PIL import Image
 __all__ = [
     "CIFAR10_CLASSES",
     "DOG_BREEDS",
+    "IDX_TYPES",
     "class_level",
+    "idx_bytes",
     "label_of",
     "make_images",
     "truncate",
@@ -62,14 +65,47 @@ def _labels(num_classes: int, n_per_class: int) -> list[int]:
     return [label for _ in range(n_per_class) for label in range(num_classes)]
 
 
-def write_cifar10(root: str | Path, n_per_class: int = 2, seed: int = 0) -> Path:
+class _Python2Pickler(pickle._Pickler):
+    """Writes str and bytes as Python 2 ``str`` (BINSTRING), as cPickle did for the real CIFAR-10 batches.
+
+    Python 3 pickles bytes at protocol 2 through a ``_codecs.encode`` call; the
+    original files have no such call, only numpy's three globals, and this
+    writer reproduces that, so the reader is tested on both.
+    """
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_python2_str(self, obj: bytes | str) -> None:
+        data = obj.encode("latin1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_python2_str
+    dispatch[str] = save_python2_str
+
+
+def _pickle_like_python2(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    _Python2Pickler(buffer, protocol=2).dump(obj)
+    # numpy 1.x, which wrote the real files, lived at numpy.core; numpy 2 moved it to numpy._core.
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def write_cifar10(root: str | Path, n_per_class: int = 2, seed: int = 0, *, python2: bool = True) -> Path:
     """CIFAR-10 "python version" batches under ``root/cifar-10-batches-py``; returns ``root``.
 
     The layout and pickle keys are those of the real archive (and of
     torchvision's CIFAR10): five ``data_batch_k`` files, ``test_batch`` and
-    ``batches.meta``, read back with ``pickle.load(f, encoding="latin1")`` as
-    torchvision does. The training images are dealt
-    round-robin over the five batches; the test batch gets ``n_per_class`` per class too.
+    ``batches.meta``. ``python2=True`` writes the pickles as the real archive holds
+    them (Python 2 strings; globals numpy.core.multiarray._reconstruct, numpy.ndarray,
+    numpy.dtype and nothing else); ``False`` writes what Python 3's
+    ``pickle.dump(protocol=2)`` gives, which adds ``_codecs.encode``. Both read back
+    with ``pickle.load(f, encoding="latin1")`` as torchvision does. The training
+    images are dealt round-robin over the five batches; the test batch gets
+    ``n_per_class`` per class too.
     """
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,8 +117,10 @@ def write_cifar10(root: str | Path, n_per_class: int = 2, seed: int = 0) -> Path
             "data": images.transpose(0, 3, 1, 2).reshape(len(labels), 3 * 32 * 32),  # rows of R, G, B planes
             "filenames": [f"{name}_{i}.png" for i in range(len(labels))],
         }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
+        if python2:
+            (folder / name).write_bytes(_pickle_like_python2(batch))
+        else:
+            (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
 
     labels = _labels(10, n_per_class)
     images = make_images(labels, 32, 32, 3, seed)
@@ -96,10 +134,14 @@ def write_cifar10(root: str | Path, n_per_class: int = 2, seed: int = 0) -> Path
     return Path(root)
 
 
-def _idx_bytes(array: np.ndarray) -> bytes:
-    """The idx format: magic (0, 0, dtype code 0x08 = ubyte, ndim), big-endian dims, then the data."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+# idx type codes and the big-endian dtypes they stand for (LeCun's format description).
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    """The idx format: magic (0, 0, type code, ndim), big-endian dims, then the data in the code's dtype."""
+    header = struct.pack(">BBBB", 0, 0, type_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=IDX_TYPES[type_code]).tobytes()
 
 
 def write_mnist(
@@ -117,7 +159,7 @@ def write_mnist(
         images = make_images(labels, 28, 28, 1, seed + offset)[..., 0]
         for kind, array in (("images-idx3", images), ("labels-idx1", np.array(labels, dtype=np.uint8))):
             name = f"{prefix}-{kind}-ubyte"
-            data = _idx_bytes(array)
+            data = idx_bytes(array)
             if compressed:
                 (folder / f"{name}.gz").write_bytes(gzip.compress(data))
             else:

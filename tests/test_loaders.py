@@ -123,3 +123,14 @@ def test_bad_arguments_are_refused(tmp_path):
         loaders.FastLoader(data, batch_size=0)
     with pytest.raises(TypeError, match="DataLoader"):
         loaders.FastLoader(torch.utils.data.TensorDataset(torch.zeros(2, 3, 32, 32)), spec=CIFAR10)
+
+
+def test_decode_keeps_the_range_of_sixteen_bit_images(tmp_path):
+    """16-bit PNGs reach the uint8 cache scaled by 65535, not clipped to 255 (which would make them all white)."""
+    for name, level in (("a_dark", 16448), ("b_bright", 49344)):  # 0.251 and 0.753 of 65535
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        Image.fromarray(np.full((32, 32), level, dtype=np.uint16)).save(folder / "0.png")
+    data = loaders.decode(datasets.image_folder(tmp_path / "data"), MNIST, cache_dir=tmp_path / "cache")
+    assert data.images.dtype == torch.uint8
+    assert data.images[0].unique().tolist() == [64] and data.images[1].unique().tolist() == [192]

@@ -1,11 +1,14 @@
 """imgzoo.transforms: the right constants per model, any input to a fixed shape, deterministic eval."""
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 from torchvision.transforms import v2
 
 import imgzoo
@@ -30,10 +33,16 @@ def check_output(x: torch.Tensor, spec: DataSpec) -> None:
     assert bool((x >= low - 1e-4).all()) and bool((x <= high + 1e-4).all())
 
 
+def random_image(mode: str, width: int, height: int, seed: int) -> Image.Image:
+    """Random colours in ``mode``; float images hold 0..1, as imgzoo expects of mode F."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if mode == "F":  # PIL's convert("F") keeps 0..255
+        return Image.fromarray(np.asarray(Image.fromarray(pixels).convert("F")) / np.float32(255))
+    return Image.fromarray(pixels).convert(mode)
+
+
 random_pil = st.builds(
-    lambda mode, w, h, seed: Image.fromarray(
-        np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    ).convert(mode),
+    random_image,
     st.sampled_from(PIL_MODES),
     st.integers(1, 300),
     st.integers(1, 300),
@@ -167,3 +176,96 @@ def test_bad_arguments_are_refused():
         transforms.for_model(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="unknown model"):
         transforms.for_model("resnet_cifr")
+
+
+# --- every PIL mode, with its real range -----------------------------------------
+
+# Specs that leave values as they are (mean 0, std 1), so the output is the 0..1 image itself.
+UNIT_RGB = dataclasses.replace(CIFAR10, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+UNIT_GREY = dataclasses.replace(MNIST, size=(32, 32), mean=(0.0,), std=(1.0,))
+
+
+def two_halves(mode: str, left, right) -> Image.Image:
+    """A 32x32 image of ``mode``: the left half ``left``, the right half ``right``."""
+    image = Image.new(mode, (32, 32), left)
+    image.paste(right, (16, 0, 32, 32))
+    return image
+
+
+def palette_image(transparent: bool) -> Image.Image:
+    """Red on the left, blue on the right; the blue entry is the transparent one when ``transparent``."""
+    image = Image.new("P", (32, 32), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255])
+    image.paste(1, (16, 0, 32, 32))
+    if transparent:
+        image.info["transparency"] = 1
+    return image
+
+
+# mode -> (image, expected (min, max, mean) of the RGB output, expected (min, max, mean) of the grey output).
+# Values are on the 0..1 scale; grey follows ITU-R 601-2 luma (red 76/255, blue 29/255).
+MODES = {
+    "1": (two_halves("1", 0, 1), (0, 1, 0.5), (0, 1, 0.5)),
+    "L": (two_halves("L", 50, 200), (50 / 255, 200 / 255, 125 / 255), (50 / 255, 200 / 255, 125 / 255)),
+    "LA": (two_halves("LA", (80, 255), (160, 0)), (80 / 255, 160 / 255, 120 / 255), (80 / 255, 160 / 255, 120 / 255)),
+    "P": (palette_image(False), (0, 1, 1 / 3), (29 / 255, 76 / 255, 52.5 / 255)),
+    "P with transparency": (palette_image(True), (0, 1, 1 / 3), (29 / 255, 76 / 255, 52.5 / 255)),
+    "RGB": (two_halves("RGB", (255, 0, 0), (0, 0, 255)), (0, 1, 1 / 3), (29 / 255, 76 / 255, 52.5 / 255)),
+    "RGBA": (two_halves("RGBA", (255, 0, 0, 255), (0, 0, 255, 0)), (0, 1, 1 / 3), (29 / 255, 76 / 255, 52.5 / 255)),
+    "CMYK": (two_halves("CMYK", (0, 0, 0, 0), (0, 0, 0, 255)), (0, 1, 0.5), (0, 1, 0.5)),
+    "YCbCr": (two_halves("YCbCr", (64, 128, 128), (192, 128, 128)), (0.251, 0.753, 0.502), (0.251, 0.753, 0.502)),
+    "I;16": (two_halves("I;16", 1000, 65535), (1000 / 65535, 1, 33267.5 / 65535), (1000 / 65535, 1, 33267.5 / 65535)),
+    "I": (two_halves("I", 0, 40000), (0, 40000 / 65535, 0.3052), (0, 40000 / 65535, 0.3052)),
+    "F": (two_halves("F", 0.25, 0.75), (0.25, 0.75, 0.5), (0.25, 0.75, 0.5)),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("spec", [UNIT_RGB, UNIT_GREY], ids=["rgb", "grey"])
+def test_every_pil_mode_keeps_its_real_range(mode, spec):
+    image, rgb, grey = MODES[mode]
+    low, high, mean = rgb if spec.channels == 3 else grey
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL warns about palette transparency when converted the wrong way
+        x = transforms.build_transform(spec, train=False)(image)
+        assert x.shape == spec.input_shape
+        assert float(x.min()) == pytest.approx(low, abs=2e-3)
+        assert float(x.max()) == pytest.approx(high, abs=2e-3)
+        assert float(x.mean()) == pytest.approx(mean, abs=2e-3)
+        # Training crops and flips move pixels but never change their values.
+        y = transforms.build_transform(spec, train=True, augment="standard")(image)
+        assert float(y.min()) == pytest.approx(low, abs=2e-3) and float(y.max()) == pytest.approx(high, abs=2e-3)
+
+
+def test_sixteen_bit_png_files_are_scaled_by_65535_not_clipped(tmp_path):
+    levels = np.array([[0, 255, 256, 65535]], dtype=np.uint16).repeat(4, axis=0)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as image:
+        x = transforms.ToImage(1)(image)
+    assert x.dtype == torch.float32
+    assert torch.allclose(x[0, 0], torch.tensor([0, 255, 256, 65535]) / 65535.0)
+
+
+def test_a_tiff_that_declares_its_range_is_scaled_from_it(tmp_path):
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[340], info[341] = 0.0, 40.0  # SMinSampleValue, SMaxSampleValue
+    Image.fromarray(np.array([[0, 10], [20, 40]], dtype=np.float32)).save(tmp_path / "range.tif", tiffinfo=info)
+    with Image.open(tmp_path / "range.tif") as image:
+        x = transforms.ToImage(1)(image)
+    assert torch.allclose(x[0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        (two_halves("F", 0.0, 255.0), "values in 0..1; got 0..255"),
+        (two_halves("F", -0.5, 0.5), "got -0.5..0.5"),
+        (Image.fromarray(np.array([[0.5, np.nan]], dtype=np.float32)), "and NaN"),
+        (two_halves("I", 0, 70000), "values in 0..65535; got 0..70000"),
+    ],
+    ids=["F in 0..255", "F negative", "F NaN", "I past 16 bits"],
+)
+def test_values_outside_the_modes_range_are_an_error_not_clipped(image, words):
+    with pytest.raises(ValueError) as info:
+        transforms.for_model("resnet_cifar")(image)
+    assert words in str(info.value) and f"mode {image.mode}" in str(info.value) and "does not clip" in str(info.value)
