@@ -14,7 +14,7 @@ import torch
 from torch.fx import _symbolic_trace
 
 # A backstop for combinations of arguments that are each within bounds but together are not
-# (resnet_cifar depth=1202 with width=16 is ~4G parameters): 500M float32 parameters are 2 GB
+# (resnet_cifar depth=1202 with width=16 is ~4.9G parameters): 500M float32 parameters are 2 GB
 # of weights, 8 GB with gradients and Adam's two moments, and 20x the largest model here
 # (dogbreed_transfer on resnet50, 23.7M). The estimate runs before any layer is allocated.
 MAX_PARAMETERS = 500_000_000
@@ -31,15 +31,16 @@ def _skip_input_checks() -> bool:
     isinstance/raise branches; the eager model checked the same shapes before it was traced.
     (TorchScript is handled at the call site: ``if not torch.jit.is_scripting()``.)
     """
-    is_fx = getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)  # torch < 2.5
-    is_exporting = getattr(torch.compiler, "is_exporting", torch.compiler.is_compiling)  # torch < 2.5
+    # Older torch has only the broader tests, which also skip the checks under torch.compile.
+    is_fx = getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)
+    is_exporting = getattr(torch.compiler, "is_exporting", torch.compiler.is_compiling)
     return is_fx() or is_exporting()
 
 
 def _autocast_on(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
+    except TypeError:  # older torch takes no device type
         return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
 
 
