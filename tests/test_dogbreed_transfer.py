@@ -2,7 +2,9 @@
 
 No test here touches the network. The ImageNet file is a state dict saved into a
 temporary TORCH_HOME under torchvision's own file name, which is exactly where
-``torchvision.models.resnet18(weights=...)`` looks before downloading.
+``torchvision.models.resnet18(weights=...)`` looks before downloading; a download is
+either refused by a monkeypatched ``torch.hub.download_url_to_file`` or sent to a
+proxy on 127.0.0.1 that refuses it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import socketserver
+import threading
+import urllib.error
 from urllib.parse import urlparse
 
 import pytest
@@ -25,6 +30,8 @@ dogbreed = importlib.import_module("imgzoo.models.dogbreed_transfer")
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for variable in dogbreed.OFFLINE_VARIABLES:  # a developer's own offline switch must not change the tests
+        monkeypatch.delenv(variable, raising=False)
     return tmp_path
 
 
@@ -40,6 +47,41 @@ def offline(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+
+
+@pytest.fixture
+def failing_download(monkeypatch):
+    """torch.hub's download failing the way urllib fails without a network; records what was asked for."""
+    attempts = []
+
+    def fail(url, dst, *args, **kwargs):
+        attempts.append((url, dst))
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fail)
+    return attempts
+
+
+@pytest.fixture
+def refusing_proxy(monkeypatch):
+    """An HTTPS proxy on 127.0.0.1 that answers every CONNECT with 403; yields the request lines it saw."""
+    seen: list[str] = []
+
+    class Refuse(socketserver.StreamRequestHandler):
+        def handle(self):
+            seen.append(self.rfile.readline().decode("latin-1").strip())
+            self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    for variable in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(variable, address)
+    for variable in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    yield seen
+    server.shutdown()
+    server.server_close()
 
 
 def torchvision_file_name(backbone: str) -> str:
@@ -68,14 +110,40 @@ def test_imagenet_weights_load_from_the_torch_hub_cache(torch_home, offline):
     assert model.imgzoo_kwargs["weights"] == "imagenet"
 
 
-def test_missing_imagenet_weights_fail_at_once_naming_the_file(torch_home, offline):
+def test_a_failed_download_names_the_file_to_fetch(torch_home, failing_download):
     expected = str(torch_home / "hub" / "checkpoints" / torchvision_file_name("resnet50"))
     with pytest.raises(RuntimeError) as info:
         imgzoo.dogbreed_transfer(weights="imagenet")
     message = str(info.value)
-    assert expected in message
+    assert [dst for _, dst in failing_download] == [expected]  # torch.hub was asked, once, for that file
+    assert expected in message and "Network is unreachable" in message
     assert "TORCH_HOME" in message and "weights=None" in message
     assert not os.path.exists(expected)
+
+
+@pytest.mark.parametrize("variable", ["IMGZOO_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_switch_fails_at_once_without_trying_the_network(torch_home, offline, monkeypatch, variable):
+    monkeypatch.setenv(variable, "1")
+    expected = str(torch_home / "hub" / "checkpoints" / torchvision_file_name("resnet18"))
+    with pytest.raises(RuntimeError) as info:  # `offline` turns any attempt into an AssertionError instead
+        imgzoo.dogbreed_transfer(backbone="resnet18", weights="imagenet")
+    assert expected in str(info.value) and f"{variable}=1" in str(info.value)
+
+
+def test_offline_switch_still_reads_the_cached_file(torch_home, offline, monkeypatch):
+    monkeypatch.setenv("IMGZOO_OFFLINE", "1")
+    path = torch_home / "hub" / "checkpoints" / torchvision_file_name("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    assert imgzoo.dogbreed_transfer(backbone="resnet18", weights="imagenet", num_classes=2).classifier.out_features == 2
+
+
+def test_the_download_goes_through_the_proxy_in_the_environment(torch_home, refusing_proxy):
+    host = urlparse(torchvision.models.get_model_weights("resnet18").DEFAULT.url).hostname
+    with pytest.raises(RuntimeError) as info:
+        imgzoo.dogbreed_transfer(backbone="resnet18", weights="imagenet")
+    assert refusing_proxy and refusing_proxy[0].startswith(f"CONNECT {host}:443 ")
+    assert "403" in str(info.value) and torchvision_file_name("resnet18") in str(info.value)
 
 
 def test_backbone_is_frozen_by_default_and_only_the_head_learns():

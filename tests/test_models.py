@@ -236,19 +236,112 @@ def test_num_classes_zero_is_refused(name):
     ("name", "kwargs", "match"),
     [
         ("resnet_cifar", {"depth": 21}, "6n\\+2"),
-        ("resnet_cifar", {"depth": 2}, "6n\\+2"),
-        ("resnet_cifar", {"depth": 20.0}, "6n\\+2"),
+        ("resnet_cifar", {"depth": 2}, "depth must be from 8 to 1202"),
         ("resnet_cifar", {"shortcut": "C"}, "shortcut"),
         ("resnet_cifar", {"width": 0}, "width"),
-        ("basic_cnn", {"widths": ()}, "widths"),
         ("basic_cnn", {"dropout": 1.0}, "dropout"),
         ("mnist_cnn", {"hidden": 0}, "hidden"),
         ("dogbreed_transfer", {"backbone": "vgg16"}, "resnet18"),
         ("dogbreed_transfer", {"weights": "imagenet21k"}, "weights"),
-        ("resnet_cifar", {"num_classes": True}, "num_classes"),
     ],
 )
 def test_invalid_constructor_arguments_get_a_clear_value_error(name, kwargs, match):
     with pytest.raises(ValueError, match=match) as info:
         imgzoo.create_model(name, **kwargs)
     assert name in str(info.value)
+
+
+# A value of the wrong type names the argument, what was expected and the type that came.
+WRONG_TYPES = [
+    ("resnet_cifar", "depth", "20", "an int"),  # a number read from a config file or argv, not converted
+    ("resnet_cifar", "depth", 20.0, "an int"),
+    ("resnet_cifar", "width", "2", "an int"),
+    ("resnet_cifar", "zero_init_residual", "yes", "True or False"),
+    ("resnet_cifar", "zero_init_residual", 1, "True or False"),
+    ("resnet_cifar", "num_classes", True, "an int"),
+    ("mnist_cnn", "num_classes", 10.0, "an int"),
+    ("mnist_cnn", "hidden", "128", "an int"),
+    ("mnist_cnn", "dropout", "0.5", "a number"),
+    ("basic_cnn", "widths", 64, "tuple or list"),
+    ("basic_cnn", "widths", "64", "tuple or list"),
+    ("basic_cnn", "stem_width", 32.0, "an int"),
+    ("dogbreed_transfer", "freeze_backbone", "no", "True or False"),
+    ("dogbreed_transfer", "dropout", None, "a number"),
+]
+
+
+@pytest.mark.parametrize(("name", "argument", "value", "expected"), WRONG_TYPES)
+def test_arguments_of_the_wrong_type_are_refused_naming_argument_and_type(name, argument, value, expected):
+    with pytest.raises(TypeError) as info:
+        build(name, **{argument: value})
+    message = str(info.value)
+    assert message.startswith(f"{name}: {argument}")
+    assert expected in message and repr(value) in message
+
+
+def test_a_width_of_the_wrong_type_is_named_by_its_position():
+    with pytest.raises(TypeError, match=r"^basic_cnn: widths\[1\] must be an int .* got '256' \(str\)"):
+        imgzoo.basic_cnn(widths=(64, "256"))
+
+
+@pytest.fixture
+def no_layers(monkeypatch):
+    """Fail the test if any module is constructed: an oversized network must be refused before that."""
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"{type(self).__name__} was constructed")
+
+    monkeypatch.setattr(nn.Module, "__init__", refuse)
+
+
+HUGE = [
+    ("resnet_cifar", {"depth": 10**9}, "depth must be from 8 to 1202"),
+    ("resnet_cifar", {"width": 10**7}, "width must be from 1 to 16"),
+    ("resnet_cifar", {"depth": 1202, "width": 16}, "4,9\\d\\d,\\d{3},\\d{3} parameters"),  # each in bounds, not both
+    ("basic_cnn", {"widths": (64, 10**7)}, "widths\\[1\\] must be from 1 to 4096"),
+    ("basic_cnn", {"widths": (64,) * 30}, "1 to 8 ints"),
+    ("basic_cnn", {"widths": (4096,) * 8}, "parameters"),
+    ("mnist_cnn", {"hidden": 10**7}, "hidden must be from 1 to 8192"),
+    ("mnist_cnn", {"hidden": 8192, "num_classes": 100_000}, "parameters"),
+    ("dogbreed_transfer", {"num_classes": 10**9}, "num_classes must be from 1 to 100000"),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "match"), HUGE)
+def test_huge_sizes_are_refused_before_anything_is_allocated(name, kwargs, match, no_layers):
+    with pytest.raises((ValueError, TypeError), match=match) as info:
+        imgzoo.create_model(name, **kwargs)
+    assert str(info.value).startswith(name)
+
+
+# ---- input dtypes: the weights' dtype, or any floating dtype under autocast ----
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_a_float_batch_of_another_dtype_than_the_weights_is_refused(name, dtype):
+    model = build(name).eval()
+    with pytest.raises(TypeError) as info:
+        model(images(model, batch=1).to(dtype))
+    message = str(info.value)
+    assert message.startswith(name) and str(dtype) in message
+    assert "x.to(torch.float32)" in message and "autocast" in message
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "resnet_cifar"])
+def test_a_model_converted_to_float64_takes_float64_batches(name):
+    model = build(name).eval()
+    x = images(model, batch=2)
+    with torch.no_grad():
+        single = model(x)
+        double = model.double()(x.double())
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double.float(), single, rtol=1e-4, atol=1e-4)
+
+
+def test_autocast_accepts_a_batch_of_another_float_dtype():
+    model = build("resnet_cifar").eval()
+    x = images(model, batch=2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x.to(torch.bfloat16))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()

@@ -7,13 +7,16 @@ loads the same way as imgzoo's own.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 
 class LinearHeadMixin:
     """``get_classifier`` / ``reset_classifier`` for a model whose head is one ``nn.Linear`` named ``classifier``."""
 
-    classifier: nn.Linear
+    if TYPE_CHECKING:  # only for type checkers: TorchScript reads class annotations and cannot resolve this one
+        classifier: nn.Linear
 
     def get_classifier(self) -> nn.Module:
         return self.classifier

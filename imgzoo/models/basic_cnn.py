@@ -13,7 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.models._checks import (
+    check_dropout,
+    check_input,
+    check_int,
+    check_num_classes,
+    check_parameter_budget,
+)
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import CIFAR10, register_model
 
@@ -53,11 +59,25 @@ class BasicCNN(LinearHeadMixin, nn.Module):
         self.classifier = nn.Linear(in_channels, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, model="basic_cnn", channels=3, min_size=self.min_size)
-        return self.pool(self.blocks(self.stem(x))).flatten(1)
+        """The last block's feature map, (N, widths[-1], H / 2**len(widths), W / 2**len(widths))."""
+        if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
+            check_input(x, model="basic_cnn", channels=3, min_size=self.min_size, dtype=self.classifier.weight.dtype)
+        return self.blocks(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global max pool, dropout, then the classifier; ``pre_logits`` stops before the classifier."""
+        x = self.dropout(self.pool(x).flatten(1))
+        return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.forward_features(x)))
+        return self.forward_head(self.forward_features(x))
+
+
+# Each block halves the resolution: eight blocks already need 256-pixel images, beyond
+# the small images this network is for.
+MAX_BLOCKS = 8
+# Four times airbench94's widest block (256) and twice ResNet-50's widest stage (2048).
+MAX_WIDTH = 4096
 
 
 @register_model("basic_cnn", default_spec=CIFAR10)
@@ -69,12 +89,33 @@ def basic_cnn(
     dropout: float = 0.0,
 ) -> BasicCNN:
     """A plain 3-block CNN after airbench94 (arXiv:2404.00498), ~2M parameters, for 3x32x32 images."""
-    widths = tuple(widths)
-    if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"basic_cnn: widths must be a non-empty sequence of positive integers, got {widths!r}")
-    if not isinstance(stem_width, int) or stem_width < 1:
-        raise ValueError(f"basic_cnn: stem_width must be a positive integer, got {stem_width!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"basic_cnn: dropout must be in [0, 1), got {dropout!r}")
+    widths = _checked_widths(widths)
+    check_int("basic_cnn", "stem_width", stem_width, high=MAX_WIDTH, why="twice ResNet-50's widest stage")
+    check_dropout("basic_cnn", dropout)
     check_num_classes("basic_cnn", num_classes)
+    check_parameter_budget(
+        "basic_cnn",
+        _parameter_estimate(widths, stem_width, num_classes),
+        f"widths={widths}, stem_width={stem_width}, num_classes={num_classes}",
+    )
     return BasicCNN(widths, num_classes, stem_width, dropout)
+
+
+def _checked_widths(widths: object) -> tuple[int, ...]:
+    if not isinstance(widths, (tuple, list)) or not 1 <= len(widths) <= MAX_BLOCKS:
+        raise TypeError(
+            f"basic_cnn: widths must be a tuple or list of 1 to {MAX_BLOCKS} ints (one per block, each halving "
+            f"the resolution), e.g. (64, 256, 256); got {widths!r}"
+        )
+    for i, width in enumerate(widths):
+        check_int("basic_cnn", f"widths[{i}]", width, high=MAX_WIDTH, why="twice ResNet-50's widest stage")
+    return tuple(widths)
+
+
+def _parameter_estimate(widths: tuple[int, ...], stem_width: int, num_classes: int) -> int:
+    """The 3x3 convolutions' and the classifier's weights, which are nearly all of the network."""
+    convs, in_channels = 9 * 3 * stem_width, stem_width
+    for width in widths:
+        convs += 9 * (in_channels * width + width * width)
+        in_channels = width
+    return convs + in_channels * num_classes

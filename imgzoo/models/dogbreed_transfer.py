@@ -16,7 +16,6 @@ Freezing and learning rates::
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,7 +23,7 @@ import torch
 import torchvision
 from torch import nn
 
-from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.models._checks import check_bool, check_choice, check_dropout, check_input, check_num_classes
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import IMAGENET, register_model
 
@@ -46,25 +45,46 @@ def imagenet_weights_path(backbone: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
 
 
-def _ensure_reachable(backbone: str) -> None:
-    """Fail at once, with the file to fetch, when the weights are neither cached nor downloadable."""
-    path = imagenet_weights_path(backbone)
-    if os.path.exists(path):
-        return
+# Either means "never touch the network": the first is imgzoo's own, the second is the switch
+# huggingface_hub users already set for the rest of imgzoo's downloads. Truthy values as in
+# huggingface_hub (constants.ENV_VARS_TRUE_VALUES).
+OFFLINE_VARIABLES = ("IMGZOO_OFFLINE", "HF_HUB_OFFLINE")
+_TRUE = ("1", "on", "yes", "true")
+
+
+def _offline_variable() -> str | None:
+    return next((v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().lower() in _TRUE), None)
+
+
+def _missing_weights(backbone: str, why: str) -> RuntimeError:
     url = _imagenet_weights(backbone).url
-    host = urlparse(url).hostname or ""
+    return RuntimeError(
+        f"dogbreed_transfer: ImageNet weights for {backbone} are not in the torch hub cache and {why}.\n"
+        f"Expected file: {imagenet_weights_path(backbone)}\n"
+        f'Fetch it on a machine with internet (python -c "import torchvision; '
+        f"torchvision.models.{backbone}(weights='DEFAULT')\", or download {url}) and copy it "
+        f"there, or set TORCH_HOME to a folder whose hub/checkpoints/ holds it. "
+        f"weights=None builds the network with random weights instead."
+    )
+
+
+def _imagenet_trunk(backbone: str) -> nn.Module:
+    """torchvision's ResNet with its ImageNet weights, read from $TORCH_HOME/hub/checkpoints/ or downloaded.
+
+    torch.hub downloads with urllib, which honours HTTPS_PROXY / NO_PROXY; its failure (no
+    network, a refused proxy, a bad hash) becomes one error that names the file to fetch.
+    """
+    cached = os.path.exists(imagenet_weights_path(backbone))
+    offline = _offline_variable()
+    if not cached and offline:
+        raise _missing_weights(backbone, f"{offline}={os.environ[offline]} forbids downloading them")
     try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError as exc:
-        raise RuntimeError(
-            f"dogbreed_transfer: ImageNet weights for {backbone} are not in the torch hub cache "
-            f"and {host} cannot be reached ({exc.__class__.__name__}: {exc}).\n"
-            f"Expected file: {path}\n"
-            f'Fetch it on a machine with internet (python -c "import torchvision; '
-            f"torchvision.models.{backbone}(weights='DEFAULT')\", or download {url}) and copy it "
-            f"there, or set TORCH_HOME to a folder whose hub/checkpoints/ holds it. "
-            f"weights=None builds the network with random weights instead."
-        ) from None
+        return torchvision.models.get_model(backbone, weights=_imagenet_weights(backbone))
+    except (OSError, RuntimeError) as exc:
+        if cached:  # not a download problem: let torch's own error about the file through
+            raise
+        why = f"downloading them failed ({exc.__class__.__name__}: {exc}; a proxy is read from HTTPS_PROXY)"
+        raise _missing_weights(backbone, why) from None
 
 
 class DogBreedTransfer(LinearHeadMixin, nn.Module):
@@ -129,11 +149,20 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
         return groups
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, model="dogbreed_transfer", channels=3, min_size=32)
-        return self.backbone(x)
+        """The trunk's last feature map, before its average pool: (N, 512 or 2048, H / 32, W / 32)."""
+        if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
+            check_input(x, model="dogbreed_transfer", channels=3, min_size=32, dtype=self.classifier.weight.dtype)
+        trunk = self.backbone
+        x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
+        return trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x))))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The trunk's average pool, dropout, then the classifier; ``pre_logits`` stops before the classifier."""
+        x = self.dropout(self.backbone.avgpool(x).flatten(1))
+        return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.forward_features(x)))
+        return self.forward_head(self.forward_features(x))
 
 
 @register_model("dogbreed_transfer", default_spec=IMAGENET)
@@ -151,18 +180,13 @@ def dogbreed_transfer(
     only the head trains; see :meth:`DogBreedTransfer.unfreeze` and
     :meth:`DogBreedTransfer.param_groups` for fine-tuning the rest.
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"dogbreed_transfer: backbone must be one of {BACKBONES}, got {backbone!r}")
-    if weights not in (None, "imagenet"):
-        raise ValueError(f"dogbreed_transfer: weights must be 'imagenet' or None, got {weights!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dogbreed_transfer: dropout must be in [0, 1), got {dropout!r}")
+    check_choice("dogbreed_transfer", "backbone", backbone, BACKBONES)
+    check_choice("dogbreed_transfer", "weights", weights, ("imagenet", None))
+    check_bool("dogbreed_transfer", "freeze_backbone", freeze_backbone)
+    check_dropout("dogbreed_transfer", dropout)
     check_num_classes("dogbreed_transfer", num_classes)
-    tv_weights = None
-    if weights == "imagenet":
-        _ensure_reachable(backbone)
-        tv_weights = _imagenet_weights(backbone)
-    model = DogBreedTransfer(torchvision.models.get_model(backbone, weights=tv_weights), num_classes, dropout)
+    trunk = _imagenet_trunk(backbone) if weights == "imagenet" else torchvision.models.get_model(backbone)
+    model = DogBreedTransfer(trunk, num_classes, dropout)
     if freeze_backbone:
         model.freeze_backbone()
     return model

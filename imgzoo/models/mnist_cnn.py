@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.models._checks import (
+    check_dropout,
+    check_input,
+    check_int,
+    check_num_classes,
+    check_parameter_budget,
+)
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import MNIST, register_model
 
@@ -40,17 +46,37 @@ class MnistCNN(LinearHeadMixin, nn.Module):
         )
         self.classifier = nn.Linear(hidden, num_classes)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The second stage's feature map, (N, 64, 7, 7)."""
+        if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
+            check_input(x, model="mnist_cnn", channels=1, size=(28, 28), dtype=self.classifier.weight.dtype)
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Flatten, dropout, the hidden layer and dropout, then the classifier.
+
+        ``pre_logits`` returns the ``hidden``-wide vector the classifier reads: a feature
+        map this small has no pooling step, so the MLP belongs to the head (state dict keys
+        ``head.*`` and ``classifier.*``, as in the shipped weights).
+        """
+        x = self.head(x)
+        return x if pre_logits else self.classifier(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, model="mnist_cnn", channels=1, size=(28, 28))
-        return self.classifier(self.head(self.features(x)))
+        return self.forward_head(self.forward_features(x))
+
+
+# AlexNet's fully connected layers are 4096 wide; twice that is already 25.7M parameters here.
+MAX_HIDDEN = 8192
 
 
 @register_model("mnist_cnn", default_spec=MNIST)
 def mnist_cnn(*, num_classes: int = 10, dropout: float = 0.25, hidden: int = 128) -> MnistCNN:
     """A ~0.47M-parameter CNN for 1x28x28 digits (PyTorch's example Net has 1.2M)."""
     check_num_classes("mnist_cnn", num_classes)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"mnist_cnn: dropout must be in [0, 1), got {dropout!r}")
-    if not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"mnist_cnn: hidden must be a positive integer, got {hidden!r}")
+    check_dropout("mnist_cnn", dropout)
+    check_int("mnist_cnn", "hidden", hidden, high=MAX_HIDDEN, why="twice AlexNet's 4096-wide layers")
+    # The two linear layers are nearly all of the weights; the convolutions add 65k.
+    estimate = 64 * 7 * 7 * hidden + hidden * num_classes
+    check_parameter_budget("mnist_cnn", estimate, f"hidden={hidden}, num_classes={num_classes}")
     return MnistCNN(num_classes, dropout, hidden)

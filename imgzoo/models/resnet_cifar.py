@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgzoo.models._checks import check_input, check_num_classes
+from imgzoo.models._checks import (
+    check_bool,
+    check_choice,
+    check_input,
+    check_int,
+    check_num_classes,
+    check_parameter_budget,
+)
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import CIFAR10, register_model
 
@@ -40,6 +47,10 @@ class BasicBlock(nn.Module):
     ``shortcut="none"`` drops the skip connection, giving the "plain" network the
     paper compares against (figure 6).
     """
+
+    # TorchScript compiles properties too, and cannot type an nn.Sequential element as BatchNorm2d;
+    # last_bn is for initialisation and tests, never for forward.
+    __jit_unused_properties__ = ["last_bn"]
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A") -> None:
         super().__init__()
@@ -127,11 +138,24 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
                     nn.init.zeros_(m.last_bn.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, model="resnet_cifar", channels=3, multiple_of=4)
-        return self.pool(self.stages(self.stem(x))).flatten(1)
+        """The last stage's feature map, (N, 64 * width, H / 4, W / 4)."""
+        if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
+            check_input(x, model="resnet_cifar", channels=3, multiple_of=4, dtype=self.classifier.weight.dtype)
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool, then the classifier; ``pre_logits`` stops before the classifier."""
+        x = self.pool(x).flatten(1)
+        return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
+
+
+# The deepest network of He et al. 2016 (section 4.2, "Exploring over 1000 layers", n = 200).
+MAX_DEPTH = 1202
+# Wide ResNets on CIFAR (Zagoruyko & Komodakis 2016) widen by up to k = 10 (WRN-28-10).
+MAX_WIDTH = 16
 
 
 @register_model("resnet_cifar", default_spec=CIFAR10)
@@ -149,11 +173,27 @@ def resnet_cifar(
     "B" (1x1 projections where the shape changes) or "none" (the plain network);
     ``width`` multiplies the 16/32/64 stage widths.
     """
-    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+    check_int("resnet_cifar", "depth", depth, low=8, high=MAX_DEPTH, why="6n+2; the paper's deepest is 1202")
+    if (depth - 2) % 6:
         raise ValueError(f"resnet_cifar: depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"resnet_cifar: shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"resnet_cifar: width must be a positive integer multiplier, got {width!r}")
+    check_choice("resnet_cifar", "shortcut", shortcut, SHORTCUTS)
+    check_int("resnet_cifar", "width", width, high=MAX_WIDTH, why="a multiplier; Wide ResNets use up to 10")
+    check_bool("resnet_cifar", "zero_init_residual", zero_init_residual)
     check_num_classes("resnet_cifar", num_classes)
-    return ResNetCifar((depth - 2) // 6, num_classes, shortcut, width, zero_init_residual)
+    blocks_per_stage = (depth - 2) // 6
+    check_parameter_budget(
+        "resnet_cifar",
+        _parameter_estimate(blocks_per_stage, width, num_classes),
+        f"depth={depth}, width={width}, num_classes={num_classes}",
+    )
+    return ResNetCifar(blocks_per_stage, num_classes, shortcut, width, zero_init_residual)
+
+
+def _parameter_estimate(blocks_per_stage: int, width: int, num_classes: int) -> int:
+    """The 3x3 convolutions' and the classifier's weights, which are nearly all of the network."""
+    widths = [16 * width, 32 * width, 64 * width]
+    convs = 9 * 3 * widths[0]
+    for previous, channels in zip([widths[0], *widths], widths, strict=False):
+        convs += 9 * (previous * channels + channels * channels)  # the stage's first block
+        convs += 18 * channels * channels * (blocks_per_stage - 1)
+    return convs + widths[-1] * num_classes
