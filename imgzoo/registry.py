@@ -73,6 +73,13 @@ class DataSpec:
             raise ValueError(
                 f"DataSpec {self.name!r}: {len(self.class_names)} class names for {self.num_classes} classes"
             )
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            # predict answers with names: two classes sharing one would make its answers ambiguous.
+            repeated = sorted({c for c in self.class_names if self.class_names.count(c) > 1})
+            raise ValueError(
+                f"DataSpec {self.name!r}: class names must be distinct; {repeated} appear more than once. "
+                "Give each class its own name."
+            )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

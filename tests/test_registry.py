@@ -302,3 +302,8 @@ def test_registered_tiny_model_gets_the_same_attributes(scratch_registry):
     assert model.data_spec == MNIST.with_classes(4)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
     assert scratch_registry.get_model_entry("zz_tiny").description == "A one-layer model for registry tests."
+
+
+def test_duplicate_class_names_are_refused_with_the_repeated_names():
+    with pytest.raises(ValueError, match=r"distinct; \['cat'\] appear more than once"):
+        imgzoo.create_model("resnet_cifar", class_names=["cat", "dog", "cat"])
