@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
 import stat
+import subprocess
+import sys
+import uuid
 import warnings
 from pathlib import Path
 
@@ -116,13 +120,13 @@ def test_config_records_what_rebuilds_the_model(tmp_path):
     assert config["metrics"] == {"test_acc": 0.61}
 
 
-def test_loaded_model_has_class_names_and_eval_transform(tmp_path):
+def test_loaded_model_has_class_names_and_its_preprocessing_from_for_model(tmp_path):
     model = _trained("mnist_cnn")
     imgzoo.save(model, tmp_path)
     loaded = imgzoo.load(tmp_path)
     assert loaded.data_spec.class_names == tuple(str(d) for d in range(10))
     image = torch.randint(0, 256, (28, 28), dtype=torch.uint8).numpy()
-    x = loaded.eval_transform(image)
+    x = imgzoo.transforms.for_model(loaded)(image)
     assert tuple(x.shape) == loaded.data_spec.input_shape
     assert _outputs(loaded, x.unsqueeze(0)).shape == (1, 10)
 
@@ -254,6 +258,157 @@ def test_save_refuses_a_model_not_built_by_imgzoo(tmp_path):
     with pytest.raises(TypeError, match="built by imgzoo"):
         imgzoo.save(nn.Linear(2, 2), tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_load_gives_the_same_kind_of_object_as_create_model(tmp_path):
+    model = imgzoo.create_model("resnet_cifar", depth=8)
+    imgzoo.save(model, tmp_path)
+    loaded = imgzoo.load(tmp_path)
+    assert type(loaded) is type(model)
+    assert [name for name, _ in loaded.named_modules()] == [name for name, _ in model.named_modules()]
+    assert set(vars(loaded)) == set(vars(model))
+
+
+# --- saving is atomic as a whole -----------------------------------------------------------------
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_save_that_fails_between_files_leaves_the_complete_old_version(tmp_path, monkeypatch):
+    folder = imgzoo.save(_trained("mnist_cnn"), tmp_path / "ckpt", metrics={"val_acc": 0.5})
+    before, siblings = _contents(folder), sorted(p.name for p in tmp_path.iterdir())
+
+    def crash(path, text):  # the card is written after the weights and the config
+        raise OSError("disk full")
+
+    monkeypatch.setattr(imgzoo.hub, "atomic_write_text", crash)
+    with pytest.raises(OSError, match="disk full"):
+        imgzoo.save(_trained("resnet_cifar", depth=8), folder, metrics={"val_acc": 0.9})
+    assert _contents(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == siblings  # the half-written copy is gone
+    with pytest.raises(OSError, match="disk full"):
+        imgzoo.save(_trained("mnist_cnn"), tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+_CRASH_BETWEEN_FILES = """
+import os, sys, imgzoo, imgzoo.checkpoint_format as fmt
+fmt.atomic_write_text = lambda path, text: os._exit(3)  # dies after model.safetensors, before config.json
+imgzoo.save(imgzoo.create_model("resnet_cifar", depth=8), sys.argv[1])
+"""
+
+
+def test_a_process_killed_between_files_leaves_the_complete_old_version(tmp_path):
+    folder = imgzoo.save(_trained("mnist_cnn"), tmp_path / "ckpt")
+    before = _contents(folder)
+    for target in (folder, tmp_path / "new"):
+        done = subprocess.run([sys.executable, "-c", _CRASH_BETWEEN_FILES, str(target)], capture_output=True)
+        assert done.returncode == 3, done.stderr.decode()[-2000:]
+    assert _contents(folder) == before
+    assert imgzoo.load(folder).imgzoo_arch == "mnist_cnn"
+    assert not (tmp_path / "new").exists()
+
+
+def test_save_replaces_an_older_checkpoint_but_not_a_folder_holding_other_files(tmp_path):
+    folder = imgzoo.save(_trained("mnist_cnn"), tmp_path / "ckpt", _history())
+    assert (folder / "curves.png").is_file()
+    imgzoo.save(_trained("basic_cnn"), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.ckpt").write_bytes(b"training state")
+    with pytest.raises(FileExistsError, match=r"holds other files \(last.ckpt\).*folder of its own"):
+        imgzoo.save(_trained("mnist_cnn"), tmp_path / "run")
+    assert _contents(tmp_path / "run") == {"last.ckpt": b"training state"}
+
+
+# --- a user's model: the model contract and the registering module -------------------------------
+
+_USER_MODULE = """
+from torch import nn
+
+from imgzoo.registry import MNIST, register_model
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 16), nn.ReLU())
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+{contract}
+
+@register_model("{arch}", default_spec=MNIST)
+def tiny(*, num_classes: int = 10) -> Tiny:
+    return Tiny(num_classes)
+"""
+_CONTRACT = """
+    def get_classifier(self):
+        return self.fc
+
+    def reset_classifier(self, num_classes):
+        self.fc = nn.Linear(self.fc.in_features, num_classes)
+"""
+
+
+def _user_model(tmp_path: Path, monkeypatch, *, contract: bool = True) -> tuple[str, str]:
+    """Write and import a module registering a model whose head is called ``fc``; (module, arch)."""
+    tag = uuid.uuid4().hex[:8]
+    module, arch = f"imgzoo_user_models_{tag}", f"user_tiny_{tag}"
+    source = _USER_MODULE.format(arch=arch, contract=_CONTRACT if contract else "")
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module(module)
+    return module, arch
+
+
+def test_a_new_head_goes_through_get_classifier_and_reset_classifier(tmp_path, monkeypatch):
+    _, arch = _user_model(tmp_path, monkeypatch)
+    model = _trained(arch)
+    folder = imgzoo.save(model, tmp_path / "ckpt")
+    with pytest.warns(NewHeadWarning, match="loaded 2 tensors but NOT the classifier.*10 classes.*model 4"):
+        loaded = imgzoo.hub.load(folder, num_classes=4)
+    assert loaded.fc.out_features == 4
+    assert loaded.data_spec.num_classes == 4 and loaded.imgzoo_kwargs["num_classes"] == 4
+    assert torch.equal(loaded.body[1].weight, model.body[1].weight)
+    # It saves and reloads as the 4-class model it now is, without another warning.
+    again = imgzoo.save(loaded, tmp_path / "again")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reloaded = imgzoo.hub.load(again)
+    x = _batch(loaded)
+    assert torch.equal(_outputs(loaded, x), _outputs(reloaded, x))
+
+
+def test_a_model_without_the_head_contract_says_which_methods_to_add(tmp_path, monkeypatch):
+    _, arch = _user_model(tmp_path, monkeypatch, contract=False)
+    folder = imgzoo.save(_trained(arch), tmp_path / "ckpt")
+    with pytest.raises(TypeError, match=r"get_classifier\(\) and reset_classifier\(num_classes\) on Tiny"):
+        imgzoo.hub.load(folder, num_classes=4)
+    assert imgzoo.hub.load(folder).fc.out_features == 10  # the same head needs no contract
+
+
+_LOAD = "import sys, imgzoo\nprint(imgzoo.load(sys.argv[1]).imgzoo_arch)"
+
+
+def test_a_new_process_is_told_which_module_registers_a_users_model(tmp_path, monkeypatch):
+    module, arch = _user_model(tmp_path, monkeypatch)
+    folder = imgzoo.save(_trained(arch), tmp_path / "ckpt")
+    assert json.loads((folder / "config.json").read_text())["builder_module"] == module
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(imgzoo.__file__).parents[1]), str(tmp_path)])
+    done = subprocess.run([sys.executable, "-c", _LOAD, str(folder)], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert f"CheckpointError: {folder} holds a '{arch}' checkpoint" in done.stderr
+    assert f"`import {module}` first" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}\n{_LOAD}", str(folder)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == arch
 
 
 def test_dogbreed_checkpoint_does_not_fetch_imagenet_weights(tmp_path):

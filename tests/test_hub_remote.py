@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hub_server import HubServer
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import CommitInfo, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 import imgzoo
@@ -94,6 +94,10 @@ def test_server_maps_errors_to_the_clients_exceptions(hub):
 def test_push_then_load_by_branch_tag_and_sha(hub):
     model = _trained("resnet_cifar", depth=8)
     commit = imgzoo.push_to_hub(model, "org/resnet8", token=TOKEN, commit_message="first weights")
+    # What the annotation says: huggingface_hub's CommitInfo, the sha to pin and the commit's page.
+    assert isinstance(commit, CommitInfo)
+    assert commit.oid == hub.api.model_info("org/resnet8").sha
+    assert commit.commit_url.endswith(f"/org/resnet8/commit/{commit.oid}")
     hub.api.create_tag("org/resnet8", tag="v1.0")
     files = {s.rfilename for s in hub.api.model_info("org/resnet8", revision="v1.0").siblings}
     assert {"config.json", "model.safetensors", "README.md"} <= files
