@@ -162,7 +162,7 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, or an integer of 4300+ digits
         raise CheckpointError(f"{path} is not valid JSON ({exc}); was it written by imgzoo.save()?") from exc
     except OSError as exc:
         raise CheckpointError(f"{path} cannot be read ({exc}); re-download or re-save the checkpoint") from exc
@@ -432,10 +432,12 @@ def _build(entry: ModelEntry, kwargs: dict[str, Any], source: str, *, meta: bool
     try:
         with torch.device("meta") if meta else contextlib.nullcontext():
             return entry.builder(**kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError, OverflowError, NotImplementedError) as exc:
+        where = " on the meta device (shapes only, to compare with the weights before allocating)" if meta else ""
         raise CheckpointError(
-            f"{source}: {entry.name} refused the kwargs its config.json gives ({exc}); the config is damaged or "
-            f"was written for another version of {entry.name}."
+            f"{source}: {entry.name} could not be built{where} from the kwargs its config.json gives "
+            f"({type(exc).__name__}: {exc}); the config is damaged or was written for another version of "
+            f"{entry.name}."
         ) from exc
 
 

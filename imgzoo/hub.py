@@ -335,9 +335,8 @@ def _from_entry(entry: WeightsEntry, fetch: _Fetch) -> _Files:
     refetch = f"imgzoo download {entry.name} --force" if entry.repo_id else "pip install --force-reinstall imgzoo"
     verify_sha256(files.weights, entry.sha256, name=entry.name, refetch=refetch)
     # The config decides class names and preprocessing, so it is pinned too where the entry records it.
-    config_sha256 = getattr(entry, "config_sha256", None)
-    if config_sha256:
-        verify_sha256(files.config, config_sha256, name=f"{entry.name} ({CONFIG_NAME})", refetch=refetch)
+    if entry.config_sha256:
+        verify_sha256(files.config, entry.config_sha256, name=f"{entry.name} ({CONFIG_NAME})", refetch=refetch)
     return _Files(files.config, files.weights, entry.name, entry)
 
 

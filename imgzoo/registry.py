@@ -175,6 +175,7 @@ class WeightsEntry:
     revision: str | None = None
     package_dir: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # dataset, metrics, recipe, num_params
+    config_sha256: str | None = None  # of config.json, which sets class names and preprocessing
 
     def __post_init__(self) -> None:
         if "." not in self.name:

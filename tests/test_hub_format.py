@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -9,6 +10,7 @@ import pickle
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -529,3 +531,150 @@ def test_a_packaged_entry_has_no_revisions(packaged_entry):
 def test_unknown_name_suggests_close_matches(packaged_entry):
     with pytest.raises(ValueError, match=r"Did you mean 'mnist_cnn.unit_test'.*hf-hub:org/repo"):
         imgzoo.load("mnist_cnn.unit_tset")
+
+
+# --- untrusted files: pins, config fields, sizes, fuzzing ----------------------------------------
+
+
+def test_a_swapped_config_fails_the_entrys_config_pin(tmp_path):
+    folder = imgzoo.save(_trained("mnist_cnn"), tmp_path / "shipped")
+    entry = entry_from_folder("mnist_cnn.pinned_test", folder, package_dir=str(folder))
+    register_weights(dataclasses.replace(entry, config_sha256=sha256_of(folder / "config.json")))
+    try:
+        assert imgzoo.load(entry.name).data_spec.class_names[0] == "0"
+        config = json.loads((folder / "config.json").read_text())
+        swapped = list(reversed(config["class_names"]))  # same weights, every label wrong
+        config["class_names"], config["data_spec"]["class_names"] = swapped, swapped
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ChecksumError, match=r"sha256 mismatch for mnist_cnn.pinned_test \(config.json\)"):
+            imgzoo.load(entry.name)
+    finally:
+        unregister_weights(entry.name)
+
+
+def _edit_config(folder: Path, edit) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_a_config_asking_for_a_huge_model_is_refused_before_allocating_it(tmp_path):
+    imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    _edit_config(tmp_path, lambda c: c["kwargs"].update(hidden=300_000))  # a 3.8 GB layer for a 2 MB file
+    allocated = []
+
+    def record(module, name, param):
+        if param is not None and param.device.type != "meta":
+            allocated.append(param.numel())
+
+    handle = nn.modules.module.register_module_parameter_registration_hook(record)
+    try:
+        shapes = r"head\.2\.weight: checkpoint \(128, 3136\) vs model \(300000, 3136\)"
+        with pytest.raises(CheckpointError, match=shapes):
+            imgzoo.load(tmp_path)
+    finally:
+        handle.remove()
+    assert allocated == []  # only the meta build ran: no real tensor was made for the hostile shapes
+
+
+_DAMAGED_CONFIGS = [
+    (lambda c: None, "null", "not an imgzoo config"),
+    (lambda c: ["imgzoo"], "list", "not an imgzoo config"),
+    (lambda c: c.update(format_version="1"), None, r"format_version must be a positive integer; got '1' \(str\)"),
+    (lambda c: c.update(kwargs=None), None, r"kwargs must be an object of builder keyword arguments; got None"),
+    (lambda c: c.update(kwargs=[1, 2]), None, r"kwargs must be an object.*got \[1, 2\] \(list\)"),
+    (lambda c: c.update(data_spec="mnist"), None, r"data_spec must be an object.*got 'mnist' \(str\)"),
+    (lambda c: c.update(architecture=7), None, r"architecture must be a registered model name.*got 7 \(int\)"),
+    (lambda c: c["kwargs"].update(depth=20), None, r"kwargs \['depth'\] are not arguments of mnist_cnn"),
+    (lambda c: c["data_spec"].update(channels=2), None, r"data_spec\.channels must be 1 or 3; got 2"),
+    (lambda c: c["data_spec"].update(size=[0, 28]), None, r"data_spec\.size must be \[height, width\].*got \[0, 28\]"),
+    (lambda c: c["data_spec"].update(std=[0]), None, r"data_spec\.std must be one positive number per channel"),
+    (lambda c: c["data_spec"].update(mean=[0.1, 0.2]), None, r"data_spec\.mean must be one number per channel \(1\)"),
+    (lambda c: c.update(num_classes=12), None, r"num_classes must be 10, as data_spec\.num_classes says; got 12"),
+    (lambda c: c["kwargs"].update(dropout=2.0), None, r"mnist_cnn could not be built.*dropout must be in \[0, 1\)"),
+]
+
+
+@pytest.mark.parametrize(("edit", "whole", "message"), _DAMAGED_CONFIGS)
+def test_damaged_config_fields_are_named_with_the_file_and_what_was_expected(tmp_path, edit, whole, message):
+    imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    config_path = tmp_path / "config.json"
+    if whole is not None:
+        config_path.write_text(json.dumps(edit(None)))
+    else:
+        _edit_config(tmp_path, edit)
+    with pytest.raises(CheckpointError, match=message) as error:
+        imgzoo.load(tmp_path)
+    assert str(tmp_path) in str(error.value)  # the file or its folder
+
+
+@pytest.fixture(scope="module")
+def valid_checkpoint(tmp_path_factory) -> Path:
+    # A folder rather than its bytes: hypothesis prints the test's arguments when an example fails.
+    return imgzoo.save(_trained("mnist_cnn"), tmp_path_factory.mktemp("valid") / "ckpt")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value, prefix=()):
+    """Every place in a JSON tree: (path, ...) tuples of keys and indices."""
+    yield prefix
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from _paths(child, (*prefix, key))
+
+
+@st.composite
+def _mutated_config(draw, original: bytes) -> bytes:
+    config = json.loads(original)
+    path = draw(st.sampled_from(list(_paths(config))[1:]))
+    parent = config
+    for key in path[:-1]:
+        parent = parent[key]
+    if isinstance(parent, dict) and draw(st.booleans()):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = draw(_JSON)
+    return json.dumps(config).encode()
+
+
+@st.composite
+def _mutated_header(draw, original: bytes) -> bytes:
+    size = int.from_bytes(original[:8], "little")
+    header = json.loads(original[8 : 8 + size])
+    key = draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
+    field = draw(st.sampled_from(["shape", "dtype", "data_offsets"]))
+    header[key][field] = draw(
+        st.lists(st.integers(-1, 2**40), max_size=4) if field != "dtype" else st.sampled_from(["F16", "I8", "C64", "X"])
+    )
+    text = json.dumps(header).encode()
+    length = draw(st.sampled_from([len(text), len(text) + 1, 2**40]))
+    return length.to_bytes(8, "little") + text + original[8 + size :]
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_fuzzed_checkpoints_raise_only_checkpoint_errors(valid_checkpoint, data):
+    config, weights = (valid_checkpoint / "config.json").read_bytes(), (valid_checkpoint / "model.safetensors").read_bytes()
+    kind = data.draw(st.sampled_from(["config bytes", "weights bytes", "config field", "weights header"]))
+    if kind == "config bytes":
+        config = data.draw(st.binary(max_size=64))
+    elif kind == "weights bytes":
+        weights = data.draw(st.binary(max_size=64))
+    elif kind == "config field":
+        config = data.draw(_mutated_config(config))
+    else:
+        weights = data.draw(_mutated_header(weights))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.json").write_bytes(config)
+        (Path(tmp) / "model.safetensors").write_bytes(weights)
+        try:
+            model = imgzoo.load(tmp)
+        except CheckpointError:
+            return  # the documented error; anything else (MemoryError included) fails the test
+    assert model.data_spec.input_shape == (1, 28, 28)  # what loaded is still a working mnist_cnn
