@@ -660,7 +660,8 @@ def _mutated_header(draw, original: bytes) -> bytes:
 @settings(max_examples=50, deadline=None)
 @given(data=st.data())
 def test_fuzzed_checkpoints_raise_only_checkpoint_errors(valid_checkpoint, data):
-    config, weights = (valid_checkpoint / "config.json").read_bytes(), (valid_checkpoint / "model.safetensors").read_bytes()
+    config = (valid_checkpoint / "config.json").read_bytes()
+    weights = (valid_checkpoint / "model.safetensors").read_bytes()
     kind = data.draw(st.sampled_from(["config bytes", "weights bytes", "config field", "weights header"]))
     if kind == "config bytes":
         config = data.draw(st.binary(max_size=64))
