@@ -59,9 +59,9 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     ``.NAME.*.tmp`` sibling); a crash between the two renames leaves the complete old
     version in a hidden ``.NAME.*.old`` sibling. Never a folder with files of both.
     """
-    path = Path(path)
-    if path.is_symlink():  # replace the folder the link points to, not the link
-        path = path.resolve()
+    # abspath: "." and ".." have no name to build a sibling's from; a link is followed so that the
+    # folder it points to is replaced, not the link.
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(os.path.abspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:

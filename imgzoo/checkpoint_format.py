@@ -364,6 +364,10 @@ def load_checkpoint(
     head through the model contract (``get_classifier`` / ``reset_classifier``) and warns.
     ``overrides`` replace builder kwargs that do not change tensor shapes (e.g. dropout).
     """
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive integer (the new head's outputs); got {num_classes!r}")
     entry = _model_entry(config, source)
     kwargs = _builder_kwargs(entry, config, overrides, source)
     spec = DataSpec.from_dict(config["data_spec"])

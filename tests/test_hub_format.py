@@ -189,6 +189,13 @@ def test_same_num_classes_loads_strictly_without_warning(tmp_path):
         imgzoo.load(tmp_path, num_classes=10)
 
 
+@pytest.mark.parametrize("bad", [0, -1, "3", 2.0, True])
+def test_a_new_num_classes_must_be_a_positive_integer(tmp_path, bad):
+    imgzoo.save(_trained("mnist_cnn"), tmp_path)
+    with pytest.raises(ValueError, match=rf"num_classes must be a positive integer.*got {bad!r}"):
+        imgzoo.load(tmp_path, num_classes=bad)
+
+
 def test_shape_changing_override_is_refused_with_the_differing_keys(tmp_path):
     imgzoo.save(_trained("mnist_cnn", hidden=64), tmp_path)
     with pytest.raises(CheckpointError, match=r"do not fit mnist_cnn.*different shapes.*head\.2\.weight"):
