@@ -553,15 +553,15 @@ def _write_curves(history: Any, history_dict: dict[str, list[Any]], path: Path) 
 
 def _check_repo_id(repo_id: str) -> None:
     """'org/name' in the Hub's own rules (no '..' or '--', at most 96 characters), checked before any request."""
-    try:
-        ok = bool(_REPO_ID.match(repo_id)) and validate_repo_id(repo_id) is None
-    except HFValidationError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"a Hub repository id looks like 'org/name' (letters, digits, '-', '_', '.'; no '..' or '--'); "
-            f"got {repo_id!r}"
-        )
+    if _REPO_ID.match(repo_id):
+        try:
+            validate_repo_id(repo_id)
+            return
+        except HFValidationError:
+            pass
+    raise ValueError(
+        f"a Hub repository id looks like 'org/name' (letters, digits, '-', '_', '.'; no '..' or '--'); got {repo_id!r}"
+    )
 
 
 def _version() -> str:

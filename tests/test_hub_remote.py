@@ -315,6 +315,15 @@ def test_revisions_that_could_leave_the_cache_are_refused_before_any_request(hub
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no cache, nothing beside it
 
 
+@pytest.mark.parametrize("repo", ["../..", "org/..", "org--x/y", "a/b/c", "org/" + "x" * 100])
+def test_repository_ids_outside_the_hubs_rules_are_refused_before_any_request(hub, repo):
+    with pytest.raises(ValueError, match="looks like 'org/name'"):
+        imgzoo.load(f"hf-hub:{repo}")
+    with pytest.raises(ValueError, match="looks like 'org/name'"):
+        imgzoo.push_to_hub(_trained(), repo, token=TOKEN)
+    assert hub.state.requests == []
+
+
 @pytest.mark.parametrize("good", ["main", "v1.0", "refs/pr/1", "feature/x-y_z", "0" * 40])
 def test_branch_tag_and_sha_revisions_are_accepted(good):
     imgzoo.hub.check_revision(good)  # raises on a refused name
