@@ -1,19 +1,23 @@
-"""Write files so that a crash leaves either the old file or the new one, never half of either.
+"""Write files and folders so that a crash leaves either the old version or the new one, never a mix.
 
-The bytes go to a temporary file in the destination's folder (same file system, so the
-rename is atomic), are flushed to disk, then ``os.replace`` swaps the file in.
+A file's bytes go to a temporary file in the destination's folder (same file system, so
+the rename is atomic), are flushed to disk, then ``os.replace`` swaps the file in. A
+folder of files that belong together (a checkpoint's weights, config and card) is
+written whole into a temporary sibling folder, then renamed into place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_open", "atomic_write_text"]
+__all__ = ["atomic_directory", "atomic_open", "atomic_write_text"]
 
 # mkstemp creates files readable by their owner only; a saved model or log should get the
 # permissions any other new file would, so apply the process umask (read once: os.umask
@@ -44,3 +48,52 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``path`` to fill; on success it replaces ``path`` whole.
+
+    An existing folder is renamed aside, the new one renamed in, and only then is the old
+    one deleted. A crash while filling leaves ``path`` untouched (and a hidden
+    ``.NAME.*.tmp`` sibling); a crash between the two renames leaves the complete old
+    version in a hidden ``.NAME.*.old`` sibling. Never a folder with files of both.
+    """
+    # abspath: "." and ".." have no name to build a sibling's from; a link is followed so that the
+    # folder it points to is replaced, not the link.
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(os.path.abspath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        # mkdtemp makes an owner-only folder; give it the old folder's mode, or a new folder's.
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.is_dir() else 0o777 & ~_UMASK)
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    if not path.exists():
+        os.rename(new, path)
+    else:
+        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+        os.rename(path, old)
+        try:
+            os.rename(new, path)
+        except BaseException:
+            os.rename(old, path)  # put the old version back rather than leave nothing
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the renames in ``directory`` durable (a no-op where folders cannot be opened, as on Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -14,6 +14,7 @@ Downloads go through huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CAC
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import tempfile
@@ -23,17 +24,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import CommitInfo, HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub import try_to_load_from_cache as _cached_path
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
-from imgzoo._atomic import atomic_write_text
+from imgzoo._atomic import atomic_directory, atomic_write_text
 from imgzoo._version import __version__
 from imgzoo.checkpoint_format import (
     CONFIG_NAME,
@@ -41,21 +45,35 @@ from imgzoo.checkpoint_format import (
     WEIGHTS_NAME,
     CheckpointError,
     build_config,
-    build_model,
-    load_weights,
+    load_checkpoint,
     read_config,
-    read_state_dict,
     verify_sha256,
     write_checkpoint,
 )
 from imgzoo.model_card import CURVES_NAME, metrics_from_history, render
 from imgzoo.registry import WeightsEntry, get_weights_entry, list_pretrained
 
-__all__ = ["HF_PREFIX", "HubAuthError", "WeightsNotFoundError", "download", "load", "push_to_hub", "save"]
+__all__ = [
+    "HF_PREFIX",
+    "HubAuthError",
+    "HubUnreachableError",
+    "WeightsNotFoundError",
+    "check_revision",
+    "download",
+    "load",
+    "push_to_hub",
+    "save",
+]
 
 HF_PREFIX = "hf-hub:"
 CARD_NAME = "README.md"
 _REPO_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+# Characters git refuses in a branch or tag name (`git check-ref-format`): controls, space,
+# ~ ^ : ? * [ and the backslash, which would also be a path separator on Windows.
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+# Files save() itself writes; a folder holding anything else is not replaced whole.
+_CHECKPOINT_FILES = frozenset({WEIGHTS_NAME, CONFIG_NAME, "README.md", "curves.png"})
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -64,6 +82,34 @@ class WeightsNotFoundError(FileNotFoundError):
 
 class HubAuthError(PermissionError):
     """The Hub refused the token (401/403). The token itself is never part of the message."""
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hub could not be reached (no network, a wrong HF_ENDPOINT, or HF_HUB_OFFLINE=1) for a push."""
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions huggingface_hub's HTTP stack raises when no connection is made.
+
+    Which stack depends on its version (httpx2 from 2.0, httpx from 1.0, requests before);
+    ConnectionError covers its own OfflineModeIsEnabled.
+    """
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    candidates = (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "ConnectionError"),
+        ("requests", "Timeout"),
+    )
+    for module, name in candidates:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+_NETWORK_ERRORS = _network_errors()
 
 
 # --- save / push ---------------------------------------------------------------------------------
@@ -86,20 +132,38 @@ def save(
 
     ``history`` (an ``imgzoo.History`` or its ``to_dict()``) adds the last epoch's
     metrics and a ``curves.png`` of accuracy and loss; ``metrics`` entries override
-    those. Everything is computed before the first byte is written, and each file is
-    replaced atomically, so a failure leaves the folder as it was.
+    those. Everything is computed before the first byte is written, and the folder is
+    written whole beside ``directory`` then renamed into place, so a failure or a crash
+    at any point leaves either the old checkpoint or the new one, never a mix of both.
     """
     directory = Path(directory)
+    _check_replaceable(directory)
     history_dict = _history_dict(history)
     merged = {**(metrics_from_history(history_dict) if history_dict else {}), **(metrics or {})}
     config = build_config(model, recipe=recipe, metrics=merged or None)
     card_args = {"repo_id": repo_id, "license": license, "tags": tags, "datasets": datasets, "existing": existing_card}
     render(config, curves=None, **card_args)  # fail on a bad card before anything is written
-    directory.mkdir(parents=True, exist_ok=True)
-    curves = _write_curves(history, history_dict, directory / CURVES_NAME) if history_dict else None
-    write_checkpoint(model, directory, config)
-    atomic_write_text(directory / CARD_NAME, render(config, curves=curves, **card_args))
+    with atomic_directory(directory) as tmp:
+        curves = _write_curves(history, history_dict, tmp / CURVES_NAME) if history_dict else None
+        write_checkpoint(model, tmp, config)
+        atomic_write_text(tmp / CARD_NAME, render(config, curves=curves, **card_args))
     return directory
+
+
+def _check_replaceable(directory: Path) -> None:
+    """save() replaces the folder whole, so it must not hold files that are not the checkpoint's."""
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"save() writes a folder, but {directory} is a file; pass a folder path")
+    if not directory.is_dir():
+        return
+    others = sorted(p.name for p in directory.iterdir() if p.name not in _CHECKPOINT_FILES)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise FileExistsError(
+            f"save() replaces {directory} as a whole, so that a crash never leaves a mix of two checkpoints, and "
+            f"it holds other files ({shown}) that would be lost; save into a folder of its own, e.g. "
+            f"{directory / 'weights'}."
+        )
 
 
 def push_to_hub(
@@ -112,16 +176,23 @@ def push_to_hub(
     commit_message: str = "Upload imgzoo model",
     revision: str | None = None,
     **save_kwargs: Any,
-) -> str:
-    """Save ``model`` to a temporary folder and upload it to ``repo_id``; returns the commit URL.
+) -> CommitInfo:
+    """Save ``model`` to a temporary folder and upload it to ``repo_id`` in one commit.
 
-    The returned string has ``.oid``, the commit sha to pin in a weights entry. The
+    Returns huggingface_hub's ``CommitInfo``: ``.oid`` is the commit sha to pin in a
+    weights entry, ``.commit_url`` its page (``str()`` of it is that URL too). The
     repository is created if needed (``private`` is passed through; an existing
     repository keeps its visibility). The model card's results section is regenerated
     from this model's metrics while the rest of an existing card is kept.
     ``save_kwargs`` go to :func:`save` (recipe, metrics, license, tags, datasets).
     """
     _check_repo_id(repo_id)
+    check_revision(revision)
+    if constants.is_offline_mode():
+        raise HubUnreachableError(
+            f"cannot push to {repo_id}: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE (before "
+            f"Python starts) to push, or save locally with imgzoo.save(model, folder) and push later."
+        )
     api = HfApi(library_name="imgzoo", library_version=_version())
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, token=token)
@@ -129,12 +200,19 @@ def push_to_hub(
             api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
         existing = _existing_card(repo_id, revision, token)
         with tempfile.TemporaryDirectory(prefix="imgzoo-push-") as tmp:
-            save(model, tmp, history, repo_id=repo_id, existing_card=existing, **save_kwargs)
+            folder = Path(tmp) / "checkpoint"
+            save(model, folder, history, repo_id=repo_id, existing_card=existing, **save_kwargs)
             return api.upload_folder(
-                repo_id=repo_id, folder_path=tmp, commit_message=commit_message, revision=revision, token=token
+                repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision, token=token
             )
     except HfHubHTTPError as exc:
         raise _translate(exc, repo_id, revision, action="push to") from exc
+    except _NETWORK_ERRORS as exc:
+        raise HubUnreachableError(
+            f"could not reach the Hub at {constants.ENDPOINT} to push to {repo_id} ({type(exc).__name__}: {exc}); "
+            f"no commit was made. Check the network connection, a proxy (HTTPS_PROXY) or HF_ENDPOINT, then push "
+            f"again, or save locally with imgzoo.save(model, folder) meanwhile."
+        ) from None
 
 
 # --- load / download -----------------------------------------------------------------------------
@@ -162,11 +240,13 @@ def load(
 ) -> nn.Module:
     """Rebuild and load a checkpoint; the model comes back in eval mode, ready to predict.
 
-    ``num_classes`` different from the checkpoint's loads every tensor except the
-    classifier and warns (:class:`~imgzoo.checkpoint_format.NewHeadWarning`); any other
-    mismatch is an error. ``architecture`` asserts which model the checkpoint must be.
-    ``builder_kwargs`` override builder arguments that do not change tensor shapes.
-    The model carries ``data_spec`` (with class names) and ``eval_transform``.
+    ``num_classes`` different from the checkpoint's loads every tensor, then replaces the
+    head through the model's ``reset_classifier`` and warns
+    (:class:`~imgzoo.checkpoint_format.NewHeadWarning`); any other mismatch is an error.
+    ``architecture`` asserts which model the checkpoint must be. ``builder_kwargs``
+    override builder arguments that do not change tensor shapes. The model is the same
+    kind of object ``create_model`` builds, carrying ``data_spec`` (with class names);
+    ``imgzoo.transforms.for_model(model)`` is its preprocessing.
     """
     files = _resolve(path_or_name, _Fetch(revision, token, cache_dir, local_files_only, force=False))
     config = read_config(files.config)
@@ -176,14 +256,10 @@ def load(
             f"{files.label} holds a {config['architecture']!r} checkpoint, not {expected!r} "
             f"({files.config}); pick weights of {expected!r} (imgzoo.list_pretrained('{expected}.*'))."
         )
-    model, new_head = build_model(config, num_classes=num_classes, class_names=class_names, **builder_kwargs)
-    load_weights(model, read_state_dict(files.weights), new_head=new_head, source=files.label)
-    model.eval()
-    # Imported here: transforms is a sibling that imports torchvision's v2 API.
-    from imgzoo.transforms import for_model
-
-    model.eval_transform = for_model(model)
-    return model
+    model = load_checkpoint(
+        config, files.weights, source=files.label, num_classes=num_classes, class_names=class_names, **builder_kwargs
+    )
+    return model.eval()
 
 
 def download(
@@ -220,27 +296,16 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
     if not isinstance(source, str) or not source:
         raise TypeError(f"expected a weights name, 'hf-hub:org/repo[@revision]' or a folder; got {source!r}")
     revision = fetch.revision
+    check_revision(revision)
     if source.startswith(HF_PREFIX):
         repo_id, _, pinned = source[len(HF_PREFIX) :].partition("@")
+        check_revision(pinned or None)
         if pinned and revision and pinned != revision:
             raise ValueError(f"{source!r} pins revision {pinned!r} but revision={revision!r} was also given")
         _check_repo_id(repo_id)
         return _from_hub(repo_id, source, replace(fetch, revision=pinned or revision))
     if source in list_pretrained():
-        entry = get_weights_entry(source)
-        if entry.repo_id is not None:
-            if revision is not None and revision != entry.revision:
-                raise ValueError(f"{source} is pinned to revision {entry.revision!r}; got revision={revision!r}")
-            files = _from_hub(entry.repo_id, source, replace(fetch, revision=entry.revision))
-        else:
-            if revision is not None:
-                raise ValueError(
-                    f"{source} is shipped inside the imgzoo package and has no revisions; drop revision={revision!r}"
-                )
-            files = _local(_package_dir(entry), source)
-        refetch = f"imgzoo download {source} --force" if entry.repo_id else "pip install --force-reinstall imgzoo"
-        verify_sha256(files.weights, entry.sha256, name=source, refetch=refetch)
-        return _Files(files.config, files.weights, source, entry)
+        return _from_entry(get_weights_entry(source), fetch)
     if _looks_like_path(source) or Path(source).exists():
         return _local(Path(source).expanduser(), source)
     try:
@@ -251,6 +316,64 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
             f"folder written by imgzoo.save()."
         ) from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _from_entry(entry: WeightsEntry, fetch: _Fetch) -> _Files:
+    """The files of a registered entry, checked against its pins before anything reads them."""
+    revision = fetch.revision
+    if entry.repo_id is not None:
+        if revision is not None and revision != entry.revision:
+            raise ValueError(f"{entry.name} is pinned to revision {entry.revision!r}; got revision={revision!r}")
+        check_revision(entry.revision)
+        files = _from_hub(entry.repo_id, entry.name, replace(fetch, revision=entry.revision))
+    else:
+        if revision is not None:
+            raise ValueError(
+                f"{entry.name} is shipped inside the imgzoo package and has no revisions; drop revision={revision!r}"
+            )
+        files = _local(_package_dir(entry), entry.name)
+    refetch = f"imgzoo download {entry.name} --force" if entry.repo_id else "pip install --force-reinstall imgzoo"
+    verify_sha256(files.weights, entry.sha256, name=entry.name, refetch=refetch)
+    # The config decides class names and preprocessing, so it is pinned too where the entry records it.
+    if entry.config_sha256:
+        verify_sha256(files.config, entry.config_sha256, name=f"{entry.name} ({CONFIG_NAME})", refetch=refetch)
+    return _Files(files.config, files.weights, entry.name, entry)
+
+
+def check_revision(revision: str | None) -> None:
+    """Refuse a revision that is neither a commit sha nor a branch or tag name git would accept.
+
+    A revision becomes part of a URL and of a path in the Hugging Face cache
+    (``refs/<revision>``), so ``../../x`` must never reach huggingface_hub: it would
+    read or write outside the cache. Checked before any request is made.
+    """
+    if revision is None or (isinstance(revision, str) and _COMMIT_SHA.match(revision)):
+        return
+    if not isinstance(revision, str):
+        raise TypeError(f"revision must be a string (a branch, tag or commit sha); got {type(revision).__name__}")
+    problem = _ref_problem(revision)
+    if problem:
+        raise ValueError(
+            f"revision {revision!r} is not a branch, tag or commit sha: {problem}. Pass a name such as 'main', "
+            f"'v1.0' or 'refs/pr/1', or a 40-character commit sha."
+        )
+
+
+def _ref_problem(name: str) -> str | None:
+    """What makes ``name`` an invalid git ref name (the rules of `git check-ref-format`), or None."""
+    components = name.split("/")
+    checks = (
+        (not name or len(name) > 255, "it must have 1 to 255 characters"),
+        (bool(_REF_FORBIDDEN.search(name)), "it holds a space, a control character or one of ~ ^ : ? * [ \\"),
+        (".." in name, "it contains '..'"),
+        (name.startswith("/") or name.endswith("/") or "" in components, "it has an empty path component"),
+        (
+            any(c.startswith(".") or c.endswith(".lock") for c in components),
+            "a component starts with '.' or ends with '.lock'",
+        ),
+        (name.endswith(".") or "@{" in name or name == "@", "it ends with '.', contains '@{' or is '@'"),
+    )
+    return next((why for failed, why in checks if failed), None)
 
 
 def _looks_like_path(source: str) -> bool:
@@ -283,6 +406,7 @@ def _local(directory: Path, label: str) -> _Files:
 
 def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
     revision = fetch.revision
+    _probe_unless_cached(repo_id, label, fetch)
     paths = {}
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
@@ -312,6 +436,34 @@ def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
     return _Files(Path(paths[CONFIG_NAME]), Path(paths[WEIGHTS_NAME]), label)
 
 
+def _probe_unless_cached(repo_id: str, label: str, fetch: _Fetch) -> None:
+    """Fail after one request, not after a minute of retries, when a download is due and the Hub is unreachable.
+
+    Without the files in its cache, hf_hub_download retries a refused connection five
+    times with backoff (1 + 2 + 4 + 8 + 8 s) before it gives up; with them it falls back to
+    the cache at once. So only a load that must download asks first, once, without retries.
+    """
+    if fetch.local_files_only or constants.is_offline_mode():
+        return
+    names = (CONFIG_NAME, WEIGHTS_NAME)
+    cached = [_cached_path(repo_id, n, cache_dir=fetch.cache_dir, revision=fetch.revision) for n in names]
+    if not fetch.force and all(isinstance(path, str) for path in cached):
+        return
+    try:
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, CONFIG_NAME, revision=fetch.revision),
+            token=fetch.token,
+            timeout=constants.HF_HUB_ETAG_TIMEOUT,
+            library_name="imgzoo",
+            library_version=_version(),
+        )
+    except HfHubHTTPError:
+        return  # the Hub answered; hf_hub_download meets the same answer and it is reported below
+    except _NETWORK_ERRORS as exc:
+        reason = f"the Hub at {constants.ENDPOINT} could not be reached ({type(exc).__name__}: {exc})"
+        raise _offline_miss(repo_id, CONFIG_NAME, label, fetch, reason=reason) from None
+
+
 def _remote_pickles(repo_id: str, revision: str | None, token: str | None) -> list[str]:
     api = HfApi(library_name="imgzoo", library_version=_version())
     return [n for n in PICKLE_NAMES if api.file_exists(repo_id, n, revision=revision, token=token)]
@@ -325,16 +477,19 @@ def _pickle_message(where: str, pickles: list[str]) -> str:
     )
 
 
-def _offline_miss(repo_id: str, filename: str, label: str, fetch: _Fetch) -> WeightsNotFoundError:
+def _offline_miss(
+    repo_id: str, filename: str, label: str, fetch: _Fetch, *, reason: str | None = None
+) -> WeightsNotFoundError:
     rev = fetch.revision or "main"
     if constants.is_offline_mode() or fetch.local_files_only:
         why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.is_offline_mode() else "local_files_only=True"
     else:
-        why = f"the Hub at {constants.ENDPOINT} could not be reached"
+        why = reason or f"the Hub at {constants.ENDPOINT} could not be reached"
     return WeightsNotFoundError(
         f"{filename} of {repo_id} at revision {rev} is not in the Hugging Face cache "
-        f"({fetch.cache_dir or constants.HF_HUB_CACHE}) and {why}. Fetch it ahead of time while online with "
-        f"`imgzoo download {label}` or `hf download {repo_id} {CONFIG_NAME} {WEIGHTS_NAME} --revision {rev}`."
+        f"({fetch.cache_dir or constants.HF_HUB_CACHE}) and {why}. Check the network, a proxy (HTTPS_PROXY) or "
+        f"HF_ENDPOINT, or fetch it ahead of time while online with `imgzoo download {label}` or "
+        f"`hf download {repo_id} {CONFIG_NAME} {WEIGHTS_NAME} --revision {rev}`."
     )
 
 
@@ -397,8 +552,16 @@ def _write_curves(history: Any, history_dict: dict[str, list[Any]], path: Path) 
 
 
 def _check_repo_id(repo_id: str) -> None:
-    if not _REPO_ID.match(repo_id):
-        raise ValueError(f"a Hub repository id looks like 'org/name'; got {repo_id!r}")
+    """'org/name' in the Hub's own rules (no '..' or '--', at most 96 characters), checked before any request."""
+    if _REPO_ID.match(repo_id):
+        try:
+            validate_repo_id(repo_id)
+            return
+        except HFValidationError:
+            pass
+    raise ValueError(
+        f"a Hub repository id looks like 'org/name' (letters, digits, '-', '_', '.'; no '..' or '--'); got {repo_id!r}"
+    )
 
 
 def _version() -> str:

@@ -1,10 +1,12 @@
 """The README.md model card of a checkpoint: YAML metadata for the Hub, then Markdown for people.
 
-The metadata carries ``library_name: imgzoo``, tags, datasets, the license and the
-metrics as a ``model-index`` (the Hub's format for evaluation results). The results
-section sits between two HTML comments so that every push regenerates it while
-keeping whatever the author wrote around it: timm and huggingface_hub's mixin skip
-the card when one exists, so metrics from later training runs never reach it.
+The card is a huggingface_hub ``ModelCard``: its metadata is a ``ModelCardData`` with
+``library_name: imgzoo``, tags, datasets, the license and the metrics as ``EvalResult``
+objects, which huggingface_hub turns into the ``model-index`` the Hub reads, so imgzoo
+writes no YAML of its own. The results section sits between two HTML comments so that
+every push regenerates it while keeping whatever the author wrote around it: timm and
+huggingface_hub's mixin skip the card when one exists, so metrics from later training
+runs never reach it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 __all__ = ["CURVES_NAME", "END", "START", "metrics_from_history", "render", "split_front_matter"]
 
@@ -47,14 +50,22 @@ def metrics_from_history(history: dict[str, list[Any]]) -> dict[str, Any]:
 
 
 def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
-    """(metadata, body) of a Markdown file that may start with a ``---`` YAML block."""
-    if text.startswith("---\n"):
-        end = text.find("\n---", 4)
-        if end != -1:
-            meta = yaml.safe_load(text[4:end]) or {}
-            if isinstance(meta, dict):
-                return meta, text[end + 4 :].lstrip("\n")
-    return {}, text
+    """(metadata, body) of a Markdown file that may start with a ``---`` YAML block, as the Hub parses it."""
+    if not text.startswith("---"):
+        return {}, text
+    card = _parse(text)
+    return card.data.to_dict(), card.text.lstrip("\n")
+
+
+def _parse(text: str) -> ModelCard:
+    """``ModelCard(text)``, with a YAML error as a ValueError that says where the bad metadata is."""
+    try:
+        return ModelCard(text, ignore_metadata_errors=True)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ValueError(
+            f"the existing model card's metadata (the YAML between the --- lines at its top) cannot be read "
+            f"({exc}); fix or remove it, then save or push again"
+        ) from exc
 
 
 def render(
@@ -71,22 +82,33 @@ def render(
 
     ``curves`` is the file name of the accuracy and loss plot beside the card, if any.
     ``existing`` is the current card of the repository: its text outside the results
-    section and its metadata keys that imgzoo does not set are kept.
+    section and its metadata keys that imgzoo does not set are kept, in their order.
     """
-    meta = _metadata(config, repo_id=repo_id, license=license, tags=tags, datasets=datasets)
+    data = _metadata(config, repo_id=repo_id, license=license, tags=tags, datasets=datasets)
     section = _results_section(config, curves)
-    if existing is None:
-        body = _fresh_body(config, repo_id, section)
+    if existing is None or not existing.strip():
+        return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_fresh_body(config, repo_id, section)}"))
+    card, body = _merge_into(existing, data)
+    start, end = body.find(START), body.find(END)
+    if 0 <= start < end:
+        body = body[:start] + section + body[end + len(END) :]
     else:
-        old_meta, old_body = split_front_matter(existing)
-        meta = {**old_meta, **meta, "tags": _unique([*(old_meta.get("tags") or []), *meta["tags"]])}
-        start, end = old_body.find(START), old_body.find(END)
-        if 0 <= start < end:
-            body = old_body[:start] + section + old_body[end + len(END) :]
-        else:
-            body = old_body.rstrip() + "\n\n" + section + "\n"
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return f"---\n{front}---\n\n{body}"
+        body = body.rstrip() + "\n\n" + section + "\n"
+    card.text = "\n" + body
+    return str(card)
+
+
+def _merge_into(existing: str, data: ModelCardData) -> tuple[ModelCard, str]:
+    """The existing card with imgzoo's metadata keys set from ``data`` (tags merged), and its body."""
+    if not existing.startswith("---"):
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n"), existing
+    card = _parse(existing)
+    old_tags = list(card.data.get("tags") or [])
+    for key, value in vars(data).items():
+        if value is not None:
+            card.data[key] = value
+    card.data.tags = _unique([*old_tags, *data.tags])
+    return card, card.text.lstrip("\n")
 
 
 def _metadata(
@@ -96,48 +118,43 @@ def _metadata(
     license: str,
     tags: Iterable[str],
     datasets: Iterable[str] | None,
-) -> dict[str, Any]:
+) -> ModelCardData:
     arch = config["architecture"]
     spec_name = config["data_spec"]["name"]
-    if datasets is None:
-        datasets = [HUB_DATASETS.get(spec_name, spec_name)]
-    meta: dict[str, Any] = {
-        "library_name": "imgzoo",
-        "license": license,
-        "pipeline_tag": "image-classification",
-        "tags": _unique(["imgzoo", "image-classification", "pytorch", "safetensors", arch, *tags]),
-        "datasets": list(datasets),
-    }
-    results = _model_index_metrics(config.get("metrics") or {})
-    if results:
-        dataset_id = meta["datasets"][0] if meta["datasets"] else spec_name
-        meta["model-index"] = [
-            {
-                "name": repo_id.split("/")[-1] if repo_id else arch,
-                "results": [
-                    {
-                        "task": {"type": "image-classification", "name": "Image Classification"},
-                        "dataset": {"name": spec_name, "type": dataset_id, "split": split},
-                        "metrics": metrics,
-                    }
-                    for split, metrics in results
-                ],
-            }
-        ]
-    return meta
+    datasets = list(datasets) if datasets is not None else [HUB_DATASETS.get(spec_name, spec_name)]
+    dataset_id = datasets[0] if datasets else spec_name
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=dataset_id,
+            dataset_name=spec_name,
+            dataset_split=split,
+            metric_type=metric,
+            metric_value=value,
+            metric_name=f"{split} {metric}",
+        )
+        for split, metric, value in _eval_metrics(config.get("metrics") or {})
+    ]
+    return ModelCardData(
+        library_name="imgzoo",
+        license=license,
+        pipeline_tag="image-classification",
+        tags=_unique(["imgzoo", "image-classification", "pytorch", "safetensors", arch, *tags]),
+        datasets=datasets,
+        model_name=(repo_id.split("/")[-1] if repo_id else arch) if results else None,
+        eval_results=results or None,
+    )
 
 
-def _model_index_metrics(metrics: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Evaluation results per split (validation and test; training numbers are not results)."""
+def _eval_metrics(metrics: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(split, metric, value) for validation and test; training numbers are not results."""
     out = []
     for prefix, split in _SPLITS[1:]:
-        rows = []
         for kind, label in (("acc", "accuracy"), ("loss", "loss")):
             value = metrics.get(f"{prefix}_{kind}")
             if _is_number(value):
-                rows.append({"type": label, "value": round(float(value), 6), "name": f"{split} {label}"})
-        if rows:
-            out.append((split, rows))
+                out.append((split, label, round(float(value), 6)))
     return out
 
 
@@ -154,8 +171,9 @@ def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> st
         "## Use\n\n"
         "```python\n"
         "import imgzoo\n\n"
-        f'model = imgzoo.load("{source}")  # eval mode, class names and preprocessing attached\n'
-        "x = model.eval_transform(image).unsqueeze(0)  # a PIL image, array or uint8 tensor\n"
+        f'model = imgzoo.load("{source}")  # eval mode, with its class names and preprocessing\n'
+        "preprocess = imgzoo.transforms.for_model(model)\n"
+        "x = preprocess(image).unsqueeze(0)  # a PIL image, array or uint8 tensor\n"
         "label = model.data_spec.class_names[model(x).argmax(1).item()]\n"
         "```\n\n"
         f"{section}\n\n"

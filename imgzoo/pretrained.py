@@ -51,6 +51,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
     WeightsEntry(
         name="mnist_cnn.mnist",
         sha256="149f8228e082f530dc1b09a2a81070a86e6a550b3d73a4f8ad10621c5498e610",
+        config_sha256="2798fd52b45456f94c1df5544aa768d5cc1d4c11477e85cda53d016e3d874f48",
         package_dir="mnist_cnn-mnist",
         default=True,
         meta={
@@ -74,6 +75,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
     WeightsEntry(
         name="resnet_cifar.cifar10",
         sha256="cabc061e08125d118aa1a69484ee7ddc1c292a1671123d0d40df823a80b3fe35",
+        config_sha256="5bb129c3a5cdd9ba770b27269616fe9e9d3a186b3135e7a8bfbb5ee238f8c935",
         package_dir="resnet_cifar-cifar10",
         default=True,
         meta={
@@ -105,7 +107,7 @@ def entry_from_folder(
 ) -> WeightsEntry:
     """A weights entry for a folder written by ``imgzoo.save`` (the same files as the Hub repo).
 
-    The sha256 is computed from the folder's ``model.safetensors``, and ``meta`` is
+    The sha256 pins are computed from the folder's ``model.safetensors`` and ``config.json``, and ``meta`` is
     taken from its ``config.json``, so the entry cannot disagree with the files.
     ``default=True`` makes it what ``create_model(arch, pretrained=True)`` loads.
     """
@@ -125,6 +127,7 @@ def entry_from_folder(
     return WeightsEntry(
         name=name,
         sha256=sha256_of(folder / WEIGHTS_NAME),
+        config_sha256=sha256_of(folder / CONFIG_NAME),  # class names and preprocessing are pinned too
         repo_id=repo_id,
         revision=revision,
         package_dir=package_dir,

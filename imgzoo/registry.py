@@ -187,6 +187,7 @@ class WeightsEntry:
     # What create_model(arch, pretrained=True) loads, marked as torchvision marks DEFAULT:
     # an explicit choice survives a new, better-sorting tag being registered beside it.
     default: bool = False
+    config_sha256: str | None = None  # of config.json, which sets class names and preprocessing
 
     def __post_init__(self) -> None:
         if "." not in self.name:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,13 +21,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hub_server import HubServer
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import CommitInfo, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 import imgzoo
 from imgzoo import cli
 from imgzoo.checkpoint_format import CheckpointError, ChecksumError
-from imgzoo.hub import HubAuthError, WeightsNotFoundError
+from imgzoo.hub import HubAuthError, HubUnreachableError, WeightsNotFoundError
 from imgzoo.model_card import split_front_matter
 from imgzoo.pretrained import entry_from_folder
 from imgzoo.registry import register_weights, unregister_weights
@@ -94,6 +96,10 @@ def test_server_maps_errors_to_the_clients_exceptions(hub):
 def test_push_then_load_by_branch_tag_and_sha(hub):
     model = _trained("resnet_cifar", depth=8)
     commit = imgzoo.push_to_hub(model, "org/resnet8", token=TOKEN, commit_message="first weights")
+    # What the annotation says: huggingface_hub's CommitInfo, the sha to pin and the commit's page.
+    assert isinstance(commit, CommitInfo)
+    assert commit.oid == hub.api.model_info("org/resnet8").sha
+    assert commit.commit_url.endswith(f"/org/resnet8/commit/{commit.oid}")
     hub.api.create_tag("org/resnet8", tag="v1.0")
     files = {s.rfilename for s in hub.api.model_info("org/resnet8", revision="v1.0").siblings}
     assert {"config.json", "model.safetensors", "README.md"} <= files
@@ -289,3 +295,76 @@ def test_four_processes_loading_at_once_with_an_empty_cache_all_succeed(hub, tmp
     assert [float(out) for out, _ in results] == pytest.approx([expected] * 4, rel=1e-5)
     blobs = [p for p in hub.cache.rglob("blobs/*") if p.is_file()]
     assert len(blobs) == 2  # config.json and model.safetensors, each stored once
+
+
+# --- untrusted names, no network, tokens and the cache -------------------------------------------
+
+_WALKING_REVISIONS = ["../../../x", "..", "refs/../../x", "/etc/passwd", "a\\b", "main/", "a b", "v1.lock", ".hidden"]
+
+
+@pytest.mark.parametrize("bad", _WALKING_REVISIONS)
+def test_revisions_that_could_leave_the_cache_are_refused_before_any_request(hub, tmp_path, bad):
+    before = len(hub.state.requests)
+    with pytest.raises(ValueError, match="is not a branch, tag or commit sha"):
+        imgzoo.load(f"hf-hub:org/repo@{bad}")
+    with pytest.raises(ValueError, match="is not a branch, tag or commit sha"):
+        imgzoo.download("hf-hub:org/repo", revision=bad)
+    with pytest.raises(ValueError, match="is not a branch, tag or commit sha"):
+        imgzoo.push_to_hub(_trained(), "org/repo", token=TOKEN, revision=bad)
+    assert len(hub.state.requests) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no cache, nothing beside it
+
+
+@pytest.mark.parametrize("repo", ["../..", "org/..", "org--x/y", "a/b/c", "org/" + "x" * 100])
+def test_repository_ids_outside_the_hubs_rules_are_refused_before_any_request(hub, repo):
+    with pytest.raises(ValueError, match="looks like 'org/name'"):
+        imgzoo.load(f"hf-hub:{repo}")
+    with pytest.raises(ValueError, match="looks like 'org/name'"):
+        imgzoo.push_to_hub(_trained(), repo, token=TOKEN)
+    assert hub.state.requests == []
+
+
+@pytest.mark.parametrize("good", ["main", "v1.0", "refs/pr/1", "feature/x-y_z", "0" * 40])
+def test_branch_tag_and_sha_revisions_are_accepted(good):
+    imgzoo.hub.check_revision(good)  # raises on a refused name
+
+
+def _closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once closed
+
+
+def test_without_a_network_push_and_download_fail_at_once_saying_what_to_do(hub, monkeypatch):
+    dead = _closed_port()
+    monkeypatch.setattr(constants, "ENDPOINT", dead)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead + "/{repo_id}/resolve/{revision}/{filename}")
+    backoffs = []
+    monkeypatch.setattr(time, "sleep", backoffs.append)  # huggingface_hub waits between retries with time.sleep
+    with pytest.raises(WeightsNotFoundError, match=rf"the Hub at {dead} could not be reached .*Check the network"):
+        imgzoo.download("hf-hub:org/x")
+    with pytest.raises(HubUnreachableError, match=rf"could not reach the Hub at {dead} to push to org/x.*no commit"):
+        imgzoo.push_to_hub(_trained(), "org/x", token=TOKEN)
+    assert backoffs == []  # one attempt each, no retries
+
+
+def test_offline_mode_refuses_a_push_and_a_download_with_what_to_do(hub, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubUnreachableError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\). Unset HF_HUB_OFFLINE"):
+        imgzoo.push_to_hub(_trained(), "org/x", token=TOKEN)
+    with pytest.raises(WeightsNotFoundError, match=r"HF_HUB_OFFLINE=1.*imgzoo download hf-hub:org/x"):
+        imgzoo.download("hf-hub:org/x")
+    assert hub.state.requests == []
+
+
+def test_a_wrong_token_is_not_checked_when_the_files_are_cached(hub):
+    # Documented in docs/security.md: a token guards the Hub, not the local cache.
+    model = _trained()
+    commit = imgzoo.push_to_hub(model, "org/cached", private=True, token=TOKEN)
+    imgzoo.load(f"hf-hub:org/cached@{commit.oid}", token=TOKEN)
+    before = len(hub.state.requests)
+    assert _same_outputs(model, imgzoo.load(f"hf-hub:org/cached@{commit.oid}", token=WRONG_TOKEN))
+    assert len(hub.state.requests) == before  # a pinned sha in the cache needs no request at all
+    imgzoo.load("hf-hub:org/cached", token=TOKEN)  # caches the branch's ref too
+    assert _same_outputs(model, imgzoo.load("hf-hub:org/cached", token=WRONG_TOKEN))
+    assert [status for *_, status in hub.state.requests[-2:]] == [401, 401]  # refused, then the cache answered

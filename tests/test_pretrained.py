@@ -42,6 +42,8 @@ def test_entry_loads_and_its_meta_matches_the_model(entry):
 def test_packaged_files_are_in_the_package_and_agree_with_the_entry(entry):
     folder = ROOT / "imgzoo" / "weights" / entry.package_dir
     assert sha256_of(folder / WEIGHTS_NAME) == entry.sha256
+    # config.json sets class names and preprocessing: a shipped entry pins it as well as the weights.
+    assert entry.config_sha256 == sha256_of(folder / CONFIG_NAME)
     config = read_config(folder / CONFIG_NAME)
     assert config["architecture"] == entry.arch
     assert config["metrics"]["val_acc"] == entry.meta["metrics"]["val_acc"]
