@@ -112,7 +112,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 def _unreadable(path: Path, why: str) -> str:
     """The message for a checkpoint file that cannot be used: what it is, and where to resume from instead."""
     size = path.stat().st_size
-    what = "it is empty (0 bytes)" if size == 0 else f"{size} bytes; {why}"
+    what = "empty: 0 bytes" if size == 0 else f"{size} bytes; {why}"
     others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
     instead = f"resume from another checkpoint of the run ({', '.join(others)}), or " if others else ""
     return (

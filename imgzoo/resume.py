@@ -26,9 +26,15 @@ from imgzoo.train_steps import MetricSums
 __all__ = ["EpochPosition", "check_model_fits", "check_optimizer_fits", "check_stop_resumable", "replay_batches"]
 
 
-def _built_as(arch: str | None, kwargs: dict[str, Any] | None) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in (kwargs or {}).items())
-    return f"{arch}({args})"
+def _arguments(kwargs: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in (kwargs or {}).items())
+
+
+def _build_difference(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+    """The builder arguments that differ, e.g. ``depth=8 there, depth=14 here``."""
+    saved, now = saved or {}, now or {}
+    keys = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
+    return "; ".join(f"{k}={saved.get(k)!r} there, {k}={now.get(k)!r} here" for k in keys)
 
 
 def _weight_differences(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> list[str]:
@@ -52,13 +58,16 @@ def check_model_fits(state: dict[str, Any], model: nn.Module, path: Path) -> Non
     differences = _weight_differences(state["model"], model.state_dict())
     if not other_build and not differences:
         return
-    made_for = f" was made for {_built_as(saved_arch, saved_kwargs)}, and this model is {_built_as(arch, kwargs)};"
-    shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
-    rebuild = f"imgzoo.create_model({saved_arch!r}, **{saved_kwargs!r})" if saved_arch else "the model it was made for"
+    built = ""
+    if other_build:
+        arch_differs = f"{saved_arch} there, {arch} here" if saved_arch != arch else ""
+        built = f" it was made for another model ({arch_differs or _build_difference(saved_kwargs, kwargs)});"
+    shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+    weights = f" {len(differences)} weights differ in name or shape ({shown})." if differences else ""
+    rebuild = f"imgzoo.create_model({saved_arch!r}, {_arguments(saved_kwargs)})" if saved_arch else "its model"
     raise CheckpointError(
-        f"fit: cannot resume {path}: it{made_for if other_build else ''} "
-        f"{len(differences)} of its {len(state['model'])} tensors do not fit ({shown or 'same shapes'}). "
-        f"Nothing was loaded. Resume with {rebuild}, or train this model without resume=."
+        f"fit: cannot resume {path}:{built}{weights} Nothing was loaded. Resume with the model the checkpoint "
+        f"was made for, {rebuild}, or train this model without resume=."
     )
 
 
