@@ -18,12 +18,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from imgzoo.checkpoint import INTERRUPTED, LAST, CheckpointError, capture_rng, restore_rng
 from imgzoo.registry import ARCH_ATTR, KWARGS_ATTR
 from imgzoo.train_steps import MetricSums
 
-__all__ = ["EpochPosition", "check_model_fits", "check_optimizer_fits", "check_stop_resumable", "replay_batches"]
+__all__ = [
+    "EpochPosition",
+    "check_model_fits",
+    "check_optimizer_fits",
+    "check_stop_resumable",
+    "replay_batches",
+    "replay_problem",
+]
 
 
 def _arguments(kwargs: dict[str, Any] | None) -> str:
@@ -138,11 +146,13 @@ class EpochPosition:
         self.steps_done += 1
         self.at_step_boundary = True
 
-    def record(self, sums: MetricSums, lr: float, seconds: float, world_size: int) -> dict[str, Any] | None:
+    def record(
+        self, sums: MetricSums, lr: float, seconds: float, world_size: int, loader_problem: str | None = None
+    ) -> dict[str, Any] | None:
         """The ``partial`` entry of interrupted.pt; None when no step of the epoch has finished."""
         if self.steps_done == 0:
             return None
-        why = None
+        why = loader_problem
         if not self.at_step_boundary:
             why = "it was written in the middle of a step (after a second Ctrl-C, or an error inside the step)"
         elif world_size > 1:
@@ -158,6 +168,20 @@ class EpochPosition:
             "lr": lr,
             "seconds": seconds,
         }
+
+
+def replay_problem(loader: Any) -> str | None:
+    """Why an epoch of ``loader`` cannot be drawn again from recorded generator states; None if it can.
+
+    Persistent DataLoader workers are seeded once, at the first epoch, and keep their generators
+    from epoch to epoch inside their own processes, where no checkpoint can read them.
+    """
+    if isinstance(loader, DataLoader) and loader.num_workers > 0 and loader.persistent_workers:
+        return (
+            "its DataLoader has persistent_workers=True, whose worker processes keep random generators no "
+            "checkpoint can hold (pass persistent_workers=False to make interrupted runs resumable)"
+        )
+    return None
 
 
 def replay_batches(loader: Any, partial: dict[str, Any], rng_at_stop: dict[str, Any], generator: Any) -> Iterator:

@@ -51,6 +51,7 @@ from imgzoo.resume import (
     check_optimizer_fits,
     check_stop_resumable,
     replay_batches,
+    replay_problem,
 )
 from imgzoo.train_steps import (
     MetricSums,
@@ -466,7 +467,9 @@ class _Run:
         """Ctrl-C: write interrupted.pt, where the run stopped, and say how to go on from it."""
         position, finished = self.position, self.history.epoch[-1] if len(self.history) else 0
         seconds = time.perf_counter() - self.epoch_began
-        partial = position.record(self.sums, self.lr, seconds, self.ctx.world_size)
+        partial = position.record(
+            self.sums, self.lr, seconds, self.ctx.world_size, loader_problem=replay_problem(self.train_loader)
+        )
         if partial is None:  # no step of this epoch finished: the run stands at the end of the last one
             stop = {"rng": position.entry_rng, "loader_generator": position.entry_loader_generator}
         else:

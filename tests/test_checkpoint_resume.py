@@ -306,6 +306,17 @@ def test_a_second_ctrl_c_stops_mid_step_and_that_checkpoint_is_refused_naming_la
     assert all(torch.equal(before[k], v) for k, v in resumed.state_dict().items())
 
 
+def test_an_epoch_of_persistent_workers_cannot_continue_exactly_and_is_refused_naming_last_pt(tmp_path, capsys):
+    train, val = make_data(n=128)
+    loader = DataLoader(NoisyImages(train), batch_size=32, shuffle=True, num_workers=1, persistent_workers=True)
+    options = {**FIT_OPTIONS, "verbose": 2}
+    fit(make_model(), loader, val, epochs=2, checkpoint_dir=tmp_path, callbacks=[_InterruptAt(2, 1)], **options)
+    assert "persistent_workers=True" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match=r"persistent_workers=True.*Resume from .*last.pt.*end of epoch 1"):
+        fit(make_model(), loader, val, epochs=2, resume=tmp_path / "interrupted.pt", **FIT_OPTIONS)
+    assert resume_point(tmp_path) == tmp_path / "last.pt"
+
+
 def test_an_interrupted_pt_without_a_record_of_where_it_stopped_is_refused(tmp_path):
     train, val = make_data(n=128)
     fit(make_model(), train, val, epochs=2, checkpoint_dir=tmp_path, callbacks=[_InterruptAt(2, 1)], **FIT_OPTIONS)
