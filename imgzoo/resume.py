@@ -12,7 +12,8 @@ the generators' states of the moment the run stopped, and goes on as if it had n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,60 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from imgzoo.callbacks import Callback
 from imgzoo.checkpoint import INTERRUPTED, LAST, CheckpointError, capture_rng, restore_rng
+from imgzoo.optimization import optimizer_name
 from imgzoo.registry import ARCH_ATTR, KWARGS_ATTR
 from imgzoo.train_steps import MetricSums
 
 __all__ = [
     "EpochPosition",
+    "RunParts",
     "check_model_fits",
     "check_optimizer_fits",
     "check_stop_resumable",
     "replay_batches",
     "replay_problem",
 ]
+
+
+@dataclass
+class RunParts:
+    """The objects of a run whose state a checkpoint saves and a resume loads back."""
+
+    model: nn.Module  # the plain module, never the DDP or compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    callbacks: Sequence[Callback]
+    loader_generator: torch.Generator | None  # a user's loader's own; fit's are derived from (seed, epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "optimizer_class": optimizer_name(self.optimizer),  # another optimizer's state would not fit
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "loader_generator": self.loader_generator.get_state() if self.loader_generator is not None else None,
+            # What the model was built as: a resume into another one is refused before loading.
+            "arch": getattr(self.model, ARCH_ATTR, None),
+            "kwargs": getattr(self.model, KWARGS_ATTR, None),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load every part; call only after check_model_fits and check_optimizer_fits have passed."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        for cb, cb_state in zip(self.callbacks, state.get("callbacks", []), strict=False):
+            cb.load_state_dict(cb_state)
+        if self.loader_generator is not None and state.get("loader_generator") is not None:
+            self.loader_generator.set_state(state["loader_generator"])
 
 
 def _arguments(kwargs: dict[str, Any] | None) -> str:

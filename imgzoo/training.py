@@ -44,9 +44,9 @@ from imgzoo.optimization import (
     optimizer_name,
     schedule_size,
 )
-from imgzoo.registry import ARCH_ATTR, KWARGS_ATTR
 from imgzoo.resume import (
     EpochPosition,
+    RunParts,
     check_model_fits,
     check_optimizer_fits,
     check_stop_resumable,
@@ -209,6 +209,9 @@ class _Run:
         per_step = self.scheduler if self.schedule_interval == "step" else None
         self.step = OptimizerStep(self.optimizer, scaler=self.scaler, grad_clip=cfg.grad_clip, scheduler=per_step)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.parts = RunParts(
+            self.model, self.optimizer, self.scheduler, self.scaler, cfg.callbacks, self.user_generator
+        )
         self.history = History()
         self.state = FitState(self.model, self.optimizer, self.history, 0, cfg.epochs, self.ctx.is_main)
         self.position, self.sums = EpochPosition(), MetricSums(self.device)
@@ -297,7 +300,7 @@ class _Run:
         self._save(ckpt.LAST, epoch)
         if self.checkpoint_dir is not None and self.ctx.is_main:  # superseded: the folder's latest point is last.pt
             (self.checkpoint_dir / ckpt.INTERRUPTED).unlink(missing_ok=True)
-        self._print(self._line(row))
+        self._print(epoch_line(row, self.cfg.epochs))
         return row
 
     def _stop_after(self, epoch: int, row: dict[str, Any], fit_start: float) -> bool:
@@ -427,19 +430,11 @@ class _Run:
         return {
             "epoch": epoch,  # finished epochs
             "seed": self.seed,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "optimizer_class": optimizer_name(self.optimizer),  # another optimizer's state would not fit
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            **self.parts.state_dict(),
             "rng": rng,  # this process's (rank 0's)
             # Under torchrun, every process's generator states in rank order; each restores its own.
             "rng_per_rank": rng_per_rank,
-            "loader_generator": self.user_generator.get_state() if self.user_generator is not None else None,
             "history": self.history.to_dict(),
-            "callbacks": [cb.state_dict() for cb in self.cfg.callbacks],
-            "arch": getattr(self.model, ARCH_ATTR, None),
-            "kwargs": getattr(self.model, KWARGS_ATTR, None),
             # What the schedule was built for: a resume that asks for another length is refused.
             "schedule_sized_for": self.schedule_sized_for,
             "world_size": self.ctx.world_size,
@@ -475,31 +470,11 @@ class _Run:
         else:
             stop = {"rng": ckpt.capture_rng(), "partial": partial}
         path = self._save(ckpt.INTERRUPTED, finished, all_ranks=False, **stop)
-        self._print(self._interrupted_message(path, partial, finished))
-
-    def _interrupted_message(self, path: Path | None, partial: dict[str, Any] | None, finished: int) -> str:
-        where = f"interrupted during epoch {self.position.epoch}"
-        kept = f"History holds the {len(self.history)} finished epochs."
-        if path is None:
-            return f"{where}. {kept} (Pass checkpoint_dir= to be able to resume.)"
-        if partial is None:
-            return f"{where}, before its first step; saved {path}. {kept} Continue with fit(..., resume='{path}')."
-        steps = f"after {partial['steps_done']} of its {len(self.train_loader)} steps"
-        if partial["exact"]:
-            return f"{where} {steps}; saved {path}. {kept} Continue exactly from there: fit(..., resume='{path}')."
-        last = path.with_name(ckpt.LAST)
-        instead = f"resume from {last} (the end of epoch {finished})" if finished else "start again without resume="
-        return f"{where}; the weights of that moment are in {path}, but {partial['why']}: {instead}. {kept}"
+        where = f"interrupted during epoch {position.epoch}"
+        self._print(interrupted_message(where, path, partial, len(self.train_loader), finished))
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        for cb, cb_state in zip(self.cfg.callbacks, state.get("callbacks", []), strict=False):
-            cb.load_state_dict(cb_state)
+        self.parts.load_state_dict(state)
         self.history = self.state.history = History.from_dict(state["history"])
         self.start_epoch = state["epoch"] + 1
         # Each process its own generators; with another number of processes (or a checkpoint without
@@ -507,8 +482,6 @@ class _Run:
         per_rank = state.get("rng_per_rank")
         own = per_rank is not None and len(per_rank) == self.ctx.world_size
         ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
-        if self.user_generator is not None and state.get("loader_generator") is not None:
-            self.user_generator.set_state(state["loader_generator"])
         # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
         self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
 
@@ -537,22 +510,41 @@ class _Run:
             f"recorded or checkpointed.{self._kept()} {_NAN_ADVICE}"
         )
 
-    def _line(self, row: dict[str, Any]) -> str:
-        width = len(str(self.cfg.epochs))
-        parts = [
-            f"epoch {row['epoch']:>{width}}/{self.cfg.epochs}",
-            f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%",
-        ]
-        if row["val_loss"] is not None:
-            parts.append(f"val loss {row['val_loss']:.3f} acc {100 * row['val_acc']:.1f}%")
-        parts += [f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"]
-        return " | ".join(parts)
-
     def _print(self, text: str) -> None:
         if self.say:
             from tqdm.auto import tqdm
 
             tqdm.write(text)  # does not break a progress bar that is still on screen
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """The one fixed-format line printed per epoch, e.g. ``epoch 3/30 | train loss 0.812 acc 71.4% | ...``."""
+    width = len(str(epochs))
+    parts = [
+        f"epoch {row['epoch']:>{width}}/{epochs}",
+        f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%",
+    ]
+    if row["val_loss"] is not None:
+        parts.append(f"val loss {row['val_loss']:.3f} acc {100 * row['val_acc']:.1f}%")
+    parts += [f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"]
+    return " | ".join(parts)
+
+
+def interrupted_message(
+    where: str, path: Path | None, partial: dict[str, Any] | None, steps_per_epoch: int, finished: int
+) -> str:
+    """What fit prints on Ctrl-C: where it stopped, what it saved, and the resume= that goes on from there."""
+    kept = f"History holds the {finished} finished epochs."
+    if path is None:
+        return f"{where}. {kept} (Pass checkpoint_dir= to be able to resume.)"
+    if partial is None:
+        return f"{where}, before its first step; saved {path}. {kept} Continue with fit(..., resume='{path}')."
+    steps = f"after {partial['steps_done']} of its {steps_per_epoch} steps"
+    if partial["exact"]:
+        return f"{where} {steps}; saved {path}. {kept} Continue exactly from there: fit(..., resume='{path}')."
+    last = path.with_name(ckpt.LAST)
+    instead = f"resume from {last} (the end of epoch {finished})" if finished else "start again without resume="
+    return f"{where}; the weights of that moment are in {path}, but {partial['why']}: {instead}. {kept}"
 
 
 _NAN_ADVICE = "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
