@@ -101,7 +101,9 @@ def lock_checkpoint_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(folder / LOCK_NAME)  # while still locked: a waiting process then retries on a new file
+        # While still locked, so that a waiting process retries on a new file. Windows cannot delete an
+        # open file: the lock file stays there, unlocked, and the next fit simply takes it.
+        with contextlib.suppress(OSError):
+            os.unlink(folder / LOCK_NAME)
         _unlock(fd)
         os.close(fd)
