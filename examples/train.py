@@ -8,7 +8,8 @@ Nothing here looks at a test split: the figure reported is the validation accura
     python examples/train.py mnist_cnn ../shared/data/mnist --epochs 15 --out runs/mnist_cnn
     python examples/train.py resnet_cifar ../cifar10-jpeg --epochs 30 --out runs/resnet20
 
-Run it again with the same --out after a crash or Ctrl-C and it resumes where it stopped.
+Run it again with the same --out after a crash or Ctrl-C and it resumes where it stopped: after
+Ctrl-C, from the next step of the interrupted epoch; after a crash, from the last finished epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 import imgzoo
 from imgzoo import datasets
+from imgzoo.checkpoint import resume_point
 from imgzoo.loaders import FastLoader
 
 DATASETS = {"mnist": datasets.mnist, "cifar10": datasets.cifar10}
@@ -49,7 +51,8 @@ def main() -> None:
     val = FastLoader(val_part, 512, spec=spec)
 
     checkpoints = args.out / "checkpoints"
-    resume = checkpoints if (checkpoints / "last.pt").exists() else None
+    # interrupted.pt after a Ctrl-C (the next step of that epoch), else last.pt, else a fresh run.
+    resume = resume_point(checkpoints) if checkpoints.is_dir() else None
     recipe = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,

@@ -3,12 +3,14 @@
 A checkpoint holds the model, optimizer, scheduler and grad-scaler states, the random
 number generator states (Python, NumPy, torch, CUDA; under torchrun, every process's), the
 number of finished epochs, the History so far, the state of callbacks such as early stopping,
-and what the learning-rate schedule was sized for (fit refuses to resume it for another
-length). It is written
-atomically, so a process killed at any moment leaves the previous checkpoint intact.
+what the model, optimizer and learning-rate schedule were (fit refuses to resume into others),
+and, for ``interrupted.pt``, where inside an epoch the run stopped. It is written atomically,
+so a process killed at any moment leaves the previous checkpoint intact.
 
 Everything is stored as tensors and plain Python values, so it loads with
-``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code.
+``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code. A file that
+cannot be read that way (damaged, empty, or something else) is a :class:`CheckpointError`
+that names it and says what to do.
 """
 
 from __future__ import annotations
@@ -22,12 +24,26 @@ import numpy as np
 import torch
 
 from imgzoo._atomic import atomic_open
+from imgzoo.checkpoint_format import CheckpointError
 
-__all__ = ["FORMAT", "LAST", "capture_rng", "load_checkpoint", "resolve_resume", "restore_rng", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "INTERRUPTED",
+    "LAST",
+    "CheckpointError",
+    "capture_rng",
+    "load_checkpoint",
+    "resolve_resume",
+    "restore_rng",
+    "resume_point",
+    "save_checkpoint",
+]
 
 FORMAT = "imgzoo-checkpoint-v1"
 LAST = "last.pt"  # the checkpoint of the latest finished epoch, rewritten each epoch
-INTERRUPTED = "interrupted.pt"  # written on Ctrl-C: the weights mid-epoch, not resumable exactly
+INTERRUPTED = "interrupted.pt"  # written on Ctrl-C: where the run stopped, inside an epoch or between two
+# What fit needs from every checkpoint; a file without them was not written by fit.
+REQUIRED = ("epoch", "seed", "model", "optimizer", "rng", "history")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -73,15 +89,52 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (a file, or a folder holding ``last.pt``)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (a file, or a folder holding ``last.pt``).
+
+    Raises :class:`CheckpointError` for a file that is damaged or is not an imgzoo training checkpoint.
+    """
     path = resolve_resume(path)
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch's own message may suggest unpickling the file: never pass that on
+        raise CheckpointError(_unreadable(path, type(e).__name__)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not an imgzoo training checkpoint (expected format {FORMAT!r}). "
             "To load saved weights instead, use imgzoo.hub.load."
         )
+    missing = [key for key in REQUIRED if key not in payload]
+    if missing:
+        raise CheckpointError(_unreadable(path, f"it has the imgzoo format tag but lacks {missing}"))
     return payload
+
+
+def _unreadable(path: Path, why: str) -> str:
+    """The message for a checkpoint file that cannot be used: what it is, and where to resume from instead."""
+    size = path.stat().st_size
+    what = "empty: 0 bytes" if size == 0 else f"{size} bytes; {why}"
+    others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
+    instead = f"resume from another checkpoint of the run ({', '.join(others)}), or " if others else ""
+    return (
+        f"{path} cannot be read as an imgzoo training checkpoint ({what}): it is damaged, e.g. by a full disk or "
+        f"a copy that did not finish, or it is another kind of file. To go on, {instead}start the run again "
+        "without resume= (delete or move the file first)."
+    )
+
+
+def resume_point(path: str | os.PathLike[str]) -> Path | None:
+    """The file to resume a checkpoint folder from: an exact ``interrupted.pt``, else ``last.pt``, else None.
+
+    fit deletes ``interrupted.pt`` once a later epoch is checkpointed, so when it is there it is
+    the latest point of the run; one written mid-step (a second Ctrl-C) cannot continue exactly.
+    """
+    folder = Path(path)
+    interrupted, last = folder / INTERRUPTED, folder / LAST
+    if interrupted.is_file():
+        state = load_checkpoint(interrupted)
+        if "partial" in state and (state["partial"] is None or state["partial"]["exact"]):
+            return interrupted
+    return last if last.is_file() else None
 
 
 def resolve_resume(path: str | os.PathLike[str]) -> Path:

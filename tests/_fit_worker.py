@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 # The same thread count as tests/conftest.py: CPU kernels may sum in a different order with another.
 THREADS = min(2, os.cpu_count() or 1)
@@ -47,6 +47,38 @@ def make_model(seed: int = 0) -> nn.Module:
         nn.Dropout(0.2),
         nn.Linear(8 * 4 * 4, CLASSES),
     )
+
+
+class Batches:
+    """A loader in the style of imgzoo.loaders.FastLoader: its own generator shuffles and augments."""
+
+    def __init__(self, dataset: TensorDataset, batch_size: int = 32, seed: int = 0) -> None:
+        self.x, self.targets = dataset.tensors
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.targets) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.targets), generator=self.generator)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            noise = 0.1 * torch.randn(self.x[index].shape, generator=self.generator)
+            yield self.x[index] + noise, self.targets[index]
+
+
+class NoisyImages(Dataset):
+    """A data set whose augmentation (added noise) draws from torch's global generator, as torchvision's do."""
+
+    def __init__(self, dataset: TensorDataset) -> None:
+        self.x, self.targets = dataset.tensors
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        return self.x[i] + 0.1 * torch.randn(self.x[i].shape), self.targets[i]
 
 
 def _kill(out: Path, epoch: int, step: int) -> None:

@@ -31,7 +31,21 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("format", ("imgzoo.checkpoint_format", "imgzoo.model_card", "imgzoo.pretrained")),
     ("plots", ("imgzoo.plots",)),  # a leaf below measure, so History.plot calls down
     ("measure", ("imgzoo.evaluation", "imgzoo.history")),  # never trains
-    ("loop", ("imgzoo.training", "imgzoo.callbacks", "imgzoo.checkpoint", "imgzoo.distributed")),
+    (
+        "loop",
+        (
+            "imgzoo.training",
+            "imgzoo.fit_config",
+            "imgzoo.fit_data",
+            "imgzoo.optimization",
+            "imgzoo.train_steps",
+            "imgzoo.resume",
+            "imgzoo.callbacks",
+            "imgzoo.checkpoint",
+            "imgzoo.checkpoint_lock",
+            "imgzoo.distributed",
+        ),
+    ),
     ("hub", ("imgzoo.hub",)),  # the only huggingface_hub client
     ("factory", ("imgzoo.factory", "imgzoo.study")),  # create_model(pretrained=), compare
     ("face", ("imgzoo", "imgzoo.__main__", "imgzoo.cli")),  # public names and the command

@@ -7,11 +7,12 @@ import sys
 
 import pytest
 import torch
-from _fit_worker import FIT_OPTIONS, make_data, make_model
+from _fit_worker import FIT_OPTIONS, Batches, make_data, make_model
 from torch.utils.data import DataLoader, TensorDataset
 
 from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping
 from imgzoo.checkpoint import load_checkpoint
+from imgzoo.checkpoint_lock import CheckpointDirError
 from imgzoo.datasets import TensorImages
 from imgzoo.evaluation import evaluate
 from imgzoo.loaders import FastLoader
@@ -143,6 +144,16 @@ def _bad(**kwargs):
             ValueError,
             "could not take",
         ),
+        (
+            {"val": TensorDataset(torch.zeros(8, 3, 8, 8), torch.full((8,), 4))},
+            ValueError,
+            r"labels must lie in \[0, 3\].*in the validation data",
+        ),
+        (
+            {"val": TensorDataset(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long))},
+            ValueError,
+            r"could not take a batch of the validation data.*for_model\(model\)\.",
+        ),
         ({"optimizer": "adam"}, ValueError, "optimizer must be"),
         ({"amp": "fp16", "device": "cpu"}, ValueError, "needs a GPU"),
         ({"learning_rate": 0.1}, TypeError, "unknown options"),
@@ -158,6 +169,8 @@ def _bad(**kwargs):
         "label-range",
         "one-hot",
         "shape",
+        "val-label-range",
+        "val-shape",
         "optimizer",
         "fp16-cpu",
         "unknown-option",
@@ -171,6 +184,26 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, error, mess
     with pytest.raises(error, match=message):
         fit(args.pop("model"), args.pop("train"), **args)
     assert not (tmp_path / "ckpt").exists()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _CountSteps(Callback):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_batch_end(self, state, step, loss):
+        self.steps += 1
+
+
+def test_a_checkpoint_dir_that_cannot_be_written_is_refused_before_training(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    folder = tmp_path / "a-file" / "ckpt"
+    train, _ = make_data(n=64)
+    model, steps = make_model(), _CountSteps()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointDirError, match=rf"cannot write checkpoints to {folder}: .*Pass a checkpoint_dir="):
+        fit(model, train, epochs=1, checkpoint_dir=folder, callbacks=[steps], **FIT_OPTIONS)
+    assert steps.steps == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -320,25 +353,6 @@ def test_max_time_stops_before_an_epoch_that_would_not_fit():
 # ---------------------------------------------------------------------------- ready-made loaders
 
 
-class _Batches:
-    """A loader in the style of imgzoo.loaders.FastLoader: its own generator shuffles and augments."""
-
-    def __init__(self, dataset: TensorDataset, batch_size: int = 32, seed: int = 0) -> None:
-        self.x, self.targets = dataset.tensors
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return -(-len(self.targets) // self.batch_size)
-
-    def __iter__(self):
-        order = torch.randperm(len(self.targets), generator=self.generator)
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
-            noise = 0.1 * torch.randn(self.x[index].shape, generator=self.generator)
-            yield self.x[index] + noise, self.targets[index]
-
-
 class _StopAtEpoch(Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
@@ -351,13 +365,13 @@ class _StopAtEpoch(Callback):
 def test_a_ready_made_loader_trains_and_resumes_exactly(tmp_path):
     train, val = make_data(n=128)
     reference = make_model()
-    history = fit(reference, _Batches(train), _Batches(val), epochs=3, **FIT_OPTIONS)
+    history = fit(reference, Batches(train), Batches(val), epochs=3, **FIT_OPTIONS)
     assert history.train_acc[-1] > 0.5
 
     fit(
         make_model(),
-        _Batches(train),
-        _Batches(val),
+        Batches(train),
+        Batches(val),
         epochs=3,
         checkpoint_dir=tmp_path,
         callbacks=[_StopAtEpoch(3)],
@@ -365,7 +379,7 @@ def test_a_ready_made_loader_trains_and_resumes_exactly(tmp_path):
     )
     assert load_checkpoint(tmp_path)["epoch"] == 2
     resumed = make_model(seed=1)
-    fit(resumed, _Batches(train, seed=99), _Batches(val), epochs=3, resume=tmp_path, **FIT_OPTIONS)
+    fit(resumed, Batches(train, seed=99), Batches(val), epochs=3, resume=tmp_path, **FIT_OPTIONS)
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in reference.state_dict().items())
 
 

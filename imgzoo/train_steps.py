@@ -1,0 +1,204 @@
+"""The parts of one training step, each small enough to test on its own.
+
+fit's epoch loop is: fetch a batch, forward, :class:`OptimizerStep` (backward, AMP loss scaling,
+gradient clipping, the optimizer and a per-step schedule), :class:`MetricSums` (loss and
+correct counts kept on the device), :func:`check_finite_loss` (the NaN guard), the
+:class:`ProgressBar`, the callbacks, and :class:`StepBoundaryInterrupt` (Ctrl-C stops between
+steps, never inside one, so that the checkpoint it leaves continues exactly).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "MetricSums",
+    "NonFiniteLoss",
+    "OptimizerStep",
+    "ProgressBar",
+    "StepBoundaryInterrupt",
+    "check_finite_loss",
+    "non_finite_tensors",
+    "progress_text",
+]
+
+
+class OptimizerStep:
+    """Turn a batch's loss into one optimizer step: backward, clipping, step, and a per-step schedule.
+
+    With a GradScaler (fp16) the loss is scaled before backward, and the gradients are unscaled
+    before clipping, so ``grad_clip`` bounds the true gradient norm; a step whose gradients are
+    not finite is skipped by the scaler, which then lowers its scale.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+        grad_clip: float | None = None,
+        scheduler: Any = None,
+    ) -> None:
+        self.optimizer, self.scaler, self.grad_clip, self.scheduler = optimizer, scaler, grad_clip, scheduler
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def __call__(self, loss: torch.Tensor) -> float:
+        """Step on ``loss``; return the learning rate the step used (the first group's)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scaler is None:
+            loss.backward()
+            self._clip()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # clipping and the skip test see the true gradients
+            self._clip()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return lr
+
+    def _clip(self) -> None:
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+
+
+class MetricSums:
+    """An epoch's loss sum, correct count and image count; the sums stay on the device until read.
+
+    Sums rather than means, so that processes can add theirs up and an interrupted epoch can
+    carry on from where it stopped; float64, so that the order of a long run's additions does
+    not show in the mean.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Add one batch: ``loss`` is the batch's mean loss, ``logits`` and ``y`` its outputs and labels."""
+        self.loss_sum += loss.detach().double() * len(y)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.seen += len(y)
+
+    def read(self) -> tuple[float, int, int]:
+        """(loss sum, correct, images) as Python numbers: one wait for the device."""
+        return self.loss_sum.item(), int(self.correct.item()), self.seen
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum.detach().cpu(), "correct": self.correct.detach().cpu(), "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_sum = state["loss_sum"].to(self.loss_sum.device, torch.float64)
+        self.correct = state["correct"].to(self.correct.device, torch.int64)
+        self.seen = int(state["seen"])
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite; fit turns it into a FloatingPointError with advice."""
+
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        super().__init__(f"loss {value} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+def check_finite_loss(loss_sum: float, epoch: int, step: int) -> None:
+    """The NaN guard: raise :class:`NonFiniteLoss` if the epoch's loss sum is no longer finite."""
+    if not math.isfinite(loss_sum):
+        raise NonFiniteLoss(epoch, step, loss_sum)
+
+
+def non_finite_tensors(model: nn.Module, device: torch.device) -> list[str]:
+    """The model's parameters and floating-point buffers that hold a NaN or infinity, named; one sync."""
+    named = [(f"parameter {n!r}", t) for n, t in model.named_parameters()]
+    named += [(f"buffer {n!r}", t) for n, t in model.named_buffers() if t.is_floating_point()]
+    if not named:
+        return []
+    ok = torch.stack([torch.isfinite(t.detach()).all().to(device) for _, t in named]).tolist()
+    return [name for (name, _), good in zip(named, ok, strict=True) if not good]
+
+
+def progress_text(loss_sum: float, correct: int, seen: int, images_per_sec: float) -> str:
+    """The progress bar's running figures, e.g. ``loss 0.812 acc 71.4% 1520 img/s``."""
+    return f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}% {images_per_sec:.0f} img/s"
+
+
+class ProgressBar:
+    """One epoch's tqdm bar (a widget in notebooks, a text bar in terminals); does nothing when disabled."""
+
+    def __init__(
+        self, enabled: bool, desc: str, total: int, *, done: int = 0, seen_before: int = 0, world_size: int = 1
+    ) -> None:
+        self.bar = None
+        self.world_size = world_size
+        # A resumed epoch starts with the steps and images done before it stopped; the rate counts this call's.
+        self.start, self.seen_before = time.perf_counter(), seen_before
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch")
+
+    def show(self, loss_sum: float, correct: int, seen: int) -> None:
+        """Put the running figures beside the bar; images/s count this call's images of every process."""
+        if self.bar is None:
+            return
+        rate = (seen - self.seen_before) * self.world_size / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(progress_text(loss_sum, correct, seen, rate), refresh=False)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StepBoundaryInterrupt:
+    """Ctrl-C during training stops at the end of the step under way, never inside it.
+
+    A step changes the weights, the optimizer, the batch-norm statistics and the random
+    generators; stopped halfway, it leaves a state no run ever had. The first SIGINT only asks
+    to stop and the loop calls :meth:`raise_if_requested` between steps; a second one raises at
+    once (a stuck data loader must stay stoppable), and the loop then knows it stopped mid-step.
+    Installed only in the main thread over Python's own handler, and in a single process: under
+    torchrun each process could stop at another step, and the others would wait forever.
+    """
+
+    def __init__(self, enabled: bool, say: Callable[[str], None] = print) -> None:
+        self.enabled, self.say = enabled, say
+        self.requested = False
+        self.previous: Any = None
+
+    def __enter__(self) -> StepBoundaryInterrupt:
+        main_thread = threading.current_thread() is threading.main_thread()
+        if self.enabled and main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say("stopping at the end of this step (Ctrl-C again to stop at once, mid-step)")
+
+    def raise_if_requested(self) -> None:
+        """Between steps: turn a pending Ctrl-C into the KeyboardInterrupt that fit handles."""
+        if self.requested:
+            raise KeyboardInterrupt

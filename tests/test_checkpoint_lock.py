@@ -1,0 +1,67 @@
+"""One fit per checkpoint folder: a second is refused naming the first; a lock left by a dead process is taken over."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from _fit_worker import FIT_OPTIONS, make_data, make_model
+
+from imgzoo.callbacks import Callback
+from imgzoo.checkpoint import load_checkpoint
+from imgzoo.checkpoint_lock import LOCK_NAME, CheckpointDirError, lock_checkpoint_dir
+from imgzoo.training import fit
+
+
+def test_a_second_fit_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path):
+    train, _ = make_data(n=64)
+    with lock_checkpoint_dir(tmp_path):  # as a running fit holds it
+        holder = f"process {os.getpid()} on {socket.gethostname()}"
+        with pytest.raises(CheckpointDirError, match=rf"{tmp_path} is in use by another fit \({holder}.*another"):
+            fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, **FIT_OPTIONS)
+    assert not (tmp_path / "last.pt").exists()
+
+
+class _TryAnotherFit(Callback):
+    """From inside a running fit, start a second one on the same folder and keep its error."""
+
+    def __init__(self, folder) -> None:
+        self.folder, self.error = folder, None
+
+    def on_epoch_end(self, state):
+        train, _ = make_data(n=64)
+        try:
+            fit(make_model(), train, epochs=1, checkpoint_dir=self.folder, **FIT_OPTIONS)
+        except CheckpointDirError as e:
+            self.error = e
+
+
+def test_a_running_fit_holds_its_folder_and_releases_it_when_done(tmp_path):
+    train, _ = make_data(n=64)
+    other = _TryAnotherFit(tmp_path)
+    fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, callbacks=[other], **FIT_OPTIONS)
+    assert other.error is not None and f"process {os.getpid()}" in str(other.error)
+    assert not (tmp_path / LOCK_NAME).exists()
+    fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, **FIT_OPTIONS)  # free again
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+    (tmp_path / LOCK_NAME).write_text(f"999999999 {socket.gethostname()}\n")  # no such process
+    train, _ = make_data(n=64)
+    history = fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, **FIT_OPTIONS)
+    assert history.epoch == [1] and load_checkpoint(tmp_path)["epoch"] == 1
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_the_lock_is_released_when_fit_fails(tmp_path):
+    train, _ = make_data(n=64)
+
+    class Fail(Callback):
+        def on_epoch_end(self, state):
+            raise RuntimeError("broken callback")
+
+    with pytest.raises(RuntimeError, match="broken callback"):
+        fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, callbacks=[Fail()], **FIT_OPTIONS)
+    with lock_checkpoint_dir(tmp_path):
+        assert (tmp_path / LOCK_NAME).read_text().split()[0] == str(os.getpid())
