@@ -21,7 +21,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["AMP_CHOICES", "amp_dtype", "autocast", "cpu_has_native_bf16", "describe_machine", "resolve_device"]
+__all__ = [
+    "AMP_CHOICES",
+    "amp_dtype",
+    "autocast",
+    "cpu_has_native_bf16",
+    "describe_machine",
+    "resolve_device",
+    "use_channels_last",
+]
 
 # What fit and evaluate accept for amp=: False/"fp32" full precision, True/"auto" the fastest safe
 # choice for the device, or a dtype by name.
@@ -82,6 +90,17 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     if amp == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         _warn_slow_bf16()
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def use_channels_last(choice: bool | str, device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Whether to train in channels_last (NHWC) memory format; "auto" decides by device.
+
+    oneDNN's CPU convolutions run natively in NHWC (ResNet-20 training measured +16% on an AVX2
+    CPU, 300 against 258 img/s), and so do tensor cores under fp16/bf16; fp32 on a GPU gains little.
+    """
+    if choice != "auto":
+        return bool(choice)
+    return device.type == "cpu" or (device.type == "cuda" and dtype is not None)
 
 
 @functools.cache  # once per process

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imgzoo import checkpoint as ckpt
 from imgzoo import distributed
-from imgzoo._device import amp_dtype, autocast, resolve_device
+from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
 from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping, FitState
 from imgzoo.checkpoint_lock import CheckpointDirError, lock_checkpoint_dir
 from imgzoo.evaluation import eval_sums
@@ -160,6 +160,7 @@ class _Run:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.say = ctx.is_main and cfg.verbose > 0
         self.amp_dtype = amp_dtype(cfg.amp, device)
+        self.channels_last = use_channels_last(cfg.channels_last, device, self.amp_dtype)
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
         model.to(device)
         self.num_classes = check_data(model, train, val, device)
@@ -246,7 +247,7 @@ class _Run:
 
     def _wrap_model(self) -> None:
         """channels_last, DDP and torch.compile; callbacks and checkpoints keep seeing the plain model."""
-        if self.cfg.channels_last:
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         net: nn.Module = self.model
         if self.ctx.enabled:
@@ -255,6 +256,10 @@ class _Run:
         self.net = torch.compile(net) if self.cfg.compile else net
 
     def _fit_end(self, error: Exception | None = None) -> None:
+        if self.channels_last and self.cfg.channels_last == "auto":
+            # The layout was fit's choice, not the user's: hand the model back in the default one, so that it
+            # computes exactly as the same weights loaded from disk do.
+            self.model.to(memory_format=torch.contiguous_format)
         for cb in self.cfg.callbacks:
             if error is None:
                 cb.on_fit_end(self.state)
@@ -378,7 +383,7 @@ class _Run:
         if not self.labels_checked:
             check_labels(y, self.num_classes, f"epoch {epoch}, batch {step}")
         x = x.to(self.device, non_blocking=True)
-        if self.cfg.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(self.device, non_blocking=True)
         with autocast(self.device, self.amp_dtype):
@@ -417,7 +422,7 @@ class _Run:
             self.val_loader,
             device=self.device,
             amp_dtype=self.amp_dtype,
-            channels_last=self.cfg.channels_last,
+            channels_last=self.channels_last,
         )
         loss, correct, n = distributed.all_reduce_sums(
             self.ctx, sums["loss_sum"], float(sums["correct"]), float(sums["n"]), device=self.device

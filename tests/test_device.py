@@ -84,3 +84,54 @@ def test_resolve_device_names_pass_through():
     assert _device.resolve_device(CPU) is CPU
     if not torch.cuda.is_available():
         assert _device.resolve_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.parametrize(
+    ("choice", "device", "dtype", "expected"),
+    [
+        ("auto", "cpu", None, True),
+        ("auto", "cuda", torch.bfloat16, True),
+        ("auto", "cuda", None, False),
+        ("auto", "mps", None, False),
+        (False, "cpu", None, False),
+        (True, "cuda", None, True),
+    ],
+)
+def test_channels_last_auto_is_on_for_cpus_and_mixed_precision_gpus(choice, device, dtype, expected):
+    assert _device.use_channels_last(choice, torch.device(device), dtype) is expected
+
+
+def _dtype_fit_trained_in(monkeypatch, native: bool, **options) -> torch.dtype:
+    """Train a tiny conv net with fit's defaults; return the dtype its conv produced during training."""
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    import imgzoo
+
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: native)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    seen = []
+    model[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype) if m.training else None)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 2, (8,), generator=g))
+    imgzoo.fit(model, data, epochs=1, batch_size=4, verbose=0, device="cpu", **options)
+    assert model[0].weight.is_contiguous()  # channels_last was fit's own choice: handed back in the default layout
+    return seen[-1]
+
+
+def test_fit_trains_in_fp32_by_default_on_a_cpu_without_native_bf16(monkeypatch):
+    assert _dtype_fit_trained_in(monkeypatch, native=False) is torch.float32
+
+
+def test_fit_trains_in_bf16_by_default_on_a_cpu_with_native_bf16(monkeypatch):
+    assert _dtype_fit_trained_in(monkeypatch, native=True) is torch.bfloat16
+
+
+def test_fit_refuses_an_unknown_amp_or_layout():
+    from imgzoo.fit_config import FitConfig
+
+    assert FitConfig(epochs=1).amp == "auto" and FitConfig(epochs=1).channels_last == "auto"
+    with pytest.raises(ValueError, match="amp must be one of"):
+        FitConfig(epochs=1, amp="float16")
+    with pytest.raises(ValueError, match="channels_last must be True, False or 'auto'"):
+        FitConfig(epochs=1, channels_last="yes")
