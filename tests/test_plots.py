@@ -11,7 +11,7 @@ import torch
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
 from imgzoo.evaluation import evaluate, plot_predictions
-from imgzoo.plots import plot_confusion_matrix, plot_history, plot_samples
+from imgzoo.plots import plot_confusion_matrix, plot_histories, plot_history, plot_samples
 from imgzoo.study import compare
 from imgzoo.training import fit
 
@@ -93,3 +93,29 @@ def test_compare_plot(tmp_path):
     result = compare({"a": make_model(0), "b": make_model(1)}, train, val, epochs=1, **FIT_OPTIONS)
     result.plot(tmp_path / "compare.png")
     assert_png(tmp_path / "compare.png")
+
+
+class _OneEpoch:
+    epoch, train_acc, train_loss, val_acc, val_loss = [1], [0.5], [1.2], [0.4], [1.4]
+
+
+class _ThreeEpochs:
+    epoch, train_acc, train_loss = [1, 2, 3], [0.5, 0.6, 0.7], [1.2, 1.0, 0.9]
+    val_acc, val_loss = [0.4, 0.5, 0.55], [1.4, 1.2, 1.1]
+
+
+@pytest.mark.parametrize("draw", ["history", "histories"])
+def test_a_single_epoch_shows_as_points_and_epoch_ticks_are_whole_numbers(draw, tmp_path):
+    # A one-point line has no length: without markers a 1-epoch run draws an empty axes.
+    if draw == "history":
+        figures = [plot_history(_OneEpoch()), plot_history(_ThreeEpochs(), tmp_path / "curves.png")]
+    else:
+        figures = [plot_histories({"a": _OneEpoch(), "b": _ThreeEpochs()}, tmp_path / "curves.png")]
+    for fig in figures:
+        for ax in fig.axes:
+            lines = ax.get_lines()
+            assert len(lines) >= 2 and all(line.get_marker() not in (None, "", "None", " ") for line in lines)
+            low, high = ax.get_xlim()
+            shown = [t for t in ax.get_xticks() if low <= t <= high]
+            assert shown and all(float(t).is_integer() for t in shown), shown
+    assert_png(tmp_path / "curves.png")
