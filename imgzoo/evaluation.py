@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device
+from imgzoo.datasets import image_folder
 from imgzoo.loaders import is_batch_loader
 from imgzoo.plots import plot_confusion_matrix, plot_samples
 from imgzoo.transforms import for_model
@@ -136,12 +137,84 @@ class EvalResult:
         return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
 
 
-def _as_loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
+# ---------------------------------------------------------------------------- what a user has at hand
+
+
+def _resolve_folder(data: Any, caller: str) -> Any:
+    """A path to an image tree ``root/<class>/<image>`` becomes its :func:`imgzoo.datasets.image_folder`."""
+    if not isinstance(data, (str, os.PathLike)):
+        return data
+    if not Path(data).is_dir():
+        raise FileNotFoundError(
+            f"{caller} takes a folder of class folders (root/<class>/<image>), a Dataset or a loader; "
+            f"got the path {str(data)!r}, which is not a folder"
+        )
+    return image_folder(data)
+
+
+def _is_preprocessed(image: Any) -> bool:
+    """A float tensor is taken as preprocessed, exactly what ``model(x)`` would get, as predict takes it."""
+    return isinstance(image, torch.Tensor) and image.is_floating_point()
+
+
+def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
+    """The model's eval transform, for items that are PIL images, uint8 tensors or arrays."""
+    if getattr(model, "data_spec", None) is None:
+        raise TypeError(
+            f"{caller} got {type(image).__name__} images, which need the model's eval transform, but "
+            f"{type(model).__name__} carries no data_spec to build it from. Build the model with "
+            f"imgzoo.create_model(), or give float tensors preprocessed as the model expects."
+        )
+    return for_model(model, train=False)
+
+
+class _EvalTransformed(Dataset):
+    """A data set's (image, label) items with the image put through the model's eval transform."""
+
+    def __init__(self, data: Dataset, transform: Any) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.data[index]
+        return (image if _is_preprocessed(image) else self.transform(image)), int(label)
+
+
+def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int) -> Any:
+    """A loader of preprocessed batches: loaders as they are, data sets batched and transformed if raw."""
     if isinstance(data, DataLoader) or is_batch_loader(data):
         return data
+    if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
+        raise TypeError(
+            f"evaluate takes a Dataset of (image, label) pairs, a DataLoader, a FastLoader or a folder path; "
+            f"got {type(data).__name__}"
+        )
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
+    first_image = data[0][0]
+    if not _is_preprocessed(first_image):
+        data = _EvalTransformed(data, _eval_transform(model, first_image, "evaluate"))
     return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches, refusing a label the model has no output for.
+
+    Cross entropy would fail on it with an index error on the CPU, and with a device-side
+    assert that spoils the whole CUDA context on a GPU; neither names the cause.
+    """
+    for x, y in loader:
+        y = torch.as_tensor(y)
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(
+                f"evaluate got label {bad}, but the model has {num_classes} outputs, so labels must lie in "
+                f"0..{num_classes - 1}. Check that the data's classes are the model's, or build the model "
+                f"with num_classes equal to the data's number of classes."
+            )
+        yield x, y
 
 
 def _class_names(model: nn.Module, data: Any, num_classes: int) -> list[str]:
@@ -166,15 +239,32 @@ def evaluate(
 ) -> EvalResult:
     """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
-    ``data`` yields (preprocessed image tensor, class index) pairs, as fit's data does.
-    The model comes back in the mode and on the device it came in.
+    ``data`` is what a user has at hand: a Dataset of (image, class index) pairs, a
+    DataLoader, a :class:`~imgzoo.loaders.FastLoader`, or the path of an image tree
+    ``root/<class>/<image>``. Images that are PIL images, uint8 tensors or arrays (e.g.
+    ``datasets.cifar10(root)`` with no transform) go through the model's eval transform
+    (``imgzoo.transforms.for_model(model)``); float tensors are taken as preprocessed,
+    as :func:`predict` takes them. The model comes back in the mode and on the device it
+    came in.
     """
     device = resolve_device(device)
-    loader = _as_loader(data, batch_size, num_workers)
-    first_x, _ = next(iter(loader))
+    data = _resolve_folder(data, "evaluate")
+    loader = _as_loader(model, data, batch_size, num_workers)
+    first = next(iter(loader), None)
+    if first is None:
+        raise ValueError(
+            f"evaluate got a {type(loader).__name__} with no batches (an empty data set, or drop_last with "
+            f"fewer samples than one batch); pass at least one (image, label) sample"
+        )
     with _borrowed(model, device), torch.no_grad():
-        num_classes = model(first_x[:1].to(device)).shape[1]
-        sums = eval_sums(model, loader, device=device, amp_dtype=amp_dtype(amp, device), num_classes=num_classes)
+        num_classes = model(first[0][:1].to(device)).shape[1]
+        sums = eval_sums(
+            model,
+            _checked_labels(loader, num_classes),
+            device=device,
+            amp_dtype=amp_dtype(amp, device),
+            num_classes=num_classes,
+        )
     confusion = sums["confusion"]
     totals = confusion.sum(dim=1)
     per_class = (confusion.diag().double() / totals.double()).tolist()  # 0/0 -> NaN: class absent
@@ -253,37 +343,94 @@ def predict(
 # ---------------------------------------------------------------------------- plot_predictions
 
 
+def _labels_of(data: Any) -> torch.Tensor:
+    """Every sample's label, read from the data set's list of labels where it keeps one.
+
+    Only a data set that lists no labels (no ``targets``, not a Subset or TensorDataset
+    of one that does) is read item by item, which decodes every image once.
+    """
+    targets = getattr(data, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets, dtype=torch.int64).cpu()
+    if isinstance(data, Subset):
+        return _labels_of(data.dataset)[torch.as_tensor(list(data.indices), dtype=torch.int64)]
+    if isinstance(data, TensorDataset):
+        return data.tensors[-1].to(torch.int64).cpu()
+    return torch.as_tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.int64)
+
+
+def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
+    """Positions of ``n`` samples dealt round-robin over the classes present, each class in seeded order.
+
+    The first ``n`` of a class-sorted data set would all be one class; this shows each
+    class in turn (in label order), a different pick per ``seed``, the same pick each run.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    queues = []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        queues.append(members[torch.randperm(len(members), generator=generator)].tolist())
+    picked: list[int] = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        picked += [queue[rank] for queue in queues if rank < len(queue)]
+    return picked[:n]
+
+
+def _sample_batch(model: nn.Module, data: Any, picked: list[int]) -> tuple[torch.Tensor, list[int], Any]:
+    """The chosen samples as one preprocessed batch, their labels, and the DataSpec they are normalised with."""
+    if hasattr(data, "eval_batch"):  # a FastLoader: its images unaugmented, normalised with its own spec
+        images, labels = data.eval_batch(picked)
+        return images.cpu(), labels.tolist(), data.spec
+    samples = [data[i] for i in picked]
+    transform = None
+    images = []
+    for image, _ in samples:
+        if not _is_preprocessed(image):
+            transform = transform or _eval_transform(model, image, "plot_predictions")
+            image = transform(image)
+        images.append(image)
+    return torch.stack(images), [int(s[1]) for s in samples], getattr(model, "data_spec", None)
+
+
 @torch.no_grad()
 def plot_predictions(
     model: nn.Module,
     data: Any,
     n: int = 16,
     *,
+    seed: int = 0,
     path: str | os.PathLike[str] | None = None,
     device: str | torch.device = "auto",
 ) -> Figure:
-    """The notebooks' "predicted samples" grid: the first ``n`` images with true and predicted labels.
+    """The notebooks' "predicted samples" grid: ``n`` images with their true and predicted labels.
 
-    ``data`` is indexable and yields (preprocessed image, label) pairs; a wrong prediction's
-    title is red. The prediction happens here; :func:`imgzoo.plots.plot_samples` draws.
-    The model comes back in the mode and on the device it came in.
+    The images are a seeded, class-balanced sample (round-robin over the classes), since the
+    first ``n`` of a class-sorted folder would all be one class. ``data`` is what
+    :func:`evaluate` takes (a Dataset, a DataLoader, a FastLoader, a folder path); raw
+    images go through the model's eval transform. A wrong prediction's title is red. The
+    prediction happens here; :func:`imgzoo.plots.plot_samples` draws. The model comes
+    back in the mode and on the device it came in.
     """
-    count = min(n, len(data))
-    if count < 1:
+    data = _resolve_folder(data, "plot_predictions")
+    data = data.dataset if isinstance(data, DataLoader) else data
+    if is_batch_loader(data) and not hasattr(data, "eval_batch"):
+        raise TypeError(
+            f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
+            f"{type(data).__name__}, a loader it cannot pick samples from"
+        )
+    labels = _labels_of(data)
+    if not isinstance(n, int) or n < 1 or len(labels) == 0:
         raise ValueError(
             f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
-            f"got n={n} and {len(data)} samples"
+            f"got n={n!r} and {len(labels)} samples"
         )
-    samples = [data[i] for i in range(count)]
-    images = torch.stack([s[0] for s in samples])
-    labels = [int(s[1]) for s in samples]
+    images, true_labels, spec = _sample_batch(model, data, _balanced_sample(labels, n, seed))
     device = resolve_device(device)
     with _borrowed(model, device):
         logits = model(images.to(device)).float().cpu()
-    spec = getattr(model, "data_spec", None)
     return plot_samples(
         images,
-        labels,
+        true_labels,
         logits.argmax(1).tolist(),
         _class_names(model, data, logits.shape[1]),
         mean=spec.mean if spec is not None else None,

@@ -26,13 +26,13 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from imgzoo._atomic import atomic_open
 from imgzoo._device import resolve_device
-from imgzoo.datasets import CorruptFileError, ImageFiles, Split, TensorImages, _open_image
+from imgzoo.datasets import CorruptFileError, ImageFiles, TensorImages, _open_image
 from imgzoo.registry import DataSpec
 from imgzoo.transforms import PAD_FRACTION, ToImage, flip_preserves_label
 
@@ -148,24 +148,49 @@ def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
         f.write(save(tensors, metadata=metadata))
 
 
+def _unwrap_subsets(data: Dataset) -> tuple[Dataset, torch.Tensor | None, DataSpec | None]:
+    """The dataset under any chain of Subsets (a Split of a Split included), the indices into it, and a spec.
+
+    An outer subset's indices point into the next one down, so they compose as
+    ``inner[outer]``. The spec is the first one met from the outside in: a Split keeps
+    its parent's, and a user may have set one on any level.
+    """
+    indices: torch.Tensor | None = None
+    spec = getattr(data, "spec", None)
+    while isinstance(data, Subset):
+        here = torch.as_tensor(list(data.indices), dtype=torch.int64)
+        indices = here if indices is None else here[indices]
+        data = data.dataset
+        spec = spec or getattr(data, "spec", None)
+    return data, indices, spec
+
+
 def _uint8_data(data: Dataset, spec: DataSpec | None, cache_dir: str | os.PathLike | None):
-    """(images, targets, classes) of a TensorImages / ImageFiles dataset or a Split of one."""
-    indices = None
-    if isinstance(data, Split):
-        data, indices = data.dataset, torch.as_tensor(data.indices, dtype=torch.int64)
+    """(images, targets, classes, spec) of a TensorImages / ImageFiles dataset or any Subset of one.
+
+    ``spec`` given wins; otherwise it is the dataset's own (CIFAR-10 and MNIST carry one,
+    and so does a CIFAR-10 image tree), so a known data set needs no ``spec=``.
+    """
+    given = type(data).__name__
+    data, indices, data_spec = _unwrap_subsets(data)
+    spec = spec or data_spec
     if isinstance(data, ImageFiles):
         if spec is None:
-            raise ValueError("FastLoader needs spec= (a DataSpec, e.g. model.data_spec) to decode image files")
+            raise ValueError(
+                f"FastLoader needs spec= (a DataSpec, e.g. model.data_spec) to decode the image files of "
+                f"{data.source or 'this dataset'}: they carry no spec, so the size and channels are unknown"
+            )
         data = decode(data, spec, cache_dir=cache_dir)
     if not isinstance(data, TensorImages):
         raise TypeError(
-            f"FastLoader takes an imgzoo dataset (TensorImages, ImageFiles or a Split of one); got "
-            f"{type(data).__name__}. For other datasets use torch.utils.data.DataLoader with imgzoo.transforms."
+            f"FastLoader takes an imgzoo dataset (TensorImages, ImageFiles, or a Subset or Split of one); got "
+            f"{given} of {type(data).__name__}. For other datasets use torch.utils.data.DataLoader with "
+            f"imgzoo.transforms."
         )
     images, targets = data.images, data.targets
     if indices is not None:
         images, targets = images[indices], targets[indices]
-    return images, targets, data.classes, data.spec
+    return images, targets, data.classes, spec
 
 
 def _fit_to_spec(images: torch.Tensor, spec: DataSpec) -> torch.Tensor:
@@ -212,12 +237,15 @@ class FastLoader:
             )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        images, targets, self.classes, data_spec = _uint8_data(data, spec, cache_dir)
-        self.spec = spec or data_spec
-        if self.spec is None:
-            raise ValueError("FastLoader needs spec= (a DataSpec, e.g. model.data_spec) for this dataset")
+        images, targets, self.classes, found_spec = _uint8_data(data, spec, cache_dir)
+        if found_spec is None:
+            raise ValueError(
+                f"FastLoader needs spec= (a DataSpec, e.g. model.data_spec) for {type(data).__name__}: it carries "
+                f"no spec of its own (only known data sets such as datasets.cifar10 and datasets.mnist do)"
+            )
+        self.spec: DataSpec = found_spec
         if len(images) == 0:
-            raise ValueError("FastLoader got an empty dataset")
+            raise ValueError("FastLoader got an empty dataset; pass one with at least one image")
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.train = train
@@ -274,6 +302,25 @@ class FastLoader:
         else:
             x = self.images[index.to(self.device)]
         return x.float().mul_(self.scale).add_(self.shift)
+
+    def eval_batch(self, indices: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images at ``indices`` (positions in the data set, not in an epoch) as an eval batch gives them.
+
+        Normalised, but neither cropped nor flipped, even when this loader trains: it is
+        for looking at chosen samples (``imgzoo.evaluation.plot_predictions``), and it
+        leaves the generator alone, so the epochs to come are the same with or without it.
+        """
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        if index.dim() != 1 or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(self.targets)):
+            raise IndexError(
+                f"eval_batch takes a list of positions in 0..{len(self.targets) - 1}; got {index.tolist()}"
+            )
+        index = index.to(self.device)
+        x = self.images[index]
+        if self.pad:  # stored padded and channels last: the centre crop is the image itself
+            height, width = self.spec.size
+            x = x[:, self.pad : self.pad + height, self.pad : self.pad + width, :].permute(0, 3, 1, 2).contiguous()
+        return x.float().mul_(self.scale).add_(self.shift), self.targets[index]
 
     def __repr__(self) -> str:
         return (

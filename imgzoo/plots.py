@@ -54,15 +54,22 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
 
 
 def _curves(axes: Sequence[Any], history: Curves, label: str = "", style: Any = None) -> None:
-    """Accuracy on the left, loss on the right; solid lines train, dashed lines validation."""
+    """Accuracy on the left, loss on the right; solid lines train, dashed lines validation.
+
+    Every epoch is also a marker: a one-epoch run is a single point, which a line alone
+    would not draw at all. Epochs are whole numbers, so the x axis ticks only integers.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     prefix = f"{label} " if label else ""
     for ax, metric in zip(axes, ("acc", "loss"), strict=True):
         scale = 100 if metric == "acc" else 1
         train = [scale * v for v in getattr(history, f"train_{metric}")]
-        (line,) = ax.plot(history.epoch, train, "-", label=f"{prefix}train", color=style)
+        (line,) = ax.plot(history.epoch, train, "o-", markersize=4, label=f"{prefix}train", color=style)
         val = [(scale * v if v is not None else float("nan")) for v in getattr(history, f"val_{metric}")]
         if any(v == v for v in val):  # not all NaN
-            ax.plot(history.epoch, val, "--", label=f"{prefix}val", color=line.get_color())
+            ax.plot(history.epoch, val, "s--", markersize=4, label=f"{prefix}val", color=line.get_color())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)" if metric == "acc" else "loss")
         ax.set_title("Accuracy" if metric == "acc" else "Loss")

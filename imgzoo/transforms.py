@@ -34,7 +34,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from imgzoo.registry import DataSpec, get_model_entry
+from imgzoo.registry import DataSpec, get_model_entry, get_weights_entry
 
 __all__ = ["AUGMENTS", "ToImage", "build_transform", "for_model", "flip_preserves_label", "spec_of"]
 
@@ -216,22 +216,51 @@ def build_transform(spec: DataSpec, train: bool = False, augment: str = "standar
     return v2.Compose(steps)
 
 
+def _spec_of_name(name: str) -> DataSpec:
+    """The DataSpec a registered model name or weights name (``arch.tag``) stands for.
+
+    A weights entry's exact spec is in its ``config.json``, which only the format layer
+    (above this one) reads. The entry's architecture's registered ``default_spec``, with
+    the class names of the entry's ``meta["categories"]``, gives the same preprocessing
+    without reading a file: imgzoo's weights keep their architecture's mean, std and size.
+    """
+    if "/" in name or "\\" in name:
+        raise ValueError(
+            f"for_model takes a model, a registered model name ('resnet_cifar') or weights name "
+            f"('resnet_cifar.cifar10'); got {name!r}, which looks like a Hub repository or a folder. "
+            f"Load it first: for_model(imgzoo.load({name!r}))."
+        )
+    if "." not in name:
+        return get_model_entry(name).default_spec
+    entry = get_weights_entry(name)
+    spec = get_model_entry(entry.arch).default_spec
+    categories = entry.meta.get("categories")
+    if categories:
+        return spec.with_classes(len(categories), tuple(str(c) for c in categories))
+    return spec.with_classes(entry.meta.get("kwargs", {}).get("num_classes", spec.num_classes))
+
+
 def spec_of(model_or_name: nn.Module | str | DataSpec) -> DataSpec:
-    """The DataSpec of a model, a registered model name, or a DataSpec itself."""
+    """The DataSpec of a model, a registered model or weights name, or a DataSpec itself."""
     if isinstance(model_or_name, DataSpec):
         return model_or_name
     if isinstance(model_or_name, str):
-        return get_model_entry(model_or_name).default_spec
+        return _spec_of_name(model_or_name)
     spec = getattr(model_or_name, "data_spec", None)
     if isinstance(spec, DataSpec):
         return spec
     raise TypeError(
-        f"expected an imgzoo model (with .data_spec), a registered model name or a DataSpec; "
-        f"got {type(model_or_name).__name__}. Build models with imgzoo.create_model(), "
-        f"or pass a DataSpec to build_transform()."
+        f"expected an imgzoo model (with .data_spec), a registered model name ('mnist_cnn'), a weights name "
+        f"('resnet_cifar.cifar10') or a DataSpec; got {type(model_or_name).__name__}. Build models with "
+        f"imgzoo.create_model(), or pass a DataSpec to build_transform()."
     )
 
 
 def for_model(model_or_name: nn.Module | str | DataSpec, train: bool = False, augment: str = "standard") -> v2.Compose:
-    """The transform a model expects: ``for_model(model)(pil_image)`` is ready for ``model(x.unsqueeze(0))``."""
+    """The transform a model expects: ``for_model(model)(pil_image)`` is ready for ``model(x.unsqueeze(0))``.
+
+    ``model_or_name`` is a model, a registered model name (``"mnist_cnn"``), a weights
+    name (``"resnet_cifar.cifar10"``: its architecture's registered spec, see
+    :func:`spec_of`) or a DataSpec, so the preprocessing is at hand before any weights load.
+    """
     return build_transform(spec_of(model_or_name), train=train, augment=augment)

@@ -134,3 +134,41 @@ def test_decode_keeps_the_range_of_sixteen_bit_images(tmp_path):
     data = loaders.decode(datasets.image_folder(tmp_path / "data"), MNIST, cache_dir=tmp_path / "cache")
     assert data.images.dtype == torch.uint8
     assert data.images[0].unique().tolist() == [64] and data.images[1].unique().tolist() == [192]
+
+
+def test_fast_loader_takes_the_spec_a_data_set_carries(tmp_path):
+    """A CIFAR-10 image tree carries the CIFAR-10 spec, so decoding it needs no spec=."""
+    write_image_folder(tmp_path / "data" / "train", classes=CIFAR10_CLASSES, n_per_class=1, size=(40, 36))
+    folder = datasets.cifar10(tmp_path / "data")
+    loader = loaders.FastLoader(folder, 4, device="cpu", cache_dir=tmp_path / "cache")
+    assert loader.spec == CIFAR10
+    x, y = zip(*loader, strict=True)
+    assert torch.cat(x).shape == (10, 3, 32, 32) and torch.cat(y).tolist() == folder.targets
+
+
+def test_fast_loader_takes_a_split_of_a_split_and_any_subset(tmp_path):
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=4))
+    eval_transform = transforms.for_model("resnet_cifar")
+    train, _ = datasets.train_val_split(data, val_fraction=0.25)
+    inner_train, inner_val = datasets.train_val_split(train, val_fraction=0.34)
+    positions = torch.as_tensor(train.indices)[torch.as_tensor(inner_val.indices)]  # inner indices point into train
+    subset = torch.utils.data.Subset(data, [7, 2, 31])
+    for part, expected_positions in ((inner_val, positions), (subset, torch.tensor([7, 2, 31]))):
+        loader = loaders.FastLoader(part, batch_size=64, device="cpu")
+        (x, y), *rest = list(loader)
+        assert not rest and torch.equal(y, data.targets[expected_positions])
+        expected = torch.stack([eval_transform(data.images[i]) for i in expected_positions])
+        assert torch.allclose(x, expected, atol=1e-5)
+
+
+def test_eval_batch_shows_chosen_images_unaugmented_even_from_a_training_loader(tmp_path):
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
+    loader = loaders.FastLoader(data, 8, train=True, device="cpu", seed=1)
+    twin = loaders.FastLoader(data, 8, train=True, device="cpu", seed=1)
+    x, y = loader.eval_batch([3, 0, 11])
+    expected = torch.stack([transforms.for_model("resnet_cifar")(data.images[i]) for i in (3, 0, 11)])
+    assert torch.allclose(x, expected, atol=1e-5) and y.tolist() == data.targets[[3, 0, 11]].tolist()
+    # Looking at samples leaves the epochs to come as they would have been.
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(loader, twin, strict=True))
+    with pytest.raises(IndexError, match="0..19"):
+        loader.eval_batch([20])

@@ -6,12 +6,17 @@ EvalResult.plot_confusion_matrix) predict in imgzoo.evaluation and call down to 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from _fit_worker import FIT_OPTIONS, make_data, make_model
+from data_factories import CIFAR10_CLASSES, write_cifar10, write_image_folder, write_mnist
 
+import imgzoo
+from imgzoo import datasets, transforms
 from imgzoo.evaluation import evaluate, plot_predictions
-from imgzoo.plots import plot_confusion_matrix, plot_history, plot_samples
+from imgzoo.loaders import FastLoader
+from imgzoo.plots import plot_confusion_matrix, plot_histories, plot_history, plot_samples
 from imgzoo.study import compare
 from imgzoo.training import fit
 
@@ -93,3 +98,103 @@ def test_compare_plot(tmp_path):
     result = compare({"a": make_model(0), "b": make_model(1)}, train, val, epochs=1, **FIT_OPTIONS)
     result.plot(tmp_path / "compare.png")
     assert_png(tmp_path / "compare.png")
+
+
+class _OneEpoch:
+    epoch, train_acc, train_loss, val_acc, val_loss = [1], [0.5], [1.2], [0.4], [1.4]
+
+
+class _ThreeEpochs:
+    epoch, train_acc, train_loss = [1, 2, 3], [0.5, 0.6, 0.7], [1.2, 1.0, 0.9]
+    val_acc, val_loss = [0.4, 0.5, 0.55], [1.4, 1.2, 1.1]
+
+
+@pytest.mark.parametrize("draw", ["history", "histories"])
+def test_a_single_epoch_shows_as_points_and_epoch_ticks_are_whole_numbers(draw, tmp_path):
+    # A one-point line has no length: without markers a 1-epoch run draws an empty axes.
+    if draw == "history":
+        figures = [plot_history(_OneEpoch()), plot_history(_ThreeEpochs(), tmp_path / "curves.png")]
+    else:
+        figures = [plot_histories({"a": _OneEpoch(), "b": _ThreeEpochs()}, tmp_path / "curves.png")]
+    for fig in figures:
+        for ax in fig.axes:
+            lines = ax.get_lines()
+            assert len(lines) >= 2 and all(line.get_marker() not in (None, "", "None", " ") for line in lines)
+            low, high = ax.get_xlim()
+            shown = [t for t in ax.get_xticks() if low <= t <= high]
+            assert shown and all(float(t).is_integer() for t in shown), shown
+    assert_png(tmp_path / "curves.png")
+
+
+# ---- plot_predictions: which samples, and from what ----
+
+
+def _grid(fig):
+    """(true name, predicted name, title colour, pixels) of each drawn cell of a samples grid."""
+    cells = []
+    for ax in fig.axes:
+        if ax.get_title():
+            true, predicted = ax.get_title().split("\n-> ")
+            cells.append((true, predicted, ax.title.get_color(), ax.get_images()[0].get_array().data))
+    return cells
+
+
+def _trues(fig):
+    return [true for true, *_ in _grid(fig)]
+
+
+@pytest.fixture(scope="module")
+def letters(tmp_path_factory):
+    """A class-sorted image tree (every 'a' file before every 'b'), as image_folder lists any folder."""
+    root = write_image_folder(tmp_path_factory.mktemp("letters"), classes=("a", "b", "c", "d"), n_per_class=6)
+    model = imgzoo.create_model("mnist_cnn", class_names=["a", "b", "c", "d"])
+    return root, model
+
+
+def test_predicted_samples_are_a_seeded_class_balanced_sample(letters):
+    root, model = letters
+    folder = datasets.image_folder(root, transform=transforms.for_model(model))
+    _, val = datasets.train_val_split(folder, val_fraction=0.5)  # sorted indices: still class-sorted
+    assert [folder.classes[t] for t in val.targets[:8]] == ["a"] * 3 + ["b"] * 3 + ["c"] * 2
+    first = plot_predictions(model, val, n=8)
+    assert _trues(first) == ["a", "b", "c", "d"] * 2
+    again, other = plot_predictions(model, val, n=8), plot_predictions(model, val, n=8, seed=1)
+    pixels = [[cell[3] for cell in _grid(fig)] for fig in (first, again, other)]
+    assert all(np.array_equal(a, b) for a, b in zip(pixels[0], pixels[1], strict=True))  # same seed, same images
+    assert not all(np.array_equal(a, b) for a, b in zip(pixels[0], pixels[2], strict=True))  # another seed, others
+    for true, predicted, colour, _ in _grid(first):
+        assert colour == ("black" if true == predicted else "red")
+
+
+def test_predicted_samples_take_raw_data_sets_folders_and_fast_loaders(tmp_path):
+    model = imgzoo.create_model("resnet_cifar", depth=8)
+    raw = datasets.cifar10(write_cifar10(tmp_path / "cifar", n_per_class=3))  # uint8 images, no transform
+    preprocessed = datasets.cifar10(tmp_path / "cifar", transform=transforms.for_model(model))
+    loader = FastLoader(raw, 8, train=True, device="cpu")  # augments its batches; the grid must not
+    figures = [plot_predictions(model, data, n=12) for data in (preprocessed, raw, loader)]
+    expected = _grid(figures[0])
+    assert [t for t, *_ in expected] == [*CIFAR10_CLASSES, *CIFAR10_CLASSES[:2]]
+    for fig in figures[1:]:
+        cells = _grid(fig)
+        assert [c[:3] for c in cells] == [c[:3] for c in expected]
+        assert all(np.allclose(a[3], b[3], atol=1e-4) for a, b in zip(cells, expected, strict=True))
+
+    root = write_image_folder(tmp_path / "tree", classes=("cat", "dog"), n_per_class=3)
+    cats_dogs = imgzoo.create_model("mnist_cnn", class_names=["cat", "dog"])
+    from_path = plot_predictions(cats_dogs, root, n=4)
+    from_dataset = plot_predictions(
+        cats_dogs, datasets.image_folder(root, transform=transforms.for_model(cats_dogs)), n=4
+    )
+    assert [c[:3] for c in _grid(from_path)] == [c[:3] for c in _grid(from_dataset)]
+    assert _trues(from_path) == ["cat", "dog", "cat", "dog"]
+
+
+def test_predicted_samples_refuse_what_they_cannot_show(tmp_path):
+    model = imgzoo.create_model("mnist_cnn")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        plot_predictions(model, tmp_path / "missing")
+    with pytest.raises(ValueError, match="n >= 1"):
+        plot_predictions(model, datasets.mnist(write_mnist(tmp_path)), n=0)
+    raw = datasets.mnist(tmp_path)
+    with pytest.raises(TypeError, match="carries no data_spec"):
+        plot_predictions(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), raw, n=2)

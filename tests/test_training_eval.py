@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from _fit_worker import CLASSES, FIT_OPTIONS, make_data, make_model
+from data_factories import CIFAR10_CLASSES, write_cifar10, write_image_folder
+from torch.utils.data import DataLoader, TensorDataset
 
+import imgzoo
+from imgzoo import datasets, transforms
 from imgzoo.datasets import TensorImages
 from imgzoo.evaluation import evaluate, plot_predictions, predict
 from imgzoo.loaders import FastLoader
@@ -146,3 +150,65 @@ def test_measuring_on_the_gpu_hands_a_cpu_model_back_on_the_cpu(name):
     assert {p.device.type for p in model.parameters()} == {"cpu"}
     assert {b.device.type for b in model.buffers()} == {"cpu"}
     assert model.training
+
+
+# ---- evaluate takes what a user has at hand ----
+
+
+def _same_result(a, b):
+    assert a.num_samples == b.num_samples and a.class_names == b.class_names
+    assert torch.equal(a.confusion_matrix, b.confusion_matrix)
+    assert a.loss == pytest.approx(b.loss, rel=1e-4) and a.top1 == b.top1 and a.top5 == b.top5
+
+
+def test_evaluate_takes_raw_data_sets_fast_loaders_and_folders(tmp_path):
+    model = imgzoo.create_model("resnet_cifar", depth=8)
+    raw = datasets.cifar10(write_cifar10(tmp_path / "cifar", n_per_class=3))  # uint8 images, no transform
+    expected = evaluate(model, datasets.cifar10(tmp_path / "cifar", transform=transforms.for_model(model)))
+    assert expected.num_samples == 30 and expected.class_names == list(CIFAR10_CLASSES)
+    _same_result(evaluate(model, raw), expected)
+    _same_result(evaluate(model, FastLoader(raw, 8, device="cpu")), expected)
+    _same_result(evaluate(model, datasets.train_val_split(raw, val_count=10)[1]), evaluate(model, _val_of(raw, model)))
+
+    root = write_image_folder(tmp_path / "tree", classes=("cat", "dog"), n_per_class=3)
+    cats_dogs = imgzoo.create_model("mnist_cnn", class_names=["cat", "dog"])
+    from_path = evaluate(cats_dogs, root)
+    _same_result(from_path, evaluate(cats_dogs, datasets.image_folder(root, transform=transforms.for_model(cats_dogs))))
+    assert from_path.confusion_matrix.sum(dim=1).tolist() == [3, 3]
+
+
+def _val_of(raw, model):
+    """The same validation split, preprocessed by the user."""
+    _, val = datasets.train_val_split(raw, val_count=10)
+    return torch.utils.data.Subset(_Transformed(raw, transforms.for_model(model)), val.indices)
+
+
+class _Transformed(torch.utils.data.Dataset):
+    def __init__(self, data, transform):
+        self.data, self.transform = data, transform
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        image, label = self.data[i]
+        return self.transform(image), label
+
+
+def test_evaluate_says_what_is_wrong_with_empty_data_and_foreign_labels(tmp_path):
+    model = make_model()
+    empty = DataLoader(TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.int64)), batch_size=4)
+    with pytest.raises(ValueError, match="no batches"):
+        evaluate(model, empty)
+    too_few = DataLoader(TensorDataset(torch.zeros(3, 3, 8, 8), torch.zeros(3, dtype=torch.int64)), 4, drop_last=True)
+    with pytest.raises(ValueError, match="no batches"):
+        evaluate(model, too_few)
+    labels = torch.tensor([0, 3, 7, 1])  # a 4-class model has no output for 7
+    with pytest.raises(ValueError, match=r"label 7.*4 outputs.*0\.\.3"):
+        evaluate(model, TensorDataset(torch.zeros(4, 3, 8, 8), labels), batch_size=2)
+    with pytest.raises(ValueError, match=r"label -1.*0\.\.3"):
+        evaluate(model, TensorDataset(torch.zeros(2, 3, 8, 8), torch.tensor([0, -1])))
+    with pytest.raises(TypeError, match="carries no data_spec"):
+        evaluate(model, datasets.cifar10(write_cifar10(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        evaluate(model, tmp_path / "missing")

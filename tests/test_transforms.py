@@ -269,3 +269,33 @@ def test_values_outside_the_modes_range_are_an_error_not_clipped(image, words):
     with pytest.raises(ValueError) as info:
         transforms.for_model("resnet_cifar")(image)
     assert words in str(info.value) and f"mode {image.mode}" in str(info.value) and "does not clip" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("weights", "arch"), [("resnet_cifar.cifar10", "resnet_cifar"), ("mnist_cnn.mnist", "mnist_cnn")]
+)
+def test_for_model_takes_a_weights_name_as_well_as_a_model_name(weights, arch):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8))
+    from_weights, from_arch = transforms.for_model(weights)(image), transforms.for_model(arch)(image)
+    assert from_weights.shape == transforms.spec_of(arch).input_shape and torch.equal(from_weights, from_arch)
+    entry = imgzoo.registry.get_weights_entry(weights)
+    assert list(transforms.spec_of(weights).class_names) == entry.meta["categories"]
+
+
+def test_a_weights_names_spec_carries_that_entrys_classes():
+    entry = imgzoo.registry.WeightsEntry(
+        name="mnist_cnn.letters", sha256="0" * 64, package_dir="nowhere", meta={"categories": ["a", "b", "c"]}
+    )
+    imgzoo.registry.register_weights(entry)
+    try:
+        spec = transforms.spec_of("mnist_cnn.letters")
+    finally:
+        imgzoo.registry.unregister_weights("mnist_cnn.letters")
+    assert spec == dataclasses.replace(MNIST, num_classes=3, class_names=("a", "b", "c"))
+
+
+def test_for_model_refuses_unknown_weights_and_points_hub_names_to_load():
+    with pytest.raises(ValueError, match="unknown pretrained weights 'resnet_cifar.imagenet'"):
+        transforms.for_model("resnet_cifar.imagenet")
+    with pytest.raises(ValueError, match=r"for_model\(imgzoo.load\('org/repo'\)\)"):
+        transforms.for_model("org/repo")
