@@ -1,0 +1,174 @@
+"""Every benchmark in one command: a JSON file and a Markdown table headed by the machine.
+
+    python bench/run.py [--quick] [--long] [--cifar10 ../cifar10-jpeg] [--mnist ../shared/data/mnist]
+
+writes bench/results.json and docs/benchmarks.md. Each figure is a ratio of two things measured
+side by side in this one run, because shared machines are noisy and only ratios carry over:
+
+1. model speed: images/s of every model, training and inference, fp32/bf16/auto, NCHW and
+   channels_last, as a fraction of this machine's fp32 matmul peak (bench_models.py);
+2. no hidden overhead: resnet_cifar against a plain ResNet-20 written in the benchmark;
+3. the training loop: fit against a minimal hand-written loop (bench_fit.py);
+4. the data path: FastLoader's augmented images/s against resnet_cifar's training images/s (bench_data.py);
+5. time to accuracy on real data: mnist_cnn to 99% against PyTorch's MNIST example's first epoch;
+   with --long, basic_cnn to 90% on CIFAR-10 (bench_time_to_accuracy.py);
+6. peak resident memory of training and inference runs (bench_memory.py);
+7. start-up: import, loading shipped weights, loading a cached Hub entry (bench_startup.py).
+
+--quick (under two minutes) measures resnet_cifar and the plain ResNet-20 only, one repetition,
+skips time to accuracy and memory for the other models, and does not rewrite docs/benchmarks.md
+unless --write is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_data  # noqa: E402
+import bench_fit  # noqa: E402
+import bench_memory  # noqa: E402
+import bench_models  # noqa: E402
+import bench_startup  # noqa: E402
+import bench_time_to_accuracy  # noqa: E402
+
+from imgzoo._device import describe_machine  # noqa: E402
+
+GOALS = {
+    "resnet_cifar training, channels_last, fp32": ">= 55% of peak",
+    "resnet_cifar inference, channels_last, fp32": ">= 65% of peak",
+    "resnet_cifar / plain ResNet-20": ">= 0.98",
+    "fit / minimal loop": ">= 0.90",
+    "loader / training": ">= 5",
+    "mnist_cnn to 99% / example's first epoch": "<= 1.0",
+    "resnet_cifar training peak RSS": "<= 2048 MB",
+    "import imgzoo - import torch, torchvision": "<= 300 ms",
+    "load('mnist_cnn.mnist')": "<= 100 ms",
+    "load a cached Hub entry": "<= 200 ms + file read",
+}
+
+
+def collect(args: argparse.Namespace) -> dict:
+    quick = args.quick
+    models = ["resnet_cifar"] if quick else __import__("imgzoo").list_models()
+    results: dict = {"machine": {**describe_machine(), "threads": torch.get_num_threads()}, "quick": quick}
+    speed, peak = bench_models.run([*models, "plain_resnet20"], 1 if quick else 3, 0.5 if quick else 2.0,
+                                   ["fp32", "bf16", "auto"])  # fmt: skip
+    results["models"] = {"peak_flops": peak, "rows": [vars(r) for r in speed],
+                         "resnet_cifar_over_plain": bench_models.overhead_ratio(speed)}  # fmt: skip
+    results["fit"] = bench_fit.measure(images=512 if quick else 1024, epochs=1 if quick else 2, reps=1 if quick else 3)
+    results["data"] = bench_data.measure(args.cifar10, seconds=2 if quick else 10)
+    results["startup"] = bench_startup.run(2 if quick else 5)
+    mem_models = ["resnet_cifar"] if quick else models
+    results["memory_mb"] = {"baseline": bench_memory.peak_mb("baseline", 0, "train")}
+    for name in mem_models:
+        for mode in ("train", "infer"):
+            results["memory_mb"][f"{name} {mode}"] = bench_memory.peak_mb(name, 10 if quick else 30, mode)
+    if not quick and Path(args.mnist).exists():
+        results["time_to_accuracy"] = bench_time_to_accuracy.compare_mnist(args.mnist)
+    if args.long and args.cifar10:
+        results["time_to_accuracy_cifar10"] = bench_time_to_accuracy.basic_cnn_to_90(args.cifar10)
+    return results
+
+
+def headline(results: dict) -> list[tuple[str, str, str]]:
+    """(figure, measured, goal) rows for the summary table."""
+    rows = []
+
+    def add(name: str, value: str) -> None:
+        rows.append((name, value, GOALS.get(name, "")))
+
+    speed = {(r["model"], r["mode"], r["amp"], r["channels_last"]): r for r in results["models"]["rows"]}
+    for mode, word in (("train", "training"), ("infer", "inference")):
+        row = speed.get(("resnet_cifar", mode, "fp32", True))
+        if row:
+            add(f"resnet_cifar {word}, channels_last, fp32", f"{100 * row['fraction_of_peak']:.0f}% of peak")
+    ratios = results["models"]["resnet_cifar_over_plain"]
+    if ratios:
+        add("resnet_cifar / plain ResNet-20", f"{min(ratios.values()):.2f} (lowest of {len(ratios)} settings)")
+    add("fit / minimal loop", f"{results['fit']['fit_over_minimal']:.2f}")
+    add("fit bf16 / fit fp32", f"{results['fit']['bf16_over_fp32']:.2f}")
+    add("loader / training", f"{results['data']['ratio']:.0f}x")
+    tta = results.get("time_to_accuracy")
+    if tta and tta.get("ratio") is not None:
+        add("mnist_cnn to 99% / example's first epoch", f"{tta['ratio']:.2f}")
+    mem = results["memory_mb"].get("resnet_cifar train")
+    if mem:
+        add("resnet_cifar training peak RSS", f"{mem:.0f} MB")
+    start = results["startup"]
+    add("import imgzoo - import torch, torchvision",
+        f"{1000 * (start['import imgzoo'] - start['import torch, torchvision']):.0f} ms")  # fmt: skip
+    add("load('mnist_cnn.mnist')", f"{1000 * start['load shipped']:.0f} ms")
+    if "load cached Hub entry" in start:
+        add("load a cached Hub entry", f"{1000 * start['load cached Hub entry']:.0f} ms")
+    return rows
+
+
+def markdown(results: dict, command: str) -> str:
+    m = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `{command}` on {time.strftime('%Y-%m-%d')}. Every figure is a ratio of two things measured",
+        "side by side in that one run; absolute speeds differ from machine to machine and from hour to hour.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        f"| CPU | {m['cpu']}, {m['cores']} cores, {m['threads']} threads |",
+        f"| vector capability | {m['cpu_capability']} |",
+        f"| native bf16 | {'yes' if m['native_bf16'] else 'no'} |",
+        f"| torch | {m['torch']} |",
+        f"| GPU | {m.get('gpu', 'none')} |",
+        "",
+        "## Summary",
+        "",
+        "| figure | measured | goal |",
+        "|---|---|---|",
+        *[f"| {name} | {value} | {goal} |" for name, value, goal in headline(results)],
+        "",
+        "## Model speed against the machine's peak",
+        "",
+        bench_models.markdown(
+            [bench_models.Result(**r) for r in results["models"]["rows"]], results["models"]["peak_flops"]
+        ),  # fmt: skip
+        "",
+        "## Peak resident memory",
+        "",
+        "| run | peak RSS |",
+        "|---|---:|",
+        *[f"| {name} | {mb:,.0f} MB |" for name, mb in results["memory_mb"].items()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="under two minutes: resnet_cifar only, one repetition")
+    parser.add_argument("--long", action="store_true", help="also basic_cnn to 90%% on CIFAR-10 (needs --cifar10)")
+    parser.add_argument("--write", action="store_true", help="with --quick, still rewrite docs/benchmarks.md")
+    parser.add_argument("--cifar10", default=None, help="CIFAR-10 train/<class>/*.jpg tree (synthetic if absent)")
+    parser.add_argument("--mnist", default=str(HERE.parents[1] / "shared" / "data" / "mnist"))
+    args = parser.parse_args()
+    start = time.perf_counter()
+    results = collect(args)
+    results["seconds"] = time.perf_counter() - start
+    (HERE / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    text = markdown(results, command.strip())
+    if not args.quick or args.write:
+        (HERE.parent / "docs" / "benchmarks.md").write_text(text)
+    print(text)
+    print(f"({results['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
