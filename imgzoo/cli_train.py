@@ -97,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = runs.make_config(args.model, args.data, **given)
     result = runs.train_run(args.out, config, resume=args.resume, verbose=_verbosity())
+    if result.action == "done":
+        return 0
     m = result.metrics
     print(
         f"{config.model}: val top-1 {100 * m['val_acc']:.2f}%, top-5 {100 * m['val_top5']:.2f}%, "

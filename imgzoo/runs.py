@@ -457,6 +457,7 @@ def _model_for(plan: Plan, dataset: Dataset, out: Path) -> nn.Module:
     )
     if from_weights:
         return load(out)  # a resumed fit restores its checkpoint's weights over whatever it is given
+    torch.manual_seed(config.seed)  # fit seeds the training; the initial weights are drawn before it
     return create_model(config.model, class_names=[str(c) for c in dataset.classes], **config.kwargs)
 
 

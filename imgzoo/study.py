@@ -35,6 +35,7 @@ from imgzoo.runs import (
     fit_option_names,
     make_config,
     read_run,
+    resolve_data,
     train_run,
 )
 from imgzoo.training import fit
@@ -197,7 +198,7 @@ def _study_data(value: Any, path: Path) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f'{path}: data must be a folder or a known name (data = "cifar10"); got {value!r}')
     folder = path.parent / Path(value).expanduser()
-    return value if value in KNOWN_DATA and not folder.is_dir() else str(folder)
+    return resolve_data(value if value in KNOWN_DATA and not folder.is_dir() else folder)
 
 
 def _run_config(values: dict[str, Any], data: str, where: str) -> RunConfig:
