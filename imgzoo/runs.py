@@ -247,7 +247,8 @@ def eval_data(model: nn.Module, part: Dataset, batch_size: int = 256) -> Any:
 def spread(part: Dataset, count: int) -> list[int]:
     """``count`` indices spread evenly over ``part``: a class-sorted folder shows every class, not the first."""
     n = len(part)  # type: ignore[arg-type]
-    return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
+    k = min(count, n)
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
 
 
 def check_classes(model: nn.Module, dataset: Dataset, source: str) -> None:

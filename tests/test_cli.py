@@ -148,3 +148,20 @@ def test_evaluate_refuses_tta_while_evaluate_has_none(capsys, tmp_path):
         pytest.skip("evaluate offers test-time augmentation: --tta is passed on")
     assert main(["evaluate", "mnist_cnn.mnist", str(tmp_path), "--tta"]) == 2
     assert "no test-time augmentation; run without --tta" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"imgzoo {imgzoo.__version__}"
+
+
+def test_evaluate_refuses_data_whose_classes_the_model_does_not_predict(capsys, tmp_path):
+    from data_factories import write_image_folder
+
+    write_image_folder(tmp_path / "pets", ("cat", "dog"), n_per_class=3)
+    assert main(["evaluate", "mnist_cnn.mnist", str(tmp_path / "pets"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imgzoo: error: {tmp_path / 'pets'} has 2 classes (cat, dog) but the model predicts 10")
+    assert not (tmp_path / "confusion.png").exists()

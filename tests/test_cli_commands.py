@@ -1,7 +1,9 @@
 """The ``imgzoo`` command as a user runs it: ``python -m imgzoo ...`` in a subprocess, on tiny data in real formats.
 
 Each test checks the exit status, what was printed and the files written. One tiny MNIST run
-is trained once for the module and then evaluated, predicted with and extended.
+is trained once for the module, then evaluated and predicted with. Every subprocess pays for
+importing torch, so the finer cases (refusals, resuming, extending) are tested in-process in
+test_cli.py, test_cli_runs.py and test_study.py.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def test_train_writes_weights_history_and_figures_and_says_how_to_go_on(trained)
         assert (run / name).is_file(), name
     for name in ("curves.png", "samples.png", "confusion.png"):
         width, height = png_size(run / name)
-        assert width >= 300 and height >= 200, (name, width, height)
+        assert width >= 300 and height >= 150, (name, width, height)
+    assert png_size(run / "samples.png")[1] > 300  # all 10 validation digits: two rows of the grid
     history = json.loads((run / "history.json").read_text())
     assert history["epoch"] == [1]
     assert (run / "history.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_acc")
@@ -87,15 +90,6 @@ def test_evaluate_json_reports_the_runs_validation_metrics(trained):
     assert png_size(tmp / "eval" / "confusion.png")[0] >= 300
 
 
-def test_evaluate_refuses_data_with_other_classes(trained):
-    tmp, _ = trained
-    write_image_folder(tmp / "pets", ("cat", "dog"), n_per_class=3)
-    done = imgzoo("evaluate", "run", "pets", cwd=tmp)
-    assert done.returncode == 2
-    assert done.stderr.startswith("imgzoo: error: pets has 2 classes (cat, dog) but the model predicts 10")
-    assert "Traceback" not in done.stderr
-
-
 def test_predict_takes_folders_and_globs_and_prints_json(trained):
     tmp, _ = trained
     write_image_folder(tmp / "digits", ("a", "b"), n_per_class=2, size=(28, 28), ext="png")
@@ -106,18 +100,6 @@ def test_predict_takes_folders_and_globs_and_prints_json(trained):
     for answer in answers:
         assert len(answer["top"]) == 2 and answer["top"][0]["probability"] >= answer["top"][1]["probability"]
         assert {t["class"] for t in answer["top"]} <= {str(d) for d in range(10)}
-
-
-def test_more_epochs_extend_a_finished_run_from_its_weights(trained):
-    tmp, _ = trained
-    done = imgzoo("train", "mnist_cnn", "mnist", "--out", "run", "--epochs", "2", "--resume", cwd=tmp)
-    assert done.returncode == 0, done.stderr
-    assert "extending mnist_cnn from its 1 finished epochs to 2" in done.stdout and "fresh onecycle" in done.stdout
-    history = json.loads((tmp / "run" / "history.json").read_text())
-    assert history["epoch"] == [1, 2]
-    assert json.loads((tmp / "run" / "run.json").read_text())["config"]["epochs"] == 2
-    again = imgzoo("train", "mnist_cnn", "mnist", "--out", "run", cwd=tmp)  # no --resume: never trains over a run
-    assert again.returncode == 2 and "already holds a run of mnist_cnn" in again.stderr
 
 
 def test_compare_trains_every_run_of_a_study_and_writes_the_report(tmp_path):
@@ -138,7 +120,7 @@ def test_compare_trains_every_run_of_a_study_and_writes_the_report(tmp_path):
     table = (tmp_path / "out" / "report.md").read_text()
     assert "| Model | Train accuracy | Val accuracy | Train loss | Val loss | Epochs | Wall time | Images/s |" in table
     for run in report["runs"]:
-        assert f"| {run['name']} | {100 * run['val_acc']:.2f}% |" in table
+        assert f"| {run['name']} | {100 * run['train_acc']:.2f}% | {100 * run['val_acc']:.2f}% |" in table
         assert png_size(tmp_path / "out" / run["samples"])[0] >= 300
     assert done.stdout.count("20 training / 10 validation images") == 2
     assert png_size(tmp_path / "out" / "curves.png")[0] >= 300
@@ -176,5 +158,3 @@ def test_user_errors_are_one_line_with_status_2_and_no_traceback(tmp_path):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("imgzoo: error: data 'no-such-folder'")
     nothing = imgzoo("models", "nope*", cwd=tmp_path)
     assert nothing.returncode == 1 and "no model matches 'nope*'" in nothing.stderr and nothing.stdout == ""
-    version = imgzoo("--version", cwd=tmp_path)
-    assert version.returncode == 0 and version.stdout.split()[0] == "imgzoo" and version.stdout.split()[1][0].isdigit()

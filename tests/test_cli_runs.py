@@ -106,6 +106,22 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken
     assert all(torch.equal(cut[name], unbroken[name]) for name in unbroken)
 
 
+def test_more_epochs_extend_a_finished_run_from_its_weights_and_number_on(tmp_path):
+    folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
+    out, quiet = tmp_path / "run", {"verbose": 0, "log": lambda _: None}
+    first = runs.train_run(out, runs.make_config("mnist_cnn", folder, epochs=1, amp="fp32"), **quiet)
+    said: list[str] = []
+    longer = runs.resume_config(out, "mnist_cnn", folder, epochs=3)
+    extended = runs.train_run(out, longer, resume=True, verbose=0, log=said.append)
+    assert extended.action == "extend" and extended.finished
+    assert "extending mnist_cnn from its 1 finished epochs to 3" in said[0] and "fresh onecycle schedule" in said[0]
+    assert extended.history.epoch == [1, 2, 3]
+    assert extended.history.train_loss[0] == first.history.train_loss[0]  # the first epoch kept, not retrained
+    assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3]
+    again = runs.train_run(out, runs.resume_config(out, "mnist_cnn", folder), resume=True, **quiet)
+    assert again.action == "done" and again.history.epoch == [1, 2, 3]
+
+
 def test_a_run_folder_is_never_trained_over_by_another_run(tmp_path):
     folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
     out = tmp_path / "run"
@@ -121,3 +137,9 @@ def test_a_run_folder_is_never_trained_over_by_another_run(tmp_path):
     with pytest.raises(ValueError, match="finish it first"):
         runs.plan_run(out, longer, resume=True)
     assert runs.plan_run(out, _config(folder), resume=True).action == "resume"
+
+
+def test_the_samples_grid_spreads_over_the_split_without_repeats():
+    assert runs.spread(range(10), 16) == list(range(10))
+    picked = runs.spread(range(100), 16)
+    assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 99
