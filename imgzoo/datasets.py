@@ -57,10 +57,12 @@ __all__ = [
     "Split",
     "TensorImages",
     "cifar10",
+    "detect_format",
     "dog_breeds",
     "image_folder",
     "kaggle_dogs",
     "mnist",
+    "open_folder",
     "read_idx",
     "stanford_dogs",
     "train_val_split",
@@ -841,3 +843,74 @@ def dog_breeds(root: str | os.PathLike, transform: Transform | None = None, on_e
     if images.is_dir() and any(_WNID.match(p.name) for p in images.iterdir() if p.is_dir()):
         return stanford_dogs(root, transform, on_error)
     return image_folder(root, transform, on_error)
+
+
+# ---------------------------------------------------------------------------
+# Any of the layouts above, found by looking
+
+FORMATS = ("cifar10", "mnist", "kaggle_dogs", "stanford_dogs", "image_folder")
+_SPLIT_FOLDERS = frozenset({"train", "test", "val", "valid", "validation"})
+_ANY_HOW = (
+    "Expected one of the layouts imgzoo reads: CIFAR-10's python batches (cifar-10-batches-py/), MNIST's idx files "
+    "(train-images-idx3-ubyte[.gz]), Kaggle dog breeds (labels.csv beside train/), Stanford Dogs "
+    "(Images/n02085620-Chihuahua/), or class folders of images (<class>/<image>, or train/<class>/<image>)."
+)
+
+
+def detect_format(root: str | os.PathLike) -> str:
+    """Which of :data:`FORMATS` the folder ``root`` holds, by looking at its files, never by its name.
+
+    A command-line user names a folder, not a reader; the checks run from the most specific
+    layout to the most general, so CIFAR-10 as JPEG class folders is "cifar10" (the ten known
+    classes keep their official order and data spec), and any other class tree "image_folder".
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist. {_ANY_HOW}")
+    if _find_cifar_batches(root) is not None:
+        return "cifar10"
+    if _find_idx(root, "train-images-idx3-ubyte") is not None:
+        return "mnist"
+    if (root / "labels.csv").is_file():
+        return "kaggle_dogs"
+    images = root / "Images" if (root / "Images").is_dir() else root
+    if any(_WNID.match(p.name) for p in images.iterdir() if p.is_dir()):
+        return "stanford_dogs"
+    tree = _class_tree(root)
+    if tree is None:
+        raise FileNotFoundError(f"{root} holds no data set imgzoo can read. {_ANY_HOW}")
+    if tree != root and sorted(p.name for p in tree.iterdir() if p.is_dir()) == sorted(CIFAR10_CLASSES):
+        return "cifar10"
+    return "image_folder"
+
+
+def _class_tree(root: Path) -> Path | None:
+    """The folder whose subfolders are the classes: ``root/train`` when ``root`` holds only split folders."""
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if not folders:
+        return None
+    if folders <= _SPLIT_FOLDERS:
+        return root / "train" if "train" in folders else None
+    return root
+
+
+def open_folder(
+    root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise"
+) -> TensorImages | ImageFiles:
+    """The training images in ``root``, whichever layout :func:`detect_format` finds there.
+
+    For layouts with a test split (CIFAR-10, MNIST, ``train/`` and ``test/`` class trees) this
+    is the training split; select models on :func:`train_val_split` of it, never on the test
+    split. To measure a test split, point this at a folder that holds only it.
+    """
+    root = Path(root)
+    found = detect_format(root)
+    if found == "cifar10":
+        return cifar10(root, train=True, transform=transform)
+    if found == "mnist":
+        return mnist(root, train=True, transform=transform)
+    if found == "kaggle_dogs":
+        return kaggle_dogs(root, transform, on_error)
+    if found == "stanford_dogs":
+        return stanford_dogs(root, transform, on_error)
+    return image_folder(_class_tree(root) or root, transform, on_error)

@@ -102,3 +102,66 @@ def test_predict_prints_the_models_top_classes_for_each_file(capsys, tmp_path, s
 def test_predict_with_an_unknown_name_is_a_clear_error(capsys, tmp_path):
     assert main(["predict", "mnist_cnn.nope", str(tmp_path / "x.png")]) == 2
     assert "imgzoo: error:" in capsys.readouterr().err
+
+
+def test_models_and_pretrained_say_when_nothing_matches(capsys):
+    assert main(["models", "nope*"]) == 1
+    assert main(["pretrained", "nope*"]) == 1
+    err = capsys.readouterr().err
+    assert "no model matches 'nope*'" in err and "no weights name matches 'nope*'" in err
+
+
+def test_user_errors_exit_2_and_failures_of_the_work_exit_1():
+    from imgzoo.cli import exit_status
+    from imgzoo.hub import HubAuthError, WeightsNotFoundError
+
+    for error in (ValueError(), FileNotFoundError(), WeightsNotFoundError(), HubAuthError(), ImportError()):
+        assert exit_status(error) == 2, error
+    for error in (FloatingPointError(), RuntimeError(), ConnectionError(), MemoryError()):
+        assert exit_status(error) == 1, error
+
+
+def test_debug_shows_the_error_itself_instead_of_one_line(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="x.png does not exist"):
+        main(["predict", "--debug", "mnist_cnn.mnist", str(tmp_path / "x.png")])
+    assert main(["predict", "mnist_cnn.mnist", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_predict_expands_folders_recursively_and_globs_in_order(tmp_path):
+    from imgzoo.cli import image_paths
+
+    for name in ("b/2.png", "b/deeper/3.jpg", "a.png", "c.PNG"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / name, format="PNG" if name.lower().endswith("png") else "JPEG")
+    (tmp_path / "b" / "notes.txt").write_text("not an image")
+    found = image_paths([str(tmp_path / "b"), str(tmp_path / "*.png"), str(tmp_path / "c.PNG")])
+    assert [p.removeprefix(str(tmp_path) + "/") for p in found] == ["b/2.png", "b/deeper/3.jpg", "a.png", "c.PNG"]
+    with pytest.raises(FileNotFoundError, match="names no image files"):
+        image_paths([str(tmp_path / "*.gif")])
+
+
+def test_evaluate_refuses_tta_while_evaluate_has_none(capsys, tmp_path):
+    import inspect
+
+    if "tta" in inspect.signature(imgzoo.evaluate).parameters:
+        pytest.skip("evaluate offers test-time augmentation: --tta is passed on")
+    assert main(["evaluate", "mnist_cnn.mnist", str(tmp_path), "--tta"]) == 2
+    assert "no test-time augmentation; run without --tta" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"imgzoo {imgzoo.__version__}"
+
+
+def test_evaluate_refuses_data_whose_classes_the_model_does_not_predict(capsys, tmp_path):
+    from data_factories import write_image_folder
+
+    write_image_folder(tmp_path / "pets", ("cat", "dog"), n_per_class=3)
+    assert main(["evaluate", "mnist_cnn.mnist", str(tmp_path / "pets"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imgzoo: error: {tmp_path / 'pets'} has 2 classes (cat, dog) but the model predicts 10")
+    assert not (tmp_path / "confusion.png").exists()

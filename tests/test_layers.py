@@ -47,8 +47,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("hub", ("imgzoo.hub",)),  # the only huggingface_hub client
-    ("factory", ("imgzoo.factory", "imgzoo.study")),  # create_model(pretrained=), compare
-    ("face", ("imgzoo", "imgzoo.__main__", "imgzoo.cli")),  # public names and the command
+    ("factory", ("imgzoo.factory", "imgzoo.runs", "imgzoo.study")),  # create_model(pretrained=), train a run, compare
+    ("face", ("imgzoo", "imgzoo.__main__", "imgzoo.cli", "imgzoo.cli_*")),  # public names and the command
 )
 
 Layers = Sequence[tuple[str, Sequence[str]]]

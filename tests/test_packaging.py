@@ -30,7 +30,7 @@ def quickstart_commands() -> list[str]:
 def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
     install_and_run, install_and_test = quickstart_commands()
     assert "\n" not in install_and_run and "\n" not in install_and_test
-    assert "pip install -e ." in install_and_run and install_and_run.endswith("imgzoo models")
+    assert "pip install -e" in install_and_run and install_and_run.endswith("imgzoo demo")
     assert 'pip install -e ".[dev]"' in install_and_test and "pytest" in install_and_test
 
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
@@ -64,5 +64,11 @@ def test_dev_extra_brings_the_test_tools():
 def test_typed_marker_and_license_ship():
     assert (ROOT / "imgzoo" / "py.typed").is_file()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["imgzoo"]
+
+
+def test_the_demo_samples_ship_in_the_package():
+    assert "samples/**/*" in PYPROJECT["tool"]["setuptools"]["package-data"]["imgzoo"]
+    for folder in ("mnist", "cifar10"):
+        assert len(list((ROOT / "imgzoo" / "samples" / folder).iterdir())) == 30
     license_text = (ROOT / "LICENSE").read_text()
     assert "MIT License" in license_text or "Apache License" in license_text

@@ -1,0 +1,176 @@
+"""``imgzoo train``, ``evaluate`` and ``compare``: the command-line face of ``runs.py`` and ``study.py``.
+
+Each handler parses nothing and decides nothing: it turns arguments into one library call
+and prints what came back. The work, and every check of its input, happens below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from imgzoo import runs
+from imgzoo.evaluation import EvalResult, evaluate
+from imgzoo.hub import load
+from imgzoo.study import load_study, run_study
+from imgzoo.transforms import AUGMENTS
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1, refused as a usage error (exit 2) otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, e.g. 10; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more; got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, e.g. 0.1; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0; got {value}")
+    return value
+
+
+def _verbosity() -> int:
+    """fit's progress bar for a person at a terminal; one line per epoch for a log file."""
+    return 1 if sys.stderr.isatty() else 2
+
+
+def _need_plots() -> None:
+    """Refuse before training, not after it, when the figures the run promises cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "this command draws curves and sample grids with matplotlib, which is not installed: "
+            "pip install 'imgzoo[plot]'"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a model on a data folder; weights, history and figures go into --out",
+        description="Train MODEL on DATA's seeded 90%% training split and validate on the other 10%%.",
+    )
+    p.add_argument("model", help="a registered model name (imgzoo models)")
+    p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
+    p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
+    p.add_argument("--epochs", type=positive_int, help="total epochs (default: the model's); more extends a run")
+    p.add_argument("--augment", choices=AUGMENTS, help="training augmentation (default: standard)")
+    p.add_argument("--amp", choices=tuple(runs.AMP_CHOICES), help="precision (default auto: bf16 where native)")
+    p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
+    p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
+    p.add_argument("--seed", type=int, help="seed of the split, the limit and training (default 0)")
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's, 128)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default: fit's for the optimizer)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _need_plots()
+    given = {
+        "epochs": args.epochs,
+        "augment": args.augment,
+        "amp": args.amp,
+        "limit": args.limit,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+    }
+    if args.resume:  # the run's own options, with any given here laid over them (and checked)
+        config = runs.resume_config(args.out, args.model, args.data, **given)
+    else:
+        config = runs.make_config(args.model, args.data, **given)
+    result = runs.train_run(args.out, config, resume=args.resume, verbose=_verbosity())
+    if result.action == "done":
+        return 0
+    m = result.metrics
+    print(
+        f"{config.model}: val top-1 {100 * m['val_acc']:.2f}%, top-5 {100 * m['val_top5']:.2f}%, "
+        f"loss {m['val_loss']:.4f} after {len(result.history)} epochs ({result.wall_time:.1f} s)"
+    )
+    print(f"wrote {result.out}: model.safetensors, history.csv, curves.png, samples.png, confusion.png")
+    return 0 if result.finished else 1
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("evaluate", parents=[common], help="loss, top-1, top-5 and per-class accuracy on a data folder")
+    p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train")
+    p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
+    p.add_argument("--split", choices=("val", "all"), default="val", help="the seeded 10%% validation split, or all")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation, where evaluate offers it")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for confusion.png (default: here)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    if args.tta:
+        if "tta" not in inspect.signature(evaluate).parameters:
+            raise ValueError("--tta: this version of imgzoo.evaluate has no test-time augmentation; run without --tta")
+        options["tta"] = True
+    model = load(args.weights)
+    record = runs.read_run(args.weights) if Path(args.weights).is_dir() else None
+    seed = record.config.seed if record is not None else 0  # the split the run validated on
+    dataset = runs.open_data(runs.resolve_data(args.data))
+    runs.check_classes(model, dataset, args.data)
+    part = runs.split_data(dataset, seed)[1] if args.split == "val" else dataset
+    result = evaluate(model, runs.eval_data(model, part), **options)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.plot_confusion_matrix(args.out / "confusion.png")
+    if args.json:
+        where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}
+        print(json.dumps({**where, **runs.eval_summary(result)}, indent=1))
+    else:
+        print(_evaluation_text(result, args.split, seed))
+    return 0
+
+
+def _evaluation_text(result: EvalResult, split: str, seed: int) -> str:
+    what = f"the validation split (10%, seed {seed})" if split == "val" else "every image"
+    lines = [f"{result.num_samples} images, {what}", str(result), "", "class accuracy"]
+    width = max(len(name) for name in result.class_names)
+    for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
+        shown = "n/a (no images)" if accuracy != accuracy else f"{100 * accuracy:.2f}%"
+        lines.append(f"{name.ljust(width)}  {shown}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("compare", parents=[common], help="train every run of a study file and compare them")
+    p.add_argument("study", type=Path, help="a study file, e.g. examples/study.toml")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
+    p.add_argument("--epochs", type=positive_int, help="epochs for every run, instead of the file's")
+    p.add_argument("--limit", type=positive_int, help="train every run on N images (stratified, seeded)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    _need_plots()
+    study = load_study(args.study, epochs=args.epochs, limit=args.limit)
+    report = run_study(study, args.out, verbose=_verbosity())
+    print(report.comparison.to_markdown(timing=True))
+    print(f"wrote {args.out / 'report.md'}, report.json, curves.png and each run's folder in {args.out / 'runs'}")
+    return 0 if all(result.finished for result in report.results.values()) else 1

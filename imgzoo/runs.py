@@ -1,0 +1,517 @@
+"""Train one run from files: what ``imgzoo train`` does, as calls a script can make too.
+
+The path, top to bottom as a run goes:
+
+    data folder (any layout, found by looking) -> seeded 10% validation split -> optional
+    stratified limit -> loaders for the model's DataSpec and augment -> fit, checkpointing
+    every epoch into OUT/checkpoints -> OUT: weights (imgzoo.save), history.csv / .json,
+    curves.png, samples.png, confusion.png
+
+``OUT/run.json`` records what the run is (model, data, options) and how far it got, so the
+same folder can be resumed exactly after a stop, or extended with more epochs later, and a
+folder holding another run is never trained over by mistake. This module trains, so it sits
+beside ``study.py`` above the loop and the Hub client; the ``imgzoo`` command is a thin layer
+over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from imgzoo import datasets
+from imgzoo._atomic import atomic_write_text
+from imgzoo.evaluation import EvalResult, evaluate, plot_predictions
+from imgzoo.factory import create_model
+from imgzoo.history import History
+from imgzoo.hub import load, save
+from imgzoo.loaders import FastLoader, default_cache_dir
+from imgzoo.registry import get_model_entry
+from imgzoo.training import FitConfig, fit
+from imgzoo.transforms import AUGMENTS, for_model
+
+__all__ = [
+    "AMP_CHOICES",
+    "KNOWN_DATA",
+    "RUN_OPTIONS",
+    "RunConfig",
+    "RunResult",
+    "eval_data",
+    "model_defaults",
+    "open_data",
+    "read_run",
+    "split_data",
+    "train_data",
+    "train_run",
+]
+
+RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
+_FORMAT = "imgzoo-run-v1"
+VAL_FRACTION = 0.1  # the split every shipped weights entry reports its accuracy on
+SAMPLES_SHOWN = 16  # two rows of the samples grid: enough to see the kinds of mistakes
+
+# The command line's precision names -> fit's amp option. "auto" is fit's True: bf16 where the
+# device computes it natively (CUDA, or a CPU with AVX512-BF16 / AMX), fp16 on older GPUs, else fp32.
+AMP_CHOICES: dict[str, bool | str] = {"auto": True, "fp32": False, "bf16": "bf16", "fp16": "fp16"}
+
+# Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
+KNOWN_DATA: dict[str, Callable[..., Dataset]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
+
+# What a run of each model does when the command line does not say. The one place these live:
+# a registered recipe per model can replace this table without touching the command.
+_EVERY_MODEL: dict[str, Any] = {"epochs": 15, "augment": "standard", "batch_size": 128, "lr": None, "kwargs": {}}
+_PER_MODEL: dict[str, dict[str, Any]] = {
+    "mnist_cnn": {"epochs": 15},  # 99.5% on MNIST's validation split by epoch 15-20 (mnist_cnn.mnist)
+    "basic_cnn": {"epochs": 12},  # 89% on CIFAR-10 in 12 epochs (README, with label smoothing 0.2)
+    "resnet_cifar": {"epochs": 30},  # 86.6% on CIFAR-10 JPEG in 30 epochs, 88.1% in 60 (resnet_cifar.cifar10)
+    # Transfer learning: the ImageNet backbone stays frozen and only the new head trains, for
+    # which AdamW at 1e-3 converges in a few epochs where SGD's 0.1 would overshoot.
+    "dogbreed_transfer": {"epochs": 5, "lr": 1e-3, "kwargs": {"weights": "imagenet"}, "optimizer": "adamw"},
+}
+
+# fit options a run sets itself (or forbids), so a study file cannot; and RunConfig's own options.
+_RUNNER_OWNS = frozenset({"epochs", "callbacks", "checkpoint_dir", "resume", "verbose", "config"})
+RUN_OPTIONS = ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr")
+_RUN_FIELDS = RUN_OPTIONS[1:]
+
+
+def model_defaults(model: str) -> dict[str, Any]:
+    """The epochs, augment, batch size, lr, builder kwargs and fit options a run of ``model`` starts from."""
+    return {**_EVERY_MODEL, **_PER_MODEL.get(model, {})}
+
+
+def fit_option_names() -> list[str]:
+    """fit's options that a study file may set for a run (those the runner does not set itself)."""
+    return sorted(f.name for f in dataclasses.fields(FitConfig) if f.name not in {*_RUNNER_OWNS, *_RUN_FIELDS})
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides what a run trains; stored in ``OUT/run.json``."""
+
+    model: str
+    data: str  # an absolute folder, or a name in KNOWN_DATA
+    epochs: int
+    augment: str = "standard"
+    amp: str = "auto"
+    limit: int | None = None  # train on this many images (stratified, seeded); None: all
+    seed: int = 0
+    batch_size: int = 128
+    lr: float | None = None  # None: fit's default for the optimizer
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the model builder's
+    fit_options: dict[str, Any] = field(default_factory=dict)  # any other fit option
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {self.augment!r}")
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}; got {self.amp!r}")
+        for name in ("epochs", "batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        unknown = sorted(set(self.fit_options) - set(fit_option_names()))
+        if unknown:
+            raise ValueError(f"unknown fit option(s) {', '.join(unknown)}; a run takes {', '.join(fit_option_names())}")
+        self.fit_options_checked()
+
+    def fit_options_checked(self) -> dict[str, Any]:
+        """The keyword arguments of fit, checked by fit's own config now rather than after hours of other runs."""
+        options = {
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "amp": AMP_CHOICES[self.amp],
+            "seed": self.seed,
+            **self.fit_options,
+        }
+        FitConfig(epochs=self.epochs, **options)
+        return options
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def make_config(model: str, data: str, **given: Any) -> RunConfig:
+    """A RunConfig from the model's defaults, with every option in ``given`` that is not None laid over them."""
+    get_model_entry(model)  # an unknown name fails here, with close matches, before any data is read
+    defaults = model_defaults(model)
+    values = {k: v for k, v in defaults.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}
+    values["fit_options"] = {k: v for k, v in defaults.items() if k not in values and k != "kwargs"}
+    values["kwargs"] = dict(defaults["kwargs"])
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in ("kwargs", "fit_options"):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return RunConfig(model=model, data=resolve_data(data), **values)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def resolve_data(data: str | os.PathLike[str]) -> str:
+    """An existing folder as an absolute path; else a known data set's name; else a FileNotFoundError."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if str(data) in KNOWN_DATA:
+        return str(data)
+    raise FileNotFoundError(
+        f"data {str(data)!r} is neither a folder nor a known data set ({', '.join(KNOWN_DATA)}). "
+        "Pass a folder in a layout imgzoo reads (CIFAR-10 batches, MNIST idx files, class folders of images, "
+        "Stanford Dogs, Kaggle dog breeds), or a known name to download it."
+    )
+
+
+def open_data(data: str) -> Dataset:
+    """The training images a RunConfig's ``data`` names: a folder in any layout, or a known data set."""
+    if data in KNOWN_DATA and not Path(data).is_dir():
+        return KNOWN_DATA[data](default_cache_dir() / "data" / data, train=True, download=True)
+    return datasets.open_folder(data)
+
+
+def split_data(dataset: Dataset, seed: int, limit: int | None = None) -> tuple[datasets.Split, datasets.Split]:
+    """The seeded stratified split (10% validation); with ``limit``, the first ``limit`` images of training.
+
+    The limit is a stratified, seeded draw of the training part, so a quick run sees every class
+    in its usual share; the validation part stays whole, so figures stay comparable across limits.
+    """
+    train, val = datasets.train_val_split(dataset, VAL_FRACTION, seed=seed)
+    classes = len(torch.unique(train.targets))
+    if limit is None or limit >= len(train) - classes:
+        return train, val
+    if limit < classes:
+        raise ValueError(
+            f"limit={limit} is fewer than the {classes} classes of the data: a stratified limit keeps at least "
+            f"one image of every class. Pass a limit of {classes} or more."
+        )
+    _, kept = datasets.train_val_split(train, seed=seed, val_count=limit)
+    # One level of Split over the original data, as FastLoader expects.
+    return datasets.Split(dataset, [train.indices[i] for i in kept.indices]), val
+
+
+class Transformed(Dataset):
+    """A dataset whose images go through ``transform``, keeping the parent's classes and labels."""
+
+    def __init__(self, data: Dataset, transform: Callable[[Any], Any]) -> None:
+        self.data, self.transform = data, transform
+        self.classes = list(getattr(data, "classes", []))
+        self.targets = getattr(data, "targets", None)
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.data[index]
+        return self.transform(image), label
+
+
+def _fast(model: nn.Module, augment: str) -> bool:
+    """FastLoader serves small images with "none" or "standard"; the rest go through per-image transforms."""
+    return model.data_spec.resize is None and augment in ("none", "standard")
+
+
+def train_data(model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int) -> Any:
+    """What fit trains on: a FastLoader where it can augment, else the images through the train transform."""
+    if _fast(model, augment):
+        return FastLoader(part, batch_size, spec=model.data_spec, train=True, augment=augment, seed=seed)
+    return Transformed(part, for_model(model, train=True, augment=augment))
+
+
+def eval_data(model: nn.Module, part: Dataset, batch_size: int = 256) -> Any:
+    """Batches of ``part`` preprocessed as the model expects at evaluation: for fit's val and evaluate."""
+    if _fast(model, "none"):
+        return FastLoader(part, batch_size, spec=model.data_spec)
+    return DataLoader(Transformed(part, for_model(model)), batch_size=batch_size)
+
+
+def spread(part: Dataset, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``part``: a class-sorted folder shows every class, not the first."""
+    n = len(part)  # type: ignore[arg-type]
+    k = min(count, n)
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+
+
+def check_classes(model: nn.Module, dataset: Dataset, source: str) -> None:
+    """Refuse data whose classes are not the ones the model predicts: every figure would be wrong."""
+    spec = model.data_spec
+    classes = [str(c) for c in getattr(dataset, "classes", [])]
+    names = [str(c) for c in (spec.class_names or range(spec.num_classes))]
+    if classes and classes != names:
+        raise ValueError(
+            f"{source} has {len(classes)} classes ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}) "
+            f"but the model predicts {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}). "
+            "Evaluate it on data with the classes it was trained on."
+        )
+
+
+# ---------------------------------------------------------------------------- the run folder
+
+
+@dataclass
+class RunRecord:
+    """``OUT/run.json``: the config, the epochs finished by earlier trainings, and whether the last one ended."""
+
+    config: RunConfig
+    done_before: int = 0  # epochs in OUT's weights before the training now under way
+    finished: bool = False
+
+    def write(self, out: Path) -> None:
+        record = {"format": _FORMAT, "config": self.config.to_dict(), "done_before": self.done_before}
+        atomic_write_text(out / RUN_FILE, json.dumps({**record, "finished": self.finished}, indent=1) + "\n")
+
+
+def read_run(out: str | os.PathLike[str]) -> RunRecord | None:
+    """The record of the run in ``out``; None when there is none."""
+    path = Path(out) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {_FORMAT!r}")
+        config = RunConfig.from_dict(data["config"])
+        return RunRecord(config, int(data["done_before"]), bool(data["finished"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a run record imgzoo can read ({exc}). Choose another --out.") from None
+
+
+def resume_command(config: RunConfig, out: Path, epochs: int | None = None) -> str:
+    """The command that goes on with the run in ``out``; run.json supplies every other option."""
+    words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
+    words += ["--epochs", str(epochs)] if epochs is not None else []
+    return shlex.join([*words, "--resume"])
+
+
+@dataclass
+class Plan:
+    """What a call of :func:`train_run` will do: start, resume an unfinished training, extend, or nothing."""
+
+    action: str  # "start", "resume", "extend" or "done"
+    record: RunRecord
+
+
+def plan_run(out: Path, config: RunConfig, resume: bool) -> Plan:
+    """Decide what to do with ``out``, refusing anything that would train over another run."""
+    record = read_run(out)
+    if record is None:
+        if resume:
+            raise FileNotFoundError(f"nothing to resume: {out} holds no run ({RUN_FILE}). Run without --resume.")
+        if (out / "model.safetensors").exists() or (out / CHECKPOINTS).exists():
+            raise FileExistsError(f"{out} holds weights or checkpoints but no {RUN_FILE}; choose another --out.")
+        return Plan("start", RunRecord(config))
+    if not resume:
+        raise FileExistsError(
+            f"{out} already holds a run of {record.config.model} ({_progress(record)}). To go on with it: "
+            f"{resume_command(record.config, out)}; for more epochs add --epochs N; or choose another --out."
+        )
+    _check_same_run(record.config, config, out)
+    if not record.finished:
+        if config.epochs != record.config.epochs:
+            raise ValueError(
+                f"{out} is {_progress(record)}; finish it first ({resume_command(record.config, out)}), "
+                f"then extend it with --epochs {config.epochs}"
+            )
+        return Plan("resume", record)
+    if config.epochs <= record.config.epochs:
+        return Plan("done", record)
+    return Plan("extend", RunRecord(config, done_before=record.config.epochs))
+
+
+def _progress(record: RunRecord) -> str:
+    state = "finished" if record.finished else "unfinished"
+    return f"{state}, {record.config.epochs} epochs asked"
+
+
+def _check_same_run(old: RunConfig, new: RunConfig, out: Path) -> None:
+    """Resuming or extending keeps the data, model and options; only the number of epochs may grow."""
+    changed = [
+        f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}"
+        for name in ("model", "data", "kwargs", "fit_options", *_RUN_FIELDS)
+        if getattr(old, name) != getattr(new, name)
+    ]
+    if changed:
+        raise ValueError(
+            f"{out} holds a run with other settings ({'; '.join(changed)}). Resume it with the same ones "
+            "(omit an option to keep the run's), or start a new run in another --out."
+        )
+
+
+def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
+    """The config to resume ``out`` with: its record's, with the options given explicitly laid over it."""
+    record = read_run(out)
+    if record is None:
+        return make_config(model, data, **given)
+    values = record.config.to_dict()
+    values.update({k: v for k, v in given.items() if v is not None})
+    return RunConfig(**{**values, "model": model, "data": resolve_data(data)})
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@dataclass
+class RunResult:
+    """What a run left in ``out``: every epoch so far (earlier trainings included) and the final metrics."""
+
+    out: Path
+    config: RunConfig
+    history: History
+    metrics: dict[str, float]
+    finished: bool  # False: stopped before its epochs (max_time), and resumable
+    action: str  # "start", "resume", "extend" or "done"
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds spent in training and validation, over every epoch of the run."""
+        return float(sum(self.history.time))
+
+
+def train_run(
+    out: str | os.PathLike[str],
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Train ``config`` into ``out`` (see the module docstring); ``resume`` goes on with the run there.
+
+    A run stopped by Ctrl-C raises KeyboardInterrupt after its checkpoint is written, so the
+    caller can say how to resume; a finished run asked for no more epochs trains nothing.
+    """
+    out = Path(out)
+    plan = plan_run(out, config, resume)
+    record, config = plan.record, plan.record.config
+    if plan.action == "done":
+        log(f"{out} has finished its {config.epochs} epochs; nothing to train. More: {_more(config, out)}")
+        return _result_on_disk(out, record, plan.action)
+    dataset = open_data(config.data)
+    train_part, val_part = split_data(dataset, config.seed, config.limit)
+    checkpoints = out / CHECKPOINTS
+    model = _model_for(plan, dataset, out)
+    out.mkdir(parents=True, exist_ok=True)
+    if plan.action == "extend":  # the earlier training's checkpoints hold a schedule sized for its own epochs
+        for stale in checkpoints.glob("*.pt"):
+            stale.unlink()
+    record.write(out)
+    resume_from = checkpoints if plan.action == "resume" and (checkpoints / "last.pt").is_file() else None
+    _announce(plan, out, len(train_part), len(val_part), resume_from is not None, log)
+    epochs = config.epochs - record.done_before
+    started = time.time()
+    history = fit(
+        model,
+        train_data(model, train_part, config.augment, config.batch_size, config.seed),
+        eval_data(model, val_part),
+        epochs=epochs,
+        checkpoint_dir=checkpoints,
+        resume=resume_from,
+        verbose=verbose,
+        **config.fit_options_checked(),
+    )
+    if len(history) < epochs and _touched_since(checkpoints / "interrupted.pt", started):
+        raise KeyboardInterrupt(f"stopped during epoch {len(history) + 1}; resume with: {resume_command(config, out)}")
+    full = _joined(out, record.done_before, history)
+    metrics = write_outputs(model, val_part, full, out, config)
+    record.finished = len(history) >= epochs
+    record.write(out)
+    if record.finished:
+        log(f"finished {config.epochs} epochs into {out}. More epochs: {_more(config, out)}")
+    else:
+        log(f"stopped after epoch {len(full)} of {config.epochs}. Resume: {resume_command(config, out)}")
+    return RunResult(out, config, full, metrics, record.finished, plan.action)
+
+
+def _more(config: RunConfig, out: Path) -> str:
+    return resume_command(config, out, epochs=2 * config.epochs)
+
+
+def _touched_since(path: Path, since: float) -> bool:
+    """Whether fit wrote ``path`` during this call (Ctrl-C writes interrupted.pt; an older one is not ours)."""
+    return path.is_file() and path.stat().st_mtime >= since - 1
+
+
+def _model_for(plan: Plan, dataset: Dataset, out: Path) -> nn.Module:
+    """A fresh model sized for the data's classes, or the run's own weights when it goes on from them."""
+    config = plan.record.config
+    from_weights = plan.action == "extend" or (
+        plan.action == "resume" and plan.record.done_before > 0 and not (out / CHECKPOINTS / "last.pt").is_file()
+    )
+    if from_weights:
+        return load(out)  # a resumed fit restores its checkpoint's weights over whatever it is given
+    torch.manual_seed(config.seed)  # fit seeds the training; the initial weights are drawn before it
+    return create_model(config.model, class_names=[str(c) for c in dataset.classes], **config.kwargs)
+
+
+def _announce(plan: Plan, out: Path, n_train: int, n_val: int, from_checkpoint: bool, log: Callable) -> None:
+    config, before = plan.record.config, plan.record.done_before
+    what = {
+        "start": f"training {config.model} for {config.epochs} epochs",
+        "resume": f"resuming {config.model} {'from its last checkpoint' if from_checkpoint else 'from the start'}",
+        "extend": (
+            f"extending {config.model} from its {before} finished epochs to {config.epochs}, from its weights with "
+            f"a fresh {config.fit_options.get('schedule', 'onecycle')} schedule over {config.epochs - before} epochs"
+        ),
+    }[plan.action]
+    log(f"{what}: {n_train} training / {n_val} validation images (seed {config.seed}), augment {config.augment}")
+    log(f"checkpoints every epoch in {out / CHECKPOINTS}; if stopped, resume with: {resume_command(config, out)}")
+
+
+def _joined(out: Path, done_before: int, history: History) -> History:
+    """Earlier trainings' epochs (from OUT/history.json) followed by this one's, numbered on from them."""
+    rows = History.from_json(out / "history.json").to_dict() if done_before else History().to_dict()
+    keep = [i for i, epoch in enumerate(rows["epoch"]) if epoch <= done_before]
+    joined = {name: [values[i] for i in keep] for name, values in rows.items()}
+    for name, values in history.to_dict().items():
+        joined[name] += [v + done_before for v in values] if name == "epoch" else values
+    return History.from_dict(joined)
+
+
+def write_outputs(model: nn.Module, val_part: Dataset, history: History, out: Path, config: RunConfig) -> dict:
+    """Weights, history, curves, samples grid, confusion matrix and metrics of the run, into ``out``."""
+    result = evaluate(model, eval_data(model, val_part))
+    metrics = {"val_acc": result.top1, "val_loss": result.loss, "val_top5": result.top5}
+    recipe = {**{k: v for k, v in config.to_dict().items() if k != "fit_options"}, **config.fit_options}
+    save(model, out, history, recipe={**recipe, "val_fraction": VAL_FRACTION}, metrics=metrics)
+    history.to_csv(out / "history.csv")
+    history.to_json(out / "history.json")
+    history.plot(out / "curves.png")
+    shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))
+    plot_predictions(model, Transformed(shown, for_model(model)), n=SAMPLES_SHOWN, path=out / "samples.png")
+    result.plot_confusion_matrix(out / "confusion.png")
+    atomic_write_text(out / "metrics.json", json.dumps(eval_summary(result), indent=1) + "\n")
+    return metrics
+
+
+def eval_summary(result: EvalResult) -> dict[str, Any]:
+    """An EvalResult as JSON-able numbers: NaN (a class absent from the data) becomes null."""
+    data = result.to_dict()
+    data["per_class_accuracy"] = {k: (None if v != v else v) for k, v in data["per_class_accuracy"].items()}
+    return data
+
+
+def _result_on_disk(out: Path, record: RunRecord, action: str) -> RunResult:
+    """The RunResult of a finished run, read back from its folder rather than trained again."""
+    history = History.from_json(out / "history.json")
+    summary = json.loads((out / "metrics.json").read_text())
+    metrics = {"val_acc": summary["top1"], "val_loss": summary["loss"], "val_top5": summary["top5"]}
+    return RunResult(out, record.config, history, metrics, record.finished, action)

@@ -1,0 +1,145 @@
+"""One run from files (imgzoo.runs) and the data-folder detection beneath ``imgzoo train``, run in-process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from data_factories import (
+    CIFAR10_CLASSES,
+    write_cifar10,
+    write_image_folder,
+    write_kaggle_dogs,
+    write_mnist,
+    write_stanford_dogs,
+)
+from safetensors.torch import load_file
+
+from imgzoo import datasets, runs
+
+
+@pytest.mark.parametrize(
+    ("write", "expected", "classes"),
+    [
+        (lambda root: write_cifar10(root), "cifar10", list(CIFAR10_CLASSES)),
+        (lambda root: write_image_folder(root / "train", CIFAR10_CLASSES), "cifar10", list(CIFAR10_CLASSES)),
+        (lambda root: write_mnist(root), "mnist", [str(d) for d in range(10)]),
+        (lambda root: write_kaggle_dogs(root), "kaggle_dogs", ["chihuahua", "japanese_spaniel", "maltese_dog"]),
+        (lambda root: write_stanford_dogs(root), "stanford_dogs", ["Chihuahua", "Japanese_spaniel", "Maltese_dog"]),
+        (lambda root: write_image_folder(root, ("cat", "dog")), "image_folder", ["cat", "dog"]),
+        (lambda root: write_image_folder(root / "train", ("ant", "bee")), "image_folder", ["ant", "bee"]),
+    ],
+    ids=["cifar-batches", "cifar-jpeg-tree", "mnist-idx", "kaggle", "stanford", "class-folders", "train-split-tree"],
+)
+def test_a_folder_is_opened_in_whatever_layout_it_holds(tmp_path, write, expected, classes):
+    write(tmp_path)
+    if expected == "image_folder" and (tmp_path / "train").is_dir():
+        write_image_folder(tmp_path / "test", ("ant", "bee"), seed=1)  # a test split beside it is left alone
+    assert datasets.detect_format(tmp_path) == expected
+    data = datasets.open_folder(tmp_path)
+    assert [str(c) for c in data.classes] == classes
+    assert len(data) == len(classes) * 2  # the factories write two images per class (training split only)
+
+
+def test_a_folder_with_no_data_set_is_refused_naming_the_layouts(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(FileNotFoundError, match="holds no data set imgzoo can read.*CIFAR-10.*MNIST"):
+        datasets.detect_format(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        datasets.detect_format(tmp_path / "missing")
+
+
+def test_limit_is_a_seeded_stratified_draw_of_the_training_split_only(tmp_path):
+    data = datasets.open_folder(write_mnist(tmp_path, n_per_class=10))
+    full_train, full_val = runs.split_data(data, seed=3)
+    train, val = runs.split_data(data, seed=3, limit=30)
+    assert val.indices == full_val.indices  # validation stays whole, so figures compare across limits
+    assert len(train) == 30 and set(train.indices) <= set(full_train.indices)
+    assert torch.bincount(train.targets, minlength=10).tolist() == [3] * 10
+    assert runs.split_data(data, seed=3, limit=30)[0].indices == train.indices
+    assert runs.split_data(data, seed=4, limit=30)[0].indices != train.indices
+    with pytest.raises(ValueError, match="limit=5 is fewer than the 10 classes"):
+        runs.split_data(data, seed=3, limit=5)
+
+
+def test_a_models_defaults_come_from_one_table_and_the_command_line_overrides_them(tmp_path):
+    folder = str(write_mnist(tmp_path))
+    defaults = runs.model_defaults("resnet_cifar")
+    config = runs.make_config("resnet_cifar", folder)
+    assert (config.epochs, config.augment, config.batch_size) == (
+        defaults["epochs"],
+        defaults["augment"],
+        defaults["batch_size"],
+    )
+    assert runs.make_config("resnet_cifar", folder, epochs=3, augment="none").epochs == 3
+    transfer = runs.make_config("dogbreed_transfer", folder)
+    assert transfer.kwargs == {"weights": "imagenet"} and transfer.fit_options == {"optimizer": "adamw"}
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        runs.make_config("resnet", folder)
+    with pytest.raises(ValueError, match="augment must be one of none, standard, strong"):
+        runs.make_config("mnist_cnn", folder, augment="heavy")
+
+
+def _config(folder: str, **fit_options) -> runs.RunConfig:
+    return runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=16, fit_options=fit_options)
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken_one(tmp_path):
+    folder = str(write_mnist(tmp_path / "mnist", n_per_class=4))
+    whole = runs.train_run(tmp_path / "whole", _config(folder), verbose=0, log=lambda _: None)
+    # max_time this short stops the run after its first epoch: a stop that leaves a resumable folder.
+    stopped = runs.train_run(tmp_path / "cut", _config(folder, max_time=1e-3), verbose=0, log=lambda _: None)
+    assert whole.finished and not stopped.finished and len(stopped.history) == 1
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["finished"] is False
+    resumed = runs.train_run(
+        tmp_path / "cut",
+        runs.resume_config(tmp_path / "cut", "mnist_cnn", folder),
+        resume=True,
+        verbose=0,
+        log=lambda _: None,
+    )
+    assert resumed.action == "resume" and resumed.finished and resumed.history.epoch == [1, 2]
+    assert resumed.history.train_loss == pytest.approx(whole.history.train_loss)
+    cut = load_file(tmp_path / "cut" / "model.safetensors")
+    unbroken = load_file(tmp_path / "whole" / "model.safetensors")
+    assert all(torch.equal(cut[name], unbroken[name]) for name in unbroken)
+
+
+def test_more_epochs_extend_a_finished_run_from_its_weights_and_number_on(tmp_path):
+    folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
+    out, quiet = tmp_path / "run", {"verbose": 0, "log": lambda _: None}
+    first = runs.train_run(out, runs.make_config("mnist_cnn", folder, epochs=1, amp="fp32"), **quiet)
+    said: list[str] = []
+    longer = runs.resume_config(out, "mnist_cnn", folder, epochs=3)
+    extended = runs.train_run(out, longer, resume=True, verbose=0, log=said.append)
+    assert extended.action == "extend" and extended.finished
+    assert "extending mnist_cnn from its 1 finished epochs to 3" in said[0] and "fresh onecycle schedule" in said[0]
+    assert extended.history.epoch == [1, 2, 3]
+    assert extended.history.train_loss[0] == first.history.train_loss[0]  # the first epoch kept, not retrained
+    assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3]
+    again = runs.train_run(out, runs.resume_config(out, "mnist_cnn", folder), resume=True, **quiet)
+    assert again.action == "done" and again.history.epoch == [1, 2, 3]
+
+
+def test_a_run_folder_is_never_trained_over_by_another_run(tmp_path):
+    folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        runs.plan_run(out, _config(folder), resume=True)
+    runs.RunRecord(_config(folder)).write(out.mkdir() or out)  # an unfinished run of 2 epochs
+    with pytest.raises(FileExistsError, match="already holds a run of mnist_cnn"):
+        runs.plan_run(out, _config(folder), resume=False)
+    other = runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=32)
+    with pytest.raises(ValueError, match="batch_size 16 -> 32"):
+        runs.plan_run(out, other, resume=True)
+    longer = runs.make_config("mnist_cnn", folder, epochs=5, amp="fp32", batch_size=16)
+    with pytest.raises(ValueError, match="finish it first"):
+        runs.plan_run(out, longer, resume=True)
+    assert runs.plan_run(out, _config(folder), resume=True).action == "resume"
+
+
+def test_the_samples_grid_spreads_over_the_split_without_repeats():
+    assert runs.spread(range(10), 16) == list(range(10))
+    picked = runs.spread(range(100), 16)
+    assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 99
