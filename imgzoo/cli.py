@@ -21,7 +21,7 @@ import torch
 from PIL import UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from imgzoo import cli_demo, cli_train
+from imgzoo import cli_demo, cli_train, runs
 from imgzoo._version import __version__
 from imgzoo.evaluation import predict
 from imgzoo.factory import create_model
@@ -120,7 +120,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise ValueError(f"--topk must be 1 or more; got {args.topk}")
     paths = image_paths(args.images)
-    model = load(args.weights)
+    model = load(runs.weights_of(args.weights))
     answers = []
     for start in range(0, len(paths), PREDICT_BATCH):
         batch = paths[start : start + PREDICT_BATCH]

@@ -18,6 +18,7 @@ from PIL import Image
 
 from imgzoo.evaluation import plot_predictions, predict
 from imgzoo.hub import load
+from imgzoo.transforms import for_model
 
 # (weights name, sample folder): one model per data set whose weights ship in the package.
 DEMOS = (("mnist_cnn.mnist", "mnist"), ("resnet_cifar.cifar10", "cifar10"))
@@ -76,10 +77,11 @@ def _table(weights: str, folder: str, files: list[Path], truths: list[str], rank
 def _grid(model: Any, files: list[Path], truths: list[str], path: Path) -> bool:
     """The predicted-samples grid of every sample; False (and a note) where matplotlib is not installed."""
     names = list(model.data_spec.class_names)
+    to_tensor = for_model(model)  # the preprocessing travels with the model's data_spec
     samples = []
     for file, truth in zip(files, truths, strict=True):
         with Image.open(file) as image:
-            samples.append((model.eval_transform(image), names.index(truth)))
+            samples.append((to_tensor(image), names.index(truth)))
     try:
         plot_predictions(model, samples, n=len(samples), path=path)
     except ImportError as exc:

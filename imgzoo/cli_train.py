@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "tta" not in inspect.signature(evaluate).parameters:
             raise ValueError("--tta: this version of imgzoo.evaluate has no test-time augmentation; run without --tta")
         options["tta"] = True
-    model = load(args.weights)
+    model = load(runs.weights_of(args.weights))
     record = runs.read_run(args.weights) if Path(args.weights).is_dir() else None
     seed = record.config.seed if record is not None else 0  # the split the run validated on
     dataset = runs.open_data(runs.resolve_data(args.data))

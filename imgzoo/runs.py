@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imgzoo import datasets
 from imgzoo._atomic import atomic_write_text
+from imgzoo.checkpoint import resume_point
 from imgzoo.evaluation import EvalResult, evaluate, plot_predictions
 from imgzoo.factory import create_model
 from imgzoo.history import History
@@ -58,13 +59,14 @@ __all__ = [
 
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
+WEIGHTS = "weights"  # the imgzoo.save folder inside a run folder
 _FORMAT = "imgzoo-run-v1"
 VAL_FRACTION = 0.1  # the split every shipped weights entry reports its accuracy on
 SAMPLES_SHOWN = 16  # two rows of the samples grid: enough to see the kinds of mistakes
 
-# The command line's precision names -> fit's amp option. "auto" is fit's True: bf16 where the
-# device computes it natively (CUDA, or a CPU with AVX512-BF16 / AMX), fp16 on older GPUs, else fp32.
-AMP_CHOICES: dict[str, bool | str] = {"auto": True, "fp32": False, "bf16": "bf16", "fp16": "fp16"}
+# The command line's precision names -> fit's amp option. "auto": bf16 where the device computes it
+# natively (a CUDA GPU that supports it, a CPU with AVX512-BF16 / AMX), else fp32.
+AMP_CHOICES: dict[str, bool | str] = {"auto": "auto", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
 # Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
 KNOWN_DATA: dict[str, Callable[..., Dataset]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
@@ -280,6 +282,12 @@ class RunRecord:
         atomic_write_text(out / RUN_FILE, json.dumps({**record, "finished": self.finished}, indent=1) + "\n")
 
 
+def weights_of(name_or_dir: str) -> str:
+    """What imgzoo.load takes for a command's NAME_OR_DIR: a run folder (written by train) means its weights."""
+    run_weights = Path(name_or_dir) / WEIGHTS
+    return str(run_weights) if (Path(name_or_dir) / RUN_FILE).is_file() and run_weights.is_dir() else name_or_dir
+
+
 def read_run(out: str | os.PathLike[str]) -> RunRecord | None:
     """The record of the run in ``out``; None when there is none."""
     path = Path(out) / RUN_FILE
@@ -414,7 +422,8 @@ def train_run(
         for stale in checkpoints.glob("*.pt"):
             stale.unlink()
     record.write(out)
-    resume_from = checkpoints if plan.action == "resume" and (checkpoints / "last.pt").is_file() else None
+    # An exact interrupted.pt (Ctrl-C) if there is one, else last.pt: resume_point knows which is newer.
+    resume_from = resume_point(checkpoints) if plan.action == "resume" else None
     _announce(plan, out, len(train_part), len(val_part), resume_from is not None, log)
     epochs = config.epochs - record.done_before
     started = time.time()
@@ -454,10 +463,10 @@ def _model_for(plan: Plan, dataset: Dataset, out: Path) -> nn.Module:
     """A fresh model sized for the data's classes, or the run's own weights when it goes on from them."""
     config = plan.record.config
     from_weights = plan.action == "extend" or (
-        plan.action == "resume" and plan.record.done_before > 0 and not (out / CHECKPOINTS / "last.pt").is_file()
+        plan.action == "resume" and plan.record.done_before > 0 and resume_point(out / CHECKPOINTS) is None
     )
     if from_weights:
-        return load(out)  # a resumed fit restores its checkpoint's weights over whatever it is given
+        return load(out / WEIGHTS)  # a resumed fit restores its checkpoint's weights over whatever it is given
     torch.manual_seed(config.seed)  # fit seeds the training; the initial weights are drawn before it
     return create_model(config.model, class_names=[str(c) for c in dataset.classes], **config.kwargs)
 
@@ -491,7 +500,9 @@ def write_outputs(model: nn.Module, val_part: Dataset, history: History, out: Pa
     result = evaluate(model, eval_data(model, val_part))
     metrics = {"val_acc": result.top1, "val_loss": result.loss, "val_top5": result.top5}
     recipe = {**{k: v for k, v in config.to_dict().items() if k != "fit_options"}, **config.fit_options}
-    save(model, out, history, recipe={**recipe, "val_fraction": VAL_FRACTION}, metrics=metrics)
+    # The weights get a folder of their own: save() replaces its folder whole, so that a crash never
+    # mixes two versions, and the run folder also holds checkpoints and reports.
+    save(model, out / WEIGHTS, history, recipe={**recipe, "val_fraction": VAL_FRACTION}, metrics=metrics)
     history.to_csv(out / "history.csv")
     history.to_json(out / "history.json")
     history.plot(out / "curves.png")

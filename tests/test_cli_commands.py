@@ -59,7 +59,13 @@ def test_train_writes_weights_history_and_figures_and_says_how_to_go_on(trained)
     tmp, done = trained
     assert done.returncode == 0, done.stderr
     run = tmp / "run"
-    for name in ("model.safetensors", "config.json", "history.csv", "history.json", "checkpoints/last.pt"):
+    for name in (
+        "weights/model.safetensors",
+        "weights/config.json",
+        "history.csv",
+        "history.json",
+        "checkpoints/last.pt",
+    ):
         assert (run / name).is_file(), name
     for name in ("curves.png", "samples.png", "confusion.png"):
         width, height = png_size(run / name)

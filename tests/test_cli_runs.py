@@ -101,8 +101,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken
     )
     assert resumed.action == "resume" and resumed.finished and resumed.history.epoch == [1, 2]
     assert resumed.history.train_loss == pytest.approx(whole.history.train_loss)
-    cut = load_file(tmp_path / "cut" / "model.safetensors")
-    unbroken = load_file(tmp_path / "whole" / "model.safetensors")
+    cut = load_file(tmp_path / "cut" / "weights" / "model.safetensors")
+    unbroken = load_file(tmp_path / "whole" / "weights" / "model.safetensors")
     assert all(torch.equal(cut[name], unbroken[name]) for name in unbroken)
 
 
