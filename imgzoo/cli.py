@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from imgzoo.evaluation import predict
+from imgzoo.export import FORMATS, ExportError, export_model
 from imgzoo.factory import create_model
 from imgzoo.hub import download, load
 from imgzoo.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
@@ -86,6 +87,21 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Exit 2 for what the user can fix (a name, a path, a missing extra), 1 when the export itself fails."""
+    try:
+        model = load(args.source)
+        difference = export_model(model, args.out, format=args.format)
+    except ExportError as exc:
+        print(f"imgzoo: export failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except (ImportError, ValueError, OSError) as exc:  # one line: the messages name what to do
+        print(f"imgzoo: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({args.format}); max abs difference from PyTorch: {difference:.3g}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgzoo", description="Small models for small images.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="cache folder (default: HF_HUB_CACHE)")
     p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
     p.set_defaults(func=_cmd_download)
+    p = sub.add_parser("export", help="write a model as ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("source", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo.save")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("imgzoo.datasets", "imgzoo.transforms", "imgzoo.loaders")),
     ("format", ("imgzoo.checkpoint_format", "imgzoo.model_card", "imgzoo.pretrained")),
     ("plots", ("imgzoo.plots",)),  # a leaf below measure, so History.plot calls down
-    ("measure", ("imgzoo.evaluation", "imgzoo.history")),  # never trains
+    ("measure", ("imgzoo.evaluation", "imgzoo.history", "imgzoo.export")),  # never trains
     ("loop", ("imgzoo.training", "imgzoo.callbacks", "imgzoo.checkpoint", "imgzoo.distributed")),
     ("hub", ("imgzoo.hub",)),  # the only huggingface_hub client
     ("factory", ("imgzoo.factory", "imgzoo.study")),  # create_model(pretrained=), compare
