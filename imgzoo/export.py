@@ -132,7 +132,7 @@ def _sample(model: nn.Module, sample: torch.Tensor | None) -> torch.Tensor:
             )
         # Seeded, so that the same model exports with the same measured difference every time.
         return torch.randn(2, *spec.input_shape, generator=torch.Generator().manual_seed(0))
-    if not isinstance(sample, torch.Tensor) or sample.dim() != 4 or sample.dtype != torch.float32:
+    if not isinstance(sample, torch.Tensor) or sample.dim() != 4 or sample.dtype != torch.float32 or not len(sample):
         got = f"{sample.dtype} tensor of shape {tuple(sample.shape)}" if isinstance(sample, torch.Tensor) else sample
         raise ValueError(
             f"export_model's sample must be a float32 batch (N, C, H, W) of preprocessed images; got {got}. "
