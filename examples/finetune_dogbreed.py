@@ -58,8 +58,9 @@ def finetune(root: Path, out: Path, *, backbone: str, epochs: tuple[int, int], b
     print(f"validation top-1 {result.top1:.4f}, top-5 {result.top5:.4f} ({result.num_samples} images)")
     recipe = {"backbone": backbone, "warmup_epochs": epochs[0], "finetune_epochs": epochs[1], "unfrozen": "layer4"}
     folder = imgzoo.save(model, out / "model", history, recipe=recipe, metrics={"val_acc": round(result.top1, 4)})
-    image = sorted(root.rglob("*.jpg"))[0]
-    print(f"{image.name}: " + ", ".join(f"{name} {p:.2f}" for name, p in imgzoo.predict(model, image, topk=3)))
+    image, label = val.dataset.samples[val.indices[0]]  # a held-out file, and its breed
+    ranked = imgzoo.predict(model, image, topk=3)
+    print(f"{Path(image).name} ({breeds[label]}): " + ", ".join(f"{name} {p:.2f}" for name, p in ranked))
     print(f"saved {folder}")
     return folder
 
