@@ -24,6 +24,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from imgzoo import cli_demo, cli_train, runs
 from imgzoo._version import __version__
 from imgzoo.evaluation import predict
+from imgzoo.export import FORMATS, export_model
 from imgzoo.factory import create_model
 from imgzoo.hub import download, load
 from imgzoo.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
@@ -172,6 +173,21 @@ def add_download(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_download)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    model = load(runs.weights_of(args.source))
+    difference = export_model(model, args.out, format=args.format)  # ExportError (a failed check) exits 1
+    print(f"wrote {args.out} ({args.format}); max abs difference from PyTorch: {difference:.3g}")
+    return 0
+
+
+def add_export(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("export", parents=[common], help="write a model as ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("source", help="a weights name, hf-hub:org/repo[@revision], or a folder from imgzoo train or save")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p.set_defaults(func=cmd_export)
+
+
 # One entry per subcommand, in the order `imgzoo --help` lists them. A new subcommand (e.g.
 # `export`, beside predict) is one add_* function here: its parser, with func= its handler.
 COMMANDS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = (
@@ -182,6 +198,7 @@ COMMANDS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = (
     cli_train.add_evaluate,
     cli_train.add_compare,
     add_predict,
+    add_export,
     add_download,
 )
 

@@ -1,0 +1,295 @@
+"""Export a model to ONNX or TorchScript, and prove the file computes what the model computes.
+
+A deployed file is only useful if it gives the model's answers, so :func:`export_model`
+never trusts an exporter: it runs the exported file on a sample batch in the runtime that
+will serve it (ONNX Runtime for ONNX, ``torch.jit.load`` for TorchScript), compares the
+logits with PyTorch's, and writes the file only if they agree within ``TOLERANCE``.
+
+ONNX goes through torch.onnx's torch.export-based exporter (``dynamo=True``), the default
+since torch 2.9: it exports all four built-in families with a dynamic batch dimension,
+while the TorchScript-based exporter is deprecated and traces, so it would freeze the input
+checks' Python branches into the graph. The model's preprocessing travels in the ONNX
+file's ``metadata_props`` (and in the TorchScript archive's extra files): its class names,
+mean and std, as JSON. Like :func:`imgzoo.evaluate`, exporting borrows the model: it runs in
+eval mode and comes back in the mode it came in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import io
+import json
+import os
+import warnings
+import zipfile
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgzoo._atomic import atomic_open
+from imgzoo._version import __version__
+
+__all__ = ["FORMATS", "TOLERANCE", "ExportError", "export_model", "read_metadata"]
+
+FORMATS = ("onnx", "torchscript")
+# fp32 logits of the same graph in two runtimes differ by summation order only: ~1e-6 for these
+# models (docs/export.md lists the measured values); 1e-4 leaves room and still catches a wrong op.
+TOLERANCE = 1e-4
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+METADATA_FILE = "imgzoo.json"  # the TorchScript archive's extra file holding the same metadata
+INSTALL_HINT = 'pip install "imgzoo[export]"'
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # exporter, its op library, the checking runtime
+
+
+class ExportError(RuntimeError):
+    """The exporter failed, or the exported file's outputs differ from the model's."""
+
+
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    format: str,
+    sample: torch.Tensor | None = None,
+) -> float:
+    """Write ``model`` to ``path`` as ``format`` ("onnx" or "torchscript"); return the max abs difference.
+
+    The difference is between the exported file's logits and PyTorch's on ``sample`` (by
+    default two random images of ``model.data_spec.input_shape``), both in fp32 on the CPU.
+    Over ``TOLERANCE`` raises :class:`ExportError` and writes nothing; otherwise the file
+    replaces ``path`` atomically. The batch dimension of the exported file is dynamic.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}. Pick one of those.")
+    if format == "onnx":
+        _require_onnx()
+    sample = _sample(model, sample)
+    metadata = _metadata(model)
+    with _borrowed_on_cpu(model) as cpu_model, torch.no_grad():
+        expected = cpu_model(sample)
+        example = sample if len(sample) > 1 else torch.cat([sample, sample])  # see _onnx_bytes
+        export = _onnx_bytes if format == "onnx" else _torchscript_bytes
+        data = export(cpu_model, example, metadata)
+    got = _run_onnx(data, sample) if format == "onnx" else _run_torchscript(data, sample)
+    difference = (got - expected).abs().max().item()
+    if not difference <= TOLERANCE:  # `not <=` so that a NaN fails too
+        raise ExportError(
+            f"the {format} export of {metadata.get('architecture', type(model).__name__)} gives logits up to "
+            f"{difference:.3g} away from PyTorch's (tolerance {TOLERANCE:g}); {path} was not written. "
+            f"Try the other format, and report the model and torch version if the difference persists."
+        )
+    with atomic_open(path) as f:
+        f.write(data)
+    return difference
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata :func:`export_model` wrote into an ONNX or TorchScript file, decoded from JSON.
+
+    The format is read from the file, not its name: a TorchScript archive is a zip file.
+    """
+    if zipfile.is_zipfile(path):
+        files = {METADATA_FILE: ""}
+        with _quiet_torchscript():
+            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        return json.loads(files[METADATA_FILE]) if files[METADATA_FILE] else {}
+    onnx = _import("onnx")
+    props = onnx.load(str(path), load_external_data=False).metadata_props
+    return {p.key: _json_or_text(p.value) for p in props}
+
+
+def _json_or_text(value: str) -> Any:
+    """imgzoo writes JSON; another producer's metadata_props may be plain text, kept as it is."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+# ---------------------------------------------------------------------------- inputs and metadata
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exporter's error names the type and its first line; the rest is a stack of its internals."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _sample(model: nn.Module, sample: torch.Tensor | None) -> torch.Tensor:
+    """The batch to compare on: the caller's, or two seeded random images of the model's input shape."""
+    if sample is None:
+        spec = getattr(model, "data_spec", None)
+        if spec is None:
+            raise ValueError(
+                f"export_model needs a sample batch for a {type(model).__name__}, which has no data_spec; "
+                "pass sample=torch.randn(2, C, H, W) in the shape the model takes."
+            )
+        # Seeded, so that the same model exports with the same measured difference every time.
+        return torch.randn(2, *spec.input_shape, generator=torch.Generator().manual_seed(0))
+    if not isinstance(sample, torch.Tensor) or sample.dim() != 4 or sample.dtype != torch.float32 or not len(sample):
+        got = f"{sample.dtype} tensor of shape {tuple(sample.shape)}" if isinstance(sample, torch.Tensor) else sample
+        raise ValueError(
+            f"export_model's sample must be a float32 batch (N, C, H, W) of preprocessed images; got {got}. "
+            "Leave it out to use random images of the model's input shape."
+        )
+    return sample.detach().cpu()
+
+
+def _metadata(model: nn.Module) -> dict[str, Any]:
+    """What a runtime needs besides the graph: preprocessing, label names, and where the model came from."""
+    found: dict[str, Any] = {"producer": f"imgzoo {__version__}"}
+    if getattr(model, "imgzoo_arch", None):
+        found["architecture"] = model.imgzoo_arch
+    spec = getattr(model, "data_spec", None)
+    if spec is not None:
+        found.update(
+            input_shape=list(spec.input_shape),
+            mean=list(spec.mean),
+            std=list(spec.std),
+            class_names=list(spec.class_names) if spec.class_names else [str(i) for i in range(spec.num_classes)],
+            resize=spec.resize,
+            data_spec=spec.to_dict(),
+        )
+    return found
+
+
+@contextlib.contextmanager
+def _borrowed_on_cpu(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in fp32 eval mode on the CPU; afterwards every submodule is back in its own mode.
+
+    A model on a GPU is copied rather than moved, so the caller's keeps its device, and the
+    comparison is made where both runtimes compute the same way (cuDNN's TF32 would not).
+    """
+    dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
+    if dtypes - {torch.float32}:
+        raise ValueError(
+            f"export_model exports float32 models; this one has {sorted(map(str, dtypes))} tensors. "
+            "Export model.float(): ONNX Runtime and TorchScript then compute what PyTorch computes."
+        )
+    on_cpu = all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
+    modes = [(module, module.training) for module in model.modules()]
+    target = model if on_cpu else copy.deepcopy(model).cpu()
+    target.eval()
+    try:
+        yield target
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+# ---------------------------------------------------------------------------- ONNX
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(
+            f"ONNX export needs the {name} package, which is not installed; install it with {INSTALL_HINT}"
+        ) from exc
+
+
+def _require_onnx() -> None:
+    """Fail before minutes of exporting if a package is missing, rather than after."""
+    for name in ONNX_PACKAGES:
+        _import(name)
+
+
+def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
+    """The serialised ONNX model, its batch dimension dynamic and ``metadata`` in its metadata_props.
+
+    torch.export specialises a dimension whose example size is 0 or 1 to a constant, so the
+    caller passes a batch of at least two.
+    """
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on its own internals say nothing to a user
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                verbose=False,
+            )
+    except Exception as exc:  # torch.onnx raises several unrelated types; they all mean the same here
+        raise ExportError(
+            f"torch.onnx.export could not export {type(model).__name__} ({_first_line(exc)}). Try format='torchscript'."
+        ) from exc
+    proto = program.model_proto
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    # The largest built-in model is ~100 MB, far below protobuf's 2 GB limit on one message.
+    return proto.SerializeToString()
+
+
+def _run_onnx(data: bytes, sample: torch.Tensor) -> torch.Tensor:
+    ort = _import("onnxruntime")
+    try:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's errors are its own pybind types, none a Python built-in
+        raise ExportError(
+            f"ONNX Runtime {ort.__version__} cannot run the exported graph ({_first_line(exc)}). "
+            "Upgrade onnxruntime, or try format='torchscript'."
+        ) from exc
+    (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})
+    return torch.from_numpy(logits)
+
+
+# ---------------------------------------------------------------------------- TorchScript
+
+
+@contextlib.contextmanager
+def _quiet_torchscript() -> Iterator[None]:
+    """torch >= 2.9 marks torch.jit deprecated on every call; it still ships, and docs/export.md says so once."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        yield
+
+
+def _torchscript_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
+    """TorchScript's archive of ``model``, with ``metadata`` as an extra file.
+
+    Scripting keeps the Python branches (the input checks) and every built-in family scripts
+    (tests/test_model_contract.py). A model that does not script is traced on ``example``
+    instead, with a warning: a trace records one path through the code, for that input.
+    """
+    with _quiet_torchscript():
+        try:
+            compiled = torch.jit.script(model)
+        except Exception as exc:  # the TorchScript frontend raises many types for the same thing
+            warnings.warn(
+                f"torch.jit.script could not compile {type(model).__name__} ({_first_line(exc)}); "
+                "tracing it instead, which freezes its Python branches to the path the sample took. "
+                "format='onnx' captures the model with torch.export instead.",
+                stacklevel=3,
+            )
+            compiled = _trace(model, example)
+        buffer = io.BytesIO()
+        torch.jit.save(compiled, buffer, _extra_files={METADATA_FILE: json.dumps(metadata)})
+    return buffer.getvalue()
+
+
+def _trace(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    try:
+        return torch.jit.trace(model, example, check_trace=False)  # export_model compares the outputs itself
+    except Exception as exc:
+        raise ExportError(
+            f"TorchScript could neither script nor trace {type(model).__name__} ({_first_line(exc)}). "
+            "Try format='onnx'."
+        ) from exc
+
+
+def _run_torchscript(data: bytes, sample: torch.Tensor) -> torch.Tensor:
+    with _quiet_torchscript():
+        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    with torch.no_grad():
+        return loaded(sample)
