@@ -191,7 +191,10 @@ class ImageFiles(Dataset):
         return f"ImageFiles({len(self)} files, {len(self.classes)} classes, {self.source!r})"
 
 
-def _open_image(path: str) -> Image.Image:
+_SKIP_ADVICE = "pass on_error='skip' to leave unreadable files out"
+
+
+def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
     """Fully decode ``path`` (PIL opens lazily; ``load`` is what finds a truncated file).
 
     An image over ``PIL.Image.MAX_IMAGE_PIXELS`` is refused before its pixels are
@@ -207,13 +210,10 @@ def _open_image(path: str) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise CorruptFileError(
             f"refusing to decode image {path}: {exc} If the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS "
-            f"(now {Image.MAX_IMAGE_PIXELS}); otherwise delete it, or pass on_error='skip' to leave it out."
+            f"(now {Image.MAX_IMAGE_PIXELS}); otherwise delete it, or {advice}."
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptFileError(
-            f"cannot decode image {path}: {exc}. Replace or delete the file, "
-            f"or pass on_error='skip' to leave unreadable files out."
-        ) from exc
+        raise CorruptFileError(f"cannot decode image {path}: {exc}. Replace or delete the file, or {advice}.") from exc
 
 
 class Split(Subset):

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device
-from imgzoo.datasets import image_folder
+from imgzoo.datasets import _open_image, image_folder
 from imgzoo.loaders import is_batch_loader
 from imgzoo.plots import plot_confusion_matrix, plot_samples
 from imgzoo.transforms import for_model
@@ -283,6 +283,30 @@ def evaluate(
 # ---------------------------------------------------------------------------- predict
 
 
+def _read_image_file(path: str | os.PathLike[str]) -> Any:
+    """A decoded PIL image from a local file; URLs, folders and unreadable files get an error naming them."""
+    text = str(path)
+    if "://" in text:
+        raise ValueError(
+            f"predict reads local image files and fetches nothing; got the URL {text!r}. Download it first, "
+            "then pass the file's path (or a PIL image)."
+        )
+    if Path(path).is_dir():
+        raise IsADirectoryError(
+            f"predict takes image files, and {text} is a folder. Pass its files, e.g. "
+            f"sorted(Path({text!r}).glob('*.png')), or run `imgzoo predict MODEL {text}` to classify all of them."
+        )
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"predict: no image file at {text}")
+    return _open_image(text, advice="pass another image")
+
+
+def _check_topk(topk: Any) -> int:
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"predict: topk must be a positive integer (the number of classes to list); got {topk!r}")
+    return topk
+
+
 def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
     """Preprocess ``images`` into one batch; also say whether a single image was given."""
     single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4)
@@ -298,10 +322,7 @@ def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
             tensors.append(item)  # already preprocessed, as model(x) would take it
             continue
         if isinstance(item, (str, os.PathLike)):
-            from PIL import Image
-
-            with Image.open(Path(item)) as img:
-                item = img.copy()
+            item = _read_image_file(item)
         if transform is None:
             transform = for_model(model, train=False)
         tensors.append(transform(item))
@@ -322,9 +343,12 @@ def predict(
     NumPy arrays go through the model's eval transform
     (``imgzoo.transforms.for_model(model)``); float tensors are taken as already
     preprocessed, exactly what ``model(x)`` would get; a 4-D float tensor is a batch.
-    One image gives one list of pairs; several give a list of such lists. The model comes
-    back in the mode and on the device it came in.
+    One image gives one list of pairs; several give a list of such lists. ``topk`` larger
+    than the number of classes lists every class. URLs and folders are refused (nothing is
+    fetched), and an unreadable or oversized image file gets an error naming the file. The
+    model comes back in the mode and on the device it came in.
     """
+    topk = _check_topk(topk)  # before any image is read
     device = resolve_device(device)
     batch, single = _to_batch(model, images)
     with _borrowed(model, device):

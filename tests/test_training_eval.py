@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 from _fit_worker import CLASSES, FIT_OPTIONS, make_data, make_model
 from data_factories import CIFAR10_CLASSES, write_cifar10, write_image_folder
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 import imgzoo
 from imgzoo import datasets, transforms
-from imgzoo.datasets import TensorImages
+from imgzoo.datasets import CorruptFileError, TensorImages
 from imgzoo.evaluation import evaluate, plot_predictions, predict
 from imgzoo.loaders import FastLoader
 from imgzoo.registry import DataSpec
@@ -212,3 +216,34 @@ def test_evaluate_says_what_is_wrong_with_empty_data_and_foreign_labels(tmp_path
         evaluate(model, datasets.cifar10(write_cifar10(tmp_path)))
     with pytest.raises(FileNotFoundError, match="not a folder"):
         evaluate(model, tmp_path / "missing")
+
+
+@pytest.mark.parametrize("topk", [0, -1, 2.5, "3", True, None])
+def test_predict_refuses_a_topk_that_is_not_a_positive_integer(topk):
+    model = imgzoo.create_model("mnist_cnn")
+    with pytest.raises(ValueError, match=rf"topk must be a positive integer.*got {re.escape(repr(topk))}"):
+        imgzoo.predict(model, torch.zeros(1, 28, 28, dtype=torch.uint8), topk=topk)
+
+
+def test_predict_lists_every_class_when_topk_exceeds_them():
+    model = imgzoo.create_model("mnist_cnn")
+    ranked = imgzoo.predict(model, torch.zeros(1, 28, 28, dtype=torch.uint8), topk=50)
+    assert sorted(name for name, _ in ranked) == [str(d) for d in range(10)]
+
+
+def test_predict_fetches_no_url_and_names_folders_and_broken_files(tmp_path, monkeypatch):
+    model = imgzoo.create_model("mnist_cnn")
+    with pytest.raises(ValueError, match="fetches nothing; got the URL 'https://example.org/7.png'"):
+        imgzoo.predict(model, "https://example.org/7.png")
+    with pytest.raises(IsADirectoryError, match=rf"{re.escape(str(tmp_path))} is a folder"):
+        imgzoo.predict(model, tmp_path)
+    truncated = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(CorruptFileError, match=rf"cannot decode image {re.escape(str(truncated))}"):
+        imgzoo.predict(model, truncated)
+    bomb = tmp_path / "bomb.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(CorruptFileError, match=rf"refusing to decode image {re.escape(str(bomb))}"):
+        imgzoo.predict(model, bomb)
