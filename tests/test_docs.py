@@ -197,6 +197,8 @@ def docs_workspace(tmp_path, monkeypatch, imagenet_home):
     write_image_folder(tmp_path / "data" / "cifar10-jpeg" / "train", classes=CIFAR10_CLASSES, n_per_class=2)
     write_stanford_dogs(tmp_path / "dogs", n_per_class=2)
     Image.fromarray(make_images([3], 32, 32, 3)[0]).save(tmp_path / "cat.png")
+    (tmp_path / "path" / "to").mkdir(parents=True)
+    (tmp_path / "path" / "to" / "imgzoo").symlink_to(ROOT)  # a clone of the repository, for torch.hub.load
     monkeypatch.chdir(tmp_path)
     # A page may register a model or weights entry; the registry is as it was for the next test.
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
