@@ -345,3 +345,20 @@ def test_autocast_accepts_a_batch_of_another_float_dtype():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x.to(torch.bfloat16))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_the_docs_model_table_agrees_with_the_models_and_their_weights():
+    """docs/models.md's table: each row's parameter count is the built model's, each accuracy its entry's."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    table = text[text.index("| model | input |") :].split("\n\n", 1)[0]
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", table, flags=re.M)}
+    assert set(rows) == set(imgzoo.list_models())
+    for name, row in rows.items():
+        model = imgzoo.create_model(name, **({"weights": None} if name == "dogbreed_transfer" else {}))
+        assert f"{sum(p.numel() for p in model.parameters()):,}" in row
+        for weights, percent in re.findall(r"`(\w+\.\w+)`: ([\d.]+)%", row):
+            entry = imgzoo.registry.get_weights_entry(weights)
+            assert f"{100 * entry.meta['metrics']['val_acc']:.2f}" == percent
