@@ -35,6 +35,7 @@ from torch import nn
 
 from imgzoo._atomic import atomic_open, atomic_write_text
 from imgzoo._version import __version__
+from imgzoo.model_card import count_macs
 from imgzoo.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, ModelEntry, get_model_entry, list_models
 
 __all__ = [
@@ -135,6 +136,7 @@ def build_config(
         "class_names": list(spec.class_names) if spec.class_names is not None else None,
         "data_spec": spec.to_dict(),
         "num_params": sum(p.numel() for p in model.parameters()),
+        "macs": count_macs(model),  # per image at the DataSpec's size, for the model card
         "recipe": recipe,
         "metrics": metrics,
         "storage_dtype": storage_dtype,  # how model.safetensors stores the parameters; loading gives fp32
@@ -231,6 +233,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "class_names": (lambda v: v is None or _is_str_list(v), "a list of strings or null"),
     "data_spec": (lambda v: isinstance(v, dict), "an object (the model's DataSpec)"),
     "num_params": (lambda v: v is None or (_is_int(v) and v >= 0), "a parameter count (an integer >= 0)"),
+    "macs": (lambda v: v is None or (_is_int(v) and v >= 0), "a count of multiply-accumulates (an integer >= 0)"),
     "recipe": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "metrics": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {list(STORAGE_DTYPES)}"),
