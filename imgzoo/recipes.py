@@ -171,7 +171,9 @@ _BUILTIN = (
         name="resnet_cifar",
         epochs=60,  # the shipped resnet_cifar.cifar10 recipe (He et al. 2016 trained 164 epochs for 91.25%)
         amp="auto",
-        tta="flip",  # averaging the logits of the image and its mirror: +0.8% with shifts in airbench94
+        # The image and its mirror, logits averaged: resnet_cifar.cifar10's weights go from 88.08% to 89.40% on
+        # their 5,000 validation images (evaluate(tta="flip"), 2-core AMD EPYC, 50 s against 21 s without).
+        tta="flip",
         source=f"resnet_cifar.cifar10's recipe with fit's amp='auto' and flip TTA at evaluation. {_SGD_CIFAR}",
     ),
     Recipe(
