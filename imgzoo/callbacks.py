@@ -1,4 +1,4 @@
-"""Hooks into :func:`imgzoo.fit`: early stopping with restore-best, a CSV log, or your own.
+"""Hooks into :func:`imgzoo.fit`: early stopping with restore-best, a CSV log, weight averaging, or your own.
 
 A callback subclasses :class:`Callback` and overrides the hooks it needs. Each hook gets
 the :class:`FitState`: the (unwrapped) model, the optimizer, the History so far and the
@@ -24,7 +24,7 @@ from torch import nn
 
 from imgzoo.history import COLUMNS, History
 
-__all__ = ["CSVLogger", "Callback", "EarlyStopping", "FitState"]
+__all__ = ["EMA", "CSVLogger", "Callback", "EarlyStopping", "FitState"]
 
 
 @dataclass
@@ -128,3 +128,146 @@ class CSVLogger(Callback):
     def on_epoch_end(self, state: FitState) -> None:
         if state.is_main:
             state.history.to_csv(self.path)
+
+
+class EMA(Callback):
+    """An exponential moving average of the weights: validated during fit, and the model fit hands back.
+
+    Keeps an fp32 shadow of every parameter and floating-point buffer (batch-norm running
+    statistics included, as timm's ``ModelEmaV3`` does; integer buffers are copied), updated
+    after every ``every``-th optimizer step: ``shadow = decay * shadow + (1 - decay) * weight``.
+    With ``warmup``, update ``t`` (from 0) uses ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``), so that the first steps' weights do not
+    linger in the average for thousands of steps.
+
+    Validation in fit runs on the shadow weights and training on the model's own: the shadow is
+    swapped in when the model first runs in eval mode after an epoch's training steps, and the
+    trained weights go back at ``on_epoch_end``, before the checkpoint is written. Callbacks listed
+    before this one see the averaged weights in their ``on_epoch_end`` (what was scored), those
+    after it the trained ones. At the end of fit the average is copied into the model
+    (``copy_to_model=False`` keeps the trained weights; the average stays in :attr:`shadow`). Its
+    state is checkpointed, so a resumed run averages exactly as an uninterrupted one.
+    """
+
+    def __init__(self, decay: float = 0.999, every: int = 1, warmup: bool = True, copy_to_model: bool = True) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA: decay must be in (0, 1), e.g. 0.999 (an average over ~1000 steps); got {decay!r}")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"EMA: every must be an integer >= 1 (update after every N-th step); got {every!r}")
+        self.decay, self.every, self.warmup, self.copy_to_model = decay, every, warmup, copy_to_model
+        self.shadow: dict[str, torch.Tensor] | None = None
+        self.steps = 0  # optimizer steps seen
+        self.updates = 0  # averaging updates made
+        self._restored = False  # the shadow came from a checkpoint: this fit continues it
+        self._stash: dict[str, torch.Tensor] | None = None  # the trained weights while the shadow is swapped in
+        self._armed = False  # training steps have run since the last on_epoch_end: an eval-mode forward swaps
+        self._hook: Any = None
+
+    def current_decay(self) -> float:
+        """The decay the next update uses."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def reset(self, model: nn.Module) -> None:
+        """Start the average at ``model``'s weights."""
+        self.shadow = {
+            name: tensor.detach().float().clone() if tensor.is_floating_point() else tensor.detach().clone()
+            for name, tensor in model.state_dict().items()
+        }
+        self.steps = self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s weights by one step."""
+        if self.shadow is None:
+            self.reset(model)
+        weight = 1.0 - self.current_decay()
+        for name, tensor in model.state_dict().items():
+            kept = self.shadow[name]  # type: ignore[index]
+            if kept.is_floating_point():
+                kept.lerp_(tensor.detach().to(kept.dtype), weight)
+            else:
+                kept.copy_(tensor)
+        self.updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Write the averaged weights into ``model`` (cast to its dtypes)."""
+        tensors = model.state_dict(keep_vars=True)
+        for name, kept in self._checked_shadow(model).items():
+            tensors[name].data.copy_(kept)
+
+    def _checked_shadow(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        if self.shadow is None:
+            raise RuntimeError("EMA: there is no average yet; it starts at fit's first step (or call ema.reset(model))")
+        own = set(model.state_dict())
+        if own != set(self.shadow):
+            differ = sorted(own ^ set(self.shadow))[:4]
+            raise ValueError(
+                f"EMA: the average was kept for another model (weights {differ} are in only one of them); "
+                "use a new EMA for each model"
+            )
+        return self.shadow
+
+    # -- swapping the average in for validation
+
+    @torch.no_grad()
+    def _swap_in(self, model: nn.Module) -> None:
+        tensors = model.state_dict(keep_vars=True)
+        self._stash = {name: tensor.detach().clone() for name, tensor in tensors.items()}
+        self.copy_to(model)
+
+    @torch.no_grad()
+    def _swap_out(self, model: nn.Module) -> None:
+        if self._stash is None:
+            return
+        tensors = model.state_dict(keep_vars=True)
+        for name, kept in self._stash.items():
+            tensors[name].data.copy_(kept)
+        self._stash = None
+
+    def _before_forward(self, module: nn.Module, args: Any) -> None:
+        if module.training:
+            self._swap_out(module)  # never train on the average
+        elif self._armed and self._stash is None:
+            self._swap_in(module)
+
+    # -- the hooks
+
+    def on_fit_start(self, state: FitState) -> None:
+        if not self._restored or self.shadow is None:
+            self.reset(state.model)  # a new run: the average starts at its first weights
+        device = next(iter(state.model.state_dict().values())).device
+        self.shadow = {name: kept.to(device) for name, kept in self._checked_shadow(state.model).items()}
+        self._restored, self._armed = False, False
+        disabled = torch.compiler.disable(self._before_forward)  # plain Python under torch.compile
+        self._hook = state.model.register_forward_pre_hook(disabled)
+
+    def on_batch_end(self, state: FitState, step: int, loss: torch.Tensor) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.update(state.model)
+        self._armed = True
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._swap_out(state.model)  # the checkpoint, written next, holds the trained weights
+        self._armed = False
+
+    def on_fit_end(self, state: FitState) -> None:
+        self._swap_out(state.model)
+        self._armed = False
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.copy_to_model and self.shadow is not None:
+            self.copy_to(state.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        shadow = {k: v.detach().cpu() for k, v in self.shadow.items()} if self.shadow is not None else None
+        return {"shadow": shadow, "steps": self.steps, "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shadow, self.steps, self.updates = state["shadow"], state["steps"], state["updates"]
+        self._restored = True

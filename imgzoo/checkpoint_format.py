@@ -35,6 +35,7 @@ from torch import nn
 
 from imgzoo._atomic import atomic_open, atomic_write_text
 from imgzoo._version import __version__
+from imgzoo.model_card import count_macs
 from imgzoo.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, ModelEntry, get_model_entry, list_models
 
 __all__ = [
@@ -54,10 +55,13 @@ __all__ = [
     "strip_prefixes",
     "unwrap",
     "verify_sha256",
+    "storage_state",
     "write_checkpoint",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
+# How model.safetensors may store floating-point parameters: fp16 halves the file (and a download).
+STORAGE_DTYPES = ("fp32", "fp16")
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 # Pickle-based files that other libraries publish. They are recognised only to explain
@@ -99,7 +103,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def build_config(
-    model: nn.Module, *, recipe: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
+    model: nn.Module,
+    *,
+    recipe: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    storage_dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Everything needed to rebuild ``model`` and to know what it was trained for.
 
@@ -128,8 +136,10 @@ def build_config(
         "class_names": list(spec.class_names) if spec.class_names is not None else None,
         "data_spec": spec.to_dict(),
         "num_params": sum(p.numel() for p in model.parameters()),
+        "macs": count_macs(model),  # per image at the DataSpec's size, for the model card
         "recipe": recipe,
         "metrics": metrics,
+        "storage_dtype": storage_dtype,  # how model.safetensors stores the parameters; loading gives fp32
     }
     try:
         json.dumps(config, allow_nan=False)
@@ -223,8 +233,10 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "class_names": (lambda v: v is None or _is_str_list(v), "a list of strings or null"),
     "data_spec": (lambda v: isinstance(v, dict), "an object (the model's DataSpec)"),
     "num_params": (lambda v: v is None or (_is_int(v) and v >= 0), "a parameter count (an integer >= 0)"),
+    "macs": (lambda v: v is None or (_is_int(v) and v >= 0), "a count of multiply-accumulates (an integer >= 0)"),
     "recipe": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "metrics": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {list(STORAGE_DTYPES)}"),
 }
 
 
@@ -305,12 +317,44 @@ def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def write_checkpoint(model: nn.Module, directory: Path, config: dict[str, Any]) -> None:
-    """Write model.safetensors then config.json into ``directory``, each atomically."""
+_FP16_MAX = torch.finfo(torch.float16).max
+
+
+def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, torch.Tensor]:
+    """The tensors model.safetensors will hold: with ``"fp16"``, floating-point parameters in half precision.
+
+    Buffers (batch-norm running means and variances) stay as they are: they are a few
+    kilobytes, and a running variance below fp16's smallest normal number (6e-5) would lose
+    its precision, and with it the normalisation of that channel. A parameter beyond fp16's
+    range would become infinite, so it is refused.
+    """
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"save: dtype must be one of {list(STORAGE_DTYPES)}, got {storage_dtype!r}")
     model = unwrap(model)
+    parameters = {name for name, _ in model.named_parameters()}
+    state = {}
     # clone(): safetensors refuses tensors that share storage (e.g. views); a checkpoint
     # the size of these models costs nothing to copy.
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in strip_prefixes(model.state_dict()).items()}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous().clone()
+        if storage_dtype == "fp16" and name in parameters and tensor.is_floating_point():
+            largest = float(tensor.abs().max()) if tensor.numel() else 0.0
+            if not largest <= _FP16_MAX:
+                raise ValueError(
+                    f"save: {name} holds {largest:g}, beyond fp16's range (+-{_FP16_MAX:g}), so dtype='fp16' "
+                    "would store it as infinity; save with dtype='fp32'"
+                )
+            tensor = tensor.to(torch.float16)
+        state[name] = tensor
+    return strip_prefixes(state)
+
+
+def write_checkpoint(
+    model: nn.Module, directory: Path, config: dict[str, Any], state: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write model.safetensors (``state``, else the model's own) then config.json into ``directory``, atomically."""
+    if state is None:
+        state = storage_state(model, config.get("storage_dtype", "fp32"))
     # One metadata key only: safetensors writes the metadata map in hash order, so two keys
     # would make the same weights hash differently from one save to the next (seen with
     # safetensors 0.8), and a weights entry's sha256 must be reproducible. config.json names
@@ -378,6 +422,8 @@ def load_checkpoint(
     _check_fits(meta_model, read_header(weights), source)
     model = _build(entry, kwargs, source, meta=False)
     state = read_state_dict(weights)
+    if config.get("storage_dtype") == "fp16":  # stored in half precision; the model computes in fp32
+        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the model's

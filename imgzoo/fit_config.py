@@ -4,12 +4,20 @@
 is checked by type checkers and completed by IDEs like the dataclass itself; a test keeps the two
 in step. ``resolve_config`` turns fit's ``config=`` and keyword overrides into the one config a run
 uses, on a copy: the caller's FitConfig is never changed.
+
+A recipe (:mod:`imgzoo.recipes`) fills the options a training run is known by:
+``fit(model, train, val, recipe="resnet_cifar.cifar10")`` or ``FitConfig.from_recipe(name)``
+take its epochs, batch size, optimizer, lr, momentum, weight decay, schedule, label smoothing and
+amp, and add its EMA as a callback; every keyword passed beside it wins. ``config=`` and
+``recipe=`` together are refused: a FitConfig already fixes every option, so there is nothing
+left for the recipe to fill. ``FitConfig(recipe=...)`` built by hand only records the name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -17,9 +25,10 @@ from typing import Any, TypedDict
 import torch
 
 from imgzoo._device import AMP_CHOICES
-from imgzoo.callbacks import Callback
+from imgzoo.callbacks import EMA, Callback
+from imgzoo.recipes import Recipe, get_recipe
 
-__all__ = ["FitConfig", "FitOptions", "OptimizerSpec", "ScheduleSpec", "resolve_config"]
+__all__ = ["FitConfig", "FitOptions", "OptimizerSpec", "ScheduleSpec", "resolve_config", "warn_if_loader_differs"]
 
 OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
 ScheduleSpec = str | None | Callable[[torch.optim.Optimizer], Any]
@@ -75,6 +84,10 @@ class FitConfig:
     resume: str | os.PathLike[str] | None = None
     max_time: float | None = None  # seconds; no epoch is started that would not finish in time
     verbose: int = 1  # 0: silent, 1: progress bar and a line per epoch, 2: the lines only
+    # The recipe (imgzoo.recipes) the options came from, by name: fit(recipe=...) and from_recipe fill the
+    # options from it and record it here; fit then warns if a FastLoader it is given has another batch
+    # size or augmentation. Set by hand on a FitConfig, it only records the name.
+    recipe: str | Recipe | None = None
 
     def __post_init__(self) -> None:
         for problem in (*_number_problems(self), *_choice_problems(self)):
@@ -82,6 +95,19 @@ class FitConfig:
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"fit: callbacks must be imgzoo.callbacks.Callback instances, got {type(cb).__name__}")
+        if self.recipe is not None:
+            get_recipe(self.recipe)  # an unknown name is refused here, with the closest known ones
+
+    @classmethod
+    def from_recipe(cls, recipe: str | Recipe, **overrides: Any) -> FitConfig:
+        """The recipe's options (and its EMA as a callback), with ``overrides`` winning over them."""
+        found = get_recipe(recipe)
+        options: dict[str, Any] = {**found.fit_options(), **overrides}
+        callbacks = tuple(options.get("callbacks", ()))
+        if found.ema_decay is not None and not any(isinstance(cb, EMA) for cb in callbacks):
+            options["callbacks"] = (*callbacks, EMA(decay=found.ema_decay))
+        options["recipe"] = recipe
+        return cls(**options)
 
 
 def _is_int(value: Any) -> bool:
@@ -143,6 +169,7 @@ class FitOptions(TypedDict, total=False):
     resume: str | os.PathLike[str] | None
     max_time: float | None
     verbose: int
+    recipe: str | Recipe | None
 
 
 def resolve_config(config: FitConfig | None, overrides: dict[str, Any]) -> FitConfig:
@@ -151,6 +178,15 @@ def resolve_config(config: FitConfig | None, overrides: dict[str, Any]) -> FitCo
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise TypeError(f"fit() got unknown options {unknown}; it takes {fields}")
+    recipe = overrides.get("recipe")
+    if recipe is not None and config is not None:
+        raise TypeError(
+            f"fit() got both config= and recipe={recipe!r}: a FitConfig already sets every option, so the recipe "
+            f"would have nothing to fill. Pass config=FitConfig.from_recipe({recipe!r}, ...) instead, or recipe= "
+            "with keyword overrides and no config="
+        )
+    if recipe is not None:
+        return FitConfig.from_recipe(recipe, **{k: v for k, v in overrides.items() if k != "recipe"})
     if config is None:
         if "epochs" not in overrides:
             raise TypeError("fit() needs epochs: pass fit(model, train, epochs=N) or config=FitConfig(epochs=N)")
@@ -161,3 +197,23 @@ def resolve_config(config: FitConfig | None, overrides: dict[str, Any]) -> FitCo
             "pass options as keywords (fit(model, train, epochs=3, lr=0.1)) or build FitConfig(epochs=3, ...)"
         )
     return dataclasses.replace(config, **overrides)  # a copy, validated again by __post_init__
+
+
+def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
+    """One warning when the training loader a user built has another batch size or augmentation than the recipe.
+
+    fit cannot rebuild a loader it is given, so the run would silently not be the recipe's.
+    """
+    if cfg.recipe is None:
+        return
+    recipe = get_recipe(cfg.recipe)
+    differences = recipe.loader_differences(loader)
+    if differences:
+        warnings.warn(
+            f"fit: recipe {recipe.name!r} trains with {recipe.loader_options()}, but the training "
+            f"{type(loader).__name__} has {', '.join(differences)}; fit uses the loader as it is. Build it with "
+            f"FastLoader(data, **get_recipe({recipe.name!r}).loader_options(), spec=spec, train=True) to follow "
+            "the recipe.",
+            UserWarning,
+            stacklevel=6,  # the user's fit call: fit_data, _Run.__init__ and fit lie between
+        )

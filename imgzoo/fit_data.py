@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, Te
 from torch.utils.data.dataloader import default_collate
 
 from imgzoo import distributed
-from imgzoo.fit_config import FitConfig
+from imgzoo.fit_config import FitConfig, warn_if_loader_differs
 from imgzoo.loaders import is_batch_loader, own_generator
 
 __all__ = ["check_data", "check_labels", "dataset_of", "known_labels", "train_loader", "val_loader"]
@@ -154,6 +154,8 @@ def train_loader(
             f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
             "each process gets its own part through a DistributedSampler"
         )
+    if isinstance(data, DataLoader) or is_batch_loader(data):
+        warn_if_loader_differs(data, cfg)  # a loader given is used as built, whatever the recipe says
     if (isinstance(data, DataLoader) or is_batch_loader(data)) and not ctx.enabled:
         return data, None, generator
     dataset = dataset_of(data, "training")

@@ -47,6 +47,7 @@ from imgzoo.checkpoint_format import (
     build_config,
     load_checkpoint,
     read_config,
+    storage_state,
     verify_sha256,
     write_checkpoint,
 )
@@ -127,6 +128,7 @@ def save(
     datasets: list[str] | None = None,
     repo_id: str | None = None,
     existing_card: str | None = None,
+    dtype: str = "fp32",
 ) -> Path:
     """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card into ``directory``.
 
@@ -135,17 +137,23 @@ def save(
     those. Everything is computed before the first byte is written, and the folder is
     written whole beside ``directory`` then renamed into place, so a failure or a crash
     at any point leaves either the old checkpoint or the new one, never a mix of both.
+
+    ``dtype="fp16"`` stores the parameters in half precision, half the file's size; batch-norm
+    statistics and other buffers stay as they are. ``config.json`` records it, and
+    :func:`load` gives back an fp32 model whose weights differ from the saved ones by fp16's
+    rounding (a relative 2**-11 at most).
     """
     directory = Path(directory)
     _check_replaceable(directory)
+    state = storage_state(model, dtype)  # before anything is written: a bad dtype or an fp16 overflow stops here
     history_dict = _history_dict(history)
     merged = {**(metrics_from_history(history_dict) if history_dict else {}), **(metrics or {})}
-    config = build_config(model, recipe=recipe, metrics=merged or None)
+    config = build_config(model, recipe=recipe, metrics=merged or None, storage_dtype=dtype)
     card_args = {"repo_id": repo_id, "license": license, "tags": tags, "datasets": datasets, "existing": existing_card}
     render(config, curves=None, **card_args)  # fail on a bad card before anything is written
     with atomic_directory(directory) as tmp:
         curves = _write_curves(history, history_dict, tmp / CURVES_NAME) if history_dict else None
-        write_checkpoint(model, tmp, config)
+        write_checkpoint(model, tmp, config, state)
         atomic_write_text(tmp / CARD_NAME, render(config, curves=curves, **card_args))
     return directory
 

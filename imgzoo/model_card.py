@@ -7,6 +7,12 @@ writes no YAML of its own. The results section sits between two HTML comments so
 every push regenerates it while keeping whatever the author wrote around it: timm and
 huggingface_hub's mixin skip the card when one exists, so metrics from later training
 runs never reach it.
+
+What the card states, when the checkpoint records it: validation (and test) top-1 and top-5,
+with and without test-time augmentation (:func:`metrics_from_eval`); parameters and
+multiply-accumulates per image (:func:`count_macs`); training wall time and images per second
+(:func:`metrics_from_history`) and the machine; the recipe and the command that trained it
+(the recipe's ``command`` and ``machine`` keys, e.g. ``imgzoo._device.describe_machine()``).
 """
 
 from __future__ import annotations
@@ -15,10 +21,22 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["CURVES_NAME", "END", "START", "metrics_from_history", "render", "split_front_matter"]
+__all__ = [
+    "CURVES_NAME",
+    "END",
+    "START",
+    "count_macs",
+    "metrics_from_eval",
+    "metrics_from_history",
+    "render",
+    "split_front_matter",
+]
 
 START = "<!-- imgzoo:results:start -->"
 END = "<!-- imgzoo:results:end -->"
@@ -46,7 +64,52 @@ def metrics_from_history(history: dict[str, list[Any]]) -> dict[str, Any]:
     val_acc = [v for v in history.get("val_acc") or [] if _is_number(v)]
     if val_acc:
         metrics["best_val_acc"] = float(max(val_acc))
+    seconds = [v for v in history.get("time") or [] if _is_number(v)]
+    if seconds:
+        metrics["train_seconds"] = round(float(sum(seconds)), 1)  # wall time of the epochs, validation included
+    speeds = [v for v in history.get("images_per_sec") or [] if _is_number(v)]
+    if speeds:
+        metrics["images_per_sec"] = round(float(sum(speeds) / len(speeds)), 1)  # training throughput, per epoch
     return metrics
+
+
+def metrics_from_eval(result: Any, tta_result: Any = None, *, split: str = "val") -> dict[str, Any]:
+    """The card's metrics from :func:`imgzoo.evaluate` results: loss, top-1 and top-5, and the same with TTA.
+
+    ``result`` is an ``EvalResult`` without test-time augmentation, ``tta_result`` one with it
+    (its ``tta`` names the kind); ``split`` is ``"val"`` or ``"test"``.
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"metrics_from_eval: split must be 'val' or 'test', got {split!r}")
+    metrics = {f"{split}_loss": result.loss, f"{split}_acc": result.top1, f"{split}_top5": result.top5}
+    if tta_result is not None:
+        metrics |= {f"{split}_acc_tta": tta_result.top1, f"{split}_top5_tta": tta_result.top5, "tta": tta_result.tta}
+    return metrics
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int | None:
+    """Multiply-accumulates of one forward pass on one image of ``input_shape`` (default: the model's DataSpec).
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode``, which counts a multiply-add as two
+    floating-point operations; halved here. In eval mode, so batch-norm statistics do not move;
+    the model's modes are put back. None when the input shape is unknown.
+    """
+    spec = getattr(model, "data_spec", None)
+    input_shape = input_shape or (spec.input_shape if spec is not None else None)
+    if input_shape is None:
+        return None
+    first = next(model.parameters(), None)
+    x = torch.zeros(1, *input_shape, device=first.device if first is not None else "cpu")
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for module, training in modes:
+            module.training = training
+    return counter.get_total_flops() // 2
 
 
 def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
@@ -132,9 +195,9 @@ def _metadata(
             dataset_split=split,
             metric_type=metric,
             metric_value=value,
-            metric_name=f"{split} {metric}",
+            metric_name=name,
         )
-        for split, metric, value in _eval_metrics(config.get("metrics") or {})
+        for split, metric, value, name in _eval_metrics(config.get("metrics") or {})
     ]
     return ModelCardData(
         library_name="imgzoo",
@@ -147,14 +210,26 @@ def _metadata(
     )
 
 
-def _eval_metrics(metrics: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """(split, metric, value) for validation and test; training numbers are not results."""
+# The card's measured figures: (metrics key suffix, model-index metric type, the table's label).
+_MEASURES = (
+    ("acc", "accuracy", "accuracy"),
+    ("top5", "top_5_accuracy", "top-5 accuracy"),
+    ("acc_tta", "accuracy", "accuracy with TTA"),
+    ("top5_tta", "top_5_accuracy", "top-5 accuracy with TTA"),
+    ("loss", "loss", "loss"),
+)
+
+
+def _eval_metrics(metrics: dict[str, Any]) -> list[tuple[str, str, float, str]]:
+    """(split, metric type, value, name) for validation and test; training numbers are not results."""
+    tta = f" (TTA {metrics['tta']})" if isinstance(metrics.get("tta"), str) else " (TTA)"
     out = []
     for prefix, split in _SPLITS[1:]:
-        for kind, label in (("acc", "accuracy"), ("loss", "loss")):
-            value = metrics.get(f"{prefix}_{kind}")
+        for suffix, metric, label in _MEASURES:
+            value = metrics.get(f"{prefix}_{suffix}")
             if _is_number(value):
-                out.append((split, label, round(float(value), 6)))
+                name = f"{split} {label.replace(' with TTA', '')}" + (tta if suffix.endswith("tta") else "")
+                out.append((split, metric, round(float(value), 6), name))
     return out
 
 
@@ -187,13 +262,10 @@ def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> st
 def _results_section(config: dict[str, Any], curves: str | None) -> str:
     metrics = dict(config.get("metrics") or {})
     lines = [START, "## Results", ""]
-    table = []
-    for kind, label, fmt in (("acc", "accuracy", _percent), ("loss", "loss", "{:.4f}".format)):
-        cells = [metrics.pop(f"{prefix}_{kind}", None) for prefix, _ in _SPLITS]
-        if any(_is_number(v) for v in cells):
-            table.append(f"| {label} | " + " | ".join(fmt(v) if _is_number(v) else "" for v in cells) + " |")
+    table = _results_table(metrics)
     if table:
         lines += ["| | train | validation | test |", "|---|---|---|---|", *table, ""]
+    cost = _cost_lines(config, metrics)
     if metrics:
         lines += [f"- {k}: {_percent(v) if k.endswith('_acc') and _is_number(v) else v}" for k, v in metrics.items()]
         lines.append("")
@@ -201,13 +273,55 @@ def _results_section(config: dict[str, Any], curves: str | None) -> str:
         lines += ["No metrics were recorded with these weights.", ""]
     if curves:
         lines += [f"![accuracy and loss per epoch]({curves})", ""]
-    recipe = config.get("recipe")
+    lines += cost + _recipe_lines(dict(config.get("recipe") or {}))
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def _results_table(metrics: dict[str, Any]) -> list[str]:
+    """One row per measured figure with a value for some split; the figures shown are taken out of ``metrics``."""
+    tta = f" ({metrics.pop('tta')})" if isinstance(metrics.get("tta"), str) else ""
+    rows = []
+    for suffix, _, label in _MEASURES:
+        cells = [metrics.pop(f"{prefix}_{suffix}", None) for prefix, _ in _SPLITS]
+        if any(_is_number(v) for v in cells):
+            fmt = "{:.4f}".format if suffix == "loss" else _percent
+            label = label + tta if suffix.endswith("tta") else label
+            rows.append(f"| {label} | " + " | ".join(fmt(v) if _is_number(v) else "" for v in cells) + " |")
+    return rows
+
+
+def _cost_lines(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Parameters, MACs, training time and speed, and the machine, where recorded."""
+    rows = []
+    if _is_number(config.get("num_params")):
+        rows.append(f"| parameters | {config['num_params']:,} |")
+    if _is_number(config.get("macs")):
+        rows.append(f"| multiply-accumulates per image | {config['macs'] / 1e6:,.1f}M |")
+    seconds, speed = metrics.pop("train_seconds", None), metrics.pop("images_per_sec", None)
+    if _is_number(seconds):
+        rows.append(f"| training wall time | {seconds / 60:.1f} min ({seconds:,.0f} s) |")
+    if _is_number(speed):
+        rows.append(f"| training images per second | {speed:,.0f} |")
+    machine = (config.get("recipe") or {}).get("machine")
+    if machine:
+        described = ", ".join(f"{k} {v}" for k, v in machine.items()) if isinstance(machine, dict) else str(machine)
+        rows.append(f"| machine | {described} |")
+    return ["### Cost", "", "| | |", "|---|---|", *rows, ""] if rows else []
+
+
+def _recipe_lines(recipe: dict[str, Any]) -> list[str]:
+    """The recipe as a table, and the command that ran it as a code block."""
+    command = recipe.pop("command", None)
+    recipe.pop("machine", None)  # in the cost table
+    lines = []
     if recipe:
         lines += ["### Training recipe", "", "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in recipe.items()]
         lines.append("")
-    lines.append(END)
-    return "\n".join(lines)
+    if command:
+        lines += ["Trained with:", "", "```bash", str(command), "```", ""]
+    return lines
 
 
 def _is_number(value: Any) -> bool:

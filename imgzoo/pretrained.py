@@ -19,6 +19,7 @@ from pathlib import Path
 
 import imgzoo.models  # noqa: F401  (an entry's architecture must be registered first)
 from imgzoo.checkpoint_format import CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_of
+from imgzoo.recipes import RECIPES
 from imgzoo.registry import CIFAR10, WeightsEntry, register_weights
 
 __all__ = ["PRETRAINED", "REQUIRED_META", "check_meta", "entry_from_folder", "register_builtin"]
@@ -27,20 +28,15 @@ REQUIRED_META = ("dataset", "metrics", "recipe", "num_params")
 
 _DIGITS = [str(d) for d in range(10)]
 
-# What every entry below shares: examples/train.py's defaults, fit's SGD recipe with a
-# one-cycle schedule, and the validation split the figures are measured on.
-_RECIPE = {
-    "batch_size": 128,
-    "optimizer": "sgd-nesterov",
-    "momentum": 0.9,
-    "lr": 0.1,
-    "weight_decay": 5e-4,
-    "schedule": "onecycle",
-    "val_fraction": 0.1,
-    "seed": 0,
-}
-_CIFAR_AUGMENT = "standard (reflect pad 4, random crop 32, horizontal flip)"
+# Where the figures of every entry below are measured: a seeded 10% validation split of the training data.
+_SPLIT = {"val_fraction": 0.1, "seed": 0}
 _CIFAR_JPEG = "CIFAR-10 train split as JPEG quality 75"
+
+
+def _recipe(name: str, **data: str) -> dict[str, object]:
+    """The entry's meta["recipe"]: its Recipe (imgzoo.recipes, the one place it is written), the split, the data."""
+    return {**RECIPES[name].to_meta(), **_SPLIT, **data}
+
 
 # Newest last. Every figure is the accuracy on a seeded 10% validation split of the
 # training data (imgzoo.datasets.train_val_split, seed 0); no test split was used.
@@ -57,11 +53,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         meta={
             "dataset": "mnist",
             "metrics": {"val_acc": 0.9953, "val_loss": 0.0152, "train_acc": 0.996, "epochs": 20},
-            "recipe": {
-                **_RECIPE,
-                "epochs": 20,
-                "augment": "standard (reflect pad 4, random crop 28, no flip)",
-            },
+            "recipe": _recipe("mnist_cnn.mnist", data="MNIST train split"),
             "num_params": 468_010,
             "categories": _DIGITS,
             "kwargs": {"num_classes": 10, "dropout": 0.25, "hidden": 128},
@@ -81,13 +73,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         meta={
             "dataset": "cifar10",
             "metrics": {"val_acc": 0.8808, "val_loss": 0.3817, "train_acc": 0.9517, "epochs": 60},
-            "recipe": {
-                **_RECIPE,
-                "epochs": 60,
-                "amp": "bf16",
-                "augment": _CIFAR_AUGMENT,
-                "data": _CIFAR_JPEG,
-            },
+            "recipe": _recipe("resnet_cifar.cifar10", data=_CIFAR_JPEG),
             "num_params": 269_722,
             "categories": list(CIFAR10.class_names),
             "kwargs": {"depth": 20, "num_classes": 10, "shortcut": "A", "width": 1, "zero_init_residual": False},

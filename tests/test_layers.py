@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("registry", ("imgzoo.registry",)),  # names -> builders, data specs, weights entries
     ("models", ("imgzoo.models", "imgzoo.models.*")),  # each family registers itself
     ("data", ("imgzoo.datasets", "imgzoo.transforms", "imgzoo.loaders")),
-    ("format", ("imgzoo.checkpoint_format", "imgzoo.model_card", "imgzoo.pretrained")),
+    ("format", ("imgzoo.checkpoint_format", "imgzoo.model_card", "imgzoo.recipes", "imgzoo.pretrained")),
     ("plots", ("imgzoo.plots",)),  # a leaf below measure, so History.plot calls down
     ("measure", ("imgzoo.evaluation", "imgzoo.history", "imgzoo.export")),  # never trains
     (

@@ -6,6 +6,13 @@ airbench94 network (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GP
 arXiv:2404.00498): three blocks of conv -> max-pool -> BatchNorm -> GELU ->
 conv -> BatchNorm -> GELU at widths 64/256/256, about 2M parameters, which reaches
 94% in 10 epochs with that paper's recipe.
+
+``basic_cnn(whiten=True)`` takes airbench94's first layer as the stem: a frozen 2x2 convolution
+whose 24 filters are the 12 eigenvectors of the training images' 2x2x3 patch covariance, each
+scaled by 1/sqrt(eigenvalue + eps), and their negatives (so that the GELU after it passes both
+signs). It is set from data once, before training, by :func:`init_whitening`; airbench94 then
+needs no learned stem. airbench also trains the layer's bias for 3 epochs; here the layer has no
+bias, so the trainable parameters, and a resumed optimizer's groups, never change mid-run.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import torch
 from torch import nn
 
 from imgzoo.models._checks import (
+    check_bool,
     check_dropout,
     check_input,
     check_int,
@@ -23,7 +31,13 @@ from imgzoo.models._checks import (
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.registry import CIFAR10, register_model
 
-__all__ = ["BasicCNN", "basic_cnn"]
+__all__ = ["BasicCNN", "basic_cnn", "init_whitening"]
+
+# airbench94's whitening: 2x2 patches of 3 channels have 12 dimensions; 12 filters and their negatives.
+WHITEN_KERNEL = 2
+WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL**2
+# airbench94's eps: keeps the near-zero eigenvalues of JPEG-smooth patches from blowing up their filters.
+WHITEN_EPS = 5e-4
 
 
 def conv_bn_act(in_channels: int, out_channels: int, pool: bool = False) -> list[nn.Module]:
@@ -44,16 +58,24 @@ class BasicCNN(LinearHeadMixin, nn.Module):
         num_classes: int = 10,
         stem_width: int = 32,
         dropout: float = 0.0,
+        whiten: bool = False,
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(*conv_bn_act(3, stem_width))
+        if whiten:
+            whitening = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, padding=0, bias=False)
+            whitening.weight.requires_grad_(False)  # set from data by init_whitening, never trained
+            self.stem = nn.Sequential(whitening, nn.GELU())
+            stem_width = WHITEN_WIDTH
+        else:
+            self.stem = nn.Sequential(*conv_bn_act(3, stem_width))
+        self.whiten = whiten
         blocks = []
         in_channels = stem_width
         for width in widths:
             blocks.append(nn.Sequential(*conv_bn_act(in_channels, width, pool=True), *conv_bn_act(width, width)))
             in_channels = width
         self.blocks = nn.Sequential(*blocks)
-        self.min_size = 2 ** len(widths)
+        self.min_size = 2 ** len(widths) + (WHITEN_KERNEL - 1 if whiten else 0)  # the 2x2 patches lose a pixel
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(in_channels, num_classes)
@@ -87,10 +109,22 @@ def basic_cnn(
     num_classes: int = 10,
     stem_width: int = 32,
     dropout: float = 0.0,
+    whiten: bool = False,
 ) -> BasicCNN:
-    """A plain 3-block CNN after airbench94 (arXiv:2404.00498), ~2M parameters, for 3x32x32 images."""
+    """A plain 3-block CNN after airbench94 (arXiv:2404.00498), ~2M parameters, for 3x32x32 images.
+
+    ``whiten=True``: the stem is airbench's frozen 2x2 patch-whitening layer (24 channels); set it
+    with ``init_whitening(model, images)`` before training.
+    """
     widths = _checked_widths(widths)
     check_int("basic_cnn", "stem_width", stem_width, high=MAX_WIDTH, why="twice ResNet-50's widest stage")
+    check_bool("basic_cnn", "whiten", whiten)
+    if whiten and stem_width != 32:
+        raise ValueError(
+            f"basic_cnn: whiten=True makes the stem the patch-whitening layer, whose width is fixed at {WHITEN_WIDTH} "
+            f"(12 eigenvector filters and their negatives), so stem_width={stem_width} would have no effect; leave "
+            "stem_width at its default, or pass whiten=False"
+        )
     check_dropout("basic_cnn", dropout)
     check_num_classes("basic_cnn", num_classes)
     check_parameter_budget(
@@ -98,7 +132,7 @@ def basic_cnn(
         _parameter_estimate(widths, stem_width, num_classes),
         f"widths={widths}, stem_width={stem_width}, num_classes={num_classes}",
     )
-    return BasicCNN(widths, num_classes, stem_width, dropout)
+    return BasicCNN(widths, num_classes, stem_width, dropout, whiten)
 
 
 def _checked_widths(widths: object) -> tuple[int, ...]:
@@ -119,3 +153,65 @@ def _parameter_estimate(widths: tuple[int, ...], stem_width: int, num_classes: i
         convs += 9 * (in_channels * width + width * width)
         in_channels = width
     return convs + in_channels * num_classes
+
+
+def _normalised(model: BasicCNN, images: torch.Tensor) -> torch.Tensor:
+    """``images`` as the model sees them: uint8 batches normalised with its DataSpec, floats as they are."""
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1:
+        raise ValueError(
+            f"init_whitening takes a batch of training images (N, 3, H, W), uint8 or normalised float, e.g. a few "
+            f"thousand of them; got shape {tuple(images.shape)}"
+        )
+    if images.is_floating_point():
+        return images.float()
+    spec = getattr(model, "data_spec", None)
+    if images.dtype != torch.uint8 or spec is None:
+        raise ValueError(
+            f"init_whitening: {images.dtype} images need the model's data_spec to be normalised, and only uint8 "
+            "ones can be; pass uint8 images to a model built with imgzoo.create_model, or normalised float ones"
+        )
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def _patch_second_moment(images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """E[p p^T] over every 2x2 patch p (flattened to 12 values, channel-major as a conv weight), in float64.
+
+    Not centred, as airbench94's ``get_whitening_parameters``: normalised images have zero mean.
+    Summed in chunks, so a few thousand images take megabytes rather than gigabytes.
+    """
+    size = 3 * WHITEN_KERNEL**2
+    total = torch.zeros(size, size, dtype=torch.float64)
+    count = 0
+    for part in images.split(chunk):
+        patches = part.unfold(2, WHITEN_KERNEL, 1).unfold(3, WHITEN_KERNEL, 1)  # N, C, H', W', k, k
+        flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, size).double()
+        total += flat.T @ flat
+        count += len(flat)
+    return total / count
+
+
+@torch.no_grad()
+def init_whitening(model: BasicCNN, images: torch.Tensor, eps: float = WHITEN_EPS) -> BasicCNN:
+    """Set the whitening stem of ``basic_cnn(whiten=True)`` from training images (airbench94's init).
+
+    The filters are the eigenvectors of the 2x2 patches' second-moment matrix, largest first,
+    each divided by sqrt(eigenvalue + eps), then the same filters negated: the first 12 output
+    channels of the patches of ``images`` then have second moments eigenvalue / (eigenvalue + eps),
+    which is 1 for every direction the data varies in, and none correlate. airbench94 uses 5,000
+    training images. Returns the model.
+    """
+    if not isinstance(model, BasicCNN) or not model.whiten:
+        raise ValueError(
+            f"init_whitening sets the stem of basic_cnn(whiten=True); got {type(model).__name__}"
+            + (" built with whiten=False" if isinstance(model, BasicCNN) else "")
+            + ". Build the model with imgzoo.create_model('basic_cnn', whiten=True)"
+        )
+    eigenvalues, eigenvectors = torch.linalg.eigh(_patch_second_moment(_normalised(model, images)))
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)  # largest first, one per row
+    filters = eigenvectors / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]
+    filters = filters.reshape(-1, 3, WHITEN_KERNEL, WHITEN_KERNEL)
+    layer = model.stem[0]
+    layer.weight.copy_(torch.cat([filters, -filters]).to(layer.weight))  # its dtype and device
+    return model

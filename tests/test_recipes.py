@@ -1,0 +1,120 @@
+"""Recipes: one per shipped entry and per architecture, applied by fit, and true to the shipped files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from _fit_worker import make_data, make_model
+from torch.utils.data import DataLoader
+
+import imgzoo
+from imgzoo.callbacks import EMA
+from imgzoo.checkpoint_format import CONFIG_NAME, read_config
+from imgzoo.fit_config import FitConfig, resolve_config
+from imgzoo.pretrained import PRETRAINED
+from imgzoo.recipes import RECIPES, Recipe, get_recipe, list_recipes
+from imgzoo.registry import get_model_entry
+from imgzoo.training import fit
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET = {"verbose": 0, "num_workers": 0, "amp": False, "channels_last": False}
+
+
+def test_every_shipped_entry_and_every_architecture_has_a_recipe():
+    names = set(list_recipes())
+    assert {entry.name for entry in PRETRAINED} <= names
+    # imgzoo's own architectures; other tests register models of their own, which have no recipe.
+    builtin = {n for n in imgzoo.list_models() if get_model_entry(n).builder.__module__.startswith("imgzoo.models.")}
+    assert {"basic_cnn", "mnist_cnn", "resnet_cifar"} <= builtin
+    assert builtin <= names
+
+
+@pytest.mark.parametrize("entry", PRETRAINED, ids=lambda e: e.name)
+def test_an_entrys_meta_recipe_agrees_with_its_recipe(entry):
+    recipe = get_recipe(entry.name)
+    assert Recipe.from_meta(entry.name, entry.meta["recipe"]) == recipe
+    assert {k: entry.meta["recipe"][k] for k in recipe.to_meta()} == recipe.to_meta()
+
+
+@pytest.mark.parametrize("entry", [e for e in PRETRAINED if e.package_dir], ids=lambda e: e.name)
+def test_a_shipped_recipe_agrees_with_what_the_config_json_of_its_weights_recorded(entry):
+    # config.json was written by the run that trained the weights; the Recipe was written afterwards.
+    recorded = read_config(ROOT / "imgzoo" / "weights" / entry.package_dir / CONFIG_NAME)["recipe"]
+    from_files = Recipe.from_meta(entry.name, recorded)
+    recipe = get_recipe(entry.name)
+    for key in recorded.keys() & set(recipe.to_meta()):
+        assert getattr(from_files, key) == getattr(recipe, key), key
+    assert recipe.amp == recorded.get("amp", "fp32")  # a run without an amp entry trained in fp32
+
+
+def test_an_unknown_name_is_refused_with_close_matches():
+    with pytest.raises(ValueError, match=r"'resnet_cifar'.*Recipes exist for"):
+        get_recipe("resnet_cifr")
+
+
+def test_a_bad_recipe_value_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"Recipe 'x': tta must be one of"):
+        Recipe(name="x", epochs=1, tta="rotate")
+
+
+def test_fit_with_a_recipe_trains_with_its_options_and_keywords_win():
+    cfg = resolve_config(None, {"recipe": "basic_cnn", "epochs": 2})
+    expected = get_recipe("basic_cnn")
+    assert (cfg.epochs, cfg.label_smoothing, cfg.batch_size, cfg.lr) == (2, 0.2, expected.batch_size, expected.lr)
+    assert cfg.recipe == "basic_cnn"
+    assert resolve_config(None, {"recipe": "mnist_cnn.mnist"}).epochs == 20  # epochs from the recipe
+
+
+def test_a_recipe_with_ema_adds_the_callback_once():
+    recipe = Recipe(name="averaged", epochs=1, ema_decay=0.9)
+    cfg = FitConfig.from_recipe(recipe)
+    (ema,) = cfg.callbacks
+    assert isinstance(ema, EMA) and ema.decay == 0.9
+    own = EMA(decay=0.5)
+    assert list(FitConfig.from_recipe(recipe, callbacks=[own]).callbacks) == [own]
+
+
+def test_config_and_recipe_together_are_refused():
+    with pytest.raises(TypeError, match=r"both config= and recipe="):
+        resolve_config(FitConfig(epochs=1), {"recipe": "mnist_cnn"})
+
+
+def test_a_recipe_run_equals_the_same_options_passed_by_hand():
+    train, val = make_data(n=64)
+    recipe = Recipe(name="small", epochs=2, lr=0.05, batch_size=16, label_smoothing=0.1, schedule="cosine", amp=False)
+    by_recipe, by_hand = make_model(), make_model()
+    history = fit(by_recipe, train, val, recipe=recipe, **QUIET)
+    options = {k: v for k, v in recipe.fit_options().items() if k != "amp"}
+    expected = fit(by_hand, train, val, **options, **QUIET)
+    assert history.train_loss == expected.train_loss
+    expected_weights = by_hand.state_dict()
+    assert all(torch.equal(v, expected_weights[k]) for k, v in by_recipe.state_dict().items())
+
+
+def test_fit_warns_when_the_loader_given_is_not_the_recipes():
+    train, val = make_data(n=64)
+    recipe = Recipe(name="batch16", epochs=1, batch_size=16, amp=False)
+    with pytest.warns(UserWarning, match=r"batch_size=32 \(the recipe's is 16\)"):
+        fit(make_model(), DataLoader(train, batch_size=32), val, recipe=recipe, **QUIET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(make_model(), DataLoader(train, batch_size=16), val, recipe=recipe, **QUIET)
+
+
+def test_loader_options_build_the_recipes_fastloader():
+    from imgzoo.datasets import TensorImages
+    from imgzoo.loaders import FastLoader
+
+    recipe = RECIPES["mnist_cnn.mnist"]
+    spec = imgzoo.create_model("basic_cnn").data_spec
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = TensorImages(images, torch.arange(8) % 10, spec.class_names, spec=spec)
+    loader = FastLoader(data, **recipe.loader_options(), spec=spec, train=True)
+    assert recipe.loader_differences(loader) == []
+    assert recipe.loader_differences(FastLoader(data, 64, spec=spec, train=False)) == [
+        "batch_size=64 (the recipe's is 128)",
+        "augment='none' (the recipe's is 'standard')",
+    ]
