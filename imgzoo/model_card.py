@@ -93,19 +93,23 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode``, which counts a multiply-add as two
     floating-point operations; halved here. In eval mode, so batch-norm statistics do not move;
-    the model's modes are put back. None when the input shape is unknown.
+    the model's modes are put back. None when the input shape is unknown or the model refuses a blank image.
     """
     spec = getattr(model, "data_spec", None)
     input_shape = input_shape or (spec.input_shape if spec is not None else None)
     if input_shape is None:
         return None
     first = next(model.parameters(), None)
-    x = torch.zeros(1, *input_shape, device=first.device if first is not None else "cpu")
+    device, dtype = (first.device, first.dtype) if first is not None else ("cpu", torch.float32)
+    x = torch.zeros(1, *input_shape, device=device, dtype=dtype if dtype.is_floating_point else torch.float32)
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(x)
+    except (RuntimeError, ValueError, TypeError):
+        # The count is a note on the card; a model that cannot run a blank image still saves.
+        return None
     finally:
         for module, training in modes:
             module.training = training
