@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--amp", default="false", choices=["false", "bf16", "fp16"])
+    parser.add_argument("--amp", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints/, weights/, history.json")
     args = parser.parse_args()
 
@@ -76,7 +76,7 @@ def main() -> None:
         batch_size=args.batch_size,
         lr=args.lr,
         label_smoothing=args.label_smoothing,
-        amp=False if args.amp == "false" else args.amp,
+        amp=args.amp,
         seed=args.seed,
         checkpoint_dir=checkpoints,
         resume=resume,
