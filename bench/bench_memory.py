@@ -26,7 +26,12 @@ from imgzoo.loaders import FastLoader
 
 name, steps, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # VmHWM: this process image's peak. ru_maxrss would not do: Linux keeps it across exec, so a
+    # child of a large parent reports the parent's size.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB; not Linux
 
 if name == "baseline":
     print(json.dumps(peak_mb())); sys.exit()

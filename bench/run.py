@@ -64,14 +64,14 @@ def collect(args: argparse.Namespace) -> dict:
                                    ["fp32", "bf16", "auto"])  # fmt: skip
     results["models"] = {"peak_flops": peak, "rows": [vars(r) for r in speed],
                          "resnet_cifar_over_plain": bench_models.overhead_ratio(speed)}  # fmt: skip
-    results["fit"] = bench_fit.measure(images=512 if quick else 1024, epochs=1 if quick else 2, reps=1 if quick else 3)
+    results["fit"] = bench_fit.measure(images=256 if quick else 1024, epochs=1 if quick else 2, reps=1 if quick else 3)
     results["data"] = bench_data.measure(args.cifar10, seconds=2 if quick else 10)
-    results["startup"] = bench_startup.run(2 if quick else 5)
+    results["startup"] = bench_startup.run(1 if quick else 5)
     mem_models = ["resnet_cifar"] if quick else models
     results["memory_mb"] = {"baseline": bench_memory.peak_mb("baseline", 0, "train")}
     for name in mem_models:
         for mode in ("train", "infer"):
-            results["memory_mb"][f"{name} {mode}"] = bench_memory.peak_mb(name, 10 if quick else 30, mode)
+            results["memory_mb"][f"{name} {mode}"] = bench_memory.peak_mb(name, 5 if quick else 30, mode)
     if not quick and Path(args.mnist).exists():
         results["time_to_accuracy"] = bench_time_to_accuracy.compare_mnist(args.mnist)
     if args.long and args.cifar10:
@@ -91,9 +91,11 @@ def headline(results: dict) -> list[tuple[str, str, str]]:
         row = speed.get(("resnet_cifar", mode, "fp32", True))
         if row:
             add(f"resnet_cifar {word}, channels_last, fp32", f"{100 * row['fraction_of_peak']:.0f}% of peak")
-    ratios = results["models"]["resnet_cifar_over_plain"]
+    # Emulated bf16 rows time a single small batch: too noisy to judge overhead by.
+    ratios = {k: v for k, v in results["models"]["resnet_cifar_over_plain"].items() if "bf16" not in k}
     if ratios:
-        add("resnet_cifar / plain ResNet-20", f"{min(ratios.values()):.2f} (lowest of {len(ratios)} settings)")
+        low = min(ratios, key=ratios.get)
+        add("resnet_cifar / plain ResNet-20", f"{ratios[low]:.2f} (lowest of {len(ratios)} fp32/auto settings: {low})")
     add("fit / minimal loop", f"{results['fit']['fit_over_minimal']:.2f}")
     add("fit bf16 / fit fp32", f"{results['fit']['bf16_over_fp32']:.2f}")
     add("loader / training", f"{results['data']['ratio']:.0f}x")
