@@ -25,7 +25,6 @@ import torch
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
     "CURVES_NAME",
@@ -95,6 +94,9 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     floating-point operations; halved here. In eval mode, so batch-norm statistics do not move;
     the model's modes are put back. None when the input shape is unknown or the model refuses a blank image.
     """
+    # Imported here: torch.utils.flop_counter pulls in sympy, half a second of every `import imgzoo`.
+    from torch.utils.flop_counter import FlopCounterMode
+
     spec = getattr(model, "data_spec", None)
     input_shape = input_shape or (spec.input_shape if spec is not None else None)
     if input_shape is None:
