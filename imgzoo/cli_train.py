@@ -77,7 +77,12 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
     p.add_argument("--seed", type=int, help="seed of the split, the limit and training (default 0)")
     p.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's, 128)")
-    p.add_argument("--lr", type=positive_float, help="peak learning rate (default: fit's for the optimizer)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's)")
+    p.add_argument(
+        "--recipe",
+        help="train by this recipe (imgzoo.recipes), e.g. resnet_cifar.cifar10: what trained those weights "
+        "(default: the model's own recipe; the other options here override it)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -91,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "recipe": args.recipe,
     }
     if args.resume:  # the run's own options, with any given here laid over them (and checked)
         config = runs.resume_config(args.out, args.model, args.data, **given)
@@ -100,9 +106,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.action == "done":
         return 0
     m = result.metrics
+    tta = f"; with TTA {m['tta']}: top-1 {100 * m['val_acc_tta']:.2f}%" if "tta" in m else ""
     print(
         f"{config.model}: val top-1 {100 * m['val_acc']:.2f}%, top-5 {100 * m['val_top5']:.2f}%, "
-        f"loss {m['val_loss']:.4f} after {len(result.history)} epochs ({result.wall_time:.1f} s)"
+        f"loss {m['val_loss']:.4f}{tta} after {len(result.history)} epochs ({result.wall_time:.1f} s)"
     )
     print(f"wrote {result.out}: model.safetensors, history.csv, curves.png, samples.png, confusion.png")
     return 0 if result.finished else 1

@@ -62,6 +62,8 @@ class Recipe:
     augment: str = "standard"  # FastLoader's augment: "none" or "standard"
     ema_decay: float | None = None  # callbacks.EMA(decay=...) during training; None: no weight average
     tta: bool | str = False  # evaluate(tta=...): False, "flip", "shift" or "flip+shift"
+    # create_model's keyword arguments beyond the data's classes, e.g. {"whiten": True}, {"depth": 56}
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str = ""  # the command that ran it, the figures it gave, or the paper it follows
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ class Recipe:
                     self.ema_decay,
                 ),
                 (self.tta in TTA_CHOICES, f"tta must be one of {TTA_CHOICES}", self.tta),
+                (isinstance(self.model_kwargs, dict), "model_kwargs must be a dict", self.model_kwargs),
             )
             if not ok
         ]
@@ -182,6 +185,7 @@ _BUILTIN = (
         label_smoothing=0.2,  # airbench94's; removing it cost 0.2% (clean_airbench, cifar10-airbench)
         amp="auto",
         tta="flip+shift",  # airbench94's tta_level 2; removing it cost 0.8% (clean_airbench)
+        model_kwargs={"whiten": True},  # airbench94's frozen patch-whitening stem, set from 5,000 images
         source=(
             "airbench94 (Jordan 2024, arXiv:2404.00498): its epochs, label smoothing and test-time augmentation; "
             "fit's SGD defaults for the rest, because airbench's decoupled lr (11.5 per 1024 images, 64x for "
@@ -190,13 +194,18 @@ _BUILTIN = (
     ),
     Recipe(
         name="dogbreed_transfer",
-        epochs=10,  # a pretrained backbone needs few passes over a small data set
-        lr=0.01,  # a tenth of the from-scratch rate, the usual start for fine-tuning (the module's own example)
-        schedule="cosine",  # no warm-up phase to waste on weights that start trained
-        batch_size=64,  # 224x224 images: a quarter of CIFAR's batch keeps memory in bounds
+        epochs=5,  # only the new head trains (the ImageNet backbone is frozen): a few passes converge
+        optimizer="adamw",  # AdamW at 1e-3 suits a fresh linear head, where SGD's 0.1 would overshoot
+        lr=1e-3,
+        weight_decay=0.05,  # fit's AdamW default (DeiT, ConvNeXt)
+        batch_size=64,  # 224x224 images: half of CIFAR's batch keeps memory in bounds
         amp="auto",
         tta="flip",  # dog breeds are left/right symmetric
-        source="fine-tuning an ImageNet ResNet (imgzoo.models.dogbreed_transfer); not yet trained with imgzoo.",
+        model_kwargs={"weights": "imagenet"},
+        source=(
+            "a linear head on a frozen ImageNet ResNet-50 (imgzoo.models.dogbreed_transfer); "
+            "examples/finetune_dogbreed.py then unfreezes the last stage. Not yet trained with imgzoo."
+        ),
     ),
 )
 

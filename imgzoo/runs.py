@@ -31,13 +31,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from imgzoo import datasets
+from imgzoo._device import describe_machine
 from imgzoo._atomic import atomic_write_text
+from imgzoo.callbacks import EMA
 from imgzoo.checkpoint import resume_point
 from imgzoo.evaluation import EvalResult, evaluate, plot_predictions
 from imgzoo.factory import create_model
 from imgzoo.history import History
 from imgzoo.hub import load, save
 from imgzoo.loaders import FastLoader, default_cache_dir
+from imgzoo.model_card import metrics_from_eval
+from imgzoo.models.basic_cnn import init_whitening
+from imgzoo.recipes import RECIPES, Recipe, get_recipe, list_recipes
 from imgzoo.registry import get_model_entry
 from imgzoo.training import FitConfig, fit
 from imgzoo.transforms import AUGMENTS, for_model
@@ -71,27 +76,48 @@ AMP_CHOICES: dict[str, bool | str] = {"auto": "auto", "fp32": "fp32", "bf16": "b
 # Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
 KNOWN_DATA: dict[str, Callable[..., Dataset]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
 
-# What a run of each model does when the command line does not say. The one place these live:
-# a registered recipe per model can replace this table without touching the command.
+# What a run of a model does when the command line does not say: its recipe (imgzoo.recipes, the
+# architecture's own, e.g. "resnet_cifar", or a named one such as "resnet_cifar.cifar10"), else this.
 _EVERY_MODEL: dict[str, Any] = {"epochs": 15, "augment": "standard", "batch_size": 128, "lr": None, "kwargs": {}}
-_PER_MODEL: dict[str, dict[str, Any]] = {
-    "mnist_cnn": {"epochs": 15},  # 99.5% on MNIST's validation split by epoch 15-20 (mnist_cnn.mnist)
-    "basic_cnn": {"epochs": 12},  # 89% on CIFAR-10 in 12 epochs (README, with label smoothing 0.2)
-    "resnet_cifar": {"epochs": 30},  # 86.6% on CIFAR-10 JPEG in 30 epochs, 88.1% in 60 (resnet_cifar.cifar10)
-    # Transfer learning: the ImageNet backbone stays frozen and only the new head trains, for
-    # which AdamW at 1e-3 converges in a few epochs where SGD's 0.1 would overshoot.
-    "dogbreed_transfer": {"epochs": 5, "lr": 1e-3, "kwargs": {"weights": "imagenet"}, "optimizer": "adamw"},
-}
+# The recipe fields that become fit options of the run. Not amp: a recipe records the precision of the
+# machine it ran on (bf16 on one with native bf16), which on another machine can be 10x slower than
+# fp32; a run takes "auto" unless told otherwise.
+_RECIPE_FIT_OPTIONS = ("optimizer", "momentum", "weight_decay", "schedule", "label_smoothing")
 
 # fit options a run sets itself (or forbids), so a study file cannot; and RunConfig's own options.
 _RUNNER_OWNS = frozenset({"epochs", "callbacks", "checkpoint_dir", "resume", "verbose", "config"})
-RUN_OPTIONS = ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr")
+RUN_OPTIONS = ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr", "recipe")
 _RUN_FIELDS = RUN_OPTIONS[1:]
 
 
-def model_defaults(model: str) -> dict[str, Any]:
-    """The epochs, augment, batch size, lr, builder kwargs and fit options a run of ``model`` starts from."""
-    return {**_EVERY_MODEL, **_PER_MODEL.get(model, {})}
+def model_defaults(model: str, recipe: str | None = None) -> dict[str, Any]:
+    """The epochs, augment, batch size, lr, builder kwargs and fit options a run of ``model`` starts from.
+
+    They come from ``recipe`` (a name :func:`imgzoo.recipes.get_recipe` knows), else from the model's
+    own recipe when it has one, else from a generic table; ``"recipe"`` names the one used, or is None.
+    """
+    found = recipe_for(model, recipe)
+    if found is None:
+        return {**_EVERY_MODEL, "recipe": None}
+    return {
+        **{k: getattr(found, k) for k in ("epochs", "augment", "batch_size", "lr", *_RECIPE_FIT_OPTIONS)},
+        "kwargs": dict(found.model_kwargs),
+        "recipe": found.name,
+    }
+
+
+def recipe_for(model: str, recipe: str | None = None) -> Recipe | None:
+    """The Recipe named ``recipe`` (it must be one for ``model``), else ``model``'s own, else None."""
+    if recipe is None:
+        return RECIPES.get(model)
+    found = get_recipe(recipe)  # an unknown name is refused with the closest known ones
+    architecture = found.name.split(".", 1)[0]
+    if architecture in RECIPES and architecture != model:
+        raise ValueError(
+            f"recipe {recipe!r} trains {architecture}, not {model}. Pass a recipe of {model} "
+            f"({', '.join(n for n in list_recipes() if n.split('.', 1)[0] == model) or 'none yet'}), or none."
+        )
+    return found
 
 
 def fit_option_names() -> list[str]:
@@ -114,6 +140,7 @@ class RunConfig:
     lr: float | None = None  # None: fit's default for the optimizer
     kwargs: dict[str, Any] = field(default_factory=dict)  # the model builder's
     fit_options: dict[str, Any] = field(default_factory=dict)  # any other fit option
+    recipe: str | None = None  # the recipe (imgzoo.recipes) the defaults came from; fit adds its EMA
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
@@ -124,6 +151,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.recipe is not None:
+            get_recipe(self.recipe)
         unknown = sorted(set(self.fit_options) - set(fit_option_names()))
         if unknown:
             raise ValueError(f"unknown fit option(s) {', '.join(unknown)}; a run takes {', '.join(fit_option_names())}")
@@ -151,11 +180,11 @@ class RunConfig:
 
 
 def make_config(model: str, data: str, **given: Any) -> RunConfig:
-    """A RunConfig from the model's defaults, with every option in ``given`` that is not None laid over them."""
+    """A RunConfig from the model's recipe (or ``recipe=``'s), with every option in ``given`` that is not None over it."""
     get_model_entry(model)  # an unknown name fails here, with close matches, before any data is read
-    defaults = model_defaults(model)
+    defaults = model_defaults(model, given.get("recipe"))
     values = {k: v for k, v in defaults.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}
-    values["fit_options"] = {k: v for k, v in defaults.items() if k not in values and k != "kwargs"}
+    values["fit_options"] = {k: v for k, v in defaults.items() if k not in values}
     values["kwargs"] = dict(defaults["kwargs"])
     for key, value in given.items():
         if value is None:
@@ -303,6 +332,17 @@ def read_run(out: str | os.PathLike[str]) -> RunRecord | None:
         raise ValueError(f"{path} is not a run record imgzoo can read ({exc}). Choose another --out.") from None
 
 
+def train_command(config: RunConfig, out: Path) -> str:
+    """The command that trains this run from scratch: the options that differ from its recipe's are spelt out."""
+    words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
+    defaults = make_config(config.model, config.data, recipe=config.recipe)
+    words += ["--recipe", config.recipe] if config.recipe and config.recipe != config.model else []
+    for name in ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr"):
+        if getattr(config, name) != getattr(defaults, name):
+            words += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    return shlex.join(words)
+
+
 def resume_command(config: RunConfig, out: Path, epochs: int | None = None) -> str:
     """The command that goes on with the run in ``out``; run.json supplies every other option."""
     words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
@@ -416,7 +456,7 @@ def train_run(
     dataset = open_data(config.data)
     train_part, val_part = split_data(dataset, config.seed, config.limit)
     checkpoints = out / CHECKPOINTS
-    model = _model_for(plan, dataset, out)
+    model = _model_for(plan, dataset, out, train_part)
     out.mkdir(parents=True, exist_ok=True)
     if plan.action == "extend":  # the earlier training's checkpoints hold a schedule sized for its own epochs
         for stale in checkpoints.glob("*.pt"):
@@ -435,6 +475,7 @@ def train_run(
         checkpoint_dir=checkpoints,
         resume=resume_from,
         verbose=verbose,
+        callbacks=recipe_callbacks(config),
         **config.fit_options_checked(),
     )
     if len(history) < epochs and _touched_since(checkpoints / "interrupted.pt", started):
@@ -450,6 +491,12 @@ def train_run(
     return RunResult(out, config, full, metrics, record.finished, plan.action)
 
 
+def recipe_callbacks(config: RunConfig) -> list[EMA]:
+    """The run's recipe's weight averaging, if it has one (the recipe's other options are in the config)."""
+    found = recipe_for(config.model, config.recipe) if config.recipe else None
+    return [EMA(decay=found.ema_decay)] if found is not None and found.ema_decay is not None else []
+
+
 def _more(config: RunConfig, out: Path) -> str:
     return resume_command(config, out, epochs=2 * config.epochs)
 
@@ -459,7 +506,7 @@ def _touched_since(path: Path, since: float) -> bool:
     return path.is_file() and path.stat().st_mtime >= since - 1
 
 
-def _model_for(plan: Plan, dataset: Dataset, out: Path) -> nn.Module:
+def _model_for(plan: Plan, dataset: Dataset, out: Path, train_part: Dataset) -> nn.Module:
     """A fresh model sized for the data's classes, or the run's own weights when it goes on from them."""
     config = plan.record.config
     from_weights = plan.action == "extend" or (
@@ -468,7 +515,22 @@ def _model_for(plan: Plan, dataset: Dataset, out: Path) -> nn.Module:
     if from_weights:
         return load(out / WEIGHTS)  # a resumed fit restores its checkpoint's weights over whatever it is given
     torch.manual_seed(config.seed)  # fit seeds the training; the initial weights are drawn before it
-    return create_model(config.model, class_names=[str(c) for c in dataset.classes], **config.kwargs)
+    model = create_model(config.model, class_names=[str(c) for c in dataset.classes], **config.kwargs)
+    if getattr(model, "whiten", False) is True:  # basic_cnn(whiten=True): its stem is set from the data
+        init_whitening(model, whitening_images(model, train_part, config.seed))
+    return model
+
+
+# airbench94 sets its whitening layer from 5,000 training images (arXiv:2404.00498, section 3.2).
+WHITENING_IMAGES = 5000
+
+
+def whitening_images(model: nn.Module, train_part: Dataset, seed: int) -> torch.Tensor:
+    """A seeded draw of up to 5,000 training images, un-augmented and normalised as the model sees them."""
+    count = min(WHITENING_IMAGES, len(train_part))  # type: ignore[arg-type]
+    loader = FastLoader(train_part, count, spec=model.data_spec, train=True, augment="none", seed=seed)
+    images, _ = next(iter(loader))
+    return images
 
 
 def _announce(plan: Plan, out: Path, n_train: int, n_val: int, from_checkpoint: bool, log: Callable) -> None:
@@ -498,8 +560,11 @@ def _joined(out: Path, done_before: int, history: History) -> History:
 def write_outputs(model: nn.Module, val_part: Dataset, history: History, out: Path, config: RunConfig) -> dict:
     """Weights, history, curves, samples grid, confusion matrix and metrics of the run, into ``out``."""
     result = evaluate(model, eval_data(model, val_part))
-    metrics = {"val_acc": result.top1, "val_loss": result.loss, "val_top5": result.top5}
+    tta = recipe_for(config.model, config.recipe).tta if config.recipe else False
+    tta_result = evaluate(model, eval_data(model, val_part), tta=tta) if tta else None
+    metrics = metrics_from_eval(result, tta_result)
     recipe = {**{k: v for k, v in config.to_dict().items() if k != "fit_options"}, **config.fit_options}
+    recipe |= {"machine": describe_machine(), "command": train_command(config, out)}
     # The weights get a folder of their own: save() replaces its folder whole, so that a crash never
     # mixes two versions, and the run folder also holds checkpoints and reports.
     save(model, out / WEIGHTS, history, recipe={**recipe, "val_fraction": VAL_FRACTION}, metrics=metrics)

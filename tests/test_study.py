@@ -37,7 +37,7 @@ def test_data_is_relative_to_the_study_file_and_top_level_options_are_defaults(t
     study = load_study(path)
     config = study.runs["mnist_cnn"]  # a run without a name is called after its model
     assert config.data == str((tmp_path / "data").resolve())
-    assert config.epochs == 2 and config.fit_options == {"label_smoothing": 0.1}
+    assert config.epochs == 2 and config.fit_options["label_smoothing"] == 0.1  # the file's, over the recipe's
 
 
 @pytest.mark.parametrize(
