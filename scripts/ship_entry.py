@@ -1,0 +1,91 @@
+"""Turn trained weights into an entry shipped inside the package, with every figure its card states.
+
+    python scripts/ship_entry.py RUN_OR_WEIGHTS NAME DATA [--recipe NAME] [--command "..."]
+
+RUN_OR_WEIGHTS is a folder written by ``imgzoo train`` (its ``weights/``, ``run.json`` and
+``history.json`` are read) or by ``imgzoo.save``. The script rebuilds the seeded 10% validation
+split of DATA, measures top-1 and top-5 with and without the recipe's test-time augmentation,
+stores the parameters in fp16 when that moves top-1 by at most 0.05 points (else in fp32, and
+says so), measures the stored file again, and writes ``imgzoo/weights/<arch>-<tag>/``: the
+safetensors, config.json and a card with the figures, MACs, training time, machine and command.
+It prints the ``WeightsEntry`` to paste into ``imgzoo/pretrained.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import imgzoo
+from imgzoo import runs
+from imgzoo.checkpoint_format import read_config
+from imgzoo.evaluation import evaluate
+from imgzoo.history import History
+from imgzoo.model_card import metrics_from_eval, metrics_from_history
+from imgzoo.pretrained import entry_from_folder
+from imgzoo.recipes import get_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+FP16_TOLERANCE = 0.0005  # top-1 may move by at most 0.05 points for the entry to be stored in fp16
+
+
+def measure(model, val_part, tta) -> dict:
+    data = runs.eval_data(model, val_part)
+    plain = evaluate(model, data)
+    return metrics_from_eval(plain, evaluate(model, data, tta=tta) if tta else None)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("source", type=Path, help="a run folder (imgzoo train --out) or a weights folder")
+    p.add_argument("name", help="the entry's name, arch.tag, e.g. mnist_cnn.mnist")
+    p.add_argument("data", help="the training data the split is drawn from")
+    p.add_argument("--recipe", help="the recipe the weights were trained by (default: the entry's name)")
+    p.add_argument("--command", help="the command that trained them (default: the run's)")
+    p.add_argument("--machine", help="JSON: the machine that trained them (default: the run's record)")
+    args = p.parse_args()
+
+    weights = args.source / runs.WEIGHTS if (args.source / runs.RUN_FILE).is_file() else args.source
+    config = read_config(weights / "config.json")
+    recorded = dict(config.get("recipe") or {})
+    recipe = get_recipe(args.recipe or args.name)
+    history_path = args.source / "history.json"
+    history = History.from_json(history_path) if history_path.is_file() else None
+    model = imgzoo.load(weights)
+    val_part = runs.split_data(runs.open_data(runs.resolve_data(args.data)), recorded.get("seed", 0))[1]
+
+    full = measure(model, val_part, recipe.tta)
+    with tempfile.TemporaryDirectory() as tmp:
+        imgzoo.save(model, Path(tmp) / "w", dtype="fp16")
+        half = measure(imgzoo.load(Path(tmp) / "w"), val_part, recipe.tta)
+    moved = abs(half["val_acc"] - full["val_acc"])
+    dtype = "fp16" if moved <= FP16_TOLERANCE else "fp32"
+    print(f"fp32: {json.dumps(full)}\nfp16: {json.dumps(half)}\ntop-1 moved {100 * moved:.3f} points: storing {dtype}")
+
+    before = dict(config.get("metrics") or {})  # what the folder recorded (train accuracy, epochs), if no history
+    before = {k: v for k, v in before.items() if k in ("train_acc", "train_loss", "epochs", "train_seconds")}
+    trained = metrics_from_history(history.to_dict()) if history else before
+    metrics = {**trained, **(half if dtype == "fp16" else full)}
+    metrics["fp32_val_acc"] = full["val_acc"]  # what the weights gave before storage, for the card's reader
+    meta = {
+        **recipe.to_meta(),
+        "val_fraction": runs.VAL_FRACTION,
+        "seed": recorded.get("seed", 0),
+        "data": recorded.get("data", args.data),
+        "machine": json.loads(args.machine) if args.machine else recorded.get("machine", "not recorded"),
+        "command": args.command or recorded.get("command", "not recorded"),
+        "storage": f"{dtype} (top-1 moved {100 * moved:.3f} points from fp32)",
+    }
+    arch, tag = args.name.split(".", 1)
+    folder = ROOT / "imgzoo" / "weights" / f"{arch}-{tag}"
+    imgzoo.save(model, folder, history, recipe=meta, metrics=metrics, dtype=dtype)
+    print(f"wrote {folder}")
+    print(repr(entry_from_folder(args.name, folder, package_dir=folder.name)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
