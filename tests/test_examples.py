@@ -6,6 +6,7 @@ checkout's imgzoo; the checks read what it printed and what it wrote.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import imgzoo
 from imgzoo.export import TOLERANCE, read_metadata
@@ -66,7 +68,7 @@ def test_cifar10_study_compares_four_runs_in_a_table_and_a_figure(tmp_path):
 def test_finetune_dogbreed_warms_up_then_unfreezes_the_last_stage(tmp_path):
     proc = run_example("finetune_dogbreed.py", "--smoke", "--out", str(tmp_path / "dogs"), cwd=tmp_path)
     out = proc.stdout
-    assert "RANDOM resnet18 weights" in out and "hub/checkpoints/resnet18-" in out  # says what stands in
+    assert "resnet18 starts from RANDOM weights (weights=None)" in out  # says that no ImageNet file stands behind it
     head = int(re.search(r"stage 1: head only \(([\d,]+) trainable", out).group(1).replace(",", ""))
     both = int(re.search(r"stage 2: \+ layer4 \(([\d,]+) trainable\), lr 0.01 / 0.001", out).group(1).replace(",", ""))
     layer4 = imgzoo.dogbreed_transfer(backbone="resnet18", weights=None).backbone.layer4
@@ -75,7 +77,73 @@ def test_finetune_dogbreed_warms_up_then_unfreezes_the_last_stage(tmp_path):
     assert len(re.findall(r"^epoch 1/1 \|", out, flags=re.M)) == 2
     model = imgzoo.load(tmp_path / "dogs" / "model")
     assert model.data_spec.class_names == ("Chihuahua", "Japanese_spaniel", "Maltese_dog")
-    assert not (tmp_path / "torch_home").exists()  # the smoke run wrote its stand-in into its own temporary folder
+    assert not (tmp_path / "torch_home").exists()  # nothing was read from, or downloaded into, torch's cache
+
+
+def _moved_parts(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> dict[str, set[str]]:
+    """The parts whose weights or buffers changed since ``before``, with the names that changed in each.
+
+    A part is a backbone stage (conv1, bn1, layer1 ... layer4) or the classifier.
+    """
+    moved: dict[str, set[str]] = {}
+    for name, value in model.state_dict().items():
+        if not torch.equal(value, before[name]):
+            words = name.split(".")
+            moved.setdefault(words[1] if words[0] == "backbone" else words[0], set()).add(name)
+    return moved
+
+
+def test_finetune_dogbreed_trains_the_head_alone_then_layer4_at_a_tenth_of_its_rate(tmp_path, monkeypatch):
+    """The example's finetune(), in this process, with every call of imgzoo.fit watched.
+
+    Each stage's fit records which weights and batch-norm statistics moved, and the optimizer
+    that stage 2's callable built; weights=None means no ImageNet file is read or fetched.
+    """
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    example = importlib.import_module("finetune_dogbreed")
+    tiny_data = importlib.import_module("tiny_data")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("a download was attempted"))
+    stages = []
+    real_fit = imgzoo.fit
+
+    def watched_fit(model, *args, **kwargs):
+        built = []
+        make = kwargs.get("optimizer")
+        if callable(make):
+
+            def recording(params):
+                built.append(make(params))
+                return built[-1]
+
+            kwargs["optimizer"] = recording
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        history = real_fit(model, *args, **kwargs)
+        stages.append((_moved_parts(model, before), built, model))
+        return history
+
+    monkeypatch.setattr(imgzoo, "fit", watched_fit)
+    root = tiny_data.write_stanford_dogs(tmp_path / "dogs")
+    folder = example.finetune(
+        root, tmp_path / "run", backbone="resnet18", weights=None, epochs=(1, 1), batch_size=4, workers=0
+    )
+
+    (warm_up, _, model), (fine_tune, optimizers, same) = stages
+    assert same is model
+    assert set(warm_up) == {"classifier"}  # the frozen backbone: not a weight, not a running statistic
+    assert set(fine_tune) == {"classifier", "layer4"}  # conv1, bn1 and layers 1-3 stay as they were
+    layer4 = {f"backbone.layer4.{name}" for name, _ in model.backbone.layer4.named_parameters()}
+    assert layer4 <= fine_tune["layer4"]  # every weight of the last stage trained
+
+    (optimizer,) = optimizers
+    head, body = optimizer.param_groups
+    assert [id(p) for p in head["params"]] == [id(p) for p in model.classifier.parameters()]
+    assert [id(p) for p in body["params"]] == [id(p) for p in model.backbone.layer4.parameters()]
+    assert head["initial_lr"] == 0.01 and body["initial_lr"] == pytest.approx(0.001)  # before the schedule
+    assert body["lr"] == pytest.approx(head["lr"] / 10)  # and after it: cosine scales both alike
+
+    assert imgzoo.load(folder).data_spec.class_names == ("Chihuahua", "Japanese_spaniel", "Maltese_dog")
+    assert not (tmp_path / "torch_home").exists()
 
 
 def test_load_pretrained_classifies_the_bundled_samples_and_builds_a_new_head(tmp_path):

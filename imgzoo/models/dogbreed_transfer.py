@@ -63,8 +63,8 @@ def _missing_weights(backbone: str, why: str) -> RuntimeError:
         f"Expected file: {imagenet_weights_path(backbone)}\n"
         f'Fetch it on a machine with internet (python -c "import torchvision; '
         f"torchvision.models.{backbone}(weights='DEFAULT')\", or download {url}) and copy it "
-        f"there, or set TORCH_HOME to a folder whose hub/checkpoints/ holds it. "
-        f"weights=None builds the network with random weights instead."
+        f"there, or set TORCH_HOME to a folder whose hub/checkpoints/ holds it. In Python, "
+        f"dogbreed_transfer(weights=None) builds the network with random weights instead."
     )
 
 
