@@ -31,8 +31,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from imgzoo import datasets
-from imgzoo._device import describe_machine
 from imgzoo._atomic import atomic_write_text
+from imgzoo._device import describe_machine
 from imgzoo.callbacks import EMA
 from imgzoo.checkpoint import resume_point
 from imgzoo.evaluation import EvalResult, evaluate, plot_predictions
@@ -180,7 +180,7 @@ class RunConfig:
 
 
 def make_config(model: str, data: str, **given: Any) -> RunConfig:
-    """A RunConfig from the model's recipe (or ``recipe=``'s), with every option in ``given`` that is not None over it."""
+    """A RunConfig from the model's recipe (or ``recipe=``'s), with each option in ``given`` not None over it."""
     get_model_entry(model)  # an unknown name fails here, with close matches, before any data is read
     defaults = model_defaults(model, given.get("recipe"))
     values = {k: v for k, v in defaults.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}

@@ -1,6 +1,6 @@
 """``imgzoo train dogbreed_transfer DATA`` on the two dog-breed layouts, offline, through the command itself.
 
-The command asks for ImageNet weights (runs._PER_MODEL: ``weights="imagenet"``). No test can
+The command asks for ImageNet weights (the dogbreed_transfer recipe: ``weights="imagenet"``). No test can
 download them, so each one saves a randomly initialised torchvision state dict where torchvision
 looks for the ImageNet file ($TORCH_HOME/hub/checkpoints/, under its own file name) and sets
 IMGZOO_OFFLINE=1, so that a download is never even tried. The backbone is ResNet-18 rather than
@@ -10,6 +10,7 @@ command's defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -20,9 +21,9 @@ import torchvision
 from data_factories import write_kaggle_dogs, write_stanford_dogs
 
 import imgzoo
-from imgzoo import runs
 from imgzoo.cli import main
 from imgzoo.models.dogbreed_transfer import imagenet_weights_path
+from imgzoo.recipes import RECIPES
 
 RUN_FILES = {"run.json", "history.csv", "history.json", "metrics.json", "curves.png", "samples.png", "confusion.png"}
 # The first bytes of a MATLAB 5 file, as Stanford Dogs' lists.tar holds (file_list.mat, train_list.mat, ...).
@@ -35,9 +36,9 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("IMGZOO_OFFLINE", "1")
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("a download was attempted"))
-    defaults = runs._PER_MODEL["dogbreed_transfer"]
-    resnet18 = {**defaults, "kwargs": {**defaults["kwargs"], "backbone": "resnet18"}}
-    monkeypatch.setitem(runs._PER_MODEL, "dogbreed_transfer", resnet18)
+    recipe = RECIPES["dogbreed_transfer"]
+    resnet18 = dataclasses.replace(recipe, model_kwargs={**recipe.model_kwargs, "backbone": "resnet18"})
+    monkeypatch.setitem(RECIPES, "dogbreed_transfer", resnet18)
 
 
 @pytest.fixture
