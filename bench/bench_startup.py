@@ -1,6 +1,8 @@
 """Start-up costs a user pays before the first prediction, each in a fresh interpreter.
 
-- ``import imgzoo`` against ``import torch, torchvision`` (goal: at most 0.3 s more);
+- ``import imgzoo`` against ``import torch, torchvision`` (goal: at most 0.3 s more), as the difference
+  of two interpreters' wall times and, far less noisy on a busy machine, as the time ``import imgzoo``
+  takes in an interpreter that has imported torch and torchvision already;
 - ``imgzoo.load("mnist_cnn.mnist")`` from the file shipped in the package (goal: <= 100 ms);
 - loading a Hub entry from a filled cache with HF_HUB_OFFLINE=1 (goal: <= 200 ms plus the file read),
   pushed first to the loopback Hub-compatible server the test suite uses.
@@ -30,6 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 IMPORT_BASE = "import torch, torchvision"
 IMPORT_IMGZOO = "import imgzoo"
+# Timed inside the process: what imgzoo adds to torch and torchvision, without their seconds of noise.
+IMPORT_EXTRA = """
+import time, json, torch, torchvision
+start = time.perf_counter()
+import imgzoo
+print(json.dumps(time.perf_counter() - start))
+"""
 # Timed inside the process, after the import: only the load itself.
 LOAD_TIMED = """
 import time, json, imgzoo
@@ -75,7 +84,12 @@ def compile_package() -> None:
 
 def run(reps: int) -> dict[str, float]:
     compile_package()
-    samples: dict[str, list[float]] = {"import torch, torchvision": [], "import imgzoo": [], "load shipped": []}
+    samples: dict[str, list[float]] = {
+        "import torch, torchvision": [],
+        "import imgzoo": [],
+        "import imgzoo after torch": [],
+        "load shipped": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         hub_name, hub_env = None, None
         try:
@@ -86,6 +100,7 @@ def run(reps: int) -> dict[str, float]:
         for _ in range(reps):
             samples["import torch, torchvision"].append(wall_time(IMPORT_BASE))
             samples["import imgzoo"].append(wall_time(IMPORT_IMGZOO))
+            samples["import imgzoo after torch"].append(timed_inside(IMPORT_EXTRA))
             samples["load shipped"].append(timed_inside(LOAD_TIMED.format(name="mnist_cnn.mnist")))
             if hub_name is not None:
                 samples["load cached Hub entry"].append(timed_inside(LOAD_TIMED.format(name=hub_name), hub_env))
@@ -100,7 +115,10 @@ def main() -> None:
     for name, seconds in medians.items():
         print(f"{name:<26} {1000 * seconds:8.0f} ms")
     extra = medians["import imgzoo"] - medians["import torch, torchvision"]
-    print(f"import imgzoo costs {1000 * extra:.0f} ms more than torch + torchvision (goal <= 300 ms)")
+    print(
+        f"import imgzoo costs {1000 * medians['import imgzoo after torch']:.0f} ms more than torch + torchvision "
+        f"in one interpreter, {1000 * extra:.0f} ms as the difference of two (goal <= 300 ms)"
+    )
 
 
 if __name__ == "__main__":
