@@ -7,7 +7,9 @@ per image counted by torch.utils.flop_counter. A minimal ResNet-20 written in pl
 this file runs beside imgzoo's resnet_cifar, so any overhead in imgzoo's model shows as a ratio.
 
 Runs are interleaved (every configuration once, then again) so that load from other processes
-hits all alike; the median is reported. Only ratios measured in one run are comparable.
+hits all alike; the median is reported. The models' matching configurations run back to back, the
+first of them alternating, and each is timed after a warm-up step. Only ratios measured in one run
+are comparable.
 
     python bench/bench_models.py [--quick] [--models resnet_cifar basic_cnn] [--json out.json]
 """
@@ -140,22 +142,39 @@ def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: to
     return train
 
 
-def time_steps(step: Callable[[], None], seconds: float) -> float:
+def time_steps(step: Callable[[], None], seconds: float, *, warmup_may_count: bool = False) -> float:
     """Seconds per step: a warm-up step, then as many as fit in ``seconds`` (at least one).
 
-    A configuration so slow that its warm-up step alone outlasts the window (bf16 on a CPU
-    without native bf16 runs at a tenth of fp32's speed) is timed by that one step.
+    The warm-up step is never the measurement, except with ``warmup_may_count`` (emulated bf16: a
+    tenth of fp32's speed, left out of the overhead ratios) when it alone outlasts the window. A
+    first step allocates gradients and optimizer state, and the process's first one builds oneDNN's
+    kernels as well, so a --quick run (0.5 s windows, about one ResNet-20 step at batch 128 on two
+    cores) would report that step as the model's speed.
     """
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start
-    if first > seconds:
+    if warmup_may_count and first > seconds:
         return first
     count, start = 0, time.perf_counter()
     while count == 0 or time.perf_counter() - start < seconds:
         step()
         count += 1
     return (time.perf_counter() - start) / count
+
+
+def schedule(configs: list[Config], rep: int) -> list[int]:
+    """The order to time ``configs`` in: the models' matching configurations back to back.
+
+    Which model goes first alternates from one setting to the next and from one rep to the next,
+    so that a drift in load from other processes falls on every model alike.
+    """
+    settings = list(dict.fromkeys((c.mode, c.amp, c.channels_last) for c in configs))
+    order = []
+    for j, setting in enumerate(settings):
+        group = [i for i, c in enumerate(configs) if (c.mode, c.amp, c.channels_last) == setting]
+        order += group[::-1] if (j + rep) % 2 else group
+    return order
 
 
 def run(models: list[str], reps: int, seconds: float, amps: list[str]) -> tuple[list[Result], float]:
@@ -167,10 +186,12 @@ def run(models: list[str], reps: int, seconds: float, amps: list[str]) -> tuple[
     peak = matmul_peak()
     warnings.filterwarnings("ignore", message="amp='bf16' on a CPU without native bf16")  # measured, not news
     flops: dict[tuple[str, str], float] = {}
-    for _ in range(reps):
-        for i, cfg in enumerate(configs):
+    for rep in range(reps):
+        for i in schedule(configs, rep):
+            cfg = configs[i]
             model, shape, batch_size = build(cfg.model)
-            if cfg.amp == "bf16" and not cpu_has_native_bf16():
+            emulated = cfg.amp == "bf16" and not cpu_has_native_bf16()
+            if emulated:
                 # Emulated bf16 runs at a tenth of fp32's speed or less: a small batch keeps the row short.
                 batch_size = min(batch_size, 16)
             sizes[i] = batch_size
@@ -181,7 +202,8 @@ def run(models: list[str], reps: int, seconds: float, amps: list[str]) -> tuple[
             model = model.to(memory_format=fmt)
             batch = torch.randn(batch_size, *shape).contiguous(memory_format=fmt)
             labels = torch.randint(0, 10, (batch_size,))
-            samples[i].append(batch_size / time_steps(step_function(model, cfg, batch, labels), seconds))
+            step = step_function(model, cfg, batch, labels)
+            samples[i].append(batch_size / time_steps(step, seconds, warmup_may_count=emulated))
     results = []
     for i, cfg in enumerate(configs):
         rate = statistics.median(samples[i])

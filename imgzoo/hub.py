@@ -14,6 +14,7 @@ Downloads go through huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CAC
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -22,19 +23,8 @@ import warnings
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import CommitInfo, HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-from huggingface_hub import try_to_load_from_cache as _cached_path
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
 from imgzoo._atomic import atomic_directory, atomic_write_text
@@ -53,6 +43,12 @@ from imgzoo.checkpoint_format import (
 )
 from imgzoo.model_card import CURVES_NAME, metrics_from_history, render
 from imgzoo.registry import WeightsEntry, get_weights_entry, list_pretrained
+
+# huggingface_hub (with its HTTP stack) costs about half a second to import, so each function
+# imports what it uses: `import imgzoo` and loading a shipped or local checkpoint never pay for it.
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
+    from huggingface_hub.errors import HfHubHTTPError
 
 __all__ = [
     "HF_PREFIX",
@@ -89,6 +85,7 @@ class HubUnreachableError(ConnectionError):
     """The Hub could not be reached (no network, a wrong HF_ENDPOINT, or HF_HUB_OFFLINE=1) for a push."""
 
 
+@functools.cache
 def _network_errors() -> tuple[type[BaseException], ...]:
     """The exceptions huggingface_hub's HTTP stack raises when no connection is made.
 
@@ -108,9 +105,6 @@ def _network_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             continue
     return tuple(found)
-
-
-_NETWORK_ERRORS = _network_errors()
 
 
 # --- save / push ---------------------------------------------------------------------------------
@@ -194,6 +188,9 @@ def push_to_hub(
     from this model's metrics while the rest of an existing card is kept.
     ``save_kwargs`` go to :func:`save` (recipe, metrics, license, tags, datasets).
     """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
     _check_repo_id(repo_id)
     check_revision(revision)
     if constants.is_offline_mode():
@@ -215,7 +212,7 @@ def push_to_hub(
             )
     except HfHubHTTPError as exc:
         raise _translate(exc, repo_id, revision, action="push to") from exc
-    except _NETWORK_ERRORS as exc:
+    except _network_errors() as exc:
         raise HubUnreachableError(
             f"could not reach the Hub at {constants.ENDPOINT} to push to {repo_id} ({type(exc).__name__}: {exc}); "
             f"no commit was made. Check the network connection, a proxy (HTTPS_PROXY) or HF_ENDPOINT, then push "
@@ -413,8 +410,14 @@ def _local(directory: Path, label: str) -> _Files:
 
 
 def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
     revision = fetch.revision
     _probe_unless_cached(repo_id, label, fetch)
+    # Offline, the cache is all there is; asked as local_files_only, hf_hub_download reads it without first
+    # building an HTTP client it cannot use (httpcore2's import, 0.1 to 0.3 s of a cached load on 2 cores).
+    local_only = fetch.local_files_only or (constants.is_offline_mode() and not fetch.force)
     paths = {}
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
@@ -424,7 +427,7 @@ def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
                 revision=revision,
                 token=fetch.token,
                 cache_dir=fetch.cache_dir,
-                local_files_only=fetch.local_files_only,
+                local_files_only=local_only,
                 force_download=fetch.force,
                 library_name="imgzoo",
                 library_version=_version(),
@@ -451,6 +454,10 @@ def _probe_unless_cached(repo_id: str, label: str, fetch: _Fetch) -> None:
     times with backoff (1 + 2 + 4 + 8 + 8 s) before it gives up; with them it falls back to
     the cache at once. So only a load that must download asks first, once, without retries.
     """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import try_to_load_from_cache as _cached_path
+    from huggingface_hub.errors import HfHubHTTPError
+
     if fetch.local_files_only or constants.is_offline_mode():
         return
     names = (CONFIG_NAME, WEIGHTS_NAME)
@@ -467,12 +474,14 @@ def _probe_unless_cached(repo_id: str, label: str, fetch: _Fetch) -> None:
         )
     except HfHubHTTPError:
         return  # the Hub answered; hf_hub_download meets the same answer and it is reported below
-    except _NETWORK_ERRORS as exc:
+    except _network_errors() as exc:
         reason = f"the Hub at {constants.ENDPOINT} could not be reached ({type(exc).__name__}: {exc})"
         raise _offline_miss(repo_id, CONFIG_NAME, label, fetch, reason=reason) from None
 
 
 def _remote_pickles(repo_id: str, revision: str | None, token: str | None) -> list[str]:
+    from huggingface_hub import HfApi
+
     api = HfApi(library_name="imgzoo", library_version=_version())
     return [n for n in PICKLE_NAMES if api.file_exists(repo_id, n, revision=revision, token=token)]
 
@@ -488,6 +497,8 @@ def _pickle_message(where: str, pickles: list[str]) -> str:
 def _offline_miss(
     repo_id: str, filename: str, label: str, fetch: _Fetch, *, reason: str | None = None
 ) -> WeightsNotFoundError:
+    from huggingface_hub import constants
+
     rev = fetch.revision or "main"
     if constants.is_offline_mode() or fetch.local_files_only:
         why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.is_offline_mode() else "local_files_only=True"
@@ -503,6 +514,9 @@ def _offline_miss(
 
 def _translate(exc: HfHubHTTPError, repo_id: str, revision: str | None, *, action: str) -> Exception:
     """A Hub HTTP error as a sentence saying what failed and what to do; never with the token."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
     status = exc.response.status_code if exc.response is not None else None
     if isinstance(exc, RevisionNotFoundError):
         return WeightsNotFoundError(f"{repo_id} has no revision {revision!r} (a branch, tag or commit sha)")
@@ -522,6 +536,9 @@ def _translate(exc: HfHubHTTPError, repo_id: str, revision: str | None, *, actio
 
 def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str | None:
     """The README.md at ``revision``, or None where the repository or the file does not exist yet."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
     with tempfile.TemporaryDirectory(prefix="imgzoo-card-") as tmp:
         try:
             path = hf_hub_download(repo_id, CARD_NAME, revision=revision, token=token, cache_dir=tmp)
@@ -561,6 +578,9 @@ def _write_curves(history: Any, history_dict: dict[str, list[Any]], path: Path) 
 
 def _check_repo_id(repo_id: str) -> None:
     """'org/name' in the Hub's own rules (no '..' or '--', at most 96 characters), checked before any request."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     if _REPO_ID.match(repo_id):
         try:
             validate_repo_id(repo_id)

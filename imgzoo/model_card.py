@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
+
+# huggingface_hub (and yaml with it) is imported by the functions that build or read a card:
+# with its HTTP stack it would add about half a second to every `import imgzoo`.
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard, ModelCardData
 
 __all__ = [
     "CURVES_NAME",
@@ -128,6 +131,9 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
 
 def _parse(text: str) -> ModelCard:
     """``ModelCard(text)``, with a YAML error as a ValueError that says where the bad metadata is."""
+    import yaml
+    from huggingface_hub import ModelCard
+
     try:
         return ModelCard(text, ignore_metadata_errors=True)
     except (yaml.YAMLError, ValueError) as exc:
@@ -153,6 +159,8 @@ def render(
     ``existing`` is the current card of the repository: its text outside the results
     section and its metadata keys that imgzoo does not set are kept, in their order.
     """
+    from huggingface_hub import ModelCard
+
     data = _metadata(config, repo_id=repo_id, license=license, tags=tags, datasets=datasets)
     section = _results_section(config, curves)
     if existing is None or not existing.strip():
@@ -169,6 +177,8 @@ def render(
 
 def _merge_into(existing: str, data: ModelCardData) -> tuple[ModelCard, str]:
     """The existing card with imgzoo's metadata keys set from ``data`` (tags merged), and its body."""
+    from huggingface_hub import ModelCard
+
     if not existing.startswith("---"):
         return ModelCard(f"---\n{data.to_yaml()}\n---\n"), existing
     card = _parse(existing)
@@ -188,6 +198,8 @@ def _metadata(
     tags: Iterable[str],
     datasets: Iterable[str] | None,
 ) -> ModelCardData:
+    from huggingface_hub import EvalResult, ModelCardData
+
     arch = config["architecture"]
     spec_name = config["data_spec"]["name"]
     datasets = list(datasets) if datasets is not None else [HUB_DATASETS.get(spec_name, spec_name)]
