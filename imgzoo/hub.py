@@ -410,6 +410,9 @@ def _local(directory: Path, label: str) -> _Files:
 
 
 def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
+    cached = _pinned_snapshot(repo_id, label, fetch)
+    if cached is not None:
+        return cached
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
@@ -445,6 +448,27 @@ def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
         except HfHubHTTPError as exc:
             raise _translate(exc, repo_id, revision, action="download from") from None
     return _Files(Path(paths[CONFIG_NAME]), Path(paths[WEIGHTS_NAME]), label)
+
+
+_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def _pinned_snapshot(repo_id: str, label: str, fetch: _Fetch) -> _Files | None:
+    """The files of a repo pinned to a commit, straight from the Hub cache: no HTTP client, no request.
+
+    A commit sha names one snapshot that never changes, and huggingface_hub's own download returns
+    ``<cache>/models--org--name/snapshots/<sha>/<file>`` for it without asking the Hub; looking there
+    first spares a cached load the import of the client (0.2 to 0.3 s on 2 CPU cores). The sha256
+    pins are checked afterwards, as for every load. None: not pinned, forced, or not cached.
+    """
+    if fetch.force or not _COMMIT_SHA.fullmatch(fetch.revision or ""):
+        return None
+    from huggingface_hub import constants  # the cache location and its environment variables; milliseconds
+
+    root = Path(fetch.cache_dir) if fetch.cache_dir is not None else Path(constants.HF_HUB_CACHE)
+    snapshot = root / f"models--{repo_id.replace('/', '--')}" / "snapshots" / str(fetch.revision)
+    config, weights = snapshot / CONFIG_NAME, snapshot / WEIGHTS_NAME
+    return _Files(config, weights, label) if config.is_file() and weights.is_file() else None
 
 
 def _probe_unless_cached(repo_id: str, label: str, fetch: _Fetch) -> None:

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
+import huggingface_hub
 import pytest
 import torch
 from hub_server import HubServer
@@ -239,6 +240,16 @@ def test_weights_entry_downloads_once_then_loads_offline(hub, hub_entry, monkeyp
     offline = imgzoo.load(hub_entry.name)
     assert len(hub.state.requests) == before
     assert _same_outputs(hub_entry.model, offline)
+
+
+def test_a_cached_entry_pinned_to_a_commit_is_read_from_the_cache_without_the_hub_client(hub, hub_entry, monkeypatch):
+    first = imgzoo.load(hub_entry.name)
+    before = len(hub.state.requests)
+    fail = lambda *a, **k: pytest.fail("the Hub client was used for a cached pinned entry")  # noqa: E731
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", fail)
+    again = imgzoo.load(hub_entry.name)
+    assert len(hub.state.requests) == before and _same_outputs(first, again)
 
 
 def test_weights_entry_with_a_new_head(hub, hub_entry):
