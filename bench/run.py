@@ -57,6 +57,37 @@ GOALS = {
 }
 
 
+# (figure, before, cause, fix) for every goal a run of these benchmarks missed and the library fixed.
+FIXES = (
+    (
+        "import imgzoo - import torch, torchvision",
+        "597 ms in one interpreter (802 ms as the difference of two)",
+        "hub.py and model_card.py imported huggingface_hub and yaml, and probed the HTTP library's errors, at import",
+        "each is imported inside the functions that use it; tests/test_import_cost.py keeps them out of import imgzoo",
+    ),
+    (
+        "load a cached Hub entry",
+        "76-95 ms, then 276-383 ms once the client's import moved out of import imgzoo",
+        "every Hub load imported the client, and asked it for files a pinned commit already fixes",
+        "an entry pinned to a commit is read from the cache's snapshot folder without the client; sha256 still checked",
+    ),
+    (
+        "resnet_cifar / plain ResNet-20",
+        "0.81 (train fp32 NCHW)",
+        "the timer reported the untimed warm-up step when one step outlasted --quick's 0.5 s window, and the first "
+        "model measured paid the process's kernel set-up",
+        "only steps after the warm-up are timed, and the two models' matching settings alternate; profiles showed "
+        "the same operators in the same time, so resnet_cifar itself was unchanged",
+    ),
+    (
+        "fit bf16 / fit fp32 with the defaults",
+        "0.09 (the README recommended amp='bf16')",
+        "bf16 is emulated on a CPU without AVX512-BF16 or AMX",
+        "amp='auto' is fit's default: bf16 only where the device computes it natively; an explicit bf16 warns there",
+    ),
+)
+
+
 def collect(args: argparse.Namespace) -> dict:
     quick = args.quick
     models = ["resnet_cifar"] if quick else __import__("imgzoo").list_models()
@@ -101,8 +132,10 @@ def headline(results: dict) -> list[tuple[str, str, str]]:
     add("fit bf16 / fit fp32", f"{results['fit']['bf16_over_fp32']:.2f}")
     add("loader / training", f"{results['data']['ratio']:.0f}x")
     tta = results.get("time_to_accuracy")
-    if tta and tta.get("ratio") is not None:
-        add("mnist_cnn to 99% / example's first epoch", f"{tta['ratio']:.2f}")
+    if tta:
+        ours = tta["mnist_cnn_to_99"]
+        missed = f"99% not reached by recipe {ours.get('recipe')} (last epoch {100 * ours['val_acc']:.2f}%)"
+        add("mnist_cnn to 99% / example's first epoch", missed if tta["ratio"] is None else f"{tta['ratio']:.2f}")
     mem = results["memory_mb"].get("resnet_cifar train")
     if mem:
         add("resnet_cifar training peak RSS", f"{mem:.0f} MB")
@@ -145,14 +178,46 @@ def markdown(results: dict, command: str) -> str:
             [bench_models.Result(**r) for r in results["models"]["rows"]], results["models"]["peak_flops"]
         ),  # fmt: skip
         "",
+        *time_to_accuracy_lines(results),
         "## Peak resident memory",
         "",
         "| run | peak RSS |",
         "|---|---:|",
         *[f"| {name} | {mb:,.0f} MB |" for name, mb in results["memory_mb"].items()],
         "",
+        "## Goals missed, their causes and the fixes",
+        "",
+        "Figures before a fix come from earlier runs of the same benchmarks on this kind of machine (2-core AMD EPYC,",
+        "AVX2, no native bf16); the figures after it are in the tables above.",
+        "",
+        "| figure | before | cause | fix |",
+        "|---|---|---|---|",
+        *[f"| {figure} | {before} | {cause} | {fix} |" for figure, before, cause, fix in FIXES],
+        "",
     ]
     return "\n".join(lines)
+
+
+def time_to_accuracy_lines(results: dict) -> list[str]:
+    """The MNIST race in full: the example's first epoch against mnist_cnn's epochs to 99%."""
+    tta = results.get("time_to_accuracy")
+    if not tta:
+        return []
+    example, ours = tta["example_first_epoch"], tta["mnist_cnn_to_99"]
+    reached = (
+        f"99% at epoch {ours['epoch']}, after {ours['seconds']:.1f} s (validation passes included)"
+        if ours["seconds"] is not None
+        else f"99% not reached; {100 * ours['val_acc']:.2f}% after its last epoch"
+    )
+    return [
+        "## Time to accuracy on MNIST",
+        "",
+        "| run | result |",
+        "|---|---|",
+        f"| PyTorch's MNIST example, first epoch | {example['seconds']:.1f} s, {100 * example['val_acc']:.2f}% |",
+        f"| mnist_cnn, recipe `{ours.get('recipe')}` | {reached} |",
+        "",
+    ]
 
 
 def main() -> None:

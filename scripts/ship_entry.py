@@ -45,6 +45,7 @@ def main() -> int:
     p.add_argument("data", help="the training data the split is drawn from")
     p.add_argument("--recipe", help="the recipe the weights were trained by (default: the entry's name)")
     p.add_argument("--command", help="the command that trained them (default: the run's)")
+    p.add_argument("--data-label", help="how the card names the data, e.g. 'MNIST train split' (default: DATA)")
     p.add_argument("--machine", help="JSON: the machine that trained them (default: the run's record)")
     args = p.parse_args()
 
@@ -52,7 +53,8 @@ def main() -> int:
     config = read_config(weights / "config.json")
     recorded = dict(config.get("recipe") or {})
     recipe = get_recipe(args.recipe or args.name)
-    history_path = args.source / "history.json"
+    history_path = next((p / "history.json" for p in (args.source, weights.parent) if (p / "history.json").is_file()),
+                        args.source / "history.json")
     history = History.from_json(history_path) if history_path.is_file() else None
     model = imgzoo.load(weights)
     val_part = runs.split_data(runs.open_data(runs.resolve_data(args.data)), recorded.get("seed", 0))[1]
@@ -74,7 +76,7 @@ def main() -> int:
         **recipe.to_meta(),
         "val_fraction": runs.VAL_FRACTION,
         "seed": recorded.get("seed", 0),
-        "data": recorded.get("data", args.data),
+        "data": args.data_label or recorded.get("data", args.data),
         "machine": json.loads(args.machine) if args.machine else recorded.get("machine", "not recorded"),
         "command": args.command or recorded.get("command", "not recorded"),
         "storage": f"{dtype} (top-1 moved {100 * moved:.3f} points from fp32)",

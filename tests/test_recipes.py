@@ -65,7 +65,7 @@ def test_fit_with_a_recipe_trains_with_its_options_and_keywords_win():
     expected = get_recipe("basic_cnn")
     assert (cfg.epochs, cfg.label_smoothing, cfg.batch_size, cfg.lr) == (2, 0.2, expected.batch_size, expected.lr)
     assert cfg.recipe == "basic_cnn"
-    assert resolve_config(None, {"recipe": "mnist_cnn.mnist"}).epochs == 20  # epochs from the recipe
+    assert resolve_config(None, {"recipe": "mnist_cnn.mnist"}).epochs == get_recipe("mnist_cnn.mnist").epochs == 24
 
 
 def test_a_recipe_with_ema_adds_the_callback_once():
