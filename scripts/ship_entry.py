@@ -53,8 +53,10 @@ def main() -> int:
     config = read_config(weights / "config.json")
     recorded = dict(config.get("recipe") or {})
     recipe = get_recipe(args.recipe or args.name)
-    history_path = next((p / "history.json" for p in (args.source, weights.parent) if (p / "history.json").is_file()),
-                        args.source / "history.json")
+    history_path = next(
+        (p / "history.json" for p in (args.source, weights.parent) if (p / "history.json").is_file()),
+        args.source / "history.json",
+    )
     history = History.from_json(history_path) if history_path.is_file() else None
     model = imgzoo.load(weights)
     val_part = runs.split_data(runs.open_data(runs.resolve_data(args.data)), recorded.get("seed", 0))[1]
