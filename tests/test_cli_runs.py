@@ -16,7 +16,10 @@ from data_factories import (
 )
 from safetensors.torch import load_file
 
+import imgzoo
 from imgzoo import datasets, runs
+from imgzoo.models.basic_cnn import init_whitening
+from imgzoo.recipes import get_recipe
 
 
 @pytest.mark.parametrize(
@@ -143,3 +146,41 @@ def test_the_samples_grid_spreads_over_the_split_without_repeats():
     assert runs.spread(range(10), 16) == list(range(10))
     picked = runs.spread(range(100), 16)
     assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 99
+
+
+# ---------------------------------------------------------------------------- recipes
+
+
+def test_a_run_starts_from_its_models_recipe_and_the_command_line_wins(tmp_path):
+    folder = str(write_mnist(tmp_path))
+    basic = runs.make_config("basic_cnn", folder)
+    recipe = get_recipe("basic_cnn")
+    assert basic.recipe == "basic_cnn" and basic.kwargs == recipe.model_kwargs == {"whiten": True}
+    assert (basic.epochs, basic.batch_size, basic.lr) == (recipe.epochs, recipe.batch_size, recipe.lr)
+    assert basic.fit_options["label_smoothing"] == recipe.label_smoothing == 0.2
+    assert runs.make_config("basic_cnn", folder, epochs=3, lr=0.05).lr == 0.05
+    assert basic.amp == "auto"  # a recipe's precision was its machine's; a run takes auto unless told
+    named = runs.make_config("resnet_cifar", folder, recipe="resnet_cifar.cifar10")
+    assert named.recipe == "resnet_cifar.cifar10" and named.epochs == get_recipe("resnet_cifar.cifar10").epochs
+    with pytest.raises(ValueError, match="recipe 'resnet_cifar.cifar10' trains resnet_cifar, not mnist_cnn"):
+        runs.make_config("mnist_cnn", folder, recipe="resnet_cifar.cifar10")
+    with pytest.raises(ValueError, match="no recipe named 'mnist_cnn.fastest'"):
+        runs.make_config("mnist_cnn", folder, recipe="mnist_cnn.fastest")
+
+
+def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(tmp_path):
+    folder = str(write_cifar10(tmp_path / "cifar", n_per_class=6))
+    config = runs.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
+    out = tmp_path / "run"
+    runs.train_run(out, config, verbose=0, log=lambda _: None)
+    trained = imgzoo.load(out / "weights")
+    train_part = runs.split_data(runs.open_data(folder), config.seed)[0]
+    fresh = imgzoo.create_model("basic_cnn", widths=(8, 8), whiten=True)
+    init_whitening(fresh, runs.whitening_images(fresh, train_part, config.seed))
+    stem = trained.stem[0].weight
+    assert stem.abs().sum() > 0 and torch.allclose(stem, fresh.stem[0].weight, atol=1e-6)  # frozen after its init
+    saved = json.loads((out / "weights" / "config.json").read_text())
+    assert saved["metrics"]["tta"] == "flip+shift" and 0 <= saved["metrics"]["val_acc_tta"] <= 1
+    assert saved["recipe"]["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert saved["recipe"]["command"].startswith(f"imgzoo train basic_cnn {folder} --out {out}")
+    assert "--epochs 1" in saved["recipe"]["command"] and "--recipe" not in saved["recipe"]["command"]
