@@ -39,7 +39,7 @@ def load_data(path: str | None, cache_dir: str | None) -> tuple[datasets.TensorI
         start = time.perf_counter()
         data = loaders.decode(datasets.cifar10(path), CIFAR10, cache_dir=cache_dir)
         took = time.perf_counter() - start
-        return data, f"{len(data)} CIFAR-10 images from {path} (decoded or read from cache in {took:.1f} s)"
+        return data, f"{len(data)} CIFAR-10 images from {Path(path).name}/ (decoded or read from cache in {took:.1f} s)"
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, generator=generator)
     targets = torch.randint(0, 10, (50_000,), generator=generator)
