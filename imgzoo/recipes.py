@@ -185,8 +185,8 @@ _BUILTIN = (
         ema_decay=0.98,  # an average over the last ~50 of its 422 steps
         amp="auto",
         source=(
-            "fit(model, FastLoader(train, 128, train=True, augment='none'), val, recipe=...) for each variant "
-            f"above. {_SGD_CIFAR}"
+            "each variant above: python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick --set FIELD=VALUE "
+            f"... (e.g. --set ema_decay=null --set label_smoothing=0). {_SGD_CIFAR}"
         ),
     ),
     # ---------------------------------------------------------------- per architecture: what `imgzoo train ARCH` uses
