@@ -111,7 +111,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{config.model}: val top-1 {100 * m['val_acc']:.2f}%, top-5 {100 * m['val_top5']:.2f}%, "
         f"loss {m['val_loss']:.4f}{tta} after {len(result.history)} epochs ({result.wall_time:.1f} s)"
     )
-    print(f"wrote {result.out}: model.safetensors, history.csv, curves.png, samples.png, confusion.png")
+    print(
+        f"wrote {result.out}: {runs.WEIGHTS}/ (model.safetensors, config.json, README.md), history.csv, "
+        "curves.png, samples.png, confusion.png, metrics.json"
+    )
     return 0 if result.finished else 1
 
 

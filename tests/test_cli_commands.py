@@ -78,6 +78,10 @@ def test_train_writes_weights_history_and_figures_and_says_how_to_go_on(trained)
     assert "50 training / 10 validation images" in done.stdout
     resume = f"imgzoo train mnist_cnn {tmp / 'mnist'} --out run --resume"
     assert resume in done.stdout
+    # Every file the closing line names is where it says: the weights inside their own folder.
+    wrote = next(line for line in done.stdout.splitlines() if line.startswith("wrote "))
+    assert "weights/ (model.safetensors, config.json, README.md)" in wrote
+    assert (run / "weights" / "README.md").is_file() and (run / "metrics.json").is_file()
     assert f"imgzoo train mnist_cnn {tmp / 'mnist'} --out run --epochs 2 --resume" in done.stdout
     record = json.loads((run / "run.json").read_text())
     assert record["finished"] is True and record["config"]["amp"] == "fp32"
