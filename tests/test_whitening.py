@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import imgzoo
-from imgzoo.models.basic_cnn import WHITEN_WIDTH, init_whitening
+from imgzoo.models.basic_cnn import WHITEN_WIDTH, _normalised, _patch_second_moment, init_whitening
 
 
 def _smooth_images(n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -95,3 +95,11 @@ def test_the_whitened_model_meets_the_model_contract_and_scripts():
     model.reset_classifier(7)
     with torch.no_grad():
         assert model(x).shape == (2, 7)
+
+
+def test_the_statistics_are_gathered_on_the_device_the_images_are_on():
+    # The data loaders hand over images on the GPU where there is one; a mean or an accumulator left
+    # on the CPU beside them stopped basic_cnn's init there. The meta device stands in for a GPU.
+    model = imgzoo.create_model("basic_cnn", whiten=True)
+    images = torch.empty(4, 3, 32, 32, dtype=torch.uint8, device="meta")
+    assert _patch_second_moment(_normalised(model, images)).device.type == "meta"

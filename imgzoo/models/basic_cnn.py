@@ -170,8 +170,8 @@ def _normalised(model: BasicCNN, images: torch.Tensor) -> torch.Tensor:
             f"init_whitening: {images.dtype} images need the model's data_spec to be normalised, and only uint8 "
             "ones can be; pass uint8 images to a model built with imgzoo.create_model, or normalised float ones"
         )
-    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    mean = torch.tensor(spec.mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean) / std
 
 
@@ -182,7 +182,7 @@ def _patch_second_moment(images: torch.Tensor, chunk: int = 256) -> torch.Tensor
     Summed in chunks, so a few thousand images take megabytes rather than gigabytes.
     """
     size = 3 * WHITEN_KERNEL**2
-    total = torch.zeros(size, size, dtype=torch.float64)
+    total = torch.zeros(size, size, dtype=torch.float64, device=images.device)  # a GPU's images are summed there
     count = 0
     for part in images.split(chunk):
         patches = part.unfold(2, WHITEN_KERNEL, 1).unfold(3, WHITEN_KERNEL, 1)  # N, C, H', W', k, k
