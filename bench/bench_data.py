@@ -12,7 +12,9 @@ with the same batch size, threads and device:
 
 Usage (the CIFAR-10 folder tree train/<class>/*.jpg; synthetic uint8 data if absent):
 
-    python bench/bench_data.py /work/cifar10-jpeg --seconds 10
+    python bench/bench_data.py /work/cifar10-jpeg --seconds 10 [--device auto|cpu|cuda]
+
+Both halves run on the GPU where there is one (``--device auto``), at batch 512 there.
 
 The first run with real data decodes the 50,000 JPEGs once into the imgzoo cache;
 later runs read the cache. Timings depend on what else runs on the machine:
@@ -26,6 +28,7 @@ import os
 import time
 from pathlib import Path
 
+import device_choice
 import torch
 import torch.nn.functional as F
 
@@ -47,16 +50,12 @@ def load_data(path: str | None, cache_dir: str | None) -> tuple[datasets.TensorI
     return datasets.TensorImages(images, targets, CIFAR10.class_names, spec=CIFAR10), f"{note}50000 synthetic images"
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def loader_rate(loader: loaders.FastLoader, seconds: float) -> tuple[float, int]:
     """Batches per second over whole epochs' worth of batches until ``seconds`` have passed."""
     batches = iter(loader)
     for _ in range(3):  # warm-up
         next(batches)
+    device_choice.sync(loader.device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         try:
@@ -65,7 +64,7 @@ def loader_rate(loader: loaders.FastLoader, seconds: float) -> tuple[float, int]
             batches = iter(loader)
             continue
         count += 1
-    sync(loader.device)
+    device_choice.sync(loader.device)
     return count / (time.perf_counter() - start), count
 
 
@@ -84,18 +83,28 @@ def training_rate(batch: tuple[torch.Tensor, torch.Tensor], seconds: float, devi
 
     for _ in range(2):  # warm-up
         step()
-    sync(device)
+    device_choice.sync(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step()
         count += 1
-    sync(device)
+    device_choice.sync(device)
     return count / (time.perf_counter() - start), count
 
 
-def measure(path: str | None, seconds: float, batch_size: int = 128, cache_dir: str | None = None) -> dict:
-    """FastLoader's augmented images/s and ResNet-20's training images/s, side by side, and their ratio."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def measure(
+    path: str | None,
+    seconds: float,
+    batch_size: int | None = None,
+    cache_dir: str | None = None,
+    device: torch.device | None = None,
+) -> dict:
+    """FastLoader's augmented images/s and ResNet-20's training images/s, side by side, and their ratio.
+
+    ``device`` None: the GPU where there is one. ``batch_size`` None: 128 on a CPU, 512 on a GPU.
+    """
+    device = device or device_choice.resolve("auto")
+    batch_size = batch_size or device_choice.batch_size(32, device)
     data, what = load_data(path, cache_dir)
     loader = loaders.FastLoader(data, batch_size, train=True, augment="standard", device=device)
     load_bps, load_n = loader_rate(loader, seconds)
@@ -115,16 +124,22 @@ def measure(path: str | None, seconds: float, batch_size: int = 128, cache_dir: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="?", help="CIFAR-10 root (batches or train/<class>/ tree); synthetic if absent")
-    parser.add_argument("--batch-size", type=int, default=128, help="both halves; 128 as in He et al. 2016")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="both halves; default 128 as in He et al. 2016 on CPU, 512 on GPU"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per half")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--cache-dir", default=None, help="decoded-data cache (default: $IMGZOO_CACHE or ~/.cache)")
+    device_choice.add_option(parser)
     args = parser.parse_args()
+    device = device_choice.from_args(parser, args)
 
     torch.set_num_threads(args.threads)
-    result = measure(args.data, args.seconds, args.batch_size, args.cache_dir)
+    result = measure(args.data, args.seconds, args.batch_size, args.cache_dir, device)
     print(f"data: {result['data']}")
-    print(f"device {result['device']}, {args.threads} threads, batch size {args.batch_size}, cpus {os.cpu_count()}")
+    print(
+        f"device {result['device']}, {args.threads} threads, batch size {result['batch_size']}, cpus {os.cpu_count()}"
+    )
     loader, training = result["loader_images_per_sec"], result["training_images_per_sec"]
     print(f"FastLoader, standard augment: {loader:9.0f} images/s ({result['loader_batches']} batches)")
     print(f"ResNet-20 fwd+bwd+SGD step:   {training:9.0f} images/s ({result['training_steps']} steps)")

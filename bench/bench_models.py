@@ -11,7 +11,11 @@ hits all alike; the median is reported. The models' matching configurations run 
 first of them alternating, and each is timed after a warm-up step. Only ratios measured in one run
 are comparable.
 
-    python bench/bench_models.py [--quick] [--models resnet_cifar basic_cnn] [--json out.json]
+On a GPU (``--device cuda``, or ``auto`` where there is one) the same rows run there: batches of
+512 (64 at 224 px), the peaks measured at 8192 x 8192 in fp32 and bf16, the clock read after
+the GPU's queue is drained.
+
+    python bench/bench_models.py [--quick] [--device auto|cpu|cuda] [--models resnet_cifar basic_cnn] [--json out.json]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import device_choice
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,15 +40,37 @@ from imgzoo._device import amp_dtype, autocast, cpu_has_native_bf16, describe_ma
 CPU = torch.device("cpu")
 
 
-def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 1.0) -> float:
-    """FLOP/s of an n x n matmul: the ceiling any convolution network can approach on this machine."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, n: int = 2048,
+                seconds: float = 1.0) -> float:  # fmt: skip
+    """FLOP/s of an n x n matmul: the ceiling any convolution network can approach on this machine.
+
+    A GPU runs ahead of the clock, so its queue is drained before the clock is read at both ends.
+    """
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # warm-up: thread pool, kernels
+    device_choice.sync(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         count += 1
+    device_choice.sync(device)
     return 2 * n**3 * count / (time.perf_counter() - start)
+
+
+def peaks(device: torch.device) -> dict:
+    """The matmul peaks the rows are fractions of, with what decides them.
+
+    On a CPU: fp32 at 2048 x 2048, as before. On a GPU: 8192 x 8192, since 2048 leaves a large GPU
+    partly idle; bf16 too, because bf16 rows there run on tensor cores far above the fp32 peak; and
+    whether fp32 may use TF32 (PyTorch's defaults: not in matmuls, yes in cuDNN's convolutions).
+    """
+    if device.type != "cuda":
+        return {"fp32": matmul_peak(device), "matmul_n": 2048}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TF32 flags' readers warn on some torch versions
+        tf32 = {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
+    return {"fp32": matmul_peak(device, n=8192), "bf16": matmul_peak(device, torch.bfloat16, n=8192),
+            "matmul_n": 8192, **tf32}  # fmt: skip
 
 
 # ------------------------------------------------------------------ a plain ResNet-20, as a user writes it
@@ -97,16 +124,17 @@ class Result(Config):
     images_per_sec: float
     flops_per_image: float
     fraction_of_peak: float
+    peak: str = "fp32"  # which matmul peak fraction_of_peak divides by: "fp32", or "bf16" for bf16 rows on a GPU
 
 
-def build(name: str) -> tuple[nn.Module, tuple[int, ...], int]:
-    """The model, one image's shape and the batch size that keeps a step short on a small CPU."""
+def build(name: str, device: torch.device = CPU) -> tuple[nn.Module, tuple[int, ...], int]:
+    """The model (on the CPU), one image's shape and the batch size for ``device`` (device_choice.BATCH)."""
     if name == "plain_resnet20":
-        return PlainResNet20(), (3, 32, 32), 128
+        return PlainResNet20(), (3, 32, 32), device_choice.batch_size(32, device)
     kwargs = {"weights": None, "backbone": "resnet18"} if name == "dogbreed_transfer" else {}
     model = imgzoo.create_model(name, **kwargs)
-    batch = 16 if name == "dogbreed_transfer" else 128
-    return model, model.data_spec.input_shape, batch
+    shape = model.data_spec.input_shape
+    return model, shape, device_choice.batch_size(shape[-1], device)
 
 
 def flops_per_image(model: nn.Module, shape: tuple[int, ...], train: bool) -> float:
@@ -120,12 +148,13 @@ def flops_per_image(model: nn.Module, shape: tuple[int, ...], train: bool) -> fl
 
 
 def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
-    dtype = amp_dtype(cfg.amp, CPU)
+    device = batch.device
+    dtype = amp_dtype(cfg.amp, device)
     if cfg.mode == "infer":
         model.eval()
 
         def infer() -> None:
-            with torch.inference_mode(), autocast(CPU, dtype):
+            with torch.inference_mode(), autocast(device, dtype):
                 model(batch)
 
         return infer
@@ -133,7 +162,7 @@ def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: to
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
 
     def train() -> None:
-        with autocast(CPU, dtype):
+        with autocast(device, dtype):
             loss = F.cross_entropy(model(batch), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -142,17 +171,21 @@ def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: to
     return train
 
 
-def time_steps(step: Callable[[], None], seconds: float, *, warmup_may_count: bool = False) -> float:
+def time_steps(
+    step: Callable[[], None], seconds: float, *, warmup_may_count: bool = False, device: torch.device = CPU
+) -> float:
     """Seconds per step: a warm-up step, then as many as fit in ``seconds`` (at least one).
 
     The warm-up step is never the measurement, except with ``warmup_may_count`` (emulated bf16: a
     tenth of fp32's speed, left out of the overhead ratios) when it alone outlasts the window. A
     first step allocates gradients and optimizer state, and the process's first one builds oneDNN's
     kernels as well, so a --quick run (0.5 s windows, about one ResNet-20 step at batch 128 on two
-    cores) would report that step as the model's speed.
+    cores) would report that step as the model's speed. On a GPU the queue is drained before each
+    clock read: the steps are only launched when the loop moves on.
     """
     start = time.perf_counter()
     step()
+    device_choice.sync(device)
     first = time.perf_counter() - start
     if warmup_may_count and first > seconds:
         return first
@@ -160,6 +193,7 @@ def time_steps(step: Callable[[], None], seconds: float, *, warmup_may_count: bo
     while count == 0 or time.perf_counter() - start < seconds:
         step()
         count += 1
+    device_choice.sync(device)
     return (time.perf_counter() - start) / count
 
 
@@ -177,54 +211,84 @@ def schedule(configs: list[Config], rep: int) -> list[int]:
     return order
 
 
-def run(models: list[str], reps: int, seconds: float, amps: list[str]) -> tuple[list[Result], float]:
+def measure(cfg: Config, seconds: float, device: torch.device, flops: dict) -> tuple[int, float]:
+    """(batch size, images/s) of one configuration on ``device``; fills ``flops`` for its model and mode."""
+    model, shape, batch_size = build(cfg.model, device)
+    # Emulated bf16 (a CPU without native bf16) runs at a tenth of fp32's speed or less: a small batch
+    # keeps the row short. A GPU computes bf16 natively.
+    emulated = device.type == "cpu" and cfg.amp == "bf16" and not cpu_has_native_bf16()
+    if emulated:
+        batch_size = min(batch_size, 16)
+    key = (cfg.model, cfg.mode)
+    if key not in flops:
+        flops[key] = flops_per_image(model, shape, cfg.mode == "train")  # counted on the CPU: same FLOPs
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=fmt)
+    batch = torch.randn(batch_size, *shape, device=device).contiguous(memory_format=fmt)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+    step = step_function(model, cfg, batch, labels)
+    return batch_size, batch_size / time_steps(step, seconds, warmup_may_count=emulated, device=device)
+
+
+def peak_name(cfg: Config, device: torch.device, found: dict) -> str:
+    """The peak a row is a fraction of: bf16 where it computes in bf16 and a bf16 peak was measured (a GPU)."""
+    return "bf16" if "bf16" in found and amp_dtype(cfg.amp, device) is torch.bfloat16 else "fp32"
+
+
+def run(
+    models: list[str], reps: int, seconds: float, amps: list[str], device: torch.device = CPU
+) -> tuple[list[Result], dict]:
+    """Every model x mode x amp x layout on ``device``, interleaved; the results and the peaks (see peaks)."""
     configs = [
         Config(m, mode, amp, cl) for m in models for mode in ("train", "infer") for amp in amps for cl in (False, True)
     ]
     samples: dict[int, list[float]] = {i: [] for i in range(len(configs))}
     sizes: dict[int, int] = {}
-    peak = matmul_peak()
+    found = peaks(device)
     warnings.filterwarnings("ignore", message="amp='bf16' on a CPU without native bf16")  # measured, not news
     flops: dict[tuple[str, str], float] = {}
     for rep in range(reps):
         for i in schedule(configs, rep):
-            cfg = configs[i]
-            model, shape, batch_size = build(cfg.model)
-            emulated = cfg.amp == "bf16" and not cpu_has_native_bf16()
-            if emulated:
-                # Emulated bf16 runs at a tenth of fp32's speed or less: a small batch keeps the row short.
-                batch_size = min(batch_size, 16)
-            sizes[i] = batch_size
-            key = (cfg.model, cfg.mode)
-            if key not in flops:
-                flops[key] = flops_per_image(model, shape, cfg.mode == "train")
-            fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-            model = model.to(memory_format=fmt)
-            batch = torch.randn(batch_size, *shape).contiguous(memory_format=fmt)
-            labels = torch.randint(0, 10, (batch_size,))
-            step = step_function(model, cfg, batch, labels)
-            samples[i].append(batch_size / time_steps(step, seconds, warmup_may_count=emulated))
+            sizes[i], rate = measure(configs[i], seconds, device, flops)
+            samples[i].append(rate)
     results = []
     for i, cfg in enumerate(configs):
-        rate = statistics.median(samples[i])
-        per_image = flops[(cfg.model, cfg.mode)]
+        rate, per_image = statistics.median(samples[i]), flops[(cfg.model, cfg.mode)]
+        which = peak_name(cfg, device, found)
         results.append(Result(**asdict(cfg), batch_size=sizes[i], images_per_sec=rate, flops_per_image=per_image,
-                              fraction_of_peak=rate * per_image / peak))  # fmt: skip
-    return results, peak
+                              fraction_of_peak=rate * per_image / found[which], peak=which))  # fmt: skip
+    return results, found
 
 
-def markdown(results: list[Result], peak: float) -> str:
+def peak_lines(found: dict | float) -> list[str]:
+    """The peaks as the table's heading states them (a bare float: a results.json from a CPU-only version)."""
+    if not isinstance(found, dict):
+        found = {"fp32": found, "matmul_n": 2048}
+    n = found["matmul_n"]
+    if "bf16" not in found:
+        return [f"fp32 matmul peak ({n} x {n}): {found['fp32'] / 1e9:.1f} GFLOP/s"]
+    tf32 = {True: "allowed", False: "not allowed"}
+    return [
+        f"fp32 matmul peak ({n} x {n}, TF32 {tf32[found['tf32_matmul']]} in matmuls): "
+        f"{found['fp32'] / 1e12:.1f} TFLOP/s; bf16 matmul peak ({n} x {n}): {found['bf16'] / 1e12:.1f} TFLOP/s. "
+        f"Rows computing in bf16 are fractions of the bf16 peak, the others of the fp32 one; cuDNN's fp32 "
+        f"convolutions {'may' if found['tf32_cudnn'] else 'may not'} use TF32 (PyTorch's default: they may).",
+    ]
+
+
+def markdown(results: list[Result], found: dict | float) -> str:
     lines = [
-        f"fp32 matmul peak (2048 x 2048): {peak / 1e9:.1f} GFLOP/s",
+        *peak_lines(found),
         "",
         "| model | mode | amp | layout | batch | images/s | GFLOP/image | of peak |",
         "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for r in results:
         layout = "channels_last" if r.channels_last else "NCHW"
+        which = "" if r.peak == "fp32" else f" of {r.peak}"
         lines.append(
             f"| {r.model} | {r.mode} | {r.amp} | {layout} | {r.batch_size} | {r.images_per_sec:,.0f} | "
-            f"{r.flops_per_image / 1e9:.3f} | {100 * r.fraction_of_peak:.0f}% |"
+            f"{r.flops_per_image / 1e9:.3f} | {100 * r.fraction_of_peak:.0f}%{which} |"
         )
     return "\n".join(lines)
 
@@ -239,28 +303,36 @@ def overhead_ratio(results: list[Result]) -> dict[str, float]:
     }
 
 
+def window(quick: bool, device: torch.device) -> float:
+    """Seconds each configuration is timed for. A GPU step takes milliseconds, so half a second holds
+    hundreds of them and a longer window would add only minutes; a CPU step can take a second."""
+    return 0.5 if quick or device.type == "cuda" else 2.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=None, help="default: every registered model")
     parser.add_argument("--quick", action="store_true", help="resnet_cifar and the plain ResNet-20 only, one rep")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
+    parser.add_argument("--seconds", type=float, default=None, help="timing window (default: 2.0 on CPU, 0.5 on GPU)")
     parser.add_argument("--amp", nargs="*", default=["fp32", "bf16", "auto"])
     parser.add_argument("--json", help="also write the results here")
+    device_choice.add_option(parser)
     args = parser.parse_args()
+    device = device_choice.from_args(parser, args)
     models = args.models or (["resnet_cifar"] if args.quick else imgzoo.list_models())
     models = [*models, "plain_resnet20"] if "resnet_cifar" in models else models
-    reps, seconds = (1, 0.5) if args.quick else (args.reps, args.seconds)
-    results, peak = run(models, reps, seconds, args.amp)
-    machine = describe_machine(CPU)
-    print(f"machine: {machine}, {torch.get_num_threads()} threads, median of {reps} interleaved runs")
-    print(markdown(results, peak))
+    reps = 1 if args.quick else args.reps
+    results, found = run(models, reps, args.seconds or window(args.quick, device), args.amp, device)
+    machine = describe_machine(device)
+    print(f"machine: {machine}, {device}, {torch.get_num_threads()} threads, median of {reps} interleaved runs")
+    print(markdown(results, found))
     ratios = overhead_ratio(results)
     for name, ratio in ratios.items():
         print(f"resnet_cifar / plain ResNet-20, {name}: {ratio:.3f}  (goal >= 0.98)")
     if args.json:
-        payload = {"machine": machine, "peak_flops": peak, "results": [asdict(r) for r in results],
-                   "resnet_cifar_over_plain": ratios}  # fmt: skip
+        payload = {"machine": machine, "device": str(device), "peak_flops": found["fp32"], "peaks": found,
+                   "results": [asdict(r) for r in results], "resnet_cifar_over_plain": ratios}  # fmt: skip
         with open(args.json, "w") as f:
             json.dump(payload, f, indent=2)
 
