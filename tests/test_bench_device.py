@@ -1,0 +1,177 @@
+"""The benchmark suite's device plumbing, checked without a GPU: which device each option picks, the refusal
+of --device cuda where there is none, the per-device batch sizes and output files, and what the report says.
+
+The CUDA branches are driven here with torch.cuda.is_available patched and with recorded results; nothing
+is timed and no GPU is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """The bench modules, imported as bench/run.py imports them."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    names = ("device_choice", "run", "bench_models", "bench_memory", "bench_time_to_accuracy")
+    return {name: importlib.import_module(name) for name in names}
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_auto_is_the_cpu_without_cuda_and_the_gpu_with_it(bench, monkeypatch):
+    choose = bench["device_choice"].resolve
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose("auto") == CPU
+    assert choose("cpu") == CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose("auto") == CUDA
+    assert choose("cpu") == CPU  # asked for, even where a GPU is present
+
+
+def test_cuda_without_cuda_is_refused_naming_what_was_asked_and_what_is_there(bench, no_cuda):
+    with pytest.raises(ValueError, match="--device cuda was asked for") as caught:
+        bench["device_choice"].resolve("cuda")
+    assert "available: cpu" in str(caught.value)
+
+
+def test_the_command_stops_with_status_2_before_measuring(bench, no_cuda, monkeypatch, capsys):
+    run = bench["run"]
+    monkeypatch.setattr(run, "collect", lambda *a: pytest.fail("measured although the device was refused"))
+    with pytest.raises(SystemExit) as stopped:
+        run.main(["--quick", "--device", "cuda"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "--device cuda was asked for" in err and "available: cpu" in err
+    with pytest.raises(SystemExit) as stopped:
+        run.main(["--device", "tpu"])
+    assert stopped.value.code == 2
+
+
+def test_batch_sizes_are_the_cpus_small_ones_and_a_gpus_larger_ones(bench):
+    batch_size, build = bench["device_choice"].batch_size, bench["bench_models"].build
+    assert [batch_size(32, CPU), batch_size(224, CPU)] == [128, 16]
+    assert [batch_size(32, CUDA), batch_size(224, CUDA)] == [512, 64]
+    assert batch_size(28, CUDA) == 512  # MNIST's 28 px count as small images
+    for name in ("resnet_cifar", "plain_resnet20"):
+        assert build(name, CPU)[2] == 128
+        assert build(name, CUDA)[2] == 512
+    assert bench["run"].fit_images(False, CPU) == 1024
+    assert bench["run"].fit_images(False, CUDA) // batch_size(32, CUDA) >= 8  # steps an epoch, as on the CPU
+
+
+def test_bf16_rows_are_measured_against_the_bf16_peak_only_where_one_was_taken(bench):
+    models = bench["bench_models"]
+    bf16, fp32 = (
+        models.Config("resnet_cifar", "train", "bf16", True),
+        models.Config("resnet_cifar", "train", "fp32", True),
+    )
+    gpu_peaks = {"fp32": 5e13, "bf16": 8e14, "matmul_n": 8192, "tf32_matmul": False, "tf32_cudnn": True}
+    assert models.peak_name(bf16, CUDA, gpu_peaks) == "bf16"
+    assert models.peak_name(fp32, CUDA, gpu_peaks) == "fp32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # amp="bf16" on a CPU without native bf16 warns that it is slow
+        assert models.peak_name(bf16, CPU, {"fp32": 1e11, "matmul_n": 2048}) == "fp32"
+
+
+def test_a_gpu_run_writes_its_own_files_beside_the_cpus(bench):
+    cpu_json, cpu_md = bench["run"].outputs(CPU)
+    gpu_json, gpu_md = bench["run"].outputs(CUDA)
+    assert (cpu_json.name, cpu_md.name) == ("results.json", "benchmarks.md")
+    assert (gpu_json.name, gpu_md.name) == ("results-gpu.json", "benchmarks-gpu.md")
+    assert gpu_md.parent == cpu_md.parent
+
+
+def test_memory_runs_are_told_the_device_and_its_batches(bench, monkeypatch):
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=json.dumps({"rss": 900.0, "cuda": 300.0}) + "\n")
+
+    monkeypatch.setattr(bench["bench_memory"].subprocess, "run", fake_run)
+    assert bench["bench_memory"].peak_mb("resnet_cifar", 5, "train", CUDA) == {"rss": 900.0, "cuda": 300.0}
+    bench["bench_memory"].peak_mb("resnet_cifar", 5, "train", CPU)
+    assert calls[0][-3:] == ["train", "cuda", "512,64"]
+    assert calls[1][-3:] == ["train", "cpu", "128,16"]
+
+
+def test_the_cifar10_race_is_set_against_airbench94_on_a_gpu_only(bench, monkeypatch):
+    races = bench["bench_time_to_accuracy"]
+    targets = []
+
+    def fake_time_to(target, data, recipe, init_seed=0, device=CPU):
+        targets.append(target)
+        return {"seconds": 6.58, "epoch": 9, "val_acc": target, "recipe": recipe}
+
+    monkeypatch.setattr(races, "imgzoo_time_to", fake_time_to)
+    monkeypatch.setattr(races.datasets, "cifar10", lambda root, train: None)
+    monkeypatch.setattr(races.device_choice, "warm_up", lambda device: None)
+    on_gpu, on_cpu = races.basic_cnn_race("cifar", CUDA), races.basic_cnn_race("cifar", CPU)
+    assert targets == [0.94, 0.90]
+    assert on_gpu["ratio_to_airbench94"] == pytest.approx(2.0)
+    assert on_gpu["airbench94"]["seconds"] == 3.29 and "2404.00498" in on_gpu["airbench94"]["source"]
+    assert "airbench94" not in on_cpu and "ratio_to_airbench94" not in on_cpu
+
+
+def test_the_report_names_the_device_and_labels_the_gpus_columns(bench):
+    markdown = bench["run"].markdown
+    cpu = markdown(_results("cpu"), "python bench/run.py")
+    assert "| measured on | cpu |" in cpu and "| GPU | none |" in cpu
+    assert "| run | peak RSS |" in cpu and "CUDA" not in cpu and "airbench94" not in cpu
+    assert "fp32 matmul peak (2048 x 2048): 100.0 GFLOP/s" in cpu
+    gpu = markdown(_results("cuda"), "python bench/run.py --device cuda")
+    assert "| measured on | cuda |" in gpu
+    assert "| GPU | NVIDIA H200, 139.8 GiB, CUDA 13.0 |" in gpu
+    assert "| run | peak host RSS | peak CUDA memory allocated |" in gpu
+    assert "| resnet_cifar train | 1,500 MB | 700 MB |" in gpu and "| baseline | 600 MB | - |" in gpu
+    assert "TF32 not allowed in matmuls" in gpu and "80% of bf16" in gpu
+    assert "| basic_cnn to 94% on CIFAR-10 / airbench94 on an A100 | 2.0 (6.6 s against its published 3.29 s) |" in gpu
+    assert "airbench94's own published number, not measured side by side" in gpu
+
+
+def _results(device: str) -> dict:
+    """A run's results.json as run.collect writes it, on the CPU or on a GPU, with made-up figures."""
+    gpu = device == "cuda"
+    machine = {"cpu": "Some CPU", "cores": 16, "cpu_capability": "AVX512", "native_bf16": True, "torch": "2.11",
+               "threads": 16, "device": device}  # fmt: skip
+    if gpu:
+        machine.update(gpu="NVIDIA H200", gpu_memory_gib=139.8, cuda="13.0")
+    peaks = {"fp32": 5e13, "bf16": 8e14, "matmul_n": 8192, "tf32_matmul": False, "tf32_cudnn": True}
+    row = {"model": "resnet_cifar", "mode": "train", "amp": "bf16", "channels_last": True, "batch_size": 512,
+           "images_per_sec": 1e5, "flops_per_image": 6.4e9, "fraction_of_peak": 0.8}  # fmt: skip
+    row["peak"] = "bf16" if gpu else "fp32"
+    results = {
+        "machine": machine,
+        "models": {
+            "peak_flops": peaks["fp32"] if gpu else 1e11,
+            "peaks": peaks if gpu else {"fp32": 1e11, "matmul_n": 2048},
+            "rows": [row],
+            "resnet_cifar_over_plain": {"train fp32 NCHW": 1.0},
+        },
+        "fit": {"fit_over_minimal": 0.95, "bf16_over_fp32": 1.5},
+        "data": {"ratio": 20.0},
+        "memory_mb": {"baseline": 600.0, "resnet_cifar train": 1500.0},
+        "startup": {"import torch, torchvision": 2.0, "import imgzoo": 2.1, "load shipped": 0.02},
+    }
+    if gpu:
+        results["cuda_memory_mb"] = {"baseline": None, "resnet_cifar train": 700.0}
+        results["time_to_accuracy_cifar10"] = {
+            "seconds": 6.58, "epoch": 9, "val_acc": 0.941, "recipe": "basic_cnn", "target": 0.94, "device": "cuda",
+            "airbench94": {"seconds": 3.29}, "ratio_to_airbench94": 2.0,
+        }  # fmt: skip
+    return results
