@@ -73,6 +73,20 @@ def peaks(device: torch.device) -> dict:
             "matmul_n": 8192, **tf32}  # fmt: skip
 
 
+def highest(probes: list[dict]) -> dict:
+    """The peaks of several probes spread through a run: the highest of each, and how many there were.
+
+    One 1-second probe at the start of a run read 90.9 GFLOP/s on a shared 2-core EPYC where others
+    read 124.5 and 152.9, which put inference rows above 100% of "peak"; a peak is the most the machine
+    gave, so the maximum over probes taken between the repetitions is the honest denominator.
+    """
+    found = dict(probes[0])
+    for key in ("fp32", "bf16"):
+        if key in found:
+            found[key] = max(p[key] for p in probes)
+    return {**found, "probes": len(probes)}
+
+
 # ------------------------------------------------------------------ a plain ResNet-20, as a user writes it
 
 
@@ -244,13 +258,15 @@ def run(
     ]
     samples: dict[int, list[float]] = {i: [] for i in range(len(configs))}
     sizes: dict[int, int] = {}
-    found = peaks(device)
+    probes = [peaks(device)]
     warnings.filterwarnings("ignore", message="amp='bf16' on a CPU without native bf16")  # measured, not news
     flops: dict[tuple[str, str], float] = {}
     for rep in range(reps):
         for i in schedule(configs, rep):
             sizes[i], rate = measure(configs[i], seconds, device, flops)
             samples[i].append(rate)
+        probes.append(peaks(device))
+    found = highest(probes)
     results = []
     for i, cfg in enumerate(configs):
         rate, per_image = statistics.median(samples[i]), flops[(cfg.model, cfg.mode)]
@@ -266,7 +282,8 @@ def peak_lines(found: dict | float) -> list[str]:
         found = {"fp32": found, "matmul_n": 2048}
     n = found["matmul_n"]
     if "bf16" not in found:
-        return [f"fp32 matmul peak ({n} x {n}): {found['fp32'] / 1e9:.1f} GFLOP/s"]
+        probes = f", the highest of {found['probes']} probes spread over the run" if "probes" in found else ""
+        return [f"fp32 matmul peak ({n} x {n}{probes}): {found['fp32'] / 1e9:.1f} GFLOP/s"]
     tf32 = {True: "allowed", False: "not allowed"}
     return [
         f"fp32 matmul peak ({n} x {n}, TF32 {tf32[found['tf32_matmul']]} in matmuls): "

@@ -67,6 +67,10 @@ import device_choice  # noqa: E402
 
 from imgzoo._device import describe_machine  # noqa: E402
 
+# fit against the minimal loop, median of this many interleaved runs of 8 s each: with 3, one full run read
+# 0.87 where bench_fit.py alone, minutes later, read 1.05 (each row swings 250-365 images/s on a shared 2-core CPU).
+FIT_REPS = 5
+
 GOALS = {
     "resnet_cifar training, channels_last, fp32": ">= 55% of peak",
     "resnet_cifar inference, channels_last, fp32": ">= 65% of peak",
@@ -75,7 +79,9 @@ GOALS = {
     "loader / training": ">= 5",
     "mnist_cnn to 99% / example's first epoch": "<= 1.0",
     "resnet_cifar training peak RSS": "<= 2048 MB",
-    "import imgzoo - import torch, torchvision": "<= 300 ms",
+    # Two fresh interpreters, each importing torch for about 5 s here, differ by up to 0.8 s from run to run
+    # (measured 2026-11-28, 2-core AMD EPYC); the in-process row below is the one the goal is read from.
+    "import imgzoo - import torch, torchvision": "(noisy; the goal is read from the next row)",
     "import imgzoo after torch, torchvision": "<= 300 ms",
     "load('mnist_cnn.mnist')": "<= 100 ms",
     "load a cached Hub entry": "<= 200 ms + file read",
@@ -122,7 +128,7 @@ def collect(args: argparse.Namespace, device: torch.device, save: Callable[[dict
         lambda: speed(models, quick, device),
         lambda: {
             "fit": bench_fit.measure(
-                images=fit_images(quick, device), epochs=1 if quick else 2, reps=1 if quick else 3, device=device
+                images=fit_images(quick, device), epochs=1 if quick else 2, reps=1 if quick else FIT_REPS, device=device
             )
         },
         lambda: {"data": bench_data.measure(args.cifar10, seconds=2 if quick else 10, device=device)},

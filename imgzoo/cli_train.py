@@ -7,15 +7,16 @@ and prints what came back. The work, and every check of its input, happens below
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from imgzoo import runs
-from imgzoo.evaluation import EvalResult, evaluate
+from imgzoo.checkpoint_format import CONFIG_NAME, read_config
+from imgzoo.evaluation import TTA_MODES, EvalResult, evaluate
 from imgzoo.hub import load
+from imgzoo.registry import get_weights_entry, list_pretrained
 from imgzoo.study import load_study, run_study
 from imgzoo.transforms import AUGMENTS
 
@@ -126,7 +127,13 @@ def add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train")
     p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
     p.add_argument("--split", choices=("val", "all"), default="val", help="the seeded 10%% validation split, or all")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation, where evaluate offers it")
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="recipe",
+        choices=("recipe", *TTA_MODES[1:]),
+        help="test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for confusion.png (default: here)")
     p.set_defaults(func=cmd_evaluate)
@@ -135,9 +142,7 @@ def add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.tta:
-        if "tta" not in inspect.signature(evaluate).parameters:
-            raise ValueError("--tta: this version of imgzoo.evaluate has no test-time augmentation; run without --tta")
-        options["tta"] = True
+        options["tta"] = recorded_tta(runs.weights_of(args.weights)) if args.tta == "recipe" else args.tta
     model = load(runs.weights_of(args.weights))
     record = runs.read_run(args.weights) if Path(args.weights).is_dir() else None
     seed = record.config.seed if record is not None else 0  # the split the run validated on
@@ -153,6 +158,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(_evaluation_text(result, args.split, seed))
     return 0
+
+
+def recorded_tta(weights: str) -> str:
+    """The test-time augmentation recorded with ``weights`` (a registered name or a saved folder's config.json).
+
+    A shipped entry's figures with TTA were measured with its recipe's mode (flip+shift for CIFAR-10, shifts
+    only for digits, which a mirror would change), so ``--tta`` alone measures exactly what the card states.
+    """
+    config = Path(weights) / CONFIG_NAME
+    if config.is_file():
+        mode = (read_config(config).get("recipe") or {}).get("tta")
+    elif weights in list_pretrained():
+        mode = get_weights_entry(weights).meta["recipe"].get("tta")
+    else:
+        mode = None
+    if mode in (None, False, "none"):
+        raise ValueError(
+            f"--tta: {weights} records no test-time augmentation of its own; name one: --tta "
+            + " | --tta ".join(TTA_MODES[1:])
+        )
+    return "flip" if mode is True else mode
 
 
 def _evaluation_text(result: EvalResult, split: str, seed: int) -> str:

@@ -172,6 +172,22 @@ _BUILTIN = (
             f"resnet_cifar.cifar10 --amp bf16. {_SGD_CIFAR}"
         ),
     ),
+    Recipe(
+        name="basic_cnn.cifar10",
+        epochs=10,  # 88.26% after 10 epochs (89.14% with flip+shift TTA); val accuracy rose 1.4 points in the last
+        label_smoothing=0.2,  # epoch alone, so the one-cycle schedule, not the network, set the ceiling here
+        amp="auto",  # fp32 on the AVX2 machine that trained it
+        augment="standard",  # reflect pad 4, random crop 32, horizontal flip
+        tta="flip+shift",  # 88.26% -> 89.14% on the 5,000 validation images
+        model_kwargs={"whiten": True},  # the frozen patch-whitening stem, set from 5,000 training images
+        source=(
+            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/basic_cnn (the basic_cnn recipe), on a "
+            "2-core AMD EPYC (AVX2, no native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: 53 min, "
+            "286-300 s an epoch when the machine was not shared (epochs 6-7 shared it: 390 and 444 s). airbench94 "
+            "reaches 94% with this network by its own optimizer settings (decoupled lr, batch 1024, Lookahead), "
+            f"which fit does not have. {_SGD_CIFAR}"
+        ),
+    ),
     # ---------------------------------------------------------------- named variants of an architecture's recipe
     Recipe(
         name="mnist_cnn.quick",
@@ -226,7 +242,8 @@ _BUILTIN = (
         source=(
             "airbench94 (Jordan 2024, arXiv:2404.00498): its epochs, label smoothing and test-time augmentation; "
             "fit's SGD defaults for the rest, because airbench's decoupled lr (11.5 per 1024 images, 64x for "
-            "batch-norm biases) has no FitConfig equivalent. Not yet trained with imgzoo."
+            "batch-norm biases) has no FitConfig equivalent. Trained once: basic_cnn.cifar10, 88.26% (89.14% with TTA) "
+            "in 53 min on 2 AVX2 cores."
         ),
     ),
     Recipe(

@@ -565,6 +565,8 @@ def write_outputs(model: nn.Module, val_part: Dataset, history: History, out: Pa
     metrics = metrics_from_eval(result, tta_result)
     recipe = {**{k: v for k, v in config.to_dict().items() if k != "fit_options"}, **config.fit_options}
     recipe |= {"machine": describe_machine(), "command": train_command(config, out)}
+    if tta:  # what `imgzoo evaluate RUN DATA --tta` measures with again
+        recipe["tta"] = tta
     # The weights get a folder of their own: save() replaces its folder whole, so that a crash never
     # mixes two versions, and the run folder also holds checkpoints and reports.
     save(model, out / WEIGHTS, history, recipe={**recipe, "val_fraction": VAL_FRACTION}, metrics=metrics)

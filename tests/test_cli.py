@@ -141,13 +141,29 @@ def test_predict_expands_folders_recursively_and_globs_in_order(tmp_path):
         image_paths([str(tmp_path / "*.gif")])
 
 
-def test_evaluate_refuses_tta_while_evaluate_has_none(capsys, tmp_path):
-    import inspect
+def test_evaluate_tta_alone_measures_with_the_mode_the_weights_were_published_with(tmp_path, capsys):
+    import json
 
-    if "tta" in inspect.signature(imgzoo.evaluate).parameters:
-        pytest.skip("evaluate offers test-time augmentation: --tta is passed on")
-    assert main(["evaluate", "mnist_cnn.mnist", str(tmp_path), "--tta"]) == 2
-    assert "no test-time augmentation; run without --tta" in capsys.readouterr().err
+    from data_factories import write_mnist
+
+    from imgzoo.cli_train import recorded_tta
+
+    # Each shipped entry's card states its figures with its recipe's mode: digits are never mirrored.
+    assert recorded_tta("mnist_cnn.mnist") == "shift"
+    assert recorded_tta("resnet_cifar.cifar10") == "flip+shift"
+    write_mnist(tmp_path / "mnist", n_per_class=3)
+    command = ["evaluate", "mnist_cnn.mnist", str(tmp_path / "mnist"), "--json", "--out", str(tmp_path)]
+    assert main([*command, "--tta"]) == 0
+    assert json.loads(capsys.readouterr().out)["tta"] == "shift"
+    assert main(command) == 0
+    assert json.loads(capsys.readouterr().out)["tta"] == "none"
+
+
+def test_evaluate_tta_on_weights_that_record_none_asks_for_a_mode(tmp_path, capsys):
+    imgzoo.save(imgzoo.create_model("mnist_cnn"), tmp_path / "w")  # saved without a recipe
+    assert main(["evaluate", str(tmp_path / "w"), str(tmp_path), "--tta"]) == 2
+    err = capsys.readouterr().err
+    assert "records no test-time augmentation" in err and "--tta flip+shift" in err
 
 
 def test_version_prints_the_package_version(capsys):

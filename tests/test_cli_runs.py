@@ -184,3 +184,7 @@ def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(t
     assert saved["recipe"]["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert saved["recipe"]["command"].startswith(f"imgzoo train basic_cnn {folder} --out {out}")
     assert "--epochs 1" in saved["recipe"]["command"] and "--recipe" not in saved["recipe"]["command"]
+    # The run records its TTA, so `imgzoo evaluate RUN DATA --tta` measures with the same mode.
+    from imgzoo.cli_train import recorded_tta
+
+    assert saved["recipe"]["tta"] == "flip+shift" == recorded_tta(runs.weights_of(str(out)))

@@ -53,5 +53,7 @@ def test_keyword_arguments_reach_the_builder():
     assert cnn.imgzoo_arch == "basic_cnn" and cnn(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
     dogs = torch.hub.load(str(REPO), "dogbreed_transfer", source="local", weights=None, backbone="resnet18")
     assert dogs.imgzoo_kwargs["backbone"] == "resnet18" and dogs.get_classifier().out_features == 120
-    with pytest.raises(ValueError, match="no pretrained weights are registered for 'basic_cnn'"):
-        torch.hub.load(str(REPO), "basic_cnn", source="local", pretrained=True)
+    shipped = torch.hub.load(str(REPO), "basic_cnn", source="local", pretrained=True)  # basic_cnn.cifar10
+    assert shipped.whiten is True and sum(p.numel() for p in shipped.parameters()) == 1_972_778
+    with pytest.raises(ValueError, match="no pretrained weights are registered for 'dogbreed_transfer'"):
+        torch.hub.load(str(REPO), "dogbreed_transfer", source="local", pretrained=True, backbone="resnet18")
