@@ -18,8 +18,23 @@ from imgzoo.fit_config import FitConfig
 __all__ = ["build_optimizer", "build_schedule", "check_schedule_resumable", "optimizer_name", "schedule_size"]
 
 
+def _norm_shifts(model: nn.Module) -> set[int]:
+    """The ids of the trainable biases of normalisation layers (batch, group, layer and instance norm)."""
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    return {
+        id(module.bias)
+        for module in model.modules()
+        if isinstance(module, norms) and getattr(module, "bias", None) is not None and module.bias.requires_grad
+    }
+
+
 def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    """The optimizer ``cfg.optimizer`` names, with weight decay on weights only (never biases or norms)."""
+    """The optimizer ``cfg.optimizer`` names, with weight decay on weights only (never biases or norms).
+
+    With ``cfg.norm_bias_lr_scale`` other than 1 the normalisation layers' biases form a third
+    group at that multiple of the learning rate (the groups are unchanged otherwise, so older
+    checkpoints' optimizer states still fit).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("fit: the model has no trainable parameters (all have requires_grad=False)")
@@ -31,9 +46,11 @@ def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     is_adamw = spec == "adamw" or spec is torch.optim.AdamW
     lr = cfg.lr if cfg.lr is not None else (0.1 if is_sgd else 1e-3)
     wd = cfg.weight_decay if cfg.weight_decay is not None else (5e-4 if is_sgd else 0.05)
+    shifts = _norm_shifts(model) if cfg.norm_bias_lr_scale != 1.0 else set()
     groups = [
         {"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},  # biases, norm scales
+        {"params": [p for p in params if p.ndim <= 1 and id(p) not in shifts], "weight_decay": 0.0},  # biases, norms
+        {"params": [p for p in params if id(p) in shifts], "weight_decay": 0.0, "lr": lr * cfg.norm_bias_lr_scale},
     ]
     groups = [g for g in groups if g["params"]]
     if is_sgd:
@@ -62,6 +79,23 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_e
         )
         max_lr = [g["lr"] for g in optimizer.param_groups]
         return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, cycle_momentum=cycle_momentum), "step"
+    if cfg.schedule == "linear":
+        # airbench94's piecewise-linear schedule as a one-cycle without momentum cycling: from
+        # peak / 5 up to the peak at 23% of the steps, then down to peak * 0.07 = (peak / 5) / (1 / 0.35).
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return (
+            sched.OneCycleLR(
+                optimizer,
+                max_lr=max_lr,
+                total_steps=total,
+                pct_start=0.23,
+                anneal_strategy="linear",
+                div_factor=5.0,
+                final_div_factor=1 / 0.35,
+                cycle_momentum=False,
+            ),
+            "step",
+        )
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=total), "step"
     if cfg.schedule == "step":
@@ -70,7 +104,12 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_e
     return cfg.schedule(optimizer), cfg.schedule_interval
 
 
-_SIZED = {"onecycle": "per step", "cosine": "per step", "step": "per epoch"}  # built-ins sized by the run's length
+_SIZED = {
+    "onecycle": "per step",
+    "linear": "per step",
+    "cosine": "per step",
+    "step": "per epoch",
+}  # built-ins sized by the run's length
 
 
 def schedule_size(cfg: FitConfig, steps_per_epoch: int) -> dict[str, Any]:

@@ -40,8 +40,10 @@ FIT_FIELDS = (
     "weight_decay",
     "schedule",
     "label_smoothing",
+    "norm_bias_lr_scale",
     "amp",
 )
+SCHEDULES = ("onecycle", "cosine", "step", "linear")  # fit's built-in learning-rate schedules
 TTA_CHOICES = (False, True, "flip", "shift", "flip+shift")
 
 
@@ -55,12 +57,16 @@ class Recipe:
     lr: float = 0.1  # the peak of the schedule
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # "onecycle", "cosine" or "step"
+    schedule: str = "onecycle"  # one of SCHEDULES
     batch_size: int = 128
     label_smoothing: float = 0.0
+    norm_bias_lr_scale: float = 1.0  # the learning rate of batch-norm shifts, as a multiple of lr
     amp: bool | str = "auto"  # fit's amp: "auto", "fp32", "bf16", "fp16"
     augment: str = "standard"  # FastLoader's augment: "none" or "standard"
+    translate: int | None = None  # FastLoader's pad-and-crop in pixels; None: its default (1/8 of the side)
     ema_decay: float | None = None  # callbacks.EMA(decay=...) during training; None: no weight average
+    # callbacks.Lookahead(decay=...) during training; None: none. Not with ema_decay: both rewrite the weights.
+    lookahead_decay: float | None = None
     tta: bool | str = False  # evaluate(tta=...): False, "flip", "shift" or "flip+shift"
     # create_model's keyword arguments beyond the data's classes, e.g. {"whiten": True}, {"depth": 56}
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -72,11 +78,7 @@ class Recipe:
             for ok, rule, value in (
                 (isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1", self.epochs),
                 (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'", self.optimizer),
-                (
-                    self.schedule in ("onecycle", "cosine", "step"),
-                    "schedule must be 'onecycle', 'cosine' or 'step'",
-                    self.schedule,
-                ),
+                (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}", self.schedule),
                 (self.amp in AMP_CHOICES, f"amp must be one of {AMP_CHOICES}", self.amp),
                 (self.augment in ("none", "standard"), "augment must be 'none' or 'standard'", self.augment),
                 (
@@ -84,6 +86,22 @@ class Recipe:
                     "ema_decay must be in (0, 1) or None",
                     self.ema_decay,
                 ),
+                (
+                    self.lookahead_decay is None or 0.0 < self.lookahead_decay < 1.0,
+                    "lookahead_decay must be in (0, 1) or None",
+                    self.lookahead_decay,
+                ),
+                (
+                    self.ema_decay is None or self.lookahead_decay is None,
+                    "a recipe takes ema_decay or lookahead_decay, not both",
+                    (self.ema_decay, self.lookahead_decay),
+                ),
+                (
+                    self.translate is None or (isinstance(self.translate, int) and self.translate >= 0),
+                    "translate must be an integer >= 0 or None",
+                    self.translate,
+                ),
+                (self.norm_bias_lr_scale > 0, "norm_bias_lr_scale must be > 0", self.norm_bias_lr_scale),
                 (self.tta in TTA_CHOICES, f"tta must be one of {TTA_CHOICES}", self.tta),
                 (isinstance(self.model_kwargs, dict), "model_kwargs must be a dict", self.model_kwargs),
             )
@@ -98,8 +116,12 @@ class Recipe:
 
     def loader_options(self) -> dict[str, Any]:
         """The training loader's options, which fit cannot apply to a loader it is given:
-        ``FastLoader(data, **recipe.loader_options(), spec=spec, train=True)``."""
-        return {"batch_size": self.batch_size, "augment": self.augment}
+        ``FastLoader(data, **recipe.loader_options(), spec=spec, train=True)``. ``translate`` is
+        named only where the recipe sets it (None leaves the loader's default)."""
+        options: dict[str, Any] = {"batch_size": self.batch_size, "augment": self.augment}
+        if self.translate is not None:
+            options["translate"] = self.translate
+        return options
 
     def loader_differences(self, loader: Any) -> list[str]:
         """How a training loader's batch size and augmentation differ from the recipe's, each as a phrase.
@@ -211,6 +233,35 @@ _BUILTIN = (
             "each variant above: python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick --set FIELD=VALUE "
             "... (e.g. --set ema_decay=null --set label_smoothing=0 --set 'model_kwargs={\"dropout\": 0}'). "
             f"{_SGD_CIFAR}"
+        ),
+    ),
+    Recipe(
+        name="basic_cnn.airbench",
+        # airbench94 (Jordan 2024, arXiv:2404.00498; its hyperparameters as published in airbench94.py)
+        # in fit's terms. Its loss is summed over the batch and its lr 11.5 is per 1024 images divided by
+        # 1024 * (1 + 1 / (1 - momentum)): 11.5 / 7.67 = 1.5 on fit's mean loss. Its decoupled weight decay,
+        # 0.0153 * batch / 7850.7 = 0.0020 of each weight per step, is 0.0020 / 1.5 on fit's SGD.
+        epochs=10,  # airbench94: 9.9 epochs of 50,000 images, 484 steps; here 10 of 45,000, 440 steps
+        batch_size=1024,
+        lr=1.5,
+        momentum=0.85,
+        weight_decay=0.0153 * 1024 / (1024 * (1 + 1 / 0.15)) / 1.5,
+        schedule="linear",  # 0.2x -> 1x over 23% of the steps, then -> 0.07x, momentum held
+        norm_bias_lr_scale=64.0,  # batch-norm shifts at 64x the lr; their scales are fixed (bn_scale=False)
+        label_smoothing=0.2,
+        amp="auto",
+        augment="standard",
+        translate=2,  # airbench94's pad-and-crop: 2 pixels for 10 epochs (4 is the usual for longer runs)
+        lookahead_decay=0.95**5,  # every 5 steps, ramped in cubically over the run
+        tta="flip+shift",  # airbench94's tta_level 2
+        model_kwargs={"whiten": True, "bn_momentum": 0.4, "bn_scale": False, "logit_scale": 1 / 9, "dirac_init": True},
+        source=(
+            "airbench94's recipe (Jordan 2024, arXiv:2404.00498, airbench94.py) through fit: whitened stem, dirac "
+            "init, batch-norm momentum 0.6 (0.4 in torch's convention) with fixed scales, logits x 1/9, Nesterov SGD "
+            "momentum 0.85 at batch 1024, batch-norm shifts at 64x the lr, label smoothing 0.2, its linear schedule "
+            "and lookahead, 2-pixel crops and flips, flip+shift TTA. Left out: training the stem's bias for 3 epochs "
+            "(here the stem has no bias), decay of the batch-norm shifts (fit never decays biases) and alternating "
+            "flips, which its ablations credit with 1 of its 10 epochs."
         ),
     ),
     # ---------------------------------------------------------------- per architecture: what `imgzoo train ARCH` uses

@@ -33,10 +33,11 @@ from torch.utils.data import DataLoader, Dataset
 from imgzoo import datasets
 from imgzoo._atomic import atomic_write_text
 from imgzoo._device import describe_machine
-from imgzoo.callbacks import EMA
+from imgzoo.callbacks import Callback
 from imgzoo.checkpoint import resume_point
 from imgzoo.evaluation import EvalResult, evaluate, plot_predictions
 from imgzoo.factory import create_model
+from imgzoo.fit_config import recipe_averaging
 from imgzoo.history import History
 from imgzoo.hub import load, save
 from imgzoo.loaders import FastLoader, default_cache_dir
@@ -78,11 +79,18 @@ KNOWN_DATA: dict[str, Callable[..., Dataset]] = {"cifar10": datasets.cifar10, "m
 
 # What a run of a model does when the command line does not say: its recipe (imgzoo.recipes, the
 # architecture's own, e.g. "resnet_cifar", or a named one such as "resnet_cifar.cifar10"), else this.
-_EVERY_MODEL: dict[str, Any] = {"epochs": 15, "augment": "standard", "batch_size": 128, "lr": None, "kwargs": {}}
+_EVERY_MODEL: dict[str, Any] = {
+    "epochs": 15,
+    "augment": "standard",
+    "translate": None,
+    "batch_size": 128,
+    "lr": None,
+    "kwargs": {},
+}
 # The recipe fields that become fit options of the run. Not amp: a recipe records the precision of the
 # machine it ran on (bf16 on one with native bf16), which on another machine can be 10x slower than
 # fp32; a run takes "auto" unless told otherwise.
-_RECIPE_FIT_OPTIONS = ("optimizer", "momentum", "weight_decay", "schedule", "label_smoothing")
+_RECIPE_FIT_OPTIONS = ("optimizer", "momentum", "weight_decay", "schedule", "label_smoothing", "norm_bias_lr_scale")
 
 # fit options a run sets itself (or forbids), so a study file cannot; and RunConfig's own options.
 _RUNNER_OWNS = frozenset({"epochs", "callbacks", "checkpoint_dir", "resume", "verbose", "config"})
@@ -100,7 +108,7 @@ def model_defaults(model: str, recipe: str | None = None) -> dict[str, Any]:
     if found is None:
         return {**_EVERY_MODEL, "recipe": None}
     return {
-        **{k: getattr(found, k) for k in ("epochs", "augment", "batch_size", "lr", *_RECIPE_FIT_OPTIONS)},
+        **{k: getattr(found, k) for k in ("epochs", "augment", "translate", "batch_size", "lr", *_RECIPE_FIT_OPTIONS)},
         "kwargs": dict(found.model_kwargs),
         "recipe": found.name,
     }
@@ -141,6 +149,7 @@ class RunConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)  # the model builder's
     fit_options: dict[str, Any] = field(default_factory=dict)  # any other fit option
     recipe: str | None = None  # the recipe (imgzoo.recipes) the defaults came from; fit adds its EMA
+    translate: int | None = None  # the crop's largest shift in pixels; None: the loader's standard 1/8 of the side
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
@@ -261,10 +270,14 @@ def _fast(model: nn.Module, augment: str) -> bool:
     return model.data_spec.resize is None and augment in ("none", "standard")
 
 
-def train_data(model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int) -> Any:
+def train_data(
+    model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int, translate: int | None = None
+) -> Any:
     """What fit trains on: a FastLoader where it can augment, else the images through the train transform."""
     if _fast(model, augment):
-        return FastLoader(part, batch_size, spec=model.data_spec, train=True, augment=augment, seed=seed)
+        return FastLoader(
+            part, batch_size, spec=model.data_spec, train=True, augment=augment, translate=translate, seed=seed
+        )
     return Transformed(part, for_model(model, train=True, augment=augment))
 
 
@@ -469,7 +482,7 @@ def train_run(
     started = time.time()
     history = fit(
         model,
-        train_data(model, train_part, config.augment, config.batch_size, config.seed),
+        train_data(model, train_part, config.augment, config.batch_size, config.seed, config.translate),
         eval_data(model, val_part),
         epochs=epochs,
         checkpoint_dir=checkpoints,
@@ -491,10 +504,10 @@ def train_run(
     return RunResult(out, config, full, metrics, record.finished, plan.action)
 
 
-def recipe_callbacks(config: RunConfig) -> list[EMA]:
-    """The run's recipe's weight averaging, if it has one (the recipe's other options are in the config)."""
+def recipe_callbacks(config: RunConfig) -> list[Callback]:
+    """The run's recipe's weight averaging (EMA or Lookahead), if it has one (its other options are in the config)."""
     found = recipe_for(config.model, config.recipe) if config.recipe else None
-    return [EMA(decay=found.ema_decay)] if found is not None and found.ema_decay is not None else []
+    return recipe_averaging(found) if found is not None else []
 
 
 def _more(config: RunConfig, out: Path) -> str:

@@ -214,7 +214,15 @@ class _Run:
             self.model, self.optimizer, self.scheduler, self.scaler, cfg.callbacks, self.user_generator
         )
         self.history = History()
-        self.state = FitState(self.model, self.optimizer, self.history, 0, cfg.epochs, self.ctx.is_main)
+        self.state = FitState(
+            self.model,
+            self.optimizer,
+            self.history,
+            0,
+            cfg.epochs,
+            self.ctx.is_main,
+            steps_per_epoch=len(self.train_loader),
+        )
         self.position, self.sums = EpochPosition(), MetricSums(self.device)
         self.lr, self.epoch_began, self.start_epoch = self.optimizer.param_groups[0]["lr"], time.perf_counter(), 1
         self.partial: dict[str, Any] | None = None  # set by a resume from interrupted.pt

@@ -48,7 +48,7 @@ def test_data_is_relative_to_the_study_file_and_top_level_options_are_defaults(t
         ('[[run]]\nname = "a"\n', "run 1 names no model"),
         ('[[run]]\nmodel = "mnist_cnn"\n[[run]]\nmodel = "mnist_cnn"\n', "run 2: the name 'mnist_cnn' is used"),
         ('[[run]]\nmodel = "resnet_cifar"\nkwargs = { deep = 20 }\n', "run 1: resnet_cifar takes no deep"),
-        ('[[run]]\nmodel = "mnist_cnn"\nschedule = "linear"\n', "run 1: fit: schedule must be"),
+        ('[[run]]\nmodel = "mnist_cnn"\nschedule = "triangle"\n', "run 1: fit: schedule must be"),
         ('[[run]]\nmodel = "mnist_cnn"\naugment = "heavy"\n', "run 1: augment must be one of"),
         ('[[run]]\nmodel = "mnist_cnn"\ncheckpoint_dir = "x"\n', "unknown key\\(s\\) checkpoint_dir"),
         ("", "has no runs"),
