@@ -126,7 +126,12 @@ def add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("evaluate", parents=[common], help="loss, top-1, top-5 and per-class accuracy on a data folder")
     p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train")
     p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
-    p.add_argument("--split", choices=("val", "all"), default="val", help="the seeded 10%% validation split, or all")
+    p.add_argument(
+        "--split",
+        choices=("val", "train", "all"),
+        default="val",
+        help="the seeded 10%% validation split, the 90%% trained on, or all",
+    )
     p.add_argument(
         "--tta",
         nargs="?",
@@ -148,7 +153,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seed = record.config.seed if record is not None else 0  # the split the run validated on
     dataset = runs.open_data(runs.resolve_data(args.data))
     runs.check_classes(model, dataset, args.data)
-    part = runs.split_data(dataset, seed)[1] if args.split == "val" else dataset
+    limit = record.config.limit if record is not None else None  # a run trained on its limited part only
+    which = {"train": 0, "val": 1}.get(args.split)
+    part = dataset if which is None else runs.split_data(dataset, seed, limit)[which]
     result = evaluate(model, runs.eval_data(model, part), **options)
     args.out.mkdir(parents=True, exist_ok=True)
     result.plot_confusion_matrix(args.out / "confusion.png")
@@ -182,7 +189,10 @@ def recorded_tta(weights: str) -> str:
 
 
 def _evaluation_text(result: EvalResult, split: str, seed: int) -> str:
-    what = f"the validation split (10%, seed {seed})" if split == "val" else "every image"
+    what = {
+        "val": f"the validation split (10%, seed {seed})",
+        "train": f"the training split (90%, seed {seed}), without augmentation",
+    }.get(split, "every image")
     lines = [f"{result.num_samples} images, {what}", str(result), "", "class accuracy"]
     width = max(len(name) for name in result.class_names)
     for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):

@@ -100,6 +100,17 @@ def test_evaluate_json_reports_the_runs_validation_metrics(trained):
     assert png_size(tmp / "eval" / "confusion.png")[0] >= 300
 
 
+def test_evaluate_split_train_measures_the_images_the_run_trained_on(trained):
+    tmp, _ = trained
+    done = imgzoo("evaluate", "run", "mnist", "--split", "train", "--json", "--out", "eval", cwd=tmp)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    whole = json.loads(imgzoo("evaluate", "run", "mnist", "--split", "all", "--json", "--out", "eval", cwd=tmp).stdout)
+    assert result["split"] == "train" and result["num_samples"] == whole["num_samples"] - 10  # all but the 10 val
+    text = imgzoo("evaluate", "run", "mnist", "--split", "train", "--out", "eval", cwd=tmp).stdout
+    assert "the training split (90%, seed 0), without augmentation" in text
+
+
 def test_predict_takes_folders_and_globs_and_prints_json(trained):
     tmp, _ = trained
     write_image_folder(tmp / "digits", ("a", "b"), n_per_class=2, size=(28, 28), ext="png")
