@@ -7,6 +7,7 @@ and prints what came back. The work, and every check of its input, happens below
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from pathlib import Path
@@ -40,6 +41,24 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0; got {value}")
     return value
+
+
+_WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
+
+
+def model_kwarg(text: str) -> tuple[str, Any]:
+    """argparse type: ``KEY=VALUE`` for the model builder, the value read as a Python literal (timm's
+    ``--model-kwargs``): ``depth=56``, ``widths=[32,64,128]``, ``whiten=true``, ``weights=None``;
+    anything else stays a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. depth=56 or widths=[32,64,128]; got {text!r}")
+    if raw.lower() in _WORDS:
+        return key, _WORDS[raw.lower()]
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key, raw
 
 
 def _verbosity() -> int:
@@ -84,6 +103,13 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
         help="train by this recipe (imgzoo.recipes), e.g. resnet_cifar.cifar10: what trained those weights "
         "(default: the model's own recipe; the other options here override it)",
     )
+    p.add_argument(
+        "--model-kwargs",
+        nargs="+",
+        type=model_kwarg,
+        metavar="KEY=VALUE",
+        help="the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128] (imgzoo info MODEL)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -98,6 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "recipe": args.recipe,
+        "kwargs": dict(args.model_kwargs) if args.model_kwargs else None,
     }
     if args.resume:  # the run's own options, with any given here laid over them (and checked)
         config = runs.resume_config(args.out, args.model, args.data, **given)

@@ -353,7 +353,16 @@ def train_command(config: RunConfig, out: Path) -> str:
     for name in ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr"):
         if getattr(config, name) != getattr(defaults, name):
             words += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    changed = {k: v for k, v in config.kwargs.items() if defaults.kwargs.get(k, _UNSET) != v}
+    if changed:
+        words += [
+            "--model-kwargs",
+            *(f"{k}={v if isinstance(v, str) else repr(v).replace(' ', '')}" for k, v in changed.items()),
+        ]
     return shlex.join(words)
+
+
+_UNSET = object()  # a builder option the recipe does not set
 
 
 def resume_command(config: RunConfig, out: Path, epochs: int | None = None) -> str:
@@ -407,7 +416,7 @@ def _check_same_run(old: RunConfig, new: RunConfig, out: Path) -> None:
     """Resuming or extending keeps the data, model and options; only the number of epochs may grow."""
     changed = [
         f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}"
-        for name in ("model", "data", "kwargs", "fit_options", *_RUN_FIELDS)
+        for name in ("model", "data", "kwargs", "fit_options", "translate", *_RUN_FIELDS)
         if getattr(old, name) != getattr(new, name)
     ]
     if changed:
@@ -423,7 +432,8 @@ def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
     if record is None:
         return make_config(model, data, **given)
     values = record.config.to_dict()
-    values.update({k: v for k, v in given.items() if v is not None})
+    values.update({k: v for k, v in given.items() if v is not None and k != "kwargs"})
+    values["kwargs"] = {**values["kwargs"], **(given.get("kwargs") or {})}  # laid over the run's, as make_config
     return RunConfig(**{**values, "model": model, "data": resolve_data(data)})
 
 

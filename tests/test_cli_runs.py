@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 
 import pytest
 import torch
@@ -188,3 +190,34 @@ def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(t
     from imgzoo.cli_train import recorded_tta
 
     assert saved["recipe"]["tta"] == "flip+shift" == recorded_tta(runs.weights_of(str(out)))
+
+
+def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
+    from imgzoo.cli_train import model_kwarg
+
+    assert model_kwarg("depth=56") == ("depth", 56)
+    assert model_kwarg("widths=[32,64,128]") == ("widths", [32, 64, 128])
+    assert model_kwarg("whiten=true") == ("whiten", True) and model_kwarg("weights=None") == ("weights", None)
+    assert model_kwarg("weights=imagenet") == ("weights", "imagenet")  # not a literal: a string
+    for bad in ("depth", "=3", "2x=3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE"):
+            model_kwarg(bad)
+    folder = str(write_cifar10(tmp_path / "cifar", n_per_class=6))
+    config = runs.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
+    assert config.kwargs == {"whiten": True, "widths": [8, 8]}  # laid over the recipe's
+    command = runs.train_command(config, tmp_path / "run")
+    assert command.endswith("--model-kwargs 'widths=[8,8]'")  # the recipe's whiten=True is not repeated
+    words = shlex.split(command)
+    assert dict(model_kwarg(w) for w in words[words.index("--model-kwargs") + 1 :]) == {"widths": [8, 8]}
+
+
+def test_resuming_with_other_model_kwargs_is_refused(tmp_path):
+    folder = str(write_cifar10(tmp_path / "cifar", n_per_class=6))
+    config = runs.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
+    out = tmp_path / "run"
+    runs.train_run(out, config, verbose=0, log=lambda _: None)
+    again = runs.resume_config(out, "basic_cnn", folder, epochs=2, kwargs={"widths": [8, 8]})
+    assert again.kwargs == config.kwargs  # the same options given again change nothing
+    other = runs.resume_config(out, "basic_cnn", folder, epochs=2, kwargs={"widths": [8, 16]})
+    with pytest.raises(ValueError, match="kwargs"):
+        runs.train_run(out, other, resume=True, verbose=0, log=lambda _: None)
