@@ -257,7 +257,8 @@ def test_the_airbench_recipe_reaches_fit_the_loader_and_the_model():
     # airbench94's decoupled decay: 0.0153 per 1024 images, 0.0020 of each weight per step at the peak lr
     assert cfg.lr * cfg.weight_decay == pytest.approx(0.0153 * 1024 / (1024 * (1 + 1 / 0.15)))
     assert AIRBENCH.loader_options() == {"batch_size": 1024, "augment": "standard", "translate": 2}
-    assert "translate" not in get_recipe("basic_cnn").loader_options()
+    assert "translate" not in get_recipe("mnist_cnn").loader_options()  # not set: the loader's default
+    assert get_recipe("basic_cnn").fit_options() == AIRBENCH.fit_options()  # `imgzoo train basic_cnn` is airbench94
     model = imgzoo.create_model("basic_cnn", **AIRBENCH.model_kwargs)
     assert model.logit_scale == pytest.approx(1 / 9) and model.whiten
 
