@@ -267,7 +267,6 @@ class FastLoader:
         self.flip = self.augment == "standard" and flip_preserves_label(self.spec)
         standard = round(PAD_FRACTION * min(self.spec.size)) if translate is None else translate
         self.pad = standard if self.augment == "standard" else 0
-        self.translate = self.pad  # what Recipe.loader_differences compares
         # Crops and flips come from one gather over a padded, channels-last copy (also at translate=0).
         self.gathers = self.augment == "standard"
         self.generator = torch.Generator().manual_seed(seed)
@@ -286,6 +285,11 @@ class FastLoader:
         # x_norm = (x / 255 - mean) / std, folded into one multiply-add on the uint8 values.
         self.scale = 1.0 / (255.0 * std)
         self.shift = -mean / std
+
+    @property
+    def translate(self) -> int:
+        """The crop's largest shift in pixels (0 when not augmenting): what Recipe.loader_differences compares."""
+        return self.pad
 
     def __len__(self) -> int:
         n = len(self.targets)
