@@ -214,6 +214,8 @@ def headline(results: dict) -> list[tuple[str, str, str]]:
     add("fit / minimal loop", f"{results['fit']['fit_over_minimal']:.2f}")
     add("fit bf16 / fit fp32", f"{results['fit']['bf16_over_fp32']:.2f}")
     add("loader / training", f"{results['data']['ratio']:.0f}x")
+    if "strong_ratio" in results["data"]:  # results from before the strong loader lack it
+        add("strong-augment loader / training", f"{results['data']['strong_ratio']:.1f}x")
     tta = results.get("time_to_accuracy")
     if tta:
         ours = tta["mnist_cnn_to_99"]

@@ -9,6 +9,10 @@ a whole batch with a few tensor operations. imgzoo does the same:
     files --decode()--> uint8 (N, C, H, W), cached on disk by a checksum of the files
           --FastLoader--> shuffled, flipped, pad-cropped, normalised float batches
 
+The "strong" preset adds TrivialAugmentWide and random erasing, which choose an operation per
+image and so run image by image (torchvision's own v2 transforms, under the loader's generator);
+the decode, the crop and the flip stay batched.
+
 ``bench/bench_data.py`` measures the loader against ResNet-20 training throughput.
 """
 
@@ -34,7 +38,7 @@ from imgzoo._atomic import atomic_open
 from imgzoo._device import resolve_device
 from imgzoo.datasets import CorruptFileError, ImageFiles, TensorImages, _open_image
 from imgzoo.registry import DataSpec
-from imgzoo.transforms import PAD_FRACTION, ToImage, flip_preserves_label
+from imgzoo.transforms import AUGMENTS, PAD_FRACTION, ToImage, flip_preserves_label, strong_erasing, strong_policy
 
 __all__ = ["FastLoader", "decode", "default_cache_dir", "is_batch_loader", "own_generator"]
 
@@ -205,11 +209,8 @@ def _fit_to_spec(images: torch.Tensor, spec: DataSpec) -> torch.Tensor:
 
 
 def _check_options(augment: str, batch_size: int, translate: int | None) -> None:
-    if augment not in ("none", "standard"):
-        raise ValueError(
-            f"FastLoader augments with 'none' or 'standard', got {augment!r}. For 'strong', use a "
-            f"DataLoader with imgzoo.transforms.for_model(model, train=True, augment='strong')."
-        )
+    if augment not in AUGMENTS:
+        raise ValueError(f"FastLoader augments with one of {AUGMENTS}, got {augment!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if translate is not None and (not isinstance(translate, int) or isinstance(translate, bool) or translate < 0):
@@ -222,9 +223,10 @@ def _check_options(augment: str, batch_size: int, translate: int | None) -> None
 class FastLoader:
     """Shuffled, augmented, normalised batches from a uint8 image tensor kept on ``device``.
 
-    ``augment`` is ``"none"`` or ``"standard"`` (random pad-and-crop with reflection
-    padding, and a horizontal flip where the spec allows, the same as
-    ``imgzoo.transforms.build_transform(spec, train=True)``), applied only when
+    ``augment`` is ``"none"``, ``"standard"`` (random pad-and-crop with reflection
+    padding, and a horizontal flip where the spec allows) or ``"strong"`` (standard, then
+    TrivialAugmentWide and random erasing), the same presets as
+    ``imgzoo.transforms.build_transform(spec, train=True, augment=...)``, applied only when
     ``train``. ``translate`` is the largest shift of the pad-and-crop in pixels; None gives the
     standard 1/8 of the side (4 for CIFAR's 32), airbench94 uses 2 for its 10 epochs. Each
     epoch is a fresh permutation from a generator seeded by ``seed``,
@@ -264,11 +266,13 @@ class FastLoader:
         self.augment = augment if train else "none"
         self.shuffle = train if shuffle is None else shuffle
         self.drop_last = drop_last
-        self.flip = self.augment == "standard" and flip_preserves_label(self.spec)
-        standard = round(PAD_FRACTION * min(self.spec.size)) if translate is None else translate
-        self.pad = standard if self.augment == "standard" else 0
         # Crops and flips come from one gather over a padded, channels-last copy (also at translate=0).
-        self.gathers = self.augment == "standard"
+        self.gathers = self.augment != "none"
+        self.flip = self.gathers and flip_preserves_label(self.spec)
+        standard = round(PAD_FRACTION * min(self.spec.size)) if translate is None else translate
+        self.pad = standard if self.gathers else 0
+        self._policy = strong_policy() if self.augment == "strong" else None
+        self._erasing = strong_erasing() if self.augment == "strong" else None
         self.generator = torch.Generator().manual_seed(seed)
 
         images = _fit_to_spec(images, self.spec)
@@ -321,7 +325,23 @@ class FastLoader:
             x = x.permute(0, 3, 1, 2).contiguous()
         else:
             x = self.images[index.to(self.device)]
+        if self._policy is not None:
+            return self._strong(x)
         return x.float().mul_(self.scale).add_(self.shift)
+
+    def _strong(self, x: torch.Tensor) -> torch.Tensor:
+        """TrivialAugmentWide on each uint8 image, normalise, then random erasing on each.
+
+        torchvision's transforms draw from torch's global generator; they run here on a fork
+        of it seeded from this loader's generator, so an epoch repeats exactly (fit's resume
+        restores that generator) and the caller's global random state is left as it was.
+        """
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x = torch.stack([self._policy(image) for image in x.cpu()]).to(self.device)
+            x = x.float().mul_(self.scale).add_(self.shift)
+            return torch.stack([self._erasing(image) for image in x])
 
     def eval_batch(self, indices: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The images at ``indices`` (positions in the data set, not in an epoch) as an eval batch gives them.

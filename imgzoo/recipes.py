@@ -27,6 +27,7 @@ from typing import Any
 
 from imgzoo._device import AMP_CHOICES
 from imgzoo.registry import get_weights_entry, list_pretrained
+from imgzoo.transforms import AUGMENTS
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "list_recipes"]
 
@@ -62,7 +63,7 @@ class Recipe:
     label_smoothing: float = 0.0
     norm_bias_lr_scale: float = 1.0  # the learning rate of batch-norm shifts, as a multiple of lr
     amp: bool | str = "auto"  # fit's amp: "auto", "fp32", "bf16", "fp16"
-    augment: str = "standard"  # FastLoader's augment: "none" or "standard"
+    augment: str = "standard"  # FastLoader's augment: "none", "standard" or "strong"
     translate: int | None = None  # FastLoader's pad-and-crop in pixels; None: its default (1/8 of the side)
     ema_decay: float | None = None  # callbacks.EMA(decay=...) during training; None: no weight average
     # callbacks.Lookahead(decay=...) during training; None: none. Not with ema_decay: both rewrite the weights.
@@ -80,7 +81,7 @@ class Recipe:
                 (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'", self.optimizer),
                 (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}", self.schedule),
                 (self.amp in AMP_CHOICES, f"amp must be one of {AMP_CHOICES}", self.amp),
-                (self.augment in ("none", "standard"), "augment must be 'none' or 'standard'", self.augment),
+                (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}", self.augment),
                 (
                     self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
                     "ema_decay must be in (0, 1) or None",

@@ -266,8 +266,8 @@ class Transformed(Dataset):
 
 
 def _fast(model: nn.Module, augment: str) -> bool:
-    """FastLoader serves small images with "none" or "standard"; the rest go through per-image transforms."""
-    return model.data_spec.resize is None and augment in ("none", "standard")
+    """FastLoader serves small images, with any augmentation; resized ones go through per-image transforms."""
+    return model.data_spec.resize is None
 
 
 def train_data(

@@ -36,7 +36,16 @@ from torchvision.transforms.v2 import functional as TF
 
 from imgzoo.registry import DataSpec, get_model_entry, get_weights_entry
 
-__all__ = ["AUGMENTS", "ToImage", "build_transform", "for_model", "flip_preserves_label", "spec_of"]
+__all__ = [
+    "AUGMENTS",
+    "ToImage",
+    "build_transform",
+    "for_model",
+    "flip_preserves_label",
+    "spec_of",
+    "strong_erasing",
+    "strong_policy",
+]
 
 AUGMENTS = ("none", "standard", "strong")
 
@@ -52,6 +61,19 @@ _NO_FLIP = frozenset({"mnist"})
 def flip_preserves_label(spec: DataSpec) -> bool:
     """Whether a horizontal flip keeps the label of an image of this data set."""
     return spec.name not in _NO_FLIP
+
+
+def strong_policy() -> v2.TrivialAugmentWide:
+    """The "strong" preset's per-image policy on uint8 images, after the crop and flip: TrivialAugmentWide
+    (Mueller and Hutter 2021, arXiv:2103.10158), one random operation at a random strength per image.
+    build_transform and FastLoader both take it from here, so the two "strong" paths cannot drift apart."""
+    return v2.TrivialAugmentWide()
+
+
+def strong_erasing() -> v2.RandomErasing:
+    """The "strong" preset's random erasing on normalised float images (Zhong et al. 2017, arXiv:1708.04896):
+    a quarter of the images lose a random rectangle to 0, which after normalising is the data's mean."""
+    return v2.RandomErasing(p=0.25, value=0)
 
 
 class ToImage:
@@ -208,10 +230,10 @@ def build_transform(spec: DataSpec, train: bool = False, augment: str = "standar
     steps: list[Callable[..., Any]] = [ToImage(spec.channels), *geometry(spec, train, augment)]
     strong = train and augment == "strong"
     if strong:
-        steps.append(v2.TrivialAugmentWide())
+        steps.append(strong_policy())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
     if strong:
-        steps.append(v2.RandomErasing(p=0.25, value=0))  # value 0 is the data mean after normalising
+        steps.append(strong_erasing())
     steps.append(v2.ToPureTensor())
     return v2.Compose(steps)
 

@@ -117,8 +117,8 @@ def test_fast_loader_decodes_image_files_with_a_spec(tmp_path):
 
 def test_bad_arguments_are_refused(tmp_path):
     data = datasets.cifar10(write_cifar10(tmp_path))
-    with pytest.raises(ValueError, match="strong"):
-        loaders.FastLoader(data, train=True, augment="strong")
+    with pytest.raises(ValueError, match="one of .*'strong'.*got 'heavy'"):
+        loaders.FastLoader(data, train=True, augment="heavy")
     with pytest.raises(ValueError, match="batch_size"):
         loaders.FastLoader(data, batch_size=0)
     with pytest.raises(TypeError, match="DataLoader"):
@@ -172,3 +172,80 @@ def test_eval_batch_shows_chosen_images_unaugmented_even_from_a_training_loader(
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(loader, twin, strict=True))
     with pytest.raises(IndexError, match="0..19"):
         loader.eval_batch([20])
+
+
+# ---------------------------------------------------------------------------- the "strong" preset
+
+
+def first_batch(data, augment, seed=5):
+    loader = loaders.FastLoader(data, 20, train=True, augment=augment, device="cpu", seed=seed)
+    return next(iter(loader))[0]
+
+
+def test_strong_crops_and_flips_first_then_applies_the_policy_per_image(tmp_path, monkeypatch):
+    """With the policy and erasing made identities, a strong batch is the standard batch of the same seed:
+    the crop and flip come first, from the same draws, and the policy sees the cropped uint8 image."""
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
+    seen = []
+
+    def policy(image):
+        seen.append((image.dtype, tuple(image.shape)))
+        return image
+
+    monkeypatch.setattr(loaders, "strong_policy", lambda: policy)
+    monkeypatch.setattr(loaders, "strong_erasing", lambda: lambda image: image)
+    assert torch.equal(first_batch(data, "strong"), first_batch(data, "standard"))
+    assert seen == [(torch.uint8, (3, 32, 32))] * 20
+
+
+def test_strong_batches_differ_from_standard_ones_and_some_are_erased(tmp_path):
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=4))
+    strong, standard = first_batch(data, "strong"), first_batch(data, "standard")
+    changed = (strong - standard).abs().amax(dim=(1, 2, 3)) > 1e-4
+    assert changed.sum() >= 10  # most images got an operation (identity is 1 of TrivialAugmentWide's 14)
+    # An erased image holds a rectangle of exact zeros in every channel; real pixels normalise to 0 almost never.
+    zero_pixels = (strong == 0).all(dim=1).sum(dim=(1, 2))
+    assert (zero_pixels >= 4).any()
+
+
+def test_strong_batches_repeat_with_the_seed_whatever_the_global_random_state(tmp_path):
+    data = datasets.mnist(write_mnist(tmp_path, n_per_class=2))
+    torch.manual_seed(1)
+    a = first_batch(data, "strong")
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    b = first_batch(data, "strong")
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left alone
+    assert torch.equal(a, b)
+    assert not torch.equal(a, first_batch(data, "strong", seed=6))
+    assert a.shape == (20, 1, 28, 28)
+
+
+def test_a_strong_run_resumes_exactly(tmp_path):
+    """fit restores the loader's generator, which now also drives the per-image policy: 1 + 1 epochs == 2."""
+    from imgzoo import create_model, fit
+
+    data = datasets.mnist(write_mnist(tmp_path / "data", n_per_class=3))
+
+    def run(epochs, **resume):
+        torch.manual_seed(0)
+        model = create_model("mnist_cnn", hidden=16)
+        loader = loaders.FastLoader(data, 8, train=True, augment="strong", device="cpu", seed=1)
+        fit(model, loader, epochs=epochs, schedule=None, verbose=0, checkpoint_dir=tmp_path / "ckpt", **resume)
+        return model
+
+    straight = run(2)
+    for stale in (tmp_path / "ckpt").glob("*.pt"):
+        stale.unlink()
+    run(1)
+    resumed = run(2, resume=tmp_path / "ckpt")
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_runs_train_small_images_with_strong_augmentation_from_a_fast_loader(tmp_path):
+    from imgzoo import create_model, runs
+
+    data = datasets.mnist(write_mnist(tmp_path, n_per_class=2))
+    loader = runs.train_data(create_model("mnist_cnn"), data, "strong", 4, seed=0)
+    assert isinstance(loader, loaders.FastLoader) and loader.augment == "strong" and loader.translate == 4
