@@ -8,11 +8,15 @@
 
 The data may be the Stanford Dogs tree (Images/n02085620-Chihuahua/*.jpg), Kaggle's
 dog-breed-identification (train/ and labels.csv) or any ImageFolder; a seeded stratified
-20% of it is held out for validation. The ImageNet weights come from torchvision's cache,
-$TORCH_HOME/hub/checkpoints/ (downloaded there on first use unless IMGZOO_OFFLINE=1);
---weights none starts from random weights instead, to try the recipe without that file.
+20% of it is held out for validation. --official-split instead trains on Stanford Dogs' own
+training list and validates on its test list (train_list.mat and test_list.mat from lists.tar;
+reading them needs scipy: pip install "imgzoo[dogs]"), the split published results use.
+The ImageNet weights come from torchvision's cache, $TORCH_HOME/hub/checkpoints/
+(downloaded there on first use unless IMGZOO_OFFLINE=1); --weights none starts from random
+weights instead, to try the recipe without that file.
 
     python examples/finetune_dogbreed.py PATH/TO/stanford-dogs --backbone resnet50 --out runs/dogs
+    python examples/finetune_dogbreed.py PATH/TO/stanford-dogs --official-split --out runs/dogs-official
     python examples/finetune_dogbreed.py --smoke   # generated images, resnet18 with random weights
 """
 
@@ -41,14 +45,11 @@ def finetune(
     epochs: tuple[int, int],
     batch_size: int,
     workers: int,
+    official_split: bool = False,
 ) -> Path:
     breeds = datasets.dog_breeds(root).classes
     model = imgzoo.create_model("dogbreed_transfer", backbone=backbone, weights=weights, class_names=breeds)
-    # Two views of the same files, split with the same seed: augmented for training, plain for validation.
-    train, _ = datasets.train_val_split(
-        datasets.dog_breeds(root, transform=transforms.for_model(model, train=True)), 0.2, seed=0
-    )
-    _, val = datasets.train_val_split(datasets.dog_breeds(root, transform=transforms.for_model(model)), 0.2, seed=0)
+    train, val = split(root, model, official_split)
     print(f"{len(breeds)} breeds: {len(train)} training and {len(val)} validation images from {root}")
     options = {"batch_size": batch_size, "num_workers": workers, "seed": 0, "verbose": 2, "schedule": "cosine"}
 
@@ -71,11 +72,23 @@ def finetune(
     recipe = {"backbone": backbone, "weights": weights, "warmup_epochs": epochs[0], "finetune_epochs": epochs[1]}
     recipe |= {"unfrozen": "layer4", "lr": LR, "backbone_lr_scale": BACKBONE_LR_SCALE}
     folder = imgzoo.save(model, out / "model", history, recipe=recipe, metrics={"val_acc": round(result.top1, 4)})
-    image, label = val.dataset.samples[val.indices[0]]  # a held-out file, and its breed
+    image, label = val.samples[0] if official_split else val.dataset.samples[val.indices[0]]  # a held-out file
     ranked = imgzoo.predict(model, image, topk=3)
     print(f"{Path(image).name} ({breeds[label]}): " + ", ".join(f"{name} {p:.2f}" for name, p in ranked))
     print(f"saved {folder}")
     return folder
+
+
+def split(root: Path, model: torch.nn.Module, official: bool) -> tuple:
+    """The training and validation images, augmented for training and plain for validation."""
+    train_tf, eval_tf = transforms.for_model(model, train=True), transforms.for_model(model)
+    if official:  # Stanford Dogs' own lists: 100 images per breed to train on, the rest to test
+        train = datasets.stanford_dogs(root, train_tf, split="train")
+        return train, datasets.stanford_dogs(root, eval_tf, split="test")
+    # Two views of the same files, split with the same seed.
+    train, _ = datasets.train_val_split(datasets.dog_breeds(root, transform=train_tf), 0.2, seed=0)
+    _, val = datasets.train_val_split(datasets.dog_breeds(root, transform=eval_tf), 0.2, seed=0)
+    return train, val
 
 
 def main() -> None:
@@ -91,6 +104,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="processes decoding images")
     parser.add_argument("--out", type=Path, help="folder for the saved model (required without --smoke)")
     parser.add_argument("--smoke", action="store_true", help="generated images, resnet18 with random weights")
+    parser.add_argument(
+        "--official-split", action="store_true", help="Stanford Dogs' train_list.mat / test_list.mat, not a 20%% split"
+    )
     args = parser.parse_args()
     if args.smoke:
         with tempfile.TemporaryDirectory(prefix="imgzoo-smoke-") as tmp:
@@ -106,6 +122,7 @@ def main() -> None:
         parser.error("give the dog images folder and --out (or --smoke)")
     epochs = (args.warmup_epochs, args.epochs)
     options = {"epochs": epochs, "batch_size": args.batch_size, "workers": args.workers}
+    options["official_split"] = args.official_split
     finetune(args.data, args.out, backbone=args.backbone, weights=WEIGHTS[args.weights], **options)
 
 

@@ -693,12 +693,23 @@ _DOGS_HOW = (
 )
 
 
-def stanford_dogs(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageFiles:
+def stanford_dogs(
+    root: str | os.PathLike,
+    transform: Transform | None = None,
+    on_error: str = "raise",
+    split: str | None = None,
+) -> ImageFiles:
     """Stanford Dogs (Khosla et al. 2011): ``root/Images/<wnid>-<Breed>/*.jpg``, 120 breeds.
 
     ``root`` may also be the ``Images`` folder itself. Classes follow the WordNet
     ids' order (the data set's own) and are named without the id:
     ``n02085620-Chihuahua`` -> ``Chihuahua``.
+
+    ``split="train"`` or ``"test"`` keeps only the images of the data set's official split,
+    which published results use (100 per breed for training, the other 8,580 for testing):
+    the files listed in ``train_list.mat`` or ``test_list.mat`` from ``lists.tar``, found in
+    ``root`` or ``root/lists``. Reading them needs scipy (``pip install "imgzoo[dogs]"``).
+    ``None`` (the default) gives every image.
     """
     root = Path(root)
     images = root / "Images" if (root / "Images").is_dir() else root
@@ -709,7 +720,42 @@ def stanford_dogs(root: str | os.PathLike, transform: Transform | None = None, o
         if not match:
             raise ValueError(f"{images / folder} is not named <wnid>-<Breed> (e.g. n02085620-Chihuahua). {_DOGS_HOW}")
         names.append(match.group(1))
-    return ImageFiles(_scan(images, folders), names, transform=transform, on_error=on_error, source=str(images))
+    samples = _scan(images, folders)
+    if split is not None:
+        samples = _official_split(root, images, samples, split)
+    return ImageFiles(samples, names, transform=transform, on_error=on_error, source=str(images))
+
+
+_DOGS_SPLITS = ("train", "test")
+
+
+def _official_split(root: Path, images: Path, samples: list[tuple[str, int]], split: str) -> list[tuple[str, int]]:
+    """The samples ``{split}_list.mat`` names, in the list's order; a listed file that is not there is an error."""
+    if split not in _DOGS_SPLITS:
+        raise ValueError(f"stanford_dogs: split must be one of {_DOGS_SPLITS} or None (every image), got {split!r}")
+    places = [folder / f"{split}_list.mat" for folder in (root, root / "lists", images.parent, images.parent / "lists")]
+    found = next((p for p in places if p.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"stanford_dogs(split={split!r}) needs {split}_list.mat; looked in "
+            f"{', '.join(str(p.parent) for p in places)}. It is in "
+            "http://vision.stanford.edu/aditya86/ImageNetDogs/lists.tar: extract it into the data set's folder."
+        )
+    try:
+        from scipy.io import loadmat  # MATLAB's format: optional, only the official split needs it
+    except ImportError:
+        raise ImportError(
+            f'reading {found} (a MATLAB file) needs scipy, which is not installed: pip install "imgzoo[dogs]"'
+        ) from None
+    listed = [str(name) for name in loadmat(found, squeeze_me=True)["file_list"].ravel()]  # "n0208..-Breed/x.jpg"
+    label_of = {Path(path).relative_to(images).as_posix(): label for path, label in samples}
+    missing = [name for name in listed if name not in label_of]
+    if missing:
+        raise FileNotFoundError(
+            f"{found} lists {len(missing)} image(s) not found under {images}, e.g. {missing[0]}. "
+            f"Extract the whole images.tar there, or use split=None for the images you have."
+        )
+    return [(str(images / name), label_of[name]) for name in listed]
 
 
 _KAGGLE_HOW = (

@@ -157,6 +157,44 @@ def test_stanford_dogs_cleans_names_and_keeps_wnid_order(tmp_path):
     assert datasets.stanford_dogs(tmp_path / "Images").samples == dogs.samples
 
 
+def write_dog_lists(root: Path, lists: dict[str, list[str]]) -> None:
+    """``{split}_list.mat`` as lists.tar holds it: a MATLAB cell column ``file_list`` of paths under Images/."""
+    from scipy.io import savemat
+
+    for split, names in lists.items():
+        savemat(root / f"{split}_list.mat", {"file_list": np.array(names, dtype=object).reshape(-1, 1)})
+
+
+def test_stanford_dogs_official_split_keeps_the_listed_images_in_list_order(tmp_path):
+    write_stanford_dogs(tmp_path, n_per_class=3)
+    every = datasets.stanford_dogs(tmp_path)
+    names = [Path(path).relative_to(tmp_path / "Images").as_posix() for path, _ in every.samples]
+    (tmp_path / "lists").mkdir()
+    train_names = [n for n in names if not n.endswith("_2.jpg")][::-1]  # another order than the folder scan's
+    write_dog_lists(tmp_path / "lists", {"train": train_names, "test": [n for n in names if n.endswith("_2.jpg")]})
+    train = datasets.stanford_dogs(tmp_path, split="train")
+    test = datasets.stanford_dogs(tmp_path / "Images", split="test")
+    assert [Path(p).relative_to(tmp_path / "Images").as_posix() for p, _ in train.samples] == train_names
+    assert train.targets == [2, 2, 1, 1, 0, 0] and test.targets == [0, 1, 2]
+    assert train.classes == test.classes == every.classes
+    assert sorted(train.samples + test.samples) == sorted(every.samples)
+    assert_labels_match(train)
+
+
+def test_stanford_dogs_official_split_says_what_is_missing(tmp_path, monkeypatch):
+    write_stanford_dogs(tmp_path, n_per_class=1)
+    with pytest.raises(FileNotFoundError, match=r"train_list\.mat.*lists\.tar"):
+        datasets.stanford_dogs(tmp_path, split="train")
+    with pytest.raises(ValueError, match="split must be one of .*got 'val'"):
+        datasets.stanford_dogs(tmp_path, split="val")
+    write_dog_lists(tmp_path, {"test": ["n02085620-Chihuahua/n02085620_0.jpg", "n02085620-Chihuahua/gone.jpg"]})
+    with pytest.raises(FileNotFoundError, match="1 image.*not found.*gone.jpg"):
+        datasets.stanford_dogs(tmp_path, split="test")
+    monkeypatch.setitem(__import__("sys").modules, "scipy.io", None)  # as if scipy were not installed
+    with pytest.raises(ImportError, match=r"imgzoo\[dogs\]"):
+        datasets.stanford_dogs(tmp_path, split="test")
+
+
 def test_stanford_dogs_rejects_folders_without_a_wnid(tmp_path):
     write_image_folder(tmp_path / "Images", classes=("beagle",))
     with pytest.raises(ValueError, match="n02085620-Chihuahua"):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,6 +145,26 @@ def test_finetune_dogbreed_trains_the_head_alone_then_layer4_at_a_tenth_of_its_r
 
     assert imgzoo.load(folder).data_spec.class_names == ("Chihuahua", "Japanese_spaniel", "Maltese_dog")
     assert not (tmp_path / "torch_home").exists()
+
+
+def test_finetune_dogbreed_official_split_trains_on_the_train_list_and_validates_on_the_test_list(
+    tmp_path, monkeypatch, capsys
+):
+    from scipy.io import savemat
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    example = importlib.import_module("finetune_dogbreed")
+    root = importlib.import_module("tiny_data").write_stanford_dogs(tmp_path / "dogs")
+    names = sorted(p.relative_to(root / "Images").as_posix() for p in (root / "Images").rglob("*.jpg"))
+    for split, listed in (("train", names[:9]), ("test", names[9:])):
+        savemat(root / f"{split}_list.mat", {"file_list": np.array(listed, dtype=object).reshape(-1, 1)})
+    example.finetune(
+        root, tmp_path / "run", backbone="resnet18", weights=None, epochs=(1, 1), batch_size=4, workers=0,
+        official_split=True,
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"9 training and 3 validation images from {root}" in out
+    assert f"{Path(names[9]).name} (" in out  # the prediction shown is of the test list's first image
 
 
 def test_load_pretrained_classifies_the_bundled_samples_and_builds_a_new_head(tmp_path):
