@@ -707,8 +707,8 @@ def stanford_dogs(
 
     ``split="train"`` or ``"test"`` keeps only the images of the data set's official split,
     which published results use (100 per breed for training, the other 8,580 for testing):
-    the files listed in ``train_list.mat`` or ``test_list.mat`` from ``lists.tar``, found in
-    ``root`` or ``root/lists``. Reading them needs scipy (``pip install "imgzoo[dogs]"``).
+    the files listed in ``train_list.mat`` or ``test_list.mat`` from ``lists.tar``, found
+    beside ``Images/`` or in a ``lists/`` folder there. Reading them needs scipy (``pip install "imgzoo[dogs]"``).
     ``None`` (the default) gives every image.
     """
     root = Path(root)

@@ -265,7 +265,7 @@ class Transformed(Dataset):
         return self.transform(image), label
 
 
-def _fast(model: nn.Module, augment: str) -> bool:
+def _fast(model: nn.Module) -> bool:
     """FastLoader serves small images, with any augmentation; resized ones go through per-image transforms."""
     return model.data_spec.resize is None
 
@@ -274,7 +274,7 @@ def train_data(
     model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int, translate: int | None = None
 ) -> Any:
     """What fit trains on: a FastLoader where it can augment, else the images through the train transform."""
-    if _fast(model, augment):
+    if _fast(model):
         return FastLoader(
             part, batch_size, spec=model.data_spec, train=True, augment=augment, translate=translate, seed=seed
         )
@@ -283,7 +283,7 @@ def train_data(
 
 def eval_data(model: nn.Module, part: Dataset, batch_size: int = 256) -> Any:
     """Batches of ``part`` preprocessed as the model expects at evaluation: for fit's val and evaluate."""
-    if _fast(model, "none"):
+    if _fast(model):
         return FastLoader(part, batch_size, spec=model.data_spec)
     return DataLoader(Transformed(part, for_model(model)), batch_size=batch_size)
 
