@@ -1,6 +1,7 @@
 """imgzoo.datasets on tiny files in the real formats: labels match images, class order is stable, bad input is loud."""
 
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def test_stanford_dogs_official_split_says_what_is_missing(tmp_path, monkeypatch
     write_dog_lists(tmp_path, {"test": ["n02085620-Chihuahua/n02085620_0.jpg", "n02085620-Chihuahua/gone.jpg"]})
     with pytest.raises(FileNotFoundError, match="1 image.*not found.*gone.jpg"):
         datasets.stanford_dogs(tmp_path, split="test")
-    monkeypatch.setitem(__import__("sys").modules, "scipy.io", None)  # as if scipy were not installed
+    monkeypatch.setitem(sys.modules, "scipy.io", None)  # as if scipy were not installed
     with pytest.raises(ImportError, match=r"imgzoo\[dogs\]"):
         datasets.stanford_dogs(tmp_path, split="test")
 
