@@ -1,7 +1,9 @@
 """How close each model runs to this machine's own limit: images/s as a fraction of the measured peak.
 
 For every registered model: training (forward, backward, SGD step) and inference images/s, in
-fp32, bf16 and amp="auto", in NCHW and channels_last. Each is turned into a fraction of the
+fp32, bf16 and amp="auto", in NCHW and channels_last. Inference is timed twice: "infer" runs
+the model as built, "evaluate" as imgzoo.evaluate runs it, batch norm folded into the
+convolutions (imgzoo.fold_batchnorm). Each is turned into a fraction of the
 machine's fp32 peak, measured in the same run by a large matmul probe, using the model's FLOPs
 per image counted by torch.utils.flop_counter. A minimal ResNet-20 written in plain PyTorch in
 this file runs beside imgzoo's resnet_cifar, so any overhead in imgzoo's model shows as a ratio.
@@ -32,12 +34,14 @@ import device_choice
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.optimization import fuse as fx_fuse
 from torch.utils.flop_counter import FlopCounterMode
 
 import imgzoo
 from imgzoo._device import amp_dtype, autocast, cpu_has_native_bf16, describe_machine
 
 CPU = torch.device("cpu")
+MODES = ("train", "infer", "evaluate")
 
 
 def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, n: int = 2048,
@@ -127,7 +131,7 @@ class PlainResNet20(nn.Module):
 @dataclass
 class Config:
     model: str
-    mode: str  # "train" or "infer"
+    mode: str  # "train", "infer" (model(x) in eval mode) or "evaluate" (batch norm folded, as evaluate runs it)
     amp: str  # "fp32", "bf16" or "auto"
     channels_last: bool
 
@@ -161,10 +165,21 @@ def flops_per_image(model: nn.Module, shape: tuple[int, ...], train: bool) -> fl
     return counter.get_total_flops() / 2
 
 
+def folded(name: str, model: nn.Module) -> nn.Module:
+    """The network inference runs in "evaluate" rows: batch norm folded into the convolutions.
+
+    imgzoo's models as imgzoo.evaluate runs them (imgzoo.fold_batchnorm); the plain ResNet-20 as a
+    user would fold it by hand, with torch.fx's fuse, so the overhead ratio compares like with like.
+    """
+    if name == "plain_resnet20":
+        return fx_fuse(model.eval())
+    return imgzoo.fold_batchnorm(model)
+
+
 def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
     device = batch.device
     dtype = amp_dtype(cfg.amp, device)
-    if cfg.mode == "infer":
+    if cfg.mode in ("infer", "evaluate"):
         model.eval()
 
         def infer() -> None:
@@ -234,8 +249,10 @@ def measure(cfg: Config, seconds: float, device: torch.device, flops: dict) -> t
     if emulated:
         batch_size = min(batch_size, 16)
     key = (cfg.model, cfg.mode)
-    if key not in flops:
+    if key not in flops:  # "evaluate" counts the unfolded network's FLOPs: folding saves memory passes, not FLOPs
         flops[key] = flops_per_image(model, shape, cfg.mode == "train")  # counted on the CPU: same FLOPs
+    if cfg.mode == "evaluate":
+        model = folded(cfg.model, model)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=fmt)
     batch = torch.randn(batch_size, *shape, device=device).contiguous(memory_format=fmt)
@@ -254,7 +271,7 @@ def run(
 ) -> tuple[list[Result], dict]:
     """Every model x mode x amp x layout on ``device``, interleaved; the results and the peaks (see peaks)."""
     configs = [
-        Config(m, mode, amp, cl) for m in models for mode in ("train", "infer") for amp in amps for cl in (False, True)
+        Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in (False, True)
     ]
     samples: dict[int, list[float]] = {i: [] for i in range(len(configs))}
     sizes: dict[int, int] = {}

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device
 from imgzoo.datasets import _open_image, image_folder
+from imgzoo.fusion import fold_batchnorm
 from imgzoo.loaders import is_batch_loader
 from imgzoo.plots import plot_confusion_matrix, plot_samples
 from imgzoo.transforms import flip_preserves_label, for_model
@@ -322,9 +323,10 @@ def evaluate(
             f"fewer samples than one batch); pass at least one (image, label) sample"
         )
     with _borrowed(model, device), torch.no_grad():
-        num_classes = model(first[0][:1].to(device)).shape[1]
+        net = fold_batchnorm(model)  # the same logits to float rounding, 1.2x faster (imgzoo.fusion)
+        num_classes = net(first[0][:1].to(device)).shape[1]
         sums = eval_sums(
-            model if mode == "none" else TestTimeAugmented(model, mode),
+            net if mode == "none" else TestTimeAugmented(net, mode),
             _checked_labels(loader, num_classes),
             device=device,
             amp_dtype=amp_dtype(amp, device),

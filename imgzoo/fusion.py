@@ -1,0 +1,105 @@
+"""Fold batch norm into the convolution before it, for inference.
+
+In eval mode a BatchNorm2d is a fixed per-channel affine map, ``y = a * x + b``, so the
+convolution feeding it can absorb it: its weights scaled by ``a``, ``b`` added to its bias
+(torch.nn.utils.fusion.fuse_conv_bn_eval does the arithmetic). The network then makes one
+pass less over every feature map. On a 2-core AMD EPYC (AVX2, torch 2.14.1), ResNet-20's
+channels_last inference at batch 128 ran 1.20x faster folded (367 against 306 images/s,
+interleaved 3-second windows); ``python bench/bench_models.py`` measures it on any machine
+as the ``evaluate`` rows. :func:`imgzoo.evaluate` runs every model through this fold.
+
+Which pairs are folded, and why those are safe:
+
+- A Conv2d directly followed by a BatchNorm2d in an ``nn.Sequential``: in a Sequential the
+  convolution's output reaches nothing but the batch norm. Every imgzoo family builds its
+  conv-BN pairs this way.
+- The same with a MaxPool2d between them (basic_cnn pools before its batch norm, as airbench
+  does), when every channel's scale ``a`` is positive: max-pooling commutes with ``a * x + b``
+  only then.
+- torchvision's ResNet and its blocks (the dogbreed_transfer backbone), whose ``convK`` feeds
+  ``bnK`` and nothing else in their forward.
+
+A batch norm without running statistics (``track_running_stats=False``) normalises with the
+batch's own statistics even in eval mode, so it is never folded. The caller's model is left
+as it was: the folded network is a copy, in eval mode, and only for inference (its batch
+norms are gone, so training it would train a different network).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models import resnet as tv_resnet
+
+__all__ = ["fold_batchnorm"]
+
+# torchvision's ResNet classes and the (conv, bn) attribute pairs their forward applies back to back.
+_TORCHVISION_PAIRS: tuple[tuple[type[nn.Module], tuple[tuple[str, str], ...]], ...] = (
+    (tv_resnet.ResNet, (("conv1", "bn1"),)),
+    (tv_resnet.BasicBlock, (("conv1", "bn1"), ("conv2", "bn2"))),
+    (tv_resnet.Bottleneck, (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))),
+)
+
+
+def _scale(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """The per-channel factor ``a`` of the eval-mode batch norm ``a * x + b``."""
+    weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+    return weight / torch.sqrt(bn.running_var + bn.eps)
+
+
+def _foldable(conv: nn.Module, bn: nn.Module, pooled: bool = False) -> bool:
+    if type(conv) is not nn.Conv2d or not isinstance(bn, nn.BatchNorm2d):
+        return False
+    if bn.running_mean is None or bn.running_var is None:  # batch statistics even in eval mode
+        return False
+    return not pooled or bool((_scale(bn) > 0).all())
+
+
+def _fold_sequential(seq: nn.Sequential) -> int:
+    """Fold every Conv2d [-> MaxPool2d] -> BatchNorm2d run in ``seq``; the number folded."""
+    folded = 0
+    for i in range(len(seq) - 1):
+        pooled = isinstance(seq[i + 1], nn.MaxPool2d) and i + 2 < len(seq)
+        j = i + 2 if pooled else i + 1
+        if _foldable(seq[i], seq[j], pooled):
+            seq[i] = fuse_conv_bn_eval(seq[i], seq[j])
+            seq[j] = nn.Identity()
+            folded += 1
+    return folded
+
+
+def _fold_attributes(module: nn.Module) -> int:
+    """Fold the (convK, bnK) pairs of a torchvision ResNet or block; the number folded."""
+    folded = 0
+    for cls, pairs in _TORCHVISION_PAIRS:
+        if type(module) is not cls:
+            continue
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            if _foldable(conv, bn):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+                folded += 1
+    return folded
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with its batch norms folded into the convolutions before them.
+
+    The copy computes the same logits up to float rounding (about 1e-6 relative in fp32) and
+    runs faster; ``model`` itself is not changed. Layers this cannot prove safe to fold (see the
+    module's docstring) are copied as they are, so any model is accepted. The copy keeps the
+    model's attributes (``data_spec``, ``pretrained_cfg``), so the transforms still travel with it.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fold_batchnorm takes a torch.nn.Module, got {type(model).__name__}")
+    folded = copy.deepcopy(model).eval()
+    for module in list(folded.modules()):
+        if isinstance(module, nn.Sequential):
+            _fold_sequential(module)
+        _fold_attributes(module)
+    return folded
