@@ -270,9 +270,7 @@ def run(
     models: list[str], reps: int, seconds: float, amps: list[str], device: torch.device = CPU
 ) -> tuple[list[Result], dict]:
     """Every model x mode x amp x layout on ``device``, interleaved; the results and the peaks (see peaks)."""
-    configs = [
-        Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in (False, True)
-    ]
+    configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in (False, True)]
     samples: dict[int, list[float]] = {i: [] for i in range(len(configs))}
     sizes: dict[int, int] = {}
     probes = [peaks(device)]
