@@ -9,9 +9,9 @@ a whole batch with a few tensor operations. imgzoo does the same:
     files --decode()--> uint8 (N, C, H, W), cached on disk by a checksum of the files
           --FastLoader--> shuffled, flipped, pad-cropped, normalised float batches
 
-The "strong" preset adds TrivialAugmentWide and random erasing, which choose an operation per
-image and so run image by image (torchvision's own v2 transforms, under the loader's generator);
-the decode, the crop and the flip stay batched.
+The "strong" preset adds TrivialAugmentWide and random erasing, and "affine" a small random
+rotation and scaling; both draw per image and so run image by image (torchvision's own v2
+transforms, under the loader's generator); the decode, the crop and the flip stay batched.
 
 ``bench/bench_data.py`` measures the loader against ResNet-20 training throughput.
 """
@@ -38,7 +38,7 @@ from imgzoo._atomic import atomic_open
 from imgzoo._device import resolve_device
 from imgzoo.datasets import CorruptFileError, ImageFiles, TensorImages, _open_image
 from imgzoo.registry import DataSpec
-from imgzoo.transforms import AUGMENTS, PAD_FRACTION, ToImage, flip_preserves_label, strong_erasing, strong_policy
+from imgzoo.transforms import AUGMENTS, PAD_FRACTION, ToImage, flip_preserves_label, per_image_policy, strong_erasing
 
 __all__ = ["FastLoader", "decode", "default_cache_dir", "is_batch_loader", "own_generator"]
 
@@ -224,8 +224,9 @@ class FastLoader:
     """Shuffled, augmented, normalised batches from a uint8 image tensor kept on ``device``.
 
     ``augment`` is ``"none"``, ``"standard"`` (random pad-and-crop with reflection
-    padding, and a horizontal flip where the spec allows) or ``"strong"`` (standard, then
-    TrivialAugmentWide and random erasing), the same presets as
+    padding, and a horizontal flip where the spec allows), ``"strong"`` (standard, then
+    TrivialAugmentWide and random erasing) or ``"affine"`` (standard, then a random rotation
+    of up to 10 degrees and scaling by 0.9-1.1), the same presets as
     ``imgzoo.transforms.build_transform(spec, train=True, augment=...)``, applied only when
     ``train``. ``translate`` is the largest shift of the pad-and-crop in pixels; None gives the
     standard 1/8 of the side (4 for CIFAR's 32), airbench94 uses 2 for its 10 epochs. Each
@@ -271,7 +272,7 @@ class FastLoader:
         self.flip = self.gathers and flip_preserves_label(self.spec)
         standard = round(PAD_FRACTION * min(self.spec.size)) if translate is None else translate
         self.pad = standard if self.gathers else 0
-        self._policy = strong_policy() if self.augment == "strong" else None
+        self._policy = per_image_policy(self.augment)
         self._erasing = strong_erasing() if self.augment == "strong" else None
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -326,11 +327,11 @@ class FastLoader:
         else:
             x = self.images[index.to(self.device)]
         if self._policy is not None:
-            return self._strong(x)
+            return self._per_image(x)
         return x.float().mul_(self.scale).add_(self.shift)
 
-    def _strong(self, x: torch.Tensor) -> torch.Tensor:
-        """TrivialAugmentWide on each uint8 image, normalise, then random erasing on each.
+    def _per_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The preset's policy on each uint8 image, normalise, then (strong) random erasing on each.
 
         torchvision's transforms draw from torch's global generator; they run here on a fork
         of it seeded from this loader's generator, so an epoch repeats exactly (fit's resume
@@ -341,7 +342,7 @@ class FastLoader:
             torch.manual_seed(seed)
             x = torch.stack([self._policy(image) for image in x.cpu()]).to(self.device)
             x = x.float().mul_(self.scale).add_(self.shift)
-            return torch.stack([self._erasing(image) for image in x])
+            return x if self._erasing is None else torch.stack([self._erasing(image) for image in x])
 
     def eval_batch(self, indices: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The images at ``indices`` (positions in the data set, not in an epoch) as an eval batch gives them.

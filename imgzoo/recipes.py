@@ -63,7 +63,7 @@ class Recipe:
     label_smoothing: float = 0.0
     norm_bias_lr_scale: float = 1.0  # the learning rate of batch-norm shifts, as a multiple of lr
     amp: bool | str = "auto"  # fit's amp: "auto", "fp32", "bf16", "fp16"
-    augment: str = "standard"  # FastLoader's augment: "none", "standard" or "strong"
+    augment: str = "standard"  # FastLoader's augment: "none", "standard", "strong" or "affine"
     translate: int | None = None  # FastLoader's pad-and-crop in pixels; None: its default (1/8 of the side)
     ema_decay: float | None = None  # callbacks.EMA(decay=...) during training; None: no weight average
     # callbacks.Lookahead(decay=...) during training; None: none. Not with ema_decay: both rewrite the weights.

@@ -39,6 +39,7 @@ from imgzoo.registry import DataSpec, get_model_entry, get_weights_entry
 __all__ = [
     "AUGMENTS",
     "ToImage",
+    "affine_policy",
     "build_transform",
     "for_model",
     "flip_preserves_label",
@@ -47,7 +48,7 @@ __all__ = [
     "strong_policy",
 ]
 
-AUGMENTS = ("none", "standard", "strong")
+AUGMENTS = ("none", "standard", "strong", "affine")
 
 # Padding of the random-crop augmentation for small images: 4 pixels on 32x32,
 # the CIFAR recipe of He et al. 2016 (section 4.2) that ResNet's reported errors assume.
@@ -68,6 +69,20 @@ def strong_policy() -> v2.TrivialAugmentWide:
     (Mueller and Hutter 2021, arXiv:2103.10158), one random operation at a random strength per image.
     build_transform and FastLoader both take it from here, so the two "strong" paths cannot drift apart."""
     return v2.TrivialAugmentWide()
+
+
+def affine_policy() -> v2.RandomAffine:
+    """The "affine" preset's per-image distortion on uint8 images, after the crop (and flip): a random
+    rotation of up to 10 degrees either way and a scaling by 0.9-1.1. Small affine distortions of the
+    training digits are what took a CNN to 0.6% error on MNIST in Simard, Steinkraus and Platt 2003
+    ("Best Practices for Convolutional Neural Networks Applied to Visual Document Analysis", ICDAR);
+    the 4-pixel crop already supplies the shifts. build_transform and FastLoader both take it from here."""
+    return v2.RandomAffine(degrees=10, scale=(0.9, 1.1))
+
+
+def per_image_policy(augment: str) -> Callable[..., Any] | None:
+    """The transform a preset applies to each uint8 image after the crop and flip, or None."""
+    return {"strong": strong_policy, "affine": affine_policy}.get(augment, lambda: None)()
 
 
 def strong_erasing() -> v2.RandomErasing:
@@ -219,6 +234,9 @@ def build_transform(spec: DataSpec, train: bool = False, augment: str = "standar
     - ``"strong"``: standard plus TrivialAugmentWide (Mueller and Hutter 2021,
       arXiv:2103.10158) before normalising and random erasing (Zhong et al. 2017,
       arXiv:1708.04896) after.
+    - ``"affine"``: standard plus a random rotation (up to 10 degrees) and scaling
+      (0.9-1.1) of each image (:func:`affine_policy`): for digits, whose labels
+      survive small distortions but not TrivialAugment's rotations of up to 135 degrees.
 
     The output is always a float32 tensor of shape ``spec.input_shape``.
     """
@@ -229,8 +247,9 @@ def build_transform(spec: DataSpec, train: bool = False, augment: str = "standar
     geometry = _imagenet_geometry if spec.resize is not None else _small_image_geometry
     steps: list[Callable[..., Any]] = [ToImage(spec.channels), *geometry(spec, train, augment)]
     strong = train and augment == "strong"
-    if strong:
-        steps.append(strong_policy())
+    policy = per_image_policy(augment) if train else None
+    if policy is not None:
+        steps.append(policy)
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
     if strong:
         steps.append(strong_erasing())

@@ -82,7 +82,7 @@ def test_a_models_defaults_come_from_one_table_and_the_command_line_overrides_th
     assert transfer.kwargs == {"weights": "imagenet"} and transfer.fit_options["optimizer"] == "adamw"
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         runs.make_config("resnet", folder)
-    with pytest.raises(ValueError, match="augment must be one of none, standard, strong"):
+    with pytest.raises(ValueError, match="augment must be one of none, standard, strong, affine"):
         runs.make_config("mnist_cnn", folder, augment="heavy")
 
 

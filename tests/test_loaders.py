@@ -192,7 +192,7 @@ def test_strong_crops_and_flips_first_then_applies_the_policy_per_image(tmp_path
         seen.append((image.dtype, tuple(image.shape)))
         return image
 
-    monkeypatch.setattr(loaders, "strong_policy", lambda: policy)
+    monkeypatch.setattr(transforms, "strong_policy", lambda: policy)
     monkeypatch.setattr(loaders, "strong_erasing", lambda: lambda image: image)
     assert torch.equal(first_batch(data, "strong"), first_batch(data, "standard"))
     assert seen == [(torch.uint8, (3, 32, 32))] * 20
@@ -249,3 +249,37 @@ def test_runs_train_small_images_with_strong_augmentation_from_a_fast_loader(tmp
     data = datasets.mnist(write_mnist(tmp_path, n_per_class=2))
     loader = runs.train_data(create_model("mnist_cnn"), data, "strong", 4, seed=0)
     assert isinstance(loader, loaders.FastLoader) and loader.augment == "strong" and loader.translate == 4
+
+
+# ---------------------------------------------------------------------------- the "affine" preset
+
+
+def test_affine_without_distortion_is_the_standard_batch(tmp_path, monkeypatch):
+    """A rotation of 0 degrees at scale 1 leaves every image as the standard preset cropped it (same seed)."""
+    data = datasets.mnist(write_mnist(tmp_path, n_per_class=2))
+    monkeypatch.setattr(transforms, "affine_policy", lambda: transforms.v2.RandomAffine(degrees=0, scale=(1, 1)))
+    assert torch.equal(first_batch(data, "affine"), first_batch(data, "standard"))
+
+
+def test_affine_batches_rotate_and_scale_each_digit_and_erase_nothing(tmp_path):
+    data = datasets.mnist(write_mnist(tmp_path, n_per_class=4))
+    affine, standard = first_batch(data, "affine"), first_batch(data, "standard")
+    changed = (affine - standard).abs().amax(dim=(1, 2, 3)) > 1e-4
+    # Every image gets its own rotation and scale; a draw within a degree or two of the identity can leave
+    # a 28-pixel image's nearest-neighbour resampling unchanged.
+    assert changed.sum() >= 14
+    # Each is still the same digit's ink moved around, not a new image: overlap with the standard crop.
+    ink, ink_std = affine > 0, standard > 0
+    overlap = (ink & ink_std).sum(dim=(1, 2, 3)).float() / ink_std.sum(dim=(1, 2, 3)).clamp(min=1)
+    assert overlap.median() > 0.3
+    torch.manual_seed(3)
+    assert torch.equal(affine, first_batch(data, "affine"))  # the loader's seed decides, not the global one
+
+
+def test_build_transform_applies_the_same_affine_policy():
+    steps = transforms.build_transform(MNIST, train=True, augment="affine").transforms
+    affine = [t for t in steps if isinstance(t, transforms.v2.RandomAffine)]
+    assert len(affine) == 1 and affine[0].degrees == [-10.0, 10.0] and affine[0].scale == (0.9, 1.1)
+    assert not any(isinstance(t, transforms.v2.RandomErasing) for t in steps)
+    evaluation = transforms.build_transform(MNIST, train=False, augment="affine").transforms
+    assert not any(isinstance(t, transforms.v2.RandomAffine) for t in evaluation)
