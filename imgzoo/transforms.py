@@ -76,13 +76,8 @@ def affine_policy() -> v2.RandomAffine:
     rotation of up to 10 degrees either way and a scaling by 0.9-1.1. Small affine distortions of the
     training digits are what took a CNN to 0.6% error on MNIST in Simard, Steinkraus and Platt 2003
     ("Best Practices for Convolutional Neural Networks Applied to Visual Document Analysis", ICDAR);
-    the 4-pixel crop already supplies the shifts. build_transform and FastLoader both take it from here."""
+    the 4-pixel crop already supplies the shifts. build_transform applies it; FastLoader draws from its ranges."""
     return v2.RandomAffine(degrees=10, scale=(0.9, 1.1))
-
-
-def per_image_policy(augment: str) -> Callable[..., Any] | None:
-    """The transform a preset applies to each uint8 image after the crop and flip, or None."""
-    return {"strong": strong_policy, "affine": affine_policy}.get(augment, lambda: None)()
 
 
 def strong_erasing() -> v2.RandomErasing:
@@ -247,9 +242,10 @@ def build_transform(spec: DataSpec, train: bool = False, augment: str = "standar
     geometry = _imagenet_geometry if spec.resize is not None else _small_image_geometry
     steps: list[Callable[..., Any]] = [ToImage(spec.channels), *geometry(spec, train, augment)]
     strong = train and augment == "strong"
-    policy = per_image_policy(augment) if train else None
-    if policy is not None:
-        steps.append(policy)
+    if strong:
+        steps.append(strong_policy())
+    if train and augment == "affine":
+        steps.append(affine_policy())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
     if strong:
         steps.append(strong_erasing())

@@ -192,7 +192,7 @@ def test_strong_crops_and_flips_first_then_applies_the_policy_per_image(tmp_path
         seen.append((image.dtype, tuple(image.shape)))
         return image
 
-    monkeypatch.setattr(transforms, "strong_policy", lambda: policy)
+    monkeypatch.setattr(loaders, "strong_policy", lambda: policy)
     monkeypatch.setattr(loaders, "strong_erasing", lambda: lambda image: image)
     assert torch.equal(first_batch(data, "strong"), first_batch(data, "standard"))
     assert seen == [(torch.uint8, (3, 32, 32))] * 20
@@ -257,7 +257,7 @@ def test_runs_train_small_images_with_strong_augmentation_from_a_fast_loader(tmp
 def test_affine_without_distortion_is_the_standard_batch(tmp_path, monkeypatch):
     """A rotation of 0 degrees at scale 1 leaves every image as the standard preset cropped it (same seed)."""
     data = datasets.mnist(write_mnist(tmp_path, n_per_class=2))
-    monkeypatch.setattr(transforms, "affine_policy", lambda: transforms.v2.RandomAffine(degrees=0, scale=(1, 1)))
+    monkeypatch.setattr(loaders, "affine_policy", lambda: transforms.v2.RandomAffine(degrees=0, scale=(1, 1)))
     assert torch.equal(first_batch(data, "affine"), first_batch(data, "standard"))
 
 
@@ -283,3 +283,17 @@ def test_build_transform_applies_the_same_affine_policy():
     assert not any(isinstance(t, transforms.v2.RandomErasing) for t in steps)
     evaluation = transforms.build_transform(MNIST, train=False, augment="affine").transforms
     assert not any(isinstance(t, transforms.v2.RandomAffine) for t in evaluation)
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_affine_rotates_the_way_torchvision_does(tmp_path, monkeypatch, degrees):
+    """A fixed quarter or half turn: the batched rotation gives exactly torchvision's RandomAffine on each image."""
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
+    fixed = transforms.v2.RandomAffine(degrees=(degrees, degrees), scale=(1, 1))
+    monkeypatch.setattr(loaders, "affine_policy", lambda: fixed)
+    loader = loaders.FastLoader(data, 20, train=True, augment="affine", device="cpu", seed=5)
+    rotated = next(iter(loader))[0]
+    standard = first_batch(data, "standard")
+    uint8 = ((standard - loader.shift) / loader.scale).round().to(torch.uint8)
+    expected = torch.stack([fixed(image) for image in uint8]).float().mul_(loader.scale).add_(loader.shift)
+    torch.testing.assert_close(rotated, expected)
