@@ -6,7 +6,8 @@ convolution feeding it can absorb it: its weights scaled by ``a``, ``b`` added t
 pass less over every feature map. On a 2-core AMD EPYC (AVX2, torch 2.14.1), ResNet-20's
 channels_last inference at batch 128 ran 1.20x faster folded (367 against 306 images/s,
 interleaved 3-second windows); ``python bench/bench_models.py`` measures it on any machine
-as the ``evaluate`` rows. :func:`imgzoo.evaluate` runs every model through this fold.
+as the ``evaluate`` rows. :func:`imgzoo.evaluate` runs every model through this fold (and in
+channels_last where fit would train in it).
 
 Which pairs are folded, and why those are safe:
 
