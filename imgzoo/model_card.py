@@ -277,12 +277,24 @@ def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> st
     )
 
 
+# fit's train figures are not the validation column's kind of figure; a reader comparing the two must know.
+# (metrics_from_eval measures only val and test, so train figures come from the history.)
+_TRAIN_COLUMN = (
+    "The train column is what fit records: a running mean over the last epoch's augmented batches, in training "
+    "mode (batch statistics, any dropout, and any label smoothing in the loss). `imgzoo evaluate ... --split "
+    "train` measures the training split the way the validation column is measured."
+)
+
+
 def _results_section(config: dict[str, Any], curves: str | None) -> str:
     metrics = dict(config.get("metrics") or {})
     lines = [START, "## Results", ""]
+    from_fit = any(_is_number(metrics.get(key)) for key in ("train_acc", "train_loss"))  # before the table takes them
     table = _results_table(metrics)
     if table:
         lines += ["| | train | validation | test |", "|---|---|---|---|", *table, ""]
+        if from_fit:
+            lines += [_TRAIN_COLUMN, ""]
     cost = _cost_lines(config, metrics)
     if metrics:
         lines += [f"- {k}: {_percent(v) if k.endswith('_acc') and _is_number(v) else v}" for k, v in metrics.items()]

@@ -67,6 +67,7 @@ def test_the_card_states_every_figure_it_is_given(tmp_path):
     text = card.text
     assert f"| accuracy | 30.00% | {100 * plain.top1:.2f}% |  |" in text  # train from the History
     assert f"| top-5 accuracy |  | {100 * plain.top5:.2f}% |  |" in text
+    assert "The train column is what fit records: a running mean over the last epoch's augmented batches" in text
     assert f"| accuracy with TTA (flip) |  | {100 * tta.top1:.2f}% |  |" in text
     assert f"| parameters | {config['num_params']:,} |" in text
     assert f"| multiply-accumulates per image | {config['macs'] / 1e6:,.1f}M |" in text
@@ -80,3 +81,12 @@ def test_the_card_states_every_figure_it_is_given(tmp_path):
     assert named["validation top-5 accuracy"] == round(plain.top5, 6)
     assert named["validation accuracy (TTA flip)"] == round(tta.top1, 6)
     assert named["validation accuracy"] == round(plain.top1, 6)
+
+
+def test_a_card_without_train_figures_says_nothing_of_them(tmp_path):
+    model = imgzoo.create_model("resnet_cifar", depth=8).eval()
+    plain, _ = _evaluated(model)
+    imgzoo.save(model, tmp_path, metrics=model_card.metrics_from_eval(plain))
+    text = (tmp_path / "README.md").read_text()
+    assert f"| accuracy |  | {100 * plain.top1:.2f}% |  |" in text
+    assert "The train column" not in text
