@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
 from imgzoo.datasets import _open_image, image_folder
-from imgzoo.fusion import fold_batchnorm
+from imgzoo.fusion import UncopyableModelError, fold_batchnorm
 from imgzoo.loaders import is_batch_loader
 from imgzoo.plots import plot_confusion_matrix, plot_samples
 from imgzoo.transforms import flip_preserves_label, for_model
@@ -294,7 +294,10 @@ def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype |
     convolutions (imgzoo.fusion: the same logits to float rounding, fewer passes over memory), in
     channels_last wherever fit would train in it (oneDNN's native layout on a CPU).
     """
-    net = fold_batchnorm(model)
+    try:
+        net = fold_batchnorm(model)
+    except UncopyableModelError:  # folding only saves time: measure the model as it is
+        return model, False
     channels_last = use_channels_last("auto", device, dtype)
     if channels_last:
         net.to(memory_format=torch.channels_last)

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import resnet as tv_resnet
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["UncopyableModelError", "fold_batchnorm"]
 
 # torchvision's ResNet classes and the (conv, bn) attribute pairs their forward applies back to back.
 _TORCHVISION_PAIRS: tuple[tuple[type[nn.Module], tuple[tuple[str, str], ...]], ...] = (
@@ -87,6 +87,10 @@ def _fold_attributes(module: nn.Module) -> int:
     return folded
 
 
+class UncopyableModelError(TypeError):
+    """The model cannot be deep-copied, so it cannot be folded without changing it."""
+
+
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with its batch norms folded into the convolutions before them.
@@ -98,7 +102,14 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fold_batchnorm takes a torch.nn.Module, got {type(model).__name__}")
-    folded = copy.deepcopy(model).eval()
+    try:
+        folded = copy.deepcopy(model).eval()
+    except (TypeError, RuntimeError, copy.Error) as exc:  # e.g. a non-leaf tensor kept as an attribute
+        raise UncopyableModelError(
+            f"fold_batchnorm folds a copy, leaving the model as it is, and could not copy this "
+            f"{type(model).__name__}: {exc}. Keep derived tensors (those computed from parameters) out of the "
+            f"model's attributes, or fold nothing and run the model as it is"
+        ) from exc
     for module in list(folded.modules()):
         if isinstance(module, nn.Sequential):
             _fold_sequential(module)

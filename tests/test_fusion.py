@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import imgzoo
-from imgzoo.fusion import fold_batchnorm
+from imgzoo.fusion import UncopyableModelError, fold_batchnorm
 
 BUILD = {
     "basic_cnn": {},
@@ -143,3 +143,16 @@ def test_evaluate_measures_what_the_unfolded_model_computes():
     assert round(result.top1 * 40) == (logits.argmax(1) == y).sum().item()
     assert round(result.top5 * 40) == (logits.topk(5).indices == y[:, None]).any(1).sum().item()
     assert _batch_norms(model) == 19
+
+
+def test_a_model_that_cannot_be_copied_is_named_and_evaluate_measures_it_unfolded():
+    model = imgzoo.create_model("mnist_cnn", hidden=16)
+    model.derived = model.classifier.weight * 2  # a non-leaf tensor: deepcopy refuses it
+    with pytest.raises(UncopyableModelError, match="could not copy this MnistCNN.*derived tensors"):
+        fold_batchnorm(model)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    result = imgzoo.evaluate(model, TensorDataset(x, y), device="cpu")
+    model.eval()
+    with torch.no_grad():
+        assert result.loss == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-5)
+    assert _batch_norms(model) == 4
