@@ -175,3 +175,22 @@ def _results(device: str) -> dict:
             "airbench94": {"seconds": 3.29}, "ratio_to_airbench94": 2.0,
         }  # fmt: skip
     return results
+
+
+@pytest.mark.parametrize("name", ["resnet_cifar", "plain_resnet20"])
+def test_evaluate_rows_time_both_resnets_with_batch_norm_folded(bench, name):
+    """imgzoo's model as evaluate folds it, the plain one as torch.fx folds it: like against like, same logits."""
+    models = bench["bench_models"]
+    torch.manual_seed(0)
+    model, shape, _ = models.build(name)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_var.uniform_(0.5, 2.0)
+            module.running_mean.normal_()
+    model.eval()
+    folded = models.folded(name, model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the model itself is untouched
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
