@@ -352,8 +352,7 @@ def evaluate(
             num_classes=num_classes,
         )
     confusion = sums["confusion"]
-    totals = confusion.sum(dim=1)
-    per_class = (confusion.diag().double() / totals.double()).tolist()  # 0/0 -> NaN: class absent
+    per_class = (confusion.diag().double() / confusion.sum(dim=1).double()).tolist()  # 0/0 -> NaN: class absent
     n = sums["n"]
     return EvalResult(
         loss=sums["loss_sum"] / n,
