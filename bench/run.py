@@ -147,7 +147,11 @@ def collect(args: argparse.Namespace, device: torch.device, save: Callable[[dict
         lambda: {"startup": bench_startup.run(1 if quick else 5)},  # host only: last, the least a GPU run adds
     ]
     for section in sections:
-        results.update(section())
+        start = time.perf_counter()
+        found = section()
+        results.update(found)
+        if found:  # a section with nothing to measure (the races under --quick) records no time
+            results.setdefault("section_seconds", {})[", ".join(found)] = round(time.perf_counter() - start, 1)
         save(results)
     return results
 
