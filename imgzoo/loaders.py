@@ -282,7 +282,7 @@ class FastLoader:
         standard = round(PAD_FRACTION * min(self.spec.size)) if translate is None else translate
         self.pad = standard if self.gathers else 0
         self._policy = strong_policy() if self.augment == "strong" else None
-        # Its ranges, drawn and applied a batch at a time (_affine): torchvision's RandomAffine one image at a
+        # Its ranges, drawn and applied a batch at a time (_affine_batch): torchvision's RandomAffine one image at a
         # time read 475 MNIST images/s here, slower than mnist_cnn trains.
         self._affine = affine_policy() if self.augment == "affine" else None
         self._erasing = strong_erasing() if self.augment == "strong" else None
