@@ -116,7 +116,7 @@ FIXES = (
         "resnet_cifar inference, channels_last, fp32",
         "60% of peak (2026-11-28), 62% in the run above: the model as built, model(x) in eval mode",
         "each eval-mode batch norm is a fixed per-channel affine map, yet ran as a pass of its own over every "
-        "feature map; and evaluate ran NCHW, which the infer rows show 1.0-1.5x slower than channels_last here",
+        "feature map; and evaluate ran NCHW, which the infer rows show 1.1-1.5x slower than channels_last here",
         "evaluate runs a copy with each batch norm folded into its convolution (imgzoo.fold_batchnorm), in "
         "channels_last where fit trains in it: the 'inference as evaluate runs it' row; the model is untouched",
     ),

@@ -3,11 +3,12 @@
 In eval mode a BatchNorm2d is a fixed per-channel affine map, ``y = a * x + b``, so the
 convolution feeding it can absorb it: its weights scaled by ``a``, ``b`` added to its bias
 (torch.nn.utils.fusion.fuse_conv_bn_eval does the arithmetic). The network then makes one
-pass less over every feature map. On a 2-core AMD EPYC (AVX2, torch 2.14.1), ResNet-20's
-channels_last inference at batch 128 ran 1.20x faster folded (367 against 306 images/s,
-interleaved 3-second windows); ``python bench/bench_models.py`` measures it on any machine
-as the ``evaluate`` rows. :func:`imgzoo.evaluate` runs every model through this fold (and in
-channels_last where fit would train in it).
+pass less over every feature map. On a 2-core AMD EPYC (AVX2, torch 2.14.1), channels_last
+fp32 inference at batch 128 ran 1.11x faster folded for ResNet-20 (1,245 against 1,118
+images/s), 1.15x for mnist_cnn and 1.09x for a ResNet-18 backbone (docs/benchmarks.md);
+``python bench/bench_models.py`` measures it on any machine as the ``evaluate`` rows.
+:func:`imgzoo.evaluate` runs every model through this fold (and in channels_last where fit
+would train in it).
 
 Which pairs are folded, and why those are safe:
 

@@ -94,7 +94,8 @@ class BasicBlock(nn.Module):
         if self.shortcut is not None:
             out = out + self.shortcut(x)
         # In place: `out` is this block's own tensor, and neither the sum's nor batch norm's backward reads it.
-        # The allocating relu took 1.9% of a ResNet-20 training step here, 5x the in-place one (torch.profiler).
+        # The allocating relu took 1.9% of a ResNet-20 training step, 5x the in-place one (torch.profiler, batch
+        # 128, channels_last fp32, 2-core AMD EPYC with AVX2).
         return F.relu(out, inplace=True)
 
 
