@@ -4,9 +4,10 @@ For every registered model: training (forward, backward, SGD step) and inference
 fp32, bf16 and amp="auto", in NCHW and channels_last. Inference is timed twice: "infer" runs
 the model as built, "evaluate" as imgzoo.evaluate runs it, batch norm folded into the
 convolutions (imgzoo.fold_batchnorm). Each is turned into a fraction of the
-machine's fp32 peak, measured in the same run by a large matmul probe, using the model's FLOPs
-per image counted by torch.utils.flop_counter. A minimal ResNet-20 written in plain PyTorch in
-this file runs beside imgzoo's resnet_cifar, so any overhead in imgzoo's model shows as a ratio.
+machine's fp32 peak, measured in the same run by a large matmul probe taken just before each timing
+window, using the model's FLOPs per image counted by torch.utils.flop_counter. A minimal ResNet-20
+written in plain PyTorch in this file runs beside imgzoo's resnet_cifar, so any overhead in imgzoo's
+model shows as a ratio.
 
 Runs are interleaved (every configuration once, then again) so that load from other processes
 hits all alike; the median is reported. The models' matching configurations run back to back, the
@@ -61,7 +62,7 @@ def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, 
     return 2 * n**3 * count / (time.perf_counter() - start)
 
 
-def peaks(device: torch.device) -> dict:
+def peaks(device: torch.device, seconds: float = 1.0) -> dict:
     """The matmul peaks the rows are fractions of, with what decides them.
 
     On a CPU: fp32 at 2048 x 2048, as before. On a GPU: 8192 x 8192, since 2048 leaves a large GPU
@@ -69,26 +70,35 @@ def peaks(device: torch.device) -> dict:
     whether fp32 may use TF32 (PyTorch's defaults: not in matmuls, yes in cuDNN's convolutions).
     """
     if device.type != "cuda":
-        return {"fp32": matmul_peak(device), "matmul_n": 2048}
+        return {"fp32": matmul_peak(device, seconds=seconds), "matmul_n": 2048}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TF32 flags' readers warn on some torch versions
         tf32 = {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
-    return {"fp32": matmul_peak(device, n=8192), "bf16": matmul_peak(device, torch.bfloat16, n=8192),
-            "matmul_n": 8192, **tf32}  # fmt: skip
+    return {"fp32": matmul_peak(device, n=8192, seconds=seconds),
+            "bf16": matmul_peak(device, torch.bfloat16, n=8192, seconds=seconds), "matmul_n": 8192, **tf32}  # fmt: skip
 
 
-def highest(probes: list[dict]) -> dict:
-    """The peaks of several probes spread through a run: the highest of each, and how many there were.
+def probe_seconds(window: float) -> float:
+    """How long the probe before each timing window runs: half the window, at most a second.
 
-    One 1-second probe at the start of a run read 90.9 GFLOP/s on a shared 2-core EPYC where others
-    read 124.5 and 152.9, which put inference rows above 100% of "peak"; a peak is the most the machine
-    gave, so the maximum over probes taken between the repetitions is the honest denominator.
+    A 2048 x 2048 fp32 matmul takes about 0.1 s on 2 AVX2 cores, so even --quick's 0.25 s holds two
+    or three of them; the probes add half the rows' own time to the models section.
+    """
+    return min(1.0, window / 2)
+
+
+def summarise(probes: list[dict]) -> dict:
+    """The probes of a run in one dict: the median of each peak, the highest, and how many there were.
+
+    Every row is a fraction of the probe taken just before it (see run), so these are what the
+    table's heading reports, not what the rows divide by.
     """
     found = dict(probes[0])
     for key in ("fp32", "bf16"):
         if key in found:
-            found[key] = max(p[key] for p in probes)
-    return {**found, "probes": len(probes)}
+            found[key] = statistics.median(p[key] for p in probes)
+            found[f"{key}_highest"] = max(p[key] for p in probes)
+    return {**found, "probes": len(probes), "paired": True}
 
 
 # ------------------------------------------------------------------ a plain ResNet-20, as a user writes it
@@ -269,25 +279,32 @@ def peak_name(cfg: Config, device: torch.device, found: dict) -> str:
 def run(
     models: list[str], reps: int, seconds: float, amps: list[str], device: torch.device = CPU
 ) -> tuple[list[Result], dict]:
-    """Every model x mode x amp x layout on ``device``, interleaved; the results and the peaks (see peaks)."""
+    """Every model x mode x amp x layout on ``device``, interleaved; the results and the peaks (see summarise).
+
+    Each timing window follows a matmul probe, and its images/s is turned into a fraction of that
+    probe's peak; a row reports the median of those fractions. On these shared machines the speed moves
+    by half from one minute to the next (one run's probes read 90.9, 124.5 and 152.9 GFLOP/s on a 2-core
+    EPYC): a row divided by a peak caught at another moment measures the machine's load, not the model.
+    """
     configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in (False, True)]
-    samples: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+    samples: dict[int, list[tuple[float, dict]]] = {i: [] for i in range(len(configs))}
     sizes: dict[int, int] = {}
-    probes = [peaks(device)]
+    probes = []
     warnings.filterwarnings("ignore", message="amp='bf16' on a CPU without native bf16")  # measured, not news
     flops: dict[tuple[str, str], float] = {}
     for rep in range(reps):
         for i in schedule(configs, rep):
+            probes.append(peaks(device, probe_seconds(seconds)))
             sizes[i], rate = measure(configs[i], seconds, device, flops)
-            samples[i].append(rate)
-        probes.append(peaks(device))
-    found = highest(probes)
+            samples[i].append((rate, probes[-1]))
+    found = summarise(probes)
     results = []
     for i, cfg in enumerate(configs):
-        rate, per_image = statistics.median(samples[i]), flops[(cfg.model, cfg.mode)]
-        which = peak_name(cfg, device, found)
+        per_image, which = flops[(cfg.model, cfg.mode)], peak_name(cfg, device, found)
+        rate = statistics.median(r for r, _ in samples[i])
+        fraction = statistics.median(r * per_image / probe[which] for r, probe in samples[i])
         results.append(Result(**asdict(cfg), batch_size=sizes[i], images_per_sec=rate, flops_per_image=per_image,
-                              fraction_of_peak=rate * per_image / found[which], peak=which))  # fmt: skip
+                              fraction_of_peak=fraction, peak=which))  # fmt: skip
     return results, found
 
 
@@ -297,6 +314,12 @@ def peak_lines(found: dict | float) -> list[str]:
         found = {"fp32": found, "matmul_n": 2048}
     n = found["matmul_n"]
     if "bf16" not in found:
+        if found.get("paired"):
+            return [
+                f"fp32 matmul peak ({n} x {n}): median {found['fp32'] / 1e9:.1f} GFLOP/s, highest "
+                f"{found['fp32_highest'] / 1e9:.1f}, over {found['probes']} probes. Each row is a fraction of the "
+                "probe taken just before its timing window (the median over its repetitions)."
+            ]
         probes = f", the highest of {found['probes']} probes spread over the run" if "probes" in found else ""
         return [f"fp32 matmul peak ({n} x {n}{probes}): {found['fp32'] / 1e9:.1f} GFLOP/s"]
     tf32 = {True: "allowed", False: "not allowed"}
@@ -304,7 +327,8 @@ def peak_lines(found: dict | float) -> list[str]:
         f"fp32 matmul peak ({n} x {n}, TF32 {tf32[found['tf32_matmul']]} in matmuls): "
         f"{found['fp32'] / 1e12:.1f} TFLOP/s; bf16 matmul peak ({n} x {n}): {found['bf16'] / 1e12:.1f} TFLOP/s. "
         f"Rows computing in bf16 are fractions of the bf16 peak, the others of the fp32 one; cuDNN's fp32 "
-        f"convolutions {'may' if found['tf32_cudnn'] else 'may not'} use TF32 (PyTorch's default: they may).",
+        f"convolutions {'may' if found['tf32_cudnn'] else 'may not'} use TF32 (PyTorch's default: they may)."
+        + (" Each row is a fraction of the probe taken just before its timing window." if found.get("paired") else ""),
     ]
 
 

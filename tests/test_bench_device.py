@@ -194,3 +194,36 @@ def test_evaluate_rows_time_both_resnets_with_batch_norm_folded(bench, name):
     x = torch.randn(4, *shape)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_each_row_is_a_fraction_of_the_probe_taken_just_before_it(bench, monkeypatch):
+    """A machine whose speed halves between windows: rows and probes move together, so the fractions hold."""
+    models = bench["bench_models"]
+    speeds = iter([1.0, 0.5, 0.5, 1.0] * 20)  # the machine's speed, window after window
+    current = {"speed": 1.0}
+
+    def fake_peaks(device, seconds=1.0):
+        current["speed"] = next(speeds)
+        return {"fp32": 100e9 * current["speed"], "matmul_n": 2048}
+
+    def fake_measure(cfg, seconds, device, flops):
+        flops[(cfg.model, cfg.mode)] = 1e8  # 0.1 GFLOP an image
+        share = 0.6 if cfg.mode == "train" else 0.7
+        return 128, share * 100e9 * current["speed"] / 1e8  # images/s: that share of the moment's peak
+
+    monkeypatch.setattr(models, "peaks", fake_peaks)
+    monkeypatch.setattr(models, "measure", fake_measure)
+    rows, found = models.run(["resnet_cifar"], reps=2, seconds=0.5, amps=["fp32"])
+    assert len(rows) == len(models.MODES) * 2
+    for row in rows:
+        assert row.fraction_of_peak == pytest.approx(0.6 if row.mode == "train" else 0.7)
+    assert found["probes"] == 2 * len(rows) and found["paired"]
+    assert found["fp32_highest"] == pytest.approx(100e9)
+    assert 50e9 <= found["fp32"] <= 100e9
+    heading = models.peak_lines(found)[0]
+    assert "probe taken just before" in heading and "highest 100.0" in heading
+
+
+def test_the_probe_before_a_window_is_half_as_long_and_at_most_a_second(bench):
+    probe_seconds = bench["bench_models"].probe_seconds
+    assert probe_seconds(0.5) == 0.25 and probe_seconds(2.0) == 1.0 and probe_seconds(10.0) == 1.0
