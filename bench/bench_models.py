@@ -4,8 +4,8 @@ For every registered model: training (forward, backward, SGD step) and inference
 fp32, bf16 and amp="auto", in NCHW and channels_last. Inference is timed twice: "infer" runs
 the model as built, "evaluate" as imgzoo.evaluate runs it, batch norm folded into the
 convolutions (imgzoo.fold_batchnorm). Each is turned into a fraction of the
-machine's fp32 peak, measured in the same run by a large matmul probe taken just before each timing
-window, using the model's FLOPs per image counted by torch.utils.flop_counter. A minimal ResNet-20
+machine's fp32 peak, measured in the same run by large matmul probes taken between the timing
+windows, using the model's FLOPs per image counted by torch.utils.flop_counter. A minimal ResNet-20
 written in plain PyTorch in this file runs beside imgzoo's resnet_cifar, so any overhead in imgzoo's
 model shows as a ratio.
 
@@ -43,6 +43,9 @@ from imgzoo._device import amp_dtype, autocast, cpu_has_native_bf16, describe_ma
 
 CPU = torch.device("cpu")
 MODES = ("train", "infer", "evaluate")
+# --quick times channels_last only: the layout fit trains in on a CPU (and on a GPU under bf16/fp16), and the
+# one the goals name. NCHW doubles the windows, from 18 to 36: about 25 s of --quick's two minutes on 2 cores.
+QUICK_LAYOUTS = (True,)
 
 
 def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, n: int = 2048,
@@ -79,10 +82,10 @@ def peaks(device: torch.device, seconds: float = 1.0) -> dict:
 
 
 def probe_seconds(window: float) -> float:
-    """How long the probe before each timing window runs: half the window, at most a second.
+    """How long each probe between timing windows runs: half a window, at most a second.
 
     A 2048 x 2048 fp32 matmul takes about 0.1 s on 2 AVX2 cores, so even --quick's 0.25 s holds two
-    or three of them; the probes add half the rows' own time to the models section.
+    or three of them; the probes add half the windows' own time to the models section.
     """
     return min(1.0, window / 2)
 
@@ -90,8 +93,8 @@ def probe_seconds(window: float) -> float:
 def summarise(probes: list[dict]) -> dict:
     """The probes of a run in one dict: the median of each peak, the highest, and how many there were.
 
-    Every row is a fraction of the probe taken just before it (see run), so these are what the
-    table's heading reports, not what the rows divide by.
+    Every row is a fraction of the probes taken on either side of its windows (see run), so these
+    are what the table's heading reports, not what the rows divide by.
     """
     found = dict(probes[0])
     for key in ("fp32", "bf16"):
@@ -277,32 +280,43 @@ def peak_name(cfg: Config, device: torch.device, found: dict) -> str:
 
 
 def run(
-    models: list[str], reps: int, seconds: float, amps: list[str], device: torch.device = CPU
+    models: list[str],
+    reps: int,
+    seconds: float,
+    amps: list[str],
+    device: torch.device = CPU,
+    layouts: tuple[bool, ...] = (False, True),
 ) -> tuple[list[Result], dict]:
-    """Every model x mode x amp x layout on ``device``, interleaved; the results and the peaks (see summarise).
+    """Every model x mode x amp x layout (channels_last False/True) on ``device``, interleaved; the results
+    and the peaks (see summarise).
 
-    Each timing window follows a matmul probe, and its images/s is turned into a fraction of that
-    probe's peak; a row reports the median of those fractions. On these shared machines the speed moves
-    by half from one minute to the next (one run's probes read 90.9, 124.5 and 152.9 GFLOP/s on a 2-core
-    EPYC): a row divided by a peak caught at another moment measures the machine's load, not the model.
+    A matmul probe runs between every two timing windows, and each window's images/s becomes a
+    fraction of the mean of the probes on either side of it; a row reports the median of those
+    fractions. On these shared machines the speed moves by half from one minute to the next (one run's
+    probes read 90.9, 124.5 and 152.9 GFLOP/s on a 2-core EPYC): a row divided by a peak caught at
+    another moment measures the machine's load, not the model. Both neighbours, not the one before
+    alone: a single 0.25 s probe is as noisy as the window it serves (one read 90 GFLOP/s beside
+    windows that gave 140).
     """
-    configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in (False, True)]
-    samples: dict[int, list[tuple[float, dict]]] = {i: [] for i in range(len(configs))}
+    configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in layouts]
+    windows: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(configs))}  # (rate, probe before)
     sizes: dict[int, int] = {}
-    probes = []
+    probes = [peaks(device, probe_seconds(seconds))]
     warnings.filterwarnings("ignore", message="amp='bf16' on a CPU without native bf16")  # measured, not news
     flops: dict[tuple[str, str], float] = {}
     for rep in range(reps):
         for i in schedule(configs, rep):
-            probes.append(peaks(device, probe_seconds(seconds)))
             sizes[i], rate = measure(configs[i], seconds, device, flops)
-            samples[i].append((rate, probes[-1]))
+            windows[i].append((rate, len(probes) - 1))
+            probes.append(peaks(device, probe_seconds(seconds)))
     found = summarise(probes)
     results = []
     for i, cfg in enumerate(configs):
         per_image, which = flops[(cfg.model, cfg.mode)], peak_name(cfg, device, found)
-        rate = statistics.median(r for r, _ in samples[i])
-        fraction = statistics.median(r * per_image / probe[which] for r, probe in samples[i])
+        rate = statistics.median(r for r, _ in windows[i])
+        fraction = statistics.median(
+            r * per_image / ((probes[k][which] + probes[k + 1][which]) / 2) for r, k in windows[i]
+        )
         results.append(Result(**asdict(cfg), batch_size=sizes[i], images_per_sec=rate, flops_per_image=per_image,
                               fraction_of_peak=fraction, peak=which))  # fmt: skip
     return results, found
@@ -318,7 +332,8 @@ def peak_lines(found: dict | float) -> list[str]:
             return [
                 f"fp32 matmul peak ({n} x {n}): median {found['fp32'] / 1e9:.1f} GFLOP/s, highest "
                 f"{found['fp32_highest'] / 1e9:.1f}, over {found['probes']} probes. Each row is a fraction of the "
-                "probe taken just before its timing window (the median over its repetitions)."
+                "mean of the probes taken just before and just after its timing window (the median over its "
+                "repetitions)."
             ]
         probes = f", the highest of {found['probes']} probes spread over the run" if "probes" in found else ""
         return [f"fp32 matmul peak ({n} x {n}{probes}): {found['fp32'] / 1e9:.1f} GFLOP/s"]
@@ -328,7 +343,7 @@ def peak_lines(found: dict | float) -> list[str]:
         f"{found['fp32'] / 1e12:.1f} TFLOP/s; bf16 matmul peak ({n} x {n}): {found['bf16'] / 1e12:.1f} TFLOP/s. "
         f"Rows computing in bf16 are fractions of the bf16 peak, the others of the fp32 one; cuDNN's fp32 "
         f"convolutions {'may' if found['tf32_cudnn'] else 'may not'} use TF32 (PyTorch's default: they may)."
-        + (" Each row is a fraction of the probe taken just before its timing window." if found.get("paired") else ""),
+        + (" Each row is a fraction of the probes on either side of its timing window." if found.get("paired") else ""),
     ]
 
 
@@ -368,7 +383,9 @@ def window(quick: bool, device: torch.device) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=None, help="default: every registered model")
-    parser.add_argument("--quick", action="store_true", help="resnet_cifar and the plain ResNet-20 only, one rep")
+    parser.add_argument(
+        "--quick", action="store_true", help="resnet_cifar and the plain ResNet-20 only, channels_last, one rep"
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=None, help="timing window (default: 2.0 on CPU, 0.5 on GPU)")
     parser.add_argument("--amp", nargs="*", default=["fp32", "bf16", "auto"])
@@ -379,7 +396,8 @@ def main() -> None:
     models = args.models or (["resnet_cifar"] if args.quick else imgzoo.list_models())
     models = [*models, "plain_resnet20"] if "resnet_cifar" in models else models
     reps = 1 if args.quick else args.reps
-    results, found = run(models, reps, args.seconds or window(args.quick, device), args.amp, device)
+    layouts = QUICK_LAYOUTS if args.quick else (False, True)
+    results, found = run(models, reps, args.seconds or window(args.quick, device), args.amp, device, layouts)
     machine = describe_machine(device)
     print(f"machine: {machine}, {device}, {torch.get_num_threads()} threads, median of {reps} interleaved runs")
     print(markdown(results, found))

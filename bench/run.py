@@ -4,7 +4,7 @@
                         [--cifar10 ../cifar10-jpeg] [--mnist ../shared/data/mnist]
 
 writes bench/results.json and docs/benchmarks.md (a GPU run: bench/results-gpu.json and
-docs/benchmarks-gpu.md, so that neither replaces the other). Each figure is a ratio of two things
+docs/benchmarks-gpu.md, so that neither replaces the other; --quick: bench/results-quick.json). Each figure is a ratio of two things
 measured side by side in this one run, because shared machines are noisy and only ratios carry over:
 
 1. model speed: images/s of every model, training and inference (as built, and as evaluate runs
@@ -20,10 +20,11 @@ measured side by side in this one run, because shared machines are noisy and onl
    published 3.29 s on an A100 (bench_time_to_accuracy.py);
 7. start-up: import, loading shipped weights, loading a cached Hub entry (bench_startup.py).
 
---quick (under two minutes on a CPU) measures resnet_cifar and the plain ResNet-20 only, one
-repetition, skips time to accuracy and memory for the other models, and does not rewrite the
-Markdown page unless --write is given. bench/results*.json is rewritten after each section, so a
-run stopped part-way keeps what it measured.
+--quick (under two minutes on a CPU) measures resnet_cifar and the plain ResNet-20 only, in
+channels_last, one repetition; it skips time to accuracy, the memory of inference and of the other
+models, and the two whole-interpreter import times (the goal is read from import imgzoo timed inside
+an interpreter that has torch); and it does not rewrite the Markdown page unless --write is given.
+bench/results*.json is rewritten after each section, so a run stopped part-way keeps what it measured.
 
 On a GPU. ``--device auto`` (the default) measures on the GPU wherever PyTorch sees one;
 ``--device cuda`` insists and stops at once, naming what is there, where it sees none; ``--device
@@ -144,7 +145,9 @@ def collect(args: argparse.Namespace, device: torch.device, save: Callable[[dict
         lambda: {"data": bench_data.measure(args.cifar10, seconds=2 if quick else 10, device=device)},
         lambda: memory(models, quick, device),
         lambda: races(args, device),
-        lambda: {"startup": bench_startup.run(1 if quick else 5)},  # host only: last, the least a GPU run adds
+        lambda: {
+            "startup": bench_startup.run(1 if quick else 5, wall_times=not quick)
+        },  # host only: last, the least a GPU run adds
     ]
     for section in sections:
         start = time.perf_counter()
@@ -173,8 +176,9 @@ def fit_images(quick: bool, device: torch.device) -> int:
 
 
 def speed(models: list[str], quick: bool, device: torch.device) -> dict:
+    layouts = bench_models.QUICK_LAYOUTS if quick else (False, True)
     rows, found = bench_models.run([*models, "plain_resnet20"], 1 if quick else 3, bench_models.window(quick, device),
-                                   ["fp32", "bf16", "auto"], device)  # fmt: skip
+                                   ["fp32", "bf16", "auto"], device, layouts)  # fmt: skip
     return {"models": {"peak_flops": found["fp32"], "peaks": found, "rows": [vars(r) for r in rows],
                        "resnet_cifar_over_plain": bench_models.overhead_ratio(rows)}}  # fmt: skip
 
@@ -182,7 +186,8 @@ def speed(models: list[str], quick: bool, device: torch.device) -> dict:
 def memory(models: list[str], quick: bool, device: torch.device) -> dict:
     """Peak host RSS of each run; on a GPU, beside it, the peak CUDA memory allocated."""
     runs = [("baseline", "baseline", 0, "train")]
-    runs += [(f"{name} {mode}", name, 5 if quick else 30, mode) for name in models for mode in ("train", "infer")]
+    modes = ("train",) if quick else ("train", "infer")  # --quick: the run the goal names (each is a fresh process)
+    runs += [(f"{name} {mode}", name, 5 if quick else 30, mode) for name in models for mode in modes]
     rss, cuda = {}, {}
     for key, name, steps, mode in runs:
         found = bench_memory.peak_mb(name, steps, mode, device)
@@ -292,8 +297,10 @@ def markdown(results: dict, command: str) -> str:
 
 def startup_rows(start: dict) -> list[tuple[str, str]]:
     """The start-up figures for the summary (the time imgzoo adds to torch's import, and two loads)."""
-    rows = [("import imgzoo - import torch, torchvision",
-             f"{1000 * (start['import imgzoo'] - start['import torch, torchvision']):.0f} ms")]  # fmt: skip
+    rows = []
+    if "import imgzoo" in start:  # --quick leaves out the two whole-interpreter timings
+        rows.append(("import imgzoo - import torch, torchvision",
+                     f"{1000 * (start['import imgzoo'] - start['import torch, torchvision']):.0f} ms"))  # fmt: skip
     if "import imgzoo after torch" in start:  # results.json files written before this row have no such key
         rows.append(("import imgzoo after torch, torchvision", f"{1000 * start['import imgzoo after torch']:.0f} ms"))
     rows.append(("load('mnist_cnn.mnist')", f"{1000 * start['load shipped']:.0f} ms"))
@@ -408,10 +415,12 @@ def _shown(argv: list[str]) -> list[str]:
     return shown
 
 
-def outputs(device: torch.device) -> tuple[Path, Path]:
-    """Where a run's JSON and Markdown go: a GPU run has its own pair, so it never replaces the CPU's page."""
+def outputs(device: torch.device, quick: bool = False) -> tuple[Path, Path]:
+    """Where a run's JSON and Markdown go: a GPU run has its own pair, so it never replaces the CPU's page,
+    and a --quick run's JSON is results-quick*.json (not kept in git), so it never replaces a full run's."""
     suffix = "-gpu" if device.type == "cuda" else ""
-    return HERE / f"results{suffix}.json", HERE.parent / "docs" / f"benchmarks{suffix}.md"
+    json_name = f"results-quick{suffix}.json" if quick else f"results{suffix}.json"
+    return HERE / json_name, HERE.parent / "docs" / f"benchmarks{suffix}.md"
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
@@ -432,7 +441,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args, device = parse(argv)
-    json_path, md_path = outputs(device)
+    json_path, md_path = outputs(device, args.quick)
 
     def save(results: dict) -> None:
         json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
