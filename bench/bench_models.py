@@ -291,12 +291,13 @@ def run(
     and the peaks (see summarise).
 
     A matmul probe runs between every two timing windows, and each window's images/s becomes a
-    fraction of the mean of the probes on either side of it; a row reports the median of those
+    fraction of the higher of the probes on either side of it; a row reports the median of those
     fractions. On these shared machines the speed moves by half from one minute to the next (one run's
     probes read 90.9, 124.5 and 152.9 GFLOP/s on a 2-core EPYC): a row divided by a peak caught at
-    another moment measures the machine's load, not the model. Both neighbours, not the one before
-    alone: a single 0.25 s probe is as noisy as the window it serves (one read 90 GFLOP/s beside
-    windows that gave 140).
+    another moment measures the machine's load, not the model. The higher neighbour, not the one
+    before alone nor their mean: a single probe is as noisy as the window it serves (one read 90
+    GFLOP/s beside windows that gave 140), and with the mean basic_cnn's convolutions came to 101% of
+    "peak"; the most the machine gave around a window is the honest ceiling for it.
     """
     configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in layouts]
     windows: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(configs))}  # (rate, probe before)
@@ -314,9 +315,7 @@ def run(
     for i, cfg in enumerate(configs):
         per_image, which = flops[(cfg.model, cfg.mode)], peak_name(cfg, device, found)
         rate = statistics.median(r for r, _ in windows[i])
-        fraction = statistics.median(
-            r * per_image / ((probes[k][which] + probes[k + 1][which]) / 2) for r, k in windows[i]
-        )
+        fraction = statistics.median(r * per_image / max(probes[k][which], probes[k + 1][which]) for r, k in windows[i])
         results.append(Result(**asdict(cfg), batch_size=sizes[i], images_per_sec=rate, flops_per_image=per_image,
                               fraction_of_peak=fraction, peak=which))  # fmt: skip
     return results, found
@@ -332,7 +331,7 @@ def peak_lines(found: dict | float) -> list[str]:
             return [
                 f"fp32 matmul peak ({n} x {n}): median {found['fp32'] / 1e9:.1f} GFLOP/s, highest "
                 f"{found['fp32_highest'] / 1e9:.1f}, over {found['probes']} probes. Each row is a fraction of the "
-                "mean of the probes taken just before and just after its timing window (the median over its "
+                "higher of the probes taken just before and just after its timing window (the median over its "
                 "repetitions)."
             ]
         probes = f", the highest of {found['probes']} probes spread over the run" if "probes" in found else ""

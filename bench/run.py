@@ -4,8 +4,9 @@
                         [--cifar10 ../cifar10-jpeg] [--mnist ../shared/data/mnist]
 
 writes bench/results.json and docs/benchmarks.md (a GPU run: bench/results-gpu.json and
-docs/benchmarks-gpu.md, so that neither replaces the other; --quick: bench/results-quick.json). Each figure is a ratio of two things
-measured side by side in this one run, because shared machines are noisy and only ratios carry over:
+docs/benchmarks-gpu.md, so that neither replaces the other; --quick: bench/results-quick.json). Each
+figure is a ratio of two things measured side by side in this one run, because shared machines are
+noisy and only ratios carry over:
 
 1. model speed: images/s of every model, training and inference (as built, and as evaluate runs
    it: batch norm folded), fp32/bf16/auto, NCHW and channels_last, as a fraction of this
