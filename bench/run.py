@@ -116,7 +116,8 @@ FIXES = (
     ),
     (
         "resnet_cifar inference, channels_last, fp32",
-        "60% of peak (2026-11-28), 62% in the run above: the model as built, model(x) in eval mode",
+        "60% of peak (2026-11-28), then 62% (2026-11-29), each against the highest probe of its run: the model "
+        "as built, model(x) in eval mode",
         "each eval-mode batch norm is a fixed per-channel affine map, yet ran as a pass of its own over every "
         "feature map; and evaluate ran NCHW, which the infer rows show 1.1-1.5x slower than channels_last here",
         "evaluate runs a copy with each batch norm folded into its convolution (imgzoo.fold_batchnorm), in "
