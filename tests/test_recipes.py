@@ -114,7 +114,7 @@ def test_loader_options_build_the_recipes_fastloader():
     data = TensorImages(images, torch.arange(8) % 10, spec.class_names, spec=spec)
     loader = FastLoader(data, **recipe.loader_options(), spec=spec, train=True)
     assert recipe.loader_differences(loader) == []
-    assert recipe.loader_differences(FastLoader(data, 64, spec=spec, train=False)) == [
-        "batch_size=64 (the recipe's is 128)",
+    assert recipe.loader_differences(FastLoader(data, 128, spec=spec, train=False)) == [
+        "batch_size=128 (the recipe's is 64)",
         "augment='none' (the recipe's is 'standard')",
     ]
