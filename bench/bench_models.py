@@ -43,9 +43,13 @@ from imgzoo._device import amp_dtype, autocast, cpu_has_native_bf16, describe_ma
 
 CPU = torch.device("cpu")
 MODES = ("train", "infer", "evaluate")
-# --quick times channels_last only: the layout fit trains in on a CPU (and on a GPU under bf16/fp16), and the
-# one the goals name. NCHW doubles the windows, from 18 to 36: about 25 s of --quick's two minutes on 2 cores.
-QUICK_LAYOUTS = (True,)
+
+
+def layouts(quick: bool) -> tuple[bool, ...]:
+    """The layouts timed, as channels_last False/True. --quick times channels_last only: the layout fit trains
+    in on a CPU (and on a GPU under bf16/fp16), and the one the goals name. NCHW doubles the windows, from 18
+    to 36: about 25 s of --quick's two minutes on a 2-core AMD EPYC (AVX2)."""
+    return (True,) if quick else (False, True)
 
 
 def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, n: int = 2048,
@@ -285,7 +289,7 @@ def run(
     seconds: float,
     amps: list[str],
     device: torch.device = CPU,
-    layouts: tuple[bool, ...] = (False, True),
+    timed_layouts: tuple[bool, ...] = (False, True),
 ) -> tuple[list[Result], dict]:
     """Every model x mode x amp x layout (channels_last False/True) on ``device``, interleaved; the results
     and the peaks (see summarise).
@@ -295,11 +299,12 @@ def run(
     fractions. On these shared machines the speed moves by half from one minute to the next (one run's
     probes read 90.9, 124.5 and 152.9 GFLOP/s on a 2-core EPYC): a row divided by a peak caught at
     another moment measures the machine's load, not the model. The higher neighbour, not the one
-    before alone nor their mean: a single probe is as noisy as the window it serves (one read 90
-    GFLOP/s beside windows that gave 140), and with the mean basic_cnn's convolutions came to 101% of
-    "peak"; the most the machine gave around a window is the honest ceiling for it.
+    before alone nor their mean: a single probe is as noisy as the window it serves (in one --quick run
+    a 0.25 s probe read about 90 GFLOP/s where the run's median was 140, and put the next row at 100%),
+    and with the mean basic_cnn's convolutions came to 101% of "peak"; the most the machine gave around
+    a window is the honest ceiling for it.
     """
-    configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in layouts]
+    configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in timed_layouts]
     windows: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(configs))}  # (rate, probe before)
     sizes: dict[int, int] = {}
     probes = [peaks(device, probe_seconds(seconds))]
@@ -342,7 +347,11 @@ def peak_lines(found: dict | float) -> list[str]:
         f"{found['fp32'] / 1e12:.1f} TFLOP/s; bf16 matmul peak ({n} x {n}): {found['bf16'] / 1e12:.1f} TFLOP/s. "
         f"Rows computing in bf16 are fractions of the bf16 peak, the others of the fp32 one; cuDNN's fp32 "
         f"convolutions {'may' if found['tf32_cudnn'] else 'may not'} use TF32 (PyTorch's default: they may)."
-        + (" Each row is a fraction of the probes on either side of its timing window." if found.get("paired") else ""),
+        + (
+            " Each row is a fraction of the higher of the probes on either side of its timing window."
+            if found.get("paired")
+            else ""
+        ),
     ]
 
 
@@ -395,8 +404,8 @@ def main() -> None:
     models = args.models or (["resnet_cifar"] if args.quick else imgzoo.list_models())
     models = [*models, "plain_resnet20"] if "resnet_cifar" in models else models
     reps = 1 if args.quick else args.reps
-    layouts = QUICK_LAYOUTS if args.quick else (False, True)
-    results, found = run(models, reps, args.seconds or window(args.quick, device), args.amp, device, layouts)
+    seconds = args.seconds or window(args.quick, device)
+    results, found = run(models, reps, seconds, args.amp, device, layouts(args.quick))
     machine = describe_machine(device)
     print(f"machine: {machine}, {device}, {torch.get_num_threads()} threads, median of {reps} interleaved runs")
     print(markdown(results, found))

@@ -147,9 +147,8 @@ def collect(args: argparse.Namespace, device: torch.device, save: Callable[[dict
         lambda: {"data": bench_data.measure(args.cifar10, seconds=2 if quick else 10, device=device)},
         lambda: memory(models, quick, device),
         lambda: races(args, device),
-        lambda: {
-            "startup": bench_startup.run(1 if quick else 5, wall_times=not quick)
-        },  # host only: last, the least a GPU run adds
+        # host only: last, the least a GPU run adds
+        lambda: {"startup": bench_startup.run(1 if quick else 5, wall_times=not quick)},
     ]
     for section in sections:
         start = time.perf_counter()
@@ -178,9 +177,8 @@ def fit_images(quick: bool, device: torch.device) -> int:
 
 
 def speed(models: list[str], quick: bool, device: torch.device) -> dict:
-    layouts = bench_models.QUICK_LAYOUTS if quick else (False, True)
     rows, found = bench_models.run([*models, "plain_resnet20"], 1 if quick else 3, bench_models.window(quick, device),
-                                   ["fp32", "bf16", "auto"], device, layouts)  # fmt: skip
+                                   ["fp32", "bf16", "auto"], device, bench_models.layouts(quick))  # fmt: skip
     return {"models": {"peak_flops": found["fp32"], "peaks": found, "rows": [vars(r) for r in rows],
                        "resnet_cifar_over_plain": bench_models.overhead_ratio(rows)}}  # fmt: skip
 

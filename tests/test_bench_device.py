@@ -220,7 +220,7 @@ def test_each_row_is_a_fraction_of_the_probes_on_either_side_of_its_window(bench
 
     monkeypatch.setattr(models, "peaks", fake_peaks)
     monkeypatch.setattr(models, "measure", fake_measure)
-    rows, found = models.run(["resnet_cifar"], reps=3, seconds=0.5, amps=["fp32"], layouts=(True,))
+    rows, found = models.run(["resnet_cifar"], reps=3, seconds=0.5, amps=["fp32"], timed_layouts=models.layouts(True))
     assert len(rows) == len(models.MODES) and all(row.channels_last for row in rows)
     for row in rows:
         assert row.fraction_of_peak == pytest.approx(0.6 if row.mode == "train" else 0.7)
@@ -234,6 +234,11 @@ def test_each_row_is_a_fraction_of_the_probes_on_either_side_of_its_window(bench
 def test_a_probe_is_half_a_window_long_and_at_most_a_second(bench):
     probe_seconds = bench["bench_models"].probe_seconds
     assert probe_seconds(0.5) == 0.25 and probe_seconds(2.0) == 1.0 and probe_seconds(10.0) == 1.0
+
+
+def test_quick_times_channels_last_only_and_the_full_run_both_layouts(bench):
+    assert bench["bench_models"].layouts(quick=True) == (True,)
+    assert bench["bench_models"].layouts(quick=False) == (False, True)
 
 
 def test_quick_leaves_out_the_whole_interpreter_import_times_and_says_nothing_of_them(bench):
