@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imgzoo import checkpoint as ckpt
 from imgzoo import distributed
+from imgzoo._allocator import keep_freed_memory, release_freed_memory
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
 from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping, FitState
 from imgzoo.checkpoint_lock import CheckpointDirError, lock_checkpoint_dir
@@ -255,6 +256,8 @@ class _Run:
 
     def _wrap_model(self) -> None:
         """channels_last, DDP and torch.compile; callbacks and checkpoints keep seeing the plain model."""
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults for each step's activations: 1.13x at batch 1024 (see _allocator)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         net: nn.Module = self.model
@@ -264,6 +267,7 @@ class _Run:
         self.net = torch.compile(net) if self.cfg.compile else net
 
     def _fit_end(self, error: Exception | None = None) -> None:
+        release_freed_memory()  # what training freed goes back to the system once it ends
         if self.channels_last and self.cfg.channels_last == "auto":
             # The layout was fit's choice, not the user's: hand the model back in the default one, so that it
             # computes exactly as the same weights loaded from disk do.

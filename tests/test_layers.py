@@ -24,7 +24,7 @@ PACKAGE_DIR = ROOT / "imgzoo"
 # Bottom to top: each layer imports only the layers listed before it (and its own modules).
 # Names are fnmatch patterns over dotted module names; "imgzoo" is the package's __init__.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("utilities", ("imgzoo._atomic", "imgzoo._version", "imgzoo._device")),
+    ("utilities", ("imgzoo._atomic", "imgzoo._version", "imgzoo._device", "imgzoo._allocator")),
     ("registry", ("imgzoo.registry",)),  # names -> builders, data specs, weights entries
     ("models", ("imgzoo.models", "imgzoo.models.*")),  # each family registers itself
     ("data", ("imgzoo.datasets", "imgzoo.transforms", "imgzoo.loaders")),

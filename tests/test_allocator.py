@@ -1,0 +1,123 @@
+"""Training on the CPU keeps the memory it frees: no page faults for blocks freed and taken again, and the memory
+goes back to the system once fit ends. Each measurement runs in a fresh interpreter, because the setting is
+process-wide and stays once made."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _fit_worker import FIT_OPTIONS, make_data, make_model
+
+import imgzoo.training
+from imgzoo import _allocator
+from imgzoo.training import fit
+
+ALLOCATOR_FILE = Path(_allocator.__file__)
+GLIBC = _allocator._glibc() is not None
+needs_glibc = pytest.mark.skipif(not GLIBC, reason="tunes glibc's malloc; this C library is not glibc")
+
+BLOCK = 64 << 20  # above glibc's largest automatic mmap threshold (32 MiB): served by mmap unless tuned
+PAGES = BLOCK // 4096
+
+# Loads the module by its path, so the child measures without importing torch; prints what it saw as JSON.
+CHILD = """
+import ctypes, importlib.util, json, resource, sys
+spec = importlib.util.spec_from_file_location("allocator", sys.argv[1])
+allocator = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(allocator)
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = int(sys.argv[2])
+
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+def take_and_free():
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)  # touch every page, as a step writes its activations
+    libc.free(block)
+
+applied = allocator.keep_freed_memory()
+take_and_free()
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    take_and_free()
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+kept = resident()
+allocator.release_freed_memory()
+print(json.dumps({"applied": applied, "faults": faults, "kept": kept, "released": resident()}))
+"""
+
+
+def _measure(**env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != _allocator.OPT_OUT}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(ALLOCATOR_FILE), str(BLOCK)],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@needs_glibc
+def test_freed_blocks_are_reused_without_page_faults():
+    default = _measure(**{_allocator.OPT_OUT: "default"})
+    tuned = _measure()
+    assert default["applied"] is False and tuned["applied"] is True
+    # Left alone, glibc maps each 64 MiB block afresh: four blocks fault in four times its pages.
+    assert default["faults"] >= 4 * PAGES * 0.9
+    assert tuned["faults"] < PAGES / 10
+
+
+@needs_glibc
+def test_the_kept_memory_goes_back_to_the_system_when_released():
+    tuned = _measure()
+    assert tuned["kept"] - tuned["released"] >= BLOCK * 0.9
+
+
+@needs_glibc
+@pytest.mark.parametrize(
+    "env",
+    [{"MALLOC_MMAP_THRESHOLD_": "131072"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}],
+    ids=["malloc-env", "glibc-tunables"],
+)
+def test_a_users_own_malloc_settings_are_left_alone(env):
+    assert _measure(**env)["applied"] is False
+
+
+@pytest.mark.parametrize(
+    ("env", "left"),
+    [
+        ({_allocator.OPT_OUT: "default"}, True),
+        ({_allocator.OPT_OUT: " Default "}, True),
+        ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, True),
+        ({"MALLOC_TRIM_THRESHOLD_": "0"}, True),
+        ({_allocator.OPT_OUT: "tuned"}, False),
+        ({}, False),
+    ],
+)
+def test_who_decides(monkeypatch, env, left):
+    for name in (_allocator.OPT_OUT, "LD_PRELOAD", "GLIBC_TUNABLES", *_allocator._USER_SETTINGS):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _allocator._left_to_user() is left
+
+
+def test_fit_on_the_cpu_keeps_freed_memory_while_training_and_releases_it_after(monkeypatch):
+    calls = []
+    monkeypatch.setattr(imgzoo.training, "keep_freed_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(imgzoo.training, "release_freed_memory", lambda: calls.append("release"))
+    train, _ = make_data(n=32)
+    fit(make_model(), train, epochs=1, device="cpu", **FIT_OPTIONS)
+    assert calls == ["keep", "release"]
