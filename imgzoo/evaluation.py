@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from imgzoo._allocator import keep_freed_memory, release_freed_memory
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
 from imgzoo.datasets import _open_image, image_folder
 from imgzoo.fusion import UncopyableModelError, fold_batchnorm
@@ -340,17 +341,22 @@ def evaluate(
             f"fewer samples than one batch); pass at least one (image, label) sample"
         )
     dtype = amp_dtype(amp, device)
-    with _borrowed(model, device), torch.no_grad():
-        net, channels_last = _inference_copy(model, device, dtype)
-        num_classes = net(first[0][:1].to(device)).shape[1]
-        sums = eval_sums(
-            net if mode == "none" else TestTimeAugmented(net, mode),
-            _checked_labels(loader, num_classes),
-            device=device,
-            amp_dtype=dtype,
-            channels_last=channels_last,
-            num_classes=num_classes,
-        )
+    if device.type == "cpu":
+        keep_freed_memory()  # as fit: basic_cnn's inference at batch 256 ran 1.08-1.2x faster (see _allocator)
+    try:
+        with _borrowed(model, device), torch.no_grad():
+            net, channels_last = _inference_copy(model, device, dtype)
+            num_classes = net(first[0][:1].to(device)).shape[1]
+            sums = eval_sums(
+                net if mode == "none" else TestTimeAugmented(net, mode),
+                _checked_labels(loader, num_classes),
+                device=device,
+                amp_dtype=dtype,
+                channels_last=channels_last,
+                num_classes=num_classes,
+            )
+    finally:
+        release_freed_memory()
     confusion = sums["confusion"]
     per_class = (confusion.diag().double() / confusion.sum(dim=1).double()).tolist()  # 0/0 -> NaN: class absent
     n = sums["n"]

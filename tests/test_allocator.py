@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
+import imgzoo.evaluation
 import imgzoo.training
 from imgzoo import _allocator
+from imgzoo.evaluation import evaluate
 from imgzoo.training import fit
 
 ALLOCATOR_FILE = Path(_allocator.__file__)
@@ -121,3 +123,16 @@ def test_fit_on_the_cpu_keeps_freed_memory_while_training_and_releases_it_after(
     train, _ = make_data(n=32)
     fit(make_model(), train, epochs=1, device="cpu", **FIT_OPTIONS)
     assert calls == ["keep", "release"]
+
+
+def test_evaluate_on_the_cpu_keeps_freed_memory_for_its_pass_and_releases_it_even_when_it_fails(monkeypatch):
+    calls = []
+    monkeypatch.setattr(imgzoo.evaluation, "keep_freed_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(imgzoo.evaluation, "release_freed_memory", lambda: calls.append("release"))
+    _, val = make_data(n=32)
+    assert evaluate(make_model(), val, device="cpu").num_samples == len(val)
+    assert calls == ["keep", "release"]
+    monkeypatch.setattr(imgzoo.evaluation, "eval_sums", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        evaluate(make_model(), val, device="cpu")
+    assert calls == ["keep", "release"] * 2
