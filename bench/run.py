@@ -127,7 +127,7 @@ FIXES = (
     ),
     (
         "resnet_cifar training, channels_last, fp32",
-        "52% of peak (2026-11-29); basic_cnn at airbench94's batch of 1024: 15% of its CPU time in the kernel",
+        "52% of peak (2026-11-29); basic_cnn at batch 1024: 15% of its CPU time in the kernel",
         "glibc's malloc maps every block above 32 MiB afresh and unmaps it on free, so each step's activations "
         "faulted in again (690,000 page faults a step for basic_cnn at batch 1024; 3% of the CPU time at batch 128)",
         "fit and evaluate keep freed blocks up to 1 GiB on the CPU and hand them back when they return "
