@@ -4,20 +4,20 @@ Why: glibc's malloc serves each block above its mmap threshold (128 KiB, raised 
 32 MiB) with a fresh ``mmap`` and returns it with ``munmap`` on free. A training step allocates its
 activations and gradients anew, so every step the kernel maps, zeroes and faults in those pages
 again. basic_cnn at batch 1024 (airbench94's network and batch) took 690,000 page faults a step,
-with 15% of the CPU time in the kernel. With blocks up to 1 GiB kept in the heap and the heap never
-trimmed, the faults went to none and training ran 1.13x faster: 140/157/139 against 157/173/165
-images/s in three alternating pairs of processes (2-core AMD EPYC, AVX2, torch 2.14.1, fp32,
-channels_last). ResNet-20 at batch 128, whose blocks are 8x smaller, lost 3% of its CPU time to
-the kernel and gains about as much. Inference faults the same way: basic_cnn at evaluate's batch of
-256 ran at 224 and 241 against 269 and 260 images/s, so evaluate makes the same setting.
+with 16% of the CPU time in the kernel. With blocks up to 1 GiB kept in the heap and the heap never
+trimmed, 1% of the faults remained and training ran 1.14x faster (139/155/140 against 159/177/142
+images/s); resnet_cifar at batch 128, whose blocks are 8x smaller, lost 2.4% of its CPU time to the
+kernel and ran 1.05x faster. Both from bench/bench_allocator.py: alternating pairs of fresh processes,
+2-core AMD EPYC, AVX2, torch 2.14.1, fp32, channels_last. Inference faults the same way: basic_cnn at
+evaluate's batch of 256 ran at 224 and 241 against 269 and 260 images/s, so evaluate makes the same
+setting.
 
 PyTorch's performance tuning guide gives the same advice for the same reason by preloading jemalloc
 or tcmalloc; ``mallopt`` gets glibc's share of it from inside the process, with no preload.
 
 The cost: what a step frees stays with the process while training runs (peak resident memory at
-batch 1024 went from 2.34 to 2.76 GB), so fit and evaluate hand it back when they return
-(``malloc_trim``).
-The setting is process-wide and stays once made: set ``IMGZOO_CPU_ALLOCATOR=default`` to leave
+batch 1024 went from 2,353 to 2,718 MB), so fit and evaluate hand it back when they return
+(``malloc_trim``). The setting is process-wide and stays once made: set ``IMGZOO_CPU_ALLOCATOR=default`` to leave
 glibc as it is. A user's own ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or
 ``GLIBC_TUNABLES`` malloc setting, or an allocator in ``LD_PRELOAD``, is respected the same way.
 Elsewhere than glibc (macOS, Windows, musl) nothing is done.
