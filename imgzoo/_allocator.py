@@ -9,8 +9,9 @@ trimmed, 1% of the faults remained and training ran 1.14x faster (139/155/140 ag
 images/s); resnet_cifar at batch 128, whose blocks are 8x smaller, lost 2.4% of its CPU time to the
 kernel and ran 1.05x faster. Both from bench/bench_allocator.py: alternating pairs of fresh processes,
 2-core AMD EPYC, AVX2, torch 2.14.1, fp32, channels_last. Inference faults the same way: basic_cnn at
-evaluate's batch of 256 ran at 224 and 241 against 269 and 260 images/s, so evaluate makes the same
-setting.
+evaluate's batch of 256 ran at 224 and 241 against 269 and 260 images/s (two alternating pairs of
+forward passes in fresh processes, same machine; a one-off measurement, not part of bench/), so
+evaluate makes the same setting.
 
 PyTorch's performance tuning guide gives the same advice for the same reason by preloading jemalloc
 or tcmalloc; ``mallopt`` gets glibc's share of it from inside the process, with no preload.

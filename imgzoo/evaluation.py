@@ -310,7 +310,7 @@ def _one_pass(
 ) -> dict[str, Any]:
     """eval_sums over ``loader`` with the inference copy of ``model`` (TTA-wrapped unless ``mode`` is "none")."""
     if device.type == "cpu":
-        keep_freed_memory()  # as fit: basic_cnn's inference at batch 256 ran 1.08-1.2x faster (see _allocator)
+        keep_freed_memory()  # as fit: inference faults the same way (figures in _allocator's docstring)
     try:
         with _borrowed(model, device), torch.no_grad():
             net, channels_last = _inference_copy(model, device, dtype)
