@@ -13,7 +13,8 @@ from typing import Any
 from torch import nn
 
 from imgzoo import hub
-from imgzoo.registry import default_weights, get_model_entry
+from imgzoo.checkpoint_format import CheckpointError
+from imgzoo.registry import default_weights, get_model_entry, get_weights_entry, list_pretrained
 
 __all__ = ["create_model"]
 
@@ -22,7 +23,9 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
     """Build the registered model ``name``; keyword arguments go to its builder.
 
     ``pretrained=True`` loads the weights entry marked ``default=True`` for that
-    architecture (or its only entry); ``pretrained="resnet_cifar.cifar10"`` names one.
+    architecture (or its only entry), or among the entries trained with the builder arguments
+    given, that one (``create_model("resnet_cifar", depth=56, pretrained=True)``: see
+    :func:`imgzoo.registry.default_weights`); ``pretrained="resnet_cifar.cifar10"`` names one.
     Asking for another ``num_classes`` than the weights were trained with loads
     everything but the classifier, as timm does. A pretrained model comes back in eval
     mode, as :func:`imgzoo.load` returns it; one built from scratch in train mode.
@@ -35,6 +38,25 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
     entry = get_model_entry(name)
     if not pretrained:
         return entry.builder(**kwargs)
-    weights_name = pretrained if isinstance(pretrained, str) else default_weights(name)
-    # The architecture is passed on, so weights of another model are refused rather than returned.
-    return hub.load(weights_name, architecture=name, **kwargs)
+    weights_name = pretrained if isinstance(pretrained, str) else default_weights(name, **kwargs)
+    try:
+        # The architecture is passed on, so weights of another model are refused rather than returned.
+        return hub.load(weights_name, architecture=name, **kwargs)
+    except CheckpointError as exc:
+        if pretrained is not True or not kwargs:
+            raise
+        raise CheckpointError(f"{exc} {_what_was_trained(name, kwargs)}") from exc
+
+
+def _what_was_trained(arch: str, kwargs: dict[str, Any]) -> str:
+    """The registered weights of ``arch`` with the values they were trained with for the arguments in ``kwargs``."""
+    entries = [get_weights_entry(n) for n in list_pretrained(f"{arch}.*")]
+    described = []
+    for entry in entries:
+        recorded = entry.meta.get("kwargs") or {}
+        shown = ", ".join(f"{k}={recorded[k]!r}" for k in kwargs if k in recorded)
+        described.append(f"{entry.name} ({shown})" if shown else entry.name)
+    return (
+        f"pretrained=True looks for {arch!r} weights trained with these arguments and found none; the registered "
+        f"ones: {'; '.join(described)}. Drop the arguments, or build it without pretrained= to train it yourself."
+    )

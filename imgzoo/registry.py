@@ -16,6 +16,7 @@ import difflib
 import fnmatch
 import functools
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -328,11 +329,17 @@ def list_pretrained(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
-def default_weights(arch: str) -> str:
-    """The weights name that ``pretrained=True`` means for ``arch``.
+def default_weights(arch: str, **builder_kwargs: Any) -> str:
+    """The weights name that ``pretrained=True`` means for ``arch`` built with ``builder_kwargs``.
 
-    The entry marked ``default=True``; with none marked, the only entry. Several unmarked
-    entries are an error rather than a guess, since sorting order says nothing about quality.
+    Without builder arguments: the entry marked ``default=True``; with none marked, the only
+    entry. Several unmarked entries are an error rather than a guess, since sorting order says
+    nothing about quality. With them, the same choice among the entries trained with those
+    arguments (each entry's ``meta["kwargs"]``), so that ``create_model("resnet_cifar",
+    depth=56, pretrained=True)`` loads depth-56 weights, as timm picks weights by model variant.
+    ``num_classes`` never chooses: asking for another one fine-tunes a new head. When no entry
+    agrees, the default stays the answer and the loader takes the arguments that leave the
+    tensors' shapes alone (``dropout=0.0``) and refuses the others.
     """
     get_model_entry(arch)
     candidates = [e for e in _WEIGHTS.values() if e.arch == arch]
@@ -342,6 +349,10 @@ def default_weights(arch: str) -> str:
             f"{', '.join(list_models(pretrained=True)) or 'none'}. Build it without pretrained=, "
             "or register a WeightsEntry for it"
         )
+    wanted = {k: v for k, v in builder_kwargs.items() if k != "num_classes"}
+    agreeing = [e for e in candidates if _trained_with(e, wanted)]
+    if agreeing and len(agreeing) < len(candidates):
+        candidates = agreeing
     marked = [e.name for e in candidates if e.default]
     if marked:
         return marked[0]
@@ -352,3 +363,17 @@ def default_weights(arch: str) -> str:
         f"{arch!r} has {len(names)} weights entries and none is marked default=True: {', '.join(names)}. "
         f"Name one, e.g. create_model({arch!r}, pretrained={names[0]!r}), or mark one default=True"
     )
+
+
+def _trained_with(entry: WeightsEntry, wanted: dict[str, Any]) -> bool:
+    """Whether ``entry`` was trained with every builder argument in ``wanted`` that its meta records.
+
+    Compared as JSON, which is how the arguments are recorded: (64, 256) and [64, 256] agree; what JSON
+    cannot hold is compared by its repr.
+    """
+    recorded = entry.meta.get("kwargs") or {}
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, default=repr) == json.dumps(b, default=repr)
+
+    return all(same(value, recorded[key]) for key, value in wanted.items() if key in recorded)

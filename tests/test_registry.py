@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import imgzoo
-from imgzoo import factory, hub, registry
+from imgzoo import factory, hub, pretrained, registry
+from imgzoo.checkpoint_format import CheckpointError
 from imgzoo.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec, WeightsEntry
 
 MODELS = imgzoo.list_models()
@@ -239,6 +240,58 @@ def test_several_unmarked_entries_are_an_error_that_lists_them_and_says_how_to_c
         imgzoo.create_model("zz_tiny", pretrained=True)
     assert "pretrained='zz_tiny.a'" in str(info.value)
     assert fake_hub_load == []
+
+
+def _trained(name: str, default: bool = False, **kwargs) -> WeightsEntry:
+    return WeightsEntry(name, sha256="0" * 64, package_dir="zz", default=default, meta={"kwargs": kwargs})
+
+
+def test_pretrained_true_with_builder_arguments_takes_the_entry_trained_with_them(zz_tiny, fake_hub_load):
+    zz_tiny.register_weights(_trained("zz_tiny.d20", default=True, depth=20, widths=[16, 32], num_classes=10))
+    zz_tiny.register_weights(_trained("zz_tiny.d56", depth=56, widths=[16, 32], num_classes=10))
+    assert imgzoo.create_model("zz_tiny", pretrained=True, depth=56) == "zz_tiny.d56"
+    assert fake_hub_load[-1] == ("zz_tiny.d56", {"architecture": "zz_tiny", "depth": 56})
+    assert imgzoo.create_model("zz_tiny", pretrained=True) == "zz_tiny.d20"
+    assert imgzoo.create_model("zz_tiny", pretrained=True, depth=20) == "zz_tiny.d20"
+    # Recorded as JSON: a tuple agrees with the list it was saved as.
+    assert zz_tiny.default_weights("zz_tiny", depth=56, widths=(16, 32)) == "zz_tiny.d56"
+    # num_classes asks for a new head, not for other weights; an argument no entry records chooses nothing.
+    assert zz_tiny.default_weights("zz_tiny", depth=56, num_classes=3) == "zz_tiny.d56"
+    assert zz_tiny.default_weights("zz_tiny", dropout=0.0) == "zz_tiny.d20"
+    # No entry trained with them: the default, whose loader accepts or refuses the arguments.
+    assert zz_tiny.default_weights("zz_tiny", depth=110) == "zz_tiny.d20"
+
+
+def test_several_entries_trained_with_the_arguments_choose_by_default_or_refuse(zz_tiny):
+    zz_tiny.register_weights(_trained("zz_tiny.d20", depth=20))
+    zz_tiny.register_weights(_trained("zz_tiny.d56_a", depth=56))
+    zz_tiny.register_weights(_trained("zz_tiny.d56_b", depth=56))
+    with pytest.raises(
+        ValueError, match="2 weights entries and none is marked default=True: zz_tiny.d56_a, zz_tiny.d56_b"
+    ):
+        zz_tiny.default_weights("zz_tiny", depth=56)
+    assert zz_tiny.default_weights("zz_tiny", depth=20) == "zz_tiny.d20"
+
+
+def test_pretrained_true_loads_real_weights_of_another_depth_by_its_arguments(tmp_path):
+    torch.manual_seed(0)
+    deep = imgzoo.create_model("resnet_cifar", depth=8)
+    folder = imgzoo.save(deep, tmp_path / "d8", metrics={"val_acc": 0.5}, recipe={"epochs": 1})
+    entry = registry.register_weights(
+        pretrained.entry_from_folder("resnet_cifar.zz_d8_test", folder, package_dir=str(folder))
+    )
+    try:
+        loaded = imgzoo.create_model("resnet_cifar", depth=8, pretrained=True)
+        x = torch.randn(2, 3, 32, 32)
+        assert loaded.imgzoo_kwargs["depth"] == 8
+        assert torch.equal(loaded(x), deep.eval()(x))
+        # The shipped depth-20 entry is still what the defaults load.
+        assert imgzoo.create_model("resnet_cifar", pretrained=True).imgzoo_kwargs["depth"] == 20
+        with pytest.raises(CheckpointError, match=r"resnet_cifar.zz_d8_test \(depth=8\)") as info:
+            imgzoo.create_model("resnet_cifar", depth=14, pretrained=True)
+        assert "resnet_cifar.cifar10 (depth=20)" in str(info.value) and "without pretrained=" in str(info.value)
+    finally:
+        registry.unregister_weights(entry.name)
 
 
 def test_a_second_default_for_one_architecture_is_an_error_naming_both(zz_tiny):
