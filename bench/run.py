@@ -190,7 +190,8 @@ def fit_images(quick: bool, device: torch.device) -> int:
 
 def speed(models: list[str], quick: bool, device: torch.device) -> dict:
     rows, found = bench_models.run([*models, "plain_resnet20"], 1 if quick else 3, bench_models.window(quick, device),
-                                   ["fp32", "bf16", "auto"], device, bench_models.layouts(quick))  # fmt: skip
+                                   ["fp32", "bf16", "auto"], device, bench_models.layouts(quick),
+                                   0 if quick else bench_models.GOAL_REPS)  # fmt: skip
     return {"models": {"peak_flops": found["fp32"], "peaks": found, "rows": [vars(r) for r in rows],
                        "resnet_cifar_over_plain": bench_models.overhead_ratio(rows)}}  # fmt: skip
 

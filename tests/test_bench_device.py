@@ -231,6 +231,38 @@ def test_each_row_is_a_fraction_of_the_probes_on_either_side_of_its_window(bench
     assert "higher of the probes taken just before and just after" in heading and "highest 100.0" in heading
 
 
+def test_the_rows_a_goal_names_get_more_windows_interleaved_among_themselves(bench, monkeypatch):
+    models = bench["bench_models"]
+    timed = []
+
+    def fake_measure(cfg, seconds, device, flops):
+        flops[(cfg.model, cfg.mode)] = 1e8
+        timed.append(cfg)
+        return 128, 100.0 + len(timed)  # every window a different rate: the median shows which were counted
+
+    monkeypatch.setattr(models, "peaks", lambda device, seconds=1.0: {"fp32": 100e9, "matmul_n": 2048})
+    monkeypatch.setattr(models, "measure", fake_measure)
+    rows, found = models.run(
+        ["resnet_cifar", "mnist_cnn", "plain_resnet20"], reps=2, seconds=0.5, amps=["fp32", "bf16"], goal_reps=5
+    )
+    goals = [r for r in rows if models.goal_row(r)]
+    assert {(r.model, r.amp, r.channels_last) for r in goals} == {
+        ("resnet_cifar", "fp32", True),
+        ("plain_resnet20", "fp32", True),
+    }
+    assert all(r.windows == 5 for r in goals) and all(r.windows == 2 for r in rows if r not in goals)
+    assert len(timed) == 2 * len(rows) + 3 * len(goals) and found["probes"] == len(timed) + 1
+    # After the shared repetitions only goal rows run, the two models' matching rows back to back.
+    extra = timed[2 * len(rows) :]
+    assert all(models.goal_row(c) for c in extra)
+    assert [c.model for c in extra[:2]] in (["resnet_cifar", "plain_resnet20"], ["plain_resnet20", "resnet_cifar"])
+    table = models.markdown(rows, found)
+    assert "| windows |" in table and table.count(" 5 |") >= len(goals)
+    # A results file written before windows were counted renders as it did.
+    old = [models.Result(**{**vars(r), "windows": 0}) for r in rows]
+    assert "windows" not in models.markdown(old, found)
+
+
 def test_a_probe_is_half_a_window_long_and_at_most_a_second(bench):
     probe_seconds = bench["bench_models"].probe_seconds
     assert probe_seconds(0.5) == 0.25 and probe_seconds(2.0) == 1.0 and probe_seconds(10.0) == 1.0
