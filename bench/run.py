@@ -240,9 +240,9 @@ def headline(results: dict) -> list[tuple[str, str, str]]:
     # Emulated bf16 rows time a single small batch: too noisy to judge overhead by.
     ratios = {k: v for k, v in results["models"]["resnet_cifar_over_plain"].items() if "bf16" not in k}
     if ratios:
-        # One setting's ratio swings by +-0.07 between runs here: where amp="auto" is fp32, "auto" and "fp32"
-        # run the same code and measured 0.94 against 1.01. The mean over the settings is the figure; the
-        # range shows the noise.
+        # One setting's ratio swung by +-0.07 between runs here as a ratio of medians: where amp="auto" is fp32,
+        # "auto" and "fp32" run the same code and measured 0.94 against 1.01. Each is now the median of back-to-back
+        # window pairs (bench_models.overhead_ratio); the mean over the settings is the figure, the range the noise.
         mean = math.prod(ratios.values()) ** (1 / len(ratios))
         low, high = min(ratios, key=ratios.get), max(ratios, key=ratios.get)
         add(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import statistics
 import subprocess
 import warnings
 from pathlib import Path
@@ -261,6 +262,24 @@ def test_the_rows_a_goal_names_get_more_windows_interleaved_among_themselves(ben
     # A results file written before windows were counted renders as it did.
     old = [models.Result(**{**vars(r), "windows": 0}) for r in rows]
     assert "windows" not in models.markdown(old, found)
+
+
+def test_overhead_is_the_median_of_back_to_back_window_ratios_not_the_ratio_of_medians(bench):
+    models = bench["bench_models"]
+
+    def row(model, rates, amp="fp32"):
+        return models.Result(model, "train", amp, True, 128, statistics.median(rates), 1e8, 0.5, rates=rates)
+
+    # The machine halves its speed in the second repetition and recovers; each pair shares the moment.
+    speeds = [1.0, 0.5, 0.8, 0.45, 0.9]
+    ours = row("resnet_cifar", [300 * 0.97 * s for s in speeds])
+    plain = row("plain_resnet20", [300 * s * (1.1 if k == 2 else 1.0) for k, s in enumerate(speeds)])
+    ratios = models.overhead_ratio([ours, plain])
+    assert ratios == {"train fp32 channels_last": pytest.approx(0.97)}
+    assert ours.images_per_sec / plain.images_per_sec == pytest.approx(0.97 / 1.1)  # what the medians would say
+    # Rows from a results file without per-window rates: the ratio of their medians.
+    old = [models.Result(**{**vars(r), "rates": []}) for r in (ours, plain)]
+    assert models.overhead_ratio(old)["train fp32 channels_last"] == pytest.approx(0.97 / 1.1)
 
 
 def test_a_probe_is_half_a_window_long_and_at_most_a_second(bench):
