@@ -2,16 +2,16 @@
 
 Why: glibc's malloc serves each block above its mmap threshold (128 KiB, raised by itself to at most
 32 MiB) with a fresh ``mmap`` and returns it with ``munmap`` on free. A training step allocates its
-activations and gradients anew, so every step the kernel maps, zeroes and faults in those pages
-again. basic_cnn at batch 1024 (airbench94's network and batch) took 690,000 page faults a step,
-with 16% of the CPU time in the kernel. With blocks up to 1 GiB kept in the heap and the heap never
-trimmed, 1% of the faults remained and training ran 1.14x faster (139/155/140 against 159/177/142
-images/s); resnet_cifar at batch 128, whose blocks are 8x smaller, lost 2.4% of its CPU time to the
-kernel and ran 1.05x faster. Both from bench/bench_allocator.py: alternating pairs of fresh processes,
-2-core AMD EPYC, AVX2, torch 2.14.1, fp32, channels_last. Inference faults the same way: basic_cnn at
-evaluate's batch of 256 ran at 224 and 241 against 269 and 260 images/s (two alternating pairs of
-forward passes in fresh processes, same machine; a one-off measurement, not part of bench/), so
-evaluate makes the same setting.
+activations and gradients anew, so every step the kernel maps, zeroes and faults in those pages again.
+basic_cnn at batch 1024 (airbench94's network and batch) took 690,000 page faults a step, with 16% of
+the CPU time in the kernel. With blocks up to 1 GiB kept in the heap and the heap never trimmed, 1% of
+the faults remained and training ran 1.14x faster (139/155/140 against 159/177/142 images/s);
+resnet_cifar at batch 128, whose blocks are 8x smaller, lost 2.4% of its CPU time to the kernel and ran
+1.05x faster. Both from bench/bench_allocator.py: alternating pairs of fresh processes, 2-core AMD EPYC,
+AVX2, torch 2.14.1, fp32, channels_last; the next full run of it read 1.41x and 1.10x. Inference faults
+the same way: basic_cnn at evaluate's batch of 256 ran at 224 and 241 against 269 and 260 images/s (two
+alternating pairs of forward passes in fresh processes, same machine; a one-off measurement, not part of
+bench/), so evaluate makes the same setting.
 
 PyTorch's performance tuning guide gives the same advice for the same reason by preloading jemalloc
 or tcmalloc; ``mallopt`` gets glibc's share of it from inside the process, with no preload.
