@@ -312,8 +312,10 @@ def run(
     The rows a goal is read from (goal_row) are timed ``goal_reps`` times where that is more than
     ``reps``, the extra repetitions interleaved among themselves after the others: two full runs on a
     2-core AMD EPYC (AVX2) put resnet_cifar's inference at 69% and 62% of peak with three windows each
-    and unchanged code, a swing across its 65% goal; a median over nine windows holds still better, for
-    about four minutes more (12 rows x 6 windows of 2 s, each with its probe and warm-up step).
+    and unchanged code, a swing across its 65% goal. Nine windows narrow a median's spread by about
+    sqrt(3) where the windows' noise is independent, for about four minutes more (12 rows x 6 windows of
+    2 s, each with its probe and warm-up step); the first run with nine still read training 4 points
+    below the run before it, so drift over minutes remains.
 
     A matmul probe runs between every two timing windows, and each window's images/s becomes a
     fraction of the higher of the probes on either side of it; a row reports the median of those

@@ -336,7 +336,7 @@ def default_weights(arch: str, **builder_kwargs: Any) -> str:
     entry. Several unmarked entries are an error rather than a guess, since sorting order says
     nothing about quality. With them, the same choice among the entries trained with those
     arguments (each entry's ``meta["kwargs"]``), so that ``create_model("resnet_cifar",
-    depth=56, pretrained=True)`` loads depth-56 weights, as timm picks weights by model variant.
+    depth=56, pretrained=True)`` loads depth-56 weights rather than failing on the depth-20 ones.
     ``num_classes`` never chooses: asking for another one fine-tunes a new head. When no entry
     agrees, the default stays the answer and the loader takes the arguments that leave the
     tensors' shapes alone (``dropout=0.0``) and refuses the others.
