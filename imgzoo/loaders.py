@@ -178,7 +178,9 @@ def _unwrap_subsets(data: Dataset) -> tuple[Dataset, torch.Tensor | None, DataSp
     return data, indices, spec
 
 
-def _uint8_data(data: Dataset, spec: DataSpec | None, cache_dir: str | os.PathLike | None):
+def _uint8_data(
+    data: Dataset, spec: DataSpec | None, cache_dir: str | os.PathLike | None
+) -> tuple[torch.Tensor, torch.Tensor, list[str], DataSpec]:
     """(images, targets, classes, spec) of a TensorImages / ImageFiles dataset or any Subset of one.
 
     ``spec`` given wins; otherwise it is the dataset's own (CIFAR-10 and MNIST carry one,
@@ -199,6 +201,11 @@ def _uint8_data(data: Dataset, spec: DataSpec | None, cache_dir: str | os.PathLi
             f"FastLoader takes an imgzoo dataset (TensorImages, ImageFiles, or a Subset or Split of one); got "
             f"{given} of {type(data).__name__}. For other datasets use torch.utils.data.DataLoader with "
             f"imgzoo.transforms."
+        )
+    if spec is None:
+        raise ValueError(
+            f"FastLoader needs spec= (a DataSpec, e.g. model.data_spec) for {given}: it carries "
+            f"no spec of its own (only known data sets such as datasets.cifar10 and datasets.mnist do)"
         )
     images, targets = data.images, data.targets
     if indices is not None:
@@ -238,7 +245,13 @@ class FastLoader:
     of up to 10 degrees and scaling by 0.9-1.1), the same presets as
     ``imgzoo.transforms.build_transform(spec, train=True, augment=...)``, applied only when
     ``train``. ``translate`` is the largest shift of the pad-and-crop in pixels; None gives the
-    standard 1/8 of the side (4 for CIFAR's 32), airbench94 uses 2 for its 10 epochs. Each
+    standard 1/8 of the side (4 for CIFAR's 32), airbench94 uses 2 for its 10 epochs.
+    ``alternate_flips`` replaces the coin toss per image and epoch by airbench's derandomized
+    flip (Jordan 2024, arXiv:2404.00498, section 3.6): each image gets one toss, from ``seed``, for
+    the first epoch, and every later epoch shows it the other way round from the epoch before, so
+    two consecutive epochs always hold both views of every image; the paper finds it beats random
+    flipping wherever flipping helps at all. The epoch is the one ``set_epoch`` gave (fit calls it,
+    so a resumed run flips as the uninterrupted one did), else the count of full passes. Each
     epoch is a fresh permutation from a generator seeded by ``seed``,
     so runs repeat exactly. Iterating yields ``(x, y)``: float32 (B, C, H, W)
     normalised with ``spec``'s mean and std, and int64 labels, both on ``device``
@@ -254,6 +267,7 @@ class FastLoader:
         train: bool = False,
         augment: str = "standard",
         translate: int | None = None,
+        alternate_flips: bool = False,
         shuffle: bool | None = None,
         drop_last: bool = False,
         device: str | torch.device | None = None,
@@ -261,13 +275,7 @@ class FastLoader:
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
         _check_options(augment, batch_size, translate)
-        images, targets, self.classes, found_spec = _uint8_data(data, spec, cache_dir)
-        if found_spec is None:
-            raise ValueError(
-                f"FastLoader needs spec= (a DataSpec, e.g. model.data_spec) for {type(data).__name__}: it carries "
-                f"no spec of its own (only known data sets such as datasets.cifar10 and datasets.mnist do)"
-            )
-        self.spec: DataSpec = found_spec
+        images, targets, self.classes, self.spec = _uint8_data(data, spec, cache_dir)
         if len(images) == 0:
             raise ValueError("FastLoader got an empty dataset; pass one with at least one image")
         self.device = resolve_device(device)
@@ -279,6 +287,10 @@ class FastLoader:
         # Crops and flips come from one gather over a padded, channels-last copy (also at translate=0).
         self.gathers = self.augment != "none"
         self.flip = self.gathers and flip_preserves_label(self.spec)
+        self.alternate_flips = bool(alternate_flips)  # acts only where images are flipped at all
+        self.epoch = 0
+        # The first epoch's toss for every image, from a generator of its own: the shuffle's draws stay as they were.
+        self._first_flips = torch.rand(len(images), generator=torch.Generator().manual_seed(seed)) < 0.5
         standard = round(PAD_FRACTION * min(self.spec.size)) if translate is None else translate
         self.pad = standard if self.gathers else 0
         self._policy = strong_policy() if self.augment == "strong" else None
@@ -308,6 +320,12 @@ class FastLoader:
         """The crop's largest shift in pixels (0 when not augmenting): what Recipe.loader_differences compares."""
         return self.pad
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next pass is (from 0): it decides which way round each image is flipped with
+        ``alternate_flips``. As DistributedSampler.set_epoch: call it before each pass to make that
+        exact across interrupted runs; without it, each completed pass counts one."""
+        self.epoch = int(epoch)
+
     def __len__(self) -> int:
         n = len(self.targets)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
@@ -318,6 +336,7 @@ class FastLoader:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             yield self._batch(index), self.targets[index.to(self.device)]
+        self.epoch += 1  # only after a full pass: a look at the first batch (as fit's checks take) counts none
 
     def _batch(self, index: torch.Tensor) -> torch.Tensor:
         height, width = self.spec.size
@@ -329,7 +348,7 @@ class FastLoader:
             dx = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
             cols = torch.arange(width).expand(b, -1)
             if self.flip:
-                mirrored = torch.rand(b, 1, generator=self.generator) < 0.5
+                mirrored = self._mirrored(index)
                 cols = torch.where(mirrored, width - 1 - cols, cols)
             rows = (dy + torch.arange(height)).to(self.device)
             cols = (dx + cols).to(self.device)
@@ -342,6 +361,12 @@ class FastLoader:
             return self._strong(x)
         x = x.float() if self._affine is None else self._affine_batch(x)
         return x.mul_(self.scale).add_(self.shift)
+
+    def _mirrored(self, index: torch.Tensor) -> torch.Tensor:
+        """Which images of the batch at ``index`` are shown mirrored, as a (B, 1) bool column."""
+        if self.alternate_flips:
+            return (self._first_flips[index] ^ bool(self.epoch % 2))[:, None]
+        return torch.rand(len(index), 1, generator=self.generator) < 0.5
 
     def _affine_batch(self, x: torch.Tensor) -> torch.Tensor:
         """Each image rotated and scaled about its centre by its own draw from affine_policy()'s ranges.

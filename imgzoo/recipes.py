@@ -65,6 +65,7 @@ class Recipe:
     amp: bool | str = "auto"  # fit's amp: "auto", "fp32", "bf16", "fp16"
     augment: str = "standard"  # FastLoader's augment: "none", "standard", "strong" or "affine"
     translate: int | None = None  # FastLoader's pad-and-crop in pixels; None: its default (1/8 of the side)
+    alternate_flips: bool = False  # FastLoader's alternate_flips: airbench's derandomized flip, not a toss per epoch
     ema_decay: float | None = None  # callbacks.EMA(decay=...) during training; None: no weight average
     # callbacks.Lookahead(decay=...) during training; None: none. Not with ema_decay: both rewrite the weights.
     lookahead_decay: float | None = None
@@ -102,6 +103,7 @@ class Recipe:
                     "translate must be an integer >= 0 or None",
                     self.translate,
                 ),
+                (isinstance(self.alternate_flips, bool), "alternate_flips must be True or False", self.alternate_flips),
                 (self.norm_bias_lr_scale > 0, "norm_bias_lr_scale must be > 0", self.norm_bias_lr_scale),
                 (self.tta in TTA_CHOICES, f"tta must be one of {TTA_CHOICES}", self.tta),
                 (isinstance(self.model_kwargs, dict), "model_kwargs must be a dict", self.model_kwargs),
@@ -118,11 +120,13 @@ class Recipe:
 
     def loader_options(self) -> dict[str, Any]:
         """The training loader's options, which fit cannot apply to a loader it is given:
-        ``FastLoader(data, **recipe.loader_options(), spec=spec, train=True)``. ``translate`` is
-        named only where the recipe sets it (None leaves the loader's default)."""
+        ``FastLoader(data, **recipe.loader_options(), spec=spec, train=True)``. ``translate`` and
+        ``alternate_flips`` are named only where the recipe sets them (else the loader's defaults)."""
         options: dict[str, Any] = {"batch_size": self.batch_size, "augment": self.augment}
         if self.translate is not None:
             options["translate"] = self.translate
+        if self.alternate_flips:
+            options["alternate_flips"] = True
         return options
 
     def loader_differences(self, loader: Any) -> list[str]:
@@ -132,7 +136,9 @@ class Recipe:
         ``batch_size``); what it does not state is not compared.
         """
         found = []
-        for option, wanted in self.loader_options().items():
+        # alternate_flips is compared even where the recipe leaves it at the default: a loader that alternates
+        # differs from a recipe that tosses a coin.
+        for option, wanted in {**self.loader_options(), "alternate_flips": self.alternate_flips}.items():
             has = getattr(loader, option, None)
             if has is not None and has != wanted:
                 found.append(f"{option}={has!r} (the recipe's is {wanted!r})")
@@ -337,6 +343,14 @@ _BUILTIN = (
         name="basic_cnn.airbench",
         **_AIRBENCH94,
         source=_AIRBENCH94_SOURCE,
+    ),
+    Recipe(
+        name="basic_cnn.altflip",
+        **{**_AIRBENCH94, "alternate_flips": True},
+        source=(
+            "basic_cnn.airbench with airbench94's alternating flips (FastLoader(alternate_flips=True)): "
+            + _AIRBENCH94_SOURCE
+        ),
     ),
     # ---------------------------------------------------------------- per architecture: what `imgzoo train ARCH` uses
     Recipe(

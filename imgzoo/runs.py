@@ -83,6 +83,7 @@ _EVERY_MODEL: dict[str, Any] = {
     "epochs": 15,
     "augment": "standard",
     "translate": None,
+    "alternate_flips": False,
     "batch_size": 128,
     "lr": None,
     "kwargs": {},
@@ -91,6 +92,9 @@ _EVERY_MODEL: dict[str, Any] = {
 # machine it ran on (bf16 on one with native bf16), which on another machine can be 10x slower than
 # fp32; a run takes "auto" unless told otherwise.
 _RECIPE_FIT_OPTIONS = ("optimizer", "momentum", "weight_decay", "schedule", "label_smoothing", "norm_bias_lr_scale")
+
+# The recipe fields that build the run's training loader.
+_RECIPE_LOADER_OPTIONS = ("augment", "translate", "alternate_flips", "batch_size")
 
 # fit options a run sets itself (or forbids), so a study file cannot; and RunConfig's own options.
 _RUNNER_OWNS = frozenset({"epochs", "callbacks", "checkpoint_dir", "resume", "verbose", "config"})
@@ -108,7 +112,7 @@ def model_defaults(model: str, recipe: str | None = None) -> dict[str, Any]:
     if found is None:
         return {**_EVERY_MODEL, "recipe": None}
     return {
-        **{k: getattr(found, k) for k in ("epochs", "augment", "translate", "batch_size", "lr", *_RECIPE_FIT_OPTIONS)},
+        **{k: getattr(found, k) for k in ("epochs", *_RECIPE_LOADER_OPTIONS, "lr", *_RECIPE_FIT_OPTIONS)},
         "kwargs": dict(found.model_kwargs),
         "recipe": found.name,
     }
@@ -150,6 +154,7 @@ class RunConfig:
     fit_options: dict[str, Any] = field(default_factory=dict)  # any other fit option
     recipe: str | None = None  # the recipe (imgzoo.recipes) the defaults came from; fit adds its EMA
     translate: int | None = None  # the crop's largest shift in pixels; None: the loader's standard 1/8 of the side
+    alternate_flips: bool = False  # airbench's derandomized flips (FastLoader's alternate_flips)
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
@@ -271,12 +276,25 @@ def _fast(model: nn.Module) -> bool:
 
 
 def train_data(
-    model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int, translate: int | None = None
+    model: nn.Module,
+    part: Dataset,
+    augment: str,
+    batch_size: int,
+    seed: int,
+    translate: int | None = None,
+    alternate_flips: bool = False,
 ) -> Any:
     """What fit trains on: a FastLoader where it can augment, else the images through the train transform."""
     if _fast(model):
         return FastLoader(
-            part, batch_size, spec=model.data_spec, train=True, augment=augment, translate=translate, seed=seed
+            part,
+            batch_size,
+            spec=model.data_spec,
+            train=True,
+            augment=augment,
+            translate=translate,
+            alternate_flips=alternate_flips,
+            seed=seed,
         )
     return Transformed(part, for_model(model, train=True, augment=augment))
 
@@ -416,7 +434,7 @@ def _check_same_run(old: RunConfig, new: RunConfig, out: Path) -> None:
     """Resuming or extending keeps the data, model and options; only the number of epochs may grow."""
     changed = [
         f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}"
-        for name in ("model", "data", "kwargs", "fit_options", "translate", *_RUN_FIELDS)
+        for name in ("model", "data", "kwargs", "fit_options", "translate", "alternate_flips", *_RUN_FIELDS)
         if getattr(old, name) != getattr(new, name)
     ]
     if changed:
@@ -492,7 +510,9 @@ def train_run(
     started = time.time()
     history = fit(
         model,
-        train_data(model, train_part, config.augment, config.batch_size, config.seed, config.translate),
+        train_data(
+            model, train_part, config.augment, config.batch_size, config.seed, config.translate, config.alternate_flips
+        ),
         eval_data(model, val_part),
         epochs=epochs,
         checkpoint_dir=checkpoints,

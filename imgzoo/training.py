@@ -361,6 +361,8 @@ class _Run:
         """The epoch's batches, shuffled by (seed, epoch); after an interruption, from the next step on."""
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
+        elif callable(getattr(self.train_loader, "set_epoch", None)):
+            self.train_loader.set_epoch(epoch - 1)  # a FastLoader's alternating flips; fit counts from 1, it from 0
         self.loader_generator.manual_seed(self.seed * 1_000_003 + epoch)
         partial, self.partial = self.partial, None
         self.sums = MetricSums(self.device)

@@ -297,3 +297,9 @@ def test_affine_rotates_the_way_torchvision_does(tmp_path, monkeypatch, degrees)
     uint8 = ((standard - loader.shift) / loader.scale).round().to(torch.uint8)
     expected = torch.stack([fixed(image) for image in uint8]).float().mul_(loader.scale).add_(loader.shift)
     torch.testing.assert_close(rotated, expected)
+
+
+def test_fast_loader_refuses_tensors_without_a_spec_and_says_what_to_pass():
+    images = datasets.TensorImages(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), ["a"])
+    with pytest.raises(ValueError, match=r"FastLoader needs spec= .* for TensorImages: it carries no spec"):
+        loaders.FastLoader(images, 2)
