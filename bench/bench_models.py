@@ -19,6 +19,11 @@ On a GPU (``--device cuda``, or ``auto`` where there is one) the same rows run t
 the GPU's queue is drained.
 
     python bench/bench_models.py [--quick] [--device auto|cpu|cuda] [--models resnet_cifar basic_cnn] [--json out.json]
+                                 [--page docs/page.md]
+
+The bf16 and amp="auto" rows are also set against fp32 (precision_ratios): on a CPU with native bf16
+the goal is bf16 >= 1.5x, and auto is never to be slower than fp32 anywhere. ``--page`` writes this
+benchmark alone as a Markdown page headed by the machine (docs/benchmarks-native-bf16.md came from it).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -431,6 +437,75 @@ def overhead_ratio(results: list[Result]) -> dict[str, float]:
     return ratios
 
 
+def precision_ratios(results: list[Result]) -> dict[str, dict[str, float]]:
+    """bf16 and amp="auto" against fp32, per model, mode and layout: images/s over fp32's images/s.
+
+    The goals: bf16 >= 1.5x where the device computes bf16 natively (AVX512-BF16 or AMX on a CPU), and
+    auto never below fp32 on any machine (it is bf16 only where bf16 is native). A ratio of the rows'
+    medians: the three precisions of a row are not timed back to back, so a drifting machine moves
+    these by a few percent.
+    """
+    by_key = {(r.model, r.mode, r.channels_last, r.amp): r.images_per_sec for r in results}
+    ratios: dict[str, dict[str, float]] = {}
+    for (model, mode, channels_last, amp), rate in by_key.items():
+        fp32 = by_key.get((model, mode, channels_last, "fp32"))
+        if amp == "fp32" or not fp32:
+            continue
+        key = f"{model} {mode} {'channels_last' if channels_last else 'NCHW'}"
+        ratios.setdefault(key, {})[f"{amp} / fp32"] = rate / fp32
+    return ratios
+
+
+def precision_lines(results: list[Result]) -> list[str]:
+    """The Markdown table of precision_ratios, one row per model, mode and layout."""
+    ratios = precision_ratios(results)
+    if not ratios:
+        return []
+    lines = ["| model, mode, layout | bf16 / fp32 | auto / fp32 |", "|---|---:|---:|"]
+    for key, found in ratios.items():
+        cells = [f"{found[name]:.2f}x" if name in found else "" for name in ("bf16 / fp32", "auto / fp32")]
+        lines.append(f"| {key} | {' | '.join(cells)} |")
+    return lines
+
+
+def page(results: list[Result], found: dict | float, machine: dict, command: str) -> str:
+    """A Markdown page of this benchmark alone, headed by the machine: for a machine the full suite did not run on."""
+    ratios = overhead_ratio(results)
+    return "\n".join(
+        [
+            "# Model speed on a CPU with native bf16",
+            "",
+            f"Measured by `{command}` on {time.strftime('%Y-%m-%d')}: the model-speed section of the full suite",
+            "(docs/benchmarks.md) alone, on a machine whose CPU computes bf16 natively. Every figure is a ratio of",
+            "two things measured side by side in that one run.",
+            "",
+            "| machine | |",
+            "|---|---|",
+            f"| CPU | {machine['cpu']}, {machine['cores']} cores, {torch.get_num_threads()} threads |",
+            f"| vector capability | {machine['cpu_capability']} |",
+            f"| native bf16 | {'yes' if machine['native_bf16'] else 'no'} |",
+            f"| torch | {machine['torch']} |",
+            "",
+            "## bf16 and amp='auto' against fp32",
+            "",
+            "Goals: bf16 >= 1.5x over fp32 on a CPU with native bf16; auto never slower than fp32.",
+            "",
+            *precision_lines(results),
+            "",
+            "## resnet_cifar against the plain ResNet-20",
+            "",
+            "| setting | resnet_cifar / plain |",
+            "|---|---:|",
+            *[f"| {name} | {ratio:.3f} |" for name, ratio in ratios.items()],
+            "",
+            "## Images/s against the machine's peak",
+            "",
+            markdown(results, found),
+            "",
+        ]
+    )
+
+
 def window(quick: bool, device: torch.device) -> float:
     """Seconds each configuration is timed for. A GPU step takes milliseconds, so half a second holds
     hundreds of them and a longer window would add only minutes; a CPU step can take a second."""
@@ -448,6 +523,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="timing window (default: 2.0 on CPU, 0.5 on GPU)")
     parser.add_argument("--amp", nargs="*", default=["fp32", "bf16", "auto"])
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--page", help="also write a Markdown page of these results, headed by the machine, here")
     device_choice.add_option(parser)
     args = parser.parse_args()
     device = device_choice.from_args(parser, args)
@@ -464,6 +540,11 @@ def main() -> None:
     ratios = overhead_ratio(results)
     for name, ratio in ratios.items():
         print(f"resnet_cifar / plain ResNet-20, {name}: {ratio:.3f}  (goal >= 0.98)")
+    print("\n".join(precision_lines(results)))
+    if args.page:
+        command = "python bench/bench_models.py " + " ".join(sys.argv[1:])
+        with open(args.page, "w") as f:
+            f.write(page(results, found, machine, command))
     if args.json:
         payload = {"machine": machine, "device": str(device), "peak_flops": found["fp32"], "peaks": found,
                    "results": [asdict(r) for r in results], "resnet_cifar_over_plain": ratios}  # fmt: skip

@@ -81,6 +81,8 @@ GOALS = {
     "resnet_cifar inference, channels_last, fp32": ">= 65% of peak",
     "resnet_cifar inference as evaluate runs it, channels_last, fp32": ">= 65% of peak",
     "resnet_cifar / plain ResNet-20": ">= 0.98",
+    "resnet_cifar training bf16 / fp32, channels_last": ">= 1.5x where bf16 is native",
+    "amp='auto' / fp32, the lowest over every row": ">= 1.0 (within a few % of noise)",
     "fit / minimal loop": ">= 0.90",
     "loader / training": ">= 5",
     "mnist_cnn to 99% / example's first epoch": "<= 1.0",
@@ -237,6 +239,19 @@ def headline(results: dict) -> list[tuple[str, str, str]]:
         row = speed.get(("resnet_cifar", mode, "fp32", True))
         if row:
             add(f"resnet_cifar {word}, channels_last, fp32", f"{100 * row['fraction_of_peak']:.0f}% of peak")
+    rows_found = [bench_models.Result(**r) for r in results["models"]["rows"]]
+    precision = bench_models.precision_ratios(rows_found)
+    bf16 = precision.get("resnet_cifar train channels_last", {}).get("bf16 / fp32")
+    if bf16:
+        native = "native" if results["machine"].get("native_bf16") else "emulated"
+        add("resnet_cifar training bf16 / fp32, channels_last", f"{bf16:.2f}x (bf16 {native} here)")
+    auto = {key: found["auto / fp32"] for key, found in precision.items() if "auto / fp32" in found}
+    if auto:
+        lowest, highest = min(auto, key=auto.get), max(auto, key=auto.get)
+        value = f"{auto[lowest]:.2f}x ({lowest}; the highest {auto[highest]:.2f}x)"
+        if not results["machine"].get("native_bf16") and results["machine"].get("device", "cpu") == "cpu":
+            value += "; auto runs fp32's own code here, so the spread is the noise of windows not timed side by side"
+        add("amp='auto' / fp32, the lowest over every row", value)
     # Emulated bf16 rows time a single small batch: too noisy to judge overhead by.
     ratios = {k: v for k, v in results["models"]["resnet_cifar_over_plain"].items() if "bf16" not in k}
     if ratios:
@@ -299,6 +314,10 @@ def markdown(results: dict, command: str) -> str:
             [bench_models.Result(**r) for r in results["models"]["rows"]],
             results["models"].get("peaks", results["models"]["peak_flops"]),
         ),
+        "",
+        "### bf16 and amp='auto' against fp32",
+        "",
+        *bench_models.precision_lines([bench_models.Result(**r) for r in results["models"]["rows"]]),
         "",
         *time_to_accuracy_lines(results),
         *race_lines(results),

@@ -313,3 +313,45 @@ def test_the_allocator_comparison_runs_in_a_full_cpu_run_only_and_is_reported(be
     assert "| basic_cnn batch 1024 | **kept / default** | **1.13x** | | | |" in page
     if run._allocator._glibc() is not None:
         assert run.allocator(False, CPU) == {"allocator": made_up}
+
+
+def test_bf16_and_auto_are_set_against_fp32_per_model_mode_and_layout(bench):
+    models = bench["bench_models"]
+
+    def row(model, amp, rate, channels_last=True, mode="train"):
+        return models.Result(model, mode, amp, channels_last, 128, rate, 1e8, 0.5)
+
+    rows = [
+        row("resnet_cifar", "fp32", 600), row("resnet_cifar", "bf16", 960), row("resnet_cifar", "auto", 900),
+        row("resnet_cifar", "fp32", 500, channels_last=False), row("resnet_cifar", "bf16", 400, channels_last=False),
+        row("basic_cnn", "auto", 100, mode="infer"),  # no fp32 row to set it against: left out
+    ]  # fmt: skip
+    ratios = models.precision_ratios(rows)
+    assert ratios == {
+        "resnet_cifar train channels_last": {"bf16 / fp32": pytest.approx(1.6), "auto / fp32": pytest.approx(1.5)},
+        "resnet_cifar train NCHW": {"bf16 / fp32": pytest.approx(0.8)},
+    }
+    lines = models.precision_lines(rows)
+    assert "| resnet_cifar train channels_last | 1.60x | 1.50x |" in lines
+    assert "| resnet_cifar train NCHW | 0.80x |  |" in lines
+    machine = {"cpu": "Some CPU", "cores": 2, "cpu_capability": "AVX512", "native_bf16": True, "torch": "2.14"}
+    page = models.page(rows, {"fp32": 1e11, "matmul_n": 2048}, machine, "python bench/bench_models.py --reps 3")
+    assert "`python bench/bench_models.py --reps 3`" in page and "| native bf16 | yes |" in page
+    assert "| resnet_cifar train channels_last | 1.60x | 1.50x |" in page
+
+
+def test_the_summary_reads_bf16_and_the_lowest_auto_against_fp32(bench):
+    results = _results("cpu")
+    fp32 = {**results["models"]["rows"][0], "amp": "fp32", "images_per_sec": 5e4}
+    auto = {**results["models"]["rows"][0], "amp": "auto", "images_per_sec": 4.9e4, "channels_last": False}
+    auto_fp32 = {**fp32, "channels_last": False}
+    results["models"]["rows"] += [fp32, auto, auto_fp32]
+    page = bench["run"].markdown(results, "python bench/run.py")
+    assert "| resnet_cifar training bf16 / fp32, channels_last | 2.00x (bf16 native here) | >= 1.5x" in page
+    assert (
+        "| amp='auto' / fp32, the lowest over every row | 0.98x (resnet_cifar train NCHW; the highest 0.98x) |" in page
+    )
+    results["machine"]["native_bf16"] = False
+    page = bench["run"].markdown(results, "python bench/run.py")
+    assert "auto runs fp32's own code here, so the spread is the noise" in page
+    assert "### bf16 and amp='auto' against fp32" in page
