@@ -123,7 +123,9 @@ def test_a_recipe_carries_alternating_flips_to_the_loader(tmp_path):
     assert recipe.alternate_flips and recipe.loader_options()["alternate_flips"] is True
     assert "alternate_flips" not in get_recipe("basic_cnn.airbench").loader_options()  # not set: the default
     config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.altflip")
-    assert config.alternate_flips is True and runs.make_config("basic_cnn", str(tmp_path)).alternate_flips is False
+    assert config.alternate_flips is True
+    assert runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").alternate_flips is False
+    assert runs.make_config("basic_cnn", str(tmp_path)).alternate_flips is True  # the architecture's default recipe
     data, spec = _images(8)
     model = imgzoo.basic_cnn(widths=(4,), num_classes=2)
     model.data_spec = spec

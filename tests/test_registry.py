@@ -294,6 +294,16 @@ def test_pretrained_true_loads_real_weights_of_another_depth_by_its_arguments(tm
         registry.unregister_weights(entry.name)
 
 
+def test_the_shipped_resnet56_loads_by_its_depth_and_the_defaults_keep_resnet20():
+    by_depth = imgzoo.create_model("resnet_cifar", depth=56, pretrained=True).eval()
+    by_name = imgzoo.load("resnet_cifar.d56_cifar10")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert by_depth.imgzoo_kwargs["depth"] == 56
+    assert torch.equal(by_depth(x), by_name(x))
+    assert imgzoo.create_model("resnet_cifar", pretrained=True).imgzoo_kwargs["depth"] == 20
+    assert registry.default_weights("resnet_cifar", depth=56) == "resnet_cifar.d56_cifar10"
+
+
 def test_a_second_default_for_one_architecture_is_an_error_naming_both(zz_tiny):
     zz_tiny.register_weights(_weights("zz_tiny.first", default=True))
     with pytest.raises(ValueError, match="'zz_tiny.second' is marked default=True but 'zz_tiny.first'"):
