@@ -67,7 +67,9 @@ def test_bad_options_are_refused_saying_what_is_expected():
 def test_validation_in_fit_scores_the_averaged_weights_and_fit_ends_with_them(tmp_path):
     train, val = make_data()
     model = make_model()
-    history = fit(model, train, val, epochs=2, callbacks=[EMA(decay=0.9)], checkpoint_dir=tmp_path, **FIT_OPTIONS)
+    # fp32 in both: fit's amp="auto" validates in bf16 on a CPU with native bf16, evaluate's default is fp32.
+    options = {**FIT_OPTIONS, "amp": "fp32"}
+    history = fit(model, train, val, epochs=2, callbacks=[EMA(decay=0.9)], checkpoint_dir=tmp_path, **options)
     averaged = evaluate(model, val, batch_size=32, device="cpu")  # the model now holds the average
     assert averaged.loss == pytest.approx(history.val_loss[-1], rel=1e-6)
     trained = make_model(seed=1)
