@@ -252,7 +252,8 @@ _BUILTIN = (
         # Where it came from, each one run on the same split: airbench94's 11 epochs (basic_cnn.airbench) gave 89.48%
         # (90.74% with TTA) in fp32 on 2 AVX2 cores in 59 min; 16 epochs of it 89.50% (90.80%) in 81 min there; the
         # same 11 epochs with alternating flips (basic_cnn.altflip) 89.82% (90.38%) in bf16 on the Xeon in 7 min;
-        # 22 epochs of that, with the linear schedule and lookahead stretched to match, this recipe. The alternating
+        # 22 epochs of that, with the linear schedule and lookahead stretched to match, this recipe (run as
+        # --recipe basic_cnn.altflip --epochs 22, the same values as --recipe basic_cnn.cifar10). The alternating
         # flips and bf16 changed together, so that run does not credit either; airbench95's author measured random
         # flips at 94.95% against alternating 95.01% (n=100 runs). airbench94's own script gave 91.16% with its TTA
         # on the held-out test split of this JPEG copy in 35 min on 2 cores (fp32). The target (>= 91.5% in 30 min
