@@ -89,13 +89,16 @@ def test_bf16_rows_are_measured_against_the_bf16_peak_only_where_one_was_taken(b
         assert models.peak_name(bf16, CPU, {"fp32": 1e11, "matmul_n": 2048}) == "fp32"
 
 
-def test_a_gpu_run_writes_its_own_files_beside_the_cpus(bench):
-    cpu_json, cpu_md = bench["run"].outputs(CPU)
+def test_a_gpu_run_and_a_native_bf16_cpu_run_write_their_own_files_beside_the_avx2_cpus(bench):
+    cpu_json, cpu_md = bench["run"].outputs(CPU, native_bf16=False)
     gpu_json, gpu_md = bench["run"].outputs(CUDA)
+    bf16_json, bf16_md = bench["run"].outputs(CPU, native_bf16=True)
     assert (cpu_json.name, cpu_md.name) == ("results.json", "benchmarks.md")
     assert (gpu_json.name, gpu_md.name) == ("results-gpu.json", "benchmarks-gpu.md")
-    assert gpu_md.parent == cpu_md.parent
-    quick_json, quick_md = bench["run"].outputs(CPU, quick=True)
+    assert (bf16_json.name, bf16_md.name) == ("results-native-bf16.json", "benchmarks-native-bf16.md")
+    assert gpu_md.parent == cpu_md.parent == bf16_md.parent
+    assert bench["run"].outputs(CUDA, native_bf16=True)[1].name == "benchmarks-gpu.md"  # the GPU's whatever the CPU
+    quick_json, quick_md = bench["run"].outputs(CPU, quick=True, native_bf16=False)
     assert quick_json.name == "results-quick.json" and quick_md == cpu_md  # the page only with --write
     assert bench["run"].outputs(CUDA, quick=True)[0].name == "results-quick-gpu.json"
 
@@ -146,6 +149,16 @@ def test_the_report_names_the_device_and_labels_the_gpus_columns(bench):
     assert "TF32 not allowed in matmuls" in gpu and "80% of bf16" in gpu
     assert "| basic_cnn to 94% on CIFAR-10 / airbench94 on an A100 | 2.0 (6.6 s against its published 3.29 s) |" in gpu
     assert "airbench94's own published number, not measured side by side" in gpu
+
+
+def test_the_fixes_table_says_whose_figures_it_holds_on_each_kind_of_machine(bench):
+    intro = bench["run"].fixes_intro
+    avx2 = " ".join(intro({"device": "cpu", "native_bf16": False}))
+    bf16 = " ".join(intro({"device": "cpu", "native_bf16": True}))
+    gpu = " ".join(intro({"device": "cuda", "native_bf16": True}))
+    assert "this kind of machine" in avx2 and "benchmarks.md" not in avx2  # its own page
+    assert "without native bf16" in bf16 and "benchmarks.md" in bf16 and "this kind of machine" not in bf16
+    assert "this GPU run's" in gpu and "benchmarks.md" in gpu
 
 
 def _results(device: str) -> dict:
