@@ -167,7 +167,9 @@ def add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
         help="test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--out", type=Path, default=Path("."), help="folder for confusion.png (default: here)")
+    # No default folder: a measurement that drops a figure into wherever it was run litters (and, run in a
+    # checkout, changes tracked files); the run folder already holds train's confusion.png.
+    p.add_argument("--out", type=Path, default=None, help="also write confusion.png into this folder")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -184,8 +186,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     which = {"train": 0, "val": 1}.get(args.split)
     part = dataset if which is None else runs.split_data(dataset, seed, limit)[which]
     result = evaluate(model, runs.eval_data(model, part), **options)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result.plot_confusion_matrix(args.out / "confusion.png")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result.plot_confusion_matrix(args.out / "confusion.png")
     if args.json:
         where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}
         print(json.dumps({**where, **runs.eval_summary(result)}, indent=1))

@@ -107,8 +107,10 @@ def test_evaluate_split_train_measures_the_images_the_run_trained_on(trained):
     result = json.loads(done.stdout)
     whole = json.loads(imgzoo("evaluate", "run", "mnist", "--split", "all", "--json", "--out", "eval", cwd=tmp).stdout)
     assert result["split"] == "train" and result["num_samples"] == whole["num_samples"] - 10  # all but the 10 val
-    text = imgzoo("evaluate", "run", "mnist", "--split", "train", "--out", "eval", cwd=tmp).stdout
+    before = set(tmp.iterdir())
+    text = imgzoo("evaluate", "run", "mnist", "--split", "train", cwd=tmp).stdout
     assert "the training split (90%, seed 0), without augmentation" in text
+    assert set(tmp.iterdir()) == before  # without --out nothing is written where it ran (no stray confusion.png)
 
 
 def test_predict_takes_folders_and_globs_and_prints_json(trained):
