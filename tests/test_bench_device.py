@@ -256,6 +256,7 @@ def test_the_rows_a_goal_names_get_more_windows_interleaved_among_themselves(ben
 
     monkeypatch.setattr(models, "peaks", lambda device, seconds=1.0: {"fp32": 100e9, "matmul_n": 2048})
     monkeypatch.setattr(models, "measure", fake_measure)
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)  # bf16 emulated: its rows name no goal
     rows, found = models.run(
         ["resnet_cifar", "mnist_cnn", "plain_resnet20"], reps=2, seconds=0.5, amps=["fp32", "bf16"], goal_reps=5
     )
@@ -272,6 +273,11 @@ def test_the_rows_a_goal_names_get_more_windows_interleaved_among_themselves(ben
     assert [c.model for c in extra[:2]] in (["resnet_cifar", "plain_resnet20"], ["plain_resnet20", "resnet_cifar"])
     table = models.markdown(rows, found)
     assert "| windows |" in table and table.count(" 5 |") >= len(goals)
+    # Where bf16 is native its rows carry the bf16 >= 1.5x goal, and get as many windows as fp32's.
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    native_rows, _ = models.run(["resnet_cifar"], reps=1, seconds=0.5, amps=["fp32", "bf16"], goal_reps=3)
+    assert {(r.amp, r.windows) for r in native_rows if r.channels_last} == {("fp32", 3), ("bf16", 3)}
+    assert all(r.windows == 1 for r in native_rows if not r.channels_last)
     # A results file written before windows were counted renders as it did.
     old = [models.Result(**{**vars(r), "windows": 0}) for r in rows]
     assert "windows" not in models.markdown(old, found)
