@@ -248,7 +248,7 @@ _BUILTIN = (
     Recipe(
         name="resnet_cifar.cifar10",
         # ResNet-20 for the epochs that fit 90 minutes on 2 cores with native bf16: 88.14% (89.88% with flip+shift
-        # TTA, top-5 99.42%) on the seeded 5,000 validation images after 90 epochs, 4,410 s (74 min; 46-58 s an
+        # TTA, top-5 99.42%) on the seeded 5,000 validation images after 90 epochs, 4,410 s (74 min; 42-59 s an
         # epoch) on a 2-core Intel Xeon with AVX512 and AMX, in bf16 (amp="auto"). resnet_cifar.short's recipe
         # (smoothing 0.1) with airbench's alternating flips, over 90 epochs instead of 36. Against the 60 epochs it
         # replaced (resnet_cifar.e60, no smoothing, random flips: 88.08%, 89.60% with TTA) it gained 0.06 points
