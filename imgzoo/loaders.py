@@ -224,7 +224,7 @@ def _fit_to_spec(images: torch.Tensor, spec: DataSpec) -> torch.Tensor:
     return images.contiguous()
 
 
-def _check_options(augment: str, batch_size: int, translate: int | None) -> None:
+def _check_options(augment: str, batch_size: int, translate: int | None, cutout: int = 0) -> None:
     if augment not in AUGMENTS:
         raise ValueError(f"FastLoader augments with one of {AUGMENTS}, got {augment!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -234,6 +234,8 @@ def _check_options(augment: str, batch_size: int, translate: int | None) -> None
             f"translate must be a whole number of pixels >= 0 (the largest shift of the random crop), or None "
             f"for the standard 1/8 of the side; got {translate!r}"
         )
+    if not isinstance(cutout, int) or isinstance(cutout, bool) or cutout < 0:
+        raise ValueError(f"cutout is the side of the square blanked out, a whole number of pixels >= 0; got {cutout!r}")
 
 
 class FastLoader:
@@ -250,7 +252,10 @@ class FastLoader:
     flip (Jordan 2024, arXiv:2404.00498, section 3.6): each image gets one toss, from ``seed``, for
     the first epoch, and every later epoch shows it the other way round from the epoch before, so
     two consecutive epochs always hold both views of every image; the paper finds it beats random
-    flipping wherever flipping helps at all. The epoch is the one ``set_epoch`` gave (fit calls it,
+    flipping wherever flipping helps at all. ``cutout`` blanks a square of that many pixels a side in
+    every training image, at a random place wholly inside it, to the data's mean (0 once
+    normalised): DeVries and Taylor 2017 (arXiv:1708.04552) used 16 for CIFAR-10; airbench96
+    (Jordan 2024) 12, with ``translate`` 4, for its 45 epochs. 0 (the default) blanks nothing. The epoch is the one ``set_epoch`` gave (fit calls it,
     so a resumed run flips as the uninterrupted one did), else the count of full passes. Each
     epoch is a fresh permutation from a generator seeded by ``seed``,
     so runs repeat exactly. Iterating yields ``(x, y)``: float32 (B, C, H, W)
@@ -268,13 +273,14 @@ class FastLoader:
         augment: str = "standard",
         translate: int | None = None,
         alternate_flips: bool = False,
+        cutout: int = 0,
         shuffle: bool | None = None,
         drop_last: bool = False,
         device: str | torch.device | None = None,
         seed: int = 0,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        _check_options(augment, batch_size, translate)
+        _check_options(augment, batch_size, translate, cutout)
         images, targets, self.classes, self.spec = _uint8_data(data, spec, cache_dir)
         if len(images) == 0:
             raise ValueError("FastLoader got an empty dataset; pass one with at least one image")
@@ -288,6 +294,7 @@ class FastLoader:
         self.gathers = self.augment != "none"
         self.flip = self.gathers and flip_preserves_label(self.spec)
         self.alternate_flips = bool(alternate_flips)  # acts only where images are flipped at all
+        self.cutout = min(cutout, *self.spec.size) if self.augment != "none" else 0
         self.epoch = 0
         # The first epoch's toss for every image, from a generator of its own: the shuffle's draws stay as they were.
         self._first_flips = torch.rand(len(images), generator=torch.Generator().manual_seed(seed)) < 0.5
@@ -358,9 +365,21 @@ class FastLoader:
         else:
             x = self.images[index.to(self.device)]
         if self._policy is not None:
-            return self._strong(x)
-        x = x.float() if self._affine is None else self._affine_batch(x)
-        return x.mul_(self.scale).add_(self.shift)
+            x = self._strong(x)
+        else:
+            x = x.float() if self._affine is None else self._affine_batch(x)
+            x = x.mul_(self.scale).add_(self.shift)
+        return self._cut_out(x) if self.cutout else x
+
+    def _cut_out(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with a ``cutout``-pixel square set to 0 (the mean, once normalised) in each image, wholly inside it."""
+        b, _, height, width = x.shape
+        top = torch.randint(0, height - self.cutout + 1, (b, 1, 1), generator=self.generator).to(self.device)
+        left = torch.randint(0, width - self.cutout + 1, (b, 1, 1), generator=self.generator).to(self.device)
+        rows = torch.arange(height, device=self.device).view(1, -1, 1)
+        cols = torch.arange(width, device=self.device).view(1, 1, -1)
+        inside = (rows >= top) & (rows < top + self.cutout) & (cols >= left) & (cols < left + self.cutout)
+        return x.masked_fill_(inside[:, None], 0.0)
 
     def _mirrored(self, index: torch.Tensor) -> torch.Tensor:
         """Which images of the batch at ``index`` are shown mirrored, as a (B, 1) bool column."""

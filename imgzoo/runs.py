@@ -84,6 +84,7 @@ _EVERY_MODEL: dict[str, Any] = {
     "augment": "standard",
     "translate": None,
     "alternate_flips": False,
+    "cutout": 0,
     "batch_size": 128,
     "lr": None,
     "kwargs": {},
@@ -94,7 +95,7 @@ _EVERY_MODEL: dict[str, Any] = {
 _RECIPE_FIT_OPTIONS = ("optimizer", "momentum", "weight_decay", "schedule", "label_smoothing", "norm_bias_lr_scale")
 
 # The recipe fields that build the run's training loader.
-_RECIPE_LOADER_OPTIONS = ("augment", "translate", "alternate_flips", "batch_size")
+_RECIPE_LOADER_OPTIONS = ("augment", "translate", "alternate_flips", "cutout", "batch_size")
 
 # fit options a run sets itself (or forbids), so a study file cannot; and RunConfig's own options.
 _RUNNER_OWNS = frozenset({"epochs", "callbacks", "checkpoint_dir", "resume", "verbose", "config"})
@@ -155,6 +156,7 @@ class RunConfig:
     recipe: str | None = None  # the recipe (imgzoo.recipes) the defaults came from; fit adds its EMA
     translate: int | None = None  # the crop's largest shift in pixels; None: the loader's standard 1/8 of the side
     alternate_flips: bool = False  # airbench's derandomized flips (FastLoader's alternate_flips)
+    cutout: int = 0  # the side of the square blanked in each training image (FastLoader's cutout); 0: none
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
@@ -283,6 +285,7 @@ def train_data(
     seed: int,
     translate: int | None = None,
     alternate_flips: bool = False,
+    cutout: int = 0,
 ) -> Any:
     """What fit trains on: a FastLoader where it can augment, else the images through the train transform."""
     if _fast(model):
@@ -294,6 +297,7 @@ def train_data(
             augment=augment,
             translate=translate,
             alternate_flips=alternate_flips,
+            cutout=cutout,
             seed=seed,
         )
     return Transformed(part, for_model(model, train=True, augment=augment))
@@ -434,7 +438,7 @@ def _check_same_run(old: RunConfig, new: RunConfig, out: Path) -> None:
     """Resuming or extending keeps the data, model and options; only the number of epochs may grow."""
     changed = [
         f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}"
-        for name in ("model", "data", "kwargs", "fit_options", "translate", "alternate_flips", *_RUN_FIELDS)
+        for name in ("model", "data", "kwargs", "fit_options", "translate", "alternate_flips", "cutout", *_RUN_FIELDS)
         if getattr(old, name) != getattr(new, name)
     ]
     if changed:
@@ -511,7 +515,14 @@ def train_run(
     history = fit(
         model,
         train_data(
-            model, train_part, config.augment, config.batch_size, config.seed, config.translate, config.alternate_flips
+            model,
+            train_part,
+            config.augment,
+            config.batch_size,
+            config.seed,
+            config.translate,
+            config.alternate_flips,
+            config.cutout,
         ),
         eval_data(model, val_part),
         epochs=epochs,
