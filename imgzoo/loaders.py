@@ -252,11 +252,12 @@ class FastLoader:
     flip (Jordan 2024, arXiv:2404.00498, section 3.6): each image gets one toss, from ``seed``, for
     the first epoch, and every later epoch shows it the other way round from the epoch before, so
     two consecutive epochs always hold both views of every image; the paper finds it beats random
-    flipping wherever flipping helps at all. ``cutout`` blanks a square of that many pixels a side in
-    every training image, at a random place wholly inside it, to the data's mean (0 once
-    normalised): DeVries and Taylor 2017 (arXiv:1708.04552) used 16 for CIFAR-10; airbench96
-    (Jordan 2024) 12, with ``translate`` 4, for its 45 epochs. 0 (the default) blanks nothing. The epoch is the one ``set_epoch`` gave (fit calls it,
-    so a resumed run flips as the uninterrupted one did), else the count of full passes. Each
+    flipping wherever flipping helps at all. The epoch is the one ``set_epoch`` gave (fit calls it,
+    so a resumed run flips as the uninterrupted one did), else the count of full passes.
+    ``cutout`` blanks a square of that many pixels a side in every training image, at a random
+    place wholly inside it, to the data's mean (0 once normalised): DeVries and Taylor 2017
+    (arXiv:1708.04552) used 16 for CIFAR-10, airbench96 (Jordan 2024) 12 with ``translate`` 4 for
+    its 45 epochs; 0 (the default) blanks nothing. Each
     epoch is a fresh permutation from a generator seeded by ``seed``,
     so runs repeat exactly. Iterating yields ``(x, y)``: float32 (B, C, H, W)
     normalised with ``spec``'s mean and std, and int64 labels, both on ``device``

@@ -395,8 +395,7 @@ _BUILTIN = (
         **{**_AIRBENCH94, "epochs": 36, "alternate_flips": True, "translate": 4, "cutout": 12},
         source=(
             "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/cutout --recipe basic_cnn.cutout: "
-            "basic_cnn.cifar10 for 36 epochs with airbench96's 4-pixel crops and 12-pixel cutout. "
-            + _AIRBENCH94_SOURCE
+            "basic_cnn.cifar10 for 36 epochs with airbench96's 4-pixel crops and 12-pixel cutout. " + _AIRBENCH94_SOURCE
         ),
     ),
     Recipe(

@@ -158,6 +158,13 @@ class RunConfig:
     alternate_flips: bool = False  # airbench's derandomized flips (FastLoader's alternate_flips)
     cutout: int = 0  # the side of the square blanked in each training image (FastLoader's cutout); 0: none
 
+    def augmentation(self) -> str:
+        """The training augmentation in words, e.g. "standard (4-pixel crops, alternating flips, 12-pixel cutout)"."""
+        extras = [f"{self.translate}-pixel crops"] if self.translate is not None and self.augment != "none" else []
+        extras += ["alternating flips"] if self.alternate_flips and self.augment != "none" else []
+        extras += [f"{self.cutout}-pixel cutout"] if self.cutout and self.augment != "none" else []
+        return self.augment + (f" ({', '.join(extras)})" if extras else "")
+
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {self.augment!r}")
@@ -597,7 +604,7 @@ def _announce(plan: Plan, out: Path, n_train: int, n_val: int, from_checkpoint: 
             f"a fresh {config.fit_options.get('schedule', 'onecycle')} schedule over {config.epochs - before} epochs"
         ),
     }[plan.action]
-    log(f"{what}: {n_train} training / {n_val} validation images (seed {config.seed}), augment {config.augment}")
+    log(f"{what}: {n_train} training / {n_val} validation images (seed {config.seed}), augment {config.augmentation()}")
     log(f"checkpoints every epoch in {out / CHECKPOINTS}; if stopped, resume with: {resume_command(config, out)}")
 
 

@@ -263,7 +263,7 @@ class StudyReport:
 
 def _settings(config: RunConfig) -> str:
     """The options that set a run apart, as one table cell."""
-    parts = [f"augment {config.augment}", f"{config.epochs} epochs"]
+    parts = [f"augment {config.augmentation()}", f"{config.epochs} epochs"]
     parts += [f"limit {config.limit}"] if config.limit else []
     parts += [f"{k}={v}" for k, v in {**config.kwargs, **config.fit_options}.items()]
     return ", ".join(parts)
