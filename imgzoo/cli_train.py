@@ -33,6 +33,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def whole_pixels(text: str) -> int:
+    """argparse type: a number of pixels, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, e.g. 4; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more pixels; got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -99,6 +110,12 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's, 128)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's)")
     p.add_argument(
+        "--translate", type=whole_pixels, help="largest shift of the random crop in pixels (default: the recipe's)"
+    )
+    p.add_argument(
+        "--cutout", type=whole_pixels, help="side of the square blanked in each training image (default: the recipe's)"
+    )
+    p.add_argument(
         "--recipe",
         help="train by this recipe (imgzoo.recipes), e.g. resnet_cifar.cifar10: what trained those weights "
         "(default: the model's own recipe; the other options here override it)",
@@ -123,6 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "translate": args.translate,
+        "cutout": args.cutout,
         "recipe": args.recipe,
         "kwargs": dict(args.model_kwargs) if args.model_kwargs else None,
     }
