@@ -278,6 +278,27 @@ _BUILTIN = (
     ),
     Recipe(
         name="basic_cnn.cifar10",
+        # 90.78% after 36 epochs (91.58% with flip+shift TTA, top-5 99.72%) on the 5,000 validation images, 1,584 s
+        # (26 min; 40-46 s an epoch, 54 and 67 s for the 2nd and 3rd while tests ran beside them) on a 2-core Intel
+        # Xeon with AVX512 and AMX, bf16 (amp="auto"). Training accuracy in its last epoch, under cutout and
+        # smoothing, 92.1%, and validation still rising (89.5% -> 90.3% -> 89.8% -> 90.78% with the final
+        # lookahead weights over the last 4 epochs): at this length the augmentation, not the network, is the limit.
+        # What it changed from basic_cnn.e22 (22 epochs: 90.26%, 91.08% with TTA, in 20 min; training accuracy 99.2%,
+        # so that network had memorised its data) was two things at once, one run: airbench96's augmentation
+        # (Jordan 2024: 4-pixel crops instead of 2, and a 12-pixel cutout; DeVries and Taylor 2017) and 36 epochs
+        # instead of 22, as many as 30 minutes hold at about 44 s an epoch. Target (>= 91.5% in <= 30 min with
+        # native bf16): met with TTA (91.58%, by 0.08 points, about one run's noise), not without it (90.78%).
+        **{**_AIRBENCH94, "epochs": 36, "alternate_flips": True, "translate": 4, "cutout": 12},
+        source=(
+            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/basic_cnn --recipe basic_cnn.cifar10, "
+            "on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: "
+            "1,584 s. airbench94's recipe for 36 epochs instead of 11, with its alternating flips and airbench96's "
+            "4-pixel crops and 12-pixel cutout. " + _AIRBENCH94_SOURCE
+        ),
+    ),
+    Recipe(
+        name="basic_cnn.e22",
+        # What trained the basic_cnn.cifar10 weights shipped before basic_cnn.cifar10's 36 epochs with cutout.
         # 90.26% after 22 epochs (91.08% with flip+shift TTA, top-5 99.30%) on the 5,000 validation images, 1,174 s
         # (20 min; 36-43 s an epoch, but 168 and 157 s for the first two while another process evaluated beside them)
         # on a 2-core Intel Xeon with AVX512 and AMX, bf16 (amp="auto"). Training accuracy in its last epoch 99.2%.
@@ -285,15 +306,15 @@ _BUILTIN = (
         # (90.74% with TTA) in fp32 on 2 AVX2 cores in 59 min; 16 epochs of it 89.50% (90.80%) in 81 min there; the
         # same 11 epochs with alternating flips (basic_cnn.altflip) 89.82% (90.38%) in bf16 on the Xeon in 7 min;
         # 22 epochs of that, with the linear schedule and lookahead stretched to match, this recipe (run as
-        # --recipe basic_cnn.altflip --epochs 22, the same values as --recipe basic_cnn.cifar10). The alternating
+        # --recipe basic_cnn.altflip --epochs 22, the same values as --recipe basic_cnn.e22). The alternating
         # flips and bf16 changed together, so that run does not credit either; airbench95's author measured random
         # flips at 94.95% against alternating 95.01% (n=100 runs). airbench94's own script gave 91.16% with its TTA
         # on the held-out test split of this JPEG copy in 35 min on 2 cores (fp32). The target (>= 91.5% in 30 min
-        # with native bf16) is missed by 0.4 points with TTA; airbench95's width (128/384/384) would cost about 2x a
+        # with native bf16) was missed by 0.4 points with TTA; airbench95's width (128/384/384) would cost about 2x a
         # step and store 9 MB in fp16, more than the package's 10 MB for all weights allows beside the others.
         **{**_AIRBENCH94, "epochs": 22, "alternate_flips": True},
         source=(
-            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/basic_cnn --recipe basic_cnn.cifar10, "
+            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/basic_cnn --recipe basic_cnn.e22, "
             "on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: "
             "1,174 s. airbench94's recipe for 22 epochs instead of 11, with its alternating flips. "
             + _AIRBENCH94_SOURCE
@@ -389,21 +410,11 @@ _BUILTIN = (
         source=_AIRBENCH94_SOURCE,
     ),
     Recipe(
-        name="basic_cnn.cutout",
-        # airbench96's augmentation (Jordan 2024: 4-pixel crops and a 12-pixel cutout for its 45 epochs) on
-        # basic_cnn.cifar10's network and optimizer, for as many epochs as 30 minutes allow on 2 cores with bf16.
-        **{**_AIRBENCH94, "epochs": 36, "alternate_flips": True, "translate": 4, "cutout": 12},
-        source=(
-            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/cutout --recipe basic_cnn.cutout: "
-            "basic_cnn.cifar10 for 36 epochs with airbench96's 4-pixel crops and 12-pixel cutout. " + _AIRBENCH94_SOURCE
-        ),
-    ),
-    Recipe(
         name="basic_cnn.altflip",
         **{**_AIRBENCH94, "alternate_flips": True},
         # 89.82% after 11 epochs (90.38% with flip+shift TTA) on the 5,000 validation images, 427 s (36-41 s an
         # epoch) on a 2-core Intel Xeon with AVX512 and AMX, bf16 (amp="auto"); training accuracy in the last epoch
-        # 96.0%. basic_cnn.cifar10 is the same for 22 epochs.
+        # 96.0%. basic_cnn.e22 is the same for 22 epochs.
         source=(
             "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/altflip --recipe basic_cnn.altflip, on "
             "a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: "
@@ -437,9 +448,10 @@ _BUILTIN = (
     ),
     Recipe(
         name="basic_cnn",
-        # basic_cnn.altflip: basic_cnn.cifar10's recipe at airbench94's 11 epochs, half its time for 0.4-0.7 points
-        **{**_AIRBENCH94, "alternate_flips": True},
-        source="basic_cnn.altflip's recipe (basic_cnn.cifar10's in 11 epochs): " + _AIRBENCH94_SOURCE,
+        # The shipped basic_cnn.cifar10 recipe (26 min on 2 cores with bf16); basic_cnn.altflip gives 89.82% (90.38%
+        # with TTA) in 7 min there, for a quicker look.
+        **{**_AIRBENCH94, "epochs": 36, "alternate_flips": True, "translate": 4, "cutout": 12},
+        source="basic_cnn.cifar10's recipe: " + _AIRBENCH94_SOURCE,
     ),
     Recipe(
         name="dogbreed_transfer",
@@ -463,7 +475,11 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in _BUILTIN}
 # Names a recipe had before it was renamed: a run recorded under the old name (its run.json) still resumes
 # and evaluates. resnet_cifar.d56 became resnet_cifar.d56_cifar10 when its weights shipped under that name, and
 # resnet_cifar.r20_90min resnet_cifar.cifar10 when its weights replaced the 60-epoch ones (now resnet_cifar.e60).
-_RENAMED = {"resnet_cifar.d56": "resnet_cifar.d56_cifar10", "resnet_cifar.r20_90min": "resnet_cifar.cifar10"}
+_RENAMED = {
+    "resnet_cifar.d56": "resnet_cifar.d56_cifar10",
+    "resnet_cifar.r20_90min": "resnet_cifar.cifar10",
+    "basic_cnn.cutout": "basic_cnn.cifar10",  # its name while it was measured
+}
 
 
 def list_recipes() -> list[str]:
