@@ -379,7 +379,7 @@ def train_command(config: RunConfig, out: Path) -> str:
     words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
     defaults = make_config(config.model, config.data, recipe=config.recipe)
     words += ["--recipe", config.recipe] if config.recipe and config.recipe != config.model else []
-    for name in ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr"):
+    for name in ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr", "translate", "cutout"):
         if getattr(config, name) != getattr(defaults, name):
             words += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
     changed = {k: v for k, v in config.kwargs.items() if defaults.kwargs.get(k, _UNSET) != v}

@@ -192,6 +192,22 @@ def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(t
     assert saved["recipe"]["tta"] == "flip+shift" == recorded_tta(runs.weights_of(str(out)))
 
 
+def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_recorded_command(tmp_path):
+    from imgzoo.cli import build_parser
+
+    folder = str(write_cifar10(tmp_path / "cifar", n_per_class=2))
+    args = build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", "8", "--translate", "2"])
+    assert (args.cutout, args.translate) == (8, 2)
+    config = runs.make_config("basic_cnn", folder, recipe="basic_cnn.cifar10", cutout=args.cutout)
+    assert (config.cutout, config.translate) == (8, get_recipe("basic_cnn.cifar10").translate)
+    command = runs.train_command(config, tmp_path / "o")
+    assert "--cutout 8" in command and "--translate" not in command  # only what differs from the recipe
+    assert "--cutout" not in runs.train_command(runs.make_config("basic_cnn", folder), tmp_path / "o")
+    for bad in ("-1", "two"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", bad])
+
+
 def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
     from imgzoo.cli_train import model_kwarg
 
