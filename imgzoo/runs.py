@@ -518,19 +518,11 @@ def train_run(
     resume_from = resume_point(checkpoints) if plan.action == "resume" else None
     _announce(plan, out, len(train_part), len(val_part), resume_from is not None, log)
     epochs = config.epochs - record.done_before
+    shaping = {name: getattr(config, name) for name in ("translate", "alternate_flips", "cutout")}
     started = time.time()
     history = fit(
         model,
-        train_data(
-            model,
-            train_part,
-            config.augment,
-            config.batch_size,
-            config.seed,
-            config.translate,
-            config.alternate_flips,
-            config.cutout,
-        ),
+        train_data(model, train_part, config.augment, config.batch_size, config.seed, **shaping),
         eval_data(model, val_part),
         epochs=epochs,
         checkpoint_dir=checkpoints,
