@@ -22,26 +22,25 @@ from imgzoo.study import load_study, run_study
 from imgzoo.transforms import AUGMENTS
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1, refused as a usage error (exit 2) otherwise."""
+def _whole_number(text: str, minimum: int, example: str) -> int:
+    """A whole number of at least ``minimum``, else an argparse usage error (exit 2) that says what was expected."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, e.g. 10; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more; got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole number, e.g. {example}; got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {minimum} or more; got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _whole_number(text, 1, "10")
 
 
 def whole_pixels(text: str) -> int:
     """argparse type: a number of pixels, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, e.g. 4; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more pixels; got {value}")
-    return value
+    return _whole_number(text, 0, "4 (pixels)")
 
 
 def positive_float(text: str) -> float:

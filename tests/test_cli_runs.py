@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 
 import pytest
@@ -203,7 +204,12 @@ def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_record
     command = runs.train_command(config, tmp_path / "o")
     assert "--cutout 8" in command and "--translate" not in command  # only what differs from the recipe
     assert "--cutout" not in runs.train_command(runs.make_config("basic_cnn", folder), tmp_path / "o")
-    for bad in ("-1", "two"):
+    from imgzoo.cli_train import whole_pixels
+
+    assert whole_pixels("0") == 0
+    for bad, said in (("-1", "expected 0 or more; got -1"), ("two", "expected a whole number, e.g. 4 (pixels)")):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(said)):
+            whole_pixels(bad)
         with pytest.raises(SystemExit):
             build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", bad])
 
