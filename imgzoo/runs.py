@@ -94,6 +94,9 @@ _EVERY_MODEL: dict[str, Any] = {
 # fp32; a run takes "auto" unless told otherwise.
 _RECIPE_FIT_OPTIONS = ("optimizer", "momentum", "weight_decay", "schedule", "label_smoothing", "norm_bias_lr_scale")
 
+# fit options that change how fast a run trains, not what it learns: a run may resume with them changed.
+_SPEED_OPTIONS = ("compile",)
+
 # The recipe fields that build the run's training loader.
 _RECIPE_LOADER_OPTIONS = ("augment", "translate", "alternate_flips", "cutout", "batch_size")
 
@@ -382,6 +385,7 @@ def train_command(config: RunConfig, out: Path) -> str:
     for name in ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr", "translate", "cutout"):
         if getattr(config, name) != getattr(defaults, name):
             words += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    words += ["--compile"] if config.fit_options.get("compile") else []
     changed = {k: v for k, v in config.kwargs.items() if defaults.kwargs.get(k, _UNSET) != v}
     if changed:
         words += [
@@ -441,13 +445,20 @@ def _progress(record: RunRecord) -> str:
     return f"{state}, {record.config.epochs} epochs asked"
 
 
+# What resuming or extending a run must keep: everything but the epochs and the speed options.
+_SAME_IN_A_RUN = ("model", "data", "kwargs", "translate", "alternate_flips", "cutout", *_RUN_FIELDS)
+
+
+def _settings(config: RunConfig) -> dict[str, Any]:
+    """The options of ``config`` that decide what its run learns (a resumed run must keep them)."""
+    learning = {k: v for k, v in config.fit_options.items() if k not in _SPEED_OPTIONS}
+    return {**{name: getattr(config, name) for name in _SAME_IN_A_RUN}, "fit_options": learning}
+
+
 def _check_same_run(old: RunConfig, new: RunConfig, out: Path) -> None:
-    """Resuming or extending keeps the data, model and options; only the number of epochs may grow."""
-    changed = [
-        f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}"
-        for name in ("model", "data", "kwargs", "fit_options", "translate", "alternate_flips", "cutout", *_RUN_FIELDS)
-        if getattr(old, name) != getattr(new, name)
-    ]
+    """Resuming or extending keeps the data, model and options; only the epochs and the speed options may change."""
+    before, after = _settings(old), _settings(new)
+    changed = [f"{name} {before[name]!r} -> {after[name]!r}" for name in before if before[name] != after[name]]
     if changed:
         raise ValueError(
             f"{out} holds a run with other settings ({'; '.join(changed)}). Resume it with the same ones "
@@ -461,8 +472,9 @@ def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
     if record is None:
         return make_config(model, data, **given)
     values = record.config.to_dict()
-    values.update({k: v for k, v in given.items() if v is not None and k != "kwargs"})
-    values["kwargs"] = {**values["kwargs"], **(given.get("kwargs") or {})}  # laid over the run's, as make_config
+    values.update({k: v for k, v in given.items() if v is not None and k not in ("kwargs", "fit_options")})
+    for merged in ("kwargs", "fit_options"):  # laid over the run's, as make_config does
+        values[merged] = {**values[merged], **(given.get(merged) or {})}
     return RunConfig(**{**values, "model": model, "data": resolve_data(data)})
 
 

@@ -214,6 +214,30 @@ def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_record
             build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", bad])
 
 
+def test_compile_is_a_speed_choice_a_run_records_and_may_change_when_it_resumes(tmp_path):
+    from imgzoo.cli import build_parser
+
+    folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
+    parse = build_parser().parse_args
+    assert parse(["train", "mnist_cnn", folder, "--out", "o"]).compile is None  # neither asked nor refused
+    assert parse(["train", "mnist_cnn", folder, "--out", "o", "--no-compile"]).compile is False
+    compiled = runs.make_config("mnist_cnn", folder, fit_options={"compile": True})
+    assert compiled.fit_options_checked()["compile"] is True  # what train_run hands to fit
+    assert "--compile" in runs.train_command(compiled, tmp_path / "o")
+    assert "--compile" not in runs.train_command(runs.make_config("mnist_cnn", folder), tmp_path / "o")
+    (tmp_path / "o").mkdir()
+    runs.RunRecord(compiled).write(tmp_path / "o")
+    plain = runs.resume_config(tmp_path / "o", "mnist_cnn", folder, fit_options={"compile": False})
+    assert (
+        plain.fit_options["compile"] is False
+        and plain.fit_options["label_smoothing"] == compiled.fit_options["label_smoothing"]
+    )  # laid over the run's fit options, not in place of them
+    assert runs.plan_run(tmp_path / "o", plain, resume=True).action == "resume"
+    smoother = runs.resume_config(tmp_path / "o", "mnist_cnn", folder, fit_options={"label_smoothing": 0.3})
+    with pytest.raises(ValueError, match=r"other settings \(fit_options .*label_smoothing"):
+        runs.plan_run(tmp_path / "o", smoother, resume=True)  # what the run learns may not change
+
+
 def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
     from imgzoo.cli_train import model_kwarg
 
