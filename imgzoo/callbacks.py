@@ -131,7 +131,66 @@ class CSVLogger(Callback):
             state.history.to_csv(self.path)
 
 
-class EMA(Callback):
+class _ValidatedOnAverage(Callback):
+    """Validation in fit on a weight average rather than on the weights being trained.
+
+    The average is swapped in when the model first runs in eval mode after training steps (fit's
+    validation), and the trained weights go back when the model trains again, at ``on_epoch_end``
+    (before the checkpoint is written) and at ``on_fit_end``. So each epoch's validation figures are
+    those of the weights fit hands back if it stops there, and training never sees the average.
+    Subclasses say what the average is (:meth:`_average`) and arm the swap after their training steps.
+    """
+
+    def __init__(self) -> None:
+        self._stash: dict[str, torch.Tensor] | None = None  # the trained weights while the average is swapped in
+        self._armed = False  # training steps have run since the last on_epoch_end: an eval-mode forward swaps
+        self._hook: Any = None
+
+    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors of ``model``'s state dict to validate with, by name."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _swap_in(self, model: nn.Module) -> None:
+        tensors = model.state_dict(keep_vars=True)
+        self._stash = {name: tensor.detach().clone() for name, tensor in tensors.items()}
+        for name, kept in self._average(model).items():
+            tensors[name].data.copy_(kept)
+
+    @torch.no_grad()
+    def _swap_out(self, model: nn.Module) -> None:
+        if self._stash is None:
+            return
+        tensors = model.state_dict(keep_vars=True)
+        for name, kept in self._stash.items():
+            tensors[name].data.copy_(kept)
+        self._stash = None
+
+    def _before_forward(self, module: nn.Module, args: Any) -> None:
+        if module.training:
+            self._swap_out(module)  # never train on the average
+        elif self._armed and self._stash is None:
+            self._swap_in(module)
+
+    def _start_swapping(self, model: nn.Module) -> None:
+        self._armed = False
+        disabled = torch.compiler.disable(self._before_forward)  # plain Python under torch.compile
+        self._hook = model.register_forward_pre_hook(disabled)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._swap_out(state.model)  # the checkpoint, written next, holds the trained weights
+        self._armed = False
+
+    def _stop_swapping(self, model: nn.Module) -> None:
+        """The trained weights back in the model, and no more swapping."""
+        self._swap_out(model)
+        self._armed = False
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
+class EMA(_ValidatedOnAverage):
     """An exponential moving average of the weights: validated during fit, and the model fit hands back.
 
     Keeps an fp32 shadow of every parameter and floating-point buffer (batch-norm running
@@ -155,14 +214,12 @@ class EMA(Callback):
             raise ValueError(f"EMA: decay must be in (0, 1), e.g. 0.999 (an average over ~1000 steps); got {decay!r}")
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"EMA: every must be an integer >= 1 (update after every N-th step); got {every!r}")
+        super().__init__()
         self.decay, self.every, self.warmup, self.copy_to_model = decay, every, warmup, copy_to_model
         self.shadow: dict[str, torch.Tensor] | None = None
         self.steps = 0  # optimizer steps seen
         self.updates = 0  # averaging updates made
         self._restored = False  # the shadow came from a checkpoint: this fit continues it
-        self._stash: dict[str, torch.Tensor] | None = None  # the trained weights while the shadow is swapped in
-        self._armed = False  # training steps have run since the last on_epoch_end: an eval-mode forward swaps
-        self._hook: Any = None
 
     def current_decay(self) -> float:
         """The decay the next update uses."""
@@ -212,28 +269,8 @@ class EMA(Callback):
             )
         return self.shadow
 
-    # -- swapping the average in for validation
-
-    @torch.no_grad()
-    def _swap_in(self, model: nn.Module) -> None:
-        tensors = model.state_dict(keep_vars=True)
-        self._stash = {name: tensor.detach().clone() for name, tensor in tensors.items()}
-        self.copy_to(model)
-
-    @torch.no_grad()
-    def _swap_out(self, model: nn.Module) -> None:
-        if self._stash is None:
-            return
-        tensors = model.state_dict(keep_vars=True)
-        for name, kept in self._stash.items():
-            tensors[name].data.copy_(kept)
-        self._stash = None
-
-    def _before_forward(self, module: nn.Module, args: Any) -> None:
-        if module.training:
-            self._swap_out(module)  # never train on the average
-        elif self._armed and self._stash is None:
-            self._swap_in(module)
+    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return self._checked_shadow(model)
 
     # -- the hooks
 
@@ -242,9 +279,8 @@ class EMA(Callback):
             self.reset(state.model)  # a new run: the average starts at its first weights
         device = next(iter(state.model.state_dict().values())).device
         self.shadow = {name: kept.to(device) for name, kept in self._checked_shadow(state.model).items()}
-        self._restored, self._armed = False, False
-        disabled = torch.compiler.disable(self._before_forward)  # plain Python under torch.compile
-        self._hook = state.model.register_forward_pre_hook(disabled)
+        self._restored = False
+        self._start_swapping(state.model)
 
     def on_batch_end(self, state: FitState, step: int, loss: torch.Tensor) -> None:
         self.steps += 1
@@ -252,16 +288,8 @@ class EMA(Callback):
             self.update(state.model)
         self._armed = True
 
-    def on_epoch_end(self, state: FitState) -> None:
-        self._swap_out(state.model)  # the checkpoint, written next, holds the trained weights
-        self._armed = False
-
     def on_fit_end(self, state: FitState) -> None:
-        self._swap_out(state.model)
-        self._armed = False
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self._stop_swapping(state.model)
         if self.copy_to_model and self.shadow is not None:
             self.copy_to(state.model)
 
@@ -274,7 +302,7 @@ class EMA(Callback):
         self._restored = True
 
 
-class Lookahead(Callback):
+class Lookahead(_ValidatedOnAverage):
     """Lookahead weights (Zhang et al. 2019) as airbench94 schedules them: a slow copy pulled towards the
     trained weights every ``every`` steps, which the training then goes on from.
 
@@ -283,8 +311,10 @@ class Lookahead(Callback):
     follows) to ``decay`` at the end of the run, so that the averaging bites as the learning rate
     falls. airbench94's values: every 5 steps, decay 0.95 ** 5, ramp 3; its ablations found lookahead
     useful only with fast batch-norm statistics (``basic_cnn(bn_momentum=0.4)``). Batch-norm running
-    statistics are averaged with the weights. At the end of fit the model holds the slow weights.
-    Its state is checkpointed, so a resumed run goes on exactly.
+    statistics are averaged with the weights. At the end of fit the model holds the slow weights,
+    and fit's validation after each epoch runs on them too (the training goes on from its own), so
+    the last epoch's figures are those of the model fit hands back. Its state is checkpointed, so a
+    resumed run goes on exactly.
     """
 
     def __init__(self, decay: float = 0.95**5, every: int = 5, ramp: float = 3.0) -> None:
@@ -296,6 +326,7 @@ class Lookahead(Callback):
             raise ValueError(
                 f"Lookahead: ramp must be >= 0 (0: the full decay from the start; 3: airbench94); got {ramp!r}"
             )
+        super().__init__()
         self.decay, self.every, self.ramp = decay, every, ramp
         self.slow: dict[str, torch.Tensor] | None = None
         self.steps = 0  # optimizer steps seen
@@ -318,6 +349,10 @@ class Lookahead(Callback):
                 kept.lerp_(tensor.detach().to(kept.dtype), 1.0 - decay)
                 tensor.copy_(kept)
 
+    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        slow = self.slow or {}
+        return {name: kept for name, kept in slow.items() if kept.is_floating_point()}  # what a pull writes
+
     def on_fit_start(self, state: FitState) -> None:
         self.total = state.epochs * state.steps_per_epoch
         if self.slow is None:
@@ -325,13 +360,16 @@ class Lookahead(Callback):
         else:  # restored from a checkpoint: onto the model's device
             device = next(iter(state.model.state_dict().values())).device
             self.slow = {name: tensor.to(device) for name, tensor in self.slow.items()}
+        self._start_swapping(state.model)
 
     def on_batch_end(self, state: FitState, step: int, loss: torch.Tensor) -> None:
         self.steps += 1
         if self.steps % self.every == 0:
             self.pull(state.model, self.current_decay())
+        self._armed = True
 
     def on_fit_end(self, state: FitState) -> None:
+        self._stop_swapping(state.model)
         if self.slow is not None and self.steps:
             self.pull(state.model, 1.0)  # decay 1: the model takes the slow weights as they are
 

@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 import imgzoo
 from imgzoo import runs
 from imgzoo.callbacks import EMA, Lookahead
+from imgzoo.checkpoint import load_checkpoint
 from imgzoo.datasets import TensorImages
 from imgzoo.fit_config import FitConfig
 from imgzoo.loaders import FastLoader
@@ -173,6 +174,30 @@ def test_lookahead_options_are_checked():
     ):
         with pytest.raises(ValueError, match=message):
             Lookahead(**kwargs)
+
+
+def test_fit_validates_a_lookahead_run_on_the_slow_weights_it_hands_back_and_trains_on_its_own(tmp_path):
+    train, val = make_data()
+    # 12 steps an epoch: the last pull of each epoch is 2 steps before its end, so the two weights differ there.
+    # fp32 in both: fit's amp="auto" validates in bf16 on a CPU with native bf16, evaluate's default is fp32.
+    options = {**FIT_OPTIONS, "batch_size": 16, "amp": "fp32"}
+    model = make_model()
+    history = fit(model, train, val, epochs=2, callbacks=[Lookahead(every=5)], checkpoint_dir=tmp_path, **options)
+    slow = imgzoo.evaluate(model, val, batch_size=32, device="cpu")  # the model now holds the slow weights
+    assert slow.loss == pytest.approx(history.val_loss[-1], rel=1e-6)
+    trained = make_model(seed=1)
+    trained.load_state_dict(load_checkpoint(tmp_path)["model"])  # last.pt keeps the trained weights
+    assert imgzoo.evaluate(trained, val, batch_size=32, device="cpu").loss != pytest.approx(slow.loss, rel=1e-3)
+    on_trained = make_model()  # the same run validated on the trained weights: nothing swapped in
+    expected = fit(on_trained, train, val, epochs=2, callbacks=[_ValidatedOnTrained(every=5)], **options)
+    assert history.train_loss == expected.train_loss and history.val_loss != expected.val_loss
+    kept = on_trained.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in model.state_dict().items())  # validating changed no step
+
+
+class _ValidatedOnTrained(Lookahead):
+    def _average(self, model):
+        return {}
 
 
 @pytest.mark.parametrize(("step", "resume_from"), [(2, "interrupted.pt"), (None, "last.pt")], ids=["mid", "end"])
