@@ -28,7 +28,7 @@ from imgzoo._allocator import keep_freed_memory, release_freed_memory
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
 from imgzoo.datasets import _open_image, image_folder
 from imgzoo.fusion import UncopyableModelError, fold_batchnorm
-from imgzoo.loaders import is_batch_loader
+from imgzoo.loaders import is_batch_loader, unshared_generator
 from imgzoo.plots import plot_confusion_matrix, plot_samples
 from imgzoo.transforms import flip_preserves_label, for_model
 
@@ -201,7 +201,9 @@ def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int) -
     first_image = data[0][0]
     if not _is_preprocessed(first_image):
         data = _EvalTransformed(data, _eval_transform(model, first_image, "evaluate"))
-    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
+    )
 
 
 def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

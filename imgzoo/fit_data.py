@@ -18,7 +18,7 @@ from torch.utils.data.dataloader import default_collate
 
 from imgzoo import distributed
 from imgzoo.fit_config import FitConfig, warn_if_loader_differs
-from imgzoo.loaders import is_batch_loader, own_generator
+from imgzoo.loaders import is_batch_loader, own_generator, unshared_generator
 
 __all__ = ["check_data", "check_labels", "dataset_of", "known_labels", "train_loader", "val_loader"]
 
@@ -191,5 +191,10 @@ def val_loader(
         dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
     workers = cfg.num_workers if cfg.num_workers is not None else _default_workers(dataset)
     return DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=unshared_generator(),
     )

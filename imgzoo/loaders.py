@@ -49,7 +49,7 @@ from imgzoo.transforms import (
     strong_policy,
 )
 
-__all__ = ["FastLoader", "decode", "default_cache_dir", "is_batch_loader", "own_generator"]
+__all__ = ["FastLoader", "decode", "default_cache_dir", "is_batch_loader", "own_generator", "unshared_generator"]
 
 # Bumped when the decoded format changes, so stale caches are never read.
 _CACHE_VERSION = 1
@@ -455,6 +455,17 @@ def is_batch_loader(data: Any) -> bool:
     if isinstance(data, (Dataset, DataLoader)):
         return False
     return hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
+
+
+def unshared_generator() -> torch.Generator:
+    """A generator for a loader that draws nothing random but must not touch the global one either.
+
+    A DataLoader draws a base seed for its workers every time it is iterated, from the global
+    generator unless it has its own; validation every epoch would then shift the dropout masks and
+    augmentations of the training that follows, and a run with validation would train differently
+    from the same run without it (tests/test_fit.py).
+    """
+    return torch.Generator()
 
 
 def own_generator(data: Any) -> torch.Generator | None:

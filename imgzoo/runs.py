@@ -40,7 +40,7 @@ from imgzoo.factory import create_model
 from imgzoo.fit_config import recipe_averaging
 from imgzoo.history import History
 from imgzoo.hub import load, save
-from imgzoo.loaders import FastLoader, default_cache_dir
+from imgzoo.loaders import FastLoader, default_cache_dir, unshared_generator
 from imgzoo.model_card import metrics_from_eval
 from imgzoo.models.basic_cnn import init_whitening
 from imgzoo.recipes import RECIPES, Recipe, get_recipe, list_recipes
@@ -317,7 +317,7 @@ def eval_data(model: nn.Module, part: Dataset, batch_size: int = 256) -> Any:
     """Batches of ``part`` preprocessed as the model expects at evaluation: for fit's val and evaluate."""
     if _fast(model):
         return FastLoader(part, batch_size, spec=model.data_spec)
-    return DataLoader(Transformed(part, for_model(model)), batch_size=batch_size)
+    return DataLoader(Transformed(part, for_model(model)), batch_size=batch_size, generator=unshared_generator())
 
 
 def spread(part: Dataset, count: int) -> list[int]:

@@ -28,6 +28,20 @@ def test_fit_learns_a_small_problem():
     assert history.train_loss[-1] < history.train_loss[0]
 
 
+def test_validation_changes_nothing_in_training():
+    """Validating draws no random number that the training's dropout or augmentation would have drawn."""
+    train, val = make_data()
+    with_val, without_val = make_model(), make_model()
+    validated = fit(with_val, train, val, epochs=2, **FIT_OPTIONS)
+    unvalidated = fit(without_val, train, None, epochs=2, **FIT_OPTIONS)
+    assert validated.train_loss == unvalidated.train_loss  # the dropout of make_model draws from the global RNG
+    kept = without_val.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in with_val.state_dict().items())
+    state = torch.get_rng_state()
+    evaluate(with_val, val, batch_size=32, device="cpu")
+    assert torch.equal(torch.get_rng_state(), state)  # nor does evaluate, which a training loop may call
+
+
 def test_fit_accepts_dataloaders():
     train, val = make_data(n=128)
     loader = DataLoader(train, batch_size=16, shuffle=True)
