@@ -117,9 +117,9 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
-        help="train through torch.compile (default: off). On 2 Xeon cores ResNet-56's epochs took "
-        "134 s compiled against 106-122 s eager, so measure before a long CPU run. A speed choice: a run may "
-        "resume with it switched",
+        help="train through torch.compile (default: off): after a minute or more of compiling, ResNet-56 trained "
+        "about 1.2x faster on 2 Xeon cores with AMX in bf16 (see docs/training.md). A speed choice: a run may resume "
+        "with it switched",
     )
     p.add_argument(
         "--recipe",
