@@ -463,7 +463,7 @@ def unshared_generator() -> torch.Generator:
     A DataLoader draws a base seed for its workers every time it is iterated, from the global
     generator unless it has its own; validation every epoch would then shift the dropout masks and
     augmentations of the training that follows, and a run with validation would train differently
-    from the same run without it (tests/test_fit.py).
+    from the same run without it (tests/test_training.py).
     """
     return torch.Generator()
 
