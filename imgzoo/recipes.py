@@ -256,6 +256,31 @@ _BUILTIN = (
     ),
     Recipe(
         name="resnet_cifar.cifar10",
+        # ResNet-20 for the epochs that fit 90 minutes on 2 cores with native bf16: 89.12% (89.98% with flip+shift
+        # TTA, top-5 99.46%) on the seeded 5,000 validation images after 90 epochs, 4,294 s (72 min; 39-50 s an
+        # epoch compiled, the first two 194-210 s while the ResNet-56 was evaluated beside them) on a 2-core Intel
+        # Xeon with AVX512 and AMX, in bf16 (amp="auto"). resnet_cifar.e90's recipe with an 8-pixel cutout (DeVries
+        # and Taylor 2017), the one change, one run each: +0.98 points plain, +0.10 with TTA. The cutout held
+        # training accuracy (under augmentation and smoothing) at 93.1% in the last epoch against 96.7% without it,
+        # and validation was still rising (88.1% -> 89.2% over the last 9 epochs). Target (>= 89.5% in <= 90 min):
+        # met with TTA (89.98%), not without it (89.12%).
+        epochs=90,
+        label_smoothing=0.1,
+        amp="auto",
+        augment="standard",  # reflect pad 4, random crop 32, horizontal flip
+        alternate_flips=True,
+        cutout=8,
+        tta="flip+shift",
+        source=(
+            "imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r20 --recipe resnet_cifar.cifar10 "
+            "--compile, on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of "
+            "CIFAR-10: 4,294 s. resnet_cifar.short's recipe with alternating flips and an 8-pixel cutout over 90 "
+            f"epochs. {_SGD_CIFAR}"
+        ),
+    ),
+    Recipe(
+        name="resnet_cifar.e90",
+        # What trained the resnet_cifar.cifar10 weights shipped before the ones with cutout.
         # ResNet-20 for the epochs that fit 90 minutes on 2 cores with native bf16: 88.14% (89.88% with flip+shift
         # TTA, top-5 99.42%) on the seeded 5,000 validation images after 90 epochs, 4,410 s (74 min; 42-59 s an
         # epoch) on a 2-core Intel Xeon with AVX512 and AMX, in bf16 (amp="auto"). resnet_cifar.short's recipe
@@ -271,7 +296,7 @@ _BUILTIN = (
         alternate_flips=True,
         tta="flip+shift",
         source=(
-            "imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r20 --recipe resnet_cifar.cifar10, "
+            "imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r20 --recipe resnet_cifar.e90, "
             "on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: "
             f"4,410 s. resnet_cifar.short's recipe with alternating flips over 90 epochs. {_SGD_CIFAR}"
         ),
@@ -471,10 +496,11 @@ _BUILTIN = (
         label_smoothing=0.1,
         amp="auto",
         alternate_flips=True,
+        cutout=8,
         # The image, its mirror and two one-pixel shifts, logits averaged: resnet_cifar.cifar10's weights go from
-        # 88.14% to 89.88% on their 5,000 validation images (the 60-epoch weights before them: 88.08% to 89.60%,
-        # 89.40% with the mirror alone; evaluate(tta=...) on a 2-core AMD EPYC, AVX2: 61 s for flip+shift, 50 s
-        # for flip, against 21 s without).
+        # 89.12% to 89.98% on their 5,000 validation images (resnet_cifar.e90's: 88.14% to 89.88%; the 60-epoch
+        # weights before those: 88.08% to 89.60%, 89.40% with the mirror alone; evaluate(tta=...) on a 2-core AMD
+        # EPYC, AVX2: 61 s for flip+shift, 50 s for flip, against 21 s without).
         tta="flip+shift",
         source=f"resnet_cifar.cifar10's recipe. {_SGD_CIFAR}",
     ),
@@ -505,11 +531,11 @@ _BUILTIN = (
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in _BUILTIN}
 
 # Names a recipe had before it was renamed: a run recorded under the old name (its run.json) still resumes
-# and evaluates. resnet_cifar.d56 became resnet_cifar.d56_cifar10 when its weights shipped under that name, and
-# resnet_cifar.r20_90min resnet_cifar.cifar10 when its weights replaced the 60-epoch ones (now resnet_cifar.e60).
+# and evaluates, by the recipe that trained it. resnet_cifar.d56 was the 40-epoch ResNet-56 recipe (now
+# resnet_cifar.d56_e40), resnet_cifar.r20_90min the 90-epoch ResNet-20 one without cutout (now resnet_cifar.e90).
 _RENAMED = {
-    "resnet_cifar.d56": "resnet_cifar.d56_cifar10",
-    "resnet_cifar.r20_90min": "resnet_cifar.cifar10",
+    "resnet_cifar.d56": "resnet_cifar.d56_e40",
+    "resnet_cifar.r20_90min": "resnet_cifar.e90",
     "basic_cnn.cutout": "basic_cnn.cifar10",  # its name while it was measured
 }
 
