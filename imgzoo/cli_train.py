@@ -115,6 +115,11 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
         "--cutout", type=whole_pixels, help="side of the square blanked in each training image (default: the recipe's)"
     )
     p.add_argument(
+        "--alternate-flips",
+        action=argparse.BooleanOptionalAction,
+        help="flip each image on alternate epochs instead of at random, as airbench does (default: the recipe's)",
+    )
+    p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         help="train through torch.compile (default: off): after a minute or more of compiling, ResNet-56 trained "
@@ -148,6 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "translate": args.translate,
         "cutout": args.cutout,
+        "alternate_flips": args.alternate_flips,
         "recipe": args.recipe,
         "kwargs": dict(args.model_kwargs) if args.model_kwargs else None,
         "fit_options": {"compile": args.compile} if args.compile is not None else None,

@@ -385,6 +385,8 @@ def train_command(config: RunConfig, out: Path) -> str:
     for name in ("epochs", "augment", "amp", "limit", "seed", "batch_size", "lr", "translate", "cutout"):
         if getattr(config, name) != getattr(defaults, name):
             words += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    if config.alternate_flips != defaults.alternate_flips:
+        words += ["--alternate-flips" if config.alternate_flips else "--no-alternate-flips"]
     words += ["--compile"] if config.fit_options.get("compile") else []
     changed = {k: v for k, v in config.kwargs.items() if defaults.kwargs.get(k, _UNSET) != v}
     if changed:

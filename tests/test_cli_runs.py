@@ -214,6 +214,27 @@ def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_record
             build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", bad])
 
 
+def test_alternate_flips_from_the_command_line_reach_the_run_and_its_recorded_command(tmp_path):
+    from imgzoo.cli import build_parser
+
+    folder = str(write_cifar10(tmp_path / "cifar", n_per_class=2))
+    parse = build_parser().parse_args
+    assert parse(["train", "basic_cnn", folder, "--out", "o"]).alternate_flips is None  # the recipe decides
+    assert parse(["train", "resnet_cifar", folder, "--out", "o", "--no-alternate-flips"]).alternate_flips is False
+    assert get_recipe("resnet_cifar.cifar10").alternate_flips and not get_recipe("resnet_cifar.e60").alternate_flips
+    for recipe, flag in (("resnet_cifar.cifar10", "--no-alternate-flips"), ("resnet_cifar.e60", "--alternate-flips")):
+        args = parse(["train", "resnet_cifar", folder, "--out", "o", "--recipe", recipe, flag])
+        config = runs.make_config("resnet_cifar", folder, recipe=recipe, alternate_flips=args.alternate_flips)
+        assert config.alternate_flips is (flag == "--alternate-flips")
+        command = runs.train_command(config, tmp_path / "o")
+        assert command.split()[-1] == flag  # spelt out, as it differs from the recipe
+        again = parse(shlex.split(command)[1:])  # the recorded command reproduces the run's flips
+        assert again.alternate_flips is config.alternate_flips and again.recipe == recipe
+    same = runs.make_config("resnet_cifar", folder, recipe="resnet_cifar.cifar10")
+    words = shlex.split(runs.train_command(same, tmp_path / "o"))
+    assert not [w for w in words if w.endswith("alternate-flips")]  # only what differs from the recipe
+
+
 def test_compile_is_a_speed_choice_a_run_records_and_may_change_when_it_resumes(tmp_path):
     from imgzoo.cli import build_parser
 
