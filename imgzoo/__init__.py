@@ -10,7 +10,7 @@ from imgzoo import (
 from imgzoo._version import __version__
 from imgzoo.evaluation import evaluate, predict
 from imgzoo.factory import create_model
-from imgzoo.fusion import fold_batchnorm
+from imgzoo.fusion import fold_batchnorm, fuse_for_inference
 from imgzoo.history import History
 from imgzoo.hub import download, load, push_to_hub, save
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
@@ -31,6 +31,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fold_batchnorm",
+    "fuse_for_inference",
     "list_models",
     "list_pretrained",
     "load",

@@ -36,7 +36,10 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import resnet as tv_resnet
 
-__all__ = ["UncopyableModelError", "fold_batchnorm"]
+from imgzoo.fused_conv import FusedConv2d, fusable_activation
+from imgzoo.models.resnet_cifar import BasicBlock
+
+__all__ = ["UncopyableModelError", "fold_batchnorm", "fuse_for_inference"]
 
 # torchvision's ResNet classes and the (conv, bn) attribute pairs their forward applies back to back.
 _TORCHVISION_PAIRS: tuple[tuple[type[nn.Module], tuple[tuple[str, str], ...]], ...] = (
@@ -116,3 +119,90 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             _fold_sequential(module)
         _fold_attributes(module)
     return folded
+
+
+# ---------------------------------------------------------------------------- activations and sums
+
+
+class _FusedResidual(nn.Module):
+    """A residual block as inference runs it: ``last(body(x), residual=shortcut(x))``.
+
+    ``last`` is the block's final convolution with its sum and activation fused (FusedConv2d);
+    ``shortcut`` None is a block without a skip connection.
+    """
+
+    def __init__(self, body: nn.Module, last: FusedConv2d, shortcut: nn.Module | None) -> None:
+        super().__init__()
+        self.body, self.last, self.shortcut = body, last, shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.body(x), residual=None if self.shortcut is None else self.shortcut(x))
+
+
+def _folded(*modules: nn.Module) -> bool:
+    """Whether the batch norms that stood here were all folded away (each is now an Identity)."""
+    return all(type(m) is nn.Identity for m in modules)
+
+
+def _residual_of(block: nn.Module) -> _FusedResidual | None:
+    """The fused form of a folded imgzoo or torchvision residual block; None for anything else."""
+    if type(block) is BasicBlock:
+        parts = list(block.residual)  # conv, bn, relu, conv, bn; then relu(residual + shortcut)
+        if len(parts) < 2 or type(parts[-2]) is not nn.Conv2d or not _folded(parts[-1]):
+            return None
+        return _FusedResidual(nn.Sequential(*parts[:-2]), FusedConv2d(parts[-2], nn.ReLU()), block.shortcut)
+    if type(block) in (tv_resnet.BasicBlock, tv_resnet.Bottleneck):
+        count = 2 if type(block) is tv_resnet.BasicBlock else 3  # relu(bnK(convK(...)) + downsample(x)), K last
+        convs = [getattr(block, f"conv{k}") for k in range(1, count + 1)]
+        if not _folded(*(getattr(block, f"bn{k}") for k in range(1, count + 1))):
+            return None
+        if any(type(c) is not nn.Conv2d for c in convs) or fusable_activation(block.relu) is None:
+            return None
+        body = nn.Sequential(*(m for conv in convs[:-1] for m in (conv, block.relu)))
+        return _FusedResidual(body, FusedConv2d(convs[-1], block.relu), block.downsample or nn.Identity())
+    return None
+
+
+def _fuse_blocks(model: nn.Module) -> None:
+    """Replace every residual block _residual_of knows by its fused form, wherever it sits."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            fused = _residual_of(child)
+            if fused is not None:
+                setattr(parent, name, fused)
+
+
+def _fuse_activations(model: nn.Module) -> None:
+    """Each Conv2d followed in a Sequential (past folded batch norms) by a ReLU or GELU takes it in.
+
+    torchvision's ResNet stem too: its forward applies conv1, bn1 and relu back to back.
+    """
+    for module in list(model.modules()):
+        stem = type(module) is tv_resnet.ResNet and _folded(module.bn1) and type(module.conv1) is nn.Conv2d
+        if stem and fusable_activation(module.relu) is not None:
+            module.conv1, module.relu = FusedConv2d(module.conv1, module.relu), nn.Identity()
+        if not isinstance(module, nn.Sequential):
+            continue
+        parts = list(module)
+        for i, conv in enumerate(parts):
+            j = i + 1
+            while j < len(parts) and type(parts[j]) is nn.Identity:
+                j += 1
+            if type(conv) is nn.Conv2d and j < len(parts) and fusable_activation(parts[j]) is not None:
+                module[i], module[j] = FusedConv2d(conv, parts[j]), nn.Identity()
+
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """:func:`fold_batchnorm`'s copy, with activations and residual sums fused into the convolutions.
+
+    Each convolution followed by a ReLU or GELU, and each residual block's last convolution with the
+    shortcut's sum and the ReLU after it, becomes one :class:`imgzoo.fused_conv.FusedConv2d`: one
+    oneDNN call on a CPU in channels_last, and the plain operators anywhere else (see that module for
+    where, and for the speed it measured). The logits are the same as the folded copy's in fp32 and
+    agree to bf16's rounding under bf16 autocast. ``model`` itself is not changed; the copy is for
+    inference only.
+    """
+    fused = fold_batchnorm(model)
+    _fuse_blocks(fused)
+    _fuse_activations(fused)
+    return fused

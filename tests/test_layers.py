@@ -30,7 +30,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("imgzoo.datasets", "imgzoo.transforms", "imgzoo.loaders")),
     ("format", ("imgzoo.checkpoint_format", "imgzoo.model_card", "imgzoo.recipes", "imgzoo.pretrained")),
     ("plots", ("imgzoo.plots",)),  # a leaf below measure, so History.plot calls down
-    ("measure", ("imgzoo.evaluation", "imgzoo.history", "imgzoo.export", "imgzoo.fusion")),  # never trains
+    # never trains
+    ("measure", ("imgzoo.evaluation", "imgzoo.history", "imgzoo.export", "imgzoo.fusion", "imgzoo.fused_conv")),
     (
         "loop",
         (
