@@ -438,16 +438,17 @@ def fixes_intro(m: dict) -> list[str]:
         return [
             "Figures before a fix come from earlier runs of the same benchmarks on this kind of machine "
             "(2-core AMD EPYC,",
-            "AVX2, no native bf16); the figures after it are in the tables above.",
+            "AVX2, no native bf16) unless the row names another; the figures after it are in the tables above.",
         ]
     if m.get("device", "cpu") == "cpu":
         return [
-            "These goals were missed, and fixed, on a CPU without native bf16 (2-core AMD EPYC, AVX2): the figures",
-            "before and after each fix are that CPU's, in benchmarks.md; this page's tables show the same code here.",
+            "Figures before a fix come from earlier runs of the same benchmarks on a 2-core AMD EPYC (AVX2, no native",
+            "bf16; its figures after each fix are in benchmarks.md) unless the row names another machine; this page's",
+            "tables show the same code here.",
         ]
     return [
-        "These goals were missed, and fixed, on a CPU (2-core AMD EPYC, AVX2, no native bf16): the figures before and",
-        "after each fix are that CPU's, in benchmarks.md, not this GPU run's.",
+        "Figures before and after each fix come from CPU runs, on a 2-core AMD EPYC (AVX2, no native bf16; see",
+        "benchmarks.md) unless the row names another machine, not from this GPU run.",
     ]
 
 

@@ -25,6 +25,13 @@ A batch norm without running statistics (``track_running_stats=False``) normalis
 batch's own statistics even in eval mode, so it is never folded. The caller's model is left
 as it was: the folded network is a copy, in eval mode, and only for inference (its batch
 norms are gone, so training it would train a different network).
+
+:func:`fuse_for_inference` goes one step further, for the CPU: in the folded copy, each
+convolution that a ReLU or GELU follows in a Sequential (past the Identity left by its batch
+norm), the stem of a torchvision ResNet, and the last convolution of an imgzoo or torchvision
+residual block together with the shortcut's sum and the ReLU after it, become one
+:class:`imgzoo.fused_conv.FusedConv2d` each: one oneDNN call instead of two or three passes over
+the feature map (that module has the measurements and the cases where the plain operators run).
 """
 
 from __future__ import annotations
@@ -159,7 +166,8 @@ def _residual_of(block: nn.Module) -> _FusedResidual | None:
         if any(type(c) is not nn.Conv2d for c in convs) or fusable_activation(block.relu) is None:
             return None
         body = nn.Sequential(*(m for conv in convs[:-1] for m in (conv, block.relu)))
-        return _FusedResidual(body, FusedConv2d(convs[-1], block.relu), block.downsample or nn.Identity())
+        shortcut = block.downsample if block.downsample is not None else nn.Identity()
+        return _FusedResidual(body, FusedConv2d(convs[-1], block.relu), shortcut)
     return None
 
 
