@@ -82,7 +82,7 @@ class FitConfig:
     # "auto": on for CPUs (ResNet-20 training +16% on an AVX2 CPU, 300 against 258 img/s) and for GPUs
     # under mixed precision (tensor cores read NHWC); off elsewhere. True / False force it.
     channels_last: bool | str = "auto"
-    compile: bool = False  # torch.compile costs a minute of compilation; worth it for long runs only
+    compile: bool = False  # a minute of compiling; it repaid that on long ResNet runs, not on basic_cnn
     device: str | torch.device = "auto"  # cuda, then mps, then cpu
     # Runs are reproducible unless asked otherwise; None draws a fresh seed.
     seed: int | None = 0
