@@ -80,7 +80,7 @@ class FusedConv2d(nn.Module):
             )
         self.conv, self.activation = conv, activation
         self.post_op, self.algorithm = post_op
-        self._cast: dict[torch.dtype, tuple[int, torch.Tensor, torch.Tensor | None]] = {}
+        self._cast: dict[torch.dtype, tuple[tuple, torch.Tensor, torch.Tensor | None]] = {}
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         dtype = self._fused_dtype(x, residual)
@@ -106,13 +106,19 @@ class FusedConv2d(nn.Module):
         return dtype if _self_check(self.post_op, self.algorithm, residual is not None, dtype) else None
 
     def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The weight and bias in ``dtype``, cast once (and again only if they are changed in place)."""
-        weight, bias = self.conv.weight, self.conv.bias
-        version = weight._version + (bias._version if bias is not None else 0)
+        """The weight and bias in ``dtype``: as they are where they have it, else cast once and kept.
+
+        The kept cast is made again when a parameter changes: in place (its version moves) or
+        replaced (``.data`` set, as ``Module.to`` does: its storage moves).
+        """
+        weight, bias = self.conv.weight.detach(), self.conv.bias
+        bias = bias.detach() if bias is not None else None
+        if weight.dtype == dtype and (bias is None or bias.dtype == dtype):
+            return weight, bias
+        key = tuple((t.data_ptr(), t._version) for t in (weight, bias) if t is not None)
         cached = self._cast.get(dtype)
-        if cached is None or cached[0] != version:
-            cast_bias = bias.detach().to(dtype) if bias is not None else None
-            cached = (version, weight.detach().to(dtype), cast_bias)
+        if cached is None or cached[0] != key:
+            cached = (key, weight.to(dtype), bias.to(dtype) if bias is not None else None)
             self._cast[dtype] = cached
         return cached[1], cached[2]
 

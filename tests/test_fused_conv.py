@@ -134,6 +134,10 @@ def test_changed_weights_are_cast_again(monkeypatch):
         plain = F.relu(block.conv(x)).float()
     assert not torch.equal(before, after)
     torch.testing.assert_close(after, plain, rtol=2e-2, atol=2e-2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        block.conv.weight.data = -block.conv.weight.data  # replaced, as Module.to replaces it: a new storage
+        replaced = block(x).float()
+    torch.testing.assert_close(replaced, before, rtol=0, atol=0)  # the first weights again, cast afresh
 
 
 def test_only_a_convolution_and_a_relu_or_gelu_are_accepted():
