@@ -9,7 +9,7 @@ compilation itself (Inductor's first call, which also builds its C++ kernels, in
 folder unless TORCHINDUCTOR_CACHE_DIR is set) is timed apart: it is what a run pays once for the
 faster steps.
 
-    python bench/bench_compile.py [--model resnet_cifar] [--reps 5] [--seconds 4] [--json out.json]
+    python bench/bench_compile.py [--model resnet_cifar] [--reps 5] [--seconds 4] [--json out.json] [--profile]
 
 Runs on the CPU only: it answers whether the CPU training goal (resnet_cifar >= 55% of the peak)
 is within reach of compilation where eager PyTorch, imgzoo's or a plain ResNet-20, falls short.
@@ -102,12 +102,26 @@ def measure(model_name: str, mode: str, amp: str, reps: int, seconds: float) -> 
     return pair
 
 
+def profile_table(step: Callable[[], None], steps: int = 5, rows: int = 12) -> str:
+    """torch.profiler's operators by self CPU time over ``steps`` steps, after one untimed step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet_cifar")
     parser.add_argument("--reps", type=int, default=5, help="windows of each, eager and compiled")
     parser.add_argument("--seconds", type=float, default=4.0, help="each timing window")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--profile", action="store_true", help="then print torch.profiler's top operators of 5 training steps, each way"
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as fit trains on the CPU
     auto = "bf16" if amp_dtype("auto", CPU) is torch.bfloat16 else "fp32"
@@ -128,6 +142,11 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "model": args.model, "rows": rows, "pairs": "alternating"}, f, indent=2)
+    if args.profile:  # where a compiled step gains or loses its time, operator by operator
+        step = steps(args.model, "train", auto)[0]
+        for compiled in (False, True):
+            print(f"\n{args.model} training, {auto}, {'compiled' if compiled else 'eager'}, 5 steps:")
+            print(profile_table(step[compiled]))
 
 
 if __name__ == "__main__":
