@@ -200,7 +200,7 @@ def folded(name: str, model: nn.Module, device: torch.device = CPU) -> nn.Module
     """
     if name == "plain_resnet20":
         return fx_fuse(model.eval())
-    return imgzoo.fuse_for_inference(model) if device.type == "cpu" else imgzoo.fold_batchnorm(model)
+    return imgzoo.fuse_for_inference(model, device)
 
 
 def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:

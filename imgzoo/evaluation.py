@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from imgzoo._allocator import keep_freed_memory, release_freed_memory
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
 from imgzoo.datasets import _open_image, image_folder
-from imgzoo.fusion import UncopyableModelError, fold_batchnorm, fuse_for_inference
+from imgzoo.fusion import UncopyableModelError, fuse_for_inference
 from imgzoo.loaders import is_batch_loader, unshared_generator
 from imgzoo.plots import plot_confusion_matrix, plot_samples
 from imgzoo.transforms import flip_preserves_label, for_model
@@ -296,11 +296,10 @@ def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype |
     A copy, so the caller's model keeps its layout and batch norms: batch norm folded into the
     convolutions (imgzoo.fusion: the same logits to float rounding, fewer passes over memory), in
     channels_last wherever fit would train in it (oneDNN's native layout on a CPU). On a CPU the
-    activations and residual sums are fused into the convolutions too (fuse_for_inference), which
-    only oneDNN's kernels can do: elsewhere the fused modules would only run the plain operators.
+    activations and residual sums are fused into the convolutions too (fuse_for_inference).
     """
     try:
-        net = fuse_for_inference(model) if device.type == "cpu" else fold_batchnorm(model)
+        net = fuse_for_inference(model, device)
     except UncopyableModelError:  # folding only saves time: measure the model as it is
         return model, False
     channels_last = use_channels_last("auto", device, dtype)

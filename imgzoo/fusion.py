@@ -200,7 +200,7 @@ def _fuse_activations(model: nn.Module) -> None:
                 module[i], module[j] = FusedConv2d(conv, parts[j]), nn.Identity()
 
 
-def fuse_for_inference(model: nn.Module) -> nn.Module:
+def fuse_for_inference(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """:func:`fold_batchnorm`'s copy, with activations and residual sums fused into the convolutions.
 
     Each convolution followed by a ReLU or GELU, and each residual block's last convolution with the
@@ -208,9 +208,12 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     oneDNN call on a CPU in channels_last, and the plain operators anywhere else (see that module for
     where, and for the speed it measured). The logits are the same as the folded copy's in fp32 and
     agree to bf16's rounding under bf16 autocast. ``model`` itself is not changed; the copy is for
-    inference only.
+    inference only. The copy is for ``device``: on any other device than a CPU the fused modules
+    could only run the plain operators, so there the copy is :func:`fold_batchnorm`'s alone.
     """
     fused = fold_batchnorm(model)
+    if torch.device(device).type != "cpu":
+        return fused
     _fuse_blocks(fused)
     _fuse_activations(fused)
     return fused

@@ -140,6 +140,14 @@ def test_changed_weights_are_cast_again(monkeypatch):
     torch.testing.assert_close(replaced, before, rtol=0, atol=0)  # the first weights again, cast afresh
 
 
+def test_a_copy_for_another_device_is_folded_only():
+    model, shape, _ = _build("resnet_cifar")
+    for device in ("cuda", torch.device("meta")):  # named only: nothing runs there
+        copy = fuse_for_inference(model, device)
+        assert not any(type(m) is FusedConv2d for m in copy.modules())
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
+
+
 def test_only_a_convolution_and_a_relu_or_gelu_are_accepted():
     with pytest.raises(TypeError, match="an nn.Conv2d and an nn.ReLU or nn.GELU; got Conv2d and SiLU"):
         FusedConv2d(nn.Conv2d(1, 1, 1), nn.SiLU())
