@@ -65,12 +65,36 @@ def test_downsampling_block_halves_resolution_and_maps_channels(in_channels, ext
     assert out.shape == (2, out_channels, half_height, half_width)
 
 
-@given(in_channels=st.integers(1, 8), extra=st.integers(0, 8), size=st.integers(1, 6))
-def test_option_a_subsamples_and_zero_pads(in_channels, extra, size):
-    x = torch.randn(1, in_channels, 2 * size, 2 * size)
+@given(
+    in_channels=st.integers(1, 8),
+    extra=st.integers(0, 8),
+    height=st.integers(1, 11),
+    width=st.integers(1, 11),
+    channels_last=st.booleans(),
+)
+def test_option_a_subsamples_and_zero_pads(in_channels, extra, height, width, channels_last):
+    # Odd sizes too: channels_last input is subsampled by a 1x1 average pool, which must pick the same pixels.
+    x = torch.randn(2, in_channels, height, width)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
     out = PadShortcut(in_channels, in_channels + extra, stride=2)(x)
     assert torch.equal(out[:, :in_channels], x[:, :, ::2, ::2])
     assert not out[:, in_channels:].any()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_option_a_gradient_is_the_slices_and_keeps_the_input_layout(channels_last):
+    # A gradient in another layout than the residual branch's makes their sum, and the ReLU backward after it,
+    # mix layouts: the slow path this shortcut avoids.
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(4, 8, 12, 10).to(memory_format=layout).requires_grad_()
+    out = PadShortcut(8, 16, stride=2)(x)
+    upstream = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, x, upstream)  # as autograd passes it on (x.grad would be re-laid out)
+    expected = torch.zeros(4, 8, 12, 10)
+    expected[:, :, ::2, ::2] = upstream[:, :8]
+    assert torch.equal(grad, expected)
+    assert grad.is_contiguous(memory_format=layout)
 
 
 def test_option_a_adds_no_parameters_and_option_b_adds_projections():
