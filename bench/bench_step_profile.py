@@ -1,0 +1,115 @@
+"""Where a training step's time goes: the convolutions against the machine's peak, and everything else.
+
+A model's fraction of peak (bench_models.py) mixes two kinds of work. Convolutions are compute: their
+FLOPs are nearly all the step's, and how close they run to the matmul peak is oneDNN's business. Batch
+norm, ReLU, the residual sums and the optimizer do almost no arithmetic: each is a pass over a feature map,
+bound by memory bandwidth. This splits one step's time between the two with torch.profiler, so a missed
+goal can be read as "the convolutions are slow" or "the passes between them are too many or too slow",
+and says what the step would reach if the second kind took no time at all: the ceiling for a library that
+does not fuse those passes into the convolutions' kernels (torch.compile does; see bench_compile.py).
+
+    python bench/bench_step_profile.py [--model resnet_cifar] [--amp fp32] [--nchw] [--steps 10] [--top 10]
+
+The peak is bench_models.matmul_peak, the highest of probes before and after the profiled steps, as
+bench_models takes it. The profiler adds a little to every operator; the step's own time is taken
+without it, and the operators' shares are applied to that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import bench_models
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from imgzoo._allocator import keep_freed_memory
+from imgzoo._device import describe_machine
+
+CPU = torch.device("cpu")
+# The operators that do a convolution's arithmetic on a CPU, forward and backward. Their self time is the
+# kernels' time: the wrappers above them (aten::convolution, aten::_convolution) only dispatch.
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution_pointwise")
+
+
+def operator_times(step, steps: int) -> dict[str, float]:
+    """Self CPU seconds per step of every operator, over ``steps`` profiled steps after two unprofiled ones."""
+    step()
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    return {e.key: e.self_cpu_time_total / 1e6 / steps for e in prof.key_averages() if e.self_cpu_time_total > 0}
+
+
+def step_seconds(step, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def breakdown(model_name: str, amp: str, channels_last: bool, steps: int) -> dict:
+    """The step's time, its convolutions' share and speed, and the ceiling with every other pass free."""
+    cfg = bench_models.Config(model_name, "train", amp, channels_last)
+    model, shape, batch_size = bench_models.build(model_name)
+    flops = bench_models.flops_per_image(model, shape, train=True) * batch_size
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    batch = torch.randn(batch_size, *shape).contiguous(memory_format=fmt)
+    labels = torch.randint(0, 10, (batch_size,))
+    step = bench_models.step_function(model, cfg, batch, labels)
+    before = bench_models.matmul_peak()
+    ops = operator_times(step, steps)
+    seconds = step_seconds(step, steps)
+    peak = max(before, bench_models.matmul_peak())
+    conv_share = sum(t for name, t in ops.items() if name in CONVOLUTION_OPS) / sum(ops.values())
+    if conv_share == 0:
+        raise SystemExit(f"no convolution operator among the profiled ones; looked for {CONVOLUTION_OPS}")
+    conv_seconds = conv_share * seconds
+    return {
+        "model": model_name, "amp": amp, "channels_last": channels_last, "batch": batch_size,
+        "step_ms": 1e3 * seconds, "of_peak": flops / seconds / peak, "peak_gflops": peak / 1e9,
+        "conv_ms": 1e3 * conv_seconds, "conv_share": conv_share,
+        # The convolutions do nearly all the FLOPs, so their rate is the step's FLOPs over their time.
+        "conv_of_peak": flops / conv_seconds / peak,
+        "rest": sorted(((n, 1e3 * t / sum(ops.values()) * seconds) for n, t in ops.items()
+                        if n not in CONVOLUTION_OPS), key=lambda item: -item[1]),
+    }  # fmt: skip
+
+
+def report(found: dict, top: int) -> str:
+    rest_ms = found["step_ms"] - found["conv_ms"]
+    layout = "channels_last" if found["channels_last"] else "NCHW"
+    lines = [
+        f"{found['model']} training, {found['amp']}, {layout}, batch {found['batch']}: {found['step_ms']:.0f} ms a "
+        f"step, {found['of_peak']:.0%} of the fp32 matmul peak ({found['peak_gflops']:.0f} GFLOP/s)",
+        f"- convolutions, forward and backward: {found['conv_ms']:.0f} ms ({found['conv_share']:.0%} of the step), "
+        f"{found['conv_of_peak']:.0%} of the peak while they run",
+        f"- every other operator: {rest_ms:.0f} ms ({1 - found['conv_share']:.0%})",
+        f"- with every other operator free the step would reach {found['conv_of_peak']:.0%} of the peak; at 55% it "
+        f"may spend {max(0.0, found['step_ms'] * found['of_peak'] / 0.55 - found['conv_ms']):.0f} ms on them",
+        "",
+        "| operator (not a convolution) | ms a step |",
+        "|---|---:|",
+        *[f"| {name} | {ms:.1f} |" for name, ms in found["rest"][:top]],
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="resnet_cifar")
+    parser.add_argument("--amp", default="fp32", choices=["fp32", "bf16", "auto"])
+    parser.add_argument("--nchw", action="store_true", help="NCHW instead of channels_last")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--top", type=int, default=10, help="rows of the table of other operators")
+    args = parser.parse_args()
+    keep_freed_memory()  # as fit trains on the CPU
+    print(f"machine: {describe_machine(CPU)}, {torch.get_num_threads()} threads")
+    print(report(breakdown(args.model, args.amp, not args.nchw, args.steps), args.top))
+
+
+if __name__ == "__main__":
+    main()
