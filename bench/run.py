@@ -148,6 +148,19 @@ FIXES = (
         "sets it against glibc as shipped",
     ),
     (
+        "resnet_cifar training, channels_last, fp32",
+        "42% of peak (2026-11-30, 2-core Xeon with AMX)",
+        "option A's shortcut subsampled by slicing, whose backward hands back an NCHW gradient: its sum with the "
+        "residual branch's channels_last gradient, and the ReLU backward after that, mixed layouts and ran up to 10x "
+        "slower (torch.profiler). Beyond that, the batch norms, ReLUs and sums are passes over memory: "
+        "bench/bench_step_profile.py, same machine, put them at 40% of a step (68 of 169 ms) while the convolutions "
+        "ran at 79% of peak; 55% leaves them 45 ms",
+        "channels_last input is subsampled by a 1x1 average pool, the same pixels, whose backward keeps the layout: "
+        "resnet_cifar / the plain ResNet-20 (which slices) went from 1.03 to 1.06 in fp32 and from 0.97 to 1.04 in "
+        "bf16, two runs back to back. The passes between convolutions remain: merging them into the convolutions' "
+        "kernels is what fit(compile=True) does (bench/bench_compile.py)",
+    ),
+    (
         "fit bf16 / fit fp32 with the defaults",
         "0.09 (the README recommended amp='bf16')",
         "bf16 is emulated on a CPU without AVX512-BF16 or AMX",
