@@ -29,6 +29,14 @@ models, and the two whole-interpreter import times (the goal is read from import
 an interpreter that has torch); and it does not rewrite the Markdown page unless --write is given.
 bench/results*.json is rewritten after each section, so a run stopped part-way keeps what it measured.
 
+On a 2-core CPU the CIFAR-10 race alone takes half an hour, so it may run apart and join the page after:
+
+    python bench/bench_time_to_accuracy.py --cifar10 PATH/TO/cifar10-jpeg --json race.json
+    python bench/run.py --render --race-from race.json
+
+``--render`` measures nothing: it writes the Markdown page again from this machine's results JSON (after a
+row of the fixes table changed, say), and the page says on which date the race ran apart from the rest.
+
 On a GPU. ``--device auto`` (the default) measures on the GPU wherever PyTorch sees one;
 ``--device cuda`` insists and stops at once, naming what is there, where it sees none; ``--device
 cpu`` measures the CPU on any machine. On the GPU the models run at batch 512 (64 for
@@ -316,8 +324,7 @@ def markdown(results: dict, command: str) -> str:
     lines = [
         "# Benchmarks",
         "",
-        f"Measured by `{command}` on {time.strftime('%Y-%m-%d')}. Every figure is a ratio of two things measured",
-        "side by side in that one run; absolute speeds differ from machine to machine and from hour to hour.",
+        *measured_by(results, command),
         "",
         "| machine | |",
         "|---|---|",
@@ -358,6 +365,41 @@ def markdown(results: dict, command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def measured_by(results: dict, command: str) -> list[str]:
+    """The page's opening: the command, its date, and a CIFAR-10 race that ran in a run of its own."""
+    date = results.get("date", time.strftime("%Y-%m-%d"))
+    race = results.get("time_to_accuracy_cifar10") or {}
+    apart = (
+        f"; the `--long` CIFAR-10 race in a run of its own on {race['measured_apart']}"
+        if "measured_apart" in race
+        else ""
+    )
+    return [
+        f"Measured by `{command}` on {date}{apart}. Every other figure is a ratio of two things measured"
+        if apart
+        else f"Measured by `{command}` on {date}. Every figure is a ratio of two things measured",
+        "side by side in that one run; absolute speeds differ from machine to machine and from hour to hour.",
+    ]
+
+
+def with_race_from(results: dict, path: str) -> dict:
+    """``results`` with the CIFAR-10 race of another file, marked as measured apart on the date it was run.
+
+    The race takes half an hour on a 2-core CPU; this lets it run apart from the rest of the suite and still
+    appear on the same page. The file is a results JSON of this script, one of
+    ``bench/bench_time_to_accuracy.py --cifar10 ... --json`` (its ``basic_cnn_race``), or the race alone.
+    """
+    other = json.loads(Path(path).read_text())
+    race = other.get("time_to_accuracy_cifar10") or other.get("basic_cnn_race") or other
+    if not isinstance(race, dict) or not {"seconds", "target"} <= race.keys():
+        raise SystemExit(
+            f"--race-from {path}: expected a CIFAR-10 race (time_to_accuracy_cifar10 of bench/run.py's JSON, "
+            f"basic_cnn_race of bench_time_to_accuracy.py's, or the race itself); found keys {sorted(other)[:8]}"
+        )
+    date = race.get("measured_apart") or other.get("date") or race.get("started", "")[:10] or "an earlier date"
+    return {**results, "time_to_accuracy_cifar10": {**race, "measured_apart": date}}
 
 
 def startup_rows(start: dict) -> list[tuple[str, str]]:
@@ -527,6 +569,10 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
         "--long", action="store_true", help="also basic_cnn on CIFAR-10, to 94%% on GPU, 90%% on CPU (needs --cifar10)"
     )
     parser.add_argument("--write", action="store_true", help="with --quick, still rewrite the Markdown page")
+    parser.add_argument(
+        "--render", action="store_true", help="measure nothing: write the Markdown page again from this machine's JSON"
+    )
+    parser.add_argument("--race-from", help="a results JSON whose CIFAR-10 race goes onto the page (run apart)")
     parser.add_argument("--cifar10", default=None, help="CIFAR-10 train/<class>/*.jpg tree (synthetic if absent)")
     parser.add_argument("--mnist", default=str(HERE.parents[1] / "shared" / "data" / "mnist"))
     device_choice.add_option(parser)
@@ -542,11 +588,19 @@ def main(argv: list[str] | None = None) -> None:
     def save(results: dict) -> None:
         json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
-    start = time.perf_counter()
-    results = collect(args, device, save)
-    results["seconds"] = time.perf_counter() - start
+    if args.render:  # the page again from the results of the last run: after a fix's row or the race was added
+        results = json.loads(json_path.read_text())
+        command = results.get("command", "python bench/run.py")
+    else:
+        start = time.perf_counter()
+        results = collect(args, device, save)
+        results["seconds"] = time.perf_counter() - start
+        command = " ".join(["python bench/run.py", *_shown(argv)])
+        results.update(command=command, date=time.strftime("%Y-%m-%d"))
+    if args.race_from:
+        results = with_race_from(results, args.race_from)
     save(results)
-    text = markdown(results, " ".join(["python bench/run.py", *_shown(argv)]))
+    text = markdown(results, command)
     if not args.quick or args.write:
         md_path.write_text(text)
     print(text)

@@ -391,3 +391,21 @@ def test_the_step_profile_finds_the_convolutions_and_splits_the_step_between_the
     assert found["conv_of_peak"] == pytest.approx(found["of_peak"] / found["conv_share"], rel=1e-6)
     assert not any(name in bench_step_profile.CONVOLUTION_OPS for name, _ in found["rest"])
     assert "would reach" in bench_step_profile.report(found, top=3)
+
+
+def test_a_race_run_apart_joins_the_page_marked_with_its_date_and_a_file_without_one_is_refused(bench, tmp_path):
+    run = bench["run"]
+    race = {"seconds": 1723.4, "epoch": 35, "val_acc": 0.9026, "target": 0.9, "started": "2026-11-30 02:09"}
+    (tmp_path / "tta.json").write_text(json.dumps({"machine": {}, "basic_cnn_race": race}))
+    results = run.with_race_from({"date": "2026-12-01"}, str(tmp_path / "tta.json"))
+    assert results["time_to_accuracy_cifar10"]["seconds"] == 1723.4
+    opening = " ".join(run.measured_by(results, "python bench/run.py"))
+    assert "on 2026-12-01; the `--long` CIFAR-10 race in a run of its own on 2026-11-30" in opening
+    assert "Every other figure" in opening
+
+    same_run = {"date": "2026-12-01", "time_to_accuracy_cifar10": race}
+    assert "Every figure is a ratio" in " ".join(run.measured_by(same_run, "python bench/run.py --long"))
+
+    (tmp_path / "models.json").write_text(json.dumps({"machine": {}, "models": {}}))
+    with pytest.raises(SystemExit, match="expected a CIFAR-10 race.*found keys \\['machine', 'models'\\]"):
+        run.with_race_from({}, str(tmp_path / "models.json"))
