@@ -409,3 +409,26 @@ def test_a_race_run_apart_joins_the_page_marked_with_its_date_and_a_file_without
     (tmp_path / "models.json").write_text(json.dumps({"machine": {}, "models": {}}))
     with pytest.raises(SystemExit, match="expected a CIFAR-10 race.*found keys \\['machine', 'models'\\]"):
         run.with_race_from({}, str(tmp_path / "models.json"))
+
+
+def test_fits_ratios_pair_the_runs_of_each_repetition_and_fall_back_to_medians_when_they_cannot(bench, monkeypatch):
+    bench_fit = importlib.import_module("bench_fit")
+    # The machine slowed between repetitions 1 and 2, for the fit run only: the medians read 0.6, the pairs 0.99.
+    rates = {"minimal loop": [100.0, 200.0, 210.0], "fit, same settings": [99.0, 120.0, 207.9]}
+    rates |= {"fit defaults": [200.0, 400.0, 420.0], "fit bf16": [190.0]}
+    found = bench_fit.ratios(rates)
+    assert found["fit_over_minimal"] == pytest.approx(0.99)
+    assert found["defaults_over_minimal"] == pytest.approx(2.0)
+    assert found["bf16_over_fp32"] == pytest.approx(190.0 / 120.0)  # one emulated run: the medians
+
+
+def test_fit_benchmark_times_each_row_once_per_repetition_with_native_bf16_in_the_rotation(bench, monkeypatch):
+    bench_fit = importlib.import_module("bench_fit")
+    monkeypatch.setattr(bench_fit, "timed_rate", lambda *a: 100.0)
+    monkeypatch.setattr(bench_fit, "minimal_loop", lambda *a: None)
+    monkeypatch.setattr(bench_fit, "cpu_has_native_bf16", lambda: True)
+    found = bench_fit.measure(images=128, epochs=1, reps=2)
+    assert [len(r) for r in found["runs"].values()] == [2, 2, 2, 2]
+    monkeypatch.setattr(bench_fit, "cpu_has_native_bf16", lambda: False)
+    found = bench_fit.measure(images=128, epochs=1, reps=2)
+    assert [len(r) for r in found["runs"].values()] == [2, 2, 2, 1]
