@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import bench_models
 import torch
@@ -33,7 +34,7 @@ CPU = torch.device("cpu")
 CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution_pointwise")
 
 
-def operator_times(step, steps: int) -> dict[str, float]:
+def operator_times(step: Callable[[], None], steps: int) -> dict[str, float]:
     """Self CPU seconds per step of every operator, over ``steps`` profiled steps after two unprofiled ones."""
     step()
     step()
@@ -43,7 +44,7 @@ def operator_times(step, steps: int) -> dict[str, float]:
     return {e.key: e.self_cpu_time_total / 1e6 / steps for e in prof.key_averages() if e.self_cpu_time_total > 0}
 
 
-def step_seconds(step, steps: int) -> float:
+def step_seconds(step: Callable[[], None], steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -80,6 +81,7 @@ def breakdown(model_name: str, amp: str, channels_last: bool, steps: int) -> dic
 
 
 def report(found: dict, top: int) -> str:
+    """The breakdown as printed: the split, the ceiling, the time left for the other operators at the 55% goal."""
     rest_ms = found["step_ms"] - found["conv_ms"]
     layout = "channels_last" if found["channels_last"] else "NCHW"
     lines = [
