@@ -160,8 +160,8 @@ FIXES = (
         "42% of peak (2026-11-30, 2-core Xeon with AMX)",
         "option A's shortcut subsampled by slicing, whose backward hands back an NCHW gradient: its sum with the "
         "residual branch's channels_last gradient, and the ReLU backward after that, mixed layouts (torch.profiler; "
-        "timed alone at the first stage's shapes, that ReLU backward took 5.7 ms against 0.6 ms on matching "
-        "layouts). Beyond that, the batch norms, ReLUs and sums are passes over memory: "
+        "bench/bench_layouts.py: that ReLU backward took 5.5 ms with the NCHW gradient against 0.6 ms with a "
+        "channels_last one). Beyond that, the batch norms, ReLUs and sums are passes over memory: "
         "bench/bench_step_profile.py, same machine, put them at 40% of a step (68 of 169 ms) while the convolutions "
         "ran at 79% of peak; 55% leaves them 45 ms",
         "channels_last input is subsampled by a 1x1 average pool, the same pixels, whose backward keeps the layout: "

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+
+from imgzoo.models.resnet_cifar import subsample
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -432,3 +435,16 @@ def test_fit_benchmark_times_each_row_once_per_repetition_with_native_bf16_in_th
     monkeypatch.setattr(bench_fit, "cpu_has_native_bf16", lambda: False)
     found = bench_fit.measure(images=128, epochs=1, reps=2)
     assert [len(r) for r in found["runs"].values()] == [2, 2, 2, 1]
+
+
+def test_the_layout_benchmark_times_the_same_gradient_three_ways(bench):
+    bench_layouts = importlib.import_module("bench_layouts")
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    residual = torch.randn(2, 8, 3, 3).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn_like(residual)
+    grads = []
+    for subsampled in (lambda t: t[:, :, ::2, ::2], lambda t: F.avg_pool2d(t, 1, 2), lambda t: subsample(t, 2)):
+        torch.manual_seed(0)  # the same gradient from the residual branch for each
+        grads.append(bench_layouts.shortcut_step(x, residual, upstream, subsampled)())
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], grads[2])
+    assert grads[2].is_contiguous(memory_format=torch.channels_last)

@@ -33,12 +33,13 @@ def subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
 
     The same pixels either way (a 1x1 average is the pixel itself). Slicing's backward scatters the gradient
     into a fresh NCHW tensor, so in a channels_last network the sum with the residual branch's gradient, and the
-    ReLU backward after it, mixed layouts (found with torch.profiler); timed alone at ResNet-20's first stage
-    (batch 128, fp32), the ReLU backward took 5.7 ms on mixed layouts against 0.6 ms on matching ones.
-    avg_pool2d's backward keeps the input's layout. In bench/bench_models.py, resnet_cifar / its plain ResNet-20
-    (which slices) for channels_last training went from 1.03 to 1.06 in fp32 and from 0.97 to 1.04 in bf16, two
-    runs back to back on a 2-core Xeon with AMX, batch 128. On NCHW input slicing stays: there avg_pool2d made
-    this shortcut's forward and backward 1.8x slower in fp32 and 3x in bf16.
+    ReLU backward after it, mixed layouts (found with torch.profiler). avg_pool2d's backward keeps the input's
+    layout. bench/bench_layouts.py, on a 2-core Xeon with AMX (AVX512), at ResNet-20's first stage, batch 128:
+    the ReLU backward took 5.5 ms with an NCHW gradient against 0.6 ms with a channels_last one; this shortcut's
+    forward and backward ran 1.21x (fp32) and 1.56x (bf16) faster on channels_last input, and on NCHW input
+    the pool was 2.1x (fp32) and 3x (bf16) slower than slicing, which therefore stays there. In
+    bench/bench_models.py, resnet_cifar / its plain ResNet-20 (which slices) for channels_last training went
+    from 1.03 to 1.06 in fp32 and from 0.97 to 1.04 in bf16, two runs back to back on the same machine.
     """
     if x.is_contiguous():
         return x[:, :, ::stride, ::stride]
