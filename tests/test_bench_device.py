@@ -448,3 +448,8 @@ def test_the_layout_benchmark_times_the_same_gradient_three_ways(bench):
         grads.append(bench_layouts.shortcut_step(x, residual, upstream, subsampled)())
     assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], grads[2])
     assert grads[2].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_page_rendered_again_from_an_older_results_file_does_not_take_todays_date(bench):
+    opening = " ".join(bench["run"].measured_by({"machine": {}}, "python bench/run.py"))
+    assert "on a date its results file does not record" in opening
