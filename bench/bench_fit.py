@@ -13,8 +13,9 @@ optimizer (SGD, Nesterov) and one-cycle schedule. Rows:
 Repetitions are interleaved so that load from other processes on a shared CPU hits all rows
 alike; the median of each is reported. Each ratio is the median of the ratios of the two rows' runs in
 the same repetition, timed back to back, not the ratio of the two medians: the machine's speed drifts
-over minutes, and neighbouring runs share it where two medians need not. One full run on a 2-core Xeon
-with AMX read fit / minimal loop as 0.95 from the medians and 0.99 from the pairs (0.92 to 1.03).
+over minutes, and neighbouring runs share it where two medians need not. The run stored in
+bench/results-native-bf16.json (a 2-core Xeon with AMX) reads fit / minimal loop as 0.96 from the medians
+and 0.99 from the pairs (0.95 to 0.99).
 
 On a GPU (``--device cuda``, or ``auto`` where there is one) both loops train there, at batch 512;
 give it more images (``--images 8192``), or an epoch is two steps.

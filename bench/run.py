@@ -160,11 +160,12 @@ FIXES = (
         "42% of peak (2026-11-30, 2-core Xeon with AMX)",
         "option A's shortcut subsampled by slicing, whose backward hands back an NCHW gradient: its sum with the "
         "residual branch's channels_last gradient, and the ReLU backward after that, mixed layouts (torch.profiler; "
-        "bench/bench_layouts.py: that ReLU backward took 5.5 ms with the NCHW gradient against 0.6 ms with a "
+        "bench/bench_layouts.py: that ReLU backward took 4.95 ms with the NCHW gradient against 0.48 ms with a "
         "channels_last one). Beyond that, the batch norms, ReLUs and sums are passes over memory: "
         "bench/bench_step_profile.py, same machine, put them at 40% of a step (68 of 169 ms) while the convolutions "
         "ran at 79% of peak; 55% leaves them 45 ms",
-        "channels_last input is subsampled by a 1x1 average pool, the same pixels, whose backward keeps the layout: "
+        "channels_last input that carries a gradient is subsampled by a 1x1 average pool, the same pixels, whose "
+        "backward keeps the layout: "
         "resnet_cifar / the plain ResNet-20 (which slices) went from 1.03 to 1.06 in fp32 and from 0.97 to 1.04 in "
         "bf16, two runs back to back. The passes between convolutions remain; fit(compile=True) merges them into "
         "fewer generated kernels: bench/bench_compile.py, same machine, 45% eager and 49% compiled in fp32 (1.09x), "

@@ -453,3 +453,13 @@ def test_the_layout_benchmark_times_the_same_gradient_three_ways(bench):
 def test_a_page_rendered_again_from_an_older_results_file_does_not_take_todays_date(bench):
     opening = " ".join(bench["run"].measured_by({"machine": {}}, "python bench/run.py"))
     assert "on a date its results file does not record" in opening
+
+
+def test_the_step_profile_splits_inference_as_built_against_the_inference_goal(bench, monkeypatch):
+    bench_step_profile = importlib.import_module("bench_step_profile")
+    monkeypatch.setattr(bench_step_profile.bench_models, "matmul_peak", lambda *a, **k: 1e11)
+    found = bench_step_profile.breakdown("mnist_cnn", "fp32", channels_last=True, steps=1, mode="infer")
+    assert found["mode"] == "infer" and 0.05 < found["conv_share"] < 1
+    assert not any("backward" in name for name, _ in found["rest"])  # no gradient was computed
+    assert "inference as built" in bench_step_profile.report(found, top=3)
+    assert "at 65% (the goal)" in bench_step_profile.report(found, top=3)

@@ -35,13 +35,14 @@ def subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
     into a fresh NCHW tensor, so in a channels_last network the sum with the residual branch's gradient, and the
     ReLU backward after it, mixed layouts (found with torch.profiler). avg_pool2d's backward keeps the input's
     layout. bench/bench_layouts.py, on a 2-core Xeon with AMX (AVX512), at ResNet-20's first stage, batch 128:
-    the ReLU backward took 5.5 ms with an NCHW gradient against 0.6 ms with a channels_last one; this shortcut's
-    forward and backward ran 1.21x (fp32) and 1.56x (bf16) faster on channels_last input, and on NCHW input
-    the pool was 2.1x (fp32) and 3x (bf16) slower than slicing, which therefore stays there. In
-    bench/bench_models.py, resnet_cifar / its plain ResNet-20 (which slices) for channels_last training went
-    from 1.03 to 1.06 in fp32 and from 0.97 to 1.04 in bf16, two runs back to back on the same machine.
-    Where no gradient will flow back (inference) slicing stays too: it is a view, where the pool is a pass of
-    its own, 1.1% of ResNet-20's inference time as built (torch.profiler, batch 128, fp32, same machine).
+    the ReLU backward took 4.95 ms with an NCHW gradient against 0.48 ms with a channels_last one, and the
+    shortcut's forward and backward, as far as that ReLU backward, ran 2.9x (fp32) and 4.5x (bf16) faster on
+    channels_last input; on NCHW input the pool was 1.8x (fp32) and 2.9x (bf16) slower than slicing, which
+    therefore stays there. In bench/bench_models.py, resnet_cifar / its plain ResNet-20 (which slices) for
+    channels_last training went from 1.03 to 1.06 in fp32 and from 0.97 to 1.04 in bf16, two runs back to back
+    on the same machine. Where no gradient will flow back (inference) slicing stays too: it is a view, where
+    the pool was a pass of its own, 0.5 ms of a 53 ms forward pass (``bench/bench_step_profile.py --infer`` on
+    the code that pooled there, same machine).
     """
     if x.is_contiguous() or not x.requires_grad:
         return x[:, :, ::stride, ::stride]
