@@ -76,6 +76,30 @@ def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, 
     return 2 * n**3 * count / (time.perf_counter() - start)
 
 
+# Larger than the 187 MiB of feature maps a ResNet-20 training step at batch 128 keeps for its backward pass
+# (channels_last fp32, counted with torch.autograd.graph.saved_tensors_hooks): copied, it streams from memory
+# as they do. On the 2-core Xeon with AMX a 32 MiB copy ran at 53 GB/s and a 128 MiB one at 28 GB/s.
+BANDWIDTH_MIB = 256
+
+
+def memory_bandwidth(device: torch.device = CPU, mib: int = BANDWIDTH_MIB, seconds: float = 0.5) -> float:
+    """Bytes/s of copying ``mib`` MiB, the bytes read and the bytes written both counted.
+
+    The speed of a pass over feature maps: batch norm, ReLU and a residual sum do under one FLOP per
+    byte they move, so between its convolutions a network runs at this speed, whatever the matmul peak.
+    """
+    source = torch.ones(mib * 2**20 // 4, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)  # warm-up: the pages of both buffers are touched once before the clock starts
+    device_choice.sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        target.copy_(source)
+        count += 1
+    device_choice.sync(device)
+    return 2 * source.nbytes * count / (time.perf_counter() - start)
+
+
 def peaks(device: torch.device, seconds: float = 1.0) -> dict:
     """The matmul peaks the rows are fractions of, with what decides them.
 
@@ -367,9 +391,27 @@ def run(
 
 
 def peak_lines(found: dict | float) -> list[str]:
-    """The peaks as the table's heading states them (a bare float: a results.json from a CPU-only version)."""
+    """The peaks as the table's heading states them (a bare float: a results.json from a CPU-only version),
+    and the memory bandwidth where the run measured it."""
     if not isinstance(found, dict):
         found = {"fp32": found, "matmul_n": 2048}
+    lines = matmul_lines(found)
+    return [*lines, "", bandwidth_line(found)] if "bandwidth" in found else lines
+
+
+def bandwidth_line(found: dict) -> str:
+    """The bandwidth, and the machine's balance: how many FLOPs the fp32 peak does in the time a byte moves."""
+    bandwidth = found["bandwidth"]
+    return (
+        f"Memory bandwidth ({found['bandwidth_mib']} MiB copied, the bytes read and written both counted): "
+        f"{bandwidth / 1e9:.1f} GB/s, the higher of a probe before the rows and one after them. The fp32 peak's "
+        f"median is {found['fp32'] / bandwidth:.1f} FLOP per byte of it. Batch norm, ReLU and a residual sum do "
+        "under one FLOP per byte they move, so they run at this speed, and the higher that balance, the smaller "
+        "the share of the peak a training step reaches while those passes stay apart from the convolutions."
+    )
+
+
+def matmul_lines(found: dict) -> list[str]:
     n = found["matmul_n"]
     if "bf16" not in found:
         if found.get("paired"):

@@ -13,8 +13,11 @@ does not fuse those passes into the convolutions' kernels (torch.compile does; s
 ``--infer`` profiles the model's inference as built (eval mode, no gradients) instead of a training step.
 
 The peak is bench_models.matmul_peak, the highest of probes before and after the profiled steps, as
-bench_models takes it. The profiler adds a little to every operator; the step's own time is taken
-without it, and the operators' shares are applied to that.
+bench_models takes it. The memory bandwidth (bench_models.memory_bandwidth) turns the other operators'
+time into the bytes the memory could have moved meanwhile; a training step also counts the feature maps
+it keeps for its backward pass, so that those bytes read as so many passes over them. The profiler adds
+a little to every operator; the step's own time is taken without it, and the operators' shares are
+applied to that.
 """
 
 from __future__ import annotations
@@ -47,6 +50,19 @@ def operator_times(step: Callable[[], None], steps: int) -> dict[str, float]:
     return {e.key: e.self_cpu_time_total / 1e6 / steps for e in prof.key_averages() if e.self_cpu_time_total > 0}
 
 
+def saved_bytes(model: torch.nn.Module, batch: torch.Tensor) -> int:
+    """Bytes of the tensors autograd keeps from one forward pass for the backward pass, each storage once."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(batch)
+    return sum(storages.values())
+
+
 def step_seconds(step: Callable[[], None], steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
@@ -66,11 +82,13 @@ def breakdown(model_name: str, amp: str, channels_last: bool, steps: int, mode: 
     model = model.to(memory_format=fmt)
     batch = torch.randn(batch_size, *shape).contiguous(memory_format=fmt)
     labels = torch.randint(0, 10, (batch_size,))
+    saved = saved_bytes(model, batch) if mode == "train" else 0
     step = bench_models.step_function(model, cfg, batch, labels)
     before = bench_models.matmul_peak()
     ops = operator_times(step, steps)
     seconds = step_seconds(step, steps)
     peak = max(before, bench_models.matmul_peak())
+    bandwidth = bench_models.memory_bandwidth()
     total = sum(ops.values())
     conv_share = sum(t for name, t in ops.items() if name in CONVOLUTION_OPS) / total
     if conv_share == 0:
@@ -79,12 +97,27 @@ def breakdown(model_name: str, amp: str, channels_last: bool, steps: int, mode: 
     return {
         "model": model_name, "mode": mode, "amp": amp, "channels_last": channels_last, "batch": batch_size,
         "step_ms": 1e3 * seconds, "of_peak": flops / seconds / peak, "peak_gflops": peak / 1e9,
+        "bandwidth_gbs": bandwidth / 1e9, "saved_mib": saved / 2**20,
         "conv_ms": 1e3 * conv_seconds, "conv_share": conv_share,
         # The convolutions do nearly all the FLOPs, so their rate is the step's FLOPs over their time.
         "conv_of_peak": flops / conv_seconds / peak,
         "rest": sorted(((n, 1e3 * t / total * seconds) for n, t in ops.items()
                         if n not in CONVOLUTION_OPS), key=lambda item: -item[1]),
     }  # fmt: skip
+
+
+def moved_line(found: dict, ms: float) -> str:
+    """What the memory could move in ``ms``, and, for a training step, how many passes over its saved maps."""
+    gigabytes = ms * found["bandwidth_gbs"] / 1e3
+    balance = found["peak_gflops"] / found["bandwidth_gbs"]
+    passes = ""
+    if found["saved_mib"]:
+        passes = (f", {gigabytes * 1e9 / 2**20 / found['saved_mib']:.1f} passes over the {found['saved_mib']:.0f} "
+                  "MiB of feature maps the step keeps for its backward pass")  # fmt: skip
+    return (
+        f"as long as the memory takes to move {gigabytes:.2f} GB at {found['bandwidth_gbs']:.1f} GB/s"
+        f"{passes} (a {bench_models.BANDWIDTH_MIB} MiB copy; the peak is {balance:.1f} FLOP per byte of it)"
+    )
 
 
 def report(found: dict, top: int) -> str:
@@ -99,7 +132,7 @@ def report(found: dict, top: int) -> str:
         f"step, {found['of_peak']:.0%} of the fp32 matmul peak ({found['peak_gflops']:.0f} GFLOP/s)",
         f"- convolutions: {found['conv_ms']:.0f} ms ({found['conv_share']:.0%} of the step), "
         f"{found['conv_of_peak']:.0%} of the peak while they run",
-        f"- every other operator: {rest_ms:.0f} ms ({1 - found['conv_share']:.0%})",
+        f"- every other operator: {rest_ms:.0f} ms ({1 - found['conv_share']:.0%}), {moved_line(found, rest_ms)}",
         f"- with every other operator free the step would reach {found['conv_of_peak']:.0%} of the peak; at "
         f"{goal:.0%} (the goal) it may spend {budget:.0f} ms on them",
         "",

@@ -226,9 +226,13 @@ def fit_images(quick: bool, device: torch.device) -> int:
 
 
 def speed(models: list[str], quick: bool, device: torch.device) -> dict:
+    """Every model's rows against the peaks (bench_models.run), and the memory bandwidth on either side of them."""
+    bandwidth = bench_models.memory_bandwidth(device)
     rows, found = bench_models.run([*models, "plain_resnet20"], 1 if quick else 3, bench_models.window(quick, device),
                                    ["fp32", "bf16", "auto"], device, bench_models.layouts(quick),
                                    0 if quick else bench_models.GOAL_REPS)  # fmt: skip
+    found["bandwidth"] = max(bandwidth, bench_models.memory_bandwidth(device))
+    found["bandwidth_mib"] = bench_models.BANDWIDTH_MIB
     return {"models": {"peak_flops": found["fp32"], "peaks": found, "rows": [vars(r) for r in rows],
                        "resnet_cifar_over_plain": bench_models.overhead_ratio(rows)}}  # fmt: skip
 
@@ -274,6 +278,11 @@ def headline(results: dict) -> list[tuple[str, str, str]]:
         row = speed.get(("resnet_cifar", mode, "fp32", True))
         if row:
             add(f"resnet_cifar {word}, channels_last, fp32", f"{100 * row['fraction_of_peak']:.0f}% of peak")
+    peaks = results["models"].get("peaks", {})
+    if "bandwidth" in peaks:  # results from before the bandwidth probe lack it
+        # Read beside the rows above: the passes between convolutions run at the bandwidth, not at the peak.
+        add("fp32 matmul peak / memory bandwidth", f"{peaks['fp32'] / peaks['bandwidth']:.1f} FLOP per byte "
+            f"({peaks['fp32'] / 1e9:.0f} GFLOP/s over {peaks['bandwidth'] / 1e9:.1f} GB/s)")  # fmt: skip
     rows_found = [bench_models.Result(**r) for r in results["models"]["rows"]]
     precision = bench_models.precision_ratios(rows_found)
     bf16 = precision.get("resnet_cifar train channels_last", {}).get("bf16 / fp32")

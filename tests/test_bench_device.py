@@ -386,6 +386,7 @@ def test_the_summary_reads_bf16_and_the_lowest_auto_against_fp32(bench):
 def test_the_step_profile_finds_the_convolutions_and_splits_the_step_between_them_and_the_rest(bench, monkeypatch):
     bench_step_profile = importlib.import_module("bench_step_profile")
     monkeypatch.setattr(bench_step_profile.bench_models, "matmul_peak", lambda *a, **k: 1e11)
+    monkeypatch.setattr(bench_step_profile.bench_models, "memory_bandwidth", lambda *a, **k: 2e10)
     found = bench_step_profile.breakdown("mnist_cnn", "fp32", channels_last=True, steps=1)
     # The profiler's names for oneDNN's convolutions are the ones looked for: a rename would leave 0% here.
     assert 0.05 < found["conv_share"] < 1
@@ -394,6 +395,37 @@ def test_the_step_profile_finds_the_convolutions_and_splits_the_step_between_the
     assert found["conv_of_peak"] == pytest.approx(found["of_peak"] / found["conv_share"], rel=1e-6)
     assert not any(name in bench_step_profile.CONVOLUTION_OPS for name, _ in found["rest"])
     assert "would reach" in bench_step_profile.report(found, top=3)
+    # The other operators' time as bytes at the bandwidth, and as passes over the maps the step saved.
+    assert found["saved_mib"] > 0
+    moved = bench_step_profile.moved_line(found, 100.0)
+    assert "move 2.00 GB at 20.0 GB/s" in moved and "the peak is 5.0 FLOP per byte" in moved
+    assert f"{2e9 / 2**20 / found['saved_mib']:.1f} passes over the" in moved
+
+
+def test_the_step_profile_counts_each_saved_storage_once():
+    bench_step_profile = importlib.import_module("bench_step_profile")
+    x = torch.randn(4, 4, requires_grad=True)  # 64 bytes
+    # mul keeps x twice (one storage), relu keeps its own output: 128 bytes, not 192.
+    assert bench_step_profile.saved_bytes(lambda t: (t * t).relu(), x) == 128
+    with torch.no_grad():
+        assert bench_step_profile.saved_bytes(lambda t: (t * t).relu(), x) == 0
+
+
+def test_the_bandwidth_probe_counts_the_bytes_read_and_the_bytes_written(bench, monkeypatch):
+    models = bench["bench_models"]
+    clock = iter(0.25 * i for i in range(100))  # every reading a quarter second after the last
+    monkeypatch.setattr(models.time, "perf_counter", lambda: next(clock))
+    # Readings: the start at 0, copies at 0.25, 0.5 and 0.75, the loop ends at 1.0, the end read at 1.25.
+    assert models.memory_bandwidth(CPU, mib=1, seconds=1.0) == pytest.approx(2 * 2**20 * 3 / 1.25)
+
+
+def test_the_page_sets_the_peak_against_the_memory_bandwidth_where_the_run_took_it(bench):
+    run, results = bench["run"], _results("cpu")
+    assert "memory bandwidth" not in run.markdown(results, "python bench/run.py")  # older results render as before
+    results["models"]["peaks"].update(bandwidth=2e10, bandwidth_mib=256)
+    page = run.markdown(results, "python bench/run.py")
+    assert "| fp32 matmul peak / memory bandwidth | 5.0 FLOP per byte (100 GFLOP/s over 20.0 GB/s) |" in page
+    assert "Memory bandwidth (256 MiB copied, the bytes read and written both counted): 20.0 GB/s" in page
 
 
 def test_a_race_run_apart_joins_the_page_marked_with_its_date_and_a_file_without_one_is_refused(bench, tmp_path):
@@ -458,8 +490,10 @@ def test_a_page_rendered_again_from_an_older_results_file_does_not_take_todays_d
 def test_the_step_profile_splits_inference_as_built_against_the_inference_goal(bench, monkeypatch):
     bench_step_profile = importlib.import_module("bench_step_profile")
     monkeypatch.setattr(bench_step_profile.bench_models, "matmul_peak", lambda *a, **k: 1e11)
+    monkeypatch.setattr(bench_step_profile.bench_models, "memory_bandwidth", lambda *a, **k: 2e10)
     found = bench_step_profile.breakdown("mnist_cnn", "fp32", channels_last=True, steps=1, mode="infer")
     assert found["mode"] == "infer" and 0.05 < found["conv_share"] < 1
     assert not any("backward" in name for name, _ in found["rest"])  # no gradient was computed
     assert "inference as built" in bench_step_profile.report(found, top=3)
     assert "at 65% (the goal)" in bench_step_profile.report(found, top=3)
+    assert found["saved_mib"] == 0 and "passes over" not in bench_step_profile.report(found, top=3)
