@@ -13,11 +13,11 @@ does not fuse those passes into the convolutions' kernels (torch.compile does; s
 ``--infer`` profiles the model's inference as built (eval mode, no gradients) instead of a training step.
 
 The peak is bench_models.matmul_peak, the highest of probes before and after the profiled steps, as
-bench_models takes it. The memory bandwidth (bench_models.memory_bandwidth) turns the other operators'
-time into the bytes the memory could have moved meanwhile; a training step also counts the feature maps
-it keeps for its backward pass, so that those bytes read as so many passes over them. The profiler adds
-a little to every operator; the step's own time is taken without it, and the operators' shares are
-applied to that.
+bench_models takes it. One more step runs under TrafficCounter, which adds up the bytes the other
+operators read and write; against the memory bandwidth (bench_models.memory_bandwidth) that says how
+close to the memory's speed they run. A training step also counts the feature maps it keeps for its
+backward pass, so that the traffic reads as so many passes over them. The profiler adds a little to
+every operator; the step's own time is taken without it, and the operators' shares are applied to that.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from collections.abc import Callable
 import bench_models
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from imgzoo._allocator import keep_freed_memory
 from imgzoo._device import describe_machine
@@ -38,6 +40,37 @@ CPU = torch.device("cpu")
 # kernels' time: the wrappers above them (aten::convolution, aten::_convolution) only dispatch.
 GOALS = {"train": 0.55, "infer": 0.65}  # bench/run.py's goals for resnet_cifar, channels_last fp32
 CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution_pointwise")
+
+
+# The same convolutions as dispatched from Python, where TrafficCounter sees them (oneDNN's kernels run below).
+CONVOLUTION_CALLS = (torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default)
+
+
+class TrafficCounter(TorchDispatchMode):
+    """The bytes every operator but a convolution reads and writes, each tensor argument and result counted once.
+
+    A lower bound on the memory traffic: batch norm's forward, for one, reads its input twice (its statistics,
+    then the normalisation) and is counted once. Views move nothing and are left out; an in-place operator
+    reads and writes its tensor, and counts it twice. A broadcast argument counts its storage, not its shape.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view and func not in CONVOLUTION_CALLS:
+            tensors = [t for t in pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+            self.bytes += sum(min(t.numel() * t.element_size(), t.untyped_storage().nbytes()) for t in tensors)
+        return out
+
+
+def traffic_bytes(step: Callable[[], None]) -> int:
+    """What TrafficCounter counts over one call of ``step``."""
+    with TrafficCounter() as counter:
+        step()
+    return counter.bytes
 
 
 def operator_times(step: Callable[[], None], steps: int) -> dict[str, float]:
@@ -86,6 +119,7 @@ def breakdown(model_name: str, amp: str, channels_last: bool, steps: int, mode: 
     step = bench_models.step_function(model, cfg, batch, labels)
     before = bench_models.matmul_peak()
     ops = operator_times(step, steps)
+    traffic = traffic_bytes(step)
     seconds = step_seconds(step, steps)
     peak = max(before, bench_models.matmul_peak())
     bandwidth = bench_models.memory_bandwidth()
@@ -97,7 +131,7 @@ def breakdown(model_name: str, amp: str, channels_last: bool, steps: int, mode: 
     return {
         "model": model_name, "mode": mode, "amp": amp, "channels_last": channels_last, "batch": batch_size,
         "step_ms": 1e3 * seconds, "of_peak": flops / seconds / peak, "peak_gflops": peak / 1e9,
-        "bandwidth_gbs": bandwidth / 1e9, "saved_mib": saved / 2**20,
+        "bandwidth_gbs": bandwidth / 1e9, "saved_mib": saved / 2**20, "traffic_gb": traffic / 1e9,
         "conv_ms": 1e3 * conv_seconds, "conv_share": conv_share,
         # The convolutions do nearly all the FLOPs, so their rate is the step's FLOPs over their time.
         "conv_of_peak": flops / conv_seconds / peak,
@@ -106,17 +140,18 @@ def breakdown(model_name: str, amp: str, channels_last: bool, steps: int, mode: 
     }  # fmt: skip
 
 
-def moved_line(found: dict, ms: float) -> str:
-    """What the memory could move in ``ms``, and, for a training step, how many passes over its saved maps."""
-    gigabytes = ms * found["bandwidth_gbs"] / 1e3
-    balance = found["peak_gflops"] / found["bandwidth_gbs"]
+def traffic_line(found: dict, ms: float) -> str:
+    """The other operators' least traffic, as passes over the saved maps and as time at the bandwidth."""
     passes = ""
     if found["saved_mib"]:
-        passes = (f", {gigabytes * 1e9 / 2**20 / found['saved_mib']:.1f} passes over the {found['saved_mib']:.0f} "
-                  "MiB of feature maps the step keeps for its backward pass")  # fmt: skip
+        passes = (f" ({found['traffic_gb'] * 1e9 / 2**20 / found['saved_mib']:.1f} passes over the "
+                  f"{found['saved_mib']:.0f} MiB of feature maps the step keeps for its backward pass)")  # fmt: skip
+    at_bandwidth = 1e3 * found["traffic_gb"] / found["bandwidth_gbs"]
+    balance = found["peak_gflops"] / found["bandwidth_gbs"]
     return (
-        f"as long as the memory takes to move {gigabytes:.2f} GB at {found['bandwidth_gbs']:.1f} GB/s"
-        f"{passes} (a {bench_models.BANDWIDTH_MIB} MiB copy; the peak is {balance:.1f} FLOP per byte of it)"
+        f"they read and write at least {found['traffic_gb']:.2f} GB{passes}, which take {at_bandwidth:.0f} ms at the "
+        f"{found['bandwidth_gbs']:.1f} GB/s of a {bench_models.BANDWIDTH_MIB} MiB copy (the peak is {balance:.1f} FLOP "
+        f"per byte of it): they move data at {at_bandwidth / ms:.2f}x the copy's rate or more"
     )
 
 
@@ -132,7 +167,7 @@ def report(found: dict, top: int) -> str:
         f"step, {found['of_peak']:.0%} of the fp32 matmul peak ({found['peak_gflops']:.0f} GFLOP/s)",
         f"- convolutions: {found['conv_ms']:.0f} ms ({found['conv_share']:.0%} of the step), "
         f"{found['conv_of_peak']:.0%} of the peak while they run",
-        f"- every other operator: {rest_ms:.0f} ms ({1 - found['conv_share']:.0%}), {moved_line(found, rest_ms)}",
+        f"- every other operator: {rest_ms:.0f} ms ({1 - found['conv_share']:.0%}); {traffic_line(found, rest_ms)}",
         f"- with every other operator free the step would reach {found['conv_of_peak']:.0%} of the peak; at "
         f"{goal:.0%} (the goal) it may spend {budget:.0f} ms on them",
         "",

@@ -395,11 +395,27 @@ def test_the_step_profile_finds_the_convolutions_and_splits_the_step_between_the
     assert found["conv_of_peak"] == pytest.approx(found["of_peak"] / found["conv_share"], rel=1e-6)
     assert not any(name in bench_step_profile.CONVOLUTION_OPS for name, _ in found["rest"])
     assert "would reach" in bench_step_profile.report(found, top=3)
-    # The other operators' time as bytes at the bandwidth, and as passes over the maps the step saved.
-    assert found["saved_mib"] > 0
-    moved = bench_step_profile.moved_line(found, 100.0)
-    assert "move 2.00 GB at 20.0 GB/s" in moved and "the peak is 5.0 FLOP per byte" in moved
-    assert f"{2e9 / 2**20 / found['saved_mib']:.1f} passes over the" in moved
+    # The other operators' traffic as passes over the maps the step saved, and as time at the bandwidth.
+    assert found["saved_mib"] > 0 and found["traffic_gb"] > 0
+    line = bench_step_profile.traffic_line({**found, "traffic_gb": 2.0}, 200.0)
+    assert "at least 2.00 GB" in line and f"({2e9 / 2**20 / found['saved_mib']:.1f} passes over the" in line
+    assert "take 100 ms at the 20.0 GB/s of a 256 MiB copy" in line and "the peak is 5.0 FLOP per byte" in line
+    assert "at 0.50x the copy's rate or more" in line
+
+
+def test_the_traffic_counter_counts_what_operators_read_and_write_and_nothing_for_views_or_convolutions():
+    bench_step_profile = importlib.import_module("bench_step_profile")
+    x, column = torch.randn(4, 4), torch.randn(4, 1)  # 64 and 16 bytes
+    image, kernel = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3)
+
+    def step():
+        y = x + column  # reads 64 + 16, writes 64
+        y.relu_()  # reads and writes 64
+        y.view(16)  # a view: nothing moves
+        x * column.expand(4, 4)  # the expanded argument is its 16 bytes, not 64
+        F.conv2d(image, kernel)  # a convolution: the profile's other half
+
+    assert bench_step_profile.traffic_bytes(step) == 144 + 128 + 144
 
 
 def test_the_step_profile_counts_each_saved_storage_once():
@@ -496,4 +512,5 @@ def test_the_step_profile_splits_inference_as_built_against_the_inference_goal(b
     assert not any("backward" in name for name, _ in found["rest"])  # no gradient was computed
     assert "inference as built" in bench_step_profile.report(found, top=3)
     assert "at 65% (the goal)" in bench_step_profile.report(found, top=3)
-    assert found["saved_mib"] == 0 and "passes over" not in bench_step_profile.report(found, top=3)
+    assert found["saved_mib"] == 0 and found["traffic_gb"] > 0
+    assert "passes over" not in bench_step_profile.report(found, top=3)
