@@ -163,13 +163,17 @@ FIXES = (
         "bench/bench_layouts.py: that ReLU backward took 4.95 ms with the NCHW gradient against 0.48 ms with a "
         "channels_last one). Beyond that, the batch norms, ReLUs and sums are passes over memory: "
         "bench/bench_step_profile.py, same machine, put them at 40% of a step (68 of 169 ms) while the convolutions "
-        "ran at 79% of peak; 55% leaves them 45 ms",
+        "ran at 79% of peak; 55% leaves them 45 ms. Re-run with the memory bandwidth (a 256 MiB copy, 26.9 GB/s): "
+        "71 of 176 ms, reading and writing at least 1.33 GB, 6.8 passes over the 187 MiB of feature maps a step "
+        "keeps, which take 49 ms at the copy's rate, all of what 55% leaves them (49 ms), though batch norm reads "
+        "its input twice and is counted once",
         "channels_last input that carries a gradient is subsampled by a 1x1 average pool, the same pixels, whose "
         "backward keeps the layout: "
         "resnet_cifar / the plain ResNet-20 (which slices) went from 1.03 to 1.06 in fp32 and from 0.97 to 1.04 in "
         "bf16, two runs back to back. The passes between convolutions remain; fit(compile=True) merges them into "
         "fewer generated kernels: bench/bench_compile.py, same machine, 45% eager and 49% compiled in fp32 (1.09x), "
-        "1.18x in bf16, so on this CPU the goal is out of reach of both",
+        "1.18x in bf16, and 47% and 51% in a later run (1.09x, 1.18x), so on this CPU the goal is out of reach of "
+        "both",
     ),
     (
         "fit bf16 / fit fp32 with the defaults",
