@@ -13,6 +13,7 @@ initialized (by the user, or by an earlier fit) is used as it is and never ended
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,7 @@ def setup(device: torch.device) -> DistContext:
 def _destroy_at_exit(group: object) -> None:
     """End the group fit started, if it is still the default one (never a group the user made since)."""
     if dist.is_initialized() and dist.group.WORLD is group:
+        gc.collect()  # anything else still holding the group's work goes first, while the interpreter is whole
         dist.destroy_process_group()
 
 

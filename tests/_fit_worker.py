@@ -111,6 +111,7 @@ def _kill_rename(out: Path, nth: int) -> None:
 
 
 def _ddp(out: Path) -> None:
+    import gc
     import json
 
     import torch.distributed as dist
@@ -121,7 +122,10 @@ def _ddp(out: Path) -> None:
     rank = int(os.environ["RANK"])
     train, val = make_data()
     model = make_model()
+    gc.disable()  # only fit's own collection may free its DistributedDataParallel wrapper
     history = fit(model, train, val, epochs=4, checkpoint_dir=out / "ckpt", **FIT_OPTIONS)
+    wrappers_alive = sum(isinstance(o, nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+    gc.enable()
     # Every process reports its weights: DDP must keep the replicas identical.
     torch.save(model.state_dict(), out / f"weights_rank{rank}.pt")
     if rank == 0:
@@ -132,6 +136,7 @@ def _ddp(out: Path) -> None:
     small_train, small_val = make_data(n=64)
     result = compare({"a": make_model(1), "b": make_model(2)}, small_train, small_val, epochs=1, **FIT_OPTIONS)
     report = {"group_kept": group_kept, "histories": {k: h.to_dict() for k, h in result.histories.items()}}
+    report["wrappers_alive_after_fit"] = wrappers_alive
 
     # A run stopped after epoch 2 and resumed ends like an uninterrupted one on every process:
     # each restores its own random generators (dropout draws differ per process).
