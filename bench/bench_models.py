@@ -77,8 +77,9 @@ def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, 
 
 
 # Larger than the 187 MiB of feature maps a ResNet-20 training step at batch 128 keeps for its backward pass
-# (channels_last fp32, counted with torch.autograd.graph.saved_tensors_hooks): copied, it streams from memory
-# as they do. On the 2-core Xeon with AMX a 32 MiB copy ran at 53 GB/s and a 128 MiB one at 28 GB/s.
+# (channels_last fp32; bench_step_profile.saved_bytes): copied, it streams from memory as they do. On the 2-core
+# Xeon with AMX, memory_bandwidth(mib=32) read 49.8 GB/s, partly from the caches, and 128, 256 and 512 MiB read
+# 24.2 to 24.9 GB/s.
 BANDWIDTH_MIB = 256
 
 
