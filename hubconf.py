@@ -69,6 +69,6 @@ def resnet_cifar(pretrained: bool | str = False, **kwargs: object) -> nn.Module:
     download), and returns the model in eval mode. Keyword arguments (``depth``,
     ``num_classes``, ``shortcut``, ``width``, ``zero_init_residual``) go to
     ``imgzoo.models.resnet_cifar``; another ``num_classes`` than the weights' loads
-    everything but the classifier. Preprocess with ``imgzoo.transforms.for_model(model)``.
+    everything but the classifier. Preprocess with ``imgzoo.data.transforms.for_model(model)``.
     """
     return _create("resnet_cifar", pretrained, kwargs)

@@ -33,7 +33,6 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="imgzoo
 import bench_models  # noqa: E402
 import torch  # noqa: E402
 
-from imgzoo._allocator import keep_freed_memory  # noqa: E402
 from imgzoo._device import amp_dtype, describe_machine  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -123,7 +122,6 @@ def main() -> None:
         "--profile", action="store_true", help="then print torch.profiler's top operators of 5 training steps, each way"
     )
     args = parser.parse_args()
-    keep_freed_memory()  # as fit trains on the CPU
     auto = "bf16" if amp_dtype("auto", CPU) is torch.bfloat16 else "fp32"
     amps = ["fp32", *(["bf16"] if auto == "bf16" else [])]
     machine = describe_machine(CPU)

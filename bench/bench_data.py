@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 import imgzoo
-from imgzoo import datasets, loaders
-from imgzoo.registry import CIFAR10
+from imgzoo import datasets
+from imgzoo.data import loaders
+from imgzoo.models.registry import CIFAR10
 
 
 def load_data(path: str | None, cache_dir: str | None) -> tuple[datasets.TensorImages, str]:

@@ -36,7 +36,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import imgzoo
-from imgzoo._allocator import keep_freed_memory
 from imgzoo._device import cpu_has_native_bf16, describe_machine
 
 CPU = torch.device("cpu")
@@ -83,10 +82,6 @@ def measure(
     """
     batch_size = batch_size or device_choice.batch_size(32, device)
     data = synthetic(images)
-    if device.type == "cpu":
-        # fit's allocator setting is process-wide once made: made here, before the first row, every row (the
-        # minimal loop too) runs under it, and the ratio measures fit's own overhead alone.
-        keep_freed_memory()
 
     def fit(**options):
         return lambda m, d: imgzoo.fit(m, d, epochs=epochs, batch_size=batch_size, verbose=0, device=device, **options)

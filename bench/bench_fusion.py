@@ -22,7 +22,6 @@ import bench_models
 import torch
 
 import imgzoo
-from imgzoo._allocator import keep_freed_memory
 from imgzoo._device import amp_dtype, autocast, describe_machine
 
 CPU = torch.device("cpu")
@@ -81,7 +80,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each timing window")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    keep_freed_memory()  # as evaluate runs on the CPU
     auto = "bf16" if amp_dtype("auto", CPU) == torch.bfloat16 else "fp32"
     amps = ["fp32"] + ([auto] if auto != "fp32" else [])
     machine = describe_machine(CPU)

@@ -24,7 +24,6 @@ import bench_models
 import torch
 import torch.nn.functional as F
 
-from imgzoo._allocator import keep_freed_memory
 from imgzoo._device import describe_machine
 from imgzoo.models.resnet_cifar import subsample
 
@@ -94,7 +93,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args()
-    keep_freed_memory()  # as fit trains on the CPU
     print(f"machine: {describe_machine(CPU)}, {torch.get_num_threads()} threads; ms per call, medians")
     relu = relu_backward(args.reps)
     print(f"\nReLU backward at {FIRST_STAGE}, fp32, its output channels_last:")

@@ -27,8 +27,9 @@ CHILD = r"""
 import json, resource, sys
 import torch
 import imgzoo
-from imgzoo import callbacks, datasets
-from imgzoo.loaders import FastLoader
+from imgzoo import datasets
+from imgzoo.train import callbacks
+from imgzoo.data.loaders import FastLoader
 
 name, steps, mode, device = sys.argv[1], int(sys.argv[2]), sys.argv[3], torch.device(sys.argv[4])
 small_batch, large_batch = (int(b) for b in sys.argv[5].split(","))  # for 32 px and for larger images

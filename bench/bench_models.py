@@ -45,7 +45,6 @@ from torch.fx.experimental.optimization import fuse as fx_fuse
 from torch.utils.flop_counter import FlopCounterMode
 
 import imgzoo
-from imgzoo._allocator import keep_freed_memory
 from imgzoo._device import amp_dtype, autocast, cpu_has_native_bf16, describe_machine
 
 CPU = torch.device("cpu")
@@ -363,8 +362,6 @@ def run(
     a window is the honest ceiling for it.
     """
     configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in timed_layouts]
-    if device.type == "cpu":
-        keep_freed_memory()  # as fit trains on the CPU: each row times the speed a fit user gets
     windows: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(configs))}  # (rate, probe before)
     sizes: dict[int, int] = {}
     probes = [peaks(device, probe_seconds(seconds))]

@@ -32,7 +32,6 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from imgzoo._allocator import keep_freed_memory
 from imgzoo._device import describe_machine
 
 CPU = torch.device("cpu")
@@ -187,7 +186,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--top", type=int, default=10, help="rows of the table of other operators")
     args = parser.parse_args()
-    keep_freed_memory()  # as fit trains on the CPU
     print(f"machine: {describe_machine(CPU)}, {torch.get_num_threads()} threads")
     mode = "infer" if args.infer else "train"
     print(report(breakdown(args.model, args.amp, not args.nchw, args.steps, mode), args.top))

@@ -37,14 +37,14 @@ from torchvision.transforms import v2
 import imgzoo
 from imgzoo import datasets
 from imgzoo._device import describe_machine
-from imgzoo.loaders import FastLoader
+from imgzoo.data.loaders import FastLoader
 from imgzoo.models.basic_cnn import init_whitening
-from imgzoo.recipes import Recipe, get_recipe
-from imgzoo.runs import whitening_images
+from imgzoo.study.run import whitening_images
+from imgzoo.train.recipes import Recipe, get_recipe
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
-QUICK_MNIST = "mnist_cnn.quick"  # imgzoo.recipes: one epoch, no augmentation
+QUICK_MNIST = "mnist_cnn.quick"  # imgzoo.train.recipes: one epoch, no augmentation
 
 
 class ExampleNet(nn.Module):
@@ -225,14 +225,14 @@ def main() -> None:
     parser.add_argument(
         "--target", type=float, default=None, help="basic_cnn's goal (default: 0.94 on GPU, 0.90 on CPU)"
     )
-    parser.add_argument("--recipe", default=QUICK_MNIST, help="mnist_cnn's recipe (imgzoo.recipes)")
+    parser.add_argument("--recipe", default=QUICK_MNIST, help="mnist_cnn's recipe (imgzoo.train.recipes)")
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
         help="change one field of the recipe, VALUE as JSON where it parses: --set lr=0.2 "
-        "--set model_kwargs='{\"dropout\": 0}' (how the one-epoch variants in imgzoo/recipes.py were measured)",
+        "--set model_kwargs='{\"dropout\": 0}' (how the one-epoch variants in imgzoo/train/recipes.py were measured)",
     )
     parser.add_argument(
         "--init-seed", type=int, default=0, help="seed of mnist_cnn's initial weights (the split stays seed 0)"

@@ -70,7 +70,6 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import bench_allocator  # noqa: E402
 import bench_data  # noqa: E402
 import bench_fit  # noqa: E402
 import bench_memory  # noqa: E402
@@ -79,7 +78,6 @@ import bench_startup  # noqa: E402
 import bench_time_to_accuracy  # noqa: E402
 import device_choice  # noqa: E402
 
-from imgzoo import _allocator  # noqa: E402
 from imgzoo._device import cpu_has_native_bf16, describe_machine  # noqa: E402
 
 # fit against the minimal loop, median of this many interleaved runs of 8 s each: with 3, one full run read
@@ -152,7 +150,7 @@ FIXES = (
         "glibc's malloc maps every block above 32 MiB afresh and unmaps it on free, so each step's activations "
         "faulted in again (690,000 page faults a step for basic_cnn at batch 1024; 3% of the CPU time at batch 128)",
         "fit and evaluate keep freed blocks up to 1 GiB on the CPU and hand them back when they return "
-        "(imgzoo/_allocator.py); this run's rows are timed under the same setting, and the allocator table above "
+        "(imgzoo/train/_allocator.py); this run's rows are timed under the same setting, and the allocator table above "
         "sets it against glibc as shipped",
     ),
     (
@@ -198,7 +196,6 @@ def collect(args: argparse.Namespace, device: torch.device, save: Callable[[dict
         },
         lambda: {"data": bench_data.measure(args.cifar10, seconds=2 if quick else 10, device=device)},
         lambda: memory(models, quick, device),
-        lambda: allocator(quick, device),
         lambda: races(args, device),
         # host only: last, the least a GPU run adds
         lambda: {"startup": bench_startup.run(1 if quick else 5, wall_times=not quick)},
@@ -251,13 +248,6 @@ def memory(models: list[str], quick: bool, device: torch.device) -> dict:
         found = bench_memory.peak_mb(name, steps, mode, device)
         rss[key], cuda[key] = found["rss"], found["cuda"]
     return {"memory_mb": rss, "cuda_memory_mb": cuda} if device.type == "cuda" else {"memory_mb": rss}
-
-
-def allocator(quick: bool, device: torch.device) -> dict:
-    """Training with glibc's malloc as shipped against fit's setting (not with --quick: about 5 minutes here)."""
-    if quick or device.type != "cpu" or _allocator._glibc() is None:
-        return {}
-    return {"allocator": bench_allocator.measure()}
 
 
 def races(args: argparse.Namespace, device: torch.device) -> dict:
@@ -370,7 +360,6 @@ def markdown(results: dict, command: str) -> str:
         *time_to_accuracy_lines(results),
         *race_lines(results),
         *memory_lines(results),
-        *allocator_lines(results),
         "## Goals missed, their causes and the fixes",
         "",
         *fixes_intro(m),
@@ -484,23 +473,6 @@ def memory_lines(results: dict) -> list[str]:
     rows = [f"| {name} | {mb:,.0f} MB | {shown[name]} |" for name, mb in rss.items()]
     head = ["## Peak memory", "", "| run | peak host RSS | peak CUDA memory allocated |", "|---|---:|---:|"]
     return [*head, *rows, ""]
-
-
-def allocator_lines(results: dict) -> list[str]:
-    """The section on fit's allocator setting, where this run measured it (a CPU with glibc, not --quick)."""
-    if "allocator" not in results:
-        return []
-    return [
-        "## Training on the CPU: the memory a step frees is kept",
-        "",
-        "fit makes glibc's malloc keep freed blocks up to 1 GiB instead of unmapping them, so a step's activations",
-        "do not fault in afresh every step (imgzoo/_allocator.py). Each row trains a few steps in fresh",
-        "interpreters, glibc as shipped (`IMGZOO_CPU_ALLOCATOR=default`) and as fit runs, in alternating pairs;",
-        "medians (bench/bench_allocator.py).",
-        "",
-        *bench_allocator.lines(results["allocator"]),
-        "",
-    ]
 
 
 def fixes_intro(m: dict) -> list[str]:

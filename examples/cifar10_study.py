@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 import imgzoo
 from imgzoo import datasets, transforms
-from imgzoo.loaders import FastLoader
+from imgzoo.data.loaders import FastLoader
 
 
 def loaders(root: Path, batch_size: int, workers: int, seed: int = 0) -> tuple[dict, FastLoader]:

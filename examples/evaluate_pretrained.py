@@ -3,7 +3,7 @@
 Each entry was trained on the training split minus a seeded, stratified 10% validation split
 (seed 0); this rebuilds that split, loads the entry by name (sha256 checked) and evaluates it,
 with and without the test-time augmentation its card reports, printing the card's figure beside
-the measured one, so the figures in imgzoo.pretrained and on each card can be checked by anyone.
+the measured one, so the figures in imgzoo.hub.pretrained and on each card can be checked by anyone.
 
     python examples/evaluate_pretrained.py --mnist PATH/TO/mnist --cifar10 PATH/TO/cifar10-jpeg
 """
@@ -14,8 +14,8 @@ import argparse
 
 import imgzoo
 from imgzoo import datasets
-from imgzoo.loaders import FastLoader
-from imgzoo.registry import get_weights_entry
+from imgzoo.data.loaders import FastLoader
+from imgzoo.models.registry import get_weights_entry
 
 READERS = {"mnist": datasets.mnist, "cifar10": datasets.cifar10}
 

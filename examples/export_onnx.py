@@ -1,6 +1,6 @@
 """Export a model to ONNX and classify an image with ONNX Runtime alone, preprocessing from the file's metadata.
 
-imgzoo.export.export_model writes the file only after ONNX Runtime has reproduced PyTorch's
+imgzoo.hub.export.export_model writes the file only after ONNX Runtime has reproduced PyTorch's
 logits on a sample batch, and returns the largest difference. The second half is what a
 deployment without PyTorch does: read the class names, mean and std the file carries,
 preprocess an image with PIL and NumPy, and run the graph; the answer is compared with
@@ -23,7 +23,7 @@ import onnxruntime as ort
 from PIL import Image
 
 import imgzoo
-from imgzoo.export import export_model
+from imgzoo.hub.export import export_model
 
 SAMPLES = Path(imgzoo.__file__).parent / "samples"
 

@@ -23,8 +23,8 @@ import torch
 
 import imgzoo
 from imgzoo import datasets
-from imgzoo.checkpoint import resume_point
-from imgzoo.loaders import FastLoader
+from imgzoo.data.loaders import FastLoader
+from imgzoo.train.checkpoint import resume_point
 
 DATASETS = {"mnist": datasets.mnist, "cifar10": datasets.cifar10}
 

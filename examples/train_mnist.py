@@ -1,6 +1,6 @@
 """Train the MNIST CNN from the idx files, check it on a held-out split, and save it.
 
-files -> imgzoo.datasets.mnist -> a seeded, stratified 90/10 train/validation split ->
+files -> imgzoo.data.datasets.mnist -> a seeded, stratified 90/10 train/validation split ->
 FastLoader (decoded once, shuffled and augmented as tensors) -> imgzoo.fit with a
 checkpoint every epoch -> imgzoo.evaluate on the validation split -> imgzoo.save.
 The test split is never read: the accuracy printed is the validation accuracy. 20 epochs of
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import imgzoo
 from imgzoo import datasets
-from imgzoo.loaders import FastLoader
+from imgzoo.data.loaders import FastLoader
 
 
 def train(data_root: Path, out: Path, *, epochs: int, batch_size: int, seed: int = 0) -> Path:

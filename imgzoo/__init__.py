@@ -1,22 +1,20 @@
 """imgzoo: small models for small images, one fit loop, and weights on the Hugging Face Hub."""
 
-from imgzoo import (
-    datasets,
-    loaders,
-    models,  # registers the built-in architectures
-    pretrained,  # registers the built-in weights entries
-    transforms,
-)
+import sys
+
+from imgzoo import models  # registers the built-in architectures
 from imgzoo._version import __version__
-from imgzoo.evaluation import evaluate, predict
-from imgzoo.factory import create_model
-from imgzoo.fusion import fold_batchnorm, fuse_for_inference
-from imgzoo.history import History
-from imgzoo.hub import download, load, push_to_hub, save
+from imgzoo.data import datasets, loaders, transforms
+from imgzoo.eval.evaluation import evaluate, predict
+from imgzoo.eval.history import History
+from imgzoo.hub import pretrained  # registers the built-in weights entries
+from imgzoo.hub.api import download, load, push_to_hub, save
+from imgzoo.hub.factory import create_model
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
-from imgzoo.registry import DataSpec, list_models, list_pretrained, register_model, register_weights
-from imgzoo.study import compare
-from imgzoo.training import fit
+from imgzoo.models.fusion import fold_batchnorm, fuse_for_inference
+from imgzoo.models.registry import DataSpec, list_models, list_pretrained, register_model, register_weights
+from imgzoo.study.compare import compare
+from imgzoo.train.fit import fit
 
 __all__ = [
     "DataSpec",
@@ -47,3 +45,7 @@ __all__ = [
     "save",
     "transforms",
 ]
+
+# The data modules' 0.1 paths (`import imgzoo.datasets`, `from imgzoo.transforms import for_model`) keep working.
+for _name, _module in (("datasets", datasets), ("transforms", transforms), ("loaders", loaders)):
+    sys.modules[f"{__name__}.{_name}"] = _module

@@ -1,5 +1,5 @@
 import sys
 
-from imgzoo.cli import main
+from imgzoo.cli.main import main
 
 sys.exit(main())

@@ -6,9 +6,9 @@ RUN_OR_WEIGHTS is a folder written by ``imgzoo train`` (its ``weights/``, ``run.
 ``history.json`` are read) or by ``imgzoo.save``. The script rebuilds the seeded 10% validation
 split of DATA, measures top-1 and top-5 with and without the recipe's test-time augmentation,
 stores the parameters in fp16 when that moves top-1 by at most 0.05 points (else in fp32, and
-says so), measures the stored file again, and writes ``imgzoo/weights/<arch>-<tag>/``: the
+says so), measures the stored file again, and writes ``imgzoo/hub/weights/<arch>-<tag>/``: the
 safetensors, config.json and a card with the figures, MACs, training time, machine and command.
-It prints the ``WeightsEntry`` to paste into ``imgzoo/pretrained.py``.
+It prints the ``WeightsEntry`` to paste into ``imgzoo/hub/pretrained.py``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import tempfile
 from pathlib import Path
 
 import imgzoo
-from imgzoo import runs
-from imgzoo.checkpoint_format import read_config
-from imgzoo.evaluation import evaluate
-from imgzoo.history import History
-from imgzoo.model_card import metrics_from_eval, metrics_from_history
-from imgzoo.pretrained import entry_from_folder
-from imgzoo.recipes import get_recipe
+from imgzoo.eval.evaluation import evaluate
+from imgzoo.eval.history import History
+from imgzoo.hub.card import metrics_from_eval, metrics_from_history
+from imgzoo.hub.format import read_config
+from imgzoo.hub.pretrained import entry_from_folder
+from imgzoo.study import run as runs
+from imgzoo.train.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 FP16_TOLERANCE = 0.0005  # top-1 may move by at most 0.05 points for the entry to be stored in fp16
@@ -84,7 +84,7 @@ def main() -> int:
         "storage": f"{dtype} (top-1 moved {100 * moved:.3f} points from fp32)",
     }
     arch, tag = args.name.split(".", 1)
-    folder = ROOT / "imgzoo" / "weights" / f"{arch}-{tag}"
+    folder = ROOT / "imgzoo" / "hub" / "weights" / f"{arch}-{tag}"
     imgzoo.save(model, folder, history, recipe=meta, metrics=metrics, dtype=dtype)
     print(f"wrote {folder}")
     print(repr(entry_from_folder(args.name, folder, package_dir=folder.name)))

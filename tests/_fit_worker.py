@@ -50,7 +50,7 @@ def make_model(seed: int = 0) -> nn.Module:
 
 
 class Batches:
-    """A loader in the style of imgzoo.loaders.FastLoader: its own generator shuffles and augments."""
+    """A loader in the style of imgzoo.data.loaders.FastLoader: its own generator shuffles and augments."""
 
     def __init__(self, dataset: TensorDataset, batch_size: int = 32, seed: int = 0) -> None:
         self.x, self.targets = dataset.tensors
@@ -82,8 +82,8 @@ class NoisyImages(Dataset):
 
 
 def _kill(out: Path, epoch: int, step: int) -> None:
-    from imgzoo.callbacks import Callback
-    from imgzoo.training import fit
+    from imgzoo.train.callbacks import Callback
+    from imgzoo.train.fit import fit
 
     class KillAt(Callback):
         def on_batch_end(self, state, batch, loss):  # noqa: ANN001
@@ -95,7 +95,7 @@ def _kill(out: Path, epoch: int, step: int) -> None:
 
 
 def _kill_rename(out: Path, nth: int) -> None:
-    from imgzoo.training import fit
+    from imgzoo.train.fit import fit
 
     real_replace, calls = os.replace, []
 
@@ -116,8 +116,8 @@ def _ddp(out: Path) -> None:
 
     import torch.distributed as dist
 
-    from imgzoo.study import compare
-    from imgzoo.training import fit
+    from imgzoo.study.compare import compare
+    from imgzoo.train.fit import fit
 
     rank = int(os.environ["RANK"])
     train, val = make_data()
@@ -140,7 +140,7 @@ def _ddp(out: Path) -> None:
 
     # A run stopped after epoch 2 and resumed ends like an uninterrupted one on every process:
     # each restores its own random generators (dropout draws differ per process).
-    from imgzoo.callbacks import Callback
+    from imgzoo.train.callbacks import Callback
 
     class CtrlCAtEpoch3(Callback):
         def on_epoch_start(self, state):  # noqa: ANN001

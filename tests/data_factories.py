@@ -1,7 +1,7 @@
 """Tiny data sets in the real on-disk formats, for tests.
 
 Each writer puts a few images per class under ``root`` and returns the path a
-user would hand to imgzoo (the folder to pass to ``imgzoo.datasets``). Every image
+user would hand to imgzoo (the folder to pass to ``imgzoo.data.datasets``). Every image
 is filled with a grey level that encodes its label (``class_level(label)``, plus
 a little noise), so a test can check that labels still match images after loading,
 splitting and batching: ``round((pixel_mean - 20) / 20)`` recovers the label for

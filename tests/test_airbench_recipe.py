@@ -13,16 +13,16 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import imgzoo
-from imgzoo import runs
-from imgzoo.callbacks import EMA, Lookahead
-from imgzoo.checkpoint import load_checkpoint
-from imgzoo.datasets import TensorImages
-from imgzoo.fit_config import FitConfig
-from imgzoo.loaders import FastLoader
-from imgzoo.optimization import build_optimizer, build_schedule
-from imgzoo.recipes import Recipe, get_recipe
-from imgzoo.registry import DataSpec
-from imgzoo.training import fit
+from imgzoo.data.datasets import TensorImages
+from imgzoo.data.loaders import FastLoader
+from imgzoo.models.registry import DataSpec
+from imgzoo.study import run as runs
+from imgzoo.train.callbacks import EMA, Lookahead
+from imgzoo.train.checkpoint import load_checkpoint
+from imgzoo.train.config import FitConfig
+from imgzoo.train.fit import fit
+from imgzoo.train.optim import build_optimizer, build_schedule
+from imgzoo.train.recipes import Recipe, get_recipe
 
 AIRBENCH = get_recipe("basic_cnn.airbench")
 

@@ -8,12 +8,12 @@ import torch
 from test_ema import _StopAt
 
 import imgzoo
-from imgzoo import runs
-from imgzoo.datasets import TensorImages
-from imgzoo.loaders import FastLoader
-from imgzoo.recipes import Recipe, get_recipe
-from imgzoo.registry import DataSpec
-from imgzoo.training import fit
+from imgzoo.data.datasets import TensorImages
+from imgzoo.data.loaders import FastLoader
+from imgzoo.models.registry import DataSpec
+from imgzoo.study import run as runs
+from imgzoo.train.fit import fit
+from imgzoo.train.recipes import Recipe, get_recipe
 
 
 def _images(n: int = 12, mirrorable: bool = True) -> tuple[TensorImages, DataSpec]:

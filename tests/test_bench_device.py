@@ -326,21 +326,6 @@ def test_quick_leaves_out_the_whole_interpreter_import_times_and_says_nothing_of
     assert bench["run"].startup_rows(full)[0] == ("import imgzoo - import torch, torchvision", "200 ms")
 
 
-def test_the_allocator_comparison_runs_in_a_full_cpu_run_only_and_is_reported(bench, monkeypatch):
-    run = bench["run"]
-    setting = {"images_per_sec": 150.0, "page_faults_per_step": 690_000.0, "kernel_share": 0.15, "peak_rss_mb": 2340.0}
-    made_up = {"basic_cnn batch 1024": {"glibc default": setting, "kept (fit)": {**setting, "images_per_sec": 170.0},
-                                        "applied": True, "speedup": 170 / 150}}  # fmt: skip
-    monkeypatch.setattr(run.bench_allocator, "measure", lambda: made_up)
-    assert run.allocator(True, CPU) == {} and run.allocator(False, CUDA) == {}
-    assert "the memory a step frees is kept" not in run.markdown(_results("cpu"), "python bench/run.py")
-    page = run.markdown({**_results("cpu"), "allocator": made_up}, "python bench/run.py")
-    assert "| basic_cnn batch 1024 | glibc default | 150 | 690,000 | 15.0% | 2,340 MB |" in page
-    assert "| basic_cnn batch 1024 | **kept / default** | **1.13x** | | | |" in page
-    if run._allocator._glibc() is not None:
-        assert run.allocator(False, CPU) == {"allocator": made_up}
-
-
 def test_bf16_and_auto_are_set_against_fp32_per_model_mode_and_layout(bench):
     models = bench["bench_models"]
 

@@ -8,10 +8,10 @@ import socket
 import pytest
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
-from imgzoo.callbacks import Callback
-from imgzoo.checkpoint import load_checkpoint
-from imgzoo.checkpoint_lock import LOCK_NAME, CheckpointDirError, lock_checkpoint_dir
-from imgzoo.training import fit
+from imgzoo.train.callbacks import Callback
+from imgzoo.train.checkpoint import load_checkpoint
+from imgzoo.train.fit import fit
+from imgzoo.train.lock import LOCK_NAME, CheckpointDirError, lock_checkpoint_dir
 
 
 def test_a_second_fit_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path):

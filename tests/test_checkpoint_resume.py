@@ -16,11 +16,11 @@ from _fit_worker import FIT_OPTIONS, Batches, NoisyImages, make_data, make_model
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from imgzoo.callbacks import Callback
-from imgzoo.checkpoint import CheckpointError, load_checkpoint, resume_point
 from imgzoo.models import resnet_cifar
-from imgzoo.resume import check_stop_resumable
-from imgzoo.training import fit
+from imgzoo.train.callbacks import Callback
+from imgzoo.train.checkpoint import CheckpointError, load_checkpoint, resume_point
+from imgzoo.train.fit import fit
+from imgzoo.train.resume import check_stop_resumable
 
 WORKER = Path(__file__).with_name("_fit_worker.py")
 EPOCHS = 4

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 import imgzoo
-from imgzoo.cli import main
-from imgzoo.pretrained import entry_from_folder
-from imgzoo.registry import get_model_entry, register_weights, unregister_weights
+from imgzoo.cli.main import main
+from imgzoo.hub.pretrained import entry_from_folder
+from imgzoo.models.registry import get_model_entry, register_weights, unregister_weights
 
 
 def rows(output: str) -> dict[str, list[str]]:
@@ -112,8 +112,8 @@ def test_models_and_pretrained_say_when_nothing_matches(capsys):
 
 
 def test_user_errors_exit_2_and_failures_of_the_work_exit_1():
-    from imgzoo.cli import exit_status
-    from imgzoo.hub import HubAuthError, WeightsNotFoundError
+    from imgzoo.cli.main import exit_status
+    from imgzoo.hub.api import HubAuthError, WeightsNotFoundError
 
     for error in (ValueError(), FileNotFoundError(), WeightsNotFoundError(), HubAuthError(), ImportError()):
         assert exit_status(error) == 2, error
@@ -129,7 +129,7 @@ def test_debug_shows_the_error_itself_instead_of_one_line(tmp_path, capsys):
 
 
 def test_predict_expands_folders_recursively_and_globs_in_order(tmp_path):
-    from imgzoo.cli import image_paths
+    from imgzoo.cli.main import image_paths
 
     for name in ("b/2.png", "b/deeper/3.jpg", "a.png", "c.PNG"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def test_evaluate_tta_alone_measures_with_the_mode_the_weights_were_published_wi
 
     from data_factories import write_mnist
 
-    from imgzoo.cli_train import recorded_tta
+    from imgzoo.cli.train import recorded_tta
 
     # Each shipped entry's card states its figures with its recipe's mode: digits are never mirrored.
     assert recorded_tta("mnist_cnn.mnist") == "shift"

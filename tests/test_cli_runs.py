@@ -1,4 +1,4 @@
-"""One run from files (imgzoo.runs) and the data-folder detection beneath ``imgzoo train``, run in-process."""
+"""One run from files (imgzoo.study.run) and the data-folder detection beneath ``imgzoo train``, run in-process."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from data_factories import (
 from safetensors.torch import load_file
 
 import imgzoo
-from imgzoo import datasets, runs
+from imgzoo import datasets
 from imgzoo.models.basic_cnn import init_whitening
-from imgzoo.recipes import get_recipe
+from imgzoo.study import run as runs
+from imgzoo.train.recipes import get_recipe
 
 
 @pytest.mark.parametrize(
@@ -188,13 +189,13 @@ def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(t
     assert saved["recipe"]["command"].startswith(f"imgzoo train basic_cnn {folder} --out {out}")
     assert "--epochs 1" in saved["recipe"]["command"] and "--recipe" not in saved["recipe"]["command"]
     # The run records its TTA, so `imgzoo evaluate RUN DATA --tta` measures with the same mode.
-    from imgzoo.cli_train import recorded_tta
+    from imgzoo.cli.train import recorded_tta
 
     assert saved["recipe"]["tta"] == "flip+shift" == recorded_tta(runs.weights_of(str(out)))
 
 
 def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_recorded_command(tmp_path):
-    from imgzoo.cli import build_parser
+    from imgzoo.cli.main import build_parser
 
     folder = str(write_cifar10(tmp_path / "cifar", n_per_class=2))
     args = build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", "8", "--translate", "2"])
@@ -204,7 +205,7 @@ def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_record
     command = runs.train_command(config, tmp_path / "o")
     assert "--cutout 8" in command and "--translate" not in command  # only what differs from the recipe
     assert "--cutout" not in runs.train_command(runs.make_config("basic_cnn", folder), tmp_path / "o")
-    from imgzoo.cli_train import whole_pixels
+    from imgzoo.cli.train import whole_pixels
 
     assert whole_pixels("0") == 0
     for bad, said in (("-1", "expected 0 or more; got -1"), ("two", "expected a whole number, e.g. 4 (pixels)")):
@@ -215,7 +216,7 @@ def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_record
 
 
 def test_alternate_flips_from_the_command_line_reach_the_run_and_its_recorded_command(tmp_path):
-    from imgzoo.cli import build_parser
+    from imgzoo.cli.main import build_parser
 
     folder = str(write_cifar10(tmp_path / "cifar", n_per_class=2))
     parse = build_parser().parse_args
@@ -236,7 +237,7 @@ def test_alternate_flips_from_the_command_line_reach_the_run_and_its_recorded_co
 
 
 def test_compile_is_a_speed_choice_a_run_records_and_may_change_when_it_resumes(tmp_path):
-    from imgzoo.cli import build_parser
+    from imgzoo.cli.main import build_parser
 
     folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
     parse = build_parser().parse_args
@@ -260,7 +261,7 @@ def test_compile_is_a_speed_choice_a_run_records_and_may_change_when_it_resumes(
 
 
 def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
-    from imgzoo.cli_train import model_kwarg
+    from imgzoo.cli.train import model_kwarg
 
     assert model_kwarg("depth=56") == ("depth", 56)
     assert model_kwarg("widths=[32,64,128]") == ("widths", [32, 64, 128])

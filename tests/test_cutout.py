@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import imgzoo
-from imgzoo import runs
-from imgzoo.datasets import TensorImages
-from imgzoo.loaders import FastLoader
-from imgzoo.recipes import Recipe, get_recipe
-from imgzoo.registry import DataSpec
+from imgzoo.data.datasets import TensorImages
+from imgzoo.data.loaders import FastLoader
+from imgzoo.models.registry import DataSpec
+from imgzoo.study import run as runs
+from imgzoo.train.recipes import Recipe, get_recipe
 
 # Every stored pixel is 1..255, so a 0 after normalisation (mean 0, std 1/255) can only be a blanked pixel.
 _SPEC = DataSpec(name="tiny", channels=3, size=(10, 10), mean=(0.0,) * 3, std=(1 / 255,) * 3, num_classes=2)

@@ -1,4 +1,4 @@
-"""imgzoo.datasets on tiny files in the real formats: labels match images, class order is stable, bad input is loud."""
+"""imgzoo.data.datasets on tiny files in the real formats: labels match images, class order is stable."""
 
 import re
 import sys
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from imgzoo import datasets, transforms
-from imgzoo.registry import CIFAR10, MNIST
+from imgzoo.models.registry import CIFAR10, MNIST
 
 
 def assert_labels_match(dataset):

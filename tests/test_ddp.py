@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
-from imgzoo.history import History
-from imgzoo.training import fit
+from imgzoo.eval.history import History
+from imgzoo.train.fit import fit
 
 WORKER = Path(__file__).with_name("_fit_worker.py")
 

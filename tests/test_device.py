@@ -128,7 +128,7 @@ def test_fit_trains_in_bf16_by_default_on_a_cpu_with_native_bf16(monkeypatch):
 
 
 def test_fit_refuses_an_unknown_amp_or_layout():
-    from imgzoo.fit_config import FitConfig
+    from imgzoo.train.config import FitConfig
 
     assert FitConfig(epochs=1).amp == "auto" and FitConfig(epochs=1).channels_last == "auto"
     with pytest.raises(ValueError, match="amp must be one of"):

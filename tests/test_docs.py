@@ -43,8 +43,8 @@ from huggingface_hub import constants
 from PIL import Image
 
 import imgzoo
-from imgzoo import registry
-from imgzoo.training import FitConfig
+from imgzoo.models import registry
+from imgzoo.train.fit import FitConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
@@ -67,7 +67,7 @@ history = imgzoo.fit(model, train, val, epochs=1, batch_size=8, verbose=False)
 GIVEN = {
     "training.md": """
 import torch
-from imgzoo.registry import CIFAR10 as spec
+from imgzoo.models.registry import CIFAR10 as spec
 images = torch.randn(4, 3, 32, 32)  # a normalised batch, its labels and a model's answers
 true_labels, predicted, class_names = [0, 1, 2, 3], [0, 1, 5, 3], spec.class_names
 """,
@@ -278,7 +278,7 @@ def test_strict_site_build_fetches_nothing(tmp_path):
     done = subprocess.run(build, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     fit_page = (site / "api" / "training" / "index.html").read_text()
-    assert 'id="imgzoo.fit"' in fit_page and 'id="imgzoo.training.FitConfig"' in fit_page
+    assert 'id="imgzoo.fit"' in fit_page and 'id="imgzoo.train.fit.FitConfig"' in fit_page
     # Nothing the pages load comes from elsewhere: no web fonts, scripts, styles or images.
     remote = re.compile(r"""<(?:script|img|link)\b[^>]*\b(?:src|href)=["']?(?:https?:)?//""", re.I)
     loaded = {str(p.relative_to(site)) for p in site.rglob("*.html") if remote.search(p.read_text())}

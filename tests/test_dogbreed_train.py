@@ -21,9 +21,9 @@ import torchvision
 from data_factories import write_kaggle_dogs, write_stanford_dogs
 
 import imgzoo
-from imgzoo.cli import main
+from imgzoo.cli.main import main
 from imgzoo.models.dogbreed_transfer import imagenet_weights_path
-from imgzoo.recipes import RECIPES
+from imgzoo.train.recipes import RECIPES
 
 RUN_FILES = {"run.json", "history.csv", "history.json", "metrics.json", "curves.png", "samples.png", "confusion.png"}
 # The first bytes of a MATLAB 5 file, as Stanford Dogs' lists.tar holds (file_list.mat, train_list.mat, ...).

@@ -7,10 +7,10 @@ import torch
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 from torch import nn
 
-from imgzoo.callbacks import EMA, Callback
-from imgzoo.checkpoint import load_checkpoint
-from imgzoo.evaluation import evaluate
-from imgzoo.training import fit
+from imgzoo.eval.evaluation import evaluate
+from imgzoo.train.callbacks import EMA, Callback
+from imgzoo.train.checkpoint import load_checkpoint
+from imgzoo.train.fit import fit
 
 
 def _set(model: nn.Module, value: float) -> None:

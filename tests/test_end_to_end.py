@@ -9,7 +9,7 @@ from data_factories import DOG_BREEDS, write_mnist, write_stanford_dogs
 
 import imgzoo
 from imgzoo import datasets, transforms
-from imgzoo.loaders import FastLoader
+from imgzoo.data.loaders import FastLoader
 
 
 def test_dog_breed_folders_to_a_saved_fine_tuned_model_that_names_breeds(tmp_path):

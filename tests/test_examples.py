@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import imgzoo
-from imgzoo.export import TOLERANCE, read_metadata
+from imgzoo.hub.export import TOLERANCE, read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

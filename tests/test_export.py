@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import imgzoo
-from imgzoo import export
-from imgzoo.cli import main
-from imgzoo.export import TOLERANCE, ExportError, export_model, read_metadata
+from imgzoo.cli.main import main
+from imgzoo.hub import export
+from imgzoo.hub.export import TOLERANCE, ExportError, export_model, read_metadata
 
 ort = pytest.importorskip("onnxruntime")  # in the dev and export extras
 

@@ -12,8 +12,8 @@ import pytest
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
 import imgzoo
-from imgzoo.fit_config import FitConfig, FitOptions, resolve_config
-from imgzoo.training import fit
+from imgzoo.train.config import FitConfig, FitOptions, resolve_config
+from imgzoo.train.fit import fit
 
 
 def _annotation_text(annotation) -> str:
@@ -70,7 +70,7 @@ def test_epochs_missing_everywhere_is_refused_clearly():
 
 
 def test_a_config_of_another_type_is_refused():
-    with pytest.raises(TypeError, match="config must be an imgzoo.training.FitConfig, got dict"):
+    with pytest.raises(TypeError, match="config must be an imgzoo.train.fit.FitConfig, got dict"):
         resolve_config({"epochs": 1}, {})  # type: ignore[arg-type]
 
 

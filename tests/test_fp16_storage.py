@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 import imgzoo
-from imgzoo.checkpoint_format import CONFIG_NAME, WEIGHTS_NAME, read_config
+from imgzoo.hub.format import CONFIG_NAME, WEIGHTS_NAME, read_config
 
 
 def _model():

@@ -13,9 +13,9 @@ from test_fusion import _trained_statistics
 from torch import nn
 
 import imgzoo
-from imgzoo import fused_conv
-from imgzoo.fused_conv import FusedConv2d
-from imgzoo.fusion import fold_batchnorm, fuse_for_inference
+from imgzoo.models import fused_conv
+from imgzoo.models.fused_conv import FusedConv2d
+from imgzoo.models.fusion import fold_batchnorm, fuse_for_inference
 
 CL = torch.channels_last
 onednn = pytest.mark.skipif(fused_conv._pointwise() is None, reason="this torch build has no oneDNN fused convolution")

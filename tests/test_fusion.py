@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import imgzoo
-from imgzoo.fusion import UncopyableModelError, fold_batchnorm
+from imgzoo.models.fusion import UncopyableModelError, fold_batchnorm
 
 BUILD = {
     "basic_cnn": {},

@@ -9,8 +9,8 @@ import math
 import pytest
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
-from imgzoo.history import COLUMNS, History
-from imgzoo.training import fit
+from imgzoo.eval.history import COLUMNS, History
+from imgzoo.train.fit import fit
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,9 @@ from data_factories import (
 from PIL import Image
 from safetensors.torch import save_file
 
-from imgzoo import datasets, loaders
-from imgzoo.registry import CIFAR10
+from imgzoo import datasets
+from imgzoo.data import loaders
+from imgzoo.models.registry import CIFAR10
 
 # --- 1. CIFAR-10 batches are unpickled with an allow-list ----------------------
 

@@ -25,17 +25,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import imgzoo
-from imgzoo import model_card
-from imgzoo.checkpoint_format import (
+from imgzoo.hub import card as model_card
+from imgzoo.hub.api import WeightsNotFoundError
+from imgzoo.hub.format import (
     CheckpointError,
     ChecksumError,
     NewHeadWarning,
     sha256_of,
     strip_prefixes,
 )
-from imgzoo.hub import WeightsNotFoundError
-from imgzoo.pretrained import REQUIRED_META, check_meta, entry_from_folder
-from imgzoo.registry import MNIST, register_weights, unregister_weights
+from imgzoo.hub.pretrained import REQUIRED_META, check_meta, entry_from_folder
+from imgzoo.models.registry import MNIST, register_weights, unregister_weights
 
 # The cheap architectures; dogbreed_transfer has its own test below with its smallest backbone.
 SMALL = [("mnist_cnn", {}), ("basic_cnn", {}), ("resnet_cifar", {"depth": 8})]
@@ -128,7 +128,7 @@ def test_loaded_model_has_class_names_and_its_preprocessing_from_for_model(tmp_p
     loaded = imgzoo.load(tmp_path)
     assert loaded.data_spec.class_names == tuple(str(d) for d in range(10))
     image = torch.randint(0, 256, (28, 28), dtype=torch.uint8).numpy()
-    x = imgzoo.transforms.for_model(loaded)(image)
+    x = imgzoo.data.transforms.for_model(loaded)(image)
     assert tuple(x.shape) == loaded.data_spec.input_shape
     assert _outputs(loaded, x.unsqueeze(0)).shape == (1, 10)
 
@@ -292,7 +292,7 @@ def test_a_save_that_fails_between_files_leaves_the_complete_old_version(tmp_pat
     def crash(path, text):  # the card is written after the weights and the config
         raise OSError("disk full")
 
-    monkeypatch.setattr(imgzoo.hub, "atomic_write_text", crash)
+    monkeypatch.setattr(imgzoo.hub.api, "atomic_write_text", crash)
     with pytest.raises(OSError, match="disk full"):
         imgzoo.save(_trained("resnet_cifar", depth=8), folder, metrics={"val_acc": 0.9})
     assert _contents(folder) == before
@@ -303,7 +303,7 @@ def test_a_save_that_fails_between_files_leaves_the_complete_old_version(tmp_pat
 
 
 _CRASH_BETWEEN_FILES = """
-import os, sys, imgzoo, imgzoo.checkpoint_format as fmt
+import os, sys, imgzoo, imgzoo.hub.format as fmt
 fmt.atomic_write_text = lambda path, text: os._exit(3)  # dies after model.safetensors, before config.json
 imgzoo.save(imgzoo.create_model("resnet_cifar", depth=8), sys.argv[1])
 """
@@ -337,7 +337,7 @@ def test_save_replaces_an_older_checkpoint_but_not_a_folder_holding_other_files(
 _USER_MODULE = """
 from torch import nn
 
-from imgzoo.registry import MNIST, register_model
+from imgzoo.models.registry import MNIST, register_model
 
 
 class Tiny(nn.Module):
@@ -379,7 +379,7 @@ def test_a_new_head_goes_through_get_classifier_and_reset_classifier(tmp_path, m
     model = _trained(arch)
     folder = imgzoo.save(model, tmp_path / "ckpt")
     with pytest.warns(NewHeadWarning, match="loaded 2 tensors but NOT the classifier.*10 classes.*model 4"):
-        loaded = imgzoo.hub.load(folder, num_classes=4)
+        loaded = imgzoo.hub.api.load(folder, num_classes=4)
     assert loaded.fc.out_features == 4
     assert loaded.data_spec.num_classes == 4 and loaded.imgzoo_kwargs["num_classes"] == 4
     assert torch.equal(loaded.body[1].weight, model.body[1].weight)
@@ -387,7 +387,7 @@ def test_a_new_head_goes_through_get_classifier_and_reset_classifier(tmp_path, m
     again = imgzoo.save(loaded, tmp_path / "again")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        reloaded = imgzoo.hub.load(again)
+        reloaded = imgzoo.hub.api.load(again)
     x = _batch(loaded)
     assert torch.equal(_outputs(loaded, x), _outputs(reloaded, x))
 
@@ -396,8 +396,8 @@ def test_a_model_without_the_head_contract_says_which_methods_to_add(tmp_path, m
     _, arch = _user_model(tmp_path, monkeypatch, contract=False)
     folder = imgzoo.save(_trained(arch), tmp_path / "ckpt")
     with pytest.raises(TypeError, match=r"get_classifier\(\) and reset_classifier\(num_classes\) on Tiny"):
-        imgzoo.hub.load(folder, num_classes=4)
-    assert imgzoo.hub.load(folder).fc.out_features == 10  # the same head needs no contract
+        imgzoo.hub.api.load(folder, num_classes=4)
+    assert imgzoo.hub.api.load(folder).fc.out_features == 10  # the same head needs no contract
 
 
 _LOAD = "import sys, imgzoo\nprint(imgzoo.load(sys.argv[1]).imgzoo_arch)"

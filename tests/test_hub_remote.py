@@ -26,12 +26,12 @@ from huggingface_hub import CommitInfo, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 import imgzoo
-from imgzoo import cli
-from imgzoo.checkpoint_format import CheckpointError, ChecksumError
-from imgzoo.hub import HubAuthError, HubUnreachableError, WeightsNotFoundError
-from imgzoo.model_card import split_front_matter
-from imgzoo.pretrained import entry_from_folder
-from imgzoo.registry import register_weights, unregister_weights
+from imgzoo.cli import main as cli
+from imgzoo.hub.api import HubAuthError, HubUnreachableError, WeightsNotFoundError
+from imgzoo.hub.card import split_front_matter
+from imgzoo.hub.format import CheckpointError, ChecksumError
+from imgzoo.hub.pretrained import entry_from_folder
+from imgzoo.models.registry import register_weights, unregister_weights
 
 TOKEN = "hf_imgzooTestToken0123456789abcdef"
 WRONG_TOKEN = "hf_wrongToken9876543210fedcba"
@@ -343,7 +343,7 @@ def test_repository_ids_outside_the_hubs_rules_are_refused_before_any_request(hu
 
 @pytest.mark.parametrize("good", ["main", "v1.0", "refs/pr/1", "feature/x-y_z", "0" * 40])
 def test_branch_tag_and_sha_revisions_are_accepted(good):
-    imgzoo.hub.check_revision(good)  # raises on a refused name
+    imgzoo.hub.api.check_revision(good)  # raises on a refused name
 
 
 def _closed_port() -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import imgzoo
-from imgzoo.registry import get_model_entry, list_models
+from imgzoo.models.registry import get_model_entry, list_models
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,32 +24,14 @@ PACKAGE_DIR = ROOT / "imgzoo"
 # Bottom to top: each layer imports only the layers listed before it (and its own modules).
 # Names are fnmatch patterns over dotted module names; "imgzoo" is the package's __init__.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("utilities", ("imgzoo._atomic", "imgzoo._version", "imgzoo._device", "imgzoo._allocator")),
-    ("registry", ("imgzoo.registry",)),  # names -> builders, data specs, weights entries
-    ("models", ("imgzoo.models", "imgzoo.models.*")),  # each family registers itself
-    ("data", ("imgzoo.datasets", "imgzoo.transforms", "imgzoo.loaders")),
-    ("format", ("imgzoo.checkpoint_format", "imgzoo.model_card", "imgzoo.recipes", "imgzoo.pretrained")),
-    ("plots", ("imgzoo.plots",)),  # a leaf below measure, so History.plot calls down
-    # never trains
-    ("measure", ("imgzoo.evaluation", "imgzoo.history", "imgzoo.export", "imgzoo.fusion", "imgzoo.fused_conv")),
-    (
-        "loop",
-        (
-            "imgzoo.training",
-            "imgzoo.fit_config",
-            "imgzoo.fit_data",
-            "imgzoo.optimization",
-            "imgzoo.train_steps",
-            "imgzoo.resume",
-            "imgzoo.callbacks",
-            "imgzoo.checkpoint",
-            "imgzoo.checkpoint_lock",
-            "imgzoo.distributed",
-        ),
-    ),
-    ("hub", ("imgzoo.hub",)),  # the only huggingface_hub client
-    ("factory", ("imgzoo.factory", "imgzoo.runs", "imgzoo.study")),  # create_model(pretrained=), train a run, compare
-    ("face", ("imgzoo", "imgzoo.__main__", "imgzoo.cli", "imgzoo.cli_*")),  # public names and the command
+    ("utilities", ("imgzoo._atomic", "imgzoo._version", "imgzoo._device", "imgzoo.errors")),
+    ("models", ("imgzoo.models", "imgzoo.models.*")),  # the registry, the families; builders only build
+    ("data", ("imgzoo.data", "imgzoo.data.*")),  # files -> datasets -> transforms -> batches
+    ("eval", ("imgzoo.eval", "imgzoo.eval.*")),  # evaluate, predict, History, plots; never trains
+    ("train", ("imgzoo.train", "imgzoo.train.*")),  # fit and its config, checkpoints, resume; knows no Hub
+    ("hub", ("imgzoo.hub", "imgzoo.hub.*")),  # the weights format, cards, save / load / push, shipped weights
+    ("study", ("imgzoo.study", "imgzoo.study.*")),  # one run from a data folder; compare several
+    ("cli", ("imgzoo", "imgzoo.__main__", "imgzoo.cli", "imgzoo.cli.*")),  # public names and the command
 )
 
 Layers = Sequence[tuple[str, Sequence[str]]]

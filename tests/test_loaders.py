@@ -1,4 +1,4 @@
-"""imgzoo.loaders: the batch path agrees with the per-image transforms, and decoding is cached."""
+"""imgzoo.data.loaders: the batch path agrees with the per-image transforms, and decoding is cached."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,9 @@ import torch
 from data_factories import CIFAR10_CLASSES, write_cifar10, write_image_folder, write_mnist
 from PIL import Image
 
-from imgzoo import datasets, loaders, transforms
-from imgzoo.registry import CIFAR10, MNIST
+from imgzoo import datasets, transforms
+from imgzoo.data import loaders
+from imgzoo.models.registry import CIFAR10, MNIST
 
 
 def normalised_crops(image: torch.Tensor, spec, flip: bool) -> torch.Tensor:
@@ -244,7 +245,8 @@ def test_a_strong_run_resumes_exactly(tmp_path):
 
 
 def test_runs_train_small_images_with_strong_augmentation_from_a_fast_loader(tmp_path):
-    from imgzoo import create_model, runs
+    from imgzoo import create_model
+    from imgzoo.study import run as runs
 
     data = datasets.mnist(write_mnist(tmp_path, n_per_class=2))
     loader = runs.train_data(create_model("mnist_cnn"), data, "strong", 4, seed=0)

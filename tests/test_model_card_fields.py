@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import imgzoo
-from imgzoo import model_card
 from imgzoo._device import describe_machine
-from imgzoo.evaluation import evaluate
-from imgzoo.recipes import get_recipe
+from imgzoo.eval.evaluation import evaluate
+from imgzoo.hub import card as model_card
+from imgzoo.train.recipes import get_recipe
 
 
 def test_count_macs_is_half_the_flops_of_one_image():

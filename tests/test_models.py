@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import imgzoo
-from imgzoo.registry import get_model_entry
+from imgzoo.models.registry import get_model_entry
 
 # dogbreed_transfer: ResNet-18 with random weights (no ImageNet file needed) and the
 # backbone trainable, so that the gradient test reaches every layer.
@@ -361,5 +361,5 @@ def test_the_docs_model_table_agrees_with_the_models_and_their_weights():
         model = imgzoo.create_model(name, **({"weights": None} if name == "dogbreed_transfer" else {}))
         assert f"{sum(p.numel() for p in model.parameters()):,}" in row
         for weights, percent in re.findall(r"`(\w+\.\w+)`: ([\d.]+)%", row):
-            entry = imgzoo.registry.get_weights_entry(weights)
+            entry = imgzoo.models.registry.get_weights_entry(weights)
             assert f"{100 * entry.meta['metrics']['val_acc']:.2f}" == percent

@@ -41,7 +41,7 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
 def test_project_metadata():
     assert PROJECT["name"] == "imgzoo"
     assert PROJECT["version"] == imgzoo.__version__
-    assert PROJECT["scripts"]["imgzoo"] == "imgzoo.cli:main"
+    assert PROJECT["scripts"]["imgzoo"] == "imgzoo.cli.main:main"
     python = Requirement(f"python{PROJECT['requires-python']}").specifier
     assert "3.10" in python and "3.9" not in python
 

@@ -1,7 +1,7 @@
 """The figures are written as real, non-empty PNG files (matplotlib's Agg, no display needed).
 
-imgzoo.plots draws what it is given; the figures that need a model (plot_predictions,
-EvalResult.plot_confusion_matrix) predict in imgzoo.evaluation and call down to it.
+imgzoo.eval.plots draws what it is given; the figures that need a model (plot_predictions,
+EvalResult.plot_confusion_matrix) predict in imgzoo.eval.evaluation and call down to it.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from data_factories import CIFAR10_CLASSES, write_cifar10, write_image_folder, w
 
 import imgzoo
 from imgzoo import datasets, transforms
-from imgzoo.evaluation import evaluate, plot_predictions
-from imgzoo.loaders import FastLoader
-from imgzoo.plots import plot_confusion_matrix, plot_histories, plot_history, plot_samples
-from imgzoo.study import compare
-from imgzoo.training import fit
+from imgzoo.data.loaders import FastLoader
+from imgzoo.eval.evaluation import evaluate, plot_predictions
+from imgzoo.eval.plots import plot_confusion_matrix, plot_histories, plot_history, plot_samples
+from imgzoo.study.compare import compare
+from imgzoo.train.fit import fit
 
 pytest.importorskip("matplotlib")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import imgzoo
-from imgzoo.checkpoint_format import CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_of
-from imgzoo.pretrained import PRETRAINED, REQUIRED_META
+from imgzoo.hub.format import CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_of
+from imgzoo.hub.pretrained import PRETRAINED, REQUIRED_META
 
 tomllib = pytest.importorskip("tomllib")
 
@@ -40,7 +40,7 @@ def test_entry_loads_and_its_meta_matches_the_model(entry):
 
 @pytest.mark.parametrize("entry", PACKAGED, ids=lambda e: e.name)
 def test_packaged_files_are_in_the_package_and_agree_with_the_entry(entry):
-    folder = ROOT / "imgzoo" / "weights" / entry.package_dir
+    folder = ROOT / "imgzoo" / "hub" / "weights" / entry.package_dir
     assert sha256_of(folder / WEIGHTS_NAME) == entry.sha256
     # config.json sets class names and preprocessing: a shipped entry pins it as well as the weights.
     assert entry.config_sha256 == sha256_of(folder / CONFIG_NAME)
@@ -49,8 +49,8 @@ def test_packaged_files_are_in_the_package_and_agree_with_the_entry(entry):
     assert config["metrics"]["val_acc"] == entry.meta["metrics"]["val_acc"]
     # setuptools ships the folder only if package-data covers it.
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    globs = pyproject["tool"]["setuptools"]["package-data"]["imgzoo"]
-    relative = (folder / WEIGHTS_NAME).relative_to(ROOT / "imgzoo")
+    globs = pyproject["tool"]["setuptools"]["package-data"]["imgzoo.hub"]
+    relative = (folder / WEIGHTS_NAME).relative_to(ROOT / "imgzoo" / "hub")
     assert any(fnmatch(relative.as_posix(), g) for g in globs)
 
 

@@ -11,13 +11,13 @@ from _fit_worker import make_data, make_model
 from torch.utils.data import DataLoader
 
 import imgzoo
-from imgzoo.callbacks import EMA
-from imgzoo.checkpoint_format import CONFIG_NAME, read_config
-from imgzoo.fit_config import FitConfig, resolve_config
-from imgzoo.pretrained import PRETRAINED
-from imgzoo.recipes import RECIPES, Recipe, get_recipe, list_recipes
-from imgzoo.registry import get_model_entry
-from imgzoo.training import fit
+from imgzoo.hub.format import CONFIG_NAME, read_config
+from imgzoo.hub.pretrained import PRETRAINED
+from imgzoo.models.registry import get_model_entry
+from imgzoo.train.callbacks import EMA
+from imgzoo.train.config import FitConfig, resolve_config
+from imgzoo.train.fit import fit
+from imgzoo.train.recipes import RECIPES, Recipe, get_recipe, list_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = {"verbose": 0, "num_workers": 0, "amp": False, "channels_last": False}
@@ -42,7 +42,7 @@ def test_an_entrys_meta_recipe_agrees_with_its_recipe(entry):
 @pytest.mark.parametrize("entry", [e for e in PRETRAINED if e.package_dir], ids=lambda e: e.name)
 def test_a_shipped_recipe_agrees_with_what_the_config_json_of_its_weights_recorded(entry):
     # config.json was written by the run that trained the weights; the Recipe was written afterwards.
-    recorded = read_config(ROOT / "imgzoo" / "weights" / entry.package_dir / CONFIG_NAME)["recipe"]
+    recorded = read_config(ROOT / "imgzoo" / "hub" / "weights" / entry.package_dir / CONFIG_NAME)["recipe"]
     from_files = Recipe.from_meta(entry.name, recorded)
     recipe = get_recipe(entry.name)
     for key in recorded.keys() & set(recipe.to_meta()):
@@ -105,8 +105,8 @@ def test_fit_warns_when_the_loader_given_is_not_the_recipes():
 
 
 def test_loader_options_build_the_recipes_fastloader():
-    from imgzoo.datasets import TensorImages
-    from imgzoo.loaders import FastLoader
+    from imgzoo.data.datasets import TensorImages
+    from imgzoo.data.loaders import FastLoader
 
     recipe = RECIPES["mnist_cnn.mnist"]
     spec = imgzoo.create_model("basic_cnn").data_spec

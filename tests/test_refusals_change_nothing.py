@@ -15,7 +15,7 @@ from _fit_worker import FIT_OPTIONS, make_data, make_model
 from torch.utils.data import TensorDataset
 
 import imgzoo
-from imgzoo.training import fit
+from imgzoo.train.fit import fit
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:

@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 import imgzoo
-from imgzoo import factory, hub, pretrained, registry
-from imgzoo.checkpoint_format import CheckpointError
-from imgzoo.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec, WeightsEntry
+from imgzoo.hub import api as hub
+from imgzoo.hub import factory, pretrained
+from imgzoo.hub.format import CheckpointError
+from imgzoo.models import registry
+from imgzoo.models.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec, WeightsEntry
 
 MODELS = imgzoo.list_models()
 SMALL = {"dogbreed_transfer": {"backbone": "resnet18"}}  # resnet50 builds 3x slower; same code path
@@ -177,7 +179,7 @@ def test_data_spec_rejects_inconsistent_fields(change, match):
 
 @pytest.fixture
 def fake_hub_load(monkeypatch):
-    """imgzoo.hub.load replaced by a recorder that answers with the weights name it was asked for."""
+    """imgzoo.hub.api.load replaced by a recorder that answers with the weights name it was asked for."""
     calls = []
 
     def load(name, **kwargs):

@@ -9,8 +9,8 @@ import torch
 
 import imgzoo
 from imgzoo import datasets
-from imgzoo.loaders import FastLoader
-from imgzoo.pretrained import PRETRAINED
+from imgzoo.data.loaders import FastLoader
+from imgzoo.hub.pretrained import PRETRAINED
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mnist-val-500"
 

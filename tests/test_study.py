@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from data_factories import write_mnist
 
-from imgzoo.history import History
-from imgzoo.study import Comparison, load_study, run_keys, study_keys
+from imgzoo.eval.history import History
+from imgzoo.study.compare import Comparison, load_study, run_keys, study_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 

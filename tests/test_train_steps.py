@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgzoo.train_steps import (
+from imgzoo.train.steps import (
     MetricSums,
     NonFiniteLoss,
     OptimizerStep,

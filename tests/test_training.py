@@ -10,15 +10,15 @@ import torch
 from _fit_worker import FIT_OPTIONS, Batches, make_data, make_model
 from torch.utils.data import DataLoader, TensorDataset
 
-from imgzoo.callbacks import Callback, CSVLogger, EarlyStopping
-from imgzoo.checkpoint import load_checkpoint
-from imgzoo.checkpoint_lock import CheckpointDirError
-from imgzoo.datasets import TensorImages
-from imgzoo.evaluation import evaluate
-from imgzoo.loaders import FastLoader
+from imgzoo.data.datasets import TensorImages
+from imgzoo.data.loaders import FastLoader
+from imgzoo.eval.evaluation import evaluate
 from imgzoo.models import mnist_cnn
-from imgzoo.registry import MNIST
-from imgzoo.training import fit
+from imgzoo.models.registry import MNIST
+from imgzoo.train.callbacks import Callback, CSVLogger, EarlyStopping
+from imgzoo.train.checkpoint import load_checkpoint
+from imgzoo.train.fit import fit
+from imgzoo.train.lock import CheckpointDirError
 
 
 def test_fit_learns_a_small_problem():

@@ -14,12 +14,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import imgzoo
 from imgzoo import datasets, transforms
-from imgzoo.datasets import CorruptFileError, TensorImages
-from imgzoo.evaluation import evaluate, plot_predictions, predict
-from imgzoo.loaders import FastLoader
-from imgzoo.registry import DataSpec
-from imgzoo.study import compare
-from imgzoo.training import fit
+from imgzoo.data.datasets import CorruptFileError, TensorImages
+from imgzoo.data.loaders import FastLoader
+from imgzoo.eval.evaluation import evaluate, plot_predictions, predict
+from imgzoo.models.registry import DataSpec
+from imgzoo.study.compare import compare
+from imgzoo.train.fit import fit
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_predict_returns_class_names_and_probabilities(trained):
 
 
 def test_predict_applies_the_models_eval_transform_to_pil_images_and_paths(tmp_path):
-    pytest.importorskip("imgzoo.transforms")
+    pytest.importorskip("imgzoo.data.transforms")
     from PIL import Image
 
     from imgzoo.models import mnist_cnn

@@ -1,4 +1,4 @@
-"""imgzoo.transforms: the right constants per model, any input to a fixed shape, deterministic eval."""
+"""imgzoo.data.transforms: the right constants per model, any input to a fixed shape, deterministic eval."""
 
 import dataclasses
 import warnings
@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 import imgzoo
 from imgzoo import transforms
-from imgzoo.registry import CIFAR10, IMAGENET, MNIST, DataSpec
+from imgzoo.models.registry import CIFAR10, IMAGENET, MNIST, DataSpec
 
 SPECS = {"cifar10": CIFAR10, "mnist": MNIST, "imagenet": IMAGENET}
 PIL_MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "F"]
@@ -278,19 +278,19 @@ def test_for_model_takes_a_weights_name_as_well_as_a_model_name(weights, arch):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8))
     from_weights, from_arch = transforms.for_model(weights)(image), transforms.for_model(arch)(image)
     assert from_weights.shape == transforms.spec_of(arch).input_shape and torch.equal(from_weights, from_arch)
-    entry = imgzoo.registry.get_weights_entry(weights)
+    entry = imgzoo.models.registry.get_weights_entry(weights)
     assert list(transforms.spec_of(weights).class_names) == entry.meta["categories"]
 
 
 def test_a_weights_names_spec_carries_that_entrys_classes():
-    entry = imgzoo.registry.WeightsEntry(
+    entry = imgzoo.models.registry.WeightsEntry(
         name="mnist_cnn.letters", sha256="0" * 64, package_dir="nowhere", meta={"categories": ["a", "b", "c"]}
     )
-    imgzoo.registry.register_weights(entry)
+    imgzoo.models.registry.register_weights(entry)
     try:
         spec = transforms.spec_of("mnist_cnn.letters")
     finally:
-        imgzoo.registry.unregister_weights("mnist_cnn.letters")
+        imgzoo.models.registry.unregister_weights("mnist_cnn.letters")
     assert spec == dataclasses.replace(MNIST, num_classes=3, class_names=("a", "b", "c"))
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import imgzoo
-from imgzoo.evaluation import TestTimeAugmented, evaluate
+from imgzoo.eval.evaluation import TestTimeAugmented, evaluate
 
 CLASSES = 3
 

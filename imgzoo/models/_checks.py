@@ -77,7 +77,7 @@ def check_input(
         hint = (
             " Add a batch dimension with x.unsqueeze(0)."
             if x.dim() == 3
-            else " Use imgzoo.transforms.for_model(model) to preprocess."
+            else " Use imgzoo.data.transforms.for_model(model) to preprocess."
         )
         raise ValueError(f"{model} expects {expected}; got {tuple(x.shape)}.{hint}")
     _check_dtype(x, model, dtype)
@@ -97,7 +97,7 @@ def _check_dtype(x: torch.Tensor, model: str, dtype: torch.dtype) -> None:
     if not x.is_floating_point():
         raise TypeError(
             f"{model} expects a floating-point tensor of normalised images; got dtype {x.dtype}. "
-            f"Use imgzoo.transforms.for_model(model) to convert and normalise."
+            f"Use imgzoo.data.transforms.for_model(model) to convert and normalise."
         )
     if x.dtype != dtype and not _autocast_on(x.device.type):
         raise TypeError(

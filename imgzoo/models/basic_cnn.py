@@ -21,7 +21,7 @@ own convention: fast running statistics, which its ablations found lookahead nee
 (the logits scaled down, which its learning rate of 1.5 per mean loss assumes) and
 ``dirac_init=True`` (every 3x3 convolution starts as the identity on its first input channels,
 which its ablations credit with 22 -> 18 epochs to 94%). The ``basic_cnn.airbench`` recipe
-(:mod:`imgzoo.recipes`) sets all four with the optimizer they belong to.
+(:mod:`imgzoo.train.recipes`) sets all four with the optimizer they belong to.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from imgzoo.models._checks import (
     check_parameter_budget,
 )
 from imgzoo.models._contract import LinearHeadMixin
-from imgzoo.registry import CIFAR10, register_model
+from imgzoo.models.registry import CIFAR10, register_model
 
 __all__ = ["BasicCNN", "basic_cnn", "init_whitening"]
 

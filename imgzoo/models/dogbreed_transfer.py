@@ -25,7 +25,7 @@ from torch import nn
 
 from imgzoo.models._checks import check_bool, check_choice, check_dropout, check_input, check_num_classes
 from imgzoo.models._contract import LinearHeadMixin
-from imgzoo.registry import IMAGENET, register_model
+from imgzoo.models.registry import IMAGENET, register_model
 
 __all__ = ["DogBreedTransfer", "dogbreed_transfer", "imagenet_weights_path"]
 

@@ -19,7 +19,7 @@ from imgzoo.models._checks import (
     check_parameter_budget,
 )
 from imgzoo.models._contract import LinearHeadMixin
-from imgzoo.registry import MNIST, register_model
+from imgzoo.models.registry import MNIST, register_model
 
 __all__ = ["MnistCNN", "mnist_cnn"]
 

@@ -21,7 +21,7 @@ from imgzoo.models._checks import (
     check_parameter_budget,
 )
 from imgzoo.models._contract import LinearHeadMixin
-from imgzoo.registry import CIFAR10, register_model
+from imgzoo.models.registry import CIFAR10, register_model
 
 __all__ = ["BasicBlock", "ResNetCifar", "resnet_cifar"]
 

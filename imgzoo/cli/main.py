@@ -1,0 +1,255 @@
+"""The ``imgzoo`` command: a thin layer over the library.
+
+Each subcommand is an ``add_*`` function that declares its arguments and a ``cmd_*`` function
+that calls the public API; :func:`build_parser` lists them. Training commands live in
+``cli_train.py`` and the demo in ``cli_demo.py``. :func:`main` turns what goes wrong into
+one line on stderr: exit status 2 for the user's input (arguments, files, names), 1 for a
+failure of the work itself; ``--debug`` or ``IMGZOO_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from imgzoo._version import __version__
+from imgzoo.cli import demo as cli_demo
+from imgzoo.cli import train as cli_train
+from imgzoo.eval.evaluation import predict
+from imgzoo.hub.api import download, load
+from imgzoo.hub.export import FORMATS, export_model
+from imgzoo.hub.factory import create_model
+from imgzoo.models.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
+from imgzoo.study import run as runs
+
+
+def models_table(pattern: str | None = None) -> str:
+    """Build every registered model with its defaults and tabulate name, parameters and shapes."""
+    rows = [("name", "params", "trainable", "input shape", "output shape", "description")]
+    for name in list_models(pattern):
+        entry = get_model_entry(name)
+        model = create_model(name).eval()
+        spec = entry.default_spec
+        x = torch.zeros(2, *spec.input_shape)
+        with torch.no_grad():
+            out = model(x)
+        params = sum(p.numel() for p in model.parameters())
+        # Differs from params where a backbone starts frozen (dogbreed_transfer).
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        shapes = (str(tuple(x.shape)), str(tuple(out.shape)))
+        rows.append((name, f"{params / 1e6:.2f}M", f"{trainable / 1e6:.2f}M", *shapes, entry.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(rows[0][-1]))
+    return "\n".join(lines)
+
+
+def _align(rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns under a header row and a rule."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def pretrained_table(pattern: str | None = None) -> str:
+    """Every registered weights entry: what it was trained on, how well, and where its files are."""
+    rows: list[tuple[str, ...]] = [("name", "dataset", "metrics", "params", "files")]
+    for name in list_pretrained(pattern):
+        entry = get_weights_entry(name)
+        metrics = ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.meta["metrics"].items()
+        )
+        where = f"hf-hub:{entry.repo_id}@{entry.revision[:12]}" if entry.repo_id else f"package:{entry.package_dir}"
+        rows.append((name, str(entry.meta["dataset"]), metrics or "-", f"{entry.meta['num_params'] / 1e6:.2f}M", where))
+    return _align(rows)
+
+
+def _nothing_matched(kind: str, pattern: str, known: list[str]) -> int:
+    print(f"imgzoo: no {kind} matches {pattern!r}; known: {', '.join(known) or 'none'}", file=sys.stderr)
+    return 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.pattern and not list_models(args.pattern):
+        return _nothing_matched("model", args.pattern, list_models())
+    print(models_table(args.pattern))
+    if list_pretrained():
+        print()
+        print(pretrained_table())
+    return 0
+
+
+def cmd_pretrained(args: argparse.Namespace) -> int:
+    if args.pattern and not list_pretrained(args.pattern):
+        return _nothing_matched("weights name", args.pattern, list_pretrained())
+    print(pretrained_table(args.pattern))
+    return 0
+
+
+def image_paths(given: Sequence[str]) -> list[str]:
+    """Every image a list of files, folders (searched recursively) and glob patterns names, in order."""
+    found: list[str] = []
+    for item in given:
+        path = Path(item)
+        if path.is_file():
+            found.append(item)
+            continue
+        if path.is_dir():
+            matches = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        elif glob.has_magic(item):
+            matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        else:
+            raise FileNotFoundError(f"{item} does not exist; give image files, folders or a glob ('x/*.png')")
+        if not matches:
+            raise FileNotFoundError(f"{item} names no image files (looked for {', '.join(IMG_EXTENSIONS)})")
+        found += matches
+    return found
+
+
+PREDICT_BATCH = 64  # images decoded and scored at once: memory stays flat for a folder of thousands
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.topk < 1:
+        raise ValueError(f"--topk must be 1 or more; got {args.topk}")
+    paths = image_paths(args.images)
+    model = load(runs.weights_of(args.weights))
+    answers = []
+    for start in range(0, len(paths), PREDICT_BATCH):
+        batch = paths[start : start + PREDICT_BATCH]
+        answers += zip(batch, predict(model, batch, topk=args.topk), strict=True)
+    if args.json:
+        top = [{"path": p, "top": [{"class": c, "probability": q} for c, q in ranked]} for p, ranked in answers]
+        print(json.dumps(top, indent=1))
+        return 0
+    for path, ranked in answers:
+        print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    print(download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force))
+    return 0
+
+
+Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_models(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("models", parents=[common], help="build every registered model and print its parameters")
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
+    p.set_defaults(func=cmd_models)
+
+
+def add_pretrained(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("pretrained", parents=[common], help="list the pretrained weights that load by name")
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'mnist*'")
+    p.set_defaults(func=cmd_pretrained)
+
+
+def add_predict(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("predict", parents=[common], help="classify image files with trained weights")
+    p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train")
+    p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
+    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
+    p.set_defaults(func=cmd_predict)
+
+
+def add_download(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("download", parents=[common], help="fetch pretrained weights into the Hugging Face cache")
+    p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
+    p.add_argument("--revision", default=None, help="branch, tag or commit sha (hf-hub: names only)")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default: HF_HUB_CACHE)")
+    p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
+    p.set_defaults(func=cmd_download)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    model = load(runs.weights_of(args.source))
+    difference = export_model(model, args.out, format=args.format)  # ExportError (a failed check) exits 1
+    print(f"wrote {args.out} ({args.format}); max abs difference from PyTorch: {difference:.3g}")
+    return 0
+
+
+def add_export(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("export", parents=[common], help="write a model as ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("source", help="a weights name, hf-hub:org/repo[@revision], or a folder from imgzoo train or save")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p.set_defaults(func=cmd_export)
+
+
+# One entry per subcommand, in the order `imgzoo --help` lists them. A new subcommand (e.g.
+# `export`, beside predict) is one add_* function here: its parser, with func= its handler.
+COMMANDS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = (
+    cli_demo.add_demo,
+    add_models,
+    add_pretrained,
+    cli_train.add_train,
+    cli_train.add_evaluate,
+    cli_train.add_compare,
+    add_predict,
+    add_export,
+    add_download,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgzoo", description="Small models for small images.")
+    parser.add_argument("--version", action="version", version=f"imgzoo {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # --debug after the subcommand too; SUPPRESS keeps a subcommand from resetting one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub, common)
+    return parser
+
+
+# The user's input was wrong (a name, a file, an argument): exit 2, as argparse does. Anything
+# else (a NaN loss, a full disk, a network that fails) is a failure of the work: exit 1.
+USER_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, FileExistsError, NotADirectoryError)
+USER_ERRORS += (IsADirectoryError, PermissionError, UnidentifiedImageError, ImportError)
+
+
+def exit_status(error: BaseException) -> int:
+    return 2 if isinstance(error, USER_ERRORS) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("IMGZOO_DEBUG", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `imgzoo ... | head`: the reader left; say nothing more to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"imgzoo: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        status = exit_status(exc)
+        # Every message is imgzoo's, torch's or the Hub's; none of them contains a token.
+        message = str(exc) if status == 2 else f"{type(exc).__name__}: {exc}"
+        print(f"imgzoo: error: {message}", file=sys.stderr)
+        if status == 1:
+            print("imgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback", file=sys.stderr)
+        return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""``imgzoo train``, ``evaluate`` and ``compare``: the command-line face of ``runs.py`` and ``study.py``.
+
+Each handler parses nothing and decides nothing: it turns arguments into one library call
+and prints what came back. The work, and every check of its input, happens below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from imgzoo.data.transforms import AUGMENTS
+from imgzoo.eval.evaluation import TTA_MODES, EvalResult, evaluate
+from imgzoo.hub.api import load
+from imgzoo.hub.format import CONFIG_NAME, read_config
+from imgzoo.models.registry import get_weights_entry, list_pretrained
+from imgzoo.study import run as runs
+from imgzoo.study.compare import load_study, run_study
+
+
+def _whole_number(text: str, minimum: int, example: str) -> int:
+    """A whole number of at least ``minimum``, else an argparse usage error (exit 2) that says what was expected."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, e.g. {example}; got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {minimum} or more; got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _whole_number(text, 1, "10")
+
+
+def whole_pixels(text: str) -> int:
+    """argparse type: a number of pixels, 0 or more."""
+    return _whole_number(text, 0, "4 (pixels)")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, e.g. 0.1; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0; got {value}")
+    return value
+
+
+_WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
+
+
+def model_kwarg(text: str) -> tuple[str, Any]:
+    """argparse type: ``KEY=VALUE`` for the model builder, the value read as a Python literal (timm's
+    ``--model-kwargs``): ``depth=56``, ``widths=[32,64,128]``, ``whiten=true``, ``weights=None``;
+    anything else stays a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. depth=56 or widths=[32,64,128]; got {text!r}")
+    if raw.lower() in _WORDS:
+        return key, _WORDS[raw.lower()]
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key, raw
+
+
+def _verbosity() -> int:
+    """fit's progress bar for a person at a terminal; one line per epoch for a log file."""
+    return 1 if sys.stderr.isatty() else 2
+
+
+def _need_plots() -> None:
+    """Refuse before training, not after it, when the figures the run promises cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "this command draws curves and sample grids with matplotlib, which is not installed: "
+            "pip install 'imgzoo[plot]'"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a model on a data folder; weights, history and figures go into --out",
+        description="Train MODEL on DATA's seeded 90%% training split and validate on the other 10%%.",
+    )
+    p.add_argument("model", help="a registered model name (imgzoo models)")
+    p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
+    p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
+    p.add_argument("--epochs", type=positive_int, help="total epochs (default: the model's); more extends a run")
+    p.add_argument("--augment", choices=AUGMENTS, help="training augmentation (default: standard)")
+    p.add_argument("--amp", choices=tuple(runs.AMP_CHOICES), help="precision (default auto: bf16 where native)")
+    p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
+    p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
+    p.add_argument("--seed", type=int, help="seed of the split, the limit and training (default 0)")
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's, 128)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's)")
+    p.add_argument(
+        "--translate", type=whole_pixels, help="largest shift of the random crop in pixels (default: the recipe's)"
+    )
+    p.add_argument(
+        "--cutout", type=whole_pixels, help="side of the square blanked in each training image (default: the recipe's)"
+    )
+    p.add_argument(
+        "--alternate-flips",
+        action=argparse.BooleanOptionalAction,
+        help="flip each image on alternate epochs instead of at random, as airbench does (default: the recipe's)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="train through torch.compile (default: off): after a minute or more of compiling, ResNet-56 trained "
+        "about 1.2x faster on 2 Xeon cores with AMX in bf16, but basic_cnn 0.87x as fast (see docs/training.md). A "
+        "speed choice: a run may resume with it switched",
+    )
+    p.add_argument(
+        "--recipe",
+        help="train by this recipe (imgzoo.train.recipes), e.g. resnet_cifar.cifar10: what trained those weights "
+        "(default: the model's own recipe; the other options here override it)",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        nargs="+",
+        type=model_kwarg,
+        metavar="KEY=VALUE",
+        help="the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128] (imgzoo info MODEL)",
+    )
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _need_plots()
+    given = {
+        "epochs": args.epochs,
+        "augment": args.augment,
+        "amp": args.amp,
+        "limit": args.limit,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "translate": args.translate,
+        "cutout": args.cutout,
+        "alternate_flips": args.alternate_flips,
+        "recipe": args.recipe,
+        "kwargs": dict(args.model_kwargs) if args.model_kwargs else None,
+        "fit_options": {"compile": args.compile} if args.compile is not None else None,
+    }
+    if args.resume:  # the run's own options, with any given here laid over them (and checked)
+        config = runs.resume_config(args.out, args.model, args.data, **given)
+    else:
+        config = runs.make_config(args.model, args.data, **given)
+    result = runs.train_run(args.out, config, resume=args.resume, verbose=_verbosity())
+    if result.action == "done":
+        return 0
+    m = result.metrics
+    tta = f"; with TTA {m['tta']}: top-1 {100 * m['val_acc_tta']:.2f}%" if "tta" in m else ""
+    print(
+        f"{config.model}: val top-1 {100 * m['val_acc']:.2f}%, top-5 {100 * m['val_top5']:.2f}%, "
+        f"loss {m['val_loss']:.4f}{tta} after {len(result.history)} epochs ({result.wall_time:.1f} s)"
+    )
+    print(
+        f"wrote {result.out}: {runs.WEIGHTS}/ (model.safetensors, config.json, README.md), history.csv, "
+        "curves.png, samples.png, confusion.png, metrics.json"
+    )
+    return 0 if result.finished else 1
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("evaluate", parents=[common], help="loss, top-1, top-5 and per-class accuracy on a data folder")
+    p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train")
+    p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
+    p.add_argument(
+        "--split",
+        choices=("val", "train", "all"),
+        default="val",
+        help="the seeded 10%% validation split, the 90%% trained on, or all",
+    )
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="recipe",
+        choices=("recipe", *TTA_MODES[1:]),
+        help="test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode",
+    )
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    # No default folder: a measurement that drops a figure into wherever it was run litters (and, run in a
+    # checkout, changes tracked files); the run folder already holds train's confusion.png.
+    p.add_argument("--out", type=Path, default=None, help="also write confusion.png into this folder")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    if args.tta:
+        options["tta"] = recorded_tta(runs.weights_of(args.weights)) if args.tta == "recipe" else args.tta
+    model = load(runs.weights_of(args.weights))
+    record = runs.read_run(args.weights) if Path(args.weights).is_dir() else None
+    seed = record.config.seed if record is not None else 0  # the split the run validated on
+    dataset = runs.open_data(runs.resolve_data(args.data))
+    runs.check_classes(model, dataset, args.data)
+    limit = record.config.limit if record is not None else None  # a run trained on its limited part only
+    which = {"train": 0, "val": 1}.get(args.split)
+    part = dataset if which is None else runs.split_data(dataset, seed, limit)[which]
+    result = evaluate(model, runs.eval_data(model, part), **options)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result.plot_confusion_matrix(args.out / "confusion.png")
+    if args.json:
+        where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}
+        print(json.dumps({**where, **runs.eval_summary(result)}, indent=1))
+    else:
+        print(_evaluation_text(result, args.split, seed))
+    return 0
+
+
+def recorded_tta(weights: str) -> str:
+    """The test-time augmentation recorded with ``weights`` (a registered name or a saved folder's config.json).
+
+    A shipped entry's figures with TTA were measured with its recipe's mode (flip+shift for CIFAR-10, shifts
+    only for digits, which a mirror would change), so ``--tta`` alone measures exactly what the card states.
+    """
+    config = Path(weights) / CONFIG_NAME
+    if config.is_file():
+        mode = (read_config(config).get("recipe") or {}).get("tta")
+    elif weights in list_pretrained():
+        mode = get_weights_entry(weights).meta["recipe"].get("tta")
+    else:
+        mode = None
+    if mode in (None, False, "none"):
+        raise ValueError(
+            f"--tta: {weights} records no test-time augmentation of its own; name one: --tta "
+            + " | --tta ".join(TTA_MODES[1:])
+        )
+    return "flip" if mode is True else mode
+
+
+def _evaluation_text(result: EvalResult, split: str, seed: int) -> str:
+    what = {
+        "val": f"the validation split (10%, seed {seed})",
+        "train": f"the training split (90%, seed {seed}), without augmentation",
+    }.get(split, "every image")
+    lines = [f"{result.num_samples} images, {what}", str(result), "", "class accuracy"]
+    width = max(len(name) for name in result.class_names)
+    for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
+        shown = "n/a (no images)" if accuracy != accuracy else f"{100 * accuracy:.2f}%"
+        lines.append(f"{name.ljust(width)}  {shown}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("compare", parents=[common], help="train every run of a study file and compare them")
+    p.add_argument("study", type=Path, help="a study file, e.g. examples/study.toml")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
+    p.add_argument("--epochs", type=positive_int, help="epochs for every run, instead of the file's")
+    p.add_argument("--limit", type=positive_int, help="train every run on N images (stratified, seeded)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    _need_plots()
+    study = load_study(args.study, epochs=args.epochs, limit=args.limit)
+    report = run_study(study, args.out, verbose=_verbosity())
+    print(report.comparison.to_markdown(timing=True))
+    print(f"wrote {args.out / 'report.md'}, report.json, curves.png and each run's folder in {args.out / 'runs'}")
+    return 0 if all(result.finished for result in report.results.values()) else 1

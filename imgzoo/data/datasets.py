@@ -1,0 +1,962 @@
+"""CIFAR-10, MNIST and dog-breed images on disk -> datasets with class names.
+
+Two dataset types cover every source:
+
+- :class:`TensorImages`: images already decoded into one uint8 tensor (N, C, H, W),
+  for CIFAR-10's pickle batches and MNIST's idx files (and any folder decoded by
+  :func:`imgzoo.data.loaders.decode`). Indexing gives ``(image, label)``, the image a
+  uint8 (C, H, W) tensor, or whatever ``transform`` makes of it.
+- :class:`ImageFiles`: one file per image, decoded on access: the Stanford Dogs
+  and Kaggle dog-breed layouts and any ImageFolder tree. Indexing gives
+  ``(PIL image, label)`` in the file's own mode, or ``transform``'s output.
+
+Why imgzoo parses CIFAR-10 and MNIST itself instead of returning torchvision's
+datasets: torchvision's ``CIFAR10`` verifies the md5 of each original batch file
+on construction, so only the exact 50,000-image files load, and ``MNIST`` reads
+only the un-gzipped idx files. imgzoo keeps torchvision for what it does well,
+downloading and verifying the archives (``download=True`` calls it), and reads
+the files with one small parser that serves the real data, the gzipped copies
+users often have, and the tiny files tests write alike.
+
+Every dataset carries ``classes`` (names, in a stable order: CIFAR-10's official
+order, digits 0-9, sorted folder names or breeds) and ``targets`` (one label per
+image). :func:`train_val_split` carves a seeded, stratified validation split.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import math
+import numbers
+import os
+import pickle
+import re
+import socket
+import urllib.parse
+import urllib.request
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from imgzoo.models.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec
+
+__all__ = [
+    "CorruptFileError",
+    "ImageFiles",
+    "Split",
+    "TensorImages",
+    "cifar10",
+    "detect_format",
+    "dog_breeds",
+    "image_folder",
+    "kaggle_dogs",
+    "mnist",
+    "open_folder",
+    "read_idx",
+    "stanford_dogs",
+    "train_val_split",
+]
+
+Transform = Callable[[Any], Any]
+ON_ERROR = ("raise", "skip")
+
+
+class CorruptFileError(ValueError):
+    """A file that cannot be decoded: a zero-byte, truncated or foreign image, or a damaged batch or idx file."""
+
+
+# ---------------------------------------------------------------------------
+# Dataset types
+
+
+class TensorImages(Dataset):
+    """Images held as one uint8 tensor (N, C, H, W), labels as int64 (N,), plus class names.
+
+    ``spec`` is the :class:`DataSpec` of the data set when it is a known one
+    (CIFAR-10, MNIST); the fast loader takes its normalisation from it.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor | Sequence[int],
+        classes: Sequence[str],
+        *,
+        transform: Transform | None = None,
+        spec: DataSpec | None = None,
+        source: str = "",
+    ) -> None:
+        targets = torch.as_tensor(targets, dtype=torch.int64)
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W); got {images.dtype} {tuple(images.shape)}")
+        if len(targets) != len(images):
+            raise ValueError(f"{len(images)} images but {len(targets)} labels in {source or 'the data'}")
+        if len(targets) and not 0 <= int(targets.min()) <= int(targets.max()) < len(classes):
+            raise ValueError(
+                f"labels in {source or 'the data'} must lie in 0..{len(classes) - 1} for {len(classes)} classes; "
+                f"got {int(targets.min())}..{int(targets.max())}"
+            )
+        self.images = images
+        self.targets = targets
+        self.classes = list(classes)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self.transform = transform
+        self.spec = spec
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = self.images[index]
+        return (self.transform(image) if self.transform else image), int(self.targets[index])
+
+    def __repr__(self) -> str:
+        shape = tuple(self.images.shape[1:])
+        return f"TensorImages({len(self)} images {shape}, {len(self.classes)} classes, {self.source!r})"
+
+
+class ImageFiles(Dataset):
+    """Image files with labels, decoded on access.
+
+    A zero-byte file is an error at construction. ``on_error="raise"`` (the
+    default) decodes lazily and raises :class:`CorruptFileError` naming the file
+    when one cannot be decoded; ``on_error="skip"`` decodes every file up front
+    (a one-off cost: about a minute per 20,000 photos on one core), drops the bad
+    ones with one warning, and lists them in ``skipped``.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        classes: Sequence[str],
+        *,
+        transform: Transform | None = None,
+        on_error: str = "raise",
+        source: str = "",
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.classes = list(classes)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self.transform = transform
+        self.source = source
+        self.spec: DataSpec | None = None  # set when the files are a known data set (CIFAR-10 as images)
+        self.skipped: list[str] = []
+        if on_error == "skip":
+            good = []
+            for path, label in samples:
+                try:
+                    _open_image(path)
+                except CorruptFileError:
+                    self.skipped.append(path)
+                else:
+                    good.append((path, label))
+            if self.skipped:
+                shown = ", ".join(self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
+                warnings.warn(
+                    f"skipped {len(self.skipped)} unreadable image(s) of {len(samples)} in {source}: {shown}",
+                    stacklevel=3,
+                )
+            samples = good
+        else:
+            for path, _ in samples:
+                if os.path.getsize(path) == 0:
+                    raise CorruptFileError(
+                        f"{path} is empty (0 bytes). Replace or delete it, or pass on_error='skip' to leave it out."
+                    )
+        self.samples = list(samples)
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        image = _open_image(path)
+        return (self.transform(image) if self.transform else image), label
+
+    def __repr__(self) -> str:
+        return f"ImageFiles({len(self)} files, {len(self.classes)} classes, {self.source!r})"
+
+
+_SKIP_ADVICE = "pass on_error='skip' to leave unreadable files out"
+
+
+def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
+    """Fully decode ``path`` (PIL opens lazily; ``load`` is what finds a truncated file).
+
+    An image over ``PIL.Image.MAX_IMAGE_PIXELS`` is refused before its pixels are
+    decoded: PIL only warns between one and two times the limit and raises above it,
+    and a small PNG can claim 400 megapixels (a decompression bomb) to fill memory.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise CorruptFileError(
+            f"refusing to decode image {path}: {exc} If the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS "
+            f"(now {Image.MAX_IMAGE_PIXELS}); otherwise delete it, or {advice}."
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptFileError(f"cannot decode image {path}: {exc}. Replace or delete the file, or {advice}.") from exc
+
+
+class Split(Subset):
+    """A subset that keeps its parent's ``classes``, ``spec`` and the labels of its own images."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        super().__init__(dataset, list(indices))
+        self.classes = list(dataset.classes)
+        self.spec = getattr(dataset, "spec", None)
+        self.targets = torch.as_tensor(_targets(dataset))[self.indices]
+
+    def __repr__(self) -> str:
+        return f"Split({len(self)} of {self.dataset!r})"
+
+
+def _targets(dataset: Dataset) -> torch.Tensor:
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = [int(dataset[i][1]) for i in range(len(dataset))]
+    return torch.as_tensor(targets, dtype=torch.int64)
+
+
+def train_val_split(
+    dataset: Dataset, val_fraction: float | None = None, seed: int = 0, *, val_count: int | None = None
+) -> tuple[Split, Split]:
+    """A seeded split with ``val_fraction`` (default 0.1) of every class in the validation part.
+
+    Stratified, so the validation accuracy of a small or imbalanced data set is not
+    skewed by a class that happened to land mostly on one side. Every class keeps at
+    least one image on each side, so every class needs two or more images. The same
+    seed gives the same split, so model selection is repeatable and never touches
+    test data. ``val_count`` asks for exactly that many validation images instead,
+    spread over the classes in proportion to their sizes.
+    """
+    _check_split_arguments(val_fraction, val_count, seed)
+    targets = _targets(dataset)
+    sizes = {label: int((targets == label).sum()) for label in torch.unique(targets).tolist()}
+    n_val = _val_sizes(sizes, val_fraction, val_count, getattr(dataset, "classes", None))
+    generator = torch.Generator().manual_seed(seed)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for label in sizes:
+        members = torch.nonzero(targets == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)].tolist()
+        val_idx += members[: n_val[label]]
+        train_idx += members[n_val[label] :]
+    return Split(dataset, sorted(train_idx)), Split(dataset, sorted(val_idx))
+
+
+def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None:
+    """Refuse a fraction that is not a number in (0, 1), a count that is not a positive int, or both at once."""
+    if val_fraction is not None and val_count is not None:
+        raise ValueError(
+            f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
+        )
+    if val_fraction is not None:
+        is_number = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
+        if not is_number or not 0.0 < val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction must be a number between 0 and 1 (exclusive), e.g. 0.1; got {val_fraction!r} "
+                f"({type(val_fraction).__name__}). For a number of validation images, pass val_count= instead."
+            )
+    if val_count is not None and (
+        not isinstance(val_count, numbers.Integral) or isinstance(val_count, bool) or val_count < 1
+    ):
+        raise ValueError(f"val_count must be a positive int (a number of images); got {val_count!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int; got {seed!r} ({type(seed).__name__})")
+
+
+def _val_sizes(
+    sizes: dict[int, int], val_fraction: float | None, val_count: int | None, classes: Sequence[str] | None
+) -> dict[int, int]:
+    """How many images of each class go to validation: at least one, and at least one left to train on."""
+    total = sum(sizes.values())
+    if total == 0:
+        raise ValueError("cannot split an empty dataset: it has no images")
+    for label, n in sizes.items():
+        if n < 2:
+            name = classes[label] if classes is not None and 0 <= label < len(classes) else label
+            raise ValueError(
+                f"class {name!r} (label {label}) has {n} image: a stratified split needs at least 2 of every class, "
+                f"one to train on and one to validate on. Add images of {name!r}, or leave the class out."
+            )
+    if val_count is None:
+        fraction = 0.1 if val_fraction is None else float(val_fraction)
+        return {label: min(max(round(n * fraction), 1), n - 1) for label, n in sizes.items()}
+    low, high = len(sizes), total - len(sizes)
+    if not low <= val_count <= high:
+        raise ValueError(
+            f"val_count={val_count} does not fit {total} images in {len(sizes)} classes: every class keeps one "
+            f"image on each side, so val_count must lie in {low}..{high}. Pick a count in that range, or use "
+            f"val_fraction."
+        )
+    return _share_out(sizes, val_count)
+
+
+def _share_out(sizes: dict[int, int], count: int) -> dict[int, int]:
+    """Split ``count`` over the classes in proportion to their sizes (largest remainders), 1..n-1 each."""
+    total = sum(sizes.values())
+    ideal = {label: n * count / total for label, n in sizes.items()}
+    shares = {label: min(max(int(ideal[label]), 1), sizes[label] - 1) for label in sizes}
+    while sum(shares.values()) < count:
+        label = max((lb for lb in sizes if shares[lb] < sizes[lb] - 1), key=lambda lb: ideal[lb] - shares[lb])
+        shares[label] += 1
+    while sum(shares.values()) > count:
+        label = min((lb for lb in sizes if shares[lb] > 1), key=lambda lb: ideal[lb] - shares[lb])
+        shares[label] -= 1
+    return shares
+
+
+# ---------------------------------------------------------------------------
+# CIFAR-10
+
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_HOW = (
+    "Pass download=True to fetch it (163 MB, from www.cs.toronto.edu), or place the extracted "
+    f"'{_CIFAR_DIR}' folder of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in it, "
+    "or a folder tree train/<class>/*.png (e.g. a JPEG copy of CIFAR-10)."
+)
+
+
+_CIFAR_BY_HAND = (
+    "Without a network, fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on another machine and "
+    "extract it into {root}, so that {root}/cifar-10-batches-py/ holds data_batch_1 .. data_batch_5 and "
+    "test_batch; then call again without download=True."
+)
+# How long to wait for the download host to answer before saying there is no network.
+_CONNECT_TIMEOUT_S = 10.0
+
+
+def _download(what: str, source: Any, root: Path, train: bool, by_hand: str) -> None:
+    """Fetch through torchvision's dataset class, or fail at once with where to put the files by hand.
+
+    torchvision opens its URLs without a timeout, so on a machine whose network drops
+    packets the first attempt hangs for minutes, and MNIST then tries every mirror.
+    One TCP connection to each host, with a timeout, finds that out in seconds.
+    """
+    unreachable = _unreachable_hosts(_download_urls(source))
+    if unreachable:
+        raise ConnectionError(f"cannot download {what}: no connection to {'; '.join(unreachable)}. {by_hand}")
+    try:
+        source(str(root), train=train, download=True)
+    except (OSError, RuntimeError) as exc:  # urllib's URLError is an OSError; MNIST wraps it in RuntimeError
+        raise ConnectionError(f"cannot download {what} into {root}: {exc}. {by_hand}") from exc
+
+
+def _download_urls(source: Any) -> list[str]:
+    """The URLs a torchvision dataset class downloads from (CIFAR10.url, MNIST.mirrors)."""
+    url = getattr(source, "url", None)
+    mirrors = getattr(source, "mirrors", None)
+    return [url] if isinstance(url, str) else [m for m in mirrors or () if isinstance(m, str)]
+
+
+def _unreachable_hosts(urls: list[str]) -> list[str]:
+    """'host:port (reason)' for each URL whose host does not accept a connection; [] when any one does.
+
+    Behind a proxy urllib connects to the proxy, not the host, so the check is skipped.
+    """
+    failures = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme in urllib.request.getproxies() or not parts.hostname:
+            return []
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT_S).close()
+            return []
+        except OSError as exc:
+            failures.append(f"{parts.hostname}:{port} ({exc})")
+    return failures
+
+
+def cifar10(
+    root: str | os.PathLike, train: bool = True, download: bool = False, transform: Transform | None = None
+) -> TensorImages | ImageFiles:
+    """The CIFAR-10 training (50,000) or test (10,000) images, classes in the official order.
+
+    ``root`` holds either the python pickle batches (``root/cifar-10-batches-py/``,
+    as torchvision downloads them; the folder itself also works), giving a
+    :class:`TensorImages`, or an image tree ``root/train/<class>/*`` and
+    ``root/test/<class>/*`` (as in the JPEG re-encodings of CIFAR-10), giving an
+    :class:`ImageFiles` whose class folders must be the ten CIFAR-10 names.
+    """
+    root = Path(root)
+    batches = _find_cifar_batches(root)
+    split = "train" if train else "test"
+    if batches is None and (root / split).is_dir():
+        return _cifar_folder(root / split, transform)
+    if batches is None and download:
+        import torchvision  # torchvision fetches and md5-checks the archive; imgzoo parses the files
+
+        _download("CIFAR-10", torchvision.datasets.CIFAR10, root, train, _CIFAR_BY_HAND.format(root=root))
+        batches = _find_cifar_batches(root)
+    if batches is None:
+        raise FileNotFoundError(f"no CIFAR-10 data in {root}. {_CIFAR_HOW}")
+    names = [f"data_batch_{k}" for k in range(1, 6)] if train else ["test_batch"]
+    missing = [n for n in names if not (batches / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"CIFAR-10 in {batches} lacks {', '.join(missing)}. {_CIFAR_HOW}")
+    parts = [_read_cifar_batch(batches / n) for n in names]
+    images = torch.cat([p[0] for p in parts])
+    targets = torch.cat([p[1] for p in parts])
+    return TensorImages(images, targets, CIFAR10_CLASSES, transform=transform, spec=CIFAR10, source=str(batches))
+
+
+def _find_cifar_batches(root: Path) -> Path | None:
+    for folder in (root / _CIFAR_DIR, root):
+        if (folder / "batches.meta").is_file() or (folder / "data_batch_1").is_file():
+            return folder
+    return None
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3's protocol-2 pickles use it for bytes, and for nothing else."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not bytes data")
+    return text.encode("latin1")
+
+
+# Everything a CIFAR-10 batch refers to, checked with pickletools on the real files (Python 2
+# pickles: numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype) and on the ones
+# Python 3 writes (numpy._core under numpy 2, plus _codecs.encode for bytes). Dicts, lists, str
+# and ints need no global at all. Anything else, os.system above all, is refused.
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
+    ("numpy._core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only numpy arrays, dicts, lists, strings and numbers.
+
+    ``pickle.load`` calls whatever a file names, so a batch file someone else wrote
+    could run any command; this one refuses every global CIFAR-10 does not use.
+    """
+
+    def __init__(self, file: Any, path: Path) -> None:
+        super().__init__(file, encoding="latin1")  # Python 2 pickles; latin1 is how torchvision reads them too
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _CIFAR_GLOBALS.get((module, name))
+        if allowed is None:
+            raise CorruptFileError(
+                f"refusing to unpickle CIFAR-10 batch {self.path}: it refers to {module}.{name}, but a CIFAR-10 "
+                f"batch refers only to numpy's array rebuilding (numpy.core.multiarray._reconstruct, numpy.ndarray, "
+                f"numpy.dtype). The file is not the original; delete it and fetch the data again (download=True)."
+            )
+        return allowed
+
+
+def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pickled batch: ``data`` is (N, 3072) uint8 rows of R, G, B 32x32 planes, ``labels`` N ints in 0..9."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, path).load()
+        data, labels = _check_cifar_batch(batch)
+    except CorruptFileError:
+        raise
+    except (OSError, EOFError, MemoryError, pickle.UnpicklingError, ValueError, TypeError, IndexError) as exc:
+        raise CorruptFileError(
+            f"cannot read CIFAR-10 batch {path}: {exc!r}. Delete the folder and fetch it again (download=True)."
+        ) from exc
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.as_tensor(labels, dtype=torch.int64)
+
+
+def _check_cifar_batch(batch: Any) -> tuple[np.ndarray, list[int]]:
+    """The batch's data and labels, once their types are what CIFAR-10's are; ValueError naming what came."""
+    if not isinstance(batch, dict):
+        raise ValueError(f"expected a dict with 'data' and 'labels'; got a {type(batch).__name__}")
+    batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise ValueError(f"expected the keys 'data' and 'labels'; got {sorted(map(str, batch))}")
+    data, labels = batch["data"], batch["labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"expected 'data' to be a uint8 array of shape (N, 3072); got {got}")
+    if not isinstance(labels, list) or len(labels) != len(data):
+        got = f"{len(labels)} labels" if isinstance(labels, list) else f"a {type(labels).__name__}"
+        raise ValueError(f"expected 'labels' to be a list of {len(data)} ints, one per image; got {got}")
+    bad = [x for x in labels if type(x) is not int or not 0 <= x <= 9]
+    if bad:
+        raise ValueError(f"expected labels that are ints in 0..9; got {bad[0]!r} among {len(bad)} bad label(s)")
+    return data, labels
+
+
+def _cifar_folder(folder: Path, transform: Transform | None) -> ImageFiles:
+    dataset = image_folder(folder, transform=transform)
+    # Folder names sort alphabetically, which for CIFAR-10 is also the official class order.
+    if dataset.classes != list(CIFAR10_CLASSES):
+        raise ValueError(
+            f"{folder} should hold the ten CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
+            f"found {', '.join(dataset.classes)}"
+        )
+    dataset.spec = CIFAR10
+    return dataset
+
+
+# ---------------------------------------------------------------------------
+# MNIST
+
+_MNIST_HOW = (
+    "Pass download=True to fetch it, or place train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), "
+    "t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) in it or in its MNIST/raw/ folder."
+)
+_MNIST_BY_HAND = (
+    "Without a network, fetch train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+    "and t10k-labels-idx1-ubyte.gz (from https://ossci-datasets.s3.amazonaws.com/mnist/) on another machine and "
+    "put them in {root} or {root}/MNIST/raw/; then call again without download=True."
+)
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read an idx file (LeCun's MNIST format), raw or gzip-compressed.
+
+    Layout: two zero bytes, a type code (0x08 = uint8), the number of dimensions,
+    one big-endian uint32 per dimension, then the data in C order. The header says
+    how many bytes must follow; a file with fewer or more is a :class:`CorruptFileError`.
+    A gzipped file is decompressed as a stream and never past the size its header
+    claims, so a small file that inflates to gigabytes is refused, not loaded.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw_file:
+            gzipped = raw_file.read(2) == b"\x1f\x8b"  # gzip magic, whatever the file is called
+        opener = gzip.open if gzipped else open
+        with opener(path, "rb") as f:
+            dtype, shape = _idx_header(f, path)
+            data = _read_exactly(f, math.prod(shape) * dtype.itemsize, path, shape)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise CorruptFileError(f"cannot read idx file {path}: {exc}. Fetch it again.") from exc
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
+
+
+def _idx_header(f: Any, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape an idx header declares; CorruptFileError when it is not an idx header."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[:2] != b"\x00\x00" or magic[2] not in _IDX_DTYPES:
+        raise CorruptFileError(
+            f"{path} is not an idx file: expected a header 0000<type><ndim> with type one of "
+            f"{', '.join(f'{code:02x}' for code in _IDX_DTYPES)}; got {magic.hex() or 'an empty file'}. Fetch it again."
+        )
+    dims = f.read(4 * magic[3])
+    if len(dims) < 4 * magic[3]:
+        raise CorruptFileError(f"{path} ends inside its header ({magic[3]} dimensions declared). Fetch it again.")
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    return np.dtype(_IDX_DTYPES[magic[2]]), shape
+
+
+def _read_exactly(f: Any, size: int, path: Path, shape: tuple[int, ...]) -> bytes:
+    """``size`` bytes of data, in chunks so that memory follows what the file holds, not what it claims."""
+    chunks, have = [], 0
+    while have < size:
+        chunk = f.read(min(size - have, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        have += len(chunk)
+    extra = f.read(1)
+    if have != size or extra:
+        got = f"{have} bytes" if have < size else "more"
+        raise CorruptFileError(
+            f"{path}: its header declares shape {shape}, {size} bytes of data; got {got}: truncated or corrupt. "
+            "Fetch it again."
+        )
+    return b"".join(chunks)
+
+
+def _find_idx(root: Path, name: str) -> Path | None:
+    for folder in (root, root / "MNIST" / "raw", root / "raw"):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 28, 28) and uint8 labels (N,) in 0..9, or a CorruptFileError naming the file at fault."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise CorruptFileError(
+            f"{images_path} should hold uint8 images of shape (N, 28, 28) (idx type 08, 3 dimensions); "
+            f"got {images.dtype} {tuple(images.shape)}. Fetch the MNIST files again."
+        )
+    if labels.dtype != torch.uint8 or labels.ndim != 1:
+        raise CorruptFileError(
+            f"{labels_path} should hold uint8 labels of shape (N,) (idx type 08, 1 dimension); "
+            f"got {labels.dtype} {tuple(labels.shape)}. Fetch the MNIST files again."
+        )
+    if len(images) != len(labels):
+        raise CorruptFileError(
+            f"MNIST files disagree: {images_path} holds {len(images)} images but {labels_path} holds "
+            f"{len(labels)} labels. Fetch both files again from the same source."
+        )
+    if len(labels) and int(labels.max()) > 9:
+        raise CorruptFileError(f"{labels_path} holds the label {int(labels.max())}; expected digits 0..9.")
+    return images, labels
+
+
+def mnist(
+    root: str | os.PathLike, train: bool = True, download: bool = False, transform: Transform | None = None
+) -> TensorImages:
+    """The MNIST training (60,000) or test (10,000) digits as (N, 1, 28, 28) uint8, classes "0".."9".
+
+    Reads the idx files, gzipped or not, from ``root`` or from ``root/MNIST/raw``
+    (where torchvision puts them; ``download=True`` fetches them there).
+    """
+    root = Path(root)
+    prefix = "train" if train else "t10k"
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    paths = [_find_idx(root, n) for n in names]
+    if None in paths and download:
+        import torchvision  # torchvision fetches and md5-checks the archives; imgzoo parses the files
+
+        _download("MNIST", torchvision.datasets.MNIST, root, train, _MNIST_BY_HAND.format(root=root))
+        paths = [_find_idx(root, n) for n in names]
+    if None in paths:
+        missing = [n for n, p in zip(names, paths, strict=True) if p is None]
+        raise FileNotFoundError(f"no MNIST {', '.join(missing)} in {root}. {_MNIST_HOW}")
+    images, labels = _read_mnist_pair(paths[0], paths[1])
+    return TensorImages(
+        images.unsqueeze(1),
+        labels.long(),
+        MNIST.class_names,
+        transform=transform,
+        spec=MNIST,
+        source=str(paths[0].parent),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Folders of image files: ImageFolder, Stanford Dogs, Kaggle dog-breed-identification
+
+
+def _scan(root: Path, folders: list[str]) -> list[tuple[str, int]]:
+    """Image files under each class folder, labelled by the folder's position; an empty folder is an error."""
+    samples = make_dataset(
+        str(root), {name: i for i, name in enumerate(folders)}, extensions=IMG_EXTENSIONS, allow_empty=True
+    )
+    counts = np.bincount([label for _, label in samples], minlength=len(folders))
+    empty = [folders[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ValueError(
+            f"class folder(s) with no images in {root}: {', '.join(empty)} "
+            f"(image extensions: {', '.join(IMG_EXTENSIONS)}). Add images or remove the folder(s)."
+        )
+    return samples
+
+
+def _class_folders(root: Path, how: str) -> list[str]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist. {how}")
+    try:
+        folders, _ = find_classes(str(root))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{root} has no class folders. {how}") from None
+    return folders
+
+
+def image_folder(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageFiles:
+    """Any tree ``root/<class>/<image>``; classes are the folder names, sorted."""
+    root = Path(root)
+    folders = _class_folders(root, "Expected one folder per class, e.g. root/cat/001.jpg, root/dog/002.jpg.")
+    return ImageFiles(_scan(root, folders), folders, transform=transform, on_error=on_error, source=str(root))
+
+
+_WNID = re.compile(r"^n\d{8}-(.+)$")
+_DOGS_HOW = (
+    "Expected the Stanford Dogs layout Images/n02085620-Chihuahua/*.jpg "
+    "(http://vision.stanford.edu/aditya86/ImageNetDogs/images.tar, extracted)."
+)
+
+
+def stanford_dogs(
+    root: str | os.PathLike,
+    transform: Transform | None = None,
+    on_error: str = "raise",
+    split: str | None = None,
+) -> ImageFiles:
+    """Stanford Dogs (Khosla et al. 2011): ``root/Images/<wnid>-<Breed>/*.jpg``, 120 breeds.
+
+    ``root`` may also be the ``Images`` folder itself. Classes follow the WordNet
+    ids' order (the data set's own) and are named without the id:
+    ``n02085620-Chihuahua`` -> ``Chihuahua``.
+
+    ``split="train"`` or ``"test"`` keeps only the images of the data set's official split,
+    which published results use (100 per breed for training, the other 8,580 for testing):
+    the files listed in ``train_list.mat`` or ``test_list.mat`` from ``lists.tar``, found
+    beside ``Images/`` or in a ``lists/`` folder there. Reading them needs scipy (``pip install "imgzoo[dogs]"``).
+    ``None`` (the default) gives every image.
+    """
+    root = Path(root)
+    images = root / "Images" if (root / "Images").is_dir() else root
+    folders = _class_folders(images, _DOGS_HOW)
+    names = []
+    for folder in folders:
+        match = _WNID.match(folder)
+        if not match:
+            raise ValueError(f"{images / folder} is not named <wnid>-<Breed> (e.g. n02085620-Chihuahua). {_DOGS_HOW}")
+        names.append(match.group(1))
+    samples = _scan(images, folders)
+    if split is not None:
+        samples = _official_split(root, images, samples, split)
+    return ImageFiles(samples, names, transform=transform, on_error=on_error, source=str(images))
+
+
+_DOGS_SPLITS = ("train", "test")
+
+
+def _official_split(root: Path, images: Path, samples: list[tuple[str, int]], split: str) -> list[tuple[str, int]]:
+    """The samples ``{split}_list.mat`` names, in the list's order; a listed file that is not there is an error."""
+    if split not in _DOGS_SPLITS:
+        raise ValueError(f"stanford_dogs: split must be one of {_DOGS_SPLITS} or None (every image), got {split!r}")
+    places = [folder / f"{split}_list.mat" for folder in (root, root / "lists", images.parent, images.parent / "lists")]
+    found = next((p for p in places if p.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"stanford_dogs(split={split!r}) needs {split}_list.mat; looked in "
+            f"{', '.join(str(p.parent) for p in places)}. It is in "
+            "http://vision.stanford.edu/aditya86/ImageNetDogs/lists.tar: extract it into the data set's folder."
+        )
+    try:
+        from scipy.io import loadmat  # MATLAB's format: optional, only the official split needs it
+    except ImportError:
+        raise ImportError(
+            f'reading {found} (a MATLAB file) needs scipy, which is not installed: pip install "imgzoo[dogs]"'
+        ) from None
+    listed = [str(name) for name in loadmat(found, squeeze_me=True)["file_list"].ravel()]  # "n0208..-Breed/x.jpg"
+    label_of = {Path(path).relative_to(images).as_posix(): label for path, label in samples}
+    missing = [name for name in listed if name not in label_of]
+    if missing:
+        raise FileNotFoundError(
+            f"{found} lists {len(missing)} image(s) not found under {images}, e.g. {missing[0]}. "
+            f"Extract the whole images.tar there, or use split=None for the images you have."
+        )
+    return [(str(images / name), label_of[name]) for name in listed]
+
+
+_KAGGLE_HOW = (
+    "Expected the Kaggle dog-breed-identification layout: labels.csv (columns id,breed) beside "
+    "train/<id>.jpg (kaggle competitions download -c dog-breed-identification)."
+)
+
+
+def kaggle_dogs(
+    root: str | os.PathLike,
+    transform: Transform | None = None,
+    on_error: str = "raise",
+    classes: Sequence[str] | None = None,
+) -> ImageFiles:
+    """Kaggle dog-breed-identification: ``root/train/<id>.jpg`` labelled by ``root/labels.csv``.
+
+    The breeds are ``classes`` when given, else the breed columns of
+    ``sample_submission.csv`` when present (the competition's order), else the
+    sorted breeds of labels.csv. A row whose image is missing or whose breed is
+    not a known class is an error: a wrong label must never pass silently. An id
+    is a file name, never a path: one with a separator, or whose image resolves
+    outside ``root/train`` through a link, is refused, so a shared labels.csv
+    cannot point imgzoo at other files on the machine.
+    """
+    root = Path(root)
+    labels_csv = root / "labels.csv"
+    if not labels_csv.is_file():
+        raise FileNotFoundError(f"{labels_csv} does not exist. {_KAGGLE_HOW}")
+    rows = _read_labels_csv(labels_csv)
+    if classes is None and (root / "sample_submission.csv").is_file():
+        header = next(_csv_rows(root / "sample_submission.csv"), (0, []))[1]
+        classes = header[1:]
+    names = list(classes) if classes is not None else sorted({breed for _, _, breed in rows})
+    if len(set(names)) != len(names) or "" in names:
+        raise ValueError(f"breed names must be distinct and non-empty; got {names}. {_KAGGLE_HOW}")
+    index = {name: i for i, name in enumerate(names)}
+    train_dir = root / "train"
+    seen: set[str] = set()
+    samples = []
+    for line, image_id, breed in rows:
+        where = f"{labels_csv}, line {line}"
+        if breed not in index:
+            raise ValueError(f"{where}: breed {breed!r} is not one of the {len(names)} known breeds.")
+        if image_id in seen:
+            raise ValueError(f"{where}: id {image_id!r} appears twice.")
+        seen.add(image_id)
+        samples.append((str(_kaggle_image(train_dir, image_id, where)), index[breed]))
+    return ImageFiles(samples, names, transform=transform, on_error=on_error, source=str(labels_csv))
+
+
+# Byte-order marks, longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _read_text(path: Path) -> str:
+    """A text file as UTF-8, or as whatever its byte-order mark says (Excel writes UTF-8 or UTF-16 with one)."""
+    raw = path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(
+            f"{path} is not valid {encoding}: byte {raw[exc.start : exc.start + 1].hex()} at offset {exc.start} "
+            f"({exc.reason}). Expected UTF-8 (or UTF-16 / UTF-32 with a byte-order mark); save it as UTF-8."
+        ) from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of each non-blank row; csv's own errors become a ValueError naming the line."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    try:
+        for row in reader:
+            if row:
+                yield reader.line_num, row
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line {reader.line_num}: {exc}. Fix the line or fetch the file again.") from None
+
+
+def _read_labels_csv(path: Path) -> list[tuple[int, str, str]]:
+    """(line, id, breed) of every row of a labels.csv, each row with exactly the header's columns and an id."""
+    rows = _csv_rows(path)
+    line, header = next(rows, (0, None))
+    if header is None or not {"id", "breed"} <= set(header):
+        raise ValueError(f"{path} must have the columns id,breed; got {header}. {_KAGGLE_HOW}")
+    id_col, breed_col = header.index("id"), header.index("breed")
+    result = []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}, line {line}: expected {len(header)} columns ({','.join(header)}); got {len(row)}: "
+                f"{','.join(row)!r}. Fix or remove the row."
+            )
+        if not row[id_col]:
+            raise ValueError(f"{path}, line {line}: the id is empty (row {','.join(row)!r}). Fix or remove the row.")
+        result.append((line, row[id_col], row[breed_col]))
+    if not result:
+        raise ValueError(f"{path} has no rows. {_KAGGLE_HOW}")
+    return result
+
+
+def _kaggle_image(train_dir: Path, image_id: str, where: str) -> Path:
+    """``train_dir/<id>.jpg``, once the id is a plain file name whose image stays inside ``train_dir``."""
+    if any(c in image_id for c in "/\\:\0") or image_id in (".", "..") or Path(image_id).is_absolute():
+        raise ValueError(
+            f"{where}: id {image_id!r} is not a file name; ids name images inside {train_dir} "
+            f"(e.g. 000bec180eb18c7604dcecc8fe0dba07, without .jpg), never a path. Fix or remove the row."
+        )
+    path = train_dir / f"{image_id}.jpg"
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: image {path} for id {image_id!r} does not exist.")
+    if not path.resolve().is_relative_to(train_dir.resolve()):
+        raise ValueError(
+            f"{where}: image {path} for id {image_id!r} is a link to {path.resolve()}, outside {train_dir}. "
+            f"Copy the image into {train_dir} instead, or remove the row."
+        )
+    return path
+
+
+def dog_breeds(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageFiles:
+    """Dog-breed images in whichever layout ``root`` holds: Kaggle (labels.csv), Stanford Dogs, or ImageFolder."""
+    root = Path(root)
+    if (root / "labels.csv").is_file():
+        return kaggle_dogs(root, transform, on_error)
+    images = root / "Images" if (root / "Images").is_dir() else root
+    if images.is_dir() and any(_WNID.match(p.name) for p in images.iterdir() if p.is_dir()):
+        return stanford_dogs(root, transform, on_error)
+    return image_folder(root, transform, on_error)
+
+
+# ---------------------------------------------------------------------------
+# Any of the layouts above, found by looking
+
+FORMATS = ("cifar10", "mnist", "kaggle_dogs", "stanford_dogs", "image_folder")
+_SPLIT_FOLDERS = frozenset({"train", "test", "val", "valid", "validation"})
+_ANY_HOW = (
+    "Expected one of the layouts imgzoo reads: CIFAR-10's python batches (cifar-10-batches-py/), MNIST's idx files "
+    "(train-images-idx3-ubyte[.gz]), Kaggle dog breeds (labels.csv beside train/), Stanford Dogs "
+    "(Images/n02085620-Chihuahua/), or class folders of images (<class>/<image>, or train/<class>/<image>)."
+)
+
+
+def detect_format(root: str | os.PathLike) -> str:
+    """Which of :data:`FORMATS` the folder ``root`` holds, by looking at its files, never by its name.
+
+    A command-line user names a folder, not a reader; the checks run from the most specific
+    layout to the most general, so CIFAR-10 as JPEG class folders is "cifar10" (the ten known
+    classes keep their official order and data spec), and any other class tree "image_folder".
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist. {_ANY_HOW}")
+    if _find_cifar_batches(root) is not None:
+        return "cifar10"
+    if _find_idx(root, "train-images-idx3-ubyte") is not None:
+        return "mnist"
+    if (root / "labels.csv").is_file():
+        return "kaggle_dogs"
+    images = root / "Images" if (root / "Images").is_dir() else root
+    if any(_WNID.match(p.name) for p in images.iterdir() if p.is_dir()):
+        return "stanford_dogs"
+    tree = _class_tree(root)
+    if tree is None:
+        raise FileNotFoundError(f"{root} holds no data set imgzoo can read. {_ANY_HOW}")
+    if tree != root and sorted(p.name for p in tree.iterdir() if p.is_dir()) == sorted(CIFAR10_CLASSES):
+        return "cifar10"
+    return "image_folder"
+
+
+def _class_tree(root: Path) -> Path | None:
+    """The folder whose subfolders are the classes: ``root/train`` when ``root`` holds only split folders."""
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if not folders:
+        return None
+    if folders <= _SPLIT_FOLDERS:
+        return root / "train" if "train" in folders else None
+    return root
+
+
+def open_folder(
+    root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise"
+) -> TensorImages | ImageFiles:
+    """The training images in ``root``, whichever layout :func:`detect_format` finds there.
+
+    For layouts with a test split (CIFAR-10, MNIST, ``train/`` and ``test/`` class trees) this
+    is the training split; select models on :func:`train_val_split` of it, never on the test
+    split. To measure a test split, point this at a folder that holds only it.
+    """
+    root = Path(root)
+    found = detect_format(root)
+    if found == "cifar10":
+        return cifar10(root, train=True, transform=transform)
+    if found == "mnist":
+        return mnist(root, train=True, transform=transform)
+    if found == "kaggle_dogs":
+        return kaggle_dogs(root, transform, on_error)
+    if found == "stanford_dogs":
+        return stanford_dogs(root, transform, on_error)
+    return image_folder(_class_tree(root) or root, transform, on_error)

@@ -1,0 +1,303 @@
+"""Train and eval preprocessing, built from a model's :class:`~imgzoo.models.registry.DataSpec`.
+
+Every model carries its DataSpec (channels, size, mean, std, eval resize), so
+``for_model(model)`` gives the preprocessing it was built for and nobody looks up
+a normalisation constant. The pipelines are torchvision.transforms.v2 objects:
+
+    any image -> uint8 image with the spec's channels -> geometry (resize / crop /
+    augmentation) -> float32 in [0, 1] -> normalise -> plain (C, H, W) tensor
+
+Accepted inputs: PIL images of any mode (L, RGB, RGBA, P, CMYK, I, F, ...), uint8
+or float tensors shaped (H, W) or (C, H, W) with C in 1, 3, 4, and numpy arrays
+shaped (H, W) or (H, W, C), the layout PIL and imageio produce. Grayscale becomes
+RGB for a colour model and colour becomes grayscale (ITU-R 601-2 luma, as PIL and
+torchvision compute it) for a 1-channel model; an alpha channel is dropped.
+
+High-bit-depth images keep their range instead of PIL's clipping to 0..255 (PIL
+converts an I;16 value of 1000 to 255, and an F value of 0.5 to 0): 16-bit images
+(I;16 and I, which is how 16-bit PNG and TIFF files open) are divided by 65535, and
+float images (F) are taken as already in 0..1. A TIFF that declares its range
+(SMinSampleValue / SMaxSampleValue) is scaled from that range instead. Values outside
+the range are an error rather than silently clipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from imgzoo.models.registry import DataSpec, get_model_entry, get_weights_entry
+
+__all__ = [
+    "AUGMENTS",
+    "ToImage",
+    "affine_policy",
+    "build_transform",
+    "for_model",
+    "flip_preserves_label",
+    "spec_of",
+    "strong_erasing",
+    "strong_policy",
+]
+
+AUGMENTS = ("none", "standard", "strong", "affine")
+
+# Padding of the random-crop augmentation for small images: 4 pixels on 32x32,
+# the CIFAR recipe of He et al. 2016 (section 4.2) that ResNet's reported errors assume.
+PAD_FRACTION = 4 / 32
+
+# Data sets whose labels change under a left-right mirror: a mirrored digit is
+# not the same digit (and often not a digit at all), so MNIST is never flipped.
+_NO_FLIP = frozenset({"mnist"})
+
+
+def flip_preserves_label(spec: DataSpec) -> bool:
+    """Whether a horizontal flip keeps the label of an image of this data set."""
+    return spec.name not in _NO_FLIP
+
+
+def strong_policy() -> v2.TrivialAugmentWide:
+    """The "strong" preset's per-image policy on uint8 images, after the crop and flip: TrivialAugmentWide
+    (Mueller and Hutter 2021, arXiv:2103.10158), one random operation at a random strength per image.
+    build_transform and FastLoader both take it from here, so the two "strong" paths cannot drift apart."""
+    return v2.TrivialAugmentWide()
+
+
+def affine_policy() -> v2.RandomAffine:
+    """The "affine" preset's per-image distortion on uint8 images, after the crop (and flip): a random
+    rotation of up to 10 degrees either way and a scaling by 0.9-1.1. Small affine distortions of the
+    training digits are what took a CNN to 0.6% error on MNIST in Simard, Steinkraus and Platt 2003
+    ("Best Practices for Convolutional Neural Networks Applied to Visual Document Analysis", ICDAR);
+    the 4-pixel crop already supplies the shifts. build_transform applies it; FastLoader draws from its ranges."""
+    return v2.RandomAffine(degrees=10, scale=(0.9, 1.1))
+
+
+def strong_erasing() -> v2.RandomErasing:
+    """The "strong" preset's random erasing on normalised float images (Zhong et al. 2017, arXiv:1708.04896):
+    a quarter of the images lose a random rectangle to 0, which after normalising is the data's mean."""
+    return v2.RandomErasing(p=0.25, value=0)
+
+
+class ToImage:
+    """Convert any supported image to a uint8 (or float) ``tv_tensors.Image`` with ``channels`` channels."""
+
+    def __init__(self, channels: int) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"ToImage: channels must be 1 or 3, got {channels!r}")
+        self.channels = channels
+
+    def __call__(self, image: Any) -> tv_tensors.Image:
+        if isinstance(image, Image.Image):
+            return self._from_pil(image)
+        if isinstance(image, np.ndarray):
+            if image.ndim == 3:  # numpy images are channels-last (H, W, C)
+                image = image.transpose(2, 0, 1)
+            image = torch.from_numpy(np.ascontiguousarray(image))
+        if isinstance(image, torch.Tensor):
+            return self._from_tensor(image)
+        raise TypeError(
+            f"expected a PIL image, a torch.Tensor (C, H, W) or a numpy array (H, W, C); got {type(image).__name__}"
+        )
+
+    def _from_pil(self, image: Image.Image) -> tv_tensors.Image:
+        if image.mode in _FULL_SCALE:
+            return self._from_tensor(_wide_to_unit_float(image))
+        mode = "L" if self.channels == 1 else "RGB"
+        if image.mode in ("P", "PA"):
+            # Palette images may carry transparency; going through RGBA avoids PIL's
+            # warning and keeps the colours of the opaque pixels.
+            image = image.convert("RGBA")
+        return tv_tensors.Image(TF.pil_to_tensor(_convert(image, mode)))
+
+    def _from_tensor(self, image: torch.Tensor) -> tv_tensors.Image:
+        if image.dtype != torch.uint8 and not image.is_floating_point():
+            raise TypeError(
+                f"expected a uint8 image (0-255) or a float image (0-1); got dtype {image.dtype}. "
+                f"Convert it first, e.g. (x / x.max() * 255).to(torch.uint8)."
+            )
+        if image.ndim == 2:
+            image = image.unsqueeze(0)
+        if image.ndim != 3 or image.shape[0] not in (1, 3, 4) or min(image.shape[1:]) < 1:
+            raise ValueError(
+                f"expected one image shaped (H, W) or (C, H, W) with C in 1, 3, 4 "
+                f"(numpy arrays: (H, W) or (H, W, C)); got shape {tuple(image.shape)}. "
+                f"For a batch, transform each image or use imgzoo.data.loaders.FastLoader."
+            )
+        image = image.as_subclass(torch.Tensor)
+        if image.shape[0] == 4:  # drop alpha, as PIL's RGBA -> RGB does
+            image = image[:3]
+        if image.shape[0] == 3 and self.channels == 1:
+            image = TF.rgb_to_grayscale(image)
+        elif image.shape[0] == 1 and self.channels == 3:
+            image = image.expand(3, -1, -1)
+        return tv_tensors.Image(image.contiguous())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(channels={self.channels})"
+
+
+# The value that means "full white" in PIL's high-bit-depth modes. PIL opens 16-bit PNG and
+# TIFF files as I;16 (or as I, 32-bit, in older releases and for some TIFFs), so both are
+# read as 16-bit; F images are taken as already in 0..1, the convention of float tensors.
+_FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+# TIFF tags SMinSampleValue and SMaxSampleValue: the range a file declares for its samples.
+_TIFF_MIN_SAMPLE, _TIFF_MAX_SAMPLE = 340, 341
+
+
+def _declared_range(image: Image.Image) -> tuple[float, float] | None:
+    """The sample range a TIFF declares for itself, if it does (other formats have no such field)."""
+    tags = getattr(image, "tag_v2", None)
+    if not tags or _TIFF_MIN_SAMPLE not in tags or _TIFF_MAX_SAMPLE not in tags:
+        return None
+    low, high = np.min(tags[_TIFF_MIN_SAMPLE]), np.max(tags[_TIFF_MAX_SAMPLE])
+    return (float(low), float(high)) if high > low else None
+
+
+def _wide_to_unit_float(image: Image.Image) -> torch.Tensor:
+    """A 16-bit or float image as float32 (1, H, W) in 0..1, scaled by its real range, never clipped."""
+    values = np.asarray(image, dtype=np.float64)
+    low, high = _declared_range(image) or (0.0, _FULL_SCALE[image.mode])
+    if values.size and (np.isnan(values).any() or values.min() < low or values.max() > high):
+        raise ValueError(
+            f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
+            f"{np.nanmin(values):g}..{np.nanmax(values):g}{' and NaN' if np.isnan(values).any() else ''}. "
+            f"Scale it to 0..1 first (e.g. Image.fromarray(np.asarray(image) / image_max)), or convert it "
+            f"to an 8-bit mode with your own mapping; imgzoo does not clip."
+        )
+    return torch.from_numpy(((values - low) / (high - low)).astype(np.float32)).unsqueeze(0)
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    """``image.convert(mode)``, through LA, RGBA or RGB for the modes PIL cannot convert directly (La, LAB)."""
+    for route in ((), ("LA",), ("RGBA",), ("RGB",)):
+        try:
+            converted = image
+            for step in (*route, mode):
+                if converted.mode != step:
+                    converted = converted.convert(step)
+            return converted
+        except ValueError:
+            continue
+    raise ValueError(
+        f"cannot convert a mode {image.mode} image to {mode}; expected one of PIL's usual modes "
+        f"(1, L, LA, P, RGB, RGBA, CMYK, YCbCr, I;16, I, F). Convert it to RGB yourself first."
+    )
+
+
+def _small_image_geometry(spec: DataSpec, train: bool, augment: str) -> list[Callable[..., Any]]:
+    """Resize to ``spec.size``; in training, pad-and-crop (and flip where labels allow)."""
+    steps: list[Callable[..., Any]] = [v2.Resize(spec.size, antialias=True)]
+    if train and augment != "none":
+        # Reflection padding, as airbench (Jordan 2024, arXiv:2404.00498) uses: the
+        # border shows image content rather than a black frame the model could key on.
+        padding = round(PAD_FRACTION * min(spec.size))
+        steps.append(v2.RandomCrop(spec.size, padding=padding, padding_mode="reflect"))
+        if flip_preserves_label(spec):
+            steps.append(v2.RandomHorizontalFlip())
+    return steps
+
+
+def _imagenet_geometry(spec: DataSpec, train: bool, augment: str) -> list[Callable[..., Any]]:
+    """Eval: resize the shorter side to ``spec.resize``, centre crop; train: RandomResizedCrop + flip."""
+    if not train or augment == "none":
+        return [v2.Resize(spec.resize, antialias=True), v2.CenterCrop(spec.size)]
+    steps: list[Callable[..., Any]] = [v2.RandomResizedCrop(spec.size, antialias=True)]
+    if flip_preserves_label(spec):
+        steps.append(v2.RandomHorizontalFlip())
+    return steps
+
+
+def build_transform(spec: DataSpec, train: bool = False, augment: str = "standard") -> v2.Compose:
+    """The preprocessing for images fed to a model with data spec ``spec``.
+
+    ``train=False`` gives the deterministic eval transform whatever ``augment`` is.
+    With ``train=True``, ``augment`` picks the preset:
+
+    - ``"none"``: the eval transform.
+    - ``"standard"``: small images get a random crop from a 4-pixel reflection-padded
+      image (scaled with size) plus a horizontal flip (not for MNIST); ImageNet-style
+      specs get RandomResizedCrop plus flip.
+    - ``"strong"``: standard plus TrivialAugmentWide (Mueller and Hutter 2021,
+      arXiv:2103.10158) before normalising and random erasing (Zhong et al. 2017,
+      arXiv:1708.04896) after.
+    - ``"affine"``: standard plus a random rotation (up to 10 degrees) and scaling
+      (0.9-1.1) of each image (:func:`affine_policy`): for digits, whose labels
+      survive small distortions but not TrivialAugment's rotations of up to 135 degrees.
+
+    The output is always a float32 tensor of shape ``spec.input_shape``.
+    """
+    if not isinstance(spec, DataSpec):
+        raise TypeError(f"build_transform expects a DataSpec; got {type(spec).__name__}. Use for_model() for models.")
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    geometry = _imagenet_geometry if spec.resize is not None else _small_image_geometry
+    steps: list[Callable[..., Any]] = [ToImage(spec.channels), *geometry(spec, train, augment)]
+    strong = train and augment == "strong"
+    if strong:
+        steps.append(strong_policy())
+    if train and augment == "affine":
+        steps.append(affine_policy())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
+    if strong:
+        steps.append(strong_erasing())
+    steps.append(v2.ToPureTensor())
+    return v2.Compose(steps)
+
+
+def _spec_of_name(name: str) -> DataSpec:
+    """The DataSpec a registered model name or weights name (``arch.tag``) stands for.
+
+    A weights entry's exact spec is in its ``config.json``, which only the format layer
+    (above this one) reads. The entry's architecture's registered ``default_spec``, with
+    the class names of the entry's ``meta["categories"]``, gives the same preprocessing
+    without reading a file: imgzoo's weights keep their architecture's mean, std and size.
+    """
+    if "/" in name or "\\" in name:
+        raise ValueError(
+            f"for_model takes a model, a registered model name ('resnet_cifar') or weights name "
+            f"('resnet_cifar.cifar10'); got {name!r}, which looks like a Hub repository or a folder. "
+            f"Load it first: for_model(imgzoo.load({name!r}))."
+        )
+    if "." not in name:
+        return get_model_entry(name).default_spec
+    entry = get_weights_entry(name)
+    spec = get_model_entry(entry.arch).default_spec
+    categories = entry.meta.get("categories")
+    if categories:
+        return spec.with_classes(len(categories), tuple(str(c) for c in categories))
+    return spec.with_classes(entry.meta.get("kwargs", {}).get("num_classes", spec.num_classes))
+
+
+def spec_of(model_or_name: nn.Module | str | DataSpec) -> DataSpec:
+    """The DataSpec of a model, a registered model or weights name, or a DataSpec itself."""
+    if isinstance(model_or_name, DataSpec):
+        return model_or_name
+    if isinstance(model_or_name, str):
+        return _spec_of_name(model_or_name)
+    spec = getattr(model_or_name, "data_spec", None)
+    if isinstance(spec, DataSpec):
+        return spec
+    raise TypeError(
+        f"expected an imgzoo model (with .data_spec), a registered model name ('mnist_cnn'), a weights name "
+        f"('resnet_cifar.cifar10') or a DataSpec; got {type(model_or_name).__name__}. Build models with "
+        f"imgzoo.create_model(), or pass a DataSpec to build_transform()."
+    )
+
+
+def for_model(model_or_name: nn.Module | str | DataSpec, train: bool = False, augment: str = "standard") -> v2.Compose:
+    """The transform a model expects: ``for_model(model)(pil_image)`` is ready for ``model(x.unsqueeze(0))``.
+
+    ``model_or_name`` is a model, a registered model name (``"mnist_cnn"``), a weights
+    name (``"resnet_cifar.cifar10"``: its architecture's registered spec, see
+    :func:`spec_of`) or a DataSpec, so the preprocessing is at hand before any weights load.
+    """
+    return build_transform(spec_of(model_or_name), train=train, augment=augment)

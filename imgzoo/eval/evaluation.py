@@ -1,0 +1,558 @@
+"""Measure a trained model (evaluate), use it (predict), and look at its answers (plot_predictions).
+
+``evaluate`` returns what the original notebooks reported and more: loss, top-1, top-5,
+per-class accuracy and the confusion matrix. ``predict`` takes what a user has at hand
+(PIL images, file paths, tensors) and returns class names with probabilities.
+``plot_predictions`` predicts a few samples and hands the labels to :mod:`imgzoo.eval.plots`.
+
+This module measures and never trains (training several models to compare them is
+:mod:`imgzoo.study.compare`). Each public function borrows the model: it comes back in the
+train/eval mode and on the device it came in, so evaluating mid-training changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
+from imgzoo.data.datasets import _open_image, image_folder
+from imgzoo.data.loaders import is_batch_loader, unshared_generator
+from imgzoo.data.transforms import flip_preserves_label, for_model
+from imgzoo.eval.plots import plot_confusion_matrix, plot_samples
+from imgzoo.models.fusion import UncopyableModelError, fuse_for_inference
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["TTA_MODES", "EvalResult", "TestTimeAugmented", "evaluate", "plot_predictions", "predict", "resolve_device"]
+
+
+@contextlib.contextmanager
+def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """``model`` in eval mode on ``device`` for the block; afterwards as it came in.
+
+    Every submodule's own mode is put back, not just the top one, since a model may keep
+    part of itself in eval mode on purpose (a frozen backbone's batch norm). The device is
+    the first parameter's (or buffer's); a model with neither has nothing to move.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    first = next(model.parameters(), None)
+    first = first if first is not None else next(model.buffers(), None)
+    home = first.device if first is not None else None
+    model.to(device).eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+        if home is not None:
+            model.to(home)
+
+
+@torch.no_grad()
+def eval_sums(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """One pass in eval mode; sums, not means, so that processes can add theirs up.
+
+    Returns loss_sum, correct (top-1), correct5, n and, when ``num_classes`` is given,
+    a (num_classes, num_classes) confusion matrix counting (true, predicted) pairs.
+    """
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    correct5 = torch.zeros((), dtype=torch.int64, device=device)
+    confusion = None
+    n = 0
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == y[:, None]
+        correct += hits[:, 0].sum()
+        correct5 += hits.any(dim=1).sum()
+        if num_classes is not None:
+            pairs = y * num_classes + top[:, 0]
+            counts = torch.bincount(pairs, minlength=num_classes * num_classes)
+            confusion = counts if confusion is None else confusion + counts
+        n += len(y)
+    result = {"loss_sum": loss_sum.item(), "correct": correct.item(), "correct5": correct5.item(), "n": n}
+    if num_classes is not None:
+        if confusion is None:
+            confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+        result["confusion"] = confusion.view(num_classes, num_classes).cpu()
+    return result
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one pass over a data set. Accuracies are fractions in [0, 1]."""
+
+    loss: float
+    top1: float
+    top5: float
+    per_class_accuracy: list[float]  # NaN for classes absent from the data
+    confusion_matrix: torch.Tensor  # [true, predicted] counts, int64
+    class_names: list[str]
+    num_samples: int
+    tta: str = "none"  # the test-time augmentation the figures were measured with (TTA_MODES)
+
+    def __str__(self) -> str:
+        top = f"top-1 {100 * self.top1:.2f}% | top-5 {100 * self.top5:.2f}%"
+        tta = f" | TTA {self.tta}" if self.tta != "none" else ""
+        return f"loss {self.loss:.4f} | {top} | {self.num_samples} images{tta}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss,
+            "top1": self.top1,
+            "top5": self.top5,
+            "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True)),
+            "confusion_matrix": self.confusion_matrix.tolist(),
+            "num_samples": self.num_samples,
+            "tta": self.tta,
+        }
+
+    def plot_confusion_matrix(self, path: str | os.PathLike[str] | None = None, normalize: bool = True) -> Figure:
+        """Rows are true classes, columns predictions; drawn by :func:`imgzoo.eval.plots.plot_confusion_matrix`."""
+        return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
+
+
+# ---------------------------------------------------------------------------- what a user has at hand
+
+
+def _resolve_folder(data: Any, caller: str) -> Any:
+    """A path to an image tree ``root/<class>/<image>`` becomes its :func:`imgzoo.data.datasets.image_folder`."""
+    if not isinstance(data, (str, os.PathLike)):
+        return data
+    if not Path(data).is_dir():
+        raise FileNotFoundError(
+            f"{caller} takes a folder of class folders (root/<class>/<image>), a Dataset or a loader; "
+            f"got the path {str(data)!r}, which is not a folder"
+        )
+    return image_folder(data)
+
+
+def _is_preprocessed(image: Any) -> bool:
+    """A float tensor is taken as preprocessed, exactly what ``model(x)`` would get, as predict takes it."""
+    return isinstance(image, torch.Tensor) and image.is_floating_point()
+
+
+def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
+    """The model's eval transform, for items that are PIL images, uint8 tensors or arrays."""
+    if getattr(model, "data_spec", None) is None:
+        raise TypeError(
+            f"{caller} got {type(image).__name__} images, which need the model's eval transform, but "
+            f"{type(model).__name__} carries no data_spec to build it from. Build the model with "
+            f"imgzoo.create_model(), or give float tensors preprocessed as the model expects."
+        )
+    return for_model(model, train=False)
+
+
+class _EvalTransformed(Dataset):
+    """A data set's (image, label) items with the image put through the model's eval transform."""
+
+    def __init__(self, data: Dataset, transform: Any) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.data[index]
+        return (image if _is_preprocessed(image) else self.transform(image)), int(label)
+
+
+def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int) -> Any:
+    """A loader of preprocessed batches: loaders as they are, data sets batched and transformed if raw."""
+    if isinstance(data, DataLoader) or is_batch_loader(data):
+        return data
+    if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
+        raise TypeError(
+            f"evaluate takes a Dataset of (image, label) pairs, a DataLoader, a FastLoader or a folder path; "
+            f"got {type(data).__name__}"
+        )
+    if len(data) == 0:  # type: ignore[arg-type]
+        raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
+    first_image = data[0][0]
+    if not _is_preprocessed(first_image):
+        data = _EvalTransformed(data, _eval_transform(model, first_image, "evaluate"))
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
+    )
+
+
+def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches, refusing a label the model has no output for.
+
+    Cross entropy would fail on it with an index error on the CPU, and with a device-side
+    assert that spoils the whole CUDA context on a GPU; neither names the cause.
+    """
+    for x, y in loader:
+        y = torch.as_tensor(y)
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(
+                f"evaluate got label {bad}, but the model has {num_classes} outputs, so labels must lie in "
+                f"0..{num_classes - 1}. Check that the data's classes are the model's, or build the model "
+                f"with num_classes equal to the data's number of classes."
+            )
+        yield x, y
+
+
+def _class_names(model: nn.Module, data: Any, num_classes: int) -> list[str]:
+    spec = getattr(model, "data_spec", None)
+    if spec is not None and spec.class_names and len(spec.class_names) == num_classes:
+        return list(spec.class_names)
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and len(classes) == num_classes:
+        return [str(c) for c in classes]
+    return [str(i) for i in range(num_classes)]
+
+
+# ---------------------------------------------------------------------------- test-time augmentation
+
+TTA_MODES = ("none", "flip", "shift", "flip+shift")
+
+
+class TestTimeAugmented(nn.Module):
+    """``model``'s logits averaged over views of each image: its mirror, and/or copies shifted by one pixel.
+
+    Logits, not probabilities, are averaged, as airbench94 does (``0.5 * net(x) + 0.5 *
+    net(x.flip(-1))``, KellerJordan/cifar10-airbench), whose notes record that dropping this
+    test-time augmentation cost 0.8% accuracy on CIFAR-10; the loss reported is the cross
+    entropy of the averaged logits. ``"flip+shift"`` is airbench's level 2: half the weight on the image and its
+    mirror, half on the two copies shifted one pixel up-left and down-right (reflect padding),
+    each with its mirror too. ``"shift"`` is the same without the mirrors, for data sets whose
+    labels a mirror changes (digits).
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self, model: nn.Module, mode: str) -> None:
+        super().__init__()
+        if mode not in TTA_MODES[1:]:
+            raise ValueError(f"TestTimeAugmented: mode must be one of {TTA_MODES[1:]}, got {mode!r}")
+        self.model, self.mode = model, mode
+
+    def _views(self, x: torch.Tensor) -> torch.Tensor:
+        """The image and, with "flip", its mirror, averaged."""
+        if "flip" not in self.mode:
+            return self.model(x)
+        return 0.5 * self.model(x) + 0.5 * self.model(x.flip(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self._views(x)
+        if "shift" not in self.mode:
+            return logits
+        height, width = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[..., :height, :width], padded[..., 2 : height + 2, 2 : width + 2]]
+        return 0.5 * logits + 0.25 * (self._views(shifted[0]) + self._views(shifted[1]))
+
+
+def tta_mode(tta: bool | str, model: nn.Module, data: Any) -> str:
+    """The TTA_MODES name of ``tta``; a mirror is refused for data whose labels it changes (digits)."""
+    mode = ("flip" if tta else "none") if isinstance(tta, bool) or tta is None else tta
+    if mode not in TTA_MODES:
+        raise ValueError(f"evaluate: tta must be False, True (= 'flip') or one of {TTA_MODES}; got {tta!r}")
+    spec = getattr(data, "spec", None) or getattr(model, "data_spec", None)
+    if "flip" in mode and spec is not None and not flip_preserves_label(spec):
+        raise ValueError(
+            f"evaluate: tta={tta!r} mirrors the images, but a mirror changes the label of a {spec.name} image "
+            "(a mirrored digit is another digit, or none). Use tta='shift' (one-pixel shifts only), or tta=False."
+        )
+    return mode
+
+
+def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, bool]:
+    """The network evaluate runs, and whether its inputs go channels_last.
+
+    A copy, so the caller's model keeps its layout and batch norms: batch norm folded into the
+    convolutions (imgzoo.models.fusion: the same logits to float rounding, fewer passes over memory), in
+    channels_last wherever fit would train in it (oneDNN's native layout on a CPU). On a CPU the
+    activations and residual sums are fused into the convolutions too (fuse_for_inference).
+    """
+    try:
+        net = fuse_for_inference(model, device)
+    except UncopyableModelError:  # folding only saves time: measure the model as it is
+        return model, False
+    channels_last = use_channels_last("auto", device, dtype)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    return net, channels_last
+
+
+def _one_pass(
+    model: nn.Module, loader: Any, first: Any, mode: str, device: torch.device, dtype: torch.dtype | None
+) -> dict[str, Any]:
+    """eval_sums over ``loader`` with the inference copy of ``model`` (TTA-wrapped unless ``mode`` is "none")."""
+    with _borrowed(model, device), torch.no_grad():
+        net, channels_last = _inference_copy(model, device, dtype)
+        num_classes = net(first[0][:1].to(device)).shape[1]
+        return eval_sums(
+            net if mode == "none" else TestTimeAugmented(net, mode),
+            _checked_labels(loader, num_classes),
+            device=device,
+            amp_dtype=dtype,
+            channels_last=channels_last,
+            num_classes=num_classes,
+        )
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    *,
+    batch_size: int = 256,  # no gradients are kept, so twice fit's default fits in the same memory
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+    amp: bool | str = False,
+    tta: bool | str = False,
+) -> EvalResult:
+    """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
+
+    ``data`` is what a user has at hand: a Dataset of (image, class index) pairs, a
+    DataLoader, a :class:`~imgzoo.data.loaders.FastLoader`, or the path of an image tree
+    ``root/<class>/<image>``. Images that are PIL images, uint8 tensors or arrays (e.g.
+    ``datasets.cifar10(root)`` with no transform) go through the model's eval transform
+    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as preprocessed,
+    as :func:`predict` takes them. The model comes back in the mode and on the device it
+    came in.
+
+    ``tta`` averages the logits over views of each image (:class:`TestTimeAugmented`):
+    ``True`` or ``"flip"`` the image and its mirror, ``"shift"`` the image and two one-pixel
+    shifts, ``"flip+shift"`` both (airbench94's level 2). A mirror is refused for data whose
+    labels it changes (MNIST: use ``"shift"``). The result records which was used.
+    """
+    mode = tta_mode(tta, model, data)
+    device = resolve_device(device)
+    data = _resolve_folder(data, "evaluate")
+    loader = _as_loader(model, data, batch_size, num_workers)
+    first = next(iter(loader), None)
+    if first is None:
+        raise ValueError(
+            f"evaluate got a {type(loader).__name__} with no batches (an empty data set, or drop_last with "
+            f"fewer samples than one batch); pass at least one (image, label) sample"
+        )
+    sums = _one_pass(model, loader, first, mode, device, amp_dtype(amp, device))
+    confusion = sums["confusion"]
+    per_class = (confusion.diag().double() / confusion.sum(dim=1).double()).tolist()  # 0/0 -> NaN: class absent
+    n = sums["n"]
+    return EvalResult(
+        loss=sums["loss_sum"] / n,
+        top1=sums["correct"] / n,
+        top5=sums["correct5"] / n,
+        per_class_accuracy=per_class,
+        confusion_matrix=confusion,
+        class_names=_class_names(model, data, confusion.shape[0]),
+        num_samples=n,
+        tta=mode,
+    )
+
+
+# ---------------------------------------------------------------------------- predict
+
+
+def _read_image_file(path: str | os.PathLike[str]) -> Any:
+    """A decoded PIL image from a local file; URLs, folders and unreadable files get an error naming them."""
+    text = str(path)
+    if "://" in text:
+        raise ValueError(
+            f"predict reads local image files and fetches nothing; got the URL {text!r}. Download it first, "
+            "then pass the file's path (or a PIL image)."
+        )
+    if Path(path).is_dir():
+        raise IsADirectoryError(
+            f"predict takes image files, and {text} is a folder. Pass its files, e.g. "
+            f"sorted(Path({text!r}).glob('*.png')), or run `imgzoo predict MODEL {text}` to classify all of them."
+        )
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"predict: no image file at {text}")
+    return _open_image(text, advice="pass another image")
+
+
+def _check_topk(topk: Any) -> int:
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"predict: topk must be a positive integer (the number of classes to list); got {topk!r}")
+    return topk
+
+
+def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
+    """Preprocess ``images`` into one batch; also say whether a single image was given."""
+    single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4)
+    items = [images] if single else list(images)
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        items = list(images)
+    if not items:
+        raise ValueError("predict got no images; pass a PIL image, a path, a tensor, or a list of them")
+    transform = None
+    tensors = []
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.is_floating_point():
+            tensors.append(item)  # already preprocessed, as model(x) would take it
+            continue
+        if isinstance(item, (str, os.PathLike)):
+            item = _read_image_file(item)
+        if transform is None:
+            transform = for_model(model, train=False)
+        tensors.append(transform(item))
+    return torch.stack(tensors), single
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: Any,
+    topk: int = 5,
+    *,
+    device: str | torch.device = "auto",
+) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+    """The ``topk`` most likely classes, as (class name, probability) pairs, most likely first.
+
+    ``images`` is one image or a list of them: PIL images, file paths, uint8 tensors and
+    NumPy arrays go through the model's eval transform
+    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as already
+    preprocessed, exactly what ``model(x)`` would get; a 4-D float tensor is a batch.
+    One image gives one list of pairs; several give a list of such lists. ``topk`` larger
+    than the number of classes lists every class. URLs and folders are refused (nothing is
+    fetched), and an unreadable or oversized image file gets an error naming the file. The
+    model comes back in the mode and on the device it came in.
+    """
+    topk = _check_topk(topk)  # before any image is read
+    device = resolve_device(device)
+    batch, single = _to_batch(model, images)
+    with _borrowed(model, device):
+        probs = model(batch.to(device)).float().softmax(dim=1).cpu()
+    names = _class_names(model, None, probs.shape[1]) if getattr(model, "data_spec", None) else None
+    names = names or [str(i) for i in range(probs.shape[1])]
+    k = min(topk, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    results = [
+        [(names[i], p) for i, p in zip(idx.tolist(), val.tolist(), strict=True)]
+        for idx, val in zip(indices, values, strict=True)
+    ]
+    return results[0] if single else results
+
+
+# ---------------------------------------------------------------------------- plot_predictions
+
+
+def _labels_of(data: Any) -> torch.Tensor:
+    """Every sample's label, read from the data set's list of labels where it keeps one.
+
+    Only a data set that lists no labels (no ``targets``, not a Subset or TensorDataset
+    of one that does) is read item by item, which decodes every image once.
+    """
+    targets = getattr(data, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets, dtype=torch.int64).cpu()
+    if isinstance(data, Subset):
+        return _labels_of(data.dataset)[torch.as_tensor(list(data.indices), dtype=torch.int64)]
+    if isinstance(data, TensorDataset):
+        return data.tensors[-1].to(torch.int64).cpu()
+    return torch.as_tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.int64)
+
+
+def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
+    """Positions of ``n`` samples dealt round-robin over the classes present, each class in seeded order.
+
+    The first ``n`` of a class-sorted data set would all be one class; this shows each
+    class in turn (in label order), a different pick per ``seed``, the same pick each run.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    queues = []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        queues.append(members[torch.randperm(len(members), generator=generator)].tolist())
+    picked: list[int] = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        picked += [queue[rank] for queue in queues if rank < len(queue)]
+    return picked[:n]
+
+
+def _sample_batch(model: nn.Module, data: Any, picked: list[int]) -> tuple[torch.Tensor, list[int], Any]:
+    """The chosen samples as one preprocessed batch, their labels, and the DataSpec they are normalised with."""
+    if hasattr(data, "eval_batch"):  # a FastLoader: its images unaugmented, normalised with its own spec
+        images, labels = data.eval_batch(picked)
+        return images.cpu(), labels.tolist(), data.spec
+    samples = [data[i] for i in picked]
+    transform = None
+    images = []
+    for image, _ in samples:
+        if not _is_preprocessed(image):
+            transform = transform or _eval_transform(model, image, "plot_predictions")
+            image = transform(image)
+        images.append(image)
+    return torch.stack(images), [int(s[1]) for s in samples], getattr(model, "data_spec", None)
+
+
+@torch.no_grad()
+def plot_predictions(
+    model: nn.Module,
+    data: Any,
+    n: int = 16,
+    *,
+    seed: int = 0,
+    path: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "auto",
+) -> Figure:
+    """The notebooks' "predicted samples" grid: ``n`` images with their true and predicted labels.
+
+    The images are a seeded, class-balanced sample (round-robin over the classes), since the
+    first ``n`` of a class-sorted folder would all be one class. ``data`` is what
+    :func:`evaluate` takes (a Dataset, a DataLoader, a FastLoader, a folder path); raw
+    images go through the model's eval transform. A wrong prediction's title is red. The
+    prediction happens here; :func:`imgzoo.eval.plots.plot_samples` draws. The model comes
+    back in the mode and on the device it came in.
+    """
+    data = _resolve_folder(data, "plot_predictions")
+    data = data.dataset if isinstance(data, DataLoader) else data
+    if is_batch_loader(data) and not hasattr(data, "eval_batch"):
+        raise TypeError(
+            f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
+            f"{type(data).__name__}, a loader it cannot pick samples from"
+        )
+    labels = _labels_of(data)
+    if not isinstance(n, int) or n < 1 or len(labels) == 0:
+        raise ValueError(
+            f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
+            f"got n={n!r} and {len(labels)} samples"
+        )
+    images, true_labels, spec = _sample_batch(model, data, _balanced_sample(labels, n, seed))
+    device = resolve_device(device)
+    with _borrowed(model, device):
+        logits = model(images.to(device)).float().cpu()
+    return plot_samples(
+        images,
+        true_labels,
+        logits.argmax(1).tolist(),
+        _class_names(model, data, logits.shape[1]),
+        mean=spec.mean if spec is not None else None,
+        std=spec.std if spec is not None else None,
+        path=path,
+    )

@@ -1,0 +1,115 @@
+"""What happened during training, one row per epoch, exportable to dict, CSV and JSON.
+
+Accuracies are fractions in [0, 1] (the summary line and the plots show percent);
+``val_loss`` and ``val_acc`` hold ``None`` for epochs trained without a validation set.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from imgzoo._atomic import atomic_write_text
+from imgzoo.eval.plots import plot_history  # a leaf below this module; matplotlib itself loads only when drawing
+
+__all__ = ["History"]
+
+COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time", "images_per_sec")
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of one :func:`imgzoo.fit` run, as equal-length lists."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float | None] = field(default_factory=list)
+    val_acc: list[float | None] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)  # seconds for the epoch, validation included
+    images_per_sec: list[float] = field(default_factory=list)  # training images only
+
+    def append(self, **row: Any) -> None:
+        """Add one epoch; every column must be given (val_* may be None)."""
+        missing, unknown = set(COLUMNS) - set(row), set(row) - set(COLUMNS)
+        if missing or unknown:
+            raise ValueError(
+                f"History.append needs exactly {COLUMNS}; missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
+        for name in COLUMNS:
+            getattr(self, name).append(row[name])
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def last(self) -> dict[str, Any]:
+        """The most recent epoch as a dict; an IndexError if nothing was trained."""
+        if not self.epoch:
+            raise IndexError("History is empty: no epoch has finished")
+        return {name: getattr(self, name)[-1] for name in COLUMNS}
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Equal-length lists keyed by column name; a copy, safe to mutate."""
+        return {name: list(getattr(self, name)) for name in COLUMNS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[Any]]) -> History:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown History columns {sorted(unknown)}; expected {list(COLUMNS)}")
+        lengths = {name: len(values) for name, values in data.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"History columns must have equal lengths, got {lengths}")
+        return cls(**{name: list(values) for name, values in data.items()})
+
+    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The history as JSON text; also written (atomically) to ``path`` if given.
+
+        NaN and infinity become null, since JSON has no spelling for them.
+        """
+        clean = {k: [_finite_or_none(v) for v in values] for k, values in self.to_dict().items()}
+        text = json.dumps(clean, indent=1)
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike[str]) -> History:
+        """Read what :meth:`to_json` wrote: a file path or the JSON text itself."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = Path(source).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def to_csv(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The history as CSV text (header row, one row per epoch; empty cells for None)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in zip(*(getattr(self, name) for name in COLUMNS), strict=True):
+            writer.writerow("" if v is None else v for v in row)
+        text = buffer.getvalue()
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+    def plot(self, path: str | os.PathLike[str] | None = None):  # -> matplotlib.figure.Figure
+        """Accuracy and loss curves, train against validation; saved as PNG when ``path`` is given.
+
+        matplotlib is the optional extra "plot"; :func:`imgzoo.eval.plots.plot_history` draws.
+        """
+        return plot_history(self, path)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

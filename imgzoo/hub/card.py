@@ -1,0 +1,370 @@
+"""The README.md model card of a checkpoint: YAML metadata for the Hub, then Markdown for people.
+
+The card is a huggingface_hub ``ModelCard``: its metadata is a ``ModelCardData`` with
+``library_name: imgzoo``, tags, datasets, the license and the metrics as ``EvalResult``
+objects, which huggingface_hub turns into the ``model-index`` the Hub reads, so imgzoo
+writes no YAML of its own. The results section sits between two HTML comments so that
+every push regenerates it while keeping whatever the author wrote around it: timm and
+huggingface_hub's mixin skip the card when one exists, so metrics from later training
+runs never reach it.
+
+What the card states, when the checkpoint records it: validation (and test) top-1 and top-5,
+with and without test-time augmentation (:func:`metrics_from_eval`); parameters and
+multiply-accumulates per image (:func:`count_macs`); training wall time and images per second
+(:func:`metrics_from_history`) and the machine; the recipe and the command that trained it
+(the recipe's ``command`` and ``machine`` keys, e.g. ``imgzoo._device.describe_machine()``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+# huggingface_hub (and yaml with it) is imported by the functions that build or read a card:
+# with its HTTP stack it would add about half a second to every `import imgzoo`.
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard, ModelCardData
+
+__all__ = [
+    "CURVES_NAME",
+    "END",
+    "START",
+    "count_macs",
+    "metrics_from_eval",
+    "metrics_from_history",
+    "render",
+    "split_front_matter",
+]
+
+START = "<!-- imgzoo:results:start -->"
+END = "<!-- imgzoo:results:end -->"
+CURVES_NAME = "curves.png"
+
+# Hub data set ids of the data sets imgzoo's specs are named after.
+HUB_DATASETS = {"cifar10": "uoft-cs/cifar10", "mnist": "ylecun/mnist"}
+_SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
+
+
+def metrics_from_history(history: dict[str, list[Any]]) -> dict[str, Any]:
+    """The last epoch's losses and accuracies, the epoch count and the best validation accuracy.
+
+    ``history`` is ``History.to_dict()``: equal-length lists, accuracies as fractions,
+    ``None`` where an epoch had no validation set.
+    """
+    metrics: dict[str, Any] = {}
+    epochs = history.get("epoch") or []
+    if epochs:
+        metrics["epochs"] = int(epochs[-1])
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        values = [v for v in history.get(key) or [] if _is_number(v)]
+        if values:
+            metrics[key] = float(values[-1])
+    val_acc = [v for v in history.get("val_acc") or [] if _is_number(v)]
+    if val_acc:
+        metrics["best_val_acc"] = float(max(val_acc))
+    seconds = [v for v in history.get("time") or [] if _is_number(v)]
+    if seconds:
+        metrics["train_seconds"] = round(float(sum(seconds)), 1)  # wall time of the epochs, validation included
+    speeds = [v for v in history.get("images_per_sec") or [] if _is_number(v)]
+    if speeds:
+        metrics["images_per_sec"] = round(float(sum(speeds) / len(speeds)), 1)  # training throughput, per epoch
+    return metrics
+
+
+def metrics_from_eval(result: Any, tta_result: Any = None, *, split: str = "val") -> dict[str, Any]:
+    """The card's metrics from :func:`imgzoo.evaluate` results: loss, top-1 and top-5, and the same with TTA.
+
+    ``result`` is an ``EvalResult`` without test-time augmentation, ``tta_result`` one with it
+    (its ``tta`` names the kind); ``split`` is ``"val"`` or ``"test"``.
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"metrics_from_eval: split must be 'val' or 'test', got {split!r}")
+    metrics = {f"{split}_loss": result.loss, f"{split}_acc": result.top1, f"{split}_top5": result.top5}
+    if tta_result is not None:
+        metrics |= {f"{split}_acc_tta": tta_result.top1, f"{split}_top5_tta": tta_result.top5, "tta": tta_result.tta}
+    return metrics
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int | None:
+    """Multiply-accumulates of one forward pass on one image of ``input_shape`` (default: the model's DataSpec).
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode``, which counts a multiply-add as two
+    floating-point operations; halved here. In eval mode, so batch-norm statistics do not move;
+    the model's modes are put back. None when the input shape is unknown or the model refuses a blank image.
+    """
+    # Imported here: torch.utils.flop_counter pulls in sympy, half a second of every `import imgzoo`.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = getattr(model, "data_spec", None)
+    input_shape = input_shape or (spec.input_shape if spec is not None else None)
+    if input_shape is None:
+        return None
+    first = next(model.parameters(), None)
+    device, dtype = (first.device, first.dtype) if first is not None else ("cpu", torch.float32)
+    x = torch.zeros(1, *input_shape, device=device, dtype=dtype if dtype.is_floating_point else torch.float32)
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError, TypeError):
+        # The count is a note on the card; a model that cannot run a blank image still saves.
+        return None
+    finally:
+        for module, training in modes:
+            module.training = training
+    return counter.get_total_flops() // 2
+
+
+def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """(metadata, body) of a Markdown file that may start with a ``---`` YAML block, as the Hub parses it."""
+    if not text.startswith("---"):
+        return {}, text
+    card = _parse(text)
+    return card.data.to_dict(), card.text.lstrip("\n")
+
+
+def _parse(text: str) -> ModelCard:
+    """``ModelCard(text)``, with a YAML error as a ValueError that says where the bad metadata is."""
+    import yaml
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard(text, ignore_metadata_errors=True)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ValueError(
+            f"the existing model card's metadata (the YAML between the --- lines at its top) cannot be read "
+            f"({exc}); fix or remove it, then save or push again"
+        ) from exc
+
+
+def render(
+    config: dict[str, Any],
+    *,
+    repo_id: str | None = None,
+    curves: str | None = None,
+    license: str = "mit",
+    tags: Iterable[str] = (),
+    datasets: Iterable[str] | None = None,
+    existing: str | None = None,
+) -> str:
+    """The model card for ``config`` (see :func:`imgzoo.hub.format.build_config`).
+
+    ``curves`` is the file name of the accuracy and loss plot beside the card, if any.
+    ``existing`` is the current card of the repository: its text outside the results
+    section and its metadata keys that imgzoo does not set are kept, in their order.
+    """
+    from huggingface_hub import ModelCard
+
+    data = _metadata(config, repo_id=repo_id, license=license, tags=tags, datasets=datasets)
+    section = _results_section(config, curves)
+    if existing is None or not existing.strip():
+        return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_fresh_body(config, repo_id, section)}"))
+    card, body = _merge_into(existing, data)
+    start, end = body.find(START), body.find(END)
+    if 0 <= start < end:
+        body = body[:start] + section + body[end + len(END) :]
+    else:
+        body = body.rstrip() + "\n\n" + section + "\n"
+    card.text = "\n" + body
+    return str(card)
+
+
+def _merge_into(existing: str, data: ModelCardData) -> tuple[ModelCard, str]:
+    """The existing card with imgzoo's metadata keys set from ``data`` (tags merged), and its body."""
+    from huggingface_hub import ModelCard
+
+    if not existing.startswith("---"):
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n"), existing
+    card = _parse(existing)
+    old_tags = list(card.data.get("tags") or [])
+    for key, value in vars(data).items():
+        if value is not None:
+            card.data[key] = value
+    card.data.tags = _unique([*old_tags, *data.tags])
+    return card, card.text.lstrip("\n")
+
+
+def _metadata(
+    config: dict[str, Any],
+    *,
+    repo_id: str | None,
+    license: str,
+    tags: Iterable[str],
+    datasets: Iterable[str] | None,
+) -> ModelCardData:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    arch = config["architecture"]
+    spec_name = config["data_spec"]["name"]
+    datasets = list(datasets) if datasets is not None else [HUB_DATASETS.get(spec_name, spec_name)]
+    dataset_id = datasets[0] if datasets else spec_name
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=dataset_id,
+            dataset_name=spec_name,
+            dataset_split=split,
+            metric_type=metric,
+            metric_value=value,
+            metric_name=name,
+        )
+        for split, metric, value, name in _eval_metrics(config.get("metrics") or {})
+    ]
+    return ModelCardData(
+        library_name="imgzoo",
+        license=license,
+        pipeline_tag="image-classification",
+        tags=_unique(["imgzoo", "image-classification", "pytorch", "safetensors", arch, *tags]),
+        datasets=datasets,
+        model_name=(repo_id.split("/")[-1] if repo_id else arch) if results else None,
+        eval_results=results or None,
+    )
+
+
+# The card's measured figures: (metrics key suffix, model-index metric type, the table's label).
+_MEASURES = (
+    ("acc", "accuracy", "accuracy"),
+    ("top5", "top_5_accuracy", "top-5 accuracy"),
+    ("acc_tta", "accuracy", "accuracy with TTA"),
+    ("top5_tta", "top_5_accuracy", "top-5 accuracy with TTA"),
+    ("loss", "loss", "loss"),
+)
+
+
+def _eval_metrics(metrics: dict[str, Any]) -> list[tuple[str, str, float, str]]:
+    """(split, metric type, value, name) for validation and test; training numbers are not results."""
+    tta = f" (TTA {metrics['tta']})" if isinstance(metrics.get("tta"), str) else " (TTA)"
+    out = []
+    for prefix, split in _SPLITS[1:]:
+        for suffix, metric, label in _MEASURES:
+            value = metrics.get(f"{prefix}_{suffix}")
+            if _is_number(value):
+                name = f"{split} {label.replace(' with TTA', '')}" + (tta if suffix.endswith("tta") else "")
+                out.append((split, metric, round(float(value), 6), name))
+    return out
+
+
+def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> str:
+    arch, spec = config["architecture"], config["data_spec"]
+    c, (h, w) = spec["channels"], spec["size"]
+    source = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in config["kwargs"].items())
+    return (
+        f"# {arch} for {spec['name']}\n\n"
+        f"An [imgzoo](https://pypi.org/project/imgzoo/) `{arch}({kwargs})` model: "
+        f"{config.get('num_params', 0) / 1e6:.2f}M parameters, {c}x{h}x{w} input, "
+        f"{config.get('num_classes', spec['num_classes'])} classes. Weights are in safetensors.\n\n"
+        "## Use\n\n"
+        "```python\n"
+        "import imgzoo\n\n"
+        f'model = imgzoo.load("{source}")  # eval mode, with its class names and preprocessing\n'
+        "preprocess = imgzoo.data.transforms.for_model(model)\n"
+        "x = preprocess(image).unsqueeze(0)  # a PIL image, array or uint8 tensor\n"
+        "label = model.data_spec.class_names[model(x).argmax(1).item()]\n"
+        "```\n\n"
+        f"{section}\n\n"
+        "## Input\n\n"
+        "| size | mean | std | classes |\n|---|---|---|---|\n"
+        f"| {c}x{h}x{w} | {_floats(spec['mean'])} | {_floats(spec['std'])} | "
+        f"{', '.join(config.get('class_names') or []) or spec['num_classes']} |\n"
+    )
+
+
+# fit's train figures are not the validation column's kind of figure; a reader comparing the two must know.
+# (metrics_from_eval measures only val and test, so train figures come from the history.)
+_TRAIN_COLUMN = (
+    "The train column is what fit records: a running mean over the last epoch's augmented batches, in training "
+    "mode (batch statistics, any dropout, and any label smoothing in the loss). `imgzoo evaluate ... --split "
+    "train` measures the training split the way the validation column is measured."
+)
+
+
+def _results_section(config: dict[str, Any], curves: str | None) -> str:
+    metrics = dict(config.get("metrics") or {})
+    lines = [START, "## Results", ""]
+    from_fit = any(_is_number(metrics.get(key)) for key in ("train_acc", "train_loss"))  # before the table takes them
+    table = _results_table(metrics)
+    if table:
+        lines += ["| | train | validation | test |", "|---|---|---|---|", *table, ""]
+        if from_fit:
+            lines += [_TRAIN_COLUMN, ""]
+    cost = _cost_lines(config, metrics)
+    if metrics:
+        lines += [f"- {k}: {_percent(v) if k.endswith('_acc') and _is_number(v) else v}" for k, v in metrics.items()]
+        lines.append("")
+    if not table and not metrics:
+        lines += ["No metrics were recorded with these weights.", ""]
+    if curves:
+        lines += [f"![accuracy and loss per epoch]({curves})", ""]
+    lines += cost + _recipe_lines(dict(config.get("recipe") or {}))
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def _results_table(metrics: dict[str, Any]) -> list[str]:
+    """One row per measured figure with a value for some split; the figures shown are taken out of ``metrics``."""
+    tta = f" ({metrics.pop('tta')})" if isinstance(metrics.get("tta"), str) else ""
+    rows = []
+    for suffix, _, label in _MEASURES:
+        cells = [metrics.pop(f"{prefix}_{suffix}", None) for prefix, _ in _SPLITS]
+        if any(_is_number(v) for v in cells):
+            fmt = "{:.4f}".format if suffix == "loss" else _percent
+            label = label + tta if suffix.endswith("tta") else label
+            rows.append(f"| {label} | " + " | ".join(fmt(v) if _is_number(v) else "" for v in cells) + " |")
+    return rows
+
+
+def _cost_lines(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Parameters, MACs, training time and speed, and the machine, where recorded."""
+    rows = []
+    if _is_number(config.get("num_params")):
+        rows.append(f"| parameters | {config['num_params']:,} |")
+    if _is_number(config.get("macs")):
+        rows.append(f"| multiply-accumulates per image | {config['macs'] / 1e6:,.1f}M |")
+    seconds, speed = metrics.pop("train_seconds", None), metrics.pop("images_per_sec", None)
+    if _is_number(seconds):
+        rows.append(f"| training wall time | {seconds / 60:.1f} min ({seconds:,.0f} s) |")
+    if _is_number(speed):
+        rows.append(f"| training images per second | {speed:,.0f} |")
+    machine = (config.get("recipe") or {}).get("machine")
+    if machine:
+        described = ", ".join(f"{k} {v}" for k, v in machine.items()) if isinstance(machine, dict) else str(machine)
+        rows.append(f"| machine | {described} |")
+    return ["### Cost", "", "| | |", "|---|---|", *rows, ""] if rows else []
+
+
+def _recipe_lines(recipe: dict[str, Any]) -> list[str]:
+    """The recipe as a table, and the command that ran it as a code block."""
+    command = recipe.pop("command", None)
+    recipe.pop("machine", None)  # in the cost table
+    lines = []
+    if recipe:
+        lines += ["### Training recipe", "", "| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in recipe.items()]
+        lines.append("")
+    if command:
+        lines += ["Trained with:", "", "```bash", str(command), "```", ""]
+    return lines
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _floats(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))

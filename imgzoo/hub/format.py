@@ -1,0 +1,588 @@
+"""The on-disk checkpoint format, the same for a local folder and a Hub repository.
+
+A checkpoint is a folder holding::
+
+    model.safetensors   the state dict; safetensors cannot run code when read, unlike pickle
+    config.json         how to rebuild the model: architecture, builder kwargs, data spec, metrics
+    README.md           the model card (written by imgzoo.hub.card)
+
+This module reads and writes the first two and decides which tensors a model accepts.
+Both files may come from a stranger, so everything read from them is checked before it
+is used: every config field has its type and range checked, and the model is first
+built on the ``meta`` device (shapes, no memory) and compared with the safetensors
+header, so a config cannot make the loader allocate more than the weights file holds.
+It knows nothing of the network; imgzoo.hub.api fetches the files and calls it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
+from torch import nn
+
+from imgzoo._atomic import atomic_open, atomic_write_text
+from imgzoo._version import __version__
+from imgzoo.errors import CheckpointError, ChecksumError
+from imgzoo.hub.card import count_macs
+from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, ModelEntry, get_model_entry, list_models
+
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "PICKLE_NAMES",
+    "WEIGHTS_NAME",
+    "CheckpointError",
+    "ChecksumError",
+    "NewHeadWarning",
+    "build_config",
+    "load_checkpoint",
+    "read_config",
+    "read_header",
+    "read_state_dict",
+    "sha256_of",
+    "strip_prefixes",
+    "unwrap",
+    "verify_sha256",
+    "storage_state",
+    "write_checkpoint",
+]
+
+WEIGHTS_NAME = "model.safetensors"
+# How model.safetensors may store floating-point parameters: fp16 halves the file (and a download).
+STORAGE_DTYPES = ("fp32", "fp16")
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+# Pickle-based files that other libraries publish. They are recognised only to explain
+# why they are refused: torch.load on a downloaded pickle can run arbitrary code.
+PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pth", "model.ckpt")
+# Prefixes that wrappers add to every key: nn.DataParallel / DistributedDataParallel
+# ("module.") and torch.compile's OptimizedModule ("_orig_mod.").
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# The largest image side a data spec may ask for: 8x the 1024 px of the largest inputs
+# small-image classifiers use, and small enough that preprocessing one image stays in
+# megabytes, whatever a downloaded config says.
+MAX_IMAGE_SIDE = 8192
+
+
+class NewHeadWarning(UserWarning):
+    """Weights were loaded into a model with a different num_classes, all but the classifier."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The imgzoo model inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+# --- config.json: writing ------------------------------------------------------------------------
+
+
+def build_config(
+    model: nn.Module,
+    *,
+    recipe: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    storage_dtype: str = "fp32",
+) -> dict[str, Any]:
+    """Everything needed to rebuild ``model`` and to know what it was trained for.
+
+    A function-built model has no JSON-able ``__init__``, so the config records the
+    registered builder's name and its full keyword arguments instead (the registry
+    attaches both to every model it builds), and the module that registers the builder,
+    so that a process which never imported it can be told which import it lacks.
+    """
+
+    model = unwrap(model)
+    missing = [a for a in (ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR) if not hasattr(model, a)]
+    if missing:
+        raise TypeError(
+            f"save() needs a model built by imgzoo (it carries {', '.join(missing)}); got "
+            f"{type(model).__name__}. Build it with imgzoo.create_model(name, ...) or a registered builder."
+        )
+    spec: DataSpec = getattr(model, SPEC_ATTR)
+    config = {
+        "format": "imgzoo",
+        "format_version": FORMAT_VERSION,
+        "imgzoo_version": __version__,
+        "architecture": getattr(model, ARCH_ATTR),
+        "builder_module": _builder_module(model),
+        "kwargs": dict(getattr(model, KWARGS_ATTR)),
+        "num_classes": spec.num_classes,
+        "class_names": list(spec.class_names) if spec.class_names is not None else None,
+        "data_spec": spec.to_dict(),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "macs": count_macs(model),  # per image at the DataSpec's size, for the model card
+        "recipe": recipe,
+        "metrics": metrics,
+        "storage_dtype": storage_dtype,  # how model.safetensors stores the parameters; loading gives fp32
+    }
+    try:
+        json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"config.json must be plain JSON (str, numbers, lists, dicts, None; finite floats): {exc}. "
+            f"Check the model's builder kwargs {config['kwargs']}, recipe and metrics."
+        ) from exc
+    return config
+
+
+def _builder_module(model: nn.Module) -> str:
+    """The module whose import registers the model's architecture (the builder's, else the class's)."""
+    try:
+        return get_model_entry(getattr(model, ARCH_ATTR)).builder.__module__
+    except ValueError:  # built by a builder that was unregistered since
+        return type(model).__module__
+
+
+# --- config.json: reading and checking -----------------------------------------------------------
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a config.json written by :func:`build_config` and check every field it has.
+
+    The file may come from anyone, so a field of the wrong type or out of range is a
+    :class:`CheckpointError` naming the file, the field, what was expected and what came,
+    before anything is built from it.
+    """
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, or an integer of 4300+ digits
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); was it written by imgzoo.save()?") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read ({exc}); re-download or re-save the checkpoint") from exc
+    if not isinstance(config, dict) or config.get("format") != "imgzoo":
+        raise CheckpointError(
+            f'{path} is not an imgzoo config (no "format": "imgzoo"). imgzoo loads folders written by '
+            f"imgzoo.save() or imgzoo.push_to_hub()."
+        )
+    _check_version(config, path)
+    for key in ("architecture", "kwargs", "data_spec"):
+        if key not in config:
+            raise CheckpointError(f"{path} lacks the {key!r} entry; expected keys of imgzoo.save()")
+    _check_fields(config, path)
+    spec = _spec_from_config(config["data_spec"], path)
+    _check_classes_agree(config, spec, path)
+    return config
+
+
+def _bad(path: Path, field: str, expected: str, got: Any) -> CheckpointError:
+    shown = repr(got)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return CheckpointError(
+        f"{path}: {field} must be {expected}; got {shown} ({type(got).__name__}). The file is damaged or was "
+        f"not written by imgzoo.save(): re-download it, re-save the model, or correct that field."
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_version(config: dict[str, Any], path: Path) -> None:
+    version = config.get("format_version", FORMAT_VERSION)
+    if not _is_int(version) or version < 1:
+        raise _bad(path, "format_version", "a positive integer", version)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {version}, newer than this imgzoo "
+            f"({FORMAT_VERSION}); upgrade imgzoo (saved by {config.get('imgzoo_version')})."
+        )
+
+
+# The top-level fields and what each must hold: (test, what the error calls it).
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "imgzoo_version": (lambda v: v is None or isinstance(v, str), "a version string"),
+    "architecture": (lambda v: isinstance(v, str) and bool(v), "a registered model name (a non-empty string)"),
+    "builder_module": (lambda v: v is None or isinstance(v, str), "a module name (a string) or null"),
+    "kwargs": (lambda v: isinstance(v, dict), "an object of builder keyword arguments"),
+    "num_classes": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
+    "class_names": (lambda v: v is None or _is_str_list(v), "a list of strings or null"),
+    "data_spec": (lambda v: isinstance(v, dict), "an object (the model's DataSpec)"),
+    "num_params": (lambda v: v is None or (_is_int(v) and v >= 0), "a parameter count (an integer >= 0)"),
+    "macs": (lambda v: v is None or (_is_int(v) and v >= 0), "a count of multiply-accumulates (an integer >= 0)"),
+    "recipe": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "metrics": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {list(STORAGE_DTYPES)}"),
+}
+
+
+def _check_fields(config: dict[str, Any], path: Path) -> None:
+    for key, (test, expected) in _FIELDS.items():
+        if key in config and not test(config[key]):
+            raise _bad(path, key, expected, config[key])
+
+
+# Each DataSpec field, its test and what the error calls it; `channels` is checked first, since
+# the lengths of mean and std depend on it.
+_SPEC_FIELDS: dict[str, tuple[Callable[[Any, int], bool], str]] = {
+    "name": (lambda v, c: isinstance(v, str), "a string"),
+    "channels": (lambda v, c: _is_int(v) and v in (1, 3), "1 or 3"),
+    "size": (
+        lambda v, c: isinstance(v, list) and len(v) == 2 and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in v),
+        f"[height, width], two integers from 1 to {MAX_IMAGE_SIDE}",
+    ),
+    "mean": (lambda v, c: isinstance(v, list) and len(v) == c and all(map(_is_finite, v)), "one number per channel"),
+    "std": (
+        lambda v, c: isinstance(v, list) and len(v) == c and all(_is_finite(s) and s > 0 for s in v),
+        "one positive number per channel",
+    ),
+    "num_classes": (lambda v, c: _is_int(v) and v >= 1, "a positive integer"),
+    "class_names": (lambda v, c: v is None or _is_str_list(v), "a list of strings or null"),
+    "resize": (lambda v, c: v is None or (_is_int(v) and 1 <= v <= MAX_IMAGE_SIDE), "null or a side in pixels"),
+}
+_REQUIRED_SPEC = ("name", "channels", "size", "mean", "std", "num_classes")
+
+
+def _spec_from_config(data: dict[str, Any], path: Path) -> DataSpec:
+    """The DataSpec of ``data``, each field checked so that a poisoned spec never reaches a transform."""
+    unknown = sorted(set(data) - set(_SPEC_FIELDS))
+    if unknown:
+        raise _bad(path, "data_spec", f"an object with the fields {sorted(_SPEC_FIELDS)}", unknown)
+    for key in _REQUIRED_SPEC:
+        if key not in data:
+            raise _bad(path, f"data_spec.{key}", "present (a DataSpec has it)", None)
+    channels = data["channels"] if data["channels"] in (1, 3) else 0
+    for key, (test, expected) in _SPEC_FIELDS.items():
+        if key in data and not test(data[key], channels):
+            if key in ("mean", "std"):
+                expected = f"{expected} ({channels})"
+            raise _bad(path, f"data_spec.{key}", expected, data[key])
+    names = data.get("class_names")
+    if names is not None and len(names) != data["num_classes"]:
+        raise _bad(path, "data_spec.class_names", f"{data['num_classes']} names (data_spec.num_classes)", names)
+    return DataSpec.from_dict(data)
+
+
+def _check_classes_agree(config: dict[str, Any], spec: DataSpec, path: Path) -> None:
+    """The three places a config states the classes must say the same thing."""
+    kwargs_classes = config["kwargs"].get("num_classes", spec.num_classes)
+    for field, value in (("num_classes", config.get("num_classes")), ("kwargs.num_classes", kwargs_classes)):
+        if value is not None and value != spec.num_classes:
+            raise _bad(path, field, f"{spec.num_classes}, as data_spec.num_classes says", value)
+    names = config.get("class_names")
+    if names is not None and tuple(names) != spec.class_names:
+        raise _bad(path, "class_names", f"the data_spec's class names {spec.class_names}", names)
+
+
+# --- model.safetensors ---------------------------------------------------------------------------
+
+
+def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    """Remove wrapper prefixes that every key carries (``module.``, ``_orig_mod.``, in any nesting).
+
+    A prefix is stripped only when all keys share it, so a model with a submodule that
+    happens to be called ``module`` keeps its names.
+    """
+    while state:
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                break
+        else:
+            return state
+    return state
+
+
+_FP16_MAX = torch.finfo(torch.float16).max
+
+
+def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, torch.Tensor]:
+    """The tensors model.safetensors will hold: with ``"fp16"``, floating-point parameters in half precision.
+
+    Buffers (batch-norm running means and variances) stay as they are: they are a few
+    kilobytes, and a running variance below fp16's smallest normal number (6e-5) would lose
+    its precision, and with it the normalisation of that channel. A parameter beyond fp16's
+    range would become infinite, so it is refused.
+    """
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"save: dtype must be one of {list(STORAGE_DTYPES)}, got {storage_dtype!r}")
+    model = unwrap(model)
+    parameters = {name for name, _ in model.named_parameters()}
+    state = {}
+    # clone(): safetensors refuses tensors that share storage (e.g. views); a checkpoint
+    # the size of these models costs nothing to copy.
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous().clone()
+        if storage_dtype == "fp16" and name in parameters and tensor.is_floating_point():
+            largest = float(tensor.abs().max()) if tensor.numel() else 0.0
+            if not largest <= _FP16_MAX:
+                raise ValueError(
+                    f"save: {name} holds {largest:g}, beyond fp16's range (+-{_FP16_MAX:g}), so dtype='fp16' "
+                    "would store it as infinity; save with dtype='fp32'"
+                )
+            tensor = tensor.to(torch.float16)
+        state[name] = tensor
+    return strip_prefixes(state)
+
+
+def write_checkpoint(
+    model: nn.Module, directory: Path, config: dict[str, Any], state: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write model.safetensors (``state``, else the model's own) then config.json into ``directory``, atomically."""
+    if state is None:
+        state = storage_state(model, config.get("storage_dtype", "fp32"))
+    # One metadata key only: safetensors writes the metadata map in hash order, so two keys
+    # would make the same weights hash differently from one save to the next (seen with
+    # safetensors 0.8), and a weights entry's sha256 must be reproducible. config.json names
+    # the architecture.
+    metadata = {"format": "pt"}
+    with atomic_open(directory / WEIGHTS_NAME, "wb") as f:
+        f.write(save(state, metadata=metadata))
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+
+
+# What a damaged or hostile safetensors file makes the reader raise (the Rust parser's own error,
+# or Python's for a file it cannot open or a dtype torch lacks).
+_UNREADABLE = (SafetensorError, OSError, ValueError, TypeError, RuntimeError, OverflowError)
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of a safetensors file, read from its header alone (no tensor data)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    except _UNREADABLE as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
+    return strip_prefixes(shapes)
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, with wrapper prefixes removed."""
+    try:
+        return strip_prefixes(load_file(str(path), device="cpu"))
+    except _UNREADABLE as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
+
+
+# --- rebuilding the model ------------------------------------------------------------------------
+
+
+def load_checkpoint(
+    config: dict[str, Any],
+    weights: str | os.PathLike[str],
+    *,
+    source: str,
+    num_classes: int | None = None,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Rebuild the model of ``config`` (from :func:`read_config`) and load ``weights`` into it strictly.
+
+    The model is built at the checkpoint's own shapes, first on the ``meta`` device to
+    compare with the safetensors header (so no config can allocate more than the file
+    holds), then for real. ``num_classes`` other than the checkpoint's then replaces the
+    head through the model contract (``get_classifier`` / ``reset_classifier``) and warns.
+    ``overrides`` replace builder kwargs that do not change tensor shapes (e.g. dropout).
+    """
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive integer (the new head's outputs); got {num_classes!r}")
+    entry = _model_entry(config, source)
+    kwargs = _builder_kwargs(entry, config, overrides, source)
+    spec = DataSpec.from_dict(config["data_spec"])
+    new_head = num_classes is not None and num_classes != spec.num_classes
+    meta_model = _build(entry, kwargs, source, meta=True)
+    if new_head:
+        _check_head_contract(meta_model, entry)
+    _check_fits(meta_model, read_header(weights), source)
+    model = _build(entry, kwargs, source, meta=False)
+    state = read_state_dict(weights)
+    if config.get("storage_dtype") == "fp16":  # stored in half precision; the model computes in fp32
+        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the model's
+        raise CheckpointError(f"the weights in {source} cannot be copied into {entry.name}: {exc}") from exc
+    setattr(model, SPEC_ATTR, spec)
+    if new_head:
+        _replace_head(model, num_classes, class_names, source=source, loaded=len(state))
+    elif class_names is not None:
+        setattr(model, SPEC_ATTR, spec.with_classes(spec.num_classes, class_names))
+    return model
+
+
+def _model_entry(config: dict[str, Any], source: str) -> ModelEntry:
+    """The registry entry of the config's architecture, or an error naming the import it needs."""
+    arch = config["architecture"]
+    if arch in list_models():
+        return get_model_entry(arch)
+    module = config.get("builder_module")
+    hint = (
+        f"it was registered by the module {module!r} when saved: `import {module}` first, then load again"
+        if module
+        else "import the module that registers it (the one with its @register_model builder) first, then load again"
+    )
+    # The module is only named, never imported: a downloaded config must not choose code to run.
+    raise CheckpointError(
+        f"{source} holds a {arch!r} checkpoint, but no model {arch!r} is registered in this process; {hint}. "
+        f"Registered: {', '.join(list_models())}."
+    )
+
+
+def _builder_kwargs(entry: ModelEntry, config: dict[str, Any], overrides: dict[str, Any], source: str) -> dict:
+    """The saved kwargs with ``overrides`` applied, each name checked against the builder's signature."""
+    accepted = set(inspect.signature(entry.builder).parameters)
+    for origin, names in (("config.json's kwargs", config["kwargs"]), ("keyword arguments", overrides)):
+        unknown = sorted(set(names) - accepted)
+        if unknown:
+            raise CheckpointError(
+                f"{source}: {origin} {unknown} are not arguments of {entry.name}, which takes {sorted(accepted)}; "
+                f"the checkpoint was saved by another version of the model, or the names are misspelt."
+            )
+    # JSON has no tuples: give back the type of the builder's default (e.g. widths=(64, 256, 256)).
+    saved = {
+        k: tuple(v) if isinstance(v, list) and isinstance(entry.default_kwargs.get(k), tuple) else v
+        for k, v in config["kwargs"].items()
+    }
+    kwargs = {**saved, **overrides}
+    # A builder's `weights` only says where initial weights come from; the checkpoint replaces
+    # them all, so it is rebuilt with weights=None and never reaches for a download.
+    if "weights" in entry.default_kwargs and "weights" not in overrides:
+        kwargs["weights"] = None
+    return kwargs
+
+
+def _build(entry: ModelEntry, kwargs: dict[str, Any], source: str, *, meta: bool) -> nn.Module:
+    """``entry.builder(**kwargs)``, on the ``meta`` device if asked; a refusal names the checkpoint."""
+    try:
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return entry.builder(**kwargs)
+    except (TypeError, ValueError, RuntimeError, OverflowError, NotImplementedError) as exc:
+        where = " on the meta device (shapes only, to compare with the weights before allocating)" if meta else ""
+        raise CheckpointError(
+            f"{source}: {entry.name} could not be built{where} from the kwargs its config.json gives "
+            f"({type(exc).__name__}: {exc}); the config is damaged or was written for another version of "
+            f"{entry.name}."
+        ) from exc
+
+
+def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: str) -> None:
+    """Compare the (meta) model's tensors with the file's header, naming every key that differs."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    reshaped = [
+        f"{k}: checkpoint {header[k]} vs model {expected[k]}"
+        for k in sorted(set(header) & set(expected))
+        if header[k] != expected[k]
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped)):
+        if items:
+            shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+            problems.append(f"{len(items)} {label} ({shown})")
+    raise CheckpointError(
+        f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
+        f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
+        f"checkpoint's config.json belongs to its model.safetensors. Nothing was allocated for it."
+    )
+
+
+# --- a new head ----------------------------------------------------------------------------------
+
+
+def _check_head_contract(model: nn.Module, entry: ModelEntry) -> None:
+    """A new num_classes needs the head half of the model contract, and a builder that records it."""
+    lacking = [m for m in ("get_classifier", "reset_classifier") if not callable(getattr(model, m, None))]
+    if lacking:
+        raise TypeError(
+            f"loading {entry.name} with another num_classes needs get_classifier() and "
+            f"reset_classifier(num_classes) on {type(model).__name__} (it lacks {', '.join(lacking)}); add both "
+            f"methods, as imgzoo's models do (timm's contract, see docs/models.md)."
+        )
+    if "num_classes" not in inspect.signature(entry.builder).parameters:
+        raise TypeError(
+            f"{entry.name}'s builder takes no num_classes, so a model with another head could not be saved and "
+            f"rebuilt; add a num_classes keyword argument to it."
+        )
+
+
+def _head_tensor_names(model: nn.Module) -> set[str]:
+    """State-dict names of the head's tensors, found by identity from ``get_classifier()``, not by name."""
+    head = model.get_classifier()
+    head_tensors = {id(t) for t in head.state_dict(keep_vars=True).values()}
+    return {name for name, t in model.state_dict(keep_vars=True).items() if id(t) in head_tensors}
+
+
+def _replace_head(
+    model: nn.Module, num_classes: int, class_names: list[str] | tuple[str, ...] | None, *, source: str, loaded: int
+) -> None:
+    """Swap the loaded head for a fresh one with ``num_classes`` outputs, and say so.
+
+    The data spec and the recorded kwargs follow, so the model saves and reloads as what it now is.
+    """
+    old_classes = getattr(model, SPEC_ATTR).num_classes
+    kept = loaded - len(_head_tensor_names(model))
+    model.reset_classifier(num_classes)
+    setattr(model, SPEC_ATTR, getattr(model, SPEC_ATTR).with_classes(num_classes, class_names))
+    setattr(model, KWARGS_ATTR, {**getattr(model, KWARGS_ATTR), "num_classes": num_classes})
+    warnings.warn(
+        f"{source}: loaded {kept} tensors but NOT the classifier (the checkpoint has {old_classes} classes, "
+        f"the model {num_classes}); the classifier is freshly initialised: fine-tune it before use.",
+        NewHeadWarning,
+        stacklevel=_first_frame_outside_imgzoo(),
+    )
+
+
+def _first_frame_outside_imgzoo() -> int:
+    """The ``stacklevel`` that points a warning at the user's line, however deep inside imgzoo it starts.
+
+    ``imgzoo.load`` and ``imgzoo.create_model(pretrained=...)`` reach the warning through
+    different numbers of imgzoo frames; a fixed stacklevel would blame imgzoo for one of them.
+    """
+    package = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(2), 2  # level 1 is the function that warns; 2 is its caller
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+# --- sha256 --------------------------------------------------------------------------------------
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike[str], expected: str, *, name: str, refetch: str) -> None:
+    """Raise :class:`ChecksumError` unless the file's sha256 is ``expected``."""
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        raise ChecksumError(
+            f"sha256 mismatch for {name}: expected {expected.lower()}, got {actual} ({path}). The file is "
+            f"corrupted or was replaced; nothing was loaded. Fetch it again with `{refetch}`."
+        )

@@ -1,0 +1,305 @@
+"""Train several models the same way and compare them: the original notebooks' table and plot.
+
+``compare`` trains, so it lives above the loop (:func:`imgzoo.fit`) rather than beside
+``evaluate``: measuring a model never trains one, and this module is where the two meet.
+A study file (TOML, e.g. ``examples/study.toml``) names the data and the runs; :func:`load_study`
+reads and checks it whole before anything trains, and :func:`run_study` trains each run into
+its own folder (see :mod:`imgzoo.study.run`) and writes the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from imgzoo._atomic import atomic_write_text
+from imgzoo.data.loaders import own_generator
+from imgzoo.eval.history import History
+from imgzoo.eval.plots import plot_histories
+from imgzoo.models.registry import get_model_entry
+from imgzoo.study.run import (
+    KNOWN_DATA,
+    RUN_OPTIONS,
+    RunConfig,
+    RunResult,
+    fit_option_names,
+    make_config,
+    read_run,
+    resolve_data,
+    train_run,
+)
+from imgzoo.train.fit import fit
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, published separately before 3.11
+    import tomli as tomllib
+
+__all__ = ["Comparison", "Study", "StudyReport", "compare", "load_study", "run_study"]
+
+
+@dataclass
+class Comparison:
+    """Histories of several models trained the same way, with the notebooks' table and plot."""
+
+    histories: dict[str, History] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Final-epoch metrics per model, as the original notebooks reported them."""
+        rows = []
+        for name, history in self.histories.items():
+            last = history.last()
+            metrics = {k: last[k] for k in ("train_acc", "val_acc", "train_loss", "val_loss")}
+            speeds = [v for v in history.images_per_sec if v is not None and math.isfinite(v)]
+            timing = {"wall_time": float(sum(history.time)), "images_per_sec": sum(speeds) / max(len(speeds), 1)}
+            rows.append({"model": name, **metrics, "epochs": len(history), **timing})
+        return rows
+
+    def to_markdown(self, *, timing: bool = False) -> str:
+        """The notebooks' table; ``timing`` adds the epochs, the wall time and the training images/s."""
+
+        def pct(v: float | None) -> str:
+            return "n/a" if v is None else f"{100 * v:.2f}%"
+
+        def num(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.4f}"
+
+        header = ["Model", "Train accuracy", "Val accuracy", "Train loss", "Val loss"]
+        header += ["Epochs", "Wall time", "Images/s"] if timing else []
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in self.rows():
+            cells = [r["model"], pct(r["train_acc"]), pct(r["val_acc"]), num(r["train_loss"]), num(r["val_loss"])]
+            cells += [str(r["epochs"]), f"{r['wall_time']:.1f} s", f"{r['images_per_sec']:.0f}"] if timing else []
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def plot(self, path: str | os.PathLike[str] | None = None):
+        """Accuracy and loss curves of every model on one figure (solid: train, dashed: val)."""
+        return plot_histories(self.histories, path)
+
+
+def compare(
+    models: Mapping[str, nn.Module],
+    train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
+    val: Dataset | DataLoader | None = None,
+    *,
+    epochs: int,
+    **fit_options: Any,
+) -> Comparison:
+    """Train each model with the same options and seed, and compare the final epochs.
+
+    ``train`` may be a mapping from model name to its own training data, to compare
+    the same model with and without augmentation, as the original notebooks did. A
+    ready-made loader shared by all models is rewound before each one, so every model
+    trains on the same batches in the same order.
+    """
+    if not models:
+        raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
+    result = Comparison()
+    # A ready-made loader (FastLoader) shuffles and augments with its own generator; rewind it
+    # before each model, so every model sees the same batches in the same order.
+    loaders = list(train.values()) if isinstance(train, Mapping) else [train]
+    generators = [g for g in map(own_generator, [*loaders, val]) if g is not None]
+    start_states = [g.get_state() for g in generators]
+    for name, model in models.items():
+        for generator, state in zip(generators, start_states, strict=True):
+            generator.set_state(state)
+        data = train[name] if isinstance(train, Mapping) else train
+        options = dict(fit_options)
+        if options.get("checkpoint_dir") is not None:  # one folder per model, never shared
+            options["checkpoint_dir"] = Path(options["checkpoint_dir"]) / name
+        if options.get("verbose", 1):
+            print(f"== {name}")
+        result.histories[name] = fit(model, data, val, epochs=epochs, **options)
+    return result
+
+
+# ---------------------------------------------------------------------------- study files
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name on every system
+
+
+@dataclass
+class Study:
+    """A study file, read and checked: the data, and one RunConfig per run, by run name."""
+
+    path: Path
+    title: str
+    data: str
+    runs: dict[str, RunConfig]
+
+
+def run_keys() -> list[str]:
+    """What a ``[[run]]`` table may set: its name, model and builder kwargs, the run's options, fit's options."""
+    return ["name", "model", "kwargs", *RUN_OPTIONS, *fit_option_names()]
+
+
+def study_keys() -> list[str]:
+    """What the top of a study file may set: its title and data, the runs, and any run option as a default."""
+    return ["title", "data", "run", *(k for k in run_keys() if k not in ("name", "model", "kwargs"))]
+
+
+def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit: int | None = None) -> Study:
+    """Read a study file and check every run, so that a mistake in the last run is found before the first trains.
+
+    ``epochs`` and ``limit`` replace every run's (the command line's ``--epochs`` and ``--limit``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file {path} does not exist; examples/study.toml is one to start from")
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    _refuse_unknown(table, study_keys(), str(path))
+    if "data" not in table:
+        raise ValueError(f'{path} names no data: add data = "path/to/folder" (relative to the study file) or "cifar10"')
+    entries = table.get("run")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f'{path} has no runs: add one [[run]] table per run, each with model = "..."')
+    data = _study_data(table["data"], path)
+    shared = {k: v for k, v in table.items() if k not in ("title", "data", "run")}
+    override = {k: v for k, v in (("epochs", epochs), ("limit", limit)) if v is not None}
+    runs: dict[str, RunConfig] = {}
+    for number, entry in enumerate(entries, 1):
+        where = f"{path}, run {number}"
+        _refuse_unknown(entry, run_keys(), where)
+        if "model" not in entry:
+            raise ValueError(f'{where} names no model: add model = "resnet_cifar" (imgzoo models lists them)')
+        name = str(entry.get("name", entry["model"]))
+        if not _RUN_NAME.match(name) or name in runs:
+            why = "is used by an earlier run" if name in runs else "must be letters, digits, '-', '_' or '.'"
+            raise ValueError(f'{where}: the name {name!r} {why}; give each run its own name = "..."')
+        runs[name] = _run_config({**shared, **entry, **override}, data, where)
+    return Study(path, str(table.get("title", path.stem)), data, runs)
+
+
+def _refuse_unknown(table: Mapping[str, Any], known: list[str], where: str) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+
+
+def _study_data(value: Any, path: Path) -> str:
+    """The data a study names: a folder relative to the study file (or absolute), else a known data set."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f'{path}: data must be a folder or a known name (data = "cifar10"); got {value!r}')
+    folder = path.parent / Path(value).expanduser()
+    return resolve_data(value if value in KNOWN_DATA and not folder.is_dir() else folder)
+
+
+def _run_config(values: dict[str, Any], data: str, where: str) -> RunConfig:
+    """One run's RunConfig; any problem is reported with the run it belongs to."""
+    kwargs = values.get("kwargs", {})
+    try:
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"kwargs must be a table, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
+        known = get_model_entry(values["model"]).default_kwargs
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise ValueError(f"{values['model']} takes no {', '.join(unknown)}; its kwargs are {', '.join(known)}")
+        options = {k: values[k] for k in RUN_OPTIONS if k in values}
+        fit_options = {k: v for k, v in values.items() if k in fit_option_names()}
+        return make_config(values["model"], data, kwargs=kwargs, fit_options=fit_options, **options)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- running a study
+
+
+@dataclass
+class StudyReport:
+    """Every run's result and the comparison drawn from them."""
+
+    study: Study
+    results: dict[str, RunResult]
+    comparison: Comparison
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = {row["model"]: row for row in self.comparison.rows()}
+        runs = []
+        for name, result in self.results.items():
+            config, row = result.config, rows[name]
+            runs.append(
+                {
+                    "name": name,
+                    **{k: v for k, v in config.to_dict().items() if k != "data"},
+                    "folder": f"runs/{name}",
+                    "samples": f"runs/{name}/samples.png",
+                    "finished": result.finished,
+                    **{k: v for k, v in row.items() if k != "model"},
+                    "val_top5": result.metrics["val_top5"],
+                }
+            )
+        about = {"title": self.study.title, "study": str(self.study.path), "data": self.study.data}
+        return _json_safe({**about, "runs": runs})
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.study.title}", ""]
+        lines += [f"Study file `{self.study.path}`, data `{self.study.data}`; every run is validated on the same "]
+        lines += ["seeded 10% split of the training images. Wall time counts training and validation.", ""]
+        lines += [self.comparison.to_markdown(timing=True), "", "| Run | Model | Settings |", "|---|---|---|"]
+        for name, result in self.results.items():
+            lines.append(f"| {name} | {result.config.model} | {_settings(result.config)} |")
+        lines += ["", "![accuracy and loss of every run](curves.png)", "", "## Predicted samples", ""]
+        for name in self.results:
+            lines += [f"### {name}", "", f"![{name}: predicted validation samples](runs/{name}/samples.png)", ""]
+        return "\n".join(lines)
+
+
+def _settings(config: RunConfig) -> str:
+    """The options that set a run apart, as one table cell."""
+    parts = [f"augment {config.augmentation()}", f"{config.epochs} epochs"]
+    parts += [f"limit {config.limit}"] if config.limit else []
+    parts += [f"{k}={v}" for k, v in {**config.kwargs, **config.fit_options}.items()]
+    return ", ".join(parts)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinity as null: JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_study(
+    study: Study, out: str | os.PathLike[str], *, verbose: int = 1, log: Callable[[str], None] = print
+) -> StudyReport:
+    """Train every run into ``out/runs/<name>`` and write report.md, report.json and curves.png into ``out``.
+
+    Running the same study into the same folder again resumes an unfinished run, extends a run
+    given more epochs, and reuses a finished one, so a stopped study goes on where it stopped.
+    """
+    out = Path(out)
+    results: dict[str, RunResult] = {}
+    for name, config in study.runs.items():
+        log(f"== {name}")
+        folder = out / "runs" / name
+        try:
+            results[name] = train_run(folder, config, resume=read_run(folder) is not None, verbose=verbose, log=log)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"run {name} stopped; run the same compare command again to go on") from None
+    comparison = Comparison({name: result.history for name, result in results.items()})
+    comparison.plot(out / "curves.png")
+    report = StudyReport(study, results, comparison)
+    atomic_write_text(out / "report.md", report.to_markdown())
+    atomic_write_text(out / "report.json", json.dumps(report.to_dict(), indent=1) + "\n")
+    return report

@@ -1,0 +1,149 @@
+"""Training checkpoints: everything needed to continue a run as if it had never stopped.
+
+A checkpoint holds the model, optimizer, scheduler and grad-scaler states, the random
+number generator states (Python, NumPy, torch, CUDA; under torchrun, every process's), the
+number of finished epochs, the History so far, the state of callbacks such as early stopping,
+what the model, optimizer and learning-rate schedule were (fit refuses to resume into others),
+and, for ``interrupted.pt``, where inside an epoch the run stopped. It is written atomically,
+so a process killed at any moment leaves the previous checkpoint intact.
+
+Everything is stored as tensors and plain Python values, so it loads with
+``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code. A file that
+cannot be read that way (damaged, empty, or something else) is a :class:`CheckpointError`
+that names it and says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from imgzoo._atomic import atomic_open
+from imgzoo.errors import CheckpointError
+
+__all__ = [
+    "FORMAT",
+    "INTERRUPTED",
+    "LAST",
+    "CheckpointError",
+    "capture_rng",
+    "load_checkpoint",
+    "resolve_resume",
+    "restore_rng",
+    "resume_point",
+    "save_checkpoint",
+]
+
+FORMAT = "imgzoo-checkpoint-v1"
+LAST = "last.pt"  # the checkpoint of the latest finished epoch, rewritten each epoch
+INTERRUPTED = "interrupted.pt"  # written on Ctrl-C: where the run stopped, inside an epoch or between two
+# What fit needs from every checkpoint; a file without them was not written by fit.
+REQUIRED = ("epoch", "seed", "model", "optimizer", "rng", "history")
+
+
+def capture_rng() -> dict[str, Any]:
+    """The state of every generator fit draws from: shuffling, dropout, augmentation."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": np_state["bit_generator"],
+            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+            "has_gauss": np_state["has_gauss"],
+            "gauss": np_state["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (plus a format tag) to ``path`` atomically; returns the path."""
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": FORMAT, **payload}, f)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (a file, or a folder holding ``last.pt``).
+
+    Raises :class:`CheckpointError` for a file that is damaged or is not an imgzoo training checkpoint.
+    """
+    path = resolve_resume(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch's own message may suggest unpickling the file: never pass that on
+        raise CheckpointError(_unreadable(path, type(e).__name__)) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an imgzoo training checkpoint (expected format {FORMAT!r}). "
+            "To load saved weights instead, use imgzoo.hub.api.load."
+        )
+    missing = [key for key in REQUIRED if key not in payload]
+    if missing:
+        raise CheckpointError(_unreadable(path, f"it has the imgzoo format tag but lacks {missing}"))
+    return payload
+
+
+def _unreadable(path: Path, why: str) -> str:
+    """The message for a checkpoint file that cannot be used: what it is, and where to resume from instead."""
+    size = path.stat().st_size
+    what = "empty: 0 bytes" if size == 0 else f"{size} bytes; {why}"
+    others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
+    instead = f"resume from another checkpoint of the run ({', '.join(others)}), or " if others else ""
+    return (
+        f"{path} cannot be read as an imgzoo training checkpoint ({what}): it is damaged, e.g. by a full disk or "
+        f"a copy that did not finish, or it is another kind of file. To go on, {instead}start the run again "
+        "without resume= (delete or move the file first)."
+    )
+
+
+def resume_point(path: str | os.PathLike[str]) -> Path | None:
+    """The file to resume a checkpoint folder from: an exact ``interrupted.pt``, else ``last.pt``, else None.
+
+    fit deletes ``interrupted.pt`` once a later epoch is checkpointed, so when it is there it is
+    the latest point of the run; one written mid-step (a second Ctrl-C) cannot continue exactly.
+    """
+    folder = Path(path)
+    interrupted, last = folder / INTERRUPTED, folder / LAST
+    if interrupted.is_file():
+        state = load_checkpoint(interrupted)
+        if "partial" in state and (state["partial"] is None or state["partial"]["exact"]):
+            return interrupted
+    return last if last.is_file() else None
+
+
+def resolve_resume(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file, or a checkpoint folder's ``last.pt``; a clear error if neither exists."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; pass resume= the checkpoint_dir of an earlier fit or a .pt file it wrote"
+        )
+    return path

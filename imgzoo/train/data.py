@@ -1,0 +1,200 @@
+"""The data side of fit: the checks on the data before any work, and the loaders fit builds.
+
+Both the training and the validation data are tried on the model before anything is trained,
+seeded or written: a wrong shape or a label out of range in the validation data would otherwise
+show only after a whole epoch of training. The training loader's shuffle is a function of
+(seed, epoch), which is what lets a checkpoint replay an epoch exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data.dataloader import default_collate
+
+from imgzoo.data.loaders import is_batch_loader, own_generator, unshared_generator
+from imgzoo.train import distributed
+from imgzoo.train.config import FitConfig, warn_if_loader_differs
+
+__all__ = ["check_data", "check_labels", "dataset_of", "known_labels", "train_loader", "val_loader"]
+
+# What each role's error tells the user to preprocess with: augmentation for training only.
+_TRANSFORM_ADVICE = {
+    "training": "imgzoo.data.transforms.for_model(model, train=True)",
+    "validation": "imgzoo.data.transforms.for_model(model)",
+}
+
+
+def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
+    """The map-style data set behind ``data``; refused if it has no length or no samples."""
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    try:
+        size = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"fit: the {role} data must be a map-style Dataset (with __len__) or a DataLoader over one; "
+            f"got {type(dataset).__name__}"
+        ) from None
+    if size == 0:
+        raise ValueError(f"fit: the {role} data set is empty; pass at least one (image, label) sample")
+    return dataset
+
+
+def known_labels(dataset: Any) -> torch.Tensor | None:
+    """All labels at once where the data set exposes them cheaply; else None (checked per batch)."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1]
+    targets = getattr(dataset, "targets", None)  # torchvision's data sets, FastLoader
+    if targets is not None:
+        try:
+            return torch.as_tensor(targets)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
+    """Refuse labels that are not 1-D class indices in [0, num_classes - 1], saying which and why."""
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or y.dim() != 1:
+        raise ValueError(
+            f"fit: labels must be a 1-D integer tensor of class indices; got dtype {y.dtype}, shape {tuple(y.shape)} "
+            f"({where}). One-hot labels: pass y.argmax(1)."
+        )
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(
+            f"fit: labels must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs; "
+            f"found {int(y.min())}..{int(y.max())} ({where}). Build the model with num_classes={int(y.max()) + 1} "
+            "or fix the labels."
+        )
+
+
+def _first_batch(data: Any, role: str) -> tuple[Any, Any]:
+    """A small batch of ``data`` and the object that may expose its labels, drawing from no shared generator."""
+    if not is_batch_loader(data):
+        dataset = dataset_of(data, role)
+        collate = data.collate_fn if isinstance(data, DataLoader) else default_collate
+        return collate([dataset[i] for i in range(min(2, len(dataset)))]), dataset  # type: ignore[arg-type]
+    if len(data) == 0:
+        raise ValueError(f"fit: the {role} {type(data).__name__} yields no batches")
+    generator = own_generator(data)
+    saved = generator.get_state() if generator is not None else None
+    batch = next(iter(data))
+    if generator is not None:
+        generator.set_state(saved)  # the check must not shift the loader's shuffle
+    return batch, data
+
+
+def _logits_of(model: nn.Module, x: torch.Tensor, role: str, device: torch.device) -> torch.Tensor:
+    """The model's output on ``x`` in eval mode, without gradients: no weight or batch-norm statistic moves."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x.to(device))
+    except Exception as e:
+        spec = getattr(model, "data_spec", None)
+        expected = f" It expects {spec.input_shape} per image." if spec is not None else ""
+        raise ValueError(
+            f"fit: the model could not take a batch of the {role} data (batch shape {tuple(x.shape)}).{expected} "
+            f"Preprocess with {_TRANSFORM_ADVICE[role]}. The model said: {e}"
+        ) from e
+    finally:
+        model.train(was_training)
+
+
+def _probe(model: nn.Module, data: Any, role: str, device: torch.device, num_classes: int | None) -> int:
+    """Feed a small batch of ``data`` through the model and check its labels; return the number of outputs."""
+    batch, labelled = _first_batch(data, role)
+    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+        raise ValueError(f"fit: the {role} data must yield (image_tensor, label) pairs")
+    x, y = batch
+    out = _logits_of(model, x, role, device)
+    if out.dim() != 2:
+        raise ValueError(f"fit: the model must return (N, num_classes) logits; got shape {tuple(out.shape)}")
+    num_classes = out.shape[1] if num_classes is None else num_classes
+    labels = known_labels(labelled)
+    check_labels(labels if labels is not None else torch.as_tensor(y), num_classes, f"in the {role} data")
+    return num_classes
+
+
+def check_data(model: nn.Module, train: Any, val: Any, device: torch.device) -> int:
+    """Try the training and validation data on the model before any work; return the number of classes.
+
+    Done in eval mode under no_grad, before seeding, so it changes neither the weights, the
+    batch-norm statistics nor any random generator that training draws from.
+    """
+    num_classes = _probe(model, train, "training", device, None)
+    if val is not None:
+        _probe(model, val, "validation", device, num_classes)
+    return num_classes
+
+
+def _default_workers(dataset: Dataset) -> int:
+    if isinstance(dataset, TensorDataset):
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def train_loader(
+    data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext, device: torch.device
+) -> tuple[Any, DistributedSampler | None, torch.Generator]:
+    """The training loader, with a sampler whose shuffle is a function of (seed, epoch).
+
+    A user's DataLoader is used as given in a single process (its shuffle then draws from
+    the global generator, whose state the checkpoint keeps); under torchrun it is rebuilt
+    around a DistributedSampler so that each process sees its own shard.
+    """
+    generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
+    if is_batch_loader(data) and ctx.enabled:
+        raise ValueError(
+            f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
+            "each process gets its own part through a DistributedSampler"
+        )
+    if isinstance(data, DataLoader) or is_batch_loader(data):
+        warn_if_loader_differs(data, cfg)  # a loader given is used as built, whatever the recipe says
+    if (isinstance(data, DataLoader) or is_batch_loader(data)) and not ctx.enabled:
+        return data, None, generator
+    dataset = dataset_of(data, "training")
+    batch_size = data.batch_size if isinstance(data, DataLoader) and data.batch_size else cfg.batch_size
+    workers = data.num_workers if isinstance(data, DataLoader) else cfg.num_workers
+    workers = _default_workers(dataset) if workers is None else workers
+    # DistributedSampler with one replica is a plain seeded shuffle: one code path for 1 or N processes.
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=data.collate_fn if isinstance(data, DataLoader) else None,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+        # Not persistent: workers seeded once could not replay an epoch's augmentation on resume.
+        persistent_workers=False,
+    )
+    return loader, sampler, generator
+
+
+def val_loader(
+    data: Dataset | DataLoader | None, cfg: FitConfig, ctx: distributed.DistContext, device: torch.device
+) -> Any:
+    """The validation loader; under torchrun each process gets a disjoint slice of a Dataset."""
+    if data is None:
+        return None
+    if is_batch_loader(data) or (isinstance(data, DataLoader) and not ctx.enabled):
+        return data  # under DDP every process scores all of it; the means stay right
+    dataset = dataset_of(data, "validation")
+    if ctx.enabled:  # every process scores a disjoint slice; the sums are added up, nothing counted twice
+        dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
+    workers = cfg.num_workers if cfg.num_workers is not None else _default_workers(dataset)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=unshared_generator(),
+    )

@@ -1,0 +1,577 @@
+"""fit: the training loop the original notebooks wrote by hand for each experiment, written once.
+
+Read top to bottom in the order a run goes: options -> checks on the data -> loaders,
+optimizer and schedule -> what a resume must match -> the checkpoint folder's lock -> epochs
+(train, validate, record, checkpoint, print) -> History. The parts of one step live in
+``train_steps``, the data checks and loaders in ``fit_data``, the optimizer and schedule in
+``optimization``, and the resume checks in ``resume``. Reproducibility rests on two rules: each
+epoch's shuffle is derived from (seed, epoch), and a checkpoint keeps every random generator's
+state, so a run stopped at an epoch's end, or between two steps, and resumed draws exactly the
+numbers an uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
+from imgzoo.data.loaders import is_batch_loader, own_generator
+from imgzoo.eval.evaluation import eval_sums
+from imgzoo.eval.history import History
+from imgzoo.train import checkpoint as ckpt
+from imgzoo.train import distributed
+from imgzoo.train.callbacks import Callback, CSVLogger, EarlyStopping, FitState
+from imgzoo.train.config import FitConfig, FitOptions, resolve_config
+from imgzoo.train.data import check_data, check_labels, dataset_of, known_labels, train_loader, val_loader
+from imgzoo.train.lock import CheckpointDirError, lock_checkpoint_dir
+from imgzoo.train.optim import (
+    build_optimizer,
+    build_schedule,
+    check_schedule_resumable,
+    optimizer_name,
+    schedule_size,
+)
+from imgzoo.train.resume import (
+    EpochPosition,
+    RunParts,
+    check_model_fits,
+    check_optimizer_fits,
+    check_stop_resumable,
+    replay_batches,
+    replay_problem,
+)
+from imgzoo.train.steps import (
+    MetricSums,
+    NonFiniteLoss,
+    OptimizerStep,
+    ProgressBar,
+    StepBoundaryInterrupt,
+    check_finite_loss,
+    non_finite_tensors,
+)
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # typing_extensions comes with torch
+    from typing_extensions import Unpack
+
+__all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "FitOptions", "History", "amp_dtype", "fit"]
+
+
+def fit(
+    model: nn.Module,
+    train: Dataset | DataLoader,
+    val: Dataset | DataLoader | None = None,
+    *,
+    config: FitConfig | None = None,
+    **overrides: Unpack[FitOptions],
+) -> History:
+    """Train ``model`` in place on ``train``; return the :class:`History`.
+
+    ``train`` and ``val`` are Datasets, DataLoaders or ready-made loaders (FastLoader) yielding
+    (image tensor, class index) pairs; preprocessing and augmentation are the data set's job
+    (``imgzoo.data.transforms.for_model(model, train=True)``). Options are the fields of
+    :class:`FitConfig`, each with the reason for its default: pass them as keywords
+    (``fit(model, train, val, epochs=3, lr=0.1)``), or as ``config=FitConfig(...)`` with keywords
+    overriding it on a copy (``fit(model, train, config=cfg, lr=0.05)``; ``cfg`` is not changed).
+
+    With ``checkpoint_dir``, ``last.pt`` is rewritten atomically after every epoch and
+    ``fit(..., resume=checkpoint_dir)`` continues a run that was stopped in any way, ending (on
+    CPU, with a seed) with exactly the weights of an uninterrupted run. Ctrl-C finishes the step
+    under way, writes ``interrupted.pt`` and returns the History so far; ``resume=`` that file
+    continues from the next step, exactly. A NaN or infinite loss, or weights that are not finite
+    at the end of an epoch, raise FloatingPointError (after every callback's on_fit_end) and leave
+    the last good checkpoint in place. Under ``torchrun --nproc_per_node=N`` the same call trains
+    with DDP; the process group it starts stays open for later fit calls and ends at interpreter
+    exit. Batch-norm running statistics are rank 0's, and resuming with another number of
+    processes is not exact.
+    """
+    cfg = resolve_config(config, dict(overrides))
+    device, ctx = _device_and_processes(cfg)
+    run = _Run(model, train, val, cfg, device, ctx)  # every check; nothing trained or written yet
+    with _locked(run.checkpoint_dir, ctx, device):
+        return run.run()
+
+
+def _device_and_processes(cfg: FitConfig) -> tuple[torch.device, distributed.DistContext]:
+    """The device to train on and this process's place in a torchrun job (rank 0 of 1 without one)."""
+    device = resolve_device(cfg.device)
+    ctx = distributed.setup(device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    return device, ctx
+
+
+@contextlib.contextmanager
+def _locked(folder: Path | None, ctx: distributed.DistContext, device: torch.device) -> Iterator[None]:
+    """Rank 0 holds the checkpoint folder's lock; every process learns if it failed, so none waits forever."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        try:
+            stack.enter_context(lock_checkpoint_dir(folder if ctx.is_main else None))
+        except CheckpointDirError as e:
+            error = e
+        if distributed.any_process(ctx, error is not None, device=device):
+            raise error or CheckpointDirError(f"fit: rank 0 could not lock {folder}; its error says why")
+        yield
+
+
+def _check_callbacks(callbacks: Sequence[Callback], val: Any) -> None:
+    for cb in callbacks:
+        if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_") and val is None:
+            raise ValueError(
+                f"fit: EarlyStopping monitors {cb.monitor!r}, but fit was given no validation data: "
+                "pass val= to fit, or monitor a training column (EarlyStopping(monitor='train_loss'))"
+            )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _Run:
+    """One call of fit: the state that lives for the run, and its phases as methods."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: Any,
+        val: Any,
+        cfg: FitConfig,
+        device: torch.device,
+        ctx: distributed.DistContext,
+    ) -> None:
+        self.cfg, self.device, self.ctx = cfg, device, ctx
+        self.say = ctx.is_main and cfg.verbose > 0
+        self.amp_dtype = amp_dtype(cfg.amp, device)
+        self.channels_last = use_channels_last(cfg.channels_last, device, self.amp_dtype)
+        # Checks first: nothing is trained, seeded or written unless the inputs are sound.
+        model.to(device)
+        self.num_classes = check_data(model, train, val, device)
+        _check_callbacks(cfg.callbacks, val)
+        self.resume_path = ckpt.resolve_resume(cfg.resume) if cfg.resume is not None else None
+        self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
+        fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+        self.seed = self.saved["seed"] if self.saved is not None else fresh_seed
+        _seed_everything(self.seed + ctx.rank)  # dropout differs per process; shuffles agree via the sampler
+        self._build_loaders(train, val)
+        self.model = model  # the plain module: what is saved, restored and given to callbacks
+        self.optimizer = build_optimizer(model, cfg)
+        if self.saved is not None:
+            self._check_resumable(self.saved)
+        self._build_steps()
+        # A resumed run keeps checkpointing where it resumed from, unless told otherwise.
+        directory = cfg.checkpoint_dir
+        if directory is None and self.resume_path is not None:
+            directory = self.resume_path.parent
+        self.checkpoint_dir = Path(directory) if directory is not None else None
+
+    def _build_loaders(self, train: Any, val: Any) -> None:
+        cfg, ctx, device = self.cfg, self.ctx, self.device
+        self.train_loader, self.sampler, self.loader_generator = train_loader(train, cfg, self.seed, ctx, device)
+        self.val_loader = val_loader(val, cfg, ctx, device)
+        if len(self.train_loader) == 0:
+            raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
+        labelled = train if is_batch_loader(train) else dataset_of(train, "training")
+        self.labels_checked = known_labels(labelled) is not None
+        # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
+        self.user_generator = own_generator(self.train_loader) if self.sampler is None else None
+        self.schedule_sized_for = schedule_size(cfg, len(self.train_loader))
+
+    def _check_resumable(self, saved: dict[str, Any]) -> None:
+        """Everything a resume must match, compared before a single tensor is loaded."""
+        path = self.resume_path
+        check_stop_resumable(saved, path, self.ctx.world_size)
+        check_model_fits(saved, self.model, path)
+        check_optimizer_fits(saved, self.optimizer, optimizer_name(self.optimizer), path)
+        if saved["epoch"] < self.cfg.epochs:
+            check_schedule_resumable(saved.get("schedule_sized_for"), self.schedule_sized_for, path)
+
+    def _build_steps(self) -> None:
+        cfg = self.cfg
+        self.scheduler, self.schedule_interval = build_schedule(self.optimizer, cfg, len(self.train_loader))
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype is torch.float16 else None
+        per_step = self.scheduler if self.schedule_interval == "step" else None
+        self.step = OptimizerStep(self.optimizer, scaler=self.scaler, grad_clip=cfg.grad_clip, scheduler=per_step)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.parts = RunParts(
+            self.model, self.optimizer, self.scheduler, self.scaler, cfg.callbacks, self.user_generator
+        )
+        self.history = History()
+        self.state = FitState(
+            self.model,
+            self.optimizer,
+            self.history,
+            0,
+            cfg.epochs,
+            self.ctx.is_main,
+            steps_per_epoch=len(self.train_loader),
+        )
+        self.position, self.sums = EpochPosition(), MetricSums(self.device)
+        self.lr, self.epoch_began, self.start_epoch = self.optimizer.param_groups[0]["lr"], time.perf_counter(), 1
+        self.partial: dict[str, Any] | None = None  # set by a resume from interrupted.pt
+        # A sync per step costs nothing on CPU; on a GPU, read the loss every 20 steps.
+        self.refresh = 1 if self.device.type == "cpu" else 20
+        self.interrupts = StepBoundaryInterrupt(enabled=not self.ctx.enabled, say=self._print)
+
+    # -- the run
+
+    def run(self) -> History:
+        """Restore the checkpoint when resuming, then train; every check has passed by now."""
+        if self.saved is not None:
+            self._restore(self.saved)
+        if self.start_epoch > self.cfg.epochs:
+            self._print(
+                f"nothing to do: the checkpoint has already finished {self.start_epoch - 1} of {self.cfg.epochs} epochs"
+            )
+            return self.history
+        self._wrap_model()
+        for cb in self.cfg.callbacks:
+            cb.on_fit_start(self.state)
+        try:
+            self._epochs()
+        except Exception as error:
+            # However fit ends, callbacks end too (EarlyStopping restores the best weights); then the error goes on.
+            self._fit_end(error)
+            raise
+        self._fit_end()
+        return self.history
+
+    def _wrap_model(self) -> None:
+        """channels_last, DDP and torch.compile; callbacks and checkpoints keep seeing the plain model."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        net: nn.Module = self.model
+        if self.ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.net = torch.compile(net) if self.cfg.compile else net
+
+    def _fit_end(self, error: Exception | None = None) -> None:
+        if self.ctx.enabled:
+            # DistributedDataParallel sits in reference cycles, so unless collected it outlives fit with its hold
+            # on the process group's gloo work until the interpreter's teardown, where a gloo thread that needs
+            # the GIL aborts the process ("terminate called without an active exception"). On a 2-core Xeon with
+            # AMX, 5 of 110 torchrun runs of tests/_fit_worker.py ended so, all their work done; none of 140 since.
+            self.net = self.model
+            gc.collect()
+        if self.channels_last and self.cfg.channels_last == "auto":
+            # The layout was fit's choice, not the user's: hand the model back in the default one, so that it
+            # computes exactly as the same weights loaded from disk do.
+            self.model.to(memory_format=torch.contiguous_format)
+        for cb in self.cfg.callbacks:
+            if error is None:
+                cb.on_fit_end(self.state)
+                continue
+            try:
+                cb.on_fit_end(self.state)
+            except Exception as cb_error:  # the training error stays the one raised; this one is attached
+                if hasattr(error, "add_note"):  # Python 3.11+
+                    error.add_note(f"{type(cb).__name__}.on_fit_end also failed: {cb_error!r}")
+
+    def _epochs(self) -> None:
+        """Every epoch of the run; returns on finishing, a stop request, max_time or Ctrl-C."""
+        fit_start = time.perf_counter()
+        try:
+            with self.interrupts:
+                for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+                    row = self._epoch(epoch)
+                    if self._stop_after(epoch, row, fit_start):
+                        break
+        except KeyboardInterrupt:
+            self._interrupted()
+        except NonFiniteLoss as e:
+            raise FloatingPointError(
+                f"fit: the training loss became {e.value} at epoch {e.epoch}, batch {e.step}; "
+                f"training stopped.{self._kept()} {_NAN_ADVICE}"
+            ) from None
+
+    def _epoch(self, epoch: int) -> dict[str, Any]:
+        """Train, validate, check, record, checkpoint and print one epoch."""
+        self.position.begin_epoch(epoch, self.user_generator)
+        self.interrupts.raise_if_requested()  # a Ctrl-C during the last validation stops here, between epochs
+        self.state.epoch = epoch
+        for cb in self.cfg.callbacks:
+            cb.on_epoch_start(self.state)
+        row: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch), **self._validate()}
+        self._check_finite(epoch, row)  # before callbacks and the checkpoint see the epoch
+        if self.scheduler is not None and self.schedule_interval == "epoch":
+            self.scheduler.step()
+        row["time"] = time.perf_counter() - self.epoch_began
+        self.history.append(**row)
+        for cb in self.cfg.callbacks:
+            cb.on_epoch_end(self.state)
+        self._save(ckpt.LAST, epoch)
+        if self.checkpoint_dir is not None and self.ctx.is_main:  # superseded: the folder's latest point is last.pt
+            (self.checkpoint_dir / ckpt.INTERRUPTED).unlink(missing_ok=True)
+        self._print(epoch_line(row, self.cfg.epochs))
+        return row
+
+    def _stop_after(self, epoch: int, row: dict[str, Any], fit_start: float) -> bool:
+        """Whether a callback or max_time ends the run after ``epoch``; every process decides alike."""
+        cfg = self.cfg
+        elapsed = time.perf_counter() - fit_start
+        out_of_time = cfg.max_time is not None and epoch < cfg.epochs and elapsed + row["time"] > cfg.max_time
+        if not distributed.any_process(self.ctx, self.state.should_stop or out_of_time, device=self.device):
+            return False
+        reason = f"another epoch would pass max_time={cfg.max_time:g} s" if out_of_time else "a callback asked to stop"
+        self._print(f"stopping after epoch {epoch}: {reason}")
+        return True
+
+    # -- one epoch of training
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        batches = self._epoch_batches(epoch)
+        self.net.train()
+        width = len(str(self.cfg.epochs))
+        bar = ProgressBar(
+            self.say and self.cfg.verbose == 1,
+            f"epoch {epoch:>{width}}/{self.cfg.epochs}",
+            len(self.train_loader),
+            done=self.position.steps_done,
+            seen_before=self.sums.seen,
+            world_size=self.ctx.world_size,
+        )
+        try:
+            for step, (x, y) in enumerate(self._fetching(batches), start=self.position.steps_done):
+                loss = self._train_step(epoch, step, x, y)
+                self._report(epoch, step, bar)
+                for cb in self.cfg.callbacks:
+                    cb.on_batch_end(self.state, step, loss)
+                self.interrupts.raise_if_requested()
+                self.position.at_step_boundary = False  # the next batch is being fetched
+        finally:
+            bar.close()
+        return self._epoch_means(epoch, seconds=time.perf_counter() - self.epoch_began)
+
+    def _epoch_batches(self, epoch: int) -> Iterator:
+        """The epoch's batches, shuffled by (seed, epoch); after an interruption, from the next step on."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        elif callable(getattr(self.train_loader, "set_epoch", None)):
+            self.train_loader.set_epoch(epoch - 1)  # a FastLoader's alternating flips; fit counts from 1, it from 0
+        self.loader_generator.manual_seed(self.seed * 1_000_003 + epoch)
+        partial, self.partial = self.partial, None
+        self.sums = MetricSums(self.device)
+        if partial is None or partial["epoch"] != epoch:
+            self.epoch_began = time.perf_counter()
+            self.position.begin_batches(self.user_generator)
+            return iter(self.train_loader)
+        self.sums.load_state_dict(partial["sums"])
+        self.lr, self.epoch_began = partial["lr"], time.perf_counter() - partial["seconds"]
+        self.position.resume_batches(partial)
+        return replay_batches(self.train_loader, partial, self.rng_at_stop, self.user_generator)
+
+    def _fetching(self, batches: Iterator) -> Iterator:
+        """The batches; a loader broken by a deferred Ctrl-C (its worker processes get it at once) stops cleanly.
+
+        The failed fetch produced no batch, so the run still stands between two steps.
+        """
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception:
+                if not self.interrupts.requested:
+                    raise
+                self.position.at_step_boundary = True
+                raise KeyboardInterrupt from None
+            yield batch
+
+    def _train_step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward, loss, optimizer step and metric sums for one batch; returns the batch's detached loss."""
+        if not self.labels_checked:
+            check_labels(y, self.num_classes, f"epoch {epoch}, batch {step}")
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device, non_blocking=True)
+        with autocast(self.device, self.amp_dtype):
+            logits = self.net(x)
+            loss = self.criterion(logits, y)
+        self.lr = self.step(loss)
+        self.sums.add(loss, logits, y)
+        self.position.end_step()
+        return loss.detach()
+
+    def _report(self, epoch: int, step: int, bar: ProgressBar) -> None:
+        """Every `refresh` steps and at the last: the NaN guard and the progress bar's figures."""
+        if step % self.refresh == 0 or step == len(self.train_loader) - 1:
+            loss_sum, correct, seen = self.sums.read()
+            check_finite_loss(loss_sum, epoch, step)
+            bar.show(loss_sum, correct, seen)
+        bar.update()
+
+    def _epoch_means(self, epoch: int, seconds: float) -> dict[str, float]:
+        """The epoch's training loss, accuracy and speed, summed over every process."""
+        loss_sum, correct, seen = self.sums.read()
+        loss_total, correct_total, n = distributed.all_reduce_sums(
+            self.ctx, loss_sum, float(correct), float(seen), device=self.device
+        )
+        check_finite_loss(loss_total, epoch, len(self.train_loader) - 1)
+        means = {"train_loss": loss_total / n, "train_acc": correct_total / n}
+        return {**means, "lr": self.lr, "images_per_sec": n / seconds}
+
+    def _validate(self) -> dict[str, float | None]:
+        if self.val_loader is None:
+            return {"val_loss": None, "val_acc": None}
+        # Under DDP, validate the plain module: the shards may differ by one batch, and DDP's
+        # forward would wait for a buffer broadcast from processes that have already finished.
+        sums = eval_sums(
+            self.model if self.ctx.enabled else self.net,
+            self.val_loader,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.channels_last,
+        )
+        loss, correct, n = distributed.all_reduce_sums(
+            self.ctx, sums["loss_sum"], float(sums["correct"]), float(sums["n"]), device=self.device
+        )
+        return {"val_loss": loss / n, "val_acc": correct / n}
+
+    # -- checkpoints
+
+    def _payload(self, epoch: int, rng: dict[str, Any], rng_per_rank: list | None, **stop: Any) -> dict[str, Any]:
+        return {
+            "epoch": epoch,  # finished epochs
+            "seed": self.seed,
+            **self.parts.state_dict(),
+            "rng": rng,  # this process's (rank 0's)
+            # Under torchrun, every process's generator states in rank order; each restores its own.
+            "rng_per_rank": rng_per_rank,
+            "history": self.history.to_dict(),
+            # What the schedule was built for: a resume that asks for another length is refused.
+            "schedule_sized_for": self.schedule_sized_for,
+            "world_size": self.ctx.world_size,
+            "partial": None,  # where inside an epoch interrupted.pt stopped; None: at an epoch's end
+            **stop,
+        }
+
+    def _save(self, name: str, epoch: int, *, all_ranks: bool = True, **stop: Any) -> Path | None:
+        """Write a checkpoint on rank 0. Under torchrun every process must call it at the same point.
+
+        ``all_ranks=False`` (Ctrl-C, where processes stop wherever they are) skips gathering the
+        other processes' generator states, a collective that could wait forever.
+        """
+        if self.checkpoint_dir is None:
+            return None
+        rng = stop.pop("rng", None) or ckpt.capture_rng()
+        rng_per_rank = None
+        if self.ctx.enabled and all_ranks:
+            rng_per_rank = distributed.all_gather_objects(self.ctx, rng)
+        if not self.ctx.is_main:
+            return None
+        return ckpt.save_checkpoint(self.checkpoint_dir / name, self._payload(epoch, rng, rng_per_rank, **stop))
+
+    def _interrupted(self) -> None:
+        """Ctrl-C: write interrupted.pt, where the run stopped, and say how to go on from it."""
+        position, finished = self.position, self.history.epoch[-1] if len(self.history) else 0
+        seconds = time.perf_counter() - self.epoch_began
+        partial = position.record(
+            self.sums, self.lr, seconds, self.ctx.world_size, loader_problem=replay_problem(self.train_loader)
+        )
+        if partial is None:  # no step of this epoch finished: the run stands at the end of the last one
+            stop = {"rng": position.entry_rng, "loader_generator": position.entry_loader_generator}
+        else:
+            stop = {"rng": ckpt.capture_rng(), "partial": partial}
+        path = self._save(ckpt.INTERRUPTED, finished, all_ranks=False, **stop)
+        where = f"interrupted during epoch {position.epoch}"
+        self._print(interrupted_message(where, path, partial, len(self.train_loader), finished))
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.parts.load_state_dict(state)
+        self.history = self.state.history = History.from_dict(state["history"])
+        self.start_epoch = state["epoch"] + 1
+        # Each process its own generators; with another number of processes (or a checkpoint without
+        # them) every process takes rank 0's, and the resume is no longer exact.
+        per_rank = state.get("rng_per_rank")
+        own = per_rank is not None and len(per_rank) == self.ctx.world_size
+        ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
+        # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
+        self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
+
+    # -- checks and output
+
+    def _kept(self) -> str:
+        last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
+        if last is not None and last.exists():
+            return f" The last good checkpoint, {last}, is kept."
+        return " No checkpoint was written (pass checkpoint_dir= to keep one)."
+
+    def _check_finite(self, epoch: int, row: dict[str, Any]) -> None:
+        """Raise FloatingPointError if the epoch's losses or the model's weights are not all finite.
+
+        The loss is watched during the epoch, but weights that turn NaN at its last step only
+        show in val_loss or in the weights themselves: such an epoch must not become last.pt.
+        """
+        found = [f"{key} ({row[key]})" for key in ("train_loss", "val_loss") if not _finite(row[key])]
+        found += non_finite_tensors(self.model, self.device)
+        # Batch-norm buffers are each process's own: every process must agree to stop, or the others hang.
+        if not distributed.any_process(self.ctx, bool(found), device=self.device):
+            return
+        what = ", ".join(found) if found else "the weights of another process"
+        raise FloatingPointError(
+            f"fit: non-finite values at the end of epoch {epoch}: {what}; training stopped before the epoch was "
+            f"recorded or checkpointed.{self._kept()} {_NAN_ADVICE}"
+        )
+
+    def _print(self, text: str) -> None:
+        if self.say:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text)  # does not break a progress bar that is still on screen
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """The one fixed-format line printed per epoch, e.g. ``epoch 3/30 | train loss 0.812 acc 71.4% | ...``."""
+    width = len(str(epochs))
+    parts = [
+        f"epoch {row['epoch']:>{width}}/{epochs}",
+        f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%",
+    ]
+    if row["val_loss"] is not None:
+        parts.append(f"val loss {row['val_loss']:.3f} acc {100 * row['val_acc']:.1f}%")
+    parts += [f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"]
+    return " | ".join(parts)
+
+
+def interrupted_message(
+    where: str, path: Path | None, partial: dict[str, Any] | None, steps_per_epoch: int, finished: int
+) -> str:
+    """What fit prints on Ctrl-C: where it stopped, what it saved, and the resume= that goes on from there."""
+    kept = f"History holds the {finished} finished epochs."
+    if path is None:
+        return f"{where}. {kept} (Pass checkpoint_dir= to be able to resume.)"
+    if partial is None:
+        return f"{where}, before its first step; saved {path}. {kept} Continue with fit(..., resume='{path}')."
+    steps = f"after {partial['steps_done']} of its {steps_per_epoch} steps"
+    if partial["exact"]:
+        return f"{where} {steps}; saved {path}. {kept} Continue exactly from there: fit(..., resume='{path}')."
+    last = path.with_name(ckpt.LAST)
+    instead = f"resume from {last} (the end of epoch {finished})" if finished else "start again without resume="
+    return f"{where}; the weights of that moment are in {path}, but {partial['why']}: {instead}. {kept}"
+
+
+_NAN_ADVICE = "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
+
+
+def _finite(value: float | None) -> bool:
+    return value is None or math.isfinite(value)

@@ -1,0 +1,161 @@
+"""The optimizer and learning-rate schedule fit builds from its options, and what a checkpoint needs
+to know about them to refuse a resume that would not continue the same run.
+
+A restored OneCycleLR, CosineAnnealingLR or MultiStepLR keeps the length it was built for, and
+an optimizer's state only fits the class that wrote it (SGD's momentum buffers are not AdamW's
+moments): both are recorded in the checkpoint and compared before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgzoo.train.config import FitConfig
+
+__all__ = ["build_optimizer", "build_schedule", "check_schedule_resumable", "optimizer_name", "schedule_size"]
+
+
+def _norm_shifts(model: nn.Module) -> set[int]:
+    """The ids of the trainable biases of normalisation layers (batch, group, layer and instance norm)."""
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    return {
+        id(module.bias)
+        for module in model.modules()
+        if isinstance(module, norms) and getattr(module, "bias", None) is not None and module.bias.requires_grad
+    }
+
+
+def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` names, with weight decay on weights only (never biases or norms).
+
+    With ``cfg.norm_bias_lr_scale`` other than 1 the normalisation layers' biases form a third
+    group at that multiple of the learning rate (the groups are unchanged otherwise, so older
+    checkpoints' optimizer states still fit).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("fit: the model has no trainable parameters (all have requires_grad=False)")
+    spec = cfg.optimizer
+    if callable(spec) and not (isinstance(spec, type) and issubclass(spec, torch.optim.Optimizer)):
+        return spec(params)
+    # torch.optim.SGD and AdamW themselves get the recipes of "sgd" and "adamw", not the generic defaults.
+    is_sgd = spec == "sgd" or spec is torch.optim.SGD
+    is_adamw = spec == "adamw" or spec is torch.optim.AdamW
+    lr = cfg.lr if cfg.lr is not None else (0.1 if is_sgd else 1e-3)
+    wd = cfg.weight_decay if cfg.weight_decay is not None else (5e-4 if is_sgd else 0.05)
+    shifts = _norm_shifts(model) if cfg.norm_bias_lr_scale != 1.0 else set()
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
+        {"params": [p for p in params if p.ndim <= 1 and id(p) not in shifts], "weight_decay": 0.0},  # biases, norms
+        {"params": [p for p in params if id(p) in shifts], "weight_decay": 0.0, "lr": lr * cfg.norm_bias_lr_scale},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if is_sgd:
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if is_adamw:
+        return torch.optim.AdamW(groups, lr=lr)
+    return spec(groups, lr=lr)  # another torch.optim class: the generic defaults
+
+
+def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
+    """The optimizer's class as a checkpoint records it, e.g. ``torch.optim.SGD``."""
+    cls = type(optimizer)
+    module = "torch.optim" if cls.__module__.startswith("torch.optim.") else cls.__module__
+    return f"{module}.{cls.__qualname__}"
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_epoch: int) -> tuple[Any, str]:
+    """The LR scheduler and whether it steps every batch ("step") or every epoch."""
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler
+    if cfg.schedule is None:
+        return None, "epoch"
+    if cfg.schedule == "onecycle":
+        cycle_momentum = any(k in optimizer.defaults for k in ("momentum", "betas")) and (
+            optimizer.defaults.get("momentum", 1) > 0
+        )
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, cycle_momentum=cycle_momentum), "step"
+    if cfg.schedule == "linear":
+        # airbench94's piecewise-linear schedule as a one-cycle without momentum cycling: from
+        # peak / 5 up to the peak at 23% of the steps, then down to peak * 0.07 = (peak / 5) / (1 / 0.35).
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return (
+            sched.OneCycleLR(
+                optimizer,
+                max_lr=max_lr,
+                total_steps=total,
+                pct_start=0.23,
+                anneal_strategy="linear",
+                div_factor=5.0,
+                final_div_factor=1 / 0.35,
+                cycle_momentum=False,
+            ),
+            "step",
+        )
+    if cfg.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=total), "step"
+    if cfg.schedule == "step":
+        milestones = sorted({max(1, int(cfg.epochs * 0.5)), max(1, int(cfg.epochs * 0.75))})
+        return sched.MultiStepLR(optimizer, milestones=milestones, gamma=0.1), "epoch"
+    return cfg.schedule(optimizer), cfg.schedule_interval
+
+
+_SIZED = {
+    "onecycle": "per step",
+    "linear": "per step",
+    "cosine": "per step",
+    "step": "per epoch",
+}  # built-ins sized by the run's length
+
+
+def schedule_size(cfg: FitConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """What the schedule is built for, as recorded in the checkpoint: its kind, epochs and steps per epoch."""
+    kind = cfg.schedule if cfg.schedule is None or isinstance(cfg.schedule, str) else "callable"
+    return {"schedule": kind, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch}
+
+
+def _shown(kind: str | None) -> str:
+    return "a callable" if kind == "callable" else repr(kind)
+
+
+def _length(size: dict[str, Any]) -> str:
+    steps = f" of {size['steps_per_epoch']} steps" if _SIZED.get(size["schedule"]) == "per step" else ""
+    return f"{size['epochs']} epochs{steps}"
+
+
+def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], path: Any) -> None:
+    """Refuse, before any work, a resume whose schedule would not continue the checkpointed one.
+
+    A restored OneCycleLR, CosineAnnealingLR or MultiStepLR keeps the length it was built
+    for: a longer run fails inside torch (one-cycle), trains at the final rate (cosine) or
+    drops the rate at the old run's milestones (step). The checkpointed scheduler's state also
+    only fits the same kind of schedule. schedule=None and callables are not sized by fit, so
+    their runs resume with any epochs. Checkpoints written before the record was kept are not checked.
+    """
+    if saved is None:
+        return
+    new_run = (
+        f"start a new run from its weights: model.load_state_dict(imgzoo.train.checkpoint.load_checkpoint('{path}')"
+        "['model']), then fit without resume= (a fresh schedule for the new length)"
+    )
+    if saved["schedule"] != now["schedule"]:
+        raise ValueError(
+            f"fit: cannot resume {path}: it was made with schedule={_shown(saved['schedule'])}, and this call asks "
+            f"for schedule={_shown(now['schedule'])}; the restored scheduler state fits only the same schedule. "
+            f"Resume with schedule={_shown(saved['schedule'])}, or {new_run}."
+        )
+    per = _SIZED.get(now["schedule"])
+    if per is None:
+        return
+    if saved["epochs"] != now["epochs"] or (per == "per step" and saved["steps_per_epoch"] != now["steps_per_epoch"]):
+        raise ValueError(
+            f"fit: cannot resume {path}: it was made with schedule={_shown(saved['schedule'])} sized for "
+            f"{_length(saved)}, and this call asks for {_length(now)}. A restored {saved['schedule']} schedule "
+            "keeps the length it was built for, so training would fail or go on at the wrong learning rate. "
+            f"To continue that run, resume with epochs={saved['epochs']} (and the same batch size and training "
+            f"data); to train for another length, {new_run}."
+        )
