@@ -10,13 +10,10 @@
 The runs are interleaved and the median of each is reported. imgzoo's modules are compiled to
 bytecode first, as ``pip install`` does: with PYTHONDONTWRITEBYTECODE set and no ``__pycache__``, every
 run would compile them from source again (0.1 to 0.2 s on a 2-core machine) and count that as import time.
-
-    python bench/bench_startup.py [--reps 5]
 """
 
 from __future__ import annotations
 
-import argparse
 import compileall
 import importlib.util
 import json
@@ -107,21 +104,3 @@ def run(reps: int, wall_times: bool = True) -> dict[str, float]:
             if hub_name is not None:
                 samples["load cached Hub entry"].append(timed_inside(LOAD_TIMED.format(name=hub_name), hub_env))
     return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=5)
-    args = parser.parse_args()
-    medians = run(args.reps)
-    for name, seconds in medians.items():
-        print(f"{name:<26} {1000 * seconds:8.0f} ms")
-    extra = medians["import imgzoo"] - medians["import torch, torchvision"]
-    print(
-        f"import imgzoo costs {1000 * medians['import imgzoo after torch']:.0f} ms more than torch + torchvision "
-        f"in one interpreter, {1000 * extra:.0f} ms as the difference of two (goal <= 300 ms)"
-    )
-
-
-if __name__ == "__main__":
-    main()
