@@ -15,12 +15,13 @@ cache, outside the timed windows; without one, 50,000 synthetic uint8 images.
 
 from __future__ import annotations
 
-import time
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 
+import bench_models
 import common
 import torch
-import torch.nn.functional as F
 
 import imgzoo
 from imgzoo import datasets
@@ -37,45 +38,10 @@ def load_data(path: str | None, spec) -> tuple[datasets.TensorImages, str]:
     return datasets.TensorImages(images, targets, spec.class_names, spec=spec), f"{note}50000 synthetic images"
 
 
-def rate(step, seconds: float, device: torch.device, warm_up: int = 2) -> float:
-    """Calls of ``step`` per second over ``seconds``, after ``warm_up`` untimed ones."""
-    for _ in range(warm_up):
-        step()
-    common.sync(device)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step()
-        count += 1
-    common.sync(device)
-    return count / (time.perf_counter() - start)
-
-
-def batches(loader):
-    """A step that takes the loader's next batch, starting a new epoch when one ends."""
-    state = {"it": iter(loader)}
-
-    def step() -> None:
-        try:
-            next(state["it"])
-        except StopIteration:
-            state["it"] = iter(loader)
-
-    return step
-
-
-def training(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
-    """A step of ResNet-20 training on one fixed batch (the model's cost alone)."""
-    # He et al. 2016, section 4.2: SGD, momentum 0.9, weight decay 1e-4, lr 0.1.
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x, y = batch
-
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+def batches(loader) -> Callable[[], object]:
+    """A step that takes the loader's next batch, epoch after epoch."""
+    stream = itertools.chain.from_iterable(itertools.repeat(loader))
+    return lambda: next(stream)
 
 
 def measure(path: str | None, seconds: float, device: torch.device) -> dict:
@@ -85,9 +51,13 @@ def measure(path: str | None, seconds: float, device: torch.device) -> dict:
     data, what = load_data(path, model.data_spec)
     standard = common.loader(data, batch_size, device, spec=model.data_spec, train=True, augment="standard")
     strong = common.loader(data, batch_size, device, spec=model.data_spec, train=True, augment="strong")
-    load = rate(batches(standard), seconds, device, warm_up=3)
-    load_strong = rate(batches(strong), seconds, device, warm_up=3)
-    train = rate(training(model, next(iter(standard))), seconds, device)
+    # Training on one batch already in memory: forward, cross-entropy, backward and an SGD step, the model alone.
+    train_step = bench_models.step_function(model, bench_models.Config("resnet_cifar", "train", "fp32", False),
+                                            *next(iter(standard)))  # fmt: skip
+    load, load_strong, train = (  # steps per second, each after an untimed warm-up step
+        1 / bench_models.time_steps(step, seconds, device=device)
+        for step in (batches(standard), batches(strong), train_step)
+    )
     return {
         "data": what,
         "device": str(device),

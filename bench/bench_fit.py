@@ -1,20 +1,15 @@
 """fit's end-to-end training throughput against a hand-written minimal loop, side by side.
 
-Same model (resnet_cifar, depth 20), same synthetic 3x32x32 data, batch size, optimizer (SGD, Nesterov)
-and one-cycle schedule. Rows:
+The same ResNet-20, synthetic 3x32x32 data, batch size, optimizer (SGD, Nesterov) and one-cycle schedule,
+trained by: the minimal loop a user writes by hand (fp32, NCHW, no checks, no metrics); fit with amp="fp32"
+and channels_last=False, whose ratio to it is fit's own overhead (goal >= 0.90); fit's defaults, what a user
+gets without choosing (goal: never slower than fit in fp32 NCHW); fit in bf16, which where bf16 is emulated
+runs at a tenth of fp32's speed and so is timed once, on a quarter of the images, after the others.
 
-- minimal loop: what a user writes by hand (fp32, NCHW, no checks, no metrics);
-- fit, same settings: amp="fp32", channels_last=False, so its ratio to the minimal loop is fit's own
-  overhead (goal >= 0.90);
-- fit defaults: amp="auto", channels_last="auto", what a user gets without choosing (goal: never slower
-  than fit's fp32 NCHW);
-- fit bf16: amp="bf16". Where bf16 is emulated it runs at a tenth of fp32's speed, so it is timed once,
-  on a quarter of the images, after the others.
-
-Repetitions are interleaved so that load from other processes hits all rows alike. Each ratio is the
-median of the two rows' ratios within a repetition, not the ratio of their medians: the machine's speed
-drifts over minutes, and neighbouring runs share it. The run stored for the 2-core Xeon with AMX reads
-fit / minimal loop as 0.96 from the medians and 0.99 from the pairs (0.95 to 0.99).
+Repetitions are interleaved so that load from other processes hits all rows alike. Each ratio is the median
+of the two rows' ratios within a repetition, not the ratio of their medians: the machine's speed drifts over
+minutes, and neighbouring runs share it. The run stored for the 2-core Xeon with AMX reads fit / minimal
+loop as 0.96 from the medians and 0.99 from the pairs (0.95 to 0.99).
 """
 
 from __future__ import annotations

@@ -34,12 +34,6 @@ MODES = ("train", "infer")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def layouts(quick: bool) -> tuple[bool, ...]:
-    """The layouts timed, as channels_last False/True. --quick times channels_last only: the layout fit trains
-    in on a CPU, and the one the goals name; NCHW doubles the windows."""
-    return (True,) if quick else (False, True)
-
-
 def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, n: int = 2048,
                 seconds: float = 1.0) -> float:  # fmt: skip
     """FLOP/s of an n x n matmul: the ceiling any convolution network can approach on this machine."""
@@ -91,12 +85,6 @@ def peaks(device: torch.device, seconds: float = 1.0) -> dict:
             "bf16": matmul_peak(device, torch.bfloat16, n=8192, seconds=seconds), "matmul_n": 8192, **tf32}  # fmt: skip
 
 
-def probe_seconds(window: float) -> float:
-    """Each probe between timing windows runs half a window, at most a second: a 2048 x 2048 fp32 matmul
-    takes about 0.1 s on 2 AVX2 cores, so even --quick's 0.25 s holds two or three of them."""
-    return min(1.0, window / 2)
-
-
 # ------------------------------------------------------------------ a plain ResNet-20, as a user writes it
 
 
@@ -137,8 +125,8 @@ class PlainResNet20(nn.Module):
 @dataclass
 class Config:
     model: str
-    mode: str  # "train" or "infer" (model(x) in eval mode); results from before 0.2 also hold "evaluate"
-    amp: str  # "fp32" or "bf16"; results from before 0.2 also hold "auto"
+    mode: str  # "train" or "infer" (model(x) in eval mode)
+    amp: str  # "fp32" or "bf16"
     channels_last: bool
 
 
@@ -246,11 +234,6 @@ def measure(cfg: Config, seconds: float, device: torch.device, flops: dict) -> t
     return batch_size, batch_size / time_steps(step, seconds, warmup_may_count=emulated, device=device)
 
 
-def peak_name(cfg: Config, found: dict) -> str:
-    """The peak a row is a fraction of: bf16 where it computes in bf16 and a bf16 peak was measured (a GPU)."""
-    return "bf16" if "bf16" in found and cfg.amp == "bf16" else "fp32"
-
-
 # The models and settings the goals name (resnet_cifar >= 55% / 65% of peak in channels_last, the plain
 # ResNet-20 as the overhead baseline); bf16 where it is native, for bf16 >= 1.5x over fp32 (one full run read
 # 1.44x from bf16's 3 windows where auto, the same code on that CPU, read 1.63x from 9).
@@ -279,7 +262,10 @@ def run(models: list[str], reps: int, seconds: float, amps: list[str], device: t
     configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in timed_layouts]
     windows: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(configs))}  # (rate, probe before)
     sizes: dict[int, int] = {}
-    probes = [peaks(device, probe_seconds(seconds))]
+    # Each probe runs half a window, at most a second: a 2048 x 2048 fp32 matmul takes about 0.1 s on 2 AVX2
+    # cores, so even --quick's 0.25 s holds two or three.
+    probe = min(1.0, seconds / 2)
+    probes = [peaks(device, probe)]
     flops: dict[tuple[str, str], float] = {}
     goals = [i for i, cfg in enumerate(configs) if goal_row(cfg, common.native_bf16(device))]
     for rep in range(max(reps, goal_reps)):
@@ -288,14 +274,15 @@ def run(models: list[str], reps: int, seconds: float, amps: list[str], device: t
             i = timed[j]
             sizes[i], rate = measure(configs[i], seconds, device, flops)
             windows[i].append((rate, len(probes) - 1))
-            probes.append(peaks(device, probe_seconds(seconds)))
+            probes.append(peaks(device, probe))
     found = dict(probes[0], probes=len(probes), paired=True)
     for key in ("fp32", "bf16") if "bf16" in found else ("fp32",):
         found[key] = statistics.median(p[key] for p in probes)
         found[f"{key}_highest"] = max(p[key] for p in probes)
     results = []
     for i, cfg in enumerate(configs):
-        per_image, which = flops[(cfg.model, cfg.mode)], peak_name(cfg, found)
+        per_image = flops[(cfg.model, cfg.mode)]
+        which = "bf16" if "bf16" in found and cfg.amp == "bf16" else "fp32"  # a bf16 peak is taken on a GPU only
         fraction = statistics.median(r * per_image / max(probes[k][which], probes[k + 1][which]) for r, k in windows[i])
         rates = [r for r, _ in windows[i]]
         results.append(Result(**asdict(cfg), batch_size=sizes[i], images_per_sec=statistics.median(rates),
@@ -316,27 +303,30 @@ def overhead_ratio(results: list[Result]) -> dict[str, float]:
     ratios = {}
     for r in results:
         key = (r.mode, r.amp, r.channels_last)
-        if r.model != "resnet_cifar" or key not in plain or r.mode not in MODES:
+        if r.model != "resnet_cifar" or key not in plain:
             continue
         other = plain[key]
         if len(r.rates) == len(other.rates) > 0:
             ratio = statistics.median(a / b for a, b in zip(r.rates, other.rates, strict=True))
         else:
             ratio = r.images_per_sec / other.images_per_sec
-        ratios[f"{r.mode} {r.amp} {'channels_last' if r.channels_last else 'NCHW'}"] = ratio
+        ratios[f"{r.mode} {r.amp} {layout_name(r.channels_last)}"] = ratio
     return ratios
 
 
-def precision_ratios(results: list[Result]) -> dict[str, dict[str, float]]:
-    """bf16 (and, in results from before 0.2, amp="auto") against fp32 per model, mode and layout: images/s
-    over fp32's. The goal: bf16 >= 1.5x where the device computes it natively. A ratio of the rows' medians:
-    the precisions of a row are not timed back to back, so a drifting machine moves these by a few percent."""
-    by_key = {(r.model, r.mode, r.channels_last, r.amp): r.images_per_sec for r in results}
-    ratios: dict[str, dict[str, float]] = {}
-    for (model, mode, channels_last, amp), rate in by_key.items():
-        fp32 = by_key.get((model, mode, channels_last, "fp32"))
-        if amp != "fp32" and fp32:
-            ratios.setdefault(f"{model} {mode} {'channels_last' if channels_last else 'NCHW'}", {})[amp] = rate / fp32
+def layout_name(channels_last: bool) -> str:
+    return "channels_last" if channels_last else "NCHW"
+
+
+def precision_ratios(results: list[Result]) -> dict[str, float]:
+    """bf16's images/s over fp32's per model, mode and layout (the goal: >= 1.5x where bf16 is native). A ratio
+    of the rows' medians: the two are not timed back to back, so a drifting machine moves it by a few percent."""
+    fp32 = {(r.model, r.mode, r.channels_last): r.images_per_sec for r in results if r.amp == "fp32"}
+    ratios = {}
+    for r in results:
+        if r.amp == "bf16" and (r.model, r.mode, r.channels_last) in fp32:
+            key = f"{r.model} {r.mode} {layout_name(r.channels_last)}"
+            ratios[key] = r.images_per_sec / fp32[(r.model, r.mode, r.channels_last)]
     return ratios
 
 
@@ -360,31 +350,24 @@ def peak_lines(found: dict) -> list[str]:
             "FLOP per byte of it (see the findings below)."]  # fmt: skip
 
 
+def cell(r: Result | None, batch_size: int) -> str:
+    """A row's images/s and share of its peak, and its batch where it is not the line's (emulated bf16's 16)."""
+    if r is None:
+        return ""
+    of = "" if r.peak == "fp32" else " of bf16"
+    batch = "" if r.batch_size == batch_size else f", batch {r.batch_size}"
+    return f"{r.images_per_sec:,.0f} ({100 * r.fraction_of_peak:.0f}%{of}{batch})"
+
+
 def markdown(results: list[Result], found: dict) -> str:
-    """One line per model, mode and layout: each precision's images/s and share of the peak, then the ratios."""
-    amps = list(dict.fromkeys(r.amp for r in results))
-    ratios = precision_ratios(results)
-    others = [amp for amp in amps if amp != "fp32"]
-    lines = [*peak_lines(found), "", "| model | mode | layout | GFLOP/image | "
-             + " | ".join(f"{amp}: images/s (of peak)" for amp in amps)
-             + "".join(f" | {amp} / fp32" for amp in others) + " |",
-             "|---|---|---|---:|" + "---:|" * (len(amps) + len(others))]  # fmt: skip
-    rows = {(r.model, r.mode, r.channels_last): {} for r in results}
-    for r in results:
-        rows[(r.model, r.mode, r.channels_last)][r.amp] = r
-    for (model, mode, channels_last), by_amp in rows.items():
-        first = next(iter(by_amp.values()))
-        cells = []
-        for amp in amps:
-            r = by_amp.get(amp)
-            if r is None:
-                cells.append("")
-                continue
-            of = "" if r.peak == "fp32" else " of bf16"
-            batch = "" if r.batch_size == first.batch_size else f", batch {r.batch_size}"
-            cells.append(f"{r.images_per_sec:,.0f} ({100 * r.fraction_of_peak:.0f}%{of}{batch})")
-        layout = "channels_last" if channels_last else "NCHW"
-        found_ratios = ratios.get(f"{model} {mode} {layout}", {})
-        cells += [f"{found_ratios[amp]:.2f}x" if amp in found_ratios else "" for amp in others]
+    """One line per model, mode and layout: fp32's and bf16's images/s and shares of the peak, and their ratio."""
+    ratios, by_key = precision_ratios(results), {(r.model, r.mode, r.channels_last, r.amp): r for r in results}
+    lines = [*peak_lines(found), "", "| model | mode | layout | GFLOP/image | fp32: images/s (of peak) | "
+             "bf16: images/s (of peak) | bf16 / fp32 |", "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for model, mode, channels_last in dict.fromkeys((r.model, r.mode, r.channels_last) for r in results):
+        fp32, bf16 = (by_key.get((model, mode, channels_last, amp)) for amp in ("fp32", "bf16"))
+        first, layout = fp32 or bf16, layout_name(channels_last)
+        ratio = ratios.get(f"{model} {mode} {layout}")
+        cells = [cell(fp32, first.batch_size), cell(bf16, first.batch_size), f"{ratio:.2f}x" if ratio else ""]
         lines.append(f"| {model} | {mode} | {layout} | {first.flops_per_image / 1e9:.3f} | {' | '.join(cells)} |")
     return "\n".join(lines)

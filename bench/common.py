@@ -8,7 +8,6 @@ reporting it as a GPU run. Apple's MPS is not offered: the timers here synchroni
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import re
@@ -37,19 +36,6 @@ def resolve(name: str) -> torch.device:
             f"(torch.cuda.is_available() is False); available: cpu. Run with --device cpu or --device auto."
         )
     return torch.device(("cuda" if cuda else "cpu") if name == "auto" else name)
-
-
-def add_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=CHOICES, help="auto: cuda where PyTorch sees a GPU")
-
-
-def from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
-    """The device the command line asks for; an unavailable one ends the command (exit status 2)."""
-    try:
-        return resolve(args.device)
-    except ValueError as error:
-        parser.error(str(error))
-        raise  # parser.error exits; this line only tells type checkers so
 
 
 def sync(device: torch.device) -> None:

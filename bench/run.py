@@ -1,32 +1,16 @@
-"""Every benchmark in one command: a results JSON for this kind of machine, and the page that sets them side by side.
+"""Every benchmark in one command: a results file for this kind of machine, and the page that sets them side by side.
 
     python bench/run.py [--quick] [--long] [--device auto|cpu|cuda] [--cifar10 DIR] [--mnist DIR]
                         [--only SECTION ...] [--render] [--json PATH] [--out PATH]
 
-A full run writes bench/results-KIND.json, KIND naming the machine (cpu-avx2, cpu-avx512-bf16, gpu-...: see
-common.kind), replacing only the last run on that kind, and renders docs/benchmarks.md from every such file:
-a column per machine. Each figure is a ratio of two things measured side by side in one run, because shared
-machines are noisy and only ratios carry over:
-
-1. model speed: images/s of every model, training and inference, fp32 and bf16, NCHW and channels_last, as a
-   fraction of this machine's matmul peak, and the memory bandwidth beside it (bench_models.py);
-2. no hidden overhead: resnet_cifar against a plain ResNet-20 written in the benchmark (bench_models.py);
-3. the training loop: fit against a minimal hand-written loop (bench_fit.py);
-4. the data path: the loader's augmented images/s against ResNet-20's training images/s (bench_data.py);
-5. peak memory of training and inference, host RSS, and on a GPU the CUDA memory too (bench_memory.py);
-6. time to accuracy on real data: mnist_cnn to 99% against PyTorch's MNIST example's first epoch; with --long,
-   basic_cnn on CIFAR-10 to 90% on a CPU, to 94% on a GPU, set against airbench94's published 3.29 s on an
-   A100 (bench_time_to_accuracy.py);
-7. start-up: import, loading shipped weights, loading a cached Hub entry (bench_startup.py).
-
---quick (a few minutes on a 2-core CPU) measures resnet_cifar and the plain ResNet-20 only, channels_last,
-one repetition, and no race, no inference memory, no whole-interpreter import times; its JSON goes to
-bench/results-quick-KIND.json (not kept in git) and the page shows it in this kind's column. --out writes the
-page elsewhere (the page's text outside the results comes from docs/benchmarks.md). --only measures the named
-sections and merges them into this kind's results, each dated: the CIFAR-10 race takes half an hour on a
-2-core CPU, so it may run apart, `python bench/run.py --only races --long --cifar10 DIR`. --render measures
-nothing: it writes the page again from the results files. On a GPU: batches of 512, peaks at 8192 x 8192,
-timers that drain the GPU's queue; the whole suite with the race needs about seven to nine minutes there.
+A run writes bench/results-KIND.json (KIND names the machine: common.kind), replacing only the last run on
+that kind, and renders the results part of docs/benchmarks.md from every such file, a column each; the page
+says what each section measures. Every figure is a ratio of two things measured side by side in one run,
+because shared machines are noisy and only ratios carry over. --quick (a few minutes on a 2-core CPU):
+resnet_cifar and the plain ResNet-20 only, channels_last, one repetition, no race, no inference memory; its
+results go to bench/results-quick-KIND.json, not kept in git. --only measures the sections named and merges
+them into this kind's results, each dated (the CIFAR-10 race takes half an hour on a 2-core CPU: `--only
+races --long --cifar10 DIR`). --render measures nothing.
 """
 
 from __future__ import annotations
@@ -66,9 +50,6 @@ GOALS = {
     "loader / training": ">= 5",
     "mnist_cnn to 99% / example's first epoch": "<= 1.0",
     "resnet_cifar training peak RSS": "<= 2048 MB",
-    # Two fresh interpreters, each importing torch for about 5 s, differ by up to 0.8 s from run to run
-    # (2-core AMD EPYC); the in-process row below is the one the goal is read from.
-    "import imgzoo - import torch, torchvision": "(noisy; read the next row)",
     "import imgzoo after torch, torchvision": "<= 300 ms",
     "load('mnist_cnn.mnist')": "<= 100 ms",
     "load a cached Hub entry": "<= 200 ms + file read",
@@ -86,7 +67,7 @@ def sections(args: argparse.Namespace, device: torch.device) -> dict:
         "data": lambda: {"data": bench_data.measure(args.cifar10, 2 if quick else 10, device)},
         "memory": lambda: memory(models, quick, device),
         "races": lambda: races(args, device),
-        "startup": lambda: {"startup": bench_startup.run(1 if quick else 5, wall_times=not quick)},  # host only
+        "startup": lambda: {"startup": bench_startup.run(1 if quick else 5)},  # host only
     }
 
 
@@ -94,8 +75,9 @@ def speed(models: list[str], quick: bool, device: torch.device) -> dict:
     """Every model's rows against the peaks, and the memory bandwidth on either side of them."""
     bandwidth = bench_models.memory_bandwidth(device)
     window = 0.5 if quick or device.type == "cuda" else 2.0  # a GPU step takes milliseconds, a CPU's up to a second
+    layouts = (True,) if quick else (False, True)  # channels_last only: the layout fit trains in on a CPU
     rows, found = bench_models.run([*models, "plain_resnet20"], 1 if quick else 3, window, ["fp32", "bf16"], device,
-                                   bench_models.layouts(quick), 0 if quick else bench_models.GOAL_REPS)  # fmt: skip
+                                   layouts, 0 if quick else bench_models.GOAL_REPS)  # fmt: skip
     found["bandwidth"] = max(bandwidth, bench_models.memory_bandwidth(device))
     found["bandwidth_mib"] = bench_models.BANDWIDTH_MIB
     return {"models": {"peaks": found, "rows": [vars(r) for r in rows]}}
@@ -136,7 +118,7 @@ def headline(results: dict) -> dict[str, str | None]:
     rows = [bench_models.Result(**r) for r in results.get("models", {}).get("rows", [])]
     speed = {(r.model, r.mode, r.amp, r.channels_last): vars(r) for r in rows}
     peaks = results.get("models", {}).get("peaks", {})
-    bf16 = bench_models.precision_ratios(rows).get("resnet_cifar train channels_last", {}).get("bf16")
+    bf16 = bench_models.precision_ratios(rows).get("resnet_cifar train channels_last")
     native = "native" if results["machine"]["native_bf16"] else "emulated"
     fit, data, start = results.get("fit"), results.get("data"), results.get("startup", {})
     out = {
@@ -155,10 +137,6 @@ def headline(results: dict) -> dict[str, str | None]:
         "basic_cnn to 90% on CIFAR-10": None,
         "basic_cnn to 94% on CIFAR-10 / airbench94 on an A100": None,
         "resnet_cifar training peak RSS": None,
-        # --quick leaves out the two whole-interpreter timings, whose difference is noisy
-        "import imgzoo - import torch, torchvision": ms(
-            start["import imgzoo"] - start["import torch, torchvision"] if "import imgzoo" in start else None
-        ),
         "import imgzoo after torch, torchvision": ms(start.get("import imgzoo after torch")),
         "load('mnist_cnn.mnist')": ms(start.get("load shipped")),
         "load a cached Hub entry": ms(start.get("load cached Hub entry")),
@@ -242,12 +220,6 @@ def memory_cell(results: dict, name: str) -> str:
     return f"{results['memory_mb'][name]:,.0f} MB" + (f" (CUDA {cuda:,.0f} MB)" if cuda is not None else "")
 
 
-def mnist_cell(tta: dict | None, key: str) -> str:
-    if not tta or tta[key]["seconds"] is None:
-        return "-"
-    return f"{tta[key]['seconds']:.1f} s, {100 * tta[key]['val_acc']:.2f}%"
-
-
 AIRBENCH_NOTE = (
     "airbench94's 3.29 s is its own published figure (Jordan 2024, arXiv:2404.00498), not measured side by side: "
     "another GPU, its 94% on CIFAR-10's lossless test set, its timer without evaluation. This race validates on 10% "
@@ -270,14 +242,6 @@ def markdown(runs: list[dict]) -> str:
             rows = [bench_models.Result(**row) for row in r["models"]["rows"]]
             lines += [f"## Model speed against the peak: {kind}", "", bench_models.markdown(rows, r["models"]["peaks"])]
             lines += [""]
-    races = [r.get("time_to_accuracy") for r in runs]
-    if any(races):
-        lines += ["## Time to accuracy on MNIST", ""]
-        lines += table(["run", *kinds], [
-            ["PyTorch's MNIST example, its first epoch", *[mnist_cell(t, "example_first_epoch") for t in races]],
-            ["mnist_cnn, recipe `mnist_cnn.quick`, to 99% (validation passes included)",
-             *[mnist_cell(t, "mnist_cnn_to_99") for t in races]],
-        ])  # fmt: skip
     names = list(dict.fromkeys(name for r in runs for name in r.get("memory_mb", {})))
     lines += ["## Peak memory: host RSS (and the peak CUDA memory allocated, on a GPU)", ""]
     lines += table(["run", *kinds], [[name, *[memory_cell(r, name) for r in runs]] for name in names])
@@ -328,9 +292,13 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, torch.device]:
     parser.add_argument("--out", type=Path, default=PAGE, help="the page (default: docs/benchmarks.md)")
     parser.add_argument("--cifar10", default=None, help="CIFAR-10 train/<class>/*.jpg tree (synthetic if absent)")
     parser.add_argument("--mnist", default=str(HERE.parents[1] / "shared" / "data" / "mnist"), help="skipped if absent")
-    common.add_option(parser)
+    parser.add_argument("--device", default="auto", choices=common.CHOICES, help="auto: cuda where torch sees one")
     args = parser.parse_args(argv)
-    return args, common.from_args(parser, args)
+    try:
+        return args, common.resolve(args.device)
+    except ValueError as error:
+        parser.error(str(error))  # exits with status 2
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -343,11 +311,11 @@ def main(argv: list[str] | None = None) -> None:
     machine = common.describe(device)
     path = args.json or HERE / f"results{'-quick' if args.quick else ''}-{common.kind(machine)}.json"
     shown = [word if i == 0 or argv[i - 1] not in ("--cifar10", "--mnist") else "DIR" for i, word in enumerate(argv)]
-    results = json.loads(path.read_text()) if args.only and path.exists() else {}
     today = time.strftime("%Y-%m-%d")
-    if not args.only:
-        results = {"command": " ".join(["python bench/run.py", *shown]), "date": today, "quick": args.quick}
-    results.update(machine=machine, notes=results.get("notes", []) if args.only else [])
+    merged_into = json.loads(path.read_text()) if args.only and path.exists() else None
+    command = " ".join(["python bench/run.py", *shown])
+    results = merged_into or {"command": command, "date": today, "quick": args.quick, "notes": []}
+    results["machine"] = machine
     for name, measure in sections(args, device).items():
         if args.only and name not in args.only:
             continue
