@@ -320,7 +320,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.only and name not in args.only:
             continue
         start = time.perf_counter()
-        results.update(measure())
+        found = measure()
+        if not found:  # the races under --quick, or without data: nothing measured, nothing dated
+            continue
+        results.update(found)
         results.setdefault("dates", {})[name] = today
         results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - start, 1)
         path.write_text(dumps(results) + "\n")  # after each section, so a run stopped part-way keeps what it measured
