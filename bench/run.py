@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+import imgzoo
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -59,7 +61,7 @@ GOALS = {
 def sections(args: argparse.Namespace, device: torch.device) -> dict:
     """Each section by name: a function measuring it on ``device`` and returning its part of the results."""
     quick = args.quick
-    models = ["resnet_cifar"] if quick else __import__("imgzoo").list_models()
+    models = ["resnet_cifar"] if quick else imgzoo.list_models()
     images = (256 if quick else 1024) * (8 if device.type == "cuda" else 1)  # at a GPU's batch, 8 steps an epoch
     return {
         "models": lambda: speed(models, quick, device),
@@ -116,14 +118,14 @@ def headline(results: dict) -> dict[str, str | None]:
     """The summary's figures of one results file by name (GOALS' names where a goal is set), in the same order
     for every file; None where the run did not measure one."""
     rows = [bench_models.Result(**r) for r in results.get("models", {}).get("rows", [])]
-    speed = {(r.model, r.mode, r.amp, r.channels_last): vars(r) for r in rows}
+    by_key = {(r.model, r.mode, r.amp, r.channels_last): vars(r) for r in rows}
     peaks = results.get("models", {}).get("peaks", {})
     bf16 = bench_models.precision_ratios(rows).get("resnet_cifar train channels_last")
     native = "native" if results["machine"]["native_bf16"] else "emulated"
     fit, data, start = results.get("fit"), results.get("data"), results.get("startup", {})
     out = {
-        "resnet_cifar training, channels_last, fp32": share(speed.get(("resnet_cifar", "train", "fp32", True))),
-        "resnet_cifar inference, channels_last, fp32": share(speed.get(("resnet_cifar", "infer", "fp32", True))),
+        "resnet_cifar training, channels_last, fp32": share(by_key.get(("resnet_cifar", "train", "fp32", True))),
+        "resnet_cifar inference, channels_last, fp32": share(by_key.get(("resnet_cifar", "infer", "fp32", True))),
         # The passes between convolutions run at the bandwidth, not at the peak: the machine's balance.
         "fp32 matmul peak / memory bandwidth": balance(peaks) if "bandwidth" in peaks else None,
         "resnet_cifar training bf16 / fp32, channels_last": f"{bf16:.2f}x (bf16 {native})" if bf16 else None,
