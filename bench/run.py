@@ -222,13 +222,6 @@ def memory_cell(results: dict, name: str) -> str:
     return f"{results['memory_mb'][name]:,.0f} MB" + (f" (CUDA {cuda:,.0f} MB)" if cuda is not None else "")
 
 
-AIRBENCH_NOTE = (
-    "airbench94's 3.29 s is its own published figure (Jordan 2024, arXiv:2404.00498), not measured side by side: "
-    "another GPU, its 94% on CIFAR-10's lossless test set, its timer without evaluation. This race validates on 10% "
-    "of the JPEG training images and counts every validation pass."
-)
-
-
 def markdown(runs: list[dict]) -> str:
     """The results part of the page: a column per results file (per kind of machine)."""
     kinds = [common.kind(r["machine"]) for r in runs]
@@ -237,8 +230,6 @@ def markdown(runs: list[dict]) -> str:
     summary = [[n, GOALS.get(n, ""), *[f.get(n) or "-" for f in found]] for n in names]
     lines = ["## Machines", "", *table(["", *kinds], machine_rows(runs))]
     lines += ["## Summary", "", *table(["figure", "goal", *kinds], summary)]
-    if any("airbench94" in r.get("time_to_accuracy_cifar10", {}) for r in runs):
-        lines += [AIRBENCH_NOTE, ""]
     for kind, r in zip(kinds, runs, strict=True):
         if "models" in r:
             rows = [bench_models.Result(**row) for row in r["models"]["rows"]]
