@@ -1,49 +1,35 @@
 """fit's end-to-end training throughput against a hand-written minimal loop, side by side.
 
-Same model (resnet_cifar, depth 20), same synthetic 3x32x32 data, same batch size,
-optimizer (SGD, Nesterov) and one-cycle schedule. Rows:
+The same ResNet-20, synthetic 3x32x32 data, batch size, optimizer (SGD, Nesterov) and one-cycle schedule,
+trained by: the minimal loop a user writes by hand (fp32, NCHW, no checks, no metrics); fit with amp="fp32"
+and channels_last=False, whose ratio to it is fit's own overhead (goal >= 0.90); fit's defaults, what a user
+gets without choosing (goal: never slower than fit in fp32 NCHW); fit in bf16, which where bf16 is emulated
+runs at a tenth of fp32's speed and so is timed once, on a quarter of the images, after the others.
 
-- minimal loop: what a user writes by hand (fp32, NCHW, no checks, no metrics);
-- fit, same settings: fit with amp="fp32" and channels_last=False, so the ratio to the minimal
-  loop is fit's own overhead (goal >= 0.90);
-- fit defaults: amp="auto", channels_last="auto", what a user gets without choosing;
-- fit bf16: amp="bf16" forced. On a CPU without native bf16 it runs at a tenth of fp32's speed,
-  so it is timed once, on a quarter of the images, and says so.
-
-Repetitions are interleaved so that load from other processes on a shared CPU hits all rows
-alike; the median of each is reported. Each ratio is the median of the ratios of the two rows' runs in
-the same repetition, timed back to back, not the ratio of the two medians: the machine's speed drifts
-over minutes, and neighbouring runs share it where two medians need not. The run stored in
-bench/results-native-bf16.json (a 2-core Xeon with AMX) reads fit / minimal loop as 0.96 from the medians
-and 0.99 from the pairs (0.95 to 0.99).
-
-On a GPU (``--device cuda``, or ``auto`` where there is one) both loops train there, at batch 512;
-give it more images (``--images 8192``), or an epoch is two steps.
-
-    .venv/bin/python bench/bench_fit.py [--images 1024] [--epochs 2] [--reps 3] [--device auto|cpu|cuda]
+Repetitions are interleaved so that load from other processes hits all rows alike. Each ratio is the median
+of the two rows' ratios within a repetition, not the ratio of their medians: the machine's speed drifts over
+minutes, and neighbouring runs share it. The run stored for the 2-core Xeon with AMX reads fit / minimal
+loop as 0.96 from the medians and 0.99 from the pairs (0.95 to 0.99).
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
 
-import device_choice
+import common
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import imgzoo
-from imgzoo._device import cpu_has_native_bf16, describe_machine
 
 CPU = torch.device("cpu")
 
 
-def minimal_loop(
-    model: nn.Module, data: TensorDataset, epochs: int, batch_size: int, device: torch.device = CPU
-) -> None:
+def minimal_loop(model: nn.Module, data: TensorDataset, epochs: int, batch_size: int,
+                 device: torch.device = CPU) -> None:  # fmt: skip
     """What a user writes by hand: no progress bar, no metrics, no checks; each batch moved to ``device``."""
     model.to(device)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, pin_memory=device.type == "cuda")
@@ -69,30 +55,24 @@ def timed_rate(run, model: nn.Module, data: TensorDataset, epochs: int, device: 
     """Images/s of ``run(model, data)``, the GPU's queue drained before the clock stops."""
     start = time.perf_counter()
     run(model, data)
-    device_choice.sync(device)
+    common.sync(device)
     return epochs * len(data) / (time.perf_counter() - start)
 
 
-def measure(
-    images: int = 1024, epochs: int = 2, reps: int = 3, batch_size: int | None = None, device: torch.device = CPU
-) -> dict:
-    """Median images/s of each row on ``device``, and the ratios the goals are stated in.
-
-    ``batch_size`` None: 128 on a CPU, 512 on a GPU (device_choice.BATCH).
-    """
-    batch_size = batch_size or device_choice.batch_size(32, device)
+def measure(images: int = 1024, epochs: int = 2, reps: int = 3, device: torch.device = CPU) -> dict:
+    """Median images/s of each row on ``device``, each row's runs, and the ratios the goals are stated in."""
+    batch_size = common.batch_size(32, device)
     data = synthetic(images)
 
     def fit(**options):
         return lambda m, d: imgzoo.fit(m, d, epochs=epochs, batch_size=batch_size, verbose=0, device=device, **options)
 
-    native = device.type == "cuda" or cpu_has_native_bf16()
+    native = common.native_bf16(device)
     runs = {
         "minimal loop": lambda m, d: minimal_loop(m, d, epochs, batch_size, device),
         "fit, same settings": fit(amp="fp32", channels_last=False),
         "fit defaults": fit(),
-        # Where bf16 is native it takes its turn in every repetition; emulated, it runs once, after.
-        **({"fit bf16": fit(amp="bf16")} if native else {}),
+        **({"fit bf16": fit(amp="bf16")} if native else {}),  # emulated, it runs once, after the others
     }
     rates: dict[str, list[float]] = {name: [] for name in [*runs, "fit bf16"]}
     runs["minimal loop"](imgzoo.resnet_cifar(depth=20), data)  # warm-up: allocator, oneDNN or CUDA kernels
@@ -111,7 +91,6 @@ def measure(
         "runs": rates,
         **ratios(rates),
         "native_bf16": native,
-        "device": str(device),
         "setup": f"resnet_cifar-20, {images} images x {epochs} epochs, batch {batch_size}, "
         f"{torch.get_num_threads()} threads, median of {reps} interleaved runs, on {device}",
     }
@@ -131,30 +110,6 @@ def ratios(rates: dict[str, list[float]]) -> dict[str, float]:
     return {
         "fit_over_minimal": paired_ratio(rates, "fit, same settings", "minimal loop"),
         "defaults_over_minimal": paired_ratio(rates, "fit defaults", "minimal loop"),
+        "defaults_over_fp32": paired_ratio(rates, "fit defaults", "fit, same settings"),
         "bf16_over_fp32": paired_ratio(rates, "fit bf16", "fit, same settings"),
     }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=1024)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 128 on CPU, 512 on GPU")
-    device_choice.add_option(parser)
-    args = parser.parse_args()
-    device = device_choice.from_args(parser, args)
-    result = measure(args.images, args.epochs, args.reps, args.batch_size, device)
-    print(f"machine: {describe_machine(device)}")
-    print(result["setup"])
-    for name, rate in result["images_per_sec"].items():
-        runs = ", ".join(f"{r:.0f}" for r in result["runs"][name])
-        print(f"  {name:<19} {rate:8.1f} img/s   (runs: {runs})")
-    print(f"fit, same settings / minimal loop: {result['fit_over_minimal']:.3f}  (goal >= 0.90)")
-    print(f"fit defaults / minimal loop:       {result['defaults_over_minimal']:.3f}")
-    note = "" if result["native_bf16"] else "  (no native bf16: one run on a quarter of the images)"
-    print(f"fit bf16 / fit fp32:               {result['bf16_over_fp32']:.3f}{note}")
-
-
-if __name__ == "__main__":
-    main()

@@ -7,27 +7,19 @@ in 99 s. The goal: imgzoo's mnist_cnn reaches 99% validation accuracy in less wa
 the example needs for that first epoch, timed back to back here on the same seeded 10%
 validation split of the MNIST training set (no test split is read).
 
-With ``--cifar10 PATH`` (the train/<class>/*.jpg tree) it also times basic_cnn, by its recipe, to
-90% on the same kind of split; that takes tens of minutes on a CPU. On a GPU (``--device cuda``,
-or ``auto`` where there is one) both races run there, the MNIST example moving its model and
-batches to the GPU as its own script does, and basic_cnn races to 94%, against airbench94's
-published 3.29 s on an A100 (Jordan 2024, arXiv:2404.00498). That figure is the paper's, not
-measured here: its 94% is on CIFAR-10's lossless test split, this one on a validation split of
-the JPEG training images, and this run's time counts every validation pass as well.
-
-    python bench/bench_time_to_accuracy.py [--mnist ../shared/data/mnist] [--cifar10 ../cifar10-jpeg]
-        [--device auto|cpu|cuda] [--target 0.94]
+With ``bench/run.py --long --cifar10 DIR`` (the train/<class>/*.jpg tree) it also times basic_cnn, by
+its recipe, to 90% on the same kind of split; that takes half an hour on a 2-core CPU. On a GPU both races
+run there, the MNIST example moving its model and batches to the GPU as its own script does, and basic_cnn
+races to 94%, against airbench94's published 3.29 s on an A100 (Jordan 2024, arXiv:2404.00498). That
+figure is the paper's, not measured here: its 94% is on CIFAR-10's lossless test split, this one on a
+validation split of the JPEG training images, and this run's time counts every validation pass as well.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import time
-from pathlib import Path
 
-import device_choice
+import common
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,14 +28,11 @@ from torchvision.transforms import v2
 
 import imgzoo
 from imgzoo import datasets
-from imgzoo._device import describe_machine
-from imgzoo.data.loaders import FastLoader
 from imgzoo.models.basic_cnn import init_whitening
 from imgzoo.study.run import whitening_images
-from imgzoo.train.recipes import Recipe, get_recipe
+from imgzoo.train.recipes import Recipe, get_recipe  # the recipes' fields: no public name yet
 
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parents[1]
 QUICK_MNIST = "mnist_cnn.quick"  # imgzoo.train.recipes: one epoch, no augmentation
 
 
@@ -81,7 +70,7 @@ def example_first_epoch(root: str, seed: int, device: torch.device = CPU) -> dic
         opt.zero_grad()
         F.nll_loss(model(x), y).backward()
         opt.step()
-    device_choice.sync(device)
+    common.sync(device)
     seconds = time.perf_counter() - start
     model.eval()
     correct = 0
@@ -91,28 +80,25 @@ def example_first_epoch(root: str, seed: int, device: torch.device = CPU) -> dic
     return {"seconds": seconds, "val_acc": correct / len(val)}
 
 
-def imgzoo_time_to(
-    target: float, data: datasets.Dataset, recipe: str | Recipe, init_seed: int = 0, device: torch.device = CPU
-) -> dict:
+def imgzoo_time_to(target: float, data: datasets.Dataset, recipe: str, device: torch.device = CPU) -> dict:
     """Wall time of fit on ``device``, by ``recipe``, to the first epoch whose validation accuracy reaches ``target``.
 
     The time of an epoch includes its validation pass, which the example's first epoch does not:
-    the comparison is tilted against imgzoo, not for it. ``init_seed`` seeds the model's initial
-    weights only; the split, the shuffling and dropout keep seed 0. fit validates without
+    the comparison is tilted against imgzoo, not for it. Every seed is 0. fit validates without
     test-time augmentation; a recipe that names one (basic_cnn's flip+shift, as airbench94
     evaluates) gets a last look with it when no epoch reached ``target`` without (see with_tta).
     """
     found = get_recipe(recipe)
-    torch.manual_seed(init_seed)
+    torch.manual_seed(0)
     model = imgzoo.create_model(found.name.split(".", 1)[0], **found.model_kwargs)
     train, val = datasets.train_val_split(data, 0.1, seed=0)
     if getattr(model, "whiten", False) is True:  # basic_cnn's frozen stem is set from training images first
         init_whitening(model, whitening_images(model, train, seed=0))
     spec = model.data_spec
-    val_loader = FastLoader(val, 1024, spec=spec, device=device)
+    val_loader = common.loader(val, 1024, device, spec=spec)
     history = imgzoo.fit(
         model,
-        FastLoader(train, **found.loader_options(), spec=spec, train=True, device=device),
+        common.loader(train, device=device, **found.loader_options(), spec=spec, train=True),
         val_loader,
         recipe=found,
         verbose=2,
@@ -127,7 +113,7 @@ def imgzoo_time_to(
     return with_tta(missed, model, val_loader, found, target, history) if found.tta else missed
 
 
-def with_tta(missed: dict, model: nn.Module, val: FastLoader, recipe: Recipe, target: float, history) -> dict:
+def with_tta(missed: dict, model: nn.Module, val, recipe: Recipe, target: float, history) -> dict:
     """``missed`` with the trained model's accuracy under the recipe's TTA; if that reaches ``target``,
     the time is every epoch's plus this evaluation's.
 
@@ -136,7 +122,7 @@ def with_tta(missed: dict, model: nn.Module, val: FastLoader, recipe: Recipe, ta
     """
     start = time.perf_counter()
     result = imgzoo.evaluate(model, val, device=val.device, amp=recipe.amp, tta=recipe.tta)
-    device_choice.sync(val.device)
+    common.sync(val.device)
     seconds = sum(history.time) + time.perf_counter() - start
     found = {**missed, "tta": recipe.tta, "tta_val_acc": result.top1}
     if result.top1 < target:
@@ -144,32 +130,11 @@ def with_tta(missed: dict, model: nn.Module, val: FastLoader, recipe: Recipe, ta
     return {**found, "seconds": seconds, "epoch": history.epoch[-1]}
 
 
-def with_fields(name: str, assignments: list[str]) -> Recipe:
-    """The recipe ``name`` with each FIELD=VALUE laid over it (VALUE read as JSON where it parses)."""
-    changes = {}
-    for assignment in assignments:
-        field, sep, text = assignment.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes FIELD=VALUE, e.g. lr=0.2; got {assignment!r}")
-        try:
-            changes[field] = json.loads(text)
-        except json.JSONDecodeError:
-            changes[field] = text
-    label = f"{name} with {', '.join(assignments)}" if assignments else name  # what the report names
-    return dataclasses.replace(get_recipe(name), name=label, **changes)
-
-
-def compare_mnist(
-    root: str, recipe: str | Recipe = QUICK_MNIST, init_seed: int = 0, device: torch.device | None = None
-) -> dict:
-    """The example's first epoch and mnist_cnn's time to 99% by ``recipe``, back to back on ``device``; their ratio.
-
-    ``device`` None: the GPU where there is one, as fit's default.
-    """
-    device = device or device_choice.resolve("auto")
-    device_choice.warm_up(device)  # neither run pays for loading CUDA's libraries
+def compare_mnist(root: str, device: torch.device) -> dict:
+    """The example's first epoch and mnist_cnn's time to 99% by QUICK_MNIST, back to back on ``device``; their ratio."""
+    common.warm_up(device)  # neither run pays for loading CUDA's libraries
     example = example_first_epoch(root, seed=0, device=device)
-    ours = imgzoo_time_to(0.99, datasets.mnist(root, train=True), recipe, init_seed, device)
+    ours = imgzoo_time_to(0.99, datasets.mnist(root, train=True), QUICK_MNIST, device)
     ratio = ours["seconds"] / example["seconds"] if ours["seconds"] is not None else None
     return {"example_first_epoch": example, "mnist_cnn_to_99": ours, "ratio": ratio, "recipe": ours["recipe"]}
 
@@ -184,20 +149,11 @@ AIRBENCH94_A100 = {
 }
 
 
-def race_target(device: torch.device) -> float:
-    """basic_cnn's goal: 94% on a GPU, airbench94's mark; 90% on a CPU, where 94% would take hours."""
-    return 0.94 if device.type == "cuda" else 0.90
-
-
-def basic_cnn_race(root: str, device: torch.device | None = None, target: float | None = None) -> dict:
-    """basic_cnn by recipe "basic_cnn" to ``target`` (default race_target) on a CIFAR-10 image tree.
-
-    At 94% on a GPU it also carries airbench94's published A100 time and the ratio of this run's to it.
-    ``device`` None: the GPU where there is one, as fit's default.
-    """
-    device = device or device_choice.resolve("auto")
-    target = target or race_target(device)
-    device_choice.warm_up(device)  # airbench94's timed runs follow a warm-up run too
+def basic_cnn_race(root: str, device: torch.device) -> dict:
+    """basic_cnn by recipe "basic_cnn" on a CIFAR-10 image tree to 94% on a GPU, airbench94's mark, with its
+    published A100 time and the ratio of this run's to it; to 90% on a CPU, where 94% would take hours."""
+    target = 0.94 if device.type == "cuda" else 0.90
+    common.warm_up(device)  # airbench94's timed runs follow a warm-up run too
     ours = imgzoo_time_to(target, datasets.cifar10(root, train=True), "basic_cnn", device=device)
     result = {**ours, "target": target, "device": str(device)}
     if device.type == "cuda" and target == AIRBENCH94_A100["accuracy"]:
@@ -205,65 +161,3 @@ def basic_cnn_race(root: str, device: torch.device | None = None, target: float 
         result["airbench94"] = AIRBENCH94_A100
         result["ratio_to_airbench94"] = seconds / AIRBENCH94_A100["seconds"] if seconds is not None else None
     return result
-
-
-def race_line(race: dict) -> str:
-    """One sentence on the CIFAR-10 race for the console."""
-    head = f"basic_cnn to {100 * race['target']:.0f}% on CIFAR-10 ({race['device']})"
-    if race["seconds"] is None:
-        tta = f"; {100 * race['tta_val_acc']:.2f}% with TTA {race['tta']}" if "tta_val_acc" in race else ""
-        return f"{head}: not reached, {100 * race['val_acc']:.2f}% after the last epoch{tta}"
-    ratio = race.get("ratio_to_airbench94")
-    against = f", {ratio:.1f}x airbench94's published 3.29 s on an A100" if ratio is not None else ""
-    return f"{head}: {race['seconds']:.1f} s at epoch {race['epoch']}{against}"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "mnist"), help="skipped if absent")
-    parser.add_argument("--cifar10", default=None, help="also race basic_cnn to --target (long on a CPU)")
-    parser.add_argument(
-        "--target", type=float, default=None, help="basic_cnn's goal (default: 0.94 on GPU, 0.90 on CPU)"
-    )
-    parser.add_argument("--recipe", default=QUICK_MNIST, help="mnist_cnn's recipe (imgzoo.train.recipes)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="change one field of the recipe, VALUE as JSON where it parses: --set lr=0.2 "
-        "--set model_kwargs='{\"dropout\": 0}' (how the one-epoch variants in imgzoo/train/recipes.py were measured)",
-    )
-    parser.add_argument(
-        "--init-seed", type=int, default=0, help="seed of mnist_cnn's initial weights (the split stays seed 0)"
-    )
-    parser.add_argument("--json", help="also write the results here")
-    device_choice.add_option(parser)
-    args = parser.parse_args()
-    device = device_choice.from_args(parser, args)
-    print(f"machine: {describe_machine(device)}, {device}, {torch.get_num_threads()} threads")
-    results: dict = {"machine": describe_machine(device), "device": str(device)}
-    if Path(args.mnist).exists():
-        results.update(compare_mnist(args.mnist, with_fields(args.recipe, args.set), args.init_seed, device))
-        print_mnist(results, args.recipe)
-    else:
-        print(f"no MNIST at {args.mnist}: its race is skipped")
-    if args.cifar10:
-        results["basic_cnn_race"] = basic_cnn_race(args.cifar10, device, args.target)
-        print(race_line(results["basic_cnn_race"]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-
-
-def print_mnist(results: dict, recipe: str) -> None:
-    example, ours = results["example_first_epoch"], results["mnist_cnn_to_99"]
-    print(f"PyTorch MNIST example, first epoch: {example['seconds']:.1f} s, val {100 * example['val_acc']:.2f}%")
-    if results["ratio"] is None:
-        print(f"mnist_cnn did not reach 99% by recipe {recipe} (last {100 * ours['val_acc']:.2f}%)")
-    else:
-        print(f"mnist_cnn reached 99% at epoch {ours['epoch']} in {ours['seconds']:.1f} s: "
-              f"{results['ratio']:.2f}x the example's first epoch (goal <= 1.0)")  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()
