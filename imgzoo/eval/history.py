@@ -1,7 +1,5 @@
-"""What happened during training, one row per epoch, exportable to dict, CSV and JSON.
-
-Accuracies are fractions in [0, 1] (the summary line and the plots show percent);
-``val_loss`` and ``val_acc`` hold ``None`` for epochs trained without a validation set.
+"""What happened during training, one row per epoch, exportable to dict, CSV and JSON. Accuracies are
+fractions in [0, 1]; ``val_loss`` and ``val_acc`` hold ``None`` for epochs trained without a validation set.
 """
 
 from __future__ import annotations
@@ -71,11 +69,11 @@ class History:
         return cls(**{name: list(values) for name, values in data.items()})
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """The history as JSON text; also written (atomically) to ``path`` if given.
-
-        NaN and infinity become null, since JSON has no spelling for them.
-        """
-        clean = {k: [_finite_or_none(v) for v in values] for k, values in self.to_dict().items()}
+        """The history as JSON text (NaN and infinity as null); also written atomically to ``path`` if given."""
+        clean = {
+            k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+            for k, values in self.to_dict().items()
+        }
         text = json.dumps(clean, indent=1)
         if path is not None:
             atomic_write_text(path, text)
@@ -102,14 +100,6 @@ class History:
         return text
 
     def plot(self, path: str | os.PathLike[str] | None = None):  # -> matplotlib.figure.Figure
-        """Accuracy and loss curves, train against validation; saved as PNG when ``path`` is given.
-
-        matplotlib is the optional extra "plot"; :func:`imgzoo.eval.plots.plot_history` draws.
-        """
+        """Accuracy and loss curves, train against validation (:func:`imgzoo.eval.plots.plot_history`, with the
+        optional extra "plot"); saved as PNG when ``path`` is given."""
         return plot_history(self, path)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

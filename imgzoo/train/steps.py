@@ -1,11 +1,5 @@
-"""The parts of one training step, each small enough to test on its own.
-
-fit's epoch loop is: fetch a batch, forward, :class:`OptimizerStep` (backward, AMP loss scaling,
-gradient clipping, the optimizer and a per-step schedule), :class:`MetricSums` (loss and
-correct counts kept on the device), :func:`check_finite_loss` (the NaN guard), the
-:class:`ProgressBar`, the callbacks, and :class:`StepBoundaryInterrupt` (Ctrl-C stops between
-steps, never inside one, so that the checkpoint it leaves continues exactly).
-"""
+"""The parts of fit's training step, each small enough to test on its own: :class:`OptimizerStep`,
+:class:`MetricSums`, the NaN guard, the :class:`ProgressBar`, and :class:`StepBoundaryInterrupt`."""
 
 from __future__ import annotations
 
@@ -32,12 +26,8 @@ __all__ = [
 
 
 class OptimizerStep:
-    """Turn a batch's loss into one optimizer step: backward, clipping, step, and a per-step schedule.
-
-    With a GradScaler (fp16) the loss is scaled before backward, and the gradients are unscaled
-    before clipping, so ``grad_clip`` bounds the true gradient norm; a step whose gradients are
-    not finite is skipped by the scaler, which then lowers its scale.
-    """
+    """A batch's loss to one optimizer step: backward, clipping, step, and a per-step schedule. With a
+    GradScaler (fp16) the gradients are unscaled before clipping, so ``grad_clip`` bounds the true norm."""
 
     def __init__(
         self,
@@ -74,12 +64,8 @@ class OptimizerStep:
 
 
 class MetricSums:
-    """An epoch's loss sum, correct count and image count; the sums stay on the device until read.
-
-    Sums rather than means, so that processes can add theirs up and an interrupted epoch can
-    carry on from where it stopped; float64, so that the order of a long run's additions does
-    not show in the mean.
-    """
+    """An epoch's loss sum, correct count and image count, on the device until read: sums, so processes can
+    add theirs and an interrupted epoch carry on; float64, so a long run's order of additions does not show."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -135,45 +121,29 @@ def progress_text(loss_sum: float, correct: int, seen: int, images_per_sec: floa
 
 
 class ProgressBar:
-    """One epoch's tqdm bar (a widget in notebooks, a text bar in terminals); does nothing when disabled."""
+    """One epoch's tqdm bar (a widget in notebooks, a text bar in terminals); tqdm's own no-op when disabled."""
 
     def __init__(
         self, enabled: bool, desc: str, total: int, *, done: int = 0, seen_before: int = 0, world_size: int = 1
     ) -> None:
-        self.bar = None
-        self.world_size = world_size
-        # A resumed epoch starts with the steps and images done before it stopped; the rate counts this call's.
-        self.start, self.seen_before = time.perf_counter(), seen_before
-        if enabled:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch")
+        self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch", disable=not enabled)
+        self.update, self.close = self.bar.update, self.bar.close
+        # A resumed epoch starts with the steps and images done before it stopped; the rate counts this call's.
+        self.start, self.seen_before, self.world_size = time.perf_counter(), seen_before, world_size
 
     def show(self, loss_sum: float, correct: int, seen: int) -> None:
         """Put the running figures beside the bar; images/s count this call's images of every process."""
-        if self.bar is None:
-            return
-        rate = (seen - self.seen_before) * self.world_size / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(progress_text(loss_sum, correct, seen, rate), refresh=False)
-
-    def update(self) -> None:
-        if self.bar is not None:
-            self.bar.update()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if not self.bar.disable:
+            rate = (seen - self.seen_before) * self.world_size / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix_str(progress_text(loss_sum, correct, seen, rate), refresh=False)
 
 
 class StepBoundaryInterrupt:
-    """Ctrl-C during training stops at the end of the step under way, never inside it.
-
-    A step changes the weights, the optimizer, the batch-norm statistics and the random
-    generators; stopped halfway, it leaves a state no run ever had. The first SIGINT only asks
-    to stop and the loop calls :meth:`raise_if_requested` between steps; a second one raises at
-    once (a stuck data loader must stay stoppable), and the loop then knows it stopped mid-step.
-    Installed only in the main thread over Python's own handler, and in a single process: under
-    torchrun each process could stop at another step, and the others would wait forever.
+    """Ctrl-C during training stops at the end of the step under way, never inside it (halfway, a step leaves
+    a state no run ever had); a second Ctrl-C raises at once, so a stuck loader stays stoppable. Installed over
+    Python's own handler in the main thread of a single process (under torchrun the others would wait forever).
     """
 
     def __init__(self, enabled: bool, say: Callable[[str], None] = print) -> None:
