@@ -15,16 +15,6 @@ from pathlib import Path
 
 import torch
 
-__all__ = [
-    "AMP_CHOICES",
-    "amp_dtype",
-    "autocast",
-    "cpu_has_native_bf16",
-    "describe_machine",
-    "resolve_device",
-    "use_channels_last",
-]
-
 # amp=: False/"fp32" full precision, True/"auto" the fastest safe choice for the device, or a dtype by name.
 AMP_CHOICES = (False, True, "auto", "fp32", "bf16", "fp16")
 
@@ -37,7 +27,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -121,14 +111,10 @@ def _cpu_model() -> str:
 
 
 def _cpuinfo_lines() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass, or nothing when ``dtype`` is None (full fp32)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

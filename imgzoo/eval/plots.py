@@ -53,9 +53,11 @@ def _curves(axes: Sequence[Any], history: History, label: str = "", style: Any =
         if any(v == v for v in val):  # not all NaN
             ax.plot(history.epoch, val, "s--", markersize=4, label=f"{prefix}val", color=line.get_color())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy (%)" if metric == "acc" else "loss")
-        ax.set_title("Accuracy" if metric == "acc" else "Loss")
+        ax.set(
+            xlabel="epoch",
+            ylabel="accuracy (%)" if metric == "acc" else "loss",
+            title={"acc": "Accuracy", "loss": "Loss"}[metric],
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
 
@@ -83,13 +85,8 @@ def _show_image(ax: Any, image: torch.Tensor, mean: Sequence[float] | None, std:
         image = image * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
     else:  # unknown normalisation: stretch to [0, 1]
         image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
-    image = image.clamp(0, 1)
-    if image.shape[0] == 1:
-        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-    else:
-        ax.imshow(image.permute(1, 2, 0).numpy())
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.imshow(image.clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)  # cmap: 1 channel
+    ax.set(xticks=[], yticks=[])
 
 
 def plot_samples(
@@ -155,8 +152,7 @@ def plot_confusion_matrix(
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xticks(range(k), names, rotation=90 if k > 6 else 0, fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true")
     if k <= 20:  # numbers stay legible up to about 20 classes
         peak = float(values.max()) or 1.0
         for i in range(k):

@@ -75,21 +75,14 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping: patience must be >= 1, got {patience}")
         self.monitor, self.patience, self.mode = monitor, patience, mode
         self.min_delta, self.restore_best = min_delta, restore_best
-        self.best = math.inf if mode == "min" else -math.inf
-        self.best_epoch = 0
-        self.wait = 0
+        self.best, self.best_epoch, self.wait = math.inf if mode == "min" else -math.inf, 0, 0
         self.best_weights: dict[str, torch.Tensor] | None = None
-
-    def _improved(self, value: float) -> bool:
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
 
     def on_epoch_end(self, state: FitState) -> None:
         value = getattr(state.history, self.monitor)[-1]
         if value is None:
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is None: pass a val set to fit")
-        if self._improved(value):
+        if value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta:
             self.best, self.best_epoch, self.wait = value, state.epoch, 0
             if self.restore_best:
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
@@ -106,8 +99,7 @@ class EarlyStopping(Callback):
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_weights": self.best_weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
-        self.best_weights = state["best_weights"]
+        self.best, self.best_epoch, self.wait, self.best_weights = (state[k] for k in self.state_dict())
 
 
 class CSVLogger(Callback):
@@ -153,8 +145,7 @@ class _ValidatedOnAverage(Callback):
         self._armed = False  # training steps have run since the last on_epoch_end: an eval-mode forward swaps
         self._hook: Any = None
 
-    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The tensors of ``model``'s state dict to validate with, by name."""
+    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:  # the state-dict entries to validate with
         raise NotImplementedError
 
     def _every_step(self, model: nn.Module) -> None:

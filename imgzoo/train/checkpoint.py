@@ -18,19 +18,6 @@ import torch
 from imgzoo._atomic import atomic_open
 from imgzoo.errors import CheckpointError
 
-__all__ = [
-    "FORMAT",
-    "INTERRUPTED",
-    "LAST",
-    "CheckpointError",
-    "capture_rng",
-    "load_checkpoint",
-    "resolve_resume",
-    "restore_rng",
-    "resume_point",
-    "save_checkpoint",
-]
-
 FORMAT = "imgzoo-checkpoint-v1"
 LAST = "last.pt"  # the latest finished epoch, rewritten each epoch
 INTERRUPTED = "interrupted.pt"  # written on Ctrl-C: where the run stopped, inside an epoch or between two

@@ -22,16 +22,6 @@ from imgzoo.train.checkpoint import INTERRUPTED, LAST, CheckpointError, capture_
 from imgzoo.train.optim import optimizer_name
 from imgzoo.train.steps import MetricSums
 
-__all__ = [
-    "EpochPosition",
-    "RunParts",
-    "check_model_fits",
-    "check_optimizer_fits",
-    "check_stop_resumable",
-    "replay_batches",
-    "replay_problem",
-]
-
 
 @dataclass
 class RunParts:

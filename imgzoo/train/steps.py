@@ -13,17 +13,6 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = [
-    "MetricSums",
-    "NonFiniteLoss",
-    "OptimizerStep",
-    "ProgressBar",
-    "StepBoundaryInterrupt",
-    "check_finite_loss",
-    "non_finite_tensors",
-    "progress_text",
-]
-
 
 class OptimizerStep:
     """A batch's loss to one optimizer step: backward, clipping, step, and a per-step schedule. With a
@@ -37,30 +26,23 @@ class OptimizerStep:
         grad_clip: float | None = None,
         scheduler: Any = None,
     ) -> None:
-        self.optimizer, self.scaler, self.grad_clip, self.scheduler = optimizer, scaler, grad_clip, scheduler
+        self.optimizer, self.grad_clip, self.scheduler = optimizer, grad_clip, scheduler
+        self.scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: plain backward and step
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def __call__(self, loss: torch.Tensor) -> float:
         """Step on ``loss``; return the learning rate the step used (the first group's)."""
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
-        if self.scaler is None:
-            loss.backward()
-            self._clip()
-            self.optimizer.step()
-        else:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)  # clipping and the skip test see the true gradients
-            self._clip()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clipping and the skip test see the true gradients
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         return lr
-
-    def _clip(self) -> None:
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
 
 
 class MetricSums:
