@@ -14,6 +14,7 @@ from torch.fx import _symbolic_trace
 MAX_PARAMETERS = 500_000_000
 # ImageNet-21k's 21,841 classes fit; 10**9 classes would be an 8 TB head.
 MAX_CLASSES = 100_000
+PREPROCESS = "Use imgzoo.data.transforms.for_model(model) to preprocess (convert and normalise)."
 
 
 def _skip_input_checks() -> bool:
@@ -73,16 +74,10 @@ def check_input(
         )
 
 
-PREPROCESS = "Use imgzoo.data.transforms.for_model(model) to preprocess (convert and normalise)."
-
-
 def check_int(model: str, name: str, value: Any, *, low: int = 1, high: int, why: str) -> None:
     """An int (not a bool, str or float) in [low, high]; ``why`` says where ``high`` comes from."""
     if isinstance(value, bool) or not isinstance(value, int):
-        kind = type(value).__name__
-        raise TypeError(
-            f"{model}: {name} must be an int from {low} to {high}; got {value!r} ({kind}). Pass a Python int."
-        )
+        raise TypeError(f"{model}: {name} must be an int from {low} to {high}; got {value!r} ({type(value).__name__}).")
     if not low <= value <= high:
         raise ValueError(f"{model}: {name} must be from {low} to {high} ({why}); got {value!r}.")
 
