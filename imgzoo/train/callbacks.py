@@ -213,9 +213,9 @@ class EMA(_ValidatedOnAverage):
     @torch.no_grad()
     def reset(self, model: nn.Module) -> None:
         """Start the average at ``model``'s weights."""
+        tensors = model.state_dict().items()
         self.shadow = {
-            name: tensor.detach().float().clone() if tensor.is_floating_point() else tensor.detach().clone()
-            for name, tensor in model.state_dict().items()
+            k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype, copy=True) for k, v in tensors
         }
         self.steps = self.updates = 0
 
@@ -233,7 +233,8 @@ class EMA(_ValidatedOnAverage):
                 kept.copy_(tensor)
         self.updates += 1
 
-    _every_step = update
+    def _every_step(self, model: nn.Module) -> None:
+        self.update(model)
 
     def copy_to(self, model: nn.Module) -> None:
         """Write the averaged weights into ``model`` (cast to its dtypes)."""
