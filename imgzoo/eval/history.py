@@ -9,7 +9,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[Any]]) -> History:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = set(data) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown History columns {sorted(unknown)}; expected {list(COLUMNS)}")
         lengths = {name: len(values) for name, values in data.items()}
@@ -92,8 +91,7 @@ class History:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
-        for row in zip(*(getattr(self, name) for name in COLUMNS), strict=True):
-            writer.writerow("" if v is None else v for v in row)
+        writer.writerows(zip(*(getattr(self, name) for name in COLUMNS), strict=True))  # None: an empty cell
         text = buffer.getvalue()
         if path is not None:
             atomic_write_text(path, text)
