@@ -1,10 +1,5 @@
-"""Write files and folders so that a crash leaves either the old version or the new one, never a mix.
-
-A file's bytes go to a temporary file in the destination's folder (same file system, so
-the rename is atomic), are flushed to disk, then ``os.replace`` swaps the file in. A
-folder of files that belong together (a checkpoint's weights, config and card) is
-written whole into a temporary sibling folder, then renamed into place.
-"""
+"""Write files and folders so that a crash leaves either the old version or the new one, never a mix:
+write a temporary sibling (same file system), flush it to disk, then rename it into place."""
 
 from __future__ import annotations
 
@@ -19,9 +14,7 @@ from typing import IO
 
 __all__ = ["atomic_directory", "atomic_open", "atomic_write_text"]
 
-# mkstemp creates files readable by their owner only; a saved model or log should get the
-# permissions any other new file would, so apply the process umask (read once: os.umask
-# can only be read by setting it).
+# mkstemp's files are owner-only; a saved model or log gets a new file's usual mode (os.umask is read by setting).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -54,13 +47,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary sibling of ``path`` to fill; on success it replaces ``path`` whole.
 
-    An existing folder is renamed aside, the new one renamed in, and only then is the old
-    one deleted. A crash while filling leaves ``path`` untouched (and a hidden
-    ``.NAME.*.tmp`` sibling); a crash between the two renames leaves the complete old
-    version in a hidden ``.NAME.*.old`` sibling. Never a folder with files of both.
+    The old folder is renamed aside, the new one in, and only then is the old one deleted: a crash while
+    filling leaves ``path`` untouched, one between the renames leaves the old version whole in a hidden
+    ``.NAME.*.old`` sibling; never a folder with files of both.
     """
-    # abspath: "." and ".." have no name to build a sibling's from; a link is followed so that the
-    # folder it points to is replaced, not the link.
+    # abspath: "." and ".." name no sibling; a link is followed so the folder it points to is replaced.
     path = Path(path).resolve() if Path(path).is_symlink() else Path(os.path.abspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))

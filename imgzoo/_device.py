@@ -1,13 +1,7 @@
-"""The one device and precision rule that fit, evaluate, predict, the plots and the loaders share.
+"""The one device and precision rule that fit, evaluate, predict and the loaders share.
 
-``resolve_device("auto")`` picks CUDA, then Apple's MPS, then the CPU, everywhere in imgzoo:
-a model trained by ``fit`` and the FastLoader feeding it land on the same device without the
-user naming it. ``amp_dtype`` turns fit's ``amp=`` option into an autocast dtype.
-
-Why ``amp="auto"`` exists: bf16 autocast on a CPU is a gamble without hardware support.
-``bench/bench_fit.py`` (ResNet-20, batch 128) measured bf16 at 1.92x fp32's images/s on an AMD
-EPYC with avx512_bf16, and at 0.09x (20.4 against 215.6 img/s) on an AMD EPYC with AVX2 only.
-"auto" therefore takes bf16 only where the hardware computes it natively.
+``amp="auto"`` takes bf16 on a CPU only where the hardware computes it: bench/bench_fit.py (ResNet-20, batch
+128) measured bf16 at 1.92x fp32's images/s on an AMD EPYC with avx512_bf16, and at 0.09x with AVX2 only.
 """
 
 from __future__ import annotations
@@ -21,18 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = [
-    "AMP_CHOICES",
-    "amp_dtype",
-    "autocast",
-    "cpu_has_native_bf16",
-    "describe_machine",
-    "resolve_device",
-    "use_channels_last",
-]
-
-# What fit and evaluate accept for amp=: False/"fp32" full precision, True/"auto" the fastest safe
-# choice for the device, or a dtype by name.
+# amp=: False/"fp32" full precision, True/"auto" the fastest safe choice for the device, or a dtype by name.
 AMP_CHOICES = (False, True, "auto", "fp32", "bf16", "fp16")
 
 
@@ -44,7 +27,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -66,23 +49,20 @@ def _cpuinfo_flags() -> set[str]:
     return {flag for line in _cpuinfo_lines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
-def _cuda_bf16(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
 def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``; None for full precision.
 
-    "auto" (and True) take bf16 on a CUDA device that supports it and on a CPU with native bf16,
-    fp16 on older GPUs for True only, and fp32 elsewhere. An explicit "bf16" on a CPU without
-    native support is honoured, with a warning that it runs several times slower than fp32.
+    "auto" and True take bf16 on a GPU that supports it and on a CPU with native bf16, fp16 on older GPUs (True
+    only), fp32 elsewhere. An explicit "bf16" on a CPU without native bf16 is honoured, with a warning.
     """
     if not (isinstance(amp, bool) or (isinstance(amp, str) and amp in AMP_CHOICES)):
         raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
     if amp is False or amp == "fp32":
         return None
     if amp == "auto" or amp is True:
-        if _cuda_bf16(device) or (device.type == "cpu" and cpu_has_native_bf16()):
+        if (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+            device.type == "cpu" and cpu_has_native_bf16()
+        ):
             return torch.bfloat16
         return torch.float16 if amp is True and device.type == "cuda" else None
     if amp == "fp16" and device.type == "cpu":
@@ -93,11 +73,8 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
 
 
 def use_channels_last(choice: bool | str, device: torch.device, dtype: torch.dtype | None) -> bool:
-    """Whether to train in channels_last (NHWC) memory format; "auto" decides by device.
-
-    oneDNN's CPU convolutions run natively in NHWC (ResNet-20 training measured +16% on an AVX2
-    CPU, 300 against 258 img/s), and so do tensor cores under fp16/bf16; fp32 on a GPU gains little.
-    """
+    """Whether to train in channels_last (NHWC); "auto": on CPUs, whose oneDNN convolutions run NHWC natively
+    (ResNet-20 training +16% on an AVX2 CPU), and on GPUs under fp16/bf16 (tensor cores)."""
     if choice != "auto":
         return bool(choice)
     return device.type == "cpu" or (device.type == "cuda" and dtype is not None)
@@ -129,21 +106,15 @@ def describe_machine(device: torch.device | None = None) -> dict[str, object]:
 
 
 def _cpu_model() -> str:
-    for line in _cpuinfo_lines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def _cpuinfo_lines() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass, or nothing when ``dtype`` is None (full fp32)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

@@ -103,3 +103,16 @@ def test_the_statistics_are_gathered_on_the_device_the_images_are_on():
     model = imgzoo.create_model("basic_cnn", whiten=True)
     images = torch.empty(4, 3, 32, 32, dtype=torch.uint8, device="meta")
     assert _patch_second_moment(_normalised(model, images)).device.type == "meta"
+
+
+def test_init_from_data_is_the_generic_hook_for_the_whitening_stem():
+    images = _smooth_images(16)
+    whitened = imgzoo.create_model("basic_cnn", widths=(8, 8), whiten=True)
+    assert whitened.needs_init_from_data is True
+    assert whitened.init_from_data(images) is whitened
+    expected = init_whitening(imgzoo.create_model("basic_cnn", widths=(8, 8), whiten=True), images)
+    assert torch.equal(whitened.stem[0].weight, expected.stem[0].weight)
+    plain = imgzoo.create_model("basic_cnn", widths=(8, 8))
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    assert plain.needs_init_from_data is False and plain.init_from_data(images) is plain
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in before.items())

@@ -1,7 +1,5 @@
-"""What happened during training, one row per epoch, exportable to dict, CSV and JSON.
-
-Accuracies are fractions in [0, 1] (the summary line and the plots show percent);
-``val_loss`` and ``val_acc`` hold ``None`` for epochs trained without a validation set.
+"""What happened during training, one row per epoch, exportable to dict, CSV and JSON. Accuracies are
+fractions in [0, 1]; ``val_loss`` and ``val_acc`` hold ``None`` for epochs trained without a validation set.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +59,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[Any]]) -> History:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = set(data) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown History columns {sorted(unknown)}; expected {list(COLUMNS)}")
         lengths = {name: len(values) for name, values in data.items()}
@@ -71,11 +68,11 @@ class History:
         return cls(**{name: list(values) for name, values in data.items()})
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """The history as JSON text; also written (atomically) to ``path`` if given.
-
-        NaN and infinity become null, since JSON has no spelling for them.
-        """
-        clean = {k: [_finite_or_none(v) for v in values] for k, values in self.to_dict().items()}
+        """The history as JSON text (NaN and infinity as null); also written atomically to ``path`` if given."""
+        clean = {
+            k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+            for k, values in self.to_dict().items()
+        }
         text = json.dumps(clean, indent=1)
         if path is not None:
             atomic_write_text(path, text)
@@ -94,22 +91,13 @@ class History:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
-        for row in zip(*(getattr(self, name) for name in COLUMNS), strict=True):
-            writer.writerow("" if v is None else v for v in row)
+        writer.writerows(zip(*(getattr(self, name) for name in COLUMNS), strict=True))  # None: an empty cell
         text = buffer.getvalue()
         if path is not None:
             atomic_write_text(path, text)
         return text
 
     def plot(self, path: str | os.PathLike[str] | None = None):  # -> matplotlib.figure.Figure
-        """Accuracy and loss curves, train against validation; saved as PNG when ``path`` is given.
-
-        matplotlib is the optional extra "plot"; :func:`imgzoo.eval.plots.plot_history` draws.
-        """
+        """Accuracy and loss curves, train against validation (:func:`imgzoo.eval.plots.plot_history`, with the
+        optional extra "plot"); saved as PNG when ``path`` is given."""
         return plot_history(self, path)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -1,21 +1,15 @@
 """The original notebooks' figures: training curves, a grid of labelled samples, a confusion matrix.
 
-A leaf: every function draws the numbers, images and labels it is given, and imports
-nothing of imgzoo but ``_atomic``. Whatever must run a model first (predicting the
-labels of a sample grid) lives in :mod:`imgzoo.eval.evaluation`, which calls down to here;
-that is why ``History.plot`` and ``EvalResult.plot_confusion_matrix`` are downward calls.
-
-matplotlib is the optional extra ``plot`` (``pip install imgzoo[plot]``) and is imported
-only when a figure is drawn. Figures are built with ``matplotlib.figure.Figure``, not
-pyplot, so they work without a display and leave pyplot's global state alone; a
-notebook shows the returned Figure, and ``path=`` saves it as a PNG atomically.
+Each draws what it is given (running a model first is :mod:`imgzoo.eval.evaluation`'s). matplotlib, the
+optional extra ``plot``, loads only when a figure is drawn; figures are ``matplotlib.figure.Figure``, not
+pyplot, so they need no display and leave pyplot's state alone; ``path=`` saves a PNG atomically.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,17 +18,9 @@ from imgzoo._atomic import atomic_open
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Curves", "plot_confusion_matrix", "plot_histories", "plot_history", "plot_samples"]
+    from imgzoo.eval.history import History
 
-
-class Curves(Protocol):
-    """The per-epoch columns a curve needs; :class:`imgzoo.History` has them, and so may anything else."""
-
-    epoch: list[int]
-    train_acc: list[float]
-    train_loss: list[float]
-    val_acc: list[float | None]
-    val_loss: list[float | None]
+__all__ = ["plot_confusion_matrix", "plot_histories", "plot_history", "plot_samples"]
 
 
 def _new_figure(**kwargs: Any) -> Figure:
@@ -53,12 +39,9 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     return fig
 
 
-def _curves(axes: Sequence[Any], history: Curves, label: str = "", style: Any = None) -> None:
-    """Accuracy on the left, loss on the right; solid lines train, dashed lines validation.
-
-    Every epoch is also a marker: a one-epoch run is a single point, which a line alone
-    would not draw at all. Epochs are whole numbers, so the x axis ticks only integers.
-    """
+def _curves(axes: Sequence[Any], history: History, label: str = "", style: Any = None) -> None:
+    """Accuracy on the left, loss on the right; solid lines train, dashed validation. Each epoch is a marker
+    too (a one-epoch run is a point, which a line alone would not draw), and the x axis ticks integers."""
     from matplotlib.ticker import MaxNLocator
 
     prefix = f"{label} " if label else ""
@@ -70,21 +53,23 @@ def _curves(axes: Sequence[Any], history: Curves, label: str = "", style: Any = 
         if any(v == v for v in val):  # not all NaN
             ax.plot(history.epoch, val, "s--", markersize=4, label=f"{prefix}val", color=line.get_color())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy (%)" if metric == "acc" else "loss")
-        ax.set_title("Accuracy" if metric == "acc" else "Loss")
+        ax.set(
+            xlabel="epoch",
+            ylabel="accuracy (%)" if metric == "acc" else "loss",
+            title={"acc": "Accuracy", "loss": "Loss"}[metric],
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
 
 
-def plot_history(history: Curves, path: str | os.PathLike[str] | None = None) -> Figure:
+def plot_history(history: History, path: str | os.PathLike[str] | None = None) -> Figure:
     """Accuracy and loss per epoch, train against validation, as the original notebooks drew them."""
     fig = _new_figure(figsize=(10, 4))
     _curves(fig.subplots(1, 2), history)
     return _finish(fig, path)
 
 
-def plot_histories(histories: Mapping[str, Curves], path: str | os.PathLike[str] | None = None) -> Figure:
+def plot_histories(histories: Mapping[str, History], path: str | os.PathLike[str] | None = None) -> Figure:
     """Several models' curves on one figure, one colour per model (what ``compare`` draws)."""
     fig = _new_figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
@@ -100,25 +85,8 @@ def _show_image(ax: Any, image: torch.Tensor, mean: Sequence[float] | None, std:
         image = image * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
     else:  # unknown normalisation: stretch to [0, 1]
         image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
-    image = image.clamp(0, 1)
-    if image.shape[0] == 1:
-        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-    else:
-        ax.imshow(image.permute(1, 2, 0).numpy())
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _check_samples(images: torch.Tensor, true_labels: Sequence[int], predicted: Sequence[int]) -> None:
-    if images.dim() != 4 or len(images) == 0:
-        raise ValueError(
-            f"plot_samples takes a non-empty batch of images shaped (N, C, H, W); got shape {tuple(images.shape)}"
-        )
-    if not len(images) == len(true_labels) == len(predicted):
-        raise ValueError(
-            f"plot_samples needs one true label and one prediction per image; got {len(images)} images, "
-            f"{len(true_labels)} true labels, {len(predicted)} predictions"
-        )
+    ax.imshow(image.clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)  # cmap: 1 channel
+    ax.set(xticks=[], yticks=[])
 
 
 def plot_samples(
@@ -131,16 +99,21 @@ def plot_samples(
     std: Sequence[float] | None = None,
     path: str | os.PathLike[str] | None = None,
 ) -> Figure:
-    """The notebooks' "predicted samples" grid, drawn from labels already predicted.
+    """The notebooks' "predicted samples" grid: each title reads "true -> predicted", red where wrong.
 
-    ``images`` is an (N, C, H, W) batch normalised with ``mean`` and ``std`` (given, the
-    normalisation is undone; absent, each image is stretched to [0, 1]). Each title reads
-    "true -> predicted"; a wrong prediction's title is red.
-    :func:`imgzoo.eval.evaluation.plot_predictions` runs a model and then calls this.
+    ``images`` is an (N, C, H, W) batch normalised with ``mean`` and ``std`` (given, the normalisation is
+    undone; absent, each image is stretched to [0, 1]). :func:`imgzoo.eval.evaluation.plot_predictions` runs
+    a model and then calls this.
     """
     images = torch.as_tensor(images)
     true_labels, predicted = [int(t) for t in true_labels], [int(p) for p in predicted]
-    _check_samples(images, true_labels, predicted)
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"plot_samples takes a non-empty (N, C, H, W) batch of images; got {tuple(images.shape)}")
+    if not len(images) == len(true_labels) == len(predicted):
+        raise ValueError(
+            f"plot_samples needs one true label and one prediction per image; got {len(images)} images, "
+            f"{len(true_labels)} true labels, {len(predicted)} predictions"
+        )
     count = len(images)
     top = max(*true_labels, *predicted)
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(top + 1)]
@@ -179,8 +152,7 @@ def plot_confusion_matrix(
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xticks(range(k), names, rotation=90 if k > 6 else 0, fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true")
     if k <= 20:  # numbers stay legible up to about 20 classes
         peak = float(values.max()) or 1.0
         for i in range(k):

@@ -1,8 +1,8 @@
-"""The head half of the model contract that every imgzoo model keeps (timm's, ``timm/models/resnet.py``).
+"""The head half of timm's model contract: loading weights into another number of classes goes through
+``get_classifier`` / ``reset_classifier``, never an attribute name, so a user's model with an ``fc`` loads too.
 
-Loading weights into a model with another number of classes goes through ``get_classifier`` and
-``reset_classifier``, never through an attribute name, so a user's model whose head is called ``fc``
-loads the same way as imgzoo's own.
+A model with layers set from training images before training (basic_cnn's whitening stem) says so with
+``needs_init_from_data = True`` and does it in ``init_from_data(images)``; callers never name the family.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 class LinearHeadMixin:
     """``get_classifier`` / ``reset_classifier`` for a model whose head is one ``nn.Linear`` named ``classifier``."""
 
-    if TYPE_CHECKING:  # only for type checkers: TorchScript reads class annotations and cannot resolve this one
+    if TYPE_CHECKING:  # TorchScript reads class annotations and cannot resolve this one
         classifier: nn.Linear
 
     def get_classifier(self) -> nn.Module:

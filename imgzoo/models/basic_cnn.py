@@ -1,37 +1,21 @@
-"""A plain convolutional network (no skip connections) for 32x32 colour images.
+"""A plain CNN for 32x32 colour images after airbench94 (Jordan 2024, arXiv:2404.00498): three blocks of
+conv -> max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU at widths 64/256/256, ~2M parameters.
 
-The original notebooks' "basic CNN" stacked conv and pooling layers and reached
-66% validation accuracy on CIFAR-10. This is the same idea done right, after the
-airbench94 network (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU",
-arXiv:2404.00498): three blocks of conv -> max-pool -> BatchNorm -> GELU ->
-conv -> BatchNorm -> GELU at widths 64/256/256, about 2M parameters, which reaches
-94% in 10 epochs with that paper's recipe.
-
-``basic_cnn(whiten=True)`` takes airbench94's first layer as the stem: a frozen 2x2 convolution
-whose 24 filters are the 12 eigenvectors of the training images' 2x2x3 patch covariance, each
-scaled by 1/sqrt(eigenvalue + eps), and their negatives (so that the GELU after it passes both
-signs). It is set from data once, before training, by :func:`init_whitening`; airbench94 then
-needs no learned stem. airbench also trains the layer's bias for 3 epochs; here the layer has no
-bias, so the trainable parameters, and a resumed optimizer's groups, never change mid-run.
-
-The rest of airbench94's network is a matter of four arguments, each off by default (the network
-then trains as an ordinary CNN with fit's defaults): ``bn_momentum=0.4`` (airbench's 0.6 in its
-own convention: fast running statistics, which its ablations found lookahead needs),
-``bn_scale=False`` (batch-norm scales fixed at 1, only the shifts learn), ``logit_scale=1/9``
-(the logits scaled down, which its learning rate of 1.5 per mean loss assumes) and
-``dirac_init=True`` (every 3x3 convolution starts as the identity on its first input channels,
-which its ablations credit with 22 -> 18 epochs to 94%). The ``basic_cnn.airbench`` recipe
-(:mod:`imgzoo.train.recipes`) sets all four with the optimizer they belong to.
+Each airbench94 detail is an argument, off by default: ``whiten`` (a frozen 2x2 patch-whitening stem set from
+training images, :meth:`BasicCNN.init_from_data`), ``bn_momentum=0.4``, ``bn_scale=False``, ``logit_scale=1/9``
+and ``dirac_init``; the ``basic_cnn.airbench`` recipe sets them with the optimizer they belong to.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from imgzoo.models._checks import (
     check_bool,
     check_dropout,
+    check_fraction,
     check_input,
     check_int,
     check_num_classes,
@@ -64,11 +48,8 @@ def conv_bn_act(
 
 @torch.no_grad()
 def dirac_init_(model: nn.Module) -> None:
-    """Make each 3x3 convolution pass its input through unchanged on its first ``in_channels`` filters.
-
-    airbench94's initialisation (``torch.nn.init.dirac_`` on ``weight[:in_channels]``): the other
-    filters keep their random start, so a layer begins as the identity plus new features.
-    """
+    """Each trainable 3x3 convolution starts as the identity on its first filters, the rest random (airbench94:
+    22 -> 18 epochs to 94% in its ablations)."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3) and module.weight.requires_grad:
             weight = module.weight
@@ -93,13 +74,14 @@ class BasicCNN(LinearHeadMixin, nn.Module):
         super().__init__()
         norm = {"bn_momentum": bn_momentum, "bn_scale": bn_scale}
         if whiten:
+            # No bias (airbench trains one for 3 epochs): the trainable parameters never change mid-run.
             whitening = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, padding=0, bias=False)
-            whitening.weight.requires_grad_(False)  # set from data by init_whitening, never trained
+            whitening.weight.requires_grad_(False)  # set from data by init_from_data, never trained
             self.stem = nn.Sequential(whitening, nn.GELU())
             stem_width = WHITEN_WIDTH
         else:
             self.stem = nn.Sequential(*conv_bn_act(3, stem_width, **norm))
-        self.whiten = whiten
+        self.whiten = self.needs_init_from_data = whiten  # the model contract's flag for init_from_data
         blocks = []
         in_channels = stem_width
         for width in widths:
@@ -133,12 +115,14 @@ class BasicCNN(LinearHeadMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def init_from_data(self, images: torch.Tensor) -> BasicCNN:
+        """Set the layers that come from training images, before training, where ``needs_init_from_data``:
+        the whitening stem (:func:`init_whitening`); otherwise a no-op."""
+        return init_whitening(self, images) if self.whiten else self
 
-# Each block halves the resolution: eight blocks already need 256-pixel images, beyond
-# the small images this network is for.
-MAX_BLOCKS = 8
-# Four times airbench94's widest block (256) and twice ResNet-50's widest stage (2048).
-MAX_WIDTH = 4096
+
+MAX_BLOCKS = 8  # each halves the resolution: eight need 256-pixel images, beyond the small ones this is for
+MAX_WIDTH = 4096  # twice ResNet-50's widest stage
 
 
 @register_model("basic_cnn", default_spec=CIFAR10)
@@ -156,11 +140,10 @@ def basic_cnn(
 ) -> BasicCNN:
     """A plain 3-block CNN after airbench94 (arXiv:2404.00498), ~2M parameters, for 3x32x32 images.
 
-    ``whiten=True``: the stem is airbench's frozen 2x2 patch-whitening layer (24 channels); set it
-    with ``init_whitening(model, images)`` before training. ``bn_momentum`` (torch's convention:
-    the weight of the new batch), ``bn_scale`` (learn batch-norm scales), ``logit_scale`` (multiply
-    the logits) and ``dirac_init`` (identity-initialised convolutions) give airbench94's network
-    with 0.4, False, 1/9 and True.
+    ``whiten=True``: the stem is airbench's frozen 2x2 patch-whitening layer (24 channels), set by
+    ``model.init_from_data(images)`` before training. ``bn_momentum`` (torch's convention: the new batch's
+    weight), ``bn_scale`` (learn batch-norm scales), ``logit_scale`` and ``dirac_init`` give airbench94's
+    network with 0.4, False, 1/9 and True.
     """
     widths = _checked_widths(widths)
     check_int("basic_cnn", "stem_width", stem_width, high=MAX_WIDTH, why="twice ResNet-50's widest stage")
@@ -174,8 +157,8 @@ def basic_cnn(
     check_dropout("basic_cnn", dropout)
     check_bool("basic_cnn", "bn_scale", bn_scale)
     check_bool("basic_cnn", "dirac_init", dirac_init)
-    _check_fraction("bn_momentum", bn_momentum, "the weight of each new batch in the running statistics")
-    _check_fraction("logit_scale", logit_scale, "a factor on the logits; airbench94 uses 1/9")
+    check_fraction("basic_cnn", "bn_momentum", bn_momentum, "the weight of each new batch in the running statistics")
+    check_fraction("basic_cnn", "logit_scale", logit_scale, "a factor on the logits; airbench94 uses 1/9")
     check_num_classes("basic_cnn", num_classes)
     check_parameter_budget(
         "basic_cnn",
@@ -183,11 +166,6 @@ def basic_cnn(
         f"widths={widths}, stem_width={stem_width}, num_classes={num_classes}",
     )
     return BasicCNN(widths, num_classes, stem_width, dropout, whiten, bn_momentum, bn_scale, logit_scale, dirac_init)
-
-
-def _check_fraction(name: str, value: object, meaning: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise ValueError(f"basic_cnn: {name} must be a number in (0, 1] ({meaning}); got {value!r}")
 
 
 def _checked_widths(widths: object) -> tuple[int, ...]:
@@ -231,17 +209,16 @@ def _normalised(model: BasicCNN, images: torch.Tensor) -> torch.Tensor:
 
 
 def _patch_second_moment(images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """E[p p^T] over every 2x2 patch p (flattened to 12 values, channel-major as a conv weight), in float64.
+    """E[p p^T] over every 2x2 patch p (12 values, ordered as a conv weight), float64, on the images' device.
 
-    Not centred, as airbench94's ``get_whitening_parameters``: normalised images have zero mean.
-    Summed in chunks, so a few thousand images take megabytes rather than gigabytes.
+    Not centred, as airbench94's ``get_whitening_parameters``: normalised images have zero mean. Summed in
+    chunks, so a few thousand images take megabytes rather than gigabytes.
     """
     size = 3 * WHITEN_KERNEL**2
-    total = torch.zeros(size, size, dtype=torch.float64, device=images.device)  # a GPU's images are summed there
+    total = torch.zeros(size, size, dtype=torch.float64, device=images.device)
     count = 0
     for part in images.split(chunk):
-        patches = part.unfold(2, WHITEN_KERNEL, 1).unfold(3, WHITEN_KERNEL, 1)  # N, C, H', W', k, k
-        flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, size).double()
+        flat = F.unfold(part, WHITEN_KERNEL).transpose(1, 2).reshape(-1, size).double()  # (N * H' * W', 12)
         total += flat.T @ flat
         count += len(flat)
     return total / count
@@ -249,13 +226,12 @@ def _patch_second_moment(images: torch.Tensor, chunk: int = 256) -> torch.Tensor
 
 @torch.no_grad()
 def init_whitening(model: BasicCNN, images: torch.Tensor, eps: float = WHITEN_EPS) -> BasicCNN:
-    """Set the whitening stem of ``basic_cnn(whiten=True)`` from training images (airbench94's init).
+    """Set the whitening stem of ``basic_cnn(whiten=True)`` from training images (airbench94 uses 5,000).
 
-    The filters are the eigenvectors of the 2x2 patches' second-moment matrix, largest first,
-    each divided by sqrt(eigenvalue + eps), then the same filters negated: the first 12 output
-    channels of the patches of ``images`` then have second moments eigenvalue / (eigenvalue + eps),
-    which is 1 for every direction the data varies in, and none correlate. airbench94 uses 5,000
-    training images. Returns the model.
+    The filters are the eigenvectors of the 2x2 patches' second-moment matrix, largest first, each divided by
+    sqrt(eigenvalue + eps), then the same negated (so the GELU after it passes both signs): the first 12
+    channels then have second moments eigenvalue / (eigenvalue + eps), 1 wherever the data varies, and none
+    correlate. Returns the model.
     """
     if not isinstance(model, BasicCNN) or not model.whiten:
         raise ValueError(

@@ -1,11 +1,5 @@
-"""Transfer learning for dog breeds: an ImageNet-pretrained torchvision ResNet with a new head.
-
-The original notebooks fine-tuned a ResNet-50 pretrained on ImageNet to classify
-the 120 breeds of Stanford Dogs (Khosla et al. 2011). The backbone comes from
-torchvision's weights API; its 1000-way classifier is replaced by a fresh
-``num_classes``-way linear head.
-
-Freezing and learning rates::
+"""Transfer learning for the 120 Stanford Dogs breeds (Khosla et al. 2011): an ImageNet-pretrained torchvision
+ResNet whose 1000-way classifier is replaced by a fresh ``num_classes``-way linear head. Freezing and rates::
 
     model = dogbreed_transfer(weights="imagenet")        # backbone frozen, head trains
     model.unfreeze(last=1)                                # ... then also layer4
@@ -34,9 +28,7 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 def _imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
-    # DEFAULT is torchvision's best ImageNet checkpoint for the architecture
-    # (resnet50: IMAGENET1K_V2, 80.86% top-1; resnet18/34: IMAGENET1K_V1).
-    return torchvision.models.get_model_weights(backbone).DEFAULT
+    return torchvision.models.get_model_weights(backbone).DEFAULT  # resnet50: IMAGENET1K_V2, 80.86% top-1
 
 
 def imagenet_weights_path(backbone: str) -> str:
@@ -45,15 +37,9 @@ def imagenet_weights_path(backbone: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
 
 
-# Either means "never touch the network": the first is imgzoo's own, the second is the switch
-# huggingface_hub users already set for the rest of imgzoo's downloads. Truthy values as in
-# huggingface_hub (constants.ENV_VARS_TRUE_VALUES).
+# Either forbids downloads: imgzoo's own, and the one huggingface_hub users set for imgzoo's other downloads.
 OFFLINE_VARIABLES = ("IMGZOO_OFFLINE", "HF_HUB_OFFLINE")
-_TRUE = ("1", "on", "yes", "true")
-
-
-def _offline_variable() -> str | None:
-    return next((v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().lower() in _TRUE), None)
+_TRUE = ("1", "on", "yes", "true")  # huggingface_hub's constants.ENV_VARS_TRUE_VALUES
 
 
 def _missing_weights(backbone: str, why: str) -> RuntimeError:
@@ -69,13 +55,10 @@ def _missing_weights(backbone: str, why: str) -> RuntimeError:
 
 
 def _imagenet_trunk(backbone: str) -> nn.Module:
-    """torchvision's ResNet with its ImageNet weights, read from $TORCH_HOME/hub/checkpoints/ or downloaded.
-
-    torch.hub downloads with urllib, which honours HTTPS_PROXY / NO_PROXY; its failure (no
-    network, a refused proxy, a bad hash) becomes one error that names the file to fetch.
-    """
+    """torchvision's ResNet with its ImageNet weights, from $TORCH_HOME/hub/checkpoints/ or downloaded; a failed
+    download (no network, a refused proxy, a bad hash) becomes one error that names the file to fetch."""
     cached = os.path.exists(imagenet_weights_path(backbone))
-    offline = _offline_variable()
+    offline = next((v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().lower() in _TRUE), None)
     if not cached and offline:
         raise _missing_weights(backbone, f"{offline}={os.environ[offline]} forbids downloading them")
     try:
@@ -105,13 +88,8 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> DogBreedTransfer:
-        """As nn.Module.train, except that frozen BatchNorm layers stay in eval mode.
-
-        A frozen layer should be frozen entirely: in train mode BatchNorm would still
-        overwrite its ImageNet running statistics with those of small fine-tuning batches,
-        and the features the head learns on would drift under it (the reason detectron2
-        and torchvision's detection models use FrozenBatchNorm2d in fine-tuned backbones).
-        """
+        """As nn.Module.train, except that frozen BatchNorm layers stay in eval mode, keeping their ImageNet
+        statistics (why detectron2 and torchvision's detection models use FrozenBatchNorm2d)."""
         super().train(mode)
         if mode:
             for module in self.backbone.modules():
@@ -135,13 +113,9 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
         self.train(self.training)  # unfrozen BatchNorm layers follow the model's mode again
 
     def param_groups(self, lr: float, backbone_lr_scale: float = 0.1) -> list[dict[str, Any]]:
-        """Optimizer groups: the head at ``lr``, trainable backbone parameters at ``lr * backbone_lr_scale``.
-
-        A smaller backbone rate keeps the pretrained features from being wrecked by the
-        large early gradients of a randomly initialised head (Kornblith et al. 2019,
-        "Do Better ImageNet Models Transfer Better?", fine-tune with a lower rate).
-        """
-        head = [p for p in [*self.classifier.parameters()] if p.requires_grad]
+        """Optimizer groups: the head at ``lr``, trainable backbone parameters at ``lr * backbone_lr_scale``, so
+        a new head's large early gradients do not wreck the pretrained features (Kornblith et al. 2019)."""
+        head = [p for p in self.classifier.parameters() if p.requires_grad]
         body = [p for p in self.backbone.parameters() if p.requires_grad]
         groups = [{"params": head, "lr": lr}]
         if body:
@@ -174,12 +148,9 @@ def dogbreed_transfer(
     freeze_backbone: bool = True,
     dropout: float = 0.0,
 ) -> DogBreedTransfer:
-    """A torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``) and a new head.
-
-    ``weights=None`` gives random initialisation. With ``freeze_backbone`` (the default)
-    only the head trains; see :meth:`DogBreedTransfer.unfreeze` and
-    :meth:`DogBreedTransfer.param_groups` for fine-tuning the rest.
-    """
+    """A torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``; None: random) and a
+    new head. With ``freeze_backbone`` only the head trains; :meth:`DogBreedTransfer.unfreeze` and
+    :meth:`DogBreedTransfer.param_groups` fine-tune the rest."""
     check_choice("dogbreed_transfer", "backbone", backbone, BACKBONES)
     check_choice("dogbreed_transfer", "weights", weights, ("imagenet", None))
     check_bool("dogbreed_transfer", "freeze_backbone", freeze_backbone)

@@ -1,9 +1,5 @@
-"""A small CNN for 28x28 handwritten digits.
-
-Two conv-conv-pool stages (32 and 64 filters, BatchNorm) and a 128-unit hidden
-layer with dropout: about 0.47M parameters, under half of the 1.2M of PyTorch's
-example Net (pytorch/examples, mnist/main.py), in the family of networks that reach
-99.5%+ on MNIST with light augmentation.
+"""A small CNN for 28x28 digits: two conv-conv-pool stages (32 and 64 filters, BatchNorm), a 128-unit hidden
+layer with dropout; 0.47M parameters, under half of PyTorch's example Net (pytorch/examples, mnist/main.py).
 """
 
 from __future__ import annotations
@@ -11,13 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgzoo.models._checks import (
-    check_dropout,
-    check_input,
-    check_int,
-    check_num_classes,
-    check_parameter_budget,
-)
+from imgzoo.models._checks import check_dropout, check_input, check_int, check_num_classes, check_parameter_budget
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.models.registry import MNIST, register_model
 
@@ -53,12 +43,8 @@ class MnistCNN(LinearHeadMixin, nn.Module):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Flatten, dropout, the hidden layer and dropout, then the classifier.
-
-        ``pre_logits`` returns the ``hidden``-wide vector the classifier reads: a feature
-        map this small has no pooling step, so the MLP belongs to the head (state dict keys
-        ``head.*`` and ``classifier.*``, as in the shipped weights).
-        """
+        """Flatten, dropout, the hidden layer and dropout, then the classifier; ``pre_logits`` returns the
+        ``hidden``-wide vector the classifier reads (a map this small has no pooling, so the MLP is the head)."""
         x = self.head(x)
         return x if pre_logits else self.classifier(x)
 
@@ -66,8 +52,7 @@ class MnistCNN(LinearHeadMixin, nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# AlexNet's fully connected layers are 4096 wide; twice that is already 25.7M parameters here.
-MAX_HIDDEN = 8192
+MAX_HIDDEN = 8192  # twice AlexNet's 4096-wide layers, already 25.7M parameters here
 
 
 @register_model("mnist_cnn", default_spec=MNIST)
@@ -76,7 +61,6 @@ def mnist_cnn(*, num_classes: int = 10, dropout: float = 0.25, hidden: int = 128
     check_num_classes("mnist_cnn", num_classes)
     check_dropout("mnist_cnn", dropout)
     check_int("mnist_cnn", "hidden", hidden, high=MAX_HIDDEN, why="twice AlexNet's 4096-wide layers")
-    # The two linear layers are nearly all of the weights; the convolutions add 65k.
-    estimate = 64 * 7 * 7 * hidden + hidden * num_classes
+    estimate = 64 * 7 * 7 * hidden + hidden * num_classes  # the linear layers; the convolutions add 65k
     check_parameter_budget("mnist_cnn", estimate, f"hidden={hidden}, num_classes={num_classes}")
     return MnistCNN(num_classes, dropout, hidden)

@@ -1,9 +1,7 @@
 """ResNet for 32x32 images: He et al., "Deep Residual Learning for Image Recognition", 2016, section 4.2.
 
-The CIFAR network is a 3x3 stem with 16 filters, then three stages of n basic
-blocks at widths 16, 32 and 64 on feature maps of 32, 16 and 8 pixels, then global
-average pooling and a linear classifier: 6n+2 weighted layers. The paper reports
-ResNet-20 at 8.75% test error (91.25% accuracy) with shortcut option A.
+A 3x3 stem with 16 filters, three stages of n basic blocks at widths 16/32/64 on 32/16/8-pixel maps, global
+average pooling and a linear classifier: 6n+2 layers. The paper reports ResNet-20 at 8.75% test error.
 """
 
 from __future__ import annotations
@@ -31,18 +29,9 @@ SHORTCUTS = ("A", "B", "none")
 def subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Every ``stride``-th pixel of each row and column, in x's own memory layout, gradient included.
 
-    The same pixels either way (a 1x1 average is the pixel itself). Slicing's backward scatters the gradient
-    into a fresh NCHW tensor, so in a channels_last network the sum with the residual branch's gradient, and the
-    ReLU backward after it, mixed layouts (found with torch.profiler). avg_pool2d's backward keeps the input's
-    layout. bench/bench_layouts.py, on a 2-core Xeon with AMX (AVX512), at ResNet-20's first stage, batch 128:
-    the ReLU backward took 4.95 ms with an NCHW gradient against 0.48 ms with a channels_last one, and the
-    shortcut's forward and backward, as far as that ReLU backward, ran 2.9x (fp32) and 4.5x (bf16) faster on
-    channels_last input; on NCHW input the pool was 1.8x (fp32) and 2.9x (bf16) slower than slicing, which
-    therefore stays there. In bench/bench_models.py, resnet_cifar / its plain ResNet-20 (which slices) for
-    channels_last training went from 1.03 to 1.06 in fp32 and from 0.97 to 1.04 in bf16, two runs back to back
-    on the same machine. Where no gradient will flow back (inference) slicing stays too: it is a view, where
-    the pool was a pass of its own, 0.5 ms of a 53 ms forward pass (``bench/bench_step_profile.py --infer`` on
-    the code that pooled there, same machine).
+    Slicing's backward writes an NCHW gradient, which in a channels_last network made the ReLU backward after
+    it 10x slower (4.95 against 0.48 ms, bench/bench_layouts.py, 2-core Xeon with AMX, batch 128); a 1x1
+    avg_pool2d picks the same pixels and keeps the layout. NCHW input and inference keep the slice, a free view.
     """
     if x.is_contiguous() or not x.requires_grad:
         return x[:, :, ::stride, ::stride]
@@ -159,12 +148,9 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # He et al. 2015 init, as in the paper
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if zero_init_residual:
-            # Each block starts as the identity; +0.2-0.3% top-1 on ImageNet
-            # (Goyal et al. 2017, arXiv:1706.02677, section 5.1).
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.last_bn.weight)
+            # Each block starts as the identity: +0.2-0.3% top-1 on ImageNet (Goyal et al. 2017, arXiv:1706.02677).
+            if zero_init_residual and isinstance(m, BasicBlock):
+                nn.init.zeros_(m.last_bn.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map, (N, 64 * width, H / 4, W / 4)."""
@@ -181,10 +167,8 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# The deepest network of He et al. 2016 (section 4.2, "Exploring over 1000 layers", n = 200).
-MAX_DEPTH = 1202
-# Wide ResNets on CIFAR (Zagoruyko & Komodakis 2016) widen by up to k = 10 (WRN-28-10).
-MAX_WIDTH = 16
+MAX_DEPTH = 1202  # He et al. 2016's deepest (section 4.2, "Exploring over 1000 layers")
+MAX_WIDTH = 16  # Wide ResNets on CIFAR (Zagoruyko & Komodakis 2016) go up to k = 10
 
 
 @register_model("resnet_cifar", default_spec=CIFAR10)

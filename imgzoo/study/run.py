@@ -40,7 +40,6 @@ from imgzoo.eval.history import History
 from imgzoo.hub.api import load, save
 from imgzoo.hub.card import metrics_from_eval
 from imgzoo.hub.factory import create_model
-from imgzoo.models.basic_cnn import init_whitening
 from imgzoo.models.registry import get_model_entry
 from imgzoo.train.callbacks import Callback
 from imgzoo.train.checkpoint import resume_point
@@ -583,8 +582,8 @@ def _model_for(plan: Plan, dataset: Dataset, out: Path, train_part: Dataset) -> 
         return load(out / WEIGHTS)  # a resumed fit restores its checkpoint's weights over whatever it is given
     torch.manual_seed(config.seed)  # fit seeds the training; the initial weights are drawn before it
     model = create_model(config.model, class_names=[str(c) for c in dataset.classes], **config.kwargs)
-    if getattr(model, "whiten", False) is True:  # basic_cnn(whiten=True): its stem is set from the data
-        init_whitening(model, whitening_images(model, train_part, config.seed))
+    if getattr(model, "needs_init_from_data", False):  # layers set from training images, e.g. a whitening stem
+        model.init_from_data(whitening_images(model, train_part, config.seed))
     return model
 
 

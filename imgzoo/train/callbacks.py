@@ -1,18 +1,12 @@
 """Hooks into :func:`imgzoo.fit`: early stopping with restore-best, a CSV log, weight averaging, lookahead, or your own.
 
-A callback subclasses :class:`Callback` and overrides the hooks it needs. Each hook gets
-the :class:`FitState`: the (unwrapped) model, the optimizer, the History so far and the
-current epoch; setting ``state.should_stop = True`` ends training after this epoch.
-Callbacks that keep state (early stopping's best weights) save it in the checkpoint
-through ``state_dict`` / ``load_state_dict``, so resuming continues them too.
-
-Checkpointing every epoch is built into fit (``checkpoint_dir=``), because resume,
-the NaN guard and Ctrl-C all rely on it.
+A callback overrides the :class:`Callback` hooks it needs; each gets the :class:`FitState`, and setting
+``state.should_stop = True`` ends training after this epoch. ``state_dict`` / ``load_state_dict`` put a
+callback's state into the checkpoint, so a resumed run continues it too.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from dataclasses import dataclass
@@ -61,12 +55,8 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights.
-
-    Defaults follow Keras and Lightning: watch ``val_loss``, lower is better, no
-    minimum delta. ``restore_best=True`` (Keras's ``restore_best_weights``) loads the
-    weights of the best epoch when training ends, however it ends.
-    """
+    """Stop when ``monitor`` has not improved for ``patience`` epochs (Keras's and Lightning's defaults);
+    ``restore_best`` loads the best epoch's weights when training ends, however it ends."""
 
     def __init__(
         self,
@@ -85,24 +75,17 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping: patience must be >= 1, got {patience}")
         self.monitor, self.patience, self.mode = monitor, patience, mode
         self.min_delta, self.restore_best = min_delta, restore_best
-        self.best = math.inf if mode == "min" else -math.inf
-        self.best_epoch = 0
-        self.wait = 0
+        self.best, self.best_epoch, self.wait = math.inf if mode == "min" else -math.inf, 0, 0
         self.best_weights: dict[str, torch.Tensor] | None = None
-
-    def _improved(self, value: float) -> bool:
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
 
     def on_epoch_end(self, state: FitState) -> None:
         value = getattr(state.history, self.monitor)[-1]
         if value is None:
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is None: pass a val set to fit")
-        if self._improved(value):
+        if value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta:
             self.best, self.best_epoch, self.wait = value, state.epoch, 0
             if self.restore_best:
-                self.best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in state.model.state_dict().items()})
+                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -116,8 +99,7 @@ class EarlyStopping(Callback):
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_weights": self.best_weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
-        self.best_weights = state["best_weights"]
+        self.best, self.best_epoch, self.wait, self.best_weights = (state[k] for k in self.state_dict())
 
 
 class CSVLogger(Callback):
@@ -131,59 +113,74 @@ class CSVLogger(Callback):
             state.history.to_csv(self.path)
 
 
+@torch.no_grad()
+def _copy_into(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy ``tensors`` into the state-dict entries of ``model`` they name, cast to its dtypes."""
+    own = model.state_dict(keep_vars=True)
+    for name, tensor in tensors.items():
+        own[name].data.copy_(tensor)
+
+
+def _moved(tensors: dict[str, torch.Tensor] | None, device: Any) -> dict[str, torch.Tensor] | None:
+    return {k: v.detach().to(device) for k, v in tensors.items()} if tensors is not None else None
+
+
+def _check_decay_and_every(name: str, decay: float, every: int, example: str) -> None:
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"{name}: decay must be in (0, 1), e.g. {example}; got {decay!r}")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"{name}: every must be an integer >= 1 (after every N-th optimizer step); got {every!r}")
+
+
 class _ValidatedOnAverage(Callback):
-    """Validation in fit on a weight average rather than on the weights being trained.
+    """fit's validation on a weight average: swapped in at the first eval-mode forward after training steps,
+    swapped out when the model trains again, at ``on_epoch_end`` (before the checkpoint) and ``on_fit_end``.
+    Each epoch's figures are then those of the weights fit hands back if it stops there. Subclasses say what
+    the average is (:meth:`_average`) and what happens every ``every``-th step (:meth:`_every_step`)."""
 
-    The average is swapped in when the model first runs in eval mode after training steps (fit's
-    validation), and the trained weights go back when the model trains again, at ``on_epoch_end``
-    (before the checkpoint is written) and at ``on_fit_end``. So each epoch's validation figures are
-    those of the weights fit hands back if it stops there, and training never sees the average.
-    Subclasses say what the average is (:meth:`_average`) and arm the swap after their training steps.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.steps = 0  # optimizer steps seen
         self._stash: dict[str, torch.Tensor] | None = None  # the trained weights while the average is swapped in
         self._armed = False  # training steps have run since the last on_epoch_end: an eval-mode forward swaps
         self._hook: Any = None
 
-    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The tensors of ``model``'s state dict to validate with, by name."""
+    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:  # the state-dict entries to validate with
         raise NotImplementedError
 
-    @torch.no_grad()
-    def _swap_in(self, model: nn.Module) -> None:
-        tensors = model.state_dict(keep_vars=True)
-        self._stash = {name: tensor.detach().clone() for name, tensor in tensors.items()}
-        for name, kept in self._average(model).items():
-            tensors[name].data.copy_(kept)
+    def _every_step(self, model: nn.Module) -> None:
+        raise NotImplementedError
 
-    @torch.no_grad()
     def _swap_out(self, model: nn.Module) -> None:
-        if self._stash is None:
-            return
-        tensors = model.state_dict(keep_vars=True)
-        for name, kept in self._stash.items():
-            tensors[name].data.copy_(kept)
-        self._stash = None
+        if self._stash is not None:
+            _copy_into(model, self._stash)
+            self._stash = None
 
     def _before_forward(self, module: nn.Module, args: Any) -> None:
         if module.training:
             self._swap_out(module)  # never train on the average
         elif self._armed and self._stash is None:
-            self._swap_in(module)
+            self._stash = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+            _copy_into(module, self._average(module))
 
     def _start_swapping(self, model: nn.Module) -> None:
         self._armed = False
         disabled = torch.compiler.disable(self._before_forward)  # plain Python under torch.compile
         self._hook = model.register_forward_pre_hook(disabled)
 
+    def on_batch_end(self, state: FitState, step: int, loss: torch.Tensor) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self._every_step(state.model)
+        self._armed = True
+
     def on_epoch_end(self, state: FitState) -> None:
         self._swap_out(state.model)  # the checkpoint, written next, holds the trained weights
         self._armed = False
 
-    def _stop_swapping(self, model: nn.Module) -> None:
+    def on_fit_end(self, state: FitState) -> None:
         """The trained weights back in the model, and no more swapping."""
-        self._swap_out(model)
+        self._swap_out(state.model)
         self._armed = False
         if self._hook is not None:
             self._hook.remove()
@@ -191,48 +188,34 @@ class _ValidatedOnAverage(Callback):
 
 
 class EMA(_ValidatedOnAverage):
-    """An exponential moving average of the weights: validated during fit, and the model fit hands back.
+    """An exponential moving average of the weights, validated during fit and copied into the model at its end
+    (``copy_to_model=False`` keeps the trained weights; the average stays in :attr:`shadow`).
 
-    Keeps an fp32 shadow of every parameter and floating-point buffer (batch-norm running
-    statistics included, as timm's ``ModelEmaV3`` does; integer buffers are copied), updated
-    after every ``every``-th optimizer step: ``shadow = decay * shadow + (1 - decay) * weight``.
-    With ``warmup``, update ``t`` (from 0) uses ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's
-    ``ExponentialMovingAverage`` with ``num_updates``), so that the first steps' weights do not
-    linger in the average for thousands of steps.
-
-    Validation in fit runs on the shadow weights and training on the model's own: the shadow is
-    swapped in when the model first runs in eval mode after an epoch's training steps, and the
-    trained weights go back at ``on_epoch_end``, before the checkpoint is written. Callbacks listed
-    before this one see the averaged weights in their ``on_epoch_end`` (what was scored), those
-    after it the trained ones. At the end of fit the average is copied into the model
-    (``copy_to_model=False`` keeps the trained weights; the average stays in :attr:`shadow`). Its
-    state is checkpointed, so a resumed run averages exactly as an uninterrupted one.
+    An fp32 shadow of every parameter and floating-point buffer (timm's ``ModelEmaV3``; integer buffers are
+    copied), after every ``every``-th step: ``shadow = decay * shadow + (1 - decay) * weight``. ``warmup``:
+    update ``t`` uses ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates``), so the first steps'
+    weights fade within a hundred steps. Callbacks before this one see the average in ``on_epoch_end``,
+    those after it the trained weights. docs/training.md says more.
     """
 
     def __init__(self, decay: float = 0.999, every: int = 1, warmup: bool = True, copy_to_model: bool = True) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA: decay must be in (0, 1), e.g. 0.999 (an average over ~1000 steps); got {decay!r}")
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"EMA: every must be an integer >= 1 (update after every N-th step); got {every!r}")
-        super().__init__()
-        self.decay, self.every, self.warmup, self.copy_to_model = decay, every, warmup, copy_to_model
+        _check_decay_and_every("EMA", decay, every, "0.999 (an average over ~1000 steps)")
+        super().__init__(every)
+        self.decay, self.warmup, self.copy_to_model = decay, warmup, copy_to_model
         self.shadow: dict[str, torch.Tensor] | None = None
-        self.steps = 0  # optimizer steps seen
         self.updates = 0  # averaging updates made
         self._restored = False  # the shadow came from a checkpoint: this fit continues it
 
     def current_decay(self) -> float:
         """The decay the next update uses."""
-        if not self.warmup:
-            return self.decay
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        return min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
 
     @torch.no_grad()
     def reset(self, model: nn.Module) -> None:
         """Start the average at ``model``'s weights."""
+        tensors = model.state_dict().items()
         self.shadow = {
-            name: tensor.detach().float().clone() if tensor.is_floating_point() else tensor.detach().clone()
-            for name, tensor in model.state_dict().items()
+            k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype, copy=True) for k, v in tensors
         }
         self.steps = self.updates = 0
 
@@ -250,14 +233,15 @@ class EMA(_ValidatedOnAverage):
                 kept.copy_(tensor)
         self.updates += 1
 
-    @torch.no_grad()
+    def _every_step(self, model: nn.Module) -> None:
+        self.update(model)
+
     def copy_to(self, model: nn.Module) -> None:
         """Write the averaged weights into ``model`` (cast to its dtypes)."""
-        tensors = model.state_dict(keep_vars=True)
-        for name, kept in self._checked_shadow(model).items():
-            tensors[name].data.copy_(kept)
+        _copy_into(model, self._average(model))
 
-    def _checked_shadow(self, model: nn.Module) -> dict[str, torch.Tensor]:
+    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The shadow, once it is checked to belong to ``model``."""
         if self.shadow is None:
             raise RuntimeError("EMA: there is no average yet; it starts at fit's first step (or call ema.reset(model))")
         own = set(model.state_dict())
@@ -269,33 +253,20 @@ class EMA(_ValidatedOnAverage):
             )
         return self.shadow
 
-    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return self._checked_shadow(model)
-
-    # -- the hooks
-
     def on_fit_start(self, state: FitState) -> None:
         if not self._restored or self.shadow is None:
             self.reset(state.model)  # a new run: the average starts at its first weights
-        device = next(iter(state.model.state_dict().values())).device
-        self.shadow = {name: kept.to(device) for name, kept in self._checked_shadow(state.model).items()}
+        self.shadow = _moved(self._average(state.model), next(iter(state.model.state_dict().values())).device)
         self._restored = False
         self._start_swapping(state.model)
 
-    def on_batch_end(self, state: FitState, step: int, loss: torch.Tensor) -> None:
-        self.steps += 1
-        if self.steps % self.every == 0:
-            self.update(state.model)
-        self._armed = True
-
     def on_fit_end(self, state: FitState) -> None:
-        self._stop_swapping(state.model)
+        super().on_fit_end(state)
         if self.copy_to_model and self.shadow is not None:
             self.copy_to(state.model)
 
     def state_dict(self) -> dict[str, Any]:
-        shadow = {k: v.detach().cpu() for k, v in self.shadow.items()} if self.shadow is not None else None
-        return {"shadow": shadow, "steps": self.steps, "updates": self.updates, "decay": self.decay}
+        return {"shadow": _moved(self.shadow, "cpu"), "steps": self.steps, "updates": self.updates, "decay": self.decay}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.shadow, self.steps, self.updates = state["shadow"], state["steps"], state["updates"]
@@ -303,33 +274,21 @@ class EMA(_ValidatedOnAverage):
 
 
 class Lookahead(_ValidatedOnAverage):
-    """Lookahead weights (Zhang et al. 2019) as airbench94 schedules them: a slow copy pulled towards the
-    trained weights every ``every`` steps, which the training then goes on from.
+    """Lookahead (Zhang et al. 2019) as airbench94 schedules it: every ``every``-th step
+    ``slow = d * slow + (1 - d) * weights`` (batch-norm statistics included), then ``weights = slow``.
 
-    Every ``every``-th optimizer step: ``slow = decay_t * slow + (1 - decay_t) * weights``, then
-    ``weights = slow``. ``decay_t = decay * progress ** ramp`` grows from 0 (the slow copy simply
-    follows) to ``decay`` at the end of the run, so that the averaging bites as the learning rate
-    falls. airbench94's values: every 5 steps, decay 0.95 ** 5, ramp 3; its ablations found lookahead
-    useful only with fast batch-norm statistics (``basic_cnn(bn_momentum=0.4)``). Batch-norm running
-    statistics are averaged with the weights. At the end of fit the model holds the slow weights,
-    and fit's validation after each epoch runs on them too (the training goes on from its own), so
-    the last epoch's figures are those of the model fit hands back. Its state is checkpointed, so a
-    resumed run goes on exactly.
+    ``d = decay * progress ** ramp`` grows from 0 to ``decay`` over the run, so the pull bites as the learning
+    rate falls; airbench94's ablations found it useful only with fast batch-norm statistics
+    (``basic_cnn(bn_momentum=0.4)``). Validation and the model fit hands back hold the slow weights.
     """
 
     def __init__(self, decay: float = 0.95**5, every: int = 5, ramp: float = 3.0) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"Lookahead: decay must be in (0, 1), e.g. 0.95 ** 5 = 0.774 (airbench94); got {decay!r}")
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"Lookahead: every must be an integer >= 1 (pull after every N-th step); got {every!r}")
+        _check_decay_and_every("Lookahead", decay, every, "0.95 ** 5 = 0.774 (airbench94)")
         if not ramp >= 0:
-            raise ValueError(
-                f"Lookahead: ramp must be >= 0 (0: the full decay from the start; 3: airbench94); got {ramp!r}"
-            )
-        super().__init__()
-        self.decay, self.every, self.ramp = decay, every, ramp
+            raise ValueError(f"Lookahead: ramp must be >= 0 (0: the full decay at once; 3: airbench94); got {ramp!r}")
+        super().__init__(every)
+        self.decay, self.ramp = decay, ramp
         self.slow: dict[str, torch.Tensor] | None = None
-        self.steps = 0  # optimizer steps seen
         self.total = 0  # optimizer steps in the whole run: epochs * steps_per_epoch
 
     def current_decay(self) -> float:
@@ -349,6 +308,9 @@ class Lookahead(_ValidatedOnAverage):
                 kept.lerp_(tensor.detach().to(kept.dtype), 1.0 - decay)
                 tensor.copy_(kept)
 
+    def _every_step(self, model: nn.Module) -> None:
+        self.pull(model, self.current_decay())
+
     def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
         slow = self.slow or {}
         return {name: kept for name, kept in slow.items() if kept.is_floating_point()}  # what a pull writes
@@ -357,25 +319,17 @@ class Lookahead(_ValidatedOnAverage):
         self.total = state.epochs * state.steps_per_epoch
         if self.slow is None:
             self.slow = {name: tensor.detach().clone() for name, tensor in state.model.state_dict().items()}
-        else:  # restored from a checkpoint: onto the model's device
-            device = next(iter(state.model.state_dict().values())).device
-            self.slow = {name: tensor.to(device) for name, tensor in self.slow.items()}
+        else:  # restored from a checkpoint
+            self.slow = _moved(self.slow, next(iter(state.model.state_dict().values())).device)
         self._start_swapping(state.model)
 
-    def on_batch_end(self, state: FitState, step: int, loss: torch.Tensor) -> None:
-        self.steps += 1
-        if self.steps % self.every == 0:
-            self.pull(state.model, self.current_decay())
-        self._armed = True
-
     def on_fit_end(self, state: FitState) -> None:
-        self._stop_swapping(state.model)
+        super().on_fit_end(state)
         if self.slow is not None and self.steps:
             self.pull(state.model, 1.0)  # decay 1: the model takes the slow weights as they are
 
     def state_dict(self) -> dict[str, Any]:
-        slow = {k: v.detach().cpu() for k, v in self.slow.items()} if self.slow is not None else None
-        return {"slow": slow, "steps": self.steps}
+        return {"slow": _moved(self.slow, "cpu"), "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.slow, self.steps = state["slow"], state["steps"]

@@ -1,16 +1,8 @@
 """Training checkpoints: everything needed to continue a run as if it had never stopped.
 
-A checkpoint holds the model, optimizer, scheduler and grad-scaler states, the random
-number generator states (Python, NumPy, torch, CUDA; under torchrun, every process's), the
-number of finished epochs, the History so far, the state of callbacks such as early stopping,
-what the model, optimizer and learning-rate schedule were (fit refuses to resume into others),
-and, for ``interrupted.pt``, where inside an epoch the run stopped. It is written atomically,
-so a process killed at any moment leaves the previous checkpoint intact.
-
-Everything is stored as tensors and plain Python values, so it loads with
-``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code. A file that
-cannot be read that way (damaged, empty, or something else) is a :class:`CheckpointError`
-that names it and says what to do.
+The model, optimizer, scheduler, grad-scaler and callback states, every random generator's state, the epochs
+finished, the History, and for ``interrupted.pt`` where inside an epoch the run stopped; written atomically.
+Only tensors and plain values, so ``torch.load(weights_only=True)`` reads it and never runs pickled code.
 """
 
 from __future__ import annotations
@@ -26,28 +18,14 @@ import torch
 from imgzoo._atomic import atomic_open
 from imgzoo.errors import CheckpointError
 
-__all__ = [
-    "FORMAT",
-    "INTERRUPTED",
-    "LAST",
-    "CheckpointError",
-    "capture_rng",
-    "load_checkpoint",
-    "resolve_resume",
-    "restore_rng",
-    "resume_point",
-    "save_checkpoint",
-]
-
 FORMAT = "imgzoo-checkpoint-v1"
-LAST = "last.pt"  # the checkpoint of the latest finished epoch, rewritten each epoch
+LAST = "last.pt"  # the latest finished epoch, rewritten each epoch
 INTERRUPTED = "interrupted.pt"  # written on Ctrl-C: where the run stopped, inside an epoch or between two
-# What fit needs from every checkpoint; a file without them was not written by fit.
-REQUIRED = ("epoch", "seed", "model", "optimizer", "rng", "history")
+REQUIRED = ("epoch", "seed", "model", "optimizer", "rng", "history")  # a file without them was not written by fit
 
 
 def capture_rng() -> dict[str, Any]:
-    """The state of every generator fit draws from: shuffling, dropout, augmentation."""
+    """The state of every generator fit draws from (shuffling, dropout, augmentation), NumPy's as tensors."""
     np_state = np.random.get_state(legacy=False)
     return {
         "python": random.getstate(),
@@ -89,10 +67,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (a file, or a folder holding ``last.pt``).
-
-    Raises :class:`CheckpointError` for a file that is damaged or is not an imgzoo training checkpoint.
-    """
+    """Read a checkpoint written by :func:`save_checkpoint` (a file, or a folder holding ``last.pt``);
+    a :class:`CheckpointError` for a file that is damaged or is not an imgzoo training checkpoint."""
     path = resolve_resume(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -110,7 +86,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
 
 def _unreadable(path: Path, why: str) -> str:
-    """The message for a checkpoint file that cannot be used: what it is, and where to resume from instead."""
+    """What the unusable file is, and where to resume from instead."""
     size = path.stat().st_size
     what = "empty: 0 bytes" if size == 0 else f"{size} bytes; {why}"
     others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
@@ -123,11 +99,8 @@ def _unreadable(path: Path, why: str) -> str:
 
 
 def resume_point(path: str | os.PathLike[str]) -> Path | None:
-    """The file to resume a checkpoint folder from: an exact ``interrupted.pt``, else ``last.pt``, else None.
-
-    fit deletes ``interrupted.pt`` once a later epoch is checkpointed, so when it is there it is
-    the latest point of the run; one written mid-step (a second Ctrl-C) cannot continue exactly.
-    """
+    """The file to resume a checkpoint folder from: an exact ``interrupted.pt`` (fit deletes it once a later
+    epoch is checkpointed; one written mid-step cannot continue exactly), else ``last.pt``, else None."""
     folder = Path(path)
     interrupted, last = folder / INTERRUPTED, folder / LAST
     if interrupted.is_file():

@@ -1,14 +1,5 @@
-"""torch.distributed helpers, so that fit runs unchanged under ``torchrun --nproc_per_node=N``.
-
-torchrun sets RANK, WORLD_SIZE and LOCAL_RANK in each process's environment; fit
-reads them, joins the process group (NCCL on GPUs, gloo on CPU), shards the data with
-a DistributedSampler, wraps the model in DistributedDataParallel, sums the metrics
-over processes, and lets only rank 0 print and write files.
-
-A group that fit starts stays open after fit returns, so that the next fit (or compare)
-in the same process uses it, and is ended at interpreter exit; a group that was already
-initialized (by the user, or by an earlier fit) is used as it is and never ended by fit.
-"""
+"""torch.distributed helpers, so that fit runs unchanged under ``torchrun --nproc_per_node=N``: join the group
+torchrun describes (NCCL on GPUs, gloo on CPU), sum metrics over processes, agree on decisions to stop."""
 
 from __future__ import annotations
 
@@ -40,18 +31,11 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
 
 def setup(device: torch.device) -> DistContext:
-    """Join the process group torchrun describes; a no-op outside torchrun.
-
-    An initialized group is used as it is. Otherwise the group started here is left open
-    for later fit calls in this process (a second init_process_group would fail) and is
-    destroyed at interpreter exit, unless it has been destroyed or replaced by then.
-    """
+    """Join the process group torchrun describes; a no-op outside torchrun. An initialized group is used as it
+    is; one started here stays open for later fit calls (a second init_process_group would fail) and is
+    destroyed at interpreter exit, unless it has been destroyed or replaced by then."""
     if dist.is_available() and dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     world_size = int(os.environ.get("WORLD_SIZE", 1))

@@ -1,13 +1,8 @@
 """Resuming a run: what a checkpoint must match before anything is loaded, and where in an epoch a run stopped.
 
-Every check runs before the first tensor is copied, so a refused resume leaves the model and the
-optimizer exactly as they were: loading another architecture's weights used to overwrite the
-tensors that happened to fit before failing on the first that did not.
-
-An epoch's randomness is a function of the generators' states where its batches began (the
-global ones, and a loader's own). ``interrupted.pt`` records those states, the steps done and
-the metric sums so far; a new process then draws the same batches, skips the ones done, takes
-the generators' states of the moment the run stopped, and goes on as if it had never stopped.
+Every check runs before the first tensor is copied, so a refused resume changes nothing. ``interrupted.pt``
+records the generators' states where the epoch's batches began, the steps done and the metric sums; a new
+process draws the same batches, skips those done, and takes the generators' states of the moment it stopped.
 """
 
 from __future__ import annotations
@@ -26,16 +21,6 @@ from imgzoo.train.callbacks import Callback
 from imgzoo.train.checkpoint import INTERRUPTED, LAST, CheckpointError, capture_rng, restore_rng
 from imgzoo.train.optim import optimizer_name
 from imgzoo.train.steps import MetricSums
-
-__all__ = [
-    "EpochPosition",
-    "RunParts",
-    "check_model_fits",
-    "check_optimizer_fits",
-    "check_stop_resumable",
-    "replay_batches",
-    "replay_problem",
-]
 
 
 @dataclass
@@ -77,17 +62,6 @@ class RunParts:
             self.loader_generator.set_state(state["loader_generator"])
 
 
-def _arguments(kwargs: dict[str, Any] | None) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in (kwargs or {}).items())
-
-
-def _build_difference(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
-    """The builder arguments that differ, e.g. ``depth=8 there, depth=14 here``."""
-    saved, now = saved or {}, now or {}
-    keys = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
-    return "; ".join(f"{k}={saved.get(k)!r} there, {k}={now.get(k)!r} here" for k in keys)
-
-
 def _weight_differences(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> list[str]:
     """Each weight name that one side lacks, or whose shape differs, as a short phrase."""
     missing = [f"{k} missing from the checkpoint" for k in own if k not in saved]
@@ -103,19 +77,23 @@ def _weight_differences(saved: dict[str, torch.Tensor], own: dict[str, torch.Ten
 def check_model_fits(state: dict[str, Any], model: nn.Module, path: Path) -> None:
     """Refuse a checkpoint made for another model: another architecture, other builder arguments,
     or any weight whose name or shape differs. Nothing is loaded before this passes."""
-    saved_arch, saved_kwargs = state.get("arch"), state.get("kwargs")
-    arch, kwargs = getattr(model, ARCH_ATTR, None), getattr(model, KWARGS_ATTR, None)
+    saved_arch, saved_kwargs = state.get("arch"), state.get("kwargs") or {}
+    arch, kwargs = getattr(model, ARCH_ATTR, None), getattr(model, KWARGS_ATTR, None) or {}
     other_build = saved_arch is not None and arch is not None and (saved_arch, saved_kwargs) != (arch, kwargs)
     differences = _weight_differences(state["model"], model.state_dict())
     if not other_build and not differences:
         return
     built = ""
     if other_build:
-        arch_differs = f"{saved_arch} there, {arch} here" if saved_arch != arch else ""
-        built = f" it was made for another model ({arch_differs or _build_difference(saved_kwargs, kwargs)});"
+        keys = [k for k in {**saved_kwargs, **kwargs} if saved_kwargs.get(k) != kwargs.get(k)]
+        changed = "; ".join(f"{k}={saved_kwargs.get(k)!r} there, {k}={kwargs.get(k)!r} here" for k in keys)
+        if saved_arch != arch:
+            changed = f"{saved_arch} there, {arch} here"
+        built = f" it was made for another model ({changed});"
     shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
     weights = f" {len(differences)} weights differ in name or shape ({shown})." if differences else ""
-    rebuild = f"imgzoo.create_model({saved_arch!r}, {_arguments(saved_kwargs)})" if saved_arch else "its model"
+    arguments = ", ".join(f"{k}={v!r}" for k, v in saved_kwargs.items())
+    rebuild = f"imgzoo.create_model({saved_arch!r}, {arguments})" if saved_arch else "its model"
     raise CheckpointError(
         f"fit: cannot resume {path}:{built}{weights} Nothing was loaded. Resume with the model the checkpoint "
         f"was made for, {rebuild}, or train this model without resume=."
@@ -214,11 +192,8 @@ class EpochPosition:
 
 
 def replay_problem(loader: Any) -> str | None:
-    """Why an epoch of ``loader`` cannot be drawn again from recorded generator states; None if it can.
-
-    Persistent DataLoader workers are seeded once, at the first epoch, and keep their generators
-    from epoch to epoch inside their own processes, where no checkpoint can read them.
-    """
+    """Why an epoch of ``loader`` cannot be drawn again from recorded generator states; None if it can
+    (persistent workers keep their generators inside their own processes, where no checkpoint reads them)."""
     if isinstance(loader, DataLoader) and loader.num_workers > 0 and loader.persistent_workers:
         return (
             "its DataLoader has persistent_workers=True, whose worker processes keep random generators no "
@@ -228,11 +203,8 @@ def replay_problem(loader: Any) -> str | None:
 
 
 def replay_batches(loader: Any, partial: dict[str, Any], rng_at_stop: dict[str, Any], generator: Any) -> Iterator:
-    """The loader's iterator positioned after the steps an interrupted epoch had done.
-
-    The skipped batches are drawn again from the same generator states (their augmentation
-    included), then every generator takes the state it had when the run stopped.
-    """
+    """The loader's iterator after the steps an interrupted epoch had done: the skipped batches are drawn again
+    from the same generator states, then every generator takes the state it had when the run stopped."""
     restore_rng(partial["batches_rng"])
     if generator is not None and partial["batches_loader_generator"] is not None:
         generator.set_state(partial["batches_loader_generator"])

@@ -1,11 +1,5 @@
-"""The parts of one training step, each small enough to test on its own.
-
-fit's epoch loop is: fetch a batch, forward, :class:`OptimizerStep` (backward, AMP loss scaling,
-gradient clipping, the optimizer and a per-step schedule), :class:`MetricSums` (loss and
-correct counts kept on the device), :func:`check_finite_loss` (the NaN guard), the
-:class:`ProgressBar`, the callbacks, and :class:`StepBoundaryInterrupt` (Ctrl-C stops between
-steps, never inside one, so that the checkpoint it leaves continues exactly).
-"""
+"""The parts of fit's training step, each small enough to test on its own: :class:`OptimizerStep`,
+:class:`MetricSums`, the NaN guard, the :class:`ProgressBar`, and :class:`StepBoundaryInterrupt`."""
 
 from __future__ import annotations
 
@@ -19,25 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = [
-    "MetricSums",
-    "NonFiniteLoss",
-    "OptimizerStep",
-    "ProgressBar",
-    "StepBoundaryInterrupt",
-    "check_finite_loss",
-    "non_finite_tensors",
-    "progress_text",
-]
-
 
 class OptimizerStep:
-    """Turn a batch's loss into one optimizer step: backward, clipping, step, and a per-step schedule.
-
-    With a GradScaler (fp16) the loss is scaled before backward, and the gradients are unscaled
-    before clipping, so ``grad_clip`` bounds the true gradient norm; a step whose gradients are
-    not finite is skipped by the scaler, which then lowers its scale.
-    """
+    """A batch's loss to one optimizer step: backward, clipping, step, and a per-step schedule. With a
+    GradScaler (fp16) the gradients are unscaled before clipping, so ``grad_clip`` bounds the true norm."""
 
     def __init__(
         self,
@@ -47,39 +26,28 @@ class OptimizerStep:
         grad_clip: float | None = None,
         scheduler: Any = None,
     ) -> None:
-        self.optimizer, self.scaler, self.grad_clip, self.scheduler = optimizer, scaler, grad_clip, scheduler
+        self.optimizer, self.grad_clip, self.scheduler = optimizer, grad_clip, scheduler
+        self.scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: plain backward and step
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def __call__(self, loss: torch.Tensor) -> float:
         """Step on ``loss``; return the learning rate the step used (the first group's)."""
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
-        if self.scaler is None:
-            loss.backward()
-            self._clip()
-            self.optimizer.step()
-        else:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)  # clipping and the skip test see the true gradients
-            self._clip()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clipping and the skip test see the true gradients
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         return lr
 
-    def _clip(self) -> None:
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-
 
 class MetricSums:
-    """An epoch's loss sum, correct count and image count; the sums stay on the device until read.
-
-    Sums rather than means, so that processes can add theirs up and an interrupted epoch can
-    carry on from where it stopped; float64, so that the order of a long run's additions does
-    not show in the mean.
-    """
+    """An epoch's loss sum, correct count and image count, on the device until read: sums, so processes can
+    add theirs and an interrupted epoch carry on; float64, so a long run's order of additions does not show."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -135,45 +103,29 @@ def progress_text(loss_sum: float, correct: int, seen: int, images_per_sec: floa
 
 
 class ProgressBar:
-    """One epoch's tqdm bar (a widget in notebooks, a text bar in terminals); does nothing when disabled."""
+    """One epoch's tqdm bar (a widget in notebooks, a text bar in terminals); tqdm's own no-op when disabled."""
 
     def __init__(
         self, enabled: bool, desc: str, total: int, *, done: int = 0, seen_before: int = 0, world_size: int = 1
     ) -> None:
-        self.bar = None
-        self.world_size = world_size
-        # A resumed epoch starts with the steps and images done before it stopped; the rate counts this call's.
-        self.start, self.seen_before = time.perf_counter(), seen_before
-        if enabled:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch")
+        self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch", disable=not enabled)
+        self.update, self.close = self.bar.update, self.bar.close
+        # A resumed epoch starts with the steps and images done before it stopped; the rate counts this call's.
+        self.start, self.seen_before, self.world_size = time.perf_counter(), seen_before, world_size
 
     def show(self, loss_sum: float, correct: int, seen: int) -> None:
         """Put the running figures beside the bar; images/s count this call's images of every process."""
-        if self.bar is None:
-            return
-        rate = (seen - self.seen_before) * self.world_size / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(progress_text(loss_sum, correct, seen, rate), refresh=False)
-
-    def update(self) -> None:
-        if self.bar is not None:
-            self.bar.update()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if not self.bar.disable:
+            rate = (seen - self.seen_before) * self.world_size / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix_str(progress_text(loss_sum, correct, seen, rate), refresh=False)
 
 
 class StepBoundaryInterrupt:
-    """Ctrl-C during training stops at the end of the step under way, never inside it.
-
-    A step changes the weights, the optimizer, the batch-norm statistics and the random
-    generators; stopped halfway, it leaves a state no run ever had. The first SIGINT only asks
-    to stop and the loop calls :meth:`raise_if_requested` between steps; a second one raises at
-    once (a stuck data loader must stay stoppable), and the loop then knows it stopped mid-step.
-    Installed only in the main thread over Python's own handler, and in a single process: under
-    torchrun each process could stop at another step, and the others would wait forever.
+    """Ctrl-C during training stops at the end of the step under way, never inside it (halfway, a step leaves
+    a state no run ever had); a second Ctrl-C raises at once, so a stuck loader stays stoppable. Installed over
+    Python's own handler in the main thread of a single process (under torchrun the others would wait forever).
     """
 
     def __init__(self, enabled: bool, say: Callable[[str], None] = print) -> None:
