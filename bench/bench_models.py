@@ -2,8 +2,8 @@
 
 For every registered model: training (forward, backward, SGD step) and inference images/s, in
 fp32, bf16 and amp="auto", in NCHW and channels_last. Inference is timed twice: "infer" runs
-the model as built, "evaluate" as imgzoo.evaluate runs it, batch norm folded into the
-convolutions and, on a CPU, activations and residual sums fused into them (imgzoo.fuse_for_inference).
+the model as built, "evaluate" the inference copy with batch norm folded into the convolutions
+(imgzoo.fold_batchnorm).
 Each is turned into a fraction of the machine's fp32 peak, measured in the same run by large matmul
 probes taken between the timing windows, using the model's FLOPs per image counted by
 torch.utils.flop_counter. A minimal ResNet-20 written in plain PyTorch in this file runs beside
@@ -218,13 +218,12 @@ def flops_per_image(model: nn.Module, shape: tuple[int, ...], train: bool) -> fl
 def folded(name: str, model: nn.Module, device: torch.device = CPU) -> nn.Module:
     """The network inference runs in "evaluate" rows.
 
-    imgzoo's models as imgzoo.evaluate runs them: on a CPU with batch norm folded and activations and
-    residual sums fused into the convolutions (imgzoo.fuse_for_inference), elsewhere folded only
-    (imgzoo.fold_batchnorm). The plain ResNet-20 as a user would fold it by hand, with torch.fx's fuse.
+    imgzoo's models with batch norm folded (imgzoo.fold_batchnorm); the plain ResNet-20 as a user
+    would fold it by hand, with torch.fx's fuse.
     """
     if name == "plain_resnet20":
         return fx_fuse(model.eval())
-    return imgzoo.fuse_for_inference(model, device)
+    return imgzoo.fold_batchnorm(model)
 
 
 def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:

@@ -11,7 +11,7 @@ from imgzoo.hub import pretrained  # registers the built-in weights entries
 from imgzoo.hub.api import download, load, push_to_hub, save
 from imgzoo.hub.factory import create_model
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
-from imgzoo.models.fusion import fold_batchnorm, fuse_for_inference
+from imgzoo.models.folding import fold_batchnorm
 from imgzoo.models.registry import DataSpec, list_models, list_pretrained, register_model, register_weights
 from imgzoo.study.compare import compare
 from imgzoo.train.fit import fit
@@ -29,7 +29,6 @@ __all__ = [
     "evaluate",
     "fit",
     "fold_batchnorm",
-    "fuse_for_inference",
     "list_models",
     "list_pretrained",
     "load",
