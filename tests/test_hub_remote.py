@@ -242,16 +242,16 @@ def test_weights_entry_downloads_once_then_loads_offline(hub, hub_entry, monkeyp
     assert _same_outputs(hub_entry.model, offline)
 
 
-def test_a_cached_entry_pinned_to_a_commit_is_read_from_the_cache_without_the_hub_client(hub, hub_entry, monkeypatch):
+def test_a_cached_entry_pinned_to_a_commit_is_read_from_the_cache_without_a_request(hub, hub_entry, monkeypatch):
     first = imgzoo.load(hub_entry.name)
     by_branch = imgzoo.load("hf-hub:imgzoo/mnist-cnn-test")  # online: asks the Hub, and caches refs/main
     before = len(hub.state.requests)
-    fail = lambda *a, **k: pytest.fail("the Hub client was used for a cached snapshot")  # noqa: E731
+    fail = lambda *a, **k: pytest.fail("the Hub was asked about a cached snapshot")  # noqa: E731
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
-    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", fail)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fail)
     again = imgzoo.load(hub_entry.name)
     assert len(hub.state.requests) == before and _same_outputs(first, again)
-    with pytest.raises(pytest.fail.Exception, match="the Hub client was used"):
+    with pytest.raises(pytest.fail.Exception, match="the Hub was asked"):
         imgzoo.load("hf-hub:imgzoo/mnist-cnn-test")  # online, a branch may have moved: the Hub is asked
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     offline = imgzoo.load("hf-hub:imgzoo/mnist-cnn-test")  # offline: the cached refs/main names the snapshot

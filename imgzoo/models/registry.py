@@ -5,7 +5,7 @@ input it expects (a :class:`DataSpec`), and every pretrained checkpoint register
 :class:`WeightsEntry`. It imports no other imgzoo module, not even inside a function,
 so every other module can depend on it without cycles; building a model with
 pretrained weights needs the Hub client, and lives one floor up in
-:func:`imgzoo.hub.factory.create_model`. imgzoo's own architectures are registered when
+:func:`imgzoo.hub.api.create_model`. imgzoo's own architectures are registered when
 ``imgzoo`` is imported, since its ``__init__`` imports ``imgzoo.models``.
 """
 
