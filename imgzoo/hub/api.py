@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
     from huggingface_hub.errors import HfHubHTTPError
 
+    from imgzoo.eval.history import History
+
 __all__ = [
     "HF_PREFIX",
     "HubAuthError",
@@ -166,13 +168,13 @@ def save(
     directory = Path(directory)
     _check_replaceable(directory)
     state = storage_state(model, dtype)  # a bad dtype or an fp16 overflow stops here, before any write
-    history_dict = _history_dict(history)
-    merged = {**(metrics_from_history(history_dict) if history_dict else {}), **(metrics or {})}
+    history = _as_history(history)
+    merged = {**(metrics_from_history(history.to_dict()) if history is not None else {}), **(metrics or {})}
     config = build_config(model, recipe=recipe, metrics=merged or None, storage_dtype=dtype)
     card_args = {"repo_id": repo_id, "license": license, "tags": tags, "datasets": datasets, "existing": existing_card}
     render(config, curves=None, **card_args)  # fail on a bad card before anything is written
     with atomic_directory(directory) as tmp:
-        curves = _write_curves(history, history_dict, tmp / CURVES_NAME) if history_dict else None
+        curves = _write_curves(history, tmp / CURVES_NAME) if history is not None else None
         write_checkpoint(model, tmp, config, state)
         atomic_write_text(tmp / CARD_NAME, render(config, curves=curves, **card_args))
     return directory
@@ -257,26 +259,23 @@ def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str
         return Path(path).read_text(encoding="utf-8")
 
 
-def _history_dict(history: Any) -> dict[str, list[Any]] | None:
-    if history is None:
-        return None
-    data = history.to_dict() if hasattr(history, "to_dict") else history
-    if not isinstance(data, dict) or not all(isinstance(v, (list, tuple)) for v in data.values()):
-        raise TypeError(
-            f"history must be an imgzoo.History or a dict of per-epoch lists (History.to_dict()); "
-            f"got {type(history).__name__}"
-        )
-    return {k: list(v) for k, v in data.items()}
+def _as_history(history: Any) -> History | None:
+    from imgzoo.eval.history import History
+
+    if history is None or isinstance(history, History):
+        return history
+    if isinstance(history, dict) and all(isinstance(v, (list, tuple)) for v in history.values()):
+        return History.from_dict(history)
+    raise TypeError(
+        f"history must be an imgzoo.History or a dict of per-epoch lists (History.to_dict()); got "
+        f"{type(history).__name__}"
+    )
 
 
-def _write_curves(history: Any, history_dict: dict[str, list[Any]], path: Path) -> str | None:
-    """Plot accuracy and loss per epoch to ``path``; None (and a warning) without matplotlib."""
+def _write_curves(history: History, path: Path) -> str | None:
+    """Plot accuracy and loss per epoch to ``path`` (atomically); None, and a warning, without matplotlib."""
     try:
-        if not hasattr(history, "plot"):
-            from imgzoo.eval.history import History
-
-            history = History.from_dict(history_dict)
-        history.plot(path)  # imgzoo.eval.plots writes the PNG atomically
+        history.plot(path)
     except ImportError as exc:
         warnings.warn(f"no curves in the model card: {exc}", stacklevel=3)
         return None
