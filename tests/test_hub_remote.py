@@ -22,13 +22,12 @@ import huggingface_hub
 import pytest
 import torch
 from hub_server import HubServer
-from huggingface_hub import CommitInfo, HfApi, constants, hf_hub_download
+from huggingface_hub import CommitInfo, HfApi, ModelCard, constants, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 import imgzoo
 from imgzoo.cli import main as cli
 from imgzoo.hub.api import HubAuthError, HubUnreachableError, WeightsNotFoundError
-from imgzoo.hub.card import split_front_matter
 from imgzoo.hub.format import CheckpointError, ChecksumError
 from imgzoo.hub.pretrained import entry_from_folder
 from imgzoo.models.registry import register_weights, unregister_weights
@@ -131,7 +130,8 @@ def test_push_regenerates_results_and_keeps_the_authors_text(hub):
     edited = card.replace("## Use", "Fine-tuned on my own scans.\n\n## Use")
     hub.api.upload_file(path_or_fileobj=edited.encode(), path_in_repo="README.md", repo_id="org/digits")
     imgzoo.push_to_hub(model, "org/digits", token=TOKEN, metrics={"val_acc": 0.75})
-    meta, body = split_front_matter(Path(hf_hub_download("org/digits", "README.md")).read_text())
+    card = ModelCard.load(hf_hub_download("org/digits", "README.md"))
+    meta, body = card.data.to_dict(), card.text
     assert "Fine-tuned on my own scans." in body
     assert "75.00%" in body and "50.00%" not in body
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.75

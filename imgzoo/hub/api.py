@@ -54,18 +54,8 @@ if TYPE_CHECKING:
 
     from imgzoo.eval.history import History
 
-__all__ = [
-    "HF_PREFIX",
-    "HubAuthError",
-    "HubUnreachableError",
-    "WeightsNotFoundError",
-    "check_revision",
-    "create_model",
-    "download",
-    "load",
-    "push_to_hub",
-    "save",
-]
+__all__ = ["HF_PREFIX", "HubAuthError", "HubUnreachableError", "WeightsNotFoundError", "check_revision"]
+__all__ += ["create_model", "download", "load", "push_to_hub", "save"]
 
 HF_PREFIX = "hf-hub:"
 CARD_NAME = "README.md"
@@ -101,9 +91,6 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-# --- build by name -------------------------------------------------------------------------------
-
-
 def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``; keyword arguments go to its builder.
 
@@ -137,9 +124,6 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
             f"registered ones: {'; '.join(described)}. Drop the arguments, or build it without pretrained= to "
             f"train it yourself."
         ) from exc
-
-
-# --- save / push ---------------------------------------------------------------------------------
 
 
 def save(
@@ -280,9 +264,6 @@ def _write_curves(history: History, path: Path) -> str | None:
         warnings.warn(f"no curves in the model card: {exc}", stacklevel=3)
         return None
     return path.name
-
-
-# --- load / download -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from huggingface_hub import ModelCard, ModelCardData
 
 __all__ = ["CURVES_NAME", "END", "START", "count_macs", "metrics_from_eval", "metrics_from_history", "render"]
-__all__ += ["split_front_matter"]
 
 START = "<!-- imgzoo:results:start -->"
 END = "<!-- imgzoo:results:end -->"
@@ -88,14 +87,6 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
         for module, training in modes:
             module.training = training
     return counter.get_total_flops() // 2
-
-
-def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
-    """(metadata, body) of a Markdown file that may start with a ``---`` YAML block, as the Hub parses it."""
-    if not text.startswith("---"):
-        return {}, text
-    card = _parse(text)
-    return card.data.to_dict(), card.text.lstrip("\n")
 
 
 def _parse(text: str) -> ModelCard:

@@ -59,8 +59,8 @@ def export_model(
     """
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}. Pick one of those.")
-    if format == "onnx":
-        _require_onnx()
+    for name in ONNX_PACKAGES if format == "onnx" else ():  # fail before minutes of exporting, not after
+        _import(name)
     sample = _sample(model, sample)
     metadata = _metadata(model)
     with _borrowed_on_cpu(model) as cpu_model, torch.no_grad():
@@ -99,9 +99,6 @@ def _json_or_text(value: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         return value
-
-
-# ---------------------------------------------------------------------------- inputs and metadata
 
 
 def _first_line(exc: BaseException) -> str:
@@ -169,9 +166,6 @@ def _borrowed_on_cpu(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-# ---------------------------------------------------------------------------- ONNX
-
-
 def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
@@ -179,12 +173,6 @@ def _import(name: str) -> ModuleType:
         raise ImportError(
             f"ONNX export needs the {name} package, which is not installed; install it with {INSTALL_HINT}"
         ) from exc
-
-
-def _require_onnx() -> None:
-    """Fail before minutes of exporting if a package is missing, rather than after."""
-    for name in ONNX_PACKAGES:
-        _import(name)
 
 
 def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
@@ -228,9 +216,6 @@ def _run_onnx(data: bytes, sample: torch.Tensor) -> torch.Tensor:
         ) from exc
     (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})
     return torch.from_numpy(logits)
-
-
-# ---------------------------------------------------------------------------- TorchScript
 
 
 @contextlib.contextmanager

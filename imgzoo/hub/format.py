@@ -65,9 +65,6 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-# --- config.json: writing ------------------------------------------------------------------------
-
-
 def build_config(
     model: nn.Module,
     *,
@@ -121,9 +118,6 @@ def _builder_module(model: nn.Module) -> str:
         return get_model_entry(getattr(model, ARCH_ATTR)).builder.__module__
     except ValueError:  # built by a builder that was unregistered since
         return type(model).__module__
-
-
-# --- config.json: reading and checking -----------------------------------------------------------
 
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -260,9 +254,6 @@ def _check_classes_agree(config: dict[str, Any], spec: DataSpec, path: Path) -> 
         raise _bad(path, "class_names", f"the data_spec's class names {spec.class_names}", names)
 
 
-# --- model.safetensors ---------------------------------------------------------------------------
-
-
 def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
     """Remove the wrapper prefixes (``module.``, ``_orig_mod.``, in any nesting) that every key carries.
 
@@ -340,9 +331,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         return strip_prefixes(load_file(str(path), device="cpu"))
     except _UNREADABLE as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
-
-
-# --- rebuilding the model ------------------------------------------------------------------------
 
 
 def load_checkpoint(
@@ -465,9 +453,6 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
         f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
         f"checkpoint's config.json belongs to its model.safetensors. Nothing was allocated for it."
     )
-
-
-# --- a new head ----------------------------------------------------------------------------------
 
 
 def _check_head_contract(model: nn.Module, entry: ModelEntry) -> None:
