@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import inspect
 import json
-import math
 import os
 import sys
 import warnings
@@ -29,7 +28,7 @@ from torch import nn
 from imgzoo._atomic import atomic_open, atomic_write_text
 from imgzoo._version import __version__
 from imgzoo.errors import CheckpointError, ChecksumError
-from imgzoo.hub.card import count_macs
+from imgzoo.hub.card import _is_number, count_macs
 from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, ModelEntry, get_model_entry, list_models
 
 __all__ = ["CONFIG_NAME", "PICKLE_NAMES", "WEIGHTS_NAME", "CheckpointError", "ChecksumError", "NewHeadWarning"]
@@ -161,10 +160,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
@@ -211,9 +206,9 @@ _SPEC_FIELDS: dict[str, tuple[Callable[[Any, int], bool], str]] = {
         lambda v, c: isinstance(v, list) and len(v) == 2 and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in v),
         f"[height, width], two integers from 1 to {MAX_IMAGE_SIDE}",
     ),
-    "mean": (lambda v, c: isinstance(v, list) and len(v) == c and all(map(_is_finite, v)), "one number per channel"),
+    "mean": (lambda v, c: isinstance(v, list) and len(v) == c and all(map(_is_number, v)), "one number per channel"),
     "std": (
-        lambda v, c: isinstance(v, list) and len(v) == c and all(_is_finite(s) and s > 0 for s in v),
+        lambda v, c: isinstance(v, list) and len(v) == c and all(_is_number(s) and s > 0 for s in v),
         "one positive number per channel",
     ),
     "num_classes": (lambda v, c: _is_int(v) and v >= 1, "a positive integer"),
