@@ -270,7 +270,7 @@ def _write_curves(history: History, path: Path) -> str | None:
 class _Files:
     config: Path
     weights: Path
-    label: str  # how to name the checkpoint in messages
+    label: str  # how messages name the checkpoint
     entry: WeightsEntry | None = None
 
 
@@ -327,11 +327,8 @@ def download(
     cache_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> Path:
-    """Fetch a weights entry or ``hf-hub:`` repo into the HF cache ahead of time; returns its folder.
-
-    Registered entries are checked against their sha256. ``force`` downloads again even when the cache
-    has the files (the cure for a corrupted cache).
-    """
+    """Fetch a weights entry (sha256-checked) or ``hf-hub:`` repo into the HF cache ahead of time; returns its
+    folder. ``force`` downloads again even when the cache has the files (the cure for a corrupted cache)."""
     return _resolve(name, _Fetch(revision, token, cache_dir, local_files_only=False, force=force)).weights.parent
 
 
@@ -387,11 +384,8 @@ def _from_entry(entry: WeightsEntry, fetch: _Fetch) -> _Files:
 
 
 def check_revision(revision: str | None) -> None:
-    """Refuse, before any request, a revision that git would not accept as a branch, tag or commit sha.
-
-    A revision becomes part of a URL and of a path in the Hugging Face cache (``refs/<revision>``), so
-    ``../../x`` must never reach huggingface_hub: it would read or write outside the cache.
-    """
+    """Refuse, before any request, a revision that git would not accept as a branch, tag or commit sha: it
+    becomes a path in the Hugging Face cache (``refs/<revision>``), where ``../../x`` would leave the cache."""
     if revision is None:
         return
     if not isinstance(revision, str):
@@ -479,11 +473,8 @@ def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
 
 
 def _probe(repo_id: str, label: str, fetch: _Fetch) -> None:
-    """One request without retries, before a download that the cache cannot answer.
-
-    Without the files in its cache, hf_hub_download retries a refused connection five times with
-    backoff (1 + 2 + 4 + 8 + 8 s) before it gives up; this fails at once when the Hub is unreachable.
-    """
+    """One request without retries before a download: without the files in its cache, hf_hub_download retries a
+    refused connection five times with backoff (1 + 2 + 4 + 8 + 8 s); this fails at once."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
