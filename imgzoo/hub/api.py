@@ -1,19 +1,17 @@
-"""Save, load and push imgzoo checkpoints: the only module that talks to huggingface_hub.
+"""Save, load and push imgzoo checkpoints, and build models by name: the only module that talks to the Hub.
 
-Saving to a local folder is the primitive; pushing saves to a temporary folder and
-uploads it. Loading takes one string and finds the files:
-
-- ``"resnet_cifar.cifar10"``: a registered weights entry (a Hub repo pinned to a
-  revision, or a folder shipped in the package), whose sha256 is checked;
-- ``"hf-hub:org/repo@revision"``: any repository holding an imgzoo checkpoint;
-- ``"./a/local/dir"`` (or a ``Path``): a folder written by :func:`save`.
-
-Downloads go through huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CACHE /
-``cache_dir`` and HF_TOKEN behave as they do for every other Hub library.
+Saving to a local folder is the primitive; pushing saves to a temporary folder and uploads it. Loading
+takes one string: a registered weights name (``"resnet_cifar.cifar10"``: a Hub repo pinned to a commit,
+or a folder shipped in the package; sha256-checked), ``"hf-hub:org/repo@revision"``, or a folder
+written by :func:`save`. Downloads go through huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE,
+HF_HUB_CACHE / ``cache_dir`` and HF_TOKEN behave as for every other Hub library. huggingface_hub and
+its HTTP stack take about half a second to import, so each function imports what it uses: ``import
+imgzoo`` and loading a shipped or local checkpoint never pay for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -42,35 +40,32 @@ from imgzoo.hub.format import (
     verify_sha256,
     write_checkpoint,
 )
-from imgzoo.models.registry import WeightsEntry, get_weights_entry, list_pretrained
+from imgzoo.models.registry import (
+    WeightsEntry,
+    default_weights,
+    get_model_entry,
+    get_weights_entry,
+    list_pretrained,
+)
 
-# huggingface_hub (with its HTTP stack) costs about half a second to import, so each function
-# imports what it uses: `import imgzoo` and loading a shipped or local checkpoint never pay for it.
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
     from huggingface_hub.errors import HfHubHTTPError
 
-__all__ = [
-    "HF_PREFIX",
-    "HubAuthError",
-    "HubUnreachableError",
-    "WeightsNotFoundError",
-    "check_revision",
-    "download",
-    "load",
-    "push_to_hub",
-    "save",
-]
+    from imgzoo.eval.history import History
+
+__all__ = ["HF_PREFIX", "HubAuthError", "HubUnreachableError", "WeightsNotFoundError", "check_revision"]
+__all__ += ["create_model", "download", "load", "push_to_hub", "save"]
 
 HF_PREFIX = "hf-hub:"
 CARD_NAME = "README.md"
-_REPO_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
-_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
-# Characters git refuses in a branch or tag name (`git check-ref-format`): controls, space,
-# ~ ^ : ? * [ and the backslash, which would also be a path separator on Windows.
-_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+# What `git check-ref-format` refuses: controls, space, ~ ^ : ? * [ \, "..", "@{", an empty or "."-led component,
+# a ".lock" or "." ending. A revision becomes a path in the cache (refs/<revision>): none of these may reach it.
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|^@$|\.$|(^|/)\.|\.lock(/|$)")
 # Files save() itself writes; a folder holding anything else is not replaced whole.
-_CHECKPOINT_FILES = frozenset({WEIGHTS_NAME, CONFIG_NAME, "README.md", "curves.png"})
+_CHECKPOINT_FILES = frozenset({WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CURVES_NAME})
+_CLIENT = {"library_name": "imgzoo", "library_version": __version__}
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -87,27 +82,48 @@ class HubUnreachableError(ConnectionError):
 
 @functools.cache
 def _network_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions huggingface_hub's HTTP stack raises when no connection is made.
-
-    Which stack depends on its version (httpx2 from 2.0, httpx from 1.0, requests before);
-    ConnectionError covers its own OfflineModeIsEnabled.
-    """
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    candidates = (
-        ("httpx2", "TransportError"),
-        ("httpx", "TransportError"),
-        ("requests", "ConnectionError"),
-        ("requests", "Timeout"),
-    )
-    for module, name in candidates:
-        try:
+    """What huggingface_hub's HTTP stack raises when no connection is made (httpx2 from 2.0, httpx, requests)."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]  # and huggingface_hub's OfflineModeIsEnabled
+    candidates = (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError"))
+    for module, name in (*candidates, ("requests", "Timeout")):
+        with contextlib.suppress(ImportError, AttributeError):
             found.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            continue
     return tuple(found)
 
 
-# --- save / push ---------------------------------------------------------------------------------
+def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name``; keyword arguments go to its builder.
+
+    ``pretrained=True`` loads the architecture's default weights entry, or among the entries trained with the
+    builder arguments given, that one (``create_model("resnet_cifar", depth=56, pretrained=True)``; see
+    :func:`imgzoo.models.registry.default_weights`); ``pretrained="resnet_cifar.cifar10"`` names one. Another
+    ``num_classes`` than the weights' loads everything but the classifier, as timm does. A pretrained model
+    comes back in eval mode, as :func:`load` returns it; one built from scratch in train mode.
+    """
+    if not isinstance(pretrained, (bool, str)):
+        raise TypeError(
+            f"create_model's pretrained= takes True, False or a weights name like 'resnet_cifar.cifar10'; "
+            f"got {type(pretrained).__name__} {pretrained!r}"
+        )
+    entry = get_model_entry(name)
+    if not pretrained:
+        return entry.builder(**kwargs)
+    weights_name = pretrained if isinstance(pretrained, str) else default_weights(name, **kwargs)
+    try:  # the architecture is passed on, so weights of another model are refused rather than returned
+        return load(weights_name, architecture=name, **kwargs)
+    except CheckpointError as exc:
+        if pretrained is not True or not kwargs:
+            raise
+        described = []
+        for entry_name in list_pretrained(f"{name}.*"):
+            recorded = get_weights_entry(entry_name).meta.get("kwargs") or {}
+            shown = ", ".join(f"{k}={recorded[k]!r}" for k in kwargs if k in recorded)
+            described.append(f"{entry_name} ({shown})" if shown else entry_name)
+        raise CheckpointError(
+            f"{exc} pretrained=True looks for {name!r} weights trained with these arguments and found none; the "
+            f"registered ones: {'; '.join(described)}. Drop the arguments, or build it without pretrained= to "
+            f"train it yourself."
+        ) from exc
 
 
 def save(
@@ -126,27 +142,23 @@ def save(
 ) -> Path:
     """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card into ``directory``.
 
-    ``history`` (an ``imgzoo.History`` or its ``to_dict()``) adds the last epoch's
-    metrics and a ``curves.png`` of accuracy and loss; ``metrics`` entries override
-    those. Everything is computed before the first byte is written, and the folder is
-    written whole beside ``directory`` then renamed into place, so a failure or a crash
-    at any point leaves either the old checkpoint or the new one, never a mix of both.
-
-    ``dtype="fp16"`` stores the parameters in half precision, half the file's size; batch-norm
-    statistics and other buffers stay as they are. ``config.json`` records it, and
-    :func:`load` gives back an fp32 model whose weights differ from the saved ones by fp16's
-    rounding (a relative 2**-11 at most).
+    ``history`` (an ``imgzoo.History`` or its ``to_dict()``) adds the last epoch's metrics and a
+    ``curves.png``; ``metrics`` entries override those. Everything is computed before the first byte is
+    written, and the folder is written whole beside ``directory`` then renamed into place, so a crash
+    leaves the old checkpoint or the new one, never a mix. ``dtype="fp16"`` stores the parameters in half
+    precision (half the file; buffers stay as they are): :func:`load` gives back an fp32 model whose
+    weights differ by fp16's rounding (a relative 2**-11 at most).
     """
     directory = Path(directory)
     _check_replaceable(directory)
-    state = storage_state(model, dtype)  # before anything is written: a bad dtype or an fp16 overflow stops here
-    history_dict = _history_dict(history)
-    merged = {**(metrics_from_history(history_dict) if history_dict else {}), **(metrics or {})}
+    state = storage_state(model, dtype)  # a bad dtype or an fp16 overflow stops here, before any write
+    history = _as_history(history)
+    merged = {**(metrics_from_history(history.to_dict()) if history is not None else {}), **(metrics or {})}
     config = build_config(model, recipe=recipe, metrics=merged or None, storage_dtype=dtype)
     card_args = {"repo_id": repo_id, "license": license, "tags": tags, "datasets": datasets, "existing": existing_card}
     render(config, curves=None, **card_args)  # fail on a bad card before anything is written
     with atomic_directory(directory) as tmp:
-        curves = _write_curves(history, history_dict, tmp / CURVES_NAME) if history_dict else None
+        curves = _write_curves(history, tmp / CURVES_NAME) if history is not None else None
         write_checkpoint(model, tmp, config, state)
         atomic_write_text(tmp / CARD_NAME, render(config, curves=curves, **card_args))
     return directory
@@ -158,7 +170,7 @@ def _check_replaceable(directory: Path) -> None:
         raise NotADirectoryError(f"save() writes a folder, but {directory} is a file; pass a folder path")
     if not directory.is_dir():
         return
-    others = sorted(p.name for p in directory.iterdir() if p.name not in _CHECKPOINT_FILES)
+    others = sorted(f.name for f in directory.iterdir() if f.name not in _CHECKPOINT_FILES)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise FileExistsError(
@@ -181,12 +193,10 @@ def push_to_hub(
 ) -> CommitInfo:
     """Save ``model`` to a temporary folder and upload it to ``repo_id`` in one commit.
 
-    Returns huggingface_hub's ``CommitInfo``: ``.oid`` is the commit sha to pin in a
-    weights entry, ``.commit_url`` its page (``str()`` of it is that URL too). The
-    repository is created if needed (``private`` is passed through; an existing
-    repository keeps its visibility). The model card's results section is regenerated
-    from this model's metrics while the rest of an existing card is kept.
-    ``save_kwargs`` go to :func:`save` (recipe, metrics, license, tags, datasets).
+    Returns huggingface_hub's ``CommitInfo``: ``.oid`` is the commit sha to pin in a weights entry. The
+    repository is created if needed (``private`` is passed through; an existing one keeps its visibility);
+    a new ``revision`` branch starts from main. The card's results section is regenerated from this
+    model's metrics and the rest of an existing card is kept. ``save_kwargs`` go to :func:`save`.
     """
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
@@ -198,10 +208,10 @@ def push_to_hub(
             f"cannot push to {repo_id}: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE (before "
             f"Python starts) to push, or save locally with imgzoo.save(model, folder) and push later."
         )
-    api = HfApi(library_name="imgzoo", library_version=_version())
+    api = HfApi(**_CLIENT)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, token=token)
-        if revision is not None:  # a new branch starts from main, as `git push origin HEAD:branch` would
+        if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
         existing = _existing_card(repo_id, revision, token)
         with tempfile.TemporaryDirectory(prefix="imgzoo-push-") as tmp:
@@ -220,15 +230,59 @@ def push_to_hub(
         ) from None
 
 
-# --- load / download -----------------------------------------------------------------------------
+def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str | None:
+    """The README.md at ``revision``, or None where the repository or the file does not exist yet."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    with tempfile.TemporaryDirectory(prefix="imgzoo-card-") as tmp:  # not the user's cache: a card is not weights
+        try:
+            path = hf_hub_download(repo_id, CARD_NAME, revision=revision, token=token, cache_dir=tmp)
+        except (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError):
+            return None
+        return Path(path).read_text(encoding="utf-8")
+
+
+def _as_history(history: Any) -> History | None:
+    from imgzoo.eval.history import History
+
+    if history is None or isinstance(history, History):
+        return history
+    if isinstance(history, dict) and all(isinstance(v, (list, tuple)) for v in history.values()):
+        return History.from_dict(history)
+    raise TypeError(
+        f"history must be an imgzoo.History or a dict of per-epoch lists (History.to_dict()); got "
+        f"{type(history).__name__}"
+    )
+
+
+def _write_curves(history: History, path: Path) -> str | None:
+    """Plot accuracy and loss per epoch to ``path`` (atomically); None, and a warning, without matplotlib."""
+    try:
+        history.plot(path)
+    except ImportError as exc:
+        warnings.warn(f"no curves in the model card: {exc}", stacklevel=3)
+        return None
+    return path.name
 
 
 @dataclass(frozen=True)
 class _Files:
     config: Path
     weights: Path
-    label: str  # how to name the checkpoint in messages
+    label: str  # how messages name the checkpoint
     entry: WeightsEntry | None = None
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    """How to fetch from the Hub: the caller's choices, the same for every file of one load."""
+
+    revision: str | None
+    token: str | None
+    cache_dir: str | os.PathLike[str] | None
+    local_files_only: bool
+    force: bool
 
 
 def load(
@@ -245,12 +299,10 @@ def load(
 ) -> nn.Module:
     """Rebuild and load a checkpoint; the model comes back in eval mode, ready to predict.
 
-    ``num_classes`` different from the checkpoint's loads every tensor, then replaces the
-    head through the model's ``reset_classifier`` and warns
-    (:class:`~imgzoo.hub.format.NewHeadWarning`); any other mismatch is an error.
-    ``architecture`` asserts which model the checkpoint must be. ``builder_kwargs``
-    override builder arguments that do not change tensor shapes. The model is the same
-    kind of object ``create_model`` builds, carrying ``data_spec`` (with class names);
+    ``num_classes`` different from the checkpoint's loads every tensor, then replaces the head through the
+    model's ``reset_classifier`` and warns (:class:`~imgzoo.hub.format.NewHeadWarning`); any other mismatch
+    is an error. ``architecture`` asserts which model the checkpoint must be. ``builder_kwargs`` override
+    builder arguments that do not change tensor shapes. The model carries ``data_spec`` (with class names);
     ``imgzoo.data.transforms.for_model(model)`` is its preprocessing.
     """
     files = _resolve(path_or_name, _Fetch(revision, token, cache_dir, local_files_only, force=False))
@@ -275,24 +327,9 @@ def download(
     cache_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> Path:
-    """Fetch a weights entry or ``hf-hub:`` repo into the HF cache ahead of time; returns its folder.
-
-    Registered entries are checked against their sha256. ``force`` downloads again
-    even when the cache has the files (the cure for a corrupted cache).
-    """
-    files = _resolve(name, _Fetch(revision, token, cache_dir, local_files_only=False, force=force))
-    return files.weights.parent
-
-
-@dataclass(frozen=True)
-class _Fetch:
-    """How to fetch from the Hub: the caller's choices, the same for every file of one load."""
-
-    revision: str | None
-    token: str | None
-    cache_dir: str | os.PathLike[str] | None
-    local_files_only: bool
-    force: bool
+    """Fetch a weights entry (sha256-checked) or ``hf-hub:`` repo into the HF cache ahead of time; returns its
+    folder. ``force`` downloads again even when the cache has the files (the cure for a corrupted cache)."""
+    return _resolve(name, _Fetch(revision, token, cache_dir, local_files_only=False, force=force)).weights.parent
 
 
 def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
@@ -300,18 +337,17 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
         return _local(Path(source), str(source))
     if not isinstance(source, str) or not source:
         raise TypeError(f"expected a weights name, 'hf-hub:org/repo[@revision]' or a folder; got {source!r}")
-    revision = fetch.revision
-    check_revision(revision)
+    check_revision(fetch.revision)
     if source.startswith(HF_PREFIX):
         repo_id, _, pinned = source[len(HF_PREFIX) :].partition("@")
         check_revision(pinned or None)
-        if pinned and revision and pinned != revision:
-            raise ValueError(f"{source!r} pins revision {pinned!r} but revision={revision!r} was also given")
+        if pinned and fetch.revision and pinned != fetch.revision:
+            raise ValueError(f"{source!r} pins revision {pinned!r} but revision={fetch.revision!r} was also given")
         _check_repo_id(repo_id)
-        return _from_hub(repo_id, source, replace(fetch, revision=pinned or revision))
+        return _from_hub(repo_id, source, replace(fetch, revision=pinned or fetch.revision))
     if source in list_pretrained():
         return _from_entry(get_weights_entry(source), fetch)
-    if _looks_like_path(source) or Path(source).exists():
+    if source.startswith((".", "~", "/")) or os.sep in source or "/" in source or Path(source).exists():
         return _local(Path(source).expanduser(), source)
     try:
         get_weights_entry(source)  # the registry's error lists close matches
@@ -325,71 +361,56 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
 
 def _from_entry(entry: WeightsEntry, fetch: _Fetch) -> _Files:
     """The files of a registered entry, checked against its pins before anything reads them."""
-    revision = fetch.revision
     if entry.repo_id is not None:
-        if revision is not None and revision != entry.revision:
-            raise ValueError(f"{entry.name} is pinned to revision {entry.revision!r}; got revision={revision!r}")
+        if fetch.revision is not None and fetch.revision != entry.revision:
+            raise ValueError(f"{entry.name} is pinned to revision {entry.revision!r}; got revision={fetch.revision!r}")
         check_revision(entry.revision)
         files = _from_hub(entry.repo_id, entry.name, replace(fetch, revision=entry.revision))
+        refetch = f"imgzoo download {entry.name} --force"
     else:
-        if revision is not None:
+        if fetch.revision is not None:
             raise ValueError(
-                f"{entry.name} is shipped inside the imgzoo package and has no revisions; drop revision={revision!r}"
+                f"{entry.name} is shipped inside the imgzoo package and has no revisions; drop "
+                f"revision={fetch.revision!r}"
             )
-        files = _local(_package_dir(entry), entry.name)
-    refetch = f"imgzoo download {entry.name} --force" if entry.repo_id else "pip install --force-reinstall imgzoo"
+        folder = Path(entry.package_dir or "")
+        shipped = folder if folder.is_absolute() else Path(str(resources.files("imgzoo.hub") / "weights" / folder))
+        files = _local(shipped, entry.name)
+        refetch = "pip install --force-reinstall imgzoo"
     verify_sha256(files.weights, entry.sha256, name=entry.name, refetch=refetch)
-    # The config decides class names and preprocessing, so it is pinned too where the entry records it.
-    if entry.config_sha256:
+    if entry.config_sha256:  # the config decides class names and preprocessing, so it is pinned too
         verify_sha256(files.config, entry.config_sha256, name=f"{entry.name} ({CONFIG_NAME})", refetch=refetch)
     return _Files(files.config, files.weights, entry.name, entry)
 
 
 def check_revision(revision: str | None) -> None:
-    """Refuse a revision that is neither a commit sha nor a branch or tag name git would accept.
-
-    A revision becomes part of a URL and of a path in the Hugging Face cache
-    (``refs/<revision>``), so ``../../x`` must never reach huggingface_hub: it would
-    read or write outside the cache. Checked before any request is made.
-    """
-    if revision is None or (isinstance(revision, str) and _COMMIT_SHA.match(revision)):
+    """Refuse, before any request, a revision that git would not accept as a branch, tag or commit sha: it
+    becomes a path in the Hugging Face cache (``refs/<revision>``), where ``../../x`` would leave the cache."""
+    if revision is None:
         return
     if not isinstance(revision, str):
         raise TypeError(f"revision must be a string (a branch, tag or commit sha); got {type(revision).__name__}")
-    problem = _ref_problem(revision)
-    if problem:
+    if not 0 < len(revision) <= 255 or _BAD_REF.search(revision):
         raise ValueError(
-            f"revision {revision!r} is not a branch, tag or commit sha: {problem}. Pass a name such as 'main', "
-            f"'v1.0' or 'refs/pr/1', or a 40-character commit sha."
+            f"revision {revision!r} is not a branch, tag or commit sha: git's ref names have 1 to 255 characters, "
+            f"no space, control character or ~ ^ : ? * [ \\, no '..' or '@{{', no empty or '.'-led component and "
+            f"no '.lock' or '.' ending. Pass a name such as 'main', 'v1.0' or 'refs/pr/1', or a commit sha."
         )
 
 
-def _ref_problem(name: str) -> str | None:
-    """What makes ``name`` an invalid git ref name (the rules of `git check-ref-format`), or None."""
-    components = name.split("/")
-    checks = (
-        (not name or len(name) > 255, "it must have 1 to 255 characters"),
-        (bool(_REF_FORBIDDEN.search(name)), "it holds a space, a control character or one of ~ ^ : ? * [ \\"),
-        (".." in name, "it contains '..'"),
-        (name.startswith("/") or name.endswith("/") or "" in components, "it has an empty path component"),
-        (
-            any(c.startswith(".") or c.endswith(".lock") for c in components),
-            "a component starts with '.' or ends with '.lock'",
-        ),
-        (name.endswith(".") or "@{" in name or name == "@", "it ends with '.', contains '@{' or is '@'"),
+def _check_repo_id(repo_id: str) -> None:
+    """'org/name' in the Hub's own rules (huggingface_hub's validate_repo_id), checked before any request."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    with contextlib.suppress(HFValidationError):
+        validate_repo_id(repo_id)
+        if repo_id.count("/") == 1:
+            return
+    raise ValueError(
+        f"a Hub repository id looks like 'org/name' (letters, digits, '-', '_', '.'; no '..' or '--'; at most "
+        f"96 characters each); got {repo_id!r}"
     )
-    return next((why for failed, why in checks if failed), None)
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "~", "/")) or os.sep in source or (os.altsep or os.sep) in source
-
-
-def _package_dir(entry: WeightsEntry) -> Path:
-    path = Path(entry.package_dir or "")
-    if path.is_absolute():
-        return path
-    return Path(str(resources.files("imgzoo.hub") / "weights" / path))
 
 
 def _local(directory: Path, label: str) -> _Files:
@@ -410,105 +431,58 @@ def _local(directory: Path, label: str) -> _Files:
 
 
 def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
-    cached = _pinned_snapshot(repo_id, label, fetch)
-    if cached is not None:
-        return cached
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    revision = fetch.revision
-    _probe_unless_cached(repo_id, label, fetch)
-    # Offline, the cache is all there is; asked as local_files_only, hf_hub_download reads it without first
-    # building an HTTP client it cannot use (httpcore2's import, 0.1 to 0.3 s of a cached load on 2 cores).
-    local_only = fetch.local_files_only or (constants.is_offline_mode() and not fetch.force)
+    offline = fetch.local_files_only or constants.is_offline_mode()
+    names = (CONFIG_NAME, WEIGHTS_NAME)
+    cached = [try_to_load_from_cache(repo_id, n, cache_dir=fetch.cache_dir, revision=fetch.revision) for n in names]
+    in_cache = not fetch.force and all(isinstance(path, str) for path in cached)
+    # A commit's snapshot never changes, and offline the cached refs/<branch> is all there is: the cache answers
+    # without a request. Online, a branch may have moved, so the Hub is asked.
+    if in_cache and (offline or _COMMIT_SHA.fullmatch(fetch.revision or "")):
+        return _Files(Path(cached[0]), Path(cached[1]), label)
+    if not in_cache and not offline:
+        _probe(repo_id, label, fetch)
     paths = {}
-    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+    for filename in names:
         try:
             paths[filename] = hf_hub_download(
                 repo_id,
                 filename,
-                revision=revision,
+                revision=fetch.revision,
                 token=fetch.token,
                 cache_dir=fetch.cache_dir,
-                local_files_only=local_only,
+                local_files_only=offline and not fetch.force,
                 force_download=fetch.force,
-                library_name="imgzoo",
-                library_version=_version(),
+                **_CLIENT,
             )
         except EntryNotFoundError as exc:
             if isinstance(exc, LocalEntryNotFoundError):
                 raise _offline_miss(repo_id, filename, label, fetch) from exc
-            pickles = _remote_pickles(repo_id, revision, fetch.token)
+            pickles = _remote_pickles(repo_id, fetch.revision, fetch.token)
             if pickles:
-                raise CheckpointError(_pickle_message(f"{repo_id}@{revision or 'main'}", pickles)) from None
+                raise CheckpointError(_pickle_message(f"{repo_id}@{fetch.revision or 'main'}", pickles)) from None
             raise WeightsNotFoundError(
-                f"{repo_id} at revision {revision or 'main'} has no {filename}; an imgzoo checkpoint holds "
+                f"{repo_id} at revision {fetch.revision or 'main'} has no {filename}; an imgzoo checkpoint holds "
                 f"{CONFIG_NAME} and {WEIGHTS_NAME} (published with imgzoo.push_to_hub())."
             ) from None
         except HfHubHTTPError as exc:
-            raise _translate(exc, repo_id, revision, action="download from") from None
+            raise _translate(exc, repo_id, fetch.revision, action="download from") from None
     return _Files(Path(paths[CONFIG_NAME]), Path(paths[WEIGHTS_NAME]), label)
 
 
-_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
-
-
-def _pinned_snapshot(repo_id: str, label: str, fetch: _Fetch) -> _Files | None:
-    """The files of a cached snapshot, straight from the Hub cache: no HTTP client, no request.
-
-    A commit sha names one snapshot that never changes, and huggingface_hub's own download returns
-    ``<cache>/models--org--name/snapshots/<sha>/<file>`` for it without asking the Hub; offline, it
-    also reads a branch or tag's commit from ``refs/<name>`` in the cache. Looking there first
-    spares a cached load the import of the client (0.2 to 0.3 s on 2 CPU cores). The sha256 pins
-    are checked afterwards, as for every load. None: forced, not cached, or a branch while online
-    (it may have moved, so the Hub is asked).
-    """
-    if fetch.force:
-        return None
-    from huggingface_hub import constants  # the cache location and its environment variables; milliseconds
-
-    root = Path(fetch.cache_dir) if fetch.cache_dir is not None else Path(constants.HF_HUB_CACHE)
-    repo = root / f"models--{repo_id.replace('/', '--')}"
-    commit = fetch.revision or "main"
-    if not _COMMIT_SHA.fullmatch(commit):
-        if not (fetch.local_files_only or constants.is_offline_mode()):
-            return None
-        ref = repo / "refs" / commit  # the revision was checked before: it cannot leave the cache
-        commit = ref.read_text().strip() if ref.is_file() else ""
-        if not _COMMIT_SHA.fullmatch(commit):
-            return None
-    snapshot = repo / "snapshots" / commit
-    config, weights = snapshot / CONFIG_NAME, snapshot / WEIGHTS_NAME
-    return _Files(config, weights, label) if config.is_file() and weights.is_file() else None
-
-
-def _probe_unless_cached(repo_id: str, label: str, fetch: _Fetch) -> None:
-    """Fail after one request, not after a minute of retries, when a download is due and the Hub is unreachable.
-
-    Without the files in its cache, hf_hub_download retries a refused connection five
-    times with backoff (1 + 2 + 4 + 8 + 8 s) before it gives up; with them it falls back to
-    the cache at once. So only a load that must download asks first, once, without retries.
-    """
+def _probe(repo_id: str, label: str, fetch: _Fetch) -> None:
+    """One request without retries before a download: without the files in its cache, hf_hub_download retries a
+    refused connection five times with backoff (1 + 2 + 4 + 8 + 8 s); this fails at once."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
-    from huggingface_hub import try_to_load_from_cache as _cached_path
     from huggingface_hub.errors import HfHubHTTPError
 
-    if fetch.local_files_only or constants.is_offline_mode():
-        return
-    names = (CONFIG_NAME, WEIGHTS_NAME)
-    cached = [_cached_path(repo_id, n, cache_dir=fetch.cache_dir, revision=fetch.revision) for n in names]
-    if not fetch.force and all(isinstance(path, str) for path in cached):
-        return
+    url = hf_hub_url(repo_id, CONFIG_NAME, revision=fetch.revision)
     try:
-        get_hf_file_metadata(
-            hf_hub_url(repo_id, CONFIG_NAME, revision=fetch.revision),
-            token=fetch.token,
-            timeout=constants.HF_HUB_ETAG_TIMEOUT,
-            library_name="imgzoo",
-            library_version=_version(),
-        )
+        get_hf_file_metadata(url, token=fetch.token, timeout=constants.HF_HUB_ETAG_TIMEOUT, **_CLIENT)
     except HfHubHTTPError:
-        return  # the Hub answered; hf_hub_download meets the same answer and it is reported below
+        return  # the Hub answered; hf_hub_download meets the same answer and it is reported there
     except _network_errors() as exc:
         reason = f"the Hub at {constants.ENDPOINT} could not be reached ({type(exc).__name__}: {exc})"
         raise _offline_miss(repo_id, CONFIG_NAME, label, fetch, reason=reason) from None
@@ -517,8 +491,8 @@ def _probe_unless_cached(repo_id: str, label: str, fetch: _Fetch) -> None:
 def _remote_pickles(repo_id: str, revision: str | None, token: str | None) -> list[str]:
     from huggingface_hub import HfApi
 
-    api = HfApi(library_name="imgzoo", library_version=_version())
-    return [n for n in PICKLE_NAMES if api.file_exists(repo_id, n, revision=revision, token=token)]
+    files = {s.rfilename for s in HfApi(**_CLIENT).model_info(repo_id, revision=revision, token=token).siblings or []}
+    return [n for n in PICKLE_NAMES if n in files]
 
 
 def _pickle_message(where: str, pickles: list[str]) -> str:
@@ -535,13 +509,14 @@ def _offline_miss(
     from huggingface_hub import constants
 
     rev = fetch.revision or "main"
-    if constants.is_offline_mode() or fetch.local_files_only:
-        why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.is_offline_mode() else "local_files_only=True"
-    else:
-        why = reason or f"the Hub at {constants.ENDPOINT} could not be reached"
+    if constants.is_offline_mode():
+        reason = "offline mode is on (HF_HUB_OFFLINE=1)"
+    elif fetch.local_files_only:
+        reason = "local_files_only=True"
+    reason = reason or f"the Hub at {constants.ENDPOINT} could not be reached"
     return WeightsNotFoundError(
         f"{filename} of {repo_id} at revision {rev} is not in the Hugging Face cache "
-        f"({fetch.cache_dir or constants.HF_HUB_CACHE}) and {why}. Check the network, a proxy (HTTPS_PROXY) or "
+        f"({fetch.cache_dir or constants.HF_HUB_CACHE}) and {reason}. Check the network, a proxy (HTTPS_PROXY) or "
         f"HF_ENDPOINT, or fetch it ahead of time while online with `imgzoo download {label}` or "
         f"`hf download {repo_id} {CONFIG_NAME} {WEIGHTS_NAME} --revision {rev}`."
     )
@@ -567,65 +542,3 @@ def _translate(exc: HfHubHTTPError, repo_id: str, revision: str | None, *, actio
             f"set HF_TOKEN or pass token= (the token is not shown here)."
         )
     return exc
-
-
-def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str | None:
-    """The README.md at ``revision``, or None where the repository or the file does not exist yet."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
-    with tempfile.TemporaryDirectory(prefix="imgzoo-card-") as tmp:
-        try:
-            path = hf_hub_download(repo_id, CARD_NAME, revision=revision, token=token, cache_dir=tmp)
-        except (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError):
-            return None
-        return Path(path).read_text(encoding="utf-8")
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def _history_dict(history: Any) -> dict[str, list[Any]] | None:
-    if history is None:
-        return None
-    data = history.to_dict() if hasattr(history, "to_dict") else history
-    if not isinstance(data, dict) or not all(isinstance(v, (list, tuple)) for v in data.values()):
-        raise TypeError(
-            f"history must be an imgzoo.History or a dict of per-epoch lists (History.to_dict()); "
-            f"got {type(history).__name__}"
-        )
-    return {k: list(v) for k, v in data.items()}
-
-
-def _write_curves(history: Any, history_dict: dict[str, list[Any]], path: Path) -> str | None:
-    """Plot accuracy and loss per epoch to ``path``; None (and a warning) without matplotlib."""
-    try:
-        if not hasattr(history, "plot"):
-            from imgzoo.eval.history import History
-
-            history = History.from_dict(history_dict)
-        history.plot(path)  # imgzoo.eval.plots writes the PNG atomically
-    except ImportError as exc:
-        warnings.warn(f"no curves in the model card: {exc}", stacklevel=3)
-        return None
-    return path.name
-
-
-def _check_repo_id(repo_id: str) -> None:
-    """'org/name' in the Hub's own rules (no '..' or '--', at most 96 characters), checked before any request."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if _REPO_ID.match(repo_id):
-        try:
-            validate_repo_id(repo_id)
-            return
-        except HFValidationError:
-            pass
-    raise ValueError(
-        f"a Hub repository id looks like 'org/name' (letters, digits, '-', '_', '.'; no '..' or '--'); got {repo_id!r}"
-    )
-
-
-def _version() -> str:
-    return __version__

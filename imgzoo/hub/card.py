@@ -1,18 +1,11 @@
 """The README.md model card of a checkpoint: YAML metadata for the Hub, then Markdown for people.
 
-The card is a huggingface_hub ``ModelCard``: its metadata is a ``ModelCardData`` with
-``library_name: imgzoo``, tags, datasets, the license and the metrics as ``EvalResult``
-objects, which huggingface_hub turns into the ``model-index`` the Hub reads, so imgzoo
-writes no YAML of its own. The results section sits between two HTML comments so that
-every push regenerates it while keeping whatever the author wrote around it: timm and
-huggingface_hub's mixin skip the card when one exists, so metrics from later training
-runs never reach it.
-
-What the card states, when the checkpoint records it: validation (and test) top-1 and top-5,
-with and without test-time augmentation (:func:`metrics_from_eval`); parameters and
-multiply-accumulates per image (:func:`count_macs`); training wall time and images per second
-(:func:`metrics_from_history`) and the machine; the recipe and the command that trained it
-(the recipe's ``command`` and ``machine`` keys, e.g. ``imgzoo._device.describe_machine()``).
+The metadata is huggingface_hub's ``ModelCardData``, its metrics ``EvalResult`` objects that become
+the ``model-index`` the Hub reads: imgzoo writes no YAML of its own. The results section sits between
+two HTML comments, so every push regenerates it and keeps what the author wrote around it (timm and
+huggingface_hub's mixin skip an existing card, so later metrics never reach it). It states, where
+recorded: top-1 and top-5 with and without TTA, parameters and MACs per image, training time, speed,
+machine, recipe and command.
 """
 
 from __future__ import annotations
@@ -24,21 +17,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-# huggingface_hub (and yaml with it) is imported by the functions that build or read a card:
-# with its HTTP stack it would add about half a second to every `import imgzoo`.
+# huggingface_hub and yaml are imported where a card is built or read: half a second of every `import imgzoo`.
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard, ModelCardData
 
-__all__ = [
-    "CURVES_NAME",
-    "END",
-    "START",
-    "count_macs",
-    "metrics_from_eval",
-    "metrics_from_history",
-    "render",
-    "split_front_matter",
-]
+__all__ = ["CURVES_NAME", "END", "START", "count_macs", "metrics_from_eval", "metrics_from_history", "render"]
 
 START = "<!-- imgzoo:results:start -->"
 END = "<!-- imgzoo:results:end -->"
@@ -50,37 +33,25 @@ _SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
 
 
 def metrics_from_history(history: dict[str, list[Any]]) -> dict[str, Any]:
-    """The last epoch's losses and accuracies, the epoch count and the best validation accuracy.
+    """The last epoch's losses and accuracies, the epochs, the best validation accuracy, wall time and speed.
 
-    ``history`` is ``History.to_dict()``: equal-length lists, accuracies as fractions,
-    ``None`` where an epoch had no validation set.
+    ``history`` is ``History.to_dict()``: equal-length lists, None where an epoch had no validation set.
     """
-    metrics: dict[str, Any] = {}
-    epochs = history.get("epoch") or []
-    if epochs:
-        metrics["epochs"] = int(epochs[-1])
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
-        values = [v for v in history.get(key) or [] if _is_number(v)]
-        if values:
-            metrics[key] = float(values[-1])
-    val_acc = [v for v in history.get("val_acc") or [] if _is_number(v)]
-    if val_acc:
-        metrics["best_val_acc"] = float(max(val_acc))
-    seconds = [v for v in history.get("time") or [] if _is_number(v)]
-    if seconds:
-        metrics["train_seconds"] = round(float(sum(seconds)), 1)  # wall time of the epochs, validation included
-    speeds = [v for v in history.get("images_per_sec") or [] if _is_number(v)]
-    if speeds:
-        metrics["images_per_sec"] = round(float(sum(speeds) / len(speeds)), 1)  # training throughput, per epoch
+    columns = ("train_loss", "train_acc", "val_loss", "val_acc", "time", "images_per_sec")
+    numbers = {key: [float(v) for v in history.get(key) or [] if _is_number(v)] for key in columns}
+    metrics: dict[str, Any] = {"epochs": int(history["epoch"][-1])} if history.get("epoch") else {}
+    metrics |= {key: numbers[key][-1] for key in columns[:4] if numbers[key]}
+    if numbers["val_acc"]:
+        metrics["best_val_acc"] = max(numbers["val_acc"])
+    if numbers["time"]:  # the epochs' wall time, validation included
+        metrics["train_seconds"] = round(sum(numbers["time"]), 1)
+    if numbers["images_per_sec"]:  # training throughput, the mean of the epochs'
+        metrics["images_per_sec"] = round(sum(numbers["images_per_sec"]) / len(numbers["images_per_sec"]), 1)
     return metrics
 
 
 def metrics_from_eval(result: Any, tta_result: Any = None, *, split: str = "val") -> dict[str, Any]:
-    """The card's metrics from :func:`imgzoo.evaluate` results: loss, top-1 and top-5, and the same with TTA.
-
-    ``result`` is an ``EvalResult`` without test-time augmentation, ``tta_result`` one with it
-    (its ``tta`` names the kind); ``split`` is ``"val"`` or ``"test"``.
-    """
+    """The card's metrics from :func:`imgzoo.evaluate`'s results without and with (``tta_result``) TTA."""
     if split not in ("val", "test"):
         raise ValueError(f"metrics_from_eval: split must be 'val' or 'test', got {split!r}")
     metrics = {f"{split}_loss": result.loss, f"{split}_acc": result.top1, f"{split}_top5": result.top5}
@@ -93,12 +64,10 @@ def metrics_from_eval(result: Any, tta_result: Any = None, *, split: str = "val"
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int | None:
     """Multiply-accumulates of one forward pass on one image of ``input_shape`` (default: the model's DataSpec).
 
-    Counted by ``torch.utils.flop_counter.FlopCounterMode``, which counts a multiply-add as two
-    floating-point operations; halved here. In eval mode, so batch-norm statistics do not move;
-    the model's modes are put back. None when the input shape is unknown or the model refuses a blank image.
+    FlopCounterMode counts a multiply-add as two operations: halved here. In eval mode (batch-norm
+    statistics stay), modes put back after. None when the shape is unknown or the model refuses a blank image.
     """
-    # Imported here: torch.utils.flop_counter pulls in sympy, half a second of every `import imgzoo`.
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # it imports sympy: half a second of `import imgzoo`
 
     spec = getattr(model, "data_spec", None)
     input_shape = input_shape or (spec.input_shape if spec is not None else None)
@@ -112,21 +81,12 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     try:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(x)
-    except (RuntimeError, ValueError, TypeError):
-        # The count is a note on the card; a model that cannot run a blank image still saves.
+    except (RuntimeError, ValueError, TypeError):  # the count is a note: such a model still saves
         return None
     finally:
         for module, training in modes:
             module.training = training
     return counter.get_total_flops() // 2
-
-
-def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
-    """(metadata, body) of a Markdown file that may start with a ``---`` YAML block, as the Hub parses it."""
-    if not text.startswith("---"):
-        return {}, text
-    card = _parse(text)
-    return card.data.to_dict(), card.text.lstrip("\n")
 
 
 def _parse(text: str) -> ModelCard:
@@ -153,11 +113,10 @@ def render(
     datasets: Iterable[str] | None = None,
     existing: str | None = None,
 ) -> str:
-    """The model card for ``config`` (see :func:`imgzoo.hub.format.build_config`).
+    """The model card for ``config`` (:func:`imgzoo.hub.format.build_config`); ``curves`` names the plot beside it.
 
-    ``curves`` is the file name of the accuracy and loss plot beside the card, if any.
-    ``existing`` is the current card of the repository: its text outside the results
-    section and its metadata keys that imgzoo does not set are kept, in their order.
+    ``existing`` is the repository's current card: its text outside the results section and the metadata
+    keys imgzoo does not set are kept, in their order.
     """
     from huggingface_hub import ModelCard
 
@@ -278,7 +237,6 @@ def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> st
 
 
 # fit's train figures are not the validation column's kind of figure; a reader comparing the two must know.
-# (metrics_from_eval measures only val and test, so train figures come from the history.)
 _TRAIN_COLUMN = (
     "The train column is what fit records: a running mean over the last epoch's augmented batches, in training "
     "mode (batch statistics, any dropout, and any label smoothing in the loss). `imgzoo evaluate ... --split "

@@ -1,17 +1,11 @@
 """Export a model to ONNX or TorchScript, and prove the file computes what the model computes.
 
-A deployed file is only useful if it gives the model's answers, so :func:`export_model`
-never trusts an exporter: it runs the exported file on a sample batch in the runtime that
-will serve it (ONNX Runtime for ONNX, ``torch.jit.load`` for TorchScript), compares the
-logits with PyTorch's, and writes the file only if they agree within ``TOLERANCE``.
-
-ONNX goes through torch.onnx's torch.export-based exporter (``dynamo=True``), the default
-since torch 2.9: it exports all four built-in families with a dynamic batch dimension,
-while the TorchScript-based exporter is deprecated and traces, so it would freeze the input
-checks' Python branches into the graph. The model's preprocessing travels in the ONNX
-file's ``metadata_props`` (and in the TorchScript archive's extra files): its class names,
-mean and std, as JSON. Like :func:`imgzoo.evaluate`, exporting borrows the model: it runs in
-eval mode and comes back in the mode it came in.
+:func:`export_model` never trusts an exporter: it runs the file in the runtime that will serve it
+(ONNX Runtime, ``torch.jit.load``) on a sample batch, and writes it only if its logits agree with
+PyTorch's within ``TOLERANCE``. ONNX goes through torch.onnx's torch.export-based exporter (the
+default since torch 2.9): the TorchScript-based one is deprecated and traces, freezing the input
+checks' branches into the graph. The preprocessing (class names, mean, std) travels in the file's
+metadata as JSON. Like :func:`imgzoo.evaluate`, exporting borrows the model and hands it back as it came.
 """
 
 from __future__ import annotations
@@ -59,15 +53,14 @@ def export_model(
 ) -> float:
     """Write ``model`` to ``path`` as ``format`` ("onnx" or "torchscript"); return the max abs difference.
 
-    The difference is between the exported file's logits and PyTorch's on ``sample`` (by
-    default two random images of ``model.data_spec.input_shape``), both in fp32 on the CPU.
-    Over ``TOLERANCE`` raises :class:`ExportError` and writes nothing; otherwise the file
-    replaces ``path`` atomically. The batch dimension of the exported file is dynamic.
+    The difference of the file's logits from PyTorch's on ``sample`` (default: two seeded random images of
+    ``model.data_spec.input_shape``), both fp32 on the CPU; over ``TOLERANCE`` it raises :class:`ExportError`
+    and writes nothing, else the file replaces ``path`` atomically. Its batch dimension is dynamic.
     """
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}. Pick one of those.")
-    if format == "onnx":
-        _require_onnx()
+    for name in ONNX_PACKAGES if format == "onnx" else ():  # fail before minutes of exporting, not after
+        _import(name)
     sample = _sample(model, sample)
     metadata = _metadata(model)
     with _borrowed_on_cpu(model) as cpu_model, torch.no_grad():
@@ -89,10 +82,7 @@ def export_model(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata :func:`export_model` wrote into an ONNX or TorchScript file, decoded from JSON.
-
-    The format is read from the file, not its name: a TorchScript archive is a zip file.
-    """
+    """The metadata :func:`export_model` wrote into an ONNX or TorchScript file (a zip archive), from JSON."""
     if zipfile.is_zipfile(path):
         files = {METADATA_FILE: ""}
         with _quiet_torchscript():
@@ -111,9 +101,6 @@ def _json_or_text(value: str) -> Any:
         return value
 
 
-# ---------------------------------------------------------------------------- inputs and metadata
-
-
 def _first_line(exc: BaseException) -> str:
     """An exporter's error names the type and its first line; the rest is a stack of its internals."""
     lines = str(exc).strip().splitlines()
@@ -121,7 +108,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _sample(model: nn.Module, sample: torch.Tensor | None) -> torch.Tensor:
-    """The batch to compare on: the caller's, or two seeded random images of the model's input shape."""
+    """The batch to compare on: the caller's, or two random images of the model's input shape, seeded so
+    that the same model exports with the same measured difference every time."""
     if sample is None:
         spec = getattr(model, "data_spec", None)
         if spec is None:
@@ -129,7 +117,6 @@ def _sample(model: nn.Module, sample: torch.Tensor | None) -> torch.Tensor:
                 f"export_model needs a sample batch for a {type(model).__name__}, which has no data_spec; "
                 "pass sample=torch.randn(2, C, H, W) in the shape the model takes."
             )
-        # Seeded, so that the same model exports with the same measured difference every time.
         return torch.randn(2, *spec.input_shape, generator=torch.Generator().manual_seed(0))
     if not isinstance(sample, torch.Tensor) or sample.dim() != 4 or sample.dtype != torch.float32 or not len(sample):
         got = f"{sample.dtype} tensor of shape {tuple(sample.shape)}" if isinstance(sample, torch.Tensor) else sample
@@ -160,11 +147,8 @@ def _metadata(model: nn.Module) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _borrowed_on_cpu(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in fp32 eval mode on the CPU; afterwards every submodule is back in its own mode.
-
-    A model on a GPU is copied rather than moved, so the caller's keeps its device, and the
-    comparison is made where both runtimes compute the same way (cuDNN's TF32 would not).
-    """
+    """``model`` in fp32 eval mode on the CPU, every submodule's mode put back after. A model on a GPU is
+    copied, not moved: the caller's keeps its device, and both runtimes compute alike (TF32 would not)."""
     dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
     if dtypes - {torch.float32}:
         raise ValueError(
@@ -182,9 +166,6 @@ def _borrowed_on_cpu(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-# ---------------------------------------------------------------------------- ONNX
-
-
 def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
@@ -194,17 +175,10 @@ def _import(name: str) -> ModuleType:
         ) from exc
 
 
-def _require_onnx() -> None:
-    """Fail before minutes of exporting if a package is missing, rather than after."""
-    for name in ONNX_PACKAGES:
-        _import(name)
-
-
 def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
     """The serialised ONNX model, its batch dimension dynamic and ``metadata`` in its metadata_props.
 
-    torch.export specialises a dimension whose example size is 0 or 1 to a constant, so the
-    caller passes a batch of at least two.
+    torch.export makes a dimension of example size 0 or 1 a constant: the caller passes a batch of two or more.
     """
     batch = torch.export.Dim("batch", min=1)
     try:
@@ -244,9 +218,6 @@ def _run_onnx(data: bytes, sample: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(logits)
 
 
-# ---------------------------------------------------------------------------- TorchScript
-
-
 @contextlib.contextmanager
 def _quiet_torchscript() -> Iterator[None]:
     """torch >= 2.9 marks torch.jit deprecated on every call; it still ships, and docs/export.md says so once."""
@@ -258,9 +229,8 @@ def _quiet_torchscript() -> Iterator[None]:
 def _torchscript_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
     """TorchScript's archive of ``model``, with ``metadata`` as an extra file.
 
-    Scripting keeps the Python branches (the input checks) and every built-in family scripts
-    (tests/test_model_contract.py). A model that does not script is traced on ``example``
-    instead, with a warning: a trace records one path through the code, for that input.
+    Scripting keeps the input checks' branches (every built-in family scripts: tests/test_model_contract.py);
+    a model that does not script is traced on ``example``, with a warning: a trace records one path.
     """
     with _quiet_torchscript():
         try:

@@ -1,17 +1,10 @@
-"""The on-disk checkpoint format, the same for a local folder and a Hub repository.
+"""The checkpoint folder, the same on disk and in a Hub repository: model.safetensors, config.json, README.md.
 
-A checkpoint is a folder holding::
-
-    model.safetensors   the state dict; safetensors cannot run code when read, unlike pickle
-    config.json         how to rebuild the model: architecture, builder kwargs, data spec, metrics
-    README.md           the model card (written by imgzoo.hub.card)
-
-This module reads and writes the first two and decides which tensors a model accepts.
-Both files may come from a stranger, so everything read from them is checked before it
-is used: every config field has its type and range checked, and the model is first
-built on the ``meta`` device (shapes, no memory) and compared with the safetensors
-header, so a config cannot make the loader allocate more than the weights file holds.
-It knows nothing of the network; imgzoo.hub.api fetches the files and calls it.
+safetensors holds the state dict (it cannot run code when read, unlike pickle); config.json says how
+to rebuild the model (architecture, builder kwargs, data spec, metrics); the card is imgzoo.hub.card's.
+Both files may come from a stranger, so every config field is checked for type and range, and the
+model is built first on the ``meta`` device (shapes, no memory) and compared with the safetensors
+header: no config can make the loader allocate more than the weights file holds.
 """
 
 from __future__ import annotations
@@ -20,7 +13,6 @@ import contextlib
 import hashlib
 import inspect
 import json
-import math
 import os
 import sys
 import warnings
@@ -36,44 +28,24 @@ from torch import nn
 from imgzoo._atomic import atomic_open, atomic_write_text
 from imgzoo._version import __version__
 from imgzoo.errors import CheckpointError, ChecksumError
-from imgzoo.hub.card import count_macs
+from imgzoo.hub.card import _is_number, count_macs
 from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, ModelEntry, get_model_entry, list_models
 
-__all__ = [
-    "CONFIG_NAME",
-    "FORMAT_VERSION",
-    "PICKLE_NAMES",
-    "WEIGHTS_NAME",
-    "CheckpointError",
-    "ChecksumError",
-    "NewHeadWarning",
-    "build_config",
-    "load_checkpoint",
-    "read_config",
-    "read_header",
-    "read_state_dict",
-    "sha256_of",
-    "strip_prefixes",
-    "unwrap",
-    "verify_sha256",
-    "storage_state",
-    "write_checkpoint",
-]
+__all__ = ["CONFIG_NAME", "PICKLE_NAMES", "WEIGHTS_NAME", "CheckpointError", "ChecksumError", "NewHeadWarning"]
+__all__ += ["build_config", "load_checkpoint", "read_config", "read_header", "read_state_dict", "sha256_of"]
+__all__ += ["storage_state", "strip_prefixes", "unwrap", "verify_sha256", "write_checkpoint"]
 
 WEIGHTS_NAME = "model.safetensors"
 # How model.safetensors may store floating-point parameters: fp16 halves the file (and a download).
 STORAGE_DTYPES = ("fp32", "fp16")
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
-# Pickle-based files that other libraries publish. They are recognised only to explain
-# why they are refused: torch.load on a downloaded pickle can run arbitrary code.
+# Pickle files other libraries publish, recognised only to explain their refusal: torch.load on one can run code.
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pth", "model.ckpt")
-# Prefixes that wrappers add to every key: nn.DataParallel / DistributedDataParallel
-# ("module.") and torch.compile's OptimizedModule ("_orig_mod.").
+# Prefixes wrappers add to every key: (Distributed)DataParallel, and torch.compile's OptimizedModule.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# The largest image side a data spec may ask for: 8x the 1024 px of the largest inputs
-# small-image classifiers use, and small enough that preprocessing one image stays in
-# megabytes, whatever a downloaded config says.
+# The largest image side a data spec may ask for: 8x the largest small-image inputs (1024 px), and small
+# enough that preprocessing one image stays in megabytes, whatever a downloaded config says.
 MAX_IMAGE_SIDE = 8192
 
 
@@ -92,9 +64,6 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-# --- config.json: writing ------------------------------------------------------------------------
-
-
 def build_config(
     model: nn.Module,
     *,
@@ -104,12 +73,10 @@ def build_config(
 ) -> dict[str, Any]:
     """Everything needed to rebuild ``model`` and to know what it was trained for.
 
-    A function-built model has no JSON-able ``__init__``, so the config records the
-    registered builder's name and its full keyword arguments instead (the registry
-    attaches both to every model it builds), and the module that registers the builder,
-    so that a process which never imported it can be told which import it lacks.
+    A function-built model has no JSON-able ``__init__``: the config records the registered builder's
+    name and keyword arguments (the registry attaches both to every model it builds), and the module
+    that registers it, so that a process which never imported it can be told which import it lacks.
     """
-
     model = unwrap(model)
     missing = [a for a in (ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR) if not hasattr(model, a)]
     if missing:
@@ -152,15 +119,11 @@ def _builder_module(model: nn.Module) -> str:
         return type(model).__module__
 
 
-# --- config.json: reading and checking -----------------------------------------------------------
-
-
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a config.json written by :func:`build_config` and check every field it has.
+    """Read a config.json written by :func:`build_config`, every field checked before anything is built.
 
-    The file may come from anyone, so a field of the wrong type or out of range is a
-    :class:`CheckpointError` naming the file, the field, what was expected and what came,
-    before anything is built from it.
+    A field of the wrong type or out of range is a :class:`CheckpointError` naming the file, the field,
+    what was expected and what came.
     """
     path = Path(path)
     try:
@@ -195,10 +158,6 @@ def _bad(path: Path, field: str, expected: str, got: Any) -> CheckpointError:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_str_list(value: Any) -> bool:
@@ -239,8 +198,7 @@ def _check_fields(config: dict[str, Any], path: Path) -> None:
             raise _bad(path, key, expected, config[key])
 
 
-# Each DataSpec field, its test and what the error calls it; `channels` is checked first, since
-# the lengths of mean and std depend on it.
+# Each DataSpec field, its test (given the channel count, which mean and std must match) and its description.
 _SPEC_FIELDS: dict[str, tuple[Callable[[Any, int], bool], str]] = {
     "name": (lambda v, c: isinstance(v, str), "a string"),
     "channels": (lambda v, c: _is_int(v) and v in (1, 3), "1 or 3"),
@@ -248,9 +206,9 @@ _SPEC_FIELDS: dict[str, tuple[Callable[[Any, int], bool], str]] = {
         lambda v, c: isinstance(v, list) and len(v) == 2 and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in v),
         f"[height, width], two integers from 1 to {MAX_IMAGE_SIDE}",
     ),
-    "mean": (lambda v, c: isinstance(v, list) and len(v) == c and all(map(_is_finite, v)), "one number per channel"),
+    "mean": (lambda v, c: isinstance(v, list) and len(v) == c and all(map(_is_number, v)), "one number per channel"),
     "std": (
-        lambda v, c: isinstance(v, list) and len(v) == c and all(_is_finite(s) and s > 0 for s in v),
+        lambda v, c: isinstance(v, list) and len(v) == c and all(_is_number(s) and s > 0 for s in v),
         "one positive number per channel",
     ),
     "num_classes": (lambda v, c: _is_int(v) and v >= 1, "a positive integer"),
@@ -291,14 +249,10 @@ def _check_classes_agree(config: dict[str, Any], spec: DataSpec, path: Path) -> 
         raise _bad(path, "class_names", f"the data_spec's class names {spec.class_names}", names)
 
 
-# --- model.safetensors ---------------------------------------------------------------------------
-
-
 def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
-    """Remove wrapper prefixes that every key carries (``module.``, ``_orig_mod.``, in any nesting).
+    """Remove the wrapper prefixes (``module.``, ``_orig_mod.``, in any nesting) that every key carries.
 
-    A prefix is stripped only when all keys share it, so a model with a submodule that
-    happens to be called ``module`` keeps its names.
+    Only a prefix all keys share: a model whose submodule happens to be called ``module`` keeps its names.
     """
     while state:
         for prefix in WRAPPER_PREFIXES:
@@ -316,18 +270,15 @@ _FP16_MAX = torch.finfo(torch.float16).max
 def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, torch.Tensor]:
     """The tensors model.safetensors will hold: with ``"fp16"``, floating-point parameters in half precision.
 
-    Buffers (batch-norm running means and variances) stay as they are: they are a few
-    kilobytes, and a running variance below fp16's smallest normal number (6e-5) would lose
-    its precision, and with it the normalisation of that channel. A parameter beyond fp16's
-    range would become infinite, so it is refused.
+    Buffers stay as they are: a few kilobytes, and a running variance below fp16's smallest normal
+    (6e-5) would lose the normalisation of its channel. A parameter beyond fp16's range is refused.
     """
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"save: dtype must be one of {list(STORAGE_DTYPES)}, got {storage_dtype!r}")
     model = unwrap(model)
     parameters = {name for name, _ in model.named_parameters()}
     state = {}
-    # clone(): safetensors refuses tensors that share storage (e.g. views); a checkpoint
-    # the size of these models costs nothing to copy.
+    # clone(): safetensors refuses tensors that share storage (e.g. views); these models cost nothing to copy.
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().to("cpu").contiguous().clone()
         if storage_dtype == "fp16" and name in parameters and tensor.is_floating_point():
@@ -348,18 +299,14 @@ def write_checkpoint(
     """Write model.safetensors (``state``, else the model's own) then config.json into ``directory``, atomically."""
     if state is None:
         state = storage_state(model, config.get("storage_dtype", "fp32"))
-    # One metadata key only: safetensors writes the metadata map in hash order, so two keys
-    # would make the same weights hash differently from one save to the next (seen with
-    # safetensors 0.8), and a weights entry's sha256 must be reproducible. config.json names
-    # the architecture.
-    metadata = {"format": "pt"}
+    # One metadata key only: safetensors 0.8 writes the map in hash order, so two keys would make the same
+    # weights hash differently from one save to the next, and a weights entry's sha256 must be reproducible.
     with atomic_open(directory / WEIGHTS_NAME, "wb") as f:
-        f.write(save(state, metadata=metadata))
+        f.write(save(state, metadata={"format": "pt"}))
     atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
 
 
-# What a damaged or hostile safetensors file makes the reader raise (the Rust parser's own error,
-# or Python's for a file it cannot open or a dtype torch lacks).
+# What a damaged or hostile safetensors file makes the reader raise (the Rust parser's, or Python's).
 _UNREADABLE = (SafetensorError, OSError, ValueError, TypeError, RuntimeError, OverflowError)
 
 
@@ -381,9 +328,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
 
 
-# --- rebuilding the model ------------------------------------------------------------------------
-
-
 def load_checkpoint(
     config: dict[str, Any],
     weights: str | os.PathLike[str],
@@ -395,11 +339,10 @@ def load_checkpoint(
 ) -> nn.Module:
     """Rebuild the model of ``config`` (from :func:`read_config`) and load ``weights`` into it strictly.
 
-    The model is built at the checkpoint's own shapes, first on the ``meta`` device to
-    compare with the safetensors header (so no config can allocate more than the file
-    holds), then for real. ``num_classes`` other than the checkpoint's then replaces the
-    head through the model contract (``get_classifier`` / ``reset_classifier``) and warns.
-    ``overrides`` replace builder kwargs that do not change tensor shapes (e.g. dropout).
+    Built at the checkpoint's shapes, first on the ``meta`` device to compare with the safetensors
+    header, then for real. Another ``num_classes`` then replaces the head through the model contract
+    (``get_classifier`` / ``reset_classifier``) and warns. ``overrides`` replace builder kwargs that do
+    not change tensor shapes (e.g. dropout).
     """
     if num_classes is not None and (
         not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
@@ -463,8 +406,7 @@ def _builder_kwargs(entry: ModelEntry, config: dict[str, Any], overrides: dict[s
         for k, v in config["kwargs"].items()
     }
     kwargs = {**saved, **overrides}
-    # A builder's `weights` only says where initial weights come from; the checkpoint replaces
-    # them all, so it is rebuilt with weights=None and never reaches for a download.
+    # A builder's `weights` only says where initial weights come from: the checkpoint replaces them all.
     if "weights" in entry.default_kwargs and "weights" not in overrides:
         kwargs["weights"] = None
     return kwargs
@@ -508,9 +450,6 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
     )
 
 
-# --- a new head ----------------------------------------------------------------------------------
-
-
 def _check_head_contract(model: nn.Module, entry: ModelEntry) -> None:
     """A new num_classes needs the head half of the model contract, and a builder that records it."""
     lacking = [m for m in ("get_classifier", "reset_classifier") if not callable(getattr(model, m, None))]
@@ -537,10 +476,8 @@ def _head_tensor_names(model: nn.Module) -> set[str]:
 def _replace_head(
     model: nn.Module, num_classes: int, class_names: list[str] | tuple[str, ...] | None, *, source: str, loaded: int
 ) -> None:
-    """Swap the loaded head for a fresh one with ``num_classes`` outputs, and say so.
-
-    The data spec and the recorded kwargs follow, so the model saves and reloads as what it now is.
-    """
+    """Swap the loaded head for a fresh one with ``num_classes`` outputs, and say so; the data spec and the
+    recorded kwargs follow, so the model saves and reloads as what it now is."""
     old_classes = getattr(model, SPEC_ATTR).num_classes
     kept = loaded - len(_head_tensor_names(model))
     model.reset_classifier(num_classes)
@@ -555,19 +492,12 @@ def _replace_head(
 
 
 def _first_frame_outside_imgzoo() -> int:
-    """The ``stacklevel`` that points a warning at the user's line, however deep inside imgzoo it starts.
-
-    ``imgzoo.load`` and ``imgzoo.create_model(pretrained=...)`` reach the warning through
-    different numbers of imgzoo frames; a fixed stacklevel would blame imgzoo for one of them.
-    """
+    """The ``stacklevel`` of the user's line: load and create_model reach a warning through different depths."""
     package = str(Path(__file__).resolve().parent)
     frame, level = sys._getframe(2), 2  # level 1 is the function that warns; 2 is its caller
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
         frame, level = frame.f_back, level + 1
     return level
-
-
-# --- sha256 --------------------------------------------------------------------------------------
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:

@@ -1,15 +1,10 @@
-"""imgzoo's own pretrained weights, registered when imgzoo is imported.
+"""imgzoo's own pretrained weights, registered when imgzoo is imported (tests/test_pretrained.py checks each).
 
-Each entry is a :class:`~imgzoo.models.registry.WeightsEntry`, as in torchvision's Weights
-enums: where the files are (a Hub repository pinned to a commit, or a folder under
-``imgzoo/hub/weights/`` shipped in the package), the sha256 of ``model.safetensors``,
-and ``meta`` with the data set, metrics, training recipe and parameter count.
-
-To publish an entry: train, ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
-then paste ``entry_from_folder("arch.tag", folder, repo_id="org/repo",
-revision=commit.oid)`` (printed with ``repr``) into ``PRETRAINED`` below. Mark at most
-one entry per architecture ``default=True``: it is what ``pretrained=True`` loads.
-tests/test_pretrained.py checks every entry's metadata against its architecture.
+An entry is a :class:`~imgzoo.models.registry.WeightsEntry`, as torchvision's Weights enums: where the files
+are (a Hub repository pinned to a commit, or a folder under ``imgzoo/hub/weights/``), the sha256 of both
+files, and ``meta``. To publish one: train, ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
+then paste ``repr(entry_from_folder("arch.tag", folder, repo_id="org/repo", revision=commit.oid))`` below.
+At most one entry per architecture is ``default=True``: what ``pretrained=True`` loads.
 """
 
 from __future__ import annotations
@@ -38,13 +33,10 @@ def _recipe(name: str, **data: str) -> dict[str, object]:
     return {**RECIPES[name].to_meta(), **_SPLIT, **data}
 
 
-# Newest last. Every figure is the accuracy on a seeded 10% validation split of the
-# training data (imgzoo.data.datasets.train_val_split, seed 0); no test split was used.
+# Newest last. Every figure is on a seeded 10% validation split of the training data (no test split used).
 PRETRAINED: tuple[WeightsEntry, ...] = (
-    # imgzoo train mnist_cnn <folder of the MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist
-    # 24 epochs over 54,001 digits at batch 64, dropout 0.1, label smoothing 0.1, 62-78 s an epoch on a 2-core
-    # AMD EPYC (AVX2). 99.68% on the 5,999 validation digits (99.63% with shift TTA); stored in fp16 (top-1
-    # unchanged).
+    # imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist: 24 epochs, 62-78 s
+    # each on a 2-core AMD EPYC (AVX2); 99.68% on 5,999 validation digits (99.63% with shift TTA); fp16, top-1 kept.
     WeightsEntry(
         name="mnist_cnn.mnist",
         sha256="c3a7fe572b69edf447c925c0c643c439098605f70e0b2c6f3f5578d962f69402",
@@ -69,13 +61,9 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
             "kwargs": {"num_classes": 10, "dropout": 0.1, "hidden": 128},
         },
     ),
-    # imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r20 --recipe resnet_cifar.cifar10 --compile:
-    # ResNet-20 (He et al. 2016) for 90 epochs, label smoothing 0.1, alternating flips and an 8-pixel cutout, 4,294 s
-    # (72 min) on a 2-core Intel Xeon (AVX512 with AMX, bf16, compiled). 89.12% on the 5,000 validation images,
-    # 89.98% with flip+shift TTA; stored in fp16, which moved top-1 to 89.14% (+0.02 points). Trained and validated
-    # on a JPEG (quality 75) copy of CIFAR-10, which costs accuracy against the lossless original; the paper's
-    # 91.25% took 164 epochs. The weights it replaces, the same without cutout (resnet_cifar.e90), gave 88.14%
-    # (89.88%); the 60-epoch ones before those (resnet_cifar.e60) 88.08% (89.60%).
+    # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r20 --recipe resnet_cifar.cifar10 --compile: ResNet-20,
+    # 90 epochs in 72 min on a 2-core Xeon (AMX, bf16); 89.12% on 5,000 validation images, 89.98% with flip+shift
+    # TTA; fp16 made it 89.14%. The paper's 91.25% (lossless data) took 164 epochs; without cutout 88.14% (89.88%).
     WeightsEntry(
         name="resnet_cifar.cifar10",
         sha256="0cd8129418a1f77a96e80be11ef7453d6cd20b00718112b1af67e7cf2fbae908",
@@ -100,12 +88,9 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
             "kwargs": {"depth": 20, "num_classes": 10, "shortcut": "A", "width": 1, "zero_init_residual": False},
         },
     ),
-    # imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/basic_cnn --recipe basic_cnn.cifar10:
-    # airbench94's network and recipe through fit for 36 epochs, with its alternating flips and airbench96's 4-pixel
-    # crops and 12-pixel cutout, at batch 1024 in 26 min on a 2-core Intel Xeon (AVX512 with AMX, bf16). 90.78% on
-    # the 5,000 validation images, 91.58% with flip+shift TTA; stored in fp16, which left top-1 at 90.78% (91.62%
-    # with TTA). The weights it replaces, the same for 22 epochs without cutout (basic_cnn.e22), gave 90.26% (91.08%
-    # with TTA) in 20 min.
+    # imgzoo train basic_cnn <CIFAR-10 JPEGs> --out runs/basic_cnn --recipe basic_cnn.cifar10: airbench94's network
+    # and recipe, 36 epochs in 26 min on a 2-core Xeon (AMX, bf16); 90.78% on 5,000 validation images, 91.58% with
+    # flip+shift TTA (fp16: 90.78%, 91.62%). 22 epochs without cutout gave 90.26% (91.08%) in 20 min.
     WeightsEntry(
         name="basic_cnn.cifar10",
         sha256="daa134a928076e65348f676b92ee88463d8d01187a2ca7718d283383d0efedda",
@@ -140,13 +125,9 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
             },
         },
     ),
-    # imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r56 --recipe resnet_cifar.d56_cifar10 \
-    #     --compile
-    # ResNet-56 (He et al. 2016: 93.03% on lossless CIFAR-10 after 164 epochs), 90 epochs at batch 128 with
-    # alternating flips and an 8-pixel cutout, 10,661 s (2 h 58 min) on a 2-core Intel Xeon (AVX512 with AMX, bf16,
-    # compiled). 90.26% on the 5,000 validation images, 91.66% with flip+shift TTA; stored in fp16, which moved top-1
-    # to 90.24% (TTA unchanged). The 40-epoch weights it replaces (resnet_cifar.d56_e40) gave 88.14% (89.62%). Not
-    # the default of resnet_cifar: create_model("resnet_cifar", depth=56, pretrained=True) finds it by its depth.
+    # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r56 --recipe resnet_cifar.d56_cifar10 --compile: 90
+    # epochs in 2 h 58 min on a 2-core Xeon (AMX, bf16); 90.26% on 5,000 validation images, 91.66% with flip+shift
+    # TTA (fp16: 90.24%); the paper: 93.03%. Not the default: create_model(..., depth=56, pretrained=True) finds it.
     WeightsEntry(
         name="resnet_cifar.d56_cifar10",
         sha256="de3a2834287f604c96704f2e7c528ca3d97cf0ce039b9f1ac8a97cdc99f7cf6b",
@@ -184,9 +165,7 @@ def entry_from_folder(
 ) -> WeightsEntry:
     """A weights entry for a folder written by ``imgzoo.save`` (the same files as the Hub repo).
 
-    The sha256 pins are computed from the folder's ``model.safetensors`` and ``config.json``, and ``meta`` is
-    taken from its ``config.json``, so the entry cannot disagree with the files.
-    ``default=True`` makes it what ``create_model(arch, pretrained=True)`` loads.
+    The sha256 pins and ``meta`` come from the folder's files, so the entry cannot disagree with them.
     """
     folder = Path(folder)
     config = read_config(folder / CONFIG_NAME)

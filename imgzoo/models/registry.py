@@ -1,6 +1,6 @@
 """The map of imgzoo: every architecture registers here with the input it expects (a :class:`DataSpec`),
 and every pretrained checkpoint with a :class:`WeightsEntry`. It imports no other imgzoo module;
-building with pretrained weights is :func:`imgzoo.hub.factory.create_model`, one layer up.
+building with pretrained weights is :func:`imgzoo.hub.api.create_model`, one layer up.
 """
 
 from __future__ import annotations

@@ -37,9 +37,8 @@ from imgzoo.data.loaders import FastLoader, default_cache_dir, unshared_generato
 from imgzoo.data.transforms import AUGMENTS, for_model
 from imgzoo.eval.evaluation import EvalResult, evaluate, plot_predictions
 from imgzoo.eval.history import History
-from imgzoo.hub.api import load, save
+from imgzoo.hub.api import create_model, load, save
 from imgzoo.hub.card import metrics_from_eval
-from imgzoo.hub.factory import create_model
 from imgzoo.models.registry import get_model_entry
 from imgzoo.train.callbacks import Callback
 from imgzoo.train.checkpoint import resume_point
