@@ -38,7 +38,6 @@ from tqdm import tqdm
 from imgzoo._atomic import atomic_open
 from imgzoo._device import resolve_device
 from imgzoo.data.datasets import CorruptFileError, ImageFiles, TensorImages, _open_image
-from imgzoo.models.registry import DataSpec
 from imgzoo.data.transforms import (
     AUGMENTS,
     PAD_FRACTION,
@@ -48,6 +47,7 @@ from imgzoo.data.transforms import (
     strong_erasing,
     strong_policy,
 )
+from imgzoo.models.registry import DataSpec
 
 __all__ = ["FastLoader", "decode", "default_cache_dir", "is_batch_loader", "own_generator", "unshared_generator"]
 
