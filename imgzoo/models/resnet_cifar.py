@@ -29,9 +29,9 @@ SHORTCUTS = ("A", "B", "none")
 def subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Every ``stride``-th pixel of each row and column, in x's own memory layout, gradient included.
 
-    Slicing's backward writes an NCHW gradient, which in a channels_last network made the ReLU backward after
-    it 10x slower (4.95 against 0.48 ms, bench/bench_layouts.py, 2-core Xeon with AMX, batch 128); a 1x1
-    avg_pool2d picks the same pixels and keeps the layout. NCHW input and inference keep the slice, a free view.
+    Slicing's backward writes an NCHW gradient, which in a channels_last network made the ReLU backward after it
+    10x slower (4.95 against 0.48 ms, 2-core Xeon with AMX, batch 128: the layouts study in docs/benchmarks.md);
+    a 1x1 avg_pool2d picks the same pixels and keeps the layout. NCHW input and inference keep the slice, a view.
     """
     if x.is_contiguous() or not x.requires_grad:
         return x[:, :, ::stride, ::stride]
