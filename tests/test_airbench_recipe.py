@@ -3,6 +3,7 @@ the faster batch-norm shifts, the 2-pixel crops, and the recipe that puts them t
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -19,10 +20,10 @@ from imgzoo.models.registry import DataSpec
 from imgzoo.study import run as runs
 from imgzoo.train.callbacks import EMA, Lookahead
 from imgzoo.train.checkpoint import load_checkpoint
-from imgzoo.train.config import FitConfig
+from imgzoo.train.config import FitConfig, averaging_callbacks
 from imgzoo.train.fit import fit
 from imgzoo.train.optim import build_optimizer, build_schedule
-from imgzoo.train.recipes import Recipe, get_recipe
+from imgzoo.train.recipes import get_recipe, resolve_config
 
 AIRBENCH = get_recipe("basic_cnn.airbench")
 
@@ -274,30 +275,36 @@ def test_translate_defaults_to_an_eighth_of_the_side_and_bad_values_are_refused(
 
 
 def test_the_airbench_recipe_reaches_fit_the_loader_and_the_model():
-    cfg = FitConfig.from_recipe("basic_cnn.airbench")
+    cfg = resolve_config(None, {"recipe": "basic_cnn.airbench"})
     assert (cfg.batch_size, cfg.lr, cfg.momentum, cfg.schedule) == (1024, 1.5, 0.85, "linear")
     assert cfg.norm_bias_lr_scale == 64.0 and cfg.label_smoothing == 0.2
-    (look,) = cfg.callbacks
+    (look,) = averaging_callbacks(cfg)
     assert isinstance(look, Lookahead) and look.decay == pytest.approx(0.95**5)
     # airbench94's decoupled decay: 0.0153 per 1024 images, 0.0020 of each weight per step at the peak lr
     assert cfg.lr * cfg.weight_decay == pytest.approx(0.0153 * 1024 / (1024 * (1 + 1 / 0.15)))
-    assert AIRBENCH.loader_options() == {"batch_size": 1024, "augment": "standard", "translate": 2}
-    assert "translate" not in get_recipe("mnist_cnn").loader_options()  # not set: the loader's default
+    assert AIRBENCH.config.loader_options() == {
+        "batch_size": 1024,
+        "augment": "standard",
+        "translate": 2,
+        "alternate_flips": False,
+        "cutout": 0,
+    }
     # `imgzoo train basic_cnn` is the shipped basic_cnn.cifar10: airbench94's optimizer, for longer.
-    assert get_recipe("basic_cnn").fit_options() == get_recipe("basic_cnn.cifar10").fit_options()
-    assert {**get_recipe("basic_cnn").fit_options(), "epochs": AIRBENCH.epochs} == AIRBENCH.fit_options()
+    assert get_recipe("basic_cnn").config == get_recipe("basic_cnn.cifar10").config
+    assert dataclasses.replace(get_recipe("basic_cnn.altflip").config, epochs=36, translate=4, cutout=12) == (
+        get_recipe("basic_cnn").config
+    )
     model = imgzoo.create_model("basic_cnn", **AIRBENCH.model_kwargs)
     assert model.logit_scale == pytest.approx(1 / 9) and model.whiten
 
 
 def test_a_run_of_the_airbench_recipe_trains_with_its_loader_and_lookahead(tmp_path):
-    config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench")
+    config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit
     assert config.translate == 2 and config.batch_size == 1024
-    assert config.fit_options["norm_bias_lr_scale"] == 64.0 and config.fit_options["schedule"] == "linear"
-    assert [type(cb) for cb in runs.recipe_callbacks(config)] == [Lookahead]
-    assert (
-        runs.recipe_callbacks(runs.make_config("mnist_cnn", str(tmp_path), recipe="mnist_cnn.quick"))[0].decay == 0.98
-    )
+    assert config.norm_bias_lr_scale == 64.0 and config.schedule == "linear"
+    assert [type(cb) for cb in averaging_callbacks(config)] == [Lookahead]
+    quick = runs.make_config("mnist_cnn", str(tmp_path), recipe="mnist_cnn.quick").fit
+    assert averaging_callbacks(quick)[0].decay == 0.98
     data, spec = _images(8)
     model = imgzoo.basic_cnn(widths=(4,), num_classes=2)
     model.data_spec = spec
@@ -306,10 +313,10 @@ def test_a_run_of_the_airbench_recipe_trains_with_its_loader_and_lookahead(tmp_p
 
 
 def test_the_recipe_is_checked():
-    with pytest.raises(ValueError, match="ema_decay or lookahead_decay, not both"):
-        Recipe(name="x", epochs=1, ema_decay=0.9, lookahead_decay=0.5)
+    with pytest.raises(ValueError, match="ema_decay and lookahead_decay both rewrite the weights"):
+        FitConfig(epochs=1, ema_decay=0.9, lookahead_decay=0.5)
     with pytest.raises(ValueError, match="translate must be an integer >= 0"):
-        Recipe(name="x", epochs=1, translate=-2)
+        FitConfig(epochs=1, translate=-2)
     with pytest.raises(ValueError, match="schedule must be one of"):
-        Recipe(name="x", epochs=1, schedule="triangle")
-    assert not any(isinstance(cb, EMA) for cb in FitConfig.from_recipe("basic_cnn.airbench").callbacks)
+        FitConfig(epochs=1, schedule="triangle")
+    assert not any(isinstance(cb, EMA) for cb in averaging_callbacks(AIRBENCH.config))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import shlex
@@ -22,6 +23,7 @@ from safetensors.torch import load_file
 import imgzoo
 from imgzoo import datasets
 from imgzoo.models.basic_cnn import init_whitening
+from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
 from imgzoo.train.recipes import get_recipe
 
@@ -72,24 +74,22 @@ def test_limit_is_a_seeded_stratified_draw_of_the_training_split_only(tmp_path):
 
 def test_a_models_defaults_come_from_one_table_and_the_command_line_overrides_them(tmp_path):
     folder = str(write_mnist(tmp_path))
-    defaults = runs.model_defaults("resnet_cifar")
     config = runs.make_config("resnet_cifar", folder)
-    assert (config.epochs, config.augment, config.batch_size) == (
-        defaults["epochs"],
-        defaults["augment"],
-        defaults["batch_size"],
-    )
-    assert runs.make_config("resnet_cifar", folder, epochs=3, augment="none").epochs == 3
+    assert config.fit == dataclasses.replace(get_recipe("resnet_cifar").config, recipe="resnet_cifar")
+    assert runs.make_config("resnet_cifar", folder, epochs=3, augment="none").fit.epochs == 3
     transfer = runs.make_config("dogbreed_transfer", folder)
-    assert transfer.kwargs == {"weights": "imagenet"} and transfer.fit_options["optimizer"] == "adamw"
+    assert transfer.kwargs == {"weights": "imagenet"} and transfer.fit.optimizer == "adamw"
+    assert runs.make_config("mnist_cnn", folder, recipe=None).fit.recipe == "mnist_cnn"  # its own recipe
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         runs.make_config("resnet", folder)
-    with pytest.raises(ValueError, match="augment must be one of none, standard, strong, affine"):
+    with pytest.raises(ValueError, match="augment must be one of 'none', 'standard', 'strong', 'affine'"):
         runs.make_config("mnist_cnn", folder, augment="heavy")
+    with pytest.raises(ValueError, match="unknown fit option\\(s\\) verbose"):
+        runs.make_config("mnist_cnn", folder, verbose=0)  # the runner's own
 
 
-def _config(folder: str, **fit_options) -> runs.RunConfig:
-    return runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=16, fit_options=fit_options)
+def _config(folder: str, **options) -> runs.RunConfig:
+    return runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=16, **options)
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken_one(tmp_path):
@@ -133,17 +133,17 @@ def test_a_run_folder_is_never_trained_over_by_another_run(tmp_path):
     folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
     out = tmp_path / "run"
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        runs.plan_run(out, _config(folder), resume=True)
-    runs.RunRecord(_config(folder)).write(out.mkdir() or out)  # an unfinished run of 2 epochs
+        run_config.plan_run(out, _config(folder), resume=True)
+    run_config.RunRecord(_config(folder)).write(out.mkdir() or out)  # an unfinished run of 2 epochs
     with pytest.raises(FileExistsError, match="already holds a run of mnist_cnn"):
-        runs.plan_run(out, _config(folder), resume=False)
+        run_config.plan_run(out, _config(folder), resume=False)
     other = runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=32)
     with pytest.raises(ValueError, match="batch_size 16 -> 32"):
-        runs.plan_run(out, other, resume=True)
+        run_config.plan_run(out, other, resume=True)
     longer = runs.make_config("mnist_cnn", folder, epochs=5, amp="fp32", batch_size=16)
     with pytest.raises(ValueError, match="finish it first"):
-        runs.plan_run(out, longer, resume=True)
-    assert runs.plan_run(out, _config(folder), resume=True).action == "resume"
+        run_config.plan_run(out, longer, resume=True)
+    assert run_config.plan_run(out, _config(folder), resume=True).action == "resume"
 
 
 def test_the_samples_grid_spreads_over_the_split_without_repeats():
@@ -159,13 +159,14 @@ def test_a_run_starts_from_its_models_recipe_and_the_command_line_wins(tmp_path)
     folder = str(write_mnist(tmp_path))
     basic = runs.make_config("basic_cnn", folder)
     recipe = get_recipe("basic_cnn")
-    assert basic.recipe == "basic_cnn" and basic.kwargs == recipe.model_kwargs and basic.kwargs["whiten"] is True
-    assert (basic.epochs, basic.batch_size, basic.lr) == (recipe.epochs, recipe.batch_size, recipe.lr)
-    assert basic.fit_options["label_smoothing"] == recipe.label_smoothing == 0.2
-    assert runs.make_config("basic_cnn", folder, epochs=3, lr=0.05).lr == 0.05
-    assert basic.amp == "auto"  # a recipe's precision was its machine's; a run takes auto unless told
+    assert basic.fit.recipe == "basic_cnn" and basic.kwargs == recipe.model_kwargs and basic.kwargs["whiten"] is True
+    assert (basic.fit.epochs, basic.fit.batch_size, basic.fit.lr) == (36, 1024, recipe.config.lr)
+    assert basic.fit.label_smoothing == recipe.config.label_smoothing == 0.2
+    assert runs.make_config("basic_cnn", folder, epochs=3, lr=0.05).fit.lr == 0.05
+    old = runs.make_config("resnet_cifar", folder, recipe="resnet_cifar.e60")
+    assert old.fit.amp == "auto"  # a recipe's precision (bf16) was its machine's; a run takes auto unless told
     named = runs.make_config("resnet_cifar", folder, recipe="resnet_cifar.cifar10")
-    assert named.recipe == "resnet_cifar.cifar10" and named.epochs == get_recipe("resnet_cifar.cifar10").epochs
+    assert named.fit.recipe == "resnet_cifar.cifar10" and named.fit.epochs == 90
     with pytest.raises(ValueError, match="recipe 'resnet_cifar.cifar10' trains resnet_cifar, not mnist_cnn"):
         runs.make_config("mnist_cnn", folder, recipe="resnet_cifar.cifar10")
     with pytest.raises(ValueError, match="no recipe named 'mnist_cnn.fastest'"):
@@ -178,9 +179,9 @@ def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(t
     out = tmp_path / "run"
     runs.train_run(out, config, verbose=0, log=lambda _: None)
     trained = imgzoo.load(out / "weights")
-    train_part = runs.split_data(runs.open_data(folder), config.seed)[0]
+    train_part = runs.split_data(runs.open_data(folder), config.fit.seed)[0]
     fresh = imgzoo.create_model("basic_cnn", widths=(8, 8), whiten=True)
-    init_whitening(fresh, runs.whitening_images(fresh, train_part, config.seed))
+    init_whitening(fresh, runs.whitening_images(fresh, train_part, config.fit.seed))
     stem = trained.stem[0].weight
     assert stem.abs().sum() > 0 and torch.allclose(stem, fresh.stem[0].weight, atol=1e-6)  # frozen after its init
     saved = json.loads((out / "weights" / "config.json").read_text())
@@ -201,16 +202,16 @@ def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_record
     args = build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", "8", "--translate", "2"])
     assert (args.cutout, args.translate) == (8, 2)
     config = runs.make_config("basic_cnn", folder, recipe="basic_cnn.cifar10", cutout=args.cutout)
-    assert (config.cutout, config.translate) == (8, get_recipe("basic_cnn.cifar10").translate)
-    command = runs.train_command(config, tmp_path / "o")
+    assert (config.fit.cutout, config.fit.translate) == (8, get_recipe("basic_cnn.cifar10").config.translate)
+    command = run_config.train_command(config, tmp_path / "o")
     assert "--cutout 8" in command and "--translate" not in command  # only what differs from the recipe
-    assert "--cutout" not in runs.train_command(runs.make_config("basic_cnn", folder), tmp_path / "o")
-    from imgzoo.cli.train import whole_pixels
+    assert "--cutout" not in run_config.train_command(runs.make_config("basic_cnn", folder), tmp_path / "o")
+    from imgzoo.cli.train import _fit_value
 
-    assert whole_pixels("0") == 0
-    for bad, said in (("-1", "expected 0 or more; got -1"), ("two", "expected a whole number, e.g. 4 (pixels)")):
+    assert _fit_value("cutout")("0") == 0 and _fit_value("lr")("none") is None
+    for bad, said in (("-1", "cutout must be an integer >= 0"), ("two", "expected int; got 'two'")):
         with pytest.raises(argparse.ArgumentTypeError, match=re.escape(said)):
-            whole_pixels(bad)
+            _fit_value("cutout")(bad)
         with pytest.raises(SystemExit):
             build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", bad])
 
@@ -222,17 +223,18 @@ def test_alternate_flips_from_the_command_line_reach_the_run_and_its_recorded_co
     parse = build_parser().parse_args
     assert parse(["train", "basic_cnn", folder, "--out", "o"]).alternate_flips is None  # the recipe decides
     assert parse(["train", "resnet_cifar", folder, "--out", "o", "--no-alternate-flips"]).alternate_flips is False
-    assert get_recipe("resnet_cifar.cifar10").alternate_flips and not get_recipe("resnet_cifar.e60").alternate_flips
+    assert get_recipe("resnet_cifar.cifar10").config.alternate_flips
+    assert not get_recipe("resnet_cifar.e60").config.alternate_flips
     for recipe, flag in (("resnet_cifar.cifar10", "--no-alternate-flips"), ("resnet_cifar.e60", "--alternate-flips")):
         args = parse(["train", "resnet_cifar", folder, "--out", "o", "--recipe", recipe, flag])
         config = runs.make_config("resnet_cifar", folder, recipe=recipe, alternate_flips=args.alternate_flips)
-        assert config.alternate_flips is (flag == "--alternate-flips")
-        command = runs.train_command(config, tmp_path / "o")
+        assert config.fit.alternate_flips is (flag == "--alternate-flips")
+        command = run_config.train_command(config, tmp_path / "o")
         assert command.split()[-1] == flag  # spelt out, as it differs from the recipe
         again = parse(shlex.split(command)[1:])  # the recorded command reproduces the run's flips
-        assert again.alternate_flips is config.alternate_flips and again.recipe == recipe
+        assert again.alternate_flips is config.fit.alternate_flips and again.recipe == recipe
     same = runs.make_config("resnet_cifar", folder, recipe="resnet_cifar.cifar10")
-    words = shlex.split(runs.train_command(same, tmp_path / "o"))
+    words = shlex.split(run_config.train_command(same, tmp_path / "o"))
     assert not [w for w in words if w.endswith("alternate-flips")]  # only what differs from the recipe
 
 
@@ -243,21 +245,18 @@ def test_compile_is_a_speed_choice_a_run_records_and_may_change_when_it_resumes(
     parse = build_parser().parse_args
     assert parse(["train", "mnist_cnn", folder, "--out", "o"]).compile is None  # neither asked nor refused
     assert parse(["train", "mnist_cnn", folder, "--out", "o", "--no-compile"]).compile is False
-    compiled = runs.make_config("mnist_cnn", folder, fit_options={"compile": True})
-    assert compiled.fit_options_checked()["compile"] is True  # what train_run hands to fit
-    assert "--compile" in runs.train_command(compiled, tmp_path / "o")
-    assert "--compile" not in runs.train_command(runs.make_config("mnist_cnn", folder), tmp_path / "o")
+    compiled = runs.make_config("mnist_cnn", folder, compile=True)
+    assert compiled.fit.compile is True  # what train_run hands to fit
+    assert "--compile" in run_config.train_command(compiled, tmp_path / "o")
+    assert "--compile" not in run_config.train_command(runs.make_config("mnist_cnn", folder), tmp_path / "o")
     (tmp_path / "o").mkdir()
-    runs.RunRecord(compiled).write(tmp_path / "o")
-    plain = runs.resume_config(tmp_path / "o", "mnist_cnn", folder, fit_options={"compile": False})
-    assert (
-        plain.fit_options["compile"] is False
-        and plain.fit_options["label_smoothing"] == compiled.fit_options["label_smoothing"]
-    )  # laid over the run's fit options, not in place of them
-    assert runs.plan_run(tmp_path / "o", plain, resume=True).action == "resume"
-    smoother = runs.resume_config(tmp_path / "o", "mnist_cnn", folder, fit_options={"label_smoothing": 0.3})
-    with pytest.raises(ValueError, match=r"other settings \(fit_options .*label_smoothing"):
-        runs.plan_run(tmp_path / "o", smoother, resume=True)  # what the run learns may not change
+    run_config.RunRecord(compiled).write(tmp_path / "o")
+    plain = runs.resume_config(tmp_path / "o", "mnist_cnn", folder, compile=False, device="cpu")
+    assert plain.fit.compile is False and plain.fit.label_smoothing == compiled.fit.label_smoothing == 0.1
+    assert run_config.plan_run(tmp_path / "o", plain, resume=True).action == "resume"  # how it runs may change
+    smoother = runs.resume_config(tmp_path / "o", "mnist_cnn", folder, label_smoothing=0.3)
+    with pytest.raises(ValueError, match=r"other settings \(label_smoothing 0.1 -> 0.3\)"):
+        run_config.plan_run(tmp_path / "o", smoother, resume=True)  # what the run learns may not change
 
 
 def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
@@ -273,7 +272,7 @@ def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
     folder = str(write_cifar10(tmp_path / "cifar", n_per_class=6))
     config = runs.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
     assert config.kwargs == {**get_recipe("basic_cnn").model_kwargs, "widths": [8, 8]}  # laid over the recipe's
-    command = runs.train_command(config, tmp_path / "run")
+    command = run_config.train_command(config, tmp_path / "run")
     assert command.endswith("--model-kwargs 'widths=[8,8]'")  # the recipe's whiten=True is not repeated
     words = shlex.split(command)
     assert dict(model_kwarg(w) for w in words[words.index("--model-kwargs") + 1 :]) == {"widths": [8, 8]}
@@ -289,3 +288,16 @@ def test_resuming_with_other_model_kwargs_is_refused(tmp_path):
     other = runs.resume_config(out, "basic_cnn", folder, epochs=2, kwargs={"widths": [8, 16]})
     with pytest.raises(ValueError, match="kwargs"):
         runs.train_run(out, other, resume=True, verbose=0, log=lambda _: None)
+
+
+def test_a_run_json_written_by_0_1_is_still_read_and_keeps_its_recipes_averaging(tmp_path):
+    old = {"model": "basic_cnn", "data": str(tmp_path), "epochs": 3, "augment": "standard", "amp": "auto"}
+    old |= {"limit": 40, "seed": 1, "batch_size": 1024, "lr": 1.5, "kwargs": {"whiten": True}, "translate": 2}
+    old |= {"fit_options": {"label_smoothing": 0.2, "schedule": "linear"}, "recipe": "basic_cnn.airbench"}
+    record = {"format": "imgzoo-run-v1", "config": old, "done_before": 0, "finished": True}
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    config = runs.read_run(tmp_path).config
+    assert (config.limit, config.kwargs, config.fit.seed, config.fit.translate) == (40, {"whiten": True}, 1, 2)
+    assert config.fit.schedule == "linear" and config.fit.lookahead_decay == pytest.approx(0.95**5)
+    run_config.RunRecord(config).write(tmp_path)  # written again, it reads back the same
+    assert runs.read_run(tmp_path).config == config

@@ -1,4 +1,4 @@
-"""fit's options: typed keywords, a FitConfig with overrides applied on a copy, clear refusals; and the
+"""fit's options: one FitConfig, keywords laid over it on a copy, clear refusals; and the
 rule that keeps the package readable (no function longer than 60 lines)."""
 
 from __future__ import annotations
@@ -9,30 +9,60 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
 import imgzoo
-from imgzoo.train.config import FitConfig, FitOptions, resolve_config
+from imgzoo.train.callbacks import EMA, Lookahead
+from imgzoo.train.config import CHOICES, FitConfig, averaging_callbacks
 from imgzoo.train.fit import fit
+from imgzoo.train.recipes import resolve_config
 
 
-def _annotation_text(annotation) -> str:
-    return getattr(annotation, "__forward_arg__", annotation)  # TypedDict keeps strings as ForwardRefs
-
-
-def test_fit_options_mirror_every_fit_config_field_and_its_type():
-    fields = {f.name: f.type for f in dataclasses.fields(FitConfig)}
-    options = {name: _annotation_text(t) for name, t in FitOptions.__annotations__.items()}
-    assert options == fields
-    assert FitOptions.__total__ is False  # every option may be left out
-
-
-def test_fit_signature_names_config_and_typed_overrides():
+def test_fit_signature_names_config_and_takes_every_field_as_a_keyword():
     parameters = inspect.signature(fit).parameters
-    assert list(parameters) == ["model", "train", "val", "config", "overrides"]
+    assert list(parameters) == ["model", "train", "val", "config", "options"]
     assert parameters["config"].kind is inspect.Parameter.KEYWORD_ONLY and parameters["config"].default is None
-    assert parameters["overrides"].kind is inspect.Parameter.VAR_KEYWORD
-    assert parameters["overrides"].annotation == "Unpack[FitOptions]"
+    assert parameters["options"].kind is inspect.Parameter.VAR_KEYWORD
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("augment", "heavy", "augment must be one of 'none', 'standard'"),
+        ("translate", -1, "translate must be an integer >= 0 or None"),
+        ("cutout", 2.5, "cutout must be an integer >= 0"),
+        ("alternate_flips", "yes", "alternate_flips must be True or False"),
+        ("ema_decay", 1.0, r"ema_decay must be in \(0, 1\)"),
+        ("schedule", "triangle", "schedule must be one of 'onecycle'"),
+        ("amp", "float16", "amp must be one of"),
+        ("verbose", True, "verbose must be one of 0, 1, 2"),
+    ],
+)
+def test_every_option_is_checked_once_in_the_config(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        FitConfig(epochs=1, **{option: value})
+
+
+def test_ema_and_lookahead_are_one_or_the_other_and_become_callbacks():
+    with pytest.raises(ValueError, match="ema_decay and lookahead_decay both rewrite the weights"):
+        FitConfig(epochs=1, ema_decay=0.9, lookahead_decay=0.5)
+    (ema,) = averaging_callbacks(FitConfig(epochs=1, ema_decay=0.9))
+    assert isinstance(ema, EMA) and ema.decay == 0.9
+    (lookahead,) = averaging_callbacks(FitConfig(epochs=1, lookahead_decay=0.5))
+    assert isinstance(lookahead, Lookahead) and lookahead.decay == 0.5
+    own = EMA(decay=0.5)  # one given by the user is the run's average; none is added beside it
+    assert averaging_callbacks(FitConfig(epochs=1, ema_decay=0.9, callbacks=[own])) == []
+    assert set(CHOICES) <= {f.name for f in dataclasses.fields(FitConfig)}
+
+
+def test_fit_trains_with_the_ema_its_config_asks_for():
+    train, _ = make_data(n=64)
+    plain, averaged = make_model(), make_model()
+    fit(plain, train, epochs=1, schedule=None, **FIT_OPTIONS)
+    fit(averaged, train, epochs=1, schedule=None, ema_decay=0.5, **FIT_OPTIONS)
+    weights = averaged.state_dict()
+    assert any(not torch.equal(v, weights[k]) for k, v in plain.state_dict().items() if v.is_floating_point())
 
 
 def test_overrides_apply_to_a_copy_of_the_config():

@@ -14,10 +14,9 @@ import imgzoo
 from imgzoo.hub.format import CONFIG_NAME, read_config
 from imgzoo.hub.pretrained import PRETRAINED
 from imgzoo.models.registry import get_model_entry
-from imgzoo.train.callbacks import EMA
-from imgzoo.train.config import FitConfig, resolve_config
+from imgzoo.train.config import FitConfig, loader_differences
 from imgzoo.train.fit import fit
-from imgzoo.train.recipes import RECIPES, Recipe, get_recipe, list_recipes
+from imgzoo.train.recipes import RECIPES, Recipe, get_recipe, list_recipes, resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = {"verbose": 0, "num_workers": 0, "amp": False, "channels_last": False}
@@ -35,7 +34,7 @@ def test_every_shipped_entry_and_every_architecture_has_a_recipe():
 @pytest.mark.parametrize("entry", PRETRAINED, ids=lambda e: e.name)
 def test_an_entrys_meta_recipe_agrees_with_its_recipe(entry):
     recipe = get_recipe(entry.name)
-    assert Recipe.from_meta(entry.name, entry.meta["recipe"]) == recipe
+    assert Recipe.from_meta(entry.name, entry.meta["recipe"]).to_meta() == recipe.to_meta()
     assert {k: entry.meta["recipe"][k] for k in recipe.to_meta()} == recipe.to_meta()
 
 
@@ -43,11 +42,19 @@ def test_an_entrys_meta_recipe_agrees_with_its_recipe(entry):
 def test_a_shipped_recipe_agrees_with_what_the_config_json_of_its_weights_recorded(entry):
     # config.json was written by the run that trained the weights; the Recipe was written afterwards.
     recorded = read_config(ROOT / "imgzoo" / "hub" / "weights" / entry.package_dir / CONFIG_NAME)["recipe"]
-    from_files = Recipe.from_meta(entry.name, recorded)
-    recipe = get_recipe(entry.name)
-    for key in recorded.keys() & set(recipe.to_meta()):
-        assert getattr(from_files, key) == getattr(recipe, key), key
-    assert recipe.amp == recorded.get("amp", "fp32")  # a run without an amp entry trained in fp32
+    from_files, recipe = Recipe.from_meta(entry.name, recorded).to_meta(), get_recipe(entry.name).to_meta()
+    compared = recorded.keys() & set(recipe)
+    assert {"epochs", "lr", "batch_size", "augment", "label_smoothing", "model_kwargs", "tta"} <= compared
+    assert {key: from_files[key] for key in compared} == {key: recipe[key] for key in compared}
+    assert recipe["amp"] == recorded.get("amp", "fp32")  # a run without an amp entry trained in fp32
+
+
+def test_config_json_written_by_0_1_is_still_read():
+    old = {"epochs": 3, "optimizer": "sgd-nesterov", "augment": "standard (reflect pad 4, crop, flip)", "seed": 0}
+    recipe = Recipe.from_meta("old", {**old, "kwargs": {"depth": 20}, "machine": {"cpu": "x"}})
+    assert (recipe.config.optimizer, recipe.config.augment, recipe.model_kwargs) == ("sgd", "standard", {"depth": 20})
+    with pytest.raises(ValueError, match="has no 'epochs'"):
+        Recipe.from_meta("old", {"lr": 0.1})
 
 
 def test_an_unknown_name_is_refused_with_close_matches():
@@ -57,24 +64,17 @@ def test_an_unknown_name_is_refused_with_close_matches():
 
 def test_a_bad_recipe_value_is_refused_naming_it():
     with pytest.raises(ValueError, match=r"Recipe 'x': tta must be one of"):
-        Recipe(name="x", epochs=1, tta="rotate")
+        Recipe("x", FitConfig(epochs=1), tta="rotate")
+    with pytest.raises(ValueError, match=r"fit: cutout must be an integer >= 0"):
+        Recipe("x", FitConfig(epochs=1, cutout=-3))  # the config's own check: there is no second one
 
 
 def test_fit_with_a_recipe_trains_with_its_options_and_keywords_win():
     cfg = resolve_config(None, {"recipe": "basic_cnn", "epochs": 2})
-    expected = get_recipe("basic_cnn")
+    expected = get_recipe("basic_cnn").config
     assert (cfg.epochs, cfg.label_smoothing, cfg.batch_size, cfg.lr) == (2, 0.2, expected.batch_size, expected.lr)
-    assert cfg.recipe == "basic_cnn"
-    assert resolve_config(None, {"recipe": "mnist_cnn.mnist"}).epochs == get_recipe("mnist_cnn.mnist").epochs == 24
-
-
-def test_a_recipe_with_ema_adds_the_callback_once():
-    recipe = Recipe(name="averaged", epochs=1, ema_decay=0.9)
-    cfg = FitConfig.from_recipe(recipe)
-    (ema,) = cfg.callbacks
-    assert isinstance(ema, EMA) and ema.decay == 0.9
-    own = EMA(decay=0.5)
-    assert list(FitConfig.from_recipe(recipe, callbacks=[own]).callbacks) == [own]
+    assert (cfg.recipe, cfg.lookahead_decay, cfg.cutout) == ("basic_cnn", expected.lookahead_decay, 12)
+    assert resolve_config(None, {"recipe": "mnist_cnn.mnist"}).epochs == get_recipe("mnist_cnn.mnist").config.epochs
 
 
 def test_config_and_recipe_together_are_refused():
@@ -84,19 +84,19 @@ def test_config_and_recipe_together_are_refused():
 
 def test_a_recipe_run_equals_the_same_options_passed_by_hand():
     train, val = make_data(n=64)
-    recipe = Recipe(name="small", epochs=2, lr=0.05, batch_size=16, label_smoothing=0.1, schedule="cosine", amp=False)
+    config = FitConfig(epochs=2, lr=0.05, batch_size=16, label_smoothing=0.1, schedule="cosine", ema_decay=0.9)
+    recipe = Recipe("small", config)
     by_recipe, by_hand = make_model(), make_model()
     history = fit(by_recipe, train, val, recipe=recipe, **QUIET)
-    options = {k: v for k, v in recipe.fit_options().items() if k != "amp"}
-    expected = fit(by_hand, train, val, **options, **QUIET)
-    assert history.train_loss == expected.train_loss
+    expected = fit(by_hand, train, val, config=config, **QUIET)
+    assert history.train_loss == expected.train_loss and history.val_loss == expected.val_loss
     expected_weights = by_hand.state_dict()
     assert all(torch.equal(v, expected_weights[k]) for k, v in by_recipe.state_dict().items())
 
 
 def test_fit_warns_when_the_loader_given_is_not_the_recipes():
     train, val = make_data(n=64)
-    recipe = Recipe(name="batch16", epochs=1, batch_size=16, amp=False)
+    recipe = Recipe("batch16", FitConfig(epochs=1, batch_size=16))
     with pytest.warns(UserWarning, match=r"batch_size=32 \(the recipe's is 16\)"):
         fit(make_model(), DataLoader(train, batch_size=32), val, recipe=recipe, **QUIET)
     with warnings.catch_warnings():
@@ -108,13 +108,13 @@ def test_loader_options_build_the_recipes_fastloader():
     from imgzoo.data.datasets import TensorImages
     from imgzoo.data.loaders import FastLoader
 
-    recipe = RECIPES["mnist_cnn.mnist"]
+    config = RECIPES["mnist_cnn.mnist"].config
     spec = imgzoo.create_model("basic_cnn").data_spec
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = TensorImages(images, torch.arange(8) % 10, spec.class_names, spec=spec)
-    loader = FastLoader(data, **recipe.loader_options(), spec=spec, train=True)
-    assert recipe.loader_differences(loader) == []
-    assert recipe.loader_differences(FastLoader(data, 128, spec=spec, train=False)) == [
+    loader = FastLoader(data, **config.loader_options(), spec=spec, train=True)
+    assert loader_differences(loader, config) == []
+    assert loader_differences(FastLoader(data, 128, spec=spec, train=False), config) == [
         "batch_size=128 (the recipe's is 64)",
         "augment='none' (the recipe's is 'standard')",
     ]

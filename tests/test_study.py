@@ -17,11 +17,11 @@ def test_the_example_study_is_the_original_notebooks_four_runs():
     study = load_study(ROOT / "examples" / "study.toml")
     assert list(study.runs) == ["basic-cnn", "basic-cnn-augmented", "resnet20", "resnet20-strong"]
     assert [c.model for c in study.runs.values()] == ["basic_cnn", "basic_cnn", "resnet_cifar", "resnet_cifar"]
-    assert [c.augment for c in study.runs.values()] == ["none", "standard", "none", "strong"]
+    assert [c.fit.augment for c in study.runs.values()] == ["none", "standard", "none", "strong"]
     assert study.data == "cifar10" and all(c.data == "cifar10" for c in study.runs.values())
     assert study.runs["resnet20"].kwargs == {"depth": 20}
     quick = load_study(ROOT / "examples" / "study.toml", epochs=2, limit=2000)
-    assert all((c.epochs, c.limit) == (2, 2000) for c in quick.runs.values())
+    assert all((c.fit.epochs, c.limit) == (2, 2000) for c in quick.runs.values())
 
 
 def write_study(tmp_path: Path, text: str) -> Path:
@@ -37,7 +37,7 @@ def test_data_is_relative_to_the_study_file_and_top_level_options_are_defaults(t
     study = load_study(path)
     config = study.runs["mnist_cnn"]  # a run without a name is called after its model
     assert config.data == str((tmp_path / "data").resolve())
-    assert config.epochs == 2 and config.fit_options["label_smoothing"] == 0.1  # the file's, over the recipe's
+    assert config.fit.epochs == 2 and config.fit.label_smoothing == 0.1  # the file's, over the recipe's
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_data_is_relative_to_the_study_file_and_top_level_options_are_defaults(t
         ('[[run]]\nmodel = "mnist_cnn"\n[[run]]\nmodel = "mnist_cnn"\n', "run 2: the name 'mnist_cnn' is used"),
         ('[[run]]\nmodel = "resnet_cifar"\nkwargs = { deep = 20 }\n', "run 1: resnet_cifar takes no deep"),
         ('[[run]]\nmodel = "mnist_cnn"\nschedule = "triangle"\n', "run 1: fit: schedule must be"),
-        ('[[run]]\nmodel = "mnist_cnn"\naugment = "heavy"\n', "run 1: augment must be one of"),
+        ('[[run]]\nmodel = "mnist_cnn"\naugment = "heavy"\n', "run 1: fit: augment must be one of"),
         ('[[run]]\nmodel = "mnist_cnn"\ncheckpoint_dir = "x"\n', "unknown key\\(s\\) checkpoint_dir"),
         ("", "has no runs"),
         ("[[run]\n", "is not valid TOML"),

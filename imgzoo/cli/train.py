@@ -10,16 +10,19 @@ import argparse
 import ast
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
-from imgzoo.data.transforms import AUGMENTS
 from imgzoo.eval.evaluation import TTA_MODES, EvalResult, evaluate
 from imgzoo.hub.api import load
 from imgzoo.hub.format import CONFIG_NAME, read_config
 from imgzoo.models.registry import get_weights_entry, list_pretrained
+from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
 from imgzoo.study.compare import load_study, run_study
+from imgzoo.study.config import run_options
+from imgzoo.train.config import CHOICES, FitConfig
 
 
 def _whole_number(text: str, minimum: int, example: str) -> int:
@@ -36,21 +39,6 @@ def _whole_number(text: str, minimum: int, example: str) -> int:
 def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1."""
     return _whole_number(text, 1, "10")
-
-
-def whole_pixels(text: str) -> int:
-    """argparse type: a number of pixels, 0 or more."""
-    return _whole_number(text, 0, "4 (pixels)")
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, e.g. 0.1; got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0; got {value}")
-    return value
 
 
 _WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
@@ -90,6 +78,80 @@ def _need_plots() -> None:
 # ---------------------------------------------------------------------------- train
 
 
+# One line of help per fit option a run takes: the flags are FitConfig's fields (imgzoo.train.config).
+FLAG_HELP = {
+    "epochs": "total epochs; more extends a finished run",
+    "batch_size": "images per step",
+    "augment": "training augmentation",
+    "translate": "largest shift of the random crop in pixels (none: 1/8 of the side)",
+    "alternate_flips": "flip each image on alternate epochs instead of at random, as airbench does",
+    "cutout": "side of the square blanked in each training image, in pixels (0: none)",
+    "optimizer": "the optimizer",
+    "lr": "peak learning rate (none: 0.1 for sgd, 1e-3 for adamw)",
+    "momentum": "SGD's Nesterov momentum",
+    "weight_decay": "weight decay of the weights (none: 5e-4 for sgd, 0.05 for adamw)",
+    "schedule": "learning-rate schedule",
+    "schedule_interval": "how often a scheduler steps (callables only)",
+    "label_smoothing": "label smoothing of the loss",
+    "norm_bias_lr_scale": "the learning rate of norm layers' biases as a multiple of --lr",
+    "ema_decay": "train with an EMA of the weights of this decay",
+    "lookahead_decay": "train with airbench's Lookahead of this decay",
+    "grad_clip": "largest gradient L2 norm",
+    "amp": "precision (auto: bf16 where the hardware computes it natively)",
+    "channels_last": "NHWC memory layout",
+    "compile": "train through torch.compile: ResNet-56 1.2x faster after a minute or more of compiling, basic_cnn "
+    "0.87x (docs/training.md); a run may resume with it switched",
+    "device": "cpu, cuda, cuda:1, mps or auto",
+    "seed": "seed of the split, the limit, the weights and training",
+    "num_workers": "loader worker processes",
+    "max_time": "seconds; no epoch starts that would not finish in time",
+    "recipe": "train by this recipe (imgzoo.train.recipes), e.g. resnet_cifar.cifar10: what trained those weights "
+    "(default: the model's own; the other options here override it)",
+}
+
+
+def _fit_value(name: str) -> Callable[[str], Any]:
+    """argparse type for the fit option ``name``: its annotation's types ("none" for None), checked by FitConfig."""
+    hint = get_type_hints(FitConfig)[name]
+    kinds = [t for t in (get_args(hint) or (hint,)) if t in (int, float, str)]
+
+    def parse(text: str) -> Any:
+        value: Any = _WORDS.get(text.lower(), text)  # true, false, none
+        if isinstance(value, str) and name not in CHOICES:
+            value = _first_that_parses(kinds, text)
+        try:
+            FitConfig(**{"epochs": 1, name: value})  # every check of the option, in the one place it is written
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("fit: ")) from None
+        return value
+
+    parse.__name__ = name  # argparse names the type in its errors
+    return parse
+
+
+def _first_that_parses(kinds: list[type], text: str) -> Any:
+    for kind in kinds:
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"expected {' or '.join(k.__name__ for k in kinds)}; got {text!r}")
+
+
+def add_fit_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per fit option a run takes, defaulting to None: the recipe's value (or the run's, on --resume)."""
+    for name in run_options():
+        flag = f"--{name.replace('_', '-')}"
+        if get_type_hints(FitConfig)[name] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=FLAG_HELP[name])
+            continue
+        choices = [c if isinstance(c, str) else str(c).lower() for c in CHOICES.get(name, ())]
+        metavar = "{" + ",".join(choices) + "}" if choices else None
+        parser.add_argument(
+            flag, type=_fit_value(name), metavar=metavar, help=f"{FLAG_HELP[name]} (default: the recipe's)"
+        )
+
+
 def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "train",
@@ -100,37 +162,8 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model name (imgzoo models)")
     p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
     p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
-    p.add_argument("--epochs", type=positive_int, help="total epochs (default: the model's); more extends a run")
-    p.add_argument("--augment", choices=AUGMENTS, help="training augmentation (default: standard)")
-    p.add_argument("--amp", choices=tuple(runs.AMP_CHOICES), help="precision (default auto: bf16 where native)")
-    p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
     p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
-    p.add_argument("--seed", type=int, help="seed of the split, the limit and training (default 0)")
-    p.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's, 128)")
-    p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's)")
-    p.add_argument(
-        "--translate", type=whole_pixels, help="largest shift of the random crop in pixels (default: the recipe's)"
-    )
-    p.add_argument(
-        "--cutout", type=whole_pixels, help="side of the square blanked in each training image (default: the recipe's)"
-    )
-    p.add_argument(
-        "--alternate-flips",
-        action=argparse.BooleanOptionalAction,
-        help="flip each image on alternate epochs instead of at random, as airbench does (default: the recipe's)",
-    )
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="train through torch.compile (default: off): after a minute or more of compiling, ResNet-56 trained "
-        "about 1.2x faster on 2 Xeon cores with AMX in bf16, but basic_cnn 0.87x as fast (see docs/training.md). A "
-        "speed choice: a run may resume with it switched",
-    )
-    p.add_argument(
-        "--recipe",
-        help="train by this recipe (imgzoo.train.recipes), e.g. resnet_cifar.cifar10: what trained those weights "
-        "(default: the model's own recipe; the other options here override it)",
-    )
+    p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
     p.add_argument(
         "--model-kwargs",
         nargs="+",
@@ -138,30 +171,18 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128] (imgzoo info MODEL)",
     )
+    add_fit_flags(p)
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     _need_plots()
-    given = {
-        "epochs": args.epochs,
-        "augment": args.augment,
-        "amp": args.amp,
-        "limit": args.limit,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "translate": args.translate,
-        "cutout": args.cutout,
-        "alternate_flips": args.alternate_flips,
-        "recipe": args.recipe,
-        "kwargs": dict(args.model_kwargs) if args.model_kwargs else None,
-        "fit_options": {"compile": args.compile} if args.compile is not None else None,
-    }
+    given = {name: getattr(args, name) for name in run_options()}
+    given |= {"limit": args.limit, "kwargs": dict(args.model_kwargs) if args.model_kwargs else None}
     if args.resume:  # the run's own options, with any given here laid over them (and checked)
-        config = runs.resume_config(args.out, args.model, args.data, **given)
+        config = run_config.resume_config(args.out, args.model, args.data, **given)
     else:
-        config = runs.make_config(args.model, args.data, **given)
+        config = run_config.make_config(args.model, args.data, **given)
     result = runs.train_run(args.out, config, resume=args.resume, verbose=_verbosity())
     if result.action == "done":
         return 0
@@ -172,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"loss {m['val_loss']:.4f}{tta} after {len(result.history)} epochs ({result.wall_time:.1f} s)"
     )
     print(
-        f"wrote {result.out}: {runs.WEIGHTS}/ (model.safetensors, config.json, README.md), history.csv, "
+        f"wrote {result.out}: {run_config.WEIGHTS}/ (model.safetensors, config.json, README.md), history.csv, "
         "curves.png, samples.png, confusion.png, metrics.json"
     )
     return 0 if result.finished else 1
@@ -211,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         options["tta"] = recorded_tta(runs.weights_of(args.weights)) if args.tta == "recipe" else args.tta
     model = load(runs.weights_of(args.weights))
     record = runs.read_run(args.weights) if Path(args.weights).is_dir() else None
-    seed = record.config.seed if record is not None else 0  # the split the run validated on
+    seed = record.config.fit.seed if record is not None else 0  # the split the run validated on
     dataset = runs.open_data(runs.resolve_data(args.data))
     runs.check_classes(model, dataset, args.data)
     limit = record.config.limit if record is not None else None  # a run trained on its limited part only

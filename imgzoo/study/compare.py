@@ -27,17 +27,8 @@ from imgzoo.data.loaders import own_generator
 from imgzoo.eval.history import History
 from imgzoo.eval.plots import plot_histories
 from imgzoo.models.registry import get_model_entry
-from imgzoo.study.run import (
-    KNOWN_DATA,
-    RUN_OPTIONS,
-    RunConfig,
-    RunResult,
-    fit_option_names,
-    make_config,
-    read_run,
-    resolve_data,
-    train_run,
-)
+from imgzoo.study.config import KNOWN_DATA, RunConfig, make_config, read_run, resolve_data, run_options
+from imgzoo.study.run import RunResult, train_run
 from imgzoo.train.fit import fit
 
 if sys.version_info >= (3, 11):
@@ -143,8 +134,8 @@ class Study:
 
 
 def run_keys() -> list[str]:
-    """What a ``[[run]]`` table may set: its name, model and builder kwargs, the run's options, fit's options."""
-    return ["name", "model", "kwargs", *RUN_OPTIONS, *fit_option_names()]
+    """What a ``[[run]]`` table may set: its name, model, builder kwargs and limit, and fit's options."""
+    return ["name", "model", "kwargs", "limit", *run_options()]
 
 
 def study_keys() -> list[str]:
@@ -211,9 +202,8 @@ def _run_config(values: dict[str, Any], data: str, where: str) -> RunConfig:
         unknown = sorted(set(kwargs) - set(known))
         if unknown:
             raise ValueError(f"{values['model']} takes no {', '.join(unknown)}; its kwargs are {', '.join(known)}")
-        options = {k: values[k] for k in RUN_OPTIONS if k in values}
-        fit_options = {k: v for k, v in values.items() if k in fit_option_names()}
-        return make_config(values["model"], data, kwargs=kwargs, fit_options=fit_options, **options)
+        options = {k: v for k, v in values.items() if k not in ("name", "model", "kwargs")}
+        return make_config(values["model"], data, kwargs=kwargs, **options)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where}: {exc}") from None
 
@@ -262,10 +252,12 @@ class StudyReport:
 
 
 def _settings(config: RunConfig) -> str:
-    """The options that set a run apart, as one table cell."""
-    parts = [f"augment {config.augmentation()}", f"{config.epochs} epochs"]
+    """The options that set a run apart from its recipe, as one table cell."""
+    parts = [f"augment {config.augmentation()}", f"{config.fit.epochs} epochs"]
     parts += [f"limit {config.limit}"] if config.limit else []
-    parts += [f"{k}={v}" for k, v in {**config.kwargs, **config.fit_options}.items()]
+    recipe = make_config(config.model, config.data, recipe=config.fit.recipe).fit.to_dict()
+    changed = {k: v for k, v in config.fit.to_dict().items() if recipe.get(k) != v and k not in ("epochs", "augment")}
+    parts += [f"{k}={v}" for k, v in {**config.kwargs, **changed}.items()]
     return ", ".join(parts)
 
 

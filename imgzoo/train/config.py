@@ -1,16 +1,7 @@
-"""FitConfig: every option of :func:`imgzoo.fit`, with the reason for each default.
+"""FitConfig: every option of a training run, with the reason for each default, checked in one place.
 
-``FitOptions`` repeats the fields as a TypedDict, so that ``fit(model, train, epochs=3, lr=0.1)``
-is checked by type checkers and completed by IDEs like the dataclass itself; a test keeps the two
-in step. ``resolve_config`` turns fit's ``config=`` and keyword overrides into the one config a run
-uses, on a copy: the caller's FitConfig is never changed.
-
-A recipe (:mod:`imgzoo.train.recipes`) fills the options a training run is known by:
-``fit(model, train, val, recipe="resnet_cifar.cifar10")`` or ``FitConfig.from_recipe(name)``
-take its epochs, batch size, optimizer, lr, momentum, weight decay, schedule, label smoothing and
-amp, and add its EMA as a callback; every keyword passed beside it wins. ``config=`` and
-``recipe=`` together are refused: a FitConfig already fixes every option, so there is nothing
-left for the recipe to fill. ``FitConfig(recipe=...)`` built by hand only records the name.
+Recipes (:mod:`imgzoo.train.recipes`) are FitConfig values, ``imgzoo train``'s flags are its fields,
+and a run folder's ``run.json`` stores it: there is no other list of training options.
 """
 
 from __future__ import annotations
@@ -20,132 +11,141 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 import torch
 
 from imgzoo._device import AMP_CHOICES
+from imgzoo.data.transforms import AUGMENTS
 from imgzoo.train.callbacks import EMA, Callback, Lookahead
-from imgzoo.train.recipes import SCHEDULES, Recipe, get_recipe
 
-__all__ = [
-    "FitConfig",
-    "FitOptions",
-    "OptimizerSpec",
-    "ScheduleSpec",
-    "recipe_averaging",
-    "resolve_config",
-    "warn_if_loader_differs",
-]
+__all__ = ["FitConfig", "averaging_callbacks", "loader_differences", "warn_if_loader_differs"]
 
 OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
 ScheduleSpec = str | None | Callable[[torch.optim.Optimizer], Any]
+SCHEDULES = ("onecycle", "cosine", "step", "linear")
+# The options named by one of a few words; the command line offers the same choices.
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "augment": AUGMENTS,
+    "optimizer": ("sgd", "adamw"),
+    "schedule": SCHEDULES,
+    "schedule_interval": ("epoch", "step"),
+    "amp": AMP_CHOICES,
+    "channels_last": (True, False, "auto"),
+    "verbose": (0, 1, 2),
+}
+# Options that say how a run is carried out, not what it learns: a resumed run may change them and a recipe
+# does not record them.
+HOW_TO_RUN = ("compile", "device", "num_workers", "max_time", "verbose", "callbacks", "checkpoint_dir", "resume")
+# The batches fit builds from a Dataset (the loader's keywords).
+LOADER_FIELDS = ("batch_size", "augment", "translate", "alternate_flips", "cutout")
 
 
 @dataclass
 class FitConfig:
-    """Every option of :func:`fit`, with the reason for each default."""
+    """Every option of :func:`imgzoo.fit`, with the reason for its default."""
 
     epochs: int
-    # He et al. 2016 trained the CIFAR ResNets with batch 128; so did the original notebooks.
-    batch_size: int = 128
-    # None: 0.1 for SGD (He et al. 2016, batch 128), else 1e-3 (AdamW, Loshchilov & Hutter 2019).
-    lr: float | None = None
-    # SGD with Nesterov momentum 0.9 is the CIFAR recipe of He et al. 2016 and of airbench;
-    # "adamw", a torch.optim class, or a callable(params) -> optimizer also work.
-    # torch.optim.SGD and torch.optim.AdamW get exactly what "sgd" and "adamw" get (SGD: lr 0.1,
-    # `momentum` with Nesterov, weight decay 5e-4); any other class gets cls(groups, lr=lr) with
-    # lr 1e-3 and weight decay 0.05 by default, and no momentum. A callable gets none of these.
+    batch_size: int = 128  # He et al. 2016 trained the CIFAR ResNets with batch 128
+    augment: str = "standard"  # pad-and-crop and flips: the CIFAR standard since He et al. 2016
+    translate: int | None = None  # the crop's largest shift in pixels; None: 1/8 of the side (4 on CIFAR)
+    alternate_flips: bool = False  # airbench's flips on alternate epochs; its ablations credit 1 epoch in 10
+    cutout: int = 0  # side of a square blanked in each image (DeVries & Taylor 2017); 0: none
+    # SGD with Nesterov momentum 0.9 is He et al. 2016's and airbench's; "adamw", a torch.optim class
+    # (lr 1e-3, decay 0.05) or a callable(params) -> optimizer (nothing added) also work.
     optimizer: OptimizerSpec = "sgd"
+    lr: float | None = None  # the peak; None: 0.1 for SGD at batch 128 (He et al. 2016), else 1e-3 (AdamW)
     momentum: float = 0.9  # SGD only; Nesterov whenever > 0
-    # None: 5e-4 for SGD (the value of the common CIFAR ResNet reproductions, e.g.
-    # kuangliu/pytorch-cifar), else 0.05 (AdamW: DeiT, ConvNeXt). Biases and norm
-    # weights are never decayed ("Bag of Tricks", He et al. 2019, section 3.1).
+    # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); biases and norms never
+    # decay ("Bag of Tricks", He et al. 2019, section 3.1).
     weight_decay: float | None = None
-    # One-cycle (Smith & Topin 2019) reaches a given accuracy in the fewest epochs;
-    # "cosine" and "step" (x0.1 at 50% and 75%, He et al. 2016) are the classics; "linear" is
-    # airbench94's: up from 0.2x the peak to the peak over the first 23% of steps, then straight down
-    # to 0.07x, with the momentum held (one-cycle also cycles it).
-    # A callable(optimizer) -> scheduler is stepped every `schedule_interval`.
+    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step" (x0.1 at 50%
+    # and 75%) and "linear" (airbench94's: 0.2x -> 1x over 23% of the steps -> 0.07x, momentum held) also
+    # work, or a callable(optimizer) -> scheduler stepped every schedule_interval.
     schedule: ScheduleSpec = "onecycle"
-    schedule_interval: str = "epoch"  # "epoch" (Lightning's default) or "step"; callables only
+    schedule_interval: str = "epoch"  # for callables only; "epoch" is Lightning's default
     label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1
-    # The learning rate of normalisation layers' shifts (biases) as a multiple of `lr`. airbench94 uses
-    # 64: its ablations reached 94% in 13.5 epochs with it against 18 without (with dirac init).
+    # Norm layers' biases at this multiple of lr: airbench94's 64 reached 94% in 13.5 epochs against 18.
     norm_bias_lr_scale: float = 1.0
-    # "auto": bf16 where the hardware computes it natively (a CUDA GPU that supports it, a CPU with
-    # AVX512-BF16 or AMX), else fp32. bf16 on an AVX2-only CPU measured 0.09x fp32's speed, and 1.92x
-    # on a CPU with avx512_bf16 (bench/bench_fit.py), so the choice is the machine's, not luck's.
-    # True also allows fp16 with a GradScaler on GPUs without bf16. False / "fp32": full precision.
-    amp: bool | str = "auto"
+    ema_decay: float | None = None  # an EMA of the weights (fit adds callbacks.EMA); None: none
+    lookahead_decay: float | None = None  # airbench94's Lookahead (callbacks.Lookahead); not with ema_decay
     grad_clip: float | None = None  # max gradient L2 norm; None: no clipping (Lightning's default)
-    # "auto": on for CPUs (ResNet-20 training +16% on an AVX2 CPU, 300 against 258 img/s) and for GPUs
-    # under mixed precision (tensor cores read NHWC); off elsewhere. True / False force it.
+    # "auto": bf16 where the hardware computes it natively, else fp32: bf16 ran at 0.09x fp32's speed on an
+    # AVX2-only CPU and 1.92x with avx512_bf16 (bench/bench_fit.py). True also allows fp16 on older GPUs.
+    amp: bool | str = "auto"
+    # "auto": on for CPUs (ResNet-20 +16% on AVX2, 300 against 258 img/s) and GPUs under mixed precision.
     channels_last: bool | str = "auto"
-    compile: bool = False  # a minute of compiling; it repaid that on long ResNet runs, not on basic_cnn
+    compile: bool = False  # a minute of compiling: ResNet-56 1.2x faster after it, basic_cnn 0.87x
     device: str | torch.device = "auto"  # cuda, then mps, then cpu
-    # Runs are reproducible unless asked otherwise; None draws a fresh seed.
-    seed: int | None = 0
-    # None: 0 for in-memory TensorDatasets (indexing is cheaper than inter-process copies),
-    # else min(4, CPUs - 1), timm's default capped by the machine.
-    num_workers: int | None = None
+    seed: int | None = 0  # runs are reproducible unless asked otherwise; None draws a fresh seed
+    num_workers: int | None = None  # None: 0 for TensorDatasets, else min(4, CPUs - 1) (timm's, capped)
     callbacks: Sequence[Callback] = field(default_factory=tuple)
-    checkpoint_dir: str | os.PathLike[str] | None = None  # writes last.pt after every epoch
-    # A checkpoint_dir or a .pt file it wrote; checkpoints then go on in that folder by default.
-    # Resume with the original options: another `epochs` (or batches per epoch, or schedule) than a
-    # one-cycle, cosine or step schedule was sized for is refused before any work.
+    checkpoint_dir: str | os.PathLike[str] | None = None  # last.pt after every epoch, written atomically
+    # A checkpoint_dir or a .pt in it: resume with the same options (another length is refused up front).
     resume: str | os.PathLike[str] | None = None
-    max_time: float | None = None  # seconds; no epoch is started that would not finish in time
+    max_time: float | None = None  # seconds; no epoch starts that would not finish in time
     verbose: int = 1  # 0: silent, 1: progress bar and a line per epoch, 2: the lines only
-    # The recipe (imgzoo.train.recipes) the options came from, by name: fit(recipe=...) and from_recipe fill the
-    # options from it and record it here; fit then warns if a FastLoader it is given has another batch
-    # size or augmentation. Set by hand on a FitConfig, it only records the name.
-    recipe: str | Recipe | None = None
+    recipe: str | None = None  # the recipe the options came from; fit warns if a loader it gets disagrees
 
     def __post_init__(self) -> None:
-        for problem in (*_number_problems(self), *_choice_problems(self)):
-            raise ValueError(f"fit: {problem}")
+        problems = [*_number_problems(self), *_choice_problems(self)]
+        if problems:
+            raise ValueError("fit: " + "; ".join(problems))
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(
                     f"fit: callbacks must be imgzoo.train.callbacks.Callback instances, got {type(cb).__name__}"
                 )
-        if self.recipe is not None:
-            get_recipe(self.recipe)  # an unknown name is refused here, with the closest known ones
 
-    @classmethod
-    def from_recipe(cls, recipe: str | Recipe, **overrides: Any) -> FitConfig:
-        """The recipe's options (and its EMA or Lookahead as a callback), with ``overrides`` winning over them."""
-        found = get_recipe(recipe)
-        options: dict[str, Any] = {**found.fit_options(), **overrides}
-        callbacks = tuple(options.get("callbacks", ()))
-        if not any(isinstance(cb, (EMA, Lookahead)) for cb in callbacks):
-            options["callbacks"] = (*callbacks, *recipe_averaging(found))
-        options["recipe"] = recipe
-        return cls(**options)
+    def lr_and_weight_decay(self) -> tuple[float, float]:
+        """The peak lr and weight decay the run uses: the ones given, else the optimizer's defaults."""
+        sgd = self.optimizer in ("sgd", torch.optim.SGD)
+        lr = self.lr if self.lr is not None else (0.1 if sgd else 1e-3)
+        return lr, self.weight_decay if self.weight_decay is not None else (5e-4 if sgd else 0.05)
 
+    def loader_options(self) -> dict[str, Any]:
+        """The training batches' keywords: ``FastLoader(data, **cfg.loader_options(), spec=spec, train=True)``."""
+        return {name: getattr(self, name) for name in LOADER_FIELDS}
 
-def recipe_averaging(recipe: Recipe) -> list[Callback]:
-    """The weight-averaging callback a recipe trains with: its EMA or its Lookahead, or none."""
-    if recipe.ema_decay is not None:
-        return [EMA(decay=recipe.ema_decay)]
-    if recipe.lookahead_decay is not None:
-        return [Lookahead(decay=recipe.lookahead_decay)]
-    return []
+    def to_dict(self, *, learning_only: bool = False) -> dict[str, Any]:
+        """The JSON-able options (a run's run.json, a recipe's meta); callables and callbacks are left out."""
+        skipped = HOW_TO_RUN if learning_only else ("callbacks", "checkpoint_dir", "resume")
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped}
+        if learning_only:
+            values["lr"], values["weight_decay"] = self.lr_and_weight_decay()
+        return {k: str(v) if isinstance(v, torch.device) else v for k, v in values.items() if not callable(v)}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _number_problems(cfg: FitConfig) -> list[str]:
     """What is wrong with the numeric options, each as "name must be ..., got ..."."""
     checks = [
-        (_is_int(cfg.epochs) and cfg.epochs >= 1, "epochs must be an integer >= 1", cfg.epochs),
-        (_is_int(cfg.batch_size) and cfg.batch_size >= 1, "batch_size must be an integer >= 1", cfg.batch_size),
+        (_is_int(cfg.epochs, 1), "epochs must be an integer >= 1", cfg.epochs),
+        (_is_int(cfg.batch_size, 1), "batch_size must be an integer >= 1", cfg.batch_size),
+        (
+            cfg.translate is None or _is_int(cfg.translate, 0),
+            "translate must be an integer >= 0 or None",
+            cfg.translate,
+        ),
+        (_is_int(cfg.cutout, 0), "cutout must be an integer >= 0 (pixels; 0 blanks nothing)", cfg.cutout),
+        (isinstance(cfg.alternate_flips, bool), "alternate_flips must be True or False", cfg.alternate_flips),
         (cfg.lr is None or cfg.lr > 0, "lr must be > 0", cfg.lr),
         (0.0 <= cfg.label_smoothing < 1.0, "label_smoothing must be in [0, 1)", cfg.label_smoothing),
         (cfg.norm_bias_lr_scale > 0, "norm_bias_lr_scale must be > 0", cfg.norm_bias_lr_scale),
+        (cfg.ema_decay is None or 0 < cfg.ema_decay < 1, "ema_decay must be in (0, 1) or None", cfg.ema_decay),
+        (
+            cfg.lookahead_decay is None or 0 < cfg.lookahead_decay < 1,
+            "lookahead_decay must be in (0, 1) or None",
+            cfg.lookahead_decay,
+        ),
+        (
+            cfg.ema_decay is None or cfg.lookahead_decay is None,
+            "ema_decay and lookahead_decay both rewrite the weights: set one",
+            (cfg.ema_decay, cfg.lookahead_decay),
+        ),
         (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip must be > 0 or None", cfg.grad_clip),
         (cfg.max_time is None or cfg.max_time > 0, "max_time must be > 0 seconds or None", cfg.max_time),
     ]
@@ -153,95 +153,51 @@ def _number_problems(cfg: FitConfig) -> list[str]:
 
 
 def _choice_problems(cfg: FitConfig) -> list[str]:
-    """What is wrong with the options that name one of a few choices."""
+    """The options outside their CHOICES; optimizer and schedule may also be a class or callable."""
     problems = []
-    if isinstance(cfg.optimizer, str) and cfg.optimizer not in ("sgd", "adamw"):
-        problems.append(f"optimizer must be 'sgd', 'adamw', a torch.optim class or a callable, got {cfg.optimizer!r}")
-    if isinstance(cfg.schedule, str) and cfg.schedule not in SCHEDULES:
-        problems.append(
-            f"schedule must be {', '.join(repr(s) for s in SCHEDULES)}, None or a callable, got {cfg.schedule!r}"
-        )
-    if cfg.schedule_interval not in ("epoch", "step"):
-        problems.append(f"schedule_interval must be 'epoch' or 'step', got {cfg.schedule_interval!r}")
-    if not (isinstance(cfg.amp, bool) or (isinstance(cfg.amp, str) and cfg.amp in AMP_CHOICES)):
-        problems.append(f"amp must be one of {AMP_CHOICES}, got {cfg.amp!r}")
-    if not (isinstance(cfg.channels_last, bool) or cfg.channels_last == "auto"):
-        problems.append(f"channels_last must be True, False or 'auto', got {cfg.channels_last!r}")
-    if cfg.verbose not in (0, 1, 2):
-        problems.append(f"verbose must be 0, 1 or 2, got {cfg.verbose!r}")
+    for name, allowed in CHOICES.items():
+        value = getattr(cfg, name)
+        if name in ("optimizer", "schedule") and callable(value) or (name == "schedule" and value is None):
+            continue
+        if value not in allowed or type(value) not in {type(c) for c in allowed}:
+            extra = {"optimizer": ", a torch.optim class or a callable", "schedule": ", None or a callable"}
+            problems.append(
+                f"{name} must be one of {', '.join(map(repr, allowed))}{extra.get(name, '')}, got {value!r}"
+            )
     return problems
 
 
-class FitOptions(TypedDict, total=False):
-    """FitConfig's fields as keyword arguments of fit (``**overrides: Unpack[FitOptions]``)."""
-
-    epochs: int
-    batch_size: int
-    lr: float | None
-    optimizer: OptimizerSpec
-    momentum: float
-    weight_decay: float | None
-    schedule: ScheduleSpec
-    schedule_interval: str
-    label_smoothing: float
-    norm_bias_lr_scale: float
-    amp: bool | str
-    grad_clip: float | None
-    channels_last: bool | str
-    compile: bool
-    device: str | torch.device
-    seed: int | None
-    num_workers: int | None
-    callbacks: Sequence[Callback]
-    checkpoint_dir: str | os.PathLike[str] | None
-    resume: str | os.PathLike[str] | None
-    max_time: float | None
-    verbose: int
-    recipe: str | Recipe | None
+def averaging_callbacks(cfg: FitConfig) -> list[Callback]:
+    """The EMA or Lookahead that ``ema_decay`` / ``lookahead_decay`` ask for, unless a callback given is one."""
+    if any(isinstance(cb, (EMA, Lookahead)) for cb in cfg.callbacks):
+        return []
+    if cfg.ema_decay is not None:
+        return [EMA(decay=cfg.ema_decay)]
+    return [Lookahead(decay=cfg.lookahead_decay)] if cfg.lookahead_decay is not None else []
 
 
-def resolve_config(config: FitConfig | None, overrides: dict[str, Any]) -> FitConfig:
-    """The config a run uses: ``config`` (or the defaults) with ``overrides`` applied, as a new FitConfig."""
-    fields = sorted(f.name for f in dataclasses.fields(FitConfig))
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise TypeError(f"fit() got unknown options {unknown}; it takes {fields}")
-    recipe = overrides.get("recipe")
-    if recipe is not None and config is not None:
-        raise TypeError(
-            f"fit() got both config= and recipe={recipe!r}: a FitConfig already sets every option, so the recipe "
-            f"would have nothing to fill. Pass config=FitConfig.from_recipe({recipe!r}, ...) instead, or recipe= "
-            "with keyword overrides and no config="
-        )
-    if recipe is not None:
-        return FitConfig.from_recipe(recipe, **{k: v for k, v in overrides.items() if k != "recipe"})
-    if config is None:
-        if "epochs" not in overrides:
-            raise TypeError("fit() needs epochs: pass fit(model, train, epochs=N) or config=FitConfig(epochs=N)")
-        return FitConfig(**overrides)
-    if not isinstance(config, FitConfig):
-        raise TypeError(
-            f"fit: config must be an imgzoo.train.fit.FitConfig, got {type(config).__name__}; "
-            "pass options as keywords (fit(model, train, epochs=3, lr=0.1)) or build FitConfig(epochs=3, ...)"
-        )
-    return dataclasses.replace(config, **overrides)  # a copy, validated again by __post_init__
+def loader_differences(loader: Any, cfg: FitConfig) -> list[str]:
+    """How a loader's batch size and augmentation differ from ``cfg``'s, each as a phrase; what it does not
+    state (a DataLoader's augment) is not compared."""
+    found = []
+    for option, wanted in cfg.loader_options().items():
+        has = getattr(loader, option, None)
+        if option == "translate" and wanted is None:
+            continue  # the loader's own default
+        if has is not None and has != wanted:
+            found.append(f"{option}={has!r} (the recipe's is {wanted!r})")
+    return found
 
 
 def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
-    """One warning when the training loader a user built has another batch size or augmentation than the recipe.
-
-    fit cannot rebuild a loader it is given, so the run would silently not be the recipe's.
-    """
-    if cfg.recipe is None:
-        return
-    recipe = get_recipe(cfg.recipe)
-    differences = recipe.loader_differences(loader)
+    """One warning when the loader a user built is not the recipe's: fit cannot rebuild it."""
+    differences = loader_differences(loader, cfg) if cfg.recipe is not None else []
     if differences:
         warnings.warn(
-            f"fit: recipe {recipe.name!r} trains with {recipe.loader_options()}, but the training "
+            f"fit: recipe {cfg.recipe!r} trains with {cfg.loader_options()}, but the training "
             f"{type(loader).__name__} has {', '.join(differences)}; fit uses the loader as it is. Build it with "
-            f"FastLoader(data, **get_recipe({recipe.name!r}).loader_options(), spec=spec, train=True) to follow "
-            "the recipe.",
+            f"FastLoader(data, **get_recipe({cfg.recipe!r}).config.loader_options(), spec=spec, train=True) to "
+            "follow the recipe.",
             UserWarning,
             stacklevel=6,  # the user's fit call: fit_data, _Run.__init__ and fit lie between
         )

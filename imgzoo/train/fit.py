@@ -17,7 +17,6 @@ import gc
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,16 +34,11 @@ from imgzoo.eval.history import History
 from imgzoo.train import checkpoint as ckpt
 from imgzoo.train import distributed
 from imgzoo.train.callbacks import Callback, CSVLogger, EarlyStopping, FitState
-from imgzoo.train.config import FitConfig, FitOptions, resolve_config
+from imgzoo.train.config import FitConfig, averaging_callbacks
 from imgzoo.train.data import check_data, check_labels, dataset_of, known_labels, train_loader, val_loader
 from imgzoo.train.lock import CheckpointDirError, lock_checkpoint_dir
-from imgzoo.train.optim import (
-    build_optimizer,
-    build_schedule,
-    check_schedule_resumable,
-    optimizer_name,
-    schedule_size,
-)
+from imgzoo.train.optim import build_optimizer, build_schedule, check_schedule_resumable, optimizer_name, schedule_size
+from imgzoo.train.recipes import resolve_config
 from imgzoo.train.resume import (
     EpochPosition,
     RunParts,
@@ -64,12 +58,7 @@ from imgzoo.train.steps import (
     non_finite_tensors,
 )
 
-if sys.version_info >= (3, 11):
-    from typing import Unpack
-else:  # typing_extensions comes with torch
-    from typing_extensions import Unpack
-
-__all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "FitOptions", "History", "amp_dtype", "fit"]
+__all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
 
 
 def fit(
@@ -78,29 +67,20 @@ def fit(
     val: Dataset | DataLoader | None = None,
     *,
     config: FitConfig | None = None,
-    **overrides: Unpack[FitOptions],
+    **options: Any,
 ) -> History:
     """Train ``model`` in place on ``train``; return the :class:`History`.
 
-    ``train`` and ``val`` are Datasets, DataLoaders or ready-made loaders (FastLoader) yielding
-    (image tensor, class index) pairs; preprocessing and augmentation are the data set's job
-    (``imgzoo.data.transforms.for_model(model, train=True)``). Options are the fields of
-    :class:`FitConfig`, each with the reason for its default: pass them as keywords
-    (``fit(model, train, val, epochs=3, lr=0.1)``), or as ``config=FitConfig(...)`` with keywords
-    overriding it on a copy (``fit(model, train, config=cfg, lr=0.05)``; ``cfg`` is not changed).
-
-    With ``checkpoint_dir``, ``last.pt`` is rewritten atomically after every epoch and
-    ``fit(..., resume=checkpoint_dir)`` continues a run that was stopped in any way, ending (on
-    CPU, with a seed) with exactly the weights of an uninterrupted run. Ctrl-C finishes the step
-    under way, writes ``interrupted.pt`` and returns the History so far; ``resume=`` that file
-    continues from the next step, exactly. A NaN or infinite loss, or weights that are not finite
-    at the end of an epoch, raise FloatingPointError (after every callback's on_fit_end) and leave
-    the last good checkpoint in place. Under ``torchrun --nproc_per_node=N`` the same call trains
-    with DDP; the process group it starts stays open for later fit calls and ends at interpreter
-    exit. Batch-norm running statistics are rank 0's, and resuming with another number of
-    processes is not exact.
+    ``train`` and ``val`` are Datasets, DataLoaders or ready-made loaders (FastLoader) yielding (image tensor,
+    class index) pairs. ``options`` are :class:`FitConfig`'s fields, each with the reason for its default
+    (``fit(model, train, val, epochs=3, lr=0.1)``), laid over ``config=FitConfig(...)`` on a copy, or over a
+    recipe's (``recipe="resnet_cifar.cifar10"``). With ``checkpoint_dir``, ``last.pt`` is rewritten after every
+    epoch and ``resume=checkpoint_dir`` continues a stopped run to exactly the weights of an unbroken one (on CPU,
+    with a seed); Ctrl-C finishes the step under way and writes ``interrupted.pt``, which resumes exactly too. A
+    non-finite loss or weight raises FloatingPointError and keeps the last good checkpoint. Under ``torchrun``
+    the same call trains with DDP (batch-norm statistics are rank 0's).
     """
-    cfg = resolve_config(config, dict(overrides))
+    cfg = resolve_config(config, options)
     device, ctx = _device_and_processes(cfg)
     run = _Run(model, train, val, cfg, device, ctx)  # every check; nothing trained or written yet
     with _locked(run.checkpoint_dir, ctx, device):
@@ -165,7 +145,8 @@ class _Run:
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
         model.to(device)
         self.num_classes = check_data(model, train, val, device)
-        _check_callbacks(cfg.callbacks, val)
+        self.callbacks = (*cfg.callbacks, *averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
+        _check_callbacks(self.callbacks, val)
         self.resume_path = ckpt.resolve_resume(cfg.resume) if cfg.resume is not None else None
         self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
         fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -212,7 +193,7 @@ class _Run:
         self.step = OptimizerStep(self.optimizer, scaler=self.scaler, grad_clip=cfg.grad_clip, scheduler=per_step)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.parts = RunParts(
-            self.model, self.optimizer, self.scheduler, self.scaler, cfg.callbacks, self.user_generator
+            self.model, self.optimizer, self.scheduler, self.scaler, self.callbacks, self.user_generator
         )
         self.history = History()
         self.state = FitState(
@@ -243,7 +224,7 @@ class _Run:
             )
             return self.history
         self._wrap_model()
-        for cb in self.cfg.callbacks:
+        for cb in self.callbacks:
             cb.on_fit_start(self.state)
         try:
             self._epochs()
@@ -276,7 +257,7 @@ class _Run:
             # The layout was fit's choice, not the user's: hand the model back in the default one, so that it
             # computes exactly as the same weights loaded from disk do.
             self.model.to(memory_format=torch.contiguous_format)
-        for cb in self.cfg.callbacks:
+        for cb in self.callbacks:
             if error is None:
                 cb.on_fit_end(self.state)
                 continue
@@ -308,7 +289,7 @@ class _Run:
         self.position.begin_epoch(epoch, self.user_generator)
         self.interrupts.raise_if_requested()  # a Ctrl-C during the last validation stops here, between epochs
         self.state.epoch = epoch
-        for cb in self.cfg.callbacks:
+        for cb in self.callbacks:
             cb.on_epoch_start(self.state)
         row: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch), **self._validate()}
         self._check_finite(epoch, row)  # before callbacks and the checkpoint see the epoch
@@ -316,7 +297,7 @@ class _Run:
             self.scheduler.step()
         row["time"] = time.perf_counter() - self.epoch_began
         self.history.append(**row)
-        for cb in self.cfg.callbacks:
+        for cb in self.callbacks:
             cb.on_epoch_end(self.state)
         self._save(ckpt.LAST, epoch)
         if self.checkpoint_dir is not None and self.ctx.is_main:  # superseded: the folder's latest point is last.pt
@@ -353,7 +334,7 @@ class _Run:
             for step, (x, y) in enumerate(self._fetching(batches), start=self.position.steps_done):
                 loss = self._train_step(epoch, step, x, y)
                 self._report(epoch, step, bar)
-                for cb in self.cfg.callbacks:
+                for cb in self.callbacks:
                     cb.on_batch_end(self.state, step, loss)
                 self.interrupts.raise_if_requested()
                 self.position.at_step_boundary = False  # the next batch is being fetched

@@ -44,8 +44,7 @@ def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     # torch.optim.SGD and AdamW themselves get the recipes of "sgd" and "adamw", not the generic defaults.
     is_sgd = spec == "sgd" or spec is torch.optim.SGD
     is_adamw = spec == "adamw" or spec is torch.optim.AdamW
-    lr = cfg.lr if cfg.lr is not None else (0.1 if is_sgd else 1e-3)
-    wd = cfg.weight_decay if cfg.weight_decay is not None else (5e-4 if is_sgd else 0.05)
+    lr, wd = cfg.lr_and_weight_decay()
     shifts = _norm_shifts(model) if cfg.norm_bias_lr_scale != 1.0 else set()
     groups = [
         {"params": [p for p in params if p.ndim > 1], "weight_decay": wd},

@@ -1,0 +1,280 @@
+"""What a run of ``imgzoo train`` is, and what to do with its folder.
+
+A :class:`RunConfig` is the model, the data, a limit, the builder's keyword arguments and a
+:class:`~imgzoo.train.config.FitConfig` that starts from the model's recipe. ``OUT/run.json``
+records it and how far the run got, so that a folder is resumed exactly after a stop, extended with
+more epochs later, and never trained over by another run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgzoo._atomic import atomic_write_text
+from imgzoo.data import datasets
+from imgzoo.models.registry import get_model_entry
+from imgzoo.train.checkpoint import resume_point
+from imgzoo.train.config import HOW_TO_RUN, FitConfig
+from imgzoo.train.recipes import RECIPES, Recipe, get_recipe, list_recipes
+
+__all__ = ["KNOWN_DATA", "RunConfig", "make_config", "read_run", "resume_config", "run_options"]
+
+RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
+WEIGHTS = "weights"  # the imgzoo.save folder inside a run folder
+_FORMAT = "imgzoo-run-v1"
+
+# Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
+KNOWN_DATA: dict[str, Callable[..., Any]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
+
+# fit options the runner sets itself: a run folder owns its checkpoints, and the command its output.
+_RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose")
+# A model without a recipe trains with fit's defaults for this many epochs.
+_EPOCHS = 15
+
+
+def run_options() -> list[str]:
+    """The fit options a run takes from the command line or a study file: FitConfig's, less the runner's own."""
+    return [f.name for f in dataclasses.fields(FitConfig) if f.name not in _RUNNER_OWNS]
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides what a run trains; stored in ``OUT/run.json``."""
+
+    model: str
+    data: str  # an absolute folder, or a name in KNOWN_DATA
+    fit: FitConfig  # its seed also draws the split, the limit and the initial weights
+    limit: int | None = None  # train on this many images (stratified, seeded); None: all
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the model builder's
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and (
+            isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1
+        ):
+            raise ValueError(f"limit must be a positive integer; got {self.limit!r}")
+        if not isinstance(self.fit.seed, int):
+            raise ValueError(f"a run needs a whole-number seed (its split depends on it); got {self.fit.seed!r}")
+        for name in ("optimizer", "schedule"):
+            if callable(getattr(self.fit, name)):
+                raise ValueError(f"a run records its options in run.json: {name} must be a name, not a callable")
+
+    def augmentation(self) -> str:
+        """The training augmentation in words, e.g. "standard (4-pixel crops, alternating flips, 12-pixel cutout)"."""
+        fit = self.fit
+        extras = [f"{fit.translate}-pixel crops"] if fit.translate is not None else []
+        extras += ["alternating flips"] if fit.alternate_flips else []
+        extras += [f"{fit.cutout}-pixel cutout"] if fit.cutout else []
+        return fit.augment + (f" ({', '.join(extras)})" if extras and fit.augment != "none" else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """run.json's record: the run's own fields and every fit option, side by side."""
+        return {"model": self.model, "data": self.data, "limit": self.limit, "kwargs": self.kwargs, **_fit_dict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Also reads 0.1's run.json, which kept the less common fit options under "fit_options"."""
+        options = {**data, **data.get("fit_options", {})}
+        if "ema_decay" not in options and options.get("recipe"):  # 0.1 took a recipe's averaging from the recipe
+            found = get_recipe(options["recipe"]).config
+            options |= {"ema_decay": found.ema_decay, "lookahead_decay": found.lookahead_decay}
+        fit = FitConfig(**{k: options[k] for k in run_options() if k in options})
+        return cls(data["model"], data["data"], fit, options.get("limit"), dict(options.get("kwargs", {})))
+
+
+def _fit_dict(config: RunConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.fit.to_dict().items() if k not in _RUNNER_OWNS}
+
+
+def recipe_for(model: str, recipe: str | None = None) -> Recipe | None:
+    """The Recipe named ``recipe`` (it must be one for ``model``), else ``model``'s own, else None."""
+    if recipe is None:
+        return RECIPES.get(model)
+    found = get_recipe(recipe)  # an unknown name is refused with the closest known ones
+    architecture = found.name.split(".", 1)[0]
+    if architecture in RECIPES and architecture != model:
+        raise ValueError(
+            f"recipe {recipe!r} trains {architecture}, not {model}. Pass a recipe of {model} "
+            f"({', '.join(n for n in list_recipes() if n.split('.', 1)[0] == model) or 'none yet'}), or none."
+        )
+    return found
+
+
+def make_config(
+    model: str, data: str, *, recipe: str | None = None, limit: int | None = None, kwargs: dict | None = None, **given
+) -> RunConfig:
+    """A RunConfig from the model's recipe (or ``recipe=``'s), with each fit option in ``given`` not None over it.
+
+    A recipe's amp is the precision of the machine it ran on (bf16 can run 10x slower than fp32 on
+    another), so a run takes "auto" unless told otherwise.
+    """
+    get_model_entry(model)  # an unknown name fails here, with close matches, before any data is read
+    unknown = sorted(set(given) - set(run_options()))
+    if unknown:
+        raise ValueError(f"unknown fit option(s) {', '.join(unknown)}; a run takes {', '.join(run_options())}")
+    found = recipe_for(model, recipe)
+    base = dataclasses.replace(found.config, amp="auto", recipe=found.name) if found else FitConfig(epochs=_EPOCHS)
+    fit = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    builder = {**(found.model_kwargs if found else {}), **(kwargs or {})}
+    return RunConfig(model, resolve_data(data), fit, limit, builder)
+
+
+def resolve_data(data: str | os.PathLike[str]) -> str:
+    """An existing folder as an absolute path; else a known data set's name; else a FileNotFoundError."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if str(data) in KNOWN_DATA:
+        return str(data)
+    raise FileNotFoundError(
+        f"data {str(data)!r} is neither a folder nor a known data set ({', '.join(KNOWN_DATA)}). "
+        "Pass a folder in a layout imgzoo reads (CIFAR-10 batches, MNIST idx files, class folders of images, "
+        "Stanford Dogs, Kaggle dog breeds), or a known name to download it."
+    )
+
+
+# ---------------------------------------------------------------------------- the run folder
+
+
+@dataclass
+class RunRecord:
+    """``OUT/run.json``: the config, the epochs finished by earlier trainings, and whether the last one ended."""
+
+    config: RunConfig
+    done_before: int = 0  # epochs in OUT's weights before the training now under way
+    finished: bool = False
+
+    def write(self, out: Path) -> None:
+        record = {"format": _FORMAT, "config": self.config.to_dict(), "done_before": self.done_before}
+        atomic_write_text(out / RUN_FILE, json.dumps({**record, "finished": self.finished}, indent=1) + "\n")
+
+
+def weights_of(name_or_dir: str) -> str:
+    """What imgzoo.load takes for a command's NAME_OR_DIR: a run folder (written by train) means its weights."""
+    run_weights = Path(name_or_dir) / WEIGHTS
+    return str(run_weights) if (Path(name_or_dir) / RUN_FILE).is_file() and run_weights.is_dir() else name_or_dir
+
+
+def read_run(out: str | os.PathLike[str]) -> RunRecord | None:
+    """The record of the run in ``out``; None when there is none."""
+    path = Path(out) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {_FORMAT!r}")
+        config = RunConfig.from_dict(data["config"])
+        return RunRecord(config, int(data["done_before"]), bool(data["finished"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a run record imgzoo can read ({exc}). Choose another --out.") from None
+
+
+def train_command(config: RunConfig, out: Path) -> str:
+    """The command that trains this run from scratch: the options that differ from its recipe's are spelt out."""
+    words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
+    defaults = make_config(config.model, config.data, recipe=config.fit.recipe)
+    words += ["--recipe", config.fit.recipe] if config.fit.recipe and config.fit.recipe != config.model else []
+    words += ["--limit", str(config.limit)] if config.limit else []
+    for name, value in _fit_dict(config).items():
+        if value == getattr(defaults.fit, name) or name == "recipe":
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        words += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
+    changed = {k: v for k, v in config.kwargs.items() if defaults.kwargs.get(k, _UNSET) != v}
+    if changed:
+        words += [
+            "--model-kwargs",
+            *(f"{k}={v if isinstance(v, str) else repr(v).replace(' ', '')}" for k, v in changed.items()),
+        ]
+    return shlex.join(words)
+
+
+_UNSET = object()  # a builder option the recipe does not set
+
+
+def resume_command(config: RunConfig, out: Path, epochs: int | None = None) -> str:
+    """The command that goes on with the run in ``out``; run.json supplies every other option."""
+    words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
+    words += ["--epochs", str(epochs)] if epochs is not None else []
+    return shlex.join([*words, "--resume"])
+
+
+@dataclass
+class Plan:
+    """What a call of ``train_run`` will do: start, resume an unfinished training, extend, or nothing."""
+
+    action: str  # "start", "resume", "extend" or "done"
+    record: RunRecord
+    resume_from: Path | None = None  # the checkpoint an unfinished training goes on from
+    from_weights: bool = False  # the run goes on from OUT's weights (an extension), not from fresh ones
+
+
+def plan_run(out: Path, config: RunConfig, resume: bool) -> Plan:
+    """Decide what to do with ``out``, refusing anything that would train over another run."""
+    record = read_run(out)
+    if record is None:
+        if resume:
+            raise FileNotFoundError(f"nothing to resume: {out} holds no run ({RUN_FILE}). Run without --resume.")
+        if (out / "model.safetensors").exists() or (out / CHECKPOINTS).exists():
+            raise FileExistsError(f"{out} holds weights or checkpoints but no {RUN_FILE}; choose another --out.")
+        return Plan("start", RunRecord(config))
+    if not resume:
+        raise FileExistsError(
+            f"{out} already holds a run of {record.config.model} ({_progress(record)}). To go on with it: "
+            f"{resume_command(record.config, out)}; for more epochs add --epochs N; or choose another --out."
+        )
+    _check_same_run(record.config, config, out)
+    if not record.finished:
+        if config.fit.epochs != record.config.fit.epochs:
+            raise ValueError(
+                f"{out} is {_progress(record)}; finish it first ({resume_command(record.config, out)}), "
+                f"then extend it with --epochs {config.fit.epochs}"
+            )
+        # An exact interrupted.pt (Ctrl-C) if there is one, else last.pt; none: the training had not checkpointed.
+        checkpoint = resume_point(out / CHECKPOINTS)
+        return Plan("resume", record, checkpoint, from_weights=record.done_before > 0 and checkpoint is None)
+    if config.fit.epochs <= record.config.fit.epochs:
+        return Plan("done", record)
+    return Plan("extend", RunRecord(config, done_before=record.config.fit.epochs), from_weights=True)
+
+
+def _progress(record: RunRecord) -> str:
+    state = "finished" if record.finished else "unfinished"
+    return f"{state}, {record.config.fit.epochs} epochs asked"
+
+
+def _settings(config: RunConfig) -> dict[str, Any]:
+    """What decides what a run learns: all but the epochs and the options of how it runs (compile, device...)."""
+    learning = {k: v for k, v in _fit_dict(config).items() if k not in (*HOW_TO_RUN, "epochs")}
+    return {"model": config.model, "data": config.data, "limit": config.limit, "kwargs": config.kwargs, **learning}
+
+
+def _check_same_run(old: RunConfig, new: RunConfig, out: Path) -> None:
+    """Resuming or extending keeps the data, model and options; only the epochs and how it runs may change."""
+    before, after = _settings(old), _settings(new)
+    changed = [f"{name} {before[name]!r} -> {after.get(name)!r}" for name in before if before[name] != after.get(name)]
+    if changed:
+        raise ValueError(
+            f"{out} holds a run with other settings ({'; '.join(changed)}). Resume it with the same ones "
+            "(omit an option to keep the run's), or start a new run in another --out."
+        )
+
+
+def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
+    """The config to resume ``out`` with: its record's, with the options given explicitly laid over it."""
+    record = read_run(out)
+    if record is None:
+        return make_config(model, data, **given)
+    old = record.config
+    kwargs, limit = given.pop("kwargs", None), given.pop("limit", None)
+    fit = dataclasses.replace(old.fit, **{k: v for k, v in given.items() if v is not None})
+    limit = limit if limit is not None else old.limit
+    return RunConfig(model, resolve_data(data), fit, limit, {**old.kwargs, **(kwargs or {})})

@@ -1,0 +1,62 @@
+"""What a run leaves in its folder: the weights (imgzoo.save), history.csv / .json, curves.png, samples.png,
+confusion.png and metrics.json; and how a finished run's figures are read back rather than trained again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from imgzoo._atomic import atomic_write_text
+from imgzoo._device import describe_machine
+from imgzoo.eval.evaluation import EvalResult, evaluate, plot_predictions
+from imgzoo.eval.history import History
+from imgzoo.hub.api import save
+from imgzoo.hub.card import metrics_from_eval
+from imgzoo.study.config import WEIGHTS
+
+__all__ = ["eval_summary", "joined", "read_outputs", "write_outputs"]
+
+
+def write_outputs(model: nn.Module, val: Any, shown: Any, history: History, out: Path, recipe: dict) -> dict:
+    """Evaluate on ``val`` (and with the recipe's ``tta``), then write every output of the run into ``out``;
+    the weights' config.json records ``recipe`` and the machine."""
+    result = evaluate(model, val)
+    tta_result = evaluate(model, val, tta=recipe["tta"]) if recipe.get("tta") else None
+    metrics = metrics_from_eval(result, tta_result)
+    # The weights get a folder of their own: save() replaces its folder whole, so that a crash never
+    # mixes two versions, and the run folder also holds checkpoints and reports.
+    save(model, out / WEIGHTS, history, recipe={**recipe, "machine": describe_machine()}, metrics=metrics)
+    history.to_csv(out / "history.csv")
+    history.to_json(out / "history.json")
+    history.plot(out / "curves.png")
+    plot_predictions(model, shown, n=len(shown), path=out / "samples.png")
+    result.plot_confusion_matrix(out / "confusion.png")
+    atomic_write_text(out / "metrics.json", json.dumps(eval_summary(result), indent=1) + "\n")
+    return metrics
+
+
+def eval_summary(result: EvalResult) -> dict[str, Any]:
+    """An EvalResult as JSON-able numbers: NaN (a class absent from the data) becomes null."""
+    data = result.to_dict()
+    data["per_class_accuracy"] = {k: (None if v != v else v) for k, v in data["per_class_accuracy"].items()}
+    return data
+
+
+def joined(out: Path, done_before: int, history: History) -> History:
+    """Earlier trainings' epochs (from OUT/history.json) followed by this one's, numbered on from them."""
+    rows = History.from_json(out / "history.json").to_dict() if done_before else History().to_dict()
+    keep = [i for i, epoch in enumerate(rows["epoch"]) if epoch <= done_before]
+    together = {name: [values[i] for i in keep] for name, values in rows.items()}
+    for name, values in history.to_dict().items():
+        together[name] += [v + done_before for v in values] if name == "epoch" else values
+    return History.from_dict(together)
+
+
+def read_outputs(out: Path) -> tuple[History, dict[str, float]]:
+    """The history and metrics a finished run wrote."""
+    summary = json.loads((out / "metrics.json").read_text())
+    metrics = {"val_acc": summary["top1"], "val_loss": summary["loss"], "val_top5": summary["top5"]}
+    return History.from_json(out / "history.json"), metrics
