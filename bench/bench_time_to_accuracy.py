@@ -98,7 +98,7 @@ def imgzoo_time_to(target: float, data: datasets.Dataset, recipe: str, device: t
     val_loader = common.loader(val, 1024, device, spec=spec)
     history = imgzoo.fit(
         model,
-        common.loader(train, device=device, **found.loader_options(), spec=spec, train=True),
+        common.loader(train, device=device, **found.config.loader_options(), spec=spec, train=True),
         val_loader,
         recipe=found,
         verbose=2,
@@ -121,7 +121,7 @@ def with_tta(missed: dict, model: nn.Module, val, recipe: Recipe, target: float,
     race against it must count that evaluation too; its own timer leaves it out, this one does not.
     """
     start = time.perf_counter()
-    result = imgzoo.evaluate(model, val, device=val.device, amp=recipe.amp, tta=recipe.tta)
+    result = imgzoo.evaluate(model, val, device=val.device, amp=recipe.config.amp, tta=recipe.tta)
     common.sync(val.device)
     seconds = sum(history.time) + time.perf_counter() - start
     found = {**missed, "tta": recipe.tta, "tta_val_acc": result.top1}

@@ -12,8 +12,9 @@ from imgzoo.data.datasets import TensorImages
 from imgzoo.data.loaders import FastLoader
 from imgzoo.models.registry import DataSpec
 from imgzoo.study import run as runs
+from imgzoo.train.config import FitConfig, loader_differences
 from imgzoo.train.fit import fit
-from imgzoo.train.recipes import Recipe, get_recipe
+from imgzoo.train.recipes import get_recipe
 
 
 def _images(n: int = 12, mirrorable: bool = True) -> tuple[TensorImages, DataSpec]:
@@ -119,21 +120,21 @@ def test_a_resumed_run_flips_as_the_uninterrupted_one(tmp_path, step, resume_fro
 
 
 def test_a_recipe_carries_alternating_flips_to_the_loader(tmp_path):
-    recipe = get_recipe("basic_cnn.altflip")
+    recipe = get_recipe("basic_cnn.altflip").config
     assert recipe.alternate_flips and recipe.loader_options()["alternate_flips"] is True
-    assert "alternate_flips" not in get_recipe("basic_cnn.airbench").loader_options()  # not set: the default
-    config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.altflip")
+    assert get_recipe("basic_cnn.airbench").config.loader_options()["alternate_flips"] is False  # the default
+    config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.altflip").fit
     assert config.alternate_flips is True
-    assert runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").alternate_flips is False
-    assert runs.make_config("basic_cnn", str(tmp_path)).alternate_flips is True  # the architecture's default recipe
+    assert runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit.alternate_flips is False
+    assert runs.make_config("basic_cnn", str(tmp_path)).fit.alternate_flips is True  # the architecture's default recipe
     data, spec = _images(8)
     model = imgzoo.basic_cnn(widths=(4,), num_classes=2)
     model.data_spec = spec
     # The airbench recipes' batch and crop, so that only the flips can differ.
     train = runs.train_data(model, data, "standard", 1024, 0, translate=2, alternate_flips=config.alternate_flips)
     assert isinstance(train, FastLoader) and train.alternate_flips
-    differences = get_recipe("basic_cnn.airbench").loader_differences(train)
+    differences = loader_differences(train, get_recipe("basic_cnn.airbench").config)
     assert differences == ["alternate_flips=True (the recipe's is False)"]
-    assert recipe.loader_differences(train) == []
+    assert loader_differences(train, recipe) == []
     with pytest.raises(ValueError, match="alternate_flips must be True or False"):
-        Recipe(name="x", epochs=1, alternate_flips="yes")
+        FitConfig(epochs=1, alternate_flips="yes")

@@ -12,7 +12,8 @@ from imgzoo.data.datasets import TensorImages
 from imgzoo.data.loaders import FastLoader
 from imgzoo.models.registry import DataSpec
 from imgzoo.study import run as runs
-from imgzoo.train.recipes import Recipe, get_recipe
+from imgzoo.train.config import FitConfig, loader_differences
+from imgzoo.train.recipes import get_recipe
 
 # Every stored pixel is 1..255, so a 0 after normalisation (mean 0, std 1/255) can only be a blanked pixel.
 _SPEC = DataSpec(name="tiny", channels=3, size=(10, 10), mean=(0.0,) * 3, std=(1 / 255,) * 3, num_classes=2)
@@ -66,23 +67,23 @@ def test_evaluation_and_augment_none_never_blank_and_bad_sides_are_refused():
 
 
 def test_a_recipe_carries_cutout_to_the_run_and_its_loader(tmp_path):
-    recipe = get_recipe("basic_cnn.cutout")
+    recipe = get_recipe("basic_cnn.cutout").config
     assert recipe.cutout == 12 and recipe.loader_options()["cutout"] == 12
-    assert "cutout" not in get_recipe("basic_cnn.airbench").loader_options()  # not set: the loader's default
+    assert get_recipe("basic_cnn.airbench").config.loader_options()["cutout"] == 0  # the loader's default
     config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.cutout")
-    assert config.cutout == 12 and config.translate == 4
+    assert config.fit.cutout == 12 and config.fit.translate == 4
     assert config.augmentation() == "standard (4-pixel crops, alternating flips, 12-pixel cutout)"
     unaugmented = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.cutout", augment="none")
     assert unaugmented.augmentation() == "none"
-    assert runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").cutout == 0
+    assert runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit.cutout == 0
     model = imgzoo.basic_cnn(widths=(4,), num_classes=2)
     model.data_spec = _SPEC
     train = runs.train_data(model, _data(), "standard", 1024, 0, translate=4, alternate_flips=True, cutout=12)
     assert isinstance(train, FastLoader) and train.cutout == 10  # the tiny images' whole side
-    assert recipe.loader_differences(train) == ["cutout=10 (the recipe's is 12)"]
-    assert get_recipe("basic_cnn.altflip").loader_differences(train) == [
+    assert loader_differences(train, recipe) == ["cutout=10 (the recipe's is 12)"]
+    assert loader_differences(train, get_recipe("basic_cnn.altflip").config) == [
         "translate=4 (the recipe's is 2)",
         "cutout=10 (the recipe's is 0)",
     ]
     with pytest.raises(ValueError, match="cutout must be an integer >= 0"):
-        Recipe(name="x", epochs=1, cutout=-3)
+        FitConfig(epochs=1, cutout=-3)

@@ -76,7 +76,7 @@ def test_the_card_states_every_figure_it_is_given(tmp_path):
     assert f"cpu {machine['cpu']}" in text
     assert f"```bash\n{command}\n```" in text
     given = get_recipe("resnet_cifar")
-    assert f"| label_smoothing | {given.label_smoothing} |" in text and f"| tta | {given.tta} |" in text
+    assert f"| label_smoothing | {given.config.label_smoothing} |" in text and f"| tta | {given.tta} |" in text
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
     named = {r.metric_name: r.metric_value for r in results}
     assert named["validation top-5 accuracy"] == round(plain.top5, 6)
