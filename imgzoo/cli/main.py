@@ -1,10 +1,9 @@
 """The ``imgzoo`` command: a thin layer over the library.
 
-Each subcommand is an ``add_*`` function that declares its arguments and a ``cmd_*`` function
-that calls the public API; :func:`build_parser` lists them. Training commands live in
-``cli_train.py`` and the demo in ``cli_demo.py``. :func:`main` turns what goes wrong into
-one line on stderr: exit status 2 for the user's input (arguments, files, names), 1 for a
-failure of the work itself; ``--debug`` or ``IMGZOO_DEBUG=1`` shows the traceback instead.
+Each subcommand is an ``add_*`` function that declares its arguments and a ``cmd_*`` function that
+calls the public API (training commands in ``train.py``, the demo in ``demo.py``). :func:`main` turns
+what goes wrong into one line on stderr: exit status 2 for the user's input, 1 for a failure of the
+work itself; ``--debug`` or ``IMGZOO_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -36,20 +35,15 @@ def models_table(pattern: str | None = None) -> str:
     rows = [("name", "params", "trainable", "input shape", "output shape", "description")]
     for name in list_models(pattern):
         entry = get_model_entry(name)
-        model = create_model(name).eval()
-        spec = entry.default_spec
-        x = torch.zeros(2, *spec.input_shape)
+        model = entry.builder().eval()
+        x = torch.zeros(2, *entry.default_spec.input_shape)
         with torch.no_grad():
             out = model(x)
         params = sum(p.numel() for p in model.parameters())
-        # Differs from params where a backbone starts frozen (dogbreed_transfer).
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # less where a backbone is frozen
         shapes = (str(tuple(x.shape)), str(tuple(out.shape)))
         rows.append((name, f"{params / 1e6:.2f}M", f"{trainable / 1e6:.2f}M", *shapes, entry.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(rows[0][-1]))
-    return "\n".join(lines)
+    return _align(rows)
 
 
 def _align(rows: list[tuple[str, ...]]) -> str:

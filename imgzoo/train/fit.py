@@ -1,13 +1,8 @@
-"""fit: the training loop the original notebooks wrote by hand for each experiment, written once.
+"""fit: the training loop, read top to bottom as a run goes: options -> checks on the data -> batches,
+optimizer and schedule -> what a resume must match -> the folder's lock -> epochs -> History.
 
-Read top to bottom in the order a run goes: options -> checks on the data -> loaders,
-optimizer and schedule -> what a resume must match -> the checkpoint folder's lock -> epochs
-(train, validate, record, checkpoint, print) -> History. The parts of one step live in
-``train_steps``, the data checks and loaders in ``fit_data``, the optimizer and schedule in
-``optimization``, and the resume checks in ``resume``. Reproducibility rests on two rules: each
-epoch's shuffle is derived from (seed, epoch), and a checkpoint keeps every random generator's
-state, so a run stopped at an epoch's end, or between two steps, and resumed draws exactly the
-numbers an uninterrupted run draws.
+Exact resume rests on two rules: each epoch's shuffle is derived from (seed, epoch), and a checkpoint
+keeps every random generator's state, so a resumed run draws the numbers an unbroken one draws.
 """
 
 from __future__ import annotations
@@ -129,15 +124,7 @@ def _seed_everything(seed: int) -> None:
 class _Run:
     """One call of fit: the state that lives for the run, and its phases as methods."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        train: Any,
-        val: Any,
-        cfg: FitConfig,
-        device: torch.device,
-        ctx: distributed.DistContext,
-    ) -> None:
+    def __init__(self, model: nn.Module, train: Any, val: Any, cfg: FitConfig, device: torch.device, ctx: Any) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.say = ctx.is_main and cfg.verbose > 0
         self.amp_dtype = amp_dtype(cfg.amp, device)
@@ -159,9 +146,7 @@ class _Run:
             self._check_resumable(self.saved)
         self._build_steps()
         # A resumed run keeps checkpointing where it resumed from, unless told otherwise.
-        directory = cfg.checkpoint_dir
-        if directory is None and self.resume_path is not None:
-            directory = self.resume_path.parent
+        directory = cfg.checkpoint_dir or (self.resume_path.parent if self.resume_path is not None else None)
         self.checkpoint_dir = Path(directory) if directory is not None else None
 
     def _build_loaders(self, train: Any, val: Any) -> None:
@@ -196,14 +181,9 @@ class _Run:
             self.model, self.optimizer, self.scheduler, self.scaler, self.callbacks, self.user_generator
         )
         self.history = History()
+        steps = len(self.train_loader)
         self.state = FitState(
-            self.model,
-            self.optimizer,
-            self.history,
-            0,
-            cfg.epochs,
-            self.ctx.is_main,
-            steps_per_epoch=len(self.train_loader),
+            self.model, self.optimizer, self.history, 0, cfg.epochs, self.ctx.is_main, steps_per_epoch=steps
         )
         self.position, self.sums = EpochPosition(), MetricSums(self.device)
         self.lr, self.epoch_began, self.start_epoch = self.optimizer.param_groups[0]["lr"], time.perf_counter(), 1
