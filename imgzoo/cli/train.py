@@ -1,8 +1,5 @@
-"""``imgzoo train``, ``evaluate`` and ``compare``: the command-line face of ``runs.py`` and ``study.py``.
-
-Each handler parses nothing and decides nothing: it turns arguments into one library call
-and prints what came back. The work, and every check of its input, happens below.
-"""
+"""``imgzoo train``, ``evaluate`` and ``compare``: each handler turns arguments into one call of
+:mod:`imgzoo.study` and prints what came back; the work, and every check of its input, happens there."""
 
 from __future__ import annotations
 
@@ -25,20 +22,12 @@ from imgzoo.study.config import run_options
 from imgzoo.train.config import CHOICES, FitConfig
 
 
-def _whole_number(text: str, minimum: int, example: str) -> int:
-    """A whole number of at least ``minimum``, else an argparse usage error (exit 2) that says what was expected."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, e.g. {example}; got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected {minimum} or more; got {value}")
-    return value
-
-
 def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    return _whole_number(text, 1, "10")
+    """argparse type: a whole number of at least 1, else a usage error (exit 2) that says what was expected."""
+    value = int(text) if text.strip().lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, e.g. 10; got {text!r}")
+    return value
 
 
 _WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
@@ -130,6 +119,7 @@ def _fit_value(name: str) -> Callable[[str], Any]:
 
 
 def _first_that_parses(kinds: list[type], text: str) -> Any:
+    """The text as the first of ``kinds`` it parses as (int before float)."""
     for kind in kinds:
         try:
             return kind(text)

@@ -42,8 +42,7 @@ def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     if callable(spec) and not (isinstance(spec, type) and issubclass(spec, torch.optim.Optimizer)):
         return spec(params)
     # torch.optim.SGD and AdamW themselves get the recipes of "sgd" and "adamw", not the generic defaults.
-    is_sgd = spec == "sgd" or spec is torch.optim.SGD
-    is_adamw = spec == "adamw" or spec is torch.optim.AdamW
+    is_sgd, is_adamw = spec in ("sgd", torch.optim.SGD), spec in ("adamw", torch.optim.AdamW)
     lr, wd = cfg.lr_and_weight_decay()
     shifts = _norm_shifts(model) if cfg.norm_bias_lr_scale != 1.0 else set()
     groups = [
@@ -68,33 +67,18 @@ def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_epoch: int) -> tuple[Any, str]:
     """The LR scheduler and whether it steps every batch ("step") or every epoch."""
-    total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler
+    total, sched = cfg.epochs * steps_per_epoch, torch.optim.lr_scheduler
+    peaks = [g["lr"] for g in optimizer.param_groups]
     if cfg.schedule is None:
         return None, "epoch"
     if cfg.schedule == "onecycle":
-        cycle_momentum = any(k in optimizer.defaults for k in ("momentum", "betas")) and (
-            optimizer.defaults.get("momentum", 1) > 0
-        )
-        max_lr = [g["lr"] for g in optimizer.param_groups]
-        return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, cycle_momentum=cycle_momentum), "step"
+        has = optimizer.defaults
+        cycle = any(k in has for k in ("momentum", "betas")) and has.get("momentum", 1) > 0
+        return sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, cycle_momentum=cycle), "step"
     if cfg.schedule == "linear":
-        # airbench94's piecewise-linear schedule as a one-cycle without momentum cycling: from
-        # peak / 5 up to the peak at 23% of the steps, then down to peak * 0.07 = (peak / 5) / (1 / 0.35).
-        max_lr = [g["lr"] for g in optimizer.param_groups]
-        return (
-            sched.OneCycleLR(
-                optimizer,
-                max_lr=max_lr,
-                total_steps=total,
-                pct_start=0.23,
-                anneal_strategy="linear",
-                div_factor=5.0,
-                final_div_factor=1 / 0.35,
-                cycle_momentum=False,
-            ),
-            "step",
-        )
+        # airbench94's: from peak / 5 up to the peak at 23% of the steps, then down to peak * 0.07 = (peak / 5) * 0.35.
+        linear = {"pct_start": 0.23, "anneal_strategy": "linear", "div_factor": 5.0, "final_div_factor": 1 / 0.35}
+        return sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, cycle_momentum=False, **linear), "step"
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=total), "step"
     if cfg.schedule == "step":
@@ -103,12 +87,7 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_e
     return cfg.schedule(optimizer), cfg.schedule_interval
 
 
-_SIZED = {
-    "onecycle": "per step",
-    "linear": "per step",
-    "cosine": "per step",
-    "step": "per epoch",
-}  # built-ins sized by the run's length
+_SIZED = {"onecycle": "per step", "linear": "per step", "cosine": "per step", "step": "per epoch"}  # by the length
 
 
 def schedule_size(cfg: FitConfig, steps_per_epoch: int) -> dict[str, Any]:
