@@ -1,9 +1,6 @@
-"""What a run of ``imgzoo train`` is, and what to do with its folder.
-
-A :class:`RunConfig` is the model, the data, a limit, the builder's keyword arguments and a
-:class:`~imgzoo.train.config.FitConfig` that starts from the model's recipe. ``OUT/run.json``
-records it and how far the run got, so that a folder is resumed exactly after a stop, extended with
-more epochs later, and never trained over by another run.
+"""What a run of ``imgzoo train`` is (:class:`RunConfig`: model, data, limit, builder kwargs and a FitConfig
+from the model's recipe), and what to do with its folder: ``OUT/run.json`` records the config and how far
+the run got, so a folder is resumed exactly, extended with more epochs, and never trained over by another run.
 """
 
 from __future__ import annotations
@@ -34,10 +31,8 @@ _FORMAT = "imgzoo-run-v1"
 # Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
 KNOWN_DATA: dict[str, Callable[..., Any]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
 
-# fit options the runner sets itself: a run folder owns its checkpoints, and the command its output.
-_RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose")
-# A model without a recipe trains with fit's defaults for this many epochs.
-_EPOCHS = 15
+_RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose")  # a run folder owns its checkpoints
+_EPOCHS = 15  # a model without a recipe trains with fit's defaults for this many epochs
 
 
 def run_options() -> list[str]:
@@ -188,16 +183,9 @@ def train_command(config: RunConfig, out: Path) -> str:
             continue
         flag = f"--{name.replace('_', '-')}"
         words += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
-    changed = {k: v for k, v in config.kwargs.items() if defaults.kwargs.get(k, _UNSET) != v}
-    if changed:
-        words += [
-            "--model-kwargs",
-            *(f"{k}={v if isinstance(v, str) else repr(v).replace(' ', '')}" for k, v in changed.items()),
-        ]
-    return shlex.join(words)
-
-
-_UNSET = object()  # a builder option the recipe does not set
+    changed = {k: v for k, v in config.kwargs.items() if k not in defaults.kwargs or defaults.kwargs[k] != v}
+    shown = [f"{k}={v if isinstance(v, str) else repr(v).replace(' ', '')}" for k, v in changed.items()]
+    return shlex.join(words + (["--model-kwargs", *shown] if shown else []))
 
 
 def resume_command(config: RunConfig, out: Path, epochs: int | None = None) -> str:
@@ -247,8 +235,7 @@ def plan_run(out: Path, config: RunConfig, resume: bool) -> Plan:
 
 
 def _progress(record: RunRecord) -> str:
-    state = "finished" if record.finished else "unfinished"
-    return f"{state}, {record.config.fit.epochs} epochs asked"
+    return f"{'finished' if record.finished else 'unfinished'}, {record.config.fit.epochs} epochs asked"
 
 
 def _settings(config: RunConfig) -> dict[str, Any]:
