@@ -301,3 +301,21 @@ def test_a_run_json_written_by_0_1_is_still_read_and_keeps_its_recipes_averaging
     assert config.fit.schedule == "linear" and config.fit.lookahead_decay == pytest.approx(0.95**5)
     run_config.RunRecord(config).write(tmp_path)  # written again, it reads back the same
     assert runs.read_run(tmp_path).config == config
+
+
+def test_the_train_flags_are_fitconfigs_fields_each_checked_by_it(tmp_path, capsys):
+    from imgzoo.cli.main import build_parser
+    from imgzoo.cli.train import FLAG_HELP
+
+    assert list(FLAG_HELP) == run_config.run_options()  # one help line per fit option a run takes
+    parse = build_parser().parse_args
+    args = parse(["train", "mnist_cnn", "d", "--out", "o", "--ema-decay", "0.99", "--schedule", "cosine"])
+    assert (args.ema_decay, args.schedule, args.label_smoothing) == (0.99, "cosine", None)
+    with pytest.raises(SystemExit):
+        parse(["train", "mnist_cnn", "d", "--out", "o", "--ema-decay", "1.5"])
+    assert "ema_decay must be in (0, 1) or None, got 1.5" in capsys.readouterr().err
+    folder = str(write_mnist(tmp_path, n_per_class=2))
+    config = runs.make_config("mnist_cnn", folder, ema_decay=args.ema_decay, schedule=args.schedule)
+    command = run_config.train_command(config, tmp_path / "o")
+    assert command.endswith("--schedule cosine --ema-decay 0.99")  # what differs from the recipe, in field order
+    assert parse(shlex.split(command)[1:]).ema_decay == 0.99

@@ -128,6 +128,9 @@ def _first_that_parses(kinds: list[type], text: str) -> Any:
     raise argparse.ArgumentTypeError(f"expected {' or '.join(k.__name__ for k in kinds)}; got {text!r}")
 
 
+_DEFAULT = " (default: the recipe's)"
+
+
 def add_fit_flags(parser: argparse.ArgumentParser) -> None:
     """A flag per fit option a run takes, defaulting to None: the recipe's value (or the run's, on --resume)."""
     for name in run_options():
@@ -138,7 +141,10 @@ def add_fit_flags(parser: argparse.ArgumentParser) -> None:
         choices = [c if isinstance(c, str) else str(c).lower() for c in CHOICES.get(name, ())]
         metavar = "{" + ",".join(choices) + "}" if choices else None
         parser.add_argument(
-            flag, type=_fit_value(name), metavar=metavar, help=f"{FLAG_HELP[name]} (default: the recipe's)"
+            flag,
+            type=_fit_value(name),
+            metavar=metavar,
+            help=FLAG_HELP[name] + _DEFAULT * ("default:" not in FLAG_HELP[name]),
         )
 
 
@@ -147,7 +153,7 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
         "train",
         parents=[common],
         help="train a model on a data folder; weights, history and figures go into --out",
-        description="Train MODEL on DATA's seeded 90%% training split and validate on the other 10%%.",
+        description="Train MODEL on DATA's seeded 90% training split and validate on the other 10%.",
     )
     p.add_argument("model", help="a registered model name (imgzoo models)")
     p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
