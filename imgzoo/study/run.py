@@ -248,7 +248,9 @@ def _recorded(config: RunConfig, out: Path) -> dict[str, Any]:
     """The recipe a run's config.json records: its options, the command and its TTA."""
     found = recipe_for(config.model, config.fit.recipe) if config.fit.recipe else None
     return {
-        **config.to_dict(),
+        **{"model": config.model, "data": config.data, "limit": config.limit, "kwargs": config.kwargs},
+        **config.fit.to_dict(learning_only=True),
+        "recipe": config.fit.recipe,
         "tta": found.tta if found else False,  # what `imgzoo evaluate RUN DATA --tta` measures with again
         "command": train_command(config, out),
         "val_fraction": VAL_FRACTION,

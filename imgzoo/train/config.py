@@ -108,8 +108,9 @@ class FitConfig:
         return {name: getattr(self, name) for name in LOADER_FIELDS}
 
     def to_dict(self, *, learning_only: bool = False) -> dict[str, Any]:
-        """The JSON-able options (a run's run.json, a recipe's meta); callables and callbacks are left out."""
-        skipped = HOW_TO_RUN if learning_only else ("callbacks", "checkpoint_dir", "resume")
+        """The JSON-able options (a run's run.json); ``learning_only``: those that decide what a run learns, with
+        the lr and weight decay it uses (a recipe's meta, a card). Callables and callbacks are left out."""
+        skipped = (*HOW_TO_RUN, "recipe") if learning_only else ("callbacks", "checkpoint_dir", "resume")
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped}
         if learning_only:
             values["lr"], values["weight_decay"] = self.lr_and_weight_decay()
