@@ -1,10 +1,7 @@
 """Train several models the same way and compare them: the original notebooks' table and plot.
 
-``compare`` trains, so it lives above the loop (:func:`imgzoo.fit`) rather than beside
-``evaluate``: measuring a model never trains one, and this module is where the two meet.
-A study file (TOML, e.g. ``examples/study.toml``) names the data and the runs; :func:`load_study`
-reads and checks it whole before anything trains, and :func:`run_study` trains each run into
-its own folder (see :mod:`imgzoo.study.run`) and writes the report.
+A study file (TOML, e.g. ``examples/study.toml``) names the data and the runs; :func:`load_study` reads and
+checks it whole before anything trains, and :func:`run_study` trains each run into its own folder.
 """
 
 from __future__ import annotations

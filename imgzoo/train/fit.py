@@ -227,15 +227,12 @@ class _Run:
 
     def _fit_end(self, error: Exception | None = None) -> None:
         if self.ctx.enabled:
-            # DistributedDataParallel sits in reference cycles, so unless collected it outlives fit with its hold
-            # on the process group's gloo work until the interpreter's teardown, where a gloo thread that needs
-            # the GIL aborts the process ("terminate called without an active exception"). On a 2-core Xeon with
-            # AMX, 5 of 110 torchrun runs of tests/_fit_worker.py ended so, all their work done; none of 140 since.
+            # DDP sits in reference cycles: uncollected, it held gloo work until the interpreter's teardown, which
+            # then aborted 5 of 110 torchrun runs of tests/_fit_worker.py (2-core Xeon); 0 of 140 with this.
             self.net = self.model
             gc.collect()
         if self.channels_last and self.cfg.channels_last == "auto":
-            # The layout was fit's choice, not the user's: hand the model back in the default one, so that it
-            # computes exactly as the same weights loaded from disk do.
+            # fit's choice, not the user's: hand the model back computing exactly as its weights loaded from disk.
             self.model.to(memory_format=torch.contiguous_format)
         for cb in self.callbacks:
             if error is None:
