@@ -82,7 +82,7 @@ def test_a_models_defaults_come_from_one_table_and_the_command_line_overrides_th
     assert runs.make_config("mnist_cnn", folder, recipe=None).fit.recipe == "mnist_cnn"  # its own recipe
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         runs.make_config("resnet", folder)
-    with pytest.raises(ValueError, match="augment must be one of 'none', 'standard', 'strong', 'affine'"):
+    with pytest.raises(ValueError, match="augment must be one of 'none', 'standard', 'strong' or 'affine'"):
         runs.make_config("mnist_cnn", folder, augment="heavy")
     with pytest.raises(ValueError, match="unknown fit option\\(s\\) verbose"):
         runs.make_config("mnist_cnn", folder, verbose=0)  # the runner's own

@@ -36,7 +36,7 @@ def test_fit_signature_names_config_and_takes_every_field_as_a_keyword():
         ("ema_decay", 1.0, r"ema_decay must be in \(0, 1\)"),
         ("schedule", "triangle", "schedule must be one of 'onecycle'"),
         ("amp", "float16", "amp must be one of"),
-        ("verbose", True, "verbose must be one of 0, 1, 2"),
+        ("verbose", True, "verbose must be 0, 1 or 2"),
     ],
 )
 def test_every_option_is_checked_once_in_the_config(option, value, message):

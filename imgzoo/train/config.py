@@ -156,15 +156,15 @@ def _number_problems(cfg: FitConfig) -> list[str]:
 def _choice_problems(cfg: FitConfig) -> list[str]:
     """The options outside their CHOICES; optimizer and schedule may also be a class or callable."""
     problems = []
+    extra = {"optimizer": ["a torch.optim class", "a callable"], "schedule": ["None", "a callable"]}
     for name, allowed in CHOICES.items():
         value = getattr(cfg, name)
-        if name in ("optimizer", "schedule") and callable(value) or (name == "schedule" and value is None):
+        if name in extra and (callable(value) or (name == "schedule" and value is None)):
             continue
         if value not in allowed or type(value) not in {type(c) for c in allowed}:
-            extra = {"optimizer": ", a torch.optim class or a callable", "schedule": ", None or a callable"}
-            problems.append(
-                f"{name} must be one of {', '.join(map(repr, allowed))}{extra.get(name, '')}, got {value!r}"
-            )
+            words = [*map(repr, allowed), *extra.get(name, [])]
+            one_of = "one of " * (len(words) > 3) + ", ".join(words[:-1]) + " or " + words[-1]
+            problems.append(f"{name} must be {one_of}, got {value!r}")
     return problems
 
 
