@@ -24,7 +24,7 @@ from imgzoo._version import __version__
 from imgzoo.cli import demo as cli_demo
 from imgzoo.cli import train as cli_train
 from imgzoo.eval.evaluation import predict
-from imgzoo.hub.api import create_model, download, load
+from imgzoo.hub.api import download, load
 from imgzoo.hub.export import FORMATS, export_model
 from imgzoo.models.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
 from imgzoo.study import run as runs
