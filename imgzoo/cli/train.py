@@ -18,7 +18,6 @@ from imgzoo.models.registry import get_weights_entry, list_pretrained
 from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
 from imgzoo.study.compare import load_study, run_study
-from imgzoo.study.config import run_options
 from imgzoo.train.config import CHOICES, FitConfig
 
 
@@ -133,7 +132,7 @@ _DEFAULT = " (default: the recipe's)"
 
 def add_fit_flags(parser: argparse.ArgumentParser) -> None:
     """A flag per fit option a run takes, defaulting to None: the recipe's value (or the run's, on --resume)."""
-    for name in run_options():
+    for name in run_config.run_options():
         flag = f"--{name.replace('_', '-')}"
         if get_type_hints(FitConfig)[name] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=FLAG_HELP[name])
@@ -173,7 +172,7 @@ def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _need_plots()
-    given = {name: getattr(args, name) for name in run_options()}
+    given = {name: getattr(args, name) for name in run_config.run_options()}
     given |= {"limit": args.limit, "kwargs": dict(args.model_kwargs) if args.model_kwargs else None}
     if args.resume:  # the run's own options, with any given here laid over them (and checked)
         config = run_config.resume_config(args.out, args.model, args.data, **given)
