@@ -87,13 +87,9 @@ def compare(
     epochs: int,
     **fit_options: Any,
 ) -> Comparison:
-    """Train each model with the same options and seed, and compare the final epochs.
-
-    ``train`` may be a mapping from model name to its own training data, to compare
-    the same model with and without augmentation, as the original notebooks did. A
-    ready-made loader shared by all models is rewound before each one, so every model
-    trains on the same batches in the same order.
-    """
+    """Train each model with the same options and seed and compare the final epochs. ``train`` may map each
+    model's name to its own data (with and without augmentation, as the notebooks did); a loader shared by the
+    models is rewound before each one, so every model trains on the same batches in the same order."""
     if not models:
         raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
     result = Comparison()
@@ -141,10 +137,7 @@ def study_keys() -> list[str]:
 
 
 def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit: int | None = None) -> Study:
-    """Read a study file and check every run, so that a mistake in the last run is found before the first trains.
-
-    ``epochs`` and ``limit`` replace every run's (the command line's ``--epochs`` and ``--limit``).
-    """
+    """Read a study file and check every run before the first trains; ``epochs`` and ``limit`` replace every run's."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study file {path} does not exist; examples/study.toml is one to start from")
@@ -272,11 +265,8 @@ def _json_safe(value: Any) -> Any:
 def run_study(
     study: Study, out: str | os.PathLike[str], *, verbose: int = 1, log: Callable[[str], None] = print
 ) -> StudyReport:
-    """Train every run into ``out/runs/<name>`` and write report.md, report.json and curves.png into ``out``.
-
-    Running the same study into the same folder again resumes an unfinished run, extends a run
-    given more epochs, and reuses a finished one, so a stopped study goes on where it stopped.
-    """
+    """Train every run into ``out/runs/<name>`` and write report.md, report.json and curves.png into ``out``;
+    run again, it resumes an unfinished run, extends one given more epochs and reuses a finished one."""
     out = Path(out)
     results: dict[str, RunResult] = {}
     for name, config in study.runs.items():

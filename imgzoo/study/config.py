@@ -105,11 +105,8 @@ def recipe_for(model: str, recipe: str | None = None) -> Recipe | None:
 def make_config(
     model: str, data: str, *, recipe: str | None = None, limit: int | None = None, kwargs: dict | None = None, **given
 ) -> RunConfig:
-    """A RunConfig from the model's recipe (or ``recipe=``'s), with each fit option in ``given`` not None over it.
-
-    A recipe's amp is the precision of the machine it ran on (bf16 can run 10x slower than fp32 on
-    another), so a run takes "auto" unless told otherwise.
-    """
+    """A RunConfig from the model's recipe (or ``recipe=``'s), each fit option in ``given`` not None over it. The
+    recipe's amp was its machine's (bf16 can run 10x slower than fp32 elsewhere): a run takes "auto" unless told."""
     get_model_entry(model)  # an unknown name fails here, with close matches, before any data is read
     unknown = sorted(set(given) - set(run_options()))
     if unknown:

@@ -197,11 +197,8 @@ def train_run(
     verbose: int = 1,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Train ``config`` into ``out``; ``resume`` goes on with the run there (resumes or extends it).
-
-    A run stopped by Ctrl-C raises KeyboardInterrupt after its checkpoint is written, so the
-    caller can say how to resume; a finished run asked for no more epochs trains nothing.
-    """
+    """Train ``config`` into ``out``; ``resume`` goes on with the run there (resumes or extends it). A Ctrl-C
+    raises KeyboardInterrupt after the checkpoint is written; a finished run asked for no more epochs trains nothing."""
     out = Path(out)
     plan = plan_run(out, config, resume)
     record, config, cfg = plan.record, plan.record.config, plan.record.config.fit

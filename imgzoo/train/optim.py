@@ -29,12 +29,9 @@ def _norm_shifts(model: nn.Module) -> set[int]:
 
 
 def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    """The optimizer ``cfg.optimizer`` names, with weight decay on weights only (never biases or norms).
-
-    With ``cfg.norm_bias_lr_scale`` other than 1 the normalisation layers' biases form a third
-    group at that multiple of the learning rate (the groups are unchanged otherwise, so older
-    checkpoints' optimizer states still fit).
-    """
+    """The optimizer ``cfg.optimizer`` names, with weight decay on weights only (never biases or norms); with
+    ``norm_bias_lr_scale`` other than 1, norm layers' biases form a third group at that multiple of the lr
+    (only then, so that older checkpoints' optimizer states still fit)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("fit: the model has no trainable parameters (all have requires_grad=False)")
