@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -18,9 +18,15 @@ from imgzoo._atomic import atomic_open
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from imgzoo.eval.history import History
-
 __all__ = ["plot_confusion_matrix", "plot_histories", "plot_history", "plot_samples"]
+
+
+class History(Protocol):
+    """What a curve reads of an imgzoo History; named here so that plots.py, a leaf, imports nothing above it."""
+
+    epoch: list[int]
+    train_loss: list[float]
+    val_loss: list[float | None]
 
 
 def _new_figure(**kwargs: Any) -> Figure:
