@@ -20,6 +20,7 @@ from imgzoo.models import resnet_cifar
 from imgzoo.train.callbacks import Callback
 from imgzoo.train.checkpoint import CheckpointError, load_checkpoint, resume_point
 from imgzoo.train.fit import fit
+from imgzoo.train.lock import LOCK_NAME
 from imgzoo.train.resume import check_stop_resumable
 
 WORKER = Path(__file__).with_name("_fit_worker.py")
@@ -91,7 +92,7 @@ def test_checkpoint_holds_everything_needed_to_resume(tmp_path):
     assert state["optimizer_class"] == "torch.optim.SGD"  # a resume with another optimizer is refused
     assert state["partial"] is None and state["world_size"] == 1  # the end of an epoch, one process
     assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "last.pt"]  # no temp files left behind
 
 
 def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
@@ -225,7 +226,7 @@ def test_resume_from_interrupted_continues_exactly_where_the_epoch_stopped(tmp_p
     assert history.val_loss == expected.val_loss
     assert _same_weights(reference, resumed)
     # The next epoch's last.pt supersedes interrupted.pt, which fit then removes.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "last.pt"]
 
 
 @pytest.mark.parametrize(

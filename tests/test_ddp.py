@@ -13,6 +13,7 @@ from _fit_worker import FIT_OPTIONS, make_data, make_model
 
 from imgzoo.eval.history import History
 from imgzoo.train.fit import fit
+from imgzoo.train.lock import LOCK_NAME
 
 WORKER = Path(__file__).with_name("_fit_worker.py")
 
@@ -24,7 +25,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
 
     # Only rank 0 writes: one checkpoint, no temp files.
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [LOCK_NAME, "last.pt"]
     # DDP keeps the replicas identical.
     w0 = torch.load(tmp_path / "weights_rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "weights_rank1.pt", weights_only=True)
