@@ -184,19 +184,7 @@ def test_evaluate_takes_raw_data_sets_fast_loaders_and_folders(tmp_path):
 def _val_of(raw, model):
     """The same validation split, preprocessed by the user."""
     _, val = datasets.train_val_split(raw, val_count=10)
-    return torch.utils.data.Subset(_Transformed(raw, transforms.for_model(model)), val.indices)
-
-
-class _Transformed(torch.utils.data.Dataset):
-    def __init__(self, data, transform):
-        self.data, self.transform = data, transform
-
-    def __len__(self):
-        return len(self.data)
-
-    def __getitem__(self, i):
-        image, label = self.data[i]
-        return self.transform(image), label
+    return val.with_transform(transforms.for_model(model))
 
 
 def test_evaluate_says_what_is_wrong_with_empty_data_and_foreign_labels(tmp_path):

@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
-from imgzoo.data.datasets import _open_image, image_folder
-from imgzoo.data.loaders import is_batch_loader, unshared_generator
+from imgzoo.data.datasets import ImageDataset, _open_image, check_classes, classes_of, image_folder, model_classes
+from imgzoo.data.loaders import Transformed, batches, is_batches, unshared_generator
 from imgzoo.data.transforms import flip_preserves_label, for_model
 from imgzoo.eval.plots import plot_confusion_matrix, plot_samples
 
@@ -173,37 +173,41 @@ def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
     return for_model(model, train=False)
 
 
-class _EvalTransformed(Dataset):
-    """A data set's (image, label) items with the image put through the model's eval transform."""
-
-    def __init__(self, data: Dataset, transform: Any) -> None:
-        self.data, self.transform = data, transform
-
-    def __len__(self) -> int:
-        return len(self.data)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.data[index]
-        return (image if _is_preprocessed(image) else self.transform(image)), int(label)
+def check_data_classes(model: nn.Module, data: Any) -> None:
+    """Refuse data whose class names or order differ from the model's: every figure would be wrong."""
+    check_classes(
+        model_classes(model),
+        classes_of(data),
+        expected_by="the model",
+        found_in="the data",
+        advice="Evaluate it on data with the classes it was trained on, in the same order.",
+    )
 
 
-def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int) -> Any:
+def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, device: torch.device) -> Any:
     """A loader of preprocessed batches: loaders as they are, data sets batched and transformed if raw."""
-    if isinstance(data, DataLoader) or is_batch_loader(data):
+    if isinstance(data, DataLoader) or is_batches(data):
         return data
     if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
         raise TypeError(
-            f"evaluate takes a Dataset of (image, label) pairs, a DataLoader, a FastLoader or a folder path; "
-            f"got {type(data).__name__}"
+            f"evaluate takes a Dataset of (image, label) pairs, a DataLoader, an iterable of (x, y) batches or a "
+            f"folder path; got {type(data).__name__}"
         )
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
     first_image = data[0][0]
-    if not _is_preprocessed(first_image):
-        data = _EvalTransformed(data, _eval_transform(model, first_image, "evaluate"))
-    return DataLoader(
-        data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
-    )
+    if _is_preprocessed(first_image):
+        return DataLoader(
+            data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
+        )
+    transform = _eval_transform(model, first_image, "evaluate")
+    base = data
+    while isinstance(base, Subset):
+        base = base.dataset
+    if isinstance(base, ImageDataset) and base.files is None:  # decoded images: the whole-batch path
+        return batches(data, batch_size, train=False, spec=model.data_spec, device=device)
+    # Files are read as they are, never written to a cache by a measurement.
+    return DataLoader(Transformed(data, transform), batch_size, num_workers=num_workers, generator=unshared_generator())
 
 
 def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -337,13 +341,12 @@ def evaluate(
 ) -> EvalResult:
     """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
-    ``data`` is what a user has at hand: a Dataset of (image, class index) pairs, a
-    DataLoader, a :class:`~imgzoo.data.loaders.FastLoader`, or the path of an image tree
-    ``root/<class>/<image>``. Images that are PIL images, uint8 tensors or arrays (e.g.
-    ``datasets.cifar10(root)`` with no transform) go through the model's eval transform
-    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as preprocessed,
-    as :func:`predict` takes them. The model comes back in the mode and on the device it
-    came in.
+    ``data`` is what a user has at hand: a Dataset of (image, class index) pairs, a DataLoader,
+    any iterable of (x, y) batches (a :class:`~imgzoo.data.loaders.FastLoader`), or the path of an
+    image tree ``root/<class>/<image>``; data whose class names or order differ from the model's
+    is refused. PIL images, uint8 tensors and arrays go through the model's eval transform
+    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as preprocessed, as
+    :func:`predict` takes them. The model comes back in the mode and on the device it came in.
 
     ``tta`` averages the logits over views of each image (:class:`TestTimeAugmented`):
     ``True`` or ``"flip"`` the image and its mirror, ``"shift"`` the image and two one-pixel
@@ -353,7 +356,8 @@ def evaluate(
     mode = tta_mode(tta, model, data)
     device = resolve_device(device)
     data = _resolve_folder(data, "evaluate")
-    loader = _as_loader(model, data, batch_size, num_workers)
+    check_data_classes(model, data)
+    loader = _as_loader(model, data, batch_size, num_workers, device)
     first = next(iter(loader), None)
     if first is None:
         raise ValueError(
@@ -533,7 +537,7 @@ def plot_predictions(
     """
     data = _resolve_folder(data, "plot_predictions")
     data = data.dataset if isinstance(data, DataLoader) else data
-    if is_batch_loader(data) and not hasattr(data, "eval_batch"):
+    if is_batches(data) and not hasattr(data, "eval_batch"):
         raise TypeError(
             f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
             f"{type(data).__name__}, a loader it cannot pick samples from"

@@ -1,4 +1,4 @@
-"""The data side of fit: the checks on the data before any work, and the loaders fit builds.
+"""The data side of fit: what it accepts, the checks before any work, and the loaders it builds.
 
 Both the training and the validation data are tried on the model before anything is trained,
 seeded or written: a wrong shape or a label out of range in the validation data would otherwise
@@ -16,17 +16,52 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 from torch.utils.data.dataloader import default_collate
 
-from imgzoo.data.loaders import is_batch_loader, own_generator, unshared_generator
+from imgzoo.data.datasets import check_classes, classes_of, model_classes
+from imgzoo.data.loaders import is_batches, own_generator, unshared_generator
 from imgzoo.train import distributed
 from imgzoo.train.config import FitConfig, warn_if_loader_differs
 
-__all__ = ["check_data", "check_labels", "dataset_of", "known_labels", "train_loader", "val_loader"]
+__all__ = ["accept", "check_data", "check_labels", "dataset_of", "known_labels", "train_loader"]
 
 # What each role's error tells the user to preprocess with: augmentation for training only.
 _TRANSFORM_ADVICE = {
     "training": "imgzoo.data.transforms.for_model(model, train=True)",
     "validation": "imgzoo.data.transforms.for_model(model)",
 }
+
+
+def accept(data: Any) -> Any:
+    """``data`` as fit uses it: an iterable of batches without a length (a generator's result) is read once
+    into a list, since fit passes over it every epoch and sizes its schedule by the batches in one."""
+    if data is None or isinstance(data, (Dataset, DataLoader)) or hasattr(data, "__len__"):
+        return data
+    if not hasattr(data, "__iter__"):
+        raise TypeError(
+            f"fit takes a Dataset, a DataLoader or any iterable of (x, y) batches; got {type(data).__name__}"
+        )
+    return list(data)
+
+
+def check_model_classes(model: nn.Module, data: Any, role: str) -> None:
+    """Refuse data whose class names or order differ from those the model was built with."""
+    check_classes(
+        model_classes(model),
+        classes_of(data),
+        expected_by="the model",
+        found_in=f"the {role} data",
+        advice="Build the model with create_model(name, class_names=data.classes), or pass data with its classes.",
+    )
+
+
+def check_checkpoint_classes(saved: dict[str, Any], model: nn.Module, train: Any, path: Any) -> None:
+    """Refuse to resume a checkpoint on data whose classes differ from those it was trained on."""
+    check_classes(
+        saved.get("classes"),
+        classes_of(train) or model_classes(model),
+        expected_by=f"the checkpoint {path}",
+        found_in="the training data",
+        advice="Resume on the data the run was trained on (the same class folders), or train afresh without resume.",
+    )
 
 
 def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
@@ -74,7 +109,7 @@ def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
 
 def _first_batch(data: Any, role: str) -> tuple[Any, Any]:
     """A small batch of ``data`` and the object that may expose its labels, drawing from no shared generator."""
-    if not is_batch_loader(data):
+    if not is_batches(data):
         dataset = dataset_of(data, role)
         collate = data.collate_fn if isinstance(data, DataLoader) else default_collate
         return collate([dataset[i] for i in range(min(2, len(dataset)))]), dataset  # type: ignore[arg-type]
@@ -127,6 +162,9 @@ def check_data(model: nn.Module, train: Any, val: Any, device: torch.device) -> 
     Done in eval mode under no_grad, before seeding, so it changes neither the weights, the
     batch-norm statistics nor any random generator that training draws from.
     """
+    check_model_classes(model, train, "training")
+    if val is not None:
+        check_model_classes(model, val, "validation")
     num_classes = _probe(model, train, "training", device, None)
     if val is not None:
         _probe(model, val, "validation", device, num_classes)
@@ -149,14 +187,14 @@ def train_loader(
     around a DistributedSampler so that each process sees its own shard.
     """
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
-    if is_batch_loader(data) and ctx.enabled:
+    if is_batches(data) and ctx.enabled:
         raise ValueError(
             f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
             "each process gets its own part through a DistributedSampler"
         )
-    if isinstance(data, DataLoader) or is_batch_loader(data):
+    if isinstance(data, DataLoader) or is_batches(data):
         warn_if_loader_differs(data, cfg)  # a loader given is used as built, whatever the recipe says
-    if (isinstance(data, DataLoader) or is_batch_loader(data)) and not ctx.enabled:
+    if (isinstance(data, DataLoader) or is_batches(data)) and not ctx.enabled:
         return data, None, generator
     dataset = dataset_of(data, "training")
     batch_size = data.batch_size if isinstance(data, DataLoader) and data.batch_size else cfg.batch_size
@@ -184,7 +222,7 @@ def val_loader(
     """The validation loader; under torchrun each process gets a disjoint slice of a Dataset."""
     if data is None:
         return None
-    if is_batch_loader(data) or (isinstance(data, DataLoader) and not ctx.enabled):
+    if is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
         return data  # under DDP every process scores all of it; the means stay right
     dataset = dataset_of(data, "validation")
     if ctx.enabled:  # every process scores a disjoint slice; the sums are added up, nothing counted twice
