@@ -1,5 +1,7 @@
 """imgzoo.data.loaders: the batch path agrees with the per-image transforms, and decoding is cached."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -312,3 +314,39 @@ def test_fast_loader_refuses_tensors_without_a_spec_and_says_what_to_pass():
     images = datasets.TensorImages(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), ["a"])
     with pytest.raises(ValueError, match=r"FastLoader needs spec= .* for ImageDataset .*: it carries no spec"):
         loaders.FastLoader(images, 2)
+
+
+# ---------------------------------------------------------------------------- one definition, one builder
+
+
+def test_both_paths_take_their_ops_from_one_augmentation():
+    """build_transform composes augmentation()'s ops; FastLoader's are the same types with the same settings."""
+    before, after = transforms.augmentation(CIFAR10, "strong", translate=2, cutout=8)
+    steps = transforms.build_transform(CIFAR10, train=True, augment="strong", translate=2, cutout=8).transforms
+    kinds = [type(op) for op in steps]
+    assert all(type(op) in kinds for op in before + after)
+    crop = next(op for op in steps if isinstance(op, transforms.v2.RandomCrop))
+    assert crop.padding == [2, 2, 2, 2] and crop.padding_mode == "reflect"
+    assert [type(op).__name__ for op in after] == ["RandomErasing", "Cutout"]
+    assert transforms.augmentation(MNIST, "standard")[0][-1].__class__.__name__ == "RandomCrop"  # digits: no flip
+
+
+def test_per_image_cutout_blanks_one_square_of_the_given_side():
+    image = torch.full((3, 32, 32), 200, dtype=torch.uint8)
+    x = transforms.build_transform(CIFAR10, train=True, augment="standard", translate=0, cutout=6)(image)
+    blank = (x == 0).all(dim=0)
+    rows, cols = blank.any(dim=1).nonzero().flatten(), blank.any(dim=0).nonzero().flatten()
+    assert blank.sum() == 36 and len(rows) == 6 and len(cols) == 6
+
+
+def test_batches_takes_the_whole_batch_path_for_small_images_and_a_dataloader_otherwise(tmp_path):
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
+    fast = loaders.batches(data, 8, train=True, translate=2, cutout=4, seed=3, device="cpu")
+    assert isinstance(fast, loaders.FastLoader) and fast.translate == 2 and fast.cutout == 4
+    big = dataclasses.replace(CIFAR10, name="big", size=(40, 40), resize=48)
+    loader = loaders.batches(data, 8, train=False, spec=big, num_workers=0)
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    x, y = next(iter(loader))
+    assert x.shape == (8, 3, 40, 40) and x.dtype == torch.float32 and torch.equal(y, data.targets[:8])
+    with pytest.raises(ValueError, match="alternate_flips needs the whole-batch path"):
+        loaders.batches(data, 8, train=True, spec=big, alternate_flips=True)

@@ -106,6 +106,7 @@ class ImageDataset(Dataset):
         self.targets, self.classes = targets, list(classes)
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.transform, self.spec, self.source = transform, spec, source
+        self.indices: list[int] | None = None  # a subset's positions in the dataset it was first taken from
 
     def _readable(self, targets: torch.Tensor, on_error: str, source: str) -> torch.Tensor:
         """The labels of the files kept: a zero-byte file is refused, or with "skip" any unreadable one dropped."""
@@ -149,7 +150,9 @@ class ImageDataset(Dataset):
         """The images at ``indices``, with this dataset's classes, spec, transform and source."""
         index = torch.as_tensor(indices, dtype=torch.int64)
         images = self.images[index] if self.files is None else [self.files[i] for i in index.tolist()]
-        return self._like(images, self.targets[index], self.transform)
+        part = self._like(images, self.targets[index], self.transform)
+        part.indices = index.tolist() if self.indices is None else [self.indices[i] for i in index.tolist()]
+        return part
 
     def with_transform(self, transform: Transform | None) -> ImageDataset:
         """The same images and labels, given to ``transform`` when indexed."""
