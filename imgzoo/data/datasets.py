@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from imgzoo.models.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec
@@ -45,6 +45,7 @@ __all__ = [
     "dog_breeds",
     "image_folder",
     "kaggle_dogs",
+    "labels_of",
     "mnist",
     "open_folder",
     "read_idx",
@@ -233,11 +234,21 @@ def model_classes(model: Any) -> tuple[str, ...] | None:
     return getattr(getattr(model, "data_spec", None), "class_names", None)
 
 
-def _targets(dataset: Dataset) -> torch.Tensor:
-    targets = getattr(dataset, "targets", None)
-    if targets is None:
-        targets = [int(dataset[i][1]) for i in range(len(dataset))]
-    return torch.as_tensor(targets, dtype=torch.int64)
+def labels_of(data: Any, read: bool = True) -> torch.Tensor | None:
+    """Every label of ``data`` from its ``targets`` (a Subset's or TensorDataset's too), as they are; else, with
+    ``read``, read item by item (which decodes every image once), without it None."""
+    targets = getattr(data, "targets", None)
+    if isinstance(data, TensorDataset) and len(data.tensors) >= 2:
+        targets = data.tensors[1]
+    elif targets is None and isinstance(data, Subset):
+        parent = labels_of(data.dataset, read=False)
+        targets = parent[torch.as_tensor(list(data.indices), dtype=torch.int64)] if parent is not None else None
+    if targets is None and read:
+        targets = [int(data[i][1]) for i in range(len(data))]
+    try:
+        return torch.as_tensor(targets) if targets is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def train_val_split(
@@ -250,7 +261,7 @@ def train_val_split(
     ImageDataset splits into two ImageDatasets; any other dataset into two Subsets with ``targets``.
     """
     _check_split_arguments(val_fraction, val_count, seed)
-    targets = _targets(dataset)
+    targets = labels_of(dataset).long()
     sizes = {label: int((targets == label).sum()) for label in torch.unique(targets).tolist()}
     n_val = _val_sizes(sizes, val_fraction, val_count, getattr(dataset, "classes", None))
     generator = torch.Generator().manual_seed(seed)
@@ -271,7 +282,6 @@ def train_val_split(
 
 
 def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None:
-    """Refuse a fraction that is not a number in (0, 1), a count that is not a positive int, or both at once."""
     if val_fraction is not None and val_count is not None:
         raise ValueError(
             f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
@@ -353,12 +363,8 @@ _CONNECT_TIMEOUT_S = 10.0
 
 
 def _download(what: str, source: Any, root: Path, train: bool, by_hand: str) -> None:
-    """Fetch through torchvision's dataset class, or fail at once with where to put the files by hand.
-
-    torchvision opens its URLs without a timeout, so on a machine whose network drops
-    packets the first attempt hangs for minutes, and MNIST then tries every mirror.
-    One TCP connection to each host, with a timeout, finds that out in seconds.
-    """
+    """Fetch through torchvision, or fail at once saying where to put the files by hand: torchvision opens its URLs
+    without a timeout (minutes per mirror where packets drop); one TCP connection per host finds that in seconds."""
     unreachable = _unreachable_hosts(_download_urls(source))
     if unreachable:
         raise ConnectionError(f"cannot download {what}: no connection to {'; '.join(unreachable)}. {by_hand}")
@@ -376,10 +382,7 @@ def _download_urls(source: Any) -> list[str]:
 
 
 def _unreachable_hosts(urls: list[str]) -> list[str]:
-    """'host:port (reason)' for each URL whose host does not accept a connection; [] when any one does.
-
-    Behind a proxy urllib connects to the proxy, not the host, so the check is skipped.
-    """
+    """'host:port (reason)' for each URL whose host refuses a connection; [] when one accepts, or behind a proxy."""
     failures = []
     for url in urls:
         parts = urllib.parse.urlsplit(url)
@@ -397,13 +400,9 @@ def _unreachable_hosts(urls: list[str]) -> list[str]:
 def cifar10(
     root: str | os.PathLike, train: bool = True, download: bool = False, transform: Transform | None = None
 ) -> ImageDataset:
-    """The CIFAR-10 training (50,000) or test (10,000) images, classes in the official order.
-
-    ``root`` holds either the python pickle batches (``root/cifar-10-batches-py/``,
-    as torchvision downloads them; the folder itself also works), read into a uint8 tensor,
-    or an image tree ``root/train/<class>/*`` and ``root/test/<class>/*`` (as in the JPEG
-    re-encodings of CIFAR-10) whose class folders must be the ten CIFAR-10 names.
-    """
+    """The CIFAR-10 training (50,000) or test (10,000) images, classes in the official order: from the python
+    batches in ``root`` or ``root/cifar-10-batches-py/`` (a uint8 tensor), or from image trees ``root/train/<class>/``
+    and ``root/test/<class>/`` (a JPEG copy) whose folders are the ten CIFAR-10 names."""
     root = Path(root)
     batches = _find_cifar_batches(root)
     split = "train" if train else "test"
@@ -454,11 +453,8 @@ _CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that builds only numpy arrays, dicts, lists, strings and numbers.
-
-    ``pickle.load`` calls whatever a file names, so a batch file someone else wrote
-    could run any command; this one refuses every global CIFAR-10 does not use.
-    """
+    """Builds only numpy arrays, dicts, lists, strings and numbers: ``pickle.load`` calls whatever a file names,
+    so a batch someone else wrote could run any command; every global CIFAR-10 does not use is refused."""
 
     def __init__(self, file: Any, path: Path) -> None:
         super().__init__(file, encoding="latin1")  # Python 2 pickles; latin1 is how torchvision reads them too
@@ -538,13 +534,10 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """Read an idx file (LeCun's MNIST format), raw or gzip-compressed.
+    """An idx file (MNIST's format: 0000, a type code, ndim, big-endian uint32 dims, C-order data), raw or gzipped.
 
-    Layout: two zero bytes, a type code (0x08 = uint8), the number of dimensions,
-    one big-endian uint32 per dimension, then the data in C order. The header says
-    how many bytes must follow; a file with fewer or more is a :class:`CorruptFileError`.
-    A gzipped file is decompressed as a stream and never past the size its header
-    claims, so a small file that inflates to gigabytes is refused, not loaded.
+    A file with fewer or more bytes than its header declares is a :class:`CorruptFileError`; a gzipped
+    one is never inflated past that size, so a small file that inflates to gigabytes is refused, not loaded.
     """
     path = Path(path)
     try:
@@ -628,11 +621,8 @@ def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor
 def mnist(
     root: str | os.PathLike, train: bool = True, download: bool = False, transform: Transform | None = None
 ) -> ImageDataset:
-    """The MNIST training (60,000) or test (10,000) digits as (N, 1, 28, 28) uint8, classes "0".."9".
-
-    Reads the idx files, gzipped or not, from ``root`` or from ``root/MNIST/raw``
-    (where torchvision puts them; ``download=True`` fetches them there).
-    """
+    """The MNIST training (60,000) or test (10,000) digits as (N, 1, 28, 28) uint8, classes "0".."9", from the idx
+    files, gzipped or not, in ``root`` or ``root/MNIST/raw`` (where ``download=True`` puts them)."""
     root = Path(root)
     prefix = "train" if train else "t10k"
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
@@ -713,17 +703,11 @@ def stanford_dogs(
     on_error: str = "raise",
     split: str | None = None,
 ) -> ImageDataset:
-    """Stanford Dogs (Khosla et al. 2011): ``root/Images/<wnid>-<Breed>/*.jpg``, 120 breeds.
+    """Stanford Dogs (Khosla et al. 2011): ``root/Images/<wnid>-<Breed>/*.jpg`` (or ``root`` = ``Images``), 120 breeds
+    in WordNet order, named without the id (``n02085620-Chihuahua`` -> ``Chihuahua``).
 
-    ``root`` may also be the ``Images`` folder itself. Classes follow the WordNet
-    ids' order (the data set's own) and are named without the id:
-    ``n02085620-Chihuahua`` -> ``Chihuahua``.
-
-    ``split="train"`` or ``"test"`` keeps only the images of the data set's official split,
-    which published results use (100 per breed for training, the other 8,580 for testing):
-    the files listed in ``train_list.mat`` or ``test_list.mat`` from ``lists.tar``, found
-    beside ``Images/`` or in a ``lists/`` folder there. Reading them needs scipy (``pip install "imgzoo[dogs]"``).
-    ``None`` (the default) gives every image.
+    ``split="train"`` / ``"test"``: the official split published results use (100 per breed to train), listed
+    in ``lists.tar``'s ``{split}_list.mat`` beside ``Images/`` or in ``lists/`` (needs ``imgzoo[dogs]``'s scipy).
     """
     root = Path(root)
     images = root / "Images" if (root / "Images").is_dir() else root
@@ -786,13 +770,9 @@ def kaggle_dogs(
 ) -> ImageDataset:
     """Kaggle dog-breed-identification: ``root/train/<id>.jpg`` labelled by ``root/labels.csv``.
 
-    The breeds are ``classes`` when given, else the breed columns of
-    ``sample_submission.csv`` when present (the competition's order), else the
-    sorted breeds of labels.csv. A row whose image is missing or whose breed is
-    not a known class is an error: a wrong label must never pass silently. An id
-    is a file name, never a path: one with a separator, or whose image resolves
-    outside ``root/train`` through a link, is refused, so a shared labels.csv
-    cannot point imgzoo at other files on the machine.
+    Breeds: ``classes``, else ``sample_submission.csv``'s columns (the competition's order), else labels.csv's,
+    sorted. A missing image or unknown breed is an error, never a silent wrong label; an id is a file name, never
+    a path (nor a link out of ``root/train``), so a shared labels.csv cannot point at other files on the machine.
     """
     root = Path(root)
     labels_csv = root / "labels.csv"
@@ -918,12 +898,8 @@ _ANY_HOW = (
 
 
 def detect_format(root: str | os.PathLike) -> str:
-    """Which of :data:`FORMATS` the folder ``root`` holds, by looking at its files, never by its name.
-
-    A command-line user names a folder, not a reader; the checks run from the most specific
-    layout to the most general, so CIFAR-10 as JPEG class folders is "cifar10" (the ten known
-    classes keep their official order and data spec), and any other class tree "image_folder".
-    """
+    """Which of :data:`FORMATS` ``root`` holds, by its files (most specific layout first), never by its name:
+    CIFAR-10 as JPEG class folders is "cifar10" (official order and spec), any other class tree "image_folder"."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist. {_ANY_HOW}")
@@ -955,12 +931,8 @@ def _class_tree(root: Path) -> Path | None:
 
 
 def open_folder(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageDataset:
-    """The training images in ``root``, whichever layout :func:`detect_format` finds there.
-
-    For layouts with a test split (CIFAR-10, MNIST, ``train/`` and ``test/`` class trees) this
-    is the training split; select models on :func:`train_val_split` of it, never on the test
-    split. To measure a test split, point this at a folder that holds only it.
-    """
+    """The training images in ``root``, whichever layout :func:`detect_format` finds (the training split where there
+    is a test split: select models on :func:`train_val_split` of it; to measure a test split, name its folder)."""
     root = Path(root)
     found = detect_format(root)
     if found == "cifar10":

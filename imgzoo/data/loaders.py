@@ -43,6 +43,7 @@ __all__ = [
     "default_cache_dir",
     "is_batches",
     "own_generator",
+    "root_of",
     "unshared_generator",
 ]
 
@@ -150,19 +151,23 @@ def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
         f.write(save(tensors, metadata=metadata))
 
 
-def _unwrap(data: Dataset, spec: DataSpec | None, cache_dir: Any) -> tuple[ImageDataset, DataSpec]:
-    """The ImageDataset of uint8 tensors under ``data`` (an ImageDataset or Subsets of one), and its spec.
-
-    An outer Subset's indices point into the next one down, so they compose as ``inner[outer]``;
-    the spec is ``spec`` given, else the first met from the outside in (CIFAR-10 and MNIST carry one).
-    """
-    given, indices = type(data).__name__, None
-    spec = spec or getattr(data, "spec", None)
+def root_of(data: Any) -> tuple[Any, torch.Tensor | None, DataSpec | None]:
+    """The dataset under any chain of Subsets, the indices into it (an outer Subset's point into the next one
+    down: they compose as ``inner[outer]``), and the first spec met from the outside in."""
+    indices, spec = None, getattr(data, "spec", None)
     while isinstance(data, Subset):
         here = torch.as_tensor(list(data.indices), dtype=torch.int64)
         indices = here if indices is None else here[indices]
         data = data.dataset
         spec = spec or getattr(data, "spec", None)
+    return data, indices, spec
+
+
+def _unwrap(data: Dataset, spec: DataSpec | None, cache_dir: Any) -> tuple[ImageDataset, DataSpec]:
+    """The ImageDataset of uint8 tensors under ``data`` (an ImageDataset or Subsets of one), and its spec."""
+    given = type(data).__name__
+    data, indices, own_spec = root_of(data)
+    spec = spec or own_spec
     if not isinstance(data, ImageDataset):
         raise TypeError(
             f"FastLoader takes an imgzoo ImageDataset (or a Subset of one); got {given} of {type(data).__name__}. "
@@ -360,12 +365,6 @@ class FastLoader:
         )
 
 
-def _spec_hint(data: Any) -> DataSpec | None:
-    while isinstance(data, Subset) and getattr(data, "spec", None) is None:
-        data = data.dataset
-    return getattr(data, "spec", None)
-
-
 class Transformed(Dataset):
     """Any dataset's (image, label) items with the image put through ``transform``, keeping classes and labels."""
 
@@ -403,11 +402,11 @@ def batches(
     DataLoader with :func:`imgzoo.data.transforms.build_transform`, the same augmentation image by
     image. ``spec`` defaults to the dataset's own. Both draw only from generators seeded by ``seed``.
     """
-    spec = spec or _spec_hint(dataset)
+    root, _, own_spec = root_of(dataset)
+    spec = spec or own_spec
     if spec is None:
         raise ValueError("batches needs spec= (a DataSpec, e.g. model.data_spec): the dataset carries none")
-    small = spec.resize is None and isinstance(_unwrapped(dataset), ImageDataset)
-    if small:
+    if spec.resize is None and isinstance(root, ImageDataset):
         return FastLoader(dataset, batch_size, spec=spec, train=train, augment=augment, translate=translate,
                           alternate_flips=alternate_flips, cutout=cutout, seed=seed, device=device,
                           cache_dir=cache_dir)  # fmt: skip
@@ -420,12 +419,6 @@ def batches(
     workers = max(0, min(4, (os.cpu_count() or 1) - 1)) if num_workers is None else num_workers
     return DataLoader(Transformed(dataset, transform), batch_size=batch_size, shuffle=train, num_workers=workers,
                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
-
-
-def _unwrapped(data: Any) -> Any:
-    while isinstance(data, Subset):
-        data = data.dataset
-    return data
 
 
 def is_batches(data: Any) -> bool:

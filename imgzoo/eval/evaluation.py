@@ -1,13 +1,7 @@
 """Measure a trained model (evaluate), use it (predict), and look at its answers (plot_predictions).
 
-``evaluate`` returns what the original notebooks reported and more: loss, top-1, top-5,
-per-class accuracy and the confusion matrix. ``predict`` takes what a user has at hand
-(PIL images, file paths, tensors) and returns class names with probabilities.
-``plot_predictions`` predicts a few samples and hands the labels to :mod:`imgzoo.eval.plots`.
-
-This module measures and never trains (training several models to compare them is
-:mod:`imgzoo.study.compare`). Each public function borrows the model: it comes back in the
-train/eval mode and on the device it came in, so evaluating mid-training changes nothing.
+Never trains. Each public function borrows the model: it comes back in the train/eval mode and on
+the device it came in, so evaluating mid-training changes nothing.
 """
 
 from __future__ import annotations
@@ -24,11 +18,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
-from imgzoo.data.datasets import ImageDataset, _open_image, check_classes, classes_of, image_folder, model_classes
-from imgzoo.data.loaders import Transformed, batches, is_batches, unshared_generator
+from imgzoo.data.datasets import (
+    ImageDataset,
+    _open_image,
+    check_classes,
+    classes_of,
+    image_folder,
+    labels_of,
+    model_classes,
+)
+from imgzoo.data.loaders import Transformed, batches, is_batches, root_of, unshared_generator
 from imgzoo.data.transforms import flip_preserves_label, for_model
 from imgzoo.eval.plots import plot_confusion_matrix, plot_samples
 
@@ -40,12 +42,8 @@ __all__ = ["TTA_MODES", "EvalResult", "TestTimeAugmented", "evaluate", "plot_pre
 
 @contextlib.contextmanager
 def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """``model`` in eval mode on ``device`` for the block; afterwards as it came in.
-
-    Every submodule's own mode is put back, not just the top one, since a model may keep
-    part of itself in eval mode on purpose (a frozen backbone's batch norm). The device is
-    the first parameter's (or buffer's); a model with neither has nothing to move.
-    """
+    """``model`` in eval mode on ``device`` for the block; afterwards every submodule's mode (a frozen backbone's
+    batch norm stays in eval) and the device (its first parameter's or buffer's) are as they came in."""
     modes = [(module, module.training) for module in model.modules()]
     first = next(model.parameters(), None)
     first = first if first is not None else next(model.buffers(), None)
@@ -70,11 +68,8 @@ def eval_sums(
     channels_last: bool = False,
     num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """One pass in eval mode; sums, not means, so that processes can add theirs up.
-
-    Returns loss_sum, correct (top-1), correct5, n and, when ``num_classes`` is given,
-    a (num_classes, num_classes) confusion matrix counting (true, predicted) pairs.
-    """
+    """One pass in eval mode: loss_sum, correct (top-1), correct5, n and with ``num_classes`` a (true, predicted)
+    confusion matrix; sums, not means, so that processes can add theirs up."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -201,9 +196,7 @@ def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, d
             data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
         )
     transform = _eval_transform(model, first_image, "evaluate")
-    base = data
-    while isinstance(base, Subset):
-        base = base.dataset
+    base = root_of(data)[0]
     if isinstance(base, ImageDataset) and base.files is None:  # decoded images: the whole-batch path
         return batches(data, batch_size, train=False, spec=model.data_spec, device=device)
     # Files are read as they are, never written to a cache by a measurement.
@@ -211,11 +204,8 @@ def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, d
 
 
 def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The loader's batches, refusing a label the model has no output for.
-
-    Cross entropy would fail on it with an index error on the CPU, and with a device-side
-    assert that spoils the whole CUDA context on a GPU; neither names the cause.
-    """
+    """The loader's batches, refusing a label the model has no output for: cross entropy would fail with an index
+    error on a CPU, and a device-side assert that spoils the CUDA context on a GPU, neither naming the cause."""
     for x, y in loader:
         y = torch.as_tensor(y)
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
@@ -247,13 +237,9 @@ TTA_MODES = ("none", "flip", "shift", "flip+shift")
 class TestTimeAugmented(nn.Module):
     """``model``'s logits averaged over views of each image: its mirror, and/or copies shifted by one pixel.
 
-    Logits, not probabilities, are averaged, as airbench94 does (``0.5 * net(x) + 0.5 *
-    net(x.flip(-1))``, KellerJordan/cifar10-airbench), whose notes record that dropping this
-    test-time augmentation cost 0.8% accuracy on CIFAR-10; the loss reported is the cross
-    entropy of the averaged logits. ``"flip+shift"`` is airbench's level 2: half the weight on the image and its
-    mirror, half on the two copies shifted one pixel up-left and down-right (reflect padding),
-    each with its mirror too. ``"shift"`` is the same without the mirrors, for data sets whose
-    labels a mirror changes (digits).
+    Logits, as airbench94 averages them (dropping this cost it 0.8% on CIFAR-10). ``"flip+shift"`` is its
+    level 2: half the weight on the image and its mirror, half on copies shifted one pixel up-left and
+    down-right (reflect padding), each mirrored too; ``"shift"`` the same without mirrors (digits).
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -348,10 +334,8 @@ def evaluate(
     (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as preprocessed, as
     :func:`predict` takes them. The model comes back in the mode and on the device it came in.
 
-    ``tta`` averages the logits over views of each image (:class:`TestTimeAugmented`):
-    ``True`` or ``"flip"`` the image and its mirror, ``"shift"`` the image and two one-pixel
-    shifts, ``"flip+shift"`` both (airbench94's level 2). A mirror is refused for data whose
-    labels it changes (MNIST: use ``"shift"``). The result records which was used.
+    ``tta`` averages the logits over views (:class:`TestTimeAugmented`): ``True`` / ``"flip"``, ``"shift"``,
+    ``"flip+shift"``; a mirror is refused where it changes labels (MNIST). The result records which was used.
     """
     mode = tta_mode(tta, model, data)
     device = resolve_device(device)
@@ -439,14 +423,9 @@ def predict(
 ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
     """The ``topk`` most likely classes, as (class name, probability) pairs, most likely first.
 
-    ``images`` is one image or a list of them: PIL images, file paths, uint8 tensors and
-    NumPy arrays go through the model's eval transform
-    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as already
-    preprocessed, exactly what ``model(x)`` would get; a 4-D float tensor is a batch.
-    One image gives one list of pairs; several give a list of such lists. ``topk`` larger
-    than the number of classes lists every class. URLs and folders are refused (nothing is
-    fetched), and an unreadable or oversized image file gets an error naming the file. The
-    model comes back in the mode and on the device it came in.
+    ``images``: one image or a list; PIL images, file paths, uint8 tensors and arrays go through the
+    model's eval transform, float tensors are taken as preprocessed (a 4-D one is a batch). One image
+    gives one list of pairs, several a list of lists. URLs and folders are refused (nothing is fetched).
     """
     topk = _check_topk(topk)  # before any image is read
     device = resolve_device(device)
@@ -467,28 +446,9 @@ def predict(
 # ---------------------------------------------------------------------------- plot_predictions
 
 
-def _labels_of(data: Any) -> torch.Tensor:
-    """Every sample's label, read from the data set's list of labels where it keeps one.
-
-    Only a data set that lists no labels (no ``targets``, not a Subset or TensorDataset
-    of one that does) is read item by item, which decodes every image once.
-    """
-    targets = getattr(data, "targets", None)
-    if targets is not None:
-        return torch.as_tensor(targets, dtype=torch.int64).cpu()
-    if isinstance(data, Subset):
-        return _labels_of(data.dataset)[torch.as_tensor(list(data.indices), dtype=torch.int64)]
-    if isinstance(data, TensorDataset):
-        return data.tensors[-1].to(torch.int64).cpu()
-    return torch.as_tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.int64)
-
-
 def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
-    """Positions of ``n`` samples dealt round-robin over the classes present, each class in seeded order.
-
-    The first ``n`` of a class-sorted data set would all be one class; this shows each
-    class in turn (in label order), a different pick per ``seed``, the same pick each run.
-    """
+    """Positions of ``n`` samples dealt round-robin over the classes present, each class in seeded order
+    (the first ``n`` of a class-sorted data set would all be one class)."""
     generator = torch.Generator().manual_seed(seed)
     queues = []
     for label in torch.unique(labels).tolist():
@@ -526,15 +486,8 @@ def plot_predictions(
     path: str | os.PathLike[str] | None = None,
     device: str | torch.device = "auto",
 ) -> Figure:
-    """The notebooks' "predicted samples" grid: ``n`` images with their true and predicted labels.
-
-    The images are a seeded, class-balanced sample (round-robin over the classes), since the
-    first ``n`` of a class-sorted folder would all be one class. ``data`` is what
-    :func:`evaluate` takes (a Dataset, a DataLoader, a FastLoader, a folder path); raw
-    images go through the model's eval transform. A wrong prediction's title is red. The
-    prediction happens here; :func:`imgzoo.eval.plots.plot_samples` draws. The model comes
-    back in the mode and on the device it came in.
-    """
+    """``n`` images, a seeded class-balanced sample of ``data`` (what :func:`evaluate` takes), with their true and
+    predicted labels (a wrong one in red); :func:`imgzoo.eval.plots.plot_samples` draws."""
     data = _resolve_folder(data, "plot_predictions")
     data = data.dataset if isinstance(data, DataLoader) else data
     if is_batches(data) and not hasattr(data, "eval_batch"):
@@ -542,7 +495,7 @@ def plot_predictions(
             f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
             f"{type(data).__name__}, a loader it cannot pick samples from"
         )
-    labels = _labels_of(data)
+    labels = labels_of(data).long().cpu()
     if not isinstance(n, int) or n < 1 or len(labels) == 0:
         raise ValueError(
             f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 from torch.utils.data.dataloader import default_collate
 
-from imgzoo.data.datasets import check_classes, classes_of, model_classes
+from imgzoo.data.datasets import check_classes, classes_of, labels_of, model_classes
 from imgzoo.data.loaders import is_batches, own_generator, unshared_generator
 from imgzoo.train import distributed
 from imgzoo.train.config import FitConfig, warn_if_loader_differs
@@ -81,15 +81,7 @@ def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
 
 def known_labels(dataset: Any) -> torch.Tensor | None:
     """All labels at once where the data set exposes them cheaply; else None (checked per batch)."""
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
-        return dataset.tensors[1]
-    targets = getattr(dataset, "targets", None)  # torchvision's data sets, FastLoader
-    if targets is not None:
-        try:
-            return torch.as_tensor(targets)
-        except (TypeError, ValueError):
-            return None
-    return None
+    return labels_of(dataset, read=False)
 
 
 def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
