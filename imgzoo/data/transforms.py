@@ -1,24 +1,12 @@
-"""Train and eval preprocessing, built from a model's :class:`~imgzoo.models.registry.DataSpec`.
+"""Train and eval preprocessing from a model's DataSpec, as torchvision.transforms.v2 pipelines:
 
-Every model carries its DataSpec (channels, size, mean, std, eval resize), so
-``for_model(model)`` gives the preprocessing it was built for and nobody looks up
-a normalisation constant. The pipelines are torchvision.transforms.v2 objects:
+    any image -> uint8 with the spec's channels -> resize / augmentation -> float32 -> normalise
 
-    any image -> uint8 image with the spec's channels -> geometry (resize / crop /
-    augmentation) -> float32 in [0, 1] -> normalise -> plain (C, H, W) tensor
-
-Accepted inputs: PIL images of any mode (L, RGB, RGBA, P, CMYK, I, F, ...), uint8
-or float tensors shaped (H, W) or (C, H, W) with C in 1, 3, 4, and numpy arrays
-shaped (H, W) or (H, W, C), the layout PIL and imageio produce. Grayscale becomes
-RGB for a colour model and colour becomes grayscale (ITU-R 601-2 luma, as PIL and
-torchvision compute it) for a 1-channel model; an alpha channel is dropped.
-
-High-bit-depth images keep their range instead of PIL's clipping to 0..255 (PIL
-converts an I;16 value of 1000 to 255, and an F value of 0.5 to 0): 16-bit images
-(I;16 and I, which is how 16-bit PNG and TIFF files open) are divided by 65535, and
-float images (F) are taken as already in 0..1. A TIFF that declares its range
-(SMinSampleValue / SMaxSampleValue) is scaled from that range instead. Values outside
-the range are an error rather than silently clipped.
+Inputs: PIL images of any mode, uint8 or float tensors (H, W) / (C, H, W) with C in 1, 3, 4, numpy
+arrays (H, W) / (H, W, C). Gray becomes RGB for a colour model, colour becomes gray (ITU-R 601-2 luma)
+for a 1-channel one, alpha is dropped. 16-bit images (I;16, I) are divided by 65535 and F images
+taken as 0..1 (or scaled from a TIFF's declared range), never clipped as PIL's convert clips them
+(an I;16 value of 1000 to 255, an F value of 0.5 to 0); values outside the range are an error.
 """
 
 from __future__ import annotations
@@ -242,13 +230,8 @@ def build_transform(
 
 
 def _spec_of_name(name: str) -> DataSpec:
-    """The DataSpec a registered model name or weights name (``arch.tag``) stands for.
-
-    A weights entry's exact spec is in its ``config.json``, which only the format layer
-    (above this one) reads. The entry's architecture's registered ``default_spec``, with
-    the class names of the entry's ``meta["categories"]``, gives the same preprocessing
-    without reading a file: imgzoo's weights keep their architecture's mean, std and size.
-    """
+    """The DataSpec a model name or weights name (``arch.tag``) stands for: the architecture's ``default_spec``
+    with the entry's categories, the same preprocessing as the weights' config.json (which the hub layer reads)."""
     if "/" in name or "\\" in name:
         raise ValueError(
             f"for_model takes a model, a registered model name ('resnet_cifar') or weights name "
@@ -282,10 +265,6 @@ def spec_of(model_or_name: nn.Module | str | DataSpec) -> DataSpec:
 
 
 def for_model(model_or_name: nn.Module | str | DataSpec, train: bool = False, augment: str = "standard") -> v2.Compose:
-    """The transform a model expects: ``for_model(model)(pil_image)`` is ready for ``model(x.unsqueeze(0))``.
-
-    ``model_or_name`` is a model, a registered model name (``"mnist_cnn"``), a weights
-    name (``"resnet_cifar.cifar10"``: its architecture's registered spec, see
-    :func:`spec_of`) or a DataSpec, so the preprocessing is at hand before any weights load.
-    """
+    """The transform a model expects (``for_model(model)(pil_image)`` is ready for ``model(x.unsqueeze(0))``), from
+    a model, a model or weights name (``"resnet_cifar.cifar10"``) or a DataSpec, before any weights load."""
     return build_transform(spec_of(model_or_name), train=train, augment=augment)
