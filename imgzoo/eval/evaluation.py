@@ -489,6 +489,7 @@ def plot_predictions(
     """``n`` images, a seeded class-balanced sample of ``data`` (what :func:`evaluate` takes), with their true and
     predicted labels (a wrong one in red); :func:`imgzoo.eval.plots.plot_samples` draws."""
     data = _resolve_folder(data, "plot_predictions")
+    check_data_classes(model, data)
     data = data.dataset if isinstance(data, DataLoader) else data
     if is_batches(data) and not hasattr(data, "eval_batch"):
         raise TypeError(
