@@ -277,3 +277,20 @@ def test_fit_takes_a_list_of_batches_and_a_generators_result():
     assert len(history) == 2
     history = fit(model, ((x[i : i + 8], y[i : i + 8]) for i in (0, 8)), epochs=2, **FIT_OPTIONS)
     assert len(history) == 2 and all(loss == loss for loss in history.train_loss)
+
+
+def test_fit_batches_raw_images_itself_for_the_models_spec(tmp_path):
+    """An ImageDataset without a transform goes through batches() for the model's spec: augmented for training,
+    plain for validation, and a run repeats exactly with the same seed."""
+    from data_factories import write_mnist
+
+    train, val = datasets.train_val_split(datasets.mnist(write_mnist(tmp_path, n_per_class=4)), 0.25, seed=0)
+
+    def run():
+        torch.manual_seed(0)
+        model = imgzoo.create_model("mnist_cnn", hidden=8)
+        return fit(model, train, val, epochs=2, batch_size=8, seed=3, verbose=0, schedule=None), model
+
+    (first, model), (again, _) = run(), run()
+    assert len(first) == 2 and first.train_loss == again.train_loss and first.val_acc == again.val_acc
+    assert evaluate(model, val).num_samples == len(val)

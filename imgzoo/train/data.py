@@ -16,8 +16,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 from torch.utils.data.dataloader import default_collate
 
-from imgzoo.data.datasets import check_classes, classes_of, labels_of, model_classes
-from imgzoo.data.loaders import is_batches, own_generator, unshared_generator
+from imgzoo.data.datasets import ImageDataset, check_classes, classes_of, labels_of, model_classes
+from imgzoo.data.loaders import Transformed, batches, is_batches, own_generator, root_of, unshared_generator
+from imgzoo.data.transforms import build_transform
+from imgzoo.models.registry import DataSpec
 from imgzoo.train import distributed
 from imgzoo.train.config import FitConfig, warn_if_loader_differs
 
@@ -30,9 +32,23 @@ _TRANSFORM_ADVICE = {
 }
 
 
-def accept(data: Any) -> Any:
-    """``data`` as fit uses it: an iterable of batches without a length (a generator's result) is read once
-    into a list, since fit passes over it every epoch and sizes its schedule by the batches in one."""
+# The batch options FitConfig carries (where it does): batches()'s keywords, so fit passes them on by name.
+SHAPING = ("augment", "translate", "alternate_flips", "cutout")
+
+
+def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ctx: Any, device: torch.device) -> Any:
+    """``data`` as fit uses it. Raw images (an ImageDataset, or Subset of one, without a transform) become
+    batches for the model's spec: the whole-batch path in one process, else the same ops image by image,
+    which a DistributedSampler can shard. An iterable of batches without a length (a generator's result) is
+    read once into a list: fit passes over it every epoch and sizes its schedule by the batches in one."""
+    root = root_of(data)[0]
+    if isinstance(root, ImageDataset) and root.transform is None and isinstance(model_spec(model), DataSpec):
+        train, spec = role == "training", model_spec(model)
+        options = {name: getattr(cfg, name) for name in SHAPING if hasattr(cfg, name)} if train else {}
+        if not ctx.enabled and spec.resize is None:
+            return batches(data, cfg.batch_size, train=train, spec=spec, seed=seed, device=device, **options)
+        options.pop("alternate_flips", None)
+        return Transformed(data, build_transform(spec, train, **options))
     if data is None or isinstance(data, (Dataset, DataLoader)) or hasattr(data, "__len__"):
         return data
     if not hasattr(data, "__iter__"):
@@ -40,6 +56,10 @@ def accept(data: Any) -> Any:
             f"fit takes a Dataset, a DataLoader or any iterable of (x, y) batches; got {type(data).__name__}"
         )
     return list(data)
+
+
+def model_spec(model: nn.Module) -> DataSpec | None:
+    return getattr(model, "data_spec", None)
 
 
 def check_model_classes(model: nn.Module, data: Any, role: str) -> None:

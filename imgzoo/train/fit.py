@@ -140,16 +140,17 @@ class _Run:
         self.channels_last = use_channels_last(cfg.channels_last, device, self.amp_dtype)
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
         model.to(device)
-        train, val = accept(train), accept(val)
+        self.resume_path = ckpt.resolve_resume(cfg.resume) if cfg.resume is not None else None
+        self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
+        fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+        self.seed = self.saved["seed"] if self.saved is not None else fresh_seed
+        train = accept(train, model, cfg, self.seed, "training", ctx, device)
+        val = accept(val, model, cfg, self.seed, "validation", ctx, device)
         self.num_classes = check_data(model, train, val, device)
         self.callbacks = (*cfg.callbacks, *averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
         _check_callbacks(self.callbacks, val)
-        self.resume_path = ckpt.resolve_resume(cfg.resume) if cfg.resume is not None else None
-        self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
         if self.saved is not None:
             check_checkpoint_classes(self.saved, model, train, self.resume_path)
-        fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
-        self.seed = self.saved["seed"] if self.saved is not None else fresh_seed
         _seed_everything(self.seed + ctx.rank)  # dropout differs per process; shuffles agree via the sampler
         self._build_loaders(train, val)
         self.model = model  # the plain module: what is saved, restored and given to callbacks
