@@ -251,7 +251,9 @@ def _swapped_folders(tmp_path):
 def test_evaluate_and_fit_refuse_data_whose_classes_differ_from_the_models(tmp_path):
     root, swapped = _swapped_folders(tmp_path)
     model = imgzoo.create_model("mnist_cnn", class_names=["cat", "dog"])
-    with pytest.raises(ValueError, match=r"the data has the classes 2 \(dog, cat\).*the model expects 2 \(cat, dog\)"):
+    with pytest.raises(
+        ValueError, match=r"the data has 2 classes \(dog, cat\) but the model predicts 2 classes \(cat, dog\)"
+    ):
         evaluate(model, swapped)
     with pytest.raises(ValueError, match=r"same names in another order.*class_names=data.classes"):
         fit(model, swapped.with_transform(transforms.for_model(model)), epochs=1, verbose=0)
@@ -265,7 +267,7 @@ def test_resume_refuses_a_checkpoint_made_for_other_classes(tmp_path):
     fit(model, data.with_transform(transforms.for_model(model)), epochs=1, verbose=0, checkpoint_dir=tmp_path / "c")
     other = imgzoo.create_model("mnist_cnn", class_names=["dog", "cat"])
     flipped = swapped.with_transform(transforms.for_model(other))
-    with pytest.raises(ValueError, match=r"the checkpoint .*expects 2 \(cat, dog\).*Resume on the data"):
+    with pytest.raises(ValueError, match=r"the checkpoint .*predicts 2 classes \(cat, dog\).*Resume on the data"):
         fit(other, flipped, epochs=2, verbose=0, resume=tmp_path / "c")
 
 

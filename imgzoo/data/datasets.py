@@ -198,7 +198,7 @@ def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
 
 
 def _show(names: Sequence[str]) -> str:
-    return f"{len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+    return f"{len(names)} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
 
 
 def check_classes(expected: Sequence[Any] | None, found: Sequence[Any] | None, *, expected_by: str, found_in: str,
@@ -206,7 +206,7 @@ def check_classes(expected: Sequence[Any] | None, found: Sequence[Any] | None, *
     """Refuse classes that differ from the expected ones in names or order, before any work.
 
     Label i means class ``found[i]`` to the data and ``expected[i]`` to the model or checkpoint: any
-    difference trains or scores on swapped labels. The one check train, resume, evaluate and predict share.
+    difference trains or scores on swapped labels. The one check fit, resume, evaluate and the commands share.
     """
     if not expected or not found:
         return
@@ -215,8 +215,8 @@ def check_classes(expected: Sequence[Any] | None, found: Sequence[Any] | None, *
         return
     order = " (the same names in another order)" if sorted(expected) == sorted(found) else ""
     raise ValueError(
-        f"{found_in} has the classes {_show(found)}, but {expected_by} expects {_show(expected)}{order}: "
-        f"label i would mean another class to each. {advice}"
+        f"{found_in} has {_show(found)} but {expected_by} predicts {_show(expected)}{order}: "
+        f"a label would mean another class to each. {advice}"
     )
 
 
