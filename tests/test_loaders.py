@@ -90,7 +90,7 @@ def test_decode_caches_by_checksum(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = loaders.decode(folder, CIFAR10, cache_dir=cache)
     assert first.images.shape == (6, 3, 32, 32) and first.images.dtype == torch.uint8
-    assert torch.equal(first.targets, torch.tensor(folder.targets))
+    assert torch.equal(first.targets, folder.targets)
     assert len(list(cache.glob("*.safetensors"))) == 1
 
     def no_decoding(path):
