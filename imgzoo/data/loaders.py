@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
@@ -41,6 +41,7 @@ __all__ = [
     "batches",
     "decode",
     "default_cache_dir",
+    "default_workers",
     "is_batches",
     "own_generator",
     "root_of",
@@ -416,9 +417,14 @@ def batches(
             f"without resize); {spec.name!r} images go image by image. Pass alternate_flips=False."
         )
     transform = build_transform(spec, train, augment, translate=translate, cutout=cutout)
-    workers = max(0, min(4, (os.cpu_count() or 1) - 1)) if num_workers is None else num_workers
+    workers = default_workers(dataset) if num_workers is None else num_workers
     return DataLoader(Transformed(dataset, transform), batch_size=batch_size, shuffle=train, num_workers=workers,
                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
+def default_workers(dataset: Any) -> int:
+    """Processes decoding for a DataLoader: none for tensors already in memory, else up to 4, one core spared."""
+    return 0 if isinstance(dataset, TensorDataset) else max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def is_batches(data: Any) -> bool:

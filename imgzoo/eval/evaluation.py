@@ -393,23 +393,17 @@ def _check_topk(topk: Any) -> int:
 
 def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
     """Preprocess ``images`` into one batch; also say whether a single image was given."""
-    single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4)
+    batch = isinstance(images, torch.Tensor) and images.dim() == 4
+    single = not batch and not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
-    if isinstance(images, torch.Tensor) and images.dim() == 4:
-        items = list(images)
     if not items:
         raise ValueError("predict got no images; pass a PIL image, a path, a tensor, or a list of them")
-    transform = None
-    tensors = []
+    transform, tensors = None, []
     for item in items:
-        if isinstance(item, torch.Tensor) and item.is_floating_point():
-            tensors.append(item)  # already preprocessed, as model(x) would take it
-            continue
-        if isinstance(item, (str, os.PathLike)):
-            item = _read_image_file(item)
-        if transform is None:
-            transform = for_model(model, train=False)
-        tensors.append(transform(item))
+        if not _is_preprocessed(item):  # a float tensor is what model(x) would take
+            transform = transform or for_model(model, train=False)
+            item = transform(_read_image_file(item) if isinstance(item, (str, os.PathLike)) else item)
+        tensors.append(item)
     return torch.stack(tensors), single
 
 

@@ -8,16 +8,23 @@ show only after a whole epoch of training. The training loader's shuffle is a fu
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torch.utils.data.dataloader import default_collate
 
 from imgzoo.data.datasets import ImageDataset, check_classes, classes_of, labels_of, model_classes
-from imgzoo.data.loaders import Transformed, batches, is_batches, own_generator, root_of, unshared_generator
+from imgzoo.data.loaders import (
+    Transformed,
+    batches,
+    default_workers,
+    is_batches,
+    own_generator,
+    root_of,
+    unshared_generator,
+)
 from imgzoo.data.transforms import build_transform
 from imgzoo.models.registry import DataSpec
 from imgzoo.train import distributed
@@ -183,12 +190,6 @@ def check_data(model: nn.Module, train: Any, val: Any, device: torch.device) -> 
     return num_classes
 
 
-def _default_workers(dataset: Dataset) -> int:
-    if isinstance(dataset, TensorDataset):
-        return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
 def train_loader(
     data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext, device: torch.device
 ) -> tuple[Any, DistributedSampler | None, torch.Generator]:
@@ -211,7 +212,7 @@ def train_loader(
     dataset = dataset_of(data, "training")
     batch_size = data.batch_size if isinstance(data, DataLoader) and data.batch_size else cfg.batch_size
     workers = data.num_workers if isinstance(data, DataLoader) else cfg.num_workers
-    workers = _default_workers(dataset) if workers is None else workers
+    workers = default_workers(dataset) if workers is None else workers
     # DistributedSampler with one replica is a plain seeded shuffle: one code path for 1 or N processes.
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
     loader = DataLoader(
@@ -239,7 +240,7 @@ def val_loader(
     dataset = dataset_of(data, "validation")
     if ctx.enabled:  # every process scores a disjoint slice; the sums are added up, nothing counted twice
         dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
-    workers = cfg.num_workers if cfg.num_workers is not None else _default_workers(dataset)
+    workers = cfg.num_workers if cfg.num_workers is not None else default_workers(dataset)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
