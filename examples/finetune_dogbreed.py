@@ -72,7 +72,7 @@ def finetune(
     recipe = {"backbone": backbone, "weights": weights, "warmup_epochs": epochs[0], "finetune_epochs": epochs[1]}
     recipe |= {"unfrozen": "layer4", "lr": LR, "backbone_lr_scale": BACKBONE_LR_SCALE}
     folder = imgzoo.save(model, out / "model", history, recipe=recipe, metrics={"val_acc": round(result.top1, 4)})
-    image, label = val.samples[0] if official_split else val.dataset.samples[val.indices[0]]  # a held-out file
+    image, label = val.samples[0]  # a held-out file
     ranked = imgzoo.predict(model, image, topk=3)
     print(f"{Path(image).name} ({breeds[label]}): " + ", ".join(f"{name} {p:.2f}" for name, p in ranked))
     print(f"saved {folder}")
@@ -85,10 +85,8 @@ def split(root: Path, model: torch.nn.Module, official: bool) -> tuple:
     if official:  # Stanford Dogs' own lists: 100 images per breed to train on, the rest to test
         train = datasets.stanford_dogs(root, train_tf, split="train")
         return train, datasets.stanford_dogs(root, eval_tf, split="test")
-    # Two views of the same files, split with the same seed.
-    train, _ = datasets.train_val_split(datasets.dog_breeds(root, transform=train_tf), 0.2, seed=0)
-    _, val = datasets.train_val_split(datasets.dog_breeds(root, transform=eval_tf), 0.2, seed=0)
-    return train, val
+    train, val = datasets.train_val_split(datasets.dog_breeds(root), 0.2, seed=0)
+    return train.with_transform(train_tf), val.with_transform(eval_tf)
 
 
 def main() -> None:

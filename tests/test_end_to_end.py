@@ -56,3 +56,23 @@ def test_mnist_files_to_a_fast_loader_fit_and_back(tmp_path):
     with torch.no_grad():
         expected = loaded(torch.stack([eval_tf(d) for d in digits])).argmax(1)
     assert [ranked[0][0] for ranked in imgzoo.predict(loaded, list(digits))] == [str(int(i)) for i in expected]
+
+
+def test_a_run_goes_on_only_with_the_classes_it_trained_on(tmp_path):
+    """imgzoo train --resume / more epochs: a data folder whose classes changed is refused before any work."""
+    import pytest
+    from data_factories import write_image_folder
+
+    from imgzoo.study import run as runs
+
+    root = write_image_folder(tmp_path / "data", classes=("ant", "bee"), n_per_class=6, size=(28, 28))
+    config = runs.make_config("mnist_cnn", str(root), epochs=1, batch_size=4)
+    runs.train_run(tmp_path / "out", config, verbose=0, log=lambda _: None)
+    (root / "bee").rename(root / "ape")  # now (ape, ant): label 0 would mean another class
+    before = sorted((tmp_path / "out").rglob("*"))
+    more = runs.make_config("mnist_cnn", str(root), epochs=2, batch_size=4)
+    with pytest.raises(
+        ValueError, match=r"has 2 classes \(ant, ape\) but the run in .* predicts 2 classes \(ant, bee\)"
+    ):
+        runs.train_run(tmp_path / "out", more, resume=True, verbose=0, log=lambda _: None)
+    assert sorted((tmp_path / "out").rglob("*")) == before

@@ -1,5 +1,7 @@
 """imgzoo.data.loaders: the batch path agrees with the per-image transforms, and decoding is cached."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -88,7 +90,7 @@ def test_decode_caches_by_checksum(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = loaders.decode(folder, CIFAR10, cache_dir=cache)
     assert first.images.shape == (6, 3, 32, 32) and first.images.dtype == torch.uint8
-    assert torch.equal(first.targets, torch.tensor(folder.targets))
+    assert torch.equal(first.targets, folder.targets)
     assert len(list(cache.glob("*.safetensors"))) == 1
 
     def no_decoding(path):
@@ -144,21 +146,25 @@ def test_fast_loader_takes_the_spec_a_data_set_carries(tmp_path):
     loader = loaders.FastLoader(folder, 4, device="cpu", cache_dir=tmp_path / "cache")
     assert loader.spec == CIFAR10
     x, y = zip(*loader, strict=True)
-    assert torch.cat(x).shape == (10, 3, 32, 32) and torch.cat(y).tolist() == folder.targets
+    assert torch.cat(x).shape == (10, 3, 32, 32) and torch.equal(torch.cat(y), folder.targets)
 
 
 def test_fast_loader_takes_a_split_of_a_split_and_any_subset(tmp_path):
     data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=4))
     eval_transform = transforms.for_model("resnet_cifar")
     train, _ = datasets.train_val_split(data, val_fraction=0.25)
-    inner_train, inner_val = datasets.train_val_split(train, val_fraction=0.34)
-    positions = torch.as_tensor(train.indices)[torch.as_tensor(inner_val.indices)]  # inner indices point into train
+    _, inner_val = datasets.train_val_split(train, val_fraction=0.34)
     subset = torch.utils.data.Subset(data, [7, 2, 31])
-    for part, expected_positions in ((inner_val, positions), (subset, torch.tensor([7, 2, 31]))):
+    nested = torch.utils.data.Subset(torch.utils.data.Subset(data, [7, 2, 31, 5]), [3, 0])  # inner[outer]
+    for part, images, labels in (
+        (inner_val, inner_val.images, inner_val.targets),
+        (subset, data.images[[7, 2, 31]], data.targets[[7, 2, 31]]),
+        (nested, data.images[[5, 7]], data.targets[[5, 7]]),
+    ):
         loader = loaders.FastLoader(part, batch_size=64, device="cpu")
         (x, y), *rest = list(loader)
-        assert not rest and torch.equal(y, data.targets[expected_positions])
-        expected = torch.stack([eval_transform(data.images[i]) for i in expected_positions])
+        assert not rest and torch.equal(y, labels)
+        expected = torch.stack([eval_transform(image) for image in images])
         assert torch.allclose(x, expected, atol=1e-5)
 
 
@@ -178,12 +184,15 @@ def test_eval_batch_shows_chosen_images_unaugmented_even_from_a_training_loader(
 # ---------------------------------------------------------------------------- the "strong" preset
 
 
-def first_batch(data, augment, seed=5):
+def first_batch(data, augment, seed=5, uint8_ops=None, float_ops=None):
+    """The first batch; ``uint8_ops`` / ``float_ops`` replace the ops augmentation() gave the loader."""
     loader = loaders.FastLoader(data, 20, train=True, augment=augment, device="cpu", seed=seed)
+    loader.uint8_ops = loader.uint8_ops if uint8_ops is None else uint8_ops
+    loader.float_ops = loader.float_ops if float_ops is None else float_ops
     return next(iter(loader))[0]
 
 
-def test_strong_crops_and_flips_first_then_applies_the_policy_per_image(tmp_path, monkeypatch):
+def test_strong_crops_and_flips_first_then_applies_the_policy_per_image(tmp_path):
     """With the policy and erasing made identities, a strong batch is the standard batch of the same seed:
     the crop and flip come first, from the same draws, and the policy sees the cropped uint8 image."""
     data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
@@ -193,9 +202,10 @@ def test_strong_crops_and_flips_first_then_applies_the_policy_per_image(tmp_path
         seen.append((image.dtype, tuple(image.shape)))
         return image
 
-    monkeypatch.setattr(loaders, "strong_policy", lambda: policy)
-    monkeypatch.setattr(loaders, "strong_erasing", lambda: lambda image: image)
-    assert torch.equal(first_batch(data, "strong"), first_batch(data, "standard"))
+    loader = loaders.FastLoader(data, 20, train=True, augment="strong", device="cpu")
+    assert [type(op).__name__ for op in loader.uint8_ops + loader.float_ops] == ["TrivialAugmentWide", "RandomErasing"]
+    strong = first_batch(data, "strong", uint8_ops=[policy], float_ops=[lambda image: image])
+    assert torch.equal(strong, first_batch(data, "standard"))
     assert seen == [(torch.uint8, (3, 32, 32))] * 20
 
 
@@ -256,11 +266,11 @@ def test_runs_train_small_images_with_strong_augmentation_from_a_fast_loader(tmp
 # ---------------------------------------------------------------------------- the "affine" preset
 
 
-def test_affine_without_distortion_is_the_standard_batch(tmp_path, monkeypatch):
+def test_affine_without_distortion_is_the_standard_batch(tmp_path):
     """A rotation of 0 degrees at scale 1 leaves every image as the standard preset cropped it (same seed)."""
     data = datasets.mnist(write_mnist(tmp_path, n_per_class=2))
-    monkeypatch.setattr(loaders, "affine_policy", lambda: transforms.v2.RandomAffine(degrees=0, scale=(1, 1)))
-    assert torch.equal(first_batch(data, "affine"), first_batch(data, "standard"))
+    identity = transforms.v2.RandomAffine(degrees=0, scale=(1, 1))
+    assert torch.equal(first_batch(data, "affine", uint8_ops=[identity]), first_batch(data, "standard"))
 
 
 def test_affine_batches_rotate_and_scale_each_digit_and_erase_nothing(tmp_path):
@@ -288,13 +298,12 @@ def test_build_transform_applies_the_same_affine_policy():
 
 
 @pytest.mark.parametrize("degrees", [90, -90, 180])
-def test_affine_rotates_the_way_torchvision_does(tmp_path, monkeypatch, degrees):
+def test_affine_rotates_the_way_torchvision_does(tmp_path, degrees):
     """A fixed quarter or half turn: the batched rotation gives exactly torchvision's RandomAffine on each image."""
     data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
     fixed = transforms.v2.RandomAffine(degrees=(degrees, degrees), scale=(1, 1))
-    monkeypatch.setattr(loaders, "affine_policy", lambda: fixed)
     loader = loaders.FastLoader(data, 20, train=True, augment="affine", device="cpu", seed=5)
-    rotated = next(iter(loader))[0]
+    rotated = first_batch(data, "affine", uint8_ops=[fixed])
     standard = first_batch(data, "standard")
     uint8 = ((standard - loader.shift) / loader.scale).round().to(torch.uint8)
     expected = torch.stack([fixed(image) for image in uint8]).float().mul_(loader.scale).add_(loader.shift)
@@ -303,5 +312,41 @@ def test_affine_rotates_the_way_torchvision_does(tmp_path, monkeypatch, degrees)
 
 def test_fast_loader_refuses_tensors_without_a_spec_and_says_what_to_pass():
     images = datasets.TensorImages(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), ["a"])
-    with pytest.raises(ValueError, match=r"FastLoader needs spec= .* for TensorImages: it carries no spec"):
+    with pytest.raises(ValueError, match=r"FastLoader needs spec= .* for ImageDataset .*: it carries no spec"):
         loaders.FastLoader(images, 2)
+
+
+# ---------------------------------------------------------------------------- one definition, one builder
+
+
+def test_both_paths_take_their_ops_from_one_augmentation():
+    """build_transform composes augmentation()'s ops; FastLoader's are the same types with the same settings."""
+    before, after = transforms.augmentation(CIFAR10, "strong", translate=2, cutout=8)
+    steps = transforms.build_transform(CIFAR10, train=True, augment="strong", translate=2, cutout=8).transforms
+    kinds = [type(op) for op in steps]
+    assert all(type(op) in kinds for op in before + after)
+    crop = next(op for op in steps if isinstance(op, transforms.v2.RandomCrop))
+    assert crop.padding == [2, 2, 2, 2] and crop.padding_mode == "reflect"
+    assert [type(op).__name__ for op in after] == ["RandomErasing", "Cutout"]
+    assert transforms.augmentation(MNIST, "standard")[0][-1].__class__.__name__ == "RandomCrop"  # digits: no flip
+
+
+def test_per_image_cutout_blanks_one_square_of_the_given_side():
+    image = torch.full((3, 32, 32), 200, dtype=torch.uint8)
+    x = transforms.build_transform(CIFAR10, train=True, augment="standard", translate=0, cutout=6)(image)
+    blank = (x == 0).all(dim=0)
+    rows, cols = blank.any(dim=1).nonzero().flatten(), blank.any(dim=0).nonzero().flatten()
+    assert blank.sum() == 36 and len(rows) == 6 and len(cols) == 6
+
+
+def test_batches_takes_the_whole_batch_path_for_small_images_and_a_dataloader_otherwise(tmp_path):
+    data = datasets.cifar10(write_cifar10(tmp_path, n_per_class=2))
+    fast = loaders.batches(data, 8, train=True, translate=2, cutout=4, seed=3, device="cpu")
+    assert isinstance(fast, loaders.FastLoader) and fast.translate == 2 and fast.cutout == 4
+    big = dataclasses.replace(CIFAR10, name="big", size=(40, 40), resize=48)
+    loader = loaders.batches(data, 8, train=False, spec=big, num_workers=0)
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    x, y = next(iter(loader))
+    assert x.shape == (8, 3, 40, 40) and x.dtype == torch.float32 and torch.equal(y, data.targets[:8])
+    with pytest.raises(ValueError, match="alternate_flips needs the whole-batch path"):
+        loaders.batches(data, 8, train=True, spec=big, alternate_flips=True)

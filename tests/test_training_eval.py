@@ -184,19 +184,7 @@ def test_evaluate_takes_raw_data_sets_fast_loaders_and_folders(tmp_path):
 def _val_of(raw, model):
     """The same validation split, preprocessed by the user."""
     _, val = datasets.train_val_split(raw, val_count=10)
-    return torch.utils.data.Subset(_Transformed(raw, transforms.for_model(model)), val.indices)
-
-
-class _Transformed(torch.utils.data.Dataset):
-    def __init__(self, data, transform):
-        self.data, self.transform = data, transform
-
-    def __len__(self):
-        return len(self.data)
-
-    def __getitem__(self, i):
-        image, label = self.data[i]
-        return self.transform(image), label
+    return val.with_transform(transforms.for_model(model))
 
 
 def test_evaluate_says_what_is_wrong_with_empty_data_and_foreign_labels(tmp_path):
@@ -247,3 +235,64 @@ def test_predict_fetches_no_url_and_names_folders_and_broken_files(tmp_path, mon
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(CorruptFileError, match=rf"refusing to decode image {re.escape(str(bomb))}"):
         imgzoo.predict(model, bomb)
+
+
+# ---------------------------------------------------------------------------- one class check, any batches
+
+
+def _swapped_folders(tmp_path):
+    """Two image trees with the same class names, the second with its labels' meaning swapped."""
+    root = write_image_folder(tmp_path / "tree", classes=("cat", "dog"), n_per_class=2, size=(28, 28))
+    swapped = datasets.image_folder(root)
+    swapped.classes = ["dog", "cat"]
+    return root, swapped
+
+
+def test_evaluate_and_fit_refuse_data_whose_classes_differ_from_the_models(tmp_path):
+    root, swapped = _swapped_folders(tmp_path)
+    model = imgzoo.create_model("mnist_cnn", class_names=["cat", "dog"])
+    with pytest.raises(
+        ValueError, match=r"the data has 2 classes \(dog, cat\) but the model predicts 2 classes \(cat, dog\)"
+    ):
+        evaluate(model, swapped)
+    with pytest.raises(ValueError, match=r"same names in another order.*class_names=data.classes"):
+        fit(model, swapped.with_transform(transforms.for_model(model)), epochs=1, verbose=0)
+    assert evaluate(model, root).num_samples == 4  # the right order passes
+
+
+def test_resume_refuses_a_checkpoint_made_for_other_classes(tmp_path):
+    root, swapped = _swapped_folders(tmp_path)
+    model = imgzoo.create_model("mnist_cnn", class_names=["cat", "dog"])
+    data = datasets.image_folder(root)
+    fit(model, data.with_transform(transforms.for_model(model)), epochs=1, verbose=0, checkpoint_dir=tmp_path / "c")
+    other = imgzoo.create_model("mnist_cnn", class_names=["dog", "cat"])
+    flipped = swapped.with_transform(transforms.for_model(other))
+    with pytest.raises(ValueError, match=r"the checkpoint .*predicts 2 classes \(cat, dog\).*Resume on the data"):
+        fit(other, flipped, epochs=2, verbose=0, resume=tmp_path / "c")
+
+
+def test_fit_takes_a_list_of_batches_and_a_generators_result():
+    x, y = make_data(64)[0].tensors
+    model = make_model()
+    batches = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 16, 4)]
+    history = fit(model, batches, epochs=2, **FIT_OPTIONS)
+    assert len(history) == 2
+    history = fit(model, ((x[i : i + 8], y[i : i + 8]) for i in (0, 8)), epochs=2, **FIT_OPTIONS)
+    assert len(history) == 2 and all(loss == loss for loss in history.train_loss)
+
+
+def test_fit_batches_raw_images_itself_for_the_models_spec(tmp_path):
+    """An ImageDataset without a transform goes through batches() for the model's spec: augmented for training,
+    plain for validation, and a run repeats exactly with the same seed."""
+    from data_factories import write_mnist
+
+    train, val = datasets.train_val_split(datasets.mnist(write_mnist(tmp_path, n_per_class=4)), 0.25, seed=0)
+
+    def run():
+        torch.manual_seed(0)
+        model = imgzoo.create_model("mnist_cnn", hidden=8)
+        return fit(model, train, val, epochs=2, batch_size=8, seed=3, verbose=0, schedule=None), model
+
+    (first, model), (again, _) = run(), run()
+    assert len(first) == 2 and first.train_loss == again.train_loss and first.val_acc == again.val_acc
+    assert evaluate(model, val).num_samples == len(val)

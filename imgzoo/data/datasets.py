@@ -1,26 +1,9 @@
-"""CIFAR-10, MNIST and dog-breed images on disk -> datasets with class names.
+"""CIFAR-10, MNIST and dog-breed images on disk -> one dataset type with class names and a data spec.
 
-Two dataset types cover every source:
-
-- :class:`TensorImages`: images already decoded into one uint8 tensor (N, C, H, W),
-  for CIFAR-10's pickle batches and MNIST's idx files (and any folder decoded by
-  :func:`imgzoo.data.loaders.decode`). Indexing gives ``(image, label)``, the image a
-  uint8 (C, H, W) tensor, or whatever ``transform`` makes of it.
-- :class:`ImageFiles`: one file per image, decoded on access: the Stanford Dogs
-  and Kaggle dog-breed layouts and any ImageFolder tree. Indexing gives
-  ``(PIL image, label)`` in the file's own mode, or ``transform``'s output.
-
-Why imgzoo parses CIFAR-10 and MNIST itself instead of returning torchvision's
-datasets: torchvision's ``CIFAR10`` verifies the md5 of each original batch file
-on construction, so only the exact 50,000-image files load, and ``MNIST`` reads
-only the un-gzipped idx files. imgzoo keeps torchvision for what it does well,
-downloading and verifying the archives (``download=True`` calls it), and reads
-the files with one small parser that serves the real data, the gzipped copies
-users often have, and the tiny files tests write alike.
-
-Every dataset carries ``classes`` (names, in a stable order: CIFAR-10's official
-order, digits 0-9, sorted folder names or breeds) and ``targets`` (one label per
-image). :func:`train_val_split` carves a seeded, stratified validation split.
+imgzoo reads CIFAR-10's batches and MNIST's idx files itself, leaving torchvision to download and
+verify the archives: torchvision's CIFAR10 md5-checks the exact 50,000-image files on construction
+and its MNIST reads only un-gzipped files, so neither takes the gzipped copies users have, nor the
+tiny files tests write.
 """
 
 from __future__ import annotations
@@ -46,21 +29,23 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from imgzoo.models.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec
 
 __all__ = [
     "CorruptFileError",
-    "ImageFiles",
-    "Split",
+    "ImageDataset",
     "TensorImages",
+    "check_classes",
     "cifar10",
+    "classes_of",
     "detect_format",
     "dog_breeds",
     "image_folder",
     "kaggle_dogs",
+    "labels_of",
     "mnist",
     "open_folder",
     "read_idx",
@@ -76,130 +61,126 @@ class CorruptFileError(ValueError):
     """A file that cannot be decoded: a zero-byte, truncated or foreign image, or a damaged batch or idx file."""
 
 
-# ---------------------------------------------------------------------------
-# Dataset types
+class ImageDataset(Dataset):
+    """Images with int64 ``targets``, ``classes`` (names, in label order) and the ``spec`` of a known data set.
 
-
-class TensorImages(Dataset):
-    """Images held as one uint8 tensor (N, C, H, W), labels as int64 (N,), plus class names.
-
-    ``spec`` is the :class:`DataSpec` of the data set when it is a known one
-    (CIFAR-10, MNIST); the fast loader takes its normalisation from it.
+    ``images`` is a uint8 tensor (N, C, H, W) or a list of image files, decoded on access (and to a
+    cached uint8 tensor by :func:`imgzoo.data.loaders.decode`). Indexing gives ``(image, label)``: a
+    uint8 (C, H, W) tensor or a PIL image in the file's own mode, or what ``transform`` makes of it.
+    A zero-byte file is refused at once; ``on_error="skip"`` decodes every file up front (about a
+    minute per 20,000 photos on one core) and leaves out, with one warning, those listed in ``skipped``.
     """
 
     def __init__(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | Sequence[str | os.PathLike],
         targets: torch.Tensor | Sequence[int],
         classes: Sequence[str],
         *,
         transform: Transform | None = None,
         spec: DataSpec | None = None,
-        source: str = "",
-    ) -> None:
-        targets = torch.as_tensor(targets, dtype=torch.int64)
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be a uint8 tensor (N, C, H, W); got {images.dtype} {tuple(images.shape)}")
-        if len(targets) != len(images):
-            raise ValueError(f"{len(images)} images but {len(targets)} labels in {source or 'the data'}")
-        if len(targets) and not 0 <= int(targets.min()) <= int(targets.max()) < len(classes):
-            raise ValueError(
-                f"labels in {source or 'the data'} must lie in 0..{len(classes) - 1} for {len(classes)} classes; "
-                f"got {int(targets.min())}..{int(targets.max())}"
-            )
-        self.images = images
-        self.targets = targets
-        self.classes = list(classes)
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-        self.transform = transform
-        self.spec = spec
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = self.images[index]
-        return (self.transform(image) if self.transform else image), int(self.targets[index])
-
-    def __repr__(self) -> str:
-        shape = tuple(self.images.shape[1:])
-        return f"TensorImages({len(self)} images {shape}, {len(self.classes)} classes, {self.source!r})"
-
-
-class ImageFiles(Dataset):
-    """Image files with labels, decoded on access.
-
-    A zero-byte file is an error at construction. ``on_error="raise"`` (the
-    default) decodes lazily and raises :class:`CorruptFileError` naming the file
-    when one cannot be decoded; ``on_error="skip"`` decodes every file up front
-    (a one-off cost: about a minute per 20,000 photos on one core), drops the bad
-    ones with one warning, and lists them in ``skipped``.
-    """
-
-    def __init__(
-        self,
-        samples: Sequence[tuple[str, int]],
-        classes: Sequence[str],
-        *,
-        transform: Transform | None = None,
         on_error: str = "raise",
         source: str = "",
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        self.classes = list(classes)
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-        self.transform = transform
-        self.source = source
-        self.spec: DataSpec | None = None  # set when the files are a known data set (CIFAR-10 as images)
+        targets = torch.as_tensor(targets, dtype=torch.int64)
         self.skipped: list[str] = []
-        if on_error == "skip":
-            good = []
-            for path, label in samples:
-                try:
-                    _open_image(path)
-                except CorruptFileError:
-                    self.skipped.append(path)
-                else:
-                    good.append((path, label))
-            if self.skipped:
-                shown = ", ".join(self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
-                warnings.warn(
-                    f"skipped {len(self.skipped)} unreadable image(s) of {len(samples)} in {source}: {shown}",
-                    stacklevel=3,
+        if isinstance(images, torch.Tensor):
+            if images.dtype != torch.uint8 or images.ndim != 4:
+                raise ValueError(
+                    f"images must be a uint8 tensor (N, C, H, W); got {images.dtype} {tuple(images.shape)}"
                 )
-            samples = good
+            self.images, self.files = images, None
         else:
-            for path, _ in samples:
+            self.images, self.files = None, [str(f) for f in images]
+            if len(self.files) == len(targets):
+                targets = self._readable(targets, on_error, source)
+        where = source or "the data"
+        if len(targets) != len(self):
+            raise ValueError(f"{len(self)} images but {len(targets)} labels in {where}")
+        if len(targets) and not 0 <= int(targets.min()) <= int(targets.max()) < len(classes):
+            raise ValueError(
+                f"labels in {where} must lie in 0..{len(classes) - 1} for {len(classes)} classes; "
+                f"got {int(targets.min())}..{int(targets.max())}"
+            )
+        self.targets, self.classes = targets, list(classes)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self.transform, self.spec, self.source = transform, spec, source
+        self.indices: list[int] | None = None  # a subset's positions in the dataset it was first taken from
+
+    def _readable(self, targets: torch.Tensor, on_error: str, source: str) -> torch.Tensor:
+        """The labels of the files kept: a zero-byte file is refused, or with "skip" any unreadable one dropped."""
+        if on_error == "raise":
+            for path in self.files:
                 if os.path.getsize(path) == 0:
                     raise CorruptFileError(
                         f"{path} is empty (0 bytes). Replace or delete it, or pass on_error='skip' to leave it out."
                     )
-        self.samples = list(samples)
-        self.targets = [label for _, label in self.samples]
+            return targets
+        keep = []
+        for path in self.files:
+            try:
+                _open_image(path)
+                keep.append(True)
+            except CorruptFileError:
+                self.skipped.append(path)
+                keep.append(False)
+        if self.skipped:
+            shown = ", ".join(self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable image(s) of {len(self.files)} in {source}: {shown}",
+                stacklevel=4,
+            )
+        self.files = [path for path, good in zip(self.files, keep, strict=True) if good]
+        return targets[torch.as_tensor(keep, dtype=torch.bool)]
+
+    @property
+    def samples(self) -> list[tuple[str, int]]:
+        """(file, label) pairs, as torchvision's ImageFolder lists them; empty for tensor images."""
+        return list(zip(self.files or [], self.targets.tolist(), strict=False))
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.images) if self.files is None else len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, label = self.samples[index]
-        image = _open_image(path)
-        return (self.transform(image) if self.transform else image), label
+        image = self.images[index] if self.files is None else _open_image(self.files[index])
+        return (self.transform(image) if self.transform else image), int(self.targets[index])
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageDataset:
+        """The images at ``indices``, with this dataset's classes, spec, transform and source."""
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        images = self.images[index] if self.files is None else [self.files[i] for i in index.tolist()]
+        part = self._like(images, self.targets[index], self.transform)
+        part.indices = index.tolist() if self.indices is None else [self.indices[i] for i in index.tolist()]
+        return part
+
+    def with_transform(self, transform: Transform | None) -> ImageDataset:
+        """The same images and labels, given to ``transform`` when indexed."""
+        return self._like(self.images if self.files is None else self.files, self.targets, transform)
+
+    def _like(self, images: Any, targets: torch.Tensor, transform: Transform | None) -> ImageDataset:
+        new = ImageDataset.__new__(ImageDataset)
+        new.__dict__.update(self.__dict__)
+        new.images, new.files = (images, None) if isinstance(images, torch.Tensor) else (None, list(images))
+        new.targets, new.transform, new.skipped = targets, transform, []
+        return new
 
     def __repr__(self) -> str:
-        return f"ImageFiles({len(self)} files, {len(self.classes)} classes, {self.source!r})"
+        what = f"images {tuple(self.images.shape[1:])}" if self.files is None else "files"
+        return f"ImageDataset({len(self)} {what}, {len(self.classes)} classes, {self.source!r})"
 
+
+TensorImages = ImageDataset  # its 0.1 name: ImageDataset(images, targets, classes, spec=...) reads the same
 
 _SKIP_ADVICE = "pass on_error='skip' to leave unreadable files out"
 
 
 def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
-    """Fully decode ``path`` (PIL opens lazily; ``load`` is what finds a truncated file).
+    """Fully decode ``path`` (``load`` finds a truncated file), refusing an image over ``Image.MAX_IMAGE_PIXELS``.
 
-    An image over ``PIL.Image.MAX_IMAGE_PIXELS`` is refused before its pixels are
-    decoded: PIL only warns between one and two times the limit and raises above it,
-    and a small PNG can claim 400 megapixels (a decompression bomb) to fill memory.
+    PIL only warns between one and two times the limit, and a small PNG can claim 400 megapixels
+    (a decompression bomb) to fill memory, so the warning is an error here.
     """
     try:
         with warnings.catch_warnings():
@@ -216,40 +197,71 @@ def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
         raise CorruptFileError(f"cannot decode image {path}: {exc}. Replace or delete the file, or {advice}.") from exc
 
 
-class Split(Subset):
-    """A subset that keeps its parent's ``classes``, ``spec`` and the labels of its own images."""
-
-    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
-        super().__init__(dataset, list(indices))
-        self.classes = list(dataset.classes)
-        self.spec = getattr(dataset, "spec", None)
-        self.targets = torch.as_tensor(_targets(dataset))[self.indices]
-
-    def __repr__(self) -> str:
-        return f"Split({len(self)} of {self.dataset!r})"
+def _show(names: Sequence[str]) -> str:
+    return f"{len(names)} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
 
 
-def _targets(dataset: Dataset) -> torch.Tensor:
-    targets = getattr(dataset, "targets", None)
-    if targets is None:
-        targets = [int(dataset[i][1]) for i in range(len(dataset))]
-    return torch.as_tensor(targets, dtype=torch.int64)
+def check_classes(expected: Sequence[Any] | None, found: Sequence[Any] | None, *, expected_by: str, found_in: str,
+                  advice: str) -> None:  # fmt: skip
+    """Refuse classes that differ from the expected ones in names or order, before any work.
+
+    Label i means class ``found[i]`` to the data and ``expected[i]`` to the model or checkpoint: any
+    difference trains or scores on swapped labels. The one check fit, resume, evaluate and the commands share.
+    """
+    if not expected or not found:
+        return
+    expected, found = [str(c) for c in expected], [str(c) for c in found]
+    if expected == found:
+        return
+    order = " (the same names in another order)" if sorted(expected) == sorted(found) else ""
+    raise ValueError(
+        f"{found_in} has {_show(found)} but {expected_by} predicts {_show(expected)}{order}: "
+        f"a label would mean another class to each. {advice}"
+    )
+
+
+def classes_of(data: Any) -> list[str] | None:
+    """The class names ``data`` carries (an ImageDataset, a FastLoader, a DataLoader or Subset of one), if any."""
+    for _ in range(8):
+        if getattr(data, "classes", None) is not None:
+            return [str(c) for c in data.classes]
+        data = getattr(data, "dataset", None) or getattr(data, "data", None)
+    return None
+
+
+def model_classes(model: Any) -> tuple[str, ...] | None:
+    """The class names a model was built with (its DataSpec's), if it has them."""
+    return getattr(getattr(model, "data_spec", None), "class_names", None)
+
+
+def labels_of(data: Any, read: bool = True) -> torch.Tensor | None:
+    """Every label of ``data`` from its ``targets`` (a Subset's or TensorDataset's too), as they are; else, with
+    ``read``, read item by item (which decodes every image once), without it None."""
+    targets = getattr(data, "targets", None)
+    if isinstance(data, TensorDataset) and len(data.tensors) >= 2:
+        targets = data.tensors[1]
+    elif targets is None and isinstance(data, Subset):
+        parent = labels_of(data.dataset, read=False)
+        targets = parent[torch.as_tensor(list(data.indices), dtype=torch.int64)] if parent is not None else None
+    if targets is None and read:
+        targets = [int(data[i][1]) for i in range(len(data))]
+    try:
+        return torch.as_tensor(targets) if targets is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def train_val_split(
     dataset: Dataset, val_fraction: float | None = None, seed: int = 0, *, val_count: int | None = None
-) -> tuple[Split, Split]:
-    """A seeded split with ``val_fraction`` (default 0.1) of every class in the validation part.
+) -> tuple[Dataset, Dataset]:
+    """A seeded split with ``val_fraction`` (default 0.1) of every class, or ``val_count`` images, in validation.
 
-    Stratified, so the validation accuracy of a small or imbalanced data set is not
-    skewed by a class that happened to land mostly on one side. Every class keeps at
-    least one image on each side, so every class needs two or more images. The same
-    seed gives the same split, so model selection is repeatable and never touches
-    test data. ``val_count`` asks for exactly that many validation images instead,
-    spread over the classes in proportion to their sizes.
+    Stratified, so a small or imbalanced data set's validation accuracy is not skewed by a class
+    that landed mostly on one side; every class keeps at least one image on each side. An
+    ImageDataset splits into two ImageDatasets; any other dataset into two Subsets with ``targets``.
     """
     _check_split_arguments(val_fraction, val_count, seed)
-    targets = _targets(dataset)
+    targets = labels_of(dataset).long()
     sizes = {label: int((targets == label).sum()) for label in torch.unique(targets).tolist()}
     n_val = _val_sizes(sizes, val_fraction, val_count, getattr(dataset, "classes", None))
     generator = torch.Generator().manual_seed(seed)
@@ -260,11 +272,16 @@ def train_val_split(
         members = members[torch.randperm(len(members), generator=generator)].tolist()
         val_idx += members[: n_val[label]]
         train_idx += members[n_val[label] :]
-    return Split(dataset, sorted(train_idx)), Split(dataset, sorted(val_idx))
+    parts = sorted(train_idx), sorted(val_idx)
+    if isinstance(dataset, ImageDataset):
+        return dataset.subset(parts[0]), dataset.subset(parts[1])
+    subsets = Subset(dataset, parts[0]), Subset(dataset, parts[1])
+    for subset in subsets:  # the labels and names a later split, fit's checks and evaluate read
+        subset.targets, subset.classes = targets[subset.indices], getattr(dataset, "classes", None)
+    return subsets
 
 
 def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None:
-    """Refuse a fraction that is not a number in (0, 1), a count that is not a positive int, or both at once."""
     if val_fraction is not None and val_count is not None:
         raise ValueError(
             f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
@@ -346,12 +363,8 @@ _CONNECT_TIMEOUT_S = 10.0
 
 
 def _download(what: str, source: Any, root: Path, train: bool, by_hand: str) -> None:
-    """Fetch through torchvision's dataset class, or fail at once with where to put the files by hand.
-
-    torchvision opens its URLs without a timeout, so on a machine whose network drops
-    packets the first attempt hangs for minutes, and MNIST then tries every mirror.
-    One TCP connection to each host, with a timeout, finds that out in seconds.
-    """
+    """Fetch through torchvision, or fail at once saying where to put the files by hand: torchvision opens its URLs
+    without a timeout (minutes per mirror where packets drop); one TCP connection per host finds that in seconds."""
     unreachable = _unreachable_hosts(_download_urls(source))
     if unreachable:
         raise ConnectionError(f"cannot download {what}: no connection to {'; '.join(unreachable)}. {by_hand}")
@@ -369,10 +382,7 @@ def _download_urls(source: Any) -> list[str]:
 
 
 def _unreachable_hosts(urls: list[str]) -> list[str]:
-    """'host:port (reason)' for each URL whose host does not accept a connection; [] when any one does.
-
-    Behind a proxy urllib connects to the proxy, not the host, so the check is skipped.
-    """
+    """'host:port (reason)' for each URL whose host refuses a connection; [] when one accepts, or behind a proxy."""
     failures = []
     for url in urls:
         parts = urllib.parse.urlsplit(url)
@@ -389,15 +399,10 @@ def _unreachable_hosts(urls: list[str]) -> list[str]:
 
 def cifar10(
     root: str | os.PathLike, train: bool = True, download: bool = False, transform: Transform | None = None
-) -> TensorImages | ImageFiles:
-    """The CIFAR-10 training (50,000) or test (10,000) images, classes in the official order.
-
-    ``root`` holds either the python pickle batches (``root/cifar-10-batches-py/``,
-    as torchvision downloads them; the folder itself also works), giving a
-    :class:`TensorImages`, or an image tree ``root/train/<class>/*`` and
-    ``root/test/<class>/*`` (as in the JPEG re-encodings of CIFAR-10), giving an
-    :class:`ImageFiles` whose class folders must be the ten CIFAR-10 names.
-    """
+) -> ImageDataset:
+    """The CIFAR-10 training (50,000) or test (10,000) images, classes in the official order: from the python
+    batches in ``root`` or ``root/cifar-10-batches-py/`` (a uint8 tensor), or from image trees ``root/train/<class>/``
+    and ``root/test/<class>/`` (a JPEG copy) whose folders are the ten CIFAR-10 names."""
     root = Path(root)
     batches = _find_cifar_batches(root)
     split = "train" if train else "test"
@@ -417,7 +422,7 @@ def cifar10(
     parts = [_read_cifar_batch(batches / n) for n in names]
     images = torch.cat([p[0] for p in parts])
     targets = torch.cat([p[1] for p in parts])
-    return TensorImages(images, targets, CIFAR10_CLASSES, transform=transform, spec=CIFAR10, source=str(batches))
+    return ImageDataset(images, targets, CIFAR10_CLASSES, transform=transform, spec=CIFAR10, source=str(batches))
 
 
 def _find_cifar_batches(root: Path) -> Path | None:
@@ -448,11 +453,8 @@ _CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that builds only numpy arrays, dicts, lists, strings and numbers.
-
-    ``pickle.load`` calls whatever a file names, so a batch file someone else wrote
-    could run any command; this one refuses every global CIFAR-10 does not use.
-    """
+    """Builds only numpy arrays, dicts, lists, strings and numbers: ``pickle.load`` calls whatever a file names,
+    so a batch someone else wrote could run any command; every global CIFAR-10 does not use is refused."""
 
     def __init__(self, file: Any, path: Path) -> None:
         super().__init__(file, encoding="latin1")  # Python 2 pickles; latin1 is how torchvision reads them too
@@ -504,7 +506,7 @@ def _check_cifar_batch(batch: Any) -> tuple[np.ndarray, list[int]]:
     return data, labels
 
 
-def _cifar_folder(folder: Path, transform: Transform | None) -> ImageFiles:
+def _cifar_folder(folder: Path, transform: Transform | None) -> ImageDataset:
     dataset = image_folder(folder, transform=transform)
     # Folder names sort alphabetically, which for CIFAR-10 is also the official class order.
     if dataset.classes != list(CIFAR10_CLASSES):
@@ -532,13 +534,10 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """Read an idx file (LeCun's MNIST format), raw or gzip-compressed.
+    """An idx file (MNIST's format: 0000, a type code, ndim, big-endian uint32 dims, C-order data), raw or gzipped.
 
-    Layout: two zero bytes, a type code (0x08 = uint8), the number of dimensions,
-    one big-endian uint32 per dimension, then the data in C order. The header says
-    how many bytes must follow; a file with fewer or more is a :class:`CorruptFileError`.
-    A gzipped file is decompressed as a stream and never past the size its header
-    claims, so a small file that inflates to gigabytes is refused, not loaded.
+    A file with fewer or more bytes than its header declares is a :class:`CorruptFileError`; a gzipped
+    one is never inflated past that size, so a small file that inflates to gigabytes is refused, not loaded.
     """
     path = Path(path)
     try:
@@ -621,12 +620,9 @@ def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor
 
 def mnist(
     root: str | os.PathLike, train: bool = True, download: bool = False, transform: Transform | None = None
-) -> TensorImages:
-    """The MNIST training (60,000) or test (10,000) digits as (N, 1, 28, 28) uint8, classes "0".."9".
-
-    Reads the idx files, gzipped or not, from ``root`` or from ``root/MNIST/raw``
-    (where torchvision puts them; ``download=True`` fetches them there).
-    """
+) -> ImageDataset:
+    """The MNIST training (60,000) or test (10,000) digits as (N, 1, 28, 28) uint8, classes "0".."9", from the idx
+    files, gzipped or not, in ``root`` or ``root/MNIST/raw`` (where ``download=True`` puts them)."""
     root = Path(root)
     prefix = "train" if train else "t10k"
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
@@ -640,7 +636,7 @@ def mnist(
         missing = [n for n, p in zip(names, paths, strict=True) if p is None]
         raise FileNotFoundError(f"no MNIST {', '.join(missing)} in {root}. {_MNIST_HOW}")
     images, labels = _read_mnist_pair(paths[0], paths[1])
-    return TensorImages(
+    return ImageDataset(
         images.unsqueeze(1),
         labels.long(),
         MNIST.class_names,
@@ -669,6 +665,14 @@ def _scan(root: Path, folders: list[str]) -> list[tuple[str, int]]:
     return samples
 
 
+def _files(
+    samples: list[tuple[str, int]], classes: Sequence[str], transform: Transform | None, on_error: str, source: str
+) -> ImageDataset:
+    files = [path for path, _ in samples]
+    return ImageDataset(files, [label for _, label in samples], classes, transform=transform, on_error=on_error,
+                        source=source)  # fmt: skip
+
+
 def _class_folders(root: Path, how: str) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist. {how}")
@@ -679,11 +683,11 @@ def _class_folders(root: Path, how: str) -> list[str]:
     return folders
 
 
-def image_folder(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageFiles:
+def image_folder(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageDataset:
     """Any tree ``root/<class>/<image>``; classes are the folder names, sorted."""
     root = Path(root)
     folders = _class_folders(root, "Expected one folder per class, e.g. root/cat/001.jpg, root/dog/002.jpg.")
-    return ImageFiles(_scan(root, folders), folders, transform=transform, on_error=on_error, source=str(root))
+    return _files(_scan(root, folders), folders, transform, on_error, str(root))
 
 
 _WNID = re.compile(r"^n\d{8}-(.+)$")
@@ -698,18 +702,12 @@ def stanford_dogs(
     transform: Transform | None = None,
     on_error: str = "raise",
     split: str | None = None,
-) -> ImageFiles:
-    """Stanford Dogs (Khosla et al. 2011): ``root/Images/<wnid>-<Breed>/*.jpg``, 120 breeds.
+) -> ImageDataset:
+    """Stanford Dogs (Khosla et al. 2011): ``root/Images/<wnid>-<Breed>/*.jpg`` (or ``root`` = ``Images``), 120 breeds
+    in WordNet order, named without the id (``n02085620-Chihuahua`` -> ``Chihuahua``).
 
-    ``root`` may also be the ``Images`` folder itself. Classes follow the WordNet
-    ids' order (the data set's own) and are named without the id:
-    ``n02085620-Chihuahua`` -> ``Chihuahua``.
-
-    ``split="train"`` or ``"test"`` keeps only the images of the data set's official split,
-    which published results use (100 per breed for training, the other 8,580 for testing):
-    the files listed in ``train_list.mat`` or ``test_list.mat`` from ``lists.tar``, found
-    beside ``Images/`` or in a ``lists/`` folder there. Reading them needs scipy (``pip install "imgzoo[dogs]"``).
-    ``None`` (the default) gives every image.
+    ``split="train"`` / ``"test"``: the official split published results use (100 per breed to train), listed
+    in ``lists.tar``'s ``{split}_list.mat`` beside ``Images/`` or in ``lists/`` (needs ``imgzoo[dogs]``'s scipy).
     """
     root = Path(root)
     images = root / "Images" if (root / "Images").is_dir() else root
@@ -723,7 +721,7 @@ def stanford_dogs(
     samples = _scan(images, folders)
     if split is not None:
         samples = _official_split(root, images, samples, split)
-    return ImageFiles(samples, names, transform=transform, on_error=on_error, source=str(images))
+    return _files(samples, names, transform, on_error, str(images))
 
 
 _DOGS_SPLITS = ("train", "test")
@@ -769,16 +767,12 @@ def kaggle_dogs(
     transform: Transform | None = None,
     on_error: str = "raise",
     classes: Sequence[str] | None = None,
-) -> ImageFiles:
+) -> ImageDataset:
     """Kaggle dog-breed-identification: ``root/train/<id>.jpg`` labelled by ``root/labels.csv``.
 
-    The breeds are ``classes`` when given, else the breed columns of
-    ``sample_submission.csv`` when present (the competition's order), else the
-    sorted breeds of labels.csv. A row whose image is missing or whose breed is
-    not a known class is an error: a wrong label must never pass silently. An id
-    is a file name, never a path: one with a separator, or whose image resolves
-    outside ``root/train`` through a link, is refused, so a shared labels.csv
-    cannot point imgzoo at other files on the machine.
+    Breeds: ``classes``, else ``sample_submission.csv``'s columns (the competition's order), else labels.csv's,
+    sorted. A missing image or unknown breed is an error, never a silent wrong label; an id is a file name, never
+    a path (nor a link out of ``root/train``), so a shared labels.csv cannot point at other files on the machine.
     """
     root = Path(root)
     labels_csv = root / "labels.csv"
@@ -803,7 +797,7 @@ def kaggle_dogs(
             raise ValueError(f"{where}: id {image_id!r} appears twice.")
         seen.add(image_id)
         samples.append((str(_kaggle_image(train_dir, image_id, where)), index[breed]))
-    return ImageFiles(samples, names, transform=transform, on_error=on_error, source=str(labels_csv))
+    return _files(samples, names, transform, on_error, str(labels_csv))
 
 
 # Byte-order marks, longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
@@ -880,7 +874,7 @@ def _kaggle_image(train_dir: Path, image_id: str, where: str) -> Path:
     return path
 
 
-def dog_breeds(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageFiles:
+def dog_breeds(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageDataset:
     """Dog-breed images in whichever layout ``root`` holds: Kaggle (labels.csv), Stanford Dogs, or ImageFolder."""
     root = Path(root)
     if (root / "labels.csv").is_file():
@@ -904,12 +898,8 @@ _ANY_HOW = (
 
 
 def detect_format(root: str | os.PathLike) -> str:
-    """Which of :data:`FORMATS` the folder ``root`` holds, by looking at its files, never by its name.
-
-    A command-line user names a folder, not a reader; the checks run from the most specific
-    layout to the most general, so CIFAR-10 as JPEG class folders is "cifar10" (the ten known
-    classes keep their official order and data spec), and any other class tree "image_folder".
-    """
+    """Which of :data:`FORMATS` ``root`` holds, by its files (most specific layout first), never by its name:
+    CIFAR-10 as JPEG class folders is "cifar10" (official order and spec), any other class tree "image_folder"."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist. {_ANY_HOW}")
@@ -940,15 +930,9 @@ def _class_tree(root: Path) -> Path | None:
     return root
 
 
-def open_folder(
-    root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise"
-) -> TensorImages | ImageFiles:
-    """The training images in ``root``, whichever layout :func:`detect_format` finds there.
-
-    For layouts with a test split (CIFAR-10, MNIST, ``train/`` and ``test/`` class trees) this
-    is the training split; select models on :func:`train_val_split` of it, never on the test
-    split. To measure a test split, point this at a folder that holds only it.
-    """
+def open_folder(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageDataset:
+    """The training images in ``root``, whichever layout :func:`detect_format` finds (the training split where there
+    is a test split: select models on :func:`train_val_split` of it; to measure a test split, name its folder)."""
     root = Path(root)
     found = detect_format(root)
     if found == "cifar10":

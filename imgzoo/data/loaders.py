@@ -1,20 +1,13 @@
-"""The fast path for MNIST- and CIFAR-sized data: decode once, then augment whole batches as tensors.
+"""Datasets -> batches: :func:`batches` for training and evaluation, and the whole-batch path it takes for small images.
 
-A torch DataLoader with per-image PIL transforms spends most of its time in Python,
-one image at a time; on two CPU cores it cannot keep up with even a small ResNet.
-airbench (Jordan 2024, arXiv:2404.00498) showed the way out: keep the whole data
-set as one uint8 tensor on the training device and apply flip and pad-and-crop to
-a whole batch with a few tensor operations. imgzoo does the same:
+A DataLoader with per-image transforms spends most of its time in Python, one image at a time; on
+two CPU cores it cannot keep up with even a small ResNet. airbench (Jordan 2024, arXiv:2404.00498)
+keeps the whole data set as one uint8 tensor on the device and augments a batch with a few tensor
+operations; :class:`FastLoader` does the same (208x a DataLoader's images/s, docs/benchmarks.md),
+with the ops of :func:`imgzoo.data.transforms.augmentation`, the ones the per-image path applies:
 
     files --decode()--> uint8 (N, C, H, W), cached on disk by a checksum of the files
-          --FastLoader--> shuffled, flipped, pad-cropped, normalised float batches
-
-The "strong" preset adds TrivialAugmentWide and random erasing, which choose an operation per
-image and so run image by image (torchvision's own v2 transforms, under the loader's generator);
-the decode, the crop and the flip stay batched, and so does "affine"'s small random rotation and
-scaling (one grid_sample over the batch).
-
-``bench/bench_data.py`` measures the loader against ResNet-20 training throughput.
+          --FastLoader--> shuffled, cropped, flipped, normalised float batches
 """
 
 from __future__ import annotations
@@ -31,25 +24,29 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from imgzoo._atomic import atomic_open
 from imgzoo._device import resolve_device
-from imgzoo.data.datasets import CorruptFileError, ImageFiles, TensorImages, _open_image
-from imgzoo.data.transforms import (
-    AUGMENTS,
-    PAD_FRACTION,
-    ToImage,
-    affine_policy,
-    flip_preserves_label,
-    strong_erasing,
-    strong_policy,
-)
+from imgzoo.data.datasets import CorruptFileError, ImageDataset, _open_image
+from imgzoo.data.transforms import Cutout, ToImage, augmentation, build_transform
 from imgzoo.models.registry import DataSpec
 
-__all__ = ["FastLoader", "decode", "default_cache_dir", "is_batch_loader", "own_generator", "unshared_generator"]
+__all__ = [
+    "FastLoader",
+    "Transformed",
+    "batches",
+    "decode",
+    "default_cache_dir",
+    "default_workers",
+    "is_batches",
+    "own_generator",
+    "root_of",
+    "unshared_generator",
+]
 
 # Bumped when the decoded format changes, so stale caches are never read.
 _CACHE_VERSION = 1
@@ -62,7 +59,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imgzoo"
 
 
-def _checksum(dataset: ImageFiles, size: tuple[int, int], channels: int) -> str:
+def _checksum(dataset: ImageDataset, size: tuple[int, int], channels: int) -> str:
     """blake2b of every file's bytes and label plus the output format: any edit to the data gives a new key."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps([_CACHE_VERSION, list(size), channels, dataset.classes]).encode())
@@ -73,27 +70,25 @@ def _checksum(dataset: ImageFiles, size: tuple[int, int], channels: int) -> str:
 
 
 def decode(
-    dataset: ImageFiles | TensorImages,
+    dataset: ImageDataset,
     size: tuple[int, int] | DataSpec,
     channels: int = 3,
     *,
     cache_dir: str | os.PathLike | None = None,
     on_error: str = "raise",
-) -> TensorImages:
-    """Decode every image of ``dataset`` to a uint8 (N, channels, *size) tensor, once.
+) -> ImageDataset:
+    """The ImageDataset of files ``dataset`` decoded to a uint8 (N, channels, *size) tensor (a DataSpec gives both).
 
-    ``size`` may be a DataSpec (its size and channels are used). The result is
-    cached in ``cache_dir`` (default :func:`default_cache_dir`) under a checksum of
-    the files' bytes and labels, so a second call, in this or a later process,
-    reads one file instead of decoding tens of thousands. ``on_error="skip"``
-    leaves out files that fail to decode, with a warning, instead of raising.
+    Cached in ``cache_dir`` (default :func:`default_cache_dir`) under a checksum of the files' bytes
+    and labels, so a later call reads one file instead of decoding tens of thousands.
+    ``on_error="skip"`` leaves out files that fail to decode, with a warning, instead of raising.
     """
     if isinstance(size, DataSpec):
         size, channels = size.size, size.channels
-    if isinstance(dataset, TensorImages):
+    if not isinstance(dataset, ImageDataset):
+        raise TypeError(f"decode expects an imgzoo ImageDataset; got {type(dataset).__name__}")
+    if dataset.files is None:
         return dataset
-    if not isinstance(dataset, ImageFiles):
-        raise TypeError(f"decode expects an imgzoo ImageFiles or TensorImages dataset; got {type(dataset).__name__}")
     size = (int(size[0]), int(size[1]))
     key = _checksum(dataset, size, channels)
     path = Path(cache_dir or default_cache_dir()) / f"decoded-{key}.safetensors"
@@ -103,16 +98,12 @@ def decode(
     images, targets, bad = _decode_files(dataset, size, channels, on_error)
     if not bad:  # a cache of a partly unreadable data set would hide the problem on the next run
         _save_atomic(path, {"images": images, "targets": targets}, {"source": dataset.source})
-    return TensorImages(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
+    return ImageDataset(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
 
 
-def _load_cache(path: Path, dataset: ImageFiles, image_shape: tuple[int, ...]) -> TensorImages | None:
-    """The cached decode of ``dataset``, or None when there is none or it is damaged (then it is rebuilt).
-
-    A cache cut short by a full disk, or overwritten by hand, must not fail every later
-    run, nor feed wrong images: it is checked against the dataset, reported in one
-    warning, and decoded again; the rebuilt file replaces it, so the warning is not repeated.
-    """
+def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...]) -> ImageDataset | None:
+    """The cached decode of ``dataset``; None when there is none, or it is damaged (cut short, edited): then
+    one warning, and the decode rebuilds it, so a bad cache neither fails every later run nor feeds wrong images."""
     if not path.is_file():
         return None
     try:
@@ -126,11 +117,11 @@ def _load_cache(path: Path, dataset: ImageFiles, image_shape: tuple[int, ...]) -
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         warnings.warn(f"decode cache {path} is damaged ({exc}); decoding the images again to rebuild it", stacklevel=3)
         return None
-    return TensorImages(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
+    return ImageDataset(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
 
 
 def _decode_files(
-    dataset: ImageFiles, size: tuple[int, int], channels: int, on_error: str
+    dataset: ImageDataset, size: tuple[int, int], channels: int, on_error: str
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """uint8 images and labels of every readable file, and the unreadable files when ``on_error="skip"``."""
     to_image = ToImage(channels)
@@ -161,15 +152,10 @@ def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
         f.write(save(tensors, metadata=metadata))
 
 
-def _unwrap_subsets(data: Dataset) -> tuple[Dataset, torch.Tensor | None, DataSpec | None]:
-    """The dataset under any chain of Subsets (a Split of a Split included), the indices into it, and a spec.
-
-    An outer subset's indices point into the next one down, so they compose as
-    ``inner[outer]``. The spec is the first one met from the outside in: a Split keeps
-    its parent's, and a user may have set one on any level.
-    """
-    indices: torch.Tensor | None = None
-    spec = getattr(data, "spec", None)
+def root_of(data: Any) -> tuple[Any, torch.Tensor | None, DataSpec | None]:
+    """The dataset under any chain of Subsets, the indices into it (an outer Subset's point into the next one
+    down: they compose as ``inner[outer]``), and the first spec met from the outside in."""
+    indices, spec = None, getattr(data, "spec", None)
     while isinstance(data, Subset):
         here = torch.as_tensor(list(data.indices), dtype=torch.int64)
         indices = here if indices is None else here[indices]
@@ -178,39 +164,24 @@ def _unwrap_subsets(data: Dataset) -> tuple[Dataset, torch.Tensor | None, DataSp
     return data, indices, spec
 
 
-def _uint8_data(
-    data: Dataset, spec: DataSpec | None, cache_dir: str | os.PathLike | None
-) -> tuple[torch.Tensor, torch.Tensor, list[str], DataSpec]:
-    """(images, targets, classes, spec) of a TensorImages / ImageFiles dataset or any Subset of one.
-
-    ``spec`` given wins; otherwise it is the dataset's own (CIFAR-10 and MNIST carry one,
-    and so does a CIFAR-10 image tree), so a known data set needs no ``spec=``.
-    """
+def _unwrap(data: Dataset, spec: DataSpec | None, cache_dir: Any) -> tuple[ImageDataset, DataSpec]:
+    """The ImageDataset of uint8 tensors under ``data`` (an ImageDataset or Subsets of one), and its spec."""
     given = type(data).__name__
-    data, indices, data_spec = _unwrap_subsets(data)
-    spec = spec or data_spec
-    if isinstance(data, ImageFiles):
-        if spec is None:
-            raise ValueError(
-                f"FastLoader needs spec= (a DataSpec, e.g. model.data_spec) to decode the image files of "
-                f"{data.source or 'this dataset'}: they carry no spec, so the size and channels are unknown"
-            )
-        data = decode(data, spec, cache_dir=cache_dir)
-    if not isinstance(data, TensorImages):
+    data, indices, own_spec = root_of(data)
+    spec = spec or own_spec
+    if not isinstance(data, ImageDataset):
         raise TypeError(
-            f"FastLoader takes an imgzoo dataset (TensorImages, ImageFiles, or a Subset or Split of one); got "
-            f"{given} of {type(data).__name__}. For other datasets use torch.utils.data.DataLoader with "
-            f"imgzoo.data.transforms."
+            f"FastLoader takes an imgzoo ImageDataset (or a Subset of one); got {given} of {type(data).__name__}. "
+            "Wrap your images as imgzoo.datasets.ImageDataset(uint8_images, labels, classes), or build a "
+            "DataLoader with imgzoo.transforms.for_model(model)."
         )
     if spec is None:
         raise ValueError(
-            f"FastLoader needs spec= (a DataSpec, e.g. model.data_spec) for {given}: it carries "
-            f"no spec of its own (only known data sets such as datasets.cifar10 and datasets.mnist do)"
+            f"FastLoader needs spec= (a DataSpec, e.g. model.data_spec) for {given} of {data.source or 'images'}: "
+            "it carries no spec of its own (only known data sets such as datasets.cifar10 and datasets.mnist do)"
         )
-    images, targets = data.images, data.targets
-    if indices is not None:
-        images, targets = images[indices], targets[indices]
-    return images, targets, data.classes, spec
+    data = decode(data, spec, cache_dir=cache_dir)
+    return (data if indices is None else data.subset(indices)), spec
 
 
 def _fit_to_spec(images: torch.Tensor, spec: DataSpec) -> torch.Tensor:
@@ -224,44 +195,17 @@ def _fit_to_spec(images: torch.Tensor, spec: DataSpec) -> torch.Tensor:
     return images.contiguous()
 
 
-def _check_options(augment: str, batch_size: int, translate: int | None, cutout: int = 0) -> None:
-    if augment not in AUGMENTS:
-        raise ValueError(f"FastLoader augments with one of {AUGMENTS}, got {augment!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if translate is not None and (not isinstance(translate, int) or isinstance(translate, bool) or translate < 0):
-        raise ValueError(
-            f"translate must be a whole number of pixels >= 0 (the largest shift of the random crop), or None "
-            f"for the standard 1/8 of the side; got {translate!r}"
-        )
-    if not isinstance(cutout, int) or isinstance(cutout, bool) or cutout < 0:
-        raise ValueError(f"cutout is the side of the square blanked out, a whole number of pixels >= 0; got {cutout!r}")
-
-
 class FastLoader:
     """Shuffled, augmented, normalised batches from a uint8 image tensor kept on ``device``.
 
-    ``augment`` is ``"none"``, ``"standard"`` (random pad-and-crop with reflection
-    padding, and a horizontal flip where the spec allows), ``"strong"`` (standard, then
-    TrivialAugmentWide and random erasing) or ``"affine"`` (standard, then a random rotation
-    of up to 10 degrees and scaling by 0.9-1.1), the same presets as
-    ``imgzoo.data.transforms.build_transform(spec, train=True, augment=...)``, applied only when
-    ``train``. ``translate`` is the largest shift of the pad-and-crop in pixels; None gives the
-    standard 1/8 of the side (4 for CIFAR's 32), airbench94 uses 2 for its 10 epochs.
-    ``alternate_flips`` replaces the coin toss per image and epoch by airbench's derandomized
-    flip (Jordan 2024, arXiv:2404.00498, section 3.6): each image gets one toss, from ``seed``, for
-    the first epoch, and every later epoch shows it the other way round from the epoch before, so
-    two consecutive epochs always hold both views of every image; the paper finds it beats random
-    flipping wherever flipping helps at all. The epoch is the one ``set_epoch`` gave (fit calls it,
-    so a resumed run flips as the uninterrupted one did), else the count of full passes.
-    ``cutout`` blanks a square of that many pixels a side in every training image, at a random
-    place wholly inside it, to the data's mean (0 once normalised): DeVries and Taylor 2017
-    (arXiv:1708.04552) used 16 for CIFAR-10, airbench96 (Jordan 2024) 12 with ``translate`` 4 for
-    its 45 epochs; 0 (the default) blanks nothing. Each
-    epoch is a fresh permutation from a generator seeded by ``seed``,
-    so runs repeat exactly. Iterating yields ``(x, y)``: float32 (B, C, H, W)
-    normalised with ``spec``'s mean and std, and int64 labels, both on ``device``
-    (the GPU when there is one).
+    With ``train``, the ops of :func:`imgzoo.data.transforms.augmentation` (``augment``,
+    ``translate``, ``cutout``) on whole batches: crop and flip as one gather, the affine
+    distortion as one grid_sample, cutout as one mask, other ops (TrivialAugmentWide, erasing)
+    image by image. ``alternate_flips`` is airbench's derandomized flip (arXiv:2404.00498,
+    section 3.6): one toss per image, from ``seed``, for the first epoch, then the other way
+    round every epoch (the epoch ``set_epoch`` gave, which fit calls, else the passes done).
+    Every draw comes from ``generator``, seeded by ``seed``, so runs and resumed runs repeat
+    exactly. Yields float32 (B, C, H, W) normalised with ``spec`` and int64 labels, on ``device``.
     """
 
     def __init__(
@@ -281,57 +225,47 @@ class FastLoader:
         seed: int = 0,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        _check_options(augment, batch_size, translate, cutout)
-        images, targets, self.classes, self.spec = _uint8_data(data, spec, cache_dir)
-        if len(images) == 0:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        dataset, self.spec = _unwrap(data, spec, cache_dir)
+        if len(dataset) == 0:
             raise ValueError("FastLoader got an empty dataset; pass one with at least one image")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.train = train
-        self.augment = augment if train else "none"
+        self.classes, self.device, self.batch_size = dataset.classes, resolve_device(device), batch_size
+        self.train, self.augment = train, augment if train else "none"
         self.shuffle = train if shuffle is None else shuffle
-        self.drop_last = drop_last
-        # Crops and flips come from one gather over a padded, channels-last copy (also at translate=0).
-        self.gathers = self.augment != "none"
-        self.flip = self.gathers and flip_preserves_label(self.spec)
-        self.alternate_flips = bool(alternate_flips)  # acts only where images are flipped at all
-        self.cutout = min(cutout, *self.spec.size) if self.augment != "none" else 0
-        self.epoch = 0
+        self.drop_last, self.epoch, self.alternate_flips = drop_last, 0, bool(alternate_flips)
+        ops = augmentation(self.spec, augment, translate=translate, cutout=cutout)  # checked even when not training
+        before, after = ops if train else ([], [])
+        crop = next((op for op in before if isinstance(op, v2.RandomCrop)), None)
+        self.pad = crop.padding[0] if crop is not None and crop.padding else 0
+        self.gathers = crop is not None  # crop and flip as one gather over a padded copy (also at translate=0)
+        self.flip = self.gathers and any(isinstance(op, v2.RandomHorizontalFlip) for op in before)
+        self.uint8_ops = [op for op in before if not isinstance(op, (v2.RandomCrop, v2.RandomHorizontalFlip))]
+        self.float_ops = after
         # The first epoch's toss for every image, from a generator of its own: the shuffle's draws stay as they were.
-        self._first_flips = torch.rand(len(images), generator=torch.Generator().manual_seed(seed)) < 0.5
-        standard = round(PAD_FRACTION * min(self.spec.size)) if translate is None else translate
-        self.pad = standard if self.gathers else 0
-        self._policy = strong_policy() if self.augment == "strong" else None
-        # Its ranges, drawn and applied a batch at a time (_affine_batch): torchvision's RandomAffine one image at a
-        # time read 475 MNIST images/s here, slower than mnist_cnn trains.
-        self._affine = affine_policy() if self.augment == "affine" else None
-        self._erasing = strong_erasing() if self.augment == "strong" else None
+        self._first_flips = torch.rand(len(dataset), generator=torch.Generator().manual_seed(seed)) < 0.5
         self.generator = torch.Generator().manual_seed(seed)
-
-        images = _fit_to_spec(images, self.spec)
+        images = _fit_to_spec(dataset.images, self.spec)
         if self.gathers:
-            # Pad once for the whole set, as airbench does, so a batch only indexes; channels
-            # last, so that the per-pixel gather below copies 3 contiguous bytes at a time
-            # (1.5x the batches/s of channels-first on one CPU thread, measured).
-            images = torch.nn.functional.pad(images, (self.pad,) * 4, mode="reflect")
-            images = images.permute(0, 2, 3, 1).contiguous()
-        self.images = images.to(self.device)
-        self.targets = targets.to(self.device)
+            # Padded once for the whole set, as airbench does; channels last, so the per-pixel gather copies
+            # 3 contiguous bytes at a time (1.5x the batches/s of channels-first on one CPU thread, measured).
+            images = torch.nn.functional.pad(images, (self.pad,) * 4, mode="reflect").permute(0, 2, 3, 1).contiguous()
+        self.images, self.targets = images.to(self.device), dataset.targets.to(self.device)
         mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
-        # x_norm = (x / 255 - mean) / std, folded into one multiply-add on the uint8 values.
-        self.scale = 1.0 / (255.0 * std)
-        self.shift = -mean / std
+        self.scale, self.shift = 1.0 / (255.0 * std), -mean / std  # (x / 255 - mean) / std as one multiply-add
 
     @property
     def translate(self) -> int:
         """The crop's largest shift in pixels (0 when not augmenting): what Recipe.loader_differences compares."""
         return self.pad
 
+    @property
+    def cutout(self) -> int:
+        return next((op.size for op in self.float_ops if isinstance(op, Cutout)), 0)
+
     def set_epoch(self, epoch: int) -> None:
-        """The epoch the next pass is (from 0): it decides which way round each image is flipped with
-        ``alternate_flips``. As DistributedSampler.set_epoch: call it before each pass to make that
-        exact across interrupted runs; without it, each completed pass counts one."""
+        """The epoch (from 0) the next pass is, as DistributedSampler.set_epoch: it decides alternate_flips."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -347,40 +281,30 @@ class FastLoader:
         self.epoch += 1  # only after a full pass: a look at the first batch (as fit's checks take) counts none
 
     def _batch(self, index: torch.Tensor) -> torch.Tensor:
-        height, width = self.spec.size
-        if self.gathers:
-            # One gather does crop and flip: row r of image b is padded row dy[b] + r; column c
-            # is dx[b] + c, or dx[b] + (width - 1 - c) when the image is mirrored.
-            b = len(index)
-            dy = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
-            dx = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
-            cols = torch.arange(width).expand(b, -1)
-            if self.flip:
-                mirrored = self._mirrored(index)
-                cols = torch.where(mirrored, width - 1 - cols, cols)
-            rows = (dy + torch.arange(height)).to(self.device)
-            cols = (dx + cols).to(self.device)
-            index = index.to(self.device)
-            x = self.images[index[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-            x = x.permute(0, 3, 1, 2).contiguous()
-        else:
-            x = self.images[index.to(self.device)]
-        if self._policy is not None:
-            x = self._strong(x)
-        else:
-            x = x.float() if self._affine is None else self._affine_batch(x)
-            x = x.mul_(self.scale).add_(self.shift)
-        return self._cut_out(x) if self.cutout else x
+        x = self._crop_flip(index) if self.gathers else self.images[index.to(self.device)]
+        for op in self.uint8_ops:
+            x = self._affine(x, op) if isinstance(op, v2.RandomAffine) else self._each(x, op)
+        x = x.float().mul_(self.scale).add_(self.shift)
+        for op in self.float_ops:
+            x = self._cut_out(x, op.size) if isinstance(op, Cutout) else self._each(x, op)
+        return x
 
-    def _cut_out(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` with a ``cutout``-pixel square set to 0 (the mean, once normalised) in each image, wholly inside it."""
-        b, _, height, width = x.shape
-        top = torch.randint(0, height - self.cutout + 1, (b, 1, 1), generator=self.generator).to(self.device)
-        left = torch.randint(0, width - self.cutout + 1, (b, 1, 1), generator=self.generator).to(self.device)
-        rows = torch.arange(height, device=self.device).view(1, -1, 1)
-        cols = torch.arange(width, device=self.device).view(1, 1, -1)
-        inside = (rows >= top) & (rows < top + self.cutout) & (cols >= left) & (cols < left + self.cutout)
-        return x.masked_fill_(inside[:, None], 0.0)
+    def _crop_flip(self, index: torch.Tensor) -> torch.Tensor:
+        """Row r of image b is padded row dy[b] + r; column c is dx[b] + c, or dx[b] + (width - 1 - c) mirrored."""
+        height, width = self.spec.size
+        b = len(index)
+        dy = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
+        dx = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
+        cols = torch.arange(width).expand(b, -1)
+        if self.flip:
+            cols = torch.where(self._mirrored(index), width - 1 - cols, cols)
+        rows, cols, index = (
+            (dy + torch.arange(height)).to(self.device),
+            (dx + cols).to(self.device),
+            index.to(self.device),
+        )
+        x = self.images[index[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        return x.permute(0, 3, 1, 2).contiguous()
 
     def _mirrored(self, index: torch.Tensor) -> torch.Tensor:
         """Which images of the batch at ``index`` are shown mirrored, as a (B, 1) bool column."""
@@ -388,46 +312,41 @@ class FastLoader:
             return (self._first_flips[index] ^ bool(self.epoch % 2))[:, None]
         return torch.rand(len(index), 1, generator=self.generator) < 0.5
 
-    def _affine_batch(self, x: torch.Tensor) -> torch.Tensor:
-        """Each image rotated and scaled about its centre by its own draw from affine_policy()'s ranges.
+    def _each(self, x: torch.Tensor, op: Any) -> torch.Tensor:
+        """``op`` image by image, drawing from a fork of torch's global generator seeded from this loader's."""
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torch.stack([op(image) for image in x.cpu()]).to(self.device)
 
-        As torchvision's RandomAffine: nearest-neighbour sampling, 0 where the image leaves the frame, an
-        angle uniform over ``degrees`` and a scale uniform over ``scale``; here as one affine_grid and
-        grid_sample over the batch, drawing from the loader's generator. Non-square images rotate in pixel
-        space, hence the aspect ratio in the off-diagonal terms.
+    def _affine(self, x: torch.Tensor, op: v2.RandomAffine) -> torch.Tensor:
+        """RandomAffine's rotation and scaling about each image's centre, as one affine_grid and grid_sample.
+
+        As torchvision: nearest-neighbour, 0 outside the frame, angle and scale uniform over the op's
+        ranges (its RandomAffine one image at a time read 475 MNIST images/s, slower than mnist_cnn trains).
         """
         b, _, height, width = x.shape
-        low, high = self._affine.degrees
-        angle = torch.empty(b).uniform_(low, high, generator=self.generator).deg2rad()
-        scale = torch.empty(b).uniform_(*self._affine.scale, generator=self.generator)
+        angle = torch.empty(b).uniform_(*op.degrees, generator=self.generator).deg2rad()
+        scale = torch.empty(b).uniform_(*op.scale, generator=self.generator)
         cos, sin, zero = angle.cos() / scale, angle.sin() / scale, torch.zeros(b)
-        # Output pixel -> input pixel: the inverse map, rotation by -angle then scaling by 1/scale.
+        # Output pixel -> input pixel: rotation by -angle then scaling by 1/scale, in pixel space (the aspect terms).
         theta = torch.stack([torch.stack([cos, sin * height / width, zero], 1),
                              torch.stack([-sin * width / height, cos, zero], 1)], 1)  # fmt: skip
         grid = torch.nn.functional.affine_grid(theta.to(self.device), [b, 1, height, width], align_corners=False)
         return torch.nn.functional.grid_sample(x.float(), grid, mode="nearest", align_corners=False)
 
-    def _strong(self, x: torch.Tensor) -> torch.Tensor:
-        """TrivialAugmentWide on each uint8 image, normalise, then random erasing on each.
-
-        torchvision's transforms draw from torch's global generator; they run here on a fork
-        of it seeded from this loader's generator, so an epoch repeats exactly (fit's resume
-        restores that generator) and the caller's global random state is left as it was.
-        """
-        seed = int(torch.randint(2**62, (1,), generator=self.generator))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            x = torch.stack([self._policy(image) for image in x.cpu()]).to(self.device)
-            x = x.float().mul_(self.scale).add_(self.shift)
-            return torch.stack([self._erasing(image) for image in x])
+    def _cut_out(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """Cutout's square, at a place drawn for each image, as one mask over the batch."""
+        b, _, height, width = x.shape
+        top = torch.randint(0, height - size + 1, (b, 1, 1), generator=self.generator).to(self.device)
+        left = torch.randint(0, width - size + 1, (b, 1, 1), generator=self.generator).to(self.device)
+        rows = torch.arange(height, device=self.device).view(1, -1, 1)
+        cols = torch.arange(width, device=self.device).view(1, 1, -1)
+        inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+        return x.masked_fill_(inside[:, None], 0.0)
 
     def eval_batch(self, indices: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images at ``indices`` (positions in the data set, not in an epoch) as an eval batch gives them.
-
-        Normalised, but neither cropped nor flipped, even when this loader trains: it is
-        for looking at chosen samples (``imgzoo.eval.evaluation.plot_predictions``), and it
-        leaves the generator alone, so the epochs to come are the same with or without it.
-        """
+        """The images at ``indices`` (positions in the data set) unaugmented and normalised; draws nothing."""
         index = torch.as_tensor(indices, dtype=torch.int64)
         if index.dim() != 1 or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(self.targets)):
             raise IndexError(
@@ -447,31 +366,87 @@ class FastLoader:
         )
 
 
-def is_batch_loader(data: Any) -> bool:
-    """A ready-made loader that is not a torch DataLoader, e.g. a :class:`FastLoader`.
+class Transformed(Dataset):
+    """Any dataset's (image, label) items with the image put through ``transform``, keeping classes and labels."""
 
-    It is used as it is: an iterable of (x, y) batches with a length, not indexable.
+    def __init__(self, data: Dataset, transform: Any) -> None:
+        self.data, self.transform = data, transform
+        self.classes, self.targets = getattr(data, "classes", None), getattr(data, "targets", None)
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.data[index]
+        return self.transform(image), int(label)
+
+
+def batches(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    spec: DataSpec | None = None,
+    augment: str = "standard",
+    translate: int | None = None,
+    alternate_flips: bool = False,
+    cutout: int = 0,
+    seed: int = 0,
+    num_workers: int | None = None,
+    device: str | torch.device | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Any:
+    """``dataset`` as (x, y) batches for training (shuffled, augmented) or evaluation, normalised for ``spec``.
+
+    Small images (a spec without ``resize``: CIFAR, MNIST) of an ImageDataset take the whole-batch
+    path, a :class:`FastLoader` (files decoded once, cached); anything else goes through a
+    DataLoader with :func:`imgzoo.data.transforms.build_transform`, the same augmentation image by
+    image. ``spec`` defaults to the dataset's own. Both draw only from generators seeded by ``seed``.
     """
-    if isinstance(data, (Dataset, DataLoader)):
+    root, _, own_spec = root_of(dataset)
+    spec = spec or own_spec
+    if spec is None:
+        raise ValueError("batches needs spec= (a DataSpec, e.g. model.data_spec): the dataset carries none")
+    if spec.resize is None and isinstance(root, ImageDataset):
+        return FastLoader(dataset, batch_size, spec=spec, train=train, augment=augment, translate=translate,
+                          alternate_flips=alternate_flips, cutout=cutout, seed=seed, device=device,
+                          cache_dir=cache_dir)  # fmt: skip
+    if alternate_flips and train:
+        raise ValueError(
+            "alternate_flips needs the whole-batch path, which takes an ImageDataset of small images (a spec "
+            f"without resize); {spec.name!r} images go image by image. Pass alternate_flips=False."
+        )
+    transform = build_transform(spec, train, augment, translate=translate, cutout=cutout)
+    workers = default_workers(dataset) if num_workers is None else num_workers
+    return DataLoader(Transformed(dataset, transform), batch_size=batch_size, shuffle=train, num_workers=workers,
+                      generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
+def default_workers(dataset: Any) -> int:
+    """Processes decoding for a DataLoader: none for tensors already in memory, else up to 4, one core spared."""
+    return 0 if isinstance(dataset, TensorDataset) else max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def is_batches(data: Any) -> bool:
+    """An iterable of (x, y) batches that is neither a Dataset nor a DataLoader: a FastLoader, a list of
+    batches, a generator's result. A list of (image, label) samples is a dataset: its labels are not tensors."""
+    if isinstance(data, (Dataset, DataLoader)) or not hasattr(data, "__iter__"):
         return False
-    return hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
+    if not isinstance(data, (list, tuple)):
+        return not hasattr(data, "__getitem__")
+    first = data[0] if len(data) else None
+    labels = first[1] if isinstance(first, (list, tuple)) and len(first) == 2 else None
+    return isinstance(labels, torch.Tensor) and labels.dim() == 1
 
 
 def unshared_generator() -> torch.Generator:
-    """A generator for a loader that draws nothing random but must not touch the global one either.
-
-    A DataLoader draws a base seed for its workers every time it is iterated, from the global
-    generator unless it has its own; validation every epoch would then shift the dropout masks and
-    augmentations of the training that follows, and a run with validation would train differently
-    from the same run without it (tests/test_training.py).
-    """
+    """A generator for a loader that must not touch the global one: a DataLoader draws its workers' base seed
+    from the global generator on every pass, so validation each epoch would shift the training's dropout masks
+    and augmentation, and a run with validation would train differently from one without (tests/test_training.py)."""
     return torch.Generator()
 
 
 def own_generator(data: Any) -> torch.Generator | None:
-    """The generator a loader shuffles (and augments) with, if it has its own, e.g. a FastLoader's.
-
-    fit checkpoints and restores its state; compare rewinds it before each model.
-    """
+    """The generator a loader shuffles (and augments) with, if it has its own: fit checkpoints and restores it."""
     generator = getattr(data, "generator", None)
     return generator if isinstance(generator, torch.Generator) else None

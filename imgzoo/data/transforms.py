@@ -1,29 +1,17 @@
-"""Train and eval preprocessing, built from a model's :class:`~imgzoo.models.registry.DataSpec`.
+"""Train and eval preprocessing from a model's DataSpec, as torchvision.transforms.v2 pipelines:
 
-Every model carries its DataSpec (channels, size, mean, std, eval resize), so
-``for_model(model)`` gives the preprocessing it was built for and nobody looks up
-a normalisation constant. The pipelines are torchvision.transforms.v2 objects:
+    any image -> uint8 with the spec's channels -> resize / augmentation -> float32 -> normalise
 
-    any image -> uint8 image with the spec's channels -> geometry (resize / crop /
-    augmentation) -> float32 in [0, 1] -> normalise -> plain (C, H, W) tensor
-
-Accepted inputs: PIL images of any mode (L, RGB, RGBA, P, CMYK, I, F, ...), uint8
-or float tensors shaped (H, W) or (C, H, W) with C in 1, 3, 4, and numpy arrays
-shaped (H, W) or (H, W, C), the layout PIL and imageio produce. Grayscale becomes
-RGB for a colour model and colour becomes grayscale (ITU-R 601-2 luma, as PIL and
-torchvision compute it) for a 1-channel model; an alpha channel is dropped.
-
-High-bit-depth images keep their range instead of PIL's clipping to 0..255 (PIL
-converts an I;16 value of 1000 to 255, and an F value of 0.5 to 0): 16-bit images
-(I;16 and I, which is how 16-bit PNG and TIFF files open) are divided by 65535, and
-float images (F) are taken as already in 0..1. A TIFF that declares its range
-(SMinSampleValue / SMaxSampleValue) is scaled from that range instead. Values outside
-the range are an error rather than silently clipped.
+Inputs: PIL images of any mode, uint8 or float tensors (H, W) / (C, H, W) with C in 1, 3, 4, numpy
+arrays (H, W) / (H, W, C). Gray becomes RGB for a colour model, colour becomes gray (ITU-R 601-2 luma)
+for a 1-channel one, alpha is dropped. 16-bit images (I;16, I) are divided by 65535 and F images
+taken as 0..1 (or scaled from a TIFF's declared range), never clipped as PIL's convert clips them
+(an I;16 value of 1000 to 255, an F value of 0.5 to 0); values outside the range are an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,17 +24,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from imgzoo.models.registry import DataSpec, get_model_entry, get_weights_entry
 
-__all__ = [
-    "AUGMENTS",
-    "ToImage",
-    "affine_policy",
-    "build_transform",
-    "for_model",
-    "flip_preserves_label",
-    "spec_of",
-    "strong_erasing",
-    "strong_policy",
-]
+__all__ = ["AUGMENTS", "Cutout", "ToImage", "augmentation", "build_transform", "flip_preserves_label", "for_model",
+           "spec_of"]  # fmt: skip
 
 AUGMENTS = ("none", "standard", "strong", "affine")
 
@@ -64,26 +43,62 @@ def flip_preserves_label(spec: DataSpec) -> bool:
     return spec.name not in _NO_FLIP
 
 
-def strong_policy() -> v2.TrivialAugmentWide:
-    """The "strong" preset's per-image policy on uint8 images, after the crop and flip: TrivialAugmentWide
-    (Mueller and Hutter 2021, arXiv:2103.10158), one random operation at a random strength per image.
-    build_transform and FastLoader both take it from here, so the two "strong" paths cannot drift apart."""
-    return v2.TrivialAugmentWide()
+class Cutout(v2.RandomErasing):
+    """A ``size``-pixel square set to 0 (the data's mean, once normalised) at a random place wholly inside the image.
+
+    DeVries and Taylor 2017 (arXiv:1708.04552) used 16 on CIFAR-10, airbench96 (Jordan 2024) 12. As
+    RandomErasing with one fixed square area and aspect ratio 1, it is the same draw image by image.
+    """
+
+    def __init__(self, size: int, image_size: Sequence[int]) -> None:
+        area = size * size / (image_size[0] * image_size[1])
+        super().__init__(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0)
+        self.size = size
 
 
-def affine_policy() -> v2.RandomAffine:
-    """The "affine" preset's per-image distortion on uint8 images, after the crop (and flip): a random
-    rotation of up to 10 degrees either way and a scaling by 0.9-1.1. Small affine distortions of the
-    training digits are what took a CNN to 0.6% error on MNIST in Simard, Steinkraus and Platt 2003
-    ("Best Practices for Convolutional Neural Networks Applied to Visual Document Analysis", ICDAR);
-    the 4-pixel crop already supplies the shifts. build_transform applies it; FastLoader draws from its ranges."""
-    return v2.RandomAffine(degrees=10, scale=(0.9, 1.1))
+def _pixels(what: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"{what}; got {value!r}")
 
 
-def strong_erasing() -> v2.RandomErasing:
-    """The "strong" preset's random erasing on normalised float images (Zhong et al. 2017, arXiv:1708.04896):
-    a quarter of the images lose a random rectangle to 0, which after normalising is the data's mean."""
-    return v2.RandomErasing(p=0.25, value=0)
+def augmentation(
+    spec: DataSpec, augment: str = "standard", *, translate: int | None = None, cutout: int = 0
+) -> tuple[list[Any], list[Any]]:
+    """The training augmentation, defined once: (ops on uint8 images, ops on normalised float images).
+
+    :func:`build_transform` applies them image by image; :class:`imgzoo.data.loaders.FastLoader`
+    applies the same ops to whole batches. ``"standard"``: small images get a random crop of a
+    reflection-padded copy (``translate`` pixels, default 1/8 of the side: 4 on CIFAR's 32, He et al.
+    2016 section 4.2; reflection as airbench, so the border shows content, not a frame the model can
+    key on), larger ones (``spec.resize``) RandomResizedCrop; both a horizontal flip unless it changes
+    the label (digits). ``"strong"`` adds TrivialAugmentWide (arXiv:2103.10158) and random erasing
+    (arXiv:1708.04896); ``"affine"`` a rotation of up to 10 degrees and scaling by 0.9-1.1, the
+    distortions that took a CNN to 0.6% error on MNIST (Simard et al. 2003). ``cutout``: see :class:`Cutout`.
+    """
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    _pixels(
+        "translate must be a whole number of pixels >= 0 (the largest shift of the random crop; None: 1/8 of the side)",
+        translate,
+    )
+    _pixels(
+        "cutout is the side of the square blanked out, a whole number of pixels >= 0",
+        cutout if cutout is not None else -1,
+    )
+    if augment == "none":
+        return [], []
+    if spec.resize is not None:
+        before: list[Any] = [v2.RandomResizedCrop(spec.size, antialias=True)]
+    else:
+        pad = round(PAD_FRACTION * min(spec.size)) if translate is None else translate
+        before = [v2.RandomCrop(spec.size, padding=pad, padding_mode="reflect")]
+    before += [v2.RandomHorizontalFlip()] if flip_preserves_label(spec) else []
+    before += {"strong": [v2.TrivialAugmentWide()], "affine": [v2.RandomAffine(degrees=10, scale=(0.9, 1.1))]}.get(
+        augment, []
+    )
+    after: list[Any] = [v2.RandomErasing(p=0.25, value=0)] if augment == "strong" else []
+    after += [Cutout(min(cutout, *spec.size), spec.size)] if cutout else []
+    return before, after
 
 
 class ToImage:
@@ -193,74 +208,30 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
     )
 
 
-def _small_image_geometry(spec: DataSpec, train: bool, augment: str) -> list[Callable[..., Any]]:
-    """Resize to ``spec.size``; in training, pad-and-crop (and flip where labels allow)."""
-    steps: list[Callable[..., Any]] = [v2.Resize(spec.size, antialias=True)]
-    if train and augment != "none":
-        # Reflection padding, as airbench (Jordan 2024, arXiv:2404.00498) uses: the
-        # border shows image content rather than a black frame the model could key on.
-        padding = round(PAD_FRACTION * min(spec.size))
-        steps.append(v2.RandomCrop(spec.size, padding=padding, padding_mode="reflect"))
-        if flip_preserves_label(spec):
-            steps.append(v2.RandomHorizontalFlip())
-    return steps
+def build_transform(
+    spec: DataSpec, train: bool = False, augment: str = "standard", *, translate: int | None = None, cutout: int = 0
+) -> v2.Compose:
+    """Any image -> float32 tensor of ``spec.input_shape``, normalised; with ``train``, :func:`augmentation`'s ops.
 
-
-def _imagenet_geometry(spec: DataSpec, train: bool, augment: str) -> list[Callable[..., Any]]:
-    """Eval: resize the shorter side to ``spec.resize``, centre crop; train: RandomResizedCrop + flip."""
-    if not train or augment == "none":
-        return [v2.Resize(spec.resize, antialias=True), v2.CenterCrop(spec.size)]
-    steps: list[Callable[..., Any]] = [v2.RandomResizedCrop(spec.size, antialias=True)]
-    if flip_preserves_label(spec):
-        steps.append(v2.RandomHorizontalFlip())
-    return steps
-
-
-def build_transform(spec: DataSpec, train: bool = False, augment: str = "standard") -> v2.Compose:
-    """The preprocessing for images fed to a model with data spec ``spec``.
-
-    ``train=False`` gives the deterministic eval transform whatever ``augment`` is.
-    With ``train=True``, ``augment`` picks the preset:
-
-    - ``"none"``: the eval transform.
-    - ``"standard"``: small images get a random crop from a 4-pixel reflection-padded
-      image (scaled with size) plus a horizontal flip (not for MNIST); ImageNet-style
-      specs get RandomResizedCrop plus flip.
-    - ``"strong"``: standard plus TrivialAugmentWide (Mueller and Hutter 2021,
-      arXiv:2103.10158) before normalising and random erasing (Zhong et al. 2017,
-      arXiv:1708.04896) after.
-    - ``"affine"``: standard plus a random rotation (up to 10 degrees) and scaling
-      (0.9-1.1) of each image (:func:`affine_policy`): for digits, whose labels
-      survive small distortions but not TrivialAugment's rotations of up to 135 degrees.
-
-    The output is always a float32 tensor of shape ``spec.input_shape``.
+    ``train=False`` gives the deterministic eval transform: resize (small images), or resize the
+    shorter side to ``spec.resize`` and centre crop (ImageNet-style specs).
     """
     if not isinstance(spec, DataSpec):
         raise TypeError(f"build_transform expects a DataSpec; got {type(spec).__name__}. Use for_model() for models.")
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-    geometry = _imagenet_geometry if spec.resize is not None else _small_image_geometry
-    steps: list[Callable[..., Any]] = [ToImage(spec.channels), *geometry(spec, train, augment)]
-    strong = train and augment == "strong"
-    if strong:
-        steps.append(strong_policy())
-    if train and augment == "affine":
-        steps.append(affine_policy())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
-    if strong:
-        steps.append(strong_erasing())
-    steps.append(v2.ToPureTensor())
-    return v2.Compose(steps)
+    before, after = augmentation(spec, augment if train else "none", translate=translate, cutout=cutout)
+    if before or spec.resize is None:
+        resize = [v2.Resize(spec.size, antialias=True)] if spec.resize is None else []
+    else:
+        resize = [v2.Resize(spec.resize, antialias=True), v2.CenterCrop(spec.size)]
+    normalise = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
+    return v2.Compose([ToImage(spec.channels), *resize, *before, *normalise, *after, v2.ToPureTensor()])
 
 
 def _spec_of_name(name: str) -> DataSpec:
-    """The DataSpec a registered model name or weights name (``arch.tag``) stands for.
-
-    A weights entry's exact spec is in its ``config.json``, which only the format layer
-    (above this one) reads. The entry's architecture's registered ``default_spec``, with
-    the class names of the entry's ``meta["categories"]``, gives the same preprocessing
-    without reading a file: imgzoo's weights keep their architecture's mean, std and size.
-    """
+    """The DataSpec a model name or weights name (``arch.tag``) stands for: the architecture's ``default_spec``
+    with the entry's categories, the same preprocessing as the weights' config.json (which the hub layer reads)."""
     if "/" in name or "\\" in name:
         raise ValueError(
             f"for_model takes a model, a registered model name ('resnet_cifar') or weights name "
@@ -294,10 +265,6 @@ def spec_of(model_or_name: nn.Module | str | DataSpec) -> DataSpec:
 
 
 def for_model(model_or_name: nn.Module | str | DataSpec, train: bool = False, augment: str = "standard") -> v2.Compose:
-    """The transform a model expects: ``for_model(model)(pil_image)`` is ready for ``model(x.unsqueeze(0))``.
-
-    ``model_or_name`` is a model, a registered model name (``"mnist_cnn"``), a weights
-    name (``"resnet_cifar.cifar10"``: its architecture's registered spec, see
-    :func:`spec_of`) or a DataSpec, so the preprocessing is at hand before any weights load.
-    """
+    """The transform a model expects (``for_model(model)(pil_image)`` is ready for ``model(x.unsqueeze(0))``), from
+    a model, a model or weights name (``"resnet_cifar.cifar10"``) or a DataSpec, before any weights load."""
     return build_transform(spec_of(model_or_name), train=train, augment=augment)

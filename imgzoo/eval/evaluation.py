@@ -1,13 +1,7 @@
 """Measure a trained model (evaluate), use it (predict), and look at its answers (plot_predictions).
 
-``evaluate`` returns what the original notebooks reported and more: loss, top-1, top-5,
-per-class accuracy and the confusion matrix. ``predict`` takes what a user has at hand
-(PIL images, file paths, tensors) and returns class names with probabilities.
-``plot_predictions`` predicts a few samples and hands the labels to :mod:`imgzoo.eval.plots`.
-
-This module measures and never trains (training several models to compare them is
-:mod:`imgzoo.study.compare`). Each public function borrows the model: it comes back in the
-train/eval mode and on the device it came in, so evaluating mid-training changes nothing.
+Never trains. Each public function borrows the model: it comes back in the train/eval mode and on
+the device it came in, so evaluating mid-training changes nothing.
 """
 
 from __future__ import annotations
@@ -24,11 +18,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
-from imgzoo.data.datasets import _open_image, image_folder
-from imgzoo.data.loaders import is_batch_loader, unshared_generator
+from imgzoo.data.datasets import (
+    ImageDataset,
+    _open_image,
+    check_classes,
+    classes_of,
+    image_folder,
+    labels_of,
+    model_classes,
+)
+from imgzoo.data.loaders import Transformed, batches, is_batches, root_of, unshared_generator
 from imgzoo.data.transforms import flip_preserves_label, for_model
 from imgzoo.eval.plots import plot_confusion_matrix, plot_samples
 
@@ -40,12 +42,8 @@ __all__ = ["TTA_MODES", "EvalResult", "TestTimeAugmented", "evaluate", "plot_pre
 
 @contextlib.contextmanager
 def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """``model`` in eval mode on ``device`` for the block; afterwards as it came in.
-
-    Every submodule's own mode is put back, not just the top one, since a model may keep
-    part of itself in eval mode on purpose (a frozen backbone's batch norm). The device is
-    the first parameter's (or buffer's); a model with neither has nothing to move.
-    """
+    """``model`` in eval mode on ``device`` for the block; afterwards every submodule's mode (a frozen backbone's
+    batch norm stays in eval) and the device (its first parameter's or buffer's) are as they came in."""
     modes = [(module, module.training) for module in model.modules()]
     first = next(model.parameters(), None)
     first = first if first is not None else next(model.buffers(), None)
@@ -70,11 +68,8 @@ def eval_sums(
     channels_last: bool = False,
     num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """One pass in eval mode; sums, not means, so that processes can add theirs up.
-
-    Returns loss_sum, correct (top-1), correct5, n and, when ``num_classes`` is given,
-    a (num_classes, num_classes) confusion matrix counting (true, predicted) pairs.
-    """
+    """One pass in eval mode: loss_sum, correct (top-1), correct5, n and with ``num_classes`` a (true, predicted)
+    confusion matrix; sums, not means, so that processes can add theirs up."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -173,45 +168,44 @@ def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
     return for_model(model, train=False)
 
 
-class _EvalTransformed(Dataset):
-    """A data set's (image, label) items with the image put through the model's eval transform."""
-
-    def __init__(self, data: Dataset, transform: Any) -> None:
-        self.data, self.transform = data, transform
-
-    def __len__(self) -> int:
-        return len(self.data)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.data[index]
-        return (image if _is_preprocessed(image) else self.transform(image)), int(label)
+def check_data_classes(model: nn.Module, data: Any) -> None:
+    """Refuse data whose class names or order differ from the model's: every figure would be wrong."""
+    check_classes(
+        model_classes(model),
+        classes_of(data),
+        expected_by="the model",
+        found_in="the data",
+        advice="Evaluate it on data with the classes it was trained on, in the same order.",
+    )
 
 
-def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int) -> Any:
+def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, device: torch.device) -> Any:
     """A loader of preprocessed batches: loaders as they are, data sets batched and transformed if raw."""
-    if isinstance(data, DataLoader) or is_batch_loader(data):
+    if isinstance(data, DataLoader) or is_batches(data):
         return data
     if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
         raise TypeError(
-            f"evaluate takes a Dataset of (image, label) pairs, a DataLoader, a FastLoader or a folder path; "
-            f"got {type(data).__name__}"
+            f"evaluate takes a Dataset of (image, label) pairs, a DataLoader, an iterable of (x, y) batches or a "
+            f"folder path; got {type(data).__name__}"
         )
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
     first_image = data[0][0]
-    if not _is_preprocessed(first_image):
-        data = _EvalTransformed(data, _eval_transform(model, first_image, "evaluate"))
-    return DataLoader(
-        data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
-    )
+    if _is_preprocessed(first_image):
+        return DataLoader(
+            data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
+        )
+    transform = _eval_transform(model, first_image, "evaluate")
+    base = root_of(data)[0]
+    if isinstance(base, ImageDataset) and base.files is None:  # decoded images: the whole-batch path
+        return batches(data, batch_size, train=False, spec=model.data_spec, device=device)
+    # Files are read as they are, never written to a cache by a measurement.
+    return DataLoader(Transformed(data, transform), batch_size, num_workers=num_workers, generator=unshared_generator())
 
 
 def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The loader's batches, refusing a label the model has no output for.
-
-    Cross entropy would fail on it with an index error on the CPU, and with a device-side
-    assert that spoils the whole CUDA context on a GPU; neither names the cause.
-    """
+    """The loader's batches, refusing a label the model has no output for: cross entropy would fail with an index
+    error on a CPU, and a device-side assert that spoils the CUDA context on a GPU, neither naming the cause."""
     for x, y in loader:
         y = torch.as_tensor(y)
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
@@ -243,13 +237,9 @@ TTA_MODES = ("none", "flip", "shift", "flip+shift")
 class TestTimeAugmented(nn.Module):
     """``model``'s logits averaged over views of each image: its mirror, and/or copies shifted by one pixel.
 
-    Logits, not probabilities, are averaged, as airbench94 does (``0.5 * net(x) + 0.5 *
-    net(x.flip(-1))``, KellerJordan/cifar10-airbench), whose notes record that dropping this
-    test-time augmentation cost 0.8% accuracy on CIFAR-10; the loss reported is the cross
-    entropy of the averaged logits. ``"flip+shift"`` is airbench's level 2: half the weight on the image and its
-    mirror, half on the two copies shifted one pixel up-left and down-right (reflect padding),
-    each with its mirror too. ``"shift"`` is the same without the mirrors, for data sets whose
-    labels a mirror changes (digits).
+    Logits, as airbench94 averages them (dropping this cost it 0.8% on CIFAR-10). ``"flip+shift"`` is its
+    level 2: half the weight on the image and its mirror, half on copies shifted one pixel up-left and
+    down-right (reflect padding), each mirrored too; ``"shift"`` the same without mirrors (digits).
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -337,23 +327,21 @@ def evaluate(
 ) -> EvalResult:
     """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
-    ``data`` is what a user has at hand: a Dataset of (image, class index) pairs, a
-    DataLoader, a :class:`~imgzoo.data.loaders.FastLoader`, or the path of an image tree
-    ``root/<class>/<image>``. Images that are PIL images, uint8 tensors or arrays (e.g.
-    ``datasets.cifar10(root)`` with no transform) go through the model's eval transform
-    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as preprocessed,
-    as :func:`predict` takes them. The model comes back in the mode and on the device it
-    came in.
+    ``data`` is what a user has at hand: a Dataset of (image, class index) pairs, a DataLoader,
+    any iterable of (x, y) batches (a :class:`~imgzoo.data.loaders.FastLoader`), or the path of an
+    image tree ``root/<class>/<image>``; data whose class names or order differ from the model's
+    is refused. PIL images, uint8 tensors and arrays go through the model's eval transform
+    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as preprocessed, as
+    :func:`predict` takes them. The model comes back in the mode and on the device it came in.
 
-    ``tta`` averages the logits over views of each image (:class:`TestTimeAugmented`):
-    ``True`` or ``"flip"`` the image and its mirror, ``"shift"`` the image and two one-pixel
-    shifts, ``"flip+shift"`` both (airbench94's level 2). A mirror is refused for data whose
-    labels it changes (MNIST: use ``"shift"``). The result records which was used.
+    ``tta`` averages the logits over views (:class:`TestTimeAugmented`): ``True`` / ``"flip"``, ``"shift"``,
+    ``"flip+shift"``; a mirror is refused where it changes labels (MNIST). The result records which was used.
     """
     mode = tta_mode(tta, model, data)
     device = resolve_device(device)
     data = _resolve_folder(data, "evaluate")
-    loader = _as_loader(model, data, batch_size, num_workers)
+    check_data_classes(model, data)
+    loader = _as_loader(model, data, batch_size, num_workers, device)
     first = next(iter(loader), None)
     if first is None:
         raise ValueError(
@@ -405,23 +393,17 @@ def _check_topk(topk: Any) -> int:
 
 def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
     """Preprocess ``images`` into one batch; also say whether a single image was given."""
-    single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4)
+    batch = isinstance(images, torch.Tensor) and images.dim() == 4
+    single = not batch and not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
-    if isinstance(images, torch.Tensor) and images.dim() == 4:
-        items = list(images)
     if not items:
         raise ValueError("predict got no images; pass a PIL image, a path, a tensor, or a list of them")
-    transform = None
-    tensors = []
+    transform, tensors = None, []
     for item in items:
-        if isinstance(item, torch.Tensor) and item.is_floating_point():
-            tensors.append(item)  # already preprocessed, as model(x) would take it
-            continue
-        if isinstance(item, (str, os.PathLike)):
-            item = _read_image_file(item)
-        if transform is None:
-            transform = for_model(model, train=False)
-        tensors.append(transform(item))
+        if not _is_preprocessed(item):  # a float tensor is what model(x) would take
+            transform = transform or for_model(model, train=False)
+            item = transform(_read_image_file(item) if isinstance(item, (str, os.PathLike)) else item)
+        tensors.append(item)
     return torch.stack(tensors), single
 
 
@@ -435,14 +417,9 @@ def predict(
 ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
     """The ``topk`` most likely classes, as (class name, probability) pairs, most likely first.
 
-    ``images`` is one image or a list of them: PIL images, file paths, uint8 tensors and
-    NumPy arrays go through the model's eval transform
-    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as already
-    preprocessed, exactly what ``model(x)`` would get; a 4-D float tensor is a batch.
-    One image gives one list of pairs; several give a list of such lists. ``topk`` larger
-    than the number of classes lists every class. URLs and folders are refused (nothing is
-    fetched), and an unreadable or oversized image file gets an error naming the file. The
-    model comes back in the mode and on the device it came in.
+    ``images``: one image or a list; PIL images, file paths, uint8 tensors and arrays go through the
+    model's eval transform, float tensors are taken as preprocessed (a 4-D one is a batch). One image
+    gives one list of pairs, several a list of lists. URLs and folders are refused (nothing is fetched).
     """
     topk = _check_topk(topk)  # before any image is read
     device = resolve_device(device)
@@ -463,28 +440,9 @@ def predict(
 # ---------------------------------------------------------------------------- plot_predictions
 
 
-def _labels_of(data: Any) -> torch.Tensor:
-    """Every sample's label, read from the data set's list of labels where it keeps one.
-
-    Only a data set that lists no labels (no ``targets``, not a Subset or TensorDataset
-    of one that does) is read item by item, which decodes every image once.
-    """
-    targets = getattr(data, "targets", None)
-    if targets is not None:
-        return torch.as_tensor(targets, dtype=torch.int64).cpu()
-    if isinstance(data, Subset):
-        return _labels_of(data.dataset)[torch.as_tensor(list(data.indices), dtype=torch.int64)]
-    if isinstance(data, TensorDataset):
-        return data.tensors[-1].to(torch.int64).cpu()
-    return torch.as_tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.int64)
-
-
 def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
-    """Positions of ``n`` samples dealt round-robin over the classes present, each class in seeded order.
-
-    The first ``n`` of a class-sorted data set would all be one class; this shows each
-    class in turn (in label order), a different pick per ``seed``, the same pick each run.
-    """
+    """Positions of ``n`` samples dealt round-robin over the classes present, each class in seeded order
+    (the first ``n`` of a class-sorted data set would all be one class)."""
     generator = torch.Generator().manual_seed(seed)
     queues = []
     for label in torch.unique(labels).tolist():
@@ -522,23 +480,17 @@ def plot_predictions(
     path: str | os.PathLike[str] | None = None,
     device: str | torch.device = "auto",
 ) -> Figure:
-    """The notebooks' "predicted samples" grid: ``n`` images with their true and predicted labels.
-
-    The images are a seeded, class-balanced sample (round-robin over the classes), since the
-    first ``n`` of a class-sorted folder would all be one class. ``data`` is what
-    :func:`evaluate` takes (a Dataset, a DataLoader, a FastLoader, a folder path); raw
-    images go through the model's eval transform. A wrong prediction's title is red. The
-    prediction happens here; :func:`imgzoo.eval.plots.plot_samples` draws. The model comes
-    back in the mode and on the device it came in.
-    """
+    """``n`` images, a seeded class-balanced sample of ``data`` (what :func:`evaluate` takes), with their true and
+    predicted labels (a wrong one in red); :func:`imgzoo.eval.plots.plot_samples` draws."""
     data = _resolve_folder(data, "plot_predictions")
+    check_data_classes(model, data)
     data = data.dataset if isinstance(data, DataLoader) else data
-    if is_batch_loader(data) and not hasattr(data, "eval_batch"):
+    if is_batches(data) and not hasattr(data, "eval_batch"):
         raise TypeError(
             f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
             f"{type(data).__name__}, a loader it cannot pick samples from"
         )
-    labels = _labels_of(data)
+    labels = labels_of(data).long().cpu()
     if not isinstance(n, int) or n < 1 or len(labels) == 0:
         raise ValueError(
             f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "

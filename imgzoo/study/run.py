@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from imgzoo.data import datasets
-from imgzoo.data.loaders import FastLoader, default_cache_dir, unshared_generator
-from imgzoo.data.transforms import for_model
+from imgzoo.data.loaders import Transformed, batches, default_cache_dir
+from imgzoo.data.transforms import build_transform
 from imgzoo.hub.api import create_model
 from imgzoo.study.config import (
     CHECKPOINTS,
@@ -41,6 +41,7 @@ from imgzoo.study.config import (
     weights_of,
 )
 from imgzoo.study.outputs import eval_summary, joined, read_outputs, write_outputs
+from imgzoo.train.checkpoint import load_checkpoint
 from imgzoo.train.fit import fit
 
 __all__ = [
@@ -75,11 +76,10 @@ def open_data(data: str) -> Dataset:
     return datasets.open_folder(data)
 
 
-def split_data(dataset: Dataset, seed: int, limit: int | None = None) -> tuple[datasets.Split, datasets.Split]:
-    """The seeded stratified split (10% validation); with ``limit``, the first ``limit`` images of training.
+def split_data(dataset: Dataset, seed: int, limit: int | None = None) -> tuple[Dataset, Dataset]:
+    """The seeded stratified split (10% validation); with ``limit``, a stratified seeded ``limit`` of training.
 
-    The limit is a stratified, seeded draw of the training part, so a quick run sees every class
-    in its usual share; the validation part stays whole, so figures stay comparable across limits.
+    The validation part stays whole, so figures stay comparable across limits.
     """
     train, val = datasets.train_val_split(dataset, VAL_FRACTION, seed=seed)
     classes = len(torch.unique(train.targets))
@@ -90,30 +90,7 @@ def split_data(dataset: Dataset, seed: int, limit: int | None = None) -> tuple[d
             f"limit={limit} is fewer than the {classes} classes of the data: a stratified limit keeps at least "
             f"one image of every class. Pass a limit of {classes} or more."
         )
-    _, kept = datasets.train_val_split(train, seed=seed, val_count=limit)
-    # One level of Split over the original data, as FastLoader expects.
-    return datasets.Split(dataset, [train.indices[i] for i in kept.indices]), val
-
-
-class Transformed(Dataset):
-    """A dataset whose images go through ``transform``, keeping the parent's classes and labels."""
-
-    def __init__(self, data: Dataset, transform: Callable[[Any], Any]) -> None:
-        self.data, self.transform = data, transform
-        self.classes = list(getattr(data, "classes", []))
-        self.targets = getattr(data, "targets", None)
-
-    def __len__(self) -> int:
-        return len(self.data)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, label = self.data[index]
-        return self.transform(image), label
-
-
-def _fast(model: nn.Module) -> bool:
-    """FastLoader serves small images, with any augmentation; resized ones go through per-image transforms."""
-    return model.data_spec.resize is None
+    return datasets.train_val_split(train, seed=seed, val_count=limit)[1], val
 
 
 def train_data(
@@ -126,27 +103,17 @@ def train_data(
     alternate_flips: bool = False,
     cutout: int = 0,
 ) -> Any:
-    """What fit trains on: a FastLoader where it can augment, else the images through the train transform."""
-    if _fast(model):
-        return FastLoader(
-            part,
-            batch_size,
-            spec=model.data_spec,
-            train=True,
-            augment=augment,
-            translate=translate,
-            alternate_flips=alternate_flips,
-            cutout=cutout,
-            seed=seed,
-        )
-    return Transformed(part, for_model(model, train=True, augment=augment))
+    """What fit trains on: batches on the whole-batch path for small images; larger ones as a dataset through the
+    same augmentation, which fit shuffles by (seed, epoch) and shards under torchrun."""
+    if model.data_spec.resize is not None:
+        return Transformed(part, build_transform(model.data_spec, True, augment, translate=translate, cutout=cutout))
+    return batches(part, batch_size, train=True, spec=model.data_spec, augment=augment, translate=translate,
+                   alternate_flips=alternate_flips, cutout=cutout, seed=seed)  # fmt: skip
 
 
 def eval_data(model: nn.Module, part: Dataset, batch_size: int = 256) -> Any:
     """Batches of ``part`` preprocessed as the model expects at evaluation: for fit's val and evaluate."""
-    if _fast(model):
-        return FastLoader(part, batch_size, spec=model.data_spec)
-    return DataLoader(Transformed(part, for_model(model)), batch_size=batch_size, generator=unshared_generator())
+    return batches(part, batch_size, train=False, spec=model.data_spec, num_workers=0)
 
 
 def spread(part: Dataset, count: int) -> list[int]:
@@ -157,16 +124,27 @@ def spread(part: Dataset, count: int) -> list[int]:
 
 
 def check_classes(model: nn.Module, dataset: Dataset, source: str) -> None:
-    """Refuse data whose classes are not the ones the model predicts: every figure would be wrong."""
-    spec = model.data_spec
-    classes = [str(c) for c in getattr(dataset, "classes", [])]
-    names = [str(c) for c in (spec.class_names or range(spec.num_classes))]
-    if classes and classes != names:
-        raise ValueError(
-            f"{source} has {len(classes)} classes ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}) "
-            f"but the model predicts {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}). "
-            "Evaluate it on data with the classes it was trained on."
-        )
+    """Refuse data whose classes are not the ones the model predicts, in the same order."""
+    datasets.check_classes(
+        datasets.model_classes(model),
+        datasets.classes_of(dataset),
+        expected_by="the model",
+        found_in=source,
+        advice="Evaluate it on data with the classes it was trained on, in the same order.",
+    )
+
+
+def _check_run_classes(plan: Plan, model: nn.Module, dataset: Dataset, out: Path) -> None:
+    """Refuse, before anything is written, data whose classes differ from those the run in ``out`` trained on."""
+    point = plan.resume_from if plan.action == "resume" else None
+    expected = load_checkpoint(point).get("classes") if point is not None else datasets.model_classes(model)
+    datasets.check_classes(
+        expected,
+        datasets.classes_of(dataset),
+        expected_by=f"the run in {out}",
+        found_in=plan.record.config.data,
+        advice="Go on with the data the run was trained on (the same class folders), or train into a new --out.",
+    )
 
 
 # ---------------------------------------------------------------------------- training
@@ -208,6 +186,7 @@ def train_run(
     dataset = open_data(config.data)
     train_part, val_part = split_data(dataset, cfg.seed, config.limit)
     model = _model_for(plan, dataset, out, train_part)
+    _check_run_classes(plan, model, dataset, out)
     out.mkdir(parents=True, exist_ok=True)
     if plan.action == "extend":  # the earlier training's checkpoints hold a schedule sized for its own epochs
         for stale in (out / CHECKPOINTS).glob("*.pt"):
@@ -256,7 +235,7 @@ def _recorded(config: RunConfig, out: Path) -> dict[str, Any]:
 
 def _shown(model: nn.Module, val_part: Dataset) -> Dataset:
     """The validation images the samples grid shows, spread over the split."""
-    return Transformed(torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN)), for_model(model))
+    return torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))  # plot_predictions preprocesses
 
 
 def _more(config: RunConfig, out: Path) -> str:
@@ -287,7 +266,7 @@ WHITENING_IMAGES = 5000
 def whitening_images(model: nn.Module, train_part: Dataset, seed: int) -> torch.Tensor:
     """A seeded draw of up to 5,000 training images, un-augmented and normalised as the model sees them."""
     count = min(WHITENING_IMAGES, len(train_part))  # type: ignore[arg-type]
-    loader = FastLoader(train_part, count, spec=model.data_spec, train=True, augment="none", seed=seed)
+    loader = batches(train_part, count, train=True, spec=model.data_spec, augment="none", seed=seed)
     images, _ = next(iter(loader))
     return images
 

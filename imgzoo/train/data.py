@@ -1,4 +1,4 @@
-"""The data side of fit: the checks on the data before any work, and the loaders fit builds.
+"""The data side of fit: what it accepts, the checks before any work, and the loaders it builds.
 
 Both the training and the validation data are tried on the model before anything is trained,
 seeded or written: a wrong shape or a label out of range in the validation data would otherwise
@@ -8,25 +8,87 @@ show only after a whole epoch of training. The training loader's shuffle is a fu
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torch.utils.data.dataloader import default_collate
 
-from imgzoo.data.loaders import is_batch_loader, own_generator, unshared_generator
+from imgzoo.data.datasets import ImageDataset, check_classes, classes_of, labels_of, model_classes
+from imgzoo.data.loaders import (
+    Transformed,
+    batches,
+    default_workers,
+    is_batches,
+    own_generator,
+    root_of,
+    unshared_generator,
+)
+from imgzoo.data.transforms import build_transform
+from imgzoo.models.registry import DataSpec
 from imgzoo.train import distributed
 from imgzoo.train.config import FitConfig, warn_if_loader_differs
 
-__all__ = ["check_data", "check_labels", "dataset_of", "known_labels", "train_loader", "val_loader"]
+__all__ = ["accept", "check_data", "check_labels", "dataset_of", "known_labels", "train_loader"]
 
 # What each role's error tells the user to preprocess with: augmentation for training only.
 _TRANSFORM_ADVICE = {
     "training": "imgzoo.data.transforms.for_model(model, train=True)",
     "validation": "imgzoo.data.transforms.for_model(model)",
 }
+
+
+# The batch options FitConfig carries (where it does): batches()'s keywords, so fit passes them on by name.
+SHAPING = ("augment", "translate", "alternate_flips", "cutout")
+
+
+def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ctx: Any, device: torch.device) -> Any:
+    """``data`` as fit uses it. Raw images (an ImageDataset, or Subset of one, without a transform) become
+    batches for the model's spec: the whole-batch path in one process, else the same ops image by image,
+    which a DistributedSampler can shard. An iterable of batches without a length (a generator's result) is
+    read once into a list: fit passes over it every epoch and sizes its schedule by the batches in one."""
+    root = root_of(data)[0]
+    if isinstance(root, ImageDataset) and root.transform is None and isinstance(model_spec(model), DataSpec):
+        train, spec = role == "training", model_spec(model)
+        options = {name: getattr(cfg, name) for name in SHAPING if hasattr(cfg, name)} if train else {}
+        if not ctx.enabled and spec.resize is None:
+            return batches(data, cfg.batch_size, train=train, spec=spec, seed=seed, device=device, **options)
+        options.pop("alternate_flips", None)
+        return Transformed(data, build_transform(spec, train, **options))
+    if data is None or isinstance(data, (Dataset, DataLoader)) or hasattr(data, "__len__"):
+        return data
+    if not hasattr(data, "__iter__"):
+        raise TypeError(
+            f"fit takes a Dataset, a DataLoader or any iterable of (x, y) batches; got {type(data).__name__}"
+        )
+    return list(data)
+
+
+def model_spec(model: nn.Module) -> DataSpec | None:
+    return getattr(model, "data_spec", None)
+
+
+def check_model_classes(model: nn.Module, data: Any, role: str) -> None:
+    """Refuse data whose class names or order differ from those the model was built with."""
+    check_classes(
+        model_classes(model),
+        classes_of(data),
+        expected_by="the model",
+        found_in=f"the {role} data",
+        advice="Build the model with create_model(name, class_names=data.classes), or pass data with its classes.",
+    )
+
+
+def check_checkpoint_classes(saved: dict[str, Any], model: nn.Module, train: Any, path: Any) -> None:
+    """Refuse to resume a checkpoint on data whose classes differ from those it was trained on."""
+    check_classes(
+        saved.get("classes"),
+        classes_of(train) or model_classes(model),
+        expected_by=f"the checkpoint {path}",
+        found_in="the training data",
+        advice="Resume on the data the run was trained on (the same class folders), or train afresh without resume.",
+    )
 
 
 def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
@@ -46,15 +108,7 @@ def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
 
 def known_labels(dataset: Any) -> torch.Tensor | None:
     """All labels at once where the data set exposes them cheaply; else None (checked per batch)."""
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
-        return dataset.tensors[1]
-    targets = getattr(dataset, "targets", None)  # torchvision's data sets, FastLoader
-    if targets is not None:
-        try:
-            return torch.as_tensor(targets)
-        except (TypeError, ValueError):
-            return None
-    return None
+    return labels_of(dataset, read=False)
 
 
 def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
@@ -74,7 +128,7 @@ def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
 
 def _first_batch(data: Any, role: str) -> tuple[Any, Any]:
     """A small batch of ``data`` and the object that may expose its labels, drawing from no shared generator."""
-    if not is_batch_loader(data):
+    if not is_batches(data):
         dataset = dataset_of(data, role)
         collate = data.collate_fn if isinstance(data, DataLoader) else default_collate
         return collate([dataset[i] for i in range(min(2, len(dataset)))]), dataset  # type: ignore[arg-type]
@@ -127,16 +181,13 @@ def check_data(model: nn.Module, train: Any, val: Any, device: torch.device) -> 
     Done in eval mode under no_grad, before seeding, so it changes neither the weights, the
     batch-norm statistics nor any random generator that training draws from.
     """
+    check_model_classes(model, train, "training")
+    if val is not None:
+        check_model_classes(model, val, "validation")
     num_classes = _probe(model, train, "training", device, None)
     if val is not None:
         _probe(model, val, "validation", device, num_classes)
     return num_classes
-
-
-def _default_workers(dataset: Dataset) -> int:
-    if isinstance(dataset, TensorDataset):
-        return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def train_loader(
@@ -149,19 +200,19 @@ def train_loader(
     around a DistributedSampler so that each process sees its own shard.
     """
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
-    if is_batch_loader(data) and ctx.enabled:
+    if is_batches(data) and ctx.enabled:
         raise ValueError(
             f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
             "each process gets its own part through a DistributedSampler"
         )
-    if isinstance(data, DataLoader) or is_batch_loader(data):
+    if isinstance(data, DataLoader) or is_batches(data):
         warn_if_loader_differs(data, cfg)  # a loader given is used as built, whatever the recipe says
-    if (isinstance(data, DataLoader) or is_batch_loader(data)) and not ctx.enabled:
+    if (isinstance(data, DataLoader) or is_batches(data)) and not ctx.enabled:
         return data, None, generator
     dataset = dataset_of(data, "training")
     batch_size = data.batch_size if isinstance(data, DataLoader) and data.batch_size else cfg.batch_size
     workers = data.num_workers if isinstance(data, DataLoader) else cfg.num_workers
-    workers = _default_workers(dataset) if workers is None else workers
+    workers = default_workers(dataset) if workers is None else workers
     # DistributedSampler with one replica is a plain seeded shuffle: one code path for 1 or N processes.
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
     loader = DataLoader(
@@ -184,12 +235,12 @@ def val_loader(
     """The validation loader; under torchrun each process gets a disjoint slice of a Dataset."""
     if data is None:
         return None
-    if is_batch_loader(data) or (isinstance(data, DataLoader) and not ctx.enabled):
+    if is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
         return data  # under DDP every process scores all of it; the means stay right
     dataset = dataset_of(data, "validation")
     if ctx.enabled:  # every process scores a disjoint slice; the sums are added up, nothing counted twice
         dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
-    workers = cfg.num_workers if cfg.num_workers is not None else _default_workers(dataset)
+    workers = cfg.num_workers if cfg.num_workers is not None else default_workers(dataset)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,

@@ -23,14 +23,23 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
-from imgzoo.data.loaders import is_batch_loader, own_generator
+from imgzoo.data.loaders import is_batches, own_generator
 from imgzoo.eval.evaluation import eval_sums
 from imgzoo.eval.history import History
 from imgzoo.train import checkpoint as ckpt
 from imgzoo.train import distributed
 from imgzoo.train.callbacks import Callback, CSVLogger, EarlyStopping, FitState
 from imgzoo.train.config import FitConfig, averaging_callbacks
-from imgzoo.train.data import check_data, check_labels, dataset_of, known_labels, train_loader, val_loader
+from imgzoo.train.data import (
+    accept,
+    check_checkpoint_classes,
+    check_data,
+    check_labels,
+    dataset_of,
+    known_labels,
+    train_loader,
+    val_loader,
+)
 from imgzoo.train.lock import CheckpointDirError, lock_checkpoint_dir
 from imgzoo.train.optim import build_optimizer, build_schedule, check_schedule_resumable, optimizer_name, schedule_size
 from imgzoo.train.recipes import resolve_config
@@ -131,13 +140,17 @@ class _Run:
         self.channels_last = use_channels_last(cfg.channels_last, device, self.amp_dtype)
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
         model.to(device)
-        self.num_classes = check_data(model, train, val, device)
-        self.callbacks = (*cfg.callbacks, *averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
-        _check_callbacks(self.callbacks, val)
         self.resume_path = ckpt.resolve_resume(cfg.resume) if cfg.resume is not None else None
         self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
         fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.seed = self.saved["seed"] if self.saved is not None else fresh_seed
+        train = accept(train, model, cfg, self.seed, "training", ctx, device)
+        val = accept(val, model, cfg, self.seed, "validation", ctx, device)
+        self.num_classes = check_data(model, train, val, device)
+        self.callbacks = (*cfg.callbacks, *averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
+        _check_callbacks(self.callbacks, val)
+        if self.saved is not None:
+            check_checkpoint_classes(self.saved, model, train, self.resume_path)
         _seed_everything(self.seed + ctx.rank)  # dropout differs per process; shuffles agree via the sampler
         self._build_loaders(train, val)
         self.model = model  # the plain module: what is saved, restored and given to callbacks
@@ -155,7 +168,7 @@ class _Run:
         self.val_loader = val_loader(val, cfg, ctx, device)
         if len(self.train_loader) == 0:
             raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
-        labelled = train if is_batch_loader(train) else dataset_of(train, "training")
+        labelled = train if is_batches(train) else dataset_of(train, "training")
         self.labels_checked = known_labels(labelled) is not None
         # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
         self.user_generator = own_generator(self.train_loader) if self.sampler is None else None

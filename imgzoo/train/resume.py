@@ -46,6 +46,7 @@ class RunParts:
             # What the model was built as: a resume into another one is refused before loading.
             "arch": getattr(self.model, ARCH_ATTR, None),
             "kwargs": getattr(self.model, KWARGS_ATTR, None),
+            "classes": getattr(getattr(self.model, "data_spec", None), "class_names", None),  # checked on resume
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
