@@ -62,7 +62,7 @@ from imgzoo import datasets, transforms
 model = imgzoo.create_model("resnet_cifar", depth=20)
 data = datasets.cifar10("data/", transform=transforms.for_model(model))
 train, val = datasets.train_val_split(data, val_count=10, seed=0)
-history = imgzoo.fit(model, train, val, epochs=1, batch_size=8, verbose=False)
+history = imgzoo.fit(model, train, val, epochs=1, batch_size=8, verbose=0)
 """
 GIVEN = {
     "training.md": """
