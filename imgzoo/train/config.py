@@ -1,8 +1,5 @@
 """FitConfig: every option of a training run, with the reason for each default, checked in one place.
-
-Recipes (:mod:`imgzoo.train.recipes`) are FitConfig values, ``imgzoo train``'s flags are its fields,
-and a run folder's ``run.json`` stores it: there is no other list of training options.
-"""
+Recipes are FitConfig values, ``imgzoo train``'s flags are its fields and a run's ``run.json`` stores it."""
 
 from __future__ import annotations
 
@@ -19,25 +16,20 @@ from imgzoo._device import AMP_CHOICES
 from imgzoo.data.transforms import AUGMENTS
 from imgzoo.train.callbacks import EMA, Callback, Lookahead
 
-__all__ = ["FitConfig", "averaging_callbacks", "loader_differences", "warn_if_loader_differs"]
-
 OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
 ScheduleSpec = str | None | Callable[[torch.optim.Optimizer], Any]
-SCHEDULES = ("onecycle", "cosine", "step", "linear")
 # The options named by one of a few words; the command line offers the same choices.
 CHOICES: dict[str, tuple[Any, ...]] = {
     "augment": AUGMENTS,
     "optimizer": ("sgd", "adamw"),
-    "schedule": SCHEDULES,
+    "schedule": ("onecycle", "cosine", "step", "linear"),
     "schedule_interval": ("epoch", "step"),
     "amp": AMP_CHOICES,
     "channels_last": (True, False, "auto"),
     "verbose": (0, 1, 2),
 }
-# Options that say how a run is carried out, not what it learns: a resumed run may change them and a recipe
-# does not record them.
+# How a run is carried out, not what it learns: a resumed run may change them, a recipe does not record them.
 HOW_TO_RUN = ("compile", "device", "num_workers", "max_time", "verbose", "callbacks", "checkpoint_dir", "resume")
-# The batches fit builds from a Dataset (the loader's keywords).
 LOADER_FIELDS = ("batch_size", "augment", "translate", "alternate_flips", "cutout")
 
 
@@ -88,14 +80,10 @@ class FitConfig:
     recipe: str | None = None  # the recipe the options came from; fit warns if a loader it gets disagrees
 
     def __post_init__(self) -> None:
-        problems = [*_number_problems(self), *_choice_problems(self)]
-        if problems:
+        if problems := _problems(self):
             raise ValueError("fit: " + "; ".join(problems))
-        for cb in self.callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(
-                    f"fit: callbacks must be imgzoo.train.callbacks.Callback instances, got {type(cb).__name__}"
-                )
+        if wrong := [type(cb).__name__ for cb in self.callbacks if not isinstance(cb, Callback)]:
+            raise TypeError(f"fit: callbacks must be imgzoo.train.callbacks.Callback instances, got {wrong[0]}")
 
     def lr_and_weight_decay(self) -> tuple[float, float]:
         """The peak lr and weight decay the run uses: the ones given, else the optimizer's defaults."""
@@ -121,41 +109,32 @@ def _is_int(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _number_problems(cfg: FitConfig) -> list[str]:
-    """What is wrong with the numeric options, each as "name must be ..., got ..."."""
-    checks = [
-        (_is_int(cfg.epochs, 1), "epochs must be an integer >= 1", cfg.epochs),
-        (_is_int(cfg.batch_size, 1), "batch_size must be an integer >= 1", cfg.batch_size),
-        (
-            cfg.translate is None or _is_int(cfg.translate, 0),
-            "translate must be an integer >= 0 or None",
-            cfg.translate,
-        ),
-        (_is_int(cfg.cutout, 0), "cutout must be an integer >= 0 (pixels; 0 blanks nothing)", cfg.cutout),
-        (isinstance(cfg.alternate_flips, bool), "alternate_flips must be True or False", cfg.alternate_flips),
-        (cfg.lr is None or cfg.lr > 0, "lr must be > 0", cfg.lr),
-        (0.0 <= cfg.label_smoothing < 1.0, "label_smoothing must be in [0, 1)", cfg.label_smoothing),
-        (cfg.norm_bias_lr_scale > 0, "norm_bias_lr_scale must be > 0", cfg.norm_bias_lr_scale),
-        (cfg.ema_decay is None or 0 < cfg.ema_decay < 1, "ema_decay must be in (0, 1) or None", cfg.ema_decay),
-        (
-            cfg.lookahead_decay is None or 0 < cfg.lookahead_decay < 1,
-            "lookahead_decay must be in (0, 1) or None",
-            cfg.lookahead_decay,
-        ),
-        (
-            cfg.ema_decay is None or cfg.lookahead_decay is None,
-            "ema_decay and lookahead_decay both rewrite the weights: set one",
-            (cfg.ema_decay, cfg.lookahead_decay),
-        ),
-        (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip must be > 0 or None", cfg.grad_clip),
-        (cfg.max_time is None or cfg.max_time > 0, "max_time must be > 0 seconds or None", cfg.max_time),
+# The numeric options: a test, and what it asks for ("epochs must be an integer >= 1, got 0").
+_NUMBERS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "batch_size": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "translate": (lambda v: v is None or _is_int(v, 0), "an integer >= 0 or None"),
+    "cutout": (lambda v: _is_int(v, 0), "an integer >= 0 (pixels; 0 blanks nothing)"),
+    "alternate_flips": (lambda v: isinstance(v, bool), "True or False"),
+    "lr": (lambda v: v is None or v > 0, "> 0"),
+    "label_smoothing": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "norm_bias_lr_scale": (lambda v: v > 0, "> 0"),
+    "ema_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or None"),
+    "lookahead_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or None"),
+    "grad_clip": (lambda v: v is None or v > 0, "> 0 or None"),
+    "max_time": (lambda v: v is None or v > 0, "> 0 seconds or None"),
+}
+
+
+def _problems(cfg: FitConfig) -> list[str]:
+    """What is wrong with the options, each as "name must be ..., got ..."; optimizer and schedule may also
+    be a class or callable."""
+    problems = [
+        f"{n} must be {rule}, got {getattr(cfg, n)!r}" for n, (ok, rule) in _NUMBERS.items() if not ok(getattr(cfg, n))
     ]
-    return [f"{rule}, got {value!r}" for ok, rule, value in checks if not ok]
-
-
-def _choice_problems(cfg: FitConfig) -> list[str]:
-    """The options outside their CHOICES; optimizer and schedule may also be a class or callable."""
-    problems = []
+    if cfg.ema_decay is not None and cfg.lookahead_decay is not None:
+        pair = (cfg.ema_decay, cfg.lookahead_decay)
+        problems.append(f"ema_decay and lookahead_decay both rewrite the weights: set one, got {pair!r}")
     extra = {"optimizer": ["a torch.optim class", "a callable"], "schedule": ["None", "a callable"]}
     for name, allowed in CHOICES.items():
         value = getattr(cfg, name)
@@ -180,20 +159,17 @@ def averaging_callbacks(cfg: FitConfig) -> list[Callback]:
 def loader_differences(loader: Any, cfg: FitConfig) -> list[str]:
     """How a loader's batch size and augmentation differ from ``cfg``'s, each as a phrase; what it does not
     state (a DataLoader's augment) is not compared."""
-    found = []
-    for option, wanted in cfg.loader_options().items():
-        has = getattr(loader, option, None)
-        if option == "translate" and wanted is None:
-            continue  # the loader's own default
-        if has is not None and has != wanted:
-            found.append(f"{option}={has!r} (the recipe's is {wanted!r})")
-    return found
+    has = {option: getattr(loader, option, None) for option in LOADER_FIELDS}
+    return [
+        f"{option}={has[option]!r} (the recipe's is {wanted!r})"
+        for option, wanted in cfg.loader_options().items()
+        if has[option] is not None and has[option] != wanted and not (option == "translate" and wanted is None)
+    ]  # translate=None: the loader's own default
 
 
 def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
     """One warning when the loader a user built is not the recipe's: fit cannot rebuild it."""
-    differences = loader_differences(loader, cfg) if cfg.recipe is not None else []
-    if differences:
+    if differences := loader_differences(loader, cfg) if cfg.recipe is not None else []:
         warnings.warn(
             f"fit: recipe {cfg.recipe!r} trains with {cfg.loader_options()}, but the training "
             f"{type(loader).__name__} has {', '.join(differences)}; fit uses the loader as it is. Build it with "
