@@ -1,11 +1,6 @@
-"""One fit per checkpoint folder, and a folder that can be written, both known before training starts.
-
-Two runs writing ``last.pt`` in one folder overwrite each other's checkpoints, and a resume then
-continues a mixture of both. fit holds ``fit.lock`` in the folder (filelock: an OS lock, which the OS
-drops when its process ends however it ends, so a killed run never blocks the next). Creating the lock
-file is also the test that the folder can be written: a read-only or misnamed folder fails before the
-first epoch's work, not after it.
-"""
+"""One fit per checkpoint folder (two would overwrite each other's last.pt, and a resume continue a mix of
+both), and a folder that can be written, both known before training starts. ``fit.lock`` is a filelock: an
+OS lock, dropped when its process ends however it ends, so a killed run never blocks the next."""
 
 from __future__ import annotations
 
@@ -16,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-
-__all__ = ["LOCK_NAME", "CheckpointDirError", "lock_checkpoint_dir"]
 
 LOCK_NAME = "fit.lock"
 
@@ -33,8 +26,7 @@ def lock_checkpoint_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]
         yield
         return
     folder = Path(folder)
-    path = folder / LOCK_NAME
-    lock = FileLock(path, timeout=0)
+    lock = FileLock(path := folder / LOCK_NAME, timeout=0)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         holder = path.read_text(errors="replace").split() if path.is_file() else []  # read before we try
