@@ -66,6 +66,12 @@ def _ran(name: str, out: str, on: str = _XEON, flags: str = "") -> str:
     return f"imgzoo train {arch} <CIFAR-10 train/<class>/*.jpg> --out runs/{out} --recipe {name}{flags}, on {on}"
 
 
+def _variant(base: Recipe, name: str, source: str, **changes: Any) -> Recipe:
+    """``base`` under another name and source, with ``changes`` to its tta, model_kwargs or FitConfig."""
+    own = {key: changes.pop(key) for key in ("tta", "model_kwargs") if key in changes}
+    return replace(base, name=name, source=source, config=replace(base.config, **changes), **own)
+
+
 # airbench94 (Jordan 2024, arXiv:2404.00498; its hyperparameters as published in airbench94.py) in fit's terms.
 # Its loss is summed over the batch and its lr 11.5 is per 1024 images divided by 1024 * (1 + 1 / (1 - momentum)):
 # 11.5 / 7.67 = 1.5 on fit's mean loss. Its decoupled weight decay, 0.0153 * batch / 7850.7 = 0.0020 of each
@@ -98,6 +104,19 @@ _AIRBENCH = Recipe(  # 89.48% (90.74% with TTA) in fp32 on 2 AVX2 cores, 59 min;
     model_kwargs={"whiten": True, "bn_momentum": 0.4, "bn_scale": False, "logit_scale": 1 / 9, "dirac_init": True},
     source=_AIRBENCH94_SOURCE,
 )
+# basic_cnn.cifar10: 90.78% (91.58% with TTA) in 26 min (Xeon, bf16), seed 1 90.58% (91.66%), with airbench96's
+# 4-pixel crops and 12-pixel cutout over 36 epochs; the cutout's side, one run each: 8 px 90.32%, 12 px 90.78%,
+# 16 px 89.02%.
+_BASIC = _variant(
+    _AIRBENCH,
+    "basic_cnn.cifar10",
+    f"{_ran('basic_cnn.cifar10', 'basic_cnn')}: 1,584 s. airbench94's recipe for 36 epochs instead of 11, with its "
+    f"alternating flips and airbench96's 4-pixel crops and 12-pixel cutout. {_AIRBENCH94_SOURCE}",
+    epochs=36,
+    alternate_flips=True,
+    translate=4,
+    cutout=12,
+)
 # resnet_cifar.short: what 90 minutes buy ResNet-20 on 2 AVX2 cores in fp32, 87.06% (88.68% with TTA) in 36 epochs.
 _SHORT = Recipe(
     "resnet_cifar.short",
@@ -105,13 +124,18 @@ _SHORT = Recipe(
     tta="flip+shift",
     source=f"{_ran('resnet_cifar.short', 'r20_short', _EPYC + ', JPEG quality 75')} copy of CIFAR-10. {_SGD_CIFAR}",
 )
-_E90 = replace(_SHORT.config, epochs=90, alternate_flips=True)
-# What trains the shipped ResNets at depth 20 and 56: _SHORT's SGD with airbench's alternating flips and an
-# 8-pixel cutout (DeVries and Taylor 2017) over 90 epochs; each step is measured in the recipes below.
-_RESNET_CIFAR10 = replace(_E90, cutout=8)
-# basic_cnn.cifar10: airbench96's 4-pixel crops and 12-pixel cutout over 36 epochs; the cutout's side, one run
-# each: 8 px 90.32%, 12 px 90.78%, 16 px 89.02%.
-_BASIC_CIFAR10 = replace(_AIRBENCH94, epochs=36, alternate_flips=True, translate=4, cutout=12)
+# resnet_cifar.cifar10, what trains the shipped ResNets at depth 20 and 56: _SHORT with airbench's alternating
+# flips and an 8-pixel cutout (DeVries and Taylor 2017) over 90 epochs. 89.12% (89.98% with TTA) in 72 min
+# compiled in bf16 (Xeon): resnet_cifar.e90 plus the cutout, +0.98 points plain (+0.10 with TTA), one run each.
+_RESNET = _variant(
+    _SHORT,
+    "resnet_cifar.cifar10",
+    f"{_ran('resnet_cifar.cifar10', 'r20', flags=' --compile')}: 4,294 s. resnet_cifar.short's recipe with "
+    f"alternating flips and an 8-pixel cutout over 90 epochs. {_SGD_CIFAR}",
+    epochs=90,
+    alternate_flips=True,
+    cutout=8,
+)
 _MNIST = Recipe(
     # 99.68% on the 5,999 validation digits (99.63% with shift TTA), 24 epochs in 29 min on 2 AVX2 cores. Each
     # measured alone on that split: no smoothing 99.53%; dropout 0.25 at batch 128 99.62%; with EMA 0.999 99.57%;
@@ -127,36 +151,22 @@ _MNIST = Recipe(
         "split (see imgzoo/recipes.py)"
     ),
 )
-_RESNET = Recipe(  # 89.12% (89.98% with TTA) in 72 min compiled in bf16 (Xeon): e90 + cutout, +0.98 points (+0.10)
-    "resnet_cifar.cifar10",
-    _RESNET_CIFAR10,
-    tta="flip+shift",
-    source=f"{_ran('resnet_cifar.cifar10', 'r20', flags=' --compile')}: 4,294 s. resnet_cifar.short's recipe with "
-    f"alternating flips and an 8-pixel cutout over 90 epochs. {_SGD_CIFAR}",
-)
-_BASIC = replace(  # 90.78% (91.58% with TTA) in 26 min (Xeon, bf16); seed 1 gave 90.58% (91.66%)
-    _AIRBENCH,
-    name="basic_cnn.cifar10",
-    config=_BASIC_CIFAR10,
-    source=f"{_ran('basic_cnn.cifar10', 'basic_cnn')}: 1,584 s. airbench94's recipe for 36 epochs instead of 11, "
-    f"with its alternating flips and airbench96's 4-pixel crops and 12-pixel cutout. {_AIRBENCH94_SOURCE}",
-)
 _D56 = {"depth": 56}
+_QUICK = "python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick"
 
 _BUILTIN = (
     # ---------------------------------------------------------------- what trained the shipped weights
     _MNIST,
     _RESNET,
     _BASIC,
-    Recipe(  # ResNet-56 (93.03% in He et al. 2016 after 164 epochs, lossless CIFAR-10) in 90: 90.26% (91.66% with
-        # TTA), 2 h 58 min compiled in bf16 (Xeon), resumed exactly twice; +2.1 points over d56_e40.
+    # ResNet-56 (93.03% in He et al. 2016 after 164 epochs, lossless CIFAR-10) in 90: 90.26% (91.66% with TTA),
+    # 2 h 58 min compiled in bf16 (Xeon), resumed exactly twice; +2.1 points over d56_e40.
+    _variant(
+        _RESNET,
         "resnet_cifar.d56_cifar10",
-        _RESNET_CIFAR10,
-        tta="flip+shift",
+        f"{_ran('resnet_cifar.d56_cifar10', 'r56', flags=' --compile')}: 10,661 s. He et al. 2016's depth-56 network "
+        f"with resnet_cifar.short's recipe over 90 epochs, with alternating flips and an 8-pixel cutout. {_SGD_CIFAR}",
         model_kwargs=_D56,
-        source=f"{_ran('resnet_cifar.d56_cifar10', 'r56', flags=' --compile')}: 10,661 s. He et al. 2016's depth-56 "
-        f"network with resnet_cifar.short's recipe over 90 epochs, with alternating flips and an 8-pixel cutout. "
-        + _SGD_CIFAR,
     ),
     # ---------------------------------------------------------------- weights shipped before, and variants
     # The first resnet_cifar.cifar10: 88.08% (89.60% with flip+shift TTA, flip 89.40%, shift 88.54%); 30 epochs 86.56%.
@@ -168,31 +178,21 @@ _BUILTIN = (
         "imgzoo train resnet_cifar DATA --recipe resnet_cifar.e60 --amp bf16",
     ),
     # 88.14% (89.88% with TTA) in 74 min (Xeon, bf16), 0.06 points over e60: ResNet-20's 0.27M parameters hold it.
-    Recipe("resnet_cifar.e90", _E90, tta="flip+shift", source=f"{_ran('resnet_cifar.e90', 'r20')}: 4,410 s"),
+    _variant(
+        _SHORT, "resnet_cifar.e90", f"{_ran('resnet_cifar.e90', 'r20')}: 4,410 s", epochs=90, alternate_flips=True
+    ),
+    # The d56_cifar10 weights before: 88.14% (89.62% with TTA) in 80 min (Xeon, bf16); 3.1x ResNet-20's work.
+    _variant(
+        _SHORT, "resnet_cifar.d56_e40", f"{_ran('resnet_cifar.d56_e40', 'r56')}: 4,813 s", model_kwargs=_D56, epochs=40
+    ),
     # The basic_cnn.cifar10 weights before: 90.26% (91.08% with TTA) in 20 min (Xeon, bf16), training accuracy 99.2%
     # (memorised); airbench94's own script: 91.16% with TTA in 35 min (fp32).
-    replace(
-        _AIRBENCH,
-        name="basic_cnn.e22",
-        config=replace(_AIRBENCH94, epochs=22, alternate_flips=True),
-        source=f"{_ran('basic_cnn.e22', 'basic_cnn')}: 1,174 s",
+    _variant(
+        _AIRBENCH, "basic_cnn.e22", f"{_ran('basic_cnn.e22', 'basic_cnn')}: 1,174 s", epochs=22, alternate_flips=True
     ),
-    Recipe(  # The d56_cifar10 weights before: 88.14% (89.62% with TTA) in 80 min (Xeon, bf16); 3.1x ResNet-20's work.
-        "resnet_cifar.d56_e40",
-        replace(_SHORT.config, epochs=40),
-        tta="flip+shift",
-        model_kwargs=_D56,
-        source=f"{_ran('resnet_cifar.d56_e40', 'r56')}: 4,813 s",
-    ),
-    # One epoch, for bench/bench_time_to_accuracy.py's race with PyTorch's MNIST example: 99.08% (98.87% and 99.07%
-    # with init seeds 1 and 2); fit's defaults 98.67%. Shifts cost accuracy in one pass; EMA 0.98 spans ~50 steps.
-    replace(
-        _MNIST,
-        name="mnist_cnn.quick",
-        config=replace(_MNIST.config, epochs=1, augment="none", ema_decay=0.98),
-        tta=False,
-        source="python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick [--set FIELD=VALUE ...]",
-    ),
+    # 89.82% (90.38% with TTA) in 7 min (Xeon, bf16): a quicker look than basic_cnn.
+    _variant(_AIRBENCH, "basic_cnn.altflip", f"{_ran('basic_cnn.altflip', 'altflip')}: 427 s", alternate_flips=True),
+    _AIRBENCH,
     # The first basic_cnn.cifar10 weights and the study's rows: 88.26% (89.14% with TTA) in 53 min on 2 AVX2 cores.
     Recipe(
         "basic_cnn.onecycle",
@@ -202,19 +202,13 @@ _BUILTIN = (
         source=f"{_ran('basic_cnn', 'basic_cnn', _EPYC)} (the basic_cnn recipe then): 53 min. {_SGD_CIFAR}",
     ),
     _SHORT,
-    _AIRBENCH,
-    replace(  # 89.82% (90.38% with TTA) in 7 min (Xeon, bf16).
-        _AIRBENCH,
-        name="basic_cnn.altflip",
-        config=replace(_AIRBENCH94, alternate_flips=True),
-        source=f"{_ran('basic_cnn.altflip', 'altflip')}: 427 s",
-    ),
+    # One epoch, for bench/bench_time_to_accuracy.py's race with PyTorch's MNIST example: 99.08% (98.87% and 99.07%
+    # with init seeds 1 and 2); fit's defaults 98.67%. Shifts cost accuracy in one pass; EMA 0.98 spans ~50 steps.
+    _variant(_MNIST, "mnist_cnn.quick", _QUICK, tta=False, epochs=1, augment="none", ema_decay=0.98),
     # ---------------------------------------------------------------- per architecture: what `imgzoo train ARCH` uses
-    replace(_MNIST, name="mnist_cnn", source="mnist_cnn.mnist's recipe"),
-    replace(_RESNET, name="resnet_cifar", source="resnet_cifar.cifar10's recipe"),
-    replace(
-        _BASIC, name="basic_cnn", source="basic_cnn.cifar10's recipe"
-    ),  # basic_cnn.altflip: 7 min, for a quick look
+    _variant(_MNIST, "mnist_cnn", "mnist_cnn.mnist's recipe"),
+    _variant(_RESNET, "resnet_cifar", "resnet_cifar.cifar10's recipe"),
+    _variant(_BASIC, "basic_cnn", "basic_cnn.cifar10's recipe"),
     Recipe(
         # Only a new head trains on the frozen backbone: AdamW at 1e-3 suits it (SGD's 0.1 overshoots), a few epochs
         # converge, batch 64 bounds the memory of 224x224 images; dog breeds are left/right symmetric.
