@@ -104,86 +104,66 @@ _AIRBENCH = Recipe(  # 89.48% (90.74% with TTA) in fp32 on 2 AVX2 cores, 59 min;
     model_kwargs={"whiten": True, "bn_momentum": 0.4, "bn_scale": False, "logit_scale": 1 / 9, "dirac_init": True},
     source=_AIRBENCH94_SOURCE,
 )
-# basic_cnn.cifar10: 90.78% (91.58% with TTA) in 26 min (Xeon, bf16), seed 1 90.58% (91.66%), with airbench96's
-# 4-pixel crops and 12-pixel cutout over 36 epochs; the cutout's side, one run each: 8 px 90.32%, 12 px 90.78%,
-# 16 px 89.02%.
-_BASIC = _variant(
-    _AIRBENCH,
-    "basic_cnn.cifar10",
+# basic_cnn.cifar10: 90.78% (91.58% with TTA) in 26 min (Xeon, bf16), seed 1 90.58% (91.66%). airbench96's crops
+# and cutout; the cutout's side, one run each: 8 px 90.32%, 12 px 90.78%, 16 px 89.02%.
+_BASIC_RAN = (
     f"{_ran('basic_cnn.cifar10', 'basic_cnn')}: 1,584 s. airbench94's recipe for 36 epochs instead of 11, with its "
-    f"alternating flips and airbench96's 4-pixel crops and 12-pixel cutout. {_AIRBENCH94_SOURCE}",
-    epochs=36,
-    alternate_flips=True,
-    translate=4,
-    cutout=12,
+    f"alternating flips and airbench96's 4-pixel crops and 12-pixel cutout. {_AIRBENCH94_SOURCE}"
 )
+_BASIC = _variant(_AIRBENCH, "basic_cnn.cifar10", _BASIC_RAN, epochs=36, alternate_flips=True, translate=4, cutout=12)
 # resnet_cifar.short: what 90 minutes buy ResNet-20 on 2 AVX2 cores in fp32, 87.06% (88.68% with TTA) in 36 epochs.
-_SHORT = Recipe(
-    "resnet_cifar.short",
-    FitConfig(epochs=36, label_smoothing=0.1),
-    tta="flip+shift",
-    source=f"{_ran('resnet_cifar.short', 'r20_short', _EPYC + ', JPEG quality 75')} copy of CIFAR-10. {_SGD_CIFAR}",
-)
+_SHORT_RAN = f"{_ran('resnet_cifar.short', 'r20_short', _EPYC + ', JPEG quality 75')} copy of CIFAR-10. {_SGD_CIFAR}"
+_SHORT = Recipe("resnet_cifar.short", FitConfig(epochs=36, label_smoothing=0.1), "flip+shift", source=_SHORT_RAN)
 # resnet_cifar.cifar10, what trains the shipped ResNets at depth 20 and 56: _SHORT with airbench's alternating
 # flips and an 8-pixel cutout (DeVries and Taylor 2017) over 90 epochs. 89.12% (89.98% with TTA) in 72 min
 # compiled in bf16 (Xeon): resnet_cifar.e90 plus the cutout, +0.98 points plain (+0.10 with TTA), one run each.
-_RESNET = _variant(
-    _SHORT,
-    "resnet_cifar.cifar10",
+_RESNET_RAN = (
     f"{_ran('resnet_cifar.cifar10', 'r20', flags=' --compile')}: 4,294 s. resnet_cifar.short's recipe with "
-    f"alternating flips and an 8-pixel cutout over 90 epochs. {_SGD_CIFAR}",
-    epochs=90,
-    alternate_flips=True,
-    cutout=8,
+    f"alternating flips and an 8-pixel cutout over 90 epochs. {_SGD_CIFAR}"
+)
+_RESNET = _variant(_SHORT, "resnet_cifar.cifar10", _RESNET_RAN, epochs=90, alternate_flips=True, cutout=8)
+# ResNet-56 (93.03% in He et al. 2016 after 164 epochs, lossless CIFAR-10) in 90: 90.26% (91.66% with TTA),
+# 2 h 58 min compiled in bf16 (Xeon), resumed exactly twice; +2.1 points over d56_e40.
+_D56_RAN = (
+    f"{_ran('resnet_cifar.d56_cifar10', 'r56', flags=' --compile')}: 10,661 s. He et al. 2016's depth-56 network "
+    f"with resnet_cifar.short's recipe over 90 epochs, with alternating flips and an 8-pixel cutout. {_SGD_CIFAR}"
+)
+# mnist_cnn.mnist: 99.68% on the 5,999 validation digits (99.63% with shift TTA), 24 epochs in 29 min on 2 AVX2
+# cores. Each alone on that split: no smoothing 99.53%; dropout 0.25 at batch 128 99.62%; EMA 0.999 99.57%;
+# 32 epochs 99.58%; --augment affine 99.55%; dropout 0.1 99.63%; and at batch 64 99.68%. One run's 19 errors
+# vary by about sqrt(19) = 4 (+-0.07 points). Digits are never flipped: a mirrored digit is another digit.
+_MNIST_RAN = (
+    f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
+    f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
+    "split (see imgzoo/recipes.py)"
 )
 _MNIST = Recipe(
-    # 99.68% on the 5,999 validation digits (99.63% with shift TTA), 24 epochs in 29 min on 2 AVX2 cores. Each
-    # measured alone on that split: no smoothing 99.53%; dropout 0.25 at batch 128 99.62%; with EMA 0.999 99.57%;
-    # 32 epochs 99.58%; --augment affine 99.55%; dropout 0.1 99.63%; and at batch 64 99.68%. One run's 19 errors
-    # vary by about sqrt(19) = 4 (+-0.07 points). Digits are never flipped: a mirrored digit is another digit.
-    "mnist_cnn.mnist",
-    FitConfig(epochs=24, batch_size=64, label_smoothing=0.1),
-    tta="shift",
-    model_kwargs={"dropout": 0.1},
-    source=(
-        f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
-        f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
-        "split (see imgzoo/recipes.py)"
-    ),
+    "mnist_cnn.mnist", FitConfig(epochs=24, batch_size=64, label_smoothing=0.1), "shift", {"dropout": 0.1}, _MNIST_RAN
 )
-_D56 = {"depth": 56}
 _QUICK = "python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick"
+_E60 = "python examples/train.py resnet_cifar <CIFAR-10 jpg> --epochs 60 --amp bf16 on 2 CPU cores (before recipes)"
+_DOGS = "a linear head on a frozen ImageNet ResNet-50 (examples/finetune_dogbreed.py unfreezes the last stage)"
 
 _BUILTIN = (
     # ---------------------------------------------------------------- what trained the shipped weights
     _MNIST,
     _RESNET,
     _BASIC,
-    # ResNet-56 (93.03% in He et al. 2016 after 164 epochs, lossless CIFAR-10) in 90: 90.26% (91.66% with TTA),
-    # 2 h 58 min compiled in bf16 (Xeon), resumed exactly twice; +2.1 points over d56_e40.
-    _variant(
-        _RESNET,
-        "resnet_cifar.d56_cifar10",
-        f"{_ran('resnet_cifar.d56_cifar10', 'r56', flags=' --compile')}: 10,661 s. He et al. 2016's depth-56 network "
-        f"with resnet_cifar.short's recipe over 90 epochs, with alternating flips and an 8-pixel cutout. {_SGD_CIFAR}",
-        model_kwargs=_D56,
-    ),
+    _variant(_RESNET, "resnet_cifar.d56_cifar10", _D56_RAN, model_kwargs={"depth": 56}),
     # ---------------------------------------------------------------- weights shipped before, and variants
     # The first resnet_cifar.cifar10: 88.08% (89.60% with flip+shift TTA, flip 89.40%, shift 88.54%); 30 epochs 86.56%.
-    Recipe(
-        "resnet_cifar.e60",
-        FitConfig(epochs=60, amp="bf16"),
-        tta="flip+shift",
-        source="python examples/train.py resnet_cifar <CIFAR-10 jpg> --epochs 60 --amp bf16 on 2 CPU cores; today "
-        "imgzoo train resnet_cifar DATA --recipe resnet_cifar.e60 --amp bf16",
-    ),
+    _variant(_SHORT, "resnet_cifar.e60", _E60, epochs=60, label_smoothing=0.0, amp="bf16"),
     # 88.14% (89.88% with TTA) in 74 min (Xeon, bf16), 0.06 points over e60: ResNet-20's 0.27M parameters hold it.
     _variant(
         _SHORT, "resnet_cifar.e90", f"{_ran('resnet_cifar.e90', 'r20')}: 4,410 s", epochs=90, alternate_flips=True
     ),
     # The d56_cifar10 weights before: 88.14% (89.62% with TTA) in 80 min (Xeon, bf16); 3.1x ResNet-20's work.
     _variant(
-        _SHORT, "resnet_cifar.d56_e40", f"{_ran('resnet_cifar.d56_e40', 'r56')}: 4,813 s", model_kwargs=_D56, epochs=40
+        _SHORT,
+        "resnet_cifar.d56_e40",
+        f"{_ran('resnet_cifar.d56_e40', 'r56')}: 4,813 s",
+        model_kwargs={"depth": 56},
+        epochs=40,
     ),
     # The basic_cnn.cifar10 weights before: 90.26% (91.08% with TTA) in 20 min (Xeon, bf16), training accuracy 99.2%
     # (memorised); airbench94's own script: 91.16% with TTA in 35 min (fp32).
@@ -209,15 +189,14 @@ _BUILTIN = (
     _variant(_MNIST, "mnist_cnn", "mnist_cnn.mnist's recipe"),
     _variant(_RESNET, "resnet_cifar", "resnet_cifar.cifar10's recipe"),
     _variant(_BASIC, "basic_cnn", "basic_cnn.cifar10's recipe"),
+    # Not yet trained with imgzoo. Only a new head trains on the frozen backbone: AdamW at 1e-3 suits it (SGD's 0.1
+    # overshoots), a few epochs converge, batch 64 bounds the memory of 224x224 images; dogs are left/right symmetric.
     Recipe(
-        # Only a new head trains on the frozen backbone: AdamW at 1e-3 suits it (SGD's 0.1 overshoots), a few epochs
-        # converge, batch 64 bounds the memory of 224x224 images; dog breeds are left/right symmetric.
         "dogbreed_transfer",
         FitConfig(epochs=5, optimizer="adamw", batch_size=64),
-        tta="flip",
-        model_kwargs={"weights": "imagenet"},
-        source="a linear head on a frozen ImageNet ResNet-50; examples/finetune_dogbreed.py then unfreezes the last "
-        "stage. Not yet trained with imgzoo.",
+        "flip",
+        {"weights": "imagenet"},
+        _DOGS,
     ),
 )
 
