@@ -80,8 +80,7 @@ class EarlyStopping(Callback):
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
         else:
             self.wait += 1
-            if self.wait >= self.patience:
-                state.should_stop = True
+            state.should_stop |= self.wait >= self.patience
 
     def on_fit_end(self, state: FitState) -> None:
         if self.restore_best and self.best_weights is not None:
@@ -122,10 +121,9 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 class _ValidatedOnAverage(Callback):
-    """Validation on a weight average: swapped in at the first eval-mode forward after training steps, out
-    when the model trains again, at ``on_epoch_end`` (before the checkpoint) and ``on_fit_end``, so each
-    epoch's figures are those of the weights fit hands back if it stops there. Subclasses define
-    ``_average(model)`` (the state-dict entries to validate with) and ``_every_step(model)``."""
+    """Validation on a weight average (``_average(model)``, what fit hands back if it stops there): swapped in at
+    the first eval-mode forward after training steps, out when the model trains again, at ``on_epoch_end``
+    (before the checkpoint) and at ``on_fit_end``. ``_every_step(model)`` runs after every ``every``-th step."""
 
     def __init__(self, name: str, decay: float, every: int, example: str) -> None:
         if not 0.0 < decay < 1.0:
@@ -173,12 +171,9 @@ class _ValidatedOnAverage(Callback):
 
 
 class EMA(_ValidatedOnAverage):
-    """An fp32 exponential moving average of the weights after every ``every``-th step (timm's ``ModelEmaV3``;
-    integer buffers are copied), validated during fit and copied into the model at its end unless
-    ``copy_to_model=False`` (it stays in :attr:`shadow`). ``warmup``: update ``t`` uses
-    ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates``), so the first weights fade within a
-    hundred steps. Callbacks before it see the average in ``on_epoch_end``, those after it the trained weights.
-    """
+    """An fp32 moving average of the weights (timm's ``ModelEmaV3``) after every ``every``-th step, validated
+    during fit and copied into the model at its end unless ``copy_to_model=False`` (it stays in :attr:`shadow`).
+    ``warmup``: update ``t`` uses ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates``)."""
 
     def __init__(self, decay: float = 0.999, every: int = 1, warmup: bool = True, copy_to_model: bool = True) -> None:
         super().__init__("EMA", decay, every, "0.999 (an average over ~1000 steps)")
@@ -286,9 +281,8 @@ class Lookahead(_ValidatedOnAverage):
         self.pull(model, self.current_decay())
 
     def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {
-            name: kept for name, kept in (self.slow or {}).items() if kept.is_floating_point()
-        }  # what a pull writes
+        # What a pull writes: the floating-point entries.
+        return {name: kept for name, kept in (self.slow or {}).items() if kept.is_floating_point()}
 
     def on_fit_start(self, state: FitState) -> None:
         self.total = state.epochs * state.steps_per_epoch

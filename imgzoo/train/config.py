@@ -43,38 +43,32 @@ class FitConfig:
     translate: int | None = None  # the crop's largest shift in pixels; None: 1/8 of the side (4 on CIFAR)
     alternate_flips: bool = False  # airbench's flips on alternate epochs; its ablations credit 1 epoch in 10
     cutout: int = 0  # side of a square blanked in each image (DeVries & Taylor 2017); 0: none
-    # SGD with Nesterov momentum 0.9 is He et al. 2016's and airbench's; "adamw", a torch.optim class
-    # (lr 1e-3, decay 0.05) or a callable(params) -> optimizer (nothing added) also work.
-    optimizer: OptimizerSpec = "sgd"
+    # Nesterov SGD: He et al. 2016's and airbench's; "adamw", another torch.optim class (lr 1e-3, decay 0.05)
+    optimizer: OptimizerSpec = "sgd"  # or a callable(params) -> optimizer (nothing added)
     lr: float | None = None  # the peak; None: 0.1 for SGD at batch 128 (He et al. 2016), else 1e-3 (AdamW)
     momentum: float = 0.9  # SGD only; Nesterov whenever > 0
-    # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); biases and norms never
-    # decay ("Bag of Tricks", He et al. 2019, section 3.1).
-    weight_decay: float | None = None
-    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step" (x0.1 at 50%
-    # and 75%) and "linear" (airbench94's: 0.2x -> 1x over 23% of the steps -> 0.07x, momentum held) also
-    # work, or a callable(optimizer) -> scheduler stepped every schedule_interval.
-    schedule: ScheduleSpec = "onecycle"
+    # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); never on biases and norms
+    weight_decay: float | None = None  # ("Bag of Tricks", He et al. 2019, section 3.1)
+    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step" (x0.1 at 50% and
+    # 75%), "linear" (airbench94's: 0.2x -> 1x over 23% of the steps -> 0.07x, momentum held), None, or a
+    schedule: ScheduleSpec = "onecycle"  # callable(optimizer) -> scheduler stepped every schedule_interval
     schedule_interval: str = "epoch"  # for callables only; "epoch" is Lightning's default
     label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1
-    # Norm layers' biases at this multiple of lr: airbench94's 64 reached 94% in 13.5 epochs against 18.
-    norm_bias_lr_scale: float = 1.0
+    norm_bias_lr_scale: float = 1.0  # norm layers' biases' lr multiple; airbench94's 64: 94% in 13.5 epochs, not 18
     ema_decay: float | None = None  # an EMA of the weights (fit adds callbacks.EMA); None: none
     lookahead_decay: float | None = None  # airbench94's Lookahead (callbacks.Lookahead); not with ema_decay
     grad_clip: float | None = None  # max gradient L2 norm; None: no clipping (Lightning's default)
     # "auto": bf16 where the hardware computes it natively, else fp32: bf16 ran at 0.09x fp32's speed on an
     # AVX2-only CPU and 1.92x with avx512_bf16 (bench/bench_fit.py). True also allows fp16 on older GPUs.
     amp: bool | str = "auto"
-    # "auto": on for CPUs (ResNet-20 +16% on AVX2, 300 against 258 img/s) and GPUs under mixed precision.
-    channels_last: bool | str = "auto"
+    channels_last: bool | str = "auto"  # CPUs (ResNet-20 on AVX2: 300 against 258 img/s) and GPUs in amp
     compile: bool = False  # a minute of compiling: ResNet-56 1.2x faster after it, basic_cnn 0.87x
     device: str | torch.device = "auto"  # cuda, then mps, then cpu
     seed: int | None = 0  # runs are reproducible unless asked otherwise; None draws a fresh seed
     num_workers: int | None = None  # None: 0 for TensorDatasets, else min(4, CPUs - 1) (timm's, capped)
     callbacks: Sequence[Callback] = field(default_factory=tuple)
     checkpoint_dir: str | os.PathLike[str] | None = None  # last.pt after every epoch, written atomically
-    # A checkpoint_dir or a .pt in it: resume with the same options (another length is refused up front).
-    resume: str | os.PathLike[str] | None = None
+    resume: str | os.PathLike[str] | None = None  # a checkpoint_dir or a .pt in it; the same options
     max_time: float | None = None  # seconds; no epoch starts that would not finish in time
     verbose: int = 1  # 0: silent, 1: progress bar and a line per epoch, 2: the lines only
     recipe: str | None = None  # the recipe the options came from; fit warns if a loader it gets disagrees
