@@ -65,8 +65,4 @@ def all_gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
 
 def any_process(ctx: DistContext, flag: bool, *, device: torch.device) -> bool:
     """True on every process if it is True on any: decisions to stop must agree, or the others hang."""
-    if not ctx.enabled:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return all_reduce_sums(ctx, float(flag), device=device)[0] > 0

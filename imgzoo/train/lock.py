@@ -30,7 +30,7 @@ def lock_checkpoint_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         holder = path.read_text(errors="replace").split() if path.is_file() else []  # read before we try
-        lock.acquire()
+        held = lock.acquire()  # a context manager that releases it
     except Timeout:  # before OSError: filelock's Timeout is a TimeoutError
         who = f"process {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
         raise CheckpointDirError(
@@ -42,9 +42,7 @@ def lock_checkpoint_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]
             f"fit: cannot write checkpoints to {folder}: {e.strerror or e} ({type(e).__name__}). "
             "Pass a checkpoint_dir= in a folder you can write to, or fix its permissions; nothing was trained."
         ) from None
-    try:
+    with held:
         with contextlib.suppress(OSError):  # only to name the holder in another fit's refusal
             path.write_text(f"{os.getpid()} {socket.gethostname()}\n")
         yield
-    finally:
-        lock.release()
