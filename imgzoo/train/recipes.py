@@ -21,8 +21,7 @@ class Recipe:
     name: str  # a weights name ("resnet_cifar.cifar10") or an architecture name ("resnet_cifar")
     config: FitConfig
     tta: bool | str = False  # evaluate(tta=...): False, "flip", "shift" or "flip+shift"
-    # create_model's keyword arguments beyond the data's classes, e.g. {"whiten": True}, {"depth": 56}
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model's beyond classes: {"depth": 56}
     source: str = ""  # the command that ran it, the figures it gave, or the paper it follows
 
     def __post_init__(self) -> None:
@@ -40,8 +39,8 @@ class Recipe:
         """The Recipe a ``meta["recipe"]`` dict records; its other keys (data, machine, ...) are ignored."""
         if "epochs" not in meta:
             raise ValueError(
-                f"the recipe recorded for {name!r} has no 'epochs' (it has {sorted(meta)}); a recipe needs at least "
-                "the number of epochs. Record the run's options with Recipe(...).to_meta() when saving it."
+                f"the recipe recorded for {name!r} has no 'epochs' (it has {sorted(meta)}); record a run's options "
+                "with Recipe(...).to_meta(), which holds the epochs and every option fit takes, when saving it."
             )
         options = {f.name: meta[f.name] for f in dataclasses.fields(FitConfig) if f.name in meta}
         # Written by imgzoo 0.1: Nesterov SGD was "sgd-nesterov", the augmentation was described in words.
@@ -60,10 +59,10 @@ _EPYC = "a 2-core AMD EPYC (AVX2, no native bf16), torch 2.14.1"
 _XEON = "a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10"
 
 
-def _ran(name: str, out: str, on: str = _XEON, flags: str = "") -> str:
-    """The command line of a CIFAR-10 run and the machine, as the shipped config.json files word it."""
+def _ran(name: str, out: str, took: str, on: str = _XEON, flags: str = "") -> str:
+    """A CIFAR-10 run's command line, machine and time, as the shipped config.json files word them."""
     arch = name.split(".")[0]
-    return f"imgzoo train {arch} <CIFAR-10 train/<class>/*.jpg> --out runs/{out} --recipe {name}{flags}, on {on}"
+    return f"imgzoo train {arch} <CIFAR-10 train/<class>/*.jpg> --out runs/{out} --recipe {name}{flags}, on {on}{took}"
 
 
 def _variant(base: Recipe, name: str, source: str, **changes: Any) -> Recipe:
@@ -72,10 +71,9 @@ def _variant(base: Recipe, name: str, source: str, **changes: Any) -> Recipe:
     return replace(base, name=name, source=source, config=replace(base.config, **changes), **own)
 
 
-# airbench94 (Jordan 2024, arXiv:2404.00498; its hyperparameters as published in airbench94.py) in fit's terms.
-# Its loss is summed over the batch and its lr 11.5 is per 1024 images divided by 1024 * (1 + 1 / (1 - momentum)):
-# 11.5 / 7.67 = 1.5 on fit's mean loss. Its decoupled weight decay, 0.0153 * batch / 7850.7 = 0.0020 of each
-# weight per step, is 0.0020 / 1.5 on fit's SGD.
+# airbench94 (Jordan 2024, arXiv:2404.00498, airbench94.py) in fit's terms: its loss is summed over the batch and
+# its lr 11.5 per 1024 images is divided by 1024 * (1 + 1 / (1 - momentum)): 11.5 / 7.67 = 1.5 on fit's mean loss;
+# its decoupled weight decay, 0.0153 * batch / 7850.7 = 0.0020 of each weight per step, is 0.0020 / 1.5 here.
 _AIRBENCH94 = FitConfig(
     epochs=11,  # airbench94's 484 steps: 9.9 epochs of 50,000 images there, 11 of 45,000 (44 batches) here
     batch_size=1024,
@@ -107,31 +105,33 @@ _AIRBENCH = Recipe(  # 89.48% (90.74% with TTA) in fp32 on 2 AVX2 cores, 59 min;
 # basic_cnn.cifar10: 90.78% (91.58% with TTA) in 26 min (Xeon, bf16), seed 1 90.58% (91.66%). airbench96's crops
 # and cutout; the cutout's side, one run each: 8 px 90.32%, 12 px 90.78%, 16 px 89.02%.
 _BASIC_RAN = (
-    f"{_ran('basic_cnn.cifar10', 'basic_cnn')}: 1,584 s. airbench94's recipe for 36 epochs instead of 11, with its "
+    f"{_ran('basic_cnn.cifar10', 'basic_cnn', ': 1,584 s')}. airbench94's recipe for 36 epochs instead of 11, with its "
     f"alternating flips and airbench96's 4-pixel crops and 12-pixel cutout. {_AIRBENCH94_SOURCE}"
 )
 _BASIC = _variant(_AIRBENCH, "basic_cnn.cifar10", _BASIC_RAN, epochs=36, alternate_flips=True, translate=4, cutout=12)
 # resnet_cifar.short: what 90 minutes buy ResNet-20 on 2 AVX2 cores in fp32, 87.06% (88.68% with TTA) in 36 epochs.
-_SHORT_RAN = f"{_ran('resnet_cifar.short', 'r20_short', _EPYC + ', JPEG quality 75')} copy of CIFAR-10. {_SGD_CIFAR}"
+_SHORT_RAN = (
+    f"{_ran('resnet_cifar.short', 'r20_short', ' copy of CIFAR-10', _EPYC + ', JPEG quality 75')}. {_SGD_CIFAR}"
+)
 _SHORT = Recipe("resnet_cifar.short", FitConfig(epochs=36, label_smoothing=0.1), "flip+shift", source=_SHORT_RAN)
-# resnet_cifar.cifar10, what trains the shipped ResNets at depth 20 and 56: _SHORT with airbench's alternating
-# flips and an 8-pixel cutout (DeVries and Taylor 2017) over 90 epochs. 89.12% (89.98% with TTA) in 72 min
-# compiled in bf16 (Xeon): resnet_cifar.e90 plus the cutout, +0.98 points plain (+0.10 with TTA), one run each.
+# resnet_cifar.cifar10 (the shipped ResNets, depth 20 and 56): _SHORT with alternating flips and an 8-pixel cutout
+# (DeVries and Taylor 2017) over 90 epochs: 89.12% (89.98% with TTA) in 72 min compiled in bf16 (Xeon), +0.98 points
+# (+0.10 with TTA) over resnet_cifar.e90 without the cutout, one run each.
 _RESNET_RAN = (
-    f"{_ran('resnet_cifar.cifar10', 'r20', flags=' --compile')}: 4,294 s. resnet_cifar.short's recipe with "
+    f"{_ran('resnet_cifar.cifar10', 'r20', ': 4,294 s', flags=' --compile')}. resnet_cifar.short's recipe with "
     f"alternating flips and an 8-pixel cutout over 90 epochs. {_SGD_CIFAR}"
 )
 _RESNET = _variant(_SHORT, "resnet_cifar.cifar10", _RESNET_RAN, epochs=90, alternate_flips=True, cutout=8)
 # ResNet-56 (93.03% in He et al. 2016 after 164 epochs, lossless CIFAR-10) in 90: 90.26% (91.66% with TTA),
 # 2 h 58 min compiled in bf16 (Xeon), resumed exactly twice; +2.1 points over d56_e40.
 _D56_RAN = (
-    f"{_ran('resnet_cifar.d56_cifar10', 'r56', flags=' --compile')}: 10,661 s. He et al. 2016's depth-56 network "
+    f"{_ran('resnet_cifar.d56_cifar10', 'r56', ': 10,661 s', flags=' --compile')}. He et al. 2016's depth-56 network "
     f"with resnet_cifar.short's recipe over 90 epochs, with alternating flips and an 8-pixel cutout. {_SGD_CIFAR}"
 )
-# mnist_cnn.mnist: 99.68% on the 5,999 validation digits (99.63% with shift TTA), 24 epochs in 29 min on 2 AVX2
-# cores. Each alone on that split: no smoothing 99.53%; dropout 0.25 at batch 128 99.62%; EMA 0.999 99.57%;
-# 32 epochs 99.58%; --augment affine 99.55%; dropout 0.1 99.63%; and at batch 64 99.68%. One run's 19 errors
-# vary by about sqrt(19) = 4 (+-0.07 points). Digits are never flipped: a mirrored digit is another digit.
+# mnist_cnn.mnist: 99.68% of 5,999 validation digits (99.63% with shift TTA), 24 epochs in 29 min on 2 AVX2 cores.
+# Each alone: no smoothing 99.53%, dropout 0.25 at batch 128 99.62%, EMA 0.999 99.57%, 32 epochs 99.58%, --augment
+# affine 99.55%, dropout 0.1 99.63%, and batch 64 99.68%; a run's 19 errors vary by about sqrt(19) = 4 (+-0.07
+# points). Digits are never flipped: a mirrored digit is another digit.
 _MNIST_RAN = (
     f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
     f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
@@ -140,8 +140,10 @@ _MNIST_RAN = (
 _MNIST = Recipe(
     "mnist_cnn.mnist", FitConfig(epochs=24, batch_size=64, label_smoothing=0.1), "shift", {"dropout": 0.1}, _MNIST_RAN
 )
+_D56 = {"depth": 56}
 _QUICK = "python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick"
 _E60 = "python examples/train.py resnet_cifar <CIFAR-10 jpg> --epochs 60 --amp bf16 on 2 CPU cores (before recipes)"
+_ONECYCLE = f"{_ran('basic_cnn', 'basic_cnn', ': 53 min', _EPYC)} (by the basic_cnn recipe then). {_SGD_CIFAR}"
 _DOGS = "a linear head on a frozen ImageNet ResNet-50 (examples/finetune_dogbreed.py unfreezes the last stage)"
 
 _BUILTIN = (
@@ -149,38 +151,26 @@ _BUILTIN = (
     _MNIST,
     _RESNET,
     _BASIC,
-    _variant(_RESNET, "resnet_cifar.d56_cifar10", _D56_RAN, model_kwargs={"depth": 56}),
+    _variant(_RESNET, "resnet_cifar.d56_cifar10", _D56_RAN, model_kwargs=_D56),
     # ---------------------------------------------------------------- weights shipped before, and variants
     # The first resnet_cifar.cifar10: 88.08% (89.60% with flip+shift TTA, flip 89.40%, shift 88.54%); 30 epochs 86.56%.
     _variant(_SHORT, "resnet_cifar.e60", _E60, epochs=60, label_smoothing=0.0, amp="bf16"),
     # 88.14% (89.88% with TTA) in 74 min (Xeon, bf16), 0.06 points over e60: ResNet-20's 0.27M parameters hold it.
-    _variant(
-        _SHORT, "resnet_cifar.e90", f"{_ran('resnet_cifar.e90', 'r20')}: 4,410 s", epochs=90, alternate_flips=True
-    ),
+    _variant(_SHORT, "resnet_cifar.e90", _ran("resnet_cifar.e90", "r20", ": 4,410 s"), epochs=90, alternate_flips=True),
     # The d56_cifar10 weights before: 88.14% (89.62% with TTA) in 80 min (Xeon, bf16); 3.1x ResNet-20's work.
     _variant(
-        _SHORT,
-        "resnet_cifar.d56_e40",
-        f"{_ran('resnet_cifar.d56_e40', 'r56')}: 4,813 s",
-        model_kwargs={"depth": 56},
-        epochs=40,
+        _SHORT, "resnet_cifar.d56_e40", _ran("resnet_cifar.d56_e40", "r56", ": 4,813 s"), model_kwargs=_D56, epochs=40
     ),
     # The basic_cnn.cifar10 weights before: 90.26% (91.08% with TTA) in 20 min (Xeon, bf16), training accuracy 99.2%
     # (memorised); airbench94's own script: 91.16% with TTA in 35 min (fp32).
     _variant(
-        _AIRBENCH, "basic_cnn.e22", f"{_ran('basic_cnn.e22', 'basic_cnn')}: 1,174 s", epochs=22, alternate_flips=True
+        _AIRBENCH, "basic_cnn.e22", _ran("basic_cnn.e22", "basic_cnn", ": 1,174 s"), epochs=22, alternate_flips=True
     ),
     # 89.82% (90.38% with TTA) in 7 min (Xeon, bf16): a quicker look than basic_cnn.
-    _variant(_AIRBENCH, "basic_cnn.altflip", f"{_ran('basic_cnn.altflip', 'altflip')}: 427 s", alternate_flips=True),
+    _variant(_AIRBENCH, "basic_cnn.altflip", _ran("basic_cnn.altflip", "altflip", ": 427 s"), alternate_flips=True),
     _AIRBENCH,
     # The first basic_cnn.cifar10 weights and the study's rows: 88.26% (89.14% with TTA) in 53 min on 2 AVX2 cores.
-    Recipe(
-        "basic_cnn.onecycle",
-        FitConfig(epochs=10, label_smoothing=0.2),
-        tta="flip+shift",
-        model_kwargs={"whiten": True},
-        source=f"{_ran('basic_cnn', 'basic_cnn', _EPYC)} (the basic_cnn recipe then): 53 min. {_SGD_CIFAR}",
-    ),
+    Recipe("basic_cnn.onecycle", FitConfig(epochs=10, label_smoothing=0.2), "flip+shift", {"whiten": True}, _ONECYCLE),
     _SHORT,
     # One epoch, for bench/bench_time_to_accuracy.py's race with PyTorch's MNIST example: 99.08% (98.87% and 99.07%
     # with init seeds 1 and 2); fit's defaults 98.67%. Shifts cost accuracy in one pass; EMA 0.98 spans ~50 steps.
