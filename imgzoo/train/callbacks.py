@@ -1,7 +1,4 @@
-"""Hooks into :func:`imgzoo.fit`: early stopping, a CSV log, EMA, Lookahead, or your own (docs/training.md).
-
-``state.should_stop = True`` ends training after this epoch; ``state_dict`` / ``load_state_dict`` put a
-callback's state into the checkpoint, so a resumed run continues it too."""
+"""Hooks into :func:`imgzoo.fit` (docs/training.md); a callback's ``state_dict`` goes into the checkpoint."""
 
 from __future__ import annotations
 
@@ -27,7 +24,7 @@ class FitState:
     epoch: int  # 1-based; 0 before the first epoch
     epochs: int
     is_main: bool  # rank 0: the only process that should write files
-    should_stop: bool = False
+    should_stop: bool = False  # set True: training ends after this epoch
     steps_per_epoch: int = 0  # optimizer steps in one epoch (batches of the training loader)
 
 

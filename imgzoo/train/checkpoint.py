@@ -1,6 +1,5 @@
-"""Training checkpoints: all a run needs to continue as if it had never stopped (states, random generators,
-History, and in ``interrupted.pt`` where in an epoch it stopped), written atomically. Only tensors and plain
-values, so ``torch.load(weights_only=True)`` reads them and never runs pickled code."""
+"""Training checkpoints: all a run needs to continue as if it had never stopped, written atomically; only
+tensors and plain values, so ``torch.load(weights_only=True)`` reads them and never runs pickled code."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""FitConfig: every option of a training run, with the reason for each default, checked in one place.
-Recipes are FitConfig values, ``imgzoo train``'s flags are its fields and a run's ``run.json`` stores it."""
+"""FitConfig: every training option, with the reason for its default; recipes, flags and run.json use it."""
 
 from __future__ import annotations
 

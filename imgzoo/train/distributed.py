@@ -1,5 +1,4 @@
-"""torch.distributed helpers, so that fit runs unchanged under ``torchrun --nproc_per_node=N``: join the group
-torchrun describes (NCCL on GPUs, gloo on CPU), sum metrics over processes, agree on decisions to stop."""
+"""What fit needs under ``torchrun --nproc_per_node=N``: the process group, sums and agreement over processes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""One fit per checkpoint folder (two would overwrite each other's last.pt, and a resume continue a mix of
-both), and a folder that can be written, both known before training starts. ``fit.lock`` is a filelock: an
-OS lock, dropped when its process ends however it ends, so a killed run never blocks the next."""
+"""One fit per checkpoint folder (two would overwrite each other's last.pt), in a folder known to be writable
+before training starts. filelock's OS lock is dropped when its process ends, so a killed run blocks nothing."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The optimizer and schedule fit builds from its options, and the record a checkpoint keeps of them so that a
-resume that would not continue the same run is refused before anything is loaded."""
+"""fit's optimizer and schedule, and the record of them that refuses a resume of another run up front."""
 
 from __future__ import annotations
 

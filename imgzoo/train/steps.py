@@ -1,5 +1,4 @@
-"""The parts of fit's training step, each tested on its own: the optimizer step, the metric sums, the NaN
-guard, the progress bar, and Ctrl-C at a step's end."""
+"""The parts of fit's training step: optimizer step, metric sums, NaN guard, progress bar, Ctrl-C."""
 
 from __future__ import annotations
 
