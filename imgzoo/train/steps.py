@@ -138,8 +138,7 @@ class StepBoundaryInterrupt:
             self.previous = None
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+        self.raise_if_requested()  # the second Ctrl-C: at once
         self.requested = True
         self.say("stopping at the end of this step (Ctrl-C again to stop at once, mid-step)")
 
