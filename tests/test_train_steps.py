@@ -16,10 +16,10 @@ from imgzoo.train.steps import (
     MetricSums,
     NonFiniteLoss,
     OptimizerStep,
+    ProgressBar,
     StepBoundaryInterrupt,
     check_finite_loss,
     non_finite_tensors,
-    progress_text,
 )
 
 
@@ -102,8 +102,12 @@ def test_non_finite_tensors_names_parameters_and_buffers():
     assert non_finite_tensors(model, torch.device("cpu")) == ["parameter '0.bias'", "buffer '1.running_var'"]
 
 
-def test_progress_text_shows_means_and_speed():
-    assert progress_text(loss_sum=1.5, correct=3, seen=4, images_per_sec=99.6) == "loss 0.375 acc 75.0% 100 img/s"
+def test_the_progress_bar_shows_means_and_speed():
+    bar = ProgressBar(True, "epoch 1", total=4, seen_before=2, world_size=2)
+    bar.start -= 2.0  # (4 - 2) images this call x 2 processes in 2 s (and the little this test takes)
+    bar.show(loss_sum=1.5, correct=3, seen=4)
+    bar.close()
+    assert bar.bar.postfix == "loss 0.375 acc 75.0% 2 img/s"
 
 
 def _send_sigint(interrupts: StepBoundaryInterrupt | None = None) -> None:

@@ -1,9 +1,4 @@
-"""Hooks into :func:`imgzoo.fit`: early stopping with restore-best, a CSV log, weight averaging, lookahead, or your own.
-
-A callback overrides the :class:`Callback` hooks it needs; each gets the :class:`FitState`, and setting
-``state.should_stop = True`` ends training after this epoch. ``state_dict`` / ``load_state_dict`` put a
-callback's state into the checkpoint, so a resumed run continues it too.
-"""
+"""Hooks into :func:`imgzoo.fit` (docs/training.md); a callback's ``state_dict`` goes into the checkpoint."""
 
 from __future__ import annotations
 
@@ -18,8 +13,6 @@ from torch import nn
 
 from imgzoo.eval.history import COLUMNS, History
 
-__all__ = ["EMA", "CSVLogger", "Callback", "EarlyStopping", "FitState", "Lookahead"]
-
 
 @dataclass
 class FitState:
@@ -31,7 +24,7 @@ class FitState:
     epoch: int  # 1-based; 0 before the first epoch
     epochs: int
     is_main: bool  # rank 0: the only process that should write files
-    should_stop: bool = False
+    should_stop: bool = False  # set True: training ends after this epoch
     steps_per_epoch: int = 0  # optimizer steps in one epoch (batches of the training loader)
 
 
@@ -39,13 +32,9 @@ class Callback:
     """Override any of these; all are no-ops by default."""
 
     def on_fit_start(self, state: FitState) -> None: ...
-
     def on_epoch_start(self, state: FitState) -> None: ...
-
     def on_batch_end(self, state: FitState, step: int, loss: torch.Tensor) -> None: ...
-
     def on_epoch_end(self, state: FitState) -> None: ...
-
     def on_fit_end(self, state: FitState) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -88,8 +77,7 @@ class EarlyStopping(Callback):
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
         else:
             self.wait += 1
-            if self.wait >= self.patience:
-                state.should_stop = True
+            state.should_stop |= self.wait >= self.patience
 
     def on_fit_end(self, state: FitState) -> None:
         if self.restore_best and self.best_weights is not None:
@@ -125,31 +113,25 @@ def _moved(tensors: dict[str, torch.Tensor] | None, device: Any) -> dict[str, to
     return {k: v.detach().to(device) for k, v in tensors.items()} if tensors is not None else None
 
 
-def _check_decay_and_every(name: str, decay: float, every: int, example: str) -> None:
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"{name}: decay must be in (0, 1), e.g. {example}; got {decay!r}")
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise ValueError(f"{name}: every must be an integer >= 1 (after every N-th optimizer step); got {every!r}")
+def _device_of(model: nn.Module) -> torch.device:
+    return next(iter(model.state_dict().values())).device
 
 
 class _ValidatedOnAverage(Callback):
-    """fit's validation on a weight average: swapped in at the first eval-mode forward after training steps,
-    swapped out when the model trains again, at ``on_epoch_end`` (before the checkpoint) and ``on_fit_end``.
-    Each epoch's figures are then those of the weights fit hands back if it stops there. Subclasses say what
-    the average is (:meth:`_average`) and what happens every ``every``-th step (:meth:`_every_step`)."""
+    """Validation on a weight average (``_average(model)``, what fit hands back if it stops there): swapped in at
+    the first eval-mode forward after training steps, out when the model trains again, at ``on_epoch_end``
+    (before the checkpoint) and at ``on_fit_end``. ``_every_step(model)`` runs after every ``every``-th step."""
 
-    def __init__(self, every: int) -> None:
-        self.every = every
+    def __init__(self, name: str, decay: float, every: int, example: str) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"{name}: decay must be in (0, 1), e.g. {example}; got {decay!r}")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"{name}: every must be an integer >= 1 (after every N-th optimizer step); got {every!r}")
+        self.decay, self.every = decay, every
         self.steps = 0  # optimizer steps seen
         self._stash: dict[str, torch.Tensor] | None = None  # the trained weights while the average is swapped in
         self._armed = False  # training steps have run since the last on_epoch_end: an eval-mode forward swaps
         self._hook: Any = None
-
-    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:  # the state-dict entries to validate with
-        raise NotImplementedError
-
-    def _every_step(self, model: nn.Module) -> None:
-        raise NotImplementedError
 
     def _swap_out(self, model: nn.Module) -> None:
         if self._stash is not None:
@@ -161,17 +143,17 @@ class _ValidatedOnAverage(Callback):
             self._swap_out(module)  # never train on the average
         elif self._armed and self._stash is None:
             self._stash = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
-            _copy_into(module, self._average(module))
+            _copy_into(module, self._average(module))  # type: ignore[attr-defined]
 
-    def _start_swapping(self, model: nn.Module) -> None:
+    def on_fit_start(self, state: FitState) -> None:
         self._armed = False
         disabled = torch.compiler.disable(self._before_forward)  # plain Python under torch.compile
-        self._hook = model.register_forward_pre_hook(disabled)
+        self._hook = state.model.register_forward_pre_hook(disabled)
 
     def on_batch_end(self, state: FitState, step: int, loss: torch.Tensor) -> None:
         self.steps += 1
         if self.steps % self.every == 0:
-            self._every_step(state.model)
+            self._every_step(state.model)  # type: ignore[attr-defined]
         self._armed = True
 
     def on_epoch_end(self, state: FitState) -> None:
@@ -179,29 +161,20 @@ class _ValidatedOnAverage(Callback):
         self._armed = False
 
     def on_fit_end(self, state: FitState) -> None:
-        """The trained weights back in the model, and no more swapping."""
-        self._swap_out(state.model)
-        self._armed = False
+        self.on_epoch_end(state)
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
 
 
 class EMA(_ValidatedOnAverage):
-    """An exponential moving average of the weights, validated during fit and copied into the model at its end
-    (``copy_to_model=False`` keeps the trained weights; the average stays in :attr:`shadow`).
-
-    An fp32 shadow of every parameter and floating-point buffer (timm's ``ModelEmaV3``; integer buffers are
-    copied), after every ``every``-th step: ``shadow = decay * shadow + (1 - decay) * weight``. ``warmup``:
-    update ``t`` uses ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates``), so the first steps'
-    weights fade within a hundred steps. Callbacks before this one see the average in ``on_epoch_end``,
-    those after it the trained weights. docs/training.md says more.
-    """
+    """An fp32 moving average of the weights (timm's ``ModelEmaV3``) after every ``every``-th step, validated
+    during fit and copied into the model at its end unless ``copy_to_model=False`` (it stays in :attr:`shadow`).
+    ``warmup``: update ``t`` uses ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates``)."""
 
     def __init__(self, decay: float = 0.999, every: int = 1, warmup: bool = True, copy_to_model: bool = True) -> None:
-        _check_decay_and_every("EMA", decay, every, "0.999 (an average over ~1000 steps)")
-        super().__init__(every)
-        self.decay, self.warmup, self.copy_to_model = decay, warmup, copy_to_model
+        super().__init__("EMA", decay, every, "0.999 (an average over ~1000 steps)")
+        self.warmup, self.copy_to_model = warmup, copy_to_model
         self.shadow: dict[str, torch.Tensor] | None = None
         self.updates = 0  # averaging updates made
         self._restored = False  # the shadow came from a checkpoint: this fit continues it
@@ -233,20 +206,16 @@ class EMA(_ValidatedOnAverage):
                 kept.copy_(tensor)
         self.updates += 1
 
-    def _every_step(self, model: nn.Module) -> None:
-        self.update(model)
+    _every_step = update
 
     def copy_to(self, model: nn.Module) -> None:
         """Write the averaged weights into ``model`` (cast to its dtypes)."""
         _copy_into(model, self._average(model))
 
     def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The shadow, once it is checked to belong to ``model``."""
         if self.shadow is None:
             raise RuntimeError("EMA: there is no average yet; it starts at fit's first step (or call ema.reset(model))")
-        own = set(model.state_dict())
-        if own != set(self.shadow):
-            differ = sorted(own ^ set(self.shadow))[:4]
+        if differ := sorted(set(model.state_dict()) ^ set(self.shadow))[:4]:
             raise ValueError(
                 f"EMA: the average was kept for another model (weights {differ} are in only one of them); "
                 "use a new EMA for each model"
@@ -256,9 +225,9 @@ class EMA(_ValidatedOnAverage):
     def on_fit_start(self, state: FitState) -> None:
         if not self._restored or self.shadow is None:
             self.reset(state.model)  # a new run: the average starts at its first weights
-        self.shadow = _moved(self._average(state.model), next(iter(state.model.state_dict().values())).device)
+        self.shadow = _moved(self._average(state.model), _device_of(state.model))
         self._restored = False
-        self._start_swapping(state.model)
+        super().on_fit_start(state)
 
     def on_fit_end(self, state: FitState) -> None:
         super().on_fit_end(state)
@@ -275,19 +244,16 @@ class EMA(_ValidatedOnAverage):
 
 class Lookahead(_ValidatedOnAverage):
     """Lookahead (Zhang et al. 2019) as airbench94 schedules it: every ``every``-th step
-    ``slow = d * slow + (1 - d) * weights`` (batch-norm statistics included), then ``weights = slow``.
-
-    ``d = decay * progress ** ramp`` grows from 0 to ``decay`` over the run, so the pull bites as the learning
-    rate falls; airbench94's ablations found it useful only with fast batch-norm statistics
-    (``basic_cnn(bn_momentum=0.4)``). Validation and the model fit hands back hold the slow weights.
-    """
+    ``slow = d * slow + (1 - d) * weights`` (batch-norm statistics included), then ``weights = slow``, with
+    ``d = decay * progress ** ramp`` growing from 0, so the pull bites as the learning rate falls. airbench94's
+    ablations found it useful only with fast batch-norm statistics (``basic_cnn(bn_momentum=0.4)``).
+    Validation and the model fit hands back hold the slow weights."""
 
     def __init__(self, decay: float = 0.95**5, every: int = 5, ramp: float = 3.0) -> None:
-        _check_decay_and_every("Lookahead", decay, every, "0.95 ** 5 = 0.774 (airbench94)")
+        super().__init__("Lookahead", decay, every, "0.95 ** 5 = 0.774 (airbench94)")
         if not ramp >= 0:
             raise ValueError(f"Lookahead: ramp must be >= 0 (0: the full decay at once; 3: airbench94); got {ramp!r}")
-        super().__init__(every)
-        self.decay, self.ramp = decay, ramp
+        self.ramp = ramp
         self.slow: dict[str, torch.Tensor] | None = None
         self.total = 0  # optimizer steps in the whole run: epochs * steps_per_epoch
 
@@ -312,16 +278,16 @@ class Lookahead(_ValidatedOnAverage):
         self.pull(model, self.current_decay())
 
     def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        slow = self.slow or {}
-        return {name: kept for name, kept in slow.items() if kept.is_floating_point()}  # what a pull writes
+        # What a pull writes: the floating-point entries.
+        return {name: kept for name, kept in (self.slow or {}).items() if kept.is_floating_point()}
 
     def on_fit_start(self, state: FitState) -> None:
         self.total = state.epochs * state.steps_per_epoch
         if self.slow is None:
             self.slow = {name: tensor.detach().clone() for name, tensor in state.model.state_dict().items()}
         else:  # restored from a checkpoint
-            self.slow = _moved(self.slow, next(iter(state.model.state_dict().values())).device)
-        self._start_swapping(state.model)
+            self.slow = _moved(self.slow, _device_of(state.model))
+        super().on_fit_start(state)
 
     def on_fit_end(self, state: FitState) -> None:
         super().on_fit_end(state)

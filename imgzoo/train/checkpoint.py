@@ -1,9 +1,5 @@
-"""Training checkpoints: everything needed to continue a run as if it had never stopped.
-
-The model, optimizer, scheduler, grad-scaler and callback states, every random generator's state, the epochs
-finished, the History, and for ``interrupted.pt`` where inside an epoch the run stopped; written atomically.
-Only tensors and plain values, so ``torch.load(weights_only=True)`` reads it and never runs pickled code.
-"""
+"""Training checkpoints: all a run needs to continue as if it had never stopped, written atomically; only
+tensors and plain values, so ``torch.load(weights_only=True)`` reads them and never runs pickled code."""
 
 from __future__ import annotations
 
@@ -27,32 +23,19 @@ REQUIRED = ("epoch", "seed", "model", "optimizer", "rng", "history")  # a file w
 def capture_rng() -> dict[str, Any]:
     """The state of every generator fit draws from (shuffling, dropout, augmentation), NumPy's as tensors."""
     np_state = np.random.get_state(legacy=False)
-    return {
-        "python": random.getstate(),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+    key, pos = np_state["state"]["key"], np_state["state"]["pos"]
+    numpy = {"bit_generator": np_state["bit_generator"], "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos)}
+    numpy |= {"has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])}
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state(), "cuda": cuda}
 
 
 def restore_rng(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": np_state["bit_generator"],
-            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
-            "has_gauss": np_state["has_gauss"],
-            "gauss": np_state["gauss"],
-        }
-    )
+    saved = state["numpy"]
+    key = {"key": saved["key"].numpy().astype(np.uint32), "pos": saved["pos"]}
+    np.random.set_state({**saved, "state": key})
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -60,10 +43,9 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus a format tag) to ``path`` atomically; returns the path."""
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
+    with atomic_open(Path(path), "wb") as f:
         torch.save({"format": FORMAT, **payload}, f)
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -79,14 +61,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"{path} is not an imgzoo training checkpoint (expected format {FORMAT!r}). "
             "To load saved weights instead, use imgzoo.hub.api.load."
         )
-    missing = [key for key in REQUIRED if key not in payload]
-    if missing:
+    if missing := [key for key in REQUIRED if key not in payload]:
         raise CheckpointError(_unreadable(path, f"it has the imgzoo format tag but lacks {missing}"))
     return payload
 
 
 def _unreadable(path: Path, why: str) -> str:
-    """What the unusable file is, and where to resume from instead."""
     size = path.stat().st_size
     what = "empty: 0 bytes" if size == 0 else f"{size} bytes; {why}"
     others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
@@ -112,9 +92,7 @@ def resume_point(path: str | os.PathLike[str]) -> Path | None:
 
 def resolve_resume(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file, or a checkpoint folder's ``last.pt``; a clear error if neither exists."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / LAST
+    path = Path(path) / LAST if Path(path).is_dir() else Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no checkpoint at {path}; pass resume= the checkpoint_dir of an earlier fit or a .pt file it wrote"

@@ -1,8 +1,4 @@
-"""FitConfig: every option of a training run, with the reason for each default, checked in one place.
-
-Recipes (:mod:`imgzoo.train.recipes`) are FitConfig values, ``imgzoo train``'s flags are its fields,
-and a run folder's ``run.json`` stores it: there is no other list of training options.
-"""
+"""FitConfig: every training option, with the reason for its default; recipes, flags and run.json use it."""
 
 from __future__ import annotations
 
@@ -19,25 +15,20 @@ from imgzoo._device import AMP_CHOICES
 from imgzoo.data.transforms import AUGMENTS
 from imgzoo.train.callbacks import EMA, Callback, Lookahead
 
-__all__ = ["FitConfig", "averaging_callbacks", "loader_differences", "warn_if_loader_differs"]
-
 OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
 ScheduleSpec = str | None | Callable[[torch.optim.Optimizer], Any]
-SCHEDULES = ("onecycle", "cosine", "step", "linear")
 # The options named by one of a few words; the command line offers the same choices.
 CHOICES: dict[str, tuple[Any, ...]] = {
     "augment": AUGMENTS,
     "optimizer": ("sgd", "adamw"),
-    "schedule": SCHEDULES,
+    "schedule": ("onecycle", "cosine", "step", "linear"),
     "schedule_interval": ("epoch", "step"),
     "amp": AMP_CHOICES,
     "channels_last": (True, False, "auto"),
     "verbose": (0, 1, 2),
 }
-# Options that say how a run is carried out, not what it learns: a resumed run may change them and a recipe
-# does not record them.
+# How a run is carried out, not what it learns: a resumed run may change them, a recipe does not record them.
 HOW_TO_RUN = ("compile", "device", "num_workers", "max_time", "verbose", "callbacks", "checkpoint_dir", "resume")
-# The batches fit builds from a Dataset (the loader's keywords).
 LOADER_FIELDS = ("batch_size", "augment", "translate", "alternate_flips", "cutout")
 
 
@@ -51,51 +42,41 @@ class FitConfig:
     translate: int | None = None  # the crop's largest shift in pixels; None: 1/8 of the side (4 on CIFAR)
     alternate_flips: bool = False  # airbench's flips on alternate epochs; its ablations credit 1 epoch in 10
     cutout: int = 0  # side of a square blanked in each image (DeVries & Taylor 2017); 0: none
-    # SGD with Nesterov momentum 0.9 is He et al. 2016's and airbench's; "adamw", a torch.optim class
-    # (lr 1e-3, decay 0.05) or a callable(params) -> optimizer (nothing added) also work.
-    optimizer: OptimizerSpec = "sgd"
+    # Nesterov SGD: He et al. 2016's and airbench's; "adamw", another torch.optim class (lr 1e-3, decay 0.05)
+    optimizer: OptimizerSpec = "sgd"  # or a callable(params) -> optimizer (nothing added)
     lr: float | None = None  # the peak; None: 0.1 for SGD at batch 128 (He et al. 2016), else 1e-3 (AdamW)
     momentum: float = 0.9  # SGD only; Nesterov whenever > 0
-    # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); biases and norms never
-    # decay ("Bag of Tricks", He et al. 2019, section 3.1).
-    weight_decay: float | None = None
-    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step" (x0.1 at 50%
-    # and 75%) and "linear" (airbench94's: 0.2x -> 1x over 23% of the steps -> 0.07x, momentum held) also
-    # work, or a callable(optimizer) -> scheduler stepped every schedule_interval.
-    schedule: ScheduleSpec = "onecycle"
+    # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); never on biases and norms
+    weight_decay: float | None = None  # ("Bag of Tricks", He et al. 2019, section 3.1)
+    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step" (x0.1 at 50% and
+    # 75%), "linear" (airbench94's: 0.2x -> 1x over 23% of the steps -> 0.07x, momentum held), None, or a
+    schedule: ScheduleSpec = "onecycle"  # callable(optimizer) -> scheduler stepped every schedule_interval
     schedule_interval: str = "epoch"  # for callables only; "epoch" is Lightning's default
     label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1
-    # Norm layers' biases at this multiple of lr: airbench94's 64 reached 94% in 13.5 epochs against 18.
-    norm_bias_lr_scale: float = 1.0
+    norm_bias_lr_scale: float = 1.0  # norm layers' biases' lr multiple; airbench94's 64: 94% in 13.5 epochs, not 18
     ema_decay: float | None = None  # an EMA of the weights (fit adds callbacks.EMA); None: none
     lookahead_decay: float | None = None  # airbench94's Lookahead (callbacks.Lookahead); not with ema_decay
     grad_clip: float | None = None  # max gradient L2 norm; None: no clipping (Lightning's default)
     # "auto": bf16 where the hardware computes it natively, else fp32: bf16 ran at 0.09x fp32's speed on an
     # AVX2-only CPU and 1.92x with avx512_bf16 (bench/bench_fit.py). True also allows fp16 on older GPUs.
     amp: bool | str = "auto"
-    # "auto": on for CPUs (ResNet-20 +16% on AVX2, 300 against 258 img/s) and GPUs under mixed precision.
-    channels_last: bool | str = "auto"
+    channels_last: bool | str = "auto"  # CPUs (ResNet-20 on AVX2: 300 against 258 img/s) and GPUs in amp
     compile: bool = False  # a minute of compiling: ResNet-56 1.2x faster after it, basic_cnn 0.87x
     device: str | torch.device = "auto"  # cuda, then mps, then cpu
     seed: int | None = 0  # runs are reproducible unless asked otherwise; None draws a fresh seed
     num_workers: int | None = None  # None: 0 for TensorDatasets, else min(4, CPUs - 1) (timm's, capped)
     callbacks: Sequence[Callback] = field(default_factory=tuple)
     checkpoint_dir: str | os.PathLike[str] | None = None  # last.pt after every epoch, written atomically
-    # A checkpoint_dir or a .pt in it: resume with the same options (another length is refused up front).
-    resume: str | os.PathLike[str] | None = None
+    resume: str | os.PathLike[str] | None = None  # a checkpoint_dir or a .pt in it; the same options
     max_time: float | None = None  # seconds; no epoch starts that would not finish in time
     verbose: int = 1  # 0: silent, 1: progress bar and a line per epoch, 2: the lines only
     recipe: str | None = None  # the recipe the options came from; fit warns if a loader it gets disagrees
 
     def __post_init__(self) -> None:
-        problems = [*_number_problems(self), *_choice_problems(self)]
-        if problems:
+        if problems := _problems(self):
             raise ValueError("fit: " + "; ".join(problems))
-        for cb in self.callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(
-                    f"fit: callbacks must be imgzoo.train.callbacks.Callback instances, got {type(cb).__name__}"
-                )
+        if wrong := [type(cb).__name__ for cb in self.callbacks if not isinstance(cb, Callback)]:
+            raise TypeError(f"fit: callbacks must be imgzoo.train.callbacks.Callback instances, got {wrong[0]}")
 
     def lr_and_weight_decay(self) -> tuple[float, float]:
         """The peak lr and weight decay the run uses: the ones given, else the optimizer's defaults."""
@@ -121,41 +102,32 @@ def _is_int(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _number_problems(cfg: FitConfig) -> list[str]:
-    """What is wrong with the numeric options, each as "name must be ..., got ..."."""
-    checks = [
-        (_is_int(cfg.epochs, 1), "epochs must be an integer >= 1", cfg.epochs),
-        (_is_int(cfg.batch_size, 1), "batch_size must be an integer >= 1", cfg.batch_size),
-        (
-            cfg.translate is None or _is_int(cfg.translate, 0),
-            "translate must be an integer >= 0 or None",
-            cfg.translate,
-        ),
-        (_is_int(cfg.cutout, 0), "cutout must be an integer >= 0 (pixels; 0 blanks nothing)", cfg.cutout),
-        (isinstance(cfg.alternate_flips, bool), "alternate_flips must be True or False", cfg.alternate_flips),
-        (cfg.lr is None or cfg.lr > 0, "lr must be > 0", cfg.lr),
-        (0.0 <= cfg.label_smoothing < 1.0, "label_smoothing must be in [0, 1)", cfg.label_smoothing),
-        (cfg.norm_bias_lr_scale > 0, "norm_bias_lr_scale must be > 0", cfg.norm_bias_lr_scale),
-        (cfg.ema_decay is None or 0 < cfg.ema_decay < 1, "ema_decay must be in (0, 1) or None", cfg.ema_decay),
-        (
-            cfg.lookahead_decay is None or 0 < cfg.lookahead_decay < 1,
-            "lookahead_decay must be in (0, 1) or None",
-            cfg.lookahead_decay,
-        ),
-        (
-            cfg.ema_decay is None or cfg.lookahead_decay is None,
-            "ema_decay and lookahead_decay both rewrite the weights: set one",
-            (cfg.ema_decay, cfg.lookahead_decay),
-        ),
-        (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip must be > 0 or None", cfg.grad_clip),
-        (cfg.max_time is None or cfg.max_time > 0, "max_time must be > 0 seconds or None", cfg.max_time),
+# The numeric options: a test, and what it asks for ("epochs must be an integer >= 1, got 0").
+_NUMBERS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "batch_size": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "translate": (lambda v: v is None or _is_int(v, 0), "an integer >= 0 or None"),
+    "cutout": (lambda v: _is_int(v, 0), "an integer >= 0 (pixels; 0 blanks nothing)"),
+    "alternate_flips": (lambda v: isinstance(v, bool), "True or False"),
+    "lr": (lambda v: v is None or v > 0, "> 0"),
+    "label_smoothing": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "norm_bias_lr_scale": (lambda v: v > 0, "> 0"),
+    "ema_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or None"),
+    "lookahead_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or None"),
+    "grad_clip": (lambda v: v is None or v > 0, "> 0 or None"),
+    "max_time": (lambda v: v is None or v > 0, "> 0 seconds or None"),
+}
+
+
+def _problems(cfg: FitConfig) -> list[str]:
+    """What is wrong with the options, each as "name must be ..., got ..."; optimizer and schedule may also
+    be a class or callable."""
+    problems = [
+        f"{n} must be {rule}, got {getattr(cfg, n)!r}" for n, (ok, rule) in _NUMBERS.items() if not ok(getattr(cfg, n))
     ]
-    return [f"{rule}, got {value!r}" for ok, rule, value in checks if not ok]
-
-
-def _choice_problems(cfg: FitConfig) -> list[str]:
-    """The options outside their CHOICES; optimizer and schedule may also be a class or callable."""
-    problems = []
+    if cfg.ema_decay is not None and cfg.lookahead_decay is not None:
+        pair = (cfg.ema_decay, cfg.lookahead_decay)
+        problems.append(f"ema_decay and lookahead_decay both rewrite the weights: set one, got {pair!r}")
     extra = {"optimizer": ["a torch.optim class", "a callable"], "schedule": ["None", "a callable"]}
     for name, allowed in CHOICES.items():
         value = getattr(cfg, name)
@@ -180,20 +152,17 @@ def averaging_callbacks(cfg: FitConfig) -> list[Callback]:
 def loader_differences(loader: Any, cfg: FitConfig) -> list[str]:
     """How a loader's batch size and augmentation differ from ``cfg``'s, each as a phrase; what it does not
     state (a DataLoader's augment) is not compared."""
-    found = []
-    for option, wanted in cfg.loader_options().items():
-        has = getattr(loader, option, None)
-        if option == "translate" and wanted is None:
-            continue  # the loader's own default
-        if has is not None and has != wanted:
-            found.append(f"{option}={has!r} (the recipe's is {wanted!r})")
-    return found
+    has = {option: getattr(loader, option, None) for option in LOADER_FIELDS}
+    return [
+        f"{option}={has[option]!r} (the recipe's is {wanted!r})"
+        for option, wanted in cfg.loader_options().items()
+        if has[option] is not None and has[option] != wanted and not (option == "translate" and wanted is None)
+    ]  # translate=None: the loader's own default
 
 
 def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
     """One warning when the loader a user built is not the recipe's: fit cannot rebuild it."""
-    differences = loader_differences(loader, cfg) if cfg.recipe is not None else []
-    if differences:
+    if differences := loader_differences(loader, cfg) if cfg.recipe is not None else []:
         warnings.warn(
             f"fit: recipe {cfg.recipe!r} trains with {cfg.loader_options()}, but the training "
             f"{type(loader).__name__} has {', '.join(differences)}; fit uses the loader as it is. Build it with "

@@ -1,5 +1,4 @@
-"""torch.distributed helpers, so that fit runs unchanged under ``torchrun --nproc_per_node=N``: join the group
-torchrun describes (NCCL on GPUs, gloo on CPU), sum metrics over processes, agree on decisions to stop."""
+"""What fit needs under ``torchrun --nproc_per_node=N``: the process group, sums and agreement over processes."""
 
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_gather_objects", "all_reduce_sums", "any_process", "setup"]
-
 
 @dataclass(frozen=True)
 class DistContext:
@@ -23,34 +20,25 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    enabled = property(lambda self: self.world_size > 1)
+    is_main = property(lambda self: self.rank == 0)
 
 
 def setup(device: torch.device) -> DistContext:
-    """Join the process group torchrun describes; a no-op outside torchrun. An initialized group is used as it
-    is; one started here stays open for later fit calls (a second init_process_group would fail) and is
-    destroyed at interpreter exit, unless it has been destroyed or replaced by then."""
-    if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if world_size <= 1:
-        return DistContext()
-    if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
-    atexit.register(_destroy_at_exit, dist.group.WORLD)
+    """Join the process group torchrun describes; a no-op outside torchrun. A group already started is used
+    as it is; one started here stays open for later fit calls (a second init_process_group would fail)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+            return DistContext()
+        if not dist.is_available():
+            raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_destroy_at_exit, dist.group.WORLD)
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def _destroy_at_exit(group: object) -> None:
-    """End the group fit started, if it is still the default one (never a group the user made since)."""
+    """At exit, end the group fit started if it is still the default one (never a group the user made since)."""
     if dist.is_initialized() and dist.group.WORLD is group:
         gc.collect()  # anything else still holding the group's work goes first, while the interpreter is whole
         dist.destroy_process_group()
@@ -76,8 +64,4 @@ def all_gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
 
 def any_process(ctx: DistContext, flag: bool, *, device: torch.device) -> bool:
     """True on every process if it is True on any: decisions to stop must agree, or the others hang."""
-    if not ctx.enabled:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return all_reduce_sums(ctx, float(flag), device=device)[0] > 0

@@ -1,11 +1,5 @@
-"""One fit per checkpoint folder, and a folder that can be written, both known before training starts.
-
-Two runs writing ``last.pt`` in one folder overwrite each other's checkpoints, and a resume then
-continues a mixture of both. fit holds ``fit.lock`` in the folder (filelock: an OS lock, which the OS
-drops when its process ends however it ends, so a killed run never blocks the next). Creating the lock
-file is also the test that the folder can be written: a read-only or misnamed folder fails before the
-first epoch's work, not after it.
-"""
+"""One fit per checkpoint folder (two would overwrite each other's last.pt), in a folder known to be writable
+before training starts. filelock's OS lock is dropped when its process ends, so a killed run blocks nothing."""
 
 from __future__ import annotations
 
@@ -16,8 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-
-__all__ = ["LOCK_NAME", "CheckpointDirError", "lock_checkpoint_dir"]
 
 LOCK_NAME = "fit.lock"
 
@@ -33,12 +25,11 @@ def lock_checkpoint_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]
         yield
         return
     folder = Path(folder)
-    path = folder / LOCK_NAME
-    lock = FileLock(path, timeout=0)
+    lock = FileLock(path := folder / LOCK_NAME, timeout=0)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         holder = path.read_text(errors="replace").split() if path.is_file() else []  # read before we try
-        lock.acquire()
+        held = lock.acquire()  # a context manager that releases it
     except Timeout:  # before OSError: filelock's Timeout is a TimeoutError
         who = f"process {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
         raise CheckpointDirError(
@@ -50,9 +41,7 @@ def lock_checkpoint_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]
             f"fit: cannot write checkpoints to {folder}: {e.strerror or e} ({type(e).__name__}). "
             "Pass a checkpoint_dir= in a folder you can write to, or fix its permissions; nothing was trained."
         ) from None
-    try:
+    with held:
         with contextlib.suppress(OSError):  # only to name the holder in another fit's refusal
             path.write_text(f"{os.getpid()} {socket.gethostname()}\n")
         yield
-    finally:
-        lock.release()

@@ -1,10 +1,4 @@
-"""The optimizer and learning-rate schedule fit builds from its options, and what a checkpoint needs
-to know about them to refuse a resume that would not continue the same run.
-
-A restored OneCycleLR, CosineAnnealingLR or MultiStepLR keeps the length it was built for, and
-an optimizer's state only fits the class that wrote it (SGD's momentum buffers are not AdamW's
-moments): both are recorded in the checkpoint and compared before anything is loaded.
-"""
+"""fit's optimizer and schedule, and the record of them that refuses a resume of another run up front."""
 
 from __future__ import annotations
 
@@ -14,18 +8,6 @@ import torch
 from torch import nn
 
 from imgzoo.train.config import FitConfig
-
-__all__ = ["build_optimizer", "build_schedule", "check_schedule_resumable", "optimizer_name", "schedule_size"]
-
-
-def _norm_shifts(model: nn.Module) -> set[int]:
-    """The ids of the trainable biases of normalisation layers (batch, group, layer and instance norm)."""
-    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-    return {
-        id(module.bias)
-        for module in model.modules()
-        if isinstance(module, norms) and getattr(module, "bias", None) is not None and module.bias.requires_grad
-    }
 
 
 def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
@@ -38,19 +20,20 @@ def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     spec = cfg.optimizer
     if callable(spec) and not (isinstance(spec, type) and issubclass(spec, torch.optim.Optimizer)):
         return spec(params)
-    # torch.optim.SGD and AdamW themselves get the recipes of "sgd" and "adamw", not the generic defaults.
-    is_sgd, is_adamw = spec in ("sgd", torch.optim.SGD), spec in ("adamw", torch.optim.AdamW)
     lr, wd = cfg.lr_and_weight_decay()
-    shifts = _norm_shifts(model) if cfg.norm_bias_lr_scale != 1.0 else set()
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)  # batch, group, layer, instance norm
+    shifts = {id(m.bias) for m in model.modules() if isinstance(m, norms) and getattr(m, "bias", None) is not None}
+    shifts = shifts if cfg.norm_bias_lr_scale != 1.0 else set()
     groups = [
         {"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
         {"params": [p for p in params if p.ndim <= 1 and id(p) not in shifts], "weight_decay": 0.0},  # biases, norms
         {"params": [p for p in params if id(p) in shifts], "weight_decay": 0.0, "lr": lr * cfg.norm_bias_lr_scale},
     ]
     groups = [g for g in groups if g["params"]]
-    if is_sgd:
+    # torch.optim.SGD and AdamW themselves get the recipes of "sgd" and "adamw", not the generic defaults.
+    if spec in ("sgd", torch.optim.SGD):
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    if is_adamw:
+    if spec in ("adamw", torch.optim.AdamW):
         return torch.optim.AdamW(groups, lr=lr)
     return spec(groups, lr=lr)  # another torch.optim class: the generic defaults
 
@@ -93,44 +76,33 @@ def schedule_size(cfg: FitConfig, steps_per_epoch: int) -> dict[str, Any]:
     return {"schedule": kind, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch}
 
 
-def _shown(kind: str | None) -> str:
-    return "a callable" if kind == "callable" else repr(kind)
-
-
 def _length(size: dict[str, Any]) -> str:
     steps = f" of {size['steps_per_epoch']} steps" if _SIZED.get(size["schedule"]) == "per step" else ""
     return f"{size['epochs']} epochs{steps}"
 
 
 def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], path: Any) -> None:
-    """Refuse, before any work, a resume whose schedule would not continue the checkpointed one.
-
-    A restored OneCycleLR, CosineAnnealingLR or MultiStepLR keeps the length it was built
-    for: a longer run fails inside torch (one-cycle), trains at the final rate (cosine) or
-    drops the rate at the old run's milestones (step). The checkpointed scheduler's state also
-    only fits the same kind of schedule. schedule=None and callables are not sized by fit, so
-    their runs resume with any epochs. Checkpoints written before the record was kept are not checked.
-    """
+    """Refuse, before any work, a resume whose schedule would not continue the checkpointed one: a restored
+    OneCycleLR, CosineAnnealingLR or MultiStepLR keeps its length (a longer run fails inside torch, trains at
+    the final rate or drops the rate at the old milestones), and its state fits only the same kind of
+    schedule. None and callables are not sized by fit; checkpoints without the record are not checked."""
     if saved is None:
         return
+    was, asked = ("a callable" if s["schedule"] == "callable" else repr(s["schedule"]) for s in (saved, now))
     new_run = (
         f"start a new run from its weights: model.load_state_dict(imgzoo.train.checkpoint.load_checkpoint('{path}')"
         "['model']), then fit without resume= (a fresh schedule for the new length)"
     )
     if saved["schedule"] != now["schedule"]:
         raise ValueError(
-            f"fit: cannot resume {path}: it was made with schedule={_shown(saved['schedule'])}, and this call asks "
-            f"for schedule={_shown(now['schedule'])}; the restored scheduler state fits only the same schedule. "
-            f"Resume with schedule={_shown(saved['schedule'])}, or {new_run}."
+            f"fit: cannot resume {path}: it was made with schedule={was}, and this call asks for schedule={asked}; "
+            f"the restored scheduler state fits only the same schedule. Resume with schedule={was}, or {new_run}."
         )
-    per = _SIZED.get(now["schedule"])
-    if per is None:
-        return
-    if saved["epochs"] != now["epochs"] or (per == "per step" and saved["steps_per_epoch"] != now["steps_per_epoch"]):
+    if now["schedule"] in _SIZED and _length(saved) != _length(now):
         raise ValueError(
-            f"fit: cannot resume {path}: it was made with schedule={_shown(saved['schedule'])} sized for "
-            f"{_length(saved)}, and this call asks for {_length(now)}. A restored {saved['schedule']} schedule "
-            "keeps the length it was built for, so training would fail or go on at the wrong learning rate. "
-            f"To continue that run, resume with epochs={saved['epochs']} (and the same batch size and training "
-            f"data); to train for another length, {new_run}."
+            f"fit: cannot resume {path}: it was made with schedule={was} sized for {_length(saved)}, and this call "
+            f"asks for {_length(now)}. A restored {saved['schedule']} schedule keeps the length it was built for, "
+            f"so training would fail or go on at the wrong learning rate. To continue that run, resume with "
+            f"epochs={saved['epochs']} (and the same batch size and training data); to train for another "
+            f"length, {new_run}."
         )

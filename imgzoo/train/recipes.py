@@ -1,12 +1,6 @@
-"""Recipes: how a set of weights was trained, and what ``imgzoo train ARCH`` uses, as FitConfig values.
-
-A :class:`Recipe` is a :class:`~imgzoo.train.config.FitConfig` with what fit does not take: the model
-builder's keyword arguments, evaluation's test-time augmentation and where the values come from. There is
-one per shipped weights entry (``"resnet_cifar.cifar10"``: exactly what trained those weights) and one per
-architecture (``"resnet_cifar"``). ``fit(model, train, val, recipe="resnet_cifar.cifar10")`` trains by it
-(keywords beside it win); ``imgzoo.hub.pretrained`` records ``recipe.to_meta()`` in each entry's
-``meta["recipe"]``, and tests/test_recipes.py checks it against the shipped ``config.json``.
-"""
+"""Recipes: FitConfig values with the model's keyword arguments, TTA and source; one per shipped weights
+entry (exactly what trained it; tests/test_recipes.py checks each against its config.json) and one per
+architecture (what ``imgzoo train ARCH`` and ``fit(..., recipe=ARCH)`` use)."""
 
 from __future__ import annotations
 
@@ -19,8 +13,6 @@ from imgzoo.eval.evaluation import TTA_MODES
 from imgzoo.models.registry import get_weights_entry, list_pretrained
 from imgzoo.train.config import FitConfig
 
-__all__ = ["RECIPES", "Recipe", "get_recipe", "list_recipes", "resolve_config"]
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -29,8 +21,7 @@ class Recipe:
     name: str  # a weights name ("resnet_cifar.cifar10") or an architecture name ("resnet_cifar")
     config: FitConfig
     tta: bool | str = False  # evaluate(tta=...): False, "flip", "shift" or "flip+shift"
-    # create_model's keyword arguments beyond the data's classes, e.g. {"whiten": True}, {"depth": 56}
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model's beyond classes: {"depth": 56}
     source: str = ""  # the command that ran it, the figures it gave, or the paper it follows
 
     def __post_init__(self) -> None:
@@ -48,8 +39,8 @@ class Recipe:
         """The Recipe a ``meta["recipe"]`` dict records; its other keys (data, machine, ...) are ignored."""
         if "epochs" not in meta:
             raise ValueError(
-                f"the recipe recorded for {name!r} has no 'epochs' (it has {sorted(meta)}); a recipe needs at least "
-                "the number of epochs. Record the run's options with Recipe(...).to_meta() when saving it."
+                f"the recipe recorded for {name!r} has no 'epochs' (it has {sorted(meta)}); record a run's options "
+                "with Recipe(...).to_meta(), which holds the epochs and every option fit takes, when saving it."
             )
         options = {f.name: meta[f.name] for f in dataclasses.fields(FitConfig) if f.name in meta}
         # Written by imgzoo 0.1: Nesterov SGD was "sgd-nesterov", the augmentation was described in words.
@@ -64,11 +55,25 @@ _SGD_CIFAR = (
     "SGD with Nesterov momentum 0.9, weight decay 5e-4 and batch 128: He et al. 2016 (section 4.2) and the common "
     "CIFAR ResNet reproductions; one-cycle (Smith & Topin 2019) reaches a given accuracy in the fewest epochs"
 )
+_EPYC = "a 2-core AMD EPYC (AVX2, no native bf16), torch 2.14.1"
+_XEON = "a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10"
 
-# airbench94 (Jordan 2024, arXiv:2404.00498; its hyperparameters as published in airbench94.py) in fit's terms.
-# Its loss is summed over the batch and its lr 11.5 is per 1024 images divided by 1024 * (1 + 1 / (1 - momentum)):
-# 11.5 / 7.67 = 1.5 on fit's mean loss. Its decoupled weight decay, 0.0153 * batch / 7850.7 = 0.0020 of each
-# weight per step, is 0.0020 / 1.5 on fit's SGD.
+
+def _ran(name: str, out: str, took: str, on: str = _XEON, flags: str = "") -> str:
+    """A CIFAR-10 run's command line, machine and time, as the shipped config.json files word them."""
+    arch = name.split(".")[0]
+    return f"imgzoo train {arch} <CIFAR-10 train/<class>/*.jpg> --out runs/{out} --recipe {name}{flags}, on {on}{took}"
+
+
+def _variant(base: Recipe, name: str, source: str, **changes: Any) -> Recipe:
+    """``base`` under another name and source, with ``changes`` to its tta, model_kwargs or FitConfig."""
+    own = {key: changes.pop(key) for key in ("tta", "model_kwargs") if key in changes}
+    return replace(base, name=name, source=source, config=replace(base.config, **changes), **own)
+
+
+# airbench94 (Jordan 2024, arXiv:2404.00498, airbench94.py) in fit's terms: its loss is summed over the batch and
+# its lr 11.5 per 1024 images is divided by 1024 * (1 + 1 / (1 - momentum)): 11.5 / 7.67 = 1.5 on fit's mean loss;
+# its decoupled weight decay, 0.0153 * batch / 7850.7 = 0.0020 of each weight per step, is 0.0020 / 1.5 here.
 _AIRBENCH94 = FitConfig(
     epochs=11,  # airbench94's 484 steps: 9.9 epochs of 50,000 images there, 11 of 45,000 (44 batches) here
     batch_size=1024,
@@ -81,10 +86,6 @@ _AIRBENCH94 = FitConfig(
     translate=2,  # airbench94's pad-and-crop: 2 pixels for 10 epochs (4 is the usual for longer runs)
     lookahead_decay=0.95**5,  # every 5 steps, ramped in cubically over the run
 )
-_AIRBENCH94_EXTRAS: dict[str, Any] = {
-    "tta": "flip+shift",  # airbench94's tta_level 2
-    "model_kwargs": {"whiten": True, "bn_momentum": 0.4, "bn_scale": False, "logit_scale": 1 / 9, "dirac_init": True},
-}
 _AIRBENCH94_SOURCE = (
     "airbench94's recipe (Jordan 2024, arXiv:2404.00498, airbench94.py) through fit: whitened stem, dirac "
     "init, batch-norm momentum 0.6 (0.4 in torch's convention) with fixed scales, logits x 1/9, Nesterov SGD "
@@ -94,232 +95,114 @@ _AIRBENCH94_SOURCE = (
     "flips, which its ablations credit with 1 of its 10 epochs, are FastLoader(alternate_flips=True): in the "
     "recipe where alternate_flips is True."
 )
-
-# What trains the shipped ResNets, at depth 20 (resnet_cifar.cifar10) and 56 (resnet_cifar.d56_cifar10): SGD as in
-# _SGD_CIFAR under a one-cycle schedule, label smoothing 0.1, crops with airbench's alternating flips and an
-# 8-pixel cutout (DeVries and Taylor 2017), 90 epochs; flip+shift TTA. Each step is measured in those recipes.
-_RESNET_CIFAR10 = FitConfig(epochs=90, label_smoothing=0.1, alternate_flips=True, cutout=8)  # tta flip+shift
+_AIRBENCH_NET = {"whiten": True, "bn_momentum": 0.4, "bn_scale": False, "logit_scale": 1 / 9, "dirac_init": True}
+# basic_cnn.airbench: 89.48% (90.74% with flip+shift TTA, airbench94's tta_level 2) in fp32 on 2 AVX2 cores, 59 min;
+# 16 epochs 89.50% (90.80%).
+_AIRBENCH = Recipe("basic_cnn.airbench", _AIRBENCH94, "flip+shift", _AIRBENCH_NET, _AIRBENCH94_SOURCE)
+# basic_cnn.cifar10: 90.78% (91.58% with TTA) in 26 min (Xeon, bf16), seed 1 90.58% (91.66%). airbench96's crops
+# and cutout; the cutout's side, one run each: 8 px 90.32%, 12 px 90.78%, 16 px 89.02%.
+_BASIC_RAN = (
+    f"{_ran('basic_cnn.cifar10', 'basic_cnn', ': 1,584 s')}. airbench94's recipe for 36 epochs instead of 11, with its "
+    f"alternating flips and airbench96's 4-pixel crops and 12-pixel cutout. {_AIRBENCH94_SOURCE}"
+)
+_BASIC = _variant(_AIRBENCH, "basic_cnn.cifar10", _BASIC_RAN, epochs=36, alternate_flips=True, translate=4, cutout=12)
+# resnet_cifar.short: what 90 minutes buy ResNet-20 on 2 AVX2 cores in fp32, 87.06% (88.68% with TTA) in 36 epochs.
+_SHORT_RAN = (
+    f"{_ran('resnet_cifar.short', 'r20_short', ' copy of CIFAR-10', _EPYC + ', JPEG quality 75')}. {_SGD_CIFAR}"
+)
+_SHORT = Recipe("resnet_cifar.short", FitConfig(epochs=36, label_smoothing=0.1), "flip+shift", source=_SHORT_RAN)
+# resnet_cifar.cifar10 (the shipped ResNets, depth 20 and 56): _SHORT with alternating flips and an 8-pixel cutout
+# (DeVries and Taylor 2017) over 90 epochs: 89.12% (89.98% with TTA) in 72 min compiled in bf16 (Xeon), +0.98 points
+# (+0.10 with TTA) over resnet_cifar.e90 without the cutout, one run each.
+_RESNET_RAN = (
+    f"{_ran('resnet_cifar.cifar10', 'r20', ': 4,294 s', flags=' --compile')}. resnet_cifar.short's recipe with "
+    f"alternating flips and an 8-pixel cutout over 90 epochs. {_SGD_CIFAR}"
+)
+_RESNET = _variant(_SHORT, "resnet_cifar.cifar10", _RESNET_RAN, epochs=90, alternate_flips=True, cutout=8)
+# ResNet-56 (93.03% in He et al. 2016 after 164 epochs, lossless CIFAR-10) in 90: 90.26% (91.66% with TTA),
+# 2 h 58 min compiled in bf16 (Xeon), resumed exactly twice; +2.1 points over d56_e40.
+_D56_RAN = (
+    f"{_ran('resnet_cifar.d56_cifar10', 'r56', ': 10,661 s', flags=' --compile')}. He et al. 2016's depth-56 network "
+    f"with resnet_cifar.short's recipe over 90 epochs, with alternating flips and an 8-pixel cutout. {_SGD_CIFAR}"
+)
+# mnist_cnn.mnist: 99.68% of 5,999 validation digits (99.63% with shift TTA), 24 epochs in 29 min on 2 AVX2 cores.
+# Each alone: no smoothing 99.53%, dropout 0.25 at batch 128 99.62%, EMA 0.999 99.57%, 32 epochs 99.58%, --augment
+# affine 99.55%, dropout 0.1 99.63%, and batch 64 99.68%; a run's 19 errors vary by about sqrt(19) = 4 (+-0.07
+# points). Digits are never flipped: a mirrored digit is another digit.
+_MNIST_RAN = (
+    f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
+    f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
+    "split (see imgzoo/recipes.py)"
+)
+_MNIST = Recipe(
+    "mnist_cnn.mnist", FitConfig(epochs=24, batch_size=64, label_smoothing=0.1), "shift", {"dropout": 0.1}, _MNIST_RAN
+)
+_D56 = {"depth": 56}
+_QUICK = "python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick"
+_E60 = "python examples/train.py resnet_cifar <CIFAR-10 jpg> --epochs 60 --amp bf16 on 2 CPU cores (before recipes)"
+_ONECYCLE = f"{_ran('basic_cnn', 'basic_cnn', ': 53 min', _EPYC)} (by the basic_cnn recipe then). {_SGD_CIFAR}"
+_DOGS = "a linear head on a frozen ImageNet ResNet-50 (examples/finetune_dogbreed.py unfreezes the last stage)"
 
 _BUILTIN = (
     # ---------------------------------------------------------------- what trained the shipped weights
-    Recipe(
-        # 99.68% on the 5,999 validation digits (99.63% with shift TTA), 24 epochs in 29 min on 2 AVX2 cores. Each
-        # measured alone on that split: no smoothing 99.53%; dropout 0.25 at batch 128 99.62%; with EMA 0.999 99.57%;
-        # 32 epochs 99.58%; --augment affine 99.55%; dropout 0.1 99.63%; and at batch 64 99.68%. One run's 19 errors
-        # vary by about sqrt(19) = 4 (+-0.07 points). Digits are never flipped: a mirrored digit is another digit.
-        "mnist_cnn.mnist",
-        FitConfig(epochs=24, batch_size=64, label_smoothing=0.1),
-        tta="shift",
-        model_kwargs={"dropout": 0.1},
-        source=(
-            "imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on a 2-core "
-            "AMD EPYC (AVX2, no native bf16), torch 2.14.1: 1,751 s, 62-78 s an epoch. "
-            f"{_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation split (see imgzoo/recipes.py)"
-        ),
+    _MNIST,
+    _RESNET,
+    _BASIC,
+    _variant(_RESNET, "resnet_cifar.d56_cifar10", _D56_RAN, model_kwargs=_D56),
+    # ---------------------------------------------------------------- weights shipped before, and variants
+    # The first resnet_cifar.cifar10: 88.08% (89.60% with flip+shift TTA, flip 89.40%, shift 88.54%); 30 epochs 86.56%.
+    _variant(_SHORT, "resnet_cifar.e60", _E60, epochs=60, label_smoothing=0.0, amp="bf16"),
+    # 88.14% (89.88% with TTA) in 74 min (Xeon, bf16), 0.06 points over e60: ResNet-20's 0.27M parameters hold it.
+    _variant(_SHORT, "resnet_cifar.e90", _ran("resnet_cifar.e90", "r20", ": 4,410 s"), epochs=90, alternate_flips=True),
+    # The d56_cifar10 weights before: 88.14% (89.62% with TTA) in 80 min (Xeon, bf16); 3.1x ResNet-20's work.
+    _variant(
+        _SHORT, "resnet_cifar.d56_e40", _ran("resnet_cifar.d56_e40", "r56", ": 4,813 s"), model_kwargs=_D56, epochs=40
     ),
-    Recipe(
-        # The first resnet_cifar.cifar10 weights: 88.08% (89.60% with flip+shift TTA; flip alone 89.40%, shifts alone
-        # 88.54%); 30 epochs gave 86.56%.
-        "resnet_cifar.e60",
-        FitConfig(epochs=60, amp="bf16"),
-        tta="flip+shift",
-        source=(
-            "python examples/train.py resnet_cifar <CIFAR-10 train/<class>/*.jpg> --epochs 60 --amp bf16, on 2 CPU "
-            "cores, JPEG quality 75 copy of CIFAR-10; today's equivalent: imgzoo train resnet_cifar DATA --recipe "
-            f"resnet_cifar.e60 --amp bf16. {_SGD_CIFAR}"
-        ),
+    # The basic_cnn.cifar10 weights before: 90.26% (91.08% with TTA) in 20 min (Xeon, bf16), training accuracy 99.2%
+    # (memorised); airbench94's own script: 91.16% with TTA in 35 min (fp32).
+    _variant(
+        _AIRBENCH, "basic_cnn.e22", _ran("basic_cnn.e22", "basic_cnn", ": 1,174 s"), epochs=22, alternate_flips=True
     ),
-    Recipe(
-        # 89.12% (89.98% with TTA) after 90 epochs, 72 min compiled in bf16 on 2 Xeon cores with AMX: resnet_cifar.e90
-        # plus an 8-pixel cutout, +0.98 points plain (+0.10 with TTA), one run each.
-        "resnet_cifar.cifar10",
-        _RESNET_CIFAR10,
-        tta="flip+shift",
-        source=(
-            "imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r20 --recipe resnet_cifar.cifar10 "
-            "--compile, on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of "
-            "CIFAR-10: 4,294 s. resnet_cifar.short's recipe with alternating flips and an 8-pixel cutout over 90 "
-            f"epochs. {_SGD_CIFAR}"
-        ),
-    ),
-    Recipe(
-        # 88.14% (89.88% with TTA) in 74 min (Xeon, bf16): 0.06 points over e60's 60 epochs, about one run's noise;
-        # training accuracy 96.7%: ResNet-20's 0.27M parameters, not the epochs, hold it.
-        "resnet_cifar.e90",
-        FitConfig(epochs=90, label_smoothing=0.1, alternate_flips=True),
-        tta="flip+shift",
-        source=(
-            "imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r20 --recipe resnet_cifar.e90, "
-            "on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: "
-            f"4,410 s. resnet_cifar.short's recipe with alternating flips over 90 epochs. {_SGD_CIFAR}"
-        ),
-    ),
-    Recipe(
-        # 90.78% (91.58% with TTA) in 26 min (Xeon, bf16); seed 1 gave 90.58% (91.66%). airbench96's 4-pixel crops and
-        # 12-pixel cutout over 36 epochs; the cutout's side, one run each: 8 px 90.32%, 12 px 90.78%, 16 px 89.02%.
-        "basic_cnn.cifar10",
-        replace(_AIRBENCH94, epochs=36, alternate_flips=True, translate=4, cutout=12),
-        **_AIRBENCH94_EXTRAS,
-        source=(
-            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/basic_cnn --recipe basic_cnn.cifar10, "
-            "on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: "
-            "1,584 s. airbench94's recipe for 36 epochs instead of 11, with its alternating flips and airbench96's "
-            "4-pixel crops and 12-pixel cutout. " + _AIRBENCH94_SOURCE
-        ),
-    ),
-    Recipe(
-        # The basic_cnn.cifar10 weights before: 90.26% (91.08% with TTA) in 20 min (Xeon, bf16); training accuracy
-        # 99.2%, so the network had memorised its data. airbench94's own script: 91.16% with TTA in 35 min (fp32).
-        "basic_cnn.e22",
-        replace(_AIRBENCH94, epochs=22, alternate_flips=True),
-        **_AIRBENCH94_EXTRAS,
-        source=(
-            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/basic_cnn --recipe basic_cnn.e22, "
-            "on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: "
-            "1,174 s. airbench94's recipe for 22 epochs instead of 11, with its alternating flips. "
-            + _AIRBENCH94_SOURCE
-        ),
-    ),
-    Recipe(
-        # ResNet-56 (He et al. 2016: 93.03% on lossless CIFAR-10 after 164 epochs) in 90: 90.26% (91.66% with TTA),
-        # 2 h 58 min compiled in bf16 (Xeon), resumed exactly twice; +2.1 points over d56_e40, the changes together.
-        "resnet_cifar.d56_cifar10",
-        _RESNET_CIFAR10,
-        tta="flip+shift",
-        model_kwargs={"depth": 56},
-        source=(
-            "imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r56 --recipe "
-            "resnet_cifar.d56_cifar10 --compile, on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, "
-            "JPEG quality 75 copy of CIFAR-10: 10,661 s. He et al. 2016's depth-56 network with resnet_cifar.short's "
-            f"recipe over 90 epochs, with alternating flips and an 8-pixel cutout. {_SGD_CIFAR}"
-        ),
-    ),
-    Recipe(
-        # The d56_cifar10 weights before: 88.14% (89.62% with TTA) in 80 min (Xeon, bf16); 3.1x ResNet-20's work.
-        "resnet_cifar.d56_e40",
-        FitConfig(epochs=40, label_smoothing=0.1),
-        tta="flip+shift",
-        model_kwargs={"depth": 56},
-        source=(
-            "imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r56 --recipe "
-            "resnet_cifar.d56_e40, on a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG "
-            "quality 75 copy of CIFAR-10: 4,813 s. "
-            f"He et al. 2016's depth-56 network with resnet_cifar.short's recipe over 40 epochs. {_SGD_CIFAR}"
-        ),
-    ),
-    # ---------------------------------------------------------------- named variants of an architecture's recipe
-    Recipe(
-        # One epoch, for bench/bench_time_to_accuracy.py's race with PyTorch's MNIST example: 99.08% (98.87% and 99.07%
-        # with init seeds 1 and 2); fit's defaults 98.67%. Shifts cost accuracy in one pass; EMA 0.98 spans ~50 steps.
-        "mnist_cnn.quick",
-        FitConfig(epochs=1, batch_size=64, augment="none", label_smoothing=0.1, ema_decay=0.98),
-        model_kwargs={"dropout": 0.1},
-        source=(
-            "each variant above: python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick --set FIELD=VALUE "
-            "... (e.g. --set ema_decay=null --set label_smoothing=0 --set 'model_kwargs={\"dropout\": 0}'). "
-            f"{_SGD_CIFAR}"
-        ),
-    ),
-    Recipe(
-        # The first basic_cnn.cifar10 weights and the study's rows: 88.26% (89.14% with TTA) in 53 min on 2 AVX2 cores.
-        "basic_cnn.onecycle",
-        FitConfig(epochs=10, label_smoothing=0.2),
-        tta="flip+shift",
-        model_kwargs={"whiten": True},
-        source=(
-            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/basic_cnn (then the basic_cnn recipe), "
-            "on a 2-core AMD EPYC (AVX2, no native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: 53 min, "
-            "286-300 s an epoch when the machine was not shared (epochs 6-7 shared it: 390 and 444 s). airbench94 "
-            "reaches 94% with this network by its own optimizer settings (decoupled lr, batch 1024, Lookahead): "
-            f"basic_cnn.airbench. {_SGD_CIFAR}"
-        ),
-    ),
-    Recipe(
-        # What 90 minutes buy ResNet-20 on 2 AVX2 cores in fp32: 87.06% (88.68% with TTA) after 36 epochs.
-        "resnet_cifar.short",
-        FitConfig(epochs=36, label_smoothing=0.1),
-        tta="flip+shift",
-        source=(
-            "imgzoo train resnet_cifar <CIFAR-10 train/<class>/*.jpg> --out runs/r20_short "
-            "--recipe resnet_cifar.short, on a 2-core AMD EPYC (AVX2, no native bf16), torch 2.14.1, JPEG quality 75 "
-            f"copy of CIFAR-10. {_SGD_CIFAR}"
-        ),
-    ),
-    Recipe(
-        # 89.48% (90.74% with TTA) in fp32 on 2 AVX2 cores, 59 min; 16 epochs 89.50% (90.80%).
-        "basic_cnn.airbench",
-        _AIRBENCH94,
-        **_AIRBENCH94_EXTRAS,
-        source=_AIRBENCH94_SOURCE,
-    ),
-    Recipe(
-        # 89.82% (90.38% with TTA) in 7 min (Xeon, bf16); basic_cnn.e22 is the same for 22 epochs.
-        "basic_cnn.altflip",
-        replace(_AIRBENCH94, alternate_flips=True),
-        **_AIRBENCH94_EXTRAS,
-        source=(
-            "imgzoo train basic_cnn <CIFAR-10 train/<class>/*.jpg> --out runs/altflip --recipe basic_cnn.altflip, on "
-            "a 2-core Intel Xeon (AVX512 with AMX, native bf16), torch 2.14.1, JPEG quality 75 copy of CIFAR-10: "
-            "427 s. basic_cnn.airbench with airbench94's alternating flips (FastLoader(alternate_flips=True)): "
-            + _AIRBENCH94_SOURCE
-        ),
-    ),
+    # 89.82% (90.38% with TTA) in 7 min (Xeon, bf16): a quicker look than basic_cnn.
+    _variant(_AIRBENCH, "basic_cnn.altflip", _ran("basic_cnn.altflip", "altflip", ": 427 s"), alternate_flips=True),
+    _AIRBENCH,
+    # The first basic_cnn.cifar10 weights and the study's rows: 88.26% (89.14% with TTA) in 53 min on 2 AVX2 cores.
+    Recipe("basic_cnn.onecycle", FitConfig(epochs=10, label_smoothing=0.2), "flip+shift", {"whiten": True}, _ONECYCLE),
+    _SHORT,
+    # One epoch, for bench/bench_time_to_accuracy.py's race with PyTorch's MNIST example: 99.08% (98.87% and 99.07%
+    # with init seeds 1 and 2); fit's defaults 98.67%. Shifts cost accuracy in one pass; EMA 0.98 spans ~50 steps.
+    _variant(_MNIST, "mnist_cnn.quick", _QUICK, tta=False, epochs=1, augment="none", ema_decay=0.98),
     # ---------------------------------------------------------------- per architecture: what `imgzoo train ARCH` uses
+    _variant(_MNIST, "mnist_cnn", "mnist_cnn.mnist's recipe"),
+    _variant(_RESNET, "resnet_cifar", "resnet_cifar.cifar10's recipe"),
+    _variant(_BASIC, "basic_cnn", "basic_cnn.cifar10's recipe"),
+    # Not yet trained with imgzoo. Only a new head trains on the frozen backbone: AdamW at 1e-3 suits it (SGD's 0.1
+    # overshoots), a few epochs converge, batch 64 bounds the memory of 224x224 images; dogs are left/right symmetric.
     Recipe(
-        "mnist_cnn",
-        FitConfig(epochs=24, batch_size=64, label_smoothing=0.1),
-        tta="shift",
-        model_kwargs={"dropout": 0.1},
-        source=f"mnist_cnn.mnist's recipe. {_SGD_CIFAR}",
-    ),
-    Recipe(
-        # Its TTA (the image, its mirror and one-pixel shifts) took the 90-epoch weights from 89.12% to 89.98%.
-        "resnet_cifar",
-        _RESNET_CIFAR10,
-        tta="flip+shift",
-        source=f"resnet_cifar.cifar10's recipe. {_SGD_CIFAR}",
-    ),
-    Recipe(
-        # basic_cnn.altflip gives 89.82% (90.38% with TTA) in 7 min, for a quicker look.
-        "basic_cnn",
-        replace(_AIRBENCH94, epochs=36, alternate_flips=True, translate=4, cutout=12),
-        **_AIRBENCH94_EXTRAS,
-        source="basic_cnn.cifar10's recipe: " + _AIRBENCH94_SOURCE,
-    ),
-    Recipe(
-        # Only a new head trains on the frozen backbone: AdamW at 1e-3 suits it (SGD's 0.1 overshoots), a few epochs
-        # converge, batch 64 bounds the memory of 224x224 images; dog breeds are left/right symmetric.
         "dogbreed_transfer",
         FitConfig(epochs=5, optimizer="adamw", batch_size=64),
-        tta="flip",
-        model_kwargs={"weights": "imagenet"},
-        source=(
-            "a linear head on a frozen ImageNet ResNet-50 (imgzoo.models.dogbreed_transfer); "
-            "examples/finetune_dogbreed.py then unfreezes the last stage. Not yet trained with imgzoo."
-        ),
+        "flip",
+        {"weights": "imagenet"},
+        _DOGS,
     ),
 )
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in _BUILTIN}
 
-# Names a recipe had before it was renamed: a run recorded under the old name (its run.json) still resumes
-# and evaluates, by the recipe that trained it. resnet_cifar.d56 was the 40-epoch ResNet-56 recipe (now
-# resnet_cifar.d56_e40), resnet_cifar.r20_90min the 90-epoch ResNet-20 one without cutout (now resnet_cifar.e90).
+# Former names, so that a run recorded under one (its run.json) still resumes and evaluates by its recipe.
 _RENAMED = {
     "resnet_cifar.d56": "resnet_cifar.d56_e40",
     "resnet_cifar.r20_90min": "resnet_cifar.e90",
-    "basic_cnn.cutout": "basic_cnn.cifar10",  # its name while it was measured
+    "basic_cnn.cutout": "basic_cnn.cifar10",
 }
 
 
 def list_recipes() -> list[str]:
     """Every recipe name: the built-in ones, then registered weights entries that record a recipe."""
-    extra = [name for name in list_pretrained() if name not in RECIPES and _recorded(name) is not None]
-    return sorted(RECIPES) + extra
+    return sorted(RECIPES) + [n for n in list_pretrained() if n not in RECIPES and _recorded(n) is not None]
 
 
 def _recorded(name: str) -> dict[str, Any] | None:
-    """The recipe dict a registered weights entry records, if any."""
     try:
         recorded = get_weights_entry(name).meta.get("recipe")
     except (KeyError, ValueError):
@@ -328,26 +211,21 @@ def _recorded(name: str) -> dict[str, Any] | None:
 
 
 def get_recipe(name: str | Recipe) -> Recipe:
-    """The recipe of a weights name ("resnet_cifar.cifar10") or an architecture name ("mnist_cnn").
-
-    A weights entry registered outside imgzoo (``entry_from_folder``) gives the recipe its
-    config.json recorded. An unknown name is refused with the closest known ones.
-    """
+    """The recipe of a weights name ("resnet_cifar.cifar10") or an architecture name ("mnist_cnn"); a weights
+    entry registered outside imgzoo gives the recipe its config.json recorded."""
     if isinstance(name, Recipe):
         return name
     if not isinstance(name, str):
         raise TypeError(f"get_recipe takes a recipe name or a Recipe, got {type(name).__name__}")
     if name in RECIPES or name in _RENAMED:
         return RECIPES[_RENAMED.get(name, name)]
-    recorded = _recorded(name)
-    if recorded is not None:
+    if (recorded := _recorded(name)) is not None:
         return Recipe.from_meta(name, recorded)
     known = list_recipes()
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    close = ", ".join(map(repr, difflib.get_close_matches(name, known, n=3, cutoff=0.5)))
     raise ValueError(
-        f"no recipe named {name!r}.{hint} Recipes exist for {known}; for another model, pass fit's options "
-        "directly (fit(model, train, epochs=..., lr=...))."
+        f"no recipe named {name!r}.{f' Did you mean {close}?' if close else ''} Recipes exist for {known}; for "
+        "another model, pass fit's options directly (fit(model, train, epochs=..., lr=...))."
     )
 
 
@@ -355,15 +233,13 @@ def resolve_config(config: FitConfig | None, overrides: dict[str, Any]) -> FitCo
     """The config a fit call uses: ``config``, the recipe named by ``recipe=`` or the defaults, with
     ``overrides`` applied, as a new FitConfig (the caller's is never changed)."""
     fields = sorted(f.name for f in dataclasses.fields(FitConfig))
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
+    if unknown := sorted(set(overrides) - set(fields)):
         raise TypeError(f"fit() got unknown options {unknown}; it takes {fields}")
     recipe = overrides.get("recipe")
     if recipe is not None and config is not None:
         raise TypeError(
-            f"fit() got both config= and recipe={recipe!r}: a FitConfig already sets every option, so the recipe "
-            f"would have nothing to fill. Pass config=replace(get_recipe({recipe!r}).config, ...) instead, or "
-            "recipe= with keyword overrides and no config="
+            f"fit() got both config= and recipe={recipe!r}, and a FitConfig already sets every option. Pass "
+            f"config=replace(get_recipe({recipe!r}).config, ...), or recipe= with keyword overrides and no config="
         )
     if recipe is not None:
         found = get_recipe(recipe)

@@ -1,5 +1,4 @@
-"""The parts of fit's training step, each small enough to test on its own: :class:`OptimizerStep`,
-:class:`MetricSums`, the NaN guard, the :class:`ProgressBar`, and :class:`StepBoundaryInterrupt`."""
+"""The parts of fit's training step: optimizer step, metric sums, NaN guard, progress bar, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -74,7 +73,7 @@ class MetricSums:
 
 
 class NonFiniteLoss(Exception):
-    """The training loss became NaN or infinite; fit turns it into a FloatingPointError with advice."""
+    """The training loss became NaN or infinite (fit turns it into a FloatingPointError with advice)."""
 
     def __init__(self, epoch: int, step: int, value: float) -> None:
         super().__init__(f"loss {value} at epoch {epoch}, step {step}")
@@ -97,18 +96,13 @@ def non_finite_tensors(model: nn.Module, device: torch.device) -> list[str]:
     return [name for (name, _), good in zip(named, ok, strict=True) if not good]
 
 
-def progress_text(loss_sum: float, correct: int, seen: int, images_per_sec: float) -> str:
-    """The progress bar's running figures, e.g. ``loss 0.812 acc 71.4% 1520 img/s``."""
-    return f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}% {images_per_sec:.0f} img/s"
-
-
 class ProgressBar:
-    """One epoch's tqdm bar (a widget in notebooks, a text bar in terminals); tqdm's own no-op when disabled."""
+    """One epoch's tqdm bar; tqdm's own no-op when disabled."""
 
     def __init__(
         self, enabled: bool, desc: str, total: int, *, done: int = 0, seen_before: int = 0, world_size: int = 1
     ) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # a widget in notebooks, a text bar in terminals
 
         self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch", disable=not enabled)
         self.update, self.close = self.bar.update, self.bar.close
@@ -116,22 +110,21 @@ class ProgressBar:
         self.start, self.seen_before, self.world_size = time.perf_counter(), seen_before, world_size
 
     def show(self, loss_sum: float, correct: int, seen: int) -> None:
-        """Put the running figures beside the bar; images/s count this call's images of every process."""
+        """Put the running figures beside the bar (``loss 0.812 acc 71.4% 1520 img/s``); images/s count this
+        call's images of every process."""
         if not self.bar.disable:
             rate = (seen - self.seen_before) * self.world_size / max(time.perf_counter() - self.start, 1e-9)
-            self.bar.set_postfix_str(progress_text(loss_sum, correct, seen, rate), refresh=False)
+            text = f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}% {rate:.0f} img/s"
+            self.bar.set_postfix_str(text, refresh=False)
 
 
 class StepBoundaryInterrupt:
-    """Ctrl-C during training stops at the end of the step under way, never inside it (halfway, a step leaves
-    a state no run ever had); a second Ctrl-C raises at once, so a stuck loader stays stoppable. Installed over
-    Python's own handler in the main thread of a single process (under torchrun the others would wait forever).
-    """
+    """Ctrl-C stops at the end of the step under way (halfway, a step leaves a state no run ever had); a second
+    raises at once, so a stuck loader stays stoppable. Only over Python's own handler in a single process's
+    main thread: under torchrun the other processes would wait forever."""
 
     def __init__(self, enabled: bool, say: Callable[[str], None] = print) -> None:
-        self.enabled, self.say = enabled, say
-        self.requested = False
-        self.previous: Any = None
+        self.enabled, self.say, self.requested, self.previous = enabled, say, False, None
 
     def __enter__(self) -> StepBoundaryInterrupt:
         main_thread = threading.current_thread() is threading.main_thread()
@@ -145,8 +138,7 @@ class StepBoundaryInterrupt:
             self.previous = None
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+        self.raise_if_requested()  # the second Ctrl-C: at once
         self.requested = True
         self.say("stopping at the end of this step (Ctrl-C again to stop at once, mid-step)")
 
