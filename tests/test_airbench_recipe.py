@@ -20,9 +20,8 @@ from imgzoo.models.registry import DataSpec
 from imgzoo.study import run as runs
 from imgzoo.train.callbacks import EMA, Lookahead
 from imgzoo.train.checkpoint import load_checkpoint
-from imgzoo.train.config import FitConfig, averaging_callbacks
+from imgzoo.train.config import FitConfig, averaging_callbacks, build_optimizer, build_schedule
 from imgzoo.train.fit import fit
-from imgzoo.train.optim import build_optimizer, build_schedule
 from imgzoo.train.recipes import get_recipe, resolve_config
 
 AIRBENCH = get_recipe("basic_cnn.airbench")

@@ -11,9 +11,8 @@ import pytest
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
 from imgzoo.train.callbacks import Callback
-from imgzoo.train.checkpoint import load_checkpoint
+from imgzoo.train.checkpoint import LOCK_NAME, CheckpointDirError, load_checkpoint, lock_checkpoint_dir
 from imgzoo.train.fit import fit
-from imgzoo.train.lock import LOCK_NAME, CheckpointDirError, lock_checkpoint_dir
 
 
 def test_a_second_fit_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path):
@@ -85,7 +84,7 @@ def test_a_lock_held_by_another_process_is_refused_and_freed_when_it_is_killed(t
 
 HOLD = """
 import sys, time
-from imgzoo.train.lock import lock_checkpoint_dir
+from imgzoo.train.checkpoint import lock_checkpoint_dir
 with lock_checkpoint_dir(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(60)

@@ -18,10 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from imgzoo.models import resnet_cifar
 from imgzoo.train.callbacks import Callback
-from imgzoo.train.checkpoint import CheckpointError, load_checkpoint, resume_point
+from imgzoo.train.checkpoint import LOCK_NAME, CheckpointError, check_stop_resumable, load_checkpoint, resume_point
 from imgzoo.train.fit import fit
-from imgzoo.train.lock import LOCK_NAME
-from imgzoo.train.resume import check_stop_resumable
 
 WORKER = Path(__file__).with_name("_fit_worker.py")
 EPOCHS = 4

@@ -12,8 +12,8 @@ import torch
 from _fit_worker import FIT_OPTIONS, make_data, make_model
 
 from imgzoo.eval.history import History
+from imgzoo.train.checkpoint import LOCK_NAME
 from imgzoo.train.fit import fit
-from imgzoo.train.lock import LOCK_NAME
 
 WORKER = Path(__file__).with_name("_fit_worker.py")
 

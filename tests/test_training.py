@@ -16,9 +16,8 @@ from imgzoo.eval.evaluation import evaluate
 from imgzoo.models import mnist_cnn
 from imgzoo.models.registry import MNIST
 from imgzoo.train.callbacks import Callback, CSVLogger, EarlyStopping
-from imgzoo.train.checkpoint import load_checkpoint
+from imgzoo.train.checkpoint import CheckpointDirError, load_checkpoint
 from imgzoo.train.fit import fit
-from imgzoo.train.lock import CheckpointDirError
 
 
 def test_fit_learns_a_small_problem():

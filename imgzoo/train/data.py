@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torch.utils.data.dataloader import default_collate
 
+import imgzoo.train.distributed as distributed
 from imgzoo.data.datasets import ImageDataset, check_classes, classes_of, labels_of, model_classes
 from imgzoo.data.loaders import (
     Transformed,
@@ -27,7 +28,6 @@ from imgzoo.data.loaders import (
 )
 from imgzoo.data.transforms import build_transform
 from imgzoo.models.registry import DataSpec
-from imgzoo.train import distributed
 from imgzoo.train.config import FitConfig, warn_if_loader_differs
 
 __all__ = ["accept", "check_data", "check_labels", "dataset_of", "known_labels", "train_loader"]
@@ -104,6 +104,11 @@ def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
     if size == 0:
         raise ValueError(f"fit: the {role} data set is empty; pass at least one (image, label) sample")
     return dataset
+
+
+def labels_known(train: Any) -> bool:
+    """Whether the training data lists its labels, so that they can be checked before any step."""
+    return known_labels(train if is_batches(train) else dataset_of(train, "training")) is not None
 
 
 def known_labels(dataset: Any) -> torch.Tensor | None:

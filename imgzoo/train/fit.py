@@ -22,36 +22,48 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+import imgzoo.train.distributed as distributed
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
-from imgzoo.data.loaders import is_batches, own_generator
-from imgzoo.eval.evaluation import eval_sums
-from imgzoo.eval.history import History
-from imgzoo.train import checkpoint as ckpt
-from imgzoo.train import distributed
+from imgzoo.eval import History, eval_sums
 from imgzoo.train.callbacks import Callback, CSVLogger, EarlyStopping, FitState
-from imgzoo.train.config import FitConfig, averaging_callbacks
+from imgzoo.train.checkpoint import (
+    INTERRUPTED,
+    LAST,
+    CheckpointDirError,
+    EpochPosition,
+    RunParts,
+    capture_rng,
+    check_model_fits,
+    check_optimizer_fits,
+    check_stop_resumable,
+    load_checkpoint,
+    lock_checkpoint_dir,
+    replay_batches,
+    replay_problem,
+    resolve_resume,
+    restore_rng,
+    save_checkpoint,
+)
+from imgzoo.train.config import (
+    FitConfig,
+    averaging_callbacks,
+    build_optimizer,
+    build_schedule,
+    check_schedule_resumable,
+    optimizer_name,
+    schedule_size,
+)
 from imgzoo.train.data import (
     accept,
     check_checkpoint_classes,
     check_data,
     check_labels,
-    dataset_of,
-    known_labels,
+    labels_known,
+    own_generator,
     train_loader,
     val_loader,
 )
-from imgzoo.train.lock import CheckpointDirError, lock_checkpoint_dir
-from imgzoo.train.optim import build_optimizer, build_schedule, check_schedule_resumable, optimizer_name, schedule_size
 from imgzoo.train.recipes import resolve_config
-from imgzoo.train.resume import (
-    EpochPosition,
-    RunParts,
-    check_model_fits,
-    check_optimizer_fits,
-    check_stop_resumable,
-    replay_batches,
-    replay_problem,
-)
 from imgzoo.train.steps import (
     MetricSums,
     NonFiniteLoss,
@@ -140,8 +152,8 @@ class _Run:
         self.channels_last = use_channels_last(cfg.channels_last, device, self.amp_dtype)
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
         model.to(device)
-        self.resume_path = ckpt.resolve_resume(cfg.resume) if cfg.resume is not None else None
-        self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
+        self.resume_path = resolve_resume(cfg.resume) if cfg.resume is not None else None
+        self.saved = load_checkpoint(self.resume_path) if self.resume_path is not None else None
         fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.seed = self.saved["seed"] if self.saved is not None else fresh_seed
         train = accept(train, model, cfg, self.seed, "training", ctx, device)
@@ -168,8 +180,7 @@ class _Run:
         self.val_loader = val_loader(val, cfg, ctx, device)
         if len(self.train_loader) == 0:
             raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
-        labelled = train if is_batches(train) else dataset_of(train, "training")
-        self.labels_checked = known_labels(labelled) is not None
+        self.labels_checked = labels_known(train)
         # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
         self.user_generator = own_generator(self.train_loader) if self.sampler is None else None
         self.schedule_sized_for = schedule_size(cfg, len(self.train_loader))
@@ -289,9 +300,9 @@ class _Run:
         self.history.append(**row)
         for cb in self.callbacks:
             cb.on_epoch_end(self.state)
-        self._save(ckpt.LAST, epoch)
+        self._save(LAST, epoch)
         if self.checkpoint_dir is not None and self.ctx.is_main:  # superseded: the folder's latest point is last.pt
-            (self.checkpoint_dir / ckpt.INTERRUPTED).unlink(missing_ok=True)
+            (self.checkpoint_dir / INTERRUPTED).unlink(missing_ok=True)
         self._print(epoch_line(row, self.cfg.epochs))
         return row
 
@@ -444,13 +455,13 @@ class _Run:
         """
         if self.checkpoint_dir is None:
             return None
-        rng = stop.pop("rng", None) or ckpt.capture_rng()
+        rng = stop.pop("rng", None) or capture_rng()
         rng_per_rank = None
         if self.ctx.enabled and all_ranks:
             rng_per_rank = distributed.all_gather_objects(self.ctx, rng)
         if not self.ctx.is_main:
             return None
-        return ckpt.save_checkpoint(self.checkpoint_dir / name, self._payload(epoch, rng, rng_per_rank, **stop))
+        return save_checkpoint(self.checkpoint_dir / name, self._payload(epoch, rng, rng_per_rank, **stop))
 
     def _interrupted(self) -> None:
         """Ctrl-C: write interrupted.pt, where the run stopped, and say how to go on from it."""
@@ -462,8 +473,8 @@ class _Run:
         if partial is None:  # no step of this epoch finished: the run stands at the end of the last one
             stop = {"rng": position.entry_rng, "loader_generator": position.entry_loader_generator}
         else:
-            stop = {"rng": ckpt.capture_rng(), "partial": partial}
-        path = self._save(ckpt.INTERRUPTED, finished, all_ranks=False, **stop)
+            stop = {"rng": capture_rng(), "partial": partial}
+        path = self._save(INTERRUPTED, finished, all_ranks=False, **stop)
         where = f"interrupted during epoch {position.epoch}"
         self._print(interrupted_message(where, path, partial, len(self.train_loader), finished))
 
@@ -475,14 +486,14 @@ class _Run:
         # them) every process takes rank 0's, and the resume is no longer exact.
         per_rank = state.get("rng_per_rank")
         own = per_rank is not None and len(per_rank) == self.ctx.world_size
-        ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
+        restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
         # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
         self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
 
     # -- checks and output
 
     def _kept(self) -> str:
-        last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
+        last = self.checkpoint_dir / LAST if self.checkpoint_dir is not None else None
         if last is not None and last.exists():
             return f" The last good checkpoint, {last}, is kept."
         return " No checkpoint was written (pass checkpoint_dir= to keep one)."
@@ -536,7 +547,7 @@ def interrupted_message(
     steps = f"after {partial['steps_done']} of its {steps_per_epoch} steps"
     if partial["exact"]:
         return f"{where} {steps}; saved {path}. {kept} Continue exactly from there: fit(..., resume='{path}')."
-    last = path.with_name(ckpt.LAST)
+    last = path.with_name(LAST)
     instead = f"resume from {last} (the end of epoch {finished})" if finished else "start again without resume="
     return f"{where}; the weights of that moment are in {path}, but {partial['why']}: {instead}. {kept}"
 
