@@ -1,10 +1,8 @@
-"""The checkpoint folder, the same on disk and in a Hub repository: model.safetensors, config.json, README.md.
+"""The checkpoint folder, on disk and on the Hub: model.safetensors, config.json (how to rebuild), README.md.
 
-safetensors holds the state dict (it cannot run code when read, unlike pickle); config.json says how
-to rebuild the model (architecture, builder kwargs, data spec, metrics); the card is imgzoo.hub.card's.
-Both files may come from a stranger, so every config field is checked for type and range, and the
-model is built first on the ``meta`` device (shapes, no memory) and compared with the safetensors
-header: no config can make the loader allocate more than the weights file holds.
+Both files may come from a stranger: safetensors cannot run code when read (pickle can), every config
+field is type- and range-checked, and the model is built on the ``meta`` device and compared with the
+safetensors header first, so no config makes the loader allocate more than the weights file holds.
 """
 
 from __future__ import annotations
@@ -31,10 +29,6 @@ from imgzoo.errors import CheckpointError, ChecksumError
 from imgzoo.hub.card import _is_number, count_macs
 from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, ModelEntry, get_model_entry, list_models
 
-__all__ = ["CONFIG_NAME", "PICKLE_NAMES", "WEIGHTS_NAME", "CheckpointError", "ChecksumError", "NewHeadWarning"]
-__all__ += ["build_config", "load_checkpoint", "read_config", "read_header", "read_state_dict", "sha256_of"]
-__all__ += ["storage_state", "strip_prefixes", "unwrap", "verify_sha256", "write_checkpoint"]
-
 WEIGHTS_NAME = "model.safetensors"
 # How model.safetensors may store floating-point parameters: fp16 halves the file (and a download).
 STORAGE_DTYPES = ("fp32", "fp16")
@@ -44,8 +38,7 @@ FORMAT_VERSION = 1
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pth", "model.ckpt")
 # Prefixes wrappers add to every key: (Distributed)DataParallel, and torch.compile's OptimizedModule.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# The largest image side a data spec may ask for: 8x the largest small-image inputs (1024 px), and small
-# enough that preprocessing one image stays in megabytes, whatever a downloaded config says.
+# The largest image side a data spec may ask for: 8x the largest inputs (1024 px); one image stays in megabytes.
 MAX_IMAGE_SIDE = 8192
 
 
@@ -71,11 +64,9 @@ def build_config(
     metrics: dict[str, Any] | None = None,
     storage_dtype: str = "fp32",
 ) -> dict[str, Any]:
-    """Everything needed to rebuild ``model`` and to know what it was trained for.
+    """Everything needed to rebuild ``model`` (builder name, kwargs, the module registering it) and its metrics.
 
-    A function-built model has no JSON-able ``__init__``: the config records the registered builder's
-    name and keyword arguments (the registry attaches both to every model it builds), and the module
-    that registers it, so that a process which never imported it can be told which import it lacks.
+    A function-built model has no JSON-able ``__init__``: the builder's name and kwargs stand in for it.
     """
     model = unwrap(model)
     missing = [a for a in (ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR) if not hasattr(model, a)]
@@ -120,11 +111,7 @@ def _builder_module(model: nn.Module) -> str:
 
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a config.json written by :func:`build_config`, every field checked before anything is built.
-
-    A field of the wrong type or out of range is a :class:`CheckpointError` naming the file, the field,
-    what was expected and what came.
-    """
+    """Read a config.json of :func:`build_config`; a bad field is a :class:`CheckpointError` naming file and field."""
     path = Path(path)
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -250,10 +237,7 @@ def _check_classes_agree(config: dict[str, Any], spec: DataSpec, path: Path) -> 
 
 
 def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
-    """Remove the wrapper prefixes (``module.``, ``_orig_mod.``, in any nesting) that every key carries.
-
-    Only a prefix all keys share: a model whose submodule happens to be called ``module`` keeps its names.
-    """
+    """Remove wrapper prefixes (``module.``, ``_orig_mod.``, any nesting) that every key shares, and only those."""
     while state:
         for prefix in WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in state):
@@ -268,10 +252,9 @@ _FP16_MAX = torch.finfo(torch.float16).max
 
 
 def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, torch.Tensor]:
-    """The tensors model.safetensors will hold: with ``"fp16"``, floating-point parameters in half precision.
+    """The tensors model.safetensors holds; ``"fp16"`` halves floating-point parameters, refusing any beyond range.
 
-    Buffers stay as they are: a few kilobytes, and a running variance below fp16's smallest normal
-    (6e-5) would lose the normalisation of its channel. A parameter beyond fp16's range is refused.
+    Buffers stay: a few kilobytes, and a running variance under fp16's smallest normal (6e-5) would be lost.
     """
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"save: dtype must be one of {list(STORAGE_DTYPES)}, got {storage_dtype!r}")
@@ -310,20 +293,13 @@ def write_checkpoint(
 _UNREADABLE = (SafetensorError, OSError, ValueError, TypeError, RuntimeError, OverflowError)
 
 
-def read_header(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
-    """The shape of every tensor of a safetensors file, read from its header alone (no tensor data)."""
+def _read_safetensors(path: str | os.PathLike[str], *, header_only: bool) -> dict[str, Any]:
+    """Tensors of a safetensors file, or with ``header_only`` their shapes (no tensor data read); no prefixes."""
     try:
+        if not header_only:
+            return strip_prefixes(load_file(str(path), device="cpu"))
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not a dict)
-    except _UNREADABLE as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
-    return strip_prefixes(shapes)
-
-
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file, with wrapper prefixes removed."""
-    try:
-        return strip_prefixes(load_file(str(path), device="cpu"))
+            return strip_prefixes({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})  # noqa: SIM118
     except _UNREADABLE as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
 
@@ -339,14 +315,10 @@ def load_checkpoint(
 ) -> nn.Module:
     """Rebuild the model of ``config`` (from :func:`read_config`) and load ``weights`` into it strictly.
 
-    Built at the checkpoint's shapes, first on the ``meta`` device to compare with the safetensors
-    header, then for real. Another ``num_classes`` then replaces the head through the model contract
-    (``get_classifier`` / ``reset_classifier``) and warns. ``overrides`` replace builder kwargs that do
-    not change tensor shapes (e.g. dropout).
+    Another ``num_classes`` then replaces the head (``reset_classifier``) and warns; ``overrides`` replace
+    builder kwargs that do not change tensor shapes (e.g. dropout).
     """
-    if num_classes is not None and (
-        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
-    ):
+    if num_classes is not None and not (_is_int(num_classes) and num_classes >= 1):
         raise ValueError(f"num_classes must be a positive integer (the new head's outputs); got {num_classes!r}")
     entry = _model_entry(config, source)
     kwargs = _builder_kwargs(entry, config, overrides, source)
@@ -355,9 +327,9 @@ def load_checkpoint(
     meta_model = _build(entry, kwargs, source, meta=True)
     if new_head:
         _check_head_contract(meta_model, entry)
-    _check_fits(meta_model, read_header(weights), source)
+    _check_fits(meta_model, _read_safetensors(weights, header_only=True), source)
     model = _build(entry, kwargs, source, meta=False)
-    state = read_state_dict(weights)
+    state = _read_safetensors(weights, header_only=False)
     if config.get("storage_dtype") == "fp16":  # stored in half precision; the model computes in fp32
         state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
     try:
@@ -373,7 +345,8 @@ def load_checkpoint(
 
 
 def _model_entry(config: dict[str, Any], source: str) -> ModelEntry:
-    """The registry entry of the config's architecture, or an error naming the import it needs."""
+    """The registry entry of the config's architecture, or an error naming the import it needs (never imported:
+    a downloaded config must not choose code to run)."""
     arch = config["architecture"]
     if arch in list_models():
         return get_model_entry(arch)
@@ -383,7 +356,6 @@ def _model_entry(config: dict[str, Any], source: str) -> ModelEntry:
         if module
         else "import the module that registers it (the one with its @register_model builder) first, then load again"
     )
-    # The module is only named, never imported: a downloaded config must not choose code to run.
     raise CheckpointError(
         f"{source} holds a {arch!r} checkpoint, but no model {arch!r} is registered in this process; {hint}. "
         f"Registered: {', '.join(list_models())}."
@@ -431,18 +403,15 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
-    reshaped = [
-        f"{k}: checkpoint {header[k]} vs model {expected[k]}"
-        for k in sorted(set(header) & set(expected))
-        if header[k] != expected[k]
+    shared = sorted(set(header) & set(expected))
+    reshaped = [f"{k}: checkpoint {header[k]} vs model {expected[k]}" for k in shared if header[k] != expected[k]]
+    problems = [
+        f"{len(items)} {label} ({_first_five(items)})"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
+        if items
     ]
-    if not (missing or unexpected or reshaped):
+    if not problems:
         return
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped)):
-        if items:
-            shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-            problems.append(f"{len(items)} {label} ({shown})")
     raise CheckpointError(
         f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
         f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
@@ -450,8 +419,12 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
     )
 
 
+def _first_five(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
 def _check_head_contract(model: nn.Module, entry: ModelEntry) -> None:
-    """A new num_classes needs the head half of the model contract, and a builder that records it."""
+    """A new num_classes needs get_classifier / reset_classifier, and a builder taking num_classes."""
     lacking = [m for m in ("get_classifier", "reset_classifier") if not callable(getattr(model, m, None))]
     if lacking:
         raise TypeError(
@@ -466,20 +439,12 @@ def _check_head_contract(model: nn.Module, entry: ModelEntry) -> None:
         )
 
 
-def _head_tensor_names(model: nn.Module) -> set[str]:
-    """State-dict names of the head's tensors, found by identity from ``get_classifier()``, not by name."""
-    head = model.get_classifier()
-    head_tensors = {id(t) for t in head.state_dict(keep_vars=True).values()}
-    return {name for name, t in model.state_dict(keep_vars=True).items() if id(t) in head_tensors}
-
-
 def _replace_head(
     model: nn.Module, num_classes: int, class_names: list[str] | tuple[str, ...] | None, *, source: str, loaded: int
 ) -> None:
-    """Swap the loaded head for a fresh one with ``num_classes`` outputs, and say so; the data spec and the
-    recorded kwargs follow, so the model saves and reloads as what it now is."""
+    """Swap the loaded head for a fresh one and warn; data spec and kwargs follow, so it saves as what it is."""
     old_classes = getattr(model, SPEC_ATTR).num_classes
-    kept = loaded - len(_head_tensor_names(model))
+    kept = loaded - len(model.get_classifier().state_dict())  # the head's tensors, found through the contract
     model.reset_classifier(num_classes)
     setattr(model, SPEC_ATTR, getattr(model, SPEC_ATTR).with_classes(num_classes, class_names))
     setattr(model, KWARGS_ATTR, {**getattr(model, KWARGS_ATTR), "num_classes": num_classes})
@@ -492,7 +457,7 @@ def _replace_head(
 
 
 def _first_frame_outside_imgzoo() -> int:
-    """The ``stacklevel`` of the user's line: load and create_model reach a warning through different depths."""
+    """The ``stacklevel`` of the user's line: load and create_model warn from different depths."""
     package = str(Path(__file__).resolve().parent)
     frame, level = sys._getframe(2), 2  # level 1 is the function that warns; 2 is its caller
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):

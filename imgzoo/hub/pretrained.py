@@ -1,10 +1,6 @@
-"""imgzoo's own pretrained weights, registered when imgzoo is imported (tests/test_pretrained.py checks each).
-
-An entry is a :class:`~imgzoo.models.registry.WeightsEntry`, as torchvision's Weights enums: where the files
-are (a Hub repository pinned to a commit, or a folder under ``imgzoo/hub/weights/``), the sha256 of both
-files, and ``meta``. To publish one: train, ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
+"""imgzoo's pretrained weights, registered on import (tests/test_pretrained.py checks each); ``default=True``
+marks what ``pretrained=True`` loads. To publish: ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
 then paste ``repr(entry_from_folder("arch.tag", folder, repo_id="org/repo", revision=commit.oid))`` below.
-At most one entry per architecture is ``default=True``: what ``pretrained=True`` loads.
 """
 
 from __future__ import annotations
@@ -17,13 +13,9 @@ from imgzoo.hub.format import CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_of
 from imgzoo.models.registry import CIFAR10, WeightsEntry, register_weights
 from imgzoo.train.recipes import RECIPES
 
-__all__ = ["PRETRAINED", "REQUIRED_META", "check_meta", "entry_from_folder", "register_builtin"]
-
 REQUIRED_META = ("dataset", "metrics", "recipe", "num_params")
 
 _DIGITS = [str(d) for d in range(10)]
-
-# Where the figures of every entry below are measured: a seeded 10% validation split of the training data.
 _SPLIT = {"val_fraction": 0.1, "seed": 0}
 _CIFAR_JPEG = "CIFAR-10 train split as JPEG quality 75"
 
@@ -35,8 +27,8 @@ def _recipe(name: str, **data: str) -> dict[str, object]:
 
 # Newest last. Every figure is on a seeded 10% validation split of the training data (no test split used).
 PRETRAINED: tuple[WeightsEntry, ...] = (
-    # imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist: 24 epochs, 62-78 s
-    # each on a 2-core AMD EPYC (AVX2); 99.68% on 5,999 validation digits (99.63% with shift TTA); fp16, top-1 kept.
+    # imgzoo train mnist_cnn <MNIST idx files> --out runs/mnist --recipe mnist_cnn.mnist: 24 epochs, 62-78 s each,
+    # 2-core AMD EPYC (AVX2); 99.68% on 5,999 validation digits (99.63% shift TTA); fp16 keeps top-1.
     WeightsEntry(
         name="mnist_cnn.mnist",
         sha256="c3a7fe572b69edf447c925c0c643c439098605f70e0b2c6f3f5578d962f69402",
@@ -61,9 +53,8 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
             "kwargs": {"num_classes": 10, "dropout": 0.1, "hidden": 128},
         },
     ),
-    # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r20 --recipe resnet_cifar.cifar10 --compile: ResNet-20,
-    # 90 epochs in 72 min on a 2-core Xeon (AMX, bf16); 89.12% on 5,000 validation images, 89.98% with flip+shift
-    # TTA; fp16 made it 89.14%. The paper's 91.25% (lossless data) took 164 epochs; without cutout 88.14% (89.88%).
+    # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r20 --recipe resnet_cifar.cifar10 --compile: 90 epochs,
+    # 72 min, 2-core Xeon (AMX, bf16); 89.12% val, TTA 89.98%, fp16 89.14%; no cutout 88.14%; paper 91.25% (164 ep.)
     WeightsEntry(
         name="resnet_cifar.cifar10",
         sha256="0cd8129418a1f77a96e80be11ef7453d6cd20b00718112b1af67e7cf2fbae908",
@@ -88,9 +79,8 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
             "kwargs": {"depth": 20, "num_classes": 10, "shortcut": "A", "width": 1, "zero_init_residual": False},
         },
     ),
-    # imgzoo train basic_cnn <CIFAR-10 JPEGs> --out runs/basic_cnn --recipe basic_cnn.cifar10: airbench94's network
-    # and recipe, 36 epochs in 26 min on a 2-core Xeon (AMX, bf16); 90.78% on 5,000 validation images, 91.58% with
-    # flip+shift TTA (fp16: 90.78%, 91.62%). 22 epochs without cutout gave 90.26% (91.08%) in 20 min.
+    # imgzoo train basic_cnn <CIFAR-10 JPEGs> --out runs/basic_cnn --recipe basic_cnn.cifar10 (airbench94's): 36
+    # epochs, 26 min, 2-core Xeon (AMX, bf16); 90.78% val, TTA 91.58% (fp16 same, 91.62%); no cutout, 22 ep.: 90.26%.
     WeightsEntry(
         name="basic_cnn.cifar10",
         sha256="daa134a928076e65348f676b92ee88463d8d01187a2ca7718d283383d0efedda",
@@ -126,8 +116,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         },
     ),
     # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r56 --recipe resnet_cifar.d56_cifar10 --compile: 90
-    # epochs in 2 h 58 min on a 2-core Xeon (AMX, bf16); 90.26% on 5,000 validation images, 91.66% with flip+shift
-    # TTA (fp16: 90.24%); the paper: 93.03%. Not the default: create_model(..., depth=56, pretrained=True) finds it.
+    # epochs, 2 h 58 min, 2-core Xeon (AMX, bf16); 90.26% val, 91.66% flip+shift TTA (fp16 90.24%); paper 93.03%.
     WeightsEntry(
         name="resnet_cifar.d56_cifar10",
         sha256="de3a2834287f604c96704f2e7c528ca3d97cf0ce039b9f1ac8a97cdc99f7cf6b",
@@ -163,10 +152,7 @@ def entry_from_folder(
     package_dir: str | None = None,
     default: bool = False,
 ) -> WeightsEntry:
-    """A weights entry for a folder written by ``imgzoo.save`` (the same files as the Hub repo).
-
-    The sha256 pins and ``meta`` come from the folder's files, so the entry cannot disagree with them.
-    """
+    """A weights entry for a folder of ``imgzoo.save``; pins and ``meta`` come from its files, so they agree."""
     folder = Path(folder)
     config = read_config(folder / CONFIG_NAME)
     arch = name.split(".", 1)[0]
@@ -199,10 +185,6 @@ def check_meta(entry: WeightsEntry) -> None:
         raise ValueError(f"weights {entry.name!r}: meta lacks {missing}; every entry records {list(REQUIRED_META)}")
 
 
-def register_builtin(entries: tuple[WeightsEntry, ...] = PRETRAINED) -> None:
-    for entry in entries:
-        check_meta(entry)
-        register_weights(entry)
-
-
-register_builtin()
+for _entry in PRETRAINED:
+    check_meta(_entry)
+    register_weights(_entry)
