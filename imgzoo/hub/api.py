@@ -93,11 +93,8 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
     one. Another ``num_classes`` loads all but the classifier, as timm does. Pretrained comes back in eval mode.
     """
     if not isinstance(pretrained, (bool, str)):
-        raise TypeError(
-            f"create_model's pretrained= takes True, False or a weights name like 'resnet_cifar.cifar10'; "
-            f"got {type(pretrained).__name__} {pretrained!r}"
-        )
-    entry = get_model_entry(name)
+        raise TypeError(f"pretrained= takes True, False or a weights name ('resnet_cifar.cifar10'); got {pretrained!r}")
+    entry = get_model_entry(name)  # an unknown name fails here, whatever pretrained says
     if not pretrained:
         return entry.builder(**kwargs)
     weights_name = pretrained if isinstance(pretrained, str) else default_weights(name, **kwargs)
@@ -112,9 +109,8 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
             shown = ", ".join(f"{k}={recorded[k]!r}" for k in kwargs if k in recorded)
             described.append(f"{entry_name} ({shown})" if shown else entry_name)
         raise CheckpointError(
-            f"{exc} pretrained=True looks for {name!r} weights trained with these arguments and found none; the "
-            f"registered ones: {'; '.join(described)}. Drop the arguments, or build it without pretrained= to "
-            f"train it yourself."
+            f"{exc} No {name!r} weights were trained with these arguments; the registered ones: "
+            f"{'; '.join(described)}. Drop the arguments, or train it yourself (no pretrained=)."
         ) from exc
 
 
@@ -154,7 +150,7 @@ def save(
                 curves = CURVES_NAME
             except ImportError as exc:  # matplotlib is an optional extra
                 warnings.warn(f"no curves in the model card: {exc}", stacklevel=2)
-        write_checkpoint(model, tmp, config, state)
+        write_checkpoint(tmp, config, state)
         atomic_write_text(tmp / CARD_NAME, render(config, curves=curves, **card_args))
     return directory
 
@@ -197,8 +193,8 @@ def push_to_hub(
     check_revision(revision)
     if constants.is_offline_mode():
         raise HubUnreachableError(
-            f"cannot push to {repo_id}: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE (before "
-            f"Python starts) to push, or save locally with imgzoo.save(model, folder) and push later."
+            f"cannot push to {repo_id}: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE before Python "
+            f"starts, or imgzoo.save(model, folder) now and push later."
         )
     api = HfApi(**_CLIENT)
     try:
@@ -242,10 +238,7 @@ def _as_history(history: Any) -> History | None:
         return history
     if isinstance(history, dict) and all(isinstance(v, (list, tuple)) for v in history.values()):
         return History.from_dict(history)
-    raise TypeError(
-        f"history must be an imgzoo.History or a dict of per-epoch lists (History.to_dict()); got "
-        f"{type(history).__name__}"
-    )
+    raise TypeError(f"history must be an imgzoo.History or its to_dict(); got {type(history).__name__}")
 
 
 @dataclass(frozen=True)
@@ -347,10 +340,7 @@ def _from_entry(entry: WeightsEntry, fetch: _Fetch) -> _Files:
         refetch = f"imgzoo download {entry.name} --force"
     else:
         if fetch.revision is not None:
-            raise ValueError(
-                f"{entry.name} is shipped inside the imgzoo package and has no revisions; drop "
-                f"revision={fetch.revision!r}"
-            )
+            raise ValueError(f"{entry.name} is shipped inside the imgzoo package and has no revisions; drop revision=")
         folder = Path(entry.package_dir or "")
         shipped = folder if folder.is_absolute() else Path(str(resources.files("imgzoo.hub") / "weights" / folder))
         files = _local(shipped, entry.name)

@@ -40,11 +40,7 @@ class ExportError(RuntimeError):
 
 
 def export_model(
-    model: nn.Module,
-    path: str | os.PathLike[str],
-    *,
-    format: str,
-    sample: torch.Tensor | None = None,
+    model: nn.Module, path: str | os.PathLike[str], *, format: str, sample: torch.Tensor | None = None
 ) -> float:
     """Write ``model`` to ``path`` as ``format`` ("onnx" or "torchscript", dynamic batch); return the max abs
     difference of its fp32 CPU logits from PyTorch's on ``sample`` (default: two seeded random images of

@@ -124,13 +124,29 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             f'{path} is not an imgzoo config (no "format": "imgzoo"). imgzoo loads folders written by '
             f"imgzoo.save() or imgzoo.push_to_hub()."
         )
-    _check_version(config, path)
+    version = config.get("format_version", FORMAT_VERSION)  # a config older than the field is format 1
+    if not _is_int(version) or version < 1:
+        raise _bad(path, "format_version", "a positive integer", version)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {version}, newer than this imgzoo "
+            f"({FORMAT_VERSION}); upgrade imgzoo (saved by {config.get('imgzoo_version')})."
+        )
     for key in ("architecture", "kwargs", "data_spec"):
         if key not in config:
             raise CheckpointError(f"{path} lacks the {key!r} entry; expected keys of imgzoo.save()")
-    _check_fields(config, path)
+    for key, (test, expected) in _FIELDS.items():
+        if key in config and not test(config[key]):
+            raise _bad(path, key, expected, config[key])
     spec = _spec_from_config(config["data_spec"], path)
-    _check_classes_agree(config, spec, path)
+    # The three places a config states the classes must say the same thing.
+    kwargs_classes = config["kwargs"].get("num_classes", spec.num_classes)
+    for field, value in (("num_classes", config.get("num_classes")), ("kwargs.num_classes", kwargs_classes)):
+        if value is not None and value != spec.num_classes:
+            raise _bad(path, field, f"{spec.num_classes}, as data_spec.num_classes says", value)
+    names = config.get("class_names")
+    if names is not None and tuple(names) != spec.class_names:
+        raise _bad(path, "class_names", f"the data_spec's class names {spec.class_names}", names)
     return config
 
 
@@ -151,17 +167,6 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _check_version(config: dict[str, Any], path: Path) -> None:
-    version = config.get("format_version", FORMAT_VERSION)
-    if not _is_int(version) or version < 1:
-        raise _bad(path, "format_version", "a positive integer", version)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} uses checkpoint format {version}, newer than this imgzoo "
-            f"({FORMAT_VERSION}); upgrade imgzoo (saved by {config.get('imgzoo_version')})."
-        )
-
-
 # The top-level fields and what each must hold: (test, what the error calls it).
 _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "imgzoo_version": (lambda v: v is None or isinstance(v, str), "a version string"),
@@ -177,12 +182,6 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "metrics": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {list(STORAGE_DTYPES)}"),
 }
-
-
-def _check_fields(config: dict[str, Any], path: Path) -> None:
-    for key, (test, expected) in _FIELDS.items():
-        if key in config and not test(config[key]):
-            raise _bad(path, key, expected, config[key])
 
 
 # Each DataSpec field, its test (given the channel count, which mean and std must match) and its description.
@@ -225,17 +224,6 @@ def _spec_from_config(data: dict[str, Any], path: Path) -> DataSpec:
     return DataSpec.from_dict(data)
 
 
-def _check_classes_agree(config: dict[str, Any], spec: DataSpec, path: Path) -> None:
-    """The three places a config states the classes must say the same thing."""
-    kwargs_classes = config["kwargs"].get("num_classes", spec.num_classes)
-    for field, value in (("num_classes", config.get("num_classes")), ("kwargs.num_classes", kwargs_classes)):
-        if value is not None and value != spec.num_classes:
-            raise _bad(path, field, f"{spec.num_classes}, as data_spec.num_classes says", value)
-    names = config.get("class_names")
-    if names is not None and tuple(names) != spec.class_names:
-        raise _bad(path, "class_names", f"the data_spec's class names {spec.class_names}", names)
-
-
 def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
     """Remove wrapper prefixes (``module.``, ``_orig_mod.``, any nesting) that every key shares, and only those."""
     while state:
@@ -276,12 +264,8 @@ def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, to
     return strip_prefixes(state)
 
 
-def write_checkpoint(
-    model: nn.Module, directory: Path, config: dict[str, Any], state: dict[str, torch.Tensor] | None = None
-) -> None:
-    """Write model.safetensors (``state``, else the model's own) then config.json into ``directory``, atomically."""
-    if state is None:
-        state = storage_state(model, config.get("storage_dtype", "fp32"))
+def write_checkpoint(directory: Path, config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """Write model.safetensors (``state``, from :func:`storage_state`) then config.json, each atomically."""
     # One metadata key only: safetensors 0.8 writes the map in hash order, so two keys would make the same
     # weights hash differently from one save to the next, and a weights entry's sha256 must be reproducible.
     with atomic_open(directory / WEIGHTS_NAME, "wb") as f:
@@ -325,8 +309,18 @@ def load_checkpoint(
     spec = DataSpec.from_dict(config["data_spec"])
     new_head = num_classes is not None and num_classes != spec.num_classes
     meta_model = _build(entry, kwargs, source, meta=True)
-    if new_head:
-        _check_head_contract(meta_model, entry)
+    lacking = [m for m in ("get_classifier", "reset_classifier") if not callable(getattr(meta_model, m, None))]
+    if new_head and lacking:
+        raise TypeError(
+            f"loading {entry.name} with another num_classes needs get_classifier() and "
+            f"reset_classifier(num_classes) on {type(meta_model).__name__} (it lacks {', '.join(lacking)}); add "
+            f"both methods, as imgzoo's models do (timm's contract, see docs/models.md)."
+        )
+    if new_head and "num_classes" not in inspect.signature(entry.builder).parameters:
+        raise TypeError(
+            f"{entry.name}'s builder takes no num_classes, so a model with another head could not be saved and "
+            f"rebuilt; add a num_classes keyword argument to it."
+        )
     _check_fits(meta_model, _read_safetensors(weights, header_only=True), source)
     model = _build(entry, kwargs, source, meta=False)
     state = _read_safetensors(weights, header_only=False)
@@ -336,11 +330,19 @@ def load_checkpoint(
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the model's
         raise CheckpointError(f"the weights in {source} cannot be copied into {entry.name}: {exc}") from exc
+    if new_head:  # a fresh head; the data spec and kwargs follow, so the model saves as what it now is
+        kept = len(state) - len(model.get_classifier().state_dict())
+        model.reset_classifier(num_classes)
+        setattr(model, KWARGS_ATTR, {**getattr(model, KWARGS_ATTR), "num_classes": num_classes})
+        warnings.warn(
+            f"{source}: loaded {kept} tensors but NOT the classifier (the checkpoint has {spec.num_classes} classes, "
+            f"the model {num_classes}); the classifier is freshly initialised: fine-tune it before use.",
+            NewHeadWarning,
+            stacklevel=_first_frame_outside_imgzoo(),
+        )
+    if new_head or class_names is not None:
+        spec = spec.with_classes(num_classes if new_head else spec.num_classes, class_names)
     setattr(model, SPEC_ATTR, spec)
-    if new_head:
-        _replace_head(model, num_classes, class_names, source=source, loaded=len(state))
-    elif class_names is not None:
-        setattr(model, SPEC_ATTR, spec.with_classes(spec.num_classes, class_names))
     return model
 
 
@@ -421,39 +423,6 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
 
 def _first_five(items: list[str]) -> str:
     return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-
-
-def _check_head_contract(model: nn.Module, entry: ModelEntry) -> None:
-    """A new num_classes needs get_classifier / reset_classifier, and a builder taking num_classes."""
-    lacking = [m for m in ("get_classifier", "reset_classifier") if not callable(getattr(model, m, None))]
-    if lacking:
-        raise TypeError(
-            f"loading {entry.name} with another num_classes needs get_classifier() and "
-            f"reset_classifier(num_classes) on {type(model).__name__} (it lacks {', '.join(lacking)}); add both "
-            f"methods, as imgzoo's models do (timm's contract, see docs/models.md)."
-        )
-    if "num_classes" not in inspect.signature(entry.builder).parameters:
-        raise TypeError(
-            f"{entry.name}'s builder takes no num_classes, so a model with another head could not be saved and "
-            f"rebuilt; add a num_classes keyword argument to it."
-        )
-
-
-def _replace_head(
-    model: nn.Module, num_classes: int, class_names: list[str] | tuple[str, ...] | None, *, source: str, loaded: int
-) -> None:
-    """Swap the loaded head for a fresh one and warn; data spec and kwargs follow, so it saves as what it is."""
-    old_classes = getattr(model, SPEC_ATTR).num_classes
-    kept = loaded - len(model.get_classifier().state_dict())  # the head's tensors, found through the contract
-    model.reset_classifier(num_classes)
-    setattr(model, SPEC_ATTR, getattr(model, SPEC_ATTR).with_classes(num_classes, class_names))
-    setattr(model, KWARGS_ATTR, {**getattr(model, KWARGS_ATTR), "num_classes": num_classes})
-    warnings.warn(
-        f"{source}: loaded {kept} tensors but NOT the classifier (the checkpoint has {old_classes} classes, "
-        f"the model {num_classes}); the classifier is freshly initialised: fine-tune it before use.",
-        NewHeadWarning,
-        stacklevel=_first_frame_outside_imgzoo(),
-    )
 
 
 def _first_frame_outside_imgzoo() -> int:
