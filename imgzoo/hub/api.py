@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
     from huggingface_hub.errors import HfHubHTTPError
 
-    from imgzoo.eval.history import History
-
 HF_PREFIX = "hf-hub:"
 CARD_NAME = "README.md"
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
@@ -137,7 +135,12 @@ def save(
     directory = Path(directory)
     _check_replaceable(directory)
     state = storage_state(model, dtype)  # a bad dtype or an fp16 overflow stops here, before any write
-    history = _as_history(history)
+    from imgzoo.eval.history import History
+
+    if isinstance(history, dict) and all(isinstance(v, (list, tuple)) for v in history.values()):
+        history = History.from_dict(history)
+    elif history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be an imgzoo.History or its to_dict(); got {type(history).__name__}")
     merged = {**(metrics_from_history(history.to_dict()) if history is not None else {}), **(metrics or {})}
     config = build_config(model, recipe=recipe, metrics=merged or None, storage_dtype=dtype)
     card_args = {"repo_id": repo_id, "license": license, "tags": tags, "datasets": datasets, "existing": existing_card}
@@ -229,16 +232,6 @@ def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str
         except (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError):
             return None
         return Path(path).read_text(encoding="utf-8")
-
-
-def _as_history(history: Any) -> History | None:
-    from imgzoo.eval.history import History
-
-    if history is None or isinstance(history, History):
-        return history
-    if isinstance(history, dict) and all(isinstance(v, (list, tuple)) for v in history.values()):
-        return History.from_dict(history)
-    raise TypeError(f"history must be an imgzoo.History or its to_dict(); got {type(history).__name__}")
 
 
 @dataclass(frozen=True)

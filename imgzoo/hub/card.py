@@ -51,7 +51,6 @@ def metrics_from_eval(result: Any, tta_result: Any = None, *, split: str = "val"
     return metrics
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int | None:
     """Multiply-accumulates for one image of ``input_shape`` (default: the DataSpec's), in eval mode; None when
     the shape is unknown or the model refuses a blank image. FlopCounterMode counts a multiply-add as two."""

@@ -31,7 +31,6 @@ FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 METADATA_FILE = "imgzoo.json"  # the TorchScript archive's extra file holding the same metadata
-INSTALL_HINT = 'pip install "imgzoo[export]"'
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # exporter, its op library, the checking runtime
 
 
@@ -156,7 +155,8 @@ def _import(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ImportError(
-            f"ONNX export needs the {name} package, which is not installed; install it with {INSTALL_HINT}"
+            f"ONNX export needs the {name} package, which is not installed; install it with "
+            'pip install "imgzoo[export]"'
         ) from exc
 
 
