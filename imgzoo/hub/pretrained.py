@@ -26,6 +26,7 @@ def _recipe(name: str, **data: str) -> dict[str, object]:
 
 
 # Newest last. Every figure is on a seeded 10% validation split of the training data (no test split used).
+# fmt: off
 PRETRAINED: tuple[WeightsEntry, ...] = (
     # imgzoo train mnist_cnn <MNIST idx files> --out runs/mnist --recipe mnist_cnn.mnist: 24 epochs, 62-78 s each,
     # 2-core AMD EPYC (AVX2); 99.68% on 5,999 validation digits (99.63% shift TTA); fp16 keeps top-1.
@@ -33,23 +34,14 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         name="mnist_cnn.mnist",
         sha256="c3a7fe572b69edf447c925c0c643c439098605f70e0b2c6f3f5578d962f69402",
         config_sha256="90099f392cb2f8a67416389b38b649790362dfe7c3ed9f8f779c12f362cfc6e8",
-        package_dir="mnist_cnn-mnist",
-        default=True,
+        package_dir="mnist_cnn-mnist", default=True,
         meta={
             "dataset": "mnist",
-            "metrics": {
-                "val_acc": 0.9968328054675779,
-                "val_top5": 1.0,
-                "val_loss": 0.10847348240062105,
-                "val_acc_tta": 0.9963327221203534,
-                "val_top5_tta": 1.0,
-                "tta": "shift",
-                "train_acc": 0.9977407825781004,
-                "epochs": 24,
-            },
+            "metrics": {"val_acc": 0.9968328054675779, "val_top5": 1.0, "val_loss": 0.10847348240062105,
+                        "val_acc_tta": 0.9963327221203534, "val_top5_tta": 1.0, "tta": "shift",
+                        "train_acc": 0.9977407825781004, "epochs": 24},
             "recipe": _recipe("mnist_cnn.mnist", data="MNIST train split"),
-            "num_params": 468_010,
-            "categories": _DIGITS,
+            "num_params": 468_010, "categories": _DIGITS,
             "kwargs": {"num_classes": 10, "dropout": 0.1, "hidden": 128},
         },
     ),
@@ -59,23 +51,13 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         name="resnet_cifar.cifar10",
         sha256="0cd8129418a1f77a96e80be11ef7453d6cd20b00718112b1af67e7cf2fbae908",
         config_sha256="a31af0ab04662367cc8b7392499fc5f3372c077ba23b10db3988ebde6f98880e",
-        package_dir="resnet_cifar-cifar10",
-        default=True,
+        package_dir="resnet_cifar-cifar10", default=True,
         meta={
             "dataset": "cifar10",
-            "metrics": {
-                "val_acc": 0.8914,
-                "val_top5": 0.9946,
-                "val_loss": 0.38523436431884767,
-                "val_acc_tta": 0.8998,
-                "val_top5_tta": 0.9958,
-                "tta": "flip+shift",
-                "train_acc": 0.9308,
-                "epochs": 90,
-            },
+            "metrics": {"val_acc": 0.8914, "val_top5": 0.9946, "val_loss": 0.38523436431884767, "val_acc_tta": 0.8998,
+                        "val_top5_tta": 0.9958, "tta": "flip+shift", "train_acc": 0.9308, "epochs": 90},
             "recipe": _recipe("resnet_cifar.cifar10", data=_CIFAR_JPEG),
-            "num_params": 269_722,
-            "categories": list(CIFAR10.class_names),
+            "num_params": 269_722, "categories": list(CIFAR10.class_names),
             "kwargs": {"depth": 20, "num_classes": 10, "shortcut": "A", "width": 1, "zero_init_residual": False},
         },
     ),
@@ -85,34 +67,15 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         name="basic_cnn.cifar10",
         sha256="daa134a928076e65348f676b92ee88463d8d01187a2ca7718d283383d0efedda",
         config_sha256="1eea52800f4ef843982e430d775cc62f2693af416b9cfb909eef94fee5c39f0d",
-        package_dir="basic_cnn-cifar10",
-        default=True,
+        package_dir="basic_cnn-cifar10", default=True,
         meta={
             "dataset": "cifar10",
-            "metrics": {
-                "val_acc": 0.9078,
-                "val_top5": 0.9972,
-                "val_loss": 0.46218429565429686,
-                "val_acc_tta": 0.9162,
-                "val_top5_tta": 0.9966,
-                "tta": "flip+shift",
-                "train_acc": 0.9211333333333334,
-                "epochs": 36,
-            },
+            "metrics": {"val_acc": 0.9078, "val_top5": 0.9972, "val_loss": 0.46218429565429686, "val_acc_tta": 0.9162,
+                        "val_top5_tta": 0.9966, "tta": "flip+shift", "train_acc": 0.9211333333333334, "epochs": 36},
             "recipe": _recipe("basic_cnn.cifar10", data=_CIFAR_JPEG),
-            "num_params": 1_972_778,
-            "categories": list(CIFAR10.class_names),
-            "kwargs": {
-                "widths": [64, 256, 256],
-                "num_classes": 10,
-                "stem_width": 32,
-                "dropout": 0.0,
-                "whiten": True,
-                "bn_momentum": 0.4,
-                "bn_scale": False,
-                "logit_scale": 1 / 9,
-                "dirac_init": True,
-            },
+            "num_params": 1_972_778, "categories": list(CIFAR10.class_names),
+            "kwargs": {"widths": [64, 256, 256], "num_classes": 10, "stem_width": 32, "dropout": 0.0, "whiten": True,
+                       "bn_momentum": 0.4, "bn_scale": False, "logit_scale": 1 / 9, "dirac_init": True},
         },
     ),
     # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r56 --recipe resnet_cifar.d56_cifar10 --compile: 90
@@ -124,23 +87,15 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         package_dir="resnet_cifar-d56_cifar10",
         meta={
             "dataset": "cifar10",
-            "metrics": {
-                "val_acc": 0.9024,
-                "val_top5": 0.993,
-                "val_loss": 0.3682085521697998,
-                "val_acc_tta": 0.9166,
-                "val_top5_tta": 0.9968,
-                "tta": "flip+shift",
-                "train_acc": 0.9663333333333334,
-                "epochs": 90,
-            },
+            "metrics": {"val_acc": 0.9024, "val_top5": 0.993, "val_loss": 0.3682085521697998, "val_acc_tta": 0.9166,
+                        "val_top5_tta": 0.9968, "tta": "flip+shift", "train_acc": 0.9663333333333334, "epochs": 90},
             "recipe": _recipe("resnet_cifar.d56_cifar10", data=_CIFAR_JPEG),
-            "num_params": 853_018,
-            "categories": list(CIFAR10.class_names),
+            "num_params": 853_018, "categories": list(CIFAR10.class_names),
             "kwargs": {"depth": 56, "num_classes": 10, "shortcut": "A", "width": 1, "zero_init_residual": False},
         },
     ),
 )
+# fmt: on
 
 
 def entry_from_folder(
