@@ -1,9 +1,6 @@
-"""Save, load and push imgzoo checkpoints, and build models by name: the only module that talks to the Hub.
-
-Pushing saves to a temporary folder and uploads it. Loading takes a registered weights name (sha256-checked),
-``"hf-hub:org/repo@revision"`` or a folder of :func:`save`; downloads go through huggingface_hub, so HF_ENDPOINT,
-HF_HUB_OFFLINE, HF_HUB_CACHE and HF_TOKEN work as usual. huggingface_hub takes half a second to import, so each
-function imports it where used: ``import imgzoo`` and local loads never pay for it.
+"""Save, load and push checkpoints, and build models by name: the only module that talks to the Hub (through
+huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CACHE and HF_TOKEN work as usual). It takes half a
+second to import, so each function imports it where used: ``import imgzoo`` and local loads never pay for it.
 """
 
 from __future__ import annotations
@@ -167,9 +164,8 @@ def _check_replaceable(directory: Path) -> None:
     others = sorted(f.name for f in directory.iterdir() if f.name not in _CHECKPOINT_FILES)
     if others:
         raise FileExistsError(
-            f"save() replaces {directory} as a whole, so that a crash never leaves a mix of two checkpoints, and "
-            f"it holds other files ({_first_five(others)}) that would be lost; save into a folder of its own, e.g. "
-            f"{directory / 'weights'}."
+            f"save() replaces {directory} whole (so a crash never mixes two checkpoints), and it holds other files "
+            f"({_first_five(others)}) that would be lost; save into a folder of its own, e.g. {directory / 'weights'}."
         )
 
 
@@ -216,8 +212,7 @@ def push_to_hub(
     except _network_errors() as exc:
         raise HubUnreachableError(
             f"could not reach the Hub at {constants.ENDPOINT} to push to {repo_id} ({type(exc).__name__}: {exc}); "
-            f"no commit was made. Check the network connection, a proxy (HTTPS_PROXY) or HF_ENDPOINT, then push "
-            f"again, or save locally with imgzoo.save(model, folder) meanwhile."
+            f"no commit was made. Check the network, a proxy (HTTPS_PROXY) or HF_ENDPOINT, then push again."
         ) from None
 
 
@@ -352,9 +347,9 @@ def check_revision(revision: str | None) -> None:
         raise TypeError(f"revision must be a string (a branch, tag or commit sha); got {type(revision).__name__}")
     if not 0 < len(revision) <= 255 or _BAD_REF.search(revision):
         raise ValueError(
-            f"revision {revision!r} is not a branch, tag or commit sha: git's ref names have 1 to 255 characters, "
-            f"no space, control character or ~ ^ : ? * [ \\, no '..' or '@{{', no empty or '.'-led component and "
-            f"no '.lock' or '.' ending. Pass a name such as 'main', 'v1.0' or 'refs/pr/1', or a commit sha."
+            f"revision {revision!r} is not a branch, tag or commit sha (git refuses it: 1 to 255 characters, no "
+            f"space, control character or ~ ^ : ? * [ \\ .. @{{, no empty or '.'-led part, no '.lock' or '.' end); "
+            f"pass e.g. 'main', 'v1.0', 'refs/pr/1' or a commit sha."
         )
 
 
@@ -482,8 +477,8 @@ def _translate(exc: HfHubHTTPError, repo_id: str, revision: str | None, *, actio
         )
     if status in (401, 403):
         return HubAuthError(
-            f"the Hub at {constants.ENDPOINT} refused the token ({status}) to {action} {repo_id}: it is invalid, "
-            f"expired or lacks {'write' if action == 'push to' else 'read'} access. Log in with `hf auth login`, "
-            f"set HF_TOKEN or pass token= (the token is not shown here)."
+            f"the Hub at {constants.ENDPOINT} refused the token ({status}) to {action} {repo_id}: invalid, expired or "
+            f"without {'write' if action == 'push to' else 'read'} access. Run `hf auth login`, set HF_TOKEN or pass "
+            "token= (not shown here)."
         )
     return exc

@@ -76,12 +76,16 @@ def build_config(
             f"{type(model).__name__}. Build it with imgzoo.create_model(name, ...) or a registered builder."
         )
     spec: DataSpec = getattr(model, SPEC_ATTR)
+    try:  # the module whose import registers the architecture: a loader without it is told which to import
+        builder_module = get_model_entry(getattr(model, ARCH_ATTR)).builder.__module__
+    except ValueError:  # built by a builder that was unregistered since
+        builder_module = type(model).__module__
     config = {
         "format": "imgzoo",
         "format_version": FORMAT_VERSION,
         "imgzoo_version": __version__,
         "architecture": getattr(model, ARCH_ATTR),
-        "builder_module": _builder_module(model),
+        "builder_module": builder_module,
         "kwargs": dict(getattr(model, KWARGS_ATTR)),
         "num_classes": spec.num_classes,
         "class_names": list(spec.class_names) if spec.class_names is not None else None,
@@ -100,14 +104,6 @@ def build_config(
             f"Check the model's builder kwargs {config['kwargs']}, recipe and metrics."
         ) from exc
     return config
-
-
-def _builder_module(model: nn.Module) -> str:
-    """The module whose import registers the model's architecture (the builder's, else the class's)."""
-    try:
-        return get_model_entry(getattr(model, ARCH_ATTR)).builder.__module__
-    except ValueError:  # built by a builder that was unregistered since
-        return type(model).__module__
 
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
