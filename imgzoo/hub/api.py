@@ -35,13 +35,7 @@ from imgzoo.hub.format import (
     verify_sha256,
     write_checkpoint,
 )
-from imgzoo.models.registry import (
-    WeightsEntry,
-    default_weights,
-    get_model_entry,
-    get_weights_entry,
-    list_pretrained,
-)
+from imgzoo.models.registry import WeightsEntry, default_weights, get_model_entry, get_weights_entry, list_pretrained
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
