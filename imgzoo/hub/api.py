@@ -1,12 +1,6 @@
-"""Save, load and push imgzoo checkpoints, and build models by name: the only module that talks to the Hub.
-
-Saving to a local folder is the primitive; pushing saves to a temporary folder and uploads it. Loading
-takes one string: a registered weights name (``"resnet_cifar.cifar10"``: a Hub repo pinned to a commit,
-or a folder shipped in the package; sha256-checked), ``"hf-hub:org/repo@revision"``, or a folder
-written by :func:`save`. Downloads go through huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE,
-HF_HUB_CACHE / ``cache_dir`` and HF_TOKEN behave as for every other Hub library. huggingface_hub and
-its HTTP stack take about half a second to import, so each function imports what it uses: ``import
-imgzoo`` and loading a shipped or local checkpoint never pay for it.
+"""Save, load and push checkpoints, and build models by name: the only module that talks to the Hub (through
+huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CACHE and HF_TOKEN work as usual). It takes half a
+second to import, so each function imports it where used: ``import imgzoo`` and local loads never pay for it.
 """
 
 from __future__ import annotations
@@ -33,6 +27,7 @@ from imgzoo.hub.format import (
     PICKLE_NAMES,
     WEIGHTS_NAME,
     CheckpointError,
+    _first_five,
     build_config,
     load_checkpoint,
     read_config,
@@ -40,28 +35,16 @@ from imgzoo.hub.format import (
     verify_sha256,
     write_checkpoint,
 )
-from imgzoo.models.registry import (
-    WeightsEntry,
-    default_weights,
-    get_model_entry,
-    get_weights_entry,
-    list_pretrained,
-)
+from imgzoo.models.registry import WeightsEntry, default_weights, get_model_entry, get_weights_entry, list_pretrained
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
     from huggingface_hub.errors import HfHubHTTPError
 
-    from imgzoo.eval.history import History
-
-__all__ = ["HF_PREFIX", "HubAuthError", "HubUnreachableError", "WeightsNotFoundError", "check_revision"]
-__all__ += ["create_model", "download", "load", "push_to_hub", "save"]
-
 HF_PREFIX = "hf-hub:"
 CARD_NAME = "README.md"
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
-# What `git check-ref-format` refuses: controls, space, ~ ^ : ? * [ \, "..", "@{", an empty or "."-led component,
-# a ".lock" or "." ending. A revision becomes a path in the cache (refs/<revision>): none of these may reach it.
+# What `git check-ref-format` refuses; a revision becomes a cache path (refs/<revision>), so none may reach it.
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|^@$|\.$|(^|/)\.|\.lock(/|$)")
 # Files save() itself writes; a folder holding anything else is not replaced whole.
 _CHECKPOINT_FILES = frozenset({WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CURVES_NAME})
@@ -84,8 +67,8 @@ class HubUnreachableError(ConnectionError):
 def _network_errors() -> tuple[type[BaseException], ...]:
     """What huggingface_hub's HTTP stack raises when no connection is made (httpx2 from 2.0, httpx, requests)."""
     found: list[type[BaseException]] = [ConnectionError, TimeoutError]  # and huggingface_hub's OfflineModeIsEnabled
-    candidates = (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError"))
-    for module, name in (*candidates, ("requests", "Timeout")):
+    names = ("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError")
+    for module, name in (*names, ("requests", "Timeout")):
         with contextlib.suppress(ImportError, AttributeError):
             found.append(getattr(importlib.import_module(module), name))
     return tuple(found)
@@ -94,18 +77,13 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``; keyword arguments go to its builder.
 
-    ``pretrained=True`` loads the architecture's default weights entry, or among the entries trained with the
-    builder arguments given, that one (``create_model("resnet_cifar", depth=56, pretrained=True)``; see
-    :func:`imgzoo.models.registry.default_weights`); ``pretrained="resnet_cifar.cifar10"`` names one. Another
-    ``num_classes`` than the weights' loads everything but the classifier, as timm does. A pretrained model
-    comes back in eval mode, as :func:`load` returns it; one built from scratch in train mode.
+    ``pretrained=True`` loads the default weights entry, or the one trained with the builder arguments given
+    (``create_model("resnet_cifar", depth=56, pretrained=True)``); ``pretrained="resnet_cifar.cifar10"`` names
+    one. Another ``num_classes`` loads all but the classifier, as timm does. Pretrained comes back in eval mode.
     """
     if not isinstance(pretrained, (bool, str)):
-        raise TypeError(
-            f"create_model's pretrained= takes True, False or a weights name like 'resnet_cifar.cifar10'; "
-            f"got {type(pretrained).__name__} {pretrained!r}"
-        )
-    entry = get_model_entry(name)
+        raise TypeError(f"pretrained= takes True, False or a weights name ('resnet_cifar.cifar10'); got {pretrained!r}")
+    entry = get_model_entry(name)  # an unknown name fails here, whatever pretrained says
     if not pretrained:
         return entry.builder(**kwargs)
     weights_name = pretrained if isinstance(pretrained, str) else default_weights(name, **kwargs)
@@ -120,9 +98,8 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
             shown = ", ".join(f"{k}={recorded[k]!r}" for k in kwargs if k in recorded)
             described.append(f"{entry_name} ({shown})" if shown else entry_name)
         raise CheckpointError(
-            f"{exc} pretrained=True looks for {name!r} weights trained with these arguments and found none; the "
-            f"registered ones: {'; '.join(described)}. Drop the arguments, or build it without pretrained= to "
-            f"train it yourself."
+            f"{exc} No {name!r} weights were trained with these arguments; the registered ones: "
+            f"{'; '.join(described)}. Drop the arguments, or train it yourself (no pretrained=)."
         ) from exc
 
 
@@ -140,26 +117,34 @@ def save(
     existing_card: str | None = None,
     dtype: str = "fp32",
 ) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card into ``directory``.
+    """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card into ``directory``, atomically.
 
-    ``history`` (an ``imgzoo.History`` or its ``to_dict()``) adds the last epoch's metrics and a
-    ``curves.png``; ``metrics`` entries override those. Everything is computed before the first byte is
-    written, and the folder is written whole beside ``directory`` then renamed into place, so a crash
-    leaves the old checkpoint or the new one, never a mix. ``dtype="fp16"`` stores the parameters in half
-    precision (half the file; buffers stay as they are): :func:`load` gives back an fp32 model whose
-    weights differ by fp16's rounding (a relative 2**-11 at most).
+    ``history`` (an ``imgzoo.History`` or its ``to_dict()``) adds the last epoch's metrics and ``curves.png``;
+    ``metrics`` override those. ``dtype="fp16"`` halves the file: :func:`load` gives back fp32 weights within
+    fp16's rounding (a relative 2**-11).
     """
     directory = Path(directory)
     _check_replaceable(directory)
     state = storage_state(model, dtype)  # a bad dtype or an fp16 overflow stops here, before any write
-    history = _as_history(history)
+    from imgzoo.eval.history import History
+
+    if isinstance(history, dict) and all(isinstance(v, (list, tuple)) for v in history.values()):
+        history = History.from_dict(history)
+    elif history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be an imgzoo.History or its to_dict(); got {type(history).__name__}")
     merged = {**(metrics_from_history(history.to_dict()) if history is not None else {}), **(metrics or {})}
     config = build_config(model, recipe=recipe, metrics=merged or None, storage_dtype=dtype)
     card_args = {"repo_id": repo_id, "license": license, "tags": tags, "datasets": datasets, "existing": existing_card}
     render(config, curves=None, **card_args)  # fail on a bad card before anything is written
     with atomic_directory(directory) as tmp:
-        curves = _write_curves(history, tmp / CURVES_NAME) if history is not None else None
-        write_checkpoint(model, tmp, config, state)
+        curves = None
+        if history is not None:
+            try:  # accuracy and loss per epoch, beside the card
+                history.plot(tmp / CURVES_NAME)
+                curves = CURVES_NAME
+            except ImportError as exc:  # matplotlib is an optional extra
+                warnings.warn(f"no curves in the model card: {exc}", stacklevel=2)
+        write_checkpoint(tmp, config, state)
         atomic_write_text(tmp / CARD_NAME, render(config, curves=curves, **card_args))
     return directory
 
@@ -172,11 +157,9 @@ def _check_replaceable(directory: Path) -> None:
         return
     others = sorted(f.name for f in directory.iterdir() if f.name not in _CHECKPOINT_FILES)
     if others:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise FileExistsError(
-            f"save() replaces {directory} as a whole, so that a crash never leaves a mix of two checkpoints, and "
-            f"it holds other files ({shown}) that would be lost; save into a folder of its own, e.g. "
-            f"{directory / 'weights'}."
+            f"save() replaces {directory} whole (so a crash never mixes two checkpoints), and it holds other files "
+            f"({_first_five(others)}) that would be lost; save into a folder of its own, e.g. {directory / 'weights'}."
         )
 
 
@@ -191,12 +174,10 @@ def push_to_hub(
     revision: str | None = None,
     **save_kwargs: Any,
 ) -> CommitInfo:
-    """Save ``model`` to a temporary folder and upload it to ``repo_id`` in one commit.
+    """Save ``model`` to a temporary folder and upload it to ``repo_id`` in one commit; ``save_kwargs`` go to save.
 
-    Returns huggingface_hub's ``CommitInfo``: ``.oid`` is the commit sha to pin in a weights entry. The
-    repository is created if needed (``private`` is passed through; an existing one keeps its visibility);
-    a new ``revision`` branch starts from main. The card's results section is regenerated from this
-    model's metrics and the rest of an existing card is kept. ``save_kwargs`` go to :func:`save`.
+    Returns huggingface_hub's ``CommitInfo`` (``.oid``: the sha to pin). The repository (``private`` if new) and
+    a ``revision`` branch are created if needed; an existing card keeps all but its regenerated results section.
     """
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
@@ -205,8 +186,8 @@ def push_to_hub(
     check_revision(revision)
     if constants.is_offline_mode():
         raise HubUnreachableError(
-            f"cannot push to {repo_id}: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE (before "
-            f"Python starts) to push, or save locally with imgzoo.save(model, folder) and push later."
+            f"cannot push to {repo_id}: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE before Python "
+            f"starts, or imgzoo.save(model, folder) now and push later."
         )
     api = HfApi(**_CLIENT)
     try:
@@ -225,8 +206,7 @@ def push_to_hub(
     except _network_errors() as exc:
         raise HubUnreachableError(
             f"could not reach the Hub at {constants.ENDPOINT} to push to {repo_id} ({type(exc).__name__}: {exc}); "
-            f"no commit was made. Check the network connection, a proxy (HTTPS_PROXY) or HF_ENDPOINT, then push "
-            f"again, or save locally with imgzoo.save(model, folder) meanwhile."
+            f"no commit was made. Check the network, a proxy (HTTPS_PROXY) or HF_ENDPOINT, then push again."
         ) from None
 
 
@@ -243,29 +223,6 @@ def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str
         return Path(path).read_text(encoding="utf-8")
 
 
-def _as_history(history: Any) -> History | None:
-    from imgzoo.eval.history import History
-
-    if history is None or isinstance(history, History):
-        return history
-    if isinstance(history, dict) and all(isinstance(v, (list, tuple)) for v in history.values()):
-        return History.from_dict(history)
-    raise TypeError(
-        f"history must be an imgzoo.History or a dict of per-epoch lists (History.to_dict()); got "
-        f"{type(history).__name__}"
-    )
-
-
-def _write_curves(history: History, path: Path) -> str | None:
-    """Plot accuracy and loss per epoch to ``path`` (atomically); None, and a warning, without matplotlib."""
-    try:
-        history.plot(path)
-    except ImportError as exc:
-        warnings.warn(f"no curves in the model card: {exc}", stacklevel=3)
-        return None
-    return path.name
-
-
 @dataclass(frozen=True)
 class _Files:
     config: Path
@@ -275,9 +232,7 @@ class _Files:
 
 
 @dataclass(frozen=True)
-class _Fetch:
-    """How to fetch from the Hub: the caller's choices, the same for every file of one load."""
-
+class _Fetch:  # the caller's choices, the same for every file of one load
     revision: str | None
     token: str | None
     cache_dir: str | os.PathLike[str] | None
@@ -297,13 +252,11 @@ def load(
     architecture: str | None = None,
     **builder_kwargs: Any,
 ) -> nn.Module:
-    """Rebuild and load a checkpoint; the model comes back in eval mode, ready to predict.
+    """Rebuild and load a checkpoint in eval mode; it carries ``data_spec`` (class names, preprocessing).
 
-    ``num_classes`` different from the checkpoint's loads every tensor, then replaces the head through the
-    model's ``reset_classifier`` and warns (:class:`~imgzoo.hub.format.NewHeadWarning`); any other mismatch
-    is an error. ``architecture`` asserts which model the checkpoint must be. ``builder_kwargs`` override
-    builder arguments that do not change tensor shapes. The model carries ``data_spec`` (with class names);
-    ``imgzoo.data.transforms.for_model(model)`` is its preprocessing.
+    Another ``num_classes`` loads all but the head, replaced via ``reset_classifier`` with a
+    :class:`~imgzoo.hub.format.NewHeadWarning`. ``architecture`` asserts the checkpoint's model;
+    ``builder_kwargs`` override builder arguments that do not change tensor shapes.
     """
     files = _resolve(path_or_name, _Fetch(revision, token, cache_dir, local_files_only, force=False))
     config = read_config(files.config)
@@ -369,10 +322,7 @@ def _from_entry(entry: WeightsEntry, fetch: _Fetch) -> _Files:
         refetch = f"imgzoo download {entry.name} --force"
     else:
         if fetch.revision is not None:
-            raise ValueError(
-                f"{entry.name} is shipped inside the imgzoo package and has no revisions; drop "
-                f"revision={fetch.revision!r}"
-            )
+            raise ValueError(f"{entry.name} is shipped inside the imgzoo package and has no revisions; drop revision=")
         folder = Path(entry.package_dir or "")
         shipped = folder if folder.is_absolute() else Path(str(resources.files("imgzoo.hub") / "weights" / folder))
         files = _local(shipped, entry.name)
@@ -384,17 +334,16 @@ def _from_entry(entry: WeightsEntry, fetch: _Fetch) -> _Files:
 
 
 def check_revision(revision: str | None) -> None:
-    """Refuse, before any request, a revision that git would not accept as a branch, tag or commit sha: it
-    becomes a path in the Hugging Face cache (``refs/<revision>``), where ``../../x`` would leave the cache."""
+    """Refuse, before any request, a revision git would refuse: in the cache's ``refs/<revision>``, ``../x`` escapes."""
     if revision is None:
         return
     if not isinstance(revision, str):
         raise TypeError(f"revision must be a string (a branch, tag or commit sha); got {type(revision).__name__}")
     if not 0 < len(revision) <= 255 or _BAD_REF.search(revision):
         raise ValueError(
-            f"revision {revision!r} is not a branch, tag or commit sha: git's ref names have 1 to 255 characters, "
-            f"no space, control character or ~ ^ : ? * [ \\, no '..' or '@{{', no empty or '.'-led component and "
-            f"no '.lock' or '.' ending. Pass a name such as 'main', 'v1.0' or 'refs/pr/1', or a commit sha."
+            f"revision {revision!r} is not a branch, tag or commit sha (git refuses it: 1 to 255 characters, no "
+            f"space, control character or ~ ^ : ? * [ \\ .. @{{, no empty or '.'-led part, no '.lock' or '.' end); "
+            f"pass e.g. 'main', 'v1.0', 'refs/pr/1' or a commit sha."
         )
 
 
@@ -421,9 +370,7 @@ def _local(directory: Path, label: str) -> _Files:
         )
     weights, config = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     if not weights.is_file():
-        pickles = [n for n in PICKLE_NAMES if (directory / n).is_file()]
-        if pickles:
-            raise CheckpointError(_pickle_message(str(directory), pickles))
+        _refuse_pickles(str(directory), [n for n in PICKLE_NAMES if (directory / n).is_file()])
         raise WeightsNotFoundError(f"{directory} has no {WEIGHTS_NAME}; expected a folder written by imgzoo.save()")
     if not config.is_file():
         raise CheckpointError(f"{directory} has {WEIGHTS_NAME} but no {CONFIG_NAME}; re-save it with imgzoo.save()")
@@ -431,38 +378,30 @@ def _local(directory: Path, label: str) -> _Files:
 
 
 def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
-    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
     offline = fetch.local_files_only or constants.is_offline_mode()
     names = (CONFIG_NAME, WEIGHTS_NAME)
     cached = [try_to_load_from_cache(repo_id, n, cache_dir=fetch.cache_dir, revision=fetch.revision) for n in names]
     in_cache = not fetch.force and all(isinstance(path, str) for path in cached)
-    # A commit's snapshot never changes, and offline the cached refs/<branch> is all there is: the cache answers
-    # without a request. Online, a branch may have moved, so the Hub is asked.
+    # A commit's snapshot never changes, and offline the cache is all there is; online a branch may have moved.
     if in_cache and (offline or _COMMIT_SHA.fullmatch(fetch.revision or "")):
         return _Files(Path(cached[0]), Path(cached[1]), label)
     if not in_cache and not offline:
         _probe(repo_id, label, fetch)
     paths = {}
+    options = dict(revision=fetch.revision, token=fetch.token, cache_dir=fetch.cache_dir, **_CLIENT)
     for filename in names:
         try:
             paths[filename] = hf_hub_download(
-                repo_id,
-                filename,
-                revision=fetch.revision,
-                token=fetch.token,
-                cache_dir=fetch.cache_dir,
-                local_files_only=offline and not fetch.force,
-                force_download=fetch.force,
-                **_CLIENT,
+                repo_id, filename, local_files_only=offline and not fetch.force, force_download=fetch.force, **options
             )
         except EntryNotFoundError as exc:
             if isinstance(exc, LocalEntryNotFoundError):
                 raise _offline_miss(repo_id, filename, label, fetch) from exc
-            pickles = _remote_pickles(repo_id, fetch.revision, fetch.token)
-            if pickles:
-                raise CheckpointError(_pickle_message(f"{repo_id}@{fetch.revision or 'main'}", pickles)) from None
+            info = HfApi(**_CLIENT).model_info(repo_id, revision=fetch.revision, token=fetch.token)
+            _refuse_pickles(f"{repo_id}@{fetch.revision or 'main'}", [s.rfilename for s in info.siblings or []])
             raise WeightsNotFoundError(
                 f"{repo_id} at revision {fetch.revision or 'main'} has no {filename}; an imgzoo checkpoint holds "
                 f"{CONFIG_NAME} and {WEIGHTS_NAME} (published with imgzoo.push_to_hub())."
@@ -473,8 +412,7 @@ def _from_hub(repo_id: str, label: str, fetch: _Fetch) -> _Files:
 
 
 def _probe(repo_id: str, label: str, fetch: _Fetch) -> None:
-    """One request without retries before a download: without the files in its cache, hf_hub_download retries a
-    refused connection five times with backoff (1 + 2 + 4 + 8 + 8 s); this fails at once."""
+    """One request without retries: hf_hub_download retries a refused connection 5 times (1+2+4+8+8 s)."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -488,19 +426,15 @@ def _probe(repo_id: str, label: str, fetch: _Fetch) -> None:
         raise _offline_miss(repo_id, CONFIG_NAME, label, fetch, reason=reason) from None
 
 
-def _remote_pickles(repo_id: str, revision: str | None, token: str | None) -> list[str]:
-    from huggingface_hub import HfApi
-
-    files = {s.rfilename for s in HfApi(**_CLIENT).model_info(repo_id, revision=revision, token=token).siblings or []}
-    return [n for n in PICKLE_NAMES if n in files]
-
-
-def _pickle_message(where: str, pickles: list[str]) -> str:
-    return (
-        f"{where} holds only pickle checkpoints ({', '.join(pickles)}), which imgzoo refuses: unpickling a "
-        f"downloaded file can run arbitrary code. Ask the author for {WEIGHTS_NAME}, or, if you trust the "
-        f"file, convert it yourself: torch.load(path, weights_only=True) then imgzoo.save(model, folder)."
-    )
+def _refuse_pickles(where: str, files: list[str]) -> None:
+    """Raise where ``files`` (a checkpoint without model.safetensors) hold pickles: unpickling can run code."""
+    pickles = [n for n in PICKLE_NAMES if n in files]
+    if pickles:
+        raise CheckpointError(
+            f"{where} holds only pickle checkpoints ({', '.join(pickles)}), which imgzoo refuses: unpickling a "
+            f"downloaded file can run arbitrary code. Ask the author for {WEIGHTS_NAME}, or, if you trust the "
+            f"file, convert it yourself: torch.load(path, weights_only=True) then imgzoo.save(model, folder)."
+        )
 
 
 def _offline_miss(
@@ -537,8 +471,8 @@ def _translate(exc: HfHubHTTPError, repo_id: str, revision: str | None, *, actio
         )
     if status in (401, 403):
         return HubAuthError(
-            f"the Hub at {constants.ENDPOINT} refused the token ({status}) to {action} {repo_id}: it is invalid, "
-            f"expired or lacks {'write' if action == 'push to' else 'read'} access. Log in with `hf auth login`, "
-            f"set HF_TOKEN or pass token= (the token is not shown here)."
+            f"the Hub at {constants.ENDPOINT} refused the token ({status}) to {action} {repo_id}: invalid, expired or "
+            f"without {'write' if action == 'push to' else 'read'} access. Run `hf auth login`, set HF_TOKEN or pass "
+            "token= (not shown here)."
         )
     return exc

@@ -1,11 +1,6 @@
-"""The README.md model card of a checkpoint: YAML metadata for the Hub, then Markdown for people.
-
-The metadata is huggingface_hub's ``ModelCardData``, its metrics ``EvalResult`` objects that become
-the ``model-index`` the Hub reads: imgzoo writes no YAML of its own. The results section sits between
-two HTML comments, so every push regenerates it and keeps what the author wrote around it (timm and
-huggingface_hub's mixin skip an existing card, so later metrics never reach it). It states, where
-recorded: top-1 and top-5 with and without TTA, parameters and MACs per image, training time, speed,
-machine, recipe and command.
+"""The README.md model card: huggingface_hub's ``ModelCardData`` and ``EvalResult`` (the Hub's model-index) as
+its YAML, then Markdown. The results section sits between two HTML comments, so a push regenerates it and
+keeps what the author wrote around it (timm and huggingface_hub's mixin skip an existing card entirely).
 """
 
 from __future__ import annotations
@@ -21,8 +16,6 @@ from torch import nn
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard, ModelCardData
 
-__all__ = ["CURVES_NAME", "END", "START", "count_macs", "metrics_from_eval", "metrics_from_history", "render"]
-
 START = "<!-- imgzoo:results:start -->"
 END = "<!-- imgzoo:results:end -->"
 CURVES_NAME = "curves.png"
@@ -33,10 +26,8 @@ _SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
 
 
 def metrics_from_history(history: dict[str, list[Any]]) -> dict[str, Any]:
-    """The last epoch's losses and accuracies, the epochs, the best validation accuracy, wall time and speed.
-
-    ``history`` is ``History.to_dict()``: equal-length lists, None where an epoch had no validation set.
-    """
+    """The last epoch's losses and accuracies, epochs, best validation accuracy, wall time and speed, from
+    ``History.to_dict()`` (None where an epoch had no validation)."""
     columns = ("train_loss", "train_acc", "val_loss", "val_acc", "time", "images_per_sec")
     numbers = {key: [float(v) for v in history.get(key) or [] if _is_number(v)] for key in columns}
     metrics: dict[str, Any] = {"epochs": int(history["epoch"][-1])} if history.get("epoch") else {}
@@ -60,13 +51,9 @@ def metrics_from_eval(result: Any, tta_result: Any = None, *, split: str = "val"
     return metrics
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int | None:
-    """Multiply-accumulates of one forward pass on one image of ``input_shape`` (default: the model's DataSpec).
-
-    FlopCounterMode counts a multiply-add as two operations: halved here. In eval mode (batch-norm
-    statistics stay), modes put back after. None when the shape is unknown or the model refuses a blank image.
-    """
+    """Multiply-accumulates for one image of ``input_shape`` (default: the DataSpec's), in eval mode; None when
+    the shape is unknown or the model refuses a blank image. FlopCounterMode counts a multiply-add as two."""
     from torch.utils.flop_counter import FlopCounterMode  # it imports sympy: half a second of `import imgzoo`
 
     spec = getattr(model, "data_spec", None)
@@ -89,20 +76,6 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     return counter.get_total_flops() // 2
 
 
-def _parse(text: str) -> ModelCard:
-    """``ModelCard(text)``, with a YAML error as a ValueError that says where the bad metadata is."""
-    import yaml
-    from huggingface_hub import ModelCard
-
-    try:
-        return ModelCard(text, ignore_metadata_errors=True)
-    except (yaml.YAMLError, ValueError) as exc:
-        raise ValueError(
-            f"the existing model card's metadata (the YAML between the --- lines at its top) cannot be read "
-            f"({exc}); fix or remove it, then save or push again"
-        ) from exc
-
-
 def render(
     config: dict[str, Any],
     *,
@@ -113,14 +86,11 @@ def render(
     datasets: Iterable[str] | None = None,
     existing: str | None = None,
 ) -> str:
-    """The model card for ``config`` (:func:`imgzoo.hub.format.build_config`); ``curves`` names the plot beside it.
-
-    ``existing`` is the repository's current card: its text outside the results section and the metadata
-    keys imgzoo does not set are kept, in their order.
-    """
+    """The model card for ``config``; ``curves`` names the plot beside it. Of an ``existing`` card, the text
+    outside the results section and the metadata keys imgzoo does not set are kept, in their order."""
     from huggingface_hub import ModelCard
 
-    data = _metadata(config, repo_id=repo_id, license=license, tags=tags, datasets=datasets)
+    data = _metadata(config, repo_id, license, tags, datasets)
     section = _results_section(config, curves)
     if existing is None or not existing.strip():
         return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_fresh_body(config, repo_id, section)}"))
@@ -136,11 +106,18 @@ def render(
 
 def _merge_into(existing: str, data: ModelCardData) -> tuple[ModelCard, str]:
     """The existing card with imgzoo's metadata keys set from ``data`` (tags merged), and its body."""
+    import yaml
     from huggingface_hub import ModelCard
 
     if not existing.startswith("---"):
         return ModelCard(f"---\n{data.to_yaml()}\n---\n"), existing
-    card = _parse(existing)
+    try:
+        card = ModelCard(existing, ignore_metadata_errors=True)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ValueError(
+            f"the existing model card's metadata (the YAML between the --- lines at its top) cannot be read "
+            f"({exc}); fix or remove it, then save or push again"
+        ) from exc
     old_tags = list(card.data.get("tags") or [])
     for key, value in vars(data).items():
         if value is not None:
@@ -149,32 +126,27 @@ def _merge_into(existing: str, data: ModelCardData) -> tuple[ModelCard, str]:
     return card, card.text.lstrip("\n")
 
 
-def _metadata(
-    config: dict[str, Any],
-    *,
-    repo_id: str | None,
-    license: str,
-    tags: Iterable[str],
-    datasets: Iterable[str] | None,
-) -> ModelCardData:
+def _metadata(config: dict[str, Any], repo_id: str | None, license: str, tags, datasets) -> ModelCardData:
+    """The YAML: validation and test figures become the model-index (training numbers are not results)."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    arch = config["architecture"]
-    spec_name = config["data_spec"]["name"]
+    arch, spec_name, metrics = config["architecture"], config["data_spec"]["name"], config.get("metrics") or {}
     datasets = list(datasets) if datasets is not None else [HUB_DATASETS.get(spec_name, spec_name)]
-    dataset_id = datasets[0] if datasets else spec_name
+    tta = f" (TTA {metrics['tta']})" if isinstance(metrics.get("tta"), str) else " (TTA)"
     results = [
         EvalResult(
             task_type="image-classification",
             task_name="Image Classification",
-            dataset_type=dataset_id,
+            dataset_type=datasets[0] if datasets else spec_name,
             dataset_name=spec_name,
             dataset_split=split,
             metric_type=metric,
-            metric_value=value,
-            metric_name=name,
+            metric_value=round(float(value), 6),
+            metric_name=f"{split} {label.replace(' with TTA', '')}" + (tta if suffix.endswith("tta") else ""),
         )
-        for split, metric, value, name in _eval_metrics(config.get("metrics") or {})
+        for prefix, split in _SPLITS[1:]
+        for suffix, metric, label in _MEASURES
+        if _is_number(value := metrics.get(f"{prefix}_{suffix}"))
     ]
     return ModelCardData(
         library_name="imgzoo",
@@ -195,19 +167,6 @@ _MEASURES = (
     ("top5_tta", "top_5_accuracy", "top-5 accuracy with TTA"),
     ("loss", "loss", "loss"),
 )
-
-
-def _eval_metrics(metrics: dict[str, Any]) -> list[tuple[str, str, float, str]]:
-    """(split, metric type, value, name) for validation and test; training numbers are not results."""
-    tta = f" (TTA {metrics['tta']})" if isinstance(metrics.get("tta"), str) else " (TTA)"
-    out = []
-    for prefix, split in _SPLITS[1:]:
-        for suffix, metric, label in _MEASURES:
-            value = metrics.get(f"{prefix}_{suffix}")
-            if _is_number(value):
-                name = f"{split} {label.replace(' with TTA', '')}" + (tta if suffix.endswith("tta") else "")
-                out.append((split, metric, round(float(value), 6), name))
-    return out
 
 
 def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> str:
@@ -231,12 +190,12 @@ def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> st
         f"{section}\n\n"
         "## Input\n\n"
         "| size | mean | std | classes |\n|---|---|---|---|\n"
-        f"| {c}x{h}x{w} | {_floats(spec['mean'])} | {_floats(spec['std'])} | "
+        f"| {c}x{h}x{w} | ({', '.join(f'{v:.4f}' for v in spec['mean'])}) | "
+        f"({', '.join(f'{v:.4f}' for v in spec['std'])}) | "
         f"{', '.join(config.get('class_names') or []) or spec['num_classes']} |\n"
     )
 
 
-# fit's train figures are not the validation column's kind of figure; a reader comparing the two must know.
 _TRAIN_COLUMN = (
     "The train column is what fit records: a running mean over the last epoch's augmented batches, in training "
     "mode (batch statistics, any dropout, and any label smoothing in the loss). `imgzoo evaluate ... --split "
@@ -281,20 +240,17 @@ def _results_table(metrics: dict[str, Any]) -> list[str]:
 
 def _cost_lines(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     """Parameters, MACs, training time and speed, and the machine, where recorded."""
-    rows = []
-    if _is_number(config.get("num_params")):
-        rows.append(f"| parameters | {config['num_params']:,} |")
-    if _is_number(config.get("macs")):
-        rows.append(f"| multiply-accumulates per image | {config['macs'] / 1e6:,.1f}M |")
+    params, macs = config.get("num_params"), config.get("macs")
     seconds, speed = metrics.pop("train_seconds", None), metrics.pop("images_per_sec", None)
-    if _is_number(seconds):
-        rows.append(f"| training wall time | {seconds / 60:.1f} min ({seconds:,.0f} s) |")
-    if _is_number(speed):
-        rows.append(f"| training images per second | {speed:,.0f} |")
     machine = (config.get("recipe") or {}).get("machine")
-    if machine:
-        described = ", ".join(f"{k} {v}" for k, v in machine.items()) if isinstance(machine, dict) else str(machine)
-        rows.append(f"| machine | {described} |")
+    cells = {
+        "parameters": f"{params:,}" if _is_number(params) else None,
+        "multiply-accumulates per image": f"{macs / 1e6:,.1f}M" if _is_number(macs) else None,
+        "training wall time": f"{seconds / 60:.1f} min ({seconds:,.0f} s)" if _is_number(seconds) else None,
+        "training images per second": f"{speed:,.0f}" if _is_number(speed) else None,
+        "machine": ", ".join(f"{k} {v}" for k, v in machine.items()) if isinstance(machine, dict) else machine,
+    }
+    rows = [f"| {label} | {value} |" for label, value in cells.items() if value]
     return ["### Cost", "", "| | |", "|---|---|", *rows, ""] if rows else []
 
 
@@ -318,10 +274,6 @@ def _is_number(value: Any) -> bool:
 
 def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
-
-
-def _floats(values: Iterable[float]) -> str:
-    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
 def _unique(items: Iterable[str]) -> list[str]:

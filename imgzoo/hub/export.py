@@ -1,11 +1,8 @@
 """Export a model to ONNX or TorchScript, and prove the file computes what the model computes.
 
-:func:`export_model` never trusts an exporter: it runs the file in the runtime that will serve it
-(ONNX Runtime, ``torch.jit.load``) on a sample batch, and writes it only if its logits agree with
-PyTorch's within ``TOLERANCE``. ONNX goes through torch.onnx's torch.export-based exporter (the
-default since torch 2.9): the TorchScript-based one is deprecated and traces, freezing the input
-checks' branches into the graph. The preprocessing (class names, mean, std) travels in the file's
-metadata as JSON. Like :func:`imgzoo.evaluate`, exporting borrows the model and hands it back as it came.
+The file is run in the runtime that will serve it (ONNX Runtime, ``torch.jit.load``) and written only if its
+logits agree with PyTorch's within ``TOLERANCE``. ONNX uses the torch.export-based exporter (the default since
+torch 2.9; the old one traces, freezing the input checks' branches). Preprocessing travels as JSON metadata.
 """
 
 from __future__ import annotations
@@ -28,15 +25,12 @@ from torch import nn
 from imgzoo._atomic import atomic_open
 from imgzoo._version import __version__
 
-__all__ = ["FORMATS", "TOLERANCE", "ExportError", "export_model", "read_metadata"]
-
 FORMATS = ("onnx", "torchscript")
 # fp32 logits of the same graph in two runtimes differ by summation order only: ~1e-6 for these
 # models (docs/export.md lists the measured values); 1e-4 leaves room and still catches a wrong op.
 TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 METADATA_FILE = "imgzoo.json"  # the TorchScript archive's extra file holding the same metadata
-INSTALL_HINT = 'pip install "imgzoo[export]"'
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # exporter, its op library, the checking runtime
 
 
@@ -45,17 +39,11 @@ class ExportError(RuntimeError):
 
 
 def export_model(
-    model: nn.Module,
-    path: str | os.PathLike[str],
-    *,
-    format: str,
-    sample: torch.Tensor | None = None,
+    model: nn.Module, path: str | os.PathLike[str], *, format: str, sample: torch.Tensor | None = None
 ) -> float:
-    """Write ``model`` to ``path`` as ``format`` ("onnx" or "torchscript"); return the max abs difference.
-
-    The difference of the file's logits from PyTorch's on ``sample`` (default: two seeded random images of
-    ``model.data_spec.input_shape``), both fp32 on the CPU; over ``TOLERANCE`` it raises :class:`ExportError`
-    and writes nothing, else the file replaces ``path`` atomically. Its batch dimension is dynamic.
+    """Write ``model`` to ``path`` as ``format`` ("onnx" or "torchscript", dynamic batch); return the max abs
+    difference of its fp32 CPU logits from PyTorch's on ``sample`` (default: two seeded random images of
+    ``model.data_spec.input_shape``). Over ``TOLERANCE`` it raises :class:`ExportError` and writes nothing.
     """
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}. Pick one of those.")
@@ -90,15 +78,13 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         return json.loads(files[METADATA_FILE]) if files[METADATA_FILE] else {}
     onnx = _import("onnx")
     props = onnx.load(str(path), load_external_data=False).metadata_props
-    return {p.key: _json_or_text(p.value) for p in props}
-
-
-def _json_or_text(value: str) -> Any:
-    """imgzoo writes JSON; another producer's metadata_props may be plain text, kept as it is."""
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
+    found = {}
+    for prop in props:  # imgzoo writes JSON; another producer's text is kept as it is
+        try:
+            found[prop.key] = json.loads(prop.value)
+        except json.JSONDecodeError:
+            found[prop.key] = prop.value
+    return found
 
 
 def _first_line(exc: BaseException) -> str:
@@ -108,8 +94,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _sample(model: nn.Module, sample: torch.Tensor | None) -> torch.Tensor:
-    """The batch to compare on: the caller's, or two random images of the model's input shape, seeded so
-    that the same model exports with the same measured difference every time."""
+    """The caller's batch, or two seeded random images: the same model always measures the same difference."""
     if sample is None:
         spec = getattr(model, "data_spec", None)
         if spec is None:
@@ -147,8 +132,7 @@ def _metadata(model: nn.Module) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _borrowed_on_cpu(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in fp32 eval mode on the CPU, every submodule's mode put back after. A model on a GPU is
-    copied, not moved: the caller's keeps its device, and both runtimes compute alike (TF32 would not)."""
+    """``model`` in fp32 eval mode on the CPU (a GPU model copied: TF32 would differ), modes put back after."""
     dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
     if dtypes - {torch.float32}:
         raise ValueError(
@@ -171,15 +155,13 @@ def _import(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ImportError(
-            f"ONNX export needs the {name} package, which is not installed; install it with {INSTALL_HINT}"
+            f"ONNX export needs the {name} package, which is not installed; install it with "
+            'pip install "imgzoo[export]"'
         ) from exc
 
 
 def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
-    """The serialised ONNX model, its batch dimension dynamic and ``metadata`` in its metadata_props.
-
-    torch.export makes a dimension of example size 0 or 1 a constant: the caller passes a batch of two or more.
-    """
+    """The ONNX bytes, dynamic batch (``example`` has 2+ images: torch.export fixes a size-1 dimension)."""
     batch = torch.export.Dim("batch", min=1)
     try:
         with warnings.catch_warnings():
@@ -201,7 +183,6 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    # The largest built-in model is ~100 MB, far below protobuf's 2 GB limit on one message.
     return proto.SerializeToString()
 
 
@@ -227,11 +208,8 @@ def _quiet_torchscript() -> Iterator[None]:
 
 
 def _torchscript_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
-    """TorchScript's archive of ``model``, with ``metadata`` as an extra file.
-
-    Scripting keeps the input checks' branches (every built-in family scripts: tests/test_model_contract.py);
-    a model that does not script is traced on ``example``, with a warning: a trace records one path.
-    """
+    """TorchScript's archive with ``metadata`` as an extra file; scripted (every built-in family scripts:
+    tests/test_model_contract.py), else traced on ``example`` with a warning, as a trace records one path."""
     with _quiet_torchscript():
         try:
             compiled = torch.jit.script(model)
@@ -242,20 +220,16 @@ def _torchscript_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[s
                 "format='onnx' captures the model with torch.export instead.",
                 stacklevel=3,
             )
-            compiled = _trace(model, example)
+            try:  # export_model compares the outputs itself
+                compiled = torch.jit.trace(model, example, check_trace=False)
+            except Exception as exc:
+                raise ExportError(
+                    f"TorchScript could neither script nor trace {type(model).__name__} ({_first_line(exc)}). "
+                    "Try format='onnx'."
+                ) from exc
         buffer = io.BytesIO()
         torch.jit.save(compiled, buffer, _extra_files={METADATA_FILE: json.dumps(metadata)})
     return buffer.getvalue()
-
-
-def _trace(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    try:
-        return torch.jit.trace(model, example, check_trace=False)  # export_model compares the outputs itself
-    except Exception as exc:
-        raise ExportError(
-            f"TorchScript could neither script nor trace {type(model).__name__} ({_first_line(exc)}). "
-            "Try format='onnx'."
-        ) from exc
 
 
 def _run_torchscript(data: bytes, sample: torch.Tensor) -> torch.Tensor:

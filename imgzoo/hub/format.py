@@ -1,10 +1,8 @@
-"""The checkpoint folder, the same on disk and in a Hub repository: model.safetensors, config.json, README.md.
+"""The checkpoint folder, on disk and on the Hub: model.safetensors, config.json (how to rebuild), README.md.
 
-safetensors holds the state dict (it cannot run code when read, unlike pickle); config.json says how
-to rebuild the model (architecture, builder kwargs, data spec, metrics); the card is imgzoo.hub.card's.
-Both files may come from a stranger, so every config field is checked for type and range, and the
-model is built first on the ``meta`` device (shapes, no memory) and compared with the safetensors
-header: no config can make the loader allocate more than the weights file holds.
+Both files may come from a stranger: safetensors cannot run code when read (pickle can), every config
+field is type- and range-checked, and the model is built on the ``meta`` device and compared with the
+safetensors header first, so no config makes the loader allocate more than the weights file holds.
 """
 
 from __future__ import annotations
@@ -31,10 +29,6 @@ from imgzoo.errors import CheckpointError, ChecksumError
 from imgzoo.hub.card import _is_number, count_macs
 from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, ModelEntry, get_model_entry, list_models
 
-__all__ = ["CONFIG_NAME", "PICKLE_NAMES", "WEIGHTS_NAME", "CheckpointError", "ChecksumError", "NewHeadWarning"]
-__all__ += ["build_config", "load_checkpoint", "read_config", "read_header", "read_state_dict", "sha256_of"]
-__all__ += ["storage_state", "strip_prefixes", "unwrap", "verify_sha256", "write_checkpoint"]
-
 WEIGHTS_NAME = "model.safetensors"
 # How model.safetensors may store floating-point parameters: fp16 halves the file (and a download).
 STORAGE_DTYPES = ("fp32", "fp16")
@@ -44,8 +38,7 @@ FORMAT_VERSION = 1
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pth", "model.ckpt")
 # Prefixes wrappers add to every key: (Distributed)DataParallel, and torch.compile's OptimizedModule.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# The largest image side a data spec may ask for: 8x the largest small-image inputs (1024 px), and small
-# enough that preprocessing one image stays in megabytes, whatever a downloaded config says.
+# The largest image side a data spec may ask for: 8x the largest inputs (1024 px); one image stays in megabytes.
 MAX_IMAGE_SIDE = 8192
 
 
@@ -71,11 +64,9 @@ def build_config(
     metrics: dict[str, Any] | None = None,
     storage_dtype: str = "fp32",
 ) -> dict[str, Any]:
-    """Everything needed to rebuild ``model`` and to know what it was trained for.
+    """Everything needed to rebuild ``model`` (builder name, kwargs, the module registering it) and its metrics.
 
-    A function-built model has no JSON-able ``__init__``: the config records the registered builder's
-    name and keyword arguments (the registry attaches both to every model it builds), and the module
-    that registers it, so that a process which never imported it can be told which import it lacks.
+    A function-built model has no JSON-able ``__init__``: the builder's name and kwargs stand in for it.
     """
     model = unwrap(model)
     missing = [a for a in (ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR) if not hasattr(model, a)]
@@ -85,12 +76,16 @@ def build_config(
             f"{type(model).__name__}. Build it with imgzoo.create_model(name, ...) or a registered builder."
         )
     spec: DataSpec = getattr(model, SPEC_ATTR)
+    try:  # the module whose import registers the architecture: a loader without it is told which to import
+        builder_module = get_model_entry(getattr(model, ARCH_ATTR)).builder.__module__
+    except ValueError:  # built by a builder that was unregistered since
+        builder_module = type(model).__module__
     config = {
         "format": "imgzoo",
         "format_version": FORMAT_VERSION,
         "imgzoo_version": __version__,
         "architecture": getattr(model, ARCH_ATTR),
-        "builder_module": _builder_module(model),
+        "builder_module": builder_module,
         "kwargs": dict(getattr(model, KWARGS_ATTR)),
         "num_classes": spec.num_classes,
         "class_names": list(spec.class_names) if spec.class_names is not None else None,
@@ -111,20 +106,8 @@ def build_config(
     return config
 
 
-def _builder_module(model: nn.Module) -> str:
-    """The module whose import registers the model's architecture (the builder's, else the class's)."""
-    try:
-        return get_model_entry(getattr(model, ARCH_ATTR)).builder.__module__
-    except ValueError:  # built by a builder that was unregistered since
-        return type(model).__module__
-
-
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a config.json written by :func:`build_config`, every field checked before anything is built.
-
-    A field of the wrong type or out of range is a :class:`CheckpointError` naming the file, the field,
-    what was expected and what came.
-    """
+    """Read a config.json of :func:`build_config`; a bad field is a :class:`CheckpointError` naming file and field."""
     path = Path(path)
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -137,13 +120,29 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             f'{path} is not an imgzoo config (no "format": "imgzoo"). imgzoo loads folders written by '
             f"imgzoo.save() or imgzoo.push_to_hub()."
         )
-    _check_version(config, path)
+    version = config.get("format_version", FORMAT_VERSION)  # a config older than the field is format 1
+    if not _is_int(version) or version < 1:
+        raise _bad(path, "format_version", "a positive integer", version)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {version}, newer than this imgzoo "
+            f"({FORMAT_VERSION}); upgrade imgzoo (saved by {config.get('imgzoo_version')})."
+        )
     for key in ("architecture", "kwargs", "data_spec"):
         if key not in config:
             raise CheckpointError(f"{path} lacks the {key!r} entry; expected keys of imgzoo.save()")
-    _check_fields(config, path)
+    for key, (test, expected) in _FIELDS.items():
+        if key in config and not test(config[key]):
+            raise _bad(path, key, expected, config[key])
     spec = _spec_from_config(config["data_spec"], path)
-    _check_classes_agree(config, spec, path)
+    # The three places a config states the classes must say the same thing.
+    kwargs_classes = config["kwargs"].get("num_classes", spec.num_classes)
+    for field, value in (("num_classes", config.get("num_classes")), ("kwargs.num_classes", kwargs_classes)):
+        if value is not None and value != spec.num_classes:
+            raise _bad(path, field, f"{spec.num_classes}, as data_spec.num_classes says", value)
+    names = config.get("class_names")
+    if names is not None and tuple(names) != spec.class_names:
+        raise _bad(path, "class_names", f"the data_spec's class names {spec.class_names}", names)
     return config
 
 
@@ -164,17 +163,6 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _check_version(config: dict[str, Any], path: Path) -> None:
-    version = config.get("format_version", FORMAT_VERSION)
-    if not _is_int(version) or version < 1:
-        raise _bad(path, "format_version", "a positive integer", version)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} uses checkpoint format {version}, newer than this imgzoo "
-            f"({FORMAT_VERSION}); upgrade imgzoo (saved by {config.get('imgzoo_version')})."
-        )
-
-
 # The top-level fields and what each must hold: (test, what the error calls it).
 _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "imgzoo_version": (lambda v: v is None or isinstance(v, str), "a version string"),
@@ -190,12 +178,6 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "metrics": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {list(STORAGE_DTYPES)}"),
 }
-
-
-def _check_fields(config: dict[str, Any], path: Path) -> None:
-    for key, (test, expected) in _FIELDS.items():
-        if key in config and not test(config[key]):
-            raise _bad(path, key, expected, config[key])
 
 
 # Each DataSpec field, its test (given the channel count, which mean and std must match) and its description.
@@ -238,22 +220,8 @@ def _spec_from_config(data: dict[str, Any], path: Path) -> DataSpec:
     return DataSpec.from_dict(data)
 
 
-def _check_classes_agree(config: dict[str, Any], spec: DataSpec, path: Path) -> None:
-    """The three places a config states the classes must say the same thing."""
-    kwargs_classes = config["kwargs"].get("num_classes", spec.num_classes)
-    for field, value in (("num_classes", config.get("num_classes")), ("kwargs.num_classes", kwargs_classes)):
-        if value is not None and value != spec.num_classes:
-            raise _bad(path, field, f"{spec.num_classes}, as data_spec.num_classes says", value)
-    names = config.get("class_names")
-    if names is not None and tuple(names) != spec.class_names:
-        raise _bad(path, "class_names", f"the data_spec's class names {spec.class_names}", names)
-
-
 def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
-    """Remove the wrapper prefixes (``module.``, ``_orig_mod.``, in any nesting) that every key carries.
-
-    Only a prefix all keys share: a model whose submodule happens to be called ``module`` keeps its names.
-    """
+    """Remove wrapper prefixes (``module.``, ``_orig_mod.``, any nesting) that every key shares, and only those."""
     while state:
         for prefix in WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in state):
@@ -268,10 +236,9 @@ _FP16_MAX = torch.finfo(torch.float16).max
 
 
 def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, torch.Tensor]:
-    """The tensors model.safetensors will hold: with ``"fp16"``, floating-point parameters in half precision.
+    """The tensors model.safetensors holds; ``"fp16"`` halves floating-point parameters, refusing any beyond range.
 
-    Buffers stay as they are: a few kilobytes, and a running variance below fp16's smallest normal
-    (6e-5) would lose the normalisation of its channel. A parameter beyond fp16's range is refused.
+    Buffers stay: a few kilobytes, and a running variance under fp16's smallest normal (6e-5) would be lost.
     """
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"save: dtype must be one of {list(STORAGE_DTYPES)}, got {storage_dtype!r}")
@@ -293,12 +260,8 @@ def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, to
     return strip_prefixes(state)
 
 
-def write_checkpoint(
-    model: nn.Module, directory: Path, config: dict[str, Any], state: dict[str, torch.Tensor] | None = None
-) -> None:
-    """Write model.safetensors (``state``, else the model's own) then config.json into ``directory``, atomically."""
-    if state is None:
-        state = storage_state(model, config.get("storage_dtype", "fp32"))
+def write_checkpoint(directory: Path, config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """Write model.safetensors (``state``, from :func:`storage_state`) then config.json, each atomically."""
     # One metadata key only: safetensors 0.8 writes the map in hash order, so two keys would make the same
     # weights hash differently from one save to the next, and a weights entry's sha256 must be reproducible.
     with atomic_open(directory / WEIGHTS_NAME, "wb") as f:
@@ -310,20 +273,13 @@ def write_checkpoint(
 _UNREADABLE = (SafetensorError, OSError, ValueError, TypeError, RuntimeError, OverflowError)
 
 
-def read_header(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
-    """The shape of every tensor of a safetensors file, read from its header alone (no tensor data)."""
+def _read_safetensors(path: str | os.PathLike[str], *, header_only: bool) -> dict[str, Any]:
+    """Tensors of a safetensors file, or with ``header_only`` their shapes (no tensor data read); no prefixes."""
     try:
+        if not header_only:
+            return strip_prefixes(load_file(str(path), device="cpu"))
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not a dict)
-    except _UNREADABLE as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
-    return strip_prefixes(shapes)
-
-
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file, with wrapper prefixes removed."""
-    try:
-        return strip_prefixes(load_file(str(path), device="cpu"))
+            return strip_prefixes({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})  # noqa: SIM118
     except _UNREADABLE as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
 
@@ -339,41 +295,56 @@ def load_checkpoint(
 ) -> nn.Module:
     """Rebuild the model of ``config`` (from :func:`read_config`) and load ``weights`` into it strictly.
 
-    Built at the checkpoint's shapes, first on the ``meta`` device to compare with the safetensors
-    header, then for real. Another ``num_classes`` then replaces the head through the model contract
-    (``get_classifier`` / ``reset_classifier``) and warns. ``overrides`` replace builder kwargs that do
-    not change tensor shapes (e.g. dropout).
+    Another ``num_classes`` then replaces the head (``reset_classifier``) and warns; ``overrides`` replace
+    builder kwargs that do not change tensor shapes (e.g. dropout).
     """
-    if num_classes is not None and (
-        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
-    ):
+    if num_classes is not None and not (_is_int(num_classes) and num_classes >= 1):
         raise ValueError(f"num_classes must be a positive integer (the new head's outputs); got {num_classes!r}")
     entry = _model_entry(config, source)
     kwargs = _builder_kwargs(entry, config, overrides, source)
     spec = DataSpec.from_dict(config["data_spec"])
     new_head = num_classes is not None and num_classes != spec.num_classes
     meta_model = _build(entry, kwargs, source, meta=True)
-    if new_head:
-        _check_head_contract(meta_model, entry)
-    _check_fits(meta_model, read_header(weights), source)
+    lacking = [m for m in ("get_classifier", "reset_classifier") if not callable(getattr(meta_model, m, None))]
+    if new_head and lacking:
+        raise TypeError(
+            f"loading {entry.name} with another num_classes needs get_classifier() and "
+            f"reset_classifier(num_classes) on {type(meta_model).__name__} (it lacks {', '.join(lacking)}); add "
+            f"both methods, as imgzoo's models do (timm's contract, see docs/models.md)."
+        )
+    if new_head and "num_classes" not in inspect.signature(entry.builder).parameters:
+        raise TypeError(
+            f"{entry.name}'s builder takes no num_classes, so a model with another head could not be saved and "
+            f"rebuilt; add a num_classes keyword argument to it."
+        )
+    _check_fits(meta_model, _read_safetensors(weights, header_only=True), source)
     model = _build(entry, kwargs, source, meta=False)
-    state = read_state_dict(weights)
+    state = _read_safetensors(weights, header_only=False)
     if config.get("storage_dtype") == "fp16":  # stored in half precision; the model computes in fp32
         state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the model's
         raise CheckpointError(f"the weights in {source} cannot be copied into {entry.name}: {exc}") from exc
+    if new_head:  # a fresh head; the data spec and kwargs follow, so the model saves as what it now is
+        kept = len(state) - len(model.get_classifier().state_dict())
+        model.reset_classifier(num_classes)
+        setattr(model, KWARGS_ATTR, {**getattr(model, KWARGS_ATTR), "num_classes": num_classes})
+        warnings.warn(
+            f"{source}: loaded {kept} tensors but NOT the classifier (the checkpoint has {spec.num_classes} classes, "
+            f"the model {num_classes}); the classifier is freshly initialised: fine-tune it before use.",
+            NewHeadWarning,
+            stacklevel=_first_frame_outside_imgzoo(),
+        )
+    if new_head or class_names is not None:
+        spec = spec.with_classes(num_classes if new_head else spec.num_classes, class_names)
     setattr(model, SPEC_ATTR, spec)
-    if new_head:
-        _replace_head(model, num_classes, class_names, source=source, loaded=len(state))
-    elif class_names is not None:
-        setattr(model, SPEC_ATTR, spec.with_classes(spec.num_classes, class_names))
     return model
 
 
 def _model_entry(config: dict[str, Any], source: str) -> ModelEntry:
-    """The registry entry of the config's architecture, or an error naming the import it needs."""
+    """The registry entry of the config's architecture, or an error naming the import it needs (never imported:
+    a downloaded config must not choose code to run)."""
     arch = config["architecture"]
     if arch in list_models():
         return get_model_entry(arch)
@@ -383,7 +354,6 @@ def _model_entry(config: dict[str, Any], source: str) -> ModelEntry:
         if module
         else "import the module that registers it (the one with its @register_model builder) first, then load again"
     )
-    # The module is only named, never imported: a downloaded config must not choose code to run.
     raise CheckpointError(
         f"{source} holds a {arch!r} checkpoint, but no model {arch!r} is registered in this process; {hint}. "
         f"Registered: {', '.join(list_models())}."
@@ -431,18 +401,15 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
-    reshaped = [
-        f"{k}: checkpoint {header[k]} vs model {expected[k]}"
-        for k in sorted(set(header) & set(expected))
-        if header[k] != expected[k]
+    shared = sorted(set(header) & set(expected))
+    reshaped = [f"{k}: checkpoint {header[k]} vs model {expected[k]}" for k in shared if header[k] != expected[k]]
+    problems = [
+        f"{len(items)} {label} ({_first_five(items)})"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
+        if items
     ]
-    if not (missing or unexpected or reshaped):
+    if not problems:
         return
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped)):
-        if items:
-            shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-            problems.append(f"{len(items)} {label} ({shown})")
     raise CheckpointError(
         f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
         f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
@@ -450,49 +417,12 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
     )
 
 
-def _check_head_contract(model: nn.Module, entry: ModelEntry) -> None:
-    """A new num_classes needs the head half of the model contract, and a builder that records it."""
-    lacking = [m for m in ("get_classifier", "reset_classifier") if not callable(getattr(model, m, None))]
-    if lacking:
-        raise TypeError(
-            f"loading {entry.name} with another num_classes needs get_classifier() and "
-            f"reset_classifier(num_classes) on {type(model).__name__} (it lacks {', '.join(lacking)}); add both "
-            f"methods, as imgzoo's models do (timm's contract, see docs/models.md)."
-        )
-    if "num_classes" not in inspect.signature(entry.builder).parameters:
-        raise TypeError(
-            f"{entry.name}'s builder takes no num_classes, so a model with another head could not be saved and "
-            f"rebuilt; add a num_classes keyword argument to it."
-        )
-
-
-def _head_tensor_names(model: nn.Module) -> set[str]:
-    """State-dict names of the head's tensors, found by identity from ``get_classifier()``, not by name."""
-    head = model.get_classifier()
-    head_tensors = {id(t) for t in head.state_dict(keep_vars=True).values()}
-    return {name for name, t in model.state_dict(keep_vars=True).items() if id(t) in head_tensors}
-
-
-def _replace_head(
-    model: nn.Module, num_classes: int, class_names: list[str] | tuple[str, ...] | None, *, source: str, loaded: int
-) -> None:
-    """Swap the loaded head for a fresh one with ``num_classes`` outputs, and say so; the data spec and the
-    recorded kwargs follow, so the model saves and reloads as what it now is."""
-    old_classes = getattr(model, SPEC_ATTR).num_classes
-    kept = loaded - len(_head_tensor_names(model))
-    model.reset_classifier(num_classes)
-    setattr(model, SPEC_ATTR, getattr(model, SPEC_ATTR).with_classes(num_classes, class_names))
-    setattr(model, KWARGS_ATTR, {**getattr(model, KWARGS_ATTR), "num_classes": num_classes})
-    warnings.warn(
-        f"{source}: loaded {kept} tensors but NOT the classifier (the checkpoint has {old_classes} classes, "
-        f"the model {num_classes}); the classifier is freshly initialised: fine-tune it before use.",
-        NewHeadWarning,
-        stacklevel=_first_frame_outside_imgzoo(),
-    )
+def _first_five(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
 
 def _first_frame_outside_imgzoo() -> int:
-    """The ``stacklevel`` of the user's line: load and create_model reach a warning through different depths."""
+    """The ``stacklevel`` of the user's line: load and create_model warn from different depths."""
     package = str(Path(__file__).resolve().parent)
     frame, level = sys._getframe(2), 2  # level 1 is the function that warns; 2 is its caller
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):

@@ -1,10 +1,6 @@
-"""imgzoo's own pretrained weights, registered when imgzoo is imported (tests/test_pretrained.py checks each).
-
-An entry is a :class:`~imgzoo.models.registry.WeightsEntry`, as torchvision's Weights enums: where the files
-are (a Hub repository pinned to a commit, or a folder under ``imgzoo/hub/weights/``), the sha256 of both
-files, and ``meta``. To publish one: train, ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
+"""imgzoo's pretrained weights, registered on import (tests/test_pretrained.py checks each); ``default=True``
+marks what ``pretrained=True`` loads. To publish: ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
 then paste ``repr(entry_from_folder("arch.tag", folder, repo_id="org/repo", revision=commit.oid))`` below.
-At most one entry per architecture is ``default=True``: what ``pretrained=True`` loads.
 """
 
 from __future__ import annotations
@@ -17,13 +13,9 @@ from imgzoo.hub.format import CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_of
 from imgzoo.models.registry import CIFAR10, WeightsEntry, register_weights
 from imgzoo.train.recipes import RECIPES
 
-__all__ = ["PRETRAINED", "REQUIRED_META", "check_meta", "entry_from_folder", "register_builtin"]
-
 REQUIRED_META = ("dataset", "metrics", "recipe", "num_params")
 
 _DIGITS = [str(d) for d in range(10)]
-
-# Where the figures of every entry below are measured: a seeded 10% validation split of the training data.
 _SPLIT = {"val_fraction": 0.1, "seed": 0}
 _CIFAR_JPEG = "CIFAR-10 train split as JPEG quality 75"
 
@@ -34,100 +26,60 @@ def _recipe(name: str, **data: str) -> dict[str, object]:
 
 
 # Newest last. Every figure is on a seeded 10% validation split of the training data (no test split used).
+# fmt: off
 PRETRAINED: tuple[WeightsEntry, ...] = (
-    # imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist: 24 epochs, 62-78 s
-    # each on a 2-core AMD EPYC (AVX2); 99.68% on 5,999 validation digits (99.63% with shift TTA); fp16, top-1 kept.
+    # imgzoo train mnist_cnn <MNIST idx files> --out runs/mnist --recipe mnist_cnn.mnist: 24 epochs, 62-78 s each,
+    # 2-core AMD EPYC (AVX2); 99.68% on 5,999 validation digits (99.63% shift TTA); fp16 keeps top-1.
     WeightsEntry(
         name="mnist_cnn.mnist",
         sha256="c3a7fe572b69edf447c925c0c643c439098605f70e0b2c6f3f5578d962f69402",
         config_sha256="90099f392cb2f8a67416389b38b649790362dfe7c3ed9f8f779c12f362cfc6e8",
-        package_dir="mnist_cnn-mnist",
-        default=True,
+        package_dir="mnist_cnn-mnist", default=True,
         meta={
             "dataset": "mnist",
-            "metrics": {
-                "val_acc": 0.9968328054675779,
-                "val_top5": 1.0,
-                "val_loss": 0.10847348240062105,
-                "val_acc_tta": 0.9963327221203534,
-                "val_top5_tta": 1.0,
-                "tta": "shift",
-                "train_acc": 0.9977407825781004,
-                "epochs": 24,
-            },
+            "metrics": {"val_acc": 0.9968328054675779, "val_top5": 1.0, "val_loss": 0.10847348240062105,
+                        "val_acc_tta": 0.9963327221203534, "val_top5_tta": 1.0, "tta": "shift",
+                        "train_acc": 0.9977407825781004, "epochs": 24},
             "recipe": _recipe("mnist_cnn.mnist", data="MNIST train split"),
-            "num_params": 468_010,
-            "categories": _DIGITS,
+            "num_params": 468_010, "categories": _DIGITS,
             "kwargs": {"num_classes": 10, "dropout": 0.1, "hidden": 128},
         },
     ),
-    # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r20 --recipe resnet_cifar.cifar10 --compile: ResNet-20,
-    # 90 epochs in 72 min on a 2-core Xeon (AMX, bf16); 89.12% on 5,000 validation images, 89.98% with flip+shift
-    # TTA; fp16 made it 89.14%. The paper's 91.25% (lossless data) took 164 epochs; without cutout 88.14% (89.88%).
+    # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r20 --recipe resnet_cifar.cifar10 --compile: 90 epochs,
+    # 72 min, 2-core Xeon (AMX, bf16); 89.12% val, TTA 89.98%, fp16 89.14%; no cutout 88.14%; paper 91.25% (164 ep.)
     WeightsEntry(
         name="resnet_cifar.cifar10",
         sha256="0cd8129418a1f77a96e80be11ef7453d6cd20b00718112b1af67e7cf2fbae908",
         config_sha256="a31af0ab04662367cc8b7392499fc5f3372c077ba23b10db3988ebde6f98880e",
-        package_dir="resnet_cifar-cifar10",
-        default=True,
+        package_dir="resnet_cifar-cifar10", default=True,
         meta={
             "dataset": "cifar10",
-            "metrics": {
-                "val_acc": 0.8914,
-                "val_top5": 0.9946,
-                "val_loss": 0.38523436431884767,
-                "val_acc_tta": 0.8998,
-                "val_top5_tta": 0.9958,
-                "tta": "flip+shift",
-                "train_acc": 0.9308,
-                "epochs": 90,
-            },
+            "metrics": {"val_acc": 0.8914, "val_top5": 0.9946, "val_loss": 0.38523436431884767, "val_acc_tta": 0.8998,
+                        "val_top5_tta": 0.9958, "tta": "flip+shift", "train_acc": 0.9308, "epochs": 90},
             "recipe": _recipe("resnet_cifar.cifar10", data=_CIFAR_JPEG),
-            "num_params": 269_722,
-            "categories": list(CIFAR10.class_names),
+            "num_params": 269_722, "categories": list(CIFAR10.class_names),
             "kwargs": {"depth": 20, "num_classes": 10, "shortcut": "A", "width": 1, "zero_init_residual": False},
         },
     ),
-    # imgzoo train basic_cnn <CIFAR-10 JPEGs> --out runs/basic_cnn --recipe basic_cnn.cifar10: airbench94's network
-    # and recipe, 36 epochs in 26 min on a 2-core Xeon (AMX, bf16); 90.78% on 5,000 validation images, 91.58% with
-    # flip+shift TTA (fp16: 90.78%, 91.62%). 22 epochs without cutout gave 90.26% (91.08%) in 20 min.
+    # imgzoo train basic_cnn <CIFAR-10 JPEGs> --out runs/basic_cnn --recipe basic_cnn.cifar10 (airbench94's): 36
+    # epochs, 26 min, 2-core Xeon (AMX, bf16); 90.78% val, TTA 91.58% (fp16 same, 91.62%); no cutout, 22 ep.: 90.26%.
     WeightsEntry(
         name="basic_cnn.cifar10",
         sha256="daa134a928076e65348f676b92ee88463d8d01187a2ca7718d283383d0efedda",
         config_sha256="1eea52800f4ef843982e430d775cc62f2693af416b9cfb909eef94fee5c39f0d",
-        package_dir="basic_cnn-cifar10",
-        default=True,
+        package_dir="basic_cnn-cifar10", default=True,
         meta={
             "dataset": "cifar10",
-            "metrics": {
-                "val_acc": 0.9078,
-                "val_top5": 0.9972,
-                "val_loss": 0.46218429565429686,
-                "val_acc_tta": 0.9162,
-                "val_top5_tta": 0.9966,
-                "tta": "flip+shift",
-                "train_acc": 0.9211333333333334,
-                "epochs": 36,
-            },
+            "metrics": {"val_acc": 0.9078, "val_top5": 0.9972, "val_loss": 0.46218429565429686, "val_acc_tta": 0.9162,
+                        "val_top5_tta": 0.9966, "tta": "flip+shift", "train_acc": 0.9211333333333334, "epochs": 36},
             "recipe": _recipe("basic_cnn.cifar10", data=_CIFAR_JPEG),
-            "num_params": 1_972_778,
-            "categories": list(CIFAR10.class_names),
-            "kwargs": {
-                "widths": [64, 256, 256],
-                "num_classes": 10,
-                "stem_width": 32,
-                "dropout": 0.0,
-                "whiten": True,
-                "bn_momentum": 0.4,
-                "bn_scale": False,
-                "logit_scale": 1 / 9,
-                "dirac_init": True,
-            },
+            "num_params": 1_972_778, "categories": list(CIFAR10.class_names),
+            "kwargs": {"widths": [64, 256, 256], "num_classes": 10, "stem_width": 32, "dropout": 0.0, "whiten": True,
+                       "bn_momentum": 0.4, "bn_scale": False, "logit_scale": 1 / 9, "dirac_init": True},
         },
     ),
     # imgzoo train resnet_cifar <CIFAR-10 JPEGs> --out runs/r56 --recipe resnet_cifar.d56_cifar10 --compile: 90
-    # epochs in 2 h 58 min on a 2-core Xeon (AMX, bf16); 90.26% on 5,000 validation images, 91.66% with flip+shift
-    # TTA (fp16: 90.24%); the paper: 93.03%. Not the default: create_model(..., depth=56, pretrained=True) finds it.
+    # epochs, 2 h 58 min, 2-core Xeon (AMX, bf16); 90.26% val, 91.66% flip+shift TTA (fp16 90.24%); paper 93.03%.
     WeightsEntry(
         name="resnet_cifar.d56_cifar10",
         sha256="de3a2834287f604c96704f2e7c528ca3d97cf0ce039b9f1ac8a97cdc99f7cf6b",
@@ -135,23 +87,15 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         package_dir="resnet_cifar-d56_cifar10",
         meta={
             "dataset": "cifar10",
-            "metrics": {
-                "val_acc": 0.9024,
-                "val_top5": 0.993,
-                "val_loss": 0.3682085521697998,
-                "val_acc_tta": 0.9166,
-                "val_top5_tta": 0.9968,
-                "tta": "flip+shift",
-                "train_acc": 0.9663333333333334,
-                "epochs": 90,
-            },
+            "metrics": {"val_acc": 0.9024, "val_top5": 0.993, "val_loss": 0.3682085521697998, "val_acc_tta": 0.9166,
+                        "val_top5_tta": 0.9968, "tta": "flip+shift", "train_acc": 0.9663333333333334, "epochs": 90},
             "recipe": _recipe("resnet_cifar.d56_cifar10", data=_CIFAR_JPEG),
-            "num_params": 853_018,
-            "categories": list(CIFAR10.class_names),
+            "num_params": 853_018, "categories": list(CIFAR10.class_names),
             "kwargs": {"depth": 56, "num_classes": 10, "shortcut": "A", "width": 1, "zero_init_residual": False},
         },
     ),
 )
+# fmt: on
 
 
 def entry_from_folder(
@@ -163,10 +107,7 @@ def entry_from_folder(
     package_dir: str | None = None,
     default: bool = False,
 ) -> WeightsEntry:
-    """A weights entry for a folder written by ``imgzoo.save`` (the same files as the Hub repo).
-
-    The sha256 pins and ``meta`` come from the folder's files, so the entry cannot disagree with them.
-    """
+    """A weights entry for a folder of ``imgzoo.save``; pins and ``meta`` come from its files, so they agree."""
     folder = Path(folder)
     config = read_config(folder / CONFIG_NAME)
     arch = name.split(".", 1)[0]
@@ -199,10 +140,6 @@ def check_meta(entry: WeightsEntry) -> None:
         raise ValueError(f"weights {entry.name!r}: meta lacks {missing}; every entry records {list(REQUIRED_META)}")
 
 
-def register_builtin(entries: tuple[WeightsEntry, ...] = PRETRAINED) -> None:
-    for entry in entries:
-        check_meta(entry)
-        register_weights(entry)
-
-
-register_builtin()
+for _entry in PRETRAINED:
+    check_meta(_entry)
+    register_weights(_entry)
