@@ -99,7 +99,7 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
             described.append(f"{entry_name} ({shown})" if shown else entry_name)
         raise CheckpointError(
             f"{exc} No {name!r} weights were trained with these arguments; the registered ones: "
-            f"{'; '.join(described)}. Drop the arguments, or train it yourself (no pretrained=)."
+            f"{'; '.join(described)}. Drop the arguments, or build it without pretrained= and train it."
         ) from exc
 
 
