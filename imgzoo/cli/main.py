@@ -1,10 +1,6 @@
-"""The ``imgzoo`` command: a thin layer over the library.
-
-Each subcommand is an ``add_*`` function that declares its arguments and a ``cmd_*`` function that
-calls the public API (training commands in ``train.py``, the demo in ``demo.py``). :func:`main` turns
-what goes wrong into one line on stderr: exit status 2 for the user's input, 1 for a failure of the
-work itself; ``--debug`` or ``IMGZOO_DEBUG=1`` shows the traceback instead.
-"""
+"""The ``imgzoo`` command, a thin layer over the library: each subcommand's arguments and one call of the public
+API. An error is one line on stderr, exit status 2 for the user's input and 1 for a failure of the work;
+``--debug`` or ``IMGZOO_DEBUG=1`` shows the traceback instead."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import glob
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,29 +17,17 @@ from PIL import UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo._version import __version__
-from imgzoo.cli import demo as cli_demo
-from imgzoo.cli import train as cli_train
+from imgzoo.cli.demo import add_demo
+from imgzoo.cli.train import NAME_OR_DIR, add_compare, add_evaluate, add_train
 from imgzoo.eval.evaluation import predict
 from imgzoo.hub.api import download, load
 from imgzoo.hub.export import FORMATS, export_model
 from imgzoo.models.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
-from imgzoo.study import run as runs
+from imgzoo.study.config import weights_of
 
 
-def models_table(pattern: str | None = None) -> str:
-    """Build every registered model with its defaults and tabulate name, parameters and shapes."""
-    rows = [("name", "params", "trainable", "input shape", "output shape", "description")]
-    for name in list_models(pattern):
-        entry = get_model_entry(name)
-        model = entry.builder().eval()
-        x = torch.zeros(2, *entry.default_spec.input_shape)
-        with torch.no_grad():
-            out = model(x)
-        params = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # less where a backbone is frozen
-        shapes = (str(tuple(x.shape)), str(tuple(out.shape)))
-        rows.append((name, f"{params / 1e6:.2f}M", f"{trainable / 1e6:.2f}M", *shapes, entry.description))
-    return _align(rows)
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M"
 
 
 def _align(rows: list[tuple[str, ...]]) -> str:
@@ -54,38 +38,42 @@ def _align(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def models_table(pattern: str | None = None) -> str:
+    """Build every registered model with its defaults and tabulate name, parameters and shapes."""
+    rows = [("name", "params", "trainable", "input shape", "output shape", "description")]
+    for name in list_models(pattern):
+        entry = get_model_entry(name)
+        model, x = entry.builder().eval(), torch.zeros(2, *entry.default_spec.input_shape)
+        with torch.no_grad():
+            shapes = (str(tuple(x.shape)), str(tuple(model(x).shape)))
+        params = _millions(sum(p.numel() for p in model.parameters()))
+        trainable = _millions(sum(p.numel() for p in model.parameters() if p.requires_grad))  # fewer when frozen
+        rows.append((name, params, trainable, *shapes, entry.description))
+    return _align(rows)
+
+
 def pretrained_table(pattern: str | None = None) -> str:
     """Every registered weights entry: what it was trained on, how well, and where its files are."""
     rows: list[tuple[str, ...]] = [("name", "dataset", "metrics", "params", "files")]
     for name in list_pretrained(pattern):
         entry = get_weights_entry(name)
-        metrics = ", ".join(
-            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.meta["metrics"].items()
-        )
+        shown = entry.meta["metrics"].items()
+        metrics = ", ".join(f"{k} {format(v, '.4f') if isinstance(v, float) else v}" for k, v in shown)
         where = f"hf-hub:{entry.repo_id}@{entry.revision[:12]}" if entry.repo_id else f"package:{entry.package_dir}"
-        rows.append((name, str(entry.meta["dataset"]), metrics or "-", f"{entry.meta['num_params'] / 1e6:.2f}M", where))
+        rows.append((name, str(entry.meta["dataset"]), metrics or "-", _millions(entry.meta["num_params"]), where))
     return _align(rows)
 
 
-def _nothing_matched(kind: str, pattern: str, known: list[str]) -> int:
-    print(f"imgzoo: no {kind} matches {pattern!r}; known: {', '.join(known) or 'none'}", file=sys.stderr)
-    return 1
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    if args.pattern and not list_models(args.pattern):
-        return _nothing_matched("model", args.pattern, list_models())
-    print(models_table(args.pattern))
-    if list_pretrained():
-        print()
-        print(pretrained_table())
-    return 0
-
-
-def cmd_pretrained(args: argparse.Namespace) -> int:
-    if args.pattern and not list_pretrained(args.pattern):
-        return _nothing_matched("weights name", args.pattern, list_pretrained())
-    print(pretrained_table(args.pattern))
+def cmd_list(args: argparse.Namespace) -> int:
+    """``models`` and ``pretrained``: the table of what matches the pattern; exit 1 when nothing does."""
+    models = args.command == "models"
+    names, kind = (list_models, "model") if models else (list_pretrained, "weights name")
+    if args.pattern and not names(args.pattern):
+        print(f"imgzoo: no {kind} matches {args.pattern!r}; known: {', '.join(names()) or 'none'}", file=sys.stderr)
+        return 1
+    print(models_table(args.pattern) if models else pretrained_table(args.pattern))
+    if models and list_pretrained():
+        print(f"\n{pretrained_table()}")
     return 0
 
 
@@ -115,8 +103,7 @@ PREDICT_BATCH = 64  # images decoded and scored at once: memory stays flat for a
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise ValueError(f"--topk must be 1 or more; got {args.topk}")
-    paths = image_paths(args.images)
-    model = load(runs.weights_of(args.weights))
+    paths, model = image_paths(args.images), load(weights_of(args.weights))
     answers = []
     for start in range(0, len(paths), PREDICT_BATCH):
         batch = paths[start : start + PREDICT_BATCH]
@@ -130,72 +117,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_download(args: argparse.Namespace) -> int:
-    print(download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force))
-    return 0
-
-
-Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-
-def add_models(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("models", parents=[common], help="build every registered model and print its parameters")
-    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
-    p.set_defaults(func=cmd_models)
-
-
-def add_pretrained(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("pretrained", parents=[common], help="list the pretrained weights that load by name")
-    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'mnist*'")
-    p.set_defaults(func=cmd_pretrained)
-
-
-def add_predict(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("predict", parents=[common], help="classify image files with trained weights")
-    p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train")
-    p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
-    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")
-    p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
-    p.set_defaults(func=cmd_predict)
-
-
-def add_download(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("download", parents=[common], help="fetch pretrained weights into the Hugging Face cache")
-    p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
-    p.add_argument("--revision", default=None, help="branch, tag or commit sha (hf-hub: names only)")
-    p.add_argument("--cache-dir", default=None, help="cache folder (default: HF_HUB_CACHE)")
-    p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
-    p.set_defaults(func=cmd_download)
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    model = load(runs.weights_of(args.source))
-    difference = export_model(model, args.out, format=args.format)  # ExportError (a failed check) exits 1
+    difference = export_model(load(weights_of(args.source)), args.out, format=args.format)  # a failed check: exit 1
     print(f"wrote {args.out} ({args.format}); max abs difference from PyTorch: {difference:.3g}")
     return 0
 
 
-def add_export(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("export", parents=[common], help="write a model as ONNX or TorchScript, checked against PyTorch")
-    p.add_argument("source", help="a weights name, hf-hub:org/repo[@revision], or a folder from imgzoo train or save")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
-    p.set_defaults(func=cmd_export)
-
-
-# One entry per subcommand, in the order `imgzoo --help` lists them. A new subcommand (e.g.
-# `export`, beside predict) is one add_* function here: its parser, with func= its handler.
-COMMANDS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = (
-    cli_demo.add_demo,
-    add_models,
-    add_pretrained,
-    cli_train.add_train,
-    cli_train.add_evaluate,
-    cli_train.add_compare,
-    add_predict,
-    add_export,
-    add_download,
-)
+def cmd_download(args: argparse.Namespace) -> int:
+    print(download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,8 +136,37 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in COMMANDS:
-        add(sub, common)
+
+    def command(name: str, func, help: str, **kwargs) -> argparse.ArgumentParser:
+        """A subcommand's parser, in the order ``imgzoo --help`` lists them, that calls ``func(args)``."""
+        p = sub.add_parser(name, parents=[common], help=help, **kwargs)
+        p.set_defaults(func=func)
+        return p
+
+    add_demo(command)
+    command("models", cmd_list, "build every registered model and print its parameters").add_argument(
+        "pattern", nargs="?", help="fnmatch pattern, e.g. 'resnet*'"
+    )
+    command("pretrained", cmd_list, "list the pretrained weights that load by name").add_argument(
+        "pattern", nargs="?", help="fnmatch pattern, e.g. 'mnist*'"
+    )
+    add_train(command)
+    add_evaluate(command)
+    add_compare(command)
+    p = command("predict", cmd_predict, "classify image files with trained weights")
+    p.add_argument("weights", help=NAME_OR_DIR)
+    p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
+    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
+    p = command("export", cmd_export, "write a model as ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("source", help=NAME_OR_DIR)
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p = command("download", cmd_download, "fetch pretrained weights into the Hugging Face cache")
+    p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
+    p.add_argument("--revision", help="branch, tag or commit sha (hf-hub: names only)")
+    p.add_argument("--cache-dir", help="cache folder (default: HF_HUB_CACHE)")
+    p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
     return parser
 
 

@@ -24,7 +24,9 @@ from imgzoo.data.loaders import own_generator
 from imgzoo.eval.history import History
 from imgzoo.eval.plots import plot_histories
 from imgzoo.models.registry import get_model_entry
-from imgzoo.study.config import KNOWN_DATA, RunConfig, make_config, read_run, resolve_data, run_options
+from imgzoo.study import config as run_config
+from imgzoo.study.config import RunConfig
+from imgzoo.study.outputs import json_safe
 from imgzoo.study.run import RunResult, train_run
 from imgzoo.train.fit import fit
 
@@ -43,30 +45,24 @@ class Comparison:
     histories: dict[str, History] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
-        """Final-epoch metrics per model, as the original notebooks reported them."""
+        """Final-epoch metrics per model, as the original notebooks reported them, with the epochs and timing."""
         rows = []
         for name, history in self.histories.items():
             last = history.last()
-            metrics = {k: last[k] for k in ("train_acc", "val_acc", "train_loss", "val_loss")}
             speeds = [v for v in history.images_per_sec if v is not None and math.isfinite(v)]
-            timing = {"wall_time": float(sum(history.time)), "images_per_sec": sum(speeds) / max(len(speeds), 1)}
-            rows.append({"model": name, **metrics, "epochs": len(history), **timing})
+            rows.append({"model": name, **{k: last[k] for k in ("train_acc", "val_acc", "train_loss", "val_loss")}})
+            rows[-1] |= {"epochs": len(history), "wall_time": float(sum(history.time))}
+            rows[-1]["images_per_sec"] = sum(speeds) / max(len(speeds), 1)
         return rows
 
     def to_markdown(self, *, timing: bool = False) -> str:
         """The notebooks' table; ``timing`` adds the epochs, the wall time and the training images/s."""
-
-        def pct(v: float | None) -> str:
-            return "n/a" if v is None else f"{100 * v:.2f}%"
-
-        def num(v: float | None) -> str:
-            return "n/a" if v is None else f"{v:.4f}"
-
         header = ["Model", "Train accuracy", "Val accuracy", "Train loss", "Val loss"]
         header += ["Epochs", "Wall time", "Images/s"] if timing else []
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in self.rows():
-            cells = [r["model"], pct(r["train_acc"]), pct(r["val_acc"]), num(r["train_loss"]), num(r["val_loss"])]
+            cells = [r["model"], *(_number(r[k], ".2%") for k in ("train_acc", "val_acc"))]
+            cells += [_number(r[k], ".4f") for k in ("train_loss", "val_loss")]
             cells += [str(r["epochs"]), f"{r['wall_time']:.1f} s", f"{r['images_per_sec']:.0f}"] if timing else []
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -77,6 +73,10 @@ class Comparison:
     def plot(self, path: str | os.PathLike[str] | None = None):
         """Accuracy and loss curves of every model on one figure (solid: train, dashed: val)."""
         return plot_histories(self.histories, path)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def compare(
@@ -93,20 +93,18 @@ def compare(
     if not models:
         raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
     result = Comparison()
-    # A ready-made loader (FastLoader) shuffles and augments with its own generator; rewind it
-    # before each model, so every model sees the same batches in the same order.
     loaders = list(train.values()) if isinstance(train, Mapping) else [train]
-    generators = [g for g in map(own_generator, [*loaders, val]) if g is not None]
+    generators = [g for g in map(own_generator, [*loaders, val]) if g is not None]  # a FastLoader's own
     start_states = [g.get_state() for g in generators]
     for name, model in models.items():
         for generator, state in zip(generators, start_states, strict=True):
             generator.set_state(state)
-        data = train[name] if isinstance(train, Mapping) else train
         options = dict(fit_options)
         if options.get("checkpoint_dir") is not None:  # one folder per model, never shared
             options["checkpoint_dir"] = Path(options["checkpoint_dir"]) / name
         if options.get("verbose", 1):
             print(f"== {name}")
+        data = train[name] if isinstance(train, Mapping) else train
         result.histories[name] = fit(model, data, val, epochs=epochs, **options)
     return result
 
@@ -128,7 +126,7 @@ class Study:
 
 def run_keys() -> list[str]:
     """What a ``[[run]]`` table may set: its name, model, builder kwargs and limit, and fit's options."""
-    return ["name", "model", "kwargs", "limit", *run_options()]
+    return ["name", "model", "kwargs", "limit", *run_config.run_options()]
 
 
 def study_keys() -> list[str]:
@@ -146,12 +144,14 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}") from None
     _refuse_unknown(table, study_keys(), str(path))
-    if "data" not in table:
-        raise ValueError(f'{path} names no data: add data = "path/to/folder" (relative to the study file) or "cifar10"')
+    data = table.get("data")
+    if not isinstance(data, str) or not data:
+        raise ValueError(f'{path}: data must name a folder (relative to the study file) or "cifar10"; got {data!r}')
+    folder = path.parent / Path(data).expanduser()
+    data = run_config.resolve_data(data if data in run_config.KNOWN_DATA and not folder.is_dir() else folder)
     entries = table.get("run")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise ValueError(f'{path} has no runs: add one [[run]] table per run, each with model = "..."')
-    data = _study_data(table["data"], path)
     shared = {k: v for k, v in table.items() if k not in ("title", "data", "run")}
     override = {k: v for k, v in (("epochs", epochs), ("limit", limit)) if v is not None}
     runs: dict[str, RunConfig] = {}
@@ -164,7 +164,10 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
         if not _RUN_NAME.match(name) or name in runs:
             why = "is used by an earlier run" if name in runs else "must be letters, digits, '-', '_' or '.'"
             raise ValueError(f'{where}: the name {name!r} {why}; give each run its own name = "..."')
-        runs[name] = _run_config({**shared, **entry, **override}, data, where)
+        try:
+            runs[name] = _run_config({**shared, **entry, **override}, data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
     return Study(path, str(table.get("title", path.stem)), data, runs)
 
 
@@ -174,31 +177,16 @@ def _refuse_unknown(table: Mapping[str, Any], known: list[str], where: str) -> N
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
 
 
-def _study_data(value: Any, path: Path) -> str:
-    """The data a study names: a folder relative to the study file (or absolute), else a known data set."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f'{path}: data must be a folder or a known name (data = "cifar10"); got {value!r}')
-    folder = path.parent / Path(value).expanduser()
-    return resolve_data(value if value in KNOWN_DATA and not folder.is_dir() else folder)
-
-
-def _run_config(values: dict[str, Any], data: str, where: str) -> RunConfig:
-    """One run's RunConfig; any problem is reported with the run it belongs to."""
-    kwargs = values.get("kwargs", {})
-    try:
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"kwargs must be a table, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
-        known = get_model_entry(values["model"]).default_kwargs
-        unknown = sorted(set(kwargs) - set(known))
-        if unknown:
-            raise ValueError(f"{values['model']} takes no {', '.join(unknown)}; its kwargs are {', '.join(known)}")
-        options = {k: v for k, v in values.items() if k not in ("name", "model", "kwargs")}
-        return make_config(values["model"], data, kwargs=kwargs, **options)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
-# ---------------------------------------------------------------------------- running a study
+def _run_config(values: dict[str, Any], data: str) -> RunConfig:
+    kwargs, model = values.get("kwargs", {}), values["model"]
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"kwargs must be a table, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
+    known = get_model_entry(model).default_kwargs
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ValueError(f"{model} takes no {', '.join(unknown)}; its kwargs are {', '.join(known)}")
+    options = {k: v for k, v in values.items() if k not in ("name", "model", "kwargs")}
+    return run_config.make_config(model, data, kwargs=kwargs, **options)
 
 
 @dataclass
@@ -210,56 +198,35 @@ class StudyReport:
     comparison: Comparison
 
     def to_dict(self) -> dict[str, Any]:
-        rows = {row["model"]: row for row in self.comparison.rows()}
-        runs = []
-        for name, result in self.results.items():
-            config, row = result.config, rows[name]
-            runs.append(
-                {
-                    "name": name,
-                    **{k: v for k, v in config.to_dict().items() if k != "data"},
-                    "folder": f"runs/{name}",
-                    "samples": f"runs/{name}/samples.png",
-                    "finished": result.finished,
-                    **{k: v for k, v in row.items() if k != "model"},
-                    "val_top5": result.metrics["val_top5"],
-                }
-            )
+        rows = {row.pop("model"): row for row in self.comparison.rows()}
+        runs = [
+            {"name": name, **{k: v for k, v in result.config.to_dict().items() if k != "data"}}
+            | {"folder": f"runs/{name}", "samples": f"runs/{name}/samples.png", "finished": result.finished}
+            | rows[name]
+            | {"val_top5": result.metrics["val_top5"]}
+            for name, result in self.results.items()
+        ]
         about = {"title": self.study.title, "study": str(self.study.path), "data": self.study.data}
-        return _json_safe({**about, "runs": runs})
+        return json_safe({**about, "runs": runs})
 
     def to_markdown(self) -> str:
         lines = [f"# {self.study.title}", ""]
         lines += [f"Study file `{self.study.path}`, data `{self.study.data}`; every run is validated on the same "]
         lines += ["seeded 10% split of the training images. Wall time counts training and validation.", ""]
-        lines += [self.comparison.to_markdown(timing=True), "", "| Run | Model | Settings |", "|---|---|---|"]
+        lines += [self.comparison.to_markdown(timing=True), ""]
+        lines += ["| Run | Model | Settings |", "|---|---|---|"]
         for name, result in self.results.items():
-            lines.append(f"| {name} | {result.config.model} | {_settings(result.config)} |")
+            config = result.config
+            parts = [f"augment {config.augmentation()}", f"{config.fit.epochs} epochs"]
+            parts += [f"limit {config.limit}"] if config.limit else []
+            changed = run_config.recipe_differences(config)[0]  # what sets the run apart from its recipe
+            shown = {**config.kwargs, **{k: v for k, v in changed.items() if k not in ("epochs", "augment")}}
+            parts += [f"{k}={v}" for k, v in shown.items()]
+            lines.append(f"| {name} | {config.model} | {', '.join(parts)} |")
         lines += ["", "![accuracy and loss of every run](curves.png)", "", "## Predicted samples", ""]
         for name in self.results:
             lines += [f"### {name}", "", f"![{name}: predicted validation samples](runs/{name}/samples.png)", ""]
         return "\n".join(lines)
-
-
-def _settings(config: RunConfig) -> str:
-    """The options that set a run apart from its recipe, as one table cell."""
-    parts = [f"augment {config.augmentation()}", f"{config.fit.epochs} epochs"]
-    parts += [f"limit {config.limit}"] if config.limit else []
-    recipe = make_config(config.model, config.data, recipe=config.fit.recipe).fit.to_dict()
-    changed = {k: v for k, v in config.fit.to_dict().items() if recipe.get(k) != v and k not in ("epochs", "augment")}
-    parts += [f"{k}={v}" for k, v in {**config.kwargs, **changed}.items()]
-    return ", ".join(parts)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinity as null: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def run_study(
@@ -272,8 +239,9 @@ def run_study(
     for name, config in study.runs.items():
         log(f"== {name}")
         folder = out / "runs" / name
+        resume = run_config.read_run(folder) is not None
         try:
-            results[name] = train_run(folder, config, resume=read_run(folder) is not None, verbose=verbose, log=log)
+            results[name] = train_run(folder, config, resume=resume, verbose=verbose, log=log)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"run {name} stopped; run the same compare command again to go on") from None
     comparison = Comparison({name: result.history for name, result in results.items()})
