@@ -83,9 +83,8 @@ def image_paths(given: Sequence[str]) -> list[str]:
     for item in given:
         path = Path(item)
         if path.is_file():
-            found.append(item)
-            continue
-        if path.is_dir():
+            matches = [item]
+        elif path.is_dir():
             matches = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
         elif glob.has_magic(item):
             matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
@@ -101,8 +100,6 @@ PREDICT_BATCH = 64  # images decoded and scored at once: memory stays flat for a
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise ValueError(f"--topk must be 1 or more; got {args.topk}")
     paths, model = image_paths(args.images), load(weights_of(args.weights))
     answers = []
     for start in range(0, len(paths), PREDICT_BATCH):
@@ -156,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predict", cmd_predict, "classify image files with trained weights")
     p.add_argument("weights", help=NAME_OR_DIR)
     p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
-    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")  # predict checks it
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
     p = command("export", cmd_export, "write a model as ONNX or TorchScript, checked against PyTorch")
     p.add_argument("source", help=NAME_OR_DIR)

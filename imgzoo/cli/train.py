@@ -48,11 +48,6 @@ def model_kwarg(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _verbosity() -> int:
-    """fit's progress bar for a person at a terminal; one line per epoch for a log file."""
-    return 1 if sys.stderr.isatty() else 2
-
-
 def _need_plots() -> None:
     """Refuse before training, not after it, when the figures the run promises cannot be drawn."""
     if importlib.util.find_spec("matplotlib") is None:
@@ -114,37 +109,22 @@ def _fit_value(name: str) -> Callable[[str], Any]:
 
 
 def add_train(command: Any) -> None:
-    p = command(
-        "train",
-        cmd_train,
-        "train a model on a data folder; weights, history and figures go into --out",
-        description="Train MODEL on DATA's seeded 90% training split and validate on the other 10%.",
-    )
+    p = command("train", cmd_train, "train a model on a data folder; weights, history and figures go into --out")
+    p.description = "Train MODEL on DATA's seeded 90% training split and validate on the other 10%."
     p.add_argument("model", help="a registered model name (imgzoo models)")
     p.add_argument("data", help=DATA)
     p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
     p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
     p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
-    p.add_argument(
-        "--model-kwargs",
-        nargs="+",
-        type=model_kwarg,
-        metavar="KEY=VALUE",
-        help="the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]",
-    )
+    about = "the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]"
+    p.add_argument("--model-kwargs", nargs="+", type=model_kwarg, metavar="KEY=VALUE", help=about)
     hints = get_type_hints(FitConfig)
-    for name in run_config.run_options():  # the fit options, defaulting to None: the recipe's (or the run's)
-        flag, help = (
-            f"--{name.replace('_', '-')}",
-            FLAG_HELP[name] + " (default: the recipe's)" * ("default:" not in FLAG_HELP[name]),
-        )
-        if hints[name] is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
-            continue
-        choices = [c if isinstance(c, str) else str(c).lower() for c in CHOICES.get(name, ())]
-        p.add_argument(
-            flag, type=_fit_value(name), metavar="{" + ",".join(choices) + "}" if choices else None, help=help
-        )
+    for name in run_config.run_options():  # FitConfig's fields, each defaulting to None: the recipe's (or the run's)
+        about = FLAG_HELP[name] + " (default: the recipe's)" * ("default:" not in FLAG_HELP[name])
+        choices = ",".join(c if isinstance(c, str) else str(c).lower() for c in CHOICES.get(name, ()))
+        how = {"type": _fit_value(name), "metavar": f"{{{choices}}}" if choices else None}
+        how = {"action": argparse.BooleanOptionalAction} if hints[name] is bool else how
+        p.add_argument(f"--{name.replace('_', '-')}", help=about, **how)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -155,19 +135,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = run_config.resume_config(args.out, args.model, args.data, **given)
     else:
         config = run_config.make_config(args.model, args.data, **given)
-    result = runs.train_run(args.out, config, resume=args.resume, verbose=_verbosity())
+    verbose = 1 if sys.stderr.isatty() else 2  # a progress bar for a person at a terminal, lines for a log file
+    result = runs.train_run(args.out, config, resume=args.resume, verbose=verbose)
     if result.action == "done":
         return 0
     m = result.metrics
-    tta = f"; with TTA {m['tta']}: top-1 {100 * m['val_acc_tta']:.2f}%" if "tta" in m else ""
-    print(
-        f"{config.model}: val top-1 {100 * m['val_acc']:.2f}%, top-5 {100 * m['val_top5']:.2f}%, "
-        f"loss {m['val_loss']:.4f}{tta} after {len(result.history)} epochs ({result.wall_time:.1f} s)"
-    )
-    print(
-        f"wrote {result.out}: {run_config.WEIGHTS}/ (model.safetensors, config.json, README.md), history.csv, "
-        "curves.png, samples.png, confusion.png, metrics.json"
-    )
+    tta = f"; with TTA {m['tta']}: top-1 {m['val_acc_tta']:.2%}" if "tta" in m else ""
+    scores = f"val top-1 {m['val_acc']:.2%}, top-5 {m['val_top5']:.2%}, loss {m['val_loss']:.4f}{tta}"
+    print(f"{config.model}: {scores} after {len(result.history)} epochs ({result.wall_time:.1f} s)")
+    files = "(model.safetensors, config.json, README.md), history.csv, curves.png, samples.png, confusion.png"
+    print(f"wrote {result.out}: {run_config.WEIGHTS}/ {files}, metrics.json")
     return 0 if result.finished else 1
 
 
@@ -175,19 +152,10 @@ def add_evaluate(command: Any) -> None:
     p = command("evaluate", cmd_evaluate, "loss, top-1, top-5 and per-class accuracy on a data folder")
     p.add_argument("weights", help=NAME_OR_DIR)
     p.add_argument("data", help=DATA)
-    p.add_argument(
-        "--split",
-        choices=("val", "train", "all"),
-        default="val",
-        help="the seeded 10%% validation split, the 90%% trained on, or all",
-    )
-    p.add_argument(
-        "--tta",
-        nargs="?",
-        const="recipe",
-        choices=("recipe", *TTA_MODES[1:]),
-        help="test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode",
-    )
+    about = "the seeded 10%% validation split, the 90%% trained on, or all"
+    p.add_argument("--split", choices=("val", "train", "all"), default="val", help=about)
+    about = "test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode"
+    p.add_argument("--tta", nargs="?", const="recipe", choices=("recipe", *TTA_MODES[1:]), help=about)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     # No default: a measurement that drops a figure wherever it was run litters (and changes a checkout).
     p.add_argument("--out", type=Path, help="also write confusion.png into this folder")
@@ -195,16 +163,15 @@ def add_evaluate(command: Any) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     weights = run_config.weights_of(args.weights)
-    options = {"tta": recorded_tta(weights) if args.tta == "recipe" else args.tta} if args.tta else {}
-    model = load(weights)
-    record = run_config.read_run(args.weights) if Path(args.weights).is_dir() else None
-    seed = record.config.fit.seed if record is not None else 0  # the split the run validated on
+    tta = recorded_tta(weights) if args.tta == "recipe" else args.tta or False
+    model, record = load(weights), run_config.read_run(args.weights)
+    # A run validated on the split its seed drew, and trained on its limited part only.
+    seed, limit = (record.config.fit.seed, record.config.limit) if record is not None else (0, None)
     dataset = runs.open_data(run_config.resolve_data(args.data))
     runs.check_classes(model, dataset, args.data)
-    limit = record.config.limit if record is not None else None  # a run trained on its limited part only
     which = {"train": 0, "val": 1}.get(args.split)
     part = dataset if which is None else runs.split_data(dataset, seed, limit)[which]
-    result = evaluate(model, runs.eval_data(model, part), **options)
+    result = evaluate(model, runs.eval_data(model, part), tta=tta)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.plot_confusion_matrix(args.out / "confusion.png")
@@ -252,7 +219,8 @@ def add_compare(command: Any) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     _need_plots()
-    report = run_study(load_study(args.study, epochs=args.epochs, limit=args.limit), args.out, verbose=_verbosity())
+    study = load_study(args.study, epochs=args.epochs, limit=args.limit)
+    report = run_study(study, args.out, verbose=1 if sys.stderr.isatty() else 2)
     print(report.comparison.to_markdown(timing=True))
     print(f"wrote {args.out / 'report.md'}, report.json, curves.png and each run's folder in {args.out / 'runs'}")
     return 0 if all(result.finished for result in report.results.values()) else 1

@@ -1,8 +1,5 @@
-"""Train several models the same way and compare them: the original notebooks' table and plot.
-
-A study file (TOML, e.g. ``examples/study.toml``) names the data and the runs; :func:`load_study` reads and
-checks it whole before anything trains, and :func:`run_study` trains each run into its own folder.
-"""
+"""Train several models the same way and compare them (the original notebooks' table and plot), by hand or from a
+study file (TOML, e.g. ``examples/study.toml``) that is checked whole before anything trains."""
 
 from __future__ import annotations
 
@@ -23,7 +20,6 @@ from imgzoo._atomic import atomic_write_text
 from imgzoo.data.loaders import own_generator
 from imgzoo.eval.history import History
 from imgzoo.eval.plots import plot_histories
-from imgzoo.models.registry import get_model_entry
 from imgzoo.study import config as run_config
 from imgzoo.study.config import RunConfig
 from imgzoo.study.outputs import json_safe
@@ -124,14 +120,9 @@ class Study:
     runs: dict[str, RunConfig]
 
 
-def run_keys() -> list[str]:
-    """What a ``[[run]]`` table may set: its name, model, builder kwargs and limit, and fit's options."""
-    return ["name", "model", "kwargs", "limit", *run_config.run_options()]
-
-
-def study_keys() -> list[str]:
-    """What the top of a study file may set: its title and data, the runs, and any run option as a default."""
-    return ["title", "data", "run", *(k for k in run_keys() if k not in ("name", "model", "kwargs"))]
+# What a [[run]] table may set, and the top of a study file: its title and data, the runs, and run options as defaults.
+RUN_KEYS = ["name", "model", "kwargs", "limit", *run_config.run_options()]
+STUDY_KEYS = ["title", "data", "run", *RUN_KEYS[3:]]
 
 
 def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit: int | None = None) -> Study:
@@ -143,7 +134,7 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}") from None
-    _refuse_unknown(table, study_keys(), str(path))
+    _refuse_unknown(table, STUDY_KEYS, str(path))
     data = table.get("data")
     if not isinstance(data, str) or not data:
         raise ValueError(f'{path}: data must name a folder (relative to the study file) or "cifar10"; got {data!r}')
@@ -157,15 +148,16 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
     runs: dict[str, RunConfig] = {}
     for number, entry in enumerate(entries, 1):
         where = f"{path}, run {number}"
-        _refuse_unknown(entry, run_keys(), where)
+        _refuse_unknown(entry, RUN_KEYS, where)
         if "model" not in entry:
             raise ValueError(f'{where} names no model: add model = "resnet_cifar" (imgzoo models lists them)')
         name = str(entry.get("name", entry["model"]))
         if not _RUN_NAME.match(name) or name in runs:
             why = "is used by an earlier run" if name in runs else "must be letters, digits, '-', '_' or '.'"
             raise ValueError(f'{where}: the name {name!r} {why}; give each run its own name = "..."')
+        options = {k: v for k, v in {**shared, **entry, **override}.items() if k not in ("name", "model")}
         try:
-            runs[name] = _run_config({**shared, **entry, **override}, data)
+            runs[name] = run_config.make_config(entry["model"], data, **options)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where}: {exc}") from None
     return Study(path, str(table.get("title", path.stem)), data, runs)
@@ -175,18 +167,6 @@ def _refuse_unknown(table: Mapping[str, Any], known: list[str], where: str) -> N
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
-
-
-def _run_config(values: dict[str, Any], data: str) -> RunConfig:
-    kwargs, model = values.get("kwargs", {}), values["model"]
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"kwargs must be a table, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
-    known = get_model_entry(model).default_kwargs
-    unknown = sorted(set(kwargs) - set(known))
-    if unknown:
-        raise ValueError(f"{model} takes no {', '.join(unknown)}; its kwargs are {', '.join(known)}")
-    options = {k: v for k, v in values.items() if k not in ("name", "model", "kwargs")}
-    return run_config.make_config(model, data, kwargs=kwargs, **options)
 
 
 @dataclass

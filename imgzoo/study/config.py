@@ -28,7 +28,6 @@ _FORMAT = "imgzoo-run-v1"
 # Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
 KNOWN_DATA: dict[str, Callable[..., Any]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
 _RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose")  # a run folder owns its checkpoints
-_EPOCHS = 15  # a model without a recipe trains with fit's defaults for this many epochs
 
 
 def run_options() -> list[str]:
@@ -87,10 +86,9 @@ def recipe_for(model: str, recipe: str | None = None) -> Recipe | None:
     found = get_recipe(recipe)  # an unknown name is refused with the closest known ones
     architecture = found.name.split(".", 1)[0]
     if architecture in RECIPES and architecture != model:
-        own = [n for n in list_recipes() if n.split(".", 1)[0] == model]
+        own = ", ".join(n for n in list_recipes() if n.split(".", 1)[0] == model) or "none yet"
         raise ValueError(
-            f"recipe {recipe!r} trains {architecture}, not {model}. Pass one of {model}'s "
-            f"({', '.join(own) or 'none yet'}), or none."
+            f"recipe {recipe!r} trains {architecture}, not {model}. Pass one of {model}'s ({own}), or none."
         )
     return found
 
@@ -100,12 +98,16 @@ def make_config(
 ) -> RunConfig:
     """A RunConfig from the model's recipe (or ``recipe=``'s), each fit option in ``given`` not None over it. The
     recipe's amp was its machine's (bf16 can run 10x slower than fp32 elsewhere): a run takes "auto" unless told."""
-    get_model_entry(model)  # an unknown name fails here, with close matches, before any data is read
-    unknown = sorted(set(given) - set(run_options()))
-    if unknown:
-        raise ValueError(f"unknown fit option(s) {', '.join(unknown)}; a run takes {', '.join(run_options())}")
+    known = list(get_model_entry(model).default_kwargs)  # an unknown model fails here, with close matches
+    if not isinstance(kwargs or {}, dict):
+        raise ValueError(f"kwargs must be a table of {model}'s options, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
+    for what, names, allowed, whose in (("fit option", given, run_options(), "a run"), ("kwarg", kwargs, known, model)):
+        unknown = sorted(set(names or ()) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; {whose} takes {', '.join(allowed)}")
     found = recipe_for(model, recipe)
-    base = dataclasses.replace(found.config, amp="auto", recipe=found.name) if found else FitConfig(epochs=_EPOCHS)
+    # No recipe: fit's defaults for 15 epochs.
+    base = dataclasses.replace(found.config, amp="auto", recipe=found.name) if found else FitConfig(epochs=15)
     fit = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     builder = {**(found.model_kwargs if found else {}), **(kwargs or {})}
     return RunConfig(model, resolve_data(data), fit, limit, builder)
