@@ -1,6 +1,4 @@
-"""The ``imgzoo`` command, a thin layer over the library: each subcommand's arguments and one call of the public
-API. An error is one line on stderr, exit status 2 for the user's input and 1 for a failure of the work;
-``--debug`` or ``IMGZOO_DEBUG=1`` shows the traceback instead."""
+"""The ``imgzoo`` command, a thin layer over the library (the commands that train are in train.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +7,20 @@ import glob
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo._version import __version__
-from imgzoo.cli.demo import add_demo
 from imgzoo.cli.train import NAME_OR_DIR, add_compare, add_evaluate, add_train
-from imgzoo.eval.evaluation import predict
+from imgzoo.data.transforms import for_model
+from imgzoo.eval.evaluation import plot_predictions, predict
 from imgzoo.hub.api import download, load
 from imgzoo.hub.export import FORMATS, export_model
 from imgzoo.models.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
@@ -31,7 +32,6 @@ def _millions(count: int) -> str:
 
 
 def _align(rows: list[tuple[str, ...]]) -> str:
-    """Left-aligned columns under a header row and a rule."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -125,6 +125,54 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+# ``imgzoo demo``: the shipped weights classify the thirty validation images of each data set shipped under
+# imgzoo/samples/: no network, no data, no GPU, seconds.
+DEMOS = (("mnist_cnn.mnist", "mnist"), ("resnet_cifar.cifar10", "cifar10"))  # (weights, sample folder)
+TOPK = 5
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="imgzoo-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    samples = Path(str(resources.files("imgzoo") / "samples"))  # package data: also in an installed wheel
+    for weights, folder in DEMOS:
+        files = [f for f in sorted((samples / folder).iterdir()) if f.suffix.lower() in (".png", ".jpg")]
+        model = load(weights)  # a packaged entry: read from the installed files, never downloaded
+        truths = [f.name.rsplit("_", 1)[0] for f in files]  # files are named <class>_<index>
+        print(_table(weights, folder, files, truths, predict(model, [str(f) for f in files], topk=TOPK)), end="\n\n")
+        if _grid(model, files, truths, out / f"demo-{folder}.png"):
+            print(f"predicted samples: {out / f'demo-{folder}.png'}", end="\n\n")
+    return 0
+
+
+def _table(weights: str, folder: str, files: list[Path], truths: list[str], ranked: list[Any]) -> str:
+    """One row per image: its true class, whether the top guess is right, and the top five with probabilities."""
+    width, true_width = max(len(f.name) for f in files), max(len(t) for t in [*truths, "true"])
+    lines = [f"{weights} on {len(files)} {folder} validation images (imgzoo/samples/{folder})"]
+    lines.append(f"{'file'.ljust(width)}  {'true'.ljust(true_width)}  ok  top-{TOPK}")
+    for file, truth, top in zip(files, truths, ranked, strict=True):
+        guesses = "  ".join(f"{name} {p:.2f}" for name, p in top)
+        right = "yes" if top[0][0] == truth else "NO "
+        lines.append(f"{file.name.ljust(width)}  {truth.ljust(true_width)}  {right} {guesses}")
+    correct = sum(top[0][0] == truth for truth, top in zip(truths, ranked, strict=True))
+    return "\n".join([*lines, f"top-1: {correct} of {len(files)} right"])
+
+
+def _grid(model: Any, files: list[Path], truths: list[str], path: Path) -> bool:
+    """The predicted-samples grid of every sample; False (and a note) where matplotlib is not installed."""
+    names, to_tensor = list(model.data_spec.class_names), for_model(model)  # the model's own preprocessing
+    samples = []
+    for file, truth in zip(files, truths, strict=True):
+        with Image.open(file) as image:
+            samples.append((to_tensor(image), names.index(truth)))
+    try:
+        plot_predictions(model, samples, n=len(samples), path=path)
+    except ImportError as exc:
+        print(f"no predicted-samples grid: {exc}")
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgzoo", description="Small models for small images.")
     parser.add_argument("--version", action="version", version=f"imgzoo {__version__}")
@@ -135,12 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help: str, **kwargs) -> argparse.ArgumentParser:
-        """A subcommand's parser, in the order ``imgzoo --help`` lists them, that calls ``func(args)``."""
         p = sub.add_parser(name, parents=[common], help=help, **kwargs)
         p.set_defaults(func=func)
         return p
 
-    add_demo(command)
+    p = command("demo", cmd_demo, "classify the bundled sample images with the shipped weights (offline)")
+    p.add_argument("--out", type=Path, help="folder for the predicted-samples grids (default: a new temporary one)")
     command("models", cmd_list, "build every registered model and print its parameters").add_argument(
         "pattern", nargs="?", help="fnmatch pattern, e.g. 'resnet*'"
     )
@@ -191,14 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        status = exit_status(exc)
-        # Every message is imgzoo's, torch's or the Hub's; none of them contains a token.
+        status = exit_status(exc)  # every message is imgzoo's, torch's or the Hub's: none contains a token
         message = str(exc) if status == 2 else f"{type(exc).__name__}: {exc}"
-        print(f"imgzoo: error: {message}", file=sys.stderr)
-        if status == 1:
-            print("imgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback", file=sys.stderr)
+        hint = "\nimgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback" if status == 1 else ""
+        print(f"imgzoo: error: {message}{hint}", file=sys.stderr)
         return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

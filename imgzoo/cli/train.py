@@ -1,5 +1,4 @@
-"""``imgzoo train``, ``evaluate`` and ``compare``: each handler turns arguments into calls of :mod:`imgzoo.study`
-and prints what came back; the work, and every check of its input, happens there."""
+"""``imgzoo train``, ``evaluate`` and ``compare``: arguments into calls of :mod:`imgzoo.study`, which checks them."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from imgzoo.eval.evaluation import TTA_MODES, EvalResult, evaluate
+from imgzoo.eval.evaluation import TTA_MODES, evaluate
 from imgzoo.hub.api import load
 from imgzoo.hub.format import CONFIG_NAME, read_config
 from imgzoo.models.registry import get_weights_entry, list_pretrained
@@ -40,12 +39,9 @@ def model_kwarg(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. depth=56 or widths=[32,64,128]; got {text!r}")
-    if raw.lower() in _WORDS:
-        return key, _WORDS[raw.lower()]
-    try:
-        return key, ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return key, raw
+    with contextlib.suppress(ValueError, SyntaxError):
+        return key, _WORDS[raw.lower()] if raw.lower() in _WORDS else ast.literal_eval(raw)
+    return key, raw
 
 
 def _need_plots() -> None:
@@ -178,8 +174,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}
         print(json.dumps({**where, **runs.eval_summary(result)}, indent=1))
-    else:
-        print(_evaluation_text(result, args.split, seed))
+        return 0
+    what = f"the validation split (10%, seed {seed})" if args.split == "val" else "every image"
+    what = f"the training split (90%, seed {seed}), without augmentation" if args.split == "train" else what
+    print(f"{result.num_samples} images, {what}\n{result}\n\nclass accuracy")
+    width = max(len(name) for name in result.class_names)
+    for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
+        print(f"{name.ljust(width)}  {'n/a (no images)' if accuracy != accuracy else f'{accuracy:.2%}'}")
     return 0
 
 
@@ -195,18 +196,6 @@ def recorded_tta(weights: str) -> str:
         modes = " | --tta ".join(TTA_MODES[1:])
         raise ValueError(f"--tta: {weights} records no test-time augmentation of its own; name one: --tta {modes}")
     return "flip" if mode is True else mode
-
-
-def _evaluation_text(result: EvalResult, split: str, seed: int) -> str:
-    what = {
-        "val": f"the validation split (10%, seed {seed})",
-        "train": f"the training split (90%, seed {seed}), without augmentation",
-    }.get(split, "every image")
-    lines = [f"{result.num_samples} images, {what}", str(result), "", "class accuracy"]
-    width = max(len(name) for name in result.class_names)
-    for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
-        lines.append(f"{name.ljust(width)}  {'n/a (no images)' if accuracy != accuracy else f'{accuracy:.2%}'}")
-    return "\n".join(lines)
 
 
 def add_compare(command: Any) -> None:

@@ -1,5 +1,4 @@
-"""Train several models the same way and compare them (the original notebooks' table and plot), by hand or from a
-study file (TOML, e.g. ``examples/study.toml``) that is checked whole before anything trains."""
+"""Train several models the same way and compare them (the notebooks' table and plot), by hand or from a study file."""
 
 from __future__ import annotations
 
@@ -56,9 +55,9 @@ class Comparison:
         header = ["Model", "Train accuracy", "Val accuracy", "Train loss", "Val loss"]
         header += ["Epochs", "Wall time", "Images/s"] if timing else []
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        specs = {"train_acc": ".2%", "val_acc": ".2%", "train_loss": ".4f", "val_loss": ".4f"}
         for r in self.rows():
-            cells = [r["model"], *(_number(r[k], ".2%") for k in ("train_acc", "val_acc"))]
-            cells += [_number(r[k], ".4f") for k in ("train_loss", "val_loss")]
+            cells = [r["model"], *("n/a" if r[k] is None else format(r[k], spec) for k, spec in specs.items())]
             cells += [str(r["epochs"]), f"{r['wall_time']:.1f} s", f"{r['images_per_sec']:.0f}"] if timing else []
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -71,10 +70,6 @@ class Comparison:
         return plot_histories(self.histories, path)
 
 
-def _number(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def compare(
     models: Mapping[str, nn.Module],
     train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
@@ -83,9 +78,8 @@ def compare(
     epochs: int,
     **fit_options: Any,
 ) -> Comparison:
-    """Train each model with the same options and seed and compare the final epochs. ``train`` may map each
-    model's name to its own data (with and without augmentation, as the notebooks did); a loader shared by the
-    models is rewound before each one, so every model trains on the same batches in the same order."""
+    """Train each model with the same options and seed; ``train`` may map each model's name to its own data. A
+    shared loader is rewound before each model, so every model trains on the same batches in the same order."""
     if not models:
         raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
     result = Comparison()
@@ -212,8 +206,8 @@ class StudyReport:
 def run_study(
     study: Study, out: str | os.PathLike[str], *, verbose: int = 1, log: Callable[[str], None] = print
 ) -> StudyReport:
-    """Train every run into ``out/runs/<name>`` and write report.md, report.json and curves.png into ``out``;
-    run again, it resumes an unfinished run, extends one given more epochs and reuses a finished one."""
+    """Train every run into ``out/runs/<name>`` (resuming, extending or reusing one already there) and write
+    report.md, report.json and curves.png into ``out``."""
     out = Path(out)
     results: dict[str, RunResult] = {}
     for name, config in study.runs.items():

@@ -1,5 +1,4 @@
-"""What a run of ``imgzoo train`` is (:class:`RunConfig`), and what to do with its folder: ``OUT/run.json``
-records the config and how far the run got, so a folder is resumed exactly, extended, and never trained over."""
+"""What a run of ``imgzoo train`` is (:class:`RunConfig`), and what to do with its folder (``OUT/run.json``)."""
 
 from __future__ import annotations
 
@@ -21,9 +20,7 @@ from imgzoo.train.recipes import RECIPES, Recipe, get_recipe, list_recipes
 
 __all__ = ["KNOWN_DATA", "RunConfig", "make_config", "read_run", "resume_config", "run_options"]
 
-RUN_FILE = "run.json"
-CHECKPOINTS = "checkpoints"
-WEIGHTS = "weights"  # the imgzoo.save folder inside a run folder
+RUN_FILE, CHECKPOINTS, WEIGHTS = "run.json", "checkpoints", "weights"  # WEIGHTS: the imgzoo.save folder
 _FORMAT = "imgzoo-run-v1"
 # Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
 KNOWN_DATA: dict[str, Callable[..., Any]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
@@ -121,9 +118,8 @@ def resolve_data(data: str | os.PathLike[str]) -> str:
     if str(data) in KNOWN_DATA:
         return str(data)
     raise FileNotFoundError(
-        f"data {str(data)!r} is neither a folder nor a known data set ({', '.join(KNOWN_DATA)}). Pass a folder "
-        "in a layout imgzoo reads (CIFAR-10 batches, MNIST idx files, class folders of images, Stanford Dogs, "
-        "Kaggle dog breeds), or a known name to download it."
+        f"data {str(data)!r} is neither a folder nor a known data set ({', '.join(KNOWN_DATA)}). Pass a folder in "
+        "a layout imgzoo reads (CIFAR-10, MNIST, class folders, dog breeds), or a known name to download it."
     )
 
 

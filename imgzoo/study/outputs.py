@@ -1,5 +1,4 @@
-"""What a run leaves in its folder: the weights (imgzoo.save), history.csv / .json, curves.png, samples.png,
-confusion.png and metrics.json; and how a finished run's figures are read back rather than trained again."""
+"""What a run leaves in its folder (weights, history, figures, metrics), and how a finished run's are read back."""
 
 from __future__ import annotations
 
