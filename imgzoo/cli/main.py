@@ -18,9 +18,9 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo._version import __version__
-from imgzoo.cli.train import NAME_OR_DIR, add_compare, add_evaluate, add_train
+from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg, positive_int
 from imgzoo.data.transforms import for_model
-from imgzoo.eval.evaluation import plot_predictions, predict
+from imgzoo.eval.evaluation import TTA_MODES, plot_predictions, predict
 from imgzoo.hub.api import download, load
 from imgzoo.hub.export import FORMATS, export_model
 from imgzoo.models.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
@@ -140,8 +140,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model = load(weights)  # a packaged entry: read from the installed files, never downloaded
         truths = [f.name.rsplit("_", 1)[0] for f in files]  # files are named <class>_<index>
         print(_table(weights, folder, files, truths, predict(model, [str(f) for f in files], topk=TOPK)), end="\n\n")
-        if _grid(model, files, truths, out / f"demo-{folder}.png"):
+        names, to_tensor, shown = list(model.data_spec.class_names), for_model(model), []
+        for file, truth in zip(files, truths, strict=True):
+            with Image.open(file) as image:
+                shown.append((to_tensor(image), names.index(truth)))  # as the model preprocesses its inputs
+        try:
+            plot_predictions(model, shown, n=len(shown), path=out / f"demo-{folder}.png")
             print(f"predicted samples: {out / f'demo-{folder}.png'}", end="\n\n")
+        except ImportError as exc:  # matplotlib is optional: the table is printed all the same
+            print(f"no predicted-samples grid: {exc}")
     return 0
 
 
@@ -158,19 +165,8 @@ def _table(weights: str, folder: str, files: list[Path], truths: list[str], rank
     return "\n".join([*lines, f"top-1: {correct} of {len(files)} right"])
 
 
-def _grid(model: Any, files: list[Path], truths: list[str], path: Path) -> bool:
-    """The predicted-samples grid of every sample; False (and a note) where matplotlib is not installed."""
-    names, to_tensor = list(model.data_spec.class_names), for_model(model)  # the model's own preprocessing
-    samples = []
-    for file, truth in zip(files, truths, strict=True):
-        with Image.open(file) as image:
-            samples.append((to_tensor(image), names.index(truth)))
-    try:
-        plot_predictions(model, samples, n=len(samples), path=path)
-    except ImportError as exc:
-        print(f"no predicted-samples grid: {exc}")
-        return False
-    return True
+NAME_OR_DIR = "a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train"
+DATA = "a data folder in any layout imgzoo reads, or a known name: cifar10, mnist"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,15 +185,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", cmd_demo, "classify the bundled sample images with the shipped weights (offline)")
     p.add_argument("--out", type=Path, help="folder for the predicted-samples grids (default: a new temporary one)")
-    command("models", cmd_list, "build every registered model and print its parameters").add_argument(
-        "pattern", nargs="?", help="fnmatch pattern, e.g. 'resnet*'"
-    )
-    command("pretrained", cmd_list, "list the pretrained weights that load by name").add_argument(
-        "pattern", nargs="?", help="fnmatch pattern, e.g. 'mnist*'"
-    )
-    add_train(command)
-    add_evaluate(command)
-    add_compare(command)
+    p = command("models", cmd_list, "build every registered model and print its parameters")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'resnet*'")
+    p = command("pretrained", cmd_list, "list the pretrained weights that load by name")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'mnist*'")
+    p = command("train", cmd_train, "train a model on a data folder; weights, history and figures go into --out")
+    p.description = "Train MODEL on DATA's seeded 90% training split and validate on the other 10%."
+    p.add_argument("model", help="a registered model name (imgzoo models)")
+    p.add_argument("data", help=DATA)
+    p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
+    p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
+    p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
+    about = "the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]"
+    p.add_argument("--model-kwargs", nargs="+", type=model_kwarg, metavar="KEY=VALUE", help=about)
+    add_fit_flags(p)
+    p = command("evaluate", cmd_evaluate, "loss, top-1, top-5 and per-class accuracy on a data folder")
+    p.add_argument("weights", help=NAME_OR_DIR)
+    p.add_argument("data", help=DATA)
+    about = "the seeded 10%% validation split, the 90%% trained on, or all"
+    p.add_argument("--split", choices=("val", "train", "all"), default="val", help=about)
+    about = "test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode"
+    p.add_argument("--tta", nargs="?", const="recipe", choices=("recipe", *TTA_MODES[1:]), help=about)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    # No default: a measurement that drops a figure wherever it was run litters (and changes a checkout).
+    p.add_argument("--out", type=Path, help="also write confusion.png into this folder")
+    p = command("compare", cmd_compare, "train every run of a study file and compare them")
+    p.add_argument("study", type=Path, help="a study file, e.g. examples/study.toml")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
+    p.add_argument("--epochs", type=positive_int, help="epochs for every run, instead of the file's")
+    p.add_argument("--limit", type=positive_int, help="train every run on N images (stratified, seeded)")
     p = command("predict", cmd_predict, "classify image files with trained weights")
     p.add_argument("weights", help=NAME_OR_DIR)
     p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
@@ -226,6 +242,7 @@ def exit_status(error: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error is one line on stderr (``--debug`` or ``IMGZOO_DEBUG=1``: the traceback)."""
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("IMGZOO_DEBUG", "") not in ("", "0")
     try:

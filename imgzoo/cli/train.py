@@ -21,8 +21,6 @@ from imgzoo.study import run as runs
 from imgzoo.study.compare import load_study, run_study
 from imgzoo.train.config import CHOICES, FitConfig
 
-NAME_OR_DIR = "a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train"
-DATA = "a data folder in any layout imgzoo reads, or a known name: cifar10, mnist"
 _WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
 
 
@@ -104,18 +102,10 @@ def _fit_value(name: str) -> Callable[[str], Any]:
     return parse
 
 
-def add_train(command: Any) -> None:
-    p = command("train", cmd_train, "train a model on a data folder; weights, history and figures go into --out")
-    p.description = "Train MODEL on DATA's seeded 90% training split and validate on the other 10%."
-    p.add_argument("model", help="a registered model name (imgzoo models)")
-    p.add_argument("data", help=DATA)
-    p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
-    p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
-    p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
-    about = "the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]"
-    p.add_argument("--model-kwargs", nargs="+", type=model_kwarg, metavar="KEY=VALUE", help=about)
+def add_fit_flags(p: argparse.ArgumentParser) -> None:
+    """A flag per FitConfig field a run takes, each defaulting to None: the recipe's value (or the run's)."""
     hints = get_type_hints(FitConfig)
-    for name in run_config.run_options():  # FitConfig's fields, each defaulting to None: the recipe's (or the run's)
+    for name in run_config.run_options():
         about = FLAG_HELP[name] + " (default: the recipe's)" * ("default:" not in FLAG_HELP[name])
         choices = ",".join(c if isinstance(c, str) else str(c).lower() for c in CHOICES.get(name, ()))
         how = {"type": _fit_value(name), "metavar": f"{{{choices}}}" if choices else None}
@@ -142,19 +132,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     files = "(model.safetensors, config.json, README.md), history.csv, curves.png, samples.png, confusion.png"
     print(f"wrote {result.out}: {run_config.WEIGHTS}/ {files}, metrics.json")
     return 0 if result.finished else 1
-
-
-def add_evaluate(command: Any) -> None:
-    p = command("evaluate", cmd_evaluate, "loss, top-1, top-5 and per-class accuracy on a data folder")
-    p.add_argument("weights", help=NAME_OR_DIR)
-    p.add_argument("data", help=DATA)
-    about = "the seeded 10%% validation split, the 90%% trained on, or all"
-    p.add_argument("--split", choices=("val", "train", "all"), default="val", help=about)
-    about = "test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode"
-    p.add_argument("--tta", nargs="?", const="recipe", choices=("recipe", *TTA_MODES[1:]), help=about)
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    # No default: a measurement that drops a figure wherever it was run litters (and changes a checkout).
-    p.add_argument("--out", type=Path, help="also write confusion.png into this folder")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -188,22 +165,12 @@ def recorded_tta(weights: str) -> str:
     """The test-time augmentation recorded with ``weights`` (a registered name or a saved folder's config.json):
     a shipped entry's card states its figures with TTA in its recipe's mode, so ``--tta`` alone measures the same."""
     config = Path(weights) / CONFIG_NAME
-    if config.is_file():
-        mode = (read_config(config).get("recipe") or {}).get("tta")
-    else:
-        mode = get_weights_entry(weights).meta["recipe"].get("tta") if weights in list_pretrained() else None
+    recipe = get_weights_entry(weights).meta["recipe"] if weights in list_pretrained() else None
+    mode = ((read_config(config).get("recipe") if config.is_file() else recipe) or {}).get("tta")
     if mode in (None, False, "none"):
         modes = " | --tta ".join(TTA_MODES[1:])
         raise ValueError(f"--tta: {weights} records no test-time augmentation of its own; name one: --tta {modes}")
     return "flip" if mode is True else mode
-
-
-def add_compare(command: Any) -> None:
-    p = command("compare", cmd_compare, "train every run of a study file and compare them")
-    p.add_argument("study", type=Path, help="a study file, e.g. examples/study.toml")
-    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
-    p.add_argument("--epochs", type=positive_int, help="epochs for every run, instead of the file's")
-    p.add_argument("--limit", type=positive_int, help="train every run on N images (stratified, seeded)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

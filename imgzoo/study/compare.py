@@ -99,11 +99,6 @@ def compare(
     return result
 
 
-# ---------------------------------------------------------------------------- study files
-
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name on every system
-
-
 @dataclass
 class Study:
     """A study file, read and checked: the data, and one RunConfig per run, by run name."""
@@ -117,6 +112,7 @@ class Study:
 # What a [[run]] table may set, and the top of a study file: its title and data, the runs, and run options as defaults.
 RUN_KEYS = ["name", "model", "kwargs", "limit", *run_config.run_options()]
 STUDY_KEYS = ["title", "data", "run", *RUN_KEYS[3:]]
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name on every system
 
 
 def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit: int | None = None) -> Study:

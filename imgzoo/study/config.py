@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,7 @@ __all__ = ["KNOWN_DATA", "RunConfig", "make_config", "read_run", "resume_config"
 
 RUN_FILE, CHECKPOINTS, WEIGHTS = "run.json", "checkpoints", "weights"  # WEIGHTS: the imgzoo.save folder
 _FORMAT = "imgzoo-run-v1"
-# Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
-KNOWN_DATA: dict[str, Callable[..., Any]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
+KNOWN_DATA = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}  # downloaded (checksummed) on first use
 _RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose")  # a run folder owns its checkpoints
 
 
