@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo._version import __version__
-from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg, positive_int
+from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg
 from imgzoo.data.transforms import for_model
 from imgzoo.eval.evaluation import TTA_MODES, plot_predictions, predict
 from imgzoo.hub.api import download, load
@@ -96,14 +96,12 @@ def image_paths(given: Sequence[str]) -> list[str]:
     return found
 
 
-PREDICT_BATCH = 64  # images decoded and scored at once: memory stays flat for a folder of thousands
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
+    step = 64  # images decoded and scored at once: memory stays flat for a folder of thousands
     paths, model = image_paths(args.images), load(weights_of(args.weights))
     answers = []
-    for start in range(0, len(paths), PREDICT_BATCH):
-        batch = paths[start : start + PREDICT_BATCH]
+    for start in range(0, len(paths), step):
+        batch = paths[start : start + step]
         answers += zip(batch, predict(model, batch, topk=args.topk), strict=True)
     if args.json:
         top = [{"path": p, "top": [{"class": c, "probability": q} for c, q in ranked]} for p, ranked in answers]
@@ -125,8 +123,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-# ``imgzoo demo``: the shipped weights classify the thirty validation images of each data set shipped under
-# imgzoo/samples/: no network, no data, no GPU, seconds.
+# ``imgzoo demo``: the shipped weights classify the sample images in imgzoo/samples/; no network, data or GPU.
 DEMOS = (("mnist_cnn.mnist", "mnist"), ("resnet_cifar.cifar10", "cifar10"))  # (weights, sample folder)
 TOPK = 5
 
@@ -165,11 +162,9 @@ def _table(weights: str, folder: str, files: list[Path], truths: list[str], rank
     return "\n".join([*lines, f"top-1: {correct} of {len(files)} right"])
 
 
-NAME_OR_DIR = "a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train"
-DATA = "a data folder in any layout imgzoo reads, or a known name: cifar10, mnist"
-
-
 def build_parser() -> argparse.ArgumentParser:
+    weights_help = "a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train"
+    data_help = "a data folder in any layout imgzoo reads, or a known name: cifar10, mnist"
     parser = argparse.ArgumentParser(prog="imgzoo", description="Small models for small images.")
     parser.add_argument("--version", action="version", version=f"imgzoo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -192,16 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", cmd_train, "train a model on a data folder; weights, history and figures go into --out")
     p.description = "Train MODEL on DATA's seeded 90% training split and validate on the other 10%."
     p.add_argument("model", help="a registered model name (imgzoo models)")
-    p.add_argument("data", help=DATA)
+    p.add_argument("data", help=data_help)
     p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
     p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
-    p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
+    # --limit and --epochs are checked by RunConfig and FitConfig, before any data is read.
+    p.add_argument("--limit", type=int, help="train on N images (stratified, seeded), for quick runs")
     about = "the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]"
     p.add_argument("--model-kwargs", nargs="+", type=model_kwarg, metavar="KEY=VALUE", help=about)
     add_fit_flags(p)
     p = command("evaluate", cmd_evaluate, "loss, top-1, top-5 and per-class accuracy on a data folder")
-    p.add_argument("weights", help=NAME_OR_DIR)
-    p.add_argument("data", help=DATA)
+    p.add_argument("weights", help=weights_help)
+    p.add_argument("data", help=data_help)
     about = "the seeded 10%% validation split, the 90%% trained on, or all"
     p.add_argument("--split", choices=("val", "train", "all"), default="val", help=about)
     about = "test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode"
@@ -212,15 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("compare", cmd_compare, "train every run of a study file and compare them")
     p.add_argument("study", type=Path, help="a study file, e.g. examples/study.toml")
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
-    p.add_argument("--epochs", type=positive_int, help="epochs for every run, instead of the file's")
-    p.add_argument("--limit", type=positive_int, help="train every run on N images (stratified, seeded)")
+    p.add_argument("--epochs", type=int, help="epochs for every run, instead of the file's")
+    p.add_argument("--limit", type=int, help="train every run on N images (stratified, seeded)")
     p = command("predict", cmd_predict, "classify image files with trained weights")
-    p.add_argument("weights", help=NAME_OR_DIR)
+    p.add_argument("weights", help=weights_help)
     p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
     p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")  # predict checks it
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
     p = command("export", cmd_export, "write a model as ONNX or TorchScript, checked against PyTorch")
-    p.add_argument("source", help=NAME_OR_DIR)
+    p.add_argument("source", help=weights_help)
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
     p = command("download", cmd_download, "fetch pretrained weights into the Hugging Face cache")
@@ -257,7 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         status = exit_status(exc)  # every message is imgzoo's, torch's or the Hub's: none contains a token
-        message = str(exc) if status == 2 else f"{type(exc).__name__}: {exc}"
-        hint = "\nimgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback" if status == 1 else ""
-        print(f"imgzoo: error: {message}{hint}", file=sys.stderr)
+        hint = "" if status == 2 else "\nimgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback"
+        print(f"imgzoo: error: {exc if status == 2 else f'{type(exc).__name__}: {exc}'}{hint}", file=sys.stderr)
         return status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import importlib.util
 import json
 import sys
@@ -24,16 +25,8 @@ from imgzoo.train.config import CHOICES, FitConfig
 _WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1, else a usage error (exit 2) that says what was expected."""
-    if not text.strip().lstrip("-").isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, e.g. 10; got {text!r}")
-    return int(text)
-
-
 def model_kwarg(text: str) -> tuple[str, Any]:
-    """argparse type: ``KEY=VALUE`` for the model builder, the value a Python literal (timm's ``--model-kwargs``):
-    ``depth=56``, ``widths=[32,64,128]``, ``whiten=true``, ``weights=None``; anything else stays a string."""
+    """argparse type: ``KEY=VALUE``, the value a Python literal (``widths=[32,64]``, ``whiten=true``) or a string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. depth=56 or widths=[32,64,128]; got {text!r}")
@@ -48,8 +41,7 @@ def _need_plots() -> None:
         raise ImportError("this command draws its figures with matplotlib, not installed: pip install 'imgzoo[plot]'")
 
 
-# One line of help per fit option a run takes: the flags are FitConfig's fields (imgzoo.train.config).
-FLAG_HELP = {
+FLAG_HELP = {  # one line per fit option a run takes: the flags are FitConfig's fields (imgzoo.train.config)
     "epochs": "total epochs; more extends a finished run",
     "batch_size": "images per step",
     "augment": "training augmentation",
@@ -117,10 +109,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     _need_plots()
     given = {name: getattr(args, name) for name in run_config.run_options()}
     given |= {"limit": args.limit, "kwargs": dict(args.model_kwargs) if args.model_kwargs else None}
-    if args.resume:  # the run's own options, with any given here laid over them (and checked)
-        config = run_config.resume_config(args.out, args.model, args.data, **given)
-    else:
-        config = run_config.make_config(args.model, args.data, **given)
+    # With --resume, the run's own options, with any given here laid over them (and checked).
+    make = functools.partial(run_config.resume_config, args.out) if args.resume else run_config.make_config
+    config = make(args.model, args.data, **given)
     verbose = 1 if sys.stderr.isatty() else 2  # a progress bar for a person at a terminal, lines for a log file
     result = runs.train_run(args.out, config, resume=args.resume, verbose=verbose)
     if result.action == "done":
@@ -162,8 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def recorded_tta(weights: str) -> str:
-    """The test-time augmentation recorded with ``weights`` (a registered name or a saved folder's config.json):
-    a shipped entry's card states its figures with TTA in its recipe's mode, so ``--tta`` alone measures the same."""
+    """The TTA mode ``weights`` record (a name's card or a folder's config.json), so ``--tta`` measures the same."""
     config = Path(weights) / CONFIG_NAME
     recipe = get_weights_entry(weights).meta["recipe"] if weights in list_pretrained() else None
     mode = ((read_config(config).get("recipe") if config.is_file() else recipe) or {}).get("tta")

@@ -20,7 +20,6 @@ from imgzoo.data.loaders import own_generator
 from imgzoo.eval.history import History
 from imgzoo.eval.plots import plot_histories
 from imgzoo.study import config as run_config
-from imgzoo.study.config import RunConfig
 from imgzoo.study.outputs import json_safe
 from imgzoo.study.run import RunResult, train_run
 from imgzoo.train.fit import fit
@@ -106,7 +105,7 @@ class Study:
     path: Path
     title: str
     data: str
-    runs: dict[str, RunConfig]
+    runs: dict[str, run_config.RunConfig]
 
 
 # What a [[run]] table may set, and the top of a study file: its title and data, the runs, and run options as defaults.
@@ -135,7 +134,7 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
         raise ValueError(f'{path} has no runs: add one [[run]] table per run, each with model = "..."')
     shared = {k: v for k, v in table.items() if k not in ("title", "data", "run")}
     override = {k: v for k, v in (("epochs", epochs), ("limit", limit)) if v is not None}
-    runs: dict[str, RunConfig] = {}
+    runs: dict[str, run_config.RunConfig] = {}
     for number, entry in enumerate(entries, 1):
         where = f"{path}, run {number}"
         _refuse_unknown(entry, RUN_KEYS, where)
@@ -183,8 +182,7 @@ class StudyReport:
         lines = [f"# {self.study.title}", ""]
         lines += [f"Study file `{self.study.path}`, data `{self.study.data}`; every run is validated on the same "]
         lines += ["seeded 10% split of the training images. Wall time counts training and validation.", ""]
-        lines += [self.comparison.to_markdown(timing=True), ""]
-        lines += ["| Run | Model | Settings |", "|---|---|---|"]
+        lines += [self.comparison.to_markdown(timing=True), "", "| Run | Model | Settings |", "|---|---|---|"]
         for name, result in self.results.items():
             config = result.config
             parts = [f"augment {config.augmentation()}", f"{config.fit.epochs} epochs"]
@@ -202,8 +200,7 @@ class StudyReport:
 def run_study(
     study: Study, out: str | os.PathLike[str], *, verbose: int = 1, log: Callable[[str], None] = print
 ) -> StudyReport:
-    """Train every run into ``out/runs/<name>`` (resuming, extending or reusing one already there) and write
-    report.md, report.json and curves.png into ``out``."""
+    """Train every run into ``out/runs/<name>`` (or resume, extend, reuse it); write report.md, .json, curves.png."""
     out = Path(out)
     results: dict[str, RunResult] = {}
     for name, config in study.runs.items():

@@ -95,7 +95,7 @@ def make_config(
     """A RunConfig from the model's recipe (or ``recipe=``'s), each fit option in ``given`` not None over it. The
     recipe's amp was its machine's (bf16 can run 10x slower than fp32 elsewhere): a run takes "auto" unless told."""
     known = list(get_model_entry(model).default_kwargs)  # an unknown model fails here, with close matches
-    if not isinstance(kwargs or {}, dict):
+    if not isinstance({} if kwargs is None else kwargs, dict):
         raise ValueError(f"kwargs must be a table of {model}'s options, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
     for what, names, allowed, whose in (("fit option", given, run_options(), "a run"), ("kwarg", kwargs, known, model)):
         unknown = sorted(set(names or ()) - set(allowed))
