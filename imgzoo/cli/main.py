@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -173,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, help: str, **kwargs) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help, **kwargs)
+    def command(name: str, func: Callable[[argparse.Namespace], int], about: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=about)
         p.set_defaults(func=func)
         return p
 
