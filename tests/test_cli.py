@@ -181,3 +181,15 @@ def test_evaluate_refuses_data_whose_classes_the_model_does_not_predict(capsys, 
     err = capsys.readouterr().err
     assert err.startswith(f"imgzoo: error: {tmp_path / 'pets'} has 2 classes (cat, dog) but the model predicts 10")
     assert not (tmp_path / "confusion.png").exists()
+
+
+def test_a_limit_or_topk_below_one_is_refused_before_anything_is_written(tmp_path, capsys):
+    from data_factories import write_mnist
+
+    write_mnist(tmp_path / "mnist", n_per_class=2)
+    out = tmp_path / "run"
+    assert main(["train", "mnist_cnn", str(tmp_path / "mnist"), "--out", str(out), "--limit", "0"]) == 2
+    assert "limit must be a positive integer; got 0" in capsys.readouterr().err and not out.exists()
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    assert main(["predict", "mnist_cnn.mnist", str(tmp_path / "x.png"), "--topk", "0"]) == 2
+    assert "topk must be a positive integer" in capsys.readouterr().err

@@ -272,6 +272,8 @@ def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
     folder = str(write_cifar10(tmp_path / "cifar", n_per_class=6))
     config = runs.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
     assert config.kwargs == {**get_recipe("basic_cnn").model_kwargs, "widths": [8, 8]}  # laid over the recipe's
+    with pytest.raises(ValueError, match="unknown kwarg\\(s\\) deep; basic_cnn takes"):  # before any data is read
+        runs.make_config("basic_cnn", folder, kwargs={"deep": 1})
     command = run_config.train_command(config, tmp_path / "run")
     assert command.endswith("--model-kwargs 'widths=[8,8]'")  # the recipe's whiten=True is not repeated
     words = shlex.split(command)

@@ -8,7 +8,7 @@ import pytest
 from data_factories import write_mnist
 
 from imgzoo.eval.history import History
-from imgzoo.study.compare import Comparison, load_study, run_keys, study_keys
+from imgzoo.study.compare import RUN_KEYS, STUDY_KEYS, Comparison, load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,10 @@ def test_data_is_relative_to_the_study_file_and_top_level_options_are_defaults(t
         ('[[run]]\nmodel = "mnist_cnn"\nagument = "none"\n', "run 1: unknown key\\(s\\) agument; known keys: name"),
         ('[[run]]\nname = "a"\n', "run 1 names no model"),
         ('[[run]]\nmodel = "mnist_cnn"\n[[run]]\nmodel = "mnist_cnn"\n', "run 2: the name 'mnist_cnn' is used"),
-        ('[[run]]\nmodel = "resnet_cifar"\nkwargs = { deep = 20 }\n', "run 1: resnet_cifar takes no deep"),
+        (
+            '[[run]]\nmodel = "resnet_cifar"\nkwargs = { deep = 20 }\n',
+            "run 1: unknown kwarg\\(s\\) deep; resnet_cifar takes depth",
+        ),
         ('[[run]]\nmodel = "mnist_cnn"\nschedule = "triangle"\n', "run 1: fit: schedule must be"),
         ('[[run]]\nmodel = "mnist_cnn"\naugment = "heavy"\n', "run 1: fit: augment must be one of"),
         ('[[run]]\nmodel = "mnist_cnn"\ncheckpoint_dir = "x"\n', "unknown key\\(s\\) checkpoint_dir"),
@@ -62,8 +65,8 @@ def test_a_mistake_anywhere_in_a_study_is_refused_before_training(tmp_path, text
 
 
 def test_every_run_key_but_name_model_and_kwargs_may_be_a_study_default():
-    assert set(run_keys()) - set(study_keys()) == {"name", "model", "kwargs"}
-    assert {"optimizer", "weight_decay", "max_time", "epochs", "augment", "limit"} <= set(study_keys())
+    assert set(RUN_KEYS) - set(STUDY_KEYS) == {"name", "model", "kwargs"}
+    assert {"optimizer", "weight_decay", "max_time", "epochs", "augment", "limit"} <= set(STUDY_KEYS)
 
 
 def test_the_report_table_adds_epochs_wall_time_and_images_per_second():

@@ -1,10 +1,4 @@
-"""The ``imgzoo`` command: a thin layer over the library.
-
-Each subcommand is an ``add_*`` function that declares its arguments and a ``cmd_*`` function that
-calls the public API (training commands in ``train.py``, the demo in ``demo.py``). :func:`main` turns
-what goes wrong into one line on stderr: exit status 2 for the user's input, 1 for a failure of the
-work itself; ``--debug`` or ``IMGZOO_DEBUG=1`` shows the traceback instead.
-"""
+"""The ``imgzoo`` command, a thin layer over the library (the commands that train are in train.py)."""
 
 from __future__ import annotations
 
@@ -13,21 +7,35 @@ import glob
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo._version import __version__
-from imgzoo.cli import demo as cli_demo
-from imgzoo.cli import train as cli_train
-from imgzoo.eval.evaluation import predict
+from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg
+from imgzoo.data.transforms import for_model
+from imgzoo.eval.evaluation import TTA_MODES, plot_predictions, predict
 from imgzoo.hub.api import download, load
 from imgzoo.hub.export import FORMATS, export_model
 from imgzoo.models.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
-from imgzoo.study import run as runs
+from imgzoo.study.config import weights_of
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M"
+
+
+def _align(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def models_table(pattern: str | None = None) -> str:
@@ -35,23 +43,13 @@ def models_table(pattern: str | None = None) -> str:
     rows = [("name", "params", "trainable", "input shape", "output shape", "description")]
     for name in list_models(pattern):
         entry = get_model_entry(name)
-        model = entry.builder().eval()
-        x = torch.zeros(2, *entry.default_spec.input_shape)
+        model, x = entry.builder().eval(), torch.zeros(2, *entry.default_spec.input_shape)
         with torch.no_grad():
-            out = model(x)
-        params = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # less where a backbone is frozen
-        shapes = (str(tuple(x.shape)), str(tuple(out.shape)))
-        rows.append((name, f"{params / 1e6:.2f}M", f"{trainable / 1e6:.2f}M", *shapes, entry.description))
+            shapes = (str(tuple(x.shape)), str(tuple(model(x).shape)))
+        params = _millions(sum(p.numel() for p in model.parameters()))
+        trainable = _millions(sum(p.numel() for p in model.parameters() if p.requires_grad))  # fewer when frozen
+        rows.append((name, params, trainable, *shapes, entry.description))
     return _align(rows)
-
-
-def _align(rows: list[tuple[str, ...]]) -> str:
-    """Left-aligned columns under a header row and a rule."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def pretrained_table(pattern: str | None = None) -> str:
@@ -59,33 +57,23 @@ def pretrained_table(pattern: str | None = None) -> str:
     rows: list[tuple[str, ...]] = [("name", "dataset", "metrics", "params", "files")]
     for name in list_pretrained(pattern):
         entry = get_weights_entry(name)
-        metrics = ", ".join(
-            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.meta["metrics"].items()
-        )
+        shown = entry.meta["metrics"].items()
+        metrics = ", ".join(f"{k} {format(v, '.4f') if isinstance(v, float) else v}" for k, v in shown)
         where = f"hf-hub:{entry.repo_id}@{entry.revision[:12]}" if entry.repo_id else f"package:{entry.package_dir}"
-        rows.append((name, str(entry.meta["dataset"]), metrics or "-", f"{entry.meta['num_params'] / 1e6:.2f}M", where))
+        rows.append((name, str(entry.meta["dataset"]), metrics or "-", _millions(entry.meta["num_params"]), where))
     return _align(rows)
 
 
-def _nothing_matched(kind: str, pattern: str, known: list[str]) -> int:
-    print(f"imgzoo: no {kind} matches {pattern!r}; known: {', '.join(known) or 'none'}", file=sys.stderr)
-    return 1
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    if args.pattern and not list_models(args.pattern):
-        return _nothing_matched("model", args.pattern, list_models())
-    print(models_table(args.pattern))
-    if list_pretrained():
-        print()
-        print(pretrained_table())
-    return 0
-
-
-def cmd_pretrained(args: argparse.Namespace) -> int:
-    if args.pattern and not list_pretrained(args.pattern):
-        return _nothing_matched("weights name", args.pattern, list_pretrained())
-    print(pretrained_table(args.pattern))
+def cmd_list(args: argparse.Namespace) -> int:
+    """``models`` and ``pretrained``: the table of what matches the pattern; exit 1 when nothing does."""
+    models = args.command == "models"
+    names, kind = (list_models, "model") if models else (list_pretrained, "weights name")
+    if args.pattern and not names(args.pattern):
+        print(f"imgzoo: no {kind} matches {args.pattern!r}; known: {', '.join(names()) or 'none'}", file=sys.stderr)
+        return 1
+    print(models_table(args.pattern) if models else pretrained_table(args.pattern))
+    if models and list_pretrained():
+        print(f"\n{pretrained_table()}")
     return 0
 
 
@@ -95,9 +83,8 @@ def image_paths(given: Sequence[str]) -> list[str]:
     for item in given:
         path = Path(item)
         if path.is_file():
-            found.append(item)
-            continue
-        if path.is_dir():
+            matches = [item]
+        elif path.is_dir():
             matches = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
         elif glob.has_magic(item):
             matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
@@ -109,17 +96,12 @@ def image_paths(given: Sequence[str]) -> list[str]:
     return found
 
 
-PREDICT_BATCH = 64  # images decoded and scored at once: memory stays flat for a folder of thousands
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise ValueError(f"--topk must be 1 or more; got {args.topk}")
-    paths = image_paths(args.images)
-    model = load(runs.weights_of(args.weights))
+    step = 64  # images decoded and scored at once: memory stays flat for a folder of thousands
+    paths, model = image_paths(args.images), load(weights_of(args.weights))
     answers = []
-    for start in range(0, len(paths), PREDICT_BATCH):
-        batch = paths[start : start + PREDICT_BATCH]
+    for start in range(0, len(paths), step):
+        batch = paths[start : start + step]
         answers += zip(batch, predict(model, batch, topk=args.topk), strict=True)
     if args.json:
         top = [{"path": p, "top": [{"class": c, "probability": q} for c, q in ranked]} for p, ranked in answers]
@@ -130,75 +112,59 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    difference = export_model(load(weights_of(args.source)), args.out, format=args.format)  # a failed check: exit 1
+    print(f"wrote {args.out} ({args.format}); max abs difference from PyTorch: {difference:.3g}")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     print(download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force))
     return 0
 
 
-Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# ``imgzoo demo``: the shipped weights classify the sample images in imgzoo/samples/; no network, data or GPU.
+DEMOS = (("mnist_cnn.mnist", "mnist"), ("resnet_cifar.cifar10", "cifar10"))  # (weights, sample folder)
+TOPK = 5
 
 
-def add_models(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("models", parents=[common], help="build every registered model and print its parameters")
-    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
-    p.set_defaults(func=cmd_models)
-
-
-def add_pretrained(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("pretrained", parents=[common], help="list the pretrained weights that load by name")
-    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'mnist*'")
-    p.set_defaults(func=cmd_pretrained)
-
-
-def add_predict(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("predict", parents=[common], help="classify image files with trained weights")
-    p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train")
-    p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
-    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")
-    p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
-    p.set_defaults(func=cmd_predict)
-
-
-def add_download(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("download", parents=[common], help="fetch pretrained weights into the Hugging Face cache")
-    p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
-    p.add_argument("--revision", default=None, help="branch, tag or commit sha (hf-hub: names only)")
-    p.add_argument("--cache-dir", default=None, help="cache folder (default: HF_HUB_CACHE)")
-    p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
-    p.set_defaults(func=cmd_download)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    model = load(runs.weights_of(args.source))
-    difference = export_model(model, args.out, format=args.format)  # ExportError (a failed check) exits 1
-    print(f"wrote {args.out} ({args.format}); max abs difference from PyTorch: {difference:.3g}")
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="imgzoo-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    samples = Path(str(resources.files("imgzoo") / "samples"))  # package data: also in an installed wheel
+    for weights, folder in DEMOS:
+        files = [f for f in sorted((samples / folder).iterdir()) if f.suffix.lower() in (".png", ".jpg")]
+        model = load(weights)  # a packaged entry: read from the installed files, never downloaded
+        truths = [f.name.rsplit("_", 1)[0] for f in files]  # files are named <class>_<index>
+        print(_table(weights, folder, files, truths, predict(model, [str(f) for f in files], topk=TOPK)), end="\n\n")
+        names, to_tensor, shown = list(model.data_spec.class_names), for_model(model), []
+        for file, truth in zip(files, truths, strict=True):
+            with Image.open(file) as image:
+                shown.append((to_tensor(image), names.index(truth)))  # as the model preprocesses its inputs
+        try:
+            plot_predictions(model, shown, n=len(shown), path=out / f"demo-{folder}.png")
+            print(f"predicted samples: {out / f'demo-{folder}.png'}", end="\n\n")
+        except ImportError as exc:  # matplotlib is optional: the table is printed all the same
+            print(f"no predicted-samples grid: {exc}")
     return 0
 
 
-def add_export(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("export", parents=[common], help="write a model as ONNX or TorchScript, checked against PyTorch")
-    p.add_argument("source", help="a weights name, hf-hub:org/repo[@revision], or a folder from imgzoo train or save")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
-    p.set_defaults(func=cmd_export)
-
-
-# One entry per subcommand, in the order `imgzoo --help` lists them. A new subcommand (e.g.
-# `export`, beside predict) is one add_* function here: its parser, with func= its handler.
-COMMANDS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = (
-    cli_demo.add_demo,
-    add_models,
-    add_pretrained,
-    cli_train.add_train,
-    cli_train.add_evaluate,
-    cli_train.add_compare,
-    add_predict,
-    add_export,
-    add_download,
-)
+def _table(weights: str, folder: str, files: list[Path], truths: list[str], ranked: list[Any]) -> str:
+    """One row per image: its true class, whether the top guess is right, and the top five with probabilities."""
+    width, true_width = max(len(f.name) for f in files), max(len(t) for t in [*truths, "true"])
+    lines = [f"{weights} on {len(files)} {folder} validation images (imgzoo/samples/{folder})"]
+    lines.append(f"{'file'.ljust(width)}  {'true'.ljust(true_width)}  ok  top-{TOPK}")
+    for file, truth, top in zip(files, truths, ranked, strict=True):
+        guesses = "  ".join(f"{name} {p:.2f}" for name, p in top)
+        right = "yes" if top[0][0] == truth else "NO "
+        lines.append(f"{file.name.ljust(width)}  {truth.ljust(true_width)}  {right} {guesses}")
+    correct = sum(top[0][0] == truth for truth, top in zip(truths, ranked, strict=True))
+    return "\n".join([*lines, f"top-1: {correct} of {len(files)} right"])
 
 
 def build_parser() -> argparse.ArgumentParser:
+    weights_help = "a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train"
+    data_help = "a data folder in any layout imgzoo reads, or a known name: cifar10, mnist"
     parser = argparse.ArgumentParser(prog="imgzoo", description="Small models for small images.")
     parser.add_argument("--version", action="version", version=f"imgzoo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -206,8 +172,58 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in COMMANDS:
-        add(sub, common)
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], about: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=about)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("demo", cmd_demo, "classify the bundled sample images with the shipped weights (offline)")
+    p.add_argument("--out", type=Path, help="folder for the predicted-samples grids (default: a new temporary one)")
+    p = command("models", cmd_list, "build every registered model and print its parameters")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'resnet*'")
+    p = command("pretrained", cmd_list, "list the pretrained weights that load by name")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'mnist*'")
+    p = command("train", cmd_train, "train a model on a data folder; weights, history and figures go into --out")
+    p.description = "Train MODEL on DATA's seeded 90% training split and validate on the other 10%."
+    p.add_argument("model", help="a registered model name (imgzoo models)")
+    p.add_argument("data", help=data_help)
+    p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
+    p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
+    # --limit and --epochs are checked by RunConfig and FitConfig, before any data is read.
+    p.add_argument("--limit", type=int, help="train on N images (stratified, seeded), for quick runs")
+    about = "the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]"
+    p.add_argument("--model-kwargs", nargs="+", type=model_kwarg, metavar="KEY=VALUE", help=about)
+    add_fit_flags(p)
+    p = command("evaluate", cmd_evaluate, "loss, top-1, top-5 and per-class accuracy on a data folder")
+    p.add_argument("weights", help=weights_help)
+    p.add_argument("data", help=data_help)
+    about = "the seeded 10%% validation split, the 90%% trained on, or all"
+    p.add_argument("--split", choices=("val", "train", "all"), default="val", help=about)
+    about = "test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode"
+    p.add_argument("--tta", nargs="?", const="recipe", choices=("recipe", *TTA_MODES[1:]), help=about)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    # No default: a measurement that drops a figure wherever it was run litters (and changes a checkout).
+    p.add_argument("--out", type=Path, help="also write confusion.png into this folder")
+    p = command("compare", cmd_compare, "train every run of a study file and compare them")
+    p.add_argument("study", type=Path, help="a study file, e.g. examples/study.toml")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
+    p.add_argument("--epochs", type=int, help="epochs for every run, instead of the file's")
+    p.add_argument("--limit", type=int, help="train every run on N images (stratified, seeded)")
+    p = command("predict", cmd_predict, "classify image files with trained weights")
+    p.add_argument("weights", help=weights_help)
+    p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
+    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")  # predict checks it
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
+    p = command("export", cmd_export, "write a model as ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("source", help=weights_help)
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p = command("download", cmd_download, "fetch pretrained weights into the Hugging Face cache")
+    p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
+    p.add_argument("--revision", help="branch, tag or commit sha (hf-hub: names only)")
+    p.add_argument("--cache-dir", help="cache folder (default: HF_HUB_CACHE)")
+    p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
     return parser
 
 
@@ -222,6 +238,7 @@ def exit_status(error: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error is one line on stderr (``--debug`` or ``IMGZOO_DEBUG=1``: the traceback)."""
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("IMGZOO_DEBUG", "") not in ("", "0")
     try:
@@ -235,14 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        status = exit_status(exc)
-        # Every message is imgzoo's, torch's or the Hub's; none of them contains a token.
-        message = str(exc) if status == 2 else f"{type(exc).__name__}: {exc}"
-        print(f"imgzoo: error: {message}", file=sys.stderr)
-        if status == 1:
-            print("imgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback", file=sys.stderr)
+        status = exit_status(exc)  # every message is imgzoo's, torch's or the Hub's: none contains a token
+        hint = "" if status == 2 else "\nimgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback"
+        print(f"imgzoo: error: {exc if status == 2 else f'{type(exc).__name__}: {exc}'}{hint}", file=sys.stderr)
         return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,17 +1,19 @@
-"""``imgzoo train``, ``evaluate`` and ``compare``: each handler turns arguments into one call of
-:mod:`imgzoo.study` and prints what came back; the work, and every check of its input, happens there."""
+"""``imgzoo train``, ``evaluate`` and ``compare``: arguments into calls of :mod:`imgzoo.study`, which checks them."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import functools
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from imgzoo.eval.evaluation import TTA_MODES, EvalResult, evaluate
+from imgzoo.eval.evaluation import TTA_MODES, evaluate
 from imgzoo.hub.api import load
 from imgzoo.hub.format import CONFIG_NAME, read_config
 from imgzoo.models.registry import get_weights_entry, list_pretrained
@@ -20,54 +22,26 @@ from imgzoo.study import run as runs
 from imgzoo.study.compare import load_study, run_study
 from imgzoo.train.config import CHOICES, FitConfig
 
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1, else a usage error (exit 2) that says what was expected."""
-    value = int(text) if text.strip().lstrip("-").isdigit() else None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, e.g. 10; got {text!r}")
-    return value
-
-
 _WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
 
 
 def model_kwarg(text: str) -> tuple[str, Any]:
-    """argparse type: ``KEY=VALUE`` for the model builder, the value read as a Python literal (timm's
-    ``--model-kwargs``): ``depth=56``, ``widths=[32,64,128]``, ``whiten=true``, ``weights=None``;
-    anything else stays a string."""
+    """argparse type: ``KEY=VALUE``, the value a Python literal (``widths=[32,64]``, ``whiten=true``) or a string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. depth=56 or widths=[32,64,128]; got {text!r}")
-    if raw.lower() in _WORDS:
-        return key, _WORDS[raw.lower()]
-    try:
-        return key, ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return key, raw
-
-
-def _verbosity() -> int:
-    """fit's progress bar for a person at a terminal; one line per epoch for a log file."""
-    return 1 if sys.stderr.isatty() else 2
+    with contextlib.suppress(ValueError, SyntaxError):
+        return key, _WORDS[raw.lower()] if raw.lower() in _WORDS else ast.literal_eval(raw)
+    return key, raw
 
 
 def _need_plots() -> None:
     """Refuse before training, not after it, when the figures the run promises cannot be drawn."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "this command draws curves and sample grids with matplotlib, which is not installed: "
-            "pip install 'imgzoo[plot]'"
-        ) from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("this command draws its figures with matplotlib, not installed: pip install 'imgzoo[plot]'")
 
 
-# ---------------------------------------------------------------------------- train
-
-
-# One line of help per fit option a run takes: the flags are FitConfig's fields (imgzoo.train.config).
-FLAG_HELP = {
+FLAG_HELP = {  # one line per fit option a run takes: the flags are FitConfig's fields (imgzoo.train.config)
     "epochs": "total epochs; more extends a finished run",
     "batch_size": "images per step",
     "augment": "training augmentation",
@@ -87,14 +61,12 @@ FLAG_HELP = {
     "grad_clip": "largest gradient L2 norm",
     "amp": "precision (auto: bf16 where the hardware computes it natively)",
     "channels_last": "NHWC memory layout",
-    "compile": "train through torch.compile: ResNet-56 1.2x faster after a minute or more of compiling, basic_cnn "
-    "0.87x (docs/training.md); a run may resume with it switched",
+    "compile": "train through torch.compile: ResNet-56 1.2x faster, basic_cnn 0.87x (docs/training.md)",
     "device": "cpu, cuda, cuda:1, mps or auto",
     "seed": "seed of the split, the limit, the weights and training",
     "num_workers": "loader worker processes",
     "max_time": "seconds; no epoch starts that would not finish in time",
-    "recipe": "train by this recipe (imgzoo.train.recipes), e.g. resnet_cifar.cifar10: what trained those weights "
-    "(default: the model's own; the other options here override it)",
+    "recipe": "train by this recipe (imgzoo.train.recipes), e.g. resnet_cifar.cifar10 (default: the model's own)",
 }
 
 
@@ -106,7 +78,12 @@ def _fit_value(name: str) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value: Any = _WORDS.get(text.lower(), text)  # true, false, none
         if isinstance(value, str) and name not in CHOICES:
-            value = _first_that_parses(kinds, text)
+            for kind in kinds:  # int before float
+                with contextlib.suppress(ValueError):
+                    value = kind(text)
+                    break
+            else:
+                raise argparse.ArgumentTypeError(f"expected {' or '.join(k.__name__ for k in kinds)}; got {text!r}")
         try:
             FitConfig(**{"epochs": 1, name: value})  # every check of the option, in the one place it is written
         except (ValueError, TypeError) as exc:
@@ -117,184 +94,79 @@ def _fit_value(name: str) -> Callable[[str], Any]:
     return parse
 
 
-def _first_that_parses(kinds: list[type], text: str) -> Any:
-    """The text as the first of ``kinds`` it parses as (int before float)."""
-    for kind in kinds:
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    raise argparse.ArgumentTypeError(f"expected {' or '.join(k.__name__ for k in kinds)}; got {text!r}")
-
-
-_DEFAULT = " (default: the recipe's)"
-
-
-def add_fit_flags(parser: argparse.ArgumentParser) -> None:
-    """A flag per fit option a run takes, defaulting to None: the recipe's value (or the run's, on --resume)."""
+def add_fit_flags(p: argparse.ArgumentParser) -> None:
+    """A flag per FitConfig field a run takes, each defaulting to None: the recipe's value (or the run's)."""
+    hints = get_type_hints(FitConfig)
     for name in run_config.run_options():
-        flag = f"--{name.replace('_', '-')}"
-        if get_type_hints(FitConfig)[name] is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=FLAG_HELP[name])
-            continue
-        choices = [c if isinstance(c, str) else str(c).lower() for c in CHOICES.get(name, ())]
-        metavar = "{" + ",".join(choices) + "}" if choices else None
-        parser.add_argument(
-            flag,
-            type=_fit_value(name),
-            metavar=metavar,
-            help=FLAG_HELP[name] + _DEFAULT * ("default:" not in FLAG_HELP[name]),
-        )
-
-
-def add_train(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "train",
-        parents=[common],
-        help="train a model on a data folder; weights, history and figures go into --out",
-        description="Train MODEL on DATA's seeded 90% training split and validate on the other 10%.",
-    )
-    p.add_argument("model", help="a registered model name (imgzoo models)")
-    p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
-    p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
-    p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
-    p.add_argument("--limit", type=positive_int, help="train on N images (stratified, seeded), for quick runs")
-    p.add_argument(
-        "--model-kwargs",
-        nargs="+",
-        type=model_kwarg,
-        metavar="KEY=VALUE",
-        help="the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128] (imgzoo info MODEL)",
-    )
-    add_fit_flags(p)
-    p.set_defaults(func=cmd_train)
+        about = FLAG_HELP[name] + " (default: the recipe's)" * ("default:" not in FLAG_HELP[name])
+        choices = ",".join(c if isinstance(c, str) else str(c).lower() for c in CHOICES.get(name, ()))
+        how = {"type": _fit_value(name), "metavar": f"{{{choices}}}" if choices else None}
+        how = {"action": argparse.BooleanOptionalAction} if hints[name] is bool else how
+        p.add_argument(f"--{name.replace('_', '-')}", help=about, **how)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     _need_plots()
     given = {name: getattr(args, name) for name in run_config.run_options()}
     given |= {"limit": args.limit, "kwargs": dict(args.model_kwargs) if args.model_kwargs else None}
-    if args.resume:  # the run's own options, with any given here laid over them (and checked)
-        config = run_config.resume_config(args.out, args.model, args.data, **given)
-    else:
-        config = run_config.make_config(args.model, args.data, **given)
-    result = runs.train_run(args.out, config, resume=args.resume, verbose=_verbosity())
+    # With --resume, the run's own options, with any given here laid over them (and checked).
+    make = functools.partial(run_config.resume_config, args.out) if args.resume else run_config.make_config
+    config = make(args.model, args.data, **given)
+    verbose = 1 if sys.stderr.isatty() else 2  # a progress bar for a person at a terminal, lines for a log file
+    result = runs.train_run(args.out, config, resume=args.resume, verbose=verbose)
     if result.action == "done":
         return 0
     m = result.metrics
-    tta = f"; with TTA {m['tta']}: top-1 {100 * m['val_acc_tta']:.2f}%" if "tta" in m else ""
-    print(
-        f"{config.model}: val top-1 {100 * m['val_acc']:.2f}%, top-5 {100 * m['val_top5']:.2f}%, "
-        f"loss {m['val_loss']:.4f}{tta} after {len(result.history)} epochs ({result.wall_time:.1f} s)"
-    )
-    print(
-        f"wrote {result.out}: {run_config.WEIGHTS}/ (model.safetensors, config.json, README.md), history.csv, "
-        "curves.png, samples.png, confusion.png, metrics.json"
-    )
+    tta = f"; with TTA {m['tta']}: top-1 {m['val_acc_tta']:.2%}" if "tta" in m else ""
+    scores = f"val top-1 {m['val_acc']:.2%}, top-5 {m['val_top5']:.2%}, loss {m['val_loss']:.4f}{tta}"
+    print(f"{config.model}: {scores} after {len(result.history)} epochs ({result.wall_time:.1f} s)")
+    files = "(model.safetensors, config.json, README.md), history.csv, curves.png, samples.png, confusion.png"
+    print(f"wrote {result.out}: {run_config.WEIGHTS}/ {files}, metrics.json")
     return 0 if result.finished else 1
 
 
-# ---------------------------------------------------------------------------- evaluate
-
-
-def add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("evaluate", parents=[common], help="loss, top-1, top-5 and per-class accuracy on a data folder")
-    p.add_argument("weights", help="a weights name, hf-hub:org/repo[@revision], or a folder written by imgzoo train")
-    p.add_argument("data", help="a data folder in any layout imgzoo reads, or a known name: cifar10, mnist")
-    p.add_argument(
-        "--split",
-        choices=("val", "train", "all"),
-        default="val",
-        help="the seeded 10%% validation split, the 90%% trained on, or all",
-    )
-    p.add_argument(
-        "--tta",
-        nargs="?",
-        const="recipe",
-        choices=("recipe", *TTA_MODES[1:]),
-        help="test-time augmentation: the one the weights were published with (alone, or 'recipe'), or a mode",
-    )
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    # No default folder: a measurement that drops a figure into wherever it was run litters (and, run in a
-    # checkout, changes tracked files); the run folder already holds train's confusion.png.
-    p.add_argument("--out", type=Path, default=None, help="also write confusion.png into this folder")
-    p.set_defaults(func=cmd_evaluate)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {}
-    if args.tta:
-        options["tta"] = recorded_tta(runs.weights_of(args.weights)) if args.tta == "recipe" else args.tta
-    model = load(runs.weights_of(args.weights))
-    record = runs.read_run(args.weights) if Path(args.weights).is_dir() else None
-    seed = record.config.fit.seed if record is not None else 0  # the split the run validated on
-    dataset = runs.open_data(runs.resolve_data(args.data))
+    weights = run_config.weights_of(args.weights)
+    tta = recorded_tta(weights) if args.tta == "recipe" else args.tta or False
+    model, record = load(weights), run_config.read_run(args.weights)
+    # A run validated on the split its seed drew, and trained on its limited part only.
+    seed, limit = (record.config.fit.seed, record.config.limit) if record is not None else (0, None)
+    dataset = runs.open_data(run_config.resolve_data(args.data))
     runs.check_classes(model, dataset, args.data)
-    limit = record.config.limit if record is not None else None  # a run trained on its limited part only
     which = {"train": 0, "val": 1}.get(args.split)
     part = dataset if which is None else runs.split_data(dataset, seed, limit)[which]
-    result = evaluate(model, runs.eval_data(model, part), **options)
+    result = evaluate(model, runs.eval_data(model, part), tta=tta)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.plot_confusion_matrix(args.out / "confusion.png")
     if args.json:
         where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}
         print(json.dumps({**where, **runs.eval_summary(result)}, indent=1))
-    else:
-        print(_evaluation_text(result, args.split, seed))
+        return 0
+    what = f"the validation split (10%, seed {seed})" if args.split == "val" else "every image"
+    what = f"the training split (90%, seed {seed}), without augmentation" if args.split == "train" else what
+    print(f"{result.num_samples} images, {what}\n{result}\n\nclass accuracy")
+    width = max(len(name) for name in result.class_names)
+    for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
+        print(f"{name.ljust(width)}  {'n/a (no images)' if accuracy != accuracy else f'{accuracy:.2%}'}")
     return 0
 
 
 def recorded_tta(weights: str) -> str:
-    """The test-time augmentation recorded with ``weights`` (a registered name or a saved folder's config.json).
-
-    A shipped entry's figures with TTA were measured with its recipe's mode (flip+shift for CIFAR-10, shifts
-    only for digits, which a mirror would change), so ``--tta`` alone measures exactly what the card states.
-    """
+    """The TTA mode ``weights`` record (a name's card or a folder's config.json), so ``--tta`` measures the same."""
     config = Path(weights) / CONFIG_NAME
-    if config.is_file():
-        mode = (read_config(config).get("recipe") or {}).get("tta")
-    elif weights in list_pretrained():
-        mode = get_weights_entry(weights).meta["recipe"].get("tta")
-    else:
-        mode = None
+    recipe = get_weights_entry(weights).meta["recipe"] if weights in list_pretrained() else None
+    mode = ((read_config(config).get("recipe") if config.is_file() else recipe) or {}).get("tta")
     if mode in (None, False, "none"):
-        raise ValueError(
-            f"--tta: {weights} records no test-time augmentation of its own; name one: --tta "
-            + " | --tta ".join(TTA_MODES[1:])
-        )
+        modes = " | --tta ".join(TTA_MODES[1:])
+        raise ValueError(f"--tta: {weights} records no test-time augmentation of its own; name one: --tta {modes}")
     return "flip" if mode is True else mode
-
-
-def _evaluation_text(result: EvalResult, split: str, seed: int) -> str:
-    what = {
-        "val": f"the validation split (10%, seed {seed})",
-        "train": f"the training split (90%, seed {seed}), without augmentation",
-    }.get(split, "every image")
-    lines = [f"{result.num_samples} images, {what}", str(result), "", "class accuracy"]
-    width = max(len(name) for name in result.class_names)
-    for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
-        shown = "n/a (no images)" if accuracy != accuracy else f"{100 * accuracy:.2f}%"
-        lines.append(f"{name.ljust(width)}  {shown}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------- compare
-
-
-def add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("compare", parents=[common], help="train every run of a study file and compare them")
-    p.add_argument("study", type=Path, help="a study file, e.g. examples/study.toml")
-    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
-    p.add_argument("--epochs", type=positive_int, help="epochs for every run, instead of the file's")
-    p.add_argument("--limit", type=positive_int, help="train every run on N images (stratified, seeded)")
-    p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     _need_plots()
     study = load_study(args.study, epochs=args.epochs, limit=args.limit)
-    report = run_study(study, args.out, verbose=_verbosity())
+    report = run_study(study, args.out, verbose=1 if sys.stderr.isatty() else 2)
     print(report.comparison.to_markdown(timing=True))
     print(f"wrote {args.out / 'report.md'}, report.json, curves.png and each run's folder in {args.out / 'runs'}")
     return 0 if all(result.finished for result in report.results.values()) else 1

@@ -1,8 +1,4 @@
-"""Train several models the same way and compare them: the original notebooks' table and plot.
-
-A study file (TOML, e.g. ``examples/study.toml``) names the data and the runs; :func:`load_study` reads and
-checks it whole before anything trains, and :func:`run_study` trains each run into its own folder.
-"""
+"""Train several models the same way and compare them (the notebooks' table and plot), by hand or from a study file."""
 
 from __future__ import annotations
 
@@ -23,8 +19,8 @@ from imgzoo._atomic import atomic_write_text
 from imgzoo.data.loaders import own_generator
 from imgzoo.eval.history import History
 from imgzoo.eval.plots import plot_histories
-from imgzoo.models.registry import get_model_entry
-from imgzoo.study.config import KNOWN_DATA, RunConfig, make_config, read_run, resolve_data, run_options
+from imgzoo.study import config as run_config
+from imgzoo.study.outputs import json_safe
 from imgzoo.study.run import RunResult, train_run
 from imgzoo.train.fit import fit
 
@@ -43,30 +39,24 @@ class Comparison:
     histories: dict[str, History] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
-        """Final-epoch metrics per model, as the original notebooks reported them."""
+        """Final-epoch metrics per model, as the original notebooks reported them, with the epochs and timing."""
         rows = []
         for name, history in self.histories.items():
             last = history.last()
-            metrics = {k: last[k] for k in ("train_acc", "val_acc", "train_loss", "val_loss")}
             speeds = [v for v in history.images_per_sec if v is not None and math.isfinite(v)]
-            timing = {"wall_time": float(sum(history.time)), "images_per_sec": sum(speeds) / max(len(speeds), 1)}
-            rows.append({"model": name, **metrics, "epochs": len(history), **timing})
+            rows.append({"model": name, **{k: last[k] for k in ("train_acc", "val_acc", "train_loss", "val_loss")}})
+            rows[-1] |= {"epochs": len(history), "wall_time": float(sum(history.time))}
+            rows[-1]["images_per_sec"] = sum(speeds) / max(len(speeds), 1)
         return rows
 
     def to_markdown(self, *, timing: bool = False) -> str:
         """The notebooks' table; ``timing`` adds the epochs, the wall time and the training images/s."""
-
-        def pct(v: float | None) -> str:
-            return "n/a" if v is None else f"{100 * v:.2f}%"
-
-        def num(v: float | None) -> str:
-            return "n/a" if v is None else f"{v:.4f}"
-
         header = ["Model", "Train accuracy", "Val accuracy", "Train loss", "Val loss"]
         header += ["Epochs", "Wall time", "Images/s"] if timing else []
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        specs = {"train_acc": ".2%", "val_acc": ".2%", "train_loss": ".4f", "val_loss": ".4f"}
         for r in self.rows():
-            cells = [r["model"], pct(r["train_acc"]), pct(r["val_acc"]), num(r["train_loss"]), num(r["val_loss"])]
+            cells = [r["model"], *("n/a" if r[k] is None else format(r[k], spec) for k, spec in specs.items())]
             cells += [str(r["epochs"]), f"{r['wall_time']:.1f} s", f"{r['images_per_sec']:.0f}"] if timing else []
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -87,33 +77,25 @@ def compare(
     epochs: int,
     **fit_options: Any,
 ) -> Comparison:
-    """Train each model with the same options and seed and compare the final epochs. ``train`` may map each
-    model's name to its own data (with and without augmentation, as the notebooks did); a loader shared by the
-    models is rewound before each one, so every model trains on the same batches in the same order."""
+    """Train each model with the same options and seed; ``train`` may map each model's name to its own data. A
+    shared loader is rewound before each model, so every model trains on the same batches in the same order."""
     if not models:
         raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
     result = Comparison()
-    # A ready-made loader (FastLoader) shuffles and augments with its own generator; rewind it
-    # before each model, so every model sees the same batches in the same order.
     loaders = list(train.values()) if isinstance(train, Mapping) else [train]
-    generators = [g for g in map(own_generator, [*loaders, val]) if g is not None]
+    generators = [g for g in map(own_generator, [*loaders, val]) if g is not None]  # a FastLoader's own
     start_states = [g.get_state() for g in generators]
     for name, model in models.items():
         for generator, state in zip(generators, start_states, strict=True):
             generator.set_state(state)
-        data = train[name] if isinstance(train, Mapping) else train
         options = dict(fit_options)
         if options.get("checkpoint_dir") is not None:  # one folder per model, never shared
             options["checkpoint_dir"] = Path(options["checkpoint_dir"]) / name
         if options.get("verbose", 1):
             print(f"== {name}")
+        data = train[name] if isinstance(train, Mapping) else train
         result.histories[name] = fit(model, data, val, epochs=epochs, **options)
     return result
-
-
-# ---------------------------------------------------------------------------- study files
-
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name on every system
 
 
 @dataclass
@@ -123,17 +105,13 @@ class Study:
     path: Path
     title: str
     data: str
-    runs: dict[str, RunConfig]
+    runs: dict[str, run_config.RunConfig]
 
 
-def run_keys() -> list[str]:
-    """What a ``[[run]]`` table may set: its name, model, builder kwargs and limit, and fit's options."""
-    return ["name", "model", "kwargs", "limit", *run_options()]
-
-
-def study_keys() -> list[str]:
-    """What the top of a study file may set: its title and data, the runs, and any run option as a default."""
-    return ["title", "data", "run", *(k for k in run_keys() if k not in ("name", "model", "kwargs"))]
+# What a [[run]] table may set, and the top of a study file: its title and data, the runs, and run options as defaults.
+RUN_KEYS = ["name", "model", "kwargs", "limit", *run_config.run_options()]
+STUDY_KEYS = ["title", "data", "run", *RUN_KEYS[3:]]
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name on every system
 
 
 def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit: int | None = None) -> Study:
@@ -145,26 +123,32 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}") from None
-    _refuse_unknown(table, study_keys(), str(path))
-    if "data" not in table:
-        raise ValueError(f'{path} names no data: add data = "path/to/folder" (relative to the study file) or "cifar10"')
+    _refuse_unknown(table, STUDY_KEYS, str(path))
+    data = table.get("data")
+    if not isinstance(data, str) or not data:
+        raise ValueError(f'{path}: data must name a folder (relative to the study file) or "cifar10"; got {data!r}')
+    folder = path.parent / Path(data).expanduser()
+    data = run_config.resolve_data(data if data in run_config.KNOWN_DATA and not folder.is_dir() else folder)
     entries = table.get("run")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise ValueError(f'{path} has no runs: add one [[run]] table per run, each with model = "..."')
-    data = _study_data(table["data"], path)
     shared = {k: v for k, v in table.items() if k not in ("title", "data", "run")}
     override = {k: v for k, v in (("epochs", epochs), ("limit", limit)) if v is not None}
-    runs: dict[str, RunConfig] = {}
+    runs: dict[str, run_config.RunConfig] = {}
     for number, entry in enumerate(entries, 1):
         where = f"{path}, run {number}"
-        _refuse_unknown(entry, run_keys(), where)
+        _refuse_unknown(entry, RUN_KEYS, where)
         if "model" not in entry:
             raise ValueError(f'{where} names no model: add model = "resnet_cifar" (imgzoo models lists them)')
         name = str(entry.get("name", entry["model"]))
         if not _RUN_NAME.match(name) or name in runs:
             why = "is used by an earlier run" if name in runs else "must be letters, digits, '-', '_' or '.'"
             raise ValueError(f'{where}: the name {name!r} {why}; give each run its own name = "..."')
-        runs[name] = _run_config({**shared, **entry, **override}, data, where)
+        options = {k: v for k, v in {**shared, **entry, **override}.items() if k not in ("name", "model")}
+        try:
+            runs[name] = run_config.make_config(entry["model"], data, **options)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
     return Study(path, str(table.get("title", path.stem)), data, runs)
 
 
@@ -172,33 +156,6 @@ def _refuse_unknown(table: Mapping[str, Any], known: list[str], where: str) -> N
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
-
-
-def _study_data(value: Any, path: Path) -> str:
-    """The data a study names: a folder relative to the study file (or absolute), else a known data set."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f'{path}: data must be a folder or a known name (data = "cifar10"); got {value!r}')
-    folder = path.parent / Path(value).expanduser()
-    return resolve_data(value if value in KNOWN_DATA and not folder.is_dir() else folder)
-
-
-def _run_config(values: dict[str, Any], data: str, where: str) -> RunConfig:
-    """One run's RunConfig; any problem is reported with the run it belongs to."""
-    kwargs = values.get("kwargs", {})
-    try:
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"kwargs must be a table, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
-        known = get_model_entry(values["model"]).default_kwargs
-        unknown = sorted(set(kwargs) - set(known))
-        if unknown:
-            raise ValueError(f"{values['model']} takes no {', '.join(unknown)}; its kwargs are {', '.join(known)}")
-        options = {k: v for k, v in values.items() if k not in ("name", "model", "kwargs")}
-        return make_config(values["model"], data, kwargs=kwargs, **options)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
-# ---------------------------------------------------------------------------- running a study
 
 
 @dataclass
@@ -210,23 +167,16 @@ class StudyReport:
     comparison: Comparison
 
     def to_dict(self) -> dict[str, Any]:
-        rows = {row["model"]: row for row in self.comparison.rows()}
-        runs = []
-        for name, result in self.results.items():
-            config, row = result.config, rows[name]
-            runs.append(
-                {
-                    "name": name,
-                    **{k: v for k, v in config.to_dict().items() if k != "data"},
-                    "folder": f"runs/{name}",
-                    "samples": f"runs/{name}/samples.png",
-                    "finished": result.finished,
-                    **{k: v for k, v in row.items() if k != "model"},
-                    "val_top5": result.metrics["val_top5"],
-                }
-            )
+        rows = {row.pop("model"): row for row in self.comparison.rows()}
+        runs = [
+            {"name": name, **{k: v for k, v in result.config.to_dict().items() if k != "data"}}
+            | {"folder": f"runs/{name}", "samples": f"runs/{name}/samples.png", "finished": result.finished}
+            | rows[name]
+            | {"val_top5": result.metrics["val_top5"]}
+            for name, result in self.results.items()
+        ]
         about = {"title": self.study.title, "study": str(self.study.path), "data": self.study.data}
-        return _json_safe({**about, "runs": runs})
+        return json_safe({**about, "runs": runs})
 
     def to_markdown(self) -> str:
         lines = [f"# {self.study.title}", ""]
@@ -234,46 +184,31 @@ class StudyReport:
         lines += ["seeded 10% split of the training images. Wall time counts training and validation.", ""]
         lines += [self.comparison.to_markdown(timing=True), "", "| Run | Model | Settings |", "|---|---|---|"]
         for name, result in self.results.items():
-            lines.append(f"| {name} | {result.config.model} | {_settings(result.config)} |")
+            config = result.config
+            parts = [f"augment {config.augmentation()}", f"{config.fit.epochs} epochs"]
+            parts += [f"limit {config.limit}"] if config.limit else []
+            changed = run_config.recipe_differences(config)[0]  # what sets the run apart from its recipe
+            shown = {**config.kwargs, **{k: v for k, v in changed.items() if k not in ("epochs", "augment")}}
+            parts += [f"{k}={v}" for k, v in shown.items()]
+            lines.append(f"| {name} | {config.model} | {', '.join(parts)} |")
         lines += ["", "![accuracy and loss of every run](curves.png)", "", "## Predicted samples", ""]
         for name in self.results:
             lines += [f"### {name}", "", f"![{name}: predicted validation samples](runs/{name}/samples.png)", ""]
         return "\n".join(lines)
 
 
-def _settings(config: RunConfig) -> str:
-    """The options that set a run apart from its recipe, as one table cell."""
-    parts = [f"augment {config.augmentation()}", f"{config.fit.epochs} epochs"]
-    parts += [f"limit {config.limit}"] if config.limit else []
-    recipe = make_config(config.model, config.data, recipe=config.fit.recipe).fit.to_dict()
-    changed = {k: v for k, v in config.fit.to_dict().items() if recipe.get(k) != v and k not in ("epochs", "augment")}
-    parts += [f"{k}={v}" for k, v in {**config.kwargs, **changed}.items()]
-    return ", ".join(parts)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinity as null: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def run_study(
     study: Study, out: str | os.PathLike[str], *, verbose: int = 1, log: Callable[[str], None] = print
 ) -> StudyReport:
-    """Train every run into ``out/runs/<name>`` and write report.md, report.json and curves.png into ``out``;
-    run again, it resumes an unfinished run, extends one given more epochs and reuses a finished one."""
+    """Train every run into ``out/runs/<name>`` (or resume, extend, reuse it); write report.md, .json, curves.png."""
     out = Path(out)
     results: dict[str, RunResult] = {}
     for name, config in study.runs.items():
         log(f"== {name}")
         folder = out / "runs" / name
+        resume = run_config.read_run(folder) is not None
         try:
-            results[name] = train_run(folder, config, resume=read_run(folder) is not None, verbose=verbose, log=log)
+            results[name] = train_run(folder, config, resume=resume, verbose=verbose, log=log)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"run {name} stopped; run the same compare command again to go on") from None
     comparison = Comparison({name: result.history for name, result in results.items()})

@@ -1,7 +1,4 @@
-"""What a run of ``imgzoo train`` is (:class:`RunConfig`: model, data, limit, builder kwargs and a FitConfig
-from the model's recipe), and what to do with its folder: ``OUT/run.json`` records the config and how far
-the run got, so a folder is resumed exactly, extended with more epochs, and never trained over by another run.
-"""
+"""What a run of ``imgzoo train`` is (:class:`RunConfig`), and what to do with its folder (``OUT/run.json``)."""
 
 from __future__ import annotations
 
@@ -9,7 +6,7 @@ import dataclasses
 import json
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,16 +20,10 @@ from imgzoo.train.recipes import RECIPES, Recipe, get_recipe, list_recipes
 
 __all__ = ["KNOWN_DATA", "RunConfig", "make_config", "read_run", "resume_config", "run_options"]
 
-RUN_FILE = "run.json"
-CHECKPOINTS = "checkpoints"
-WEIGHTS = "weights"  # the imgzoo.save folder inside a run folder
+RUN_FILE, CHECKPOINTS, WEIGHTS = "run.json", "checkpoints", "weights"  # WEIGHTS: the imgzoo.save folder
 _FORMAT = "imgzoo-run-v1"
-
-# Data sets known by name: downloaded (by torchvision, checksummed) into the cache on first use.
-KNOWN_DATA: dict[str, Callable[..., Any]] = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}
-
+KNOWN_DATA = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}  # downloaded (checksummed) on first use
 _RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose")  # a run folder owns its checkpoints
-_EPOCHS = 15  # a model without a recipe trains with fit's defaults for this many epochs
 
 
 def run_options() -> list[str]:
@@ -51,10 +42,9 @@ class RunConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)  # the model builder's
 
     def __post_init__(self) -> None:
-        if self.limit is not None and (
-            isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1
-        ):
-            raise ValueError(f"limit must be a positive integer; got {self.limit!r}")
+        limit = self.limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be a positive integer; got {limit!r}")
         if not isinstance(self.fit.seed, int):
             raise ValueError(f"a run needs a whole-number seed (its split depends on it); got {self.fit.seed!r}")
         for name in ("optimizer", "schedule"):
@@ -71,7 +61,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """run.json's record: the run's own fields and every fit option, side by side."""
-        return {"model": self.model, "data": self.data, "limit": self.limit, "kwargs": self.kwargs, **_fit_dict(self)}
+        fit = {k: v for k, v in self.fit.to_dict().items() if k not in _RUNNER_OWNS}
+        return {"model": self.model, "data": self.data, "limit": self.limit, "kwargs": self.kwargs, **fit}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
@@ -84,10 +75,6 @@ class RunConfig:
         return cls(data["model"], data["data"], fit, options.get("limit"), dict(options.get("kwargs", {})))
 
 
-def _fit_dict(config: RunConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.fit.to_dict().items() if k not in _RUNNER_OWNS}
-
-
 def recipe_for(model: str, recipe: str | None = None) -> Recipe | None:
     """The Recipe named ``recipe`` (it must be one for ``model``), else ``model``'s own, else None."""
     if recipe is None:
@@ -95,9 +82,9 @@ def recipe_for(model: str, recipe: str | None = None) -> Recipe | None:
     found = get_recipe(recipe)  # an unknown name is refused with the closest known ones
     architecture = found.name.split(".", 1)[0]
     if architecture in RECIPES and architecture != model:
+        own = ", ".join(n for n in list_recipes() if n.split(".", 1)[0] == model) or "none yet"
         raise ValueError(
-            f"recipe {recipe!r} trains {architecture}, not {model}. Pass a recipe of {model} "
-            f"({', '.join(n for n in list_recipes() if n.split('.', 1)[0] == model) or 'none yet'}), or none."
+            f"recipe {recipe!r} trains {architecture}, not {model}. Pass one of {model}'s ({own}), or none."
         )
     return found
 
@@ -107,12 +94,16 @@ def make_config(
 ) -> RunConfig:
     """A RunConfig from the model's recipe (or ``recipe=``'s), each fit option in ``given`` not None over it. The
     recipe's amp was its machine's (bf16 can run 10x slower than fp32 elsewhere): a run takes "auto" unless told."""
-    get_model_entry(model)  # an unknown name fails here, with close matches, before any data is read
-    unknown = sorted(set(given) - set(run_options()))
-    if unknown:
-        raise ValueError(f"unknown fit option(s) {', '.join(unknown)}; a run takes {', '.join(run_options())}")
+    known = list(get_model_entry(model).default_kwargs)  # an unknown model fails here, with close matches
+    if not isinstance({} if kwargs is None else kwargs, dict):
+        raise ValueError(f"kwargs must be a table of {model}'s options, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
+    for what, names, allowed, whose in (("fit option", given, run_options(), "a run"), ("kwarg", kwargs, known, model)):
+        unknown = sorted(set(names or ()) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; {whose} takes {', '.join(allowed)}")
     found = recipe_for(model, recipe)
-    base = dataclasses.replace(found.config, amp="auto", recipe=found.name) if found else FitConfig(epochs=_EPOCHS)
+    # No recipe: fit's defaults for 15 epochs.
+    base = dataclasses.replace(found.config, amp="auto", recipe=found.name) if found else FitConfig(epochs=15)
     fit = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     builder = {**(found.model_kwargs if found else {}), **(kwargs or {})}
     return RunConfig(model, resolve_data(data), fit, limit, builder)
@@ -126,13 +117,17 @@ def resolve_data(data: str | os.PathLike[str]) -> str:
     if str(data) in KNOWN_DATA:
         return str(data)
     raise FileNotFoundError(
-        f"data {str(data)!r} is neither a folder nor a known data set ({', '.join(KNOWN_DATA)}). "
-        "Pass a folder in a layout imgzoo reads (CIFAR-10 batches, MNIST idx files, class folders of images, "
-        "Stanford Dogs, Kaggle dog breeds), or a known name to download it."
+        f"data {str(data)!r} is neither a folder nor a known data set ({', '.join(KNOWN_DATA)}). Pass a folder in "
+        "a layout imgzoo reads (CIFAR-10, MNIST, class folders, dog breeds), or a known name to download it."
     )
 
 
-# ---------------------------------------------------------------------------- the run folder
+def recipe_differences(config: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fit options and builder kwargs in which ``config`` differs from its recipe's, in field order."""
+    base = make_config(config.model, config.data, recipe=config.fit.recipe)
+    fit = {k: v for k, v in config.to_dict().items() if k in run_options() and v != getattr(base.fit, k)}
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in base.kwargs or base.kwargs[k] != v}
+    return fit, kwargs
 
 
 @dataclass
@@ -163,8 +158,7 @@ def read_run(out: str | os.PathLike[str]) -> RunRecord | None:
         data = json.loads(path.read_text())
         if data.get("format") != _FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {_FORMAT!r}")
-        config = RunConfig.from_dict(data["config"])
-        return RunRecord(config, int(data["done_before"]), bool(data["finished"]))
+        return RunRecord(RunConfig.from_dict(data["config"]), int(data["done_before"]), bool(data["finished"]))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a run record imgzoo can read ({exc}). Choose another --out.") from None
 
@@ -172,24 +166,21 @@ def read_run(out: str | os.PathLike[str]) -> RunRecord | None:
 def train_command(config: RunConfig, out: Path) -> str:
     """The command that trains this run from scratch: the options that differ from its recipe's are spelt out."""
     words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
-    defaults = make_config(config.model, config.data, recipe=config.fit.recipe)
     words += ["--recipe", config.fit.recipe] if config.fit.recipe and config.fit.recipe != config.model else []
     words += ["--limit", str(config.limit)] if config.limit else []
-    for name, value in _fit_dict(config).items():
-        if value == getattr(defaults.fit, name) or name == "recipe":
-            continue
+    fit, kwargs = recipe_differences(config)
+    for name, value in fit.items():
         flag = f"--{name.replace('_', '-')}"
-        words += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
-    changed = {k: v for k, v in config.kwargs.items() if k not in defaults.kwargs or defaults.kwargs[k] != v}
-    shown = [f"{k}={v if isinstance(v, str) else repr(v).replace(' ', '')}" for k, v in changed.items()]
+        if name != "recipe":  # spelt out above; a renamed recipe's old name differs from its new one
+            words += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
+    shown = [f"{k}={v if isinstance(v, str) else repr(v).replace(' ', '')}" for k, v in kwargs.items()]
     return shlex.join(words + (["--model-kwargs", *shown] if shown else []))
 
 
 def resume_command(config: RunConfig, out: Path, epochs: int | None = None) -> str:
     """The command that goes on with the run in ``out``; run.json supplies every other option."""
-    words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
-    words += ["--epochs", str(epochs)] if epochs is not None else []
-    return shlex.join([*words, "--resume"])
+    more = ["--epochs", str(epochs)] if epochs is not None else []
+    return shlex.join(["imgzoo", "train", config.model, config.data, "--out", str(out), *more, "--resume"])
 
 
 @dataclass
@@ -211,45 +202,32 @@ def plan_run(out: Path, config: RunConfig, resume: bool) -> Plan:
         if (out / "model.safetensors").exists() or (out / CHECKPOINTS).exists():
             raise FileExistsError(f"{out} holds weights or checkpoints but no {RUN_FILE}; choose another --out.")
         return Plan("start", RunRecord(config))
+    old, going_on = record.config, resume_command(record.config, out)
+    progress = f"{'finished' if record.finished else 'unfinished'}, {old.fit.epochs} epochs asked"
     if not resume:
         raise FileExistsError(
-            f"{out} already holds a run of {record.config.model} ({_progress(record)}). To go on with it: "
-            f"{resume_command(record.config, out)}; for more epochs add --epochs N; or choose another --out."
+            f"{out} already holds a run of {old.model} ({progress}). To go on with it: {going_on}; "
+            "for more epochs add --epochs N; or choose another --out."
         )
-    _check_same_run(record.config, config, out)
-    if not record.finished:
-        if config.fit.epochs != record.config.fit.epochs:
-            raise ValueError(
-                f"{out} is {_progress(record)}; finish it first ({resume_command(record.config, out)}), "
-                f"then extend it with --epochs {config.fit.epochs}"
-            )
-        # An exact interrupted.pt (Ctrl-C) if there is one, else last.pt; none: the training had not checkpointed.
-        checkpoint = resume_point(out / CHECKPOINTS)
-        return Plan("resume", record, checkpoint, from_weights=record.done_before > 0 and checkpoint is None)
-    if config.fit.epochs <= record.config.fit.epochs:
-        return Plan("done", record)
-    return Plan("extend", RunRecord(config, done_before=record.config.fit.epochs), from_weights=True)
-
-
-def _progress(record: RunRecord) -> str:
-    return f"{'finished' if record.finished else 'unfinished'}, {record.config.fit.epochs} epochs asked"
-
-
-def _settings(config: RunConfig) -> dict[str, Any]:
-    """What decides what a run learns: all but the epochs and the options of how it runs (compile, device...)."""
-    learning = {k: v for k, v in _fit_dict(config).items() if k not in (*HOW_TO_RUN, "epochs")}
-    return {"model": config.model, "data": config.data, "limit": config.limit, "kwargs": config.kwargs, **learning}
-
-
-def _check_same_run(old: RunConfig, new: RunConfig, out: Path) -> None:
-    """Resuming or extending keeps the data, model and options; only the epochs and how it runs may change."""
-    before, after = _settings(old), _settings(new)
+    # Only the epochs and how it runs (compile, device...) may change: the rest decides what the run learns.
+    before, after = ({k: v for k, v in c.to_dict().items() if k not in (*HOW_TO_RUN, "epochs")} for c in (old, config))
     changed = [f"{name} {before[name]!r} -> {after.get(name)!r}" for name in before if before[name] != after.get(name)]
     if changed:
         raise ValueError(
             f"{out} holds a run with other settings ({'; '.join(changed)}). Resume it with the same ones "
             "(omit an option to keep the run's), or start a new run in another --out."
         )
+    if not record.finished:
+        if config.fit.epochs != old.fit.epochs:
+            raise ValueError(
+                f"{out} is {progress}; finish it first ({going_on}), then extend it with --epochs {config.fit.epochs}"
+            )
+        # An exact interrupted.pt (Ctrl-C) if there is one, else last.pt; none: the training had not checkpointed.
+        checkpoint = resume_point(out / CHECKPOINTS)
+        return Plan("resume", record, checkpoint, from_weights=record.done_before > 0 and checkpoint is None)
+    if config.fit.epochs <= old.fit.epochs:
+        return Plan("done", record)
+    return Plan("extend", RunRecord(config, done_before=old.fit.epochs), from_weights=True)
 
 
 def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
@@ -257,8 +235,7 @@ def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
     record = read_run(out)
     if record is None:
         return make_config(model, data, **given)
-    old = record.config
-    kwargs, limit = given.pop("kwargs", None), given.pop("limit", None)
+    old, kwargs, limit = record.config, given.pop("kwargs", None), given.pop("limit", None)
     fit = dataclasses.replace(old.fit, **{k: v for k, v in given.items() if v is not None})
-    limit = limit if limit is not None else old.limit
+    limit = old.limit if limit is None else limit
     return RunConfig(model, resolve_data(data), fit, limit, {**old.kwargs, **(kwargs or {})})

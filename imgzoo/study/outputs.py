@@ -1,5 +1,4 @@
-"""What a run leaves in its folder: the weights (imgzoo.save), history.csv / .json, curves.png, samples.png,
-confusion.png and metrics.json; and how a finished run's figures are read back rather than trained again."""
+"""What a run leaves in its folder (weights, history, figures, metrics), and how a finished run's are read back."""
 
 from __future__ import annotations
 
@@ -17,17 +16,13 @@ from imgzoo.hub.api import save
 from imgzoo.hub.card import metrics_from_eval
 from imgzoo.study.config import WEIGHTS
 
-__all__ = ["eval_summary", "joined", "read_outputs", "write_outputs"]
-
 
 def write_outputs(model: nn.Module, val: Any, shown: Any, history: History, out: Path, recipe: dict) -> dict:
-    """Evaluate on ``val`` (and with the recipe's ``tta``), then write every output of the run into ``out``;
-    the weights' config.json records ``recipe`` and the machine."""
+    """Evaluate on ``val`` (and with the recipe's ``tta``) and write every output of the run into ``out``."""
     result = evaluate(model, val)
     tta_result = evaluate(model, val, tta=recipe["tta"]) if recipe.get("tta") else None
     metrics = metrics_from_eval(result, tta_result)
-    # The weights get a folder of their own: save() replaces its folder whole, so that a crash never
-    # mixes two versions, and the run folder also holds checkpoints and reports.
+    # A folder of their own: save() replaces its folder whole, and the run folder holds checkpoints and reports.
     save(model, out / WEIGHTS, history, recipe={**recipe, "machine": describe_machine()}, metrics=metrics)
     history.to_csv(out / "history.csv")
     history.to_json(out / "history.json")
@@ -40,9 +35,12 @@ def write_outputs(model: nn.Module, val: Any, shown: Any, history: History, out:
 
 def eval_summary(result: EvalResult) -> dict[str, Any]:
     """An EvalResult as JSON-able numbers: NaN (a class absent from the data) becomes null."""
-    data = result.to_dict()
-    data["per_class_accuracy"] = {k: (None if v != v else v) for k, v in data["per_class_accuracy"].items()}
-    return data
+    return json_safe(result.to_dict())
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinity as null: JSON has no spelling for them."""
+    return json.loads(json.dumps(value), parse_constant=lambda _: None)
 
 
 def joined(out: Path, done_before: int, history: History) -> History:
