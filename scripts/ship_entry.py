@@ -26,6 +26,7 @@ from imgzoo.hub.card import metrics_from_eval, metrics_from_history
 from imgzoo.hub.format import read_config
 from imgzoo.hub.pretrained import entry_from_folder
 from imgzoo.study import run as runs
+from imgzoo.study.config import weights_of
 from imgzoo.train.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def main() -> int:
     p.add_argument("--machine", help="JSON: the machine that trained them (default: the run's record)")
     args = p.parse_args()
 
-    weights = args.source / runs.WEIGHTS if (args.source / runs.RUN_FILE).is_file() else args.source
+    weights = Path(weights_of(str(args.source)))
     config = read_config(weights / "config.json")
     recorded = dict(config.get("recipe") or {})
     recipe = get_recipe(args.recipe or args.name)
