@@ -184,6 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'resnet*'")
     p = command("pretrained", cmd_list, "list the pretrained weights that load by name")
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'mnist*'")
+    _add_training_commands(command, weights_help, data_help)
+    p = command("predict", cmd_predict, "classify image files with trained weights")
+    p.add_argument("weights", help=weights_help)
+    p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
+    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")  # predict checks it
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
+    p = command("export", cmd_export, "write a model as ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("source", help=weights_help)
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p = command("download", cmd_download, "fetch pretrained weights into the Hugging Face cache")
+    p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
+    p.add_argument("--revision", help="branch, tag or commit sha (hf-hub: names only)")
+    p.add_argument("--cache-dir", help="cache folder (default: HF_HUB_CACHE)")
+    p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
+    return parser
+
+
+def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weights_help: str, data_help: str) -> None:
+    """imgzoo train, evaluate and compare: the commands that read a data folder."""
     p = command("train", cmd_train, "train a model on a data folder; weights, history and figures go into --out")
     p.description = "Train MODEL on DATA's seeded 90% training split and validate on the other 10%."
     p.add_argument("model", help="a registered model name (imgzoo models)")
@@ -210,21 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
     p.add_argument("--epochs", type=int, help="epochs for every run, instead of the file's")
     p.add_argument("--limit", type=int, help="train every run on N images (stratified, seeded)")
-    p = command("predict", cmd_predict, "classify image files with trained weights")
-    p.add_argument("weights", help=weights_help)
-    p.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns (quoted)")
-    p.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")  # predict checks it
-    p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
-    p = command("export", cmd_export, "write a model as ONNX or TorchScript, checked against PyTorch")
-    p.add_argument("source", help=weights_help)
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
-    p = command("download", cmd_download, "fetch pretrained weights into the Hugging Face cache")
-    p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
-    p.add_argument("--revision", help="branch, tag or commit sha (hf-hub: names only)")
-    p.add_argument("--cache-dir", help="cache folder (default: HF_HUB_CACHE)")
-    p.add_argument("--force", action="store_true", help="download again even if cached, e.g. after a sha256 error")
-    return parser
 
 
 # The user's input was wrong (a name, a file, an argument): exit 2, as argparse does. Anything
