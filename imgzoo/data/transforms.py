@@ -145,23 +145,15 @@ class ToImage:
 # "Full white" of PIL's high-bit-depth modes: 16-bit PNG and TIFF open as I;16 (or I in older PIL and some TIFFs).
 _FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
-# TIFF tags SMinSampleValue and SMaxSampleValue: the range a file declares for its samples.
-_TIFF_MIN_SAMPLE, _TIFF_MAX_SAMPLE = 340, 341
-
-
-def _declared_range(image: Image.Image) -> tuple[float, float] | None:
-    """The sample range a TIFF declares for itself, if it does (other formats have no such field)."""
-    tags = getattr(image, "tag_v2", None)
-    if not tags or _TIFF_MIN_SAMPLE not in tags or _TIFF_MAX_SAMPLE not in tags:
-        return None
-    low, high = np.min(tags[_TIFF_MIN_SAMPLE]), np.max(tags[_TIFF_MAX_SAMPLE])
-    return (float(low), float(high)) if high > low else None
+_TIFF_MIN_SAMPLE, _TIFF_MAX_SAMPLE = 340, 341  # SMinSampleValue, SMaxSampleValue: the range a TIFF declares
 
 
 def _wide_to_unit_float(image: Image.Image) -> torch.Tensor:
-    """A 16-bit or float image as float32 (1, H, W) in 0..1, scaled by its real range, never clipped."""
+    """A 16-bit or float image as float32 (1, H, W) in 0..1, scaled by its (TIFF-declared) range, never clipped."""
     values = np.asarray(image, dtype=np.float64)
-    low, high = _declared_range(image) or (0.0, _FULL_SCALE[image.mode])
+    tags = getattr(image, "tag_v2", None) or {}
+    low, high = np.min(tags.get(_TIFF_MIN_SAMPLE, np.nan)), np.max(tags.get(_TIFF_MAX_SAMPLE, np.nan))
+    low, high = (float(low), float(high)) if high > low else (0.0, _FULL_SCALE[image.mode])  # NaN: none declared
     if values.size and (np.isnan(values).any() or values.min() < low or values.max() > high):
         raise ValueError(
             f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
@@ -196,9 +188,8 @@ def build_transform(
     else resized (small images), or shorter side resized to ``spec.resize`` and centre-cropped (ImageNet-style)."""
     if not isinstance(spec, DataSpec):
         raise TypeError(f"build_transform expects a DataSpec; got {type(spec).__name__}. Use for_model() for models.")
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-    before, after = augmentation(spec, augment if train else "none", translate=translate, cutout=cutout)
+    ops = augmentation(spec, augment, translate=translate, cutout=cutout)
+    before, after = ops if train else ([], [])
     if before or spec.resize is None:
         resize = [v2.Resize(spec.size, antialias=True)] if spec.resize is None else []
     else:
