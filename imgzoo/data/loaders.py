@@ -53,14 +53,8 @@ def _checksum(dataset: ImageDataset, size: tuple[int, int], channels: int) -> st
     return digest.hexdigest()
 
 
-def decode(
-    dataset: ImageDataset,
-    size: tuple[int, int] | DataSpec,
-    channels: int = 3,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    on_error: str = "raise",
-) -> ImageDataset:
+def decode(dataset: ImageDataset, size: tuple[int, int] | DataSpec, channels: int = 3, *,
+           cache_dir: str | os.PathLike | None = None, on_error: str = "raise") -> ImageDataset:  # fmt: skip
     """The ImageDataset of files ``dataset`` decoded to a uint8 (N, channels, *size) tensor (a DataSpec gives both),
     cached in ``cache_dir`` (default :func:`default_cache_dir`) under a checksum of the files' bytes and labels.
     ``on_error="skip"`` leaves out files that fail to decode, with a warning, instead of raising."""
@@ -74,16 +68,14 @@ def decode(
     key = _checksum(dataset, size, channels)
     path = Path(cache_dir or default_cache_dir()) / f"decoded-{key}.safetensors"
     cached = _load_cache(path, dataset, (channels, *size))
-    if cached is not None:
-        return cached
-    images, targets, bad = _decode_files(dataset, size, channels, on_error)
-    if not bad:  # a cache of a partly unreadable data set would hide the problem on the next run
+    images, targets = cached if cached is not None else _decode_files(dataset, size, channels, on_error)
+    if cached is None and len(targets) == len(dataset):  # a cache of a partly unreadable set would hide the problem
         with atomic_open(path, "wb") as f:
             f.write(save({"images": images, "targets": targets}, metadata={"source": dataset.source}))
     return ImageDataset(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
 
 
-def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...]) -> ImageDataset | None:
+def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...]) -> tuple[torch.Tensor, ...] | None:
     """The cached decode of ``dataset``; None when there is none, or it is damaged (cut short, edited): then
     one warning, and the decode rebuilds it, so a bad cache neither fails every later run nor feeds wrong images."""
     if not path.is_file():
@@ -99,13 +91,13 @@ def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...])
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         warnings.warn(f"decode cache {path} is damaged ({exc}); decoding the images again to rebuild it", stacklevel=3)
         return None
-    return ImageDataset(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
+    return images, targets
 
 
 def _decode_files(
     dataset: ImageDataset, size: tuple[int, int], channels: int, on_error: str
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """uint8 images and labels of every readable file, and the unreadable files when ``on_error="skip"``."""
+) -> tuple[torch.Tensor, ...]:
+    """uint8 images and labels of every readable file (with ``on_error="skip"``, the others left out)."""
     to_image = ToImage(channels)
     images = torch.empty((len(dataset), channels, *size), dtype=torch.uint8)
     keep = torch.ones(len(dataset), dtype=torch.bool)
@@ -125,7 +117,7 @@ def _decode_files(
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {dataset.source}: {', '.join(bad[:3])}", stacklevel=3)
     targets = torch.as_tensor(dataset.targets, dtype=torch.int64)
-    return images[keep].contiguous(), targets[keep].contiguous(), bad
+    return images[keep].contiguous(), targets[keep].contiguous()
 
 
 def root_of(data: Any) -> tuple[Any, torch.Tensor | None, DataSpec | None]:
@@ -180,23 +172,11 @@ class FastLoader:
     (``set_epoch``'s, else the passes done). Every draw comes from ``generator`` (seeded): resumed runs repeat exactly.
     """
 
-    def __init__(
-        self,
-        data: Dataset,
-        batch_size: int = 512,
-        *,
-        spec: DataSpec | None = None,
-        train: bool = False,
-        augment: str = "standard",
-        translate: int | None = None,
-        alternate_flips: bool = False,
-        cutout: int = 0,
-        shuffle: bool | None = None,
-        drop_last: bool = False,
-        device: str | torch.device | None = None,
-        seed: int = 0,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> None:
+    def __init__(self, data: Dataset, batch_size: int = 512, *, spec: DataSpec | None = None, train: bool = False,
+                 augment: str = "standard", translate: int | None = None, alternate_flips: bool = False,
+                 cutout: int = 0, shuffle: bool | None = None, drop_last: bool = False,
+                 device: str | torch.device | None = None, seed: int = 0,
+                 cache_dir: str | os.PathLike | None = None) -> None:  # fmt: skip
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         dataset, self.spec = _unwrap(data, spec, cache_dir)
@@ -350,21 +330,10 @@ class Transformed(Dataset):
         return self.transform(image), int(label)
 
 
-def batches(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    train: bool,
-    spec: DataSpec | None = None,
-    augment: str = "standard",
-    translate: int | None = None,
-    alternate_flips: bool = False,
-    cutout: int = 0,
-    seed: int = 0,
-    num_workers: int | None = None,
-    device: str | torch.device | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Any:
+def batches(dataset: Dataset, batch_size: int, *, train: bool, spec: DataSpec | None = None, augment: str = "standard",
+            translate: int | None = None, alternate_flips: bool = False, cutout: int = 0, seed: int = 0,
+            num_workers: int | None = None, device: str | torch.device | None = None,
+            cache_dir: str | os.PathLike | None = None) -> Any:  # fmt: skip
     """``dataset`` as (x, y) batches for training (shuffled, augmented) or evaluation, normalised for ``spec``
     (default: the dataset's own): a :class:`FastLoader` for an ImageDataset of small images (a spec without
     ``resize``), else a DataLoader with :func:`imgzoo.data.transforms.build_transform`; both seeded by ``seed``."""
