@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 from PIL import Image
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
@@ -52,26 +53,16 @@ class ImageDataset(Dataset):
     out, with one warning, those listed in ``skipped``; otherwise only a zero-byte file is refused at once.
     """
 
-    def __init__(
-        self,
-        images: torch.Tensor | Sequence[str | os.PathLike],
-        targets: torch.Tensor | Sequence[int],
-        classes: Sequence[str],
-        *,
-        transform: Transform | None = None,
-        spec: DataSpec | None = None,
-        on_error: str = "raise",
-        source: str = "",
-    ) -> None:
+    def __init__(self, images: torch.Tensor | Sequence[str | os.PathLike], targets: torch.Tensor | Sequence[int],
+                 classes: Sequence[str], *, transform: Transform | None = None, spec: DataSpec | None = None,
+                 on_error: str = "raise", source: str = "") -> None:  # fmt: skip
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         targets = torch.as_tensor(targets, dtype=torch.int64)
         self.skipped: list[str] = []
         if isinstance(images, torch.Tensor):
             if images.dtype != torch.uint8 or images.ndim != 4:
-                raise ValueError(
-                    f"images must be a uint8 tensor (N, C, H, W); got {images.dtype} {tuple(images.shape)}"
-                )
+                raise ValueError(f"images must be uint8 (N, C, H, W); got {images.dtype} {tuple(images.shape)}")
             self.images, self.files = images, None
         else:
             self.images, self.files = None, [str(f) for f in images]
@@ -312,19 +303,17 @@ def _val_sizes(
     return shares
 
 
-# ---------------------------------------------------------------------------
-# CIFAR-10 and MNIST: torchvision downloads, imgzoo parses
+# --- CIFAR-10 and MNIST: torchvision downloads, imgzoo parses ---------------------------------------------------
 
 _CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR_HOW = (
-    "Pass download=True to fetch it (163 MB, from www.cs.toronto.edu), or place the extracted "
-    f"'{_CIFAR_DIR}' folder of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in it, "
+    f"Pass download=True to fetch it (163 MB), or place the extracted '{_CIFAR_DIR}' folder of {_CIFAR_URL} in it, "
     "or a folder tree train/<class>/*.png (e.g. a JPEG copy of CIFAR-10)."
 )
 _CIFAR_BY_HAND = (
-    "Without a network, fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on another machine and "
-    "extract it into {root}, so that {root}/cifar-10-batches-py/ holds data_batch_1 .. data_batch_5 and "
-    "test_batch; then call again without download=True."
+    f"Without a network, fetch {_CIFAR_URL} on another machine and extract it into {{root}}, so that "
+    "{root}/cifar-10-batches-py/ holds data_batch_1 .. 5 and test_batch; then call again without download=True."
 )
 _CONNECT_TIMEOUT_S = 10.0  # how long the download host may take to answer before there is "no network"
 
@@ -379,8 +368,6 @@ def cifar10(
         dataset.spec = CIFAR10
         return dataset
     if batches is None and download:
-        import torchvision
-
         _download("CIFAR-10", torchvision.datasets.CIFAR10, root, train, _CIFAR_BY_HAND.format(root=root))
         batches = _find_cifar_batches(root)
     if batches is None:
@@ -498,15 +485,11 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
                 )
             dims = f.read(4 * magic[3])
             if len(dims) < 4 * magic[3]:
-                raise CorruptFileError(
-                    f"{path} ends inside its header ({magic[3]} dimensions declared). Fetch it again."
-                )
+                raise CorruptFileError(f"{path} ends inside its header ({magic[3]} dimensions). Fetch it again.")
             dtype, shape = np.dtype(_IDX_DTYPES[magic[2]]), tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
             size = math.prod(shape) * dtype.itemsize
             chunks, have = [], 0
-            while have < size and (
-                chunk := f.read(min(size - have, 1 << 24))
-            ):  # memory follows the file, not its claim
+            while have < size and (chunk := f.read(min(size - have, 1 << 24))):  # memory follows the file's bytes
                 chunks.append(chunk)
                 have += len(chunk)
             if have != size or f.read(1):
@@ -538,8 +521,6 @@ def mnist(
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     paths = [_find_idx(root, n) for n in names]
     if None in paths and download:
-        import torchvision
-
         _download("MNIST", torchvision.datasets.MNIST, root, train, _MNIST_BY_HAND.format(root=root))
         paths = [_find_idx(root, n) for n in names]
     if None in paths:
@@ -568,8 +549,7 @@ def mnist(
                         source=str(images_path.parent))  # fmt: skip
 
 
-# ---------------------------------------------------------------------------
-# Folders of image files: ImageFolder, Stanford Dogs, Kaggle dog-breed-identification
+# --- Folders of image files: ImageFolder, Stanford Dogs, Kaggle dog-breed-identification ------------------------
 
 
 def _class_folders(root: Path, how: str) -> list[str]:
@@ -674,12 +654,8 @@ _KAGGLE_HOW = (
 )
 
 
-def kaggle_dogs(
-    root: str | os.PathLike,
-    transform: Transform | None = None,
-    on_error: str = "raise",
-    classes: Sequence[str] | None = None,
-) -> ImageDataset:
+def kaggle_dogs(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise",
+                classes: Sequence[str] | None = None) -> ImageDataset:  # fmt: skip
     """Kaggle dog-breed-identification: ``root/train/<id>.jpg`` labelled by ``root/labels.csv``.
 
     Breeds: ``classes``, else ``sample_submission.csv``'s columns (the competition's order), else labels.csv's,
@@ -775,8 +751,7 @@ def _kaggle_image(train_dir: Path, image_id: str, where: str) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------
-# Any of the layouts above, found by looking
+# --- Any of the layouts above, found by looking -----------------------------------------------------------------
 
 FORMATS = ("cifar10", "mnist", "kaggle_dogs", "stanford_dogs", "image_folder")
 _SPLIT_FOLDERS = frozenset({"train", "test", "val", "valid", "validation"})
