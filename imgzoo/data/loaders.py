@@ -243,18 +243,14 @@ class FastLoader:
 
     def _crop_flip(self, index: torch.Tensor) -> torch.Tensor:
         """Row r of image b is padded row dy[b] + r; column c is dx[b] + c, or dx[b] + (width - 1 - c) mirrored."""
-        height, width = self.spec.size
-        b = len(index)
+        (height, width), b = self.spec.size, len(index)
         dy = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
         dx = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
         cols = torch.arange(width).expand(b, -1)
         if self.flip:
             cols = torch.where(self._mirrored(index), width - 1 - cols, cols)
-        rows, cols, index = (
-            (dy + torch.arange(height)).to(self.device),
-            (dx + cols).to(self.device),
-            index.to(self.device),
-        )
+        rows, cols = (dy + torch.arange(height)).to(self.device), (dx + cols).to(self.device)
+        index = index.to(self.device)
         x = self.images[index[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
         return x.permute(0, 3, 1, 2).contiguous()
 
@@ -298,9 +294,7 @@ class FastLoader:
         """The images at ``indices`` (positions in the data set) unaugmented and normalised; draws nothing."""
         index = torch.as_tensor(indices, dtype=torch.int64)
         if index.dim() != 1 or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(self.targets)):
-            raise IndexError(
-                f"eval_batch takes a list of positions in 0..{len(self.targets) - 1}; got {index.tolist()}"
-            )
+            raise IndexError(f"eval_batch takes positions in 0..{len(self.targets) - 1}; got {index.tolist()}")
         index = index.to(self.device)
         x = self.images[index]
         if self.gathers:  # stored padded and channels last: the centre crop is the image itself
