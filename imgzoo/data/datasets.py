@@ -230,8 +230,7 @@ def train_val_split(
     sizes = {label: int((targets == label).sum()) for label in torch.unique(targets).tolist()}
     n_val = _val_sizes(sizes, val_fraction, val_count, getattr(dataset, "classes", None))
     generator = torch.Generator().manual_seed(seed)
-    train_idx: list[int] = []
-    val_idx: list[int] = []
+    train_idx, val_idx = [], []
     for label in sizes:
         members = torch.nonzero(targets == label).flatten()
         members = members[torch.randperm(len(members), generator=generator)].tolist()
