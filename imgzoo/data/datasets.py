@@ -721,11 +721,9 @@ def _read_labels_csv(path: Path) -> list[tuple[int, str, str]]:
     result = []
     for line, row in rows:
         if len(row) != len(header) or not row[id_col]:
-            what = "the id is empty" if len(row) == len(header) else f"expected {len(header)} columns"
-            raise ValueError(
-                f"{path}, line {line}: {what} ({','.join(header)}); got {len(row)}: {','.join(row)!r}. "
-                "Fix or remove the row."
-            )
+            what = f"expected {len(header)} columns ({','.join(header)}); got {len(row)}"
+            what = what if len(row) != len(header) else "the id is empty"
+            raise ValueError(f"{path}, line {line}: {what}: {','.join(row)!r}. Fix or remove the row.")
         result.append((line, row[id_col], row[breed_col]))
     if not result:
         raise ValueError(f"{path} has no rows. {_KAGGLE_HOW}")
