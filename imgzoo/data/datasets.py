@@ -1,9 +1,7 @@
 """CIFAR-10, MNIST and dog-breed images on disk -> one dataset type with class names and a data spec.
 
-imgzoo reads CIFAR-10's batches and MNIST's idx files itself, leaving torchvision to download and
-verify the archives: torchvision's CIFAR10 md5-checks the exact 50,000-image files on construction
-and its MNIST reads only un-gzipped files, so neither takes the gzipped copies users have, nor the
-tiny files tests write.
+imgzoo parses CIFAR-10's batches and MNIST's idx files itself (torchvision only downloads): torchvision's CIFAR10
+md5-checks the full 50,000-image files and its MNIST reads only un-gzipped ones.
 """
 
 from __future__ import annotations
@@ -28,30 +26,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 from PIL import Image
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from imgzoo.models.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec
 
-__all__ = [
-    "CorruptFileError",
-    "ImageDataset",
-    "TensorImages",
-    "check_classes",
-    "cifar10",
-    "classes_of",
-    "detect_format",
-    "dog_breeds",
-    "image_folder",
-    "kaggle_dogs",
-    "labels_of",
-    "mnist",
-    "open_folder",
-    "read_idx",
-    "stanford_dogs",
-    "train_val_split",
-]
+__all__ = ["CorruptFileError", "ImageDataset", "TensorImages", "check_classes", "cifar10", "classes_of",
+           "detect_format", "dog_breeds", "image_folder", "kaggle_dogs", "labels_of", "mnist", "open_folder",
+           "read_idx", "stanford_dogs", "train_val_split"]  # fmt: skip
 
 Transform = Callable[[Any], Any]
 ON_ERROR = ("raise", "skip")
@@ -64,33 +48,21 @@ class CorruptFileError(ValueError):
 class ImageDataset(Dataset):
     """Images with int64 ``targets``, ``classes`` (names, in label order) and the ``spec`` of a known data set.
 
-    ``images`` is a uint8 tensor (N, C, H, W) or a list of image files, decoded on access (and to a
-    cached uint8 tensor by :func:`imgzoo.data.loaders.decode`). Indexing gives ``(image, label)``: a
-    uint8 (C, H, W) tensor or a PIL image in the file's own mode, or what ``transform`` makes of it.
-    A zero-byte file is refused at once; ``on_error="skip"`` decodes every file up front (about a
-    minute per 20,000 photos on one core) and leaves out, with one warning, those listed in ``skipped``.
+    ``images``: a uint8 (N, C, H, W) tensor, or image files decoded on access (PIL, in the file's mode).
+    ``on_error="skip"`` decodes every file up front (about a minute per 20,000 photos on one core) and leaves
+    out, with one warning, those listed in ``skipped``; otherwise only a zero-byte file is refused at once.
     """
 
-    def __init__(
-        self,
-        images: torch.Tensor | Sequence[str | os.PathLike],
-        targets: torch.Tensor | Sequence[int],
-        classes: Sequence[str],
-        *,
-        transform: Transform | None = None,
-        spec: DataSpec | None = None,
-        on_error: str = "raise",
-        source: str = "",
-    ) -> None:
+    def __init__(self, images: torch.Tensor | Sequence[str | os.PathLike], targets: torch.Tensor | Sequence[int],
+                 classes: Sequence[str], *, transform: Transform | None = None, spec: DataSpec | None = None,
+                 on_error: str = "raise", source: str = "") -> None:  # fmt: skip
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         targets = torch.as_tensor(targets, dtype=torch.int64)
         self.skipped: list[str] = []
         if isinstance(images, torch.Tensor):
             if images.dtype != torch.uint8 or images.ndim != 4:
-                raise ValueError(
-                    f"images must be a uint8 tensor (N, C, H, W); got {images.dtype} {tuple(images.shape)}"
-                )
+                raise ValueError(f"images must be uint8 (N, C, H, W); got {images.dtype} {tuple(images.shape)}")
             self.images, self.files = images, None
         else:
             self.images, self.files = None, [str(f) for f in images]
@@ -112,20 +84,12 @@ class ImageDataset(Dataset):
     def _readable(self, targets: torch.Tensor, on_error: str, source: str) -> torch.Tensor:
         """The labels of the files kept: a zero-byte file is refused, or with "skip" any unreadable one dropped."""
         if on_error == "raise":
-            for path in self.files:
-                if os.path.getsize(path) == 0:
-                    raise CorruptFileError(
-                        f"{path} is empty (0 bytes). Replace or delete it, or pass on_error='skip' to leave it out."
-                    )
+            empty = next((path for path in self.files if os.path.getsize(path) == 0), None)
+            if empty is not None:
+                raise CorruptFileError(f"{empty} is empty (0 bytes). Replace or delete it, or {_SKIP_ADVICE}.")
             return targets
-        keep = []
-        for path in self.files:
-            try:
-                _open_image(path)
-                keep.append(True)
-            except CorruptFileError:
-                self.skipped.append(path)
-                keep.append(False)
+        keep = [_decodes(path) for path in self.files]
+        self.skipped = [path for path, good in zip(self.files, keep, strict=True) if not good]
         if self.skipped:
             shown = ", ".join(self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
             warnings.warn(
@@ -177,11 +141,8 @@ _SKIP_ADVICE = "pass on_error='skip' to leave unreadable files out"
 
 
 def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
-    """Fully decode ``path`` (``load`` finds a truncated file), refusing an image over ``Image.MAX_IMAGE_PIXELS``.
-
-    PIL only warns between one and two times the limit, and a small PNG can claim 400 megapixels
-    (a decompression bomb) to fill memory, so the warning is an error here.
-    """
+    """Fully decode ``path`` (``load`` finds a truncated file); PIL only warns of a decompression bomb between one
+    and two times ``Image.MAX_IMAGE_PIXELS`` (a small PNG can claim 400 megapixels), so that is refused too."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -197,17 +158,22 @@ def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
         raise CorruptFileError(f"cannot decode image {path}: {exc}. Replace or delete the file, or {advice}.") from exc
 
 
+def _decodes(path: str) -> bool:
+    try:
+        _open_image(path)
+        return True
+    except CorruptFileError:
+        return False
+
+
 def _show(names: Sequence[str]) -> str:
     return f"{len(names)} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
 
 
 def check_classes(expected: Sequence[Any] | None, found: Sequence[Any] | None, *, expected_by: str, found_in: str,
                   advice: str) -> None:  # fmt: skip
-    """Refuse classes that differ from the expected ones in names or order, before any work.
-
-    Label i means class ``found[i]`` to the data and ``expected[i]`` to the model or checkpoint: any
-    difference trains or scores on swapped labels. The one check fit, resume, evaluate and the commands share.
-    """
+    """Refuse classes that differ from the expected ones in names or order (label i would mean another class to
+    the data than to the model: swapped labels). The one check fit, resume, evaluate and the commands share."""
     if not expected or not found:
         return
     expected, found = [str(c) for c in expected], [str(c) for c in found]
@@ -256,17 +222,15 @@ def train_val_split(
 ) -> tuple[Dataset, Dataset]:
     """A seeded split with ``val_fraction`` (default 0.1) of every class, or ``val_count`` images, in validation.
 
-    Stratified, so a small or imbalanced data set's validation accuracy is not skewed by a class
-    that landed mostly on one side; every class keeps at least one image on each side. An
-    ImageDataset splits into two ImageDatasets; any other dataset into two Subsets with ``targets``.
+    Stratified (every class keeps at least one image on each side), so a class that landed mostly on one side
+    cannot skew a small data set's validation accuracy. An ImageDataset gives ImageDatasets, else Subsets.
     """
     _check_split_arguments(val_fraction, val_count, seed)
     targets = labels_of(dataset).long()
     sizes = {label: int((targets == label).sum()) for label in torch.unique(targets).tolist()}
     n_val = _val_sizes(sizes, val_fraction, val_count, getattr(dataset, "classes", None))
     generator = torch.Generator().manual_seed(seed)
-    train_idx: list[int] = []
-    val_idx: list[int] = []
+    train_idx, val_idx = [], []
     for label in sizes:
         members = torch.nonzero(targets == label).flatten()
         members = members[torch.randperm(len(members), generator=generator)].tolist()
@@ -281,23 +245,25 @@ def train_val_split(
     return subsets
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None:
     if val_fraction is not None and val_count is not None:
         raise ValueError(
             f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
         )
-    if val_fraction is not None:
-        is_number = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
-        if not is_number or not 0.0 < val_fraction < 1.0:
-            raise ValueError(
-                f"val_fraction must be a number between 0 and 1 (exclusive), e.g. 0.1; got {val_fraction!r} "
-                f"({type(val_fraction).__name__}). For a number of validation images, pass val_count= instead."
-            )
-    if val_count is not None and (
-        not isinstance(val_count, numbers.Integral) or isinstance(val_count, bool) or val_count < 1
+    if val_fraction is not None and not (
+        isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool) and 0.0 < val_fraction < 1.0
     ):
+        raise ValueError(
+            f"val_fraction must be a number between 0 and 1 (exclusive), e.g. 0.1; got {val_fraction!r} "
+            f"({type(val_fraction).__name__}). For a number of validation images, pass val_count= instead."
+        )
+    if val_count is not None and (not _is_int(val_count) or val_count < 1):
         raise ValueError(f"val_count must be a positive int (a number of images); got {val_count!r}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+    if not _is_int(seed):
         raise ValueError(f"seed must be an int; got {seed!r} ({type(seed).__name__})")
 
 
@@ -322,50 +288,39 @@ def _val_sizes(
     if not low <= val_count <= high:
         raise ValueError(
             f"val_count={val_count} does not fit {total} images in {len(sizes)} classes: every class keeps one "
-            f"image on each side, so val_count must lie in {low}..{high}. Pick a count in that range, or use "
-            f"val_fraction."
+            f"image on each side, so val_count must lie in {low}..{high}. Pick a count in that range, or val_fraction."
         )
-    return _share_out(sizes, val_count)
-
-
-def _share_out(sizes: dict[int, int], count: int) -> dict[int, int]:
-    """Split ``count`` over the classes in proportion to their sizes (largest remainders), 1..n-1 each."""
-    total = sum(sizes.values())
-    ideal = {label: n * count / total for label, n in sizes.items()}
+    # Shared in proportion to the class sizes by largest remainders, 1..n-1 each.
+    ideal = {label: n * val_count / total for label, n in sizes.items()}
     shares = {label: min(max(int(ideal[label]), 1), sizes[label] - 1) for label in sizes}
-    while sum(shares.values()) < count:
+    while sum(shares.values()) < val_count:
         label = max((lb for lb in sizes if shares[lb] < sizes[lb] - 1), key=lambda lb: ideal[lb] - shares[lb])
         shares[label] += 1
-    while sum(shares.values()) > count:
+    while sum(shares.values()) > val_count:
         label = min((lb for lb in sizes if shares[lb] > 1), key=lambda lb: ideal[lb] - shares[lb])
         shares[label] -= 1
     return shares
 
 
-# ---------------------------------------------------------------------------
-# CIFAR-10
+# --- CIFAR-10 and MNIST: torchvision downloads, imgzoo parses ---------------------------------------------------
 
 _CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR_HOW = (
-    "Pass download=True to fetch it (163 MB, from www.cs.toronto.edu), or place the extracted "
-    f"'{_CIFAR_DIR}' folder of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in it, "
+    f"Pass download=True to fetch it (163 MB), or place the extracted '{_CIFAR_DIR}' folder of {_CIFAR_URL} in it, "
     "or a folder tree train/<class>/*.png (e.g. a JPEG copy of CIFAR-10)."
 )
-
-
 _CIFAR_BY_HAND = (
-    "Without a network, fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on another machine and "
-    "extract it into {root}, so that {root}/cifar-10-batches-py/ holds data_batch_1 .. data_batch_5 and "
-    "test_batch; then call again without download=True."
+    f"Without a network, fetch {_CIFAR_URL} on another machine and extract it into {{root}}, so that "
+    "{root}/cifar-10-batches-py/ holds data_batch_1 .. 5 and test_batch; then call again without download=True."
 )
-# How long to wait for the download host to answer before saying there is no network.
-_CONNECT_TIMEOUT_S = 10.0
+_CONNECT_TIMEOUT_S = 10.0  # how long the download host may take to answer before there is "no network"
 
 
 def _download(what: str, source: Any, root: Path, train: bool, by_hand: str) -> None:
     """Fetch through torchvision, or fail at once saying where to put the files by hand: torchvision opens its URLs
     without a timeout (minutes per mirror where packets drop); one TCP connection per host finds that in seconds."""
-    unreachable = _unreachable_hosts(_download_urls(source))
+    unreachable = _unreachable_hosts(source)
     if unreachable:
         raise ConnectionError(f"cannot download {what}: no connection to {'; '.join(unreachable)}. {by_hand}")
     try:
@@ -374,15 +329,11 @@ def _download(what: str, source: Any, root: Path, train: bool, by_hand: str) -> 
         raise ConnectionError(f"cannot download {what} into {root}: {exc}. {by_hand}") from exc
 
 
-def _download_urls(source: Any) -> list[str]:
-    """The URLs a torchvision dataset class downloads from (CIFAR10.url, MNIST.mirrors)."""
+def _unreachable_hosts(source: Any) -> list[str]:
+    """'host:port (reason)' for each URL of a torchvision dataset class (CIFAR10.url, MNIST.mirrors) whose host
+    refuses a connection; [] when one accepts, or behind a proxy."""
     url = getattr(source, "url", None)
-    mirrors = getattr(source, "mirrors", None)
-    return [url] if isinstance(url, str) else [m for m in mirrors or () if isinstance(m, str)]
-
-
-def _unreachable_hosts(urls: list[str]) -> list[str]:
-    """'host:port (reason)' for each URL whose host refuses a connection; [] when one accepts, or behind a proxy."""
+    urls = [url] if isinstance(url, str) else [m for m in getattr(source, "mirrors", None) or () if isinstance(m, str)]
     failures = []
     for url in urls:
         parts = urllib.parse.urlsplit(url)
@@ -407,10 +358,15 @@ def cifar10(
     batches = _find_cifar_batches(root)
     split = "train" if train else "test"
     if batches is None and (root / split).is_dir():
-        return _cifar_folder(root / split, transform)
+        dataset = image_folder(root / split, transform=transform)
+        if dataset.classes != list(CIFAR10_CLASSES):  # sorted folder names are also CIFAR-10's official order
+            raise ValueError(
+                f"{root / split} should hold the ten CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
+                f"found {', '.join(dataset.classes)}"
+            )
+        dataset.spec = CIFAR10
+        return dataset
     if batches is None and download:
-        import torchvision  # torchvision fetches and md5-checks the archive; imgzoo parses the files
-
         _download("CIFAR-10", torchvision.datasets.CIFAR10, root, train, _CIFAR_BY_HAND.format(root=root))
         batches = _find_cifar_batches(root)
     if batches is None:
@@ -419,10 +375,9 @@ def cifar10(
     missing = [n for n in names if not (batches / n).is_file()]
     if missing:
         raise FileNotFoundError(f"CIFAR-10 in {batches} lacks {', '.join(missing)}. {_CIFAR_HOW}")
-    parts = [_read_cifar_batch(batches / n) for n in names]
-    images = torch.cat([p[0] for p in parts])
-    targets = torch.cat([p[1] for p in parts])
-    return ImageDataset(images, targets, CIFAR10_CLASSES, transform=transform, spec=CIFAR10, source=str(batches))
+    images, targets = zip(*(_read_cifar_batch(batches / n) for n in names), strict=True)
+    return ImageDataset(torch.cat(images), torch.cat(targets), CIFAR10_CLASSES, transform=transform, spec=CIFAR10,
+                        source=str(batches))  # fmt: skip
 
 
 def _find_cifar_batches(root: Path) -> Path | None:
@@ -439,10 +394,8 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
-# Everything a CIFAR-10 batch refers to, checked with pickletools on the real files (Python 2
-# pickles: numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype) and on the ones
-# Python 3 writes (numpy._core under numpy 2, plus _codecs.encode for bytes). Dicts, lists, str
-# and ints need no global at all. Anything else, os.system above all, is refused.
+# Every global a CIFAR-10 batch names (pickletools on the real Python 2 files, and on the ones Python 3 writes
+# under numpy 1 and 2); anything else, os.system above all, is refused.
 _CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
     ("numpy._core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
@@ -454,21 +407,20 @@ _CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
 
 class _CifarUnpickler(pickle.Unpickler):
     """Builds only numpy arrays, dicts, lists, strings and numbers: ``pickle.load`` calls whatever a file names,
-    so a batch someone else wrote could run any command; every global CIFAR-10 does not use is refused."""
+    so a batch someone else wrote could run any command."""
 
     def __init__(self, file: Any, path: Path) -> None:
         super().__init__(file, encoding="latin1")  # Python 2 pickles; latin1 is how torchvision reads them too
         self.path = path
 
     def find_class(self, module: str, name: str) -> Any:
-        allowed = _CIFAR_GLOBALS.get((module, name))
-        if allowed is None:
+        if (module, name) not in _CIFAR_GLOBALS:
             raise CorruptFileError(
                 f"refusing to unpickle CIFAR-10 batch {self.path}: it refers to {module}.{name}, but a CIFAR-10 "
                 f"batch refers only to numpy's array rebuilding (numpy.core.multiarray._reconstruct, numpy.ndarray, "
                 f"numpy.dtype). The file is not the original; delete it and fetch the data again (download=True)."
             )
-        return allowed
+        return _CIFAR_GLOBALS[(module, name)]
 
 
 def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -476,7 +428,21 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         with open(path, "rb") as f:
             batch = _CifarUnpickler(f, path).load()
-        data, labels = _check_cifar_batch(batch)
+        if not isinstance(batch, dict):
+            raise ValueError(f"expected a dict with 'data' and 'labels'; got a {type(batch).__name__}")
+        batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
+        if "data" not in batch or "labels" not in batch:
+            raise ValueError(f"expected the keys 'data' and 'labels'; got {sorted(map(str, batch))}")
+        data, labels = batch["data"], batch["labels"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise ValueError(f"expected 'data' to be a uint8 array of shape (N, 3072); got {got}")
+        if not isinstance(labels, list) or len(labels) != len(data):
+            got = f"{len(labels)} labels" if isinstance(labels, list) else f"a {type(labels).__name__}"
+            raise ValueError(f"expected 'labels' to be a list of {len(data)} ints, one per image; got {got}")
+        bad = [x for x in labels if type(x) is not int or not 0 <= x <= 9]
+        if bad:
+            raise ValueError(f"expected labels that are ints in 0..9; got {bad[0]!r} among {len(bad)} bad label(s)")
     except CorruptFileError:
         raise
     except (OSError, EOFError, MemoryError, pickle.UnpicklingError, ValueError, TypeError, IndexError) as exc:
@@ -485,41 +451,6 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         ) from exc
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.as_tensor(labels, dtype=torch.int64)
 
-
-def _check_cifar_batch(batch: Any) -> tuple[np.ndarray, list[int]]:
-    """The batch's data and labels, once their types are what CIFAR-10's are; ValueError naming what came."""
-    if not isinstance(batch, dict):
-        raise ValueError(f"expected a dict with 'data' and 'labels'; got a {type(batch).__name__}")
-    batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
-    if "data" not in batch or "labels" not in batch:
-        raise ValueError(f"expected the keys 'data' and 'labels'; got {sorted(map(str, batch))}")
-    data, labels = batch["data"], batch["labels"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise ValueError(f"expected 'data' to be a uint8 array of shape (N, 3072); got {got}")
-    if not isinstance(labels, list) or len(labels) != len(data):
-        got = f"{len(labels)} labels" if isinstance(labels, list) else f"a {type(labels).__name__}"
-        raise ValueError(f"expected 'labels' to be a list of {len(data)} ints, one per image; got {got}")
-    bad = [x for x in labels if type(x) is not int or not 0 <= x <= 9]
-    if bad:
-        raise ValueError(f"expected labels that are ints in 0..9; got {bad[0]!r} among {len(bad)} bad label(s)")
-    return data, labels
-
-
-def _cifar_folder(folder: Path, transform: Transform | None) -> ImageDataset:
-    dataset = image_folder(folder, transform=transform)
-    # Folder names sort alphabetically, which for CIFAR-10 is also the official class order.
-    if dataset.classes != list(CIFAR10_CLASSES):
-        raise ValueError(
-            f"{folder} should hold the ten CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
-            f"found {', '.join(dataset.classes)}"
-        )
-    dataset.spec = CIFAR10
-    return dataset
-
-
-# ---------------------------------------------------------------------------
-# MNIST
 
 _MNIST_HOW = (
     "Pass download=True to fetch it, or place train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), "
@@ -536,55 +467,39 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
     """An idx file (MNIST's format: 0000, a type code, ndim, big-endian uint32 dims, C-order data), raw or gzipped.
 
-    A file with fewer or more bytes than its header declares is a :class:`CorruptFileError`; a gzipped
-    one is never inflated past that size, so a small file that inflates to gigabytes is refused, not loaded.
+    Fewer or more bytes than the header declares is a :class:`CorruptFileError`; a gzipped file is never inflated
+    past that size, so a small file that inflates to gigabytes is refused, not loaded.
     """
     path = Path(path)
     try:
         with open(path, "rb") as raw_file:
             gzipped = raw_file.read(2) == b"\x1f\x8b"  # gzip magic, whatever the file is called
-        opener = gzip.open if gzipped else open
-        with opener(path, "rb") as f:
-            dtype, shape = _idx_header(f, path)
-            data = _read_exactly(f, math.prod(shape) * dtype.itemsize, path, shape)
+        with (gzip.open if gzipped else open)(path, "rb") as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:2] != b"\x00\x00" or magic[2] not in _IDX_DTYPES:
+                codes = ", ".join(f"{code:02x}" for code in _IDX_DTYPES)
+                raise CorruptFileError(
+                    f"{path} is not an idx file: expected a header 0000<type><ndim> with type one of {codes}; "
+                    f"got {magic.hex() or 'an empty file'}. Fetch it again."
+                )
+            dims = f.read(4 * magic[3])
+            if len(dims) < 4 * magic[3]:
+                raise CorruptFileError(f"{path} ends inside its header ({magic[3]} dimensions). Fetch it again.")
+            dtype, shape = np.dtype(_IDX_DTYPES[magic[2]]), tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+            size = math.prod(shape) * dtype.itemsize
+            chunks, have = [], 0
+            while have < size and (chunk := f.read(min(size - have, 1 << 24))):  # memory follows the file's bytes
+                chunks.append(chunk)
+                have += len(chunk)
+            if have != size or f.read(1):
+                raise CorruptFileError(
+                    f"{path}: its header declares shape {shape}, {size} bytes of data; got "
+                    f"{f'{have} bytes' if have < size else 'more'}: truncated or corrupt. Fetch it again."
+                )
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise CorruptFileError(f"cannot read idx file {path}: {exc}. Fetch it again.") from exc
-    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    array = np.frombuffer(b"".join(chunks), dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
-
-
-def _idx_header(f: Any, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
-    """The dtype and shape an idx header declares; CorruptFileError when it is not an idx header."""
-    magic = f.read(4)
-    if len(magic) < 4 or magic[:2] != b"\x00\x00" or magic[2] not in _IDX_DTYPES:
-        raise CorruptFileError(
-            f"{path} is not an idx file: expected a header 0000<type><ndim> with type one of "
-            f"{', '.join(f'{code:02x}' for code in _IDX_DTYPES)}; got {magic.hex() or 'an empty file'}. Fetch it again."
-        )
-    dims = f.read(4 * magic[3])
-    if len(dims) < 4 * magic[3]:
-        raise CorruptFileError(f"{path} ends inside its header ({magic[3]} dimensions declared). Fetch it again.")
-    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
-    return np.dtype(_IDX_DTYPES[magic[2]]), shape
-
-
-def _read_exactly(f: Any, size: int, path: Path, shape: tuple[int, ...]) -> bytes:
-    """``size`` bytes of data, in chunks so that memory follows what the file holds, not what it claims."""
-    chunks, have = [], 0
-    while have < size:
-        chunk = f.read(min(size - have, 1 << 24))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        have += len(chunk)
-    extra = f.read(1)
-    if have != size or extra:
-        got = f"{have} bytes" if have < size else "more"
-        raise CorruptFileError(
-            f"{path}: its header declares shape {shape}, {size} bytes of data; got {got}: truncated or corrupt. "
-            "Fetch it again."
-        )
-    return b"".join(chunks)
 
 
 def _find_idx(root: Path, name: str) -> Path | None:
@@ -593,29 +508,6 @@ def _find_idx(root: Path, name: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
-
-
-def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, 28, 28) and uint8 labels (N,) in 0..9, or a CorruptFileError naming the file at fault."""
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
-        raise CorruptFileError(
-            f"{images_path} should hold uint8 images of shape (N, 28, 28) (idx type 08, 3 dimensions); "
-            f"got {images.dtype} {tuple(images.shape)}. Fetch the MNIST files again."
-        )
-    if labels.dtype != torch.uint8 or labels.ndim != 1:
-        raise CorruptFileError(
-            f"{labels_path} should hold uint8 labels of shape (N,) (idx type 08, 1 dimension); "
-            f"got {labels.dtype} {tuple(labels.shape)}. Fetch the MNIST files again."
-        )
-    if len(images) != len(labels):
-        raise CorruptFileError(
-            f"MNIST files disagree: {images_path} holds {len(images)} images but {labels_path} holds "
-            f"{len(labels)} labels. Fetch both files again from the same source."
-        )
-    if len(labels) and int(labels.max()) > 9:
-        raise CorruptFileError(f"{labels_path} holds the label {int(labels.max())}; expected digits 0..9.")
-    return images, labels
 
 
 def mnist(
@@ -628,35 +520,50 @@ def mnist(
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     paths = [_find_idx(root, n) for n in names]
     if None in paths and download:
-        import torchvision  # torchvision fetches and md5-checks the archives; imgzoo parses the files
-
         _download("MNIST", torchvision.datasets.MNIST, root, train, _MNIST_BY_HAND.format(root=root))
         paths = [_find_idx(root, n) for n in names]
     if None in paths:
         missing = [n for n, p in zip(names, paths, strict=True) if p is None]
         raise FileNotFoundError(f"no MNIST {', '.join(missing)} in {root}. {_MNIST_HOW}")
-    images, labels = _read_mnist_pair(paths[0], paths[1])
-    return ImageDataset(
-        images.unsqueeze(1),
-        labels.long(),
-        MNIST.class_names,
-        transform=transform,
-        spec=MNIST,
-        source=str(paths[0].parent),
-    )
+    (images_path, labels_path), again = paths, "Fetch the MNIST files again."
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise CorruptFileError(
+            f"{images_path} should hold uint8 images of shape (N, 28, 28) (idx type 08, 3 dimensions); "
+            f"got {images.dtype} {tuple(images.shape)}. {again}"
+        )
+    if labels.dtype != torch.uint8 or labels.ndim != 1:
+        raise CorruptFileError(
+            f"{labels_path} should hold uint8 labels of shape (N,) (idx type 08, 1 dimension); "
+            f"got {labels.dtype} {tuple(labels.shape)}. {again}"
+        )
+    if len(images) != len(labels):
+        raise CorruptFileError(
+            f"MNIST files disagree: {images_path} holds {len(images)} images but {labels_path} holds "
+            f"{len(labels)} labels. Fetch both files again from the same source."
+        )
+    if len(labels) and int(labels.max()) > 9:
+        raise CorruptFileError(f"{labels_path} holds the label {int(labels.max())}; expected digits 0..9.")
+    return ImageDataset(images.unsqueeze(1), labels.long(), MNIST.class_names, transform=transform, spec=MNIST,
+                        source=str(images_path.parent))  # fmt: skip
 
 
-# ---------------------------------------------------------------------------
-# Folders of image files: ImageFolder, Stanford Dogs, Kaggle dog-breed-identification
+# --- Folders of image files: ImageFolder, Stanford Dogs, Kaggle dog-breed-identification ------------------------
+
+
+def _class_folders(root: Path, how: str) -> list[str]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist. {how}")
+    try:
+        return find_classes(str(root))[0]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{root} has no class folders. {how}") from None
 
 
 def _scan(root: Path, folders: list[str]) -> list[tuple[str, int]]:
     """Image files under each class folder, labelled by the folder's position; an empty folder is an error."""
-    samples = make_dataset(
-        str(root), {name: i for i, name in enumerate(folders)}, extensions=IMG_EXTENSIONS, allow_empty=True
-    )
-    counts = np.bincount([label for _, label in samples], minlength=len(folders))
-    empty = [folders[i] for i in np.flatnonzero(counts == 0)]
+    samples = make_dataset(str(root), {name: i for i, name in enumerate(folders)}, IMG_EXTENSIONS, allow_empty=True)
+    empty = [folders[i] for i in np.flatnonzero(np.bincount([y for _, y in samples], minlength=len(folders)) == 0)]
     if empty:
         raise ValueError(
             f"class folder(s) with no images in {root}: {', '.join(empty)} "
@@ -665,29 +572,17 @@ def _scan(root: Path, folders: list[str]) -> list[tuple[str, int]]:
     return samples
 
 
-def _files(
-    samples: list[tuple[str, int]], classes: Sequence[str], transform: Transform | None, on_error: str, source: str
-) -> ImageDataset:
-    files = [path for path, _ in samples]
-    return ImageDataset(files, [label for _, label in samples], classes, transform=transform, on_error=on_error,
-                        source=source)  # fmt: skip
-
-
-def _class_folders(root: Path, how: str) -> list[str]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist. {how}")
-    try:
-        folders, _ = find_classes(str(root))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{root} has no class folders. {how}") from None
-    return folders
+def _files(samples: list[tuple[str, int]], classes: Sequence[str], transform: Transform | None, on_error: str,
+           source: Path) -> ImageDataset:  # fmt: skip
+    return ImageDataset([path for path, _ in samples], [label for _, label in samples], classes, transform=transform,
+                        on_error=on_error, source=str(source))  # fmt: skip
 
 
 def image_folder(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageDataset:
     """Any tree ``root/<class>/<image>``; classes are the folder names, sorted."""
     root = Path(root)
     folders = _class_folders(root, "Expected one folder per class, e.g. root/cat/001.jpg, root/dog/002.jpg.")
-    return _files(_scan(root, folders), folders, transform, on_error, str(root))
+    return _files(_scan(root, folders), folders, transform, on_error, root)
 
 
 _WNID = re.compile(r"^n\d{8}-(.+)$")
@@ -695,13 +590,15 @@ _DOGS_HOW = (
     "Expected the Stanford Dogs layout Images/n02085620-Chihuahua/*.jpg "
     "(http://vision.stanford.edu/aditya86/ImageNetDogs/images.tar, extracted)."
 )
+_DOGS_SPLITS = ("train", "test")
+
+
+def _dogs_images(root: Path) -> Path:
+    return root / "Images" if (root / "Images").is_dir() else root
 
 
 def stanford_dogs(
-    root: str | os.PathLike,
-    transform: Transform | None = None,
-    on_error: str = "raise",
-    split: str | None = None,
+    root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise", split: str | None = None
 ) -> ImageDataset:
     """Stanford Dogs (Khosla et al. 2011): ``root/Images/<wnid>-<Breed>/*.jpg`` (or ``root`` = ``Images``), 120 breeds
     in WordNet order, named without the id (``n02085620-Chihuahua`` -> ``Chihuahua``).
@@ -710,21 +607,15 @@ def stanford_dogs(
     in ``lists.tar``'s ``{split}_list.mat`` beside ``Images/`` or in ``lists/`` (needs ``imgzoo[dogs]``'s scipy).
     """
     root = Path(root)
-    images = root / "Images" if (root / "Images").is_dir() else root
+    images = _dogs_images(root)
     folders = _class_folders(images, _DOGS_HOW)
-    names = []
-    for folder in folders:
-        match = _WNID.match(folder)
-        if not match:
-            raise ValueError(f"{images / folder} is not named <wnid>-<Breed> (e.g. n02085620-Chihuahua). {_DOGS_HOW}")
-        names.append(match.group(1))
+    bad = next((folder for folder in folders if not _WNID.match(folder)), None)
+    if bad is not None:
+        raise ValueError(f"{images / bad} is not named <wnid>-<Breed> (e.g. n02085620-Chihuahua). {_DOGS_HOW}")
     samples = _scan(images, folders)
     if split is not None:
         samples = _official_split(root, images, samples, split)
-    return _files(samples, names, transform, on_error, str(images))
-
-
-_DOGS_SPLITS = ("train", "test")
+    return _files(samples, [_WNID.match(folder).group(1) for folder in folders], transform, on_error, images)
 
 
 def _official_split(root: Path, images: Path, samples: list[tuple[str, int]], split: str) -> list[tuple[str, int]]:
@@ -762,12 +653,8 @@ _KAGGLE_HOW = (
 )
 
 
-def kaggle_dogs(
-    root: str | os.PathLike,
-    transform: Transform | None = None,
-    on_error: str = "raise",
-    classes: Sequence[str] | None = None,
-) -> ImageDataset:
+def kaggle_dogs(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise",
+                classes: Sequence[str] | None = None) -> ImageDataset:  # fmt: skip
     """Kaggle dog-breed-identification: ``root/train/<id>.jpg`` labelled by ``root/labels.csv``.
 
     Breeds: ``classes``, else ``sample_submission.csv``'s columns (the competition's order), else labels.csv's,
@@ -780,13 +667,11 @@ def kaggle_dogs(
         raise FileNotFoundError(f"{labels_csv} does not exist. {_KAGGLE_HOW}")
     rows = _read_labels_csv(labels_csv)
     if classes is None and (root / "sample_submission.csv").is_file():
-        header = next(_csv_rows(root / "sample_submission.csv"), (0, []))[1]
-        classes = header[1:]
+        classes = next(_csv_rows(root / "sample_submission.csv"), (0, []))[1][1:]
     names = list(classes) if classes is not None else sorted({breed for _, _, breed in rows})
     if len(set(names)) != len(names) or "" in names:
         raise ValueError(f"breed names must be distinct and non-empty; got {names}. {_KAGGLE_HOW}")
     index = {name: i for i, name in enumerate(names)}
-    train_dir = root / "train"
     seen: set[str] = set()
     samples = []
     for line, image_id, breed in rows:
@@ -796,24 +681,18 @@ def kaggle_dogs(
         if image_id in seen:
             raise ValueError(f"{where}: id {image_id!r} appears twice.")
         seen.add(image_id)
-        samples.append((str(_kaggle_image(train_dir, image_id, where)), index[breed]))
-    return _files(samples, names, transform, on_error, str(labels_csv))
-
-
-# Byte-order marks, longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
+        samples.append((str(_kaggle_image(root / "train", image_id, where)), index[breed]))
+    return _files(samples, names, transform, on_error, labels_csv)
 
 
 def _read_text(path: Path) -> str:
     """A text file as UTF-8, or as whatever its byte-order mark says (Excel writes UTF-8 or UTF-16 with one)."""
     raw = path.read_bytes()
-    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    encoding = "utf-8-sig"  # the UTF-32 LE mark begins with the UTF-16 LE one, so UTF-32 is tried first
+    if raw[:4] in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):
+        encoding = "utf-32"
+    elif raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        encoding = "utf-16"
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -827,9 +706,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) of each non-blank row; csv's own errors become a ValueError naming the line."""
     reader = csv.reader(io.StringIO(_read_text(path), newline=""))
     try:
-        for row in reader:
-            if row:
-                yield reader.line_num, row
+        yield from ((reader.line_num, row) for row in reader if row)
     except csv.Error as exc:
         raise ValueError(f"{path}, line {reader.line_num}: {exc}. Fix the line or fetch the file again.") from None
 
@@ -837,19 +714,16 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 def _read_labels_csv(path: Path) -> list[tuple[int, str, str]]:
     """(line, id, breed) of every row of a labels.csv, each row with exactly the header's columns and an id."""
     rows = _csv_rows(path)
-    line, header = next(rows, (0, None))
+    header = next(rows, (0, None))[1]
     if header is None or not {"id", "breed"} <= set(header):
         raise ValueError(f"{path} must have the columns id,breed; got {header}. {_KAGGLE_HOW}")
     id_col, breed_col = header.index("id"), header.index("breed")
     result = []
     for line, row in rows:
-        if len(row) != len(header):
-            raise ValueError(
-                f"{path}, line {line}: expected {len(header)} columns ({','.join(header)}); got {len(row)}: "
-                f"{','.join(row)!r}. Fix or remove the row."
-            )
-        if not row[id_col]:
-            raise ValueError(f"{path}, line {line}: the id is empty (row {','.join(row)!r}). Fix or remove the row.")
+        if len(row) != len(header) or not row[id_col]:
+            what = f"expected {len(header)} columns ({','.join(header)}); got {len(row)}"
+            what = what if len(row) != len(header) else "the id is empty"
+            raise ValueError(f"{path}, line {line}: {what}: {','.join(row)!r}. Fix or remove the row.")
         result.append((line, row[id_col], row[breed_col]))
     if not result:
         raise ValueError(f"{path} has no rows. {_KAGGLE_HOW}")
@@ -874,19 +748,7 @@ def _kaggle_image(train_dir: Path, image_id: str, where: str) -> Path:
     return path
 
 
-def dog_breeds(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageDataset:
-    """Dog-breed images in whichever layout ``root`` holds: Kaggle (labels.csv), Stanford Dogs, or ImageFolder."""
-    root = Path(root)
-    if (root / "labels.csv").is_file():
-        return kaggle_dogs(root, transform, on_error)
-    images = root / "Images" if (root / "Images").is_dir() else root
-    if images.is_dir() and any(_WNID.match(p.name) for p in images.iterdir() if p.is_dir()):
-        return stanford_dogs(root, transform, on_error)
-    return image_folder(root, transform, on_error)
-
-
-# ---------------------------------------------------------------------------
-# Any of the layouts above, found by looking
+# --- Any of the layouts above, found by looking -----------------------------------------------------------------
 
 FORMATS = ("cifar10", "mnist", "kaggle_dogs", "stanford_dogs", "image_folder")
 _SPLIT_FOLDERS = frozenset({"train", "test", "val", "valid", "validation"})
@@ -895,6 +757,19 @@ _ANY_HOW = (
     "(train-images-idx3-ubyte[.gz]), Kaggle dog breeds (labels.csv beside train/), Stanford Dogs "
     "(Images/n02085620-Chihuahua/), or class folders of images (<class>/<image>, or train/<class>/<image>)."
 )
+
+
+def _is_stanford_dogs(root: Path) -> bool:
+    images = _dogs_images(root)
+    return images.is_dir() and any(_WNID.match(p.name) for p in images.iterdir() if p.is_dir())
+
+
+def dog_breeds(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise") -> ImageDataset:
+    """Dog-breed images in whichever layout ``root`` holds: Kaggle (labels.csv), Stanford Dogs, or ImageFolder."""
+    root = Path(root)
+    if (root / "labels.csv").is_file():
+        return kaggle_dogs(root, transform, on_error)
+    return (stanford_dogs if _is_stanford_dogs(root) else image_folder)(root, transform, on_error)
 
 
 def detect_format(root: str | os.PathLike) -> str:
@@ -909,8 +784,7 @@ def detect_format(root: str | os.PathLike) -> str:
         return "mnist"
     if (root / "labels.csv").is_file():
         return "kaggle_dogs"
-    images = root / "Images" if (root / "Images").is_dir() else root
-    if any(_WNID.match(p.name) for p in images.iterdir() if p.is_dir()):
+    if _is_stanford_dogs(root):
         return "stanford_dogs"
     tree = _class_tree(root)
     if tree is None:
@@ -935,12 +809,10 @@ def open_folder(root: str | os.PathLike, transform: Transform | None = None, on_
     is a test split: select models on :func:`train_val_split` of it; to measure a test split, name its folder)."""
     root = Path(root)
     found = detect_format(root)
-    if found == "cifar10":
-        return cifar10(root, train=True, transform=transform)
-    if found == "mnist":
-        return mnist(root, train=True, transform=transform)
-    if found == "kaggle_dogs":
-        return kaggle_dogs(root, transform, on_error)
-    if found == "stanford_dogs":
-        return stanford_dogs(root, transform, on_error)
-    return image_folder(_class_tree(root) or root, transform, on_error)
+    if found in ("cifar10", "mnist"):
+        return (cifar10 if found == "cifar10" else mnist)(root, train=True, transform=transform)
+    if found == "image_folder":
+        root = _class_tree(root) or root
+    return {"kaggle_dogs": kaggle_dogs, "stanford_dogs": stanford_dogs, "image_folder": image_folder}[found](
+        root, transform, on_error
+    )

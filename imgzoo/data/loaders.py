@@ -1,13 +1,8 @@
-"""Datasets -> batches: :func:`batches` for training and evaluation, and the whole-batch path it takes for small images.
+"""Datasets -> batches: :func:`batches`, and the whole-batch path it takes for small images.
 
-A DataLoader with per-image transforms spends most of its time in Python, one image at a time; on
-two CPU cores it cannot keep up with even a small ResNet. airbench (Jordan 2024, arXiv:2404.00498)
-keeps the whole data set as one uint8 tensor on the device and augments a batch with a few tensor
-operations; :class:`FastLoader` does the same (208x a DataLoader's images/s, docs/benchmarks.md),
-with the ops of :func:`imgzoo.data.transforms.augmentation`, the ones the per-image path applies:
-
-    files --decode()--> uint8 (N, C, H, W), cached on disk by a checksum of the files
-          --FastLoader--> shuffled, cropped, flipped, normalised float batches
+A DataLoader spends most of its time in Python, one image at a time; as airbench (Jordan 2024, arXiv:2404.00498),
+:class:`FastLoader` keeps the data set as one uint8 tensor on the device and augments whole batches (208x a
+DataLoader's images/s, docs/benchmarks.md): files --decode()--> cached uint8 (N, C, H, W) --FastLoader--> batches.
 """
 
 from __future__ import annotations
@@ -35,21 +30,10 @@ from imgzoo.data.datasets import CorruptFileError, ImageDataset, _open_image
 from imgzoo.data.transforms import Cutout, ToImage, augmentation, build_transform
 from imgzoo.models.registry import DataSpec
 
-__all__ = [
-    "FastLoader",
-    "Transformed",
-    "batches",
-    "decode",
-    "default_cache_dir",
-    "default_workers",
-    "is_batches",
-    "own_generator",
-    "root_of",
-    "unshared_generator",
-]
+__all__ = ["FastLoader", "Transformed", "batches", "decode", "default_cache_dir", "default_workers", "is_batches",
+           "own_generator", "root_of", "unshared_generator"]  # fmt: skip
 
-# Bumped when the decoded format changes, so stale caches are never read.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 1  # bumped when the decoded format changes, so stale caches are never read
 
 
 def default_cache_dir() -> Path:
@@ -69,20 +53,11 @@ def _checksum(dataset: ImageDataset, size: tuple[int, int], channels: int) -> st
     return digest.hexdigest()
 
 
-def decode(
-    dataset: ImageDataset,
-    size: tuple[int, int] | DataSpec,
-    channels: int = 3,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    on_error: str = "raise",
-) -> ImageDataset:
-    """The ImageDataset of files ``dataset`` decoded to a uint8 (N, channels, *size) tensor (a DataSpec gives both).
-
-    Cached in ``cache_dir`` (default :func:`default_cache_dir`) under a checksum of the files' bytes
-    and labels, so a later call reads one file instead of decoding tens of thousands.
-    ``on_error="skip"`` leaves out files that fail to decode, with a warning, instead of raising.
-    """
+def decode(dataset: ImageDataset, size: tuple[int, int] | DataSpec, channels: int = 3, *,
+           cache_dir: str | os.PathLike | None = None, on_error: str = "raise") -> ImageDataset:  # fmt: skip
+    """The ImageDataset of files ``dataset`` decoded to a uint8 (N, channels, *size) tensor (a DataSpec gives both),
+    cached in ``cache_dir`` (default :func:`default_cache_dir`) under a checksum of the files' bytes and labels.
+    ``on_error="skip"`` leaves out files that fail to decode, with a warning, instead of raising."""
     if isinstance(size, DataSpec):
         size, channels = size.size, size.channels
     if not isinstance(dataset, ImageDataset):
@@ -93,15 +68,14 @@ def decode(
     key = _checksum(dataset, size, channels)
     path = Path(cache_dir or default_cache_dir()) / f"decoded-{key}.safetensors"
     cached = _load_cache(path, dataset, (channels, *size))
-    if cached is not None:
-        return cached
-    images, targets, bad = _decode_files(dataset, size, channels, on_error)
-    if not bad:  # a cache of a partly unreadable data set would hide the problem on the next run
-        _save_atomic(path, {"images": images, "targets": targets}, {"source": dataset.source})
+    images, targets = cached if cached is not None else _decode_files(dataset, size, channels, on_error)
+    if cached is None and len(targets) == len(dataset):  # a cache of a partly unreadable set would hide the problem
+        with atomic_open(path, "wb") as f:
+            f.write(save({"images": images, "targets": targets}, metadata={"source": dataset.source}))
     return ImageDataset(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
 
 
-def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...]) -> ImageDataset | None:
+def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...]) -> tuple[torch.Tensor, ...] | None:
     """The cached decode of ``dataset``; None when there is none, or it is damaged (cut short, edited): then
     one warning, and the decode rebuilds it, so a bad cache neither fails every later run nor feeds wrong images."""
     if not path.is_file():
@@ -117,13 +91,13 @@ def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...])
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         warnings.warn(f"decode cache {path} is damaged ({exc}); decoding the images again to rebuild it", stacklevel=3)
         return None
-    return ImageDataset(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
+    return images, targets
 
 
 def _decode_files(
     dataset: ImageDataset, size: tuple[int, int], channels: int, on_error: str
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """uint8 images and labels of every readable file, and the unreadable files when ``on_error="skip"``."""
+) -> tuple[torch.Tensor, ...]:
+    """uint8 images and labels of every readable file (with ``on_error="skip"``, the others left out)."""
     to_image = ToImage(channels)
     images = torch.empty((len(dataset), channels, *size), dtype=torch.uint8)
     keep = torch.ones(len(dataset), dtype=torch.bool)
@@ -143,13 +117,7 @@ def _decode_files(
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {dataset.source}: {', '.join(bad[:3])}", stacklevel=3)
     targets = torch.as_tensor(dataset.targets, dtype=torch.int64)
-    return images[keep].contiguous(), targets[keep].contiguous(), bad
-
-
-def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write the cache through a temporary sibling and a rename: a crash never leaves half a cache."""
-    with atomic_open(path, "wb") as f:
-        f.write(save(tensors, metadata=metadata))
+    return images[keep].contiguous(), targets[keep].contiguous()
 
 
 def root_of(data: Any) -> tuple[Any, torch.Tensor | None, DataSpec | None]:
@@ -196,35 +164,19 @@ def _fit_to_spec(images: torch.Tensor, spec: DataSpec) -> torch.Tensor:
 
 
 class FastLoader:
-    """Shuffled, augmented, normalised batches from a uint8 image tensor kept on ``device``.
+    """Shuffled float32 (B, C, H, W) batches normalised with ``spec`` and int64 labels from uint8 images on ``device``.
 
-    With ``train``, the ops of :func:`imgzoo.data.transforms.augmentation` (``augment``,
-    ``translate``, ``cutout``) on whole batches: crop and flip as one gather, the affine
-    distortion as one grid_sample, cutout as one mask, other ops (TrivialAugmentWide, erasing)
-    image by image. ``alternate_flips`` is airbench's derandomized flip (arXiv:2404.00498,
-    section 3.6): one toss per image, from ``seed``, for the first epoch, then the other way
-    round every epoch (the epoch ``set_epoch`` gave, which fit calls, else the passes done).
-    Every draw comes from ``generator``, seeded by ``seed``, so runs and resumed runs repeat
-    exactly. Yields float32 (B, C, H, W) normalised with ``spec`` and int64 labels, on ``device``.
+    With ``train``, :func:`imgzoo.data.transforms.augmentation`'s ops on whole batches: crop and flip as one gather,
+    affine as one grid_sample, cutout as one mask, the rest image by image. ``alternate_flips``: airbench's flip
+    (arXiv:2404.00498, 3.6), one toss per image from ``seed`` for epoch 0, then the other way round each epoch
+    (``set_epoch``'s, else the passes done). Every draw comes from ``generator`` (seeded): resumed runs repeat exactly.
     """
 
-    def __init__(
-        self,
-        data: Dataset,
-        batch_size: int = 512,
-        *,
-        spec: DataSpec | None = None,
-        train: bool = False,
-        augment: str = "standard",
-        translate: int | None = None,
-        alternate_flips: bool = False,
-        cutout: int = 0,
-        shuffle: bool | None = None,
-        drop_last: bool = False,
-        device: str | torch.device | None = None,
-        seed: int = 0,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> None:
+    def __init__(self, data: Dataset, batch_size: int = 512, *, spec: DataSpec | None = None, train: bool = False,
+                 augment: str = "standard", translate: int | None = None, alternate_flips: bool = False,
+                 cutout: int = 0, shuffle: bool | None = None, drop_last: bool = False,
+                 device: str | torch.device | None = None, seed: int = 0,
+                 cache_dir: str | os.PathLike | None = None) -> None:  # fmt: skip
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         dataset, self.spec = _unwrap(data, spec, cache_dir)
@@ -291,18 +243,14 @@ class FastLoader:
 
     def _crop_flip(self, index: torch.Tensor) -> torch.Tensor:
         """Row r of image b is padded row dy[b] + r; column c is dx[b] + c, or dx[b] + (width - 1 - c) mirrored."""
-        height, width = self.spec.size
-        b = len(index)
+        (height, width), b = self.spec.size, len(index)
         dy = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
         dx = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
         cols = torch.arange(width).expand(b, -1)
         if self.flip:
             cols = torch.where(self._mirrored(index), width - 1 - cols, cols)
-        rows, cols, index = (
-            (dy + torch.arange(height)).to(self.device),
-            (dx + cols).to(self.device),
-            index.to(self.device),
-        )
+        rows, cols = (dy + torch.arange(height)).to(self.device), (dx + cols).to(self.device)
+        index = index.to(self.device)
         x = self.images[index[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
         return x.permute(0, 3, 1, 2).contiguous()
 
@@ -320,11 +268,8 @@ class FastLoader:
             return torch.stack([op(image) for image in x.cpu()]).to(self.device)
 
     def _affine(self, x: torch.Tensor, op: v2.RandomAffine) -> torch.Tensor:
-        """RandomAffine's rotation and scaling about each image's centre, as one affine_grid and grid_sample.
-
-        As torchvision: nearest-neighbour, 0 outside the frame, angle and scale uniform over the op's
-        ranges (its RandomAffine one image at a time read 475 MNIST images/s, slower than mnist_cnn trains).
-        """
+        """RandomAffine's rotation and scaling about each centre as one grid_sample (nearest, 0 outside, as
+        torchvision's, whose one image at a time read 475 MNIST images/s, slower than mnist_cnn trains)."""
         b, _, height, width = x.shape
         angle = torch.empty(b).uniform_(*op.degrees, generator=self.generator).deg2rad()
         scale = torch.empty(b).uniform_(*op.scale, generator=self.generator)
@@ -349,9 +294,7 @@ class FastLoader:
         """The images at ``indices`` (positions in the data set) unaugmented and normalised; draws nothing."""
         index = torch.as_tensor(indices, dtype=torch.int64)
         if index.dim() != 1 or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(self.targets)):
-            raise IndexError(
-                f"eval_batch takes a list of positions in 0..{len(self.targets) - 1}; got {index.tolist()}"
-            )
+            raise IndexError(f"eval_batch takes positions in 0..{len(self.targets) - 1}; got {index.tolist()}")
         index = index.to(self.device)
         x = self.images[index]
         if self.gathers:  # stored padded and channels last: the centre crop is the image itself
@@ -381,28 +324,13 @@ class Transformed(Dataset):
         return self.transform(image), int(label)
 
 
-def batches(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    train: bool,
-    spec: DataSpec | None = None,
-    augment: str = "standard",
-    translate: int | None = None,
-    alternate_flips: bool = False,
-    cutout: int = 0,
-    seed: int = 0,
-    num_workers: int | None = None,
-    device: str | torch.device | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Any:
-    """``dataset`` as (x, y) batches for training (shuffled, augmented) or evaluation, normalised for ``spec``.
-
-    Small images (a spec without ``resize``: CIFAR, MNIST) of an ImageDataset take the whole-batch
-    path, a :class:`FastLoader` (files decoded once, cached); anything else goes through a
-    DataLoader with :func:`imgzoo.data.transforms.build_transform`, the same augmentation image by
-    image. ``spec`` defaults to the dataset's own. Both draw only from generators seeded by ``seed``.
-    """
+def batches(dataset: Dataset, batch_size: int, *, train: bool, spec: DataSpec | None = None, augment: str = "standard",
+            translate: int | None = None, alternate_flips: bool = False, cutout: int = 0, seed: int = 0,
+            num_workers: int | None = None, device: str | torch.device | None = None,
+            cache_dir: str | os.PathLike | None = None) -> Any:  # fmt: skip
+    """``dataset`` as (x, y) batches for training (shuffled, augmented) or evaluation, normalised for ``spec``
+    (default: the dataset's own): a :class:`FastLoader` for an ImageDataset of small images (a spec without
+    ``resize``), else a DataLoader with :func:`imgzoo.data.transforms.build_transform`; both seeded by ``seed``."""
     root, _, own_spec = root_of(dataset)
     spec = spec or own_spec
     if spec is None:
@@ -440,9 +368,8 @@ def is_batches(data: Any) -> bool:
 
 
 def unshared_generator() -> torch.Generator:
-    """A generator for a loader that must not touch the global one: a DataLoader draws its workers' base seed
-    from the global generator on every pass, so validation each epoch would shift the training's dropout masks
-    and augmentation, and a run with validation would train differently from one without (tests/test_training.py)."""
+    """A generator for a loader that must not touch the global one: a DataLoader draws its workers' base seed from
+    the global one every pass, so validation would shift training's dropout, augmentation (tests/test_training.py)."""
     return torch.Generator()
 
 

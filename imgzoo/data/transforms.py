@@ -1,12 +1,9 @@
 """Train and eval preprocessing from a model's DataSpec, as torchvision.transforms.v2 pipelines:
+any image (PIL of any mode; uint8 or float tensor (H, W) / (C, H, W); numpy (H, W) / (H, W, C)) -> uint8 with the
+spec's channels (gray <-> RGB, ITU-R 601-2 luma; alpha dropped) -> resize / augmentation -> float32 -> normalise.
 
-    any image -> uint8 with the spec's channels -> resize / augmentation -> float32 -> normalise
-
-Inputs: PIL images of any mode, uint8 or float tensors (H, W) / (C, H, W) with C in 1, 3, 4, numpy
-arrays (H, W) / (H, W, C). Gray becomes RGB for a colour model, colour becomes gray (ITU-R 601-2 luma)
-for a 1-channel one, alpha is dropped. 16-bit images (I;16, I) are divided by 65535 and F images
-taken as 0..1 (or scaled from a TIFF's declared range), never clipped as PIL's convert clips them
-(an I;16 value of 1000 to 255, an F value of 0.5 to 0); values outside the range are an error.
+16-bit images are divided by 65535 and F images taken as 0..1 (or scaled from a TIFF's declared range), never
+clipped as PIL's convert clips them (an I;16 1000 to 255, an F 0.5 to 0); values outside the range are an error.
 """
 
 from __future__ import annotations
@@ -29,12 +26,9 @@ __all__ = ["AUGMENTS", "Cutout", "ToImage", "augmentation", "build_transform", "
 
 AUGMENTS = ("none", "standard", "strong", "affine")
 
-# Padding of the random-crop augmentation for small images: 4 pixels on 32x32,
-# the CIFAR recipe of He et al. 2016 (section 4.2) that ResNet's reported errors assume.
-PAD_FRACTION = 4 / 32
+PAD_FRACTION = 4 / 32  # the random crop's padding: 4 pixels on 32x32, as He et al. 2016 (section 4.2)
 
-# Data sets whose labels change under a left-right mirror: a mirrored digit is
-# not the same digit (and often not a digit at all), so MNIST is never flipped.
+# Data sets whose labels change under a left-right mirror: a mirrored digit is not the same digit.
 _NO_FLIP = frozenset({"mnist"})
 
 
@@ -44,11 +38,8 @@ def flip_preserves_label(spec: DataSpec) -> bool:
 
 
 class Cutout(v2.RandomErasing):
-    """A ``size``-pixel square set to 0 (the data's mean, once normalised) at a random place wholly inside the image.
-
-    DeVries and Taylor 2017 (arXiv:1708.04552) used 16 on CIFAR-10, airbench96 (Jordan 2024) 12. As
-    RandomErasing with one fixed square area and aspect ratio 1, it is the same draw image by image.
-    """
+    """A ``size``-pixel square set to 0 (the mean, once normalised) wholly inside the image: RandomErasing of one
+    fixed square area. DeVries and Taylor 2017 (arXiv:1708.04552) used 16 on CIFAR-10, airbench96 (Jordan 2024) 12."""
 
     def __init__(self, size: int, image_size: Sequence[int]) -> None:
         area = size * size / (image_size[0] * image_size[1])
@@ -57,34 +48,27 @@ class Cutout(v2.RandomErasing):
 
 
 def _pixels(what: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{what}; got {value!r}")
 
 
 def augmentation(
     spec: DataSpec, augment: str = "standard", *, translate: int | None = None, cutout: int = 0
 ) -> tuple[list[Any], list[Any]]:
-    """The training augmentation, defined once: (ops on uint8 images, ops on normalised float images).
+    """The training augmentation, defined once: (ops on uint8 images, ops on normalised float images), applied image
+    by image by :func:`build_transform` and to whole batches by :class:`imgzoo.data.loaders.FastLoader`.
 
-    :func:`build_transform` applies them image by image; :class:`imgzoo.data.loaders.FastLoader`
-    applies the same ops to whole batches. ``"standard"``: small images get a random crop of a
-    reflection-padded copy (``translate`` pixels, default 1/8 of the side: 4 on CIFAR's 32, He et al.
-    2016 section 4.2; reflection as airbench, so the border shows content, not a frame the model can
-    key on), larger ones (``spec.resize``) RandomResizedCrop; both a horizontal flip unless it changes
-    the label (digits). ``"strong"`` adds TrivialAugmentWide (arXiv:2103.10158) and random erasing
-    (arXiv:1708.04896); ``"affine"`` a rotation of up to 10 degrees and scaling by 0.9-1.1, the
-    distortions that took a CNN to 0.6% error on MNIST (Simard et al. 2003). ``cutout``: see :class:`Cutout`.
+    ``"standard"``: a random crop of a reflection-padded copy (``translate`` pixels, default 1/8 of the side;
+    reflection as airbench, so the border is no frame to key on), or RandomResizedCrop for ``spec.resize``; a flip
+    unless it changes the label. ``"strong"`` adds TrivialAugmentWide (arXiv:2103.10158) and random erasing
+    (arXiv:1708.04896); ``"affine"`` rotation up to 10 degrees and scaling 0.9-1.1 (Simard et al. 2003, MNIST).
     """
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     _pixels(
-        "translate must be a whole number of pixels >= 0 (the largest shift of the random crop; None: 1/8 of the side)",
-        translate,
+        "translate must be a whole number of pixels >= 0 (None: 1/8 of the side)", 0 if translate is None else translate
     )
-    _pixels(
-        "cutout is the side of the square blanked out, a whole number of pixels >= 0",
-        cutout if cutout is not None else -1,
-    )
+    _pixels("cutout is the side of the square blanked out, a whole number of pixels >= 0", cutout)
     if augment == "none":
         return [], []
     if spec.resize is not None:
@@ -127,8 +111,7 @@ class ToImage:
             return self._from_tensor(_wide_to_unit_float(image))
         mode = "L" if self.channels == 1 else "RGB"
         if image.mode in ("P", "PA"):
-            # Palette images may carry transparency; going through RGBA avoids PIL's
-            # warning and keeps the colours of the opaque pixels.
+            # through RGBA: a palette's transparency would make PIL warn; the opaque pixels keep their colours
             image = image.convert("RGBA")
         return tv_tensors.Image(TF.pil_to_tensor(_convert(image, mode)))
 
@@ -159,28 +142,18 @@ class ToImage:
         return f"{type(self).__name__}(channels={self.channels})"
 
 
-# The value that means "full white" in PIL's high-bit-depth modes. PIL opens 16-bit PNG and
-# TIFF files as I;16 (or as I, 32-bit, in older releases and for some TIFFs), so both are
-# read as 16-bit; F images are taken as already in 0..1, the convention of float tensors.
+# "Full white" of PIL's high-bit-depth modes: 16-bit PNG and TIFF open as I;16 (or I in older PIL and some TIFFs).
 _FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
-# TIFF tags SMinSampleValue and SMaxSampleValue: the range a file declares for its samples.
-_TIFF_MIN_SAMPLE, _TIFF_MAX_SAMPLE = 340, 341
-
-
-def _declared_range(image: Image.Image) -> tuple[float, float] | None:
-    """The sample range a TIFF declares for itself, if it does (other formats have no such field)."""
-    tags = getattr(image, "tag_v2", None)
-    if not tags or _TIFF_MIN_SAMPLE not in tags or _TIFF_MAX_SAMPLE not in tags:
-        return None
-    low, high = np.min(tags[_TIFF_MIN_SAMPLE]), np.max(tags[_TIFF_MAX_SAMPLE])
-    return (float(low), float(high)) if high > low else None
+_TIFF_MIN_SAMPLE, _TIFF_MAX_SAMPLE = 340, 341  # SMinSampleValue, SMaxSampleValue: the range a TIFF declares
 
 
 def _wide_to_unit_float(image: Image.Image) -> torch.Tensor:
-    """A 16-bit or float image as float32 (1, H, W) in 0..1, scaled by its real range, never clipped."""
+    """A 16-bit or float image as float32 (1, H, W) in 0..1, scaled by its (TIFF-declared) range, never clipped."""
     values = np.asarray(image, dtype=np.float64)
-    low, high = _declared_range(image) or (0.0, _FULL_SCALE[image.mode])
+    tags = getattr(image, "tag_v2", None) or {}
+    low, high = np.min(tags.get(_TIFF_MIN_SAMPLE, np.nan)), np.max(tags.get(_TIFF_MAX_SAMPLE, np.nan))
+    low, high = (float(low), float(high)) if high > low else (0.0, _FULL_SCALE[image.mode])  # NaN: none declared
     if values.size and (np.isnan(values).any() or values.min() < low or values.max() > high):
         raise ValueError(
             f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
@@ -211,16 +184,12 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
 def build_transform(
     spec: DataSpec, train: bool = False, augment: str = "standard", *, translate: int | None = None, cutout: int = 0
 ) -> v2.Compose:
-    """Any image -> float32 tensor of ``spec.input_shape``, normalised; with ``train``, :func:`augmentation`'s ops.
-
-    ``train=False`` gives the deterministic eval transform: resize (small images), or resize the
-    shorter side to ``spec.resize`` and centre crop (ImageNet-style specs).
-    """
+    """Any image -> float32 tensor of ``spec.input_shape``, normalised; with ``train``, :func:`augmentation`'s ops,
+    else resized (small images), or shorter side resized to ``spec.resize`` and centre-cropped (ImageNet-style)."""
     if not isinstance(spec, DataSpec):
         raise TypeError(f"build_transform expects a DataSpec; got {type(spec).__name__}. Use for_model() for models.")
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-    before, after = augmentation(spec, augment if train else "none", translate=translate, cutout=cutout)
+    ops = augmentation(spec, augment, translate=translate, cutout=cutout)
+    before, after = ops if train else ([], [])
     if before or spec.resize is None:
         resize = [v2.Resize(spec.size, antialias=True)] if spec.resize is None else []
     else:
