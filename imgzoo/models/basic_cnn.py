@@ -112,9 +112,6 @@ class BasicCNN(LinearHeadMixin, nn.Module):
         logits = self.classifier(x)
         return logits if self.logit_scale == 1.0 else logits * self.logit_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def init_from_data(self, images: torch.Tensor) -> BasicCNN:
         """Set the layers that come from training images, before training, where ``needs_init_from_data``:
         the whitening stem (:func:`init_whitening`); otherwise a no-op."""

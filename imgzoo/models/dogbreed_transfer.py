@@ -135,9 +135,6 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
         x = self.dropout(self.backbone.avgpool(x).flatten(1))
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model("dogbreed_transfer", default_spec=IMAGENET)
 def dogbreed_transfer(

@@ -48,9 +48,6 @@ class MnistCNN(LinearHeadMixin, nn.Module):
         x = self.head(x)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 MAX_HIDDEN = 8192  # twice AlexNet's 4096-wide layers, already 25.7M parameters here
 

@@ -1,7 +1,5 @@
-"""The map of imgzoo: every architecture registers here with the input it expects (a :class:`DataSpec`),
-and every pretrained checkpoint with a :class:`WeightsEntry`. It imports no other imgzoo module;
-building with pretrained weights is :func:`imgzoo.hub.api.create_model`, one layer up.
-"""
+"""Every architecture registers here with the input it expects (a :class:`DataSpec`), every pretrained checkpoint
+with a :class:`WeightsEntry`; building with weights is :func:`imgzoo.hub.api.create_model`, one layer up."""
 
 from __future__ import annotations
 
@@ -52,13 +50,13 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise ValueError(f"DataSpec.channels must be 1 or 3, got {self.channels}")
+        if self.num_classes < 1:
+            raise ValueError(f"DataSpec.num_classes must be >= 1, got {self.num_classes}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(
                 f"DataSpec {self.name!r}: mean and std need one value per channel "
                 f"({self.channels}), got mean={self.mean} std={self.std}"
             )
-        if self.num_classes < 1:
-            raise ValueError(f"DataSpec.num_classes must be >= 1, got {self.num_classes}")
         names = self.class_names
         if names is not None and len(names) != self.num_classes:
             raise ValueError(f"DataSpec {self.name!r}: {len(names)} class names for {self.num_classes} classes")
@@ -87,8 +85,7 @@ class DataSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataSpec:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
+        if unknown := set(data) - known:
             raise ValueError(f"unknown DataSpec fields {sorted(unknown)}; expected {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
@@ -109,8 +106,6 @@ IMAGENET = DataSpec("imagenet", 3, (224, 224), (0.485, 0.456, 0.406), (0.229, 0.
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One registered architecture."""
-
     name: str
     builder: Callable[..., nn.Module]  # the registered (attribute-attaching) builder
     default_spec: DataSpec
@@ -159,8 +154,7 @@ Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 
 def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], Builder]:
-    """Register a keyword-only builder under ``name``; every model it returns carries its architecture name,
-    its keyword arguments and its :class:`DataSpec`, from which transforms and checkpoints are built."""
+    """Register a keyword-only builder; its models carry their architecture name, kwargs and :class:`DataSpec`."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _MODELS:
@@ -173,8 +167,7 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
 
         @functools.wraps(builder)
         def build(*, class_names: Sequence[str] | None = None, **kwargs: Any) -> nn.Module:
-            unknown = set(kwargs) - {p.name for p in params}
-            if unknown:
+            if unknown := set(kwargs) - {p.name for p in params}:
                 raise TypeError(
                     f"{name}() got unexpected arguments {sorted(unknown)}; it takes {sorted(p.name for p in params)}"
                     " and class_names"
@@ -209,7 +202,6 @@ def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    """The registry entry for ``name``; a ValueError with close matches if unknown."""
     if name not in _MODELS:
         raise _unknown("model", name, sorted(_MODELS))
     return _MODELS[name]
@@ -240,7 +232,6 @@ def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> Weights
 
 
 def unregister_weights(name: str) -> None:
-    """Remove a weights entry (used by tests and by users replacing an entry)."""
     _WEIGHTS.pop(name, None)
 
 
@@ -256,13 +247,8 @@ def list_pretrained(pattern: str | None = None) -> list[str]:
 
 
 def default_weights(arch: str, **builder_kwargs: Any) -> str:
-    """The weights name that ``pretrained=True`` means for ``arch`` built with ``builder_kwargs``.
-
-    The entry marked ``default=True``, else the only one; several unmarked ones are an error, not a guess.
-    Builder arguments first narrow the choice to the entries trained with them (``meta["kwargs"]``, compared
-    as JSON), so ``depth=56`` finds depth-56 weights; ``num_classes`` never chooses (it fine-tunes a new head).
-    When no entry agrees, the default stays, and the loader refuses arguments that change tensor shapes.
-    """
+    """The weights ``pretrained=True`` means for ``arch``: among entries trained with ``builder_kwargs`` (all if none
+    are; ``num_classes`` never chooses), the one marked ``default=True``, else the only one, else an error."""
     get_model_entry(arch)
     candidates = [e for e in _WEIGHTS.values() if e.arch == arch]
     if not candidates:

@@ -163,9 +163,6 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
         x = self.pool(x).flatten(1)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 MAX_DEPTH = 1202  # He et al. 2016's deepest (section 4.2, "Exploring over 1000 layers")
 MAX_WIDTH = 16  # Wide ResNets on CIFAR (Zagoruyko & Komodakis 2016) go up to k = 10
