@@ -1,6 +1,4 @@
-"""What happened during training, one row per epoch, exportable to dict, CSV and JSON. Accuracies are
-fractions in [0, 1]; ``val_loss`` and ``val_acc`` hold ``None`` for epochs trained without a validation set.
-"""
+"""Per-epoch training metrics, to dict, CSV and JSON; accuracies are fractions, val_* None without a val set."""
 
 from __future__ import annotations
 
@@ -36,8 +34,7 @@ class History:
 
     def append(self, **row: Any) -> None:
         """Add one epoch; every column must be given (val_* may be None)."""
-        missing, unknown = set(COLUMNS) - set(row), set(row) - set(COLUMNS)
-        if missing or unknown:
+        if (missing := set(COLUMNS) - set(row)) | (unknown := set(row) - set(COLUMNS)):
             raise ValueError(
                 f"History.append needs exactly {COLUMNS}; missing {sorted(missing)}, unknown {sorted(unknown)}"
             )
@@ -59,8 +56,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[Any]]) -> History:
-        unknown = set(data) - set(COLUMNS)
-        if unknown:
+        if unknown := set(data) - set(COLUMNS):
             raise ValueError(f"unknown History columns {sorted(unknown)}; expected {list(COLUMNS)}")
         lengths = {name: len(values) for name, values in data.items()}
         if len(set(lengths.values())) > 1:
@@ -98,6 +94,5 @@ class History:
         return text
 
     def plot(self, path: str | os.PathLike[str] | None = None):  # -> matplotlib.figure.Figure
-        """Accuracy and loss curves, train against validation (:func:`imgzoo.eval.plots.plot_history`, with the
-        optional extra "plot"); saved as PNG when ``path`` is given."""
+        """Accuracy and loss curves (:func:`imgzoo.eval.plots.plot_history`); a PNG at ``path`` if given."""
         return plot_history(self, path)
