@@ -16,21 +16,10 @@ from typing import Any, TypeVar
 from torch import nn
 
 __all__ = [
-    "CIFAR10",
-    "CIFAR10_CLASSES",
-    "IMAGENET",
-    "MNIST",
-    "DataSpec",
-    "ModelEntry",
-    "WeightsEntry",
-    "default_weights",
-    "get_model_entry",
-    "get_weights_entry",
-    "list_models",
-    "list_pretrained",
-    "register_model",
+    "CIFAR10", "CIFAR10_CLASSES", "IMAGENET", "MNIST", "DataSpec", "ModelEntry", "WeightsEntry",
+    "default_weights", "get_model_entry", "get_weights_entry", "list_models", "list_pretrained", "register_model",
     "register_weights",
-]
+]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -195,19 +195,15 @@ def check_model_fits(state: dict[str, Any], model: nn.Module, path: Path) -> Non
     saved, own = state["model"], model.state_dict()
     differences = [f"{k} missing from the checkpoint" for k in own if k not in saved]
     differences += [f"{k} not in this model" for k in saved if k not in own]
-    differences += [
-        f"{k} is {tuple(saved[k].shape)} in the checkpoint, {tuple(own[k].shape)} here"
-        for k in own
-        if k in saved and saved[k].shape != own[k].shape
-    ]
+    shapes = {k: (tuple(saved[k].shape), tuple(own[k].shape)) for k in own if k in saved}
+    differences += [f"{k} is {a} in the checkpoint, {b} here" for k, (a, b) in shapes.items() if a != b]
     if not other_build and not differences:
         return
     built = ""
     if other_build:
         keys = [k for k in {**saved_kwargs, **kwargs} if saved_kwargs.get(k) != kwargs.get(k)]
         changed = "; ".join(f"{k}={saved_kwargs.get(k)!r} there, {k}={kwargs.get(k)!r} here" for k in keys)
-        if saved_arch != arch:
-            changed = f"{saved_arch} there, {arch} here"
+        changed = f"{saved_arch} there, {arch} here" if saved_arch != arch else changed
         built = f" it was made for another model ({changed});"
     shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
     weights = f" {len(differences)} weights differ in name or shape ({shown})." if differences else ""
