@@ -19,6 +19,12 @@ __all__ = ["History"]
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time", "images_per_sec")
 
 
+def _written(text: str, path: str | os.PathLike[str] | None) -> str:
+    if path is not None:
+        atomic_write_text(path, text)
+    return text
+
+
 @dataclass
 class History:
     """Per-epoch metrics of one :func:`imgzoo.fit` run, as equal-length lists."""
@@ -69,10 +75,7 @@ class History:
             k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
             for k, values in self.to_dict().items()
         }
-        text = json.dumps(clean, indent=1)
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        return _written(json.dumps(clean, indent=1), path)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str]) -> History:
@@ -88,10 +91,7 @@ class History:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows(zip(*(getattr(self, name) for name in COLUMNS), strict=True))  # None: an empty cell
-        text = buffer.getvalue()
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        return _written(buffer.getvalue(), path)
 
     def plot(self, path: str | os.PathLike[str] | None = None):  # -> matplotlib.figure.Figure
         """Accuracy and loss curves (:func:`imgzoo.eval.plots.plot_history`); a PNG at ``path`` if given."""

@@ -74,8 +74,7 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
 
     def freeze_backbone(self) -> None:
         """Train only the classifier; the backbone's BatchNorm layers keep their ImageNet statistics."""
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
+        self.backbone.requires_grad_(False)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> DogBreedTransfer:

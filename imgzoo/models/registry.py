@@ -51,10 +51,7 @@ class DataSpec:
             raise ValueError(f"DataSpec {self.name!r}: {len(names)} class names for {self.num_classes} classes")
         if names is not None and len(set(names)) != len(names):  # predict answers with names: no ambiguity
             repeated = sorted({c for c in names if names.count(c) > 1})
-            raise ValueError(
-                f"DataSpec {self.name!r}: class names must be distinct; {repeated} appear more than once. "
-                "Give each class its own name."
-            )
+            raise ValueError(f"DataSpec {self.name!r}: class names must be distinct; {repeated} appear more than once")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -252,11 +249,8 @@ def default_weights(arch: str, **builder_kwargs: Any) -> str:
         recorded = entry.meta.get("kwargs") or {}
         return all(json.dumps(v, default=repr) == wanted[k] for k, v in recorded.items() if k in wanted)
 
-    agreeing = [e for e in candidates if trained_with_wanted(e)]
-    if agreeing and len(agreeing) < len(candidates):
-        candidates = agreeing
-    marked = [e.name for e in candidates if e.default]
-    if marked:
+    candidates = [e for e in candidates if trained_with_wanted(e)] or candidates
+    if marked := [e.name for e in candidates if e.default]:
         return marked[0]
     if len(candidates) == 1:
         return candidates[0].name
