@@ -68,18 +68,13 @@ class BasicCNN(LinearHeadMixin, nn.Module):
         else:
             self.stem = nn.Sequential(*conv_bn_act(3, stem_width, **norm))
         self.whiten = self.needs_init_from_data = whiten  # the model contract's flag for init_from_data
-        blocks = []
-        in_channels = stem_width
-        for width in widths:
-            blocks.append(
-                nn.Sequential(*conv_bn_act(in_channels, width, pool=True, **norm), *conv_bn_act(width, width, **norm))
-            )
-            in_channels = width
+        pairs = zip([stem_width, *widths], widths, strict=False)  # each block halves the resolution
+        blocks = [nn.Sequential(*conv_bn_act(a, b, pool=True, **norm), *conv_bn_act(b, b, **norm)) for a, b in pairs]
         self.blocks = nn.Sequential(*blocks)
         self.min_size = 2 ** len(widths) + (WHITEN_KERNEL - 1 if whiten else 0)  # the 2x2 patches lose a pixel
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(in_channels, num_classes)
+        self.classifier = nn.Linear(widths[-1], num_classes)
         self.logit_scale = logit_scale
         if dirac_init:
             dirac_init_(self)
