@@ -206,13 +206,12 @@ def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> Weights
     get_model_entry(entry.arch)  # the architecture must exist
     if entry.name in _WEIGHTS and not overwrite:
         raise ValueError(f"weights {entry.name!r} are already registered")
-    if entry.default:
-        others = [e.name for e in _WEIGHTS.values() if e.arch == entry.arch and e.default and e.name != entry.name]
-        if others:
-            raise ValueError(
-                f"{entry.name!r} is marked default=True but {others[0]!r} already is the default for "
-                f"{entry.arch!r}; an architecture has at most one default: unmark one of them"
-            )
+    others = [e.name for e in _WEIGHTS.values() if e.arch == entry.arch and e.default and e.name != entry.name]
+    if entry.default and others:
+        raise ValueError(
+            f"{entry.name!r} is marked default=True but {others[0]!r} already is the default for "
+            f"{entry.arch!r}; an architecture has at most one default: unmark one of them"
+        )
     _WEIGHTS[entry.name] = entry
     return entry
 
