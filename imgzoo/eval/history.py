@@ -1,6 +1,4 @@
-"""What happened during training, one row per epoch, exportable to dict, CSV and JSON. Accuracies are
-fractions in [0, 1]; ``val_loss`` and ``val_acc`` hold ``None`` for epochs trained without a validation set.
-"""
+"""Per-epoch training metrics, to dict, CSV and JSON; accuracies are fractions, val_* None without a val set."""
 
 from __future__ import annotations
 
@@ -21,6 +19,12 @@ __all__ = ["History"]
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time", "images_per_sec")
 
 
+def _written(text: str, path: str | os.PathLike[str] | None) -> str:
+    if path is not None:
+        atomic_write_text(path, text)
+    return text
+
+
 @dataclass
 class History:
     """Per-epoch metrics of one :func:`imgzoo.fit` run, as equal-length lists."""
@@ -36,8 +40,7 @@ class History:
 
     def append(self, **row: Any) -> None:
         """Add one epoch; every column must be given (val_* may be None)."""
-        missing, unknown = set(COLUMNS) - set(row), set(row) - set(COLUMNS)
-        if missing or unknown:
+        if (missing := set(COLUMNS) - set(row)) | (unknown := set(row) - set(COLUMNS)):
             raise ValueError(
                 f"History.append needs exactly {COLUMNS}; missing {sorted(missing)}, unknown {sorted(unknown)}"
             )
@@ -59,8 +62,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[Any]]) -> History:
-        unknown = set(data) - set(COLUMNS)
-        if unknown:
+        if unknown := set(data) - set(COLUMNS):
             raise ValueError(f"unknown History columns {sorted(unknown)}; expected {list(COLUMNS)}")
         lengths = {name: len(values) for name, values in data.items()}
         if len(set(lengths.values())) > 1:
@@ -73,10 +75,7 @@ class History:
             k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
             for k, values in self.to_dict().items()
         }
-        text = json.dumps(clean, indent=1)
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        return _written(json.dumps(clean, indent=1), path)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str]) -> History:
@@ -92,12 +91,8 @@ class History:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows(zip(*(getattr(self, name) for name in COLUMNS), strict=True))  # None: an empty cell
-        text = buffer.getvalue()
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        return _written(buffer.getvalue(), path)
 
     def plot(self, path: str | os.PathLike[str] | None = None):  # -> matplotlib.figure.Figure
-        """Accuracy and loss curves, train against validation (:func:`imgzoo.eval.plots.plot_history`, with the
-        optional extra "plot"); saved as PNG when ``path`` is given."""
+        """Accuracy and loss curves (:func:`imgzoo.eval.plots.plot_history`); a PNG at ``path`` if given."""
         return plot_history(self, path)

@@ -1,9 +1,5 @@
-"""The original notebooks' figures: training curves, a grid of labelled samples, a confusion matrix.
-
-Each draws what it is given (running a model first is :mod:`imgzoo.eval.evaluation`'s). matplotlib, the
-optional extra ``plot``, loads only when a figure is drawn; figures are ``matplotlib.figure.Figure``, not
-pyplot, so they need no display and leave pyplot's state alone; ``path=`` saves a PNG atomically.
-"""
+"""The original notebooks' figures: training curves, labelled samples, a confusion matrix. matplotlib (extra
+``plot``) loads only when drawing; a ``Figure``, not pyplot, needs no display; ``path=`` saves a PNG atomically."""
 
 from __future__ import annotations
 
@@ -21,9 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["plot_confusion_matrix", "plot_histories", "plot_history", "plot_samples"]
 
 
-class History(Protocol):
-    """What a curve reads of an imgzoo History; named here so that plots.py, a leaf, imports nothing above it."""
-
+class History(Protocol):  # what a curve reads of imgzoo's History, which imports this module
     epoch: list[int]
     train_loss: list[float]
     val_loss: list[float | None]
@@ -45,25 +39,19 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     return fig
 
 
-def _curves(axes: Sequence[Any], history: History, label: str = "", style: Any = None) -> None:
-    """Accuracy on the left, loss on the right; solid lines train, dashed validation. Each epoch is a marker
-    too (a one-epoch run is a point, which a line alone would not draw), and the x axis ticks integers."""
+def _curves(axes: Sequence[Any], history: History, label: str = "") -> None:
+    """Accuracy left, loss right; solid train, dashed validation; markers, so a one-epoch run shows a point."""
     from matplotlib.ticker import MaxNLocator
 
     prefix = f"{label} " if label else ""
-    for ax, metric in zip(axes, ("acc", "loss"), strict=True):
-        scale = 100 if metric == "acc" else 1
+    for ax, metric, scale, ylabel in zip(axes, ("acc", "loss"), (100, 1), ("accuracy (%)", "loss"), strict=True):
         train = [scale * v for v in getattr(history, f"train_{metric}")]
-        (line,) = ax.plot(history.epoch, train, "o-", markersize=4, label=f"{prefix}train", color=style)
+        (line,) = ax.plot(history.epoch, train, "o-", markersize=4, label=f"{prefix}train")
         val = [(scale * v if v is not None else float("nan")) for v in getattr(history, f"val_{metric}")]
         if any(v == v for v in val):  # not all NaN
             ax.plot(history.epoch, val, "s--", markersize=4, label=f"{prefix}val", color=line.get_color())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set(
-            xlabel="epoch",
-            ylabel="accuracy (%)" if metric == "acc" else "loss",
-            title={"acc": "Accuracy", "loss": "Loss"}[metric],
-        )
+        ax.set(xlabel="epoch", ylabel=ylabel, title="Accuracy" if metric == "acc" else "Loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
 
@@ -105,12 +93,8 @@ def plot_samples(
     std: Sequence[float] | None = None,
     path: str | os.PathLike[str] | None = None,
 ) -> Figure:
-    """The notebooks' "predicted samples" grid: each title reads "true -> predicted", red where wrong.
-
-    ``images`` is an (N, C, H, W) batch normalised with ``mean`` and ``std`` (given, the normalisation is
-    undone; absent, each image is stretched to [0, 1]). :func:`imgzoo.eval.evaluation.plot_predictions` runs
-    a model and then calls this.
-    """
+    """A grid titled "true -> predicted", red where wrong, of an (N, C, H, W) batch normalised with ``mean`` and
+    ``std`` (undone if given; else each image is stretched to [0, 1])."""
     images = torch.as_tensor(images)
     true_labels, predicted = [int(t) for t in true_labels], [int(p) for p in predicted]
     if images.dim() != 4 or len(images) == 0:

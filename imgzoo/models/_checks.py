@@ -1,5 +1,5 @@
-"""Checks shared by the model families: a wrong batch or builder argument fails with a sentence that names the
-model, what it expected and what came, not with a shape error three layers deep or an 8 TB allocation."""
+"""Checks shared by the model families: a wrong batch or builder argument fails with a sentence naming the model,
+what it expected and what came, not with a shape error three layers deep or an 8 TB allocation."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ PREPROCESS = "Use imgzoo.data.transforms.for_model(model) to preprocess (convert
 
 
 def _skip_input_checks() -> bool:
-    """True while torch.fx or torch.export trace: their proxies cannot take Python's raise branches, and the
-    eager model checked the same shapes (TorchScript skips at the call site, ``torch.jit.is_scripting()``)."""
+    """True while torch.fx or torch.export trace: their proxies cannot take Python's raise branches."""
     # torch < 2.4 has only the broader tests, which also skip the checks under torch.compile.
     is_fx = getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)
     return is_fx() or getattr(torch.compiler, "is_exporting", torch.compiler.is_compiling)()
@@ -42,8 +41,8 @@ def check_input(
     min_size: int = 1,
     dtype: torch.dtype = torch.float32,
 ) -> None:
-    """Raise unless ``x`` is an (N, channels, H, W) batch of ``dtype`` (the weights'; any float under autocast);
-    H and W are ``size``, or at least ``min_size`` and multiples of ``multiple_of``."""
+    """Raise unless ``x`` is an (N, channels, H, W) batch of ``dtype`` (any float under autocast) whose H and W are
+    ``size``, or at least ``min_size`` and multiples of ``multiple_of``."""
     if _skip_input_checks():
         return
     if size is not None:
@@ -53,13 +52,9 @@ def check_input(
         expected = f"{channels}-channel images (N, {channels}, H, W) with {rule}"
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{model} expects a torch.Tensor of {expected}; got {type(x).__name__}.")
-    shape = tuple(x.shape)
-    fits = len(shape) == 4 and shape[1] == channels
-    if fits and size is not None:
-        fits = shape[2:] == tuple(size)
-    elif fits:
-        fits = all(s >= min_size and s % multiple_of == 0 for s in shape[2:])
-    if not fits:
+    shape, sides = tuple(x.shape), tuple(x.shape[2:])
+    sides_fit = sides == tuple(size) if size is not None else all(s >= min_size and s % multiple_of == 0 for s in sides)
+    if not (len(shape) == 4 and shape[1] == channels and sides_fit):
         hint = "Add a batch dimension with x.unsqueeze(0)." if x.dim() == 3 else PREPROCESS
         raise ValueError(f"{model} expects {expected}; got {shape}. {hint}")
     if not x.is_floating_point():
@@ -86,10 +81,11 @@ def check_num_classes(model: str, num_classes: Any) -> None:
     check_int(model, "num_classes", num_classes, high=MAX_CLASSES, why="ImageNet-21k has 21,841")
 
 
-def check_bool(model: str, name: str, value: Any) -> None:
+def check_bools(model: str, **values: Any) -> None:
     """Only True or False: ``bool("no")`` is True, so a string would silently mean yes."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{model}: {name} must be True or False; got {value!r} ({type(value).__name__}).")
+    for name, value in values.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{model}: {name} must be True or False; got {value!r} ({type(value).__name__}).")
 
 
 def check_fraction(model: str, name: str, value: Any, meaning: str, *, closed: str = "(]") -> None:

@@ -1,22 +1,22 @@
-"""The head half of timm's model contract: loading weights into another number of classes goes through
-``get_classifier`` / ``reset_classifier``, never an attribute name, so a user's model with an ``fc`` loads too.
-
-A model with layers set from training images before training (basic_cnn's whitening stem) says so with
-``needs_init_from_data = True`` and does it in ``init_from_data(images)``; callers never name the family.
-"""
+"""timm's model contract: a new head goes through ``get_classifier`` / ``reset_classifier``, never an attribute
+name. A model with layers set from training images says ``needs_init_from_data = True`` (``init_from_data``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 
 class LinearHeadMixin:
-    """``get_classifier`` / ``reset_classifier`` for a model whose head is one ``nn.Linear`` named ``classifier``."""
+    """``forward`` and the head methods for a model whose head is one ``nn.Linear`` named ``classifier``."""
 
     if TYPE_CHECKING:  # TorchScript reads class annotations and cannot resolve this one
         classifier: nn.Linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))  # type: ignore[attr-defined]
 
     def get_classifier(self) -> nn.Module:
         return self.classifier

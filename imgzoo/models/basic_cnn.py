@@ -1,10 +1,5 @@
-"""A plain CNN for 32x32 colour images after airbench94 (Jordan 2024, arXiv:2404.00498): three blocks of
-conv -> max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU at widths 64/256/256, ~2M parameters.
-
-Each airbench94 detail is an argument, off by default: ``whiten`` (a frozen 2x2 patch-whitening stem set from
-training images, :meth:`BasicCNN.init_from_data`), ``bn_momentum=0.4``, ``bn_scale=False``, ``logit_scale=1/9``
-and ``dirac_init``; the ``basic_cnn.airbench`` recipe sets them with the optimizer they belong to.
-"""
+"""A plain CNN for 32x32 colour images after airbench94 (Jordan 2024, arXiv:2404.00498); each airbench94 detail
+is an argument, off by default, and the ``basic_cnn.airbench`` recipe sets them with their optimizer."""
 
 from __future__ import annotations
 
@@ -12,15 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgzoo.models._checks import (
-    check_bool,
-    check_dropout,
-    check_fraction,
-    check_input,
-    check_int,
-    check_num_classes,
-    check_parameter_budget,
-)
+from imgzoo.models import _checks as checks
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.models.registry import CIFAR10, register_model
 
@@ -40,10 +27,9 @@ def conv_bn_act(
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)]
     if pool:
         layers.append(nn.MaxPool2d(2))
-    norm = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
-    norm.weight.requires_grad_(bn_scale)  # False: the scale stays 1 and only the shift learns (airbench)
-    layers += [norm, nn.GELU()]
-    return layers
+    layers.append(nn.BatchNorm2d(out_channels, momentum=bn_momentum))
+    layers[-1].weight.requires_grad_(bn_scale)  # False: the scale stays 1 and only the shift learns (airbench)
+    return [*layers, nn.GELU()]
 
 
 @torch.no_grad()
@@ -82,18 +68,13 @@ class BasicCNN(LinearHeadMixin, nn.Module):
         else:
             self.stem = nn.Sequential(*conv_bn_act(3, stem_width, **norm))
         self.whiten = self.needs_init_from_data = whiten  # the model contract's flag for init_from_data
-        blocks = []
-        in_channels = stem_width
-        for width in widths:
-            blocks.append(
-                nn.Sequential(*conv_bn_act(in_channels, width, pool=True, **norm), *conv_bn_act(width, width, **norm))
-            )
-            in_channels = width
+        pairs = zip([stem_width, *widths], widths, strict=False)  # each block halves the resolution
+        blocks = [nn.Sequential(*conv_bn_act(a, b, pool=True, **norm), *conv_bn_act(b, b, **norm)) for a, b in pairs]
         self.blocks = nn.Sequential(*blocks)
         self.min_size = 2 ** len(widths) + (WHITEN_KERNEL - 1 if whiten else 0)  # the 2x2 patches lose a pixel
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(in_channels, num_classes)
+        self.classifier = nn.Linear(widths[-1], num_classes)
         self.logit_scale = logit_scale
         if dirac_init:
             dirac_init_(self)
@@ -101,23 +82,21 @@ class BasicCNN(LinearHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's feature map, (N, widths[-1], H / 2**len(widths), W / 2**len(widths))."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
-            check_input(x, model="basic_cnn", channels=3, min_size=self.min_size, dtype=self.classifier.weight.dtype)
+            checks.check_input(
+                x, model="basic_cnn", channels=3, min_size=self.min_size, dtype=self.classifier.weight.dtype
+            )
         return self.blocks(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global max pool, dropout, then the classifier; ``pre_logits`` stops before the classifier."""
+        """Global max pool, dropout, the classifier (not with ``pre_logits``)."""
         x = self.dropout(self.pool(x).flatten(1))
         if pre_logits:
             return x
         logits = self.classifier(x)
         return logits if self.logit_scale == 1.0 else logits * self.logit_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def init_from_data(self, images: torch.Tensor) -> BasicCNN:
-        """Set the layers that come from training images, before training, where ``needs_init_from_data``:
-        the whitening stem (:func:`init_whitening`); otherwise a no-op."""
+        """Set the whitening stem from training images (:func:`init_whitening`); a no-op without one."""
         return init_whitening(self, images) if self.whiten else self
 
 
@@ -138,54 +117,33 @@ def basic_cnn(
     logit_scale: float = 1.0,
     dirac_init: bool = False,
 ) -> BasicCNN:
-    """A plain 3-block CNN after airbench94 (arXiv:2404.00498), ~2M parameters, for 3x32x32 images.
-
-    ``whiten=True``: the stem is airbench's frozen 2x2 patch-whitening layer (24 channels), set by
-    ``model.init_from_data(images)`` before training. ``bn_momentum`` (torch's convention: the new batch's
-    weight), ``bn_scale`` (learn batch-norm scales), ``logit_scale`` and ``dirac_init`` give airbench94's
-    network with 0.4, False, 1/9 and True.
-    """
-    widths = _checked_widths(widths)
-    check_int("basic_cnn", "stem_width", stem_width, high=MAX_WIDTH, why="twice ResNet-50's widest stage")
-    check_bool("basic_cnn", "whiten", whiten)
-    if whiten and stem_width != 32:
-        raise ValueError(
-            f"basic_cnn: whiten=True makes the stem the patch-whitening layer, whose width is fixed at {WHITEN_WIDTH} "
-            f"(12 eigenvector filters and their negatives), so stem_width={stem_width} would have no effect; leave "
-            "stem_width at its default, or pass whiten=False"
-        )
-    check_dropout("basic_cnn", dropout)
-    check_bool("basic_cnn", "bn_scale", bn_scale)
-    check_bool("basic_cnn", "dirac_init", dirac_init)
-    check_fraction("basic_cnn", "bn_momentum", bn_momentum, "the weight of each new batch in the running statistics")
-    check_fraction("basic_cnn", "logit_scale", logit_scale, "a factor on the logits; airbench94 uses 1/9")
-    check_num_classes("basic_cnn", num_classes)
-    check_parameter_budget(
-        "basic_cnn",
-        _parameter_estimate(widths, stem_width, num_classes),
-        f"widths={widths}, stem_width={stem_width}, num_classes={num_classes}",
-    )
-    return BasicCNN(widths, num_classes, stem_width, dropout, whiten, bn_momentum, bn_scale, logit_scale, dirac_init)
-
-
-def _checked_widths(widths: object) -> tuple[int, ...]:
+    """A plain 3-block CNN after airbench94, ~2M parameters, for 3x32x32 images. ``whiten=True``: a frozen 2x2
+    patch-whitening stem set by ``model.init_from_data(images)``; airbench94 uses ``bn_momentum=0.4``,
+    ``bn_scale=False``, ``logit_scale=1/9``, ``dirac_init=True``."""
     if not isinstance(widths, (tuple, list)) or not 1 <= len(widths) <= MAX_BLOCKS:
         raise TypeError(
             f"basic_cnn: widths must be a tuple or list of 1 to {MAX_BLOCKS} ints (one per block, each halving "
             f"the resolution), e.g. (64, 256, 256); got {widths!r}"
         )
-    for i, width in enumerate(widths):
-        check_int("basic_cnn", f"widths[{i}]", width, high=MAX_WIDTH, why="twice ResNet-50's widest stage")
-    return tuple(widths)
-
-
-def _parameter_estimate(widths: tuple[int, ...], stem_width: int, num_classes: int) -> int:
-    """The 3x3 convolutions' and the classifier's weights, which are nearly all of the network."""
-    convs, in_channels = 9 * 3 * stem_width, stem_width
+    widths = tuple(widths)
+    for name, value in {**{f"widths[{i}]": w for i, w in enumerate(widths)}, "stem_width": stem_width}.items():
+        checks.check_int("basic_cnn", name, value, high=MAX_WIDTH, why="twice ResNet-50's widest stage")
+    checks.check_bools("basic_cnn", whiten=whiten, bn_scale=bn_scale, dirac_init=dirac_init)
+    if whiten and stem_width != 32:
+        raise ValueError(
+            f"basic_cnn: whiten=True fixes the stem's width at {WHITEN_WIDTH} (12 eigenvector filters and their "
+            f"negatives), so stem_width={stem_width} would have no effect; leave it at 32, or pass whiten=False"
+        )
+    checks.check_dropout("basic_cnn", dropout)
+    checks.check_fraction("basic_cnn", "bn_momentum", bn_momentum, "the weight of each new batch in the statistics")
+    checks.check_fraction("basic_cnn", "logit_scale", logit_scale, "a factor on the logits; airbench94 uses 1/9")
+    checks.check_num_classes("basic_cnn", num_classes)
+    convs, in_channels = 9 * 3 * stem_width, stem_width  # 3x3 convolutions and classifier: nearly all parameters
     for width in widths:
-        convs += 9 * (in_channels * width + width * width)
-        in_channels = width
-    return convs + in_channels * num_classes
+        convs, in_channels = convs + 9 * (in_channels * width + width * width), width
+    arguments = f"widths={widths}, stem_width={stem_width}, num_classes={num_classes}"
+    checks.check_parameter_budget("basic_cnn", convs + in_channels * num_classes, arguments)
+    return BasicCNN(widths, num_classes, stem_width, dropout, whiten, bn_momentum, bn_scale, logit_scale, dirac_init)
 
 
 def _normalised(model: BasicCNN, images: torch.Tensor) -> torch.Tensor:
@@ -209,11 +167,7 @@ def _normalised(model: BasicCNN, images: torch.Tensor) -> torch.Tensor:
 
 
 def _patch_second_moment(images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """E[p p^T] over every 2x2 patch p (12 values, ordered as a conv weight), float64, on the images' device.
-
-    Not centred, as airbench94's ``get_whitening_parameters``: normalised images have zero mean. Summed in
-    chunks, so a few thousand images take megabytes rather than gigabytes.
-    """
+    """E[p p^T] over every 2x2 patch p, float64; not centred, as airbench94's (normalised images have zero mean)."""
     size = 3 * WHITEN_KERNEL**2
     total = torch.zeros(size, size, dtype=torch.float64, device=images.device)
     count = 0
@@ -226,13 +180,8 @@ def _patch_second_moment(images: torch.Tensor, chunk: int = 256) -> torch.Tensor
 
 @torch.no_grad()
 def init_whitening(model: BasicCNN, images: torch.Tensor, eps: float = WHITEN_EPS) -> BasicCNN:
-    """Set the whitening stem of ``basic_cnn(whiten=True)`` from training images (airbench94 uses 5,000).
-
-    The filters are the eigenvectors of the 2x2 patches' second-moment matrix, largest first, each divided by
-    sqrt(eigenvalue + eps), then the same negated (so the GELU after it passes both signs): the first 12
-    channels then have second moments eigenvalue / (eigenvalue + eps), 1 wherever the data varies, and none
-    correlate. Returns the model.
-    """
+    """Set the whitening stem of ``basic_cnn(whiten=True)`` from training images (airbench94 uses 5,000): the
+    patches' eigenvectors over sqrt(eigenvalue + eps), then negated (the GELU after it passes both signs)."""
     if not isinstance(model, BasicCNN) or not model.whiten:
         raise ValueError(
             f"init_whitening sets the stem of basic_cnn(whiten=True); got {type(model).__name__}"

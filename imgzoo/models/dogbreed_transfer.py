@@ -1,11 +1,5 @@
 """Transfer learning for the 120 Stanford Dogs breeds (Khosla et al. 2011): an ImageNet-pretrained torchvision
-ResNet whose 1000-way classifier is replaced by a fresh ``num_classes``-way linear head. Freezing and rates::
-
-    model = dogbreed_transfer(weights="imagenet")        # backbone frozen, head trains
-    model.unfreeze(last=1)                                # ... then also layer4
-    model.unfreeze()                                      # ... or everything
-    opt = torch.optim.SGD(model.param_groups(lr=0.01, backbone_lr_scale=0.1), momentum=0.9)
-"""
+ResNet with a fresh ``num_classes``-way linear head; ``unfreeze(last=1)`` and ``param_groups`` fine-tune it."""
 
 from __future__ import annotations
 
@@ -17,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from imgzoo.models._checks import check_bool, check_choice, check_dropout, check_input, check_num_classes
+from imgzoo.models._checks import check_bools, check_choice, check_dropout, check_input, check_num_classes
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.models.registry import IMAGENET, register_model
 
@@ -43,20 +37,17 @@ _TRUE = ("1", "on", "yes", "true")  # huggingface_hub's constants.ENV_VARS_TRUE_
 
 
 def _missing_weights(backbone: str, why: str) -> RuntimeError:
-    url = _imagenet_weights(backbone).url
     return RuntimeError(
         f"dogbreed_transfer: ImageNet weights for {backbone} are not in the torch hub cache and {why}.\n"
-        f"Expected file: {imagenet_weights_path(backbone)}\n"
-        f'Fetch it on a machine with internet (python -c "import torchvision; '
-        f"torchvision.models.{backbone}(weights='DEFAULT')\", or download {url}) and copy it "
-        f"there, or set TORCH_HOME to a folder whose hub/checkpoints/ holds it. In Python, "
-        f"dogbreed_transfer(weights=None) builds the network with random weights instead."
+        f"Expected file: {imagenet_weights_path(backbone)}\nFetch it on a machine with internet (python -c "
+        f"\"import torchvision; torchvision.models.{backbone}(weights='DEFAULT')\", or download "
+        f"{_imagenet_weights(backbone).url}) and copy it there, or set TORCH_HOME to a folder whose hub/checkpoints/ "
+        "holds it. In Python, dogbreed_transfer(weights=None) builds the network with random weights instead."
     )
 
 
 def _imagenet_trunk(backbone: str) -> nn.Module:
-    """torchvision's ResNet with its ImageNet weights, from $TORCH_HOME/hub/checkpoints/ or downloaded; a failed
-    download (no network, a refused proxy, a bad hash) becomes one error that names the file to fetch."""
+    """torchvision's ResNet with ImageNet weights, cached or downloaded; a failed download names the file to fetch."""
     cached = os.path.exists(imagenet_weights_path(backbone))
     offline = next((v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().lower() in _TRUE), None)
     if not cached and offline:
@@ -83,38 +74,30 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
 
     def freeze_backbone(self) -> None:
         """Train only the classifier; the backbone's BatchNorm layers keep their ImageNet statistics."""
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
+        self.backbone.requires_grad_(False)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> DogBreedTransfer:
-        """As nn.Module.train, except that frozen BatchNorm layers stay in eval mode, keeping their ImageNet
-        statistics (why detectron2 and torchvision's detection models use FrozenBatchNorm2d)."""
+        """As nn.Module.train, but frozen BatchNorm layers keep their ImageNet statistics (detectron2's reason)."""
         super().train(mode)
-        if mode:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                    p.requires_grad for p in module.parameters()
-                ):
-                    module.eval()
+        for module in self.backbone.modules() if mode else ():
+            trainable = any(p.requires_grad for p in module.parameters())
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not trainable:
+                module.eval()
         return self
 
     def unfreeze(self, last: int | None = None) -> None:
         """Make the whole backbone trainable, or only its ``last`` residual stages (1-4)."""
-        if last is None:
-            modules: list[nn.Module] = [self.backbone]
-        else:
-            if not isinstance(last, int) or not 0 <= last <= len(STAGES):
-                raise ValueError(f"unfreeze(last=...) takes 0-{len(STAGES)} stages, got {last!r}")
-            modules = [getattr(self.backbone, s) for s in STAGES[len(STAGES) - last :]]
+        if last is not None and (not isinstance(last, int) or not 0 <= last <= len(STAGES)):
+            raise ValueError(f"unfreeze(last=...) takes 0-{len(STAGES)} stages, got {last!r}")
+        modules = [self.backbone] if last is None else [getattr(self.backbone, s) for s in STAGES[len(STAGES) - last :]]
         for module in modules:
-            for p in module.parameters():
-                p.requires_grad_(True)
+            module.requires_grad_(True)
         self.train(self.training)  # unfrozen BatchNorm layers follow the model's mode again
 
     def param_groups(self, lr: float, backbone_lr_scale: float = 0.1) -> list[dict[str, Any]]:
-        """Optimizer groups: the head at ``lr``, trainable backbone parameters at ``lr * backbone_lr_scale``, so
-        a new head's large early gradients do not wreck the pretrained features (Kornblith et al. 2019)."""
+        """The head at ``lr``, the trainable backbone at ``lr * backbone_lr_scale``, so a new head's large early
+        gradients do not wreck the pretrained features (Kornblith et al. 2019)."""
         head = [p for p in self.classifier.parameters() if p.requires_grad]
         body = [p for p in self.backbone.parameters() if p.requires_grad]
         groups = [{"params": head, "lr": lr}]
@@ -131,12 +114,9 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
         return trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x))))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """The trunk's average pool, dropout, then the classifier; ``pre_logits`` stops before the classifier."""
+        """The trunk's average pool, dropout, the classifier (not with ``pre_logits``)."""
         x = self.dropout(self.backbone.avgpool(x).flatten(1))
         return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("dogbreed_transfer", default_spec=IMAGENET)
@@ -148,12 +128,11 @@ def dogbreed_transfer(
     freeze_backbone: bool = True,
     dropout: float = 0.0,
 ) -> DogBreedTransfer:
-    """A torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``; None: random) and a
-    new head. With ``freeze_backbone`` only the head trains; :meth:`DogBreedTransfer.unfreeze` and
-    :meth:`DogBreedTransfer.param_groups` fine-tune the rest."""
+    """A torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``; None: random) and a new
+    head; with ``freeze_backbone`` only the head trains until :meth:`DogBreedTransfer.unfreeze`."""
     check_choice("dogbreed_transfer", "backbone", backbone, BACKBONES)
     check_choice("dogbreed_transfer", "weights", weights, ("imagenet", None))
-    check_bool("dogbreed_transfer", "freeze_backbone", freeze_backbone)
+    check_bools("dogbreed_transfer", freeze_backbone=freeze_backbone)
     check_dropout("dogbreed_transfer", dropout)
     check_num_classes("dogbreed_transfer", num_classes)
     trunk = _imagenet_trunk(backbone) if weights == "imagenet" else torchvision.models.get_model(backbone)

@@ -1,19 +1,7 @@
-"""Fold batch norm into the convolution before it: an inference copy, for export and for users who ask.
-
-In eval mode a BatchNorm2d is a fixed per-channel affine map ``a * x + b``, so the convolution feeding
-it can absorb it (torch.nn.utils.fusion.fuse_conv_bn_eval does the arithmetic) and the network makes
-one pass less over every feature map: 1.11x the images/s of ResNet-20 in channels_last fp32 on a
-2-core AMD EPYC (docs/benchmarks.md). Folded, only where provably safe:
-
-- a Conv2d directly followed by a BatchNorm2d in an ``nn.Sequential``, where the convolution's
-  output reaches nothing else (every imgzoo family builds its conv-BN pairs so);
-- the same with a MaxPool2d between them, when every channel's scale ``a`` is positive (max-pooling
-  commutes with ``a * x + b`` only then: basic_cnn pools before its batch norm, as airbench does);
-- torchvision's ResNet and its blocks (the dogbreed_transfer backbone), whose forward applies
-  ``convK`` then ``bnK`` and nothing else to the convolution's output.
-
-A batch norm without running statistics normalises with the batch's own even in eval mode: never folded.
-"""
+"""Fold eval-mode batch norm (``a * x + b`` per channel) into the convolution before it: an inference copy, 1.11x
+the images/s of ResNet-20 (docs/benchmarks.md). Folded only where provably safe: Conv2d -> BatchNorm2d in an
+``nn.Sequential``; the same with a MaxPool2d between when every scale ``a`` is positive (only then does max-pooling
+commute); torchvision's ResNet blocks' ``convK``/``bnK`` pairs. No running statistics: never folded."""
 
 from __future__ import annotations
 
@@ -56,13 +44,8 @@ def _fold_sequential(seq: nn.Sequential) -> None:
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode with its batch norms folded into the convolutions before them.
-
-    The same logits up to float rounding (about 1e-6 relative in fp32); ``model`` is not changed. Layers
-    not provably safe to fold are copied as they are, so any model is accepted. The copy keeps the model's
-    attributes (``data_spec``), so its transforms travel with it; it is for inference only (its batch norms
-    are gone, so training it would train another network).
-    """
+    """An eval-mode copy of ``model`` (attributes such as ``data_spec`` kept) with its batch norms folded into the
+    convolutions before them: the same logits up to ~1e-6 relative in fp32; for inference only."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"fold_batchnorm takes a torch.nn.Module, got {type(model).__name__}")
     try:

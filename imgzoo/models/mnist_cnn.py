@@ -15,11 +15,8 @@ __all__ = ["MnistCNN", "mnist_cnn"]
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    ]
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    return [conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
 
 
 class MnistCNN(LinearHeadMixin, nn.Module):
@@ -43,13 +40,9 @@ class MnistCNN(LinearHeadMixin, nn.Module):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Flatten, dropout, the hidden layer and dropout, then the classifier; ``pre_logits`` returns the
-        ``hidden``-wide vector the classifier reads (a map this small has no pooling, so the MLP is the head)."""
+        """The MLP (a map this small needs no pooling), then the classifier unless ``pre_logits``."""
         x = self.head(x)
         return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 MAX_HIDDEN = 8192  # twice AlexNet's 4096-wide layers, already 25.7M parameters here

@@ -1,7 +1,5 @@
-"""The map of imgzoo: every architecture registers here with the input it expects (a :class:`DataSpec`),
-and every pretrained checkpoint with a :class:`WeightsEntry`. It imports no other imgzoo module;
-building with pretrained weights is :func:`imgzoo.hub.api.create_model`, one layer up.
-"""
+"""Every architecture registers here with the input it expects (a :class:`DataSpec`), every pretrained checkpoint
+with a :class:`WeightsEntry`; building with weights is :func:`imgzoo.hub.api.create_model`, one layer up."""
 
 from __future__ import annotations
 
@@ -18,21 +16,10 @@ from typing import Any, TypeVar
 from torch import nn
 
 __all__ = [
-    "CIFAR10",
-    "CIFAR10_CLASSES",
-    "IMAGENET",
-    "MNIST",
-    "DataSpec",
-    "ModelEntry",
-    "WeightsEntry",
-    "default_weights",
-    "get_model_entry",
-    "get_weights_entry",
-    "list_models",
-    "list_pretrained",
-    "register_model",
+    "CIFAR10", "CIFAR10_CLASSES", "IMAGENET", "MNIST", "DataSpec", "ModelEntry", "WeightsEntry",
+    "default_weights", "get_model_entry", "get_weights_entry", "list_models", "list_pretrained", "register_model",
     "register_weights",
-]
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,22 +39,19 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise ValueError(f"DataSpec.channels must be 1 or 3, got {self.channels}")
+        if self.num_classes < 1:
+            raise ValueError(f"DataSpec.num_classes must be >= 1, got {self.num_classes}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(
                 f"DataSpec {self.name!r}: mean and std need one value per channel "
                 f"({self.channels}), got mean={self.mean} std={self.std}"
             )
-        if self.num_classes < 1:
-            raise ValueError(f"DataSpec.num_classes must be >= 1, got {self.num_classes}")
         names = self.class_names
         if names is not None and len(names) != self.num_classes:
             raise ValueError(f"DataSpec {self.name!r}: {len(names)} class names for {self.num_classes} classes")
         if names is not None and len(set(names)) != len(names):  # predict answers with names: no ambiguity
             repeated = sorted({c for c in names if names.count(c) > 1})
-            raise ValueError(
-                f"DataSpec {self.name!r}: class names must be distinct; {repeated} appear more than once. "
-                "Give each class its own name."
-            )
+            raise ValueError(f"DataSpec {self.name!r}: class names must be distinct; {repeated} appear more than once")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -87,8 +71,7 @@ class DataSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataSpec:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
+        if unknown := set(data) - known:
             raise ValueError(f"unknown DataSpec fields {sorted(unknown)}; expected {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
@@ -109,8 +92,6 @@ IMAGENET = DataSpec("imagenet", 3, (224, 224), (0.485, 0.456, 0.406), (0.229, 0.
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One registered architecture."""
-
     name: str
     builder: Callable[..., nn.Module]  # the registered (attribute-attaching) builder
     default_spec: DataSpec
@@ -159,8 +140,7 @@ Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 
 def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], Builder]:
-    """Register a keyword-only builder under ``name``; every model it returns carries its architecture name,
-    its keyword arguments and its :class:`DataSpec`, from which transforms and checkpoints are built."""
+    """Register a keyword-only builder; its models carry their architecture name, kwargs and :class:`DataSpec`."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _MODELS:
@@ -173,8 +153,7 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
 
         @functools.wraps(builder)
         def build(*, class_names: Sequence[str] | None = None, **kwargs: Any) -> nn.Module:
-            unknown = set(kwargs) - {p.name for p in params}
-            if unknown:
+            if unknown := set(kwargs) - {p.name for p in params}:
                 raise TypeError(
                     f"{name}() got unexpected arguments {sorted(unknown)}; it takes {sorted(p.name for p in params)}"
                     " and class_names"
@@ -209,7 +188,6 @@ def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    """The registry entry for ``name``; a ValueError with close matches if unknown."""
     if name not in _MODELS:
         raise _unknown("model", name, sorted(_MODELS))
     return _MODELS[name]
@@ -228,19 +206,17 @@ def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> Weights
     get_model_entry(entry.arch)  # the architecture must exist
     if entry.name in _WEIGHTS and not overwrite:
         raise ValueError(f"weights {entry.name!r} are already registered")
-    if entry.default:
-        others = [e.name for e in _WEIGHTS.values() if e.arch == entry.arch and e.default and e.name != entry.name]
-        if others:
-            raise ValueError(
-                f"{entry.name!r} is marked default=True but {others[0]!r} already is the default for "
-                f"{entry.arch!r}; an architecture has at most one default: unmark one of them"
-            )
+    others = [e.name for e in _WEIGHTS.values() if e.arch == entry.arch and e.default and e.name != entry.name]
+    if entry.default and others:
+        raise ValueError(
+            f"{entry.name!r} is marked default=True but {others[0]!r} already is the default for "
+            f"{entry.arch!r}; an architecture has at most one default: unmark one of them"
+        )
     _WEIGHTS[entry.name] = entry
     return entry
 
 
 def unregister_weights(name: str) -> None:
-    """Remove a weights entry (used by tests and by users replacing an entry)."""
     _WEIGHTS.pop(name, None)
 
 
@@ -256,13 +232,8 @@ def list_pretrained(pattern: str | None = None) -> list[str]:
 
 
 def default_weights(arch: str, **builder_kwargs: Any) -> str:
-    """The weights name that ``pretrained=True`` means for ``arch`` built with ``builder_kwargs``.
-
-    The entry marked ``default=True``, else the only one; several unmarked ones are an error, not a guess.
-    Builder arguments first narrow the choice to the entries trained with them (``meta["kwargs"]``, compared
-    as JSON), so ``depth=56`` finds depth-56 weights; ``num_classes`` never chooses (it fine-tunes a new head).
-    When no entry agrees, the default stays, and the loader refuses arguments that change tensor shapes.
-    """
+    """The weights ``pretrained=True`` means for ``arch``: among entries trained with ``builder_kwargs`` (all if none
+    are; ``num_classes`` never chooses), the one marked ``default=True``, else the only one, else an error."""
     get_model_entry(arch)
     candidates = [e for e in _WEIGHTS.values() if e.arch == arch]
     if not candidates:
@@ -277,11 +248,8 @@ def default_weights(arch: str, **builder_kwargs: Any) -> str:
         recorded = entry.meta.get("kwargs") or {}
         return all(json.dumps(v, default=repr) == wanted[k] for k, v in recorded.items() if k in wanted)
 
-    agreeing = [e for e in candidates if trained_with_wanted(e)]
-    if agreeing and len(agreeing) < len(candidates):
-        candidates = agreeing
-    marked = [e.name for e in candidates if e.default]
-    if marked:
+    candidates = [e for e in candidates if trained_with_wanted(e)] or candidates
+    if marked := [e.name for e in candidates if e.default]:
         return marked[0]
     if len(candidates) == 1:
         return candidates[0].name

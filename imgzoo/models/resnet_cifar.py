@@ -1,8 +1,5 @@
-"""ResNet for 32x32 images: He et al., "Deep Residual Learning for Image Recognition", 2016, section 4.2.
-
-A 3x3 stem with 16 filters, three stages of n basic blocks at widths 16/32/64 on 32/16/8-pixel maps, global
-average pooling and a linear classifier: 6n+2 layers. The paper reports ResNet-20 at 8.75% test error.
-"""
+"""ResNet for 32x32 images (He et al. 2016, section 4.2): three stages of n basic blocks at widths 16/32/64, 6n+2
+layers; the paper reports ResNet-20 at 8.75% test error."""
 
 from __future__ import annotations
 
@@ -10,14 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgzoo.models._checks import (
-    check_bool,
-    check_choice,
-    check_input,
-    check_int,
-    check_num_classes,
-    check_parameter_budget,
-)
+from imgzoo.models import _checks as checks
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.models.registry import CIFAR10, register_model
 
@@ -27,12 +17,8 @@ SHORTCUTS = ("A", "B", "none")
 
 
 def subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """Every ``stride``-th pixel of each row and column, in x's own memory layout, gradient included.
-
-    Slicing's backward writes an NCHW gradient, which in a channels_last network made the ReLU backward after it
-    10x slower (4.95 against 0.48 ms, 2-core Xeon with AMX, batch 128: the layouts study in docs/benchmarks.md);
-    a 1x1 avg_pool2d picks the same pixels and keeps the layout. NCHW input and inference keep the slice, a view.
-    """
+    """Every ``stride``-th pixel, in x's own memory layout: slicing's backward writes an NCHW gradient, which made
+    a channels_last ReLU backward 10x slower (4.95 vs 0.48 ms, docs/benchmarks.md); avg_pool2d keeps the layout."""
     if x.is_contiguous() or not x.requires_grad:
         return x[:, :, ::stride, ::stride]
     return F.avg_pool2d(x, 1, stride)
@@ -57,11 +43,7 @@ class PadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers plus a shortcut: ``relu(residual(x) + shortcut(x))``.
-
-    ``shortcut="none"`` drops the skip connection, giving the "plain" network the
-    paper compares against (figure 6).
-    """
+    """``relu(residual(x) + shortcut(x))``, two 3x3 conv-BN layers; ``shortcut="none"``: the plain net (figure 6)."""
 
     # TorchScript compiles properties too, and cannot type an nn.Sequential element as BatchNorm2d;
     # last_bn is for initialisation and tests, never for forward.
@@ -73,9 +55,7 @@ class BasicBlock(nn.Module):
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         if stride not in (1, 2):
             raise ValueError(f"BasicBlock: stride must be 1 or 2, got {stride!r}")
-        if shortcut == "A" and out_channels < in_channels:
-            # Zero-padding can only add channels; F.pad with a negative width would
-            # silently drop some instead.
+        if shortcut == "A" and out_channels < in_channels:  # F.pad with a negative width would drop channels
             raise ValueError(
                 f"BasicBlock: shortcut 'A' pads channels and cannot map {in_channels} to {out_channels}; "
                 f"use shortcut='B' (1x1 projection)"
@@ -128,19 +108,13 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
         super().__init__()
         widths = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
         )
         stages = []
-        in_channels = widths[0]
-        for i, out_channels in enumerate(widths):
-            blocks = []
-            for j in range(blocks_per_stage):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(BasicBlock(in_channels, out_channels, stride, shortcut))
-                in_channels = out_channels
-            stages.append(nn.Sequential(*blocks))
+        for i, (in_channels, out_channels) in enumerate(zip([widths[0], *widths], widths, strict=False)):
+            first = BasicBlock(in_channels, out_channels, 2 if i > 0 else 1, shortcut)
+            rest = [BasicBlock(out_channels, out_channels, 1, shortcut) for _ in range(blocks_per_stage - 1)]
+            stages.append(nn.Sequential(first, *rest))
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
@@ -155,16 +129,13 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map, (N, 64 * width, H / 4, W / 4)."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
-            check_input(x, model="resnet_cifar", channels=3, multiple_of=4, dtype=self.classifier.weight.dtype)
+            checks.check_input(x, model="resnet_cifar", channels=3, multiple_of=4, dtype=self.classifier.weight.dtype)
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool, then the classifier; ``pre_logits`` stops before the classifier."""
+        """Global average pool, the classifier (not with ``pre_logits``)."""
         x = self.pool(x).flatten(1)
         return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 MAX_DEPTH = 1202  # He et al. 2016's deepest (section 4.2, "Exploring over 1000 layers")
@@ -180,33 +151,18 @@ def resnet_cifar(
     width: int = 1,
     zero_init_residual: bool = False,
 ) -> ResNetCifar:
-    """He et al. 2016, section 4.2: a 6n+2-layer ResNet for 32x32 images (depth 20, 32, 44, 56, 110).
-
-    ``shortcut`` is "A" (zero-padding, parameter-free, as in the paper's CIFAR runs),
-    "B" (1x1 projections where the shape changes) or "none" (the plain network);
-    ``width`` multiplies the 16/32/64 stage widths.
-    """
-    check_int("resnet_cifar", "depth", depth, low=8, high=MAX_DEPTH, why="6n+2; the paper's deepest is 1202")
+    """He et al. 2016, section 4.2: a 6n+2-layer ResNet for 32x32 images (depth 20, 32, 44, 56, 110). ``shortcut``:
+    "A" (zero-padding, the paper's), "B" (1x1 projections) or "none"; ``width`` multiplies the stage widths."""
+    checks.check_int("resnet_cifar", "depth", depth, low=8, high=MAX_DEPTH, why="6n+2; the paper's deepest is 1202")
     if (depth - 2) % 6:
         raise ValueError(f"resnet_cifar: depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
-    check_choice("resnet_cifar", "shortcut", shortcut, SHORTCUTS)
-    check_int("resnet_cifar", "width", width, high=MAX_WIDTH, why="a multiplier; Wide ResNets use up to 10")
-    check_bool("resnet_cifar", "zero_init_residual", zero_init_residual)
-    check_num_classes("resnet_cifar", num_classes)
-    blocks_per_stage = (depth - 2) // 6
-    check_parameter_budget(
-        "resnet_cifar",
-        _parameter_estimate(blocks_per_stage, width, num_classes),
-        f"depth={depth}, width={width}, num_classes={num_classes}",
-    )
-    return ResNetCifar(blocks_per_stage, num_classes, shortcut, width, zero_init_residual)
-
-
-def _parameter_estimate(blocks_per_stage: int, width: int, num_classes: int) -> int:
-    """The 3x3 convolutions' and the classifier's weights, which are nearly all of the network."""
-    widths = [16 * width, 32 * width, 64 * width]
-    convs = 9 * 3 * widths[0]
+    checks.check_choice("resnet_cifar", "shortcut", shortcut, SHORTCUTS)
+    checks.check_int("resnet_cifar", "width", width, high=MAX_WIDTH, why="a multiplier; Wide ResNets use up to 10")
+    checks.check_bools("resnet_cifar", zero_init_residual=zero_init_residual)
+    checks.check_num_classes("resnet_cifar", num_classes)
+    n, widths = (depth - 2) // 6, [16 * width, 32 * width, 64 * width]
+    estimate = 9 * 3 * widths[0] + widths[-1] * num_classes  # 3x3 convolutions and classifier: nearly all
     for previous, channels in zip([widths[0], *widths], widths, strict=False):
-        convs += 9 * (previous * channels + channels * channels)  # the stage's first block
-        convs += 18 * channels * channels * (blocks_per_stage - 1)
-    return convs + widths[-1] * num_classes
+        estimate += 9 * (previous * channels + channels * channels) + 18 * channels * channels * (n - 1)
+    checks.check_parameter_budget("resnet_cifar", estimate, f"depth={depth}, width={width}, num_classes={num_classes}")
+    return ResNetCifar(n, num_classes, shortcut, width, zero_init_residual)

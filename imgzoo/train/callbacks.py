@@ -103,8 +103,7 @@ class CSVLogger(Callback):
 
 @torch.no_grad()
 def _copy_into(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy ``tensors`` into the state-dict entries of ``model`` they name, cast to its dtypes."""
-    own = model.state_dict(keep_vars=True)
+    own = model.state_dict(keep_vars=True)  # copy_ casts to the model's dtypes
     for name, tensor in tensors.items():
         own[name].data.copy_(tensor)
 
@@ -118,9 +117,8 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 class _ValidatedOnAverage(Callback):
-    """Validation on a weight average (``_average(model)``, what fit hands back if it stops there): swapped in at
-    the first eval-mode forward after training steps, out when the model trains again, at ``on_epoch_end``
-    (before the checkpoint) and at ``on_fit_end``. ``_every_step(model)`` runs after every ``every``-th step."""
+    """Swaps ``_average(model)`` in at the first eval-mode forward after training steps, out when the model trains
+    again and at epoch end (before the checkpoint); ``_every_step(model)`` runs every ``every``-th step."""
 
     def __init__(self, name: str, decay: float, every: int, example: str) -> None:
         if not 0.0 < decay < 1.0:
@@ -168,9 +166,8 @@ class _ValidatedOnAverage(Callback):
 
 
 class EMA(_ValidatedOnAverage):
-    """An fp32 moving average of the weights (timm's ``ModelEmaV3``) after every ``every``-th step, validated
-    during fit and copied into the model at its end unless ``copy_to_model=False`` (it stays in :attr:`shadow`).
-    ``warmup``: update ``t`` uses ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates``)."""
+    """An fp32 moving average of the weights (timm's ``ModelEmaV3``), validated during fit and copied into the model
+    at its end unless ``copy_to_model=False``; ``warmup``: decay ``min(decay, (1 + t) / (10 + t))`` (TensorFlow)."""
 
     def __init__(self, decay: float = 0.999, every: int = 1, warmup: bool = True, copy_to_model: bool = True) -> None:
         super().__init__("EMA", decay, every, "0.999 (an average over ~1000 steps)")
@@ -180,16 +177,13 @@ class EMA(_ValidatedOnAverage):
         self._restored = False  # the shadow came from a checkpoint: this fit continues it
 
     def current_decay(self) -> float:
-        """The decay the next update uses."""
         return min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
 
     @torch.no_grad()
     def reset(self, model: nn.Module) -> None:
         """Start the average at ``model``'s weights."""
-        tensors = model.state_dict().items()
-        self.shadow = {
-            k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype, copy=True) for k, v in tensors
-        }
+        self.shadow = {k: v.detach().to(v.dtype, copy=True) for k, v in model.state_dict().items()}
+        self.shadow = {k: v.float() if v.is_floating_point() else v for k, v in self.shadow.items()}
         self.steps = self.updates = 0
 
     @torch.no_grad()
@@ -243,11 +237,8 @@ class EMA(_ValidatedOnAverage):
 
 
 class Lookahead(_ValidatedOnAverage):
-    """Lookahead (Zhang et al. 2019) as airbench94 schedules it: every ``every``-th step
-    ``slow = d * slow + (1 - d) * weights`` (batch-norm statistics included), then ``weights = slow``, with
-    ``d = decay * progress ** ramp`` growing from 0, so the pull bites as the learning rate falls. airbench94's
-    ablations found it useful only with fast batch-norm statistics (``basic_cnn(bn_momentum=0.4)``).
-    Validation and the model fit hands back hold the slow weights."""
+    """Lookahead (Zhang et al. 2019) as airbench94 schedules it: every ``every``-th step ``slow = d * slow + (1 - d)
+    * weights``, then ``weights = slow``, with ``d = decay * progress ** ramp`` (useful with ``bn_momentum=0.4``)."""
 
     def __init__(self, decay: float = 0.95**5, every: int = 5, ramp: float = 3.0) -> None:
         super().__init__("Lookahead", decay, every, "0.95 ** 5 = 0.774 (airbench94)")
@@ -258,7 +249,6 @@ class Lookahead(_ValidatedOnAverage):
         self.total = 0  # optimizer steps in the whole run: epochs * steps_per_epoch
 
     def current_decay(self) -> float:
-        """The decay of the pull made after the current step."""
         progress = min(1.0, self.steps / self.total) if self.total else 1.0
         return self.decay * progress**self.ramp
 
@@ -277,8 +267,7 @@ class Lookahead(_ValidatedOnAverage):
     def _every_step(self, model: nn.Module) -> None:
         self.pull(model, self.current_decay())
 
-    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        # What a pull writes: the floating-point entries.
+    def _average(self, model: nn.Module) -> dict[str, torch.Tensor]:  # what a pull writes
         return {name: kept for name, kept in (self.slow or {}).items() if kept.is_floating_point()}
 
     def on_fit_start(self, state: FitState) -> None:

@@ -1,11 +1,6 @@
-"""The checkpoint folder: training checkpoints written atomically, one fit at a time, and what a resume must match.
+"""Training checkpoints: written atomically, one fit per folder, checked before a resume loads anything.
 
-A checkpoint holds all a run needs to continue as if it had never stopped: only tensors and plain values, so
-``torch.load(weights_only=True)`` reads it and never runs pickled code. Every resume check runs before the first
-tensor is copied, so a refused resume changes nothing. ``interrupted.pt`` records the generators' states where the
-epoch's batches began, the steps done and the metric sums; a new process draws the same batches, skips those done,
-and takes the generators' states of the moment it stopped. filelock's OS lock keeps a second fit out of a folder
-(two would overwrite each other's last.pt) and is dropped when its process ends, so a killed run blocks nothing.
+Only tensors and plain values, so ``torch.load(weights_only=True)`` reads them and never runs pickled code.
 """
 
 from __future__ import annotations
@@ -48,7 +43,7 @@ def capture_rng() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state(), "cuda": cuda}
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any]) -> None:  # what capture_rng returned
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     saved = state["numpy"]
@@ -67,8 +62,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (a file, or a folder holding ``last.pt``);
-    a :class:`CheckpointError` for a file that is damaged or is not an imgzoo training checkpoint."""
+    """Read a checkpoint file or a folder's ``last.pt``; a :class:`CheckpointError` if damaged or foreign."""
     path = resolve_resume(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -97,8 +91,7 @@ def _unreadable(path: Path, why: str) -> str:
 
 
 def resume_point(path: str | os.PathLike[str]) -> Path | None:
-    """The file to resume a checkpoint folder from: an exact ``interrupted.pt`` (fit deletes it once a later
-    epoch is checkpointed; one written mid-step cannot continue exactly), else ``last.pt``, else None."""
+    """The file to resume a folder from: an exact ``interrupted.pt``, else ``last.pt``, else None."""
     folder = Path(path)
     interrupted, last = folder / INTERRUPTED, folder / LAST
     if interrupted.is_file():
@@ -194,33 +187,23 @@ class RunParts:
             self.loader_generator.set_state(state["loader_generator"])
 
 
-def _weight_differences(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> list[str]:
-    """Each weight name that one side lacks, or whose shape differs, as a short phrase."""
-    missing = [f"{k} missing from the checkpoint" for k in own if k not in saved]
-    extra = [f"{k} not in this model" for k in saved if k not in own]
-    shapes = [
-        f"{k} is {tuple(saved[k].shape)} in the checkpoint, {tuple(own[k].shape)} here"
-        for k in own
-        if k in saved and saved[k].shape != own[k].shape
-    ]
-    return missing + extra + shapes
-
-
 def check_model_fits(state: dict[str, Any], model: nn.Module, path: Path) -> None:
-    """Refuse a checkpoint made for another model: another architecture, other builder arguments,
-    or any weight whose name or shape differs. Nothing is loaded before this passes."""
+    """Refuse a checkpoint made for another architecture, other builder arguments, or other weight names/shapes."""
     saved_arch, saved_kwargs = state.get("arch"), state.get("kwargs") or {}
     arch, kwargs = getattr(model, ARCH_ATTR, None), getattr(model, KWARGS_ATTR, None) or {}
     other_build = saved_arch is not None and arch is not None and (saved_arch, saved_kwargs) != (arch, kwargs)
-    differences = _weight_differences(state["model"], model.state_dict())
+    saved, own = state["model"], model.state_dict()
+    differences = [f"{k} missing from the checkpoint" for k in own if k not in saved]
+    differences += [f"{k} not in this model" for k in saved if k not in own]
+    shapes = {k: (tuple(saved[k].shape), tuple(own[k].shape)) for k in own if k in saved}
+    differences += [f"{k} is {a} in the checkpoint, {b} here" for k, (a, b) in shapes.items() if a != b]
     if not other_build and not differences:
         return
     built = ""
     if other_build:
         keys = [k for k in {**saved_kwargs, **kwargs} if saved_kwargs.get(k) != kwargs.get(k)]
         changed = "; ".join(f"{k}={saved_kwargs.get(k)!r} there, {k}={kwargs.get(k)!r} here" for k in keys)
-        if saved_arch != arch:
-            changed = f"{saved_arch} there, {arch} here"
+        changed = f"{saved_arch} there, {arch} here" if saved_arch != arch else changed
         built = f" it was made for another model ({changed});"
     shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
     weights = f" {len(differences)} weights differ in name or shape ({shown})." if differences else ""
@@ -324,8 +307,7 @@ class EpochPosition:
 
 
 def replay_problem(loader: Any) -> str | None:
-    """Why an epoch of ``loader`` cannot be drawn again from recorded generator states; None if it can
-    (persistent workers keep their generators inside their own processes, where no checkpoint reads them)."""
+    """Why an epoch of ``loader`` cannot be drawn again from recorded generator states; None if it can."""
     if isinstance(loader, DataLoader) and loader.num_workers > 0 and loader.persistent_workers:
         return (
             "its DataLoader has persistent_workers=True, whose worker processes keep random generators no "
@@ -335,8 +317,7 @@ def replay_problem(loader: Any) -> str | None:
 
 
 def replay_batches(loader: Any, partial: dict[str, Any], rng_at_stop: dict[str, Any], generator: Any) -> Iterator:
-    """The loader's iterator after the steps an interrupted epoch had done: the skipped batches are drawn again
-    from the same generator states, then every generator takes the state it had when the run stopped."""
+    """The loader's iterator past the steps an interrupted epoch had done, generators as when it stopped."""
     restore_rng(partial["batches_rng"])
     if generator is not None and partial["batches_loader_generator"] is not None:
         generator.set_state(partial["batches_loader_generator"])

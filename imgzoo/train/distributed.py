@@ -25,8 +25,7 @@ class DistContext:
 
 
 def setup(device: torch.device) -> DistContext:
-    """Join the process group torchrun describes; a no-op outside torchrun. A group already started is used
-    as it is; one started here stays open for later fit calls (a second init_process_group would fail)."""
+    """Join torchrun's process group (a no-op outside torchrun); one started here stays open for later fits."""
     if not (dist.is_available() and dist.is_initialized()):
         if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
             return DistContext()
@@ -38,14 +37,13 @@ def setup(device: torch.device) -> DistContext:
 
 
 def _destroy_at_exit(group: object) -> None:
-    """At exit, end the group fit started if it is still the default one (never a group the user made since)."""
+    """End the group fit started if it is still the default one (never a group the user made since)."""
     if dist.is_initialized() and dist.group.WORLD is group:
         gc.collect()  # anything else still holding the group's work goes first, while the interpreter is whole
         dist.destroy_process_group()
 
 
 def all_reduce_sums(ctx: DistContext, *values: float, device: torch.device) -> list[float]:
-    """Sum each value over all processes (loss totals, correct counts, sample counts)."""
     if not ctx.enabled:
         return list(values)
     t = torch.tensor(values, dtype=torch.float64, device=device)

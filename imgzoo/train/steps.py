@@ -14,8 +14,7 @@ from torch import nn
 
 
 class OptimizerStep:
-    """A batch's loss to one optimizer step: backward, clipping, step, and a per-step schedule. With a
-    GradScaler (fp16) the gradients are unscaled before clipping, so ``grad_clip`` bounds the true norm."""
+    """Backward, clipping (of the unscaled gradients under a GradScaler), step, and a per-step schedule."""
 
     def __init__(
         self,
@@ -45,16 +44,15 @@ class OptimizerStep:
 
 
 class MetricSums:
-    """An epoch's loss sum, correct count and image count, on the device until read: sums, so processes can
-    add theirs and an interrupted epoch carry on; float64, so a long run's order of additions does not show."""
+    """An epoch's loss sum (float64: the order of additions does not show), correct and image counts, on the device
+    until read; sums, so processes can add theirs and an interrupted epoch carry on."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.seen = 0
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """Add one batch: ``loss`` is the batch's mean loss, ``logits`` and ``y`` its outputs and labels."""
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:  # loss: the batch's mean
         self.loss_sum += loss.detach().double() * len(y)
         self.correct += (logits.detach().argmax(1) == y).sum()
         self.seen += len(y)
@@ -81,7 +79,6 @@ class NonFiniteLoss(Exception):
 
 
 def check_finite_loss(loss_sum: float, epoch: int, step: int) -> None:
-    """The NaN guard: raise :class:`NonFiniteLoss` if the epoch's loss sum is no longer finite."""
     if not math.isfinite(loss_sum):
         raise NonFiniteLoss(epoch, step, loss_sum)
 
@@ -110,8 +107,7 @@ class ProgressBar:
         self.start, self.seen_before, self.world_size = time.perf_counter(), seen_before, world_size
 
     def show(self, loss_sum: float, correct: int, seen: int) -> None:
-        """Put the running figures beside the bar (``loss 0.812 acc 71.4% 1520 img/s``); images/s count this
-        call's images of every process."""
+        """``loss 0.812 acc 71.4% 1520 img/s`` beside the bar; images/s of this call, all processes."""
         if not self.bar.disable:
             rate = (seen - self.seen_before) * self.world_size / max(time.perf_counter() - self.start, 1e-9)
             text = f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}% {rate:.0f} img/s"
@@ -119,9 +115,8 @@ class ProgressBar:
 
 
 class StepBoundaryInterrupt:
-    """Ctrl-C stops at the end of the step under way (halfway, a step leaves a state no run ever had); a second
-    raises at once, so a stuck loader stays stoppable. Only over Python's own handler in a single process's
-    main thread: under torchrun the other processes would wait forever."""
+    """Ctrl-C stops at the end of the step under way (halfway, a step leaves a state no run ever had), a second at
+    once; only over Python's own handler in one process's main thread (torchrun's others would wait forever)."""
 
     def __init__(self, enabled: bool, say: Callable[[str], None] = print) -> None:
         self.enabled, self.say, self.requested, self.previous = enabled, say, False, None
@@ -142,7 +137,6 @@ class StepBoundaryInterrupt:
         self.requested = True
         self.say("stopping at the end of this step (Ctrl-C again to stop at once, mid-step)")
 
-    def raise_if_requested(self) -> None:
-        """Between steps: turn a pending Ctrl-C into the KeyboardInterrupt that fit handles."""
+    def raise_if_requested(self) -> None:  # between steps
         if self.requested:
             raise KeyboardInterrupt
