@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgzoo.models import _checks as checks
+import imgzoo.models._checks as checks
 from imgzoo.models._contract import LinearHeadMixin
 from imgzoo.models.registry import CIFAR10, register_model
 
