@@ -1,7 +1,7 @@
 """Measure a trained model (evaluate), use it (predict), and look at its answers (plot_predictions).
 
-Never trains. Each public function borrows the model: it comes back in the train/eval mode and on
-the device it came in, so evaluating mid-training changes nothing.
+Never trains. Each public function borrows the model: it comes back in the train/eval mode, on the device and in
+the memory layout it came in, so evaluating mid-training changes nothing.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
     """``model`` in eval mode on ``device`` for the block; afterwards every submodule's mode (a frozen backbone's
     batch norm stays in eval) and the device (its first parameter's or buffer's) are as they came in."""
     modes = [(module, module.training) for module in model.modules()]
-    first = next(model.parameters(), None)
-    first = first if first is not None else next(model.buffers(), None)
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
     home = first.device if first is not None else None
     model.to(device).eval()
     try:
@@ -74,7 +73,7 @@ def eval_sums(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     correct5 = torch.zeros((), dtype=torch.int64, device=device)
-    confusion = None
+    confusion = torch.zeros((num_classes or 0) ** 2, dtype=torch.int64, device=device)
     n = 0
     for x, y in loader:
         x = x.to(device, non_blocking=True)
@@ -85,20 +84,15 @@ def eval_sums(
             logits = model(x)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
         correct += hits[:, 0].sum()
         correct5 += hits.any(dim=1).sum()
         if num_classes is not None:
-            pairs = y * num_classes + top[:, 0]
-            counts = torch.bincount(pairs, minlength=num_classes * num_classes)
-            confusion = counts if confusion is None else confusion + counts
+            confusion += torch.bincount(y * num_classes + top[:, 0], minlength=num_classes * num_classes)
         n += len(y)
     result = {"loss_sum": loss_sum.item(), "correct": correct.item(), "correct5": correct5.item(), "n": n}
     if num_classes is not None:
-        if confusion is None:
-            confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64)
         result["confusion"] = confusion.view(num_classes, num_classes).cpu()
     return result
 
@@ -140,16 +134,24 @@ class EvalResult:
 # ---------------------------------------------------------------------------- what a user has at hand
 
 
-def _resolve_folder(data: Any, caller: str) -> Any:
-    """A path to an image tree ``root/<class>/<image>`` becomes its :func:`imgzoo.data.datasets.image_folder`."""
-    if not isinstance(data, (str, os.PathLike)):
-        return data
-    if not Path(data).is_dir():
-        raise FileNotFoundError(
-            f"{caller} takes a folder of class folders (root/<class>/<image>), a Dataset or a loader; "
-            f"got the path {str(data)!r}, which is not a folder"
-        )
-    return image_folder(data)
+def _checked(model: nn.Module, data: Any, caller: str) -> Any:
+    """``data``, a path to an image tree ``root/<class>/<image>`` read as its ``image_folder``; refused if its
+    class names or order differ from the model's: every figure would be wrong."""
+    if isinstance(data, (str, os.PathLike)):
+        if not Path(data).is_dir():
+            raise FileNotFoundError(
+                f"{caller} takes a folder of class folders (root/<class>/<image>), a Dataset or a loader; "
+                f"got the path {str(data)!r}, which is not a folder"
+            )
+        data = image_folder(data)
+    check_classes(
+        model_classes(model),
+        classes_of(data),
+        expected_by="the model",
+        found_in="the data",
+        advice="Evaluate it on data with the classes it was trained on, in the same order.",
+    )
+    return data
 
 
 def _is_preprocessed(image: Any) -> bool:
@@ -168,15 +170,15 @@ def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
     return for_model(model, train=False)
 
 
-def check_data_classes(model: nn.Module, data: Any) -> None:
-    """Refuse data whose class names or order differ from the model's: every figure would be wrong."""
-    check_classes(
-        model_classes(model),
-        classes_of(data),
-        expected_by="the model",
-        found_in="the data",
-        advice="Evaluate it on data with the classes it was trained on, in the same order.",
-    )
+def _stacked(model: nn.Module, images: list[Any], caller: str) -> torch.Tensor:
+    """``images`` as one batch: float tensors as they are, files and raw images through the eval transform."""
+    transform, tensors = None, []
+    for image in images:
+        if not _is_preprocessed(image):
+            transform = transform or _eval_transform(model, image, caller)
+            image = transform(_read_image_file(image) if isinstance(image, (str, os.PathLike)) else image)
+        tensors.append(image)
+    return torch.stack(tensors)
 
 
 def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, device: torch.device) -> Any:
@@ -192,9 +194,7 @@ def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, d
         raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
     first_image = data[0][0]
     if _is_preprocessed(first_image):
-        return DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
-        )
+        return DataLoader(data, batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator())
     transform = _eval_transform(model, first_image, "evaluate")
     base = root_of(data)[0]
     if isinstance(base, ImageDataset) and base.files is None:  # decoded images: the whole-batch path
@@ -219,13 +219,10 @@ def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.
 
 
 def _class_names(model: nn.Module, data: Any, num_classes: int) -> list[str]:
-    spec = getattr(model, "data_spec", None)
-    if spec is not None and spec.class_names and len(spec.class_names) == num_classes:
-        return list(spec.class_names)
-    dataset = data.dataset if isinstance(data, DataLoader) else data
-    classes = getattr(dataset, "classes", None)
-    if classes is not None and len(classes) == num_classes:
-        return [str(c) for c in classes]
+    """The model's class names, else the data's, else the class indices as text."""
+    for names in (model_classes(model), classes_of(data)):
+        if names and len(names) == num_classes:
+            return [str(c) for c in names]
     return [str(i) for i in range(num_classes)]
 
 
@@ -281,38 +278,16 @@ def tta_mode(tta: bool | str, model: nn.Module, data: Any) -> str:
 
 
 def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, bool]:
-    """The network evaluate runs: the model itself; and whether its inputs go channels_last.
-
-    Where fit would train in channels_last (oneDNN's native layout on a CPU), the model runs on
-    channels_last copies of its 4-D tensors, so the caller's model keeps its own layout: on a 2-core
-    Xeon at batch 256, 1.3x (ResNet-20) and 1.4x (mnist_cnn) the images/s of NCHW, and as fast as
-    the model converted in place.
-    """
-    channels_last = use_channels_last("auto", device, dtype)
-    if not channels_last:
+    """The network evaluate runs, and whether its inputs go channels_last. Where fit would train channels_last
+    (oneDNN's native layout on a CPU), it runs on channels_last copies of the 4-D tensors, so the caller's model
+    keeps its layout: 1.3x (ResNet-20) and 1.4x (mnist_cnn) NCHW's images/s on a 2-core Xeon at batch 256."""
+    if not use_channels_last("auto", device, dtype):
         return model, False
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
     weights = {name: t.to(memory_format=torch.channels_last) for name, t in tensors if t.dim() == 4}
     net = nn.Module()  # a module, so that eval_sums and TestTimeAugmented take it as they take the model
     net.forward = functools.partial(torch.func.functional_call, model, weights)
     return net, True
-
-
-def _one_pass(
-    model: nn.Module, loader: Any, first: Any, mode: str, device: torch.device, dtype: torch.dtype | None
-) -> dict[str, Any]:
-    """eval_sums over ``loader`` with the inference copy of ``model`` (TTA-wrapped unless ``mode`` is "none")."""
-    with _borrowed(model, device), torch.no_grad():
-        net, channels_last = _inference_copy(model, device, dtype)
-        num_classes = net(first[0][:1].to(device)).shape[1]
-        return eval_sums(
-            net if mode == "none" else TestTimeAugmented(net, mode),
-            _checked_labels(loader, num_classes),
-            device=device,
-            amp_dtype=dtype,
-            channels_last=channels_last,
-            num_classes=num_classes,
-        )
 
 
 def evaluate(
@@ -339,8 +314,7 @@ def evaluate(
     """
     mode = tta_mode(tta, model, data)
     device = resolve_device(device)
-    data = _resolve_folder(data, "evaluate")
-    check_data_classes(model, data)
+    data = _checked(model, data, "evaluate")
     loader = _as_loader(model, data, batch_size, num_workers, device)
     first = next(iter(loader), None)
     if first is None:
@@ -348,17 +322,23 @@ def evaluate(
             f"evaluate got a {type(loader).__name__} with no batches (an empty data set, or drop_last with "
             f"fewer samples than one batch); pass at least one (image, label) sample"
         )
-    sums = _one_pass(model, loader, first, mode, device, amp_dtype(amp, device))
-    confusion = sums["confusion"]
-    per_class = (confusion.diag().double() / confusion.sum(dim=1).double()).tolist()  # 0/0 -> NaN: class absent
-    n = sums["n"]
+    dtype = amp_dtype(amp, device)
+    with _borrowed(model, device), torch.no_grad():
+        net, channels_last = _inference_copy(model, device, dtype)
+        num_classes = net(first[0][:1].to(device)).shape[1]
+        net = net if mode == "none" else TestTimeAugmented(net, mode)
+        labelled = _checked_labels(loader, num_classes)
+        sums = eval_sums(
+            net, labelled, device=device, amp_dtype=dtype, channels_last=channels_last, num_classes=num_classes
+        )
+    confusion, n = sums["confusion"], sums["n"]
     return EvalResult(
         loss=sums["loss_sum"] / n,
         top1=sums["correct"] / n,
         top5=sums["correct5"] / n,
-        per_class_accuracy=per_class,
+        per_class_accuracy=(confusion.diag().double() / confusion.sum(dim=1).double()).tolist(),  # 0/0: NaN
         confusion_matrix=confusion,
-        class_names=_class_names(model, data, confusion.shape[0]),
+        class_names=_class_names(model, data, num_classes),
         num_samples=n,
         tta=mode,
     )
@@ -385,28 +365,6 @@ def _read_image_file(path: str | os.PathLike[str]) -> Any:
     return _open_image(text, advice="pass another image")
 
 
-def _check_topk(topk: Any) -> int:
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise ValueError(f"predict: topk must be a positive integer (the number of classes to list); got {topk!r}")
-    return topk
-
-
-def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
-    """Preprocess ``images`` into one batch; also say whether a single image was given."""
-    batch = isinstance(images, torch.Tensor) and images.dim() == 4
-    single = not batch and not isinstance(images, (list, tuple))
-    items = [images] if single else list(images)
-    if not items:
-        raise ValueError("predict got no images; pass a PIL image, a path, a tensor, or a list of them")
-    transform, tensors = None, []
-    for item in items:
-        if not _is_preprocessed(item):  # a float tensor is what model(x) would take
-            transform = transform or for_model(model, train=False)
-            item = transform(_read_image_file(item) if isinstance(item, (str, os.PathLike)) else item)
-        tensors.append(item)
-    return torch.stack(tensors), single
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -421,15 +379,18 @@ def predict(
     model's eval transform, float tensors are taken as preprocessed (a 4-D one is a batch). One image
     gives one list of pairs, several a list of lists. URLs and folders are refused (nothing is fetched).
     """
-    topk = _check_topk(topk)  # before any image is read
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:  # before any image is read
+        raise ValueError(f"predict: topk must be a positive integer (the number of classes to list); got {topk!r}")
     device = resolve_device(device)
-    batch, single = _to_batch(model, images)
+    single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4)
+    items = [images] if single else list(images)
+    if not items:
+        raise ValueError("predict got no images; pass a PIL image, a path, a tensor, or a list of them")
+    batch = _stacked(model, items, "predict")
     with _borrowed(model, device):
         probs = model(batch.to(device)).float().softmax(dim=1).cpu()
-    names = _class_names(model, None, probs.shape[1]) if getattr(model, "data_spec", None) else None
-    names = names or [str(i) for i in range(probs.shape[1])]
-    k = min(topk, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
+    names = _class_names(model, None, probs.shape[1])
+    values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
     results = [
         [(names[i], p) for i, p in zip(idx.tolist(), val.tolist(), strict=True)]
         for idx, val in zip(indices, values, strict=True)
@@ -454,22 +415,6 @@ def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
     return picked[:n]
 
 
-def _sample_batch(model: nn.Module, data: Any, picked: list[int]) -> tuple[torch.Tensor, list[int], Any]:
-    """The chosen samples as one preprocessed batch, their labels, and the DataSpec they are normalised with."""
-    if hasattr(data, "eval_batch"):  # a FastLoader: its images unaugmented, normalised with its own spec
-        images, labels = data.eval_batch(picked)
-        return images.cpu(), labels.tolist(), data.spec
-    samples = [data[i] for i in picked]
-    transform = None
-    images = []
-    for image, _ in samples:
-        if not _is_preprocessed(image):
-            transform = transform or _eval_transform(model, image, "plot_predictions")
-            image = transform(image)
-        images.append(image)
-    return torch.stack(images), [int(s[1]) for s in samples], getattr(model, "data_spec", None)
-
-
 @torch.no_grad()
 def plot_predictions(
     model: nn.Module,
@@ -482,8 +427,7 @@ def plot_predictions(
 ) -> Figure:
     """``n`` images, a seeded class-balanced sample of ``data`` (what :func:`evaluate` takes), with their true and
     predicted labels (a wrong one in red); :func:`imgzoo.eval.plots.plot_samples` draws."""
-    data = _resolve_folder(data, "plot_predictions")
-    check_data_classes(model, data)
+    data = _checked(model, data, "plot_predictions")
     data = data.dataset if isinstance(data, DataLoader) else data
     if is_batches(data) and not hasattr(data, "eval_batch"):
         raise TypeError(
@@ -496,7 +440,14 @@ def plot_predictions(
             f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
             f"got n={n!r} and {len(labels)} samples"
         )
-    images, true_labels, spec = _sample_batch(model, data, _balanced_sample(labels, n, seed))
+    picked = _balanced_sample(labels, n, seed)
+    if hasattr(data, "eval_batch"):  # a FastLoader: its images unaugmented, normalised with its own spec
+        images, true_labels = data.eval_batch(picked)
+        images, true_labels, spec = images.cpu(), true_labels.tolist(), data.spec
+    else:
+        samples = [data[i] for i in picked]
+        images = _stacked(model, [image for image, _ in samples], "plot_predictions")
+        true_labels, spec = [int(label) for _, label in samples], getattr(model, "data_spec", None)
     device = resolve_device(device)
     with _borrowed(model, device):
         logits = model(images.to(device)).float().cpu()

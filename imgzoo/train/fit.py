@@ -23,34 +23,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import imgzoo.train.checkpoint as ckpt
+import imgzoo.train.config as fit_config
 import imgzoo.train.data as fit_data
 import imgzoo.train.distributed as distributed
+import imgzoo.train.steps as train_steps
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
 from imgzoo.eval import History, eval_sums
 from imgzoo.train.callbacks import CSVLogger, EarlyStopping, FitState
-from imgzoo.train.config import (
-    FitConfig,
-    averaging_callbacks,
-    build_optimizer,
-    build_schedule,
-    check_schedule_resumable,
-    optimizer_name,
-    schedule_size,
-)
+from imgzoo.train.config import FitConfig
 from imgzoo.train.recipes import resolve_config
-from imgzoo.train.steps import (
-    MetricSums,
-    NonFiniteLoss,
-    OptimizerStep,
-    ProgressBar,
-    StepBoundaryInterrupt,
-    check_finite_loss,
-    non_finite_tensors,
-)
+from imgzoo.train.steps import MetricSums, NonFiniteLoss, OptimizerStep, ProgressBar, StepBoundaryInterrupt
 
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
-
-_NAN_ADVICE = "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
 
 
 def fit(
@@ -114,7 +98,7 @@ class _Run:
         train = fit_data.accept(train, model, cfg, seed, "training", ctx, device)
         val = fit_data.accept(val, model, cfg, seed, "validation", ctx, device)
         self.num_classes = fit_data.check_data(model, train, val, device)
-        self.callbacks = (*cfg.callbacks, *averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
+        self.callbacks = (*cfg.callbacks, *fit_config.averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
         for cb in self.callbacks:
             if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_") and val is None:
                 raise ValueError(
@@ -135,15 +119,16 @@ class _Run:
         self.labels_checked = fit_data.labels_known(train)
         # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
         self.user_generator = fit_data.own_generator(self.train_loader) if self.sampler is None else None
-        self.schedule_sized_for = schedule_size(cfg, steps)
-        self.optimizer = build_optimizer(model, cfg)
+        self.schedule_sized_for = fit_config.schedule_size(cfg, steps)
+        self.optimizer = fit_config.build_optimizer(model, cfg)
         if saved is not None:  # everything a resume must match, compared before a single tensor is loaded
-            ckpt.check_stop_resumable(saved, self.resume_path, ctx.world_size)
-            ckpt.check_model_fits(saved, model, self.resume_path)
-            ckpt.check_optimizer_fits(saved, self.optimizer, optimizer_name(self.optimizer), self.resume_path)
+            path = self.resume_path
+            ckpt.check_stop_resumable(saved, path, ctx.world_size)
+            ckpt.check_model_fits(saved, model, path)
+            ckpt.check_optimizer_fits(saved, self.optimizer, fit_config.optimizer_name(self.optimizer), path)
             if saved["epoch"] < cfg.epochs:
-                check_schedule_resumable(saved.get("schedule_sized_for"), self.schedule_sized_for, self.resume_path)
-        self.scheduler, self.schedule_interval = build_schedule(self.optimizer, cfg, steps)
+                fit_config.check_schedule_resumable(saved.get("schedule_sized_for"), self.schedule_sized_for, path)
+        self.scheduler, self.schedule_interval = fit_config.build_schedule(self.optimizer, cfg, steps)
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype is torch.float16 else None
         per_step = self.scheduler if self.schedule_interval == "step" else None
         self.step = OptimizerStep(self.optimizer, scaler=self.scaler, grad_clip=cfg.grad_clip, scheduler=per_step)
@@ -219,10 +204,7 @@ class _Run:
         except KeyboardInterrupt:
             self._interrupted()
         except NonFiniteLoss as e:
-            raise FloatingPointError(
-                f"fit: the training loss became {e.value} at epoch {e.epoch}, batch {e.step}; "
-                f"training stopped.{self._kept()} {_NAN_ADVICE}"
-            ) from None
+            raise self._non_finite(f"the training loss became {e.value} at epoch {e.epoch}, batch {e.step}") from None
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
         """Train, validate, check, record, checkpoint and print one epoch."""
@@ -270,7 +252,7 @@ class _Run:
                 loss = self._train_step(epoch, step, x, y)
                 if step % self.refresh == 0 or step == steps - 1:  # the NaN guard and the bar's figures
                     loss_sum, correct, seen = self.sums.read()
-                    check_finite_loss(loss_sum, epoch, step)
+                    train_steps.check_finite_loss(loss_sum, epoch, step)
                     bar.show(loss_sum, correct, seen)
                 bar.update()
                 for cb in self.callbacks:
@@ -283,7 +265,7 @@ class _Run:
         loss_sum, correct, seen = self.sums.read()
         sums = distributed.all_reduce_sums(self.ctx, loss_sum, float(correct), float(seen), device=self.device)
         loss_total, correct_total, n = sums
-        check_finite_loss(loss_total, epoch, steps - 1)
+        train_steps.check_finite_loss(loss_total, epoch, steps - 1)
         seconds = time.perf_counter() - self.epoch_began
         return {
             "train_loss": loss_total / n,
@@ -409,11 +391,12 @@ class _Run:
 
     # -- checks and output
 
-    def _kept(self) -> str:
+    def _non_finite(self, what: str, stopped: str = "") -> FloatingPointError:
         last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
-        if last is not None and last.exists():
-            return f" The last good checkpoint, {last}, is kept."
-        return " No checkpoint was written (pass checkpoint_dir= to keep one)."
+        kept = f"The last good checkpoint, {last}, is kept" if last is not None and last.exists() else None
+        kept = kept or "No checkpoint was written (pass checkpoint_dir= to keep one)"
+        advice = "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
+        return FloatingPointError(f"fit: {what}; training stopped{stopped}. {kept}. {advice}")
 
     def _check_finite(self, epoch: int, row: dict[str, Any]) -> None:
         """Raise FloatingPointError if the epoch's losses or the weights are not all finite: weights that turn NaN
@@ -421,15 +404,13 @@ class _Run:
         found = [
             f"{k} ({row[k]})" for k in ("train_loss", "val_loss") if row[k] is not None and not math.isfinite(row[k])
         ]
-        found += non_finite_tensors(self.model, self.device)
+        found += train_steps.non_finite_tensors(self.model, self.device)
         # Batch-norm buffers are each process's own: every process must agree to stop, or the others hang.
         if not distributed.any_process(self.ctx, bool(found), device=self.device):
             return
         what = ", ".join(found) if found else "the weights of another process"
-        raise FloatingPointError(
-            f"fit: non-finite values at the end of epoch {epoch}: {what}; training stopped before the epoch was "
-            f"recorded or checkpointed.{self._kept()} {_NAN_ADVICE}"
-        )
+        where = f"non-finite values at the end of epoch {epoch}: {what}"
+        raise self._non_finite(where, " before the epoch was recorded or checkpointed")
 
     def _print(self, text: str) -> None:
         if self.say:
