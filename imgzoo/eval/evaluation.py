@@ -70,9 +70,9 @@ def eval_sums(
     """One pass in eval mode: loss_sum, correct (top-1), correct5, n and with ``num_classes`` a (true, predicted)
     confusion matrix; sums, not means, so that processes can add theirs up."""
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    correct5 = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum, correct, correct5 = (
+        torch.zeros((), dtype=t, device=device) for t in (torch.float64, torch.int64, torch.int64)
+    )
     confusion = torch.zeros((num_classes or 0) ** 2, dtype=torch.int64, device=device)
     n = 0
     for x, y in loader:
@@ -116,22 +116,14 @@ class EvalResult:
         return f"loss {self.loss:.4f} | {top} | {self.num_samples} images{tta}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "loss": self.loss,
-            "top1": self.top1,
-            "top5": self.top5,
-            "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True)),
-            "confusion_matrix": self.confusion_matrix.tolist(),
-            "num_samples": self.num_samples,
-            "tta": self.tta,
-        }
+        """Every field but class_names, in JSON types: per-class accuracy keyed by class name."""
+        out = {**vars(self), "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True))}
+        del out["class_names"]
+        return {**out, "confusion_matrix": self.confusion_matrix.tolist()}
 
     def plot_confusion_matrix(self, path: str | os.PathLike[str] | None = None, normalize: bool = True) -> Figure:
         """Rows are true classes, columns predictions; drawn by :func:`imgzoo.eval.plots.plot_confusion_matrix`."""
         return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
-
-
-# ---------------------------------------------------------------------------- what a user has at hand
 
 
 def _checked(model: nn.Module, data: Any, caller: str) -> Any:
@@ -154,8 +146,7 @@ def _checked(model: nn.Module, data: Any, caller: str) -> Any:
     return data
 
 
-def _is_preprocessed(image: Any) -> bool:
-    """A float tensor is taken as preprocessed, exactly what ``model(x)`` would get, as predict takes it."""
+def _is_preprocessed(image: Any) -> bool:  # a float tensor: exactly what model(x) would get, as predict takes it
     return isinstance(image, torch.Tensor) and image.is_floating_point()
 
 
@@ -225,8 +216,6 @@ def _class_names(model: nn.Module, data: Any, num_classes: int) -> list[str]:
             return [str(c) for c in names]
     return [str(i) for i in range(num_classes)]
 
-
-# ---------------------------------------------------------------------------- test-time augmentation
 
 TTA_MODES = ("none", "flip", "shift", "flip+shift")
 
@@ -302,12 +291,10 @@ def evaluate(
 ) -> EvalResult:
     """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
-    ``data`` is what a user has at hand: a Dataset of (image, class index) pairs, a DataLoader,
-    any iterable of (x, y) batches (a :class:`~imgzoo.data.loaders.FastLoader`), or the path of an
-    image tree ``root/<class>/<image>``; data whose class names or order differ from the model's
-    is refused. PIL images, uint8 tensors and arrays go through the model's eval transform
-    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as preprocessed, as
-    :func:`predict` takes them. The model comes back in the mode and on the device it came in.
+    ``data``: a Dataset of (image, class index) pairs, a DataLoader, any iterable of (x, y) batches (a
+    :class:`~imgzoo.data.loaders.FastLoader`) or the path of an image tree ``root/<class>/<image>``, with the
+    model's class names in its order. PIL images, uint8 tensors and arrays go through the model's eval transform
+    (``for_model(model)``); float tensors are taken as preprocessed, as :func:`predict` takes them.
 
     ``tta`` averages the logits over views (:class:`TestTimeAugmented`): ``True`` / ``"flip"``, ``"shift"``,
     ``"flip+shift"``; a mirror is refused where it changes labels (MNIST). The result records which was used.
@@ -342,9 +329,6 @@ def evaluate(
         num_samples=n,
         tta=mode,
     )
-
-
-# ---------------------------------------------------------------------------- predict
 
 
 def _read_image_file(path: str | os.PathLike[str]) -> Any:
@@ -396,9 +380,6 @@ def predict(
         for idx, val in zip(indices, values, strict=True)
     ]
     return results[0] if single else results
-
-
-# ---------------------------------------------------------------------------- plot_predictions
 
 
 def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:

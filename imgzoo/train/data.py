@@ -57,17 +57,6 @@ def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ct
     return list(data)
 
 
-def check_checkpoint_classes(saved: dict[str, Any], model: nn.Module, train: Any, path: Any) -> None:
-    """Refuse to resume a checkpoint on data whose classes differ from those it was trained on."""
-    check_classes(
-        saved.get("classes"),
-        classes_of(train) or model_classes(model),
-        expected_by=f"the checkpoint {path}",
-        found_in="the training data",
-        advice="Resume on the data the run was trained on (the same class folders), or train afresh without resume.",
-    )
-
-
 def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
     """The map-style data set behind ``data``; refused if it has no length or no samples."""
     dataset = data.dataset if isinstance(data, DataLoader) else data
@@ -149,21 +138,23 @@ def _probe(model: nn.Module, data: Any, role: str, device: torch.device, num_cla
     return num_classes
 
 
-def check_data(model: nn.Module, train: Any, val: Any, device: torch.device) -> int:
-    """Try the training and validation data on the model before seeding; return the number of classes."""
+def check_data(model: nn.Module, train: Any, val: Any, device: torch.device, saved: Any, path: Any) -> int:
+    """Try the training and validation data on the model before seeding, and with a checkpoint ``saved`` compare
+    its classes with the training data's; return the number of classes."""
+    advice = "Build the model with create_model(name, class_names=data.classes), or pass data with its classes."
     for data, role in ((train, "training"), (val, "validation")):
         if data is not None:
+            found_in = f"the {role} data"
             check_classes(
-                model_classes(model),
-                classes_of(data),
-                expected_by="the model",
-                found_in=f"the {role} data",
-                advice="Build the model with create_model(name, class_names=data.classes), or pass data with its "
-                "classes.",
+                model_classes(model), classes_of(data), expected_by="the model", found_in=found_in, advice=advice
             )
     num_classes = _probe(model, train, "training", device, None)
     if val is not None:
         _probe(model, val, "validation", device, num_classes)
+    if saved is not None:
+        advice = "Resume on the data the run was trained on (the same class folders), or train afresh without resume."
+        found, by = classes_of(train) or model_classes(model), f"the checkpoint {path}"
+        check_classes(saved.get("classes"), found, expected_by=by, found_in="the training data", advice=advice)
     return num_classes
 
 
@@ -191,17 +182,10 @@ def train_loader(
     workers = data.num_workers if isinstance(data, DataLoader) else cfg.num_workers
     # DistributedSampler with one replica is a plain seeded shuffle: one code path for 1 or N processes.
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=default_workers(dataset) if workers is None else workers,
-        collate_fn=data.collate_fn if isinstance(data, DataLoader) else None,
-        pin_memory=device.type == "cuda",
-        generator=generator,
-        persistent_workers=False,  # workers seeded once could not replay an epoch's augmentation on resume
-    )
-    return loader, sampler, generator
+    collate = data.collate_fn if isinstance(data, DataLoader) else None
+    # Not persistent: workers seeded once could not replay an epoch's augmentation on resume.
+    order = {"sampler": sampler, "collate_fn": collate, "generator": generator, "persistent_workers": False}
+    return _loader(dataset, batch_size, workers, device, **order), sampler, generator
 
 
 def val_loader(
@@ -213,12 +197,9 @@ def val_loader(
     dataset = dataset_of(data, "validation")
     if ctx.enabled:
         dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
-    workers = cfg.num_workers if cfg.num_workers is not None else default_workers(dataset)
-    return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        generator=unshared_generator(),
-    )
+    return _loader(dataset, cfg.batch_size, cfg.num_workers, device, shuffle=False, generator=unshared_generator())
+
+
+def _loader(dataset: Dataset, batch_size: int, workers: int | None, device: torch.device, **order: Any) -> DataLoader:
+    workers = default_workers(dataset) if workers is None else workers
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda", **order)

@@ -95,9 +95,6 @@ class _Run:
         saved = self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
         fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.seed = seed = saved["seed"] if saved is not None else fresh_seed
-        train = fit_data.accept(train, model, cfg, seed, "training", ctx, device)
-        val = fit_data.accept(val, model, cfg, seed, "validation", ctx, device)
-        self.num_classes = fit_data.check_data(model, train, val, device)
         self.callbacks = (*cfg.callbacks, *fit_config.averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
         for cb in self.callbacks:
             if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_") and val is None:
@@ -105,8 +102,9 @@ class _Run:
                     f"fit: EarlyStopping monitors {cb.monitor!r}, but fit was given no validation data: "
                     "pass val= to fit, or monitor a training column (EarlyStopping(monitor='train_loss'))"
                 )
-        if saved is not None:
-            fit_data.check_checkpoint_classes(saved, model, train, self.resume_path)
+        train = fit_data.accept(train, model, cfg, seed, "training", ctx, device)
+        val = fit_data.accept(val, model, cfg, seed, "validation", ctx, device)
+        self.num_classes = fit_data.check_data(model, train, val, device, saved, self.resume_path)
         # Dropout differs per process; shuffles agree through the sampler.
         random.seed(seed + ctx.rank)
         np.random.seed((seed + ctx.rank) % 2**32)
@@ -149,8 +147,17 @@ class _Run:
 
     def run(self) -> History:
         """Restore the checkpoint when resuming, then train; every check has passed by now."""
-        if self.saved is not None:
-            self._restore(self.saved)
+        if (state := self.saved) is not None:
+            self.parts.load_state_dict(state)
+            self.history = self.state.history = History.from_dict(state["history"])
+            self.start_epoch = state["epoch"] + 1
+            # Each process its own generators; with another number of processes (or a checkpoint without
+            # them) every process takes rank 0's, and the resume is no longer exact.
+            per_rank = state.get("rng_per_rank")
+            own = per_rank is not None and len(per_rank) == self.ctx.world_size
+            ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
+            # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
+            self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
         if self.start_epoch > self.cfg.epochs:
             done = f"{self.start_epoch - 1} of {self.cfg.epochs}"
             self._print(f"nothing to do: the checkpoint has already finished {done} epochs")
@@ -377,18 +384,6 @@ class _Run:
         where = f"interrupted during epoch {position.epoch}"
         self._print(interrupted_message(where, path, partial, len(self.train_loader), finished))
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.parts.load_state_dict(state)
-        self.history = self.state.history = History.from_dict(state["history"])
-        self.start_epoch = state["epoch"] + 1
-        # Each process its own generators; with another number of processes (or a checkpoint without
-        # them) every process takes rank 0's, and the resume is no longer exact.
-        per_rank = state.get("rng_per_rank")
-        own = per_rank is not None and len(per_rank) == self.ctx.world_size
-        ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
-        # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
-        self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
-
     # -- checks and output
 
     def _non_finite(self, what: str, stopped: str = "") -> FloatingPointError:
@@ -401,9 +396,7 @@ class _Run:
     def _check_finite(self, epoch: int, row: dict[str, Any]) -> None:
         """Raise FloatingPointError if the epoch's losses or the weights are not all finite: weights that turn NaN
         at the epoch's last step show only in val_loss or in the weights, and such an epoch must not be last.pt."""
-        found = [
-            f"{k} ({row[k]})" for k in ("train_loss", "val_loss") if row[k] is not None and not math.isfinite(row[k])
-        ]
+        found = [f"{k} ({row[k]})" for k in ("train_loss", "val_loss") if not math.isfinite(row[k] or 0.0)]
         found += train_steps.non_finite_tensors(self.model, self.device)
         # Batch-norm buffers are each process's own: every process must agree to stop, or the others hang.
         if not distributed.any_process(self.ctx, bool(found), device=self.device):
