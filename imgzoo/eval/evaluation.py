@@ -20,16 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+import imgzoo.data.datasets as datasets
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
-from imgzoo.data.datasets import (
-    ImageDataset,
-    _open_image,
-    check_classes,
-    classes_of,
-    image_folder,
-    labels_of,
-    model_classes,
-)
 from imgzoo.data.loaders import Transformed, batches, is_batches, root_of, unshared_generator
 from imgzoo.data.transforms import flip_preserves_label, for_model
 from imgzoo.eval.plots import plot_confusion_matrix, plot_samples
@@ -135,14 +127,10 @@ def _checked(model: nn.Module, data: Any, caller: str) -> Any:
                 f"{caller} takes a folder of class folders (root/<class>/<image>), a Dataset or a loader; "
                 f"got the path {str(data)!r}, which is not a folder"
             )
-        data = image_folder(data)
-    check_classes(
-        model_classes(model),
-        classes_of(data),
-        expected_by="the model",
-        found_in="the data",
-        advice="Evaluate it on data with the classes it was trained on, in the same order.",
-    )
+        data = datasets.image_folder(data)
+    ours, theirs = datasets.model_classes(model), datasets.classes_of(data)
+    advice = "Evaluate it on data with the classes it was trained on, in the same order."
+    datasets.check_classes(ours, theirs, expected_by="the model", found_in="the data", advice=advice)
     return data
 
 
@@ -188,7 +176,7 @@ def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, d
         return DataLoader(data, batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator())
     transform = _eval_transform(model, first_image, "evaluate")
     base = root_of(data)[0]
-    if isinstance(base, ImageDataset) and base.files is None:  # decoded images: the whole-batch path
+    if isinstance(base, datasets.ImageDataset) and base.files is None:  # decoded images: the whole-batch path
         return batches(data, batch_size, train=False, spec=model.data_spec, device=device)
     # Files are read as they are, never written to a cache by a measurement.
     return DataLoader(Transformed(data, transform), batch_size, num_workers=num_workers, generator=unshared_generator())
@@ -211,7 +199,7 @@ def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.
 
 def _class_names(model: nn.Module, data: Any, num_classes: int) -> list[str]:
     """The model's class names, else the data's, else the class indices as text."""
-    for names in (model_classes(model), classes_of(data)):
+    for names in (datasets.model_classes(model), datasets.classes_of(data)):
         if names and len(names) == num_classes:
             return [str(c) for c in names]
     return [str(i) for i in range(num_classes)]
@@ -335,10 +323,7 @@ def _read_image_file(path: str | os.PathLike[str]) -> Any:
     """A decoded PIL image from a local file; URLs, folders and unreadable files get an error naming them."""
     text = str(path)
     if "://" in text:
-        raise ValueError(
-            f"predict reads local image files and fetches nothing; got the URL {text!r}. Download it first, "
-            "then pass the file's path (or a PIL image)."
-        )
+        raise ValueError(f"predict reads local files and fetches nothing; got the URL {text!r}. Download it first.")
     if Path(path).is_dir():
         raise IsADirectoryError(
             f"predict takes image files, and {text} is a folder. Pass its files, e.g. "
@@ -346,7 +331,7 @@ def _read_image_file(path: str | os.PathLike[str]) -> Any:
         )
     if not Path(path).is_file():
         raise FileNotFoundError(f"predict: no image file at {text}")
-    return _open_image(text, advice="pass another image")
+    return datasets._open_image(text, advice="pass another image")
 
 
 @torch.no_grad()
@@ -415,7 +400,7 @@ def plot_predictions(
             f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
             f"{type(data).__name__}, a loader it cannot pick samples from"
         )
-    labels = labels_of(data).long().cpu()
+    labels = datasets.labels_of(data).long().cpu()
     if not isinstance(n, int) or n < 1 or len(labels) == 0:
         raise ValueError(
             f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "

@@ -14,17 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torch.utils.data.dataloader import default_collate
 
+import imgzoo.data.loaders as loaders
 import imgzoo.train.distributed as distributed
 from imgzoo.data.datasets import ImageDataset, check_classes, classes_of, labels_of, model_classes
-from imgzoo.data.loaders import (
-    Transformed,
-    batches,
-    default_workers,
-    is_batches,
-    own_generator,
-    root_of,
-    unshared_generator,
-)
+from imgzoo.data.loaders import own_generator  # fit's too
 from imgzoo.data.transforms import build_transform
 from imgzoo.models.registry import DataSpec
 from imgzoo.train.config import FitConfig, warn_if_loader_differs
@@ -40,14 +33,14 @@ def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ct
     batches for the model's spec: the whole-batch path in one process, else the same ops image by image,
     which a DistributedSampler can shard. An iterable of batches without a length (a generator's result) is
     read once into a list: fit passes over it every epoch and sizes its schedule by the batches in one."""
-    root, spec = root_of(data)[0], getattr(model, "data_spec", None)
+    root, spec = loaders.root_of(data)[0], getattr(model, "data_spec", None)
     if isinstance(root, ImageDataset) and root.transform is None and isinstance(spec, DataSpec):
         train = role == "training"
         options = {name: getattr(cfg, name) for name in SHAPING if hasattr(cfg, name)} if train else {}
         if not ctx.enabled and spec.resize is None:
-            return batches(data, cfg.batch_size, train=train, spec=spec, seed=seed, device=device, **options)
+            return loaders.batches(data, cfg.batch_size, train=train, spec=spec, seed=seed, device=device, **options)
         options.pop("alternate_flips", None)
-        return Transformed(data, build_transform(spec, train, **options))
+        return loaders.Transformed(data, build_transform(spec, train, **options))
     if data is None or isinstance(data, (Dataset, DataLoader)) or hasattr(data, "__len__"):
         return data
     if not hasattr(data, "__iter__"):
@@ -74,7 +67,7 @@ def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
 
 def labels_known(train: Any) -> bool:
     """Whether the training data lists its labels cheaply, so that they are checked before any step, not per batch."""
-    return labels_of(train if is_batches(train) else dataset_of(train, "training"), read=False) is not None
+    return labels_of(train if loaders.is_batches(train) else dataset_of(train, "training"), read=False) is not None
 
 
 def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
@@ -94,7 +87,7 @@ def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
 
 def _first_batch(data: Any, role: str) -> tuple[Any, Any]:
     """A small batch of ``data`` and the object that may expose its labels, drawing from no shared generator."""
-    if not is_batches(data):
+    if not loaders.is_batches(data):
         dataset = dataset_of(data, role)
         collate = data.collate_fn if isinstance(data, DataLoader) else default_collate
         return collate([dataset[i] for i in range(min(2, len(dataset)))]), dataset  # type: ignore[arg-type]
@@ -167,8 +160,8 @@ def train_loader(
     state the checkpoint keeps); under torchrun a DataLoader is rebuilt around a DistributedSampler.
     """
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
-    loader_given = isinstance(data, DataLoader) or is_batches(data)
-    if is_batches(data) and ctx.enabled:
+    loader_given = isinstance(data, DataLoader) or loaders.is_batches(data)
+    if loaders.is_batches(data) and ctx.enabled:
         raise ValueError(
             f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
             "each process gets its own part through a DistributedSampler"
@@ -192,14 +185,16 @@ def val_loader(
     data: Dataset | DataLoader | None, cfg: FitConfig, ctx: distributed.DistContext, device: torch.device
 ) -> Any:
     """The validation loader; under torchrun each process scores a disjoint slice of a Dataset (sums are added)."""
-    if data is None or is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
+    if data is None or loaders.is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
         return data  # a loader under DDP: every process scores all of it; the means stay right
     dataset = dataset_of(data, "validation")
     if ctx.enabled:
         dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
-    return _loader(dataset, cfg.batch_size, cfg.num_workers, device, shuffle=False, generator=unshared_generator())
+    return _loader(
+        dataset, cfg.batch_size, cfg.num_workers, device, shuffle=False, generator=loaders.unshared_generator()
+    )
 
 
 def _loader(dataset: Dataset, batch_size: int, workers: int | None, device: torch.device, **order: Any) -> DataLoader:
-    workers = default_workers(dataset) if workers is None else workers
+    workers = loaders.default_workers(dataset) if workers is None else workers
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda", **order)
