@@ -190,9 +190,8 @@ def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
             raise ValueError(
-                f"evaluate got label {bad}, but the model has {num_classes} outputs, so labels must lie in "
-                f"0..{num_classes - 1}. Check that the data's classes are the model's, or build the model "
-                f"with num_classes equal to the data's number of classes."
+                f"evaluate got label {bad}, but the model has {num_classes} outputs, so labels must lie in 0.."
+                f"{num_classes - 1}. Check that the data's classes are the model's, or build it with their number."
             )
         yield x, y
 
@@ -336,11 +335,7 @@ def _read_image_file(path: str | os.PathLike[str]) -> Any:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module,
-    images: Any,
-    topk: int = 5,
-    *,
-    device: str | torch.device = "auto",
+    model: nn.Module, images: Any, topk: int = 5, *, device: str | torch.device = "auto"
 ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
     """The ``topk`` most likely classes, as (class name, probability) pairs, most likely first.
 
