@@ -201,12 +201,17 @@ class _Run:
 
     def _epochs(self) -> None:
         """Every epoch of the run; returns on finishing, a stop request, max_time or Ctrl-C."""
-        fit_start = time.perf_counter()
+        cfg, fit_start = self.cfg, time.perf_counter()
         try:
             with self.interrupts:
-                for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+                for epoch in range(self.start_epoch, cfg.epochs + 1):
                     row = self._epoch(epoch)
-                    if self._stop_after(epoch, row, fit_start):
+                    elapsed = time.perf_counter() - fit_start + row["time"]
+                    out_of_time = cfg.max_time is not None and epoch < cfg.epochs and elapsed > cfg.max_time
+                    # Every process decides alike, or the others would wait forever.
+                    if distributed.any_process(self.ctx, self.state.should_stop or out_of_time, device=self.device):
+                        why = f"another epoch would pass max_time={cfg.max_time:g} s" if out_of_time else None
+                        self._print(f"stopping after epoch {epoch}: {why or 'a callback asked to stop'}")
                         break
         except KeyboardInterrupt:
             self._interrupted()
@@ -233,17 +238,6 @@ class _Run:
             (self.checkpoint_dir / ckpt.INTERRUPTED).unlink(missing_ok=True)
         self._print(epoch_line(row, self.cfg.epochs))
         return row
-
-    def _stop_after(self, epoch: int, row: dict[str, Any], fit_start: float) -> bool:
-        """Whether a callback or max_time ends the run after ``epoch``; every process decides alike."""
-        cfg = self.cfg
-        elapsed = time.perf_counter() - fit_start
-        out_of_time = cfg.max_time is not None and epoch < cfg.epochs and elapsed + row["time"] > cfg.max_time
-        if not distributed.any_process(self.ctx, self.state.should_stop or out_of_time, device=self.device):
-            return False
-        reason = f"another epoch would pass max_time={cfg.max_time:g} s" if out_of_time else "a callback asked to stop"
-        self._print(f"stopping after epoch {epoch}: {reason}")
-        return True
 
     # -- one epoch of training
 
