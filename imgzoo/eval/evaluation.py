@@ -50,15 +50,8 @@ def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def eval_sums(
-    model: nn.Module,
-    loader: Iterable,
-    *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    num_classes: int | None = None,
-) -> dict[str, Any]:
+def eval_sums(model: nn.Module, loader: Iterable, *, device: torch.device, amp_dtype: torch.dtype | None = None,
+              channels_last: bool = False, num_classes: int | None = None) -> dict[str, Any]:  # fmt: skip
     """One pass in eval mode: loss_sum, correct (top-1), correct5, n and with ``num_classes`` a (true, predicted)
     confusion matrix; sums, not means, so that processes can add theirs up."""
     model.eval()
@@ -134,10 +127,6 @@ def _checked(model: nn.Module, data: Any, caller: str) -> Any:
     return data
 
 
-def _is_preprocessed(image: Any) -> bool:  # a float tensor: exactly what model(x) would get, as predict takes it
-    return isinstance(image, torch.Tensor) and image.is_floating_point()
-
-
 def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
     """The model's eval transform, for items that are PIL images, uint8 tensors or arrays."""
     if getattr(model, "data_spec", None) is None:
@@ -150,10 +139,10 @@ def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
 
 
 def _stacked(model: nn.Module, images: list[Any], caller: str) -> torch.Tensor:
-    """``images`` as one batch: float tensors as they are, files and raw images through the eval transform."""
+    """``images`` as one batch: float tensors as they are (what model(x) takes), the rest through the eval transform."""
     transform, tensors = None, []
     for image in images:
-        if not _is_preprocessed(image):
+        if not (isinstance(image, torch.Tensor) and image.is_floating_point()):
             transform = transform or _eval_transform(model, image, caller)
             image = transform(_read_image_file(image) if isinstance(image, (str, os.PathLike)) else image)
         tensors.append(image)
@@ -172,7 +161,7 @@ def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, d
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
     first_image = data[0][0]
-    if _is_preprocessed(first_image):
+    if isinstance(first_image, torch.Tensor) and first_image.is_floating_point():  # preprocessed, as predict takes it
         return DataLoader(data, batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator())
     transform = _eval_transform(model, first_image, "evaluate")
     base = root_of(data)[0]
@@ -223,8 +212,7 @@ class TestTimeAugmented(nn.Module):
             raise ValueError(f"TestTimeAugmented: mode must be one of {TTA_MODES[1:]}, got {mode!r}")
         self.model, self.mode = model, mode
 
-    def _views(self, x: torch.Tensor) -> torch.Tensor:
-        """The image and, with "flip", its mirror, averaged."""
+    def _views(self, x: torch.Tensor) -> torch.Tensor:  # the image and, with "flip", its mirror, averaged
         if "flip" not in self.mode:
             return self.model(x)
         return 0.5 * self.model(x) + 0.5 * self.model(x.flip(-1))
@@ -266,16 +254,10 @@ def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype |
     return net, True
 
 
-def evaluate(
-    model: nn.Module,
-    data: Dataset | DataLoader,
-    *,
-    batch_size: int = 256,  # no gradients are kept, so twice fit's default fits in the same memory
-    device: str | torch.device = "auto",
-    num_workers: int = 0,
-    amp: bool | str = False,
-    tta: bool | str = False,
-) -> EvalResult:
+def evaluate(model: nn.Module, data: Dataset | DataLoader, *,
+             batch_size: int = 256,  # no gradients are kept, so twice fit's default fits in the same memory
+             device: str | torch.device = "auto", num_workers: int = 0, amp: bool | str = False,
+             tta: bool | str = False) -> EvalResult:  # fmt: skip
     """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
     ``data``: a Dataset of (image, class index) pairs, a DataLoader, any iterable of (x, y) batches (a
@@ -306,16 +288,11 @@ def evaluate(
             net, labelled, device=device, amp_dtype=dtype, channels_last=channels_last, num_classes=num_classes
         )
     confusion, n = sums["confusion"], sums["n"]
-    return EvalResult(
-        loss=sums["loss_sum"] / n,
-        top1=sums["correct"] / n,
-        top5=sums["correct5"] / n,
-        per_class_accuracy=(confusion.diag().double() / confusion.sum(dim=1).double()).tolist(),  # 0/0: NaN
-        confusion_matrix=confusion,
-        class_names=_class_names(model, data, num_classes),
-        num_samples=n,
-        tta=mode,
-    )
+    per_class = (confusion.diag().double() / confusion.sum(dim=1).double()).tolist()  # 0/0 -> NaN: class absent
+    means = {"loss": sums["loss_sum"] / n, "top1": sums["correct"] / n, "top5": sums["correct5"] / n}
+    names = _class_names(model, data, num_classes)
+    return EvalResult(**means, per_class_accuracy=per_class, confusion_matrix=confusion, class_names=names,
+                      num_samples=n, tta=mode)  # fmt: skip
 
 
 def _read_image_file(path: str | os.PathLike[str]) -> Any:
@@ -377,15 +354,9 @@ def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
 
 
 @torch.no_grad()
-def plot_predictions(
-    model: nn.Module,
-    data: Any,
-    n: int = 16,
-    *,
-    seed: int = 0,
-    path: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "auto",
-) -> Figure:
+def plot_predictions(model: nn.Module, data: Any, n: int = 16, *, seed: int = 0,
+                     path: str | os.PathLike[str] | None = None,
+                     device: str | torch.device = "auto") -> Figure:  # fmt: skip
     """``n`` images, a seeded class-balanced sample of ``data`` (what :func:`evaluate` takes), with their true and
     predicted labels (a wrong one in red); :func:`imgzoo.eval.plots.plot_samples` draws."""
     data = _checked(model, data, "plot_predictions")

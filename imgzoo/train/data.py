@@ -151,9 +151,8 @@ def check_data(model: nn.Module, train: Any, val: Any, device: torch.device, sav
     return num_classes
 
 
-def train_loader(
-    data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext, device: torch.device
-) -> tuple[Any, DistributedSampler | None, torch.Generator]:
+def train_loader(data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext,
+                 device: torch.device) -> tuple[Any, DistributedSampler | None, torch.Generator]:  # fmt: skip
     """The training loader, its sampler (None for a loader used as given) and the generator of its worker seeds.
 
     A user's loader is used as given in a single process (its shuffle then draws from the global generator, whose
@@ -181,9 +180,8 @@ def train_loader(
     return _loader(dataset, batch_size, workers, device, **order), sampler, generator
 
 
-def val_loader(
-    data: Dataset | DataLoader | None, cfg: FitConfig, ctx: distributed.DistContext, device: torch.device
-) -> Any:
+def val_loader(data: Dataset | DataLoader | None, cfg: FitConfig, ctx: distributed.DistContext,
+               device: torch.device) -> Any:  # fmt: skip
     """The validation loader; under torchrun each process scores a disjoint slice of a Dataset (sums are added)."""
     if data is None or loaders.is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
         return data  # a loader under DDP: every process scores all of it; the means stay right

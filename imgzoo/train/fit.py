@@ -37,14 +37,8 @@ from imgzoo.train.steps import MetricSums, NonFiniteLoss, OptimizerStep, Progres
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
 
 
-def fit(
-    model: nn.Module,
-    train: Dataset | DataLoader,
-    val: Dataset | DataLoader | None = None,
-    *,
-    config: FitConfig | None = None,
-    **options: Any,
-) -> History:
+def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader | None = None, *,
+        config: FitConfig | None = None, **options: Any) -> History:  # fmt: skip
     """Train ``model`` in place on ``train``; return the :class:`History`.
 
     ``train`` and ``val`` are Datasets, DataLoaders or ready-made loaders (FastLoader) yielding (image tensor,
