@@ -1,7 +1,7 @@
 """Measure a trained model (evaluate), use it (predict), and look at its answers (plot_predictions).
 
-Never trains. Each public function borrows the model: it comes back in the train/eval mode and on
-the device it came in, so evaluating mid-training changes nothing.
+Never trains. Each public function borrows the model: it comes back in the train/eval mode, on the device and in
+the memory layout it came in, so evaluating mid-training changes nothing.
 """
 
 from __future__ import annotations
@@ -20,16 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+import imgzoo.data.datasets as datasets
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
-from imgzoo.data.datasets import (
-    ImageDataset,
-    _open_image,
-    check_classes,
-    classes_of,
-    image_folder,
-    labels_of,
-    model_classes,
-)
 from imgzoo.data.loaders import Transformed, batches, is_batches, root_of, unshared_generator
 from imgzoo.data.transforms import flip_preserves_label, for_model
 from imgzoo.eval.plots import plot_confusion_matrix, plot_samples
@@ -45,8 +37,7 @@ def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
     """``model`` in eval mode on ``device`` for the block; afterwards every submodule's mode (a frozen backbone's
     batch norm stays in eval) and the device (its first parameter's or buffer's) are as they came in."""
     modes = [(module, module.training) for module in model.modules()]
-    first = next(model.parameters(), None)
-    first = first if first is not None else next(model.buffers(), None)
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
     home = first.device if first is not None else None
     model.to(device).eval()
     try:
@@ -59,22 +50,15 @@ def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def eval_sums(
-    model: nn.Module,
-    loader: Iterable,
-    *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    num_classes: int | None = None,
-) -> dict[str, Any]:
+def eval_sums(model: nn.Module, loader: Iterable, *, device: torch.device, amp_dtype: torch.dtype | None = None,
+              channels_last: bool = False, num_classes: int | None = None) -> dict[str, Any]:  # fmt: skip
     """One pass in eval mode: loss_sum, correct (top-1), correct5, n and with ``num_classes`` a (true, predicted)
     confusion matrix; sums, not means, so that processes can add theirs up."""
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    correct5 = torch.zeros((), dtype=torch.int64, device=device)
-    confusion = None
+    loss_sum, correct, correct5 = (
+        torch.zeros((), dtype=t, device=device) for t in (torch.float64, torch.int64, torch.int64)
+    )
+    confusion = torch.zeros((num_classes or 0) ** 2, dtype=torch.int64, device=device)
     n = 0
     for x, y in loader:
         x = x.to(device, non_blocking=True)
@@ -85,20 +69,15 @@ def eval_sums(
             logits = model(x)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
         correct += hits[:, 0].sum()
         correct5 += hits.any(dim=1).sum()
         if num_classes is not None:
-            pairs = y * num_classes + top[:, 0]
-            counts = torch.bincount(pairs, minlength=num_classes * num_classes)
-            confusion = counts if confusion is None else confusion + counts
+            confusion += torch.bincount(y * num_classes + top[:, 0], minlength=num_classes * num_classes)
         n += len(y)
     result = {"loss_sum": loss_sum.item(), "correct": correct.item(), "correct5": correct5.item(), "n": n}
     if num_classes is not None:
-        if confusion is None:
-            confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64)
         result["confusion"] = confusion.view(num_classes, num_classes).cpu()
     return result
 
@@ -122,39 +101,30 @@ class EvalResult:
         return f"loss {self.loss:.4f} | {top} | {self.num_samples} images{tta}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "loss": self.loss,
-            "top1": self.top1,
-            "top5": self.top5,
-            "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True)),
-            "confusion_matrix": self.confusion_matrix.tolist(),
-            "num_samples": self.num_samples,
-            "tta": self.tta,
-        }
+        """Every field but class_names, in JSON types: per-class accuracy keyed by class name."""
+        out = {**vars(self), "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True))}
+        del out["class_names"]
+        return {**out, "confusion_matrix": self.confusion_matrix.tolist()}
 
     def plot_confusion_matrix(self, path: str | os.PathLike[str] | None = None, normalize: bool = True) -> Figure:
         """Rows are true classes, columns predictions; drawn by :func:`imgzoo.eval.plots.plot_confusion_matrix`."""
         return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
 
 
-# ---------------------------------------------------------------------------- what a user has at hand
-
-
-def _resolve_folder(data: Any, caller: str) -> Any:
-    """A path to an image tree ``root/<class>/<image>`` becomes its :func:`imgzoo.data.datasets.image_folder`."""
-    if not isinstance(data, (str, os.PathLike)):
-        return data
-    if not Path(data).is_dir():
-        raise FileNotFoundError(
-            f"{caller} takes a folder of class folders (root/<class>/<image>), a Dataset or a loader; "
-            f"got the path {str(data)!r}, which is not a folder"
-        )
-    return image_folder(data)
-
-
-def _is_preprocessed(image: Any) -> bool:
-    """A float tensor is taken as preprocessed, exactly what ``model(x)`` would get, as predict takes it."""
-    return isinstance(image, torch.Tensor) and image.is_floating_point()
+def _checked(model: nn.Module, data: Any, caller: str) -> Any:
+    """``data``, a path to an image tree ``root/<class>/<image>`` read as its ``image_folder``; refused if its
+    class names or order differ from the model's: every figure would be wrong."""
+    if isinstance(data, (str, os.PathLike)):
+        if not Path(data).is_dir():
+            raise FileNotFoundError(
+                f"{caller} takes a folder of class folders (root/<class>/<image>), a Dataset or a loader; "
+                f"got the path {str(data)!r}, which is not a folder"
+            )
+        data = datasets.image_folder(data)
+    ours, theirs = datasets.model_classes(model), datasets.classes_of(data)
+    advice = "Evaluate it on data with the classes it was trained on, in the same order."
+    datasets.check_classes(ours, theirs, expected_by="the model", found_in="the data", advice=advice)
+    return data
 
 
 def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
@@ -168,15 +138,15 @@ def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
     return for_model(model, train=False)
 
 
-def check_data_classes(model: nn.Module, data: Any) -> None:
-    """Refuse data whose class names or order differ from the model's: every figure would be wrong."""
-    check_classes(
-        model_classes(model),
-        classes_of(data),
-        expected_by="the model",
-        found_in="the data",
-        advice="Evaluate it on data with the classes it was trained on, in the same order.",
-    )
+def _stacked(model: nn.Module, images: list[Any], caller: str) -> torch.Tensor:
+    """``images`` as one batch: float tensors as they are (what model(x) takes), the rest through the eval transform."""
+    transform, tensors = None, []
+    for image in images:
+        if not (isinstance(image, torch.Tensor) and image.is_floating_point()):
+            transform = transform or _eval_transform(model, image, caller)
+            image = transform(_read_image_file(image) if isinstance(image, (str, os.PathLike)) else image)
+        tensors.append(image)
+    return torch.stack(tensors)
 
 
 def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, device: torch.device) -> Any:
@@ -191,13 +161,11 @@ def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, d
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
     first_image = data[0][0]
-    if _is_preprocessed(first_image):
-        return DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator()
-        )
+    if isinstance(first_image, torch.Tensor) and first_image.is_floating_point():  # preprocessed, as predict takes it
+        return DataLoader(data, batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator())
     transform = _eval_transform(model, first_image, "evaluate")
     base = root_of(data)[0]
-    if isinstance(base, ImageDataset) and base.files is None:  # decoded images: the whole-batch path
+    if isinstance(base, datasets.ImageDataset) and base.files is None:  # decoded images: the whole-batch path
         return batches(data, batch_size, train=False, spec=model.data_spec, device=device)
     # Files are read as they are, never written to a cache by a measurement.
     return DataLoader(Transformed(data, transform), batch_size, num_workers=num_workers, generator=unshared_generator())
@@ -211,25 +179,19 @@ def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
             raise ValueError(
-                f"evaluate got label {bad}, but the model has {num_classes} outputs, so labels must lie in "
-                f"0..{num_classes - 1}. Check that the data's classes are the model's, or build the model "
-                f"with num_classes equal to the data's number of classes."
+                f"evaluate got label {bad}, but the model has {num_classes} outputs, so labels must lie in 0.."
+                f"{num_classes - 1}. Check that the data's classes are the model's, or build it with their number."
             )
         yield x, y
 
 
 def _class_names(model: nn.Module, data: Any, num_classes: int) -> list[str]:
-    spec = getattr(model, "data_spec", None)
-    if spec is not None and spec.class_names and len(spec.class_names) == num_classes:
-        return list(spec.class_names)
-    dataset = data.dataset if isinstance(data, DataLoader) else data
-    classes = getattr(dataset, "classes", None)
-    if classes is not None and len(classes) == num_classes:
-        return [str(c) for c in classes]
+    """The model's class names, else the data's, else the class indices as text."""
+    for names in (datasets.model_classes(model), datasets.classes_of(data)):
+        if names and len(names) == num_classes:
+            return [str(c) for c in names]
     return [str(i) for i in range(num_classes)]
 
-
-# ---------------------------------------------------------------------------- test-time augmentation
 
 TTA_MODES = ("none", "flip", "shift", "flip+shift")
 
@@ -250,8 +212,7 @@ class TestTimeAugmented(nn.Module):
             raise ValueError(f"TestTimeAugmented: mode must be one of {TTA_MODES[1:]}, got {mode!r}")
         self.model, self.mode = model, mode
 
-    def _views(self, x: torch.Tensor) -> torch.Tensor:
-        """The image and, with "flip", its mirror, averaged."""
+    def _views(self, x: torch.Tensor) -> torch.Tensor:  # the image and, with "flip", its mirror, averaged
         if "flip" not in self.mode:
             return self.model(x)
         return 0.5 * self.model(x) + 0.5 * self.model(x.flip(-1))
@@ -281,15 +242,10 @@ def tta_mode(tta: bool | str, model: nn.Module, data: Any) -> str:
 
 
 def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, bool]:
-    """The network evaluate runs: the model itself; and whether its inputs go channels_last.
-
-    Where fit would train in channels_last (oneDNN's native layout on a CPU), the model runs on
-    channels_last copies of its 4-D tensors, so the caller's model keeps its own layout: on a 2-core
-    Xeon at batch 256, 1.3x (ResNet-20) and 1.4x (mnist_cnn) the images/s of NCHW, and as fast as
-    the model converted in place.
-    """
-    channels_last = use_channels_last("auto", device, dtype)
-    if not channels_last:
+    """The network evaluate runs, and whether its inputs go channels_last. Where fit would train channels_last
+    (oneDNN's native layout on a CPU), it runs on channels_last copies of the 4-D tensors, so the caller's model
+    keeps its layout: 1.3x (ResNet-20) and 1.4x (mnist_cnn) NCHW's images/s on a 2-core Xeon at batch 256."""
+    if not use_channels_last("auto", device, dtype):
         return model, False
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
     weights = {name: t.to(memory_format=torch.channels_last) for name, t in tensors if t.dim() == 4}
@@ -298,49 +254,23 @@ def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype |
     return net, True
 
 
-def _one_pass(
-    model: nn.Module, loader: Any, first: Any, mode: str, device: torch.device, dtype: torch.dtype | None
-) -> dict[str, Any]:
-    """eval_sums over ``loader`` with the inference copy of ``model`` (TTA-wrapped unless ``mode`` is "none")."""
-    with _borrowed(model, device), torch.no_grad():
-        net, channels_last = _inference_copy(model, device, dtype)
-        num_classes = net(first[0][:1].to(device)).shape[1]
-        return eval_sums(
-            net if mode == "none" else TestTimeAugmented(net, mode),
-            _checked_labels(loader, num_classes),
-            device=device,
-            amp_dtype=dtype,
-            channels_last=channels_last,
-            num_classes=num_classes,
-        )
-
-
-def evaluate(
-    model: nn.Module,
-    data: Dataset | DataLoader,
-    *,
-    batch_size: int = 256,  # no gradients are kept, so twice fit's default fits in the same memory
-    device: str | torch.device = "auto",
-    num_workers: int = 0,
-    amp: bool | str = False,
-    tta: bool | str = False,
-) -> EvalResult:
+def evaluate(model: nn.Module, data: Dataset | DataLoader, *,
+             batch_size: int = 256,  # no gradients are kept, so twice fit's default fits in the same memory
+             device: str | torch.device = "auto", num_workers: int = 0, amp: bool | str = False,
+             tta: bool | str = False) -> EvalResult:  # fmt: skip
     """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
-    ``data`` is what a user has at hand: a Dataset of (image, class index) pairs, a DataLoader,
-    any iterable of (x, y) batches (a :class:`~imgzoo.data.loaders.FastLoader`), or the path of an
-    image tree ``root/<class>/<image>``; data whose class names or order differ from the model's
-    is refused. PIL images, uint8 tensors and arrays go through the model's eval transform
-    (``imgzoo.data.transforms.for_model(model)``); float tensors are taken as preprocessed, as
-    :func:`predict` takes them. The model comes back in the mode and on the device it came in.
+    ``data``: a Dataset of (image, class index) pairs, a DataLoader, any iterable of (x, y) batches (a
+    :class:`~imgzoo.data.loaders.FastLoader`) or the path of an image tree ``root/<class>/<image>``, with the
+    model's class names in its order. PIL images, uint8 tensors and arrays go through the model's eval transform
+    (``for_model(model)``); float tensors are taken as preprocessed, as :func:`predict` takes them.
 
     ``tta`` averages the logits over views (:class:`TestTimeAugmented`): ``True`` / ``"flip"``, ``"shift"``,
     ``"flip+shift"``; a mirror is refused where it changes labels (MNIST). The result records which was used.
     """
     mode = tta_mode(tta, model, data)
     device = resolve_device(device)
-    data = _resolve_folder(data, "evaluate")
-    check_data_classes(model, data)
+    data = _checked(model, data, "evaluate")
     loader = _as_loader(model, data, batch_size, num_workers, device)
     first = next(iter(loader), None)
     if first is None:
@@ -348,33 +278,28 @@ def evaluate(
             f"evaluate got a {type(loader).__name__} with no batches (an empty data set, or drop_last with "
             f"fewer samples than one batch); pass at least one (image, label) sample"
         )
-    sums = _one_pass(model, loader, first, mode, device, amp_dtype(amp, device))
-    confusion = sums["confusion"]
+    dtype = amp_dtype(amp, device)
+    with _borrowed(model, device), torch.no_grad():
+        net, channels_last = _inference_copy(model, device, dtype)
+        num_classes = net(first[0][:1].to(device)).shape[1]
+        net = net if mode == "none" else TestTimeAugmented(net, mode)
+        labelled = _checked_labels(loader, num_classes)
+        sums = eval_sums(
+            net, labelled, device=device, amp_dtype=dtype, channels_last=channels_last, num_classes=num_classes
+        )
+    confusion, n = sums["confusion"], sums["n"]
     per_class = (confusion.diag().double() / confusion.sum(dim=1).double()).tolist()  # 0/0 -> NaN: class absent
-    n = sums["n"]
-    return EvalResult(
-        loss=sums["loss_sum"] / n,
-        top1=sums["correct"] / n,
-        top5=sums["correct5"] / n,
-        per_class_accuracy=per_class,
-        confusion_matrix=confusion,
-        class_names=_class_names(model, data, confusion.shape[0]),
-        num_samples=n,
-        tta=mode,
-    )
-
-
-# ---------------------------------------------------------------------------- predict
+    means = {"loss": sums["loss_sum"] / n, "top1": sums["correct"] / n, "top5": sums["correct5"] / n}
+    names = _class_names(model, data, num_classes)
+    return EvalResult(**means, per_class_accuracy=per_class, confusion_matrix=confusion, class_names=names,
+                      num_samples=n, tta=mode)  # fmt: skip
 
 
 def _read_image_file(path: str | os.PathLike[str]) -> Any:
     """A decoded PIL image from a local file; URLs, folders and unreadable files get an error naming them."""
     text = str(path)
     if "://" in text:
-        raise ValueError(
-            f"predict reads local image files and fetches nothing; got the URL {text!r}. Download it first, "
-            "then pass the file's path (or a PIL image)."
-        )
+        raise ValueError(f"predict reads local files and fetches nothing; got the URL {text!r}. Download it first.")
     if Path(path).is_dir():
         raise IsADirectoryError(
             f"predict takes image files, and {text} is a folder. Pass its files, e.g. "
@@ -382,38 +307,12 @@ def _read_image_file(path: str | os.PathLike[str]) -> Any:
         )
     if not Path(path).is_file():
         raise FileNotFoundError(f"predict: no image file at {text}")
-    return _open_image(text, advice="pass another image")
-
-
-def _check_topk(topk: Any) -> int:
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise ValueError(f"predict: topk must be a positive integer (the number of classes to list); got {topk!r}")
-    return topk
-
-
-def _to_batch(model: nn.Module, images: Any) -> tuple[torch.Tensor, bool]:
-    """Preprocess ``images`` into one batch; also say whether a single image was given."""
-    batch = isinstance(images, torch.Tensor) and images.dim() == 4
-    single = not batch and not isinstance(images, (list, tuple))
-    items = [images] if single else list(images)
-    if not items:
-        raise ValueError("predict got no images; pass a PIL image, a path, a tensor, or a list of them")
-    transform, tensors = None, []
-    for item in items:
-        if not _is_preprocessed(item):  # a float tensor is what model(x) would take
-            transform = transform or for_model(model, train=False)
-            item = transform(_read_image_file(item) if isinstance(item, (str, os.PathLike)) else item)
-        tensors.append(item)
-    return torch.stack(tensors), single
+    return datasets._open_image(text, advice="pass another image")
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module,
-    images: Any,
-    topk: int = 5,
-    *,
-    device: str | torch.device = "auto",
+    model: nn.Module, images: Any, topk: int = 5, *, device: str | torch.device = "auto"
 ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
     """The ``topk`` most likely classes, as (class name, probability) pairs, most likely first.
 
@@ -421,23 +320,23 @@ def predict(
     model's eval transform, float tensors are taken as preprocessed (a 4-D one is a batch). One image
     gives one list of pairs, several a list of lists. URLs and folders are refused (nothing is fetched).
     """
-    topk = _check_topk(topk)  # before any image is read
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:  # before any image is read
+        raise ValueError(f"predict: topk must be a positive integer (the number of classes to list); got {topk!r}")
     device = resolve_device(device)
-    batch, single = _to_batch(model, images)
+    single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4)
+    items = [images] if single else list(images)
+    if not items:
+        raise ValueError("predict got no images; pass a PIL image, a path, a tensor, or a list of them")
+    batch = _stacked(model, items, "predict")
     with _borrowed(model, device):
         probs = model(batch.to(device)).float().softmax(dim=1).cpu()
-    names = _class_names(model, None, probs.shape[1]) if getattr(model, "data_spec", None) else None
-    names = names or [str(i) for i in range(probs.shape[1])]
-    k = min(topk, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
+    names = _class_names(model, None, probs.shape[1])
+    values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
     results = [
         [(names[i], p) for i, p in zip(idx.tolist(), val.tolist(), strict=True)]
         for idx, val in zip(indices, values, strict=True)
     ]
     return results[0] if single else results
-
-
-# ---------------------------------------------------------------------------- plot_predictions
 
 
 def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
@@ -454,49 +353,33 @@ def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
     return picked[:n]
 
 
-def _sample_batch(model: nn.Module, data: Any, picked: list[int]) -> tuple[torch.Tensor, list[int], Any]:
-    """The chosen samples as one preprocessed batch, their labels, and the DataSpec they are normalised with."""
-    if hasattr(data, "eval_batch"):  # a FastLoader: its images unaugmented, normalised with its own spec
-        images, labels = data.eval_batch(picked)
-        return images.cpu(), labels.tolist(), data.spec
-    samples = [data[i] for i in picked]
-    transform = None
-    images = []
-    for image, _ in samples:
-        if not _is_preprocessed(image):
-            transform = transform or _eval_transform(model, image, "plot_predictions")
-            image = transform(image)
-        images.append(image)
-    return torch.stack(images), [int(s[1]) for s in samples], getattr(model, "data_spec", None)
-
-
 @torch.no_grad()
-def plot_predictions(
-    model: nn.Module,
-    data: Any,
-    n: int = 16,
-    *,
-    seed: int = 0,
-    path: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "auto",
-) -> Figure:
+def plot_predictions(model: nn.Module, data: Any, n: int = 16, *, seed: int = 0,
+                     path: str | os.PathLike[str] | None = None,
+                     device: str | torch.device = "auto") -> Figure:  # fmt: skip
     """``n`` images, a seeded class-balanced sample of ``data`` (what :func:`evaluate` takes), with their true and
     predicted labels (a wrong one in red); :func:`imgzoo.eval.plots.plot_samples` draws."""
-    data = _resolve_folder(data, "plot_predictions")
-    check_data_classes(model, data)
+    data = _checked(model, data, "plot_predictions")
     data = data.dataset if isinstance(data, DataLoader) else data
     if is_batches(data) and not hasattr(data, "eval_batch"):
         raise TypeError(
             f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
             f"{type(data).__name__}, a loader it cannot pick samples from"
         )
-    labels = labels_of(data).long().cpu()
+    labels = datasets.labels_of(data).long().cpu()
     if not isinstance(n, int) or n < 1 or len(labels) == 0:
         raise ValueError(
             f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
             f"got n={n!r} and {len(labels)} samples"
         )
-    images, true_labels, spec = _sample_batch(model, data, _balanced_sample(labels, n, seed))
+    picked = _balanced_sample(labels, n, seed)
+    if hasattr(data, "eval_batch"):  # a FastLoader: its images unaugmented, normalised with its own spec
+        images, true_labels = data.eval_batch(picked)
+        images, true_labels, spec = images.cpu(), true_labels.tolist(), data.spec
+    else:
+        samples = [data[i] for i in picked]
+        images = _stacked(model, [image for image, _ in samples], "plot_predictions")
+        true_labels, spec = [int(label) for _, label in samples], getattr(model, "data_spec", None)
     device = resolve_device(device)
     with _borrowed(model, device):
         logits = model(images.to(device)).float().cpu()

@@ -1,9 +1,8 @@
 """The data side of fit: what it accepts, the checks before any work, and the loaders it builds.
 
-Both the training and the validation data are tried on the model before anything is trained,
-seeded or written: a wrong shape or a label out of range in the validation data would otherwise
-show only after a whole epoch of training. The training loader's shuffle is a function of
-(seed, epoch), which is what lets a checkpoint replay an epoch exactly.
+The validation data is tried on the model too before anything is trained, seeded or written: a wrong shape or
+label there would otherwise show only after a whole epoch. The training shuffle is a function of (seed, epoch),
+which is what lets a checkpoint replay an epoch exactly.
 """
 
 from __future__ import annotations
@@ -15,29 +14,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torch.utils.data.dataloader import default_collate
 
+import imgzoo.data.loaders as loaders
 import imgzoo.train.distributed as distributed
 from imgzoo.data.datasets import ImageDataset, check_classes, classes_of, labels_of, model_classes
-from imgzoo.data.loaders import (
-    Transformed,
-    batches,
-    default_workers,
-    is_batches,
-    own_generator,
-    root_of,
-    unshared_generator,
-)
+from imgzoo.data.loaders import own_generator  # fit's too
 from imgzoo.data.transforms import build_transform
 from imgzoo.models.registry import DataSpec
 from imgzoo.train.config import FitConfig, warn_if_loader_differs
 
-__all__ = ["accept", "check_data", "check_labels", "dataset_of", "known_labels", "train_loader"]
-
-# What each role's error tells the user to preprocess with: augmentation for training only.
-_TRANSFORM_ADVICE = {
-    "training": "imgzoo.data.transforms.for_model(model, train=True)",
-    "validation": "imgzoo.data.transforms.for_model(model)",
-}
-
+__all__ = ["accept", "check_data", "check_labels", "own_generator", "train_loader", "val_loader"]
 
 # The batch options FitConfig carries (where it does): batches()'s keywords, so fit passes them on by name.
 SHAPING = ("augment", "translate", "alternate_flips", "cutout")
@@ -48,14 +33,14 @@ def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ct
     batches for the model's spec: the whole-batch path in one process, else the same ops image by image,
     which a DistributedSampler can shard. An iterable of batches without a length (a generator's result) is
     read once into a list: fit passes over it every epoch and sizes its schedule by the batches in one."""
-    root = root_of(data)[0]
-    if isinstance(root, ImageDataset) and root.transform is None and isinstance(model_spec(model), DataSpec):
-        train, spec = role == "training", model_spec(model)
+    root, spec = loaders.root_of(data)[0], getattr(model, "data_spec", None)
+    if isinstance(root, ImageDataset) and root.transform is None and isinstance(spec, DataSpec):
+        train = role == "training"
         options = {name: getattr(cfg, name) for name in SHAPING if hasattr(cfg, name)} if train else {}
         if not ctx.enabled and spec.resize is None:
-            return batches(data, cfg.batch_size, train=train, spec=spec, seed=seed, device=device, **options)
+            return loaders.batches(data, cfg.batch_size, train=train, spec=spec, seed=seed, device=device, **options)
         options.pop("alternate_flips", None)
-        return Transformed(data, build_transform(spec, train, **options))
+        return loaders.Transformed(data, build_transform(spec, train, **options))
     if data is None or isinstance(data, (Dataset, DataLoader)) or hasattr(data, "__len__"):
         return data
     if not hasattr(data, "__iter__"):
@@ -63,32 +48,6 @@ def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ct
             f"fit takes a Dataset, a DataLoader or any iterable of (x, y) batches; got {type(data).__name__}"
         )
     return list(data)
-
-
-def model_spec(model: nn.Module) -> DataSpec | None:
-    return getattr(model, "data_spec", None)
-
-
-def check_model_classes(model: nn.Module, data: Any, role: str) -> None:
-    """Refuse data whose class names or order differ from those the model was built with."""
-    check_classes(
-        model_classes(model),
-        classes_of(data),
-        expected_by="the model",
-        found_in=f"the {role} data",
-        advice="Build the model with create_model(name, class_names=data.classes), or pass data with its classes.",
-    )
-
-
-def check_checkpoint_classes(saved: dict[str, Any], model: nn.Module, train: Any, path: Any) -> None:
-    """Refuse to resume a checkpoint on data whose classes differ from those it was trained on."""
-    check_classes(
-        saved.get("classes"),
-        classes_of(train) or model_classes(model),
-        expected_by=f"the checkpoint {path}",
-        found_in="the training data",
-        advice="Resume on the data the run was trained on (the same class folders), or train afresh without resume.",
-    )
 
 
 def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
@@ -107,13 +66,8 @@ def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
 
 
 def labels_known(train: Any) -> bool:
-    """Whether the training data lists its labels, so that they can be checked before any step."""
-    return known_labels(train if is_batches(train) else dataset_of(train, "training")) is not None
-
-
-def known_labels(dataset: Any) -> torch.Tensor | None:
-    """All labels at once where the data set exposes them cheaply; else None (checked per batch)."""
-    return labels_of(dataset, read=False)
+    """Whether the training data lists its labels cheaply, so that they are checked before any step, not per batch."""
+    return labels_of(train if loaders.is_batches(train) else dataset_of(train, "training"), read=False) is not None
 
 
 def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
@@ -133,7 +87,7 @@ def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
 
 def _first_batch(data: Any, role: str) -> tuple[Any, Any]:
     """A small batch of ``data`` and the object that may expose its labels, drawing from no shared generator."""
-    if not is_batches(data):
+    if not loaders.is_batches(data):
         dataset = dataset_of(data, role)
         collate = data.collate_fn if isinstance(data, DataLoader) else default_collate
         return collate([dataset[i] for i in range(min(2, len(dataset)))]), dataset  # type: ignore[arg-type]
@@ -147,110 +101,98 @@ def _first_batch(data: Any, role: str) -> tuple[Any, Any]:
     return batch, data
 
 
-def _logits_of(model: nn.Module, x: torch.Tensor, role: str, device: torch.device) -> torch.Tensor:
-    """The model's output on ``x`` in eval mode, without gradients: no weight or batch-norm statistic moves."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x.to(device))
-    except Exception as e:
-        spec = getattr(model, "data_spec", None)
-        expected = f" It expects {spec.input_shape} per image." if spec is not None else ""
-        raise ValueError(
-            f"fit: the model could not take a batch of the {role} data (batch shape {tuple(x.shape)}).{expected} "
-            f"Preprocess with {_TRANSFORM_ADVICE[role]}. The model said: {e}"
-        ) from e
-    finally:
-        model.train(was_training)
-
-
 def _probe(model: nn.Module, data: Any, role: str, device: torch.device, num_classes: int | None) -> int:
-    """Feed a small batch of ``data`` through the model and check its labels; return the number of outputs."""
+    """Feed a small batch of ``data`` through the model in eval mode without gradients (no weight or batch-norm
+    statistic moves) and check its labels; return the number of outputs."""
     batch, labelled = _first_batch(data, role)
     if not isinstance(batch, (list, tuple)) or len(batch) != 2:
         raise ValueError(f"fit: the {role} data must yield (image_tensor, label) pairs")
     x, y = batch
-    out = _logits_of(model, x, role, device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x.to(device))
+    except Exception as e:
+        spec = getattr(model, "data_spec", None)
+        expected = f" It expects {spec.input_shape} per image." if spec is not None else ""
+        advice = "model, train=True" if role == "training" else "model"  # augmentation for training only
+        raise ValueError(
+            f"fit: the model could not take a batch of the {role} data (batch shape {tuple(x.shape)}).{expected} "
+            f"Preprocess with imgzoo.data.transforms.for_model({advice}). The model said: {e}"
+        ) from e
+    finally:
+        model.train(was_training)
     if out.dim() != 2:
         raise ValueError(f"fit: the model must return (N, num_classes) logits; got shape {tuple(out.shape)}")
     num_classes = out.shape[1] if num_classes is None else num_classes
-    labels = known_labels(labelled)
+    labels = labels_of(labelled, read=False)
     check_labels(labels if labels is not None else torch.as_tensor(y), num_classes, f"in the {role} data")
     return num_classes
 
 
-def check_data(model: nn.Module, train: Any, val: Any, device: torch.device) -> int:
-    """Try the training and validation data on the model before any work; return the number of classes.
-
-    Done in eval mode under no_grad, before seeding, so it changes neither the weights, the
-    batch-norm statistics nor any random generator that training draws from.
-    """
-    check_model_classes(model, train, "training")
-    if val is not None:
-        check_model_classes(model, val, "validation")
+def check_data(model: nn.Module, train: Any, val: Any, device: torch.device, saved: Any, path: Any) -> int:
+    """Try the training and validation data on the model before seeding, and with a checkpoint ``saved`` compare
+    its classes with the training data's; return the number of classes."""
+    advice = "Build the model with create_model(name, class_names=data.classes), or pass data with its classes."
+    for data, role in ((train, "training"), (val, "validation")):
+        if data is not None:
+            found_in = f"the {role} data"
+            check_classes(
+                model_classes(model), classes_of(data), expected_by="the model", found_in=found_in, advice=advice
+            )
     num_classes = _probe(model, train, "training", device, None)
     if val is not None:
         _probe(model, val, "validation", device, num_classes)
+    if saved is not None:
+        advice = "Resume on the data the run was trained on (the same class folders), or train afresh without resume."
+        found, by = classes_of(train) or model_classes(model), f"the checkpoint {path}"
+        check_classes(saved.get("classes"), found, expected_by=by, found_in="the training data", advice=advice)
     return num_classes
 
 
-def train_loader(
-    data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext, device: torch.device
-) -> tuple[Any, DistributedSampler | None, torch.Generator]:
-    """The training loader, with a sampler whose shuffle is a function of (seed, epoch).
+def train_loader(data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext,
+                 device: torch.device) -> tuple[Any, DistributedSampler | None, torch.Generator]:  # fmt: skip
+    """The training loader, its sampler (None for a loader used as given) and the generator of its worker seeds.
 
-    A user's DataLoader is used as given in a single process (its shuffle then draws from
-    the global generator, whose state the checkpoint keeps); under torchrun it is rebuilt
-    around a DistributedSampler so that each process sees its own shard.
+    A user's loader is used as given in a single process (its shuffle then draws from the global generator, whose
+    state the checkpoint keeps); under torchrun a DataLoader is rebuilt around a DistributedSampler.
     """
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
-    if is_batches(data) and ctx.enabled:
+    loader_given = isinstance(data, DataLoader) or loaders.is_batches(data)
+    if loaders.is_batches(data) and ctx.enabled:
         raise ValueError(
             f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
             "each process gets its own part through a DistributedSampler"
         )
-    if isinstance(data, DataLoader) or is_batches(data):
+    if loader_given:
         warn_if_loader_differs(data, cfg)  # a loader given is used as built, whatever the recipe says
-    if (isinstance(data, DataLoader) or is_batches(data)) and not ctx.enabled:
-        return data, None, generator
+        if not ctx.enabled:
+            return data, None, generator
     dataset = dataset_of(data, "training")
     batch_size = data.batch_size if isinstance(data, DataLoader) and data.batch_size else cfg.batch_size
     workers = data.num_workers if isinstance(data, DataLoader) else cfg.num_workers
-    workers = default_workers(dataset) if workers is None else workers
     # DistributedSampler with one replica is a plain seeded shuffle: one code path for 1 or N processes.
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=data.collate_fn if isinstance(data, DataLoader) else None,
-        pin_memory=device.type == "cuda",
-        generator=generator,
-        # Not persistent: workers seeded once could not replay an epoch's augmentation on resume.
-        persistent_workers=False,
-    )
-    return loader, sampler, generator
+    collate = data.collate_fn if isinstance(data, DataLoader) else None
+    # Not persistent: workers seeded once could not replay an epoch's augmentation on resume.
+    order = {"sampler": sampler, "collate_fn": collate, "generator": generator, "persistent_workers": False}
+    return _loader(dataset, batch_size, workers, device, **order), sampler, generator
 
 
-def val_loader(
-    data: Dataset | DataLoader | None, cfg: FitConfig, ctx: distributed.DistContext, device: torch.device
-) -> Any:
-    """The validation loader; under torchrun each process gets a disjoint slice of a Dataset."""
-    if data is None:
-        return None
-    if is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
-        return data  # under DDP every process scores all of it; the means stay right
+def val_loader(data: Dataset | DataLoader | None, cfg: FitConfig, ctx: distributed.DistContext,
+               device: torch.device) -> Any:  # fmt: skip
+    """The validation loader; under torchrun each process scores a disjoint slice of a Dataset (sums are added)."""
+    if data is None or loaders.is_batches(data) or (isinstance(data, DataLoader) and not ctx.enabled):
+        return data  # a loader under DDP: every process scores all of it; the means stay right
     dataset = dataset_of(data, "validation")
-    if ctx.enabled:  # every process scores a disjoint slice; the sums are added up, nothing counted twice
+    if ctx.enabled:
         dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
-    workers = cfg.num_workers if cfg.num_workers is not None else default_workers(dataset)
-    return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        generator=unshared_generator(),
+    return _loader(
+        dataset, cfg.batch_size, cfg.num_workers, device, shuffle=False, generator=loaders.unshared_generator()
     )
+
+
+def _loader(dataset: Dataset, batch_size: int, workers: int | None, device: torch.device, **order: Any) -> DataLoader:
+    workers = loaders.default_workers(dataset) if workers is None else workers
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda", **order)

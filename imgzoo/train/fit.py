@@ -1,8 +1,8 @@
-"""fit: the training loop, read top to bottom as a run goes: options -> checks on the data -> batches,
-optimizer and schedule -> what a resume must match -> the folder's lock -> epochs -> History.
+"""fit: the training loop, top to bottom as a run goes: options -> checks on the data -> loaders, optimizer and
+schedule -> what a resume must match -> the folder's lock -> epochs -> History.
 
-Exact resume rests on two rules: each epoch's shuffle is derived from (seed, epoch), and a checkpoint
-keeps every random generator's state, so a resumed run draws the numbers an unbroken one draws.
+Exact resume rests on two rules: each epoch's shuffle is derived from (seed, epoch), and a checkpoint keeps every
+random generator's state, so a resumed run draws the numbers an unbroken one draws.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,69 +22,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+import imgzoo.train.checkpoint as ckpt
+import imgzoo.train.config as fit_config
+import imgzoo.train.data as fit_data
 import imgzoo.train.distributed as distributed
+import imgzoo.train.steps as train_steps
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
 from imgzoo.eval import History, eval_sums
-from imgzoo.train.callbacks import Callback, CSVLogger, EarlyStopping, FitState
-from imgzoo.train.checkpoint import (
-    INTERRUPTED,
-    LAST,
-    CheckpointDirError,
-    EpochPosition,
-    RunParts,
-    capture_rng,
-    check_model_fits,
-    check_optimizer_fits,
-    check_stop_resumable,
-    load_checkpoint,
-    lock_checkpoint_dir,
-    replay_batches,
-    replay_problem,
-    resolve_resume,
-    restore_rng,
-    save_checkpoint,
-)
-from imgzoo.train.config import (
-    FitConfig,
-    averaging_callbacks,
-    build_optimizer,
-    build_schedule,
-    check_schedule_resumable,
-    optimizer_name,
-    schedule_size,
-)
-from imgzoo.train.data import (
-    accept,
-    check_checkpoint_classes,
-    check_data,
-    check_labels,
-    labels_known,
-    own_generator,
-    train_loader,
-    val_loader,
-)
+from imgzoo.train.callbacks import CSVLogger, EarlyStopping, FitState
+from imgzoo.train.config import FitConfig
 from imgzoo.train.recipes import resolve_config
-from imgzoo.train.steps import (
-    MetricSums,
-    NonFiniteLoss,
-    OptimizerStep,
-    ProgressBar,
-    StepBoundaryInterrupt,
-    check_finite_loss,
-    non_finite_tensors,
-)
+from imgzoo.train.steps import MetricSums, NonFiniteLoss, OptimizerStep, ProgressBar, StepBoundaryInterrupt
 
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
 
 
-def fit(
-    model: nn.Module,
-    train: Dataset | DataLoader,
-    val: Dataset | DataLoader | None = None,
-    *,
-    config: FitConfig | None = None,
-    **options: Any,
-) -> History:
+def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader | None = None, *,
+        config: FitConfig | None = None, **options: Any) -> History:  # fmt: skip
     """Train ``model`` in place on ``train``; return the :class:`History`.
 
     ``train`` and ``val`` are Datasets, DataLoaders or ready-made loaders (FastLoader) yielding (image tensor,
@@ -97,20 +51,14 @@ def fit(
     the same call trains with DDP (batch-norm statistics are rank 0's).
     """
     cfg = resolve_config(config, options)
-    device, ctx = _device_and_processes(cfg)
-    run = _Run(model, train, val, cfg, device, ctx)  # every check; nothing trained or written yet
-    with _locked(run.checkpoint_dir, ctx, device):
-        return run.run()
-
-
-def _device_and_processes(cfg: FitConfig) -> tuple[torch.device, distributed.DistContext]:
-    """The device to train on and this process's place in a torchrun job (rank 0 of 1 without one)."""
     device = resolve_device(cfg.device)
     ctx = distributed.setup(device)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
-    return device, ctx
+    run = _Run(model, train, val, cfg, device, ctx)  # every check; nothing trained or written yet
+    with _locked(run.checkpoint_dir, ctx, device):
+        return run.run()
 
 
 @contextlib.contextmanager
@@ -119,115 +67,103 @@ def _locked(folder: Path | None, ctx: distributed.DistContext, device: torch.dev
     with contextlib.ExitStack() as stack:
         error = None
         try:
-            stack.enter_context(lock_checkpoint_dir(folder if ctx.is_main else None))
-        except CheckpointDirError as e:
+            stack.enter_context(ckpt.lock_checkpoint_dir(folder if ctx.is_main else None))
+        except ckpt.CheckpointDirError as e:
             error = e
         if distributed.any_process(ctx, error is not None, device=device):
-            raise error or CheckpointDirError(f"fit: rank 0 could not lock {folder}; its error says why")
+            raise error or ckpt.CheckpointDirError(f"fit: rank 0 could not lock {folder}; its error says why")
         yield
-
-
-def _check_callbacks(callbacks: Sequence[Callback], val: Any) -> None:
-    for cb in callbacks:
-        if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_") and val is None:
-            raise ValueError(
-                f"fit: EarlyStopping monitors {cb.monitor!r}, but fit was given no validation data: "
-                "pass val= to fit, or monitor a training column (EarlyStopping(monitor='train_loss'))"
-            )
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class _Run:
     """One call of fit: the state that lives for the run, and its phases as methods."""
 
     def __init__(self, model: nn.Module, train: Any, val: Any, cfg: FitConfig, device: torch.device, ctx: Any) -> None:
-        self.cfg, self.device, self.ctx = cfg, device, ctx
+        self.cfg, self.device, self.ctx, self.model = cfg, device, ctx, model  # the plain module: saved, restored
         self.say = ctx.is_main and cfg.verbose > 0
         self.amp_dtype = amp_dtype(cfg.amp, device)
         self.channels_last = use_channels_last(cfg.channels_last, device, self.amp_dtype)
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
         model.to(device)
-        self.resume_path = resolve_resume(cfg.resume) if cfg.resume is not None else None
-        self.saved = load_checkpoint(self.resume_path) if self.resume_path is not None else None
+        self.resume_path = ckpt.resolve_resume(cfg.resume) if cfg.resume is not None else None
+        saved = self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
         fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
-        self.seed = self.saved["seed"] if self.saved is not None else fresh_seed
-        train = accept(train, model, cfg, self.seed, "training", ctx, device)
-        val = accept(val, model, cfg, self.seed, "validation", ctx, device)
-        self.num_classes = check_data(model, train, val, device)
-        self.callbacks = (*cfg.callbacks, *averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
-        _check_callbacks(self.callbacks, val)
-        if self.saved is not None:
-            check_checkpoint_classes(self.saved, model, train, self.resume_path)
-        _seed_everything(self.seed + ctx.rank)  # dropout differs per process; shuffles agree via the sampler
-        self._build_loaders(train, val)
-        self.model = model  # the plain module: what is saved, restored and given to callbacks
-        self.optimizer = build_optimizer(model, cfg)
-        if self.saved is not None:
-            self._check_resumable(self.saved)
-        self._build_steps()
-        # A resumed run keeps checkpointing where it resumed from, unless told otherwise.
-        directory = cfg.checkpoint_dir or (self.resume_path.parent if self.resume_path is not None else None)
-        self.checkpoint_dir = Path(directory) if directory is not None else None
-
-    def _build_loaders(self, train: Any, val: Any) -> None:
-        cfg, ctx, device = self.cfg, self.ctx, self.device
-        self.train_loader, self.sampler, self.loader_generator = train_loader(train, cfg, self.seed, ctx, device)
-        self.val_loader = val_loader(val, cfg, ctx, device)
-        if len(self.train_loader) == 0:
+        self.seed = seed = saved["seed"] if saved is not None else fresh_seed
+        self.callbacks = (*cfg.callbacks, *fit_config.averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
+        for cb in self.callbacks:
+            if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_") and val is None:
+                raise ValueError(
+                    f"fit: EarlyStopping monitors {cb.monitor!r}, but fit was given no validation data: "
+                    "pass val= to fit, or monitor a training column (EarlyStopping(monitor='train_loss'))"
+                )
+        train = fit_data.accept(train, model, cfg, seed, "training", ctx, device)
+        val = fit_data.accept(val, model, cfg, seed, "validation", ctx, device)
+        self.num_classes = fit_data.check_data(model, train, val, device, saved, self.resume_path)
+        # Dropout differs per process; shuffles agree through the sampler.
+        random.seed(seed + ctx.rank)
+        np.random.seed((seed + ctx.rank) % 2**32)
+        torch.manual_seed(seed + ctx.rank)
+        self.train_loader, self.sampler, self.loader_generator = fit_data.train_loader(train, cfg, seed, ctx, device)
+        self.val_loader = fit_data.val_loader(val, cfg, ctx, device)
+        steps = len(self.train_loader)
+        if steps == 0:
             raise ValueError("fit: the training loader yields no batches (drop_last with fewer samples than a batch?)")
-        self.labels_checked = labels_known(train)
+        self.labels_checked = fit_data.labels_known(train)
         # A user's loader shuffles with its own generator, or with the global one (restored from the checkpoint).
-        self.user_generator = own_generator(self.train_loader) if self.sampler is None else None
-        self.schedule_sized_for = schedule_size(cfg, len(self.train_loader))
-
-    def _check_resumable(self, saved: dict[str, Any]) -> None:
-        """Everything a resume must match, compared before a single tensor is loaded."""
-        path = self.resume_path
-        check_stop_resumable(saved, path, self.ctx.world_size)
-        check_model_fits(saved, self.model, path)
-        check_optimizer_fits(saved, self.optimizer, optimizer_name(self.optimizer), path)
-        if saved["epoch"] < self.cfg.epochs:
-            check_schedule_resumable(saved.get("schedule_sized_for"), self.schedule_sized_for, path)
-
-    def _build_steps(self) -> None:
-        cfg = self.cfg
-        self.scheduler, self.schedule_interval = build_schedule(self.optimizer, cfg, len(self.train_loader))
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype is torch.float16 else None
+        self.user_generator = fit_data.own_generator(self.train_loader) if self.sampler is None else None
+        self.schedule_sized_for = fit_config.schedule_size(cfg, steps)
+        self.optimizer = fit_config.build_optimizer(model, cfg)
+        if saved is not None:  # everything a resume must match, compared before a single tensor is loaded
+            path = self.resume_path
+            ckpt.check_stop_resumable(saved, path, ctx.world_size)
+            ckpt.check_model_fits(saved, model, path)
+            ckpt.check_optimizer_fits(saved, self.optimizer, fit_config.optimizer_name(self.optimizer), path)
+            if saved["epoch"] < cfg.epochs:
+                fit_config.check_schedule_resumable(saved.get("schedule_sized_for"), self.schedule_sized_for, path)
+        self.scheduler, self.schedule_interval = fit_config.build_schedule(self.optimizer, cfg, steps)
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype is torch.float16 else None
         per_step = self.scheduler if self.schedule_interval == "step" else None
         self.step = OptimizerStep(self.optimizer, scaler=self.scaler, grad_clip=cfg.grad_clip, scheduler=per_step)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.parts = RunParts(
-            self.model, self.optimizer, self.scheduler, self.scaler, self.callbacks, self.user_generator
-        )
-        self.history = History()
-        steps = len(self.train_loader)
-        self.state = FitState(
-            self.model, self.optimizer, self.history, 0, cfg.epochs, self.ctx.is_main, steps_per_epoch=steps
-        )
-        self.position, self.sums = EpochPosition(), MetricSums(self.device)
+        parts = (model, self.optimizer, self.scheduler, self.scaler, self.callbacks, self.user_generator)
+        self.parts, self.history = ckpt.RunParts(*parts), History()
+        self.state = FitState(model, self.optimizer, self.history, 0, cfg.epochs, ctx.is_main, steps_per_epoch=steps)
+        self.position, self.sums = ckpt.EpochPosition(), MetricSums(device)
         self.lr, self.epoch_began, self.start_epoch = self.optimizer.param_groups[0]["lr"], time.perf_counter(), 1
         self.partial: dict[str, Any] | None = None  # set by a resume from interrupted.pt
-        # A sync per step costs nothing on CPU; on a GPU, read the loss every 20 steps.
-        self.refresh = 1 if self.device.type == "cpu" else 20
-        self.interrupts = StepBoundaryInterrupt(enabled=not self.ctx.enabled, say=self._print)
+        self.refresh = 1 if device.type == "cpu" else 20  # a sync per step costs nothing on CPU; on a GPU it does
+        self.interrupts = StepBoundaryInterrupt(enabled=not ctx.enabled, say=self._print)
+        # A resumed run keeps checkpointing where it resumed from, unless told otherwise.
+        directory = cfg.checkpoint_dir or (self.resume_path.parent if self.resume_path is not None else None)
+        self.checkpoint_dir = Path(directory) if directory is not None else None
 
     # -- the run
 
     def run(self) -> History:
         """Restore the checkpoint when resuming, then train; every check has passed by now."""
-        if self.saved is not None:
-            self._restore(self.saved)
+        if (state := self.saved) is not None:
+            self.parts.load_state_dict(state)
+            self.history = self.state.history = History.from_dict(state["history"])
+            self.start_epoch = state["epoch"] + 1
+            # Each process its own generators; with another number of processes (or a checkpoint without
+            # them) every process takes rank 0's, and the resume is no longer exact.
+            per_rank = state.get("rng_per_rank")
+            own = per_rank is not None and len(per_rank) == self.ctx.world_size
+            ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
+            # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
+            self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
         if self.start_epoch > self.cfg.epochs:
-            self._print(
-                f"nothing to do: the checkpoint has already finished {self.start_epoch - 1} of {self.cfg.epochs} epochs"
-            )
+            done = f"{self.start_epoch - 1} of {self.cfg.epochs}"
+            self._print(f"nothing to do: the checkpoint has already finished {done} epochs")
             return self.history
-        self._wrap_model()
+        # channels_last, DDP and torch.compile; callbacks and checkpoints keep seeing the plain model.
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        net: nn.Module = self.model
+        if self.ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.net = torch.compile(net) if self.cfg.compile else net
         for cb in self.callbacks:
             cb.on_fit_start(self.state)
         try:
@@ -239,16 +175,6 @@ class _Run:
         self._fit_end()
         return self.history
 
-    def _wrap_model(self) -> None:
-        """channels_last, DDP and torch.compile; callbacks and checkpoints keep seeing the plain model."""
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        net: nn.Module = self.model
-        if self.ctx.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.net = torch.compile(net) if self.cfg.compile else net
-
     def _fit_end(self, error: Exception | None = None) -> None:
         if self.ctx.enabled:
             # DDP sits in reference cycles: uncollected, it held gloo work until the interpreter's teardown, which
@@ -259,31 +185,32 @@ class _Run:
             # fit's choice, not the user's: hand the model back computing exactly as its weights loaded from disk.
             self.model.to(memory_format=torch.contiguous_format)
         for cb in self.callbacks:
-            if error is None:
-                cb.on_fit_end(self.state)
-                continue
             try:
                 cb.on_fit_end(self.state)
             except Exception as cb_error:  # the training error stays the one raised; this one is attached
+                if error is None:
+                    raise
                 if hasattr(error, "add_note"):  # Python 3.11+
                     error.add_note(f"{type(cb).__name__}.on_fit_end also failed: {cb_error!r}")
 
     def _epochs(self) -> None:
         """Every epoch of the run; returns on finishing, a stop request, max_time or Ctrl-C."""
-        fit_start = time.perf_counter()
+        cfg, fit_start = self.cfg, time.perf_counter()
         try:
             with self.interrupts:
-                for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+                for epoch in range(self.start_epoch, cfg.epochs + 1):
                     row = self._epoch(epoch)
-                    if self._stop_after(epoch, row, fit_start):
+                    elapsed = time.perf_counter() - fit_start + row["time"]
+                    out_of_time = cfg.max_time is not None and epoch < cfg.epochs and elapsed > cfg.max_time
+                    # Every process decides alike, or the others would wait forever.
+                    if distributed.any_process(self.ctx, self.state.should_stop or out_of_time, device=self.device):
+                        why = f"another epoch would pass max_time={cfg.max_time:g} s" if out_of_time else None
+                        self._print(f"stopping after epoch {epoch}: {why or 'a callback asked to stop'}")
                         break
         except KeyboardInterrupt:
             self._interrupted()
         except NonFiniteLoss as e:
-            raise FloatingPointError(
-                f"fit: the training loss became {e.value} at epoch {e.epoch}, batch {e.step}; "
-                f"training stopped.{self._kept()} {_NAN_ADVICE}"
-            ) from None
+            raise self._non_finite(f"the training loss became {e.value} at epoch {e.epoch}, batch {e.step}") from None
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
         """Train, validate, check, record, checkpoint and print one epoch."""
@@ -300,48 +227,47 @@ class _Run:
         self.history.append(**row)
         for cb in self.callbacks:
             cb.on_epoch_end(self.state)
-        self._save(LAST, epoch)
+        self._save(ckpt.LAST, epoch)
         if self.checkpoint_dir is not None and self.ctx.is_main:  # superseded: the folder's latest point is last.pt
-            (self.checkpoint_dir / INTERRUPTED).unlink(missing_ok=True)
+            (self.checkpoint_dir / ckpt.INTERRUPTED).unlink(missing_ok=True)
         self._print(epoch_line(row, self.cfg.epochs))
         return row
-
-    def _stop_after(self, epoch: int, row: dict[str, Any], fit_start: float) -> bool:
-        """Whether a callback or max_time ends the run after ``epoch``; every process decides alike."""
-        cfg = self.cfg
-        elapsed = time.perf_counter() - fit_start
-        out_of_time = cfg.max_time is not None and epoch < cfg.epochs and elapsed + row["time"] > cfg.max_time
-        if not distributed.any_process(self.ctx, self.state.should_stop or out_of_time, device=self.device):
-            return False
-        reason = f"another epoch would pass max_time={cfg.max_time:g} s" if out_of_time else "a callback asked to stop"
-        self._print(f"stopping after epoch {epoch}: {reason}")
-        return True
 
     # -- one epoch of training
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        batches = self._epoch_batches(epoch)
+        batches, steps = self._epoch_batches(epoch), len(self.train_loader)
         self.net.train()
-        width = len(str(self.cfg.epochs))
-        bar = ProgressBar(
-            self.say and self.cfg.verbose == 1,
-            f"epoch {epoch:>{width}}/{self.cfg.epochs}",
-            len(self.train_loader),
-            done=self.position.steps_done,
-            seen_before=self.sums.seen,
-            world_size=self.ctx.world_size,
-        )
+        label = f"epoch {epoch:>{len(str(self.cfg.epochs))}}/{self.cfg.epochs}"
+        show = self.say and self.cfg.verbose == 1
+        done, seen = self.position.steps_done, self.sums.seen
+        bar = ProgressBar(show, label, steps, done=done, seen_before=seen, world_size=self.ctx.world_size)
         try:
-            for step, (x, y) in enumerate(self._fetching(batches), start=self.position.steps_done):
+            for step, (x, y) in enumerate(self._fetching(batches), start=done):
                 loss = self._train_step(epoch, step, x, y)
-                self._report(epoch, step, bar)
+                if step % self.refresh == 0 or step == steps - 1:  # the NaN guard and the bar's figures
+                    loss_sum, correct, seen = self.sums.read()
+                    train_steps.check_finite_loss(loss_sum, epoch, step)
+                    bar.show(loss_sum, correct, seen)
+                bar.update()
                 for cb in self.callbacks:
                     cb.on_batch_end(self.state, step, loss)
                 self.interrupts.raise_if_requested()
                 self.position.at_step_boundary = False  # the next batch is being fetched
         finally:
             bar.close()
-        return self._epoch_means(epoch, seconds=time.perf_counter() - self.epoch_began)
+        # The epoch's means, summed over every process.
+        loss_sum, correct, seen = self.sums.read()
+        sums = distributed.all_reduce_sums(self.ctx, loss_sum, float(correct), float(seen), device=self.device)
+        loss_total, correct_total, n = sums
+        train_steps.check_finite_loss(loss_total, epoch, steps - 1)
+        seconds = time.perf_counter() - self.epoch_began
+        return {
+            "train_loss": loss_total / n,
+            "train_acc": correct_total / n,
+            "lr": self.lr,
+            "images_per_sec": n / seconds,
+        }
 
     def _epoch_batches(self, epoch: int) -> Iterator:
         """The epoch's batches, shuffled by (seed, epoch); after an interruption, from the next step on."""
@@ -359,13 +285,11 @@ class _Run:
         self.sums.load_state_dict(partial["sums"])
         self.lr, self.epoch_began = partial["lr"], time.perf_counter() - partial["seconds"]
         self.position.resume_batches(partial)
-        return replay_batches(self.train_loader, partial, self.rng_at_stop, self.user_generator)
+        return ckpt.replay_batches(self.train_loader, partial, self.rng_at_stop, self.user_generator)
 
     def _fetching(self, batches: Iterator) -> Iterator:
-        """The batches; a loader broken by a deferred Ctrl-C (its worker processes get it at once) stops cleanly.
-
-        The failed fetch produced no batch, so the run still stands between two steps.
-        """
+        """The batches; a loader broken by a deferred Ctrl-C (its worker processes get it at once) stops cleanly:
+        the failed fetch produced no batch, so the run still stands between two steps."""
         while True:
             try:
                 batch = next(batches)
@@ -381,7 +305,7 @@ class _Run:
     def _train_step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward, loss, optimizer step and metric sums for one batch; returns the batch's detached loss."""
         if not self.labels_checked:
-            check_labels(y, self.num_classes, f"epoch {epoch}, batch {step}")
+            fit_data.check_labels(y, self.num_classes, f"epoch {epoch}, batch {step}")
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -394,35 +318,14 @@ class _Run:
         self.position.end_step()
         return loss.detach()
 
-    def _report(self, epoch: int, step: int, bar: ProgressBar) -> None:
-        """Every `refresh` steps and at the last: the NaN guard and the progress bar's figures."""
-        if step % self.refresh == 0 or step == len(self.train_loader) - 1:
-            loss_sum, correct, seen = self.sums.read()
-            check_finite_loss(loss_sum, epoch, step)
-            bar.show(loss_sum, correct, seen)
-        bar.update()
-
-    def _epoch_means(self, epoch: int, seconds: float) -> dict[str, float]:
-        """The epoch's training loss, accuracy and speed, summed over every process."""
-        loss_sum, correct, seen = self.sums.read()
-        loss_total, correct_total, n = distributed.all_reduce_sums(
-            self.ctx, loss_sum, float(correct), float(seen), device=self.device
-        )
-        check_finite_loss(loss_total, epoch, len(self.train_loader) - 1)
-        means = {"train_loss": loss_total / n, "train_acc": correct_total / n}
-        return {**means, "lr": self.lr, "images_per_sec": n / seconds}
-
     def _validate(self) -> dict[str, float | None]:
         if self.val_loader is None:
             return {"val_loss": None, "val_acc": None}
         # Under DDP, validate the plain module: the shards may differ by one batch, and DDP's
         # forward would wait for a buffer broadcast from processes that have already finished.
+        net = self.model if self.ctx.enabled else self.net
         sums = eval_sums(
-            self.model if self.ctx.enabled else self.net,
-            self.val_loader,
-            device=self.device,
-            amp_dtype=self.amp_dtype,
-            channels_last=self.channels_last,
+            net, self.val_loader, device=self.device, amp_dtype=self.amp_dtype, channels_last=self.channels_last
         )
         loss, correct, n = distributed.all_reduce_sums(
             self.ctx, sums["loss_sum"], float(sums["correct"]), float(sums["n"]), device=self.device
@@ -431,89 +334,64 @@ class _Run:
 
     # -- checkpoints
 
-    def _payload(self, epoch: int, rng: dict[str, Any], rng_per_rank: list | None, **stop: Any) -> dict[str, Any]:
-        return {
+    def _save(self, name: str, epoch: int, *, all_ranks: bool = True, **stop: Any) -> Path | None:
+        """Write a checkpoint on rank 0; under torchrun every process calls it at the same point, except with
+        ``all_ranks=False`` (Ctrl-C stops processes anywhere), which skips gathering their generator states."""
+        if self.checkpoint_dir is None:
+            return None
+        rng = stop.pop("rng", None) or ckpt.capture_rng()  # this process's (rank 0's)
+        # Under torchrun, every process's generator states in rank order; each restores its own.
+        rng_per_rank = distributed.all_gather_objects(self.ctx, rng) if self.ctx.enabled and all_ranks else None
+        if not self.ctx.is_main:
+            return None
+        payload = {
             "epoch": epoch,  # finished epochs
             "seed": self.seed,
             **self.parts.state_dict(),
-            "rng": rng,  # this process's (rank 0's)
-            # Under torchrun, every process's generator states in rank order; each restores its own.
+            "rng": rng,
             "rng_per_rank": rng_per_rank,
             "history": self.history.to_dict(),
-            # What the schedule was built for: a resume that asks for another length is refused.
-            "schedule_sized_for": self.schedule_sized_for,
+            "schedule_sized_for": self.schedule_sized_for,  # a resume that asks for another length is refused
             "world_size": self.ctx.world_size,
             "partial": None,  # where inside an epoch interrupted.pt stopped; None: at an epoch's end
             **stop,
         }
-
-    def _save(self, name: str, epoch: int, *, all_ranks: bool = True, **stop: Any) -> Path | None:
-        """Write a checkpoint on rank 0. Under torchrun every process must call it at the same point.
-
-        ``all_ranks=False`` (Ctrl-C, where processes stop wherever they are) skips gathering the
-        other processes' generator states, a collective that could wait forever.
-        """
-        if self.checkpoint_dir is None:
-            return None
-        rng = stop.pop("rng", None) or capture_rng()
-        rng_per_rank = None
-        if self.ctx.enabled and all_ranks:
-            rng_per_rank = distributed.all_gather_objects(self.ctx, rng)
-        if not self.ctx.is_main:
-            return None
-        return save_checkpoint(self.checkpoint_dir / name, self._payload(epoch, rng, rng_per_rank, **stop))
+        return ckpt.save_checkpoint(self.checkpoint_dir / name, payload)
 
     def _interrupted(self) -> None:
         """Ctrl-C: write interrupted.pt, where the run stopped, and say how to go on from it."""
         position, finished = self.position, self.history.epoch[-1] if len(self.history) else 0
         seconds = time.perf_counter() - self.epoch_began
-        partial = position.record(
-            self.sums, self.lr, seconds, self.ctx.world_size, loader_problem=replay_problem(self.train_loader)
-        )
+        problem = ckpt.replay_problem(self.train_loader)
+        partial = position.record(self.sums, self.lr, seconds, self.ctx.world_size, loader_problem=problem)
         if partial is None:  # no step of this epoch finished: the run stands at the end of the last one
             stop = {"rng": position.entry_rng, "loader_generator": position.entry_loader_generator}
         else:
-            stop = {"rng": capture_rng(), "partial": partial}
-        path = self._save(INTERRUPTED, finished, all_ranks=False, **stop)
+            stop = {"rng": ckpt.capture_rng(), "partial": partial}
+        path = self._save(ckpt.INTERRUPTED, finished, all_ranks=False, **stop)
         where = f"interrupted during epoch {position.epoch}"
         self._print(interrupted_message(where, path, partial, len(self.train_loader), finished))
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.parts.load_state_dict(state)
-        self.history = self.state.history = History.from_dict(state["history"])
-        self.start_epoch = state["epoch"] + 1
-        # Each process its own generators; with another number of processes (or a checkpoint without
-        # them) every process takes rank 0's, and the resume is no longer exact.
-        per_rank = state.get("rng_per_rank")
-        own = per_rank is not None and len(per_rank) == self.ctx.world_size
-        restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
-        # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
-        self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
-
     # -- checks and output
 
-    def _kept(self) -> str:
-        last = self.checkpoint_dir / LAST if self.checkpoint_dir is not None else None
-        if last is not None and last.exists():
-            return f" The last good checkpoint, {last}, is kept."
-        return " No checkpoint was written (pass checkpoint_dir= to keep one)."
+    def _non_finite(self, what: str, stopped: str = "") -> FloatingPointError:
+        last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
+        kept = f"The last good checkpoint, {last}, is kept" if last is not None and last.exists() else None
+        kept = kept or "No checkpoint was written (pass checkpoint_dir= to keep one)"
+        advice = "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
+        return FloatingPointError(f"fit: {what}; training stopped{stopped}. {kept}. {advice}")
 
     def _check_finite(self, epoch: int, row: dict[str, Any]) -> None:
-        """Raise FloatingPointError if the epoch's losses or the model's weights are not all finite.
-
-        The loss is watched during the epoch, but weights that turn NaN at its last step only
-        show in val_loss or in the weights themselves: such an epoch must not become last.pt.
-        """
-        found = [f"{key} ({row[key]})" for key in ("train_loss", "val_loss") if not _finite(row[key])]
-        found += non_finite_tensors(self.model, self.device)
+        """Raise FloatingPointError if the epoch's losses or the weights are not all finite: weights that turn NaN
+        at the epoch's last step show only in val_loss or in the weights, and such an epoch must not be last.pt."""
+        found = [f"{k} ({row[k]})" for k in ("train_loss", "val_loss") if not math.isfinite(row[k] or 0.0)]
+        found += train_steps.non_finite_tensors(self.model, self.device)
         # Batch-norm buffers are each process's own: every process must agree to stop, or the others hang.
         if not distributed.any_process(self.ctx, bool(found), device=self.device):
             return
         what = ", ".join(found) if found else "the weights of another process"
-        raise FloatingPointError(
-            f"fit: non-finite values at the end of epoch {epoch}: {what}; training stopped before the epoch was "
-            f"recorded or checkpointed.{self._kept()} {_NAN_ADVICE}"
-        )
+        where = f"non-finite values at the end of epoch {epoch}: {what}"
+        raise self._non_finite(where, " before the epoch was recorded or checkpointed")
 
     def _print(self, text: str) -> None:
         if self.say:
@@ -524,15 +402,13 @@ class _Run:
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:
     """The one fixed-format line printed per epoch, e.g. ``epoch 3/30 | train loss 0.812 acc 71.4% | ...``."""
-    width = len(str(epochs))
     parts = [
-        f"epoch {row['epoch']:>{width}}/{epochs}",
+        f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}",
         f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%",
     ]
     if row["val_loss"] is not None:
         parts.append(f"val loss {row['val_loss']:.3f} acc {100 * row['val_acc']:.1f}%")
-    parts += [f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"]
-    return " | ".join(parts)
+    return " | ".join([*parts, f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"])
 
 
 def interrupted_message(
@@ -547,13 +423,6 @@ def interrupted_message(
     steps = f"after {partial['steps_done']} of its {steps_per_epoch} steps"
     if partial["exact"]:
         return f"{where} {steps}; saved {path}. {kept} Continue exactly from there: fit(..., resume='{path}')."
-    last = path.with_name(LAST)
+    last = path.with_name(ckpt.LAST)
     instead = f"resume from {last} (the end of epoch {finished})" if finished else "start again without resume="
     return f"{where}; the weights of that moment are in {path}, but {partial['why']}: {instead}. {kept}"
-
-
-_NAN_ADVICE = "Try a lower lr, grad_clip=1.0, or amp='bf16' instead of fp16."
-
-
-def _finite(value: float | None) -> bool:
-    return value is None or math.isfinite(value)
