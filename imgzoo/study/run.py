@@ -69,7 +69,6 @@ def open_data(data: str) -> Dataset:
 
 def split_data(dataset: Dataset, seed: int, limit: int | None = None) -> tuple[Dataset, Dataset]:
     """The seeded stratified 10% validation split, whole so figures compare; ``limit``: a stratified part of train."""
-
     train, val = datasets.train_val_split(dataset, VAL_FRACTION, seed=seed)
     classes = len(torch.unique(train.targets))
     if limit is None or limit >= len(train) - classes:
@@ -164,8 +163,9 @@ def train_run(
     out = Path(out)
     plan = plan_run(out, config, resume)
     record, config, cfg = plan.record, plan.record.config, plan.record.config.fit
+    more = resume_command(config, out, epochs=2 * cfg.epochs)
     if plan.action == "done":
-        log(f"{out} has finished its {cfg.epochs} epochs; nothing to train. More: {_more(config, out)}")
+        log(f"{out} has finished its {cfg.epochs} epochs; nothing to train. More: {more}")
         return RunResult(out, config, *read_outputs(out), record.finished, plan.action)
     dataset = open_data(config.data)
     train_part, val_part = split_data(dataset, cfg.seed, config.limit)
@@ -178,10 +178,9 @@ def train_run(
     record.write(out)
     _announce(plan, out, len(train_part), len(val_part), log)
     epochs, started = cfg.epochs - record.done_before, time.time()
-    augmentation = {k: getattr(cfg, k) for k in ("translate", "alternate_flips", "cutout")}
     history = fit(
         model,
-        train_data(model, train_part, cfg.augment, cfg.batch_size, cfg.seed, **augmentation),
+        train_data(model, train_part, seed=cfg.seed, **cfg.loader_options()),
         eval_data(model, val_part),
         config=cfg,
         epochs=epochs,
@@ -198,7 +197,7 @@ def train_run(
     record.finished = len(history) >= epochs
     record.write(out)
     if record.finished:
-        log(f"finished {cfg.epochs} epochs into {out}. More epochs: {_more(config, out)}")
+        log(f"finished {cfg.epochs} epochs into {out}. More epochs: {more}")
     else:
         log(f"stopped after epoch {len(full)} of {cfg.epochs}. Resume: {resume_command(config, out)}")
     return RunResult(out, config, full, metrics, record.finished, plan.action)
@@ -215,10 +214,6 @@ def _recorded(config: RunConfig, out: Path) -> dict[str, Any]:
         "command": train_command(config, out),
         "val_fraction": VAL_FRACTION,
     }
-
-
-def _more(config: RunConfig, out: Path) -> str:
-    return resume_command(config, out, epochs=2 * config.fit.epochs)
 
 
 def _model_for(plan: Plan, dataset: Dataset, out: Path, train_part: Dataset) -> nn.Module:

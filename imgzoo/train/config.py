@@ -148,19 +148,15 @@ def averaging_callbacks(cfg: FitConfig) -> list[Callback]:
     return [Lookahead(decay=cfg.lookahead_decay)] if cfg.lookahead_decay is not None else []
 
 
-def loader_differences(loader: Any, cfg: FitConfig) -> list[str]:
-    """How a loader's batch size and augmentation differ from ``cfg``'s; what it does not state is not compared."""
+def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
+    """One warning when the loader a user built is not the recipe's (what it does not state is not compared)."""
     has = {option: getattr(loader, option, None) for option in LOADER_FIELDS}
-    return [
+    differences = [  # translate=None: the loader's own default
         f"{option}={has[option]!r} (the recipe's is {wanted!r})"
         for option, wanted in cfg.loader_options().items()
         if has[option] is not None and has[option] != wanted and not (option == "translate" and wanted is None)
-    ]  # translate=None: the loader's own default
-
-
-def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
-    """One warning when the loader a user built is not the recipe's: fit cannot rebuild it."""
-    if differences := loader_differences(loader, cfg) if cfg.recipe is not None else []:
+    ]
+    if differences and cfg.recipe is not None:
         warnings.warn(
             f"fit: recipe {cfg.recipe!r} trains with {cfg.loader_options()}, but the training "
             f"{type(loader).__name__} has {', '.join(differences)}; fit uses the loader as it is. Build it with "

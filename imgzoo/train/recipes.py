@@ -107,6 +107,7 @@ _BASIC = _variant(_AIRBENCH, "basic_cnn.cifar10", _BASIC_RAN, epochs=36, alterna
 _SHORT_RAN = (
     f"{_ran('resnet_cifar.short', 'r20_short', ' copy of CIFAR-10', _EPYC + ', JPEG quality 75')}. {_SGD_CIFAR}"
 )
+
 _SHORT = Recipe("resnet_cifar.short", FitConfig(epochs=36, label_smoothing=0.1), "flip+shift", source=_SHORT_RAN)
 # resnet_cifar.cifar10: 89.12% (89.98% with TTA) in 72 min compiled in bf16 (Xeon), +0.98 points over e90 (no cutout).
 _RESNET_RAN = (
