@@ -153,8 +153,7 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
 
 
 def _refuse_unknown(table: Mapping[str, Any], known: list[str], where: str) -> None:
-    unknown = sorted(set(table) - set(known))
-    if unknown:
+    if unknown := sorted(set(table) - set(known)):
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
 
 

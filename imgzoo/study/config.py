@@ -98,8 +98,7 @@ def make_config(
     if not isinstance({} if kwargs is None else kwargs, dict):
         raise ValueError(f"kwargs must be a table of {model}'s options, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
     for what, names, allowed, whose in (("fit option", given, run_options(), "a run"), ("kwarg", kwargs, known, model)):
-        unknown = sorted(set(names or ()) - set(allowed))
-        if unknown:
+        if unknown := sorted(set(names or ()) - set(allowed)):
             raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; {whose} takes {', '.join(allowed)}")
     found = recipe_for(model, recipe)
     # No recipe: fit's defaults for 15 epochs.

@@ -235,9 +235,7 @@ WHITENING_IMAGES = 5000
 def whitening_images(model: nn.Module, train_part: Dataset, seed: int) -> torch.Tensor:
     """A seeded draw of up to 5,000 training images, un-augmented and normalised as the model sees them."""
     count = min(WHITENING_IMAGES, len(train_part))  # type: ignore[arg-type]
-    loader = batches(train_part, count, train=True, spec=model.data_spec, augment="none", seed=seed)
-    images, _ = next(iter(loader))
-    return images
+    return next(iter(batches(train_part, count, train=True, spec=model.data_spec, augment="none", seed=seed)))[0]
 
 
 def _announce(plan: Plan, out: Path, n_train: int, n_val: int, log: Callable) -> None:

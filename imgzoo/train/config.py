@@ -49,8 +49,8 @@ class FitConfig:
     momentum: float = 0.9  # SGD only; Nesterov whenever > 0
     # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); never on biases and norms
     weight_decay: float | None = None  # ("Bag of Tricks", He et al. 2019, section 3.1)
-    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step" (x0.1 at 50% and
-    # 75%), "linear" (airbench94's: 0.2x -> 1x over 23% of the steps -> 0.07x, momentum held), None, or a
+    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step", "linear", None, or a
+
     schedule: ScheduleSpec = "onecycle"  # callable(optimizer) -> scheduler stepped every schedule_interval
     schedule_interval: str = "epoch"  # for callables only; "epoch" is Lightning's default
     label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1
