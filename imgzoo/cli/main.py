@@ -233,9 +233,12 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
 
 
 # Wrong input (a name, a file, an argument) exits 2, as argparse does; a failure of the work (NaN loss, full disk) 1.
-
 USER_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, FileExistsError, NotADirectoryError)
 USER_ERRORS += (IsADirectoryError, PermissionError, UnidentifiedImageError, ImportError)
+
+
+def exit_status(error: BaseException) -> int:
+    return 2 if isinstance(error, USER_ERRORS) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,9 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        status = (
-            2 if isinstance(exc, USER_ERRORS) else 1
-        )  # every message is imgzoo's, torch's or the Hub's: none contains a token
+        status = exit_status(exc)  # every message is imgzoo's, torch's or the Hub's: none contains a token
         hint = "" if status == 2 else "\nimgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback"
         print(f"imgzoo: error: {exc if status == 2 else f'{type(exc).__name__}: {exc}'}{hint}", file=sys.stderr)
         return status

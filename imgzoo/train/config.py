@@ -148,15 +148,20 @@ def averaging_callbacks(cfg: FitConfig) -> list[Callback]:
     return [Lookahead(decay=cfg.lookahead_decay)] if cfg.lookahead_decay is not None else []
 
 
-def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
-    """One warning when the loader a user built is not the recipe's (what it does not state is not compared)."""
+def loader_differences(loader: Any, cfg: FitConfig) -> list[str]:
+    """How a loader's batch size and augmentation differ from ``cfg``'s, each as a phrase; what it does not
+    state (a DataLoader's augment) is not compared."""
     has = {option: getattr(loader, option, None) for option in LOADER_FIELDS}
-    differences = [  # translate=None: the loader's own default
+    return [
         f"{option}={has[option]!r} (the recipe's is {wanted!r})"
         for option, wanted in cfg.loader_options().items()
         if has[option] is not None and has[option] != wanted and not (option == "translate" and wanted is None)
-    ]
-    if differences and cfg.recipe is not None:
+    ]  # translate=None: the loader's own default
+
+
+def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
+    """One warning when the loader a user built is not the recipe's: fit cannot rebuild it."""
+    if differences := loader_differences(loader, cfg) if cfg.recipe is not None else []:
         warnings.warn(
             f"fit: recipe {cfg.recipe!r} trains with {cfg.loader_options()}, but the training "
             f"{type(loader).__name__} has {', '.join(differences)}; fit uses the loader as it is. Build it with "
@@ -168,8 +173,7 @@ def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` with decay on weights only; norm biases get their own group only when their lr differs,
-    so that older checkpoints' optimizer states still fit."""
+    """Decay on weights only; norm biases in a group of their own only when their lr differs (old checkpoints fit)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("fit: the model has no trainable parameters (all have requires_grad=False)")
@@ -238,8 +242,7 @@ def _length(size: dict[str, Any]) -> str:
 
 
 def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], path: Any) -> None:
-    """Refuse up front a resume whose schedule would not continue the checkpointed one (a restored scheduler
-    keeps its kind and length); None, callables and checkpoints without the record are not checked."""
+    """Refuse up front a resume whose schedule would not continue the checkpointed one (kind and length kept)."""
     if saved is None:
         return
     was, asked = ("a callable" if s["schedule"] == "callable" else repr(s["schedule"]) for s in (saved, now))
