@@ -232,8 +232,7 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
     p.add_argument("--limit", type=int, help="train every run on N images (stratified, seeded)")
 
 
-# The user's input was wrong (a name, a file, an argument): exit 2, as argparse does. Anything
-# else (a NaN loss, a full disk, a network that fails) is a failure of the work: exit 1.
+# Wrong input (a name, a file, an argument) exits 2, as argparse does; a failure of the work (NaN loss, full disk) 1.
 USER_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, FileExistsError, NotADirectoryError)
 USER_ERRORS += (IsADirectoryError, PermissionError, UnidentifiedImageError, ImportError)
 

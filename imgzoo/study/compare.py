@@ -77,8 +77,8 @@ def compare(
     epochs: int,
     **fit_options: Any,
 ) -> Comparison:
-    """Train each model with the same options and seed; ``train`` may map each model's name to its own data. A
-    shared loader is rewound before each model, so every model trains on the same batches in the same order."""
+    """Train every model alike: same options, seed and batches (a shared loader rewound); or ``train`` by name."""
+
     if not models:
         raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
     result = Comparison()
@@ -153,8 +153,7 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
 
 
 def _refuse_unknown(table: Mapping[str, Any], known: list[str], where: str) -> None:
-    unknown = sorted(set(table) - set(known))
-    if unknown:
+    if unknown := sorted(set(table) - set(known)):
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
 
 

@@ -42,9 +42,9 @@ class RunConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)  # the model builder's
 
     def __post_init__(self) -> None:
-        limit = self.limit
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        if (limit := self.limit) is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be a positive integer; got {limit!r}")
+
         if not isinstance(self.fit.seed, int):
             raise ValueError(f"a run needs a whole-number seed (its split depends on it); got {self.fit.seed!r}")
         for name in ("optimizer", "schedule"):
@@ -98,8 +98,7 @@ def make_config(
     if not isinstance({} if kwargs is None else kwargs, dict):
         raise ValueError(f"kwargs must be a table of {model}'s options, e.g. kwargs = {{ depth = 20 }}; got {kwargs!r}")
     for what, names, allowed, whose in (("fit option", given, run_options(), "a run"), ("kwarg", kwargs, known, model)):
-        unknown = sorted(set(names or ()) - set(allowed))
-        if unknown:
+        if unknown := sorted(set(names or ()) - set(allowed)):
             raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; {whose} takes {', '.join(allowed)}")
     found = recipe_for(model, recipe)
     # No recipe: fit's defaults for 15 epochs.

@@ -1,11 +1,5 @@
-"""Train one run from files: what ``imgzoo train`` does, as calls a script can make too.
-
-    data folder (any layout, found by looking) -> seeded 10% validation split -> optional
-    stratified limit -> batches for the model's DataSpec and the config's augmentation -> fit,
-    checkpointing every epoch into OUT/checkpoints -> OUT: weights, history, figures (see outputs.py)
-
-What the run is and what to do with its folder (start, resume, extend) is :mod:`imgzoo.study.config`'s.
-"""
+"""Train one run from files, as ``imgzoo train`` does: data -> seeded 10% validation split -> optional limit ->
+batches -> fit, checkpointing into OUT/checkpoints -> weights, history, figures; the run itself is study.config's."""
 
 from __future__ import annotations
 
@@ -66,9 +60,6 @@ VAL_FRACTION = 0.1  # the split every shipped weights entry reports its accuracy
 SAMPLES_SHOWN = 16  # two rows of the samples grid: enough to see the kinds of mistakes
 
 
-# ---------------------------------------------------------------------------- data
-
-
 def open_data(data: str) -> Dataset:
     """The training images a RunConfig's ``data`` names: a folder in any layout, or a known data set."""
     if data in KNOWN_DATA and not Path(data).is_dir():
@@ -77,10 +68,7 @@ def open_data(data: str) -> Dataset:
 
 
 def split_data(dataset: Dataset, seed: int, limit: int | None = None) -> tuple[Dataset, Dataset]:
-    """The seeded stratified split (10% validation); with ``limit``, a stratified seeded ``limit`` of training.
-
-    The validation part stays whole, so figures stay comparable across limits.
-    """
+    """The seeded stratified 10% validation split, whole so figures compare; ``limit``: a stratified part of train."""
     train, val = datasets.train_val_split(dataset, VAL_FRACTION, seed=seed)
     classes = len(torch.unique(train.targets))
     if limit is None or limit >= len(train) - classes:
@@ -103,8 +91,7 @@ def train_data(
     alternate_flips: bool = False,
     cutout: int = 0,
 ) -> Any:
-    """What fit trains on: batches on the whole-batch path for small images; larger ones as a dataset through the
-    same augmentation, which fit shuffles by (seed, epoch) and shards under torchrun."""
+    """Whole-batch training batches for small images; larger ones a dataset fit shuffles and shards (torchrun)."""
     if model.data_spec.resize is not None:
         return Transformed(part, build_transform(model.data_spec, True, augment, translate=translate, cutout=cutout))
     return batches(part, batch_size, train=True, spec=model.data_spec, augment=augment, translate=translate,
@@ -147,9 +134,6 @@ def _check_run_classes(plan: Plan, model: nn.Module, dataset: Dataset, out: Path
     )
 
 
-# ---------------------------------------------------------------------------- training
-
-
 @dataclass
 class RunResult:
     """What a run left in ``out``: every epoch so far (earlier trainings included) and the final metrics."""
@@ -175,13 +159,13 @@ def train_run(
     verbose: int = 1,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Train ``config`` into ``out``; ``resume`` goes on with the run there (resumes or extends it). A Ctrl-C
-    raises KeyboardInterrupt after the checkpoint is written; a finished run asked for no more epochs trains nothing."""
+    """Train ``config`` into ``out`` (``resume``: resume or extend the run there); Ctrl-C checkpoints, then raises."""
     out = Path(out)
     plan = plan_run(out, config, resume)
     record, config, cfg = plan.record, plan.record.config, plan.record.config.fit
+    more = resume_command(config, out, epochs=2 * cfg.epochs)
     if plan.action == "done":
-        log(f"{out} has finished its {cfg.epochs} epochs; nothing to train. More: {_more(config, out)}")
+        log(f"{out} has finished its {cfg.epochs} epochs; nothing to train. More: {more}")
         return RunResult(out, config, *read_outputs(out), record.finished, plan.action)
     dataset = open_data(config.data)
     train_part, val_part = split_data(dataset, cfg.seed, config.limit)
@@ -194,10 +178,9 @@ def train_run(
     record.write(out)
     _announce(plan, out, len(train_part), len(val_part), log)
     epochs, started = cfg.epochs - record.done_before, time.time()
-    augmentation = {k: getattr(cfg, k) for k in ("translate", "alternate_flips", "cutout")}
     history = fit(
         model,
-        train_data(model, train_part, cfg.augment, cfg.batch_size, cfg.seed, **augmentation),
+        train_data(model, train_part, seed=cfg.seed, **cfg.loader_options()),
         eval_data(model, val_part),
         config=cfg,
         epochs=epochs,
@@ -205,16 +188,16 @@ def train_run(
         resume=plan.resume_from,
         verbose=verbose,
     )
-    if len(history) < epochs and _touched_since(out / CHECKPOINTS / "interrupted.pt", started):
+    interrupted = out / CHECKPOINTS / "interrupted.pt"  # Ctrl-C writes it; one older than this call is not ours
+    if len(history) < epochs and interrupted.is_file() and interrupted.stat().st_mtime >= started - 1:
         raise KeyboardInterrupt(f"stopped during epoch {len(history) + 1}; resume with: {resume_command(config, out)}")
     full = joined(out, record.done_before, history)
-    metrics = write_outputs(
-        model, eval_data(model, val_part), _shown(model, val_part), full, out, _recorded(config, out)
-    )
+    shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))  # plot_predictions preprocesses
+    metrics = write_outputs(model, eval_data(model, val_part), shown, full, out, _recorded(config, out))
     record.finished = len(history) >= epochs
     record.write(out)
     if record.finished:
-        log(f"finished {cfg.epochs} epochs into {out}. More epochs: {_more(config, out)}")
+        log(f"finished {cfg.epochs} epochs into {out}. More epochs: {more}")
     else:
         log(f"stopped after epoch {len(full)} of {cfg.epochs}. Resume: {resume_command(config, out)}")
     return RunResult(out, config, full, metrics, record.finished, plan.action)
@@ -231,20 +214,6 @@ def _recorded(config: RunConfig, out: Path) -> dict[str, Any]:
         "command": train_command(config, out),
         "val_fraction": VAL_FRACTION,
     }
-
-
-def _shown(model: nn.Module, val_part: Dataset) -> Dataset:
-    """The validation images the samples grid shows, spread over the split."""
-    return torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))  # plot_predictions preprocesses
-
-
-def _more(config: RunConfig, out: Path) -> str:
-    return resume_command(config, out, epochs=2 * config.fit.epochs)
-
-
-def _touched_since(path: Path, since: float) -> bool:
-    """Whether fit wrote ``path`` during this call (Ctrl-C writes interrupted.pt; an older one is not ours)."""
-    return path.is_file() and path.stat().st_mtime >= since - 1
 
 
 def _model_for(plan: Plan, dataset: Dataset, out: Path, train_part: Dataset) -> nn.Module:
@@ -266,14 +235,12 @@ WHITENING_IMAGES = 5000
 def whitening_images(model: nn.Module, train_part: Dataset, seed: int) -> torch.Tensor:
     """A seeded draw of up to 5,000 training images, un-augmented and normalised as the model sees them."""
     count = min(WHITENING_IMAGES, len(train_part))  # type: ignore[arg-type]
-    loader = batches(train_part, count, train=True, spec=model.data_spec, augment="none", seed=seed)
-    images, _ = next(iter(loader))
-    return images
+    return next(iter(batches(train_part, count, train=True, spec=model.data_spec, augment="none", seed=seed)))[0]
 
 
 def _announce(plan: Plan, out: Path, n_train: int, n_val: int, log: Callable) -> None:
-    config, before = plan.record.config, plan.record.done_before
-    cfg = config.fit
+    config, before, cfg = plan.record.config, plan.record.done_before, plan.record.config.fit
+
     what = {
         "start": f"training {config.model} for {cfg.epochs} epochs",
         "resume": f"resuming {config.model} {'from its last checkpoint' if plan.resume_from else 'from the start'}",

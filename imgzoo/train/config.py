@@ -1,5 +1,4 @@
-"""FitConfig: every training option, with the reason for its default; recipes, flags and run.json use it. Also the
-optimizer and schedule a config describes, and the record of them that refuses a resume of another run up front."""
+"""FitConfig, every training option with the reason for its default, and the optimizer and schedule it describes."""
 
 from __future__ import annotations
 
@@ -50,8 +49,8 @@ class FitConfig:
     momentum: float = 0.9  # SGD only; Nesterov whenever > 0
     # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); never on biases and norms
     weight_decay: float | None = None  # ("Bag of Tricks", He et al. 2019, section 3.1)
-    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step" (x0.1 at 50% and
-    # 75%), "linear" (airbench94's: 0.2x -> 1x over 23% of the steps -> 0.07x, momentum held), None, or a
+    # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step", "linear", None, or a
+
     schedule: ScheduleSpec = "onecycle"  # callable(optimizer) -> scheduler stepped every schedule_interval
     schedule_interval: str = "epoch"  # for callables only; "epoch" is Lightning's default
     label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1
@@ -91,8 +90,7 @@ class FitConfig:
         return {name: getattr(self, name) for name in LOADER_FIELDS}
 
     def to_dict(self, *, learning_only: bool = False) -> dict[str, Any]:
-        """The JSON-able options (a run's run.json); ``learning_only``: those that decide what a run learns, with
-        the lr and weight decay it uses (a recipe's meta, a card). Callables and callbacks are left out."""
+        """The JSON-able options (run.json); ``learning_only``: what decides the learning, lr and decay resolved."""
         skipped = (*HOW_TO_RUN, "recipe") if learning_only else ("callbacks", "checkpoint_dir", "resume")
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped}
         if learning_only:
@@ -122,8 +120,7 @@ _NUMBERS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def _problems(cfg: FitConfig) -> list[str]:
-    """What is wrong with the options, each as "name must be ..., got ..."; optimizer and schedule may also
-    be a class or callable."""
+    """What is wrong with the options, each as "name must be ..., got ..."."""
     problems = [
         f"{n} must be {rule}, got {getattr(cfg, n)!r}" for n, (ok, rule) in _NUMBERS.items() if not ok(getattr(cfg, n))
     ]
@@ -176,9 +173,7 @@ def warn_if_loader_differs(loader: Any, cfg: FitConfig) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    """The optimizer ``cfg.optimizer`` names, with weight decay on weights only (never biases or norms); with
-    ``norm_bias_lr_scale`` other than 1, norm layers' biases form a third group at that multiple of the lr
-    (only then, so that older checkpoints' optimizer states still fit)."""
+    """Decay on weights only; norm biases in a group of their own only when their lr differs (old checkpoints fit)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("fit: the model has no trainable parameters (all have requires_grad=False)")
@@ -247,10 +242,7 @@ def _length(size: dict[str, Any]) -> str:
 
 
 def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], path: Any) -> None:
-    """Refuse, before any work, a resume whose schedule would not continue the checkpointed one: a restored
-    OneCycleLR, CosineAnnealingLR or MultiStepLR keeps its length (a longer run fails inside torch, trains at
-    the final rate or drops the rate at the old milestones), and its state fits only the same kind of
-    schedule. None and callables are not sized by fit; checkpoints without the record are not checked."""
+    """Refuse up front a resume whose schedule would not continue the checkpointed one (kind and length kept)."""
     if saved is None:
         return
     was, asked = ("a callable" if s["schedule"] == "callable" else repr(s["schedule"]) for s in (saved, now))

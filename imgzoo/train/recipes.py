@@ -1,6 +1,5 @@
-"""Recipes: FitConfig values with the model's keyword arguments, TTA and source; one per shipped weights
-entry (exactly what trained it; tests/test_recipes.py checks each against its config.json) and one per
-architecture (what ``imgzoo train ARCH`` and ``fit(..., recipe=ARCH)`` use)."""
+"""Recipes, FitConfig values with model kwargs, TTA and source: one per shipped weights entry (what trained it, as
+its config.json says) and one per architecture (what ``imgzoo train ARCH`` and ``fit(..., recipe=ARCH)`` use)."""
 
 from __future__ import annotations
 
@@ -96,11 +95,9 @@ _AIRBENCH94_SOURCE = (
     "recipe where alternate_flips is True."
 )
 _AIRBENCH_NET = {"whiten": True, "bn_momentum": 0.4, "bn_scale": False, "logit_scale": 1 / 9, "dirac_init": True}
-# basic_cnn.airbench: 89.48% (90.74% with flip+shift TTA, airbench94's tta_level 2) in fp32 on 2 AVX2 cores, 59 min;
-# 16 epochs 89.50% (90.80%).
+# basic_cnn.airbench: 89.48% (90.74% with TTA) in fp32 on 2 AVX2 cores, 59 min; 16 epochs 89.50% (90.80%).
 _AIRBENCH = Recipe("basic_cnn.airbench", _AIRBENCH94, "flip+shift", _AIRBENCH_NET, _AIRBENCH94_SOURCE)
-# basic_cnn.cifar10: 90.78% (91.58% with TTA) in 26 min (Xeon, bf16), seed 1 90.58% (91.66%). airbench96's crops
-# and cutout; the cutout's side, one run each: 8 px 90.32%, 12 px 90.78%, 16 px 89.02%.
+# basic_cnn.cifar10: 90.78% (91.58% TTA) in 26 min (Xeon, bf16); cutout 8 px 90.32%, 12 px 90.78%, 16 px 89.02%.
 _BASIC_RAN = (
     f"{_ran('basic_cnn.cifar10', 'basic_cnn', ': 1,584 s')}. airbench94's recipe for 36 epochs instead of 11, with its "
     f"alternating flips and airbench96's 4-pixel crops and 12-pixel cutout. {_AIRBENCH94_SOURCE}"
@@ -110,37 +107,34 @@ _BASIC = _variant(_AIRBENCH, "basic_cnn.cifar10", _BASIC_RAN, epochs=36, alterna
 _SHORT_RAN = (
     f"{_ran('resnet_cifar.short', 'r20_short', ' copy of CIFAR-10', _EPYC + ', JPEG quality 75')}. {_SGD_CIFAR}"
 )
+
 _SHORT = Recipe("resnet_cifar.short", FitConfig(epochs=36, label_smoothing=0.1), "flip+shift", source=_SHORT_RAN)
-# resnet_cifar.cifar10 (the shipped ResNets, depth 20 and 56): _SHORT with alternating flips and an 8-pixel cutout
-# (DeVries and Taylor 2017) over 90 epochs: 89.12% (89.98% with TTA) in 72 min compiled in bf16 (Xeon), +0.98 points
-# (+0.10 with TTA) over resnet_cifar.e90 without the cutout, one run each.
+# resnet_cifar.cifar10: 89.12% (89.98% with TTA) in 72 min compiled in bf16 (Xeon), +0.98 points over e90 (no cutout).
 _RESNET_RAN = (
     f"{_ran('resnet_cifar.cifar10', 'r20', ': 4,294 s', flags=' --compile')}. resnet_cifar.short's recipe with "
     f"alternating flips and an 8-pixel cutout over 90 epochs. {_SGD_CIFAR}"
 )
 _RESNET = _variant(_SHORT, "resnet_cifar.cifar10", _RESNET_RAN, epochs=90, alternate_flips=True, cutout=8)
-# ResNet-56 (93.03% in He et al. 2016 after 164 epochs, lossless CIFAR-10) in 90: 90.26% (91.66% with TTA),
-# 2 h 58 min compiled in bf16 (Xeon), resumed exactly twice; +2.1 points over d56_e40.
+# ResNet-56 in 90 epochs: 90.26% (91.66% with TTA; He et al. 2016: 93.03% in 164), 2 h 58 min; +2.1 over d56_e40.
 _D56_RAN = (
     f"{_ran('resnet_cifar.d56_cifar10', 'r56', ': 10,661 s', flags=' --compile')}. He et al. 2016's depth-56 network "
     f"with resnet_cifar.short's recipe over 90 epochs, with alternating flips and an 8-pixel cutout. {_SGD_CIFAR}"
 )
-# mnist_cnn.mnist: 99.68% of 5,999 validation digits (99.63% with shift TTA), 24 epochs in 29 min on 2 AVX2 cores.
-# Each alone: no smoothing 99.53%, dropout 0.25 at batch 128 99.62%, EMA 0.999 99.57%, 32 epochs 99.58%, --augment
-# affine 99.55%, dropout 0.1 99.63%, and batch 64 99.68%; a run's 19 errors vary by about sqrt(19) = 4 (+-0.07
-# points). Digits are never flipped: a mirrored digit is another digit.
+# mnist_cnn.mnist: 99.68% (shift TTA 99.63%) in 29 min; each alone: dropout 0.1 99.63%, batch 64 99.68% (+-0.07).
+# Digits are never flipped: a mirrored digit is another digit.
 _MNIST_RAN = (
     f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
     f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
     "split (see imgzoo/recipes.py)"
 )
-_MNIST = Recipe(
-    "mnist_cnn.mnist", FitConfig(epochs=24, batch_size=64, label_smoothing=0.1), "shift", {"dropout": 0.1}, _MNIST_RAN
-)
+_MNIST_FIT = FitConfig(epochs=24, batch_size=64, label_smoothing=0.1)
+_MNIST = Recipe("mnist_cnn.mnist", _MNIST_FIT, "shift", {"dropout": 0.1}, _MNIST_RAN)
+
 _D56 = {"depth": 56}
 _QUICK = "python bench/bench_time_to_accuracy.py --recipe mnist_cnn.quick"
 _E60 = "python examples/train.py resnet_cifar <CIFAR-10 jpg> --epochs 60 --amp bf16 on 2 CPU cores (before recipes)"
 _ONECYCLE = f"{_ran('basic_cnn', 'basic_cnn', ': 53 min', _EPYC)} (by the basic_cnn recipe then). {_SGD_CIFAR}"
+_DOGS_FIT = FitConfig(epochs=5, optimizer="adamw", batch_size=64)
 _DOGS = "a linear head on a frozen ImageNet ResNet-50 (examples/finetune_dogbreed.py unfreezes the last stage)"
 
 _BUILTIN = (
@@ -150,7 +144,7 @@ _BUILTIN = (
     _BASIC,
     _variant(_RESNET, "resnet_cifar.d56_cifar10", _D56_RAN, model_kwargs=_D56),
     # ---------------------------------------------------------------- weights shipped before, and variants
-    # The first resnet_cifar.cifar10: 88.08% (89.60% with flip+shift TTA, flip 89.40%, shift 88.54%); 30 epochs 86.56%.
+    # The first resnet_cifar.cifar10: 88.08% (89.60% with flip+shift TTA); 30 epochs 86.56%.
     _variant(_SHORT, "resnet_cifar.e60", _E60, epochs=60, label_smoothing=0.0, amp="bf16"),
     # 88.14% (89.88% with TTA) in 74 min (Xeon, bf16), 0.06 points over e60: ResNet-20's 0.27M parameters hold it.
     _variant(_SHORT, "resnet_cifar.e90", _ran("resnet_cifar.e90", "r20", ": 4,410 s"), epochs=90, alternate_flips=True),
@@ -158,8 +152,7 @@ _BUILTIN = (
     _variant(
         _SHORT, "resnet_cifar.d56_e40", _ran("resnet_cifar.d56_e40", "r56", ": 4,813 s"), model_kwargs=_D56, epochs=40
     ),
-    # The basic_cnn.cifar10 weights before: 90.26% (91.08% with TTA) in 20 min (Xeon, bf16), training accuracy 99.2%
-    # (memorised); airbench94's own script: 91.16% with TTA in 35 min (fp32).
+    # The basic_cnn.cifar10 weights before: 90.26% (91.08% with TTA) in 20 min; airbench94's script: 91.16% in 35.
     _variant(
         _AIRBENCH, "basic_cnn.e22", _ran("basic_cnn.e22", "basic_cnn", ": 1,174 s"), epochs=22, alternate_flips=True
     ),
@@ -169,22 +162,14 @@ _BUILTIN = (
     # The first basic_cnn.cifar10 weights and the study's rows: 88.26% (89.14% with TTA) in 53 min on 2 AVX2 cores.
     Recipe("basic_cnn.onecycle", FitConfig(epochs=10, label_smoothing=0.2), "flip+shift", {"whiten": True}, _ONECYCLE),
     _SHORT,
-    # One epoch, for bench/bench_time_to_accuracy.py's race with PyTorch's MNIST example: 99.08% (98.87% and 99.07%
-    # with init seeds 1 and 2); fit's defaults 98.67%. Shifts cost accuracy in one pass; EMA 0.98 spans ~50 steps.
+    # One epoch for bench_time_to_accuracy.py: 99.08% (fit's defaults 98.67%); shifts cost in one pass.
     _variant(_MNIST, "mnist_cnn.quick", _QUICK, tta=False, epochs=1, augment="none", ema_decay=0.98),
     # ---------------------------------------------------------------- per architecture: what `imgzoo train ARCH` uses
     _variant(_MNIST, "mnist_cnn", "mnist_cnn.mnist's recipe"),
     _variant(_RESNET, "resnet_cifar", "resnet_cifar.cifar10's recipe"),
     _variant(_BASIC, "basic_cnn", "basic_cnn.cifar10's recipe"),
-    # Not yet trained with imgzoo. Only a new head trains on the frozen backbone: AdamW at 1e-3 suits it (SGD's 0.1
-    # overshoots), a few epochs converge, batch 64 bounds the memory of 224x224 images; dogs are left/right symmetric.
-    Recipe(
-        "dogbreed_transfer",
-        FitConfig(epochs=5, optimizer="adamw", batch_size=64),
-        "flip",
-        {"weights": "imagenet"},
-        _DOGS,
-    ),
+    # Untrained yet; a new head on a frozen backbone: AdamW 1e-3 (SGD's 0.1 overshoots), batch 64 for 224x224 memory.
+    Recipe("dogbreed_transfer", _DOGS_FIT, "flip", {"weights": "imagenet"}, _DOGS),
 )
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in _BUILTIN}
@@ -211,8 +196,7 @@ def _recorded(name: str) -> dict[str, Any] | None:
 
 
 def get_recipe(name: str | Recipe) -> Recipe:
-    """The recipe of a weights name ("resnet_cifar.cifar10") or an architecture name ("mnist_cnn"); a weights
-    entry registered outside imgzoo gives the recipe its config.json recorded."""
+    """The recipe of a weights or architecture name; an outside weights entry gives its config.json's."""
     if isinstance(name, Recipe):
         return name
     if not isinstance(name, str):
@@ -230,8 +214,7 @@ def get_recipe(name: str | Recipe) -> Recipe:
 
 
 def resolve_config(config: FitConfig | None, overrides: dict[str, Any]) -> FitConfig:
-    """The config a fit call uses: ``config``, the recipe named by ``recipe=`` or the defaults, with
-    ``overrides`` applied, as a new FitConfig (the caller's is never changed)."""
+    """A new FitConfig: ``config``, the recipe named by ``recipe=`` or the defaults, with ``overrides`` applied."""
     fields = sorted(f.name for f in dataclasses.fields(FitConfig))
     if unknown := sorted(set(overrides) - set(fields)):
         raise TypeError(f"fit() got unknown options {unknown}; it takes {fields}")
