@@ -1,6 +1,6 @@
 """The one device and precision rule that fit, evaluate, predict and the loaders share.
 
-``amp="auto"`` takes bf16 on a CPU only where the hardware computes it: bench/bench_fit.py (ResNet-20, batch
+``amp="auto"`` takes bf16 on a CPU only where the hardware computes it: bench/run.py --only fit (ResNet-20, batch
 128) measured bf16 at 1.92x fp32's images/s on an AMD EPYC with avx512_bf16, and at 0.09x with AVX2 only.
 """
 
