@@ -145,13 +145,11 @@ def _check_replaceable(directory: Path) -> None:
     """save() replaces the folder whole, so it must not hold files that are not the checkpoint's."""
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"save() writes a folder, but {directory} is a file; pass a folder path")
-    if not directory.is_dir():
-        return
-    others = sorted(f.name for f in directory.iterdir() if f.name not in _CHECKPOINT_FILES)
-    if others:
+    stray = sorted(f.name for f in directory.iterdir() if f.name not in _CHECKPOINT_FILES) if directory.exists() else []
+    if stray:
         raise FileExistsError(
             f"save() replaces {directory} whole (so a crash never mixes two checkpoints), and it holds other files "
-            f"({_first_five(others)}) that would be lost; save into a folder of its own, e.g. {directory / 'weights'}."
+            f"({_first_five(stray)}) that would be lost; save into a folder of its own, e.g. {directory / 'weights'}."
         )
 
 
@@ -422,9 +420,7 @@ def _refuse_pickles(where: str, files: list[str]) -> None:
         )
 
 
-def _offline_miss(
-    repo_id: str, filename: str, label: str, fetch: _Fetch, *, reason: str | None = None
-) -> WeightsNotFoundError:
+def _offline_miss(repo_id: str, filename: str, label: str, fetch: _Fetch, reason: str = "") -> WeightsNotFoundError:
     from huggingface_hub import constants
 
     rev = fetch.revision or "main"

@@ -1,7 +1,6 @@
 """The checkpoint folder: model.safetensors, config.json (how to rebuild), README.md. Both may come from a stranger:
 safetensors cannot run code (pickle can), every config field is checked, and the model is built on ``meta`` and
-compared with the safetensors header first, so no config makes the loader allocate more than the weights file holds.
-"""
+compared with the safetensors header first: no config makes the loader allocate more than the weights file holds."""
 
 from __future__ import annotations
 
