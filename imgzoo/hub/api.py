@@ -249,10 +249,9 @@ def load(
             f"{files.label} holds a {config['architecture']!r} checkpoint, not {expected!r} "
             f"({files.config}); pick weights of {expected!r} (imgzoo.list_pretrained('{expected}.*'))."
         )
-    model = load_checkpoint(
+    return load_checkpoint(
         config, files.weights, source=files.label, num_classes=num_classes, class_names=class_names, **builder_kwargs
-    )
-    return model.eval()
+    ).eval()
 
 
 def download(

@@ -395,13 +395,12 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
         for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
         if items
     ]
-    if not problems:
-        return
-    raise CheckpointError(
-        f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
-        f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
-        f"checkpoint's config.json belongs to its model.safetensors. Nothing was allocated for it."
-    )
+    if problems:
+        raise CheckpointError(
+            f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
+            f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
+            f"checkpoint's config.json belongs to its model.safetensors. Nothing was allocated for it."
+        )
 
 
 def _first_five(items: list[str]) -> str:
