@@ -1,7 +1,5 @@
-"""Save, load and push checkpoints, and build models by name: the only module that talks to the Hub (through
-huggingface_hub, so HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CACHE and HF_TOKEN work as usual). It takes half a
-second to import, so each function imports it where used: ``import imgzoo`` and local loads never pay for it.
-"""
+"""Save, load, push and build models by name: the only module that talks to the Hub, through huggingface_hub (so
+its HF_* variables work), imported where used: its half second of import is never paid by ``import imgzoo``."""
 
 from __future__ import annotations
 
@@ -75,12 +73,9 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 
 def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name``; keyword arguments go to its builder.
-
-    ``pretrained=True`` loads the default weights entry, or the one trained with the builder arguments given
-    (``create_model("resnet_cifar", depth=56, pretrained=True)``); ``pretrained="resnet_cifar.cifar10"`` names
-    one. Another ``num_classes`` loads all but the classifier, as timm does. Pretrained comes back in eval mode.
-    """
+    """Build the registered model ``name`` with builder ``kwargs``. ``pretrained=True`` loads the default weights,
+    or those trained with the given kwargs (``depth=56``); ``pretrained="resnet_cifar.cifar10"`` names them. Another
+    ``num_classes`` loads all but the classifier, as timm does. Pretrained comes back in eval mode."""
     if not isinstance(pretrained, (bool, str)):
         raise TypeError(f"pretrained= takes True, False or a weights name ('resnet_cifar.cifar10'); got {pretrained!r}")
     entry = get_model_entry(name)  # an unknown name fails here, whatever pretrained says
@@ -117,12 +112,9 @@ def save(
     existing_card: str | None = None,
     dtype: str = "fp32",
 ) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card into ``directory``, atomically.
-
-    ``history`` (an ``imgzoo.History`` or its ``to_dict()``) adds the last epoch's metrics and ``curves.png``;
-    ``metrics`` override those. ``dtype="fp16"`` halves the file: :func:`load` gives back fp32 weights within
-    fp16's rounding (a relative 2**-11).
-    """
+    """Write model.safetensors, config.json and a README.md card into ``directory`` atomically. ``history`` (or its
+    ``to_dict()``) adds the last epoch's metrics, which ``metrics`` override, and curves.png. ``dtype="fp16"`` halves
+    the file: :func:`load` gives back fp32 weights within fp16's rounding (a relative 2**-11)."""
     directory = Path(directory)
     _check_replaceable(directory)
     state = storage_state(model, dtype)  # a bad dtype or an fp16 overflow stops here, before any write
@@ -153,13 +145,11 @@ def _check_replaceable(directory: Path) -> None:
     """save() replaces the folder whole, so it must not hold files that are not the checkpoint's."""
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"save() writes a folder, but {directory} is a file; pass a folder path")
-    if not directory.is_dir():
-        return
-    others = sorted(f.name for f in directory.iterdir() if f.name not in _CHECKPOINT_FILES)
-    if others:
+    stray = sorted(f.name for f in directory.iterdir() if f.name not in _CHECKPOINT_FILES) if directory.exists() else []
+    if stray:
         raise FileExistsError(
             f"save() replaces {directory} whole (so a crash never mixes two checkpoints), and it holds other files "
-            f"({_first_five(others)}) that would be lost; save into a folder of its own, e.g. {directory / 'weights'}."
+            f"({_first_five(stray)}) that would be lost; save into a folder of its own, e.g. {directory / 'weights'}."
         )
 
 
@@ -174,11 +164,8 @@ def push_to_hub(
     revision: str | None = None,
     **save_kwargs: Any,
 ) -> CommitInfo:
-    """Save ``model`` to a temporary folder and upload it to ``repo_id`` in one commit; ``save_kwargs`` go to save.
-
-    Returns huggingface_hub's ``CommitInfo`` (``.oid``: the sha to pin). The repository (``private`` if new) and
-    a ``revision`` branch are created if needed; an existing card keeps all but its regenerated results section.
-    """
+    """:func:`save` to a temporary folder, then upload it to ``repo_id`` (created if new, as is the ``revision``
+    branch) in one commit; returns the ``CommitInfo`` (``.oid``: the sha to pin). A card keeps all but its results."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -252,12 +239,8 @@ def load(
     architecture: str | None = None,
     **builder_kwargs: Any,
 ) -> nn.Module:
-    """Rebuild and load a checkpoint in eval mode; it carries ``data_spec`` (class names, preprocessing).
-
-    Another ``num_classes`` loads all but the head, replaced via ``reset_classifier`` with a
-    :class:`~imgzoo.hub.format.NewHeadWarning`. ``architecture`` asserts the checkpoint's model;
-    ``builder_kwargs`` override builder arguments that do not change tensor shapes.
-    """
+    """Rebuild a checkpoint in eval mode, with its ``data_spec``. Another ``num_classes`` loads all but the head (a
+    ``NewHeadWarning``); ``architecture`` asserts the model; ``builder_kwargs`` override those keeping shapes."""
     files = _resolve(path_or_name, _Fetch(revision, token, cache_dir, local_files_only, force=False))
     config = read_config(files.config)
     expected = architecture or (files.entry.arch if files.entry else None)
@@ -266,10 +249,9 @@ def load(
             f"{files.label} holds a {config['architecture']!r} checkpoint, not {expected!r} "
             f"({files.config}); pick weights of {expected!r} (imgzoo.list_pretrained('{expected}.*'))."
         )
-    model = load_checkpoint(
+    return load_checkpoint(
         config, files.weights, source=files.label, num_classes=num_classes, class_names=class_names, **builder_kwargs
-    )
-    return model.eval()
+    ).eval()
 
 
 def download(
@@ -437,9 +419,7 @@ def _refuse_pickles(where: str, files: list[str]) -> None:
         )
 
 
-def _offline_miss(
-    repo_id: str, filename: str, label: str, fetch: _Fetch, *, reason: str | None = None
-) -> WeightsNotFoundError:
+def _offline_miss(repo_id: str, filename: str, label: str, fetch: _Fetch, reason: str = "") -> WeightsNotFoundError:
     from huggingface_hub import constants
 
     rev = fetch.revision or "main"

@@ -1,7 +1,5 @@
-"""The README.md model card: huggingface_hub's ``ModelCardData`` and ``EvalResult`` (the Hub's model-index) as
-its YAML, then Markdown. The results section sits between two HTML comments, so a push regenerates it and
-keeps what the author wrote around it (timm and huggingface_hub's mixin skip an existing card entirely).
-"""
+"""The README.md model card: ModelCardData and EvalResult (the model-index) as YAML, then Markdown whose results
+section, between two HTML comments, a push regenerates, keeping the author's text (timm skips an existing card)."""
 
 from __future__ import annotations
 
@@ -26,8 +24,7 @@ _SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
 
 
 def metrics_from_history(history: dict[str, list[Any]]) -> dict[str, Any]:
-    """The last epoch's losses and accuracies, epochs, best validation accuracy, wall time and speed, from
-    ``History.to_dict()`` (None where an epoch had no validation)."""
+    """The last epoch's losses and accuracies, best val accuracy, wall time and speed of ``History.to_dict()``."""
     columns = ("train_loss", "train_acc", "val_loss", "val_acc", "time", "images_per_sec")
     numbers = {key: [float(v) for v in history.get(key) or [] if _is_number(v)] for key in columns}
     metrics: dict[str, Any] = {"epochs": int(history["epoch"][-1])} if history.get("epoch") else {}
@@ -52,8 +49,7 @@ def metrics_from_eval(result: Any, tta_result: Any = None, *, split: str = "val"
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int | None:
-    """Multiply-accumulates for one image of ``input_shape`` (default: the DataSpec's), in eval mode; None when
-    the shape is unknown or the model refuses a blank image. FlopCounterMode counts a multiply-add as two."""
+    """MACs for one image of ``input_shape`` (default: the DataSpec's) in eval mode; None if unknown or refused."""
     from torch.utils.flop_counter import FlopCounterMode  # it imports sympy: half a second of `import imgzoo`
 
     spec = getattr(model, "data_spec", None)
@@ -73,7 +69,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     finally:
         for module, training in modes:
             module.training = training
-    return counter.get_total_flops() // 2
+    return counter.get_total_flops() // 2  # FlopCounterMode counts a multiply-add as two
 
 
 def render(
@@ -86,8 +82,7 @@ def render(
     datasets: Iterable[str] | None = None,
     existing: str | None = None,
 ) -> str:
-    """The model card for ``config``; ``curves`` names the plot beside it. Of an ``existing`` card, the text
-    outside the results section and the metadata keys imgzoo does not set are kept, in their order."""
+    """The card for ``config``; of an ``existing`` one, text outside the results and others' metadata are kept."""
     from huggingface_hub import ModelCard
 
     data = _metadata(config, repo_id, license, tags, datasets)
@@ -179,16 +174,12 @@ def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> st
         f"An [imgzoo](https://pypi.org/project/imgzoo/) `{arch}({kwargs})` model: "
         f"{config.get('num_params', 0) / 1e6:.2f}M parameters, {c}x{h}x{w} input, "
         f"{config.get('num_classes', spec['num_classes'])} classes. Weights are in safetensors.\n\n"
-        "## Use\n\n"
-        "```python\n"
-        "import imgzoo\n\n"
+        "## Use\n\n```python\nimport imgzoo\n\n"
         f'model = imgzoo.load("{source}")  # eval mode, with its class names and preprocessing\n'
         "preprocess = imgzoo.data.transforms.for_model(model)\n"
         "x = preprocess(image).unsqueeze(0)  # a PIL image, array or uint8 tensor\n"
         "label = model.data_spec.class_names[model(x).argmax(1).item()]\n"
-        "```\n\n"
-        f"{section}\n\n"
-        "## Input\n\n"
+        f"```\n\n{section}\n\n## Input\n\n"
         "| size | mean | std | classes |\n|---|---|---|---|\n"
         f"| {c}x{h}x{w} | ({', '.join(f'{v:.4f}' for v in spec['mean'])}) | "
         f"({', '.join(f'{v:.4f}' for v in spec['std'])}) | "

@@ -1,9 +1,5 @@
-"""Export a model to ONNX or TorchScript, and prove the file computes what the model computes.
-
-The file is run in the runtime that will serve it (ONNX Runtime, ``torch.jit.load``) and written only if its
-logits agree with PyTorch's within ``TOLERANCE``. ONNX uses the torch.export-based exporter (the default since
-torch 2.9; the old one traces, freezing the input checks' branches). Preprocessing travels as JSON metadata.
-"""
+"""Export to ONNX (the torch.export-based exporter: the old one traces) or TorchScript, with preprocessing as JSON
+metadata; the file is written only if the runtime serving it gives PyTorch's logits within ``TOLERANCE``."""
 
 from __future__ import annotations
 
@@ -41,10 +37,8 @@ class ExportError(RuntimeError):
 def export_model(
     model: nn.Module, path: str | os.PathLike[str], *, format: str, sample: torch.Tensor | None = None
 ) -> float:
-    """Write ``model`` to ``path`` as ``format`` ("onnx" or "torchscript", dynamic batch); return the max abs
-    difference of its fp32 CPU logits from PyTorch's on ``sample`` (default: two seeded random images of
-    ``model.data_spec.input_shape``). Over ``TOLERANCE`` it raises :class:`ExportError` and writes nothing.
-    """
+    """Write ``model`` to ``path`` as ``format`` (dynamic batch); return the max abs difference of its CPU logits
+    from PyTorch's on ``sample`` (default: two seeded random images). Over ``TOLERANCE``: ExportError, no file."""
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}. Pick one of those.")
     for name in ONNX_PACKAGES if format == "onnx" else ():  # fail before minutes of exporting, not after
@@ -77,12 +71,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             torch.jit.load(str(path), map_location="cpu", _extra_files=files)
         return json.loads(files[METADATA_FILE]) if files[METADATA_FILE] else {}
     onnx = _import("onnx")
-    props = onnx.load(str(path), load_external_data=False).metadata_props
     found = {}
-    for prop in props:  # imgzoo writes JSON; another producer's text is kept as it is
+    for prop in onnx.load(str(path), load_external_data=False).metadata_props:
         try:
             found[prop.key] = json.loads(prop.value)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError:  # another producer's text is kept as it is
             found[prop.key] = prop.value
     return found
 
@@ -208,8 +201,7 @@ def _quiet_torchscript() -> Iterator[None]:
 
 
 def _torchscript_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
-    """TorchScript's archive with ``metadata`` as an extra file; scripted (every built-in family scripts:
-    tests/test_model_contract.py), else traced on ``example`` with a warning, as a trace records one path."""
+    """The archive with ``metadata``; scripted (all built-in families are), else traced on ``example`` and warned."""
     with _quiet_torchscript():
         try:
             compiled = torch.jit.script(model)

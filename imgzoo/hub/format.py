@@ -1,9 +1,6 @@
-"""The checkpoint folder, on disk and on the Hub: model.safetensors, config.json (how to rebuild), README.md.
-
-Both files may come from a stranger: safetensors cannot run code when read (pickle can), every config
-field is type- and range-checked, and the model is built on the ``meta`` device and compared with the
-safetensors header first, so no config makes the loader allocate more than the weights file holds.
-"""
+"""The checkpoint folder: model.safetensors, config.json (how to rebuild), README.md. Both may come from a stranger:
+safetensors cannot run code (pickle can), every config field is checked, and the model is built on ``meta`` and
+compared with the safetensors header first: no config makes the loader allocate more than the weights file holds."""
 
 from __future__ import annotations
 
@@ -64,10 +61,7 @@ def build_config(
     metrics: dict[str, Any] | None = None,
     storage_dtype: str = "fp32",
 ) -> dict[str, Any]:
-    """Everything needed to rebuild ``model`` (builder name, kwargs, the module registering it) and its metrics.
-
-    A function-built model has no JSON-able ``__init__``: the builder's name and kwargs stand in for it.
-    """
+    """How to rebuild ``model`` (builder name and kwargs: a function has no JSON-able ``__init__``) and metrics."""
     model = unwrap(model)
     missing = [a for a in (ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR) if not hasattr(model, a)]
     if missing:
@@ -147,8 +141,7 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _bad(path: Path, field: str, expected: str, got: Any) -> CheckpointError:
-    shown = repr(got)
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
     return CheckpointError(
         f"{path}: {field} must be {expected}; got {shown} ({type(got).__name__}). The file is damaged or was "
         f"not written by imgzoo.save(): re-download it, re-save the model, or correct that field."
@@ -236,10 +229,7 @@ _FP16_MAX = torch.finfo(torch.float16).max
 
 
 def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, torch.Tensor]:
-    """The tensors model.safetensors holds; ``"fp16"`` halves floating-point parameters, refusing any beyond range.
-
-    Buffers stay: a few kilobytes, and a running variance under fp16's smallest normal (6e-5) would be lost.
-    """
+    """The tensors model.safetensors holds; ``"fp16"`` halves floating-point parameters, refusing any beyond range."""
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"save: dtype must be one of {list(STORAGE_DTYPES)}, got {storage_dtype!r}")
     model = unwrap(model)
@@ -248,6 +238,7 @@ def storage_state(model: nn.Module, storage_dtype: str = "fp32") -> dict[str, to
     # clone(): safetensors refuses tensors that share storage (e.g. views); these models cost nothing to copy.
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().to("cpu").contiguous().clone()
+        # Buffers stay fp32: a few kilobytes, and a running variance under fp16's smallest normal (6e-5) is lost.
         if storage_dtype == "fp16" and name in parameters and tensor.is_floating_point():
             largest = float(tensor.abs().max()) if tensor.numel() else 0.0
             if not largest <= _FP16_MAX:
@@ -293,11 +284,8 @@ def load_checkpoint(
     class_names: list[str] | tuple[str, ...] | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Rebuild the model of ``config`` (from :func:`read_config`) and load ``weights`` into it strictly.
-
-    Another ``num_classes`` then replaces the head (``reset_classifier``) and warns; ``overrides`` replace
-    builder kwargs that do not change tensor shapes (e.g. dropout).
-    """
+    """Rebuild ``config``'s model and load ``weights`` strictly; another ``num_classes`` replaces the head and warns,
+    ``overrides`` replace builder kwargs that keep tensor shapes (e.g. dropout)."""
     if num_classes is not None and not (_is_int(num_classes) and num_classes >= 1):
         raise ValueError(f"num_classes must be a positive integer (the new head's outputs); got {num_classes!r}")
     entry = _model_entry(config, source)
@@ -343,8 +331,7 @@ def load_checkpoint(
 
 
 def _model_entry(config: dict[str, Any], source: str) -> ModelEntry:
-    """The registry entry of the config's architecture, or an error naming the import it needs (never imported:
-    a downloaded config must not choose code to run)."""
+    """The config's registry entry, or an error naming the import it needs: a downloaded config must not run code."""
     arch = config["architecture"]
     if arch in list_models():
         return get_model_entry(arch)
@@ -408,13 +395,12 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
         for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
         if items
     ]
-    if not problems:
-        return
-    raise CheckpointError(
-        f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
-        f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
-        f"checkpoint's config.json belongs to its model.safetensors. Nothing was allocated for it."
-    )
+    if problems:
+        raise CheckpointError(
+            f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
+            f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
+            f"checkpoint's config.json belongs to its model.safetensors. Nothing was allocated for it."
+        )
 
 
 def _first_five(items: list[str]) -> str:
