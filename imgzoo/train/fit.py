@@ -41,8 +41,9 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         config: FitConfig | None = None, **options: Any) -> History:  # fmt: skip
     """Train ``model`` in place on ``train``; return the :class:`History`.
 
-    ``train`` and ``val`` are Datasets, DataLoaders or ready-made loaders (FastLoader) yielding (image tensor,
-    class index) pairs. ``options`` are :class:`FitConfig`'s fields, each with the reason for its default
+    ``train`` and ``val`` are Datasets of (image, class index) pairs (an untransformed ImageDataset is batched
+    for the model's data spec), DataLoaders, ``imgzoo.data.batches(...)``, or any iterable of (x, y) batches.
+    ``options`` are :class:`FitConfig`'s fields, each with the reason for its default
     (``fit(model, train, val, epochs=3, lr=0.1)``), laid over ``config=FitConfig(...)`` on a copy, or over a
     recipe's (``recipe="resnet_cifar.cifar10"``). With ``checkpoint_dir``, ``last.pt`` is rewritten after every
     epoch and ``resume=checkpoint_dir`` continues a stopped run to exactly the weights of an unbroken one (on CPU,
