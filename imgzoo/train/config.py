@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -14,6 +15,8 @@ from torch import nn
 
 from imgzoo._device import AMP_CHOICES
 from imgzoo.data.transforms import AUGMENTS
+from imgzoo.eval.evaluation import TTA_MODES
+from imgzoo.models.registry import get_weights_entry, list_pretrained
 from imgzoo.train.callbacks import EMA, Callback, Lookahead
 
 OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
@@ -263,3 +266,103 @@ def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], 
             f"epochs={saved['epochs']} (and the same batch size and training data); to train for another "
             f"length, {new_run}."
         )
+
+
+# The named configs, filled by imgzoo.train.recipes when it is imported (as the model families fill the registry),
+# and the names they were recorded under before, so that an old run.json still resumes by its recipe.
+@dataclass(frozen=True)
+class Recipe:
+    """One training recipe: the run's FitConfig, and what the model and evaluation took beside it."""
+
+    name: str  # a weights name ("resnet_cifar.cifar10") or an architecture name ("resnet_cifar")
+    config: FitConfig
+    tta: bool | str = False  # evaluate(tta=...): False, "flip", "shift" or "flip+shift"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model's beyond classes: {"depth": 56}
+    source: str = ""  # the command that ran it, the figures it gave, or the paper it follows
+
+    def __post_init__(self) -> None:
+        if self.tta not in (False, True, *TTA_MODES[1:]):
+            raise ValueError(f"Recipe {self.name!r}: tta must be one of False, True, {TTA_MODES[1:]}, got {self.tta!r}")
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))  # its own copy: recipes may share one
+
+    def to_meta(self) -> dict[str, Any]:
+        """The JSON-able dict a weights entry's ``meta["recipe"]`` and config.json hold."""
+        extras = {"tta": self.tta, "model_kwargs": self.model_kwargs, "source": self.source}
+        return {**self.config.to_dict(learning_only=True), **extras}
+
+    @classmethod
+    def from_meta(cls, name: str, meta: dict[str, Any]) -> Recipe:
+        """The Recipe a ``meta["recipe"]`` dict records; its other keys (data, machine, ...) are ignored."""
+        if "epochs" not in meta:
+            raise ValueError(
+                f"the recipe recorded for {name!r} has no 'epochs' (it has {sorted(meta)}); record a run's options "
+                "with Recipe(...).to_meta(), which holds the epochs and every option fit takes, when saving it."
+            )
+        options = {f.name: meta[f.name] for f in dataclasses.fields(FitConfig) if f.name in meta}
+        # Written by imgzoo 0.1: Nesterov SGD was "sgd-nesterov", the augmentation was described in words.
+        options["optimizer"] = {"sgd-nesterov": "sgd"}.get(options.get("optimizer"), options.get("optimizer", "sgd"))
+        if isinstance(options.get("augment"), str):
+            options["augment"] = options["augment"].split(" ", 1)[0]
+        kwargs = meta.get("model_kwargs", meta.get("kwargs", {}))  # a run folder's config.json says "kwargs"
+        return cls(name, FitConfig(**options), meta.get("tta", False), kwargs, meta.get("source", ""))
+
+
+RECIPES: dict[str, Recipe] = {}
+RENAMED: dict[str, str] = {}
+
+
+def list_recipes() -> list[str]:
+    """Every recipe name: the built-in ones, then registered weights entries that record a recipe."""
+    return sorted(RECIPES) + [n for n in list_pretrained() if n not in RECIPES and _recorded(n) is not None]
+
+
+def _recorded(name: str) -> dict[str, Any] | None:
+    try:
+        recorded = get_weights_entry(name).meta.get("recipe")
+    except (KeyError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) and recorded else None
+
+
+def get_recipe(name: str | Recipe) -> Recipe:
+    """The recipe of a weights or architecture name; an outside weights entry gives its config.json's."""
+    if isinstance(name, Recipe):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"get_recipe takes a recipe name or a Recipe, got {type(name).__name__}")
+    if name in RECIPES or name in RENAMED:
+        return RECIPES[RENAMED.get(name, name)]
+    if (recorded := _recorded(name)) is not None:
+        return Recipe.from_meta(name, recorded)
+    known = list_recipes()
+    close = ", ".join(map(repr, difflib.get_close_matches(name, known, n=3, cutoff=0.5)))
+    raise ValueError(
+        f"no recipe named {name!r}.{f' Did you mean {close}?' if close else ''} Recipes exist for {known}; for "
+        "another model, pass fit's options directly (fit(model, train, epochs=..., lr=...))."
+    )
+
+
+def resolve_config(config: FitConfig | None, overrides: dict[str, Any]) -> FitConfig:
+    """A new FitConfig: ``config``, the recipe named by ``recipe=`` or the defaults, with ``overrides`` applied."""
+    fields = sorted(f.name for f in dataclasses.fields(FitConfig))
+    if unknown := sorted(set(overrides) - set(fields)):
+        raise TypeError(f"fit() got unknown options {unknown}; it takes {fields}")
+    recipe = overrides.get("recipe")
+    if recipe is not None and config is not None:
+        raise TypeError(
+            f"fit() got both config= and recipe={recipe!r}, and a FitConfig already sets every option. Pass "
+            f"config=replace(get_recipe({recipe!r}).config, ...), or recipe= with keyword overrides and no config="
+        )
+    if recipe is not None:
+        found = get_recipe(recipe)
+        return replace(found.config, **{**overrides, "recipe": found.name})
+    if config is None:
+        if "epochs" not in overrides:
+            raise TypeError("fit() needs epochs: pass fit(model, train, epochs=N) or config=FitConfig(epochs=N)")
+        return FitConfig(**overrides)
+    if not isinstance(config, FitConfig):
+        raise TypeError(
+            f"fit: config must be an imgzoo.train.fit.FitConfig, got {type(config).__name__}; "
+            "pass options as keywords (fit(model, train, epochs=3, lr=0.1)) or build FitConfig(epochs=3, ...)"
+        )
+    return replace(config, **overrides)  # a copy, validated again by __post_init__

@@ -31,7 +31,6 @@ from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_las
 from imgzoo.eval import History, eval_sums
 from imgzoo.train.callbacks import CSVLogger, EarlyStopping, FitState
 from imgzoo.train.config import FitConfig
-from imgzoo.train.recipes import resolve_config
 from imgzoo.train.steps import MetricSums, NonFiniteLoss, OptimizerStep, ProgressBar, StepBoundaryInterrupt
 
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
@@ -51,7 +50,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     non-finite loss or weight raises FloatingPointError and keeps the last good checkpoint. Under ``torchrun``
     the same call trains with DDP (batch-norm statistics are rank 0's).
     """
-    cfg = resolve_config(config, options)
+    cfg = fit_config.resolve_config(config, options)
     device = resolve_device(cfg.device)
     ctx = distributed.setup(device)
     if ctx.enabled and device.type == "cuda":
