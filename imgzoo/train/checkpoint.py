@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock, Timeout
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -124,6 +123,8 @@ def lock_checkpoint_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]
     if folder is None:
         yield
         return
+    from filelock import FileLock, Timeout  # only a fit with checkpoints pays its import (11 ms)
+
     folder = Path(folder)
     lock = FileLock(path := folder / LOCK_NAME, timeout=0)
     try:
