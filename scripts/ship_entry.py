@@ -9,6 +9,11 @@ stores the parameters in fp16 when that moves top-1 by at most 0.05 points (else
 says so), measures the stored file again, and writes ``imgzoo/hub/weights/<arch>-<tag>/``: the
 safetensors, config.json and a card with the figures, MACs, training time, machine and command.
 It prints the ``WeightsEntry`` to paste into ``imgzoo/hub/pretrained.py``.
+
+A final fit (``imgzoo train ... --val 0``) trained on the validation images too, so it cannot be measured on them:
+``--validated-by RUN`` names the validation run that chose its recipe, and the card states that run's figures, says
+that the shipped weights were refit on every image, and gives both commands. The fp16 check still compares the
+final weights with themselves, on the same images.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ def main() -> int:
     p.add_argument("--command", help="the command that trained them (default: the run's)")
     p.add_argument("--data-label", help="how the card names the data, e.g. 'MNIST train split' (default: DATA)")
     p.add_argument("--machine", help="JSON: the machine that trained them (default: the run's record)")
+    p.add_argument("--validated-by", type=Path, help="for a final fit (--val 0): the validation run of its recipe")
     args = p.parse_args()
 
     weights = Path(weights_of(str(args.source)))
@@ -61,6 +67,9 @@ def main() -> int:
     history = History.from_json(history_path) if history_path.is_file() else None
     model = imgzoo.load(weights)
     val_part = runs.split_data(runs.open_data(runs.resolve_data(args.data)), recorded.get("seed", 0))[1]
+    final = recorded.get("val_fraction", runs.VAL_FRACTION) == 0
+    if final != (args.validated_by is not None):
+        sys.exit("a final fit (--val 0) ships with --validated-by RUN, its validation run; a validated run without")
 
     full = measure(model, val_part, recipe.tta)
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,9 +84,23 @@ def main() -> int:
     trained = metrics_from_history(history.to_dict()) if history else before
     metrics = {**trained, **(half if dtype == "fp16" else full)}
     metrics["fp32_val_acc"] = full["val_acc"]  # what the weights gave before storage, for the card's reader
+    refit = {}
+    if final:  # the figures are the validation run's: the final weights trained on these images
+        validated = imgzoo.load(weights_of(str(args.validated_by)))
+        metrics = {**trained, **measure(validated, val_part, recipe.tta)}
+        vrecord = runs.read_run(args.validated_by)
+        refit = {
+            "validation": (
+                f"the figures are the validation run's ({vrecord.config.val_fraction:.0%} of the images held out, "
+                f"seed {vrecord.config.fit.seed}); these weights were then refit on every image with the same "
+                "recipe and epochs, and have no held-out figure of their own"
+            ),
+            "validation run": runs.train_command(vrecord.config, args.validated_by),
+        }
     meta = {
         **recipe.to_meta(),
-        "val_fraction": runs.VAL_FRACTION,
+        **refit,
+        "val_fraction": recorded.get("val_fraction", runs.VAL_FRACTION),
         "seed": recorded.get("seed", 0),
         "data": args.data_label or recorded.get("data", args.data),
         "machine": json.loads(args.machine) if args.machine else recorded.get("machine", "not recorded"),

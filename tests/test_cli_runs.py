@@ -321,3 +321,29 @@ def test_the_train_flags_are_fitconfigs_fields_each_checked_by_it(tmp_path, caps
     command = run_config.train_command(config, tmp_path / "o")
     assert command.endswith("--schedule cosine --ema-decay 0.99")  # what differs from the recipe, in field order
     assert parse(shlex.split(command)[1:]).ema_decay == 0.99
+
+
+def test_val_0_is_a_final_fit_on_every_image_recorded_and_refused_a_validation_split(tmp_path, capsys):
+    from imgzoo.cli.main import main
+
+    folder = str(write_mnist(tmp_path / "mnist", n_per_class=3))
+    out = tmp_path / "final"
+    flags = ["--epochs", "1", "--amp", "fp32", "--batch-size", "8"]
+    assert main(["train", "mnist_cnn", folder, "--out", str(out), "--val", "0", *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on every image" in printed
+    record = run_config.read_run(out)
+    assert record.config.val_fraction == 0 and "--val 0" in run_config.train_command(record.config, out)
+    assert json.loads((out / "weights" / "config.json").read_text())["recipe"]["val_fraction"] == 0
+    assert not (out / "metrics.json").exists()  # nothing held out: no figure that would be measured on training images
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [1] and len(history["train_loss"]) == 1
+    train, val = runs.split_data(runs.open_data(folder), seed=0, val_fraction=0)
+    assert val is None and len(train) == 30  # 10 classes x 3 images, every one of them
+    assert main(["evaluate", str(out), folder]) == 2  # refused: the run has no validation split
+    assert "trained on every image" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="val_fraction must be a number from 0"):
+        runs.make_config("mnist_cnn", folder, val_fraction=1.0)
+    # The same folder resumed keeps its fraction; the run refuses another one.
+    with pytest.raises(ValueError, match="val_fraction 0"):
+        run_config.plan_run(out, runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=8), True)

@@ -212,6 +212,8 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
     p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
     # --limit and --epochs are checked by RunConfig and FitConfig, before any data is read.
     p.add_argument("--limit", type=int, help="train on N images (stratified, seeded), for quick runs")
+    about = "fraction of the images held out to validate on (default 0.1); 0: a final fit on every image"
+    p.add_argument("--val", type=float, dest="val_fraction", metavar="FRACTION", help=about)
     about = "the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]"
     p.add_argument("--model-kwargs", nargs="+", type=model_kwarg, metavar="KEY=VALUE", help=about)
     add_fit_flags(p)

@@ -109,6 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _need_plots()
     given = {name: getattr(args, name) for name in run_config.run_options()}
     given |= {"limit": args.limit, "kwargs": dict(args.model_kwargs) if args.model_kwargs else None}
+    given["val_fraction"] = args.val_fraction
     # With --resume, the run's own options, with any given here laid over them (and checked).
     make = functools.partial(run_config.resume_config, args.out) if args.resume else run_config.make_config
     config = make(args.model, args.data, **given)
@@ -117,6 +118,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.action == "done":
         return 0
     m = result.metrics
+    if not m:  # a final fit: nothing held out to measure on
+        print(f"{config.model}: trained on every image for {len(result.history)} epochs ({result.wall_time:.1f} s)")
+        print(f"wrote {result.out}: {run_config.WEIGHTS}/, history.csv, history.json, curves.png")
+        return 0 if result.finished else 1
     tta = f"; with TTA {m['tta']}: top-1 {m['val_acc_tta']:.2%}" if "tta" in m else ""
     scores = f"val top-1 {m['val_acc']:.2%}, top-5 {m['val_top5']:.2%}, loss {m['val_loss']:.4f}{tta}"
     print(f"{config.model}: {scores} after {len(result.history)} epochs ({result.wall_time:.1f} s)")
@@ -130,11 +135,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tta = recorded_tta(weights) if args.tta == "recipe" else args.tta or False
     model, record = load(weights), run_config.read_run(args.weights)
     # A run validated on the split its seed drew, and trained on its limited part only.
-    seed, limit = (record.config.fit.seed, record.config.limit) if record is not None else (0, None)
+    seed, limit, fraction = (0, None, run_config.VAL_FRACTION)
+    if record is not None:
+        seed, limit, fraction = record.config.fit.seed, record.config.limit, record.config.val_fraction
+    if args.split == "val" and not fraction:
+        raise ValueError(f"{args.weights} was trained on every image (--val 0): it has no validation split to measure")
     dataset = runs.open_data(run_config.resolve_data(args.data))
     runs.check_classes(model, dataset, args.data)
     which = {"train": 0, "val": 1}.get(args.split)
-    part = dataset if which is None else runs.split_data(dataset, seed, limit)[which]
+    part = dataset if which is None else runs.split_data(dataset, seed, limit, fraction)[which]
     result = evaluate(model, runs.eval_data(model, part), tta=tta)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -143,8 +152,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}
         print(json.dumps({**where, **runs.eval_summary(result)}, indent=1))
         return 0
-    what = f"the validation split (10%, seed {seed})" if args.split == "val" else "every image"
-    what = f"the training split (90%, seed {seed}), without augmentation" if args.split == "train" else what
+    what = {"val": f"the validation split ({fraction:.0%}, seed {seed})", "all": "every image"}.get(args.split)
+    what = what or f"the training split ({1 - fraction:.0%}, seed {seed}), without augmentation"
     print(f"{result.num_samples} images, {what}\n{result}\n\nclass accuracy")
     width = max(len(name) for name in result.class_names)
     for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):

@@ -24,6 +24,7 @@ RUN_FILE, CHECKPOINTS, WEIGHTS = "run.json", "checkpoints", "weights"  # WEIGHTS
 _FORMAT = "imgzoo-run-v1"
 KNOWN_DATA = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}  # downloaded (checksummed) on first use
 _RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose")  # a run folder owns its checkpoints
+VAL_FRACTION = 0.1  # the split every shipped weights entry reports its accuracy on
 
 
 def run_options() -> list[str]:
@@ -40,10 +41,18 @@ class RunConfig:
     fit: FitConfig  # its seed also draws the split, the limit and the initial weights
     limit: int | None = None  # train on this many images (stratified, seeded); None: all
     kwargs: dict[str, Any] = field(default_factory=dict)  # the model builder's
+    # 0: a final fit on every image, once a validation run has chosen the recipe (as airbench and He et al. do)
+    val_fraction: float = VAL_FRACTION
 
     def __post_init__(self) -> None:
         if (limit := self.limit) is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be a positive integer; got {limit!r}")
+        fraction = self.val_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+            raise ValueError(
+                f"val_fraction must be a number from 0 to below 1, e.g. 0.1 (0: train on every image, no validation); "
+                f"got {fraction!r}"
+            )
 
         if not isinstance(self.fit.seed, int):
             raise ValueError(f"a run needs a whole-number seed (its split depends on it); got {self.fit.seed!r}")
@@ -62,7 +71,8 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """run.json's record: the run's own fields and every fit option, side by side."""
         fit = {k: v for k, v in self.fit.to_dict().items() if k not in _RUNNER_OWNS}
-        return {"model": self.model, "data": self.data, "limit": self.limit, "kwargs": self.kwargs, **fit}
+        own = {"model": self.model, "data": self.data, "limit": self.limit, "kwargs": self.kwargs}
+        return {**own, "val_fraction": self.val_fraction, **fit}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
@@ -72,7 +82,8 @@ class RunConfig:
             found = get_recipe(options["recipe"]).config
             options |= {"ema_decay": found.ema_decay, "lookahead_decay": found.lookahead_decay}
         fit = FitConfig(**{k: options[k] for k in run_options() if k in options})
-        return cls(data["model"], data["data"], fit, options.get("limit"), dict(options.get("kwargs", {})))
+        kwargs, fraction = dict(options.get("kwargs", {})), options.get("val_fraction", VAL_FRACTION)  # 0.1's: 0.1
+        return cls(data["model"], data["data"], fit, options.get("limit"), kwargs, fraction)
 
 
 def recipe_for(model: str, recipe: str | None = None) -> Recipe | None:
@@ -90,7 +101,14 @@ def recipe_for(model: str, recipe: str | None = None) -> Recipe | None:
 
 
 def make_config(
-    model: str, data: str, *, recipe: str | None = None, limit: int | None = None, kwargs: dict | None = None, **given
+    model: str,
+    data: str,
+    *,
+    recipe: str | None = None,
+    limit: int | None = None,
+    kwargs: dict | None = None,
+    val_fraction: float | None = None,
+    **given: Any,
 ) -> RunConfig:
     """A RunConfig from the model's recipe (or ``recipe=``'s), each fit option in ``given`` not None over it. The
     recipe's amp was its machine's (bf16 can run 10x slower than fp32 elsewhere): a run takes "auto" unless told."""
@@ -105,7 +123,8 @@ def make_config(
     base = dataclasses.replace(found.config, amp="auto", recipe=found.name) if found else FitConfig(epochs=15)
     fit = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     builder = {**(found.model_kwargs if found else {}), **(kwargs or {})}
-    return RunConfig(model, resolve_data(data), fit, limit, builder)
+    fraction = VAL_FRACTION if val_fraction is None else val_fraction
+    return RunConfig(model, resolve_data(data), fit, limit, builder, fraction)
 
 
 def resolve_data(data: str | os.PathLike[str]) -> str:
@@ -167,6 +186,7 @@ def train_command(config: RunConfig, out: Path) -> str:
     words = ["imgzoo", "train", config.model, config.data, "--out", str(out)]
     words += ["--recipe", config.fit.recipe] if config.fit.recipe and config.fit.recipe != config.model else []
     words += ["--limit", str(config.limit)] if config.limit else []
+    words += ["--val", str(config.val_fraction)] if config.val_fraction != VAL_FRACTION else []
     fit, kwargs = recipe_differences(config)
     for name, value in fit.items():
         flag = f"--{name.replace('_', '-')}"
@@ -235,6 +255,8 @@ def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
     if record is None:
         return make_config(model, data, **given)
     old, kwargs, limit = record.config, given.pop("kwargs", None), given.pop("limit", None)
+    fraction = given.pop("val_fraction", None)
     fit = dataclasses.replace(old.fit, **{k: v for k, v in given.items() if v is not None})
     limit = old.limit if limit is None else limit
-    return RunConfig(model, resolve_data(data), fit, limit, {**old.kwargs, **(kwargs or {})})
+    fraction = old.val_fraction if fraction is None else fraction
+    return RunConfig(model, resolve_data(data), fit, limit, {**old.kwargs, **(kwargs or {})}, fraction)

@@ -18,15 +18,18 @@ from imgzoo.study.config import WEIGHTS
 
 
 def write_outputs(model: nn.Module, val: Any, shown: Any, history: History, out: Path, recipe: dict) -> dict:
-    """Evaluate on ``val`` (and with the recipe's ``tta``) and write every output of the run into ``out``."""
-    result = evaluate(model, val)
-    tta_result = evaluate(model, val, tta=recipe["tta"]) if recipe.get("tta") else None
-    metrics = metrics_from_eval(result, tta_result)
+    """Evaluate on ``val`` (and with the recipe's ``tta``) and write every output of the run into ``out``; with
+    ``val`` None (a final fit on every image) the weights, history and curves only."""
+    result = evaluate(model, val) if val is not None else None
+    tta_result = evaluate(model, val, tta=recipe["tta"]) if recipe.get("tta") and val is not None else None
+    metrics = metrics_from_eval(result, tta_result) if result is not None else {}
     # A folder of their own: save() replaces its folder whole, and the run folder holds checkpoints and reports.
     save(model, out / WEIGHTS, history, recipe={**recipe, "machine": describe_machine()}, metrics=metrics)
     history.to_csv(out / "history.csv")
     history.to_json(out / "history.json")
     history.plot(out / "curves.png")
+    if result is None:
+        return metrics
     plot_predictions(model, shown, n=len(shown), path=out / "samples.png")
     result.plot_confusion_matrix(out / "confusion.png")
     atomic_write_text(out / "metrics.json", json.dumps(eval_summary(result), indent=1) + "\n")
@@ -54,7 +57,9 @@ def joined(out: Path, done_before: int, history: History) -> History:
 
 
 def read_outputs(out: Path) -> tuple[History, dict[str, float]]:
-    """The history and metrics a finished run wrote."""
+    """The history and metrics a finished run wrote (none for a final fit, which has no validation)."""
+    if not (out / "metrics.json").is_file():
+        return History.from_json(out / "history.json"), {}
     summary = json.loads((out / "metrics.json").read_text())
     metrics = {"val_acc": summary["top1"], "val_loss": summary["loss"], "val_top5": summary["top5"]}
     return History.from_json(out / "history.json"), metrics

@@ -21,6 +21,7 @@ from imgzoo.hub.api import create_model
 from imgzoo.study.config import (
     CHECKPOINTS,
     KNOWN_DATA,
+    VAL_FRACTION,
     WEIGHTS,
     Plan,
     RunConfig,
@@ -56,7 +57,6 @@ __all__ = [
     "weights_of",
 ]
 
-VAL_FRACTION = 0.1  # the split every shipped weights entry reports its accuracy on
 SAMPLES_SHOWN = 16  # two rows of the samples grid: enough to see the kinds of mistakes
 
 
@@ -67,10 +67,16 @@ def open_data(data: str) -> Dataset:
     return datasets.open_folder(data)
 
 
-def split_data(dataset: Dataset, seed: int, limit: int | None = None) -> tuple[Dataset, Dataset]:
-    """The seeded stratified 10% validation split, whole so figures compare; ``limit``: a stratified part of train."""
-    train, val = datasets.train_val_split(dataset, VAL_FRACTION, seed=seed)
-    classes = len(torch.unique(train.targets))
+def split_data(
+    dataset: Dataset, seed: int, limit: int | None = None, val_fraction: float = VAL_FRACTION
+) -> tuple[Dataset, Dataset | None]:
+    """The seeded stratified validation split (10%), whole so figures compare; ``limit``: a stratified part of
+    train. ``val_fraction=0``: every image trains and there is no validation (None)."""
+    if val_fraction:
+        train, val = datasets.train_val_split(dataset, val_fraction, seed=seed)
+    else:
+        train, val = dataset, None
+    classes = len(torch.unique(datasets.labels_of(train)))
     if limit is None or limit >= len(train) - classes:
         return train, val
     if limit < classes:
@@ -168,7 +174,7 @@ def train_run(
         log(f"{out} has finished its {cfg.epochs} epochs; nothing to train. More: {more}")
         return RunResult(out, config, *read_outputs(out), record.finished, plan.action)
     dataset = open_data(config.data)
-    train_part, val_part = split_data(dataset, cfg.seed, config.limit)
+    train_part, val_part = split_data(dataset, cfg.seed, config.limit, config.val_fraction)
     model = _model_for(plan, dataset, out, train_part)
     _check_run_classes(plan, model, dataset, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,12 +182,12 @@ def train_run(
         for stale in (out / CHECKPOINTS).glob("*.pt"):
             stale.unlink()
     record.write(out)
-    _announce(plan, out, len(train_part), len(val_part), log)
+    _announce(plan, out, len(train_part), len(val_part or ()), log)
     epochs, started = cfg.epochs - record.done_before, time.time()
     history = fit(
         model,
         train_data(model, train_part, seed=cfg.seed, **cfg.loader_options()),
-        eval_data(model, val_part),
+        eval_data(model, val_part) if val_part is not None else None,
         config=cfg,
         epochs=epochs,
         checkpoint_dir=out / CHECKPOINTS,
@@ -192,8 +198,11 @@ def train_run(
     if len(history) < epochs and interrupted.is_file() and interrupted.stat().st_mtime >= started - 1:
         raise KeyboardInterrupt(f"stopped during epoch {len(history) + 1}; resume with: {resume_command(config, out)}")
     full = joined(out, record.done_before, history)
-    shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))  # plot_predictions preprocesses
-    metrics = write_outputs(model, eval_data(model, val_part), shown, full, out, _recorded(config, out))
+    if val_part is None:  # a final fit: the figures are the validation run's, and only the training curves are new
+        metrics = write_outputs(model, None, None, full, out, _recorded(config, out))
+    else:
+        shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))  # plot_predictions preprocesses
+        metrics = write_outputs(model, eval_data(model, val_part), shown, full, out, _recorded(config, out))
     record.finished = len(history) >= epochs
     record.write(out)
     if record.finished:
@@ -212,7 +221,7 @@ def _recorded(config: RunConfig, out: Path) -> dict[str, Any]:
         "recipe": config.fit.recipe,
         "tta": found.tta if found else False,  # what `imgzoo evaluate RUN DATA --tta` measures with again
         "command": train_command(config, out),
-        "val_fraction": VAL_FRACTION,
+        "val_fraction": config.val_fraction,
     }
 
 
@@ -249,5 +258,6 @@ def _announce(plan: Plan, out: Path, n_train: int, n_val: int, log: Callable) ->
             f"a fresh {cfg.schedule} schedule over {cfg.epochs - before} epochs"
         ),
     }[plan.action]
-    log(f"{what}: {n_train} training / {n_val} validation images (seed {cfg.seed}), augment {config.augmentation()}")
+    images = f"{n_train} training / {n_val} validation images" if n_val else f"all {n_train} images, no validation"
+    log(f"{what}: {images} (seed {cfg.seed}), augment {config.augmentation()}")
     log(f"checkpoints every epoch in {out / CHECKPOINTS}; if stopped, resume with: {resume_command(config, out)}")
