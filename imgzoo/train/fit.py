@@ -32,6 +32,7 @@ from imgzoo.eval import History, eval_sums
 from imgzoo.train.callbacks import CSVLogger, EarlyStopping, FitState
 from imgzoo.train.config import FitConfig
 from imgzoo.train.steps import MetricSums, NonFiniteLoss, OptimizerStep, ProgressBar, StepBoundaryInterrupt
+from imgzoo.train.transfer import warm_up_head
 
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
 
@@ -96,6 +97,8 @@ class _Run:
                     f"fit: EarlyStopping monitors {cb.monitor!r}, but fit was given no validation data: "
                     "pass val= to fit, or monitor a training column (EarlyStopping(monitor='train_loss'))"
                 )
+        # A new head first learns alone on the un-augmented images' features: fit needs the images themselves.
+        self.head_batches = fit_data.plain_batches(train, model) if cfg.head_epochs and saved is None else None
         train = fit_data.accept(train, model, cfg, seed, "training", ctx, device)
         val = fit_data.accept(val, model, cfg, seed, "validation", ctx, device)
         self.num_classes = fit_data.check_data(model, train, val, device, saved, self.resume_path)
@@ -156,6 +159,11 @@ class _Run:
             done = f"{self.start_epoch - 1} of {self.cfg.epochs}"
             self._print(f"nothing to do: the checkpoint has already finished {done} epochs")
             return self.history
+        if self.head_batches is not None:  # a fresh fit only: a checkpoint already holds the warmed-up head
+            cfg, say = self.cfg, self._print if self.say else None
+            options = {"dtype": self.amp_dtype, "label_smoothing": cfg.label_smoothing, "seed": self.seed, "say": say}
+            options["progress"] = self.say and cfg.verbose == 1
+            warm_up_head(self.model, self.head_batches, cfg.head_epochs, device=self.device, **options)
         # channels_last, DDP and torch.compile; callbacks and checkpoints keep seeing the plain model.
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
