@@ -26,7 +26,7 @@ from imgzoo.hub.card import metrics_from_eval, metrics_from_history
 from imgzoo.hub.format import read_config
 from imgzoo.hub.pretrained import entry_from_folder
 from imgzoo.study import run as runs
-from imgzoo.study.config import weights_of
+from imgzoo.study.config import resolve_data, weights_of
 from imgzoo.train.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def main() -> int:
     )
     history = History.from_json(history_path) if history_path.is_file() else None
     model = imgzoo.load(weights)
-    val_part = runs.split_data(runs.open_data(runs.resolve_data(args.data)), recorded.get("seed", 0))[1]
+    val_part = runs.split_data(runs.open_data(resolve_data(args.data)), recorded.get("seed", 0))[1]
 
     full = measure(model, val_part, recipe.tta)
     with tempfile.TemporaryDirectory() as tmp:
