@@ -72,16 +72,9 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     return counter.get_total_flops() // 2  # FlopCounterMode counts a multiply-add as two
 
 
-def render(
-    config: dict[str, Any],
-    *,
-    repo_id: str | None = None,
-    curves: str | None = None,
-    license: str = "mit",
-    tags: Iterable[str] = (),
-    datasets: Iterable[str] | None = None,
-    existing: str | None = None,
-) -> str:
+def render(config: dict[str, Any], *, repo_id: str | None = None, curves: str | None = None, license: str = "mit",
+           tags: Iterable[str] = (), datasets: Iterable[str] | None = None,
+           existing: str | None = None) -> str:  # fmt: skip
     """The card for ``config``; of an ``existing`` one, text outside the results and others' metadata are kept."""
     from huggingface_hub import ModelCard
 

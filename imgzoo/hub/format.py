@@ -54,13 +54,8 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def build_config(
-    model: nn.Module,
-    *,
-    recipe: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-    storage_dtype: str = "fp32",
-) -> dict[str, Any]:
+def build_config(model: nn.Module, *, recipe: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                 storage_dtype: str = "fp32") -> dict[str, Any]:  # fmt: skip
     """How to rebuild ``model`` (builder name and kwargs: a function has no JSON-able ``__init__``) and metrics."""
     model = unwrap(model)
     missing = [a for a in (ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR) if not hasattr(model, a)]
@@ -275,15 +270,9 @@ def _read_safetensors(path: str | os.PathLike[str], *, header_only: bool) -> dic
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
 
 
-def load_checkpoint(
-    config: dict[str, Any],
-    weights: str | os.PathLike[str],
-    *,
-    source: str,
-    num_classes: int | None = None,
-    class_names: list[str] | tuple[str, ...] | None = None,
-    **overrides: Any,
-) -> nn.Module:
+def load_checkpoint(config: dict[str, Any], weights: str | os.PathLike[str], *, source: str,
+                    num_classes: int | None = None, class_names: list[str] | tuple[str, ...] | None = None,
+                    **overrides: Any) -> nn.Module:  # fmt: skip
     """Rebuild ``config``'s model and load ``weights`` strictly; another ``num_classes`` replaces the head and warns,
     ``overrides`` replace builder kwargs that keep tensor shapes (e.g. dropout)."""
     if num_classes is not None and not (_is_int(num_classes) and num_classes >= 1):

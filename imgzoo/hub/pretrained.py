@@ -98,15 +98,9 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
 # fmt: on
 
 
-def entry_from_folder(
-    name: str,
-    folder: str | os.PathLike[str],
-    *,
-    repo_id: str | None = None,
-    revision: str | None = None,
-    package_dir: str | None = None,
-    default: bool = False,
-) -> WeightsEntry:
+def entry_from_folder(name: str, folder: str | os.PathLike[str], *, repo_id: str | None = None,
+                      revision: str | None = None, package_dir: str | None = None,
+                      default: bool = False) -> WeightsEntry:  # fmt: skip
     """A weights entry for a folder of ``imgzoo.save``; pins and ``meta`` come from its files, so they agree."""
     folder = Path(folder)
     config = read_config(folder / CONFIG_NAME)

@@ -120,14 +120,8 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
 
 
 @register_model("dogbreed_transfer", default_spec=IMAGENET)
-def dogbreed_transfer(
-    *,
-    backbone: str = "resnet50",
-    weights: str | None = None,
-    num_classes: int = 120,
-    freeze_backbone: bool = True,
-    dropout: float = 0.0,
-) -> DogBreedTransfer:
+def dogbreed_transfer(*, backbone: str = "resnet50", weights: str | None = None, num_classes: int = 120,
+                      freeze_backbone: bool = True, dropout: float = 0.0) -> DogBreedTransfer:  # fmt: skip
     """A torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``; None: random) and a new
     head; with ``freeze_backbone`` only the head trains until :meth:`DogBreedTransfer.unfreeze`."""
     check_choice("dogbreed_transfer", "backbone", backbone, BACKBONES)

@@ -15,11 +15,9 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = [
-    "CIFAR10", "CIFAR10_CLASSES", "IMAGENET", "MNIST", "DataSpec", "ModelEntry", "WeightsEntry",
-    "default_weights", "get_model_entry", "get_weights_entry", "list_models", "list_pretrained", "register_model",
-    "register_weights",
-]  # fmt: skip
+__all__ = ["CIFAR10", "CIFAR10_CLASSES", "IMAGENET", "MNIST", "DataSpec", "ModelEntry", "WeightsEntry",
+           "default_weights", "get_model_entry", "get_weights_entry", "list_models", "list_pretrained",
+           "register_model", "register_weights"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,10 +74,7 @@ class DataSpec:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # The 50,000 training images' per-channel std; the (0.2023, 0.1994, 0.2010) copied across many repositories
 # is the mean of per-image stds (kuangliu/pytorch-cifar#16).

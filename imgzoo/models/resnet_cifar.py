@@ -97,14 +97,8 @@ class BasicBlock(nn.Module):
 class ResNetCifar(LinearHeadMixin, nn.Module):
     """The 6n+2-layer CIFAR ResNet. Any input whose height and width are multiples of 4."""
 
-    def __init__(
-        self,
-        blocks_per_stage: int,
-        num_classes: int = 10,
-        shortcut: str = "A",
-        width: int = 1,
-        zero_init_residual: bool = False,
-    ) -> None:
+    def __init__(self, blocks_per_stage: int, num_classes: int = 10, shortcut: str = "A", width: int = 1,
+                 zero_init_residual: bool = False) -> None:  # fmt: skip
         super().__init__()
         widths = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Sequential(
@@ -143,14 +137,8 @@ MAX_WIDTH = 16  # Wide ResNets on CIFAR (Zagoruyko & Komodakis 2016) go up to k 
 
 
 @register_model("resnet_cifar", default_spec=CIFAR10)
-def resnet_cifar(
-    *,
-    depth: int = 20,
-    num_classes: int = 10,
-    shortcut: str = "A",
-    width: int = 1,
-    zero_init_residual: bool = False,
-) -> ResNetCifar:
+def resnet_cifar(*, depth: int = 20, num_classes: int = 10, shortcut: str = "A", width: int = 1,
+                 zero_init_residual: bool = False) -> ResNetCifar:  # fmt: skip
     """He et al. 2016, section 4.2: a 6n+2-layer ResNet for 32x32 images (depth 20, 32, 44, 56, 110). ``shortcut``:
     "A" (zero-padding, the paper's), "B" (1x1 projections) or "none"; ``width`` multiplies the stage widths."""
     checks.check_int("resnet_cifar", "depth", depth, low=8, high=MAX_DEPTH, why="6n+2; the paper's deepest is 1202")

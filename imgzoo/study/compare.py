@@ -69,14 +69,8 @@ class Comparison:
         return plot_histories(self.histories, path)
 
 
-def compare(
-    models: Mapping[str, nn.Module],
-    train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
-    val: Dataset | DataLoader | None = None,
-    *,
-    epochs: int,
-    **fit_options: Any,
-) -> Comparison:
+def compare(models: Mapping[str, nn.Module], train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
+            val: Dataset | DataLoader | None = None, *, epochs: int, **fit_options: Any) -> Comparison:  # fmt: skip
     """Train every model alike: same options, seed and batches (a shared loader rewound); or ``train`` by name."""
 
     if not models:
