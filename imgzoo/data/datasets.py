@@ -399,10 +399,8 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 _CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
     ("numpy._core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
-}
+    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode,
+}  # fmt: skip
 
 
 class _CifarUnpickler(pickle.Unpickler):

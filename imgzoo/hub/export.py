@@ -112,14 +112,9 @@ def _metadata(model: nn.Module) -> dict[str, Any]:
         found["architecture"] = model.imgzoo_arch
     spec = getattr(model, "data_spec", None)
     if spec is not None:
-        found.update(
-            input_shape=list(spec.input_shape),
-            mean=list(spec.mean),
-            std=list(spec.std),
-            class_names=list(spec.class_names) if spec.class_names else [str(i) for i in range(spec.num_classes)],
-            resize=spec.resize,
-            data_spec=spec.to_dict(),
-        )
+        names = list(spec.class_names) if spec.class_names else [str(i) for i in range(spec.num_classes)]
+        found.update(input_shape=list(spec.input_shape), mean=list(spec.mean), std=list(spec.std), class_names=names,
+                     resize=spec.resize, data_spec=spec.to_dict())  # fmt: skip
     return found
 
 
@@ -159,15 +154,8 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on its own internals say nothing to a user
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                dynamic_shapes=({0: batch},),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                verbose=False,
-            )
+            names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "verbose": False}
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},), **names)
     except Exception as exc:  # torch.onnx raises several unrelated types; they all mean the same here
         raise ExportError(
             f"torch.onnx.export could not export {type(model).__name__} ({_first_line(exc)}). Try format='torchscript'."

@@ -61,12 +61,10 @@ class BasicBlock(nn.Module):
                 f"use shortcut='B' (1x1 projection)"
             )
         self.residual = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True), nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
+        )  # fmt: skip
         self.shortcut: nn.Module | None
         if shortcut == "none":
             self.shortcut = None
@@ -75,10 +73,8 @@ class BasicBlock(nn.Module):
         elif shortcut == "A":
             self.shortcut = PadShortcut(in_channels, out_channels, stride)
         else:  # "B": a 1x1 projection, used only where the shape changes (the paper's option B)
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+            project = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+            self.shortcut = nn.Sequential(project, nn.BatchNorm2d(out_channels))
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:

@@ -256,18 +256,11 @@ class _Run:
                 self.position.at_step_boundary = False  # the next batch is being fetched
         finally:
             bar.close()
-        # The epoch's means, summed over every process.
-        loss_sum, correct, seen = self.sums.read()
-        sums = distributed.all_reduce_sums(self.ctx, loss_sum, float(correct), float(seen), device=self.device)
-        loss_total, correct_total, n = sums
-        train_steps.check_finite_loss(loss_total, epoch, steps - 1)
+        loss, correct, n = self.sums.read()  # the epoch's means, summed over every process
+        loss, correct, n = distributed.all_reduce_sums(self.ctx, loss, float(correct), float(n), device=self.device)
+        train_steps.check_finite_loss(loss, epoch, steps - 1)
         seconds = time.perf_counter() - self.epoch_began
-        return {
-            "train_loss": loss_total / n,
-            "train_acc": correct_total / n,
-            "lr": self.lr,
-            "images_per_sec": n / seconds,
-        }
+        return {"train_loss": loss / n, "train_acc": correct / n, "lr": self.lr, "images_per_sec": n / seconds}
 
     def _epoch_batches(self, epoch: int) -> Iterator:
         """The epoch's batches, shuffled by (seed, epoch); after an interruption, from the next step on."""
