@@ -72,10 +72,8 @@ class ImageDataset(Dataset):
         if len(targets) != len(self):
             raise ValueError(f"{len(self)} images but {len(targets)} labels in {where}")
         if len(targets) and not 0 <= int(targets.min()) <= int(targets.max()) < len(classes):
-            raise ValueError(
-                f"labels in {where} must lie in 0..{len(classes) - 1} for {len(classes)} classes; "
-                f"got {int(targets.min())}..{int(targets.max())}"
-            )
+            raise ValueError(f"labels in {where} must lie in 0..{len(classes) - 1} for {len(classes)} classes; "
+                             f"got {int(targets.min())}..{int(targets.max())}")  # fmt: skip
         self.targets, self.classes = targets, list(classes)
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.transform, self.spec, self.source = transform, spec, source
@@ -180,10 +178,8 @@ def check_classes(expected: Sequence[Any] | None, found: Sequence[Any] | None, *
     if expected == found:
         return
     order = " (the same names in another order)" if sorted(expected) == sorted(found) else ""
-    raise ValueError(
-        f"{found_in} has {_show(found)} but {expected_by} predicts {_show(expected)}{order}: "
-        f"a label would mean another class to each. {advice}"
-    )
+    raise ValueError(f"{found_in} has {_show(found)} but {expected_by} predicts {_show(expected)}{order}: "
+                     f"a label would mean another class to each. {advice}")  # fmt: skip
 
 
 def classes_of(data: Any) -> list[str] | None:
@@ -360,10 +356,8 @@ def cifar10(
     if batches is None and (root / split).is_dir():
         dataset = image_folder(root / split, transform=transform)
         if dataset.classes != list(CIFAR10_CLASSES):  # sorted folder names are also CIFAR-10's official order
-            raise ValueError(
-                f"{root / split} should hold the ten CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
-                f"found {', '.join(dataset.classes)}"
-            )
+            raise ValueError(f"{root / split} should hold the ten CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
+                             f"found {', '.join(dataset.classes)}")  # fmt: skip
         dataset.spec = CIFAR10
         return dataset
     if batches is None and download:
@@ -531,10 +525,8 @@ def mnist(
             f"got {images.dtype} {tuple(images.shape)}. {again}"
         )
     if labels.dtype != torch.uint8 or labels.ndim != 1:
-        raise CorruptFileError(
-            f"{labels_path} should hold uint8 labels of shape (N,) (idx type 08, 1 dimension); "
-            f"got {labels.dtype} {tuple(labels.shape)}. {again}"
-        )
+        raise CorruptFileError(f"{labels_path} should hold uint8 labels of shape (N,) (idx type 08, 1 dimension); "
+                               f"got {labels.dtype} {tuple(labels.shape)}. {again}")  # fmt: skip
     if len(images) != len(labels):
         raise CorruptFileError(
             f"MNIST files disagree: {images_path} holds {len(images)} images but {labels_path} holds "

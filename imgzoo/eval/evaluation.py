@@ -130,11 +130,9 @@ def _checked(model: nn.Module, data: Any, caller: str) -> Any:
 def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
     """The model's eval transform, for items that are PIL images, uint8 tensors or arrays."""
     if getattr(model, "data_spec", None) is None:
-        raise TypeError(
-            f"{caller} got {type(image).__name__} images, which need the model's eval transform, but "
-            f"{type(model).__name__} carries no data_spec to build it from. Build the model with "
-            f"imgzoo.create_model(), or give float tensors preprocessed as the model expects."
-        )
+        raise TypeError(f"{caller} got {type(image).__name__} images, which need the model's eval transform, but "
+                        f"{type(model).__name__} carries no data_spec to build it from. Build the model with "
+                        f"imgzoo.create_model(), or give float tensors preprocessed as the model expects.")  # fmt: skip
     return for_model(model, train=False)
 
 
@@ -362,16 +360,12 @@ def plot_predictions(model: nn.Module, data: Any, n: int = 16, *, seed: int = 0,
     data = _checked(model, data, "plot_predictions")
     data = data.dataset if isinstance(data, DataLoader) else data
     if is_batches(data) and not hasattr(data, "eval_batch"):
-        raise TypeError(
-            f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
-            f"{type(data).__name__}, a loader it cannot pick samples from"
-        )
+        raise TypeError(f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
+                        f"{type(data).__name__}, a loader it cannot pick samples from")  # fmt: skip
     labels = datasets.labels_of(data).long().cpu()
     if not isinstance(n, int) or n < 1 or len(labels) == 0:
-        raise ValueError(
-            f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
-            f"got n={n!r} and {len(labels)} samples"
-        )
+        raise ValueError(f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
+                         f"got n={n!r} and {len(labels)} samples")  # fmt: skip
     picked = _balanced_sample(labels, n, seed)
     if hasattr(data, "eval_batch"):  # a FastLoader: its images unaugmented, normalised with its own spec
         images, true_labels = data.eval_batch(picked)

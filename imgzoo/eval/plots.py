@@ -93,10 +93,8 @@ def plot_samples(images: torch.Tensor, true_labels: Sequence[int], predicted: Se
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"plot_samples takes a non-empty (N, C, H, W) batch of images; got {tuple(images.shape)}")
     if not len(images) == len(true_labels) == len(predicted):
-        raise ValueError(
-            f"plot_samples needs one true label and one prediction per image; got {len(images)} images, "
-            f"{len(true_labels)} true labels, {len(predicted)} predictions"
-        )
+        raise ValueError(f"plot_samples needs one true label and one prediction per image; got {len(images)} images, "
+                         f"{len(true_labels)} true labels, {len(predicted)} predictions")  # fmt: skip
     count = len(images)
     top = max(*true_labels, *predicted)
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(top + 1)]

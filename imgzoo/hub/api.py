@@ -255,10 +255,8 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
     try:
         get_weights_entry(source)  # the registry's error lists close matches
     except ValueError as exc:
-        raise ValueError(
-            f"{exc} Pass a registered name (imgzoo.list_pretrained()), 'hf-hub:org/repo[@revision]', or a "
-            f"folder written by imgzoo.save()."
-        ) from None
+        raise ValueError(f"{exc} Pass a registered name (imgzoo.list_pretrained()), 'hf-hub:org/repo[@revision]', or a "
+                         f"folder written by imgzoo.save().") from None  # fmt: skip
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -91,10 +91,8 @@ def _sample(model: nn.Module, sample: torch.Tensor | None) -> torch.Tensor:
     if sample is None:
         spec = getattr(model, "data_spec", None)
         if spec is None:
-            raise ValueError(
-                f"export_model needs a sample batch for a {type(model).__name__}, which has no data_spec; "
-                "pass sample=torch.randn(2, C, H, W) in the shape the model takes."
-            )
+            raise ValueError(f"export_model needs a sample batch for a {type(model).__name__}, which has no data_spec; "
+                             "pass sample=torch.randn(2, C, H, W) in the shape the model takes.")  # fmt: skip
         return torch.randn(2, *spec.input_shape, generator=torch.Generator().manual_seed(0))
     if not isinstance(sample, torch.Tensor) or sample.dim() != 4 or sample.dtype != torch.float32 or not len(sample):
         got = f"{sample.dtype} tensor of shape {tuple(sample.shape)}" if isinstance(sample, torch.Tensor) else sample
@@ -142,10 +140,8 @@ def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise ImportError(
-            f"ONNX export needs the {name} package, which is not installed; install it with "
-            'pip install "imgzoo[export]"'
-        ) from exc
+        raise ImportError(f"ONNX export needs the {name} package, which is not installed; install it with "
+                          'pip install "imgzoo[export]"') from exc  # fmt: skip
 
 
 def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
@@ -172,10 +168,8 @@ def _run_onnx(data: bytes, sample: torch.Tensor) -> torch.Tensor:
     try:
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's errors are its own pybind types, none a Python built-in
-        raise ExportError(
-            f"ONNX Runtime {ort.__version__} cannot run the exported graph ({_first_line(exc)}). "
-            "Upgrade onnxruntime, or try format='torchscript'."
-        ) from exc
+        raise ExportError(f"ONNX Runtime {ort.__version__} cannot run the exported graph ({_first_line(exc)}). "
+                          "Upgrade onnxruntime, or try format='torchscript'.") from exc  # fmt: skip
     (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})
     return torch.from_numpy(logits)
 

@@ -165,11 +165,9 @@ def init_whitening(model: BasicCNN, images: torch.Tensor, eps: float = WHITEN_EP
     """Set the whitening stem of ``basic_cnn(whiten=True)`` from training images (airbench94 uses 5,000): the
     patches' eigenvectors over sqrt(eigenvalue + eps), then negated (the GELU after it passes both signs)."""
     if not isinstance(model, BasicCNN) or not model.whiten:
-        raise ValueError(
-            f"init_whitening sets the stem of basic_cnn(whiten=True); got {type(model).__name__}"
-            + (" built with whiten=False" if isinstance(model, BasicCNN) else "")
-            + ". Build the model with imgzoo.create_model('basic_cnn', whiten=True)"
-        )
+        raise ValueError(f"init_whitening sets the stem of basic_cnn(whiten=True); got {type(model).__name__}"
+                         + (" built with whiten=False" if isinstance(model, BasicCNN) else "")
+                         + ". Build the model with imgzoo.create_model('basic_cnn', whiten=True)")  # fmt: skip
     eigenvalues, eigenvectors = torch.linalg.eigh(_patch_second_moment(_normalised(model, images)))
     eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)  # largest first, one per row
     filters = eigenvectors / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]

@@ -56,10 +56,8 @@ class BasicBlock(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f"BasicBlock: stride must be 1 or 2, got {stride!r}")
         if shortcut == "A" and out_channels < in_channels:  # F.pad with a negative width would drop channels
-            raise ValueError(
-                f"BasicBlock: shortcut 'A' pads channels and cannot map {in_channels} to {out_channels}; "
-                f"use shortcut='B' (1x1 projection)"
-            )
+            raise ValueError(f"BasicBlock: shortcut 'A' pads channels and cannot map {in_channels} to {out_channels}; "
+                             f"use shortcut='B' (1x1 projection)")  # fmt: skip
         self.residual = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True), nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),

@@ -68,10 +68,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     except Exception as e:  # torch's own message may suggest unpickling the file: never pass that on
         raise CheckpointError(_unreadable(path, type(e).__name__)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not an imgzoo training checkpoint (expected format {FORMAT!r}). "
-            "To load saved weights instead, use imgzoo.hub.api.load."
-        )
+        raise CheckpointError(f"{path} is not an imgzoo training checkpoint (expected format {FORMAT!r}). "
+                              "To load saved weights instead, use imgzoo.hub.api.load.")  # fmt: skip
     if missing := [key for key in REQUIRED if key not in payload]:
         raise CheckpointError(_unreadable(path, f"it has the imgzoo format tag but lacks {missing}"))
     return payload

@@ -53,10 +53,8 @@ def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
     try:
         size = len(dataset)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(
-            f"fit: the {role} data must be a map-style Dataset (with __len__) or a DataLoader over one; "
-            f"got {type(dataset).__name__}"
-        ) from None
+        raise TypeError(f"fit: the {role} data must be a map-style Dataset (with __len__) or a DataLoader over one; "
+                        f"got {type(dataset).__name__}") from None  # fmt: skip
     if size == 0:
         raise ValueError(f"fit: the {role} data set is empty; pass at least one (image, label) sample")
     return dataset
@@ -156,10 +154,8 @@ def train_loader(data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: dis
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
     loader_given = isinstance(data, DataLoader) or loaders.is_batches(data)
     if loaders.is_batches(data) and ctx.enabled:
-        raise ValueError(
-            f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
-            "each process gets its own part through a DistributedSampler"
-        )
+        raise ValueError(f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
+                         "each process gets its own part through a DistributedSampler")  # fmt: skip
     if loader_given:
         warn_if_loader_differs(data, cfg)  # a loader given is used as built, whatever the recipe says
         if not ctx.enabled:
