@@ -106,7 +106,6 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
-
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # He et al. 2015 init, as in the paper
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -72,7 +72,6 @@ class Comparison:
 def compare(models: Mapping[str, nn.Module], train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
             val: Dataset | DataLoader | None = None, *, epochs: int, **fit_options: Any) -> Comparison:  # fmt: skip
     """Train every model alike: same options, seed and batches (a shared loader rewound); or ``train`` by name."""
-
     if not models:
         raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
     result = Comparison()

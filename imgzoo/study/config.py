@@ -44,7 +44,6 @@ class RunConfig:
     def __post_init__(self) -> None:
         if (limit := self.limit) is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be a positive integer; got {limit!r}")
-
         if not isinstance(self.fit.seed, int):
             raise ValueError(f"a run needs a whole-number seed (its split depends on it); got {self.fit.seed!r}")
         for name in ("optimizer", "schedule"):
