@@ -90,10 +90,8 @@ class ImageDataset(Dataset):
         self.skipped = [path for path, good in zip(self.files, keep, strict=True) if not good]
         if self.skipped:
             shown = ", ".join(self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
-            warnings.warn(
-                f"skipped {len(self.skipped)} unreadable image(s) of {len(self.files)} in {source}: {shown}",
-                stacklevel=4,
-            )
+            warnings.warn(f"skipped {len(self.skipped)} unreadable image(s) of {len(self.files)} in {source}: {shown}",
+                          stacklevel=4)  # fmt: skip
         self.files = [path for path, good in zip(self.files, keep, strict=True) if good]
         return targets[torch.as_tensor(keep, dtype=torch.bool)]
 
@@ -576,10 +574,8 @@ def image_folder(root: str | os.PathLike, transform: Transform | None = None, on
 
 
 _WNID = re.compile(r"^n\d{8}-(.+)$")
-_DOGS_HOW = (
-    "Expected the Stanford Dogs layout Images/n02085620-Chihuahua/*.jpg "
-    "(http://vision.stanford.edu/aditya86/ImageNetDogs/images.tar, extracted)."
-)
+_DOGS_HOW = ("Expected the Stanford Dogs layout Images/n02085620-Chihuahua/*.jpg "
+             "(http://vision.stanford.edu/aditya86/ImageNetDogs/images.tar, extracted).")  # fmt: skip
 _DOGS_SPLITS = ("train", "test")
 
 
@@ -637,10 +633,8 @@ def _official_split(root: Path, images: Path, samples: list[tuple[str, int]], sp
     return [(str(images / name), label_of[name]) for name in listed]
 
 
-_KAGGLE_HOW = (
-    "Expected the Kaggle dog-breed-identification layout: labels.csv (columns id,breed) beside "
-    "train/<id>.jpg (kaggle competitions download -c dog-breed-identification)."
-)
+_KAGGLE_HOW = ("Expected the Kaggle dog-breed-identification layout: labels.csv (columns id,breed) beside "
+               "train/<id>.jpg (kaggle competitions download -c dog-breed-identification).")  # fmt: skip
 
 
 def kaggle_dogs(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise",

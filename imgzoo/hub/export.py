@@ -188,12 +188,10 @@ def _torchscript_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[s
         try:
             compiled = torch.jit.script(model)
         except Exception as exc:  # the TorchScript frontend raises many types for the same thing
-            warnings.warn(
-                f"torch.jit.script could not compile {type(model).__name__} ({_first_line(exc)}); "
-                "tracing it instead, which freezes its Python branches to the path the sample took. "
-                "format='onnx' captures the model with torch.export instead.",
-                stacklevel=3,
-            )
+            warnings.warn(f"torch.jit.script could not compile {type(model).__name__} ({_first_line(exc)}); "
+                          "tracing it instead, which freezes its Python branches to the path the sample took. "
+                          "format='onnx' captures the model with torch.export instead.",
+                          stacklevel=3)  # fmt: skip
             try:  # export_model compares the outputs itself
                 compiled = torch.jit.trace(model, example, check_trace=False)
             except Exception as exc:

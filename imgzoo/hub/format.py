@@ -347,10 +347,8 @@ def _builder_kwargs(entry: ModelEntry, config: dict[str, Any], overrides: dict[s
                 f"the checkpoint was saved by another version of the model, or the names are misspelt."
             )
     # JSON has no tuples: give back the type of the builder's default (e.g. widths=(64, 256, 256)).
-    saved = {
-        k: tuple(v) if isinstance(v, list) and isinstance(entry.default_kwargs.get(k), tuple) else v
-        for k, v in config["kwargs"].items()
-    }
+    saved = {k: tuple(v) if isinstance(v, list) and isinstance(entry.default_kwargs.get(k), tuple) else v
+             for k, v in config["kwargs"].items()}  # fmt: skip
     kwargs = {**saved, **overrides}
     # A builder's `weights` only says where initial weights come from: the checkpoint replaces them all.
     if "weights" in entry.default_kwargs and "weights" not in overrides:
@@ -379,11 +377,9 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
     unexpected = sorted(set(header) - set(expected))
     shared = sorted(set(header) & set(expected))
     reshaped = [f"{k}: checkpoint {header[k]} vs model {expected[k]}" for k in shared if header[k] != expected[k]]
-    problems = [
-        f"{len(items)} {label} ({_first_five(items)})"
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
-        if items
-    ]
+    problems = [f"{len(items)} {label} ({_first_five(items)})"
+                for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
+                if items]  # fmt: skip
     if problems:
         raise CheckpointError(
             f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "

@@ -395,10 +395,8 @@ class _Run:
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:
     """The one fixed-format line printed per epoch, e.g. ``epoch 3/30 | train loss 0.812 acc 71.4% | ...``."""
-    parts = [
-        f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}",
-        f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%",
-    ]
+    parts = [f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}",
+             f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%"]  # fmt: skip
     if row["val_loss"] is not None:
         parts.append(f"val loss {row['val_loss']:.3f} acc {100 * row['val_acc']:.1f}%")
     return " | ".join([*parts, f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"])

@@ -81,11 +81,9 @@ _D56_RAN = (
 )
 # mnist_cnn.mnist: 99.68% (shift TTA 99.63%) in 29 min; each alone: dropout 0.1 99.63%, batch 64 99.68% (+-0.07).
 # Digits are never flipped: a mirrored digit is another digit.
-_MNIST_RAN = (
-    f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
-    f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
-    "split (see imgzoo/recipes.py)"
-)
+_MNIST_RAN = (f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
+              f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
+              "split (see imgzoo/recipes.py)")  # fmt: skip
 _MNIST_FIT = FitConfig(epochs=24, batch_size=64, label_smoothing=0.1)
 _MNIST = Recipe("mnist_cnn.mnist", _MNIST_FIT, "shift", {"dropout": 0.1}, _MNIST_RAN)
 
