@@ -15,34 +15,10 @@ from imgzoo.models.registry import DataSpec, list_models, list_pretrained, regis
 from imgzoo.study.compare import compare
 from imgzoo.train.fit import fit
 
-__all__ = [
-    "DataSpec",
-    "History",
-    "__version__",
-    "basic_cnn",
-    "compare",
-    "create_model",
-    "datasets",
-    "dogbreed_transfer",
-    "download",
-    "evaluate",
-    "fit",
-    "fold_batchnorm",
-    "list_models",
-    "list_pretrained",
-    "load",
-    "loaders",
-    "mnist_cnn",
-    "models",
-    "predict",
-    "pretrained",
-    "push_to_hub",
-    "register_model",
-    "register_weights",
-    "resnet_cifar",
-    "save",
-    "transforms",
-]
+__all__ = ["DataSpec", "History", "__version__", "basic_cnn", "compare", "create_model", "datasets",
+           "dogbreed_transfer", "download", "evaluate", "fit", "fold_batchnorm", "list_models", "list_pretrained",
+           "load", "loaders", "mnist_cnn", "models", "predict", "pretrained", "push_to_hub", "register_model",
+           "register_weights", "resnet_cifar", "save", "transforms"]  # fmt: skip
 
 # The data modules' 0.1 paths (`import imgzoo.datasets`, `from imgzoo.transforms import for_model`) keep working.
 for _name, _module in (("datasets", datasets), ("transforms", transforms), ("loaders", loaders)):

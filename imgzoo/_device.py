@@ -93,13 +93,9 @@ def _warn_slow_bf16() -> None:
 def describe_machine(device: torch.device | None = None) -> dict[str, object]:
     """What a reported figure was measured on: CPU model, cores, vector capability, native bf16, torch, GPU."""
     device = device or resolve_device("auto")
-    info: dict[str, object] = {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": cpu_has_native_bf16(),
-        "torch": torch.__version__,
-    }
+    info: dict[str, object] = {"cpu": _cpu_model(), "cores": os.cpu_count(),
+                               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                               "native_bf16": cpu_has_native_bf16(), "torch": torch.__version__}  # fmt: skip
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -31,7 +31,7 @@ from imgzoo.hub.card import metrics_from_eval, metrics_from_history
 from imgzoo.hub.format import read_config
 from imgzoo.hub.pretrained import entry_from_folder
 from imgzoo.study import run as runs
-from imgzoo.study.config import weights_of
+from imgzoo.study.config import VAL_FRACTION, read_run, resolve_data, train_command, weights_of
 from imgzoo.train.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,8 +66,8 @@ def main() -> int:
     )
     history = History.from_json(history_path) if history_path.is_file() else None
     model = imgzoo.load(weights)
-    val_part = runs.split_data(runs.open_data(runs.resolve_data(args.data)), recorded.get("seed", 0))[1]
-    final = recorded.get("val_fraction", runs.VAL_FRACTION) == 0
+    val_part = runs.split_data(runs.open_data(resolve_data(args.data)), recorded.get("seed", 0))[1]
+    final = recorded.get("val_fraction", VAL_FRACTION) == 0
     if final != (args.validated_by is not None):
         sys.exit("a final fit (--val 0) ships with --validated-by RUN, its validation run; a validated run without")
 
@@ -88,19 +88,19 @@ def main() -> int:
     if final:  # the figures are the validation run's: the final weights trained on these images
         validated = imgzoo.load(weights_of(str(args.validated_by)))
         metrics = {**trained, **measure(validated, val_part, recipe.tta)}
-        vrecord = runs.read_run(args.validated_by)
+        vrecord = read_run(args.validated_by)
         refit = {
             "validation": (
                 f"the figures are the validation run's ({vrecord.config.val_fraction:.0%} of the images held out, "
                 f"seed {vrecord.config.fit.seed}); these weights were then refit on every image with the same "
                 "recipe and epochs, and have no held-out figure of their own"
             ),
-            "validation run": runs.train_command(vrecord.config, args.validated_by),
+            "validation run": train_command(vrecord.config, args.validated_by),
         }
     meta = {
         **recipe.to_meta(),
         **refit,
-        "val_fraction": recorded.get("val_fraction", runs.VAL_FRACTION),
+        "val_fraction": recorded.get("val_fraction", VAL_FRACTION),
         "seed": recorded.get("seed", 0),
         "data": args.data_label or recorded.get("data", args.data),
         "machine": json.loads(args.machine) if args.machine else recorded.get("machine", "not recorded"),

@@ -17,6 +17,7 @@ import imgzoo
 from imgzoo.data.datasets import TensorImages
 from imgzoo.data.loaders import FastLoader
 from imgzoo.models.registry import DataSpec
+from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
 from imgzoo.train.callbacks import EMA, Lookahead
 from imgzoo.train.checkpoint import load_checkpoint
@@ -298,11 +299,11 @@ def test_the_airbench_recipe_reaches_fit_the_loader_and_the_model():
 
 
 def test_a_run_of_the_airbench_recipe_trains_with_its_loader_and_lookahead(tmp_path):
-    config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit
+    config = run_config.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit
     assert config.translate == 2 and config.batch_size == 1024
     assert config.norm_bias_lr_scale == 64.0 and config.schedule == "linear"
     assert [type(cb) for cb in averaging_callbacks(config)] == [Lookahead]
-    quick = runs.make_config("mnist_cnn", str(tmp_path), recipe="mnist_cnn.quick").fit
+    quick = run_config.make_config("mnist_cnn", str(tmp_path), recipe="mnist_cnn.quick").fit
     assert averaging_callbacks(quick)[0].decay == 0.98
     data, spec = _images(8)
     model = imgzoo.basic_cnn(widths=(4,), num_classes=2)

@@ -11,6 +11,7 @@ import imgzoo
 from imgzoo.data.datasets import TensorImages
 from imgzoo.data.loaders import FastLoader
 from imgzoo.models.registry import DataSpec
+from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
 from imgzoo.train.config import FitConfig, loader_differences
 from imgzoo.train.fit import fit
@@ -123,10 +124,11 @@ def test_a_recipe_carries_alternating_flips_to_the_loader(tmp_path):
     recipe = get_recipe("basic_cnn.altflip").config
     assert recipe.alternate_flips and recipe.loader_options()["alternate_flips"] is True
     assert get_recipe("basic_cnn.airbench").config.loader_options()["alternate_flips"] is False  # the default
-    config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.altflip").fit
+    config = run_config.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.altflip").fit
     assert config.alternate_flips is True
-    assert runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit.alternate_flips is False
-    assert runs.make_config("basic_cnn", str(tmp_path)).fit.alternate_flips is True  # the architecture's default recipe
+    assert run_config.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit.alternate_flips is False
+    # the architecture's default recipe
+    assert run_config.make_config("basic_cnn", str(tmp_path)).fit.alternate_flips is True
     data, spec = _images(8)
     model = imgzoo.basic_cnn(widths=(4,), num_classes=2)
     model.data_spec = spec

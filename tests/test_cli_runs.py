@@ -74,22 +74,22 @@ def test_limit_is_a_seeded_stratified_draw_of_the_training_split_only(tmp_path):
 
 def test_a_models_defaults_come_from_one_table_and_the_command_line_overrides_them(tmp_path):
     folder = str(write_mnist(tmp_path))
-    config = runs.make_config("resnet_cifar", folder)
+    config = run_config.make_config("resnet_cifar", folder)
     assert config.fit == dataclasses.replace(get_recipe("resnet_cifar").config, recipe="resnet_cifar")
-    assert runs.make_config("resnet_cifar", folder, epochs=3, augment="none").fit.epochs == 3
-    transfer = runs.make_config("dogbreed_transfer", folder)
+    assert run_config.make_config("resnet_cifar", folder, epochs=3, augment="none").fit.epochs == 3
+    transfer = run_config.make_config("dogbreed_transfer", folder)
     assert transfer.kwargs == {"weights": "imagenet"} and transfer.fit.optimizer == "adamw"
-    assert runs.make_config("mnist_cnn", folder, recipe=None).fit.recipe == "mnist_cnn"  # its own recipe
+    assert run_config.make_config("mnist_cnn", folder, recipe=None).fit.recipe == "mnist_cnn"  # its own recipe
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
-        runs.make_config("resnet", folder)
+        run_config.make_config("resnet", folder)
     with pytest.raises(ValueError, match="augment must be one of 'none', 'standard', 'strong' or 'affine'"):
-        runs.make_config("mnist_cnn", folder, augment="heavy")
+        run_config.make_config("mnist_cnn", folder, augment="heavy")
     with pytest.raises(ValueError, match="unknown fit option\\(s\\) verbose"):
-        runs.make_config("mnist_cnn", folder, verbose=0)  # the runner's own
+        run_config.make_config("mnist_cnn", folder, verbose=0)  # the runner's own
 
 
-def _config(folder: str, **options) -> runs.RunConfig:
-    return runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=16, **options)
+def _config(folder: str, **options) -> run_config.RunConfig:
+    return run_config.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=16, **options)
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken_one(tmp_path):
@@ -101,7 +101,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken
     assert json.loads((tmp_path / "cut" / "run.json").read_text())["finished"] is False
     resumed = runs.train_run(
         tmp_path / "cut",
-        runs.resume_config(tmp_path / "cut", "mnist_cnn", folder),
+        run_config.resume_config(tmp_path / "cut", "mnist_cnn", folder),
         resume=True,
         verbose=0,
         log=lambda _: None,
@@ -116,16 +116,16 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken
 def test_more_epochs_extend_a_finished_run_from_its_weights_and_number_on(tmp_path):
     folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
     out, quiet = tmp_path / "run", {"verbose": 0, "log": lambda _: None}
-    first = runs.train_run(out, runs.make_config("mnist_cnn", folder, epochs=1, amp="fp32"), **quiet)
+    first = runs.train_run(out, run_config.make_config("mnist_cnn", folder, epochs=1, amp="fp32"), **quiet)
     said: list[str] = []
-    longer = runs.resume_config(out, "mnist_cnn", folder, epochs=3)
+    longer = run_config.resume_config(out, "mnist_cnn", folder, epochs=3)
     extended = runs.train_run(out, longer, resume=True, verbose=0, log=said.append)
     assert extended.action == "extend" and extended.finished
     assert "extending mnist_cnn from its 1 finished epochs to 3" in said[0] and "fresh onecycle schedule" in said[0]
     assert extended.history.epoch == [1, 2, 3]
     assert extended.history.train_loss[0] == first.history.train_loss[0]  # the first epoch kept, not retrained
     assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3]
-    again = runs.train_run(out, runs.resume_config(out, "mnist_cnn", folder), resume=True, **quiet)
+    again = runs.train_run(out, run_config.resume_config(out, "mnist_cnn", folder), resume=True, **quiet)
     assert again.action == "done" and again.history.epoch == [1, 2, 3]
 
 
@@ -137,10 +137,10 @@ def test_a_run_folder_is_never_trained_over_by_another_run(tmp_path):
     run_config.RunRecord(_config(folder)).write(out.mkdir() or out)  # an unfinished run of 2 epochs
     with pytest.raises(FileExistsError, match="already holds a run of mnist_cnn"):
         run_config.plan_run(out, _config(folder), resume=False)
-    other = runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=32)
+    other = run_config.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=32)
     with pytest.raises(ValueError, match="batch_size 16 -> 32"):
         run_config.plan_run(out, other, resume=True)
-    longer = runs.make_config("mnist_cnn", folder, epochs=5, amp="fp32", batch_size=16)
+    longer = run_config.make_config("mnist_cnn", folder, epochs=5, amp="fp32", batch_size=16)
     with pytest.raises(ValueError, match="finish it first"):
         run_config.plan_run(out, longer, resume=True)
     assert run_config.plan_run(out, _config(folder), resume=True).action == "resume"
@@ -157,25 +157,25 @@ def test_the_samples_grid_spreads_over_the_split_without_repeats():
 
 def test_a_run_starts_from_its_models_recipe_and_the_command_line_wins(tmp_path):
     folder = str(write_mnist(tmp_path))
-    basic = runs.make_config("basic_cnn", folder)
+    basic = run_config.make_config("basic_cnn", folder)
     recipe = get_recipe("basic_cnn")
     assert basic.fit.recipe == "basic_cnn" and basic.kwargs == recipe.model_kwargs and basic.kwargs["whiten"] is True
     assert (basic.fit.epochs, basic.fit.batch_size, basic.fit.lr) == (36, 1024, recipe.config.lr)
     assert basic.fit.label_smoothing == recipe.config.label_smoothing == 0.2
-    assert runs.make_config("basic_cnn", folder, epochs=3, lr=0.05).fit.lr == 0.05
-    old = runs.make_config("resnet_cifar", folder, recipe="resnet_cifar.e60")
+    assert run_config.make_config("basic_cnn", folder, epochs=3, lr=0.05).fit.lr == 0.05
+    old = run_config.make_config("resnet_cifar", folder, recipe="resnet_cifar.e60")
     assert old.fit.amp == "auto"  # a recipe's precision (bf16) was its machine's; a run takes auto unless told
-    named = runs.make_config("resnet_cifar", folder, recipe="resnet_cifar.cifar10")
+    named = run_config.make_config("resnet_cifar", folder, recipe="resnet_cifar.cifar10")
     assert named.fit.recipe == "resnet_cifar.cifar10" and named.fit.epochs == 90
     with pytest.raises(ValueError, match="recipe 'resnet_cifar.cifar10' trains resnet_cifar, not mnist_cnn"):
-        runs.make_config("mnist_cnn", folder, recipe="resnet_cifar.cifar10")
+        run_config.make_config("mnist_cnn", folder, recipe="resnet_cifar.cifar10")
     with pytest.raises(ValueError, match="no recipe named 'mnist_cnn.fastest'"):
-        runs.make_config("mnist_cnn", folder, recipe="mnist_cnn.fastest")
+        run_config.make_config("mnist_cnn", folder, recipe="mnist_cnn.fastest")
 
 
 def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(tmp_path):
     folder = str(write_cifar10(tmp_path / "cifar", n_per_class=6))
-    config = runs.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
+    config = run_config.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
     out = tmp_path / "run"
     runs.train_run(out, config, verbose=0, log=lambda _: None)
     trained = imgzoo.load(out / "weights")
@@ -192,7 +192,7 @@ def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(t
     # The run records its TTA, so `imgzoo evaluate RUN DATA --tta` measures with the same mode.
     from imgzoo.cli.train import recorded_tta
 
-    assert saved["recipe"]["tta"] == "flip+shift" == recorded_tta(runs.weights_of(str(out)))
+    assert saved["recipe"]["tta"] == "flip+shift" == recorded_tta(run_config.weights_of(str(out)))
 
 
 def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_recorded_command(tmp_path):
@@ -201,11 +201,11 @@ def test_translate_and_cutout_from_the_command_line_reach_the_run_and_its_record
     folder = str(write_cifar10(tmp_path / "cifar", n_per_class=2))
     args = build_parser().parse_args(["train", "basic_cnn", folder, "--out", "o", "--cutout", "8", "--translate", "2"])
     assert (args.cutout, args.translate) == (8, 2)
-    config = runs.make_config("basic_cnn", folder, recipe="basic_cnn.cifar10", cutout=args.cutout)
+    config = run_config.make_config("basic_cnn", folder, recipe="basic_cnn.cifar10", cutout=args.cutout)
     assert (config.fit.cutout, config.fit.translate) == (8, get_recipe("basic_cnn.cifar10").config.translate)
     command = run_config.train_command(config, tmp_path / "o")
     assert "--cutout 8" in command and "--translate" not in command  # only what differs from the recipe
-    assert "--cutout" not in run_config.train_command(runs.make_config("basic_cnn", folder), tmp_path / "o")
+    assert "--cutout" not in run_config.train_command(run_config.make_config("basic_cnn", folder), tmp_path / "o")
     from imgzoo.cli.train import _fit_value
 
     assert _fit_value("cutout")("0") == 0 and _fit_value("lr")("none") is None
@@ -227,13 +227,13 @@ def test_alternate_flips_from_the_command_line_reach_the_run_and_its_recorded_co
     assert not get_recipe("resnet_cifar.e60").config.alternate_flips
     for recipe, flag in (("resnet_cifar.cifar10", "--no-alternate-flips"), ("resnet_cifar.e60", "--alternate-flips")):
         args = parse(["train", "resnet_cifar", folder, "--out", "o", "--recipe", recipe, flag])
-        config = runs.make_config("resnet_cifar", folder, recipe=recipe, alternate_flips=args.alternate_flips)
+        config = run_config.make_config("resnet_cifar", folder, recipe=recipe, alternate_flips=args.alternate_flips)
         assert config.fit.alternate_flips is (flag == "--alternate-flips")
         command = run_config.train_command(config, tmp_path / "o")
         assert command.split()[-1] == flag  # spelt out, as it differs from the recipe
         again = parse(shlex.split(command)[1:])  # the recorded command reproduces the run's flips
         assert again.alternate_flips is config.fit.alternate_flips and again.recipe == recipe
-    same = runs.make_config("resnet_cifar", folder, recipe="resnet_cifar.cifar10")
+    same = run_config.make_config("resnet_cifar", folder, recipe="resnet_cifar.cifar10")
     words = shlex.split(run_config.train_command(same, tmp_path / "o"))
     assert not [w for w in words if w.endswith("alternate-flips")]  # only what differs from the recipe
 
@@ -245,16 +245,16 @@ def test_compile_is_a_speed_choice_a_run_records_and_may_change_when_it_resumes(
     parse = build_parser().parse_args
     assert parse(["train", "mnist_cnn", folder, "--out", "o"]).compile is None  # neither asked nor refused
     assert parse(["train", "mnist_cnn", folder, "--out", "o", "--no-compile"]).compile is False
-    compiled = runs.make_config("mnist_cnn", folder, compile=True)
+    compiled = run_config.make_config("mnist_cnn", folder, compile=True)
     assert compiled.fit.compile is True  # what train_run hands to fit
     assert "--compile" in run_config.train_command(compiled, tmp_path / "o")
-    assert "--compile" not in run_config.train_command(runs.make_config("mnist_cnn", folder), tmp_path / "o")
+    assert "--compile" not in run_config.train_command(run_config.make_config("mnist_cnn", folder), tmp_path / "o")
     (tmp_path / "o").mkdir()
     run_config.RunRecord(compiled).write(tmp_path / "o")
-    plain = runs.resume_config(tmp_path / "o", "mnist_cnn", folder, compile=False, device="cpu")
+    plain = run_config.resume_config(tmp_path / "o", "mnist_cnn", folder, compile=False, device="cpu")
     assert plain.fit.compile is False and plain.fit.label_smoothing == compiled.fit.label_smoothing == 0.1
     assert run_config.plan_run(tmp_path / "o", plain, resume=True).action == "resume"  # how it runs may change
-    smoother = runs.resume_config(tmp_path / "o", "mnist_cnn", folder, label_smoothing=0.3)
+    smoother = run_config.resume_config(tmp_path / "o", "mnist_cnn", folder, label_smoothing=0.3)
     with pytest.raises(ValueError, match=r"other settings \(label_smoothing 0.1 -> 0.3\)"):
         run_config.plan_run(tmp_path / "o", smoother, resume=True)  # what the run learns may not change
 
@@ -270,10 +270,10 @@ def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
         with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE"):
             model_kwarg(bad)
     folder = str(write_cifar10(tmp_path / "cifar", n_per_class=6))
-    config = runs.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
+    config = run_config.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
     assert config.kwargs == {**get_recipe("basic_cnn").model_kwargs, "widths": [8, 8]}  # laid over the recipe's
     with pytest.raises(ValueError, match="unknown kwarg\\(s\\) deep; basic_cnn takes"):  # before any data is read
-        runs.make_config("basic_cnn", folder, kwargs={"deep": 1})
+        run_config.make_config("basic_cnn", folder, kwargs={"deep": 1})
     command = run_config.train_command(config, tmp_path / "run")
     assert command.endswith("--model-kwargs 'widths=[8,8]'")  # the recipe's whiten=True is not repeated
     words = shlex.split(command)
@@ -282,12 +282,12 @@ def test_model_kwargs_reach_the_builder_and_the_recorded_command(tmp_path):
 
 def test_resuming_with_other_model_kwargs_is_refused(tmp_path):
     folder = str(write_cifar10(tmp_path / "cifar", n_per_class=6))
-    config = runs.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
+    config = run_config.make_config("basic_cnn", folder, epochs=1, batch_size=16, amp="fp32", kwargs={"widths": [8, 8]})
     out = tmp_path / "run"
     runs.train_run(out, config, verbose=0, log=lambda _: None)
-    again = runs.resume_config(out, "basic_cnn", folder, epochs=2, kwargs={"widths": [8, 8]})
+    again = run_config.resume_config(out, "basic_cnn", folder, epochs=2, kwargs={"widths": [8, 8]})
     assert again.kwargs == config.kwargs  # the same options given again change nothing
-    other = runs.resume_config(out, "basic_cnn", folder, epochs=2, kwargs={"widths": [8, 16]})
+    other = run_config.resume_config(out, "basic_cnn", folder, epochs=2, kwargs={"widths": [8, 16]})
     with pytest.raises(ValueError, match="kwargs"):
         runs.train_run(out, other, resume=True, verbose=0, log=lambda _: None)
 
@@ -298,11 +298,11 @@ def test_a_run_json_written_by_0_1_is_still_read_and_keeps_its_recipes_averaging
     old |= {"fit_options": {"label_smoothing": 0.2, "schedule": "linear"}, "recipe": "basic_cnn.airbench"}
     record = {"format": "imgzoo-run-v1", "config": old, "done_before": 0, "finished": True}
     (tmp_path / "run.json").write_text(json.dumps(record))
-    config = runs.read_run(tmp_path).config
+    config = run_config.read_run(tmp_path).config
     assert (config.limit, config.kwargs, config.fit.seed, config.fit.translate) == (40, {"whiten": True}, 1, 2)
     assert config.fit.schedule == "linear" and config.fit.lookahead_decay == pytest.approx(0.95**5)
     run_config.RunRecord(config).write(tmp_path)  # written again, it reads back the same
-    assert runs.read_run(tmp_path).config == config
+    assert run_config.read_run(tmp_path).config == config
 
 
 def test_the_train_flags_are_fitconfigs_fields_each_checked_by_it(tmp_path, capsys):
@@ -317,7 +317,7 @@ def test_the_train_flags_are_fitconfigs_fields_each_checked_by_it(tmp_path, caps
         parse(["train", "mnist_cnn", "d", "--out", "o", "--ema-decay", "1.5"])
     assert "ema_decay must be in (0, 1) or None, got 1.5" in capsys.readouterr().err
     folder = str(write_mnist(tmp_path, n_per_class=2))
-    config = runs.make_config("mnist_cnn", folder, ema_decay=args.ema_decay, schedule=args.schedule)
+    config = run_config.make_config("mnist_cnn", folder, ema_decay=args.ema_decay, schedule=args.schedule)
     command = run_config.train_command(config, tmp_path / "o")
     assert command.endswith("--schedule cosine --ema-decay 0.99")  # what differs from the recipe, in field order
     assert parse(shlex.split(command)[1:]).ema_decay == 0.99
@@ -343,7 +343,7 @@ def test_val_0_is_a_final_fit_on_every_image_recorded_and_refused_a_validation_s
     assert main(["evaluate", str(out), folder]) == 2  # refused: the run has no validation split
     assert "trained on every image" in capsys.readouterr().err
     with pytest.raises(ValueError, match="val_fraction must be a number from 0"):
-        runs.make_config("mnist_cnn", folder, val_fraction=1.0)
+        run_config.make_config("mnist_cnn", folder, val_fraction=1.0)
     # The same folder resumed keeps its fraction; the run refuses another one.
     with pytest.raises(ValueError, match="val_fraction 0"):
-        run_config.plan_run(out, runs.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=8), True)
+        run_config.plan_run(out, run_config.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=8), True)

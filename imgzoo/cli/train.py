@@ -20,6 +20,7 @@ from imgzoo.models.registry import get_weights_entry, list_pretrained
 from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
 from imgzoo.study.compare import load_study, run_study
+from imgzoo.study.outputs import eval_summary
 from imgzoo.train.config import CHOICES, FitConfig
 
 _WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
@@ -152,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result.plot_confusion_matrix(args.out / "confusion.png")
     if args.json:
         where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}
-        print(json.dumps({**where, **runs.eval_summary(result)}, indent=1))
+        print(json.dumps({**where, **eval_summary(result)}, indent=1))
         return 0
     what = {"val": f"the validation split ({fraction:.0%}, seed {seed})", "all": "every image"}.get(args.split)
     what = what or f"the training split ({1 - fraction:.0%}, seed {seed}), without augmentation"

@@ -72,10 +72,8 @@ class ImageDataset(Dataset):
         if len(targets) != len(self):
             raise ValueError(f"{len(self)} images but {len(targets)} labels in {where}")
         if len(targets) and not 0 <= int(targets.min()) <= int(targets.max()) < len(classes):
-            raise ValueError(
-                f"labels in {where} must lie in 0..{len(classes) - 1} for {len(classes)} classes; "
-                f"got {int(targets.min())}..{int(targets.max())}"
-            )
+            raise ValueError(f"labels in {where} must lie in 0..{len(classes) - 1} for {len(classes)} classes; "
+                             f"got {int(targets.min())}..{int(targets.max())}")  # fmt: skip
         self.targets, self.classes = targets, list(classes)
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.transform, self.spec, self.source = transform, spec, source
@@ -92,10 +90,8 @@ class ImageDataset(Dataset):
         self.skipped = [path for path, good in zip(self.files, keep, strict=True) if not good]
         if self.skipped:
             shown = ", ".join(self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
-            warnings.warn(
-                f"skipped {len(self.skipped)} unreadable image(s) of {len(self.files)} in {source}: {shown}",
-                stacklevel=4,
-            )
+            warnings.warn(f"skipped {len(self.skipped)} unreadable image(s) of {len(self.files)} in {source}: {shown}",
+                          stacklevel=4)  # fmt: skip
         self.files = [path for path, good in zip(self.files, keep, strict=True) if good]
         return targets[torch.as_tensor(keep, dtype=torch.bool)]
 
@@ -180,10 +176,8 @@ def check_classes(expected: Sequence[Any] | None, found: Sequence[Any] | None, *
     if expected == found:
         return
     order = " (the same names in another order)" if sorted(expected) == sorted(found) else ""
-    raise ValueError(
-        f"{found_in} has {_show(found)} but {expected_by} predicts {_show(expected)}{order}: "
-        f"a label would mean another class to each. {advice}"
-    )
+    raise ValueError(f"{found_in} has {_show(found)} but {expected_by} predicts {_show(expected)}{order}: "
+                     f"a label would mean another class to each. {advice}")  # fmt: skip
 
 
 def classes_of(data: Any) -> list[str] | None:
@@ -360,10 +354,8 @@ def cifar10(
     if batches is None and (root / split).is_dir():
         dataset = image_folder(root / split, transform=transform)
         if dataset.classes != list(CIFAR10_CLASSES):  # sorted folder names are also CIFAR-10's official order
-            raise ValueError(
-                f"{root / split} should hold the ten CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
-                f"found {', '.join(dataset.classes)}"
-            )
+            raise ValueError(f"{root / split} should hold the ten CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
+                             f"found {', '.join(dataset.classes)}")  # fmt: skip
         dataset.spec = CIFAR10
         return dataset
     if batches is None and download:
@@ -399,10 +391,8 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 _CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
     ("numpy._core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
-}
+    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode,
+}  # fmt: skip
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -533,10 +523,8 @@ def mnist(
             f"got {images.dtype} {tuple(images.shape)}. {again}"
         )
     if labels.dtype != torch.uint8 or labels.ndim != 1:
-        raise CorruptFileError(
-            f"{labels_path} should hold uint8 labels of shape (N,) (idx type 08, 1 dimension); "
-            f"got {labels.dtype} {tuple(labels.shape)}. {again}"
-        )
+        raise CorruptFileError(f"{labels_path} should hold uint8 labels of shape (N,) (idx type 08, 1 dimension); "
+                               f"got {labels.dtype} {tuple(labels.shape)}. {again}")  # fmt: skip
     if len(images) != len(labels):
         raise CorruptFileError(
             f"MNIST files disagree: {images_path} holds {len(images)} images but {labels_path} holds "
@@ -586,10 +574,8 @@ def image_folder(root: str | os.PathLike, transform: Transform | None = None, on
 
 
 _WNID = re.compile(r"^n\d{8}-(.+)$")
-_DOGS_HOW = (
-    "Expected the Stanford Dogs layout Images/n02085620-Chihuahua/*.jpg "
-    "(http://vision.stanford.edu/aditya86/ImageNetDogs/images.tar, extracted)."
-)
+_DOGS_HOW = ("Expected the Stanford Dogs layout Images/n02085620-Chihuahua/*.jpg "
+             "(http://vision.stanford.edu/aditya86/ImageNetDogs/images.tar, extracted).")  # fmt: skip
 _DOGS_SPLITS = ("train", "test")
 
 
@@ -647,10 +633,8 @@ def _official_split(root: Path, images: Path, samples: list[tuple[str, int]], sp
     return [(str(images / name), label_of[name]) for name in listed]
 
 
-_KAGGLE_HOW = (
-    "Expected the Kaggle dog-breed-identification layout: labels.csv (columns id,breed) beside "
-    "train/<id>.jpg (kaggle competitions download -c dog-breed-identification)."
-)
+_KAGGLE_HOW = ("Expected the Kaggle dog-breed-identification layout: labels.csv (columns id,breed) beside "
+               "train/<id>.jpg (kaggle competitions download -c dog-breed-identification).")  # fmt: skip
 
 
 def kaggle_dogs(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise",

@@ -31,7 +31,7 @@ from imgzoo.data.transforms import Cutout, ToImage, augmentation, build_transfor
 from imgzoo.models.registry import DataSpec
 
 __all__ = ["FastLoader", "Transformed", "batches", "decode", "default_cache_dir", "default_workers", "is_batches",
-           "own_generator", "root_of", "unshared_generator"]  # fmt: skip
+           "own_generator", "root_of"]  # fmt: skip
 
 _CACHE_VERSION = 1  # bumped when the decoded format changes, so stale caches are never read
 
@@ -365,12 +365,6 @@ def is_batches(data: Any) -> bool:
     first = data[0] if len(data) else None
     labels = first[1] if isinstance(first, (list, tuple)) and len(first) == 2 else None
     return isinstance(labels, torch.Tensor) and labels.dim() == 1
-
-
-def unshared_generator() -> torch.Generator:
-    """A generator for a loader that must not touch the global one: a DataLoader draws its workers' base seed from
-    the global one every pass, so validation would shift training's dropout, augmentation (tests/test_training.py)."""
-    return torch.Generator()
 
 
 def own_generator(data: Any) -> torch.Generator | None:

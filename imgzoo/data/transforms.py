@@ -117,18 +117,14 @@ class ToImage:
 
     def _from_tensor(self, image: torch.Tensor) -> tv_tensors.Image:
         if image.dtype != torch.uint8 and not image.is_floating_point():
-            raise TypeError(
-                f"expected a uint8 image (0-255) or a float image (0-1); got dtype {image.dtype}. "
-                f"Convert it first, e.g. (x / x.max() * 255).to(torch.uint8)."
-            )
+            raise TypeError(f"expected a uint8 image (0-255) or a float image (0-1); got dtype {image.dtype}. "
+                            f"Convert it first, e.g. (x / x.max() * 255).to(torch.uint8).")  # fmt: skip
         if image.ndim == 2:
             image = image.unsqueeze(0)
         if image.ndim != 3 or image.shape[0] not in (1, 3, 4) or min(image.shape[1:]) < 1:
-            raise ValueError(
-                f"expected one image shaped (H, W) or (C, H, W) with C in 1, 3, 4 "
-                f"(numpy arrays: (H, W) or (H, W, C)); got shape {tuple(image.shape)}. "
-                f"For a batch, transform each image or use imgzoo.data.loaders.FastLoader."
-            )
+            raise ValueError(f"expected one image shaped (H, W) or (C, H, W) with C in 1, 3, 4 "
+                             f"(numpy arrays: (H, W) or (H, W, C)); got shape {tuple(image.shape)}. "
+                             f"For a batch, transform each image or use imgzoo.data.loaders.FastLoader.")  # fmt: skip
         image = image.as_subclass(torch.Tensor)
         if image.shape[0] == 4:  # drop alpha, as PIL's RGBA -> RGB does
             image = image[:3]
@@ -155,12 +151,10 @@ def _wide_to_unit_float(image: Image.Image) -> torch.Tensor:
     low, high = np.min(tags.get(_TIFF_MIN_SAMPLE, np.nan)), np.max(tags.get(_TIFF_MAX_SAMPLE, np.nan))
     low, high = (float(low), float(high)) if high > low else (0.0, _FULL_SCALE[image.mode])  # NaN: none declared
     if values.size and (np.isnan(values).any() or values.min() < low or values.max() > high):
-        raise ValueError(
-            f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
-            f"{np.nanmin(values):g}..{np.nanmax(values):g}{' and NaN' if np.isnan(values).any() else ''}. "
-            f"Scale it to 0..1 first (e.g. Image.fromarray(np.asarray(image) / image_max)), or convert it "
-            f"to an 8-bit mode with your own mapping; imgzoo does not clip."
-        )
+        raise ValueError(f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
+                         f"{np.nanmin(values):g}..{np.nanmax(values):g}{' and NaN' if np.isnan(values).any() else ''}. "
+                         f"Scale it to 0..1 first (e.g. Image.fromarray(np.asarray(image) / image_max)), or convert it "
+                         f"to an 8-bit mode with your own mapping; imgzoo does not clip.")  # fmt: skip
     return torch.from_numpy(((values - low) / (high - low)).astype(np.float32)).unsqueeze(0)
 
 
@@ -202,11 +196,9 @@ def _spec_of_name(name: str) -> DataSpec:
     """The DataSpec a model name or weights name (``arch.tag``) stands for: the architecture's ``default_spec``
     with the entry's categories, the same preprocessing as the weights' config.json (which the hub layer reads)."""
     if "/" in name or "\\" in name:
-        raise ValueError(
-            f"for_model takes a model, a registered model name ('resnet_cifar') or weights name "
-            f"('resnet_cifar.cifar10'); got {name!r}, which looks like a Hub repository or a folder. "
-            f"Load it first: for_model(imgzoo.load({name!r}))."
-        )
+        raise ValueError(f"for_model takes a model, a registered model name ('resnet_cifar') or weights name "
+                         f"('resnet_cifar.cifar10'); got {name!r}, which looks like a Hub repository or a folder. "
+                         f"Load it first: for_model(imgzoo.load({name!r})).")  # fmt: skip
     if "." not in name:
         return get_model_entry(name).default_spec
     entry = get_weights_entry(name)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import imgzoo.data.datasets as datasets
 from imgzoo._device import amp_dtype, autocast, resolve_device, use_channels_last
-from imgzoo.data.loaders import Transformed, batches, is_batches, root_of, unshared_generator
+from imgzoo.data.loaders import Transformed, batches, is_batches, root_of
 from imgzoo.data.transforms import flip_preserves_label, for_model
 from imgzoo.eval.plots import plot_confusion_matrix, plot_samples
 
@@ -130,11 +130,9 @@ def _checked(model: nn.Module, data: Any, caller: str) -> Any:
 def _eval_transform(model: nn.Module, image: Any, caller: str) -> Any:
     """The model's eval transform, for items that are PIL images, uint8 tensors or arrays."""
     if getattr(model, "data_spec", None) is None:
-        raise TypeError(
-            f"{caller} got {type(image).__name__} images, which need the model's eval transform, but "
-            f"{type(model).__name__} carries no data_spec to build it from. Build the model with "
-            f"imgzoo.create_model(), or give float tensors preprocessed as the model expects."
-        )
+        raise TypeError(f"{caller} got {type(image).__name__} images, which need the model's eval transform, but "
+                        f"{type(model).__name__} carries no data_spec to build it from. Build the model with "
+                        f"imgzoo.create_model(), or give float tensors preprocessed as the model expects.")  # fmt: skip
     return for_model(model, train=False)
 
 
@@ -161,14 +159,16 @@ def _as_loader(model: nn.Module, data: Any, batch_size: int, num_workers: int, d
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError("evaluate got an empty data set; pass a Dataset or DataLoader with at least one sample")
     first_image = data[0][0]
+    # A generator of its own: a DataLoader draws its workers' base seed from the global one every pass, so a
+    # measurement mid-training would shift training's dropout and augmentation (tests/test_training.py).
     if isinstance(first_image, torch.Tensor) and first_image.is_floating_point():  # preprocessed, as predict takes it
-        return DataLoader(data, batch_size, shuffle=False, num_workers=num_workers, generator=unshared_generator())
+        return DataLoader(data, batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator())
     transform = _eval_transform(model, first_image, "evaluate")
     base = root_of(data)[0]
     if isinstance(base, datasets.ImageDataset) and base.files is None:  # decoded images: the whole-batch path
         return batches(data, batch_size, train=False, spec=model.data_spec, device=device)
     # Files are read as they are, never written to a cache by a measurement.
-    return DataLoader(Transformed(data, transform), batch_size, num_workers=num_workers, generator=unshared_generator())
+    return DataLoader(Transformed(data, transform), batch_size, num_workers=num_workers, generator=torch.Generator())
 
 
 def _checked_labels(loader: Iterable, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -332,10 +332,8 @@ def predict(
         probs = model(batch.to(device)).float().softmax(dim=1).cpu()
     names = _class_names(model, None, probs.shape[1])
     values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
-    results = [
-        [(names[i], p) for i, p in zip(idx.tolist(), val.tolist(), strict=True)]
-        for idx, val in zip(indices, values, strict=True)
-    ]
+    results = [list(zip([names[i] for i in idx.tolist()], val.tolist(), strict=True))
+               for idx, val in zip(indices, values, strict=True)]  # fmt: skip
     return results[0] if single else results
 
 
@@ -362,16 +360,12 @@ def plot_predictions(model: nn.Module, data: Any, n: int = 16, *, seed: int = 0,
     data = _checked(model, data, "plot_predictions")
     data = data.dataset if isinstance(data, DataLoader) else data
     if is_batches(data) and not hasattr(data, "eval_batch"):
-        raise TypeError(
-            f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
-            f"{type(data).__name__}, a loader it cannot pick samples from"
-        )
+        raise TypeError(f"plot_predictions takes a Dataset, a DataLoader, a FastLoader or a folder path; got "
+                        f"{type(data).__name__}, a loader it cannot pick samples from")  # fmt: skip
     labels = datasets.labels_of(data).long().cpu()
     if not isinstance(n, int) or n < 1 or len(labels) == 0:
-        raise ValueError(
-            f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
-            f"got n={n!r} and {len(labels)} samples"
-        )
+        raise ValueError(f"plot_predictions needs n >= 1 and a data set with at least one (image, label) sample; "
+                         f"got n={n!r} and {len(labels)} samples")  # fmt: skip
     picked = _balanced_sample(labels, n, seed)
     if hasattr(data, "eval_batch"):  # a FastLoader: its images unaugmented, normalised with its own spec
         images, true_labels = data.eval_batch(picked)
@@ -383,12 +377,5 @@ def plot_predictions(model: nn.Module, data: Any, n: int = 16, *, seed: int = 0,
     device = resolve_device(device)
     with _borrowed(model, device):
         logits = model(images.to(device)).float().cpu()
-    return plot_samples(
-        images,
-        true_labels,
-        logits.argmax(1).tolist(),
-        _class_names(model, data, logits.shape[1]),
-        mean=spec.mean if spec is not None else None,
-        std=spec.std if spec is not None else None,
-        path=path,
-    )
+    return plot_samples(images, true_labels, logits.argmax(1).tolist(), _class_names(model, data, logits.shape[1]),
+                        mean=spec and spec.mean, std=spec and spec.std, path=path)  # fmt: skip

@@ -71,10 +71,8 @@ class History:
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """The history as JSON text (NaN and infinity as null); also written atomically to ``path`` if given."""
-        clean = {
-            k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
-            for k, values in self.to_dict().items()
-        }
+        clean = {k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+                 for k, values in self.to_dict().items()}  # fmt: skip
         return _written(json.dumps(clean, indent=1), path)
 
     @classmethod

@@ -83,16 +83,9 @@ def _show_image(ax: Any, image: torch.Tensor, mean: Sequence[float] | None, std:
     ax.set(xticks=[], yticks=[])
 
 
-def plot_samples(
-    images: torch.Tensor,
-    true_labels: Sequence[int],
-    predicted: Sequence[int],
-    class_names: Sequence[str] | None = None,
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    path: str | os.PathLike[str] | None = None,
-) -> Figure:
+def plot_samples(images: torch.Tensor, true_labels: Sequence[int], predicted: Sequence[int],
+                 class_names: Sequence[str] | None = None, *, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, path: str | os.PathLike[str] | None = None) -> Figure:  # fmt: skip
     """A grid titled "true -> predicted", red where wrong, of an (N, C, H, W) batch normalised with ``mean`` and
     ``std`` (undone if given; else each image is stretched to [0, 1])."""
     images = torch.as_tensor(images)
@@ -100,10 +93,8 @@ def plot_samples(
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"plot_samples takes a non-empty (N, C, H, W) batch of images; got {tuple(images.shape)}")
     if not len(images) == len(true_labels) == len(predicted):
-        raise ValueError(
-            f"plot_samples needs one true label and one prediction per image; got {len(images)} images, "
-            f"{len(true_labels)} true labels, {len(predicted)} predictions"
-        )
+        raise ValueError(f"plot_samples needs one true label and one prediction per image; got {len(images)} images, "
+                         f"{len(true_labels)} true labels, {len(predicted)} predictions")  # fmt: skip
     count = len(images)
     top = max(*true_labels, *predicted)
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(top + 1)]
@@ -121,13 +112,8 @@ def plot_samples(
     return _finish(fig, path)
 
 
-def plot_confusion_matrix(
-    matrix: torch.Tensor,
-    class_names: Sequence[str] | None = None,
-    path: str | os.PathLike[str] | None = None,
-    *,
-    normalize: bool = True,
-) -> Figure:
+def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str] | None = None,
+                          path: str | os.PathLike[str] | None = None, *, normalize: bool = True) -> Figure:  # fmt: skip
     """Rows are true classes, columns predictions; ``normalize`` shows each row as fractions."""
     matrix = torch.as_tensor(matrix).double()
     k = matrix.shape[0]

@@ -98,20 +98,10 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
         ) from exc
 
 
-def save(
-    model: nn.Module,
-    directory: str | os.PathLike[str],
-    history: Any = None,
-    *,
-    recipe: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-    license: str = "mit",
-    tags: tuple[str, ...] | list[str] = (),
-    datasets: list[str] | None = None,
-    repo_id: str | None = None,
-    existing_card: str | None = None,
-    dtype: str = "fp32",
-) -> Path:
+def save(model: nn.Module, directory: str | os.PathLike[str], history: Any = None, *,
+         recipe: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None, license: str = "mit",
+         tags: tuple[str, ...] | list[str] = (), datasets: list[str] | None = None, repo_id: str | None = None,
+         existing_card: str | None = None, dtype: str = "fp32") -> Path:  # fmt: skip
     """Write model.safetensors, config.json and a README.md card into ``directory`` atomically. ``history`` (or its
     ``to_dict()``) adds the last epoch's metrics, which ``metrics`` override, and curves.png. ``dtype="fp16"`` halves
     the file: :func:`load` gives back fp32 weights within fp16's rounding (a relative 2**-11)."""
@@ -153,17 +143,9 @@ def _check_replaceable(directory: Path) -> None:
         )
 
 
-def push_to_hub(
-    model: nn.Module,
-    repo_id: str,
-    history: Any = None,
-    *,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str = "Upload imgzoo model",
-    revision: str | None = None,
-    **save_kwargs: Any,
-) -> CommitInfo:
+def push_to_hub(model: nn.Module, repo_id: str, history: Any = None, *, private: bool = False, token: str | None = None,
+                commit_message: str = "Upload imgzoo model", revision: str | None = None,
+                **save_kwargs: Any) -> CommitInfo:  # fmt: skip
     """:func:`save` to a temporary folder, then upload it to ``repo_id`` (created if new, as is the ``revision``
     branch) in one commit; returns the ``CommitInfo`` (``.oid``: the sha to pin). A card keeps all but its results."""
     from huggingface_hub import HfApi, constants
@@ -227,18 +209,10 @@ class _Fetch:  # the caller's choices, the same for every file of one load
     force: bool
 
 
-def load(
-    path_or_name: str | os.PathLike[str],
-    *,
-    num_classes: int | None = None,
-    class_names: list[str] | tuple[str, ...] | None = None,
-    revision: str | None = None,
-    token: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-    architecture: str | None = None,
-    **builder_kwargs: Any,
-) -> nn.Module:
+def load(path_or_name: str | os.PathLike[str], *, num_classes: int | None = None,
+         class_names: list[str] | tuple[str, ...] | None = None, revision: str | None = None, token: str | None = None,
+         cache_dir: str | os.PathLike[str] | None = None, local_files_only: bool = False,
+         architecture: str | None = None, **builder_kwargs: Any) -> nn.Module:  # fmt: skip
     """Rebuild a checkpoint in eval mode, with its ``data_spec``. Another ``num_classes`` loads all but the head (a
     ``NewHeadWarning``); ``architecture`` asserts the model; ``builder_kwargs`` override those keeping shapes."""
     files = _resolve(path_or_name, _Fetch(revision, token, cache_dir, local_files_only, force=False))
@@ -254,14 +228,8 @@ def load(
     ).eval()
 
 
-def download(
-    name: str,
-    *,
-    revision: str | None = None,
-    token: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    force: bool = False,
-) -> Path:
+def download(name: str, *, revision: str | None = None, token: str | None = None,
+             cache_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Path:  # fmt: skip
     """Fetch a weights entry (sha256-checked) or ``hf-hub:`` repo into the HF cache ahead of time; returns its
     folder. ``force`` downloads again even when the cache has the files (the cure for a corrupted cache)."""
     return _resolve(name, _Fetch(revision, token, cache_dir, local_files_only=False, force=force)).weights.parent
@@ -287,10 +255,8 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
     try:
         get_weights_entry(source)  # the registry's error lists close matches
     except ValueError as exc:
-        raise ValueError(
-            f"{exc} Pass a registered name (imgzoo.list_pretrained()), 'hf-hub:org/repo[@revision]', or a "
-            f"folder written by imgzoo.save()."
-        ) from None
+        raise ValueError(f"{exc} Pass a registered name (imgzoo.list_pretrained()), 'hf-hub:org/repo[@revision]', or a "
+                         f"folder written by imgzoo.save().") from None  # fmt: skip
     raise AssertionError("unreachable")  # pragma: no cover
 
 

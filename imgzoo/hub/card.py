@@ -72,16 +72,9 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     return counter.get_total_flops() // 2  # FlopCounterMode counts a multiply-add as two
 
 
-def render(
-    config: dict[str, Any],
-    *,
-    repo_id: str | None = None,
-    curves: str | None = None,
-    license: str = "mit",
-    tags: Iterable[str] = (),
-    datasets: Iterable[str] | None = None,
-    existing: str | None = None,
-) -> str:
+def render(config: dict[str, Any], *, repo_id: str | None = None, curves: str | None = None, license: str = "mit",
+           tags: Iterable[str] = (), datasets: Iterable[str] | None = None,
+           existing: str | None = None) -> str:  # fmt: skip
     """The card for ``config``; of an ``existing`` one, text outside the results and others' metadata are kept."""
     from huggingface_hub import ModelCard
 
@@ -129,39 +122,24 @@ def _metadata(config: dict[str, Any], repo_id: str | None, license: str, tags, d
     datasets = list(datasets) if datasets is not None else [HUB_DATASETS.get(spec_name, spec_name)]
     tta = f" (TTA {metrics['tta']})" if isinstance(metrics.get("tta"), str) else " (TTA)"
     results = [
-        EvalResult(
-            task_type="image-classification",
-            task_name="Image Classification",
-            dataset_type=datasets[0] if datasets else spec_name,
-            dataset_name=spec_name,
-            dataset_split=split,
-            metric_type=metric,
-            metric_value=round(float(value), 6),
-            metric_name=f"{split} {label.replace(' with TTA', '')}" + (tta if suffix.endswith("tta") else ""),
-        )
+        EvalResult(task_type="image-classification", task_name="Image Classification",
+                   dataset_type=datasets[0] if datasets else spec_name, dataset_name=spec_name, dataset_split=split,
+                   metric_type=metric, metric_value=round(float(value), 6),
+                   metric_name=f"{split} {label.replace(' with TTA', '')}" + (tta if suffix.endswith("tta") else ""))
         for prefix, split in _SPLITS[1:]
         for suffix, metric, label in _MEASURES
         if _is_number(value := metrics.get(f"{prefix}_{suffix}"))
-    ]
-    return ModelCardData(
-        library_name="imgzoo",
-        license=license,
-        pipeline_tag="image-classification",
-        tags=_unique(["imgzoo", "image-classification", "pytorch", "safetensors", arch, *tags]),
-        datasets=datasets,
-        model_name=(repo_id.split("/")[-1] if repo_id else arch) if results else None,
-        eval_results=results or None,
-    )
+    ]  # fmt: skip
+    tags = _unique(["imgzoo", "image-classification", "pytorch", "safetensors", arch, *tags])
+    name = (repo_id.split("/")[-1] if repo_id else arch) if results else None
+    return ModelCardData(library_name="imgzoo", license=license, pipeline_tag="image-classification", tags=tags,
+                         datasets=datasets, model_name=name, eval_results=results or None)  # fmt: skip
 
 
 # The card's measured figures: (metrics key suffix, model-index metric type, the table's label).
-_MEASURES = (
-    ("acc", "accuracy", "accuracy"),
-    ("top5", "top_5_accuracy", "top-5 accuracy"),
-    ("acc_tta", "accuracy", "accuracy with TTA"),
-    ("top5_tta", "top_5_accuracy", "top-5 accuracy with TTA"),
-    ("loss", "loss", "loss"),
-)
+_MEASURES = (("acc", "accuracy", "accuracy"), ("top5", "top_5_accuracy", "top-5 accuracy"),
+             ("acc_tta", "accuracy", "accuracy with TTA"), ("top5_tta", "top_5_accuracy", "top-5 accuracy with TTA"),
+             ("loss", "loss", "loss"))  # fmt: skip
 
 
 def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> str:

@@ -91,10 +91,8 @@ def _sample(model: nn.Module, sample: torch.Tensor | None) -> torch.Tensor:
     if sample is None:
         spec = getattr(model, "data_spec", None)
         if spec is None:
-            raise ValueError(
-                f"export_model needs a sample batch for a {type(model).__name__}, which has no data_spec; "
-                "pass sample=torch.randn(2, C, H, W) in the shape the model takes."
-            )
+            raise ValueError(f"export_model needs a sample batch for a {type(model).__name__}, which has no data_spec; "
+                             "pass sample=torch.randn(2, C, H, W) in the shape the model takes.")  # fmt: skip
         return torch.randn(2, *spec.input_shape, generator=torch.Generator().manual_seed(0))
     if not isinstance(sample, torch.Tensor) or sample.dim() != 4 or sample.dtype != torch.float32 or not len(sample):
         got = f"{sample.dtype} tensor of shape {tuple(sample.shape)}" if isinstance(sample, torch.Tensor) else sample
@@ -112,14 +110,9 @@ def _metadata(model: nn.Module) -> dict[str, Any]:
         found["architecture"] = model.imgzoo_arch
     spec = getattr(model, "data_spec", None)
     if spec is not None:
-        found.update(
-            input_shape=list(spec.input_shape),
-            mean=list(spec.mean),
-            std=list(spec.std),
-            class_names=list(spec.class_names) if spec.class_names else [str(i) for i in range(spec.num_classes)],
-            resize=spec.resize,
-            data_spec=spec.to_dict(),
-        )
+        names = list(spec.class_names) if spec.class_names else [str(i) for i in range(spec.num_classes)]
+        found.update(input_shape=list(spec.input_shape), mean=list(spec.mean), std=list(spec.std), class_names=names,
+                     resize=spec.resize, data_spec=spec.to_dict())  # fmt: skip
     return found
 
 
@@ -147,10 +140,8 @@ def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise ImportError(
-            f"ONNX export needs the {name} package, which is not installed; install it with "
-            'pip install "imgzoo[export]"'
-        ) from exc
+        raise ImportError(f"ONNX export needs the {name} package, which is not installed; install it with "
+                          'pip install "imgzoo[export]"') from exc  # fmt: skip
 
 
 def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
@@ -159,15 +150,8 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, Any
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on its own internals say nothing to a user
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                dynamic_shapes=({0: batch},),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                verbose=False,
-            )
+            names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "verbose": False}
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},), **names)
     except Exception as exc:  # torch.onnx raises several unrelated types; they all mean the same here
         raise ExportError(
             f"torch.onnx.export could not export {type(model).__name__} ({_first_line(exc)}). Try format='torchscript'."
@@ -184,10 +168,8 @@ def _run_onnx(data: bytes, sample: torch.Tensor) -> torch.Tensor:
     try:
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's errors are its own pybind types, none a Python built-in
-        raise ExportError(
-            f"ONNX Runtime {ort.__version__} cannot run the exported graph ({_first_line(exc)}). "
-            "Upgrade onnxruntime, or try format='torchscript'."
-        ) from exc
+        raise ExportError(f"ONNX Runtime {ort.__version__} cannot run the exported graph ({_first_line(exc)}). "
+                          "Upgrade onnxruntime, or try format='torchscript'.") from exc  # fmt: skip
     (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})
     return torch.from_numpy(logits)
 
@@ -206,12 +188,10 @@ def _torchscript_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[s
         try:
             compiled = torch.jit.script(model)
         except Exception as exc:  # the TorchScript frontend raises many types for the same thing
-            warnings.warn(
-                f"torch.jit.script could not compile {type(model).__name__} ({_first_line(exc)}); "
-                "tracing it instead, which freezes its Python branches to the path the sample took. "
-                "format='onnx' captures the model with torch.export instead.",
-                stacklevel=3,
-            )
+            warnings.warn(f"torch.jit.script could not compile {type(model).__name__} ({_first_line(exc)}); "
+                          "tracing it instead, which freezes its Python branches to the path the sample took. "
+                          "format='onnx' captures the model with torch.export instead.",
+                          stacklevel=3)  # fmt: skip
             try:  # export_model compares the outputs itself
                 compiled = torch.jit.trace(model, example, check_trace=False)
             except Exception as exc:

@@ -54,13 +54,8 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def build_config(
-    model: nn.Module,
-    *,
-    recipe: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-    storage_dtype: str = "fp32",
-) -> dict[str, Any]:
+def build_config(model: nn.Module, *, recipe: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                 storage_dtype: str = "fp32") -> dict[str, Any]:  # fmt: skip
     """How to rebuild ``model`` (builder name and kwargs: a function has no JSON-able ``__init__``) and metrics."""
     model = unwrap(model)
     missing = [a for a in (ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR) if not hasattr(model, a)]
@@ -275,15 +270,9 @@ def _read_safetensors(path: str | os.PathLike[str], *, header_only: bool) -> dic
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
 
 
-def load_checkpoint(
-    config: dict[str, Any],
-    weights: str | os.PathLike[str],
-    *,
-    source: str,
-    num_classes: int | None = None,
-    class_names: list[str] | tuple[str, ...] | None = None,
-    **overrides: Any,
-) -> nn.Module:
+def load_checkpoint(config: dict[str, Any], weights: str | os.PathLike[str], *, source: str,
+                    num_classes: int | None = None, class_names: list[str] | tuple[str, ...] | None = None,
+                    **overrides: Any) -> nn.Module:  # fmt: skip
     """Rebuild ``config``'s model and load ``weights`` strictly; another ``num_classes`` replaces the head and warns,
     ``overrides`` replace builder kwargs that keep tensor shapes (e.g. dropout)."""
     if num_classes is not None and not (_is_int(num_classes) and num_classes >= 1):
@@ -358,10 +347,8 @@ def _builder_kwargs(entry: ModelEntry, config: dict[str, Any], overrides: dict[s
                 f"the checkpoint was saved by another version of the model, or the names are misspelt."
             )
     # JSON has no tuples: give back the type of the builder's default (e.g. widths=(64, 256, 256)).
-    saved = {
-        k: tuple(v) if isinstance(v, list) and isinstance(entry.default_kwargs.get(k), tuple) else v
-        for k, v in config["kwargs"].items()
-    }
+    saved = {k: tuple(v) if isinstance(v, list) and isinstance(entry.default_kwargs.get(k), tuple) else v
+             for k, v in config["kwargs"].items()}  # fmt: skip
     kwargs = {**saved, **overrides}
     # A builder's `weights` only says where initial weights come from: the checkpoint replaces them all.
     if "weights" in entry.default_kwargs and "weights" not in overrides:
@@ -390,11 +377,9 @@ def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: st
     unexpected = sorted(set(header) - set(expected))
     shared = sorted(set(header) & set(expected))
     reshaped = [f"{k}: checkpoint {header[k]} vs model {expected[k]}" for k in shared if header[k] != expected[k]]
-    problems = [
-        f"{len(items)} {label} ({_first_five(items)})"
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
-        if items
-    ]
+    problems = [f"{len(items)} {label} ({_first_five(items)})"
+                for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
+                if items]  # fmt: skip
     if problems:
         raise CheckpointError(
             f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "

@@ -98,39 +98,21 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
 # fmt: on
 
 
-def entry_from_folder(
-    name: str,
-    folder: str | os.PathLike[str],
-    *,
-    repo_id: str | None = None,
-    revision: str | None = None,
-    package_dir: str | None = None,
-    default: bool = False,
-) -> WeightsEntry:
+def entry_from_folder(name: str, folder: str | os.PathLike[str], *, repo_id: str | None = None,
+                      revision: str | None = None, package_dir: str | None = None,
+                      default: bool = False) -> WeightsEntry:  # fmt: skip
     """A weights entry for a folder of ``imgzoo.save``; pins and ``meta`` come from its files, so they agree."""
     folder = Path(folder)
     config = read_config(folder / CONFIG_NAME)
     arch = name.split(".", 1)[0]
     if config["architecture"] != arch:
         raise ValueError(f"{name!r} names architecture {arch!r} but {folder} holds {config['architecture']!r}")
-    meta = {
-        "dataset": config["data_spec"]["name"],
-        "metrics": config.get("metrics") or {},
-        "recipe": config.get("recipe") or {},
-        "num_params": config["num_params"],
-        "categories": config.get("class_names"),
-        "kwargs": config["kwargs"],
-    }
-    return WeightsEntry(
-        name=name,
-        sha256=sha256_of(folder / WEIGHTS_NAME),
-        config_sha256=sha256_of(folder / CONFIG_NAME),  # class names and preprocessing are pinned too
-        repo_id=repo_id,
-        revision=revision,
-        package_dir=package_dir,
-        meta=meta,
-        default=default,
-    )
+    meta = {"dataset": config["data_spec"]["name"], "metrics": config.get("metrics") or {},
+            "recipe": config.get("recipe") or {}, "num_params": config["num_params"],
+            "categories": config.get("class_names"), "kwargs": config["kwargs"]}  # fmt: skip
+    pins = {"sha256": sha256_of(folder / WEIGHTS_NAME), "config_sha256": sha256_of(folder / CONFIG_NAME)}  # classes too
+    return WeightsEntry(name=name, repo_id=repo_id, revision=revision, package_dir=package_dir, meta=meta,
+                        default=default, **pins)  # fmt: skip
 
 
 def check_meta(entry: WeightsEntry) -> None:

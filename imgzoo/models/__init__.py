@@ -5,14 +5,5 @@ from imgzoo.models.dogbreed_transfer import DogBreedTransfer, dogbreed_transfer
 from imgzoo.models.mnist_cnn import MnistCNN, mnist_cnn
 from imgzoo.models.resnet_cifar import BasicBlock, ResNetCifar, resnet_cifar
 
-__all__ = [
-    "BasicBlock",
-    "BasicCNN",
-    "DogBreedTransfer",
-    "MnistCNN",
-    "ResNetCifar",
-    "basic_cnn",
-    "dogbreed_transfer",
-    "mnist_cnn",
-    "resnet_cifar",
-]
+__all__ = ["BasicBlock", "BasicCNN", "DogBreedTransfer", "MnistCNN", "ResNetCifar", "basic_cnn", "dogbreed_transfer",
+           "mnist_cnn", "resnet_cifar"]  # fmt: skip

@@ -31,16 +31,8 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
 
 
-def check_input(
-    x: torch.Tensor,
-    *,
-    model: str,
-    channels: int,
-    size: tuple[int, int] | None = None,
-    multiple_of: int = 1,
-    min_size: int = 1,
-    dtype: torch.dtype = torch.float32,
-) -> None:
+def check_input(x: torch.Tensor, *, model: str, channels: int, size: tuple[int, int] | None = None,
+                multiple_of: int = 1, min_size: int = 1, dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
     """Raise unless ``x`` is an (N, channels, H, W) batch of ``dtype`` (any float under autocast) whose H and W are
     ``size``, or at least ``min_size`` and multiples of ``multiple_of``."""
     if _skip_input_checks():

@@ -45,18 +45,9 @@ def dirac_init_(model: nn.Module) -> None:
 class BasicCNN(LinearHeadMixin, nn.Module):
     """Stem, then one block per width (each halving the resolution), global max pool, linear."""
 
-    def __init__(
-        self,
-        widths: tuple[int, ...] = (64, 256, 256),
-        num_classes: int = 10,
-        stem_width: int = 32,
-        dropout: float = 0.0,
-        whiten: bool = False,
-        bn_momentum: float = 0.1,
-        bn_scale: bool = True,
-        logit_scale: float = 1.0,
-        dirac_init: bool = False,
-    ) -> None:
+    def __init__(self, widths: tuple[int, ...] = (64, 256, 256), num_classes: int = 10, stem_width: int = 32,
+                 dropout: float = 0.0, whiten: bool = False, bn_momentum: float = 0.1, bn_scale: bool = True,
+                 logit_scale: float = 1.0, dirac_init: bool = False) -> None:  # fmt: skip
         super().__init__()
         norm = {"bn_momentum": bn_momentum, "bn_scale": bn_scale}
         if whiten:
@@ -105,18 +96,9 @@ MAX_WIDTH = 4096  # twice ResNet-50's widest stage
 
 
 @register_model("basic_cnn", default_spec=CIFAR10)
-def basic_cnn(
-    *,
-    widths: tuple[int, ...] | list[int] = (64, 256, 256),
-    num_classes: int = 10,
-    stem_width: int = 32,
-    dropout: float = 0.0,
-    whiten: bool = False,
-    bn_momentum: float = 0.1,
-    bn_scale: bool = True,
-    logit_scale: float = 1.0,
-    dirac_init: bool = False,
-) -> BasicCNN:
+def basic_cnn(*, widths: tuple[int, ...] | list[int] = (64, 256, 256), num_classes: int = 10, stem_width: int = 32,
+              dropout: float = 0.0, whiten: bool = False, bn_momentum: float = 0.1, bn_scale: bool = True,
+              logit_scale: float = 1.0, dirac_init: bool = False) -> BasicCNN:  # fmt: skip
     """A plain 3-block CNN after airbench94, ~2M parameters, for 3x32x32 images. ``whiten=True``: a frozen 2x2
     patch-whitening stem set by ``model.init_from_data(images)``; airbench94 uses ``bn_momentum=0.4``,
     ``bn_scale=False``, ``logit_scale=1/9``, ``dirac_init=True``."""
@@ -183,11 +165,9 @@ def init_whitening(model: BasicCNN, images: torch.Tensor, eps: float = WHITEN_EP
     """Set the whitening stem of ``basic_cnn(whiten=True)`` from training images (airbench94 uses 5,000): the
     patches' eigenvectors over sqrt(eigenvalue + eps), then negated (the GELU after it passes both signs)."""
     if not isinstance(model, BasicCNN) or not model.whiten:
-        raise ValueError(
-            f"init_whitening sets the stem of basic_cnn(whiten=True); got {type(model).__name__}"
-            + (" built with whiten=False" if isinstance(model, BasicCNN) else "")
-            + ". Build the model with imgzoo.create_model('basic_cnn', whiten=True)"
-        )
+        raise ValueError(f"init_whitening sets the stem of basic_cnn(whiten=True); got {type(model).__name__}"
+                         + (" built with whiten=False" if isinstance(model, BasicCNN) else "")
+                         + ". Build the model with imgzoo.create_model('basic_cnn', whiten=True)")  # fmt: skip
     eigenvalues, eigenvectors = torch.linalg.eigh(_patch_second_moment(_normalised(model, images)))
     eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)  # largest first, one per row
     filters = eigenvectors / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]

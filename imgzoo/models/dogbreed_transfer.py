@@ -178,16 +178,9 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
 
 
 @register_model("dogbreed_transfer", default_spec=IMAGENET)
-def dogbreed_transfer(
-    *,
-    backbone: str = "resnet50",
-    weights: str | None = None,
-    num_classes: int = 120,
-    freeze_backbone: bool = True,
-    trainable_stages: int = 0,
-    image_size: int | None = None,
-    dropout: float = 0.0,
-) -> DogBreedTransfer:
+def dogbreed_transfer(*, backbone: str = "resnet50", weights: str | None = None, num_classes: int = 120,
+                      freeze_backbone: bool = True, trainable_stages: int = 0, image_size: int | None = None,
+                      dropout: float = 0.0) -> DogBreedTransfer:  # fmt: skip
     """EfficientNet-Lite0 or a torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``;
     None: random) and a new head; with ``freeze_backbone`` only the head and the last ``trainable_stages`` train
     until :meth:`DogBreedTransfer.unfreeze`. ``image_size``: the side images are resized to (default 224)."""

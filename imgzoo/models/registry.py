@@ -15,11 +15,9 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = [
-    "CIFAR10", "CIFAR10_CLASSES", "IMAGENET", "MNIST", "DataSpec", "ModelEntry", "WeightsEntry",
-    "default_weights", "get_model_entry", "get_weights_entry", "list_models", "list_pretrained", "register_model",
-    "register_weights",
-]  # fmt: skip
+__all__ = ["CIFAR10", "CIFAR10_CLASSES", "IMAGENET", "MNIST", "DataSpec", "ModelEntry", "WeightsEntry",
+           "default_weights", "get_model_entry", "get_weights_entry", "list_models", "list_pretrained",
+           "register_model", "register_weights"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,10 +40,8 @@ class DataSpec:
         if self.num_classes < 1:
             raise ValueError(f"DataSpec.num_classes must be >= 1, got {self.num_classes}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
-            raise ValueError(
-                f"DataSpec {self.name!r}: mean and std need one value per channel "
-                f"({self.channels}), got mean={self.mean} std={self.std}"
-            )
+            raise ValueError(f"DataSpec {self.name!r}: mean and std need one value per channel "
+                             f"({self.channels}), got mean={self.mean} std={self.std}")  # fmt: skip
         names = self.class_names
         if names is not None and len(names) != self.num_classes:
             raise ValueError(f"DataSpec {self.name!r}: {len(names)} class names for {self.num_classes} classes")
@@ -76,10 +72,7 @@ class DataSpec:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # The 50,000 training images' per-channel std; the (0.2023, 0.1994, 0.2010) copied across many repositories
 # is the mean of per-image stds (kuangliu/pytorch-cifar#16).
@@ -161,10 +154,8 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
             if class_names is not None:  # they size the head and travel with the model into predict's answers
                 class_names = tuple(str(c) for c in class_names)
                 if kwargs.get("num_classes", len(class_names)) != len(class_names):
-                    raise ValueError(
-                        f"{name}: {len(class_names)} class_names but num_classes={kwargs['num_classes']}; "
-                        "give one of them, or make them agree"
-                    )
+                    raise ValueError(f"{name}: {len(class_names)} class_names but num_classes={kwargs['num_classes']}; "
+                                     "give one of them, or make them agree")  # fmt: skip
                 kwargs["num_classes"] = len(class_names)
             full_kwargs = {**defaults, **kwargs}
             model = builder(**kwargs)
@@ -209,10 +200,8 @@ def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> Weights
         raise ValueError(f"weights {entry.name!r} are already registered")
     others = [e.name for e in _WEIGHTS.values() if e.arch == entry.arch and e.default and e.name != entry.name]
     if entry.default and others:
-        raise ValueError(
-            f"{entry.name!r} is marked default=True but {others[0]!r} already is the default for "
-            f"{entry.arch!r}; an architecture has at most one default: unmark one of them"
-        )
+        raise ValueError(f"{entry.name!r} is marked default=True but {others[0]!r} already is the default for "
+                         f"{entry.arch!r}; an architecture has at most one default: unmark one of them")  # fmt: skip
     _WEIGHTS[entry.name] = entry
     return entry
 
@@ -238,11 +227,9 @@ def default_weights(arch: str, **builder_kwargs: Any) -> str:
     get_model_entry(arch)
     candidates = [e for e in _WEIGHTS.values() if e.arch == arch]
     if not candidates:
-        raise ValueError(
-            f"no pretrained weights are registered for {arch!r}; architectures with weights: "
-            f"{', '.join(list_models(pretrained=True)) or 'none'}. Build it without pretrained=, "
-            "or register a WeightsEntry for it"
-        )
+        raise ValueError(f"no pretrained weights are registered for {arch!r}; architectures with weights: "
+                         f"{', '.join(list_models(pretrained=True)) or 'none'}. Build it without pretrained=, "
+                         "or register a WeightsEntry for it")  # fmt: skip
     wanted = {k: json.dumps(v, default=repr) for k, v in builder_kwargs.items() if k != "num_classes"}
 
     def trained_with_wanted(entry: WeightsEntry) -> bool:

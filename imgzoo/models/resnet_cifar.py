@@ -56,17 +56,13 @@ class BasicBlock(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f"BasicBlock: stride must be 1 or 2, got {stride!r}")
         if shortcut == "A" and out_channels < in_channels:  # F.pad with a negative width would drop channels
-            raise ValueError(
-                f"BasicBlock: shortcut 'A' pads channels and cannot map {in_channels} to {out_channels}; "
-                f"use shortcut='B' (1x1 projection)"
-            )
+            raise ValueError(f"BasicBlock: shortcut 'A' pads channels and cannot map {in_channels} to {out_channels}; "
+                             f"use shortcut='B' (1x1 projection)")  # fmt: skip
         self.residual = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True), nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
+        )  # fmt: skip
         self.shortcut: nn.Module | None
         if shortcut == "none":
             self.shortcut = None
@@ -75,10 +71,8 @@ class BasicBlock(nn.Module):
         elif shortcut == "A":
             self.shortcut = PadShortcut(in_channels, out_channels, stride)
         else:  # "B": a 1x1 projection, used only where the shape changes (the paper's option B)
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+            project = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+            self.shortcut = nn.Sequential(project, nn.BatchNorm2d(out_channels))
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -97,14 +91,8 @@ class BasicBlock(nn.Module):
 class ResNetCifar(LinearHeadMixin, nn.Module):
     """The 6n+2-layer CIFAR ResNet. Any input whose height and width are multiples of 4."""
 
-    def __init__(
-        self,
-        blocks_per_stage: int,
-        num_classes: int = 10,
-        shortcut: str = "A",
-        width: int = 1,
-        zero_init_residual: bool = False,
-    ) -> None:
+    def __init__(self, blocks_per_stage: int, num_classes: int = 10, shortcut: str = "A", width: int = 1,
+                 zero_init_residual: bool = False) -> None:  # fmt: skip
         super().__init__()
         widths = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Sequential(
@@ -118,7 +106,6 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
-
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # He et al. 2015 init, as in the paper
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -143,14 +130,8 @@ MAX_WIDTH = 16  # Wide ResNets on CIFAR (Zagoruyko & Komodakis 2016) go up to k 
 
 
 @register_model("resnet_cifar", default_spec=CIFAR10)
-def resnet_cifar(
-    *,
-    depth: int = 20,
-    num_classes: int = 10,
-    shortcut: str = "A",
-    width: int = 1,
-    zero_init_residual: bool = False,
-) -> ResNetCifar:
+def resnet_cifar(*, depth: int = 20, num_classes: int = 10, shortcut: str = "A", width: int = 1,
+                 zero_init_residual: bool = False) -> ResNetCifar:  # fmt: skip
     """He et al. 2016, section 4.2: a 6n+2-layer ResNet for 32x32 images (depth 20, 32, 44, 56, 110). ``shortcut``:
     "A" (zero-padding, the paper's), "B" (1x1 projections) or "none"; ``width`` multiplies the stage widths."""
     checks.check_int("resnet_cifar", "depth", depth, low=8, high=MAX_DEPTH, why="6n+2; the paper's deepest is 1202")

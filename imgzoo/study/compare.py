@@ -69,16 +69,9 @@ class Comparison:
         return plot_histories(self.histories, path)
 
 
-def compare(
-    models: Mapping[str, nn.Module],
-    train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
-    val: Dataset | DataLoader | None = None,
-    *,
-    epochs: int,
-    **fit_options: Any,
-) -> Comparison:
+def compare(models: Mapping[str, nn.Module], train: Dataset | DataLoader | Mapping[str, Dataset | DataLoader],
+            val: Dataset | DataLoader | None = None, *, epochs: int, **fit_options: Any) -> Comparison:  # fmt: skip
     """Train every model alike: same options, seed and batches (a shared loader rewound); or ``train`` by name."""
-
     if not models:
         raise ValueError("compare needs at least one model: compare({'name': model, ...}, train, val, epochs=...)")
     result = Comparison()
@@ -167,13 +160,11 @@ class StudyReport:
 
     def to_dict(self) -> dict[str, Any]:
         rows = {row.pop("model"): row for row in self.comparison.rows()}
-        runs = [
-            {"name": name, **{k: v for k, v in result.config.to_dict().items() if k != "data"}}
-            | {"folder": f"runs/{name}", "samples": f"runs/{name}/samples.png", "finished": result.finished}
-            | rows[name]
-            | {"val_top5": result.metrics["val_top5"]}
-            for name, result in self.results.items()
-        ]
+        runs = [{"name": name, **{k: v for k, v in result.config.to_dict().items() if k != "data"}}
+                | {"folder": f"runs/{name}", "samples": f"runs/{name}/samples.png", "finished": result.finished}
+                | rows[name]
+                | {"val_top5": result.metrics["val_top5"]}
+                for name, result in self.results.items()]  # fmt: skip
         about = {"title": self.study.title, "study": str(self.study.path), "data": self.study.data}
         return json_safe({**about, "runs": runs})
 

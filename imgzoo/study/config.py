@@ -224,18 +224,14 @@ def plan_run(out: Path, config: RunConfig, resume: bool) -> Plan:
     old, going_on = record.config, resume_command(record.config, out)
     progress = f"{'finished' if record.finished else 'unfinished'}, {old.fit.epochs} epochs asked"
     if not resume:
-        raise FileExistsError(
-            f"{out} already holds a run of {old.model} ({progress}). To go on with it: {going_on}; "
-            "for more epochs add --epochs N; or choose another --out."
-        )
+        raise FileExistsError(f"{out} already holds a run of {old.model} ({progress}). To go on with it: {going_on}; "
+                              "for more epochs add --epochs N; or choose another --out.")  # fmt: skip
     # Only the epochs and how it runs (compile, device...) may change: the rest decides what the run learns.
     before, after = ({k: v for k, v in c.to_dict().items() if k not in (*HOW_TO_RUN, "epochs")} for c in (old, config))
     changed = [f"{name} {before[name]!r} -> {after.get(name)!r}" for name in before if before[name] != after.get(name)]
     if changed:
-        raise ValueError(
-            f"{out} holds a run with other settings ({'; '.join(changed)}). Resume it with the same ones "
-            "(omit an option to keep the run's), or start a new run in another --out."
-        )
+        raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)}). Resume it with the same ones "
+                         "(omit an option to keep the run's), or start a new run in another --out.")  # fmt: skip
     if not record.finished:
         if config.fit.epochs != old.fit.epochs:
             raise ValueError(

@@ -24,37 +24,17 @@ from imgzoo.study.config import (
     WEIGHTS,
     Plan,
     RunConfig,
-    make_config,
     plan_run,
-    read_run,
     recipe_for,
-    resolve_data,
     resume_command,
-    resume_config,
     train_command,
-    weights_of,
 )
-from imgzoo.study.outputs import eval_summary, joined, read_outputs, write_outputs
+from imgzoo.study.outputs import joined, read_outputs, write_outputs
 from imgzoo.train.checkpoint import load_checkpoint
 from imgzoo.train.fit import fit
 
-__all__ = [
-    "KNOWN_DATA",
-    "RunConfig",
-    "RunResult",
-    "check_classes",
-    "eval_data",
-    "eval_summary",
-    "make_config",
-    "open_data",
-    "read_run",
-    "resolve_data",
-    "resume_config",
-    "split_data",
-    "train_data",
-    "train_run",
-    "weights_of",
-]
+__all__ = ["RunResult", "check_classes", "eval_data", "open_data", "spread", "split_data", "train_data", "train_run",
+           "whitening_images"]  # fmt: skip
 
 SAMPLES_SHOWN = 16  # two rows of the samples grid: enough to see the kinds of mistakes
 
@@ -86,16 +66,8 @@ def split_data(
     return datasets.train_val_split(train, seed=seed, val_count=limit)[1], val
 
 
-def train_data(
-    model: nn.Module,
-    part: Dataset,
-    augment: str,
-    batch_size: int,
-    seed: int,
-    translate: int | None = None,
-    alternate_flips: bool = False,
-    cutout: int = 0,
-) -> Any:
+def train_data(model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int, translate: int | None = None,
+               alternate_flips: bool = False, cutout: int = 0) -> Any:  # fmt: skip
     """Whole-batch training batches for small images; larger ones the images themselves, which fit transforms,
     shuffles and shards (torchrun) by the same options, and from which a ``head_epochs`` warm-up takes features."""
     if model.data_spec.resize is not None:
@@ -118,26 +90,18 @@ def spread(part: Dataset, count: int) -> list[int]:
 
 def check_classes(model: nn.Module, dataset: Dataset, source: str) -> None:
     """Refuse data whose classes are not the ones the model predicts, in the same order."""
-    datasets.check_classes(
-        datasets.model_classes(model),
-        datasets.classes_of(dataset),
-        expected_by="the model",
-        found_in=source,
-        advice="Evaluate it on data with the classes it was trained on, in the same order.",
-    )
+    advice = "Evaluate it on data with the classes it was trained on, in the same order."
+    datasets.check_classes(datasets.model_classes(model), datasets.classes_of(dataset), expected_by="the model",
+                           found_in=source, advice=advice)  # fmt: skip
 
 
 def _check_run_classes(plan: Plan, model: nn.Module, dataset: Dataset, out: Path) -> None:
     """Refuse, before anything is written, data whose classes differ from those the run in ``out`` trained on."""
     point = plan.resume_from if plan.action == "resume" else None
     expected = load_checkpoint(point).get("classes") if point is not None else datasets.model_classes(model)
-    datasets.check_classes(
-        expected,
-        datasets.classes_of(dataset),
-        expected_by=f"the run in {out}",
-        found_in=plan.record.config.data,
-        advice="Go on with the data the run was trained on (the same class folders), or train into a new --out.",
-    )
+    advice = "Go on with the data the run was trained on (the same class folders), or train into a new --out."
+    datasets.check_classes(expected, datasets.classes_of(dataset), expected_by=f"the run in {out}",
+                           found_in=plan.record.config.data, advice=advice)  # fmt: skip
 
 
 @dataclass
@@ -157,14 +121,8 @@ class RunResult:
         return float(sum(self.history.time))
 
 
-def train_run(
-    out: str | os.PathLike[str],
-    config: RunConfig,
-    *,
-    resume: bool = False,
-    verbose: int = 1,
-    log: Callable[[str], None] = print,
-) -> RunResult:
+def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = False, verbose: int = 1,
+              log: Callable[[str], None] = print) -> RunResult:  # fmt: skip
     """Train ``config`` into ``out`` (``resume``: resume or extend the run there); Ctrl-C checkpoints, then raises."""
     out = Path(out)
     plan = plan_run(out, config, resume)
@@ -184,16 +142,10 @@ def train_run(
     record.write(out)
     _announce(plan, out, len(train_part), len(val_part or ()), log)
     epochs, started = cfg.epochs - record.done_before, time.time()
-    history = fit(
-        model,
-        train_data(model, train_part, seed=cfg.seed, **cfg.loader_options()),
-        eval_data(model, val_part) if val_part is not None else None,
-        config=cfg,
-        epochs=epochs,
-        checkpoint_dir=out / CHECKPOINTS,
-        resume=plan.resume_from,
-        verbose=verbose,
-    )
+    train, val = train_data(model, train_part, seed=cfg.seed, **cfg.loader_options()), None
+    val = eval_data(model, val_part) if val_part is not None else None
+    history = fit(model, train, val, config=cfg, epochs=epochs, checkpoint_dir=out / CHECKPOINTS,
+                  resume=plan.resume_from, verbose=verbose)  # fmt: skip
     interrupted = out / CHECKPOINTS / "interrupted.pt"  # Ctrl-C writes it; one older than this call is not ours
     if len(history) < epochs and interrupted.is_file() and interrupted.stat().st_mtime >= started - 1:
         raise KeyboardInterrupt(f"stopped during epoch {len(history) + 1}; resume with: {resume_command(config, out)}")
@@ -249,7 +201,6 @@ def whitening_images(model: nn.Module, train_part: Dataset, seed: int) -> torch.
 
 def _announce(plan: Plan, out: Path, n_train: int, n_val: int, log: Callable) -> None:
     config, before, cfg = plan.record.config, plan.record.done_before, plan.record.config.fit
-
     what = {
         "start": f"training {config.model} for {cfg.epochs} epochs",
         "resume": f"resuming {config.model} {'from its last checkpoint' if plan.resume_from else 'from the start'}",

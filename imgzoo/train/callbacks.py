@@ -210,10 +210,8 @@ class EMA(_ValidatedOnAverage):
         if self.shadow is None:
             raise RuntimeError("EMA: there is no average yet; it starts at fit's first step (or call ema.reset(model))")
         if differ := sorted(set(model.state_dict()) ^ set(self.shadow))[:4]:
-            raise ValueError(
-                f"EMA: the average was kept for another model (weights {differ} are in only one of them); "
-                "use a new EMA for each model"
-            )
+            raise ValueError(f"EMA: the average was kept for another model (weights {differ} are in only one of them); "
+                             "use a new EMA for each model")  # fmt: skip
         return self.shadow
 
     def on_fit_start(self, state: FitState) -> None:

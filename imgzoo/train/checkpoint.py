@@ -68,10 +68,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     except Exception as e:  # torch's own message may suggest unpickling the file: never pass that on
         raise CheckpointError(_unreadable(path, type(e).__name__)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not an imgzoo training checkpoint (expected format {FORMAT!r}). "
-            "To load saved weights instead, use imgzoo.hub.api.load."
-        )
+        raise CheckpointError(f"{path} is not an imgzoo training checkpoint (expected format {FORMAT!r}). "
+                              "To load saved weights instead, use imgzoo.hub.api.load.")  # fmt: skip
     if missing := [key for key in REQUIRED if key not in payload]:
         raise CheckpointError(_unreadable(path, f"it has the imgzoo format tag but lacks {missing}"))
     return payload
@@ -82,11 +80,9 @@ def _unreadable(path: Path, why: str) -> str:
     what = "empty: 0 bytes" if size == 0 else f"{size} bytes; {why}"
     others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
     instead = f"resume from another checkpoint of the run ({', '.join(others)}), or " if others else ""
-    return (
-        f"{path} cannot be read as an imgzoo training checkpoint ({what}): it is damaged, e.g. by a full disk or "
-        f"a copy that did not finish, or it is another kind of file. To go on, {instead}start the run again "
-        "without resume= (delete or move the file first)."
-    )
+    return (f"{path} cannot be read as an imgzoo training checkpoint ({what}): it is damaged, e.g. by a full disk or "
+            f"a copy that did not finish, or it is another kind of file. To go on, {instead}start the run again "
+            "without resume= (delete or move the file first).")  # fmt: skip
 
 
 def resume_point(path: str | os.PathLike[str]) -> Path | None:
@@ -294,26 +290,16 @@ class EpochPosition:
             why = "it was written in the middle of a step (after a second Ctrl-C, or an error inside the step)"
         elif world_size > 1:
             why = "under torchrun each process stops at its own step, and only rank 0's state is saved"
-        return {
-            "epoch": self.epoch,
-            "steps_done": self.steps_done,
-            "exact": why is None,
-            "why": why,
-            "batches_rng": self.batches_rng,
-            "batches_loader_generator": self.batches_loader_generator,
-            "sums": sums.state_dict(),
-            "lr": lr,
-            "seconds": seconds,
-        }
+        return {"epoch": self.epoch, "steps_done": self.steps_done, "exact": why is None, "why": why,
+                "batches_rng": self.batches_rng, "batches_loader_generator": self.batches_loader_generator,
+                "sums": sums.state_dict(), "lr": lr, "seconds": seconds}  # fmt: skip
 
 
 def replay_problem(loader: Any) -> str | None:
     """Why an epoch of ``loader`` cannot be drawn again from recorded generator states; None if it can."""
     if isinstance(loader, DataLoader) and loader.num_workers > 0 and loader.persistent_workers:
-        return (
-            "its DataLoader has persistent_workers=True, whose worker processes keep random generators no "
-            "checkpoint can hold (pass persistent_workers=False to make interrupted runs resumable)"
-        )
+        return ("its DataLoader has persistent_workers=True, whose worker processes keep random generators no "
+                "checkpoint can hold (pass persistent_workers=False to make interrupted runs resumable)")  # fmt: skip
     return None
 
 

@@ -23,14 +23,10 @@ OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Op
 ScheduleSpec = str | None | Callable[[torch.optim.Optimizer], Any]
 # The options named by one of a few words; the command line offers the same choices.
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "augment": AUGMENTS,
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("onecycle", "cosine", "step", "linear"),
-    "schedule_interval": ("epoch", "step"),
-    "amp": AMP_CHOICES,
-    "channels_last": (True, False, "auto"),
+    "augment": AUGMENTS, "optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine", "step", "linear"),
+    "schedule_interval": ("epoch", "step"), "amp": AMP_CHOICES, "channels_last": (True, False, "auto"),
     "verbose": (0, 1, 2),
-}
+}  # fmt: skip
 # How a run is carried out, not what it learns: a resumed run may change them, a recipe does not record them.
 HOW_TO_RUN = ("compile", "device", "num_workers", "max_time", "verbose", "callbacks", "checkpoint_dir", "resume")
 LOADER_FIELDS = ("batch_size", "augment", "translate", "alternate_flips", "cutout")

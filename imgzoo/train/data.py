@@ -24,9 +24,6 @@ from imgzoo.train.config import FitConfig, warn_if_loader_differs
 
 __all__ = ["accept", "check_data", "plain_batches", "check_labels", "own_generator", "train_loader", "val_loader"]
 
-# The batch options FitConfig carries (where it does): batches()'s keywords, so fit passes them on by name.
-SHAPING = ("augment", "translate", "alternate_flips", "cutout")
-
 
 def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ctx: Any, device: torch.device) -> Any:
     """``data`` as fit uses it. Raw images (an ImageDataset, or Subset of one, without a transform) become
@@ -36,7 +33,7 @@ def accept(data: Any, model: nn.Module, cfg: FitConfig, seed: int, role: str, ct
     root, spec = loaders.root_of(data)[0], getattr(model, "data_spec", None)
     if isinstance(root, ImageDataset) and root.transform is None and isinstance(spec, DataSpec):
         train = role == "training"
-        options = {name: getattr(cfg, name) for name in SHAPING if hasattr(cfg, name)} if train else {}
+        options = {k: v for k, v in cfg.loader_options().items() if k != "batch_size"} if train else {}
         if not ctx.enabled and spec.resize is None:
             return loaders.batches(data, cfg.batch_size, train=train, spec=spec, seed=seed, device=device, **options)
         options.pop("alternate_flips", None)
@@ -68,10 +65,8 @@ def dataset_of(data: Dataset | DataLoader, role: str) -> Dataset:
     try:
         size = len(dataset)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(
-            f"fit: the {role} data must be a map-style Dataset (with __len__) or a DataLoader over one; "
-            f"got {type(dataset).__name__}"
-        ) from None
+        raise TypeError(f"fit: the {role} data must be a map-style Dataset (with __len__) or a DataLoader over one; "
+                        f"got {type(dataset).__name__}") from None  # fmt: skip
     if size == 0:
         raise ValueError(f"fit: the {role} data set is empty; pass at least one (image, label) sample")
     return dataset
@@ -149,10 +144,8 @@ def check_data(model: nn.Module, train: Any, val: Any, device: torch.device, sav
     advice = "Build the model with create_model(name, class_names=data.classes), or pass data with its classes."
     for data, role in ((train, "training"), (val, "validation")):
         if data is not None:
-            found_in = f"the {role} data"
-            check_classes(
-                model_classes(model), classes_of(data), expected_by="the model", found_in=found_in, advice=advice
-            )
+            found, expected = classes_of(data), model_classes(model)
+            check_classes(expected, found, expected_by="the model", found_in=f"the {role} data", advice=advice)
     num_classes = _probe(model, train, "training", device, None)
     if val is not None:
         _probe(model, val, "validation", device, num_classes)
@@ -173,10 +166,8 @@ def train_loader(data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: dis
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
     loader_given = isinstance(data, DataLoader) or loaders.is_batches(data)
     if loaders.is_batches(data) and ctx.enabled:
-        raise ValueError(
-            f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
-            "each process gets its own part through a DistributedSampler"
-        )
+        raise ValueError(f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
+                         "each process gets its own part through a DistributedSampler")  # fmt: skip
     if loader_given:
         warn_if_loader_differs(data, cfg)  # a loader given is used as built, whatever the recipe says
         if not ctx.enabled:
@@ -200,9 +191,7 @@ def val_loader(data: Dataset | DataLoader | None, cfg: FitConfig, ctx: distribut
     dataset = dataset_of(data, "validation")
     if ctx.enabled:
         dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
-    return _loader(
-        dataset, cfg.batch_size, cfg.num_workers, device, shuffle=False, generator=loaders.unshared_generator()
-    )
+    return _loader(dataset, cfg.batch_size, cfg.num_workers, device, shuffle=False, generator=torch.Generator())
 
 
 def _loader(dataset: Dataset, batch_size: int, workers: int | None, device: torch.device, **order: Any) -> DataLoader:

@@ -264,18 +264,11 @@ class _Run:
                 self.position.at_step_boundary = False  # the next batch is being fetched
         finally:
             bar.close()
-        # The epoch's means, summed over every process.
-        loss_sum, correct, seen = self.sums.read()
-        sums = distributed.all_reduce_sums(self.ctx, loss_sum, float(correct), float(seen), device=self.device)
-        loss_total, correct_total, n = sums
-        train_steps.check_finite_loss(loss_total, epoch, steps - 1)
+        loss, correct, n = self.sums.read()  # the epoch's means, summed over every process
+        loss, correct, n = distributed.all_reduce_sums(self.ctx, loss, float(correct), float(n), device=self.device)
+        train_steps.check_finite_loss(loss, epoch, steps - 1)
         seconds = time.perf_counter() - self.epoch_began
-        return {
-            "train_loss": loss_total / n,
-            "train_acc": correct_total / n,
-            "lr": self.lr,
-            "images_per_sec": n / seconds,
-        }
+        return {"train_loss": loss / n, "train_acc": correct / n, "lr": self.lr, "images_per_sec": n / seconds}
 
     def _epoch_batches(self, epoch: int) -> Iterator:
         """The epoch's batches, shuffled by (seed, epoch); after an interruption, from the next step on."""
@@ -410,10 +403,8 @@ class _Run:
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:
     """The one fixed-format line printed per epoch, e.g. ``epoch 3/30 | train loss 0.812 acc 71.4% | ...``."""
-    parts = [
-        f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}",
-        f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%",
-    ]
+    parts = [f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}",
+             f"train loss {row['train_loss']:.3f} acc {100 * row['train_acc']:.1f}%"]  # fmt: skip
     if row["val_loss"] is not None:
         parts.append(f"val loss {row['val_loss']:.3f} acc {100 * row['val_acc']:.1f}%")
     return " | ".join([*parts, f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"])

@@ -37,16 +37,13 @@ def _variant(base: Recipe, name: str, source: str, **changes: Any) -> Recipe:
 # its decoupled weight decay, 0.0153 * batch / 7850.7 = 0.0020 of each weight per step, is 0.0020 / 1.5 here.
 _AIRBENCH94 = FitConfig(
     epochs=11,  # airbench94's 484 steps: 9.9 epochs of 50,000 images there, 11 of 45,000 (44 batches) here
-    batch_size=1024,
-    lr=1.5,
-    momentum=0.85,
-    weight_decay=0.0153 * 1024 / (1024 * (1 + 1 / 0.15)) / 1.5,
+    batch_size=1024, lr=1.5, momentum=0.85, weight_decay=0.0153 * 1024 / (1024 * (1 + 1 / 0.15)) / 1.5,
     schedule="linear",  # 0.2x -> 1x over 23% of the steps, then -> 0.07x, momentum held
     norm_bias_lr_scale=64.0,  # batch-norm shifts at 64x the lr; their scales are fixed (bn_scale=False)
     label_smoothing=0.2,
     translate=2,  # airbench94's pad-and-crop: 2 pixels for 10 epochs (4 is the usual for longer runs)
     lookahead_decay=0.95**5,  # every 5 steps, ramped in cubically over the run
-)
+)  # fmt: skip
 _AIRBENCH94_SOURCE = (
     "airbench94's recipe (Jordan 2024, arXiv:2404.00498, airbench94.py) through fit: whitened stem, dirac "
     "init, batch-norm momentum 0.6 (0.4 in torch's convention) with fixed scales, logits x 1/9, Nesterov SGD "
@@ -84,11 +81,9 @@ _D56_RAN = (
 )
 # mnist_cnn.mnist: 99.68% (shift TTA 99.63%) in 29 min; each alone: dropout 0.1 99.63%, batch 64 99.68% (+-0.07).
 # Digits are never flipped: a mirrored digit is another digit.
-_MNIST_RAN = (
-    f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
-    f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
-    "split (see imgzoo/recipes.py)"
-)
+_MNIST_RAN = (f"imgzoo train mnist_cnn <MNIST train idx files> --out runs/mnist --recipe mnist_cnn.mnist, on {_EPYC}: "
+              f"1,751 s, 62-78 s an epoch. {_SGD_CIFAR}; here batch 64 and dropout 0.1, each chosen on the validation "
+              "split (see imgzoo/recipes.py)")  # fmt: skip
 _MNIST_FIT = FitConfig(epochs=24, batch_size=64, label_smoothing=0.1)
 _MNIST = Recipe("mnist_cnn.mnist", _MNIST_FIT, "shift", {"dropout": 0.1}, _MNIST_RAN)
 
@@ -111,13 +106,11 @@ _BUILTIN = (
     # 88.14% (89.88% with TTA) in 74 min (Xeon, bf16), 0.06 points over e60: ResNet-20's 0.27M parameters hold it.
     _variant(_SHORT, "resnet_cifar.e90", _ran("resnet_cifar.e90", "r20", ": 4,410 s"), epochs=90, alternate_flips=True),
     # The d56_cifar10 weights before: 88.14% (89.62% with TTA) in 80 min (Xeon, bf16); 3.1x ResNet-20's work.
-    _variant(
-        _SHORT, "resnet_cifar.d56_e40", _ran("resnet_cifar.d56_e40", "r56", ": 4,813 s"), model_kwargs=_D56, epochs=40
-    ),
+    _variant(_SHORT, "resnet_cifar.d56_e40", _ran("resnet_cifar.d56_e40", "r56", ": 4,813 s"), model_kwargs=_D56,
+             epochs=40),
     # The basic_cnn.cifar10 weights before: 90.26% (91.08% with TTA) in 20 min; airbench94's script: 91.16% in 35.
-    _variant(
-        _AIRBENCH, "basic_cnn.e22", _ran("basic_cnn.e22", "basic_cnn", ": 1,174 s"), epochs=22, alternate_flips=True
-    ),
+    _variant(_AIRBENCH, "basic_cnn.e22", _ran("basic_cnn.e22", "basic_cnn", ": 1,174 s"), epochs=22,
+             alternate_flips=True),
     # 89.82% (90.38% with TTA) in 7 min (Xeon, bf16): a quicker look than basic_cnn.
     _variant(_AIRBENCH, "basic_cnn.altflip", _ran("basic_cnn.altflip", "altflip", ": 427 s"), alternate_flips=True),
     _AIRBENCH,
@@ -132,15 +125,10 @@ _BUILTIN = (
     _variant(_BASIC, "basic_cnn", "basic_cnn.cifar10's recipe"),
     # Untrained yet; a new head on a frozen backbone: AdamW 1e-3 (SGD's 0.1 overshoots), batch 64 for 224x224 memory.
     Recipe("dogbreed_transfer", _DOGS_FIT, "flip", {"weights": "imagenet"}, _DOGS),
-)
+)  # fmt: skip
 
 RECIPES.update({recipe.name: recipe for recipe in _BUILTIN})
 
 # Former names, so that a run recorded under one (its run.json) still resumes and evaluates by its recipe.
-RENAMED.update(
-    {
-        "resnet_cifar.d56": "resnet_cifar.d56_e40",
-        "resnet_cifar.r20_90min": "resnet_cifar.e90",
-        "basic_cnn.cutout": "basic_cnn.cifar10",
-    }
-)
+RENAMED.update({"resnet_cifar.d56": "resnet_cifar.d56_e40", "resnet_cifar.r20_90min": "resnet_cifar.e90",
+                "basic_cnn.cutout": "basic_cnn.cifar10"})  # fmt: skip

@@ -16,14 +16,8 @@ from torch import nn
 class OptimizerStep:
     """Backward, clipping (of the unscaled gradients under a GradScaler), step, and a per-step schedule."""
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        *,
-        scaler: torch.amp.GradScaler | None = None,
-        grad_clip: float | None = None,
-        scheduler: Any = None,
-    ) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, *, scaler: torch.amp.GradScaler | None = None,
+                 grad_clip: float | None = None, scheduler: Any = None) -> None:  # fmt: skip
         self.optimizer, self.grad_clip, self.scheduler = optimizer, grad_clip, scheduler
         self.scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: plain backward and step
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -96,9 +90,8 @@ def non_finite_tensors(model: nn.Module, device: torch.device) -> list[str]:
 class ProgressBar:
     """One epoch's tqdm bar; tqdm's own no-op when disabled."""
 
-    def __init__(
-        self, enabled: bool, desc: str, total: int, *, done: int = 0, seen_before: int = 0, world_size: int = 1
-    ) -> None:
+    def __init__(self, enabled: bool, desc: str, total: int, *, done: int = 0, seen_before: int = 0,
+                 world_size: int = 1) -> None:  # fmt: skip
         from tqdm.auto import tqdm  # a widget in notebooks, a text bar in terminals
 
         self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch", disable=not enabled)
