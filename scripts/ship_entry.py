@@ -31,7 +31,7 @@ from imgzoo.hub.card import metrics_from_eval, metrics_from_history
 from imgzoo.hub.format import read_config
 from imgzoo.hub.pretrained import entry_from_folder
 from imgzoo.study import run as runs
-from imgzoo.study.config import VAL_FRACTION, read_run, resolve_data, train_command, weights_of
+from imgzoo.study.config import VAL_FRACTION, resolve_data, weights_of
 from imgzoo.train.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,8 @@ def main() -> int:
     p.add_argument("--command", help="the command that trained them (default: the run's)")
     p.add_argument("--data-label", help="how the card names the data, e.g. 'MNIST train split' (default: DATA)")
     p.add_argument("--machine", help="JSON: the machine that trained them (default: the run's record)")
-    p.add_argument("--validated-by", type=Path, help="for a final fit (--val 0): the validation run of its recipe")
+    about = "for a final fit (--val 0): the run (or weights folder) that validated its recipe"
+    p.add_argument("--validated-by", type=Path, help=about)
     args = p.parse_args()
 
     weights = Path(weights_of(str(args.source)))
@@ -86,16 +87,18 @@ def main() -> int:
     metrics["fp32_val_acc"] = full["val_acc"]  # what the weights gave before storage, for the card's reader
     refit = {}
     if final:  # the figures are the validation run's: the final weights trained on these images
-        validated = imgzoo.load(weights_of(str(args.validated_by)))
-        metrics = {**trained, **measure(validated, val_part, recipe.tta)}
-        vrecord = read_run(args.validated_by)
+        validated = Path(weights_of(str(args.validated_by)))
+        before_refit = read_config(validated / "config.json").get("recipe") or {}
+        if before_refit.get("seed", 0) != recorded.get("seed", 0):
+            sys.exit(f"{args.validated_by} drew its validation split with another seed than {args.source}")
+        metrics = {**trained, **measure(imgzoo.load(validated), val_part, recipe.tta)}
         refit = {
             "validation": (
-                f"the figures are the validation run's ({vrecord.config.val_fraction:.0%} of the images held out, "
-                f"seed {vrecord.config.fit.seed}); these weights were then refit on every image with the same "
-                "recipe and epochs, and have no held-out figure of their own"
+                f"the figures are the validation run's ({before_refit.get('val_fraction', VAL_FRACTION):.0%} of the "
+                f"images held out, seed {before_refit.get('seed', 0)}); these weights were then refit on every image "
+                "with the same recipe and epochs, and have no held-out figure of their own"
             ),
-            "validation run": train_command(vrecord.config, args.validated_by),
+            "validation run": before_refit.get("command", "not recorded"),
         }
     meta = {
         **recipe.to_meta(),
