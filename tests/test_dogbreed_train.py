@@ -37,7 +37,10 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGZOO_OFFLINE", "1")
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("a download was attempted"))
     recipe = RECIPES["dogbreed_transfer"]
-    resnet18 = dataclasses.replace(recipe, model_kwargs={**recipe.model_kwargs, "backbone": "resnet18"})
+    # The recipe's path (a head warm-up, then fit) on a small ResNet-18 at 64 px with its backbone frozen whole.
+    kwargs = {"backbone": "resnet18", "weights": "imagenet", "image_size": 64}
+    config = dataclasses.replace(recipe.config, head_epochs=1)
+    resnet18 = dataclasses.replace(recipe, config=config, model_kwargs=kwargs)
     monkeypatch.setitem(RECIPES, "dogbreed_transfer", resnet18)
 
 
@@ -65,7 +68,7 @@ def check_run_folder(out: Path, classes: list[str], imagenet: dict[str, torch.Te
     assert {p.name for p in out.iterdir()} >= RUN_FILES
     assert (out / "weights" / "model.safetensors").is_file() and (out / "checkpoints" / "last.pt").is_file()
     record = json.loads((out / "run.json").read_text())
-    assert record["finished"] and record["config"]["kwargs"] == {"weights": "imagenet", "backbone": "resnet18"}
+    assert record["finished"] and record["config"]["kwargs"] == {"backbone": "resnet18", "weights": "imagenet", "image_size": 64}
     assert json.loads((out / "history.json").read_text())["epoch"] == [1]
     assert list(json.loads((out / "metrics.json").read_text())["per_class_accuracy"]) == classes
     model = imgzoo.load(out / "weights")

@@ -138,6 +138,8 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
             why = "is used by an earlier run" if name in runs else "must be letters, digits, '-', '_' or '.'"
             raise ValueError(f'{where}: the name {name!r} {why}; give each run its own name = "..."')
         options = {k: v for k, v in {**shared, **entry, **override}.items() if k not in ("name", "model")}
+        if isinstance(options.get("kwargs"), dict):  # TOML has no null: a builder's None is written "none"
+            options["kwargs"] = {k: None if v == "none" else v for k, v in options["kwargs"].items()}
         try:
             runs[name] = run_config.make_config(entry["model"], data, **options)
         except (ValueError, TypeError) as exc:
