@@ -335,6 +335,7 @@ def test_val_0_is_a_final_fit_on_every_image_recorded_and_refused_a_validation_s
     record = run_config.read_run(out)
     assert record.config.val_fraction == 0 and "--val 0" in run_config.train_command(record.config, out)
     assert json.loads((out / "weights" / "config.json").read_text())["recipe"]["val_fraction"] == 0
+    assert "nothing was held out" in (out / "weights" / "README.md").read_text()  # the card says so, not "no metrics"
     assert not (out / "metrics.json").exists()  # nothing held out: no figure that would be measured on training images
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == [1] and len(history["train_loss"]) == 1

@@ -68,7 +68,8 @@ def check_run_folder(out: Path, classes: list[str], imagenet: dict[str, torch.Te
     assert {p.name for p in out.iterdir()} >= RUN_FILES
     assert (out / "weights" / "model.safetensors").is_file() and (out / "checkpoints" / "last.pt").is_file()
     record = json.loads((out / "run.json").read_text())
-    assert record["finished"] and record["config"]["kwargs"] == {"backbone": "resnet18", "weights": "imagenet", "image_size": 64}
+    kwargs = {"backbone": "resnet18", "weights": "imagenet", "image_size": 64}
+    assert record["finished"] and record["config"]["kwargs"] == kwargs
     assert json.loads((out / "history.json").read_text())["epoch"] == [1]
     assert list(json.loads((out / "metrics.json").read_text())["per_class_accuracy"]) == classes
     model = imgzoo.load(out / "weights")
