@@ -2,7 +2,7 @@
 ``timm.create_model("resnet_cifar.cifar10", pretrained=True)``, ``timm.list_models("resnet_cifar*")``, and
 ``timm.create_model("hf-hub:org/repo", pretrained=True)`` for a repository imgzoo pushed. Every build goes through
 imgzoo's own :func:`create_model` / :func:`load` (sha256 pins, safetensors, the new-head rule). Registered once timm
-is imported, before or after imgzoo: ``import imgzoo`` never imports timm itself (about 1.5 s)."""
+is imported, before or after imgzoo: ``import imgzoo`` never imports timm itself (1.0 s after torch, 2-core Xeon)."""
 
 from __future__ import annotations
 
