@@ -32,9 +32,7 @@ def _entrypoint(arch: str) -> Any:
         **kwargs: Any,
     ) -> Any:
         if pretrained_cfg_overlay:
-            raise TypeError(
-                f"{arch}: imgzoo models take their preprocessing from data_spec; drop pretrained_cfg_overlay"
-            )
+            raise TypeError(f"{arch}: imgzoo models take their preprocessing from data_spec, not an overlay")
         cfg = pretrained_cfg.to_dict() if hasattr(pretrained_cfg, "to_dict") else pretrained_cfg
         if isinstance(cfg, dict) and cfg.get("source") in ("hf-hub", "local-dir"):
             saved = pretrained_model_args or {}  # the config's model_args, which timm also merged into kwargs

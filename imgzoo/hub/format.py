@@ -116,16 +116,12 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise CheckpointError(f"{path} cannot be read ({exc}); re-download or re-save the checkpoint") from exc
     if not isinstance(config, dict) or config.get("format") != "imgzoo":
-        timm = isinstance(config, dict) and "pretrained_cfg" in config
+        timm = isinstance(config, dict) and "pretrained_cfg" in config  # timm's push_to_hf_hub wrote it
+        arch = config.get("architecture") if timm else None
+        hint = f" It is a timm checkpoint (architecture {arch!r}): load it with timm.create_model('hf-hub:org/repo')."
         raise CheckpointError(
             f'{path} is not an imgzoo config (no "format": "imgzoo"). imgzoo loads folders written by '
-            f"imgzoo.save() or imgzoo.push_to_hub()."
-            + (
-                f" It is a timm checkpoint (architecture {config.get('architecture')!r}): load it with "
-                "timm.create_model('hf-hub:org/repo', pretrained=True)."
-                if timm
-                else ""
-            )
+            f"imgzoo.save() or imgzoo.push_to_hub().{hint if timm else ''}"
         )
     version = config.get("format_version", FORMAT_VERSION)  # a config older than the field is format 1
     if not _is_int(version) or version < 1:
