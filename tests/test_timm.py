@@ -20,12 +20,14 @@ import imgzoo
 from imgzoo.hub.format import CheckpointError, NewHeadWarning
 
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = {
-    "resnet_cifar": {},
-    "basic_cnn": {},
-    "mnist_cnn": {},
-    "dogbreed_transfer": {"backbone": "resnet18"},  # random weights: no ImageNet file needed
-}
+FAMILIES = [  # dogbreed_transfer with random weights: no ImageNet file needed
+    ("resnet_cifar", {}),
+    ("basic_cnn", {}),
+    ("mnist_cnn", {}),
+    ("dogbreed_transfer", {"backbone": "resnet18"}),
+    ("dogbreed_transfer", {"backbone": "efficientnet_lite0"}),
+]
+IDS = [f"{name}-{kwargs.get('backbone', '')}".rstrip("-") for name, kwargs in FAMILIES]
 
 
 def _x(model: torch.nn.Module, n: int = 2) -> torch.Tensor:
@@ -41,9 +43,9 @@ def _same_logits(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 # --- the model contract: timm's attributes on every family -----------------------------------------
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_every_family_has_timms_attributes(name):
-    model = imgzoo.create_model(name, **FAMILIES[name]).eval()
+@pytest.mark.parametrize(("name", "kwargs"), FAMILIES, ids=IDS)
+def test_every_family_has_timms_attributes(name, kwargs):
+    model = imgzoo.create_model(name, **kwargs).eval()
     spec = model.data_spec
     assert model.num_classes == spec.num_classes == model.get_classifier().out_features
     assert model.head_hidden_size == model.get_classifier().in_features
@@ -62,16 +64,16 @@ def test_every_family_has_timms_attributes(name):
     assert len(last) == 1 and torch.equal(last[0], stages[-1])
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_in_chans_builds_a_grey_model_with_averaged_statistics(name):
-    model = imgzoo.create_model(name, in_chans=1, **FAMILIES[name]).eval()
+@pytest.mark.parametrize(("name", "kwargs"), FAMILIES, ids=IDS)
+def test_in_chans_builds_a_grey_model_with_averaged_statistics(name, kwargs):
+    model = imgzoo.create_model(name, in_chans=1, **kwargs).eval()
     spec = model.data_spec
     assert spec.channels == 1 and model.pretrained_cfg["input_size"][0] == 1
-    colour = imgzoo.create_model(name, in_chans=3, **FAMILIES[name]).data_spec
+    colour = imgzoo.create_model(name, in_chans=3, **kwargs).data_spec
     assert spec.mean == pytest.approx((sum(colour.mean) / 3,)) and spec.std == pytest.approx((sum(colour.std) / 3,))
     assert model(_x(model)).shape == (2, spec.num_classes)
     with pytest.raises(ValueError, match="in_chans must be one of"):
-        imgzoo.create_model(name, in_chans=4, **FAMILIES[name])
+        imgzoo.create_model(name, in_chans=4, **kwargs)
 
 
 def test_an_mnist_shaped_resnet_trains_on_digits():
@@ -187,7 +189,7 @@ def test_timms_data_config_is_imgzoos_preprocessing():
     timm = pytest.importorskip("timm")
     from PIL import Image
 
-    for name, kwargs in FAMILIES.items():
+    for name, kwargs in FAMILIES:
         model = imgzoo.create_model(name, **kwargs)
         config = timm.data.resolve_data_config({}, model=model)
         spec = model.data_spec
