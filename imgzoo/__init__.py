@@ -7,7 +7,7 @@ from imgzoo._version import __version__
 from imgzoo.data import datasets, loaders, transforms
 from imgzoo.eval.evaluation import evaluate, predict
 from imgzoo.eval.history import History
-from imgzoo.hub import pretrained  # registers the built-in weights entries
+from imgzoo.hub import _timm, pretrained  # registers the built-in weights entries
 from imgzoo.hub.api import create_model, download, load, push_to_hub, save
 from imgzoo.models import basic_cnn, dogbreed_transfer, mnist_cnn, resnet_cifar
 from imgzoo.models.folding import fold_batchnorm
@@ -23,3 +23,5 @@ __all__ = ["DataSpec", "History", "__version__", "basic_cnn", "compare", "create
 # The data modules' 0.1 paths (`import imgzoo.datasets`, `from imgzoo.transforms import for_model`) keep working.
 for _name, _module in (("datasets", datasets), ("transforms", transforms), ("loaders", loaders)):
     sys.modules[f"{__name__}.{_name}"] = _module
+
+_timm.register_with_timm()  # into timm's registry, now or when timm is imported; never imports timm itself

@@ -24,6 +24,7 @@ LAZY = (
     "yaml",
     "matplotlib",
     "torch.utils.flop_counter",
+    "timm",  # imgzoo registers with timm when the user imports it, never imports it itself
 )
 
 

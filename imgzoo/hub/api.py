@@ -74,26 +74,32 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with builder ``kwargs``. ``pretrained=True`` loads the default weights,
-    or those trained with the given kwargs (``depth=56``); ``pretrained="resnet_cifar.cifar10"`` names them. Another
-    ``num_classes`` loads all but the classifier, as timm does. Pretrained comes back in eval mode."""
+    or those trained with the given kwargs (``depth=56``); ``"resnet_cifar.cifar10"`` (timm's ``arch.tag``) with
+    ``pretrained=True``, or ``pretrained="resnet_cifar.cifar10"``, names them. Another ``num_classes`` loads all but
+    the classifier, as timm does. Pretrained comes back in eval mode."""
     if not isinstance(pretrained, (bool, str)):
         raise TypeError(f"pretrained= takes True, False or a weights name ('resnet_cifar.cifar10'); got {pretrained!r}")
-    entry = get_model_entry(name)  # an unknown name fails here, whatever pretrained says
+    arch, _, tag = name.partition(".")
+    entry = get_model_entry(arch)  # an unknown name fails here, whatever pretrained says
+    if tag:
+        get_weights_entry(name)  # as does an unknown tag, with the close matches
+        if isinstance(pretrained, str) and pretrained != name:
+            raise ValueError(f"create_model({name!r}, pretrained={pretrained!r}) names two weights; give one")
     if not pretrained:
         return entry.builder(**kwargs)
-    weights_name = pretrained if isinstance(pretrained, str) else default_weights(name, **kwargs)
+    weights_name = name if tag else pretrained if isinstance(pretrained, str) else default_weights(arch, **kwargs)
     try:  # the architecture is passed on, so weights of another model are refused rather than returned
-        return load(weights_name, architecture=name, **kwargs)
+        return load(weights_name, architecture=arch, **kwargs)
     except CheckpointError as exc:
-        if pretrained is not True or not kwargs:
+        if pretrained is not True or tag or not kwargs:
             raise
         described = []
-        for entry_name in list_pretrained(f"{name}.*"):
+        for entry_name in list_pretrained(f"{arch}.*"):
             recorded = get_weights_entry(entry_name).meta.get("kwargs") or {}
             shown = ", ".join(f"{k}={recorded[k]!r}" for k in kwargs if k in recorded)
             described.append(f"{entry_name} ({shown})" if shown else entry_name)
         raise CheckpointError(
-            f"{exc} No {name!r} weights were trained with these arguments; the registered ones: "
+            f"{exc} No {arch!r} weights were trained with these arguments; the registered ones: "
             f"{'; '.join(described)}. Drop the arguments, or build it without pretrained= and train it."
         ) from exc
 

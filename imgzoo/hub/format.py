@@ -24,6 +24,7 @@ from imgzoo._atomic import atomic_open, atomic_write_text
 from imgzoo._version import __version__
 from imgzoo.errors import CheckpointError, ChecksumError
 from imgzoo.hub.card import _is_number, count_macs
+from imgzoo.models._contract import pretrained_cfg
 from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR, SPEC_ATTR, DataSpec, ModelEntry, get_model_entry, list_models
 
 WEIGHTS_NAME = "model.safetensors"
@@ -76,6 +77,11 @@ def build_config(model: nn.Module, *, recipe: dict[str, Any] | None = None, metr
         "architecture": getattr(model, ARCH_ATTR),
         "builder_module": builder_module,
         "kwargs": dict(getattr(model, KWARGS_ATTR)),
+        # timm's Hub format beside imgzoo's (which older imgzoo versions read): architecture, num_classes,
+        # model_args and pretrained_cfg are what timm.create_model("hf-hub:org/repo") reads.
+        "model_args": dict(getattr(model, KWARGS_ATTR)),
+        "num_features": getattr(model, "num_features", None),
+        "pretrained_cfg": pretrained_cfg(spec, getattr(model, ARCH_ATTR)),
         "num_classes": spec.num_classes,
         "class_names": list(spec.class_names) if spec.class_names is not None else None,
         "data_spec": spec.to_dict(),
@@ -105,9 +111,12 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise CheckpointError(f"{path} cannot be read ({exc}); re-download or re-save the checkpoint") from exc
     if not isinstance(config, dict) or config.get("format") != "imgzoo":
+        timm = isinstance(config, dict) and "pretrained_cfg" in config  # timm's push_to_hf_hub wrote it
+        arch = config.get("architecture") if timm else None
+        hint = f" It is a timm checkpoint (architecture {arch!r}): load it with timm.create_model('hf-hub:org/repo')."
         raise CheckpointError(
             f'{path} is not an imgzoo config (no "format": "imgzoo"). imgzoo loads folders written by '
-            f"imgzoo.save() or imgzoo.push_to_hub()."
+            f"imgzoo.save() or imgzoo.push_to_hub().{hint if timm else ''}"
         )
     version = config.get("format_version", FORMAT_VERSION)  # a config older than the field is format 1
     if not _is_int(version) or version < 1:
@@ -157,6 +166,9 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "architecture": (lambda v: isinstance(v, str) and bool(v), "a registered model name (a non-empty string)"),
     "builder_module": (lambda v: v is None or isinstance(v, str), "a module name (a string) or null"),
     "kwargs": (lambda v: isinstance(v, dict), "an object of builder keyword arguments"),
+    "model_args": (lambda v: isinstance(v, dict), "an object of builder keyword arguments (timm's name)"),
+    "num_features": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
+    "pretrained_cfg": (lambda v: isinstance(v, dict), "an object (timm's preprocessing and labels)"),
     "num_classes": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
     "class_names": (lambda v: v is None or _is_str_list(v), "a list of strings or null"),
     "data_spec": (lambda v: isinstance(v, dict), "an object (the model's DataSpec)"),

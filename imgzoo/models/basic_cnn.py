@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import imgzoo.models._checks as checks
-from imgzoo.models._contract import LinearHeadMixin
+from imgzoo.models._contract import LinearHeadMixin, stages_info
 from imgzoo.models.registry import CIFAR10, register_model
 
 __all__ = ["BasicCNN", "basic_cnn", "init_whitening"]
@@ -45,10 +45,21 @@ def dirac_init_(model: nn.Module) -> None:
 class BasicCNN(LinearHeadMixin, nn.Module):
     """Stem, then one block per width (each halving the resolution), global max pool, linear."""
 
-    def __init__(self, widths: tuple[int, ...] = (64, 256, 256), num_classes: int = 10, stem_width: int = 32,
-                 dropout: float = 0.0, whiten: bool = False, bn_momentum: float = 0.1, bn_scale: bool = True,
-                 logit_scale: float = 1.0, dirac_init: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (64, 256, 256),
+        num_classes: int = 10,
+        stem_width: int = 32,
+        dropout: float = 0.0,
+        whiten: bool = False,
+        bn_momentum: float = 0.1,
+        bn_scale: bool = True,
+        logit_scale: float = 1.0,
+        dirac_init: bool = False,
+        in_chans: int = 3,
+    ) -> None:
         super().__init__()
+        self.in_chans = in_chans
         norm = {"bn_momentum": bn_momentum, "bn_scale": bn_scale}
         if whiten:
             # No bias (airbench trains one for 3 epochs): the trainable parameters never change mid-run.
@@ -57,11 +68,13 @@ class BasicCNN(LinearHeadMixin, nn.Module):
             self.stem = nn.Sequential(whitening, nn.GELU())
             stem_width = WHITEN_WIDTH
         else:
-            self.stem = nn.Sequential(*conv_bn_act(3, stem_width, **norm))
+            self.stem = nn.Sequential(*conv_bn_act(in_chans, stem_width, **norm))
         self.whiten = self.needs_init_from_data = whiten  # the model contract's flag for init_from_data
         pairs = zip([stem_width, *widths], widths, strict=False)  # each block halves the resolution
         blocks = [nn.Sequential(*conv_bn_act(a, b, pool=True, **norm), *conv_bn_act(b, b, **norm)) for a, b in pairs]
         self.blocks = nn.Sequential(*blocks)
+        n = len(widths)
+        self.feature_info = stages_info([f"blocks.{i}" for i in range(n)], list(widths), [2 << i for i in range(n)])
         self.min_size = 2 ** len(widths) + (WHITEN_KERNEL - 1 if whiten else 0)  # the 2x2 patches lose a pixel
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout)
@@ -74,7 +87,7 @@ class BasicCNN(LinearHeadMixin, nn.Module):
         """The last block's feature map, (N, widths[-1], H / 2**len(widths), W / 2**len(widths))."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
             checks.check_input(
-                x, model="basic_cnn", channels=3, min_size=self.min_size, dtype=self.classifier.weight.dtype
+                x, model="basic_cnn", channels=self.in_chans, min_size=self.min_size, dtype=self.classifier.weight.dtype
             )
         return self.blocks(self.stem(x))
 
@@ -96,12 +109,22 @@ MAX_WIDTH = 4096  # twice ResNet-50's widest stage
 
 
 @register_model("basic_cnn", default_spec=CIFAR10)
-def basic_cnn(*, widths: tuple[int, ...] | list[int] = (64, 256, 256), num_classes: int = 10, stem_width: int = 32,
-              dropout: float = 0.0, whiten: bool = False, bn_momentum: float = 0.1, bn_scale: bool = True,
-              logit_scale: float = 1.0, dirac_init: bool = False) -> BasicCNN:  # fmt: skip
+def basic_cnn(
+    *,
+    widths: tuple[int, ...] | list[int] = (64, 256, 256),
+    num_classes: int = 10,
+    stem_width: int = 32,
+    dropout: float = 0.0,
+    whiten: bool = False,
+    bn_momentum: float = 0.1,
+    bn_scale: bool = True,
+    logit_scale: float = 1.0,
+    dirac_init: bool = False,
+    in_chans: int = 3,
+) -> BasicCNN:
     """A plain 3-block CNN after airbench94, ~2M parameters, for 3x32x32 images. ``whiten=True``: a frozen 2x2
     patch-whitening stem set by ``model.init_from_data(images)``; airbench94 uses ``bn_momentum=0.4``,
-    ``bn_scale=False``, ``logit_scale=1/9``, ``dirac_init=True``."""
+    ``bn_scale=False``, ``logit_scale=1/9``, ``dirac_init=True``; ``in_chans=1`` for grey images (no whitening)."""
     if not isinstance(widths, (tuple, list)) or not 1 <= len(widths) <= MAX_BLOCKS:
         raise TypeError(
             f"basic_cnn: widths must be a tuple or list of 1 to {MAX_BLOCKS} ints (one per block, each halving "
@@ -116,6 +139,7 @@ def basic_cnn(*, widths: tuple[int, ...] | list[int] = (64, 256, 256), num_class
             f"basic_cnn: whiten=True fixes the stem's width at {WHITEN_WIDTH} (12 eigenvector filters and their "
             f"negatives), so stem_width={stem_width} would have no effect; leave it at 32, or pass whiten=False"
         )
+    checks.check_choice("basic_cnn", "in_chans", in_chans, (1, 3) if not whiten else (3,))  # 12 colour filters
     checks.check_dropout("basic_cnn", dropout)
     checks.check_fraction("basic_cnn", "bn_momentum", bn_momentum, "the weight of each new batch in the statistics")
     checks.check_fraction("basic_cnn", "logit_scale", logit_scale, "a factor on the logits; airbench94 uses 1/9")
@@ -125,7 +149,9 @@ def basic_cnn(*, widths: tuple[int, ...] | list[int] = (64, 256, 256), num_class
         convs, in_channels = convs + 9 * (in_channels * width + width * width), width
     arguments = f"widths={widths}, stem_width={stem_width}, num_classes={num_classes}"
     checks.check_parameter_budget("basic_cnn", convs + in_channels * num_classes, arguments)
-    return BasicCNN(widths, num_classes, stem_width, dropout, whiten, bn_momentum, bn_scale, logit_scale, dirac_init)
+    return BasicCNN(
+        widths, num_classes, stem_width, dropout, whiten, bn_momentum, bn_scale, logit_scale, dirac_init, in_chans
+    )
 
 
 def _normalised(model: BasicCNN, images: torch.Tensor) -> torch.Tensor:

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from imgzoo.models._checks import check_bools, check_choice, check_dropout, check_input, check_num_classes
-from imgzoo.models._contract import LinearHeadMixin
+from imgzoo.models._contract import LinearHeadMixin, stages_info
+from imgzoo.models.efficientnet_lite import STAGES as LITE0_STAGES
 from imgzoo.models.efficientnet_lite import EfficientNetLite0, from_released_keys, from_timm_keys
 from imgzoo.models.registry import IMAGENET, DataSpec, register_model
 
@@ -110,12 +111,20 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.lite = isinstance(backbone, EfficientNetLite0)
-        if self.lite:
+        if self.lite:  # seven stages after a stem that halves the side, then the 1x1 head conv
             in_features = backbone.num_features
+            chans = [s[3] for s in LITE0_STAGES] + [in_features]
+            reductions = list(itertools.accumulate([s[2] for s in LITE0_STAGES] + [1], lambda a, b: a * b, initial=2))
+            names = [f"backbone.stages.{i}" for i in range(len(LITE0_STAGES))] + ["backbone.head"]
+            self.feature_info = stages_info(names, chans, reductions[1:])
         else:
             in_features = backbone.fc.in_features
             backbone.fc = nn.Identity()
+            widths = [in_features // 8, in_features // 4, in_features // 2, in_features]  # 64-512 or 256-2048
+            self.feature_info = stages_info([f"backbone.{s}" for s in STAGES], widths, [4, 8, 16, 32])
         self.backbone = backbone
+        self.in_chans = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d)).in_channels
+        self.pool = nn.AdaptiveAvgPool2d(1)  # timm's name, which reset_classifier(global_pool=) swaps
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(in_features, num_classes)
 
@@ -164,7 +173,9 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk's last feature map, before pooling: (N, 1280, 512 or 2048, H / 32, W / 32)."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
-            check_input(x, model="dogbreed_transfer", channels=3, min_size=32, dtype=self.classifier.weight.dtype)
+            check_input(
+                x, model="dogbreed_transfer", channels=self.in_chans, min_size=32, dtype=self.classifier.weight.dtype
+            )
         trunk = self.backbone
         if self.lite:
             return trunk.forward_features(x)
@@ -173,22 +184,32 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """The average pool, dropout, the classifier (not with ``pre_logits``)."""
-        x = self.dropout(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        x = self.dropout(self.pool(x).flatten(1))
         return x if pre_logits else self.classifier(x)
 
 
 @register_model("dogbreed_transfer", default_spec=IMAGENET)
-def dogbreed_transfer(*, backbone: str = "resnet50", weights: str | None = None, num_classes: int = 120,
-                      freeze_backbone: bool = True, trainable_stages: int = 0, image_size: int | None = None,
-                      dropout: float = 0.0) -> DogBreedTransfer:  # fmt: skip
+def dogbreed_transfer(
+    *,
+    backbone: str = "resnet50",
+    weights: str | None = None,
+    num_classes: int = 120,
+    freeze_backbone: bool = True,
+    trainable_stages: int = 0,
+    image_size: int | None = None,
+    dropout: float = 0.0,
+    in_chans: int = 3,
+) -> DogBreedTransfer:
     """EfficientNet-Lite0 or a torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``;
     None: random) and a new head; with ``freeze_backbone`` only the head and the last ``trainable_stages`` train
-    until :meth:`DogBreedTransfer.unfreeze`. ``image_size``: the side images are resized to (default 224)."""
+    until :meth:`DogBreedTransfer.unfreeze`. ``image_size``: the side images are resized to (default 224).
+    ``in_chans=1``: the first convolution's RGB filters summed, as timm adapts a pretrained stem to grey images."""
     check_choice("dogbreed_transfer", "backbone", backbone, BACKBONES)
     check_choice("dogbreed_transfer", "weights", weights, ("imagenet", None))
     check_bools("dogbreed_transfer", freeze_backbone=freeze_backbone)
     check_dropout("dogbreed_transfer", dropout)
     check_num_classes("dogbreed_transfer", num_classes)
+    check_choice("dogbreed_transfer", "in_chans", in_chans, (1, 3))
     if image_size is not None and (
         isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= 1024
     ):
@@ -199,6 +220,9 @@ def dogbreed_transfer(*, backbone: str = "resnet50", weights: str | None = None,
         trunk: nn.Module = _lite0_trunk(weights)
     else:
         trunk = _imagenet_trunk(backbone) if weights == "imagenet" else torchvision.models.get_model(backbone)
+    if in_chans == 1:
+        first = next(m for m in trunk.modules() if isinstance(m, nn.Conv2d))
+        first.weight, first.in_channels = nn.Parameter(first.weight.detach().sum(1, keepdim=True)), 1
     model = DogBreedTransfer(trunk, num_classes, dropout)
     if freeze_backbone:
         model.freeze_backbone()

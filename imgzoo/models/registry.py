@@ -61,6 +61,13 @@ class DataSpec:
         names = tuple(class_names) if class_names is not None else None
         return dataclasses.replace(self, num_classes=num_classes, class_names=names)
 
+    def with_channels(self, channels: int) -> DataSpec:
+        """The statistics for 1 or 3 input channels: averaged onto one (timm's rule for grey input), or repeated."""
+        if channels == self.channels:
+            return self
+        mean, std = (sum(self.mean) / self.channels,) * channels, (sum(self.std) / self.channels,) * channels
+        return dataclasses.replace(self, channels=channels, mean=mean, std=std)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -161,9 +168,9 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
             model = builder(**kwargs)
             setattr(model, ARCH_ATTR, name)
             setattr(model, KWARGS_ATTR, full_kwargs)
-            num_classes = full_kwargs.get("num_classes", default_spec.num_classes)
             spec = getattr(model, SPEC_ATTR, None) or default_spec  # a builder may set its own, e.g. per backbone
-            setattr(model, SPEC_ATTR, spec.with_classes(num_classes, class_names))
+            spec = spec.with_classes(full_kwargs.get("num_classes", default_spec.num_classes), class_names)
+            setattr(model, SPEC_ATTR, spec.with_channels(full_kwargs.get("in_chans", spec.channels)))
             return model
 
         summary = (inspect.getdoc(builder) or "").split("\n", 1)[0]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import imgzoo.models._checks as checks
-from imgzoo.models._contract import LinearHeadMixin
+from imgzoo.models._contract import LinearHeadMixin, stages_info
 from imgzoo.models.registry import CIFAR10, register_model
 
 __all__ = ["BasicBlock", "ResNetCifar", "resnet_cifar"]
@@ -91,12 +91,19 @@ class BasicBlock(nn.Module):
 class ResNetCifar(LinearHeadMixin, nn.Module):
     """The 6n+2-layer CIFAR ResNet. Any input whose height and width are multiples of 4."""
 
-    def __init__(self, blocks_per_stage: int, num_classes: int = 10, shortcut: str = "A", width: int = 1,
-                 zero_init_residual: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        blocks_per_stage: int,
+        num_classes: int = 10,
+        shortcut: str = "A",
+        width: int = 1,
+        zero_init_residual: bool = False,
+        in_chans: int = 3,
+    ) -> None:
         super().__init__()
         widths = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
         )
         stages = []
         for i, (in_channels, out_channels) in enumerate(zip([widths[0], *widths], widths, strict=False)):
@@ -104,6 +111,7 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
             rest = [BasicBlock(out_channels, out_channels, 1, shortcut) for _ in range(blocks_per_stage - 1)]
             stages.append(nn.Sequential(first, *rest))
         self.stages = nn.Sequential(*stages)
+        self.feature_info = stages_info([f"stages.{i}" for i in range(3)], widths, [1, 2, 4])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
         for m in self.modules():
@@ -116,7 +124,13 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map, (N, 64 * width, H / 4, W / 4)."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
-            checks.check_input(x, model="resnet_cifar", channels=3, multiple_of=4, dtype=self.classifier.weight.dtype)
+            checks.check_input(
+                x,
+                model="resnet_cifar",
+                channels=self.stem[0].in_channels,
+                multiple_of=4,
+                dtype=self.classifier.weight.dtype,
+            )
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -130,10 +144,18 @@ MAX_WIDTH = 16  # Wide ResNets on CIFAR (Zagoruyko & Komodakis 2016) go up to k 
 
 
 @register_model("resnet_cifar", default_spec=CIFAR10)
-def resnet_cifar(*, depth: int = 20, num_classes: int = 10, shortcut: str = "A", width: int = 1,
-                 zero_init_residual: bool = False) -> ResNetCifar:  # fmt: skip
+def resnet_cifar(
+    *,
+    depth: int = 20,
+    num_classes: int = 10,
+    shortcut: str = "A",
+    width: int = 1,
+    zero_init_residual: bool = False,
+    in_chans: int = 3,
+) -> ResNetCifar:
     """He et al. 2016, section 4.2: a 6n+2-layer ResNet for 32x32 images (depth 20, 32, 44, 56, 110). ``shortcut``:
-    "A" (zero-padding, the paper's), "B" (1x1 projections) or "none"; ``width`` multiplies the stage widths."""
+    "A" (zero-padding, the paper's), "B" (1x1 projections) or "none"; ``width`` multiplies the stage widths;
+    ``in_chans=1`` for grey images."""
     checks.check_int("resnet_cifar", "depth", depth, low=8, high=MAX_DEPTH, why="6n+2; the paper's deepest is 1202")
     if (depth - 2) % 6:
         raise ValueError(f"resnet_cifar: depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
@@ -141,9 +163,10 @@ def resnet_cifar(*, depth: int = 20, num_classes: int = 10, shortcut: str = "A",
     checks.check_int("resnet_cifar", "width", width, high=MAX_WIDTH, why="a multiplier; Wide ResNets use up to 10")
     checks.check_bools("resnet_cifar", zero_init_residual=zero_init_residual)
     checks.check_num_classes("resnet_cifar", num_classes)
+    checks.check_choice("resnet_cifar", "in_chans", in_chans, (1, 3))
     n, widths = (depth - 2) // 6, [16 * width, 32 * width, 64 * width]
     estimate = 9 * 3 * widths[0] + widths[-1] * num_classes  # 3x3 convolutions and classifier: nearly all
     for previous, channels in zip([widths[0], *widths], widths, strict=False):
         estimate += 9 * (previous * channels + channels * channels) + 18 * channels * channels * (n - 1)
     checks.check_parameter_budget("resnet_cifar", estimate, f"depth={depth}, width={width}, num_classes={num_classes}")
-    return ResNetCifar(n, num_classes, shortcut, width, zero_init_residual)
+    return ResNetCifar(n, num_classes, shortcut, width, zero_init_residual, in_chans)
