@@ -348,3 +348,10 @@ def test_val_0_is_a_final_fit_on_every_image_recorded_and_refused_a_validation_s
     # The same folder resumed keeps its fraction; the run refuses another one.
     with pytest.raises(ValueError, match="val_fraction 0"):
         run_config.plan_run(out, run_config.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=8), True)
+
+
+def test_a_choice_spelt_like_a_word_stays_that_choice():
+    from imgzoo.cli.train import _fit_value
+
+    assert _fit_value("augment")("none") == "none"  # --augment none: no augmentation, not the recipe's
+    assert _fit_value("ema_decay")("none") is None  # elsewhere "none" is Python's None

@@ -79,7 +79,7 @@ def _fit_value(name: str) -> Callable[[str], Any]:
     kinds = [t for t in (get_args(hint) or (hint,)) if t in (int, float, str)]
 
     def parse(text: str) -> Any:
-        value: Any = _WORDS.get(text.lower(), text)  # true, false, none
+        value: Any = text if text in CHOICES.get(name, ()) else _WORDS.get(text.lower(), text)  # true, false, none
         if isinstance(value, str) and name not in CHOICES:
             for kind in kinds:  # int before float
                 with contextlib.suppress(ValueError):
