@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NO_TTA = "skip the recipe's test-time augmentation after the last epoch (up to 6 more passes over the val images)"
+
+
 def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weights_help: str, data_help: str) -> None:
     """imgzoo train, evaluate and compare: the commands that read a data folder."""
     p = command("train", cmd_train, "train a model on a data folder; weights, history and figures go into --out")
@@ -215,6 +218,7 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
     about = "the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]"
     p.add_argument("--model-kwargs", nargs="+", type=model_kwarg, metavar="KEY=VALUE", help=about)
     add_fit_flags(p)
+    p.add_argument("--no-tta", dest="tta", action="store_false", help=NO_TTA)
     p = command("evaluate", cmd_evaluate, "loss, top-1, top-5 and per-class accuracy on a data folder")
     p.add_argument("weights", help=weights_help)
     p.add_argument("data", help=data_help)
@@ -230,6 +234,8 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
     p.add_argument("--epochs", type=int, help="epochs for every run, instead of the file's")
     p.add_argument("--limit", type=int, help="train every run on N images (stratified, seeded)")
+    p.add_argument("--data", help="the data of every run, instead of the file's: " + data_help)
+    p.add_argument("--no-tta", dest="tta", action="store_false", help=NO_TTA)
 
 
 # Wrong input (a name, a file, an argument) exits 2, as argparse does; a failure of the work (NaN loss, full disk) 1.

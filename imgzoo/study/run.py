@@ -3,6 +3,7 @@ batches -> fit, checkpointing into OUT/checkpoints -> weights, history, figures;
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from imgzoo.study.config import (
     make_config,
     plan_run,
     read_run,
+    recipe_differences,
     recipe_for,
     resolve_data,
     resume_command,
@@ -36,6 +38,7 @@ from imgzoo.study.config import (
 )
 from imgzoo.study.outputs import eval_summary, joined, read_outputs, write_outputs
 from imgzoo.train.checkpoint import load_checkpoint
+from imgzoo.train.config import fitted_to_data
 from imgzoo.train.fit import fit
 
 __all__ = [
@@ -158,8 +161,10 @@ def train_run(
     resume: bool = False,
     verbose: int = 1,
     log: Callable[[str], None] = print,
+    tta: bool = True,
 ) -> RunResult:
-    """Train ``config`` into ``out`` (``resume``: resume or extend the run there); Ctrl-C checkpoints, then raises."""
+    """Train ``config`` into ``out`` (``resume``: resume or extend the run there); Ctrl-C checkpoints, then raises.
+    ``tta=False`` skips the recipe's test-time augmentation at the end (up to 6 passes over the validation images)."""
     out = Path(out)
     plan = plan_run(out, config, resume)
     record, config, cfg = plan.record, plan.record.config, plan.record.config.fit
@@ -177,6 +182,11 @@ def train_run(
             stale.unlink()
     record.write(out)
     _announce(plan, out, len(train_part), len(val_part), log)
+    if not {"batch_size", "lr"} & set(recipe_differences(config)[0]):  # a recipe's batch, not one asked for
+        cfg, cut = fitted_to_data(cfg, len(train_part))  # run.json keeps the recipe's: the same data cuts it alike
+        config = dataclasses.replace(config, fit=cfg)  # config.json records the batch and lr trained with
+        if cut:
+            log(cut)
     epochs, started = cfg.epochs - record.done_before, time.time()
     history = fit(
         model,
@@ -193,7 +203,8 @@ def train_run(
         raise KeyboardInterrupt(f"stopped during epoch {len(history) + 1}; resume with: {resume_command(config, out)}")
     full = joined(out, record.done_before, history)
     shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))  # plot_predictions preprocesses
-    metrics = write_outputs(model, eval_data(model, val_part), shown, full, out, _recorded(config, out))
+    recorded = _recorded(config, out)
+    metrics = write_outputs(model, eval_data(model, val_part), shown, full, out, recorded, tta=tta, log=log)
     record.finished = len(history) >= epochs
     record.write(out)
     if record.finished:
