@@ -278,6 +278,24 @@ def test_load_gives_the_same_kind_of_object_as_create_model(tmp_path):
     assert set(vars(loaded)) == set(vars(model))
 
 
+def test_a_run_folder_loads_its_weights_and_an_architecture_name_its_default_weights(tmp_path, monkeypatch):
+    model = imgzoo.create_model("resnet_cifar", depth=8)
+    imgzoo.save(model, tmp_path / "run" / "weights")  # as `imgzoo train --out run` leaves it
+    loaded = imgzoo.load(tmp_path / "run")
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    with pytest.raises(WeightsNotFoundError, match="has no model.safetensors \\(nor weights/model.safetensors\\)"):
+        imgzoo.load(tmp_path)
+    by_arch, by_name = imgzoo.load("resnet_cifar"), imgzoo.load("resnet_cifar.cifar10")  # its default=True entry
+    assert all(
+        torch.equal(a, b) for a, b in zip(by_arch.state_dict().values(), by_name.state_dict().values(), strict=True)
+    )
+    monkeypatch.chdir(tmp_path)
+    imgzoo.save(model, tmp_path / "resnet_cifar")  # a folder of that name: the folder is meant
+    assert imgzoo.load("resnet_cifar").state_dict().keys() == model.state_dict().keys()  # depth 8, not 20
+
+
 # --- saving is atomic as a whole -----------------------------------------------------------------
 
 
