@@ -471,6 +471,16 @@ def test_model_card_metadata_and_curves(tmp_path):
     assert config["metrics"]["best_val_acc"] == 0.66 and config["metrics"]["epochs"] == 3
 
 
+def test_a_card_names_the_data_trained_on_and_links_a_hub_data_set_only_when_it_is_that_one(tmp_path):
+    model = imgzoo.create_model("resnet_cifar", depth=8, class_names=["cat", "dog", "fox"])  # CIFAR-10's spec
+    imgzoo.save(model, tmp_path, recipe={"epochs": 3, "data": "/home/me/pets"}, metrics={"val_acc": 0.5})
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.text.lstrip().startswith("# resnet_cifar for pets (3 classes: cat, dog, fox)")
+    assert "datasets" not in card.data.to_dict() and "cifar10" not in str(card.data.to_dict()).lower()
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert results[0].dataset_name == "pets (3 classes: cat, dog, fox)" and results[0].dataset_type == "imagefolder"
+
+
 def test_model_card_regenerates_results_and_keeps_the_authors_text(tmp_path):
     config = {
         "architecture": "mnist_cnn",
