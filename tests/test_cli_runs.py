@@ -180,6 +180,8 @@ def test_a_recipes_batch_too_big_for_the_data_is_cut_with_a_warning_and_tta_can_
     assert (cut.batch_size, cut.lr) == (64, pytest.approx(1.5 * 64 / 1024))
     assert warning.startswith("warning: basic_cnn recipe's batch 1024 gives 2 step(s) an epoch on 2000 images")
     assert fitted_to_data(basic, 45000) == (basic, "")  # the data it was made for
+    resnet = get_recipe("resnet_cifar").config  # batch 128: 16 steps an epoch on 2,000 images, enough
+    assert fitted_to_data(resnet, 2000) == (resnet, "") and fitted_to_data(resnet, 1000)[0].batch_size == 32
     folder = str(write_mnist(tmp_path / "mnist", n_per_class=4))  # 30 training images, the recipe's batch 64
     out, said = tmp_path / "run", []
     config = runs.make_config("mnist_cnn", folder, epochs=1, amp="fp32")

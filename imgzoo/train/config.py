@@ -149,10 +149,11 @@ MIN_STEPS, MIN_BATCH = 16, 16
 
 
 def fitted_to_data(cfg: FitConfig, images: int) -> tuple[FitConfig, str]:
-    """``cfg`` with its batch cut to a power of two giving MIN_STEPS steps an epoch on ``images`` and the lr scaled
-    with it (the linear rule, Goyal et al. 2017, arXiv:1706.02677), and a warning that says so; else ``cfg``, ""."""
+    """``cfg``, where it gives fewer than MIN_STEPS steps an epoch on ``images``, with its batch cut to a power of
+    two that gives them and the lr scaled with it (the linear rule, Goyal et al. 2017, arXiv:1706.02677), and a
+    warning that says so; else ``cfg`` and ""."""
     batch = max(MIN_BATCH, 1 << max(images // MIN_STEPS, 1).bit_length() - 1)
-    if cfg.batch_size <= batch:
+    if cfg.batch_size <= batch or -(-images // cfg.batch_size) >= MIN_STEPS:
         return cfg, ""
     cut = replace(cfg, batch_size=batch, lr=cfg.lr_and_weight_decay()[0] * batch / cfg.batch_size)
     return cut, (
