@@ -45,7 +45,7 @@ def models_table(pattern: str | None = None) -> str:
         entry = get_model_entry(name)
         model, x = entry.builder().eval(), torch.zeros(2, *entry.default_spec.input_shape)
         with torch.no_grad():
-            shapes = (str(tuple(x.shape)), str(tuple(model(x).shape)))
+            shapes = (str(tuple(x.shape[1:])), str(tuple(model(x).shape[1:])))  # one image's, not the probe's 2
         params = _millions(sum(p.numel() for p in model.parameters()))
         trainable = _millions(sum(p.numel() for p in model.parameters() if p.requires_grad))  # fewer when frozen
         rows.append((name, params, trainable, *shapes, entry.description))
@@ -57,7 +57,8 @@ def pretrained_table(pattern: str | None = None) -> str:
     rows: list[tuple[str, ...]] = [("name", "dataset", "metrics", "params", "files")]
     for name in list_pretrained(pattern):
         entry = get_weights_entry(name)
-        shown = entry.meta["metrics"].items()
+        # The headline figures (the rest, in its card, make rows 250 columns wide): val top-1, with TTA, the mode.
+        shown = [(k, v) for k, v in entry.meta["metrics"].items() if k in ("val_acc", "val_acc_tta", "tta")]
         metrics = ", ".join(f"{k} {format(v, '.4f') if isinstance(v, float) else v}" for k, v in shown)
         where = f"hf-hub:{entry.repo_id}@{entry.revision[:12]}" if entry.repo_id else f"package:{entry.package_dir}"
         rows.append((name, str(entry.meta["dataset"]), metrics or "-", _millions(entry.meta["num_params"]), where))
@@ -72,8 +73,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"imgzoo: no {kind} matches {args.pattern!r}; known: {', '.join(names()) or 'none'}", file=sys.stderr)
         return 1
     print(models_table(args.pattern) if models else pretrained_table(args.pattern))
-    if models and list_pretrained():
-        print(f"\n{pretrained_table()}")
+    if models and list_pretrained(args.pattern):  # the weights of the models shown, not every entry
+        print(f"\n{pretrained_table(args.pattern)}")
     return 0
 
 
