@@ -32,9 +32,8 @@ def _create(name: str, pretrained: bool | str, kwargs: dict[str, object]) -> nn.
 def basic_cnn(pretrained: bool | str = False, **kwargs: object) -> nn.Module:
     """A plain 3-block CNN after airbench94 (arXiv:2404.00498), ~2M parameters, for 3x32x32 CIFAR-10 images.
 
-    No weights are shipped for it yet, so ``pretrained=True`` is an error naming the
-    architectures that have some. Keyword arguments (``widths``, ``num_classes``,
-    ``stem_width``, ``dropout``) go to ``imgzoo.models.basic_cnn``.
+    ``pretrained=True`` loads the shipped ``basic_cnn.cifar10`` weights (see ``imgzoo pretrained``). Keyword
+    arguments (``widths``, ``num_classes``, ``stem_width``, ``dropout``) go to ``imgzoo.models.basic_cnn``.
     """
     return _create("basic_cnn", pretrained, kwargs)
 

@@ -34,8 +34,8 @@ def test_models_prints_one_row_per_model_with_parameter_counts(capsys):
         assert cells[1] == millions(sum(p.numel() for p in model.parameters()))
         assert cells[2] == millions(sum(p.numel() for p in model.parameters() if p.requires_grad))
         line = " ".join(cells)
-        assert str((2, *spec.input_shape)) in line
-        assert str((2, spec.num_classes)) in line
+        assert str(tuple(spec.input_shape)) in line and "(2, " not in line  # one image's shapes, not the probe's
+        assert str((spec.num_classes,)) in line
 
 
 def test_models_also_lists_the_pretrained_weights(capsys):
@@ -48,6 +48,10 @@ def test_models_also_lists_the_pretrained_weights(capsys):
 def test_models_pattern_filters_rows(capsys):
     assert main(["models", "*cnn"]) == 0
     assert list(rows(capsys.readouterr().out)) == imgzoo.list_models("*cnn")
+    assert main(["models", "mnist*"]) == 0  # the weights table lists only the weights the pattern matches
+    assert [line.split()[0] for line in capsys.readouterr().out.split("\n\n")[1].splitlines()[2:]] == [
+        "mnist_cnn.mnist"
+    ]
 
 
 def test_frozen_backbone_shows_fewer_trainable_parameters(capsys):

@@ -25,6 +25,7 @@ from imgzoo import datasets
 from imgzoo.models.basic_cnn import init_whitening
 from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
+from imgzoo.train.config import fitted_to_data
 from imgzoo.train.recipes import get_recipe
 
 
@@ -171,6 +172,31 @@ def test_a_run_starts_from_its_models_recipe_and_the_command_line_wins(tmp_path)
         run_config.make_config("mnist_cnn", folder, recipe="resnet_cifar.cifar10")
     with pytest.raises(ValueError, match="no recipe named 'mnist_cnn.fastest'"):
         run_config.make_config("mnist_cnn", folder, recipe="mnist_cnn.fastest")
+
+
+def test_a_recipes_batch_too_big_for_the_data_is_cut_with_a_warning_and_tta_can_be_skipped(tmp_path):
+    basic = dataclasses.replace(get_recipe("basic_cnn").config, recipe="basic_cnn")  # batch 1024, lr 1.5
+    cut, warning = fitted_to_data(basic, 2000)
+    assert (cut.batch_size, cut.lr) == (64, pytest.approx(1.5 * 64 / 1024))
+    assert warning.startswith("warning: basic_cnn recipe's batch 1024 gives 2 step(s) an epoch on 2000 images")
+    assert fitted_to_data(basic, 45000) == (basic, "")  # the data it was made for
+    resnet = get_recipe("resnet_cifar").config  # batch 128: 16 steps an epoch on 2,000 images, enough
+    assert fitted_to_data(resnet, 2000) == (resnet, "") and fitted_to_data(resnet, 1000)[0].batch_size == 32
+    folder = str(write_mnist(tmp_path / "mnist", n_per_class=4))  # 30 training images, the recipe's batch 64
+    out, said = tmp_path / "run", []
+    config = runs.make_config("mnist_cnn", folder, epochs=1, amp="fp32")
+    runs.train_run(out, config, verbose=0, log=said.append, tta=False)
+    assert any(
+        "recipe's batch 64 gives 1 step(s) an epoch on 30 images, too few to learn from; training at batch 16" in s
+        for s in said
+    )
+    saved = json.loads((out / "weights" / "config.json").read_text())
+    assert saved["recipe"]["batch_size"] == 16 and "--batch-size 16" in saved["recipe"]["command"]
+    assert "tta" not in saved["metrics"] and not any("test-time" in s for s in said)  # skipped, though the recipe's
+    assert saved["recipe"]["tta"] == "shift"  # is still recorded for `imgzoo evaluate RUN DATA --tta`
+    assert json.loads((out / "run.json").read_text())["config"]["batch_size"] == 64  # cut alike when resumed
+    given = runs.make_config("mnist_cnn", folder, epochs=1, amp="fp32", batch_size=32)  # asked for: kept
+    assert runs.train_run(tmp_path / "given", given, verbose=0, log=said.append).config.fit.batch_size == 32
 
 
 def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(tmp_path):

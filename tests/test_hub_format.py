@@ -278,6 +278,24 @@ def test_load_gives_the_same_kind_of_object_as_create_model(tmp_path):
     assert set(vars(loaded)) == set(vars(model))
 
 
+def test_a_run_folder_loads_its_weights_and_an_architecture_name_its_default_weights(tmp_path, monkeypatch):
+    model = imgzoo.create_model("resnet_cifar", depth=8)
+    imgzoo.save(model, tmp_path / "run" / "weights")  # as `imgzoo train --out run` leaves it
+    loaded = imgzoo.load(tmp_path / "run")
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    with pytest.raises(WeightsNotFoundError, match="has no model.safetensors \\(nor weights/model.safetensors\\)"):
+        imgzoo.load(tmp_path)
+    by_arch, by_name = imgzoo.load("resnet_cifar"), imgzoo.load("resnet_cifar.cifar10")  # its default=True entry
+    assert all(
+        torch.equal(a, b) for a, b in zip(by_arch.state_dict().values(), by_name.state_dict().values(), strict=True)
+    )
+    monkeypatch.chdir(tmp_path)
+    imgzoo.save(model, tmp_path / "resnet_cifar")  # a folder of that name: the folder is meant
+    assert imgzoo.load("resnet_cifar").state_dict().keys() == model.state_dict().keys()  # depth 8, not 20
+
+
 # --- saving is atomic as a whole -----------------------------------------------------------------
 
 
@@ -451,6 +469,16 @@ def test_model_card_metadata_and_curves(tmp_path):
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["metrics"]["best_val_acc"] == 0.66 and config["metrics"]["epochs"] == 3
+
+
+def test_a_card_names_the_data_trained_on_and_links_a_hub_data_set_only_when_it_is_that_one(tmp_path):
+    model = imgzoo.create_model("resnet_cifar", depth=8, class_names=["cat", "dog", "fox"])  # CIFAR-10's spec
+    imgzoo.save(model, tmp_path, recipe={"epochs": 3, "data": "/home/me/pets"}, metrics={"val_acc": 0.5})
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.text.lstrip().startswith("# resnet_cifar for pets (3 classes: cat, dog, fox)")
+    assert "datasets" not in card.data.to_dict() and "cifar10" not in str(card.data.to_dict()).lower()
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert results[0].dataset_name == "pets (3 classes: cat, dog, fox)" and results[0].dataset_type == "imagefolder"
 
 
 def test_model_card_regenerates_results_and_keeps_the_authors_text(tmp_path):

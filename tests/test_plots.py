@@ -91,6 +91,20 @@ def test_confusion_matrix(trained, tmp_path):
     assert_png(tmp_path / "confusion.png")
     with pytest.raises(ValueError, match="square"):
         plot_confusion_matrix(torch.zeros(2, 3))
+    ax = result.plot_confusion_matrix().axes[0]  # titled, normalised on a fixed 0-1 scale: runs compare by colour
+    assert ax.get_title() == f"Confusion matrix: {result.num_samples} images, top-1 {result.top1:.2%}\n" + (
+        "each row (true class) sums to 1"
+    )
+    assert ax.images[0].get_clim() == (0, 1)
+    counts = plot_confusion_matrix(torch.tensor([[3, 1], [0, 4]]), normalize=False).axes[0]
+    assert counts.get_title() == "Confusion matrix: image counts" and counts.images[0].get_clim() == (0, 4)
+
+
+def test_loss_is_on_a_log_scale_and_the_study_legend_lies_outside_the_data():
+    single = plot_history(_ThreeEpochs()).axes
+    assert [a.get_yscale() for a in single] == ["linear", "log"]  # a first val loss of 43 flattens nothing
+    accuracy, loss = plot_histories({"a": _ThreeEpochs(), "b": _ThreeEpochs()}).axes[:2]
+    assert accuracy.get_legend() is None and loss.get_legend().get_bbox_to_anchor().x0 > loss.bbox.x1
 
 
 def test_compare_plot(tmp_path):

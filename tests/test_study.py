@@ -40,6 +40,16 @@ def test_data_is_relative_to_the_study_file_and_top_level_options_are_defaults(t
     assert config.fit.epochs == 2 and config.fit.label_smoothing == 0.1  # the file's, over the recipe's
 
 
+def test_data_given_replaces_the_files_own_relative_to_the_working_directory(tmp_path, monkeypatch):
+    write_mnist(tmp_path / "elsewhere", n_per_class=2)
+    monkeypatch.chdir(tmp_path)
+    study = load_study(ROOT / "examples" / "study.toml", data="elsewhere")  # the file says "cifar10": a download
+    assert study.data == str((tmp_path / "elsewhere").resolve())
+    assert all(config.data == study.data for config in study.runs.values())
+    with pytest.raises(FileNotFoundError, match="'nowhere' is neither a folder nor a known data set"):
+        load_study(ROOT / "examples" / "study.toml", data="nowhere")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -45,7 +45,7 @@ def models_table(pattern: str | None = None) -> str:
         entry = get_model_entry(name)
         model, x = entry.builder().eval(), torch.zeros(2, *entry.default_spec.input_shape)
         with torch.no_grad():
-            shapes = (str(tuple(x.shape)), str(tuple(model(x).shape)))
+            shapes = (str(tuple(x.shape[1:])), str(tuple(model(x).shape[1:])))  # one image's, not the probe's 2
         params = _millions(sum(p.numel() for p in model.parameters()))
         trainable = _millions(sum(p.numel() for p in model.parameters() if p.requires_grad))  # fewer when frozen
         rows.append((name, params, trainable, *shapes, entry.description))
@@ -57,7 +57,8 @@ def pretrained_table(pattern: str | None = None) -> str:
     rows: list[tuple[str, ...]] = [("name", "dataset", "metrics", "params", "files")]
     for name in list_pretrained(pattern):
         entry = get_weights_entry(name)
-        shown = entry.meta["metrics"].items()
+        # The headline figures (the rest, in its card, make rows 250 columns wide): val top-1, with TTA, the mode.
+        shown = [(k, v) for k, v in entry.meta["metrics"].items() if k in ("val_acc", "val_acc_tta", "tta")]
         metrics = ", ".join(f"{k} {format(v, '.4f') if isinstance(v, float) else v}" for k, v in shown)
         where = f"hf-hub:{entry.repo_id}@{entry.revision[:12]}" if entry.repo_id else f"package:{entry.package_dir}"
         rows.append((name, str(entry.meta["dataset"]), metrics or "-", _millions(entry.meta["num_params"]), where))
@@ -72,8 +73,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"imgzoo: no {kind} matches {args.pattern!r}; known: {', '.join(names()) or 'none'}", file=sys.stderr)
         return 1
     print(models_table(args.pattern) if models else pretrained_table(args.pattern))
-    if models and list_pretrained():
-        print(f"\n{pretrained_table()}")
+    if models and list_pretrained(args.pattern):  # the weights of the models shown, not every entry
+        print(f"\n{pretrained_table(args.pattern)}")
     return 0
 
 
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NO_TTA = "skip the recipe's test-time augmentation after the last epoch (up to 6 more passes over the val images)"
+
+
 def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weights_help: str, data_help: str) -> None:
     """imgzoo train, evaluate and compare: the commands that read a data folder."""
     p = command("train", cmd_train, "train a model on a data folder; weights, history and figures go into --out")
@@ -217,6 +221,7 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
     about = "the model builder's options over the recipe's, e.g. depth=56 or widths=[32,64,128]"
     p.add_argument("--model-kwargs", nargs="+", type=model_kwarg, metavar="KEY=VALUE", help=about)
     add_fit_flags(p)
+    p.add_argument("--no-tta", dest="tta", action="store_false", help=NO_TTA)
     p = command("evaluate", cmd_evaluate, "loss, top-1, top-5 and per-class accuracy on a data folder")
     p.add_argument("weights", help=weights_help)
     p.add_argument("data", help=data_help)
@@ -232,6 +237,8 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
     p.add_argument("--epochs", type=int, help="epochs for every run, instead of the file's")
     p.add_argument("--limit", type=int, help="train every run on N images (stratified, seeded)")
+    p.add_argument("--data", help="the data of every run, instead of the file's: " + data_help)
+    p.add_argument("--no-tta", dest="tta", action="store_false", help=NO_TTA)
 
 
 # Wrong input (a name, a file, an argument) exits 2, as argparse does; a failure of the work (NaN loss, full disk) 1.

@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     make = functools.partial(run_config.resume_config, args.out) if args.resume else run_config.make_config
     config = make(args.model, args.data, **given)
     verbose = 1 if sys.stderr.isatty() else 2  # a progress bar for a person at a terminal, lines for a log file
-    result = runs.train_run(args.out, config, resume=args.resume, verbose=verbose)
+    result = runs.train_run(args.out, config, resume=args.resume, verbose=verbose, tta=args.tta)
     if result.action == "done":
         return 0
     m = result.metrics
@@ -177,8 +177,8 @@ def recorded_tta(weights: str) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     _need_plots()
-    study = load_study(args.study, epochs=args.epochs, limit=args.limit)
-    report = run_study(study, args.out, verbose=1 if sys.stderr.isatty() else 2)
+    study = load_study(args.study, epochs=args.epochs, limit=args.limit, data=args.data)
+    report = run_study(study, args.out, verbose=1 if sys.stderr.isatty() else 2, tta=args.tta)
     print(report.comparison.to_markdown(timing=True))
     print(f"wrote {args.out / 'report.md'}, report.json, curves.png and each run's folder in {args.out / 'runs'}")
     return 0 if all(result.finished for result in report.results.values()) else 1

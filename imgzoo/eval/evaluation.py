@@ -108,7 +108,8 @@ class EvalResult:
 
     def plot_confusion_matrix(self, path: str | os.PathLike[str] | None = None, normalize: bool = True) -> Figure:
         """Rows are true classes, columns predictions; drawn by :func:`imgzoo.eval.plots.plot_confusion_matrix`."""
-        return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize)
+        title = f"Confusion matrix: {self.num_samples} images, top-1 {self.top1:.2%}"
+        return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize, title=title)
 
 
 def _checked(model: nn.Module, data: Any, caller: str) -> Any:

@@ -39,8 +39,9 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     return fig
 
 
-def _curves(axes: Sequence[Any], history: History, label: str = "") -> None:
-    """Accuracy left, loss right; solid train, dashed validation; markers, so a one-epoch run shows a point."""
+def _curves(axes: Sequence[Any], history: History, label: str = "", legend: bool = True) -> None:
+    """Accuracy left, loss right on a log scale (a first-epoch val loss of 43 would flatten the rest on a linear
+    one); solid train, dashed validation; markers, so a one-epoch run shows a point."""
     from matplotlib.ticker import MaxNLocator
 
     prefix = f"{label} " if label else ""
@@ -51,9 +52,11 @@ def _curves(axes: Sequence[Any], history: History, label: str = "") -> None:
         if any(v == v for v in val):  # not all NaN
             ax.plot(history.epoch, val, "s--", markersize=4, label=f"{prefix}val", color=line.get_color())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set(xlabel="epoch", ylabel=ylabel, title="Accuracy" if metric == "acc" else "Loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.set(xlabel="epoch", ylabel=ylabel, title="Accuracy" if metric == "acc" else "Loss (log scale)")
+        ax.set_yscale("log" if metric == "loss" else "linear")
+        ax.grid(alpha=0.3, which="both")
+        if legend:
+            ax.legend(fontsize="small")
 
 
 def plot_history(history: History, path: str | os.PathLike[str] | None = None) -> Figure:
@@ -64,11 +67,12 @@ def plot_history(history: History, path: str | os.PathLike[str] | None = None) -
 
 
 def plot_histories(histories: Mapping[str, History], path: str | os.PathLike[str] | None = None) -> Figure:
-    """Several models' curves on one figure, one colour per model (what ``compare`` draws)."""
-    fig = _new_figure(figsize=(11, 4.5))
+    """Several models' curves on one figure, one colour per model (what ``compare`` draws), the legend beside them."""
+    fig = _new_figure(figsize=(13, 4.5))
     axes = fig.subplots(1, 2)
     for name, history in histories.items():
-        _curves(axes, history, label=name)
+        _curves(axes, history, label=name, legend=False)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", borderaxespad=0)
     return _finish(fig, path)
 
 
@@ -112,9 +116,16 @@ def plot_samples(images: torch.Tensor, true_labels: Sequence[int], predicted: Se
     return _finish(fig, path)
 
 
-def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str] | None = None,
-                          path: str | os.PathLike[str] | None = None, *, normalize: bool = True) -> Figure:  # fmt: skip
-    """Rows are true classes, columns predictions; ``normalize`` shows each row as fractions."""
+def plot_confusion_matrix(
+    matrix: torch.Tensor,
+    class_names: Sequence[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    normalize: bool = True,
+    title: str = "",
+) -> Figure:
+    """Rows are true classes, columns predictions; ``normalize`` shows each row as fractions on a fixed 0-1 scale, so
+    that two runs' matrices compare by colour; ``title`` heads it (how it was normalised is added)."""
     matrix = torch.as_tensor(matrix).double()
     k = matrix.shape[0]
     if matrix.dim() != 2 or matrix.shape[1] != k:
@@ -124,13 +135,14 @@ def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str] | Non
     size = max(4.0, 0.45 * k + 2)
     fig = _new_figure(figsize=(size + 1, size))
     ax = fig.subplots()
-    im = ax.imshow(values.numpy(), cmap="Blues", vmin=0)
+    im = ax.imshow(values.numpy(), cmap="Blues", vmin=0, vmax=1 if normalize else None)
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xticks(range(k), names, rotation=90 if k > 6 else 0, fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true")
+    how = "each row (true class) sums to 1" if normalize else "image counts"
+    ax.set(xlabel="predicted", ylabel="true", title=f"{title}\n{how}" if title else f"Confusion matrix: {how}")
     if k <= 20:  # numbers stay legible up to about 20 classes
-        peak = float(values.max()) or 1.0
+        peak = 1.0 if normalize else float(values.max()) or 1.0
         for i in range(k):
             for j in range(k):
                 v = float(values[i, j])

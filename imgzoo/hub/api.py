@@ -33,7 +33,14 @@ from imgzoo.hub.format import (
     verify_sha256,
     write_checkpoint,
 )
-from imgzoo.models.registry import WeightsEntry, default_weights, get_model_entry, get_weights_entry, list_pretrained
+from imgzoo.models.registry import (
+    WeightsEntry,
+    default_weights,
+    get_model_entry,
+    get_weights_entry,
+    list_models,
+    list_pretrained,
+)
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
 
 HF_PREFIX = "hf-hub:"
 CARD_NAME = "README.md"
+RUN_WEIGHTS = "weights"  # where `imgzoo train` saves a run's weights in its folder (imgzoo.study.config.WEIGHTS)
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 # What `git check-ref-format` refuses; a revision becomes a cache path (refs/<revision>), so none may reach it.
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|^@$|\.$|(^|/)\.|\.lock(/|$)")
@@ -256,6 +264,8 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
         return _from_hub(repo_id, source, replace(fetch, revision=pinned or fetch.revision))
     if source in list_pretrained():
         return _from_entry(get_weights_entry(source), fetch)
+    if source in list_models() and not Path(source).exists():  # "resnet_cifar": its default weights
+        return _from_entry(get_weights_entry(default_weights(source)), fetch)
     if source.startswith((".", "~", "/")) or os.sep in source or "/" in source or Path(source).exists():
         return _local(Path(source).expanduser(), source)
     try:
@@ -317,6 +327,8 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def _local(directory: Path, label: str) -> _Files:
+    if not (directory / WEIGHTS_NAME).is_file() and (directory / RUN_WEIGHTS / WEIGHTS_NAME).is_file():
+        directory = directory / RUN_WEIGHTS  # a folder `imgzoo train` wrote: its weights are imgzoo.save's folder
     if not directory.is_dir():
         raise WeightsNotFoundError(
             f"no folder {directory} (from {label!r}); expected a folder written by imgzoo.save(), a registered "
@@ -325,7 +337,10 @@ def _local(directory: Path, label: str) -> _Files:
     weights, config = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     if not weights.is_file():
         _refuse_pickles(str(directory), [n for n in PICKLE_NAMES if (directory / n).is_file()])
-        raise WeightsNotFoundError(f"{directory} has no {WEIGHTS_NAME}; expected a folder written by imgzoo.save()")
+        raise WeightsNotFoundError(
+            f"{directory} has no {WEIGHTS_NAME} (nor {RUN_WEIGHTS}/{WEIGHTS_NAME}); expected a folder written by "
+            "imgzoo.save() or imgzoo train"
+        )
     if not config.is_file():
         raise CheckpointError(f"{directory} has {WEIGHTS_NAME} but no {CONFIG_NAME}; re-save it with imgzoo.save()")
     return _Files(config, weights, label)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from imgzoo.models.registry import CIFAR10, MNIST
 
 # huggingface_hub and yaml are imported where a card is built or read: half a second of every `import imgzoo`.
 if TYPE_CHECKING:
@@ -18,8 +21,9 @@ START = "<!-- imgzoo:results:start -->"
 END = "<!-- imgzoo:results:end -->"
 CURVES_NAME = "curves.png"
 
-# Hub data set ids of the data sets imgzoo's specs are named after.
+# Hub data set ids of the data sets imgzoo's specs are named after, and their classes in order.
 HUB_DATASETS = {"cifar10": "uoft-cs/cifar10", "mnist": "ylecun/mnist"}
+_CLASSES = {spec.name: list(spec.class_names or ()) for spec in (CIFAR10, MNIST)}
 _SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
 
 
@@ -118,14 +122,21 @@ def _metadata(config: dict[str, Any], repo_id: str | None, license: str, tags, d
     """The YAML: validation and test figures become the model-index (training numbers are not results)."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    arch, spec_name, metrics = config["architecture"], config["data_spec"]["name"], config.get("metrics") or {}
-    datasets = list(datasets) if datasets is not None else [HUB_DATASETS.get(spec_name, spec_name)]
+    arch, metrics = config["architecture"], config.get("metrics") or {}
+    spec_name, hub_id = trained_on(config)
+    datasets = list(datasets) if datasets is not None else [hub_id] if hub_id else None
     tta = f" (TTA {metrics['tta']})" if isinstance(metrics.get("tta"), str) else " (TTA)"
     results = [
-        EvalResult(task_type="image-classification", task_name="Image Classification",
-                   dataset_type=datasets[0] if datasets else spec_name, dataset_name=spec_name, dataset_split=split,
-                   metric_type=metric, metric_value=round(float(value), 6),
-                   metric_name=f"{split} {label.replace(' with TTA', '')}" + (tta if suffix.endswith("tta") else ""))
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=datasets[0] if datasets else "imagefolder",
+            dataset_name=spec_name,
+            dataset_split=split,
+            metric_type=metric,
+            metric_value=round(float(value), 6),
+            metric_name=f"{split} {label.replace(' with TTA', '')}" + (tta if suffix.endswith("tta") else ""),
+        )
         for prefix, split in _SPLITS[1:]
         for suffix, metric, label in _MEASURES
         if _is_number(value := metrics.get(f"{prefix}_{suffix}"))
@@ -142,13 +153,25 @@ _MEASURES = (("acc", "accuracy", "accuracy"), ("top5", "top_5_accuracy", "top-5 
              ("loss", "loss", "loss"))  # fmt: skip
 
 
+def trained_on(config: dict[str, Any]) -> tuple[str, str | None]:
+    """The data the weights learnt, in words, and its Hub data set id only where it is that data set: the spec's
+    own classes in their order (resnet_cifar fitted on a 3-class folder has CIFAR-10's spec, not its data)."""
+    spec, data = config["data_spec"], (config.get("recipe") or {}).get("data")
+    names = list(config.get("class_names") or spec.get("class_names") or [])
+    if names == _CLASSES.get(spec["name"]):
+        return spec["name"], HUB_DATASETS[spec["name"]]
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    where = f"{PurePath(str(data)).name} " if data else ""  # a run's folder (imgzoo train records it)
+    return f"{where}({len(names) or spec['num_classes']} classes{': ' + shown if shown else ''})", None
+
+
 def _fresh_body(config: dict[str, Any], repo_id: str | None, section: str) -> str:
     arch, spec = config["architecture"], config["data_spec"]
     c, (h, w) = spec["channels"], spec["size"]
     source = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
     kwargs = ", ".join(f"{k}={v!r}" for k, v in config["kwargs"].items())
     return (
-        f"# {arch} for {spec['name']}\n\n"
+        f"# {arch} for {trained_on(config)[0]}\n\n"
         f"An [imgzoo](https://pypi.org/project/imgzoo/) `{arch}({kwargs})` model: "
         f"{config.get('num_params', 0) / 1e6:.2f}M parameters, {c}x{h}x{w} input, "
         f"{config.get('num_classes', spec['num_classes'])} classes. Weights are in safetensors.\n\n"

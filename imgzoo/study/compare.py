@@ -107,8 +107,11 @@ STUDY_KEYS = ["title", "data", "run", *RUN_KEYS[3:]]
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name on every system
 
 
-def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit: int | None = None) -> Study:
-    """Read a study file and check every run before the first trains; ``epochs`` and ``limit`` replace every run's."""
+def load_study(
+    path: str | os.PathLike[str], *, epochs: int | None = None, limit: int | None = None, data: str | None = None
+) -> Study:
+    """Read a study file and check every run before the first trains; ``epochs`` and ``limit`` replace every run's,
+    ``data`` (a folder, relative to the working directory, or a known name) the file's."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study file {path} does not exist; examples/study.toml is one to start from")
@@ -117,11 +120,12 @@ def load_study(path: str | os.PathLike[str], *, epochs: int | None = None, limit
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}") from None
     _refuse_unknown(table, STUDY_KEYS, str(path))
-    data = table.get("data")
+    given, data = data, table.get("data")
     if not isinstance(data, str) or not data:
         raise ValueError(f'{path}: data must name a folder (relative to the study file) or "cifar10"; got {data!r}')
     folder = path.parent / Path(data).expanduser()
-    data = run_config.resolve_data(data if data in run_config.KNOWN_DATA and not folder.is_dir() else folder)
+    data = data if data in run_config.KNOWN_DATA and not folder.is_dir() else folder
+    data = run_config.resolve_data(data if given is None else given)  # where the file's is a download, or elsewhere
     entries = table.get("run")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise ValueError(f'{path} has no runs: add one [[run]] table per run, each with model = "..."')
@@ -190,9 +194,15 @@ class StudyReport:
 
 
 def run_study(
-    study: Study, out: str | os.PathLike[str], *, verbose: int = 1, log: Callable[[str], None] = print
+    study: Study,
+    out: str | os.PathLike[str],
+    *,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+    tta: bool = True,
 ) -> StudyReport:
-    """Train every run into ``out/runs/<name>`` (or resume, extend, reuse it); write report.md, .json, curves.png."""
+    """Train every run into ``out/runs/<name>`` (or resume, extend, reuse it); write report.md, .json, curves.png.
+    ``tta=False`` skips each recipe's test-time augmentation at the end of its run."""
     out = Path(out)
     results: dict[str, RunResult] = {}
     for name, config in study.runs.items():
@@ -200,7 +210,7 @@ def run_study(
         folder = out / "runs" / name
         resume = run_config.read_run(folder) is not None
         try:
-            results[name] = train_run(folder, config, resume=resume, verbose=verbose, log=log)
+            results[name] = train_run(folder, config, resume=resume, verbose=verbose, log=log, tta=tta)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"run {name} stopped; run the same compare command again to go on") from None
     comparison = Comparison({name: result.history for name, result in results.items()})

@@ -3,6 +3,7 @@ batches -> fit, checkpointing into OUT/checkpoints -> weights, history, figures;
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -25,12 +26,14 @@ from imgzoo.study.config import (
     Plan,
     RunConfig,
     plan_run,
+    recipe_differences,
     recipe_for,
     resume_command,
     train_command,
 )
 from imgzoo.study.outputs import joined, read_outputs, write_outputs
 from imgzoo.train.checkpoint import load_checkpoint
+from imgzoo.train.config import fitted_to_data
 from imgzoo.train.fit import fit
 
 __all__ = ["RunResult", "check_classes", "eval_data", "open_data", "spread", "split_data", "train_data", "train_run",
@@ -122,8 +125,9 @@ class RunResult:
 
 
 def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = False, verbose: int = 1,
-              log: Callable[[str], None] = print) -> RunResult:  # fmt: skip
-    """Train ``config`` into ``out`` (``resume``: resume or extend the run there); Ctrl-C checkpoints, then raises."""
+              log: Callable[[str], None] = print, tta: bool = True) -> RunResult:  # fmt: skip
+    """Train ``config`` into ``out`` (``resume``: resume or extend the run there); Ctrl-C checkpoints, then raises.
+    ``tta=False`` skips the recipe's test-time augmentation at the end (up to 6 passes over the validation images)."""
     out = Path(out)
     plan = plan_run(out, config, resume)
     record, config, cfg = plan.record, plan.record.config, plan.record.config.fit
@@ -141,6 +145,11 @@ def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = 
             stale.unlink()
     record.write(out)
     _announce(plan, out, len(train_part), len(val_part or ()), log)
+    if not {"batch_size", "lr"} & set(recipe_differences(config)[0]):  # a recipe's batch, not one asked for
+        cfg, cut = fitted_to_data(cfg, len(train_part))  # run.json keeps the recipe's: the same data cuts it alike
+        config = dataclasses.replace(config, fit=cfg)  # config.json records the batch and lr trained with
+        if cut:
+            log(cut)
     epochs, started = cfg.epochs - record.done_before, time.time()
     train, val = train_data(model, train_part, seed=cfg.seed, **cfg.loader_options()), None
     val = eval_data(model, val_part) if val_part is not None else None
@@ -150,11 +159,12 @@ def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = 
     if len(history) < epochs and interrupted.is_file() and interrupted.stat().st_mtime >= started - 1:
         raise KeyboardInterrupt(f"stopped during epoch {len(history) + 1}; resume with: {resume_command(config, out)}")
     full = joined(out, record.done_before, history)
+    recorded = _recorded(config, out)
     if val_part is None:  # a final fit: the figures are the validation run's, and only the training curves are new
-        metrics = write_outputs(model, None, None, full, out, _recorded(config, out))
+        metrics = write_outputs(model, None, None, full, out, recorded, tta=tta, log=log)
     else:
         shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))  # plot_predictions preprocesses
-        metrics = write_outputs(model, eval_data(model, val_part), shown, full, out, _recorded(config, out))
+        metrics = write_outputs(model, eval_data(model, val_part), shown, full, out, recorded, tta=tta, log=log)
     record.finished = len(history) >= epochs
     record.write(out)
     if record.finished:
