@@ -86,6 +86,12 @@ def test_trainable_stages_unfreeze_the_last_stages_and_image_size_sets_the_spec(
     assert {where for where, _ in trainable} == {"stages", "head"} and ("stages", "5") not in trainable
     assert all(not p.requires_grad for p in model.backbone.stages[:-1].parameters())
     assert model.data_spec.size == (96, 96) and model.data_spec.resize == 96
+    # The unfrozen stages' batch norms stay as ImageNet left them: no trainable affine, no statistics updated.
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not any(p.requires_grad for m in norms for p in m.parameters())
+    assert not any(m.training for m in model.train().backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    model.unfreeze(last=1)  # unfreeze's default: their batch norms train too, as a ResNet's did
+    assert model.train().backbone.head[1].training and model.backbone.head[1].weight.requires_grad
     with pytest.raises(ValueError, match="takes 0-7 stages"):
         imgzoo.dogbreed_transfer(backbone="efficientnet_lite0", trainable_stages=8)
     with pytest.raises(ValueError, match="image_size"):
