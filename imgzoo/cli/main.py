@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo._version import __version__
-from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg
+from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg, printable
 from imgzoo.data.transforms import for_model
 from imgzoo.eval.evaluation import TTA_MODES, plot_predictions, predict
 from imgzoo.hub.api import download, load
@@ -97,18 +98,22 @@ def image_paths(given: Sequence[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    step = 64  # images decoded and scored at once: memory stays flat for a folder of thousands
     paths, model = image_paths(args.images), load(weights_of(args.weights))
+    # Images decoded and scored at once: 64 of 32x32, fewer of larger ones, so memory stays flat for thousands.
+    step = max(1, min(64, 2**18 // (model.data_spec.size[0] * model.data_spec.size[1])))
     answers = []
     for start in range(0, len(paths), step):
         batch = paths[start : start + step]
         answers += zip(batch, predict(model, batch, topk=args.topk), strict=True)
-    if args.json:
-        top = [{"path": p, "top": [{"class": c, "probability": q} for c, q in ranked]} for p, ranked in answers]
-        print(json.dumps(top, indent=1))
+    if args.json:  # a probability that is not finite (the logits overflowed) is null: JSON has no NaN
+        top = [
+            {"path": p, "top": [{"class": c, "probability": q if math.isfinite(q) else None} for c, q in ranked]}
+            for p, ranked in answers
+        ]
+        print(json.dumps(top, indent=1, allow_nan=False))
         return 0
     for path, ranked in answers:
-        print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
+        print(printable(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked)))
     return 0
 
 
@@ -258,5 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         status = exit_status(exc)  # every message is imgzoo's, torch's or the Hub's: none contains a token
         hint = "" if status == 2 else "\nimgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback"
-        print(f"imgzoo: error: {exc if status == 2 else f'{type(exc).__name__}: {exc}'}{hint}", file=sys.stderr)
+        print(
+            f"imgzoo: error: {printable(str(exc) if status == 2 else f'{type(exc).__name__}: {exc}')}{hint}",
+            file=sys.stderr,
+        )
         return status

@@ -35,6 +35,12 @@ def model_kwarg(text: str) -> tuple[str, Any]:
     return key, raw
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print on a line of its own: a newline, an ANSI escape or a byte that is not UTF-8 (in a file
+    or class name) is written as its escape, so it can neither forge an output line nor drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _need_plots() -> None:
     """Refuse before training, not after it, when the figures the run promises cannot be drawn."""
     if importlib.util.find_spec("matplotlib") is None:
@@ -148,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{result.num_samples} images, {what}\n{result}\n\nclass accuracy")
     width = max(len(name) for name in result.class_names)
     for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
-        print(f"{name.ljust(width)}  {'n/a (no images)' if accuracy != accuracy else f'{accuracy:.2%}'}")
+        print(printable(f"{name.ljust(width)}  {'n/a (no images)' if accuracy != accuracy else f'{accuracy:.2%}'}"))
     return 0
 
 
