@@ -69,6 +69,12 @@ def open_data(data: str) -> Dataset:
 
 def split_data(dataset: Dataset, seed: int, limit: int | None = None) -> tuple[Dataset, Dataset]:
     """The seeded stratified 10% validation split, whole so figures compare; ``limit``: a stratified part of train."""
+    names = datasets.classes_of(dataset) or []
+    if len(names) == 1:  # every prediction right by construction: the "100%" would measure nothing
+        raise ValueError(
+            f"the data has one class ({names[0]}): a classifier needs two or more. Add a folder of images for each "
+            "other class it should tell apart."
+        )
     train, val = datasets.train_val_split(dataset, VAL_FRACTION, seed=seed)
     classes = len(torch.unique(train.targets))
     if limit is None or limit >= len(train) - classes:
