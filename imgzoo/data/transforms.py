@@ -47,9 +47,10 @@ class Cutout(v2.RandomErasing):
         self.size = size
 
 
-def _pixels(what: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{what}; got {value!r}")
+def _pixels(what: str, value: Any, side: int) -> None:
+    """A count of pixels under the image's shorter side: a larger shift or square would blank the whole image."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < side:
+        raise ValueError(f"{what} under the image's side of {side}; got {value!r}")
 
 
 def augmentation(
@@ -65,10 +66,9 @@ def augmentation(
     """
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-    _pixels(
-        "translate must be a whole number of pixels >= 0 (None: 1/8 of the side)", 0 if translate is None else translate
-    )
-    _pixels("cutout is the side of the square blanked out, a whole number of pixels >= 0", cutout)
+    side = min(spec.size)
+    _pixels("translate must be a whole number of pixels >= 0 (None: 1/8 of the side)", translate or 0, side)
+    _pixels("cutout is the side of the square blanked out, a whole number of pixels >= 0", cutout, side)
     if augment == "none":
         return [], []
     if spec.resize is not None:
@@ -81,7 +81,7 @@ def augmentation(
         augment, []
     )
     after: list[Any] = [v2.RandomErasing(p=0.25, value=0)] if augment == "strong" else []
-    after += [Cutout(min(cutout, *spec.size), spec.size)] if cutout else []
+    after += [Cutout(cutout, spec.size)] if cutout else []
     return before, after
 
 
