@@ -4,9 +4,11 @@ write a temporary sibling (same file system), flush it to disk, then rename it i
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +110,11 @@ def _swap_in(new: Path, path: Path) -> None:
             raise
         shutil.rmtree(old, ignore_errors=True)
     _fsync_directory(path.parent)
+    # What a killed save left: an .old copy is stale once a swap succeeds, a .tmp folder an hour after it was begun.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        with contextlib.suppress(OSError):  # another process may remove it first
+            if stale.suffix == ".old" or (stale.suffix == ".tmp" and time.time() - stale.stat().st_mtime > 3600):
+                shutil.rmtree(stale)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -148,6 +148,8 @@ def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
+                # A phone photo stores its pixels sideways and says so in EXIF: turn it as a viewer does.
+                ImageOps.exif_transpose(image, in_place=True)
                 return image
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise CorruptFileError(

@@ -33,7 +33,7 @@ from imgzoo.models.registry import DataSpec
 __all__ = ["FastLoader", "Transformed", "batches", "decode", "default_cache_dir", "default_workers", "is_batches",
            "own_generator", "root_of", "unshared_generator"]  # fmt: skip
 
-_CACHE_VERSION = 1  # bumped when the decoded format changes, so stale caches are never read
+_CACHE_VERSION = 2  # bumped when the decoded format changes (2: EXIF orientation), so stale caches go unread
 
 
 def default_cache_dir() -> Path:

@@ -155,9 +155,11 @@ def _wide_to_unit_float(image: Image.Image) -> torch.Tensor:
     low, high = np.min(tags.get(_TIFF_MIN_SAMPLE, np.nan)), np.max(tags.get(_TIFF_MAX_SAMPLE, np.nan))
     low, high = (float(low), float(high)) if high > low else (0.0, _FULL_SCALE[image.mode])  # NaN: none declared
     if values.size and (np.isnan(values).any() or values.min() < low or values.max() > high):
+        finite = values[~np.isnan(values)]  # np.nanmin of only NaN would print numpy's warning before this error
         raise ValueError(
             f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
-            f"{np.nanmin(values):g}..{np.nanmax(values):g}{' and NaN' if np.isnan(values).any() else ''}. "
+            f"{f'{finite.min():g}..{finite.max():g}' if finite.size else 'no number'}"
+            f"{' and NaN' if np.isnan(values).any() else ''}. "
             f"Scale it to 0..1 first (e.g. Image.fromarray(np.asarray(image) / image_max)), or convert it "
             f"to an 8-bit mode with your own mapping; imgzoo does not clip."
         )
