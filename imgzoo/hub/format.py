@@ -471,8 +471,15 @@ def _check_activations(model: nn.Module, spec: DataSpec, source: str) -> None:
     try:
         with torch.no_grad():
             model.eval()(torch.empty(1, *spec.input_shape, device="meta"))
-    except Exception:  # noqa: BLE001 - an op without a meta kernel: not measurable, and not the loader's to refuse
+    except NotImplementedError:  # an op without a meta kernel
         return
+    except (RuntimeError, ValueError, TypeError) as exc:
+        if "meta" in str(exc).lower():  # an op that reads tensor values (.item()): not measurable here
+            return
+        raise CheckpointError(  # e.g. a Linear sized for 28x28 inputs: predict would fail after allocating
+            f"{source}: {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}) cannot take an image of its "
+            f"config's data_spec size {list(spec.size)} ({type(exc).__name__}: {exc}); the config is damaged."
+        ) from None
     finally:
         for handle in handles:
             handle.remove()
