@@ -368,3 +368,33 @@ def test_an_image_turned_by_exif_is_read_the_way_a_viewer_shows_it(tmp_path):
     exif[0x0112] = 6  # rotated 90 degrees
     image.save(tmp_path / "photo.jpg", exif=exif)
     assert datasets._open_image(str(tmp_path / "photo.jpg")).size == (10, 20)
+
+
+# --- the memory goal: predict of one image from a checkpoint at the bounds, measured in a fresh process -------------
+
+_PEAK = """
+import re, sys
+from imgzoo.cli.main import main
+def high_water():  # VmHWM is the process's own (ru_maxrss would carry the parent's over the exec)
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
+import imgzoo.hub.api, imgzoo.eval.evaluation
+before = high_water()
+assert main(["predict", sys.argv[1], sys.argv[2]]) == 0
+print(high_water() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from /proc")
+@pytest.mark.parametrize(("arch", "size"), [("resnet_cifar", [1024, 1024]), ("basic_cnn", [640, 640])])
+def test_predict_of_one_image_from_a_checkpoint_at_the_bounds_stays_under_1_gb(tmp_path, arch, size):
+    import subprocess
+
+    imgzoo.save(imgzoo.create_model(arch), tmp_path / "ck")
+    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    config["data_spec"]["size"] = size  # the most pixels, or the largest layer output, that still loads
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(config))
+    Image.new("RGB", (28, 28)).save(tmp_path / "x.png")
+    env = {**os.environ, "PYTHONPATH": str(Path(imgzoo.__file__).parent.parent)}
+    found = subprocess.run([sys.executable, "-c", _PEAK, str(tmp_path / "ck"), str(tmp_path / "x.png")],
+                           capture_output=True, text=True, env=env, check=True)  # fmt: skip
+    assert int(found.stdout.split()[-1]) < 1024  # MB above the baseline
