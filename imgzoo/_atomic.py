@@ -4,15 +4,17 @@ write a temporary sibling (same file system), flush it to disk, then rename it i
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_directory", "atomic_open", "atomic_write_text"]
+__all__ = ["atomic_directory", "atomic_open", "atomic_write_text", "check_output"]
 
 # mkstemp's files are owner-only; a saved model or log gets a new file's usual mode (os.umask is read by setting).
 _UMASK = os.umask(0o022)
@@ -36,6 +38,36 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output(path: str | os.PathLike[str], *, reads: tuple = (), folder_of: str | None = None) -> Path:
+    """The one rule for a path a command is told to write, checked before any work. It is named (not ""); it is not,
+    and does not lie inside, anything the command reads (``reads``: a checkpoint, a data folder, whose class folders
+    it would add to); and it replaces nothing of the user's. A file must not exist yet. A folder must be new, empty,
+    or one the same command made before: it holds ``folder_of``, the file that command leaves in it (run.json)."""
+    if not str(path).strip():
+        raise ValueError("the output path is empty; name a file or folder to write, e.g. --out runs/first")
+    path, target = Path(path), Path(path).resolve()
+    for source in (Path(r).resolve() for r in reads if r is not None and Path(r).exists()):
+        if target.is_relative_to(source):
+            where = "is" if target == source else f"lies inside {source}, which is"
+            raise ValueError(f"{path} {where} what this command reads; write it elsewhere (another --out)")
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if existing != target and not existing.is_dir():
+        raise NotADirectoryError(f"{path} cannot be written: {existing} is a file, not a folder; choose another path")
+    if folder_of is None and (path.exists() or path.is_symlink()):
+        raise FileExistsError(
+            f"{path} exists; imgzoo writes a new file, never over one: delete it or choose another path"
+        )
+    if folder_of is not None and path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} is a file, not a folder; choose a new or empty folder")
+        if any(path.iterdir()) and not (path / folder_of).exists():
+            raise FileExistsError(
+                f"{path} holds files but no {folder_of}, so it is not a folder imgzoo made, and its files could be "
+                "written over; choose a new or empty folder"
+            )
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -78,6 +110,11 @@ def _swap_in(new: Path, path: Path) -> None:
             raise
         shutil.rmtree(old, ignore_errors=True)
     _fsync_directory(path.parent)
+    # What a killed save left: an .old copy is stale once a swap succeeds, a .tmp folder an hour after it was begun.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        with contextlib.suppress(OSError):  # another process may remove it first
+            if stale.suffix == ".old" or (stale.suffix == ".tmp" and time.time() - stale.stat().st_mtime > 3600):
+                shutil.rmtree(stale)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -20,11 +20,22 @@ AMP_CHOICES = (False, True, "auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (or None) picks CUDA, then Apple's MPS, then the CPU; anything else is taken as named."""
-    if isinstance(device, torch.device):
-        return device
+    """``"auto"`` (or None) picks CUDA, then Apple's MPS, then the CPU; anything else is taken as named, refused
+    before a model is moved if this machine lacks it, or if it is ``meta`` (no data: the weights would be lost)."""
     if device is not None and device != "auto":
-        return torch.device(device)
+        try:
+            named = device if isinstance(device, torch.device) else torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r} ({exc})"
+            ) from None
+        present = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available, "meta": lambda: False}
+        if not present.get(named.type, lambda: True)():
+            raise ValueError(
+                f"device {str(named)!r} is not one this machine can compute on (the meta device holds no data); "
+                "pass 'auto' for the best one present, or 'cpu'"
+            )
+        return named
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():

@@ -156,7 +156,7 @@ def test_evaluate_tta_alone_measures_with_the_mode_the_weights_were_published_wi
     assert recorded_tta("mnist_cnn.mnist") == "shift"
     assert recorded_tta("resnet_cifar.cifar10") == "flip+shift"
     write_mnist(tmp_path / "mnist", n_per_class=3)
-    command = ["evaluate", "mnist_cnn.mnist", str(tmp_path / "mnist"), "--json", "--out", str(tmp_path)]
+    command = ["evaluate", "mnist_cnn.mnist", str(tmp_path / "mnist"), "--json", "--out", str(tmp_path / "fig")]
     assert main([*command, "--tta"]) == 0
     assert json.loads(capsys.readouterr().out)["tta"] == "shift"
     assert main(command) == 0
@@ -181,7 +181,7 @@ def test_evaluate_refuses_data_whose_classes_the_model_does_not_predict(capsys, 
     from data_factories import write_image_folder
 
     write_image_folder(tmp_path / "pets", ("cat", "dog"), n_per_class=3)
-    assert main(["evaluate", "mnist_cnn.mnist", str(tmp_path / "pets"), "--out", str(tmp_path)]) == 2
+    assert main(["evaluate", "mnist_cnn.mnist", str(tmp_path / "pets"), "--out", str(tmp_path / "fig")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"imgzoo: error: {tmp_path / 'pets'} has 2 classes (cat, dog) but the model predicts 10")
     assert not (tmp_path / "confusion.png").exists()

@@ -136,6 +136,10 @@ def test_a_run_folder_is_never_trained_over_by_another_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         run_config.plan_run(out, _config(folder), resume=True)
     run_config.RunRecord(_config(folder)).write(out.mkdir() or out)  # an unfinished run of 2 epochs
+    # Killed before its first checkpoint: nothing to go on from, so a new start (a corrected command) may replace it.
+    assert run_config.plan_run(out, _config(folder), resume=False).action == "start"
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "last.pt").write_bytes(b"one epoch")
     with pytest.raises(FileExistsError, match="already holds a run of mnist_cnn"):
         run_config.plan_run(out, _config(folder), resume=False)
     other = run_config.make_config("mnist_cnn", folder, epochs=2, amp="fp32", batch_size=32)

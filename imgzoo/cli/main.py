@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 import tempfile
@@ -17,8 +18,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from imgzoo._atomic import check_output
 from imgzoo._version import __version__
-from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg
+from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg, out_path, printable
 from imgzoo.data.transforms import for_model
 from imgzoo.eval.evaluation import TTA_MODES, plot_predictions, predict
 from imgzoo.hub.api import download, load
@@ -98,22 +100,29 @@ def image_paths(given: Sequence[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    step = 64  # images decoded and scored at once: memory stays flat for a folder of thousands
     paths, model = image_paths(args.images), load(weights_of(args.weights))
+    # Images decoded and scored at once: 64 of 32x32, fewer of larger ones, so memory stays flat for thousands.
+    step = max(1, min(64, 2**18 // (model.data_spec.size[0] * model.data_spec.size[1])))
     answers = []
     for start in range(0, len(paths), step):
         batch = paths[start : start + step]
         answers += zip(batch, predict(model, batch, topk=args.topk), strict=True)
-    if args.json:
-        top = [{"path": p, "top": [{"class": c, "probability": q} for c, q in ranked]} for p, ranked in answers]
-        print(json.dumps(top, indent=1))
+    if args.json:  # a probability that is not finite (the logits overflowed) is null: JSON has no NaN
+        top = [
+            {"path": p, "top": [{"class": c, "probability": q if math.isfinite(q) else None} for c, q in ranked]}
+            for p, ranked in answers
+        ]
+        print(json.dumps(top, indent=1, allow_nan=False))
         return 0
     for path, ranked in answers:
-        print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
+        print(printable(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked)))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_output(
+        args.out, reads=(weights_of(args.source),)
+    )  # before minutes of exporting: a new file, not inside the source
     difference = export_model(load(weights_of(args.source)), args.out, format=args.format)  # a failed check: exit 1
     print(f"wrote {args.out} ({args.format}); max abs difference from PyTorch: {difference:.3g}")
     return 0
@@ -130,7 +139,7 @@ TOPK = 5
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="imgzoo-demo-"))
+    out = check_output(args.out, folder_of="demo-mnist.png") if args.out else Path(tempfile.mkdtemp(prefix="imgzoo-"))
     out.mkdir(parents=True, exist_ok=True)
     samples = Path(str(resources.files("imgzoo") / "samples"))  # package data: also in an installed wheel
     for weights, folder in DEMOS:
@@ -180,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("demo", cmd_demo, "classify the bundled sample images with the shipped weights (offline)")
-    p.add_argument("--out", type=Path, help="folder for the predicted-samples grids (default: a new temporary one)")
+    p.add_argument("--out", type=out_path, help="folder for the predicted-samples grids (default: a new temporary one)")
     p = command("models", cmd_list, "build every registered model and print its parameters")
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'resnet*'")
     p = command("pretrained", cmd_list, "list the pretrained weights that load by name")
@@ -194,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", cmd_export, "write a model as ONNX or TorchScript, checked against PyTorch")
     p.add_argument("source", help=weights_help)
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p.add_argument("--out", type=out_path, required=True, help="the file to write, e.g. model.onnx")
     p = command("download", cmd_download, "fetch pretrained weights into the Hugging Face cache")
     p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
     p.add_argument("--revision", help="branch, tag or commit sha (hf-hub: names only)")
@@ -212,7 +221,9 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
     p.description = "Train MODEL on DATA's seeded 90% training split and validate on the other 10%."
     p.add_argument("model", help="a registered model name (imgzoo models)")
     p.add_argument("data", help=data_help)
-    p.add_argument("--out", type=Path, required=True, help="the run's folder: weights, history, figures, checkpoints")
+    p.add_argument(
+        "--out", type=out_path, required=True, help="the run's folder: weights, history, figures, checkpoints"
+    )
     p.add_argument("--resume", action="store_true", help="go on with the run in --out: resume it, or extend it")
     # --limit and --epochs are checked by RunConfig and FitConfig, before any data is read.
     p.add_argument("--limit", type=int, help="train on N images (stratified, seeded), for quick runs")
@@ -231,10 +242,10 @@ def _add_training_commands(command: Callable[..., argparse.ArgumentParser], weig
     p.add_argument("--tta", nargs="?", const="recipe", choices=("recipe", *TTA_MODES[1:]), help=about)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     # No default: a measurement that drops a figure wherever it was run litters (and changes a checkout).
-    p.add_argument("--out", type=Path, help="also write confusion.png into this folder")
+    p.add_argument("--out", type=out_path, help="also write confusion.png into this folder")
     p = command("compare", cmd_compare, "train every run of a study file and compare them")
     p.add_argument("study", type=Path, help="a study file, e.g. examples/study.toml")
-    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, curves.png, runs/")
+    p.add_argument("--out", type=out_path, required=True, help="folder for report.md, report.json, curves.png, runs/")
     p.add_argument("--epochs", type=int, help="epochs for every run, instead of the file's")
     p.add_argument("--limit", type=int, help="train every run on N images (stratified, seeded)")
     p.add_argument("--data", help="the data of every run, instead of the file's: " + data_help)
@@ -267,5 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         status = exit_status(exc)  # every message is imgzoo's, torch's or the Hub's: none contains a token
         hint = "" if status == 2 else "\nimgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback"
-        print(f"imgzoo: error: {exc if status == 2 else f'{type(exc).__name__}: {exc}'}{hint}", file=sys.stderr)
+        print(
+            f"imgzoo: error: {printable(str(exc) if status == 2 else f'{type(exc).__name__}: {exc}')}{hint}",
+            file=sys.stderr,
+        )
         return status

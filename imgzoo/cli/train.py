@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
+from imgzoo._atomic import check_output
 from imgzoo.eval.evaluation import TTA_MODES, evaluate
 from imgzoo.hub.api import load
 from imgzoo.hub.format import CONFIG_NAME, read_config
@@ -34,6 +35,19 @@ def model_kwarg(text: str) -> tuple[str, Any]:
     with contextlib.suppress(ValueError, SyntaxError):
         return key, _WORDS[raw.lower()] if raw.lower() in _WORDS else ast.literal_eval(raw)
     return key, raw
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a line of its own: a newline, an ANSI escape or a byte that is not UTF-8 (in a file
+    or class name) is written as its escape, so it can neither forge an output line nor drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def out_path(text: str) -> Path:
+    """argparse type of every --out: Path("") would be ".", the current folder, which nobody means by an empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name the file or folder to write, e.g. --out runs/first")
+    return Path(text)
 
 
 def _need_plots() -> None:
@@ -134,6 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.out is not None:  # before the work: a new or empty folder, or one evaluate wrote into before
+        check_output(args.out, reads=(args.data,), folder_of="confusion.png")
     weights = run_config.weights_of(args.weights)
     tta = recorded_tta(weights) if args.tta == "recipe" else args.tta or False
     model, record = load(weights), run_config.read_run(args.weights)
@@ -160,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{result.num_samples} images, {what}\n{result}\n\nclass accuracy")
     width = max(len(name) for name in result.class_names)
     for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
-        print(f"{name.ljust(width)}  {'n/a (no images)' if accuracy != accuracy else f'{accuracy:.2%}'}")
+        print(printable(f"{name.ljust(width)}  {'n/a (no images)' if accuracy != accuracy else f'{accuracy:.2%}'}"))
     return 0
 
 

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Subset, TensorDataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo.models.registry import CIFAR10, CIFAR10_CLASSES, MNIST, DataSpec
 
@@ -144,6 +144,8 @@ def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
+                # A phone photo stores its pixels sideways and says so in EXIF: turn it as a viewer does.
+                ImageOps.exif_transpose(image, in_place=True)
                 return image
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise CorruptFileError(
@@ -540,17 +542,35 @@ def mnist(
 
 
 def _class_folders(root: Path, how: str) -> list[str]:
+    """The class folders of ``root``, sorted; hidden ones (``.git``, ``.ipynb_checkpoints``) are not classes. A link
+    to a folder is one, but two that overlap (one inside the other, or ``root`` inside one) are refused: their
+    images would be read twice, under two labels, and could land in both training and validation."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist. {how}")
-    try:
-        return find_classes(str(root))[0]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{root} has no class folders. {how}") from None
+    folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not folders:
+        raise FileNotFoundError(f"{root} has no class folders. {how}")
+    real = {name: (root / name).resolve() for name in folders}
+    for name, path in real.items():
+        inside = [o for o, other in real.items() if o != name and other.is_relative_to(path)]
+        if inside or root.resolve().is_relative_to(path):
+            raise ValueError(
+                f"{root / name} leads to {path}, which holds {root if not inside else root / inside[0]} too (a "
+                f"link): its images would be read under two classes. Make each class folder hold its own images."
+            )
+    return folders
 
 
 def _scan(root: Path, folders: list[str]) -> list[tuple[str, int]]:
-    """Image files under each class folder, labelled by the folder's position; an empty folder is an error."""
-    samples = make_dataset(str(root), {name: i for i, name in enumerate(folders)}, IMG_EXTENSIONS, allow_empty=True)
+    """Image files under each class folder, labelled by the folder's position; an empty folder is an error. Links
+    to folders below a class folder are not followed (``a/up -> ..`` would loop forever), hidden entries skipped."""
+    samples = []
+    for label, name in enumerate(folders):
+        found = []  # in torchvision's make_dataset's order (sorted folders), which earlier splits were drawn in
+        for top, dirs, files in os.walk(root / name):  # followlinks=False
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found.append((top, [f for f in files if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]))
+        samples += [(os.path.join(top, f), label) for top, files in sorted(found) for f in sorted(files)]
     empty = [folders[i] for i in np.flatnonzero(np.bincount([y for _, y in samples], minlength=len(folders)) == 0)]
     if empty:
         raise ValueError(

@@ -33,7 +33,7 @@ from imgzoo.models.registry import DataSpec
 __all__ = ["FastLoader", "Transformed", "batches", "decode", "default_cache_dir", "default_workers", "is_batches",
            "own_generator", "root_of"]  # fmt: skip
 
-_CACHE_VERSION = 1  # bumped when the decoded format changes, so stale caches are never read
+_CACHE_VERSION = 2  # bumped when the decoded format changes (2: EXIF orientation), so stale caches go unread
 
 
 def default_cache_dir() -> Path:
@@ -70,8 +70,11 @@ def decode(dataset: ImageDataset, size: tuple[int, int] | DataSpec, channels: in
     cached = _load_cache(path, dataset, (channels, *size))
     images, targets = cached if cached is not None else _decode_files(dataset, size, channels, on_error)
     if cached is None and len(targets) == len(dataset):  # a cache of a partly unreadable set would hide the problem
-        with atomic_open(path, "wb") as f:
-            f.write(save({"images": images, "targets": targets}, metadata={"source": dataset.source}))
+        try:
+            with atomic_open(path, "wb") as f:
+                f.write(save({"images": images, "targets": targets}, metadata={"source": dataset.source}))
+        except OSError as exc:  # the cache only saves time: a read-only or full one must not stop the job
+            warnings.warn(f"decode cache {path} not written ({exc}); the next run decodes again", stacklevel=2)
     return ImageDataset(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
 
 

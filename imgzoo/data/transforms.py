@@ -47,9 +47,10 @@ class Cutout(v2.RandomErasing):
         self.size = size
 
 
-def _pixels(what: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{what}; got {value!r}")
+def _pixels(what: str, value: Any, side: int) -> None:
+    """A count of pixels under the image's shorter side: a larger shift or square would blank the whole image."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < side:
+        raise ValueError(f"{what} under the image's side of {side}; got {value!r}")
 
 
 def augmentation(
@@ -65,10 +66,9 @@ def augmentation(
     """
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-    _pixels(
-        "translate must be a whole number of pixels >= 0 (None: 1/8 of the side)", 0 if translate is None else translate
-    )
-    _pixels("cutout is the side of the square blanked out, a whole number of pixels >= 0", cutout)
+    side = min(spec.size)
+    _pixels("translate must be a whole number of pixels >= 0 (None: 1/8 of the side)", translate or 0, side)
+    _pixels("cutout is the side of the square blanked out, a whole number of pixels >= 0", cutout, side)
     if augment == "none":
         return [], []
     if spec.resize is not None:
@@ -81,7 +81,7 @@ def augmentation(
         augment, []
     )
     after: list[Any] = [v2.RandomErasing(p=0.25, value=0)] if augment == "strong" else []
-    after += [Cutout(min(cutout, *spec.size), spec.size)] if cutout else []
+    after += [Cutout(cutout, spec.size)] if cutout else []
     return before, after
 
 
@@ -151,10 +151,14 @@ def _wide_to_unit_float(image: Image.Image) -> torch.Tensor:
     low, high = np.min(tags.get(_TIFF_MIN_SAMPLE, np.nan)), np.max(tags.get(_TIFF_MAX_SAMPLE, np.nan))
     low, high = (float(low), float(high)) if high > low else (0.0, _FULL_SCALE[image.mode])  # NaN: none declared
     if values.size and (np.isnan(values).any() or values.min() < low or values.max() > high):
-        raise ValueError(f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
-                         f"{np.nanmin(values):g}..{np.nanmax(values):g}{' and NaN' if np.isnan(values).any() else ''}. "
-                         f"Scale it to 0..1 first (e.g. Image.fromarray(np.asarray(image) / image_max)), or convert it "
-                         f"to an 8-bit mode with your own mapping; imgzoo does not clip.")  # fmt: skip
+        finite = values[~np.isnan(values)]  # np.nanmin of only NaN would print numpy's warning before this error
+        raise ValueError(
+            f"a mode {image.mode} image should hold values in {low:g}..{high:g}; got "
+            f"{f'{finite.min():g}..{finite.max():g}' if finite.size else 'no number'}"
+            f"{' and NaN' if np.isnan(values).any() else ''}. "
+            f"Scale it to 0..1 first (e.g. Image.fromarray(np.asarray(image) / image_max)), or convert it "
+            f"to an 8-bit mode with your own mapping; imgzoo does not clip."
+        )
     return torch.from_numpy(((values - low) / (high - low)).astype(np.float32)).unsqueeze(0)
 
 

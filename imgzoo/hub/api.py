@@ -256,8 +256,8 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
         raise TypeError(f"expected a weights name, 'hf-hub:org/repo[@revision]' or a folder; got {source!r}")
     check_revision(fetch.revision)
     if source.startswith(HF_PREFIX):
-        repo_id, _, pinned = source[len(HF_PREFIX) :].partition("@")
-        check_revision(pinned or None)
+        repo_id, at, pinned = source[len(HF_PREFIX) :].partition("@")
+        check_revision(pinned if at else None)  # "org/repo@" names no revision: refused, not taken as main
         if pinned and fetch.revision and pinned != fetch.revision:
             raise ValueError(f"{source!r} pins revision {pinned!r} but revision={fetch.revision!r} was also given")
         _check_repo_id(repo_id)

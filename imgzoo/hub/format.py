@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import inspect
 import json
+import math
 import os
 import sys
 import warnings
@@ -38,6 +39,15 @@ PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pth", 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # The largest image side a data spec may ask for: 8x the largest inputs (1024 px); one image stays in megabytes.
 MAX_IMAGE_SIDE = 8192
+# ...and the most pixels, for size and for the resize before the crop: 1024x1024 is 21x the 224x224 of the largest
+# shipped model, one float image of it 12 MB. A [2048, 2048] config made `imgzoo predict` of one PNG take 1.8 GB.
+MAX_PIXELS = 1024 * 1024
+# The most memory one layer's output may take for one image (measured on meta, see _check_activations): 32x the
+# largest of the shipped models (dogbreed_transfer, 64x112x112 floats, 3.2 MB), so one image predicts in well under
+# 1 GB whatever the config's widths and size; a model that needs more is not one for small images.
+MAX_ACTIVATION_BYTES = 100 * 2**20
+# The smallest std: normalising divides by it, and 1e-320 (positive, subnormal) makes every pixel infinite.
+MIN_STD = 1e-6
 
 
 class NewHeadWarning(UserWarning):
@@ -160,6 +170,11 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
+def _is_names(value: Any) -> bool:
+    """Class names that print as themselves: a newline or an ANSI escape in one would forge or wipe output lines."""
+    return value is None or (_is_str_list(value) and all(v.isprintable() for v in value))
+
+
 # The top-level fields and what each must hold: (test, what the error calls it).
 _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "imgzoo_version": (lambda v: v is None or isinstance(v, str), "a version string"),
@@ -170,7 +185,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_features": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
     "pretrained_cfg": (lambda v: isinstance(v, dict), "an object (timm's preprocessing and labels)"),
     "num_classes": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
-    "class_names": (lambda v: v is None or _is_str_list(v), "a list of strings or null"),
+    "class_names": (lambda v: _is_names(v), "a list of printable strings or null"),
     "data_spec": (lambda v: isinstance(v, dict), "an object (the model's DataSpec)"),
     "num_params": (lambda v: v is None or (_is_int(v) and v >= 0), "a parameter count (an integer >= 0)"),
     "macs": (lambda v: v is None or (_is_int(v) and v >= 0), "a count of multiply-accumulates (an integer >= 0)"),
@@ -185,17 +200,25 @@ _SPEC_FIELDS: dict[str, tuple[Callable[[Any, int], bool], str]] = {
     "name": (lambda v, c: isinstance(v, str), "a string"),
     "channels": (lambda v, c: _is_int(v) and v in (1, 3), "1 or 3"),
     "size": (
-        lambda v, c: isinstance(v, list) and len(v) == 2 and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in v),
-        f"[height, width], two integers from 1 to {MAX_IMAGE_SIDE}",
+        lambda v, c: (
+            isinstance(v, list)
+            and len(v) == 2
+            and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in v)
+            and v[0] * v[1] <= MAX_PIXELS
+        ),
+        f"[height, width], two integers from 1 to {MAX_IMAGE_SIDE} of at most {MAX_PIXELS} pixels in all",
     ),
     "mean": (lambda v, c: isinstance(v, list) and len(v) == c and all(map(_is_number, v)), "one number per channel"),
     "std": (
-        lambda v, c: isinstance(v, list) and len(v) == c and all(_is_number(s) and s > 0 for s in v),
-        "one positive number per channel",
+        lambda v, c: isinstance(v, list) and len(v) == c and all(_is_number(s) and s >= MIN_STD for s in v),
+        f"one positive number per channel, each at least {MIN_STD:g}",
     ),
     "num_classes": (lambda v, c: _is_int(v) and v >= 1, "a positive integer"),
-    "class_names": (lambda v, c: v is None or _is_str_list(v), "a list of strings or null"),
-    "resize": (lambda v, c: v is None or (_is_int(v) and 1 <= v <= MAX_IMAGE_SIDE), "null or a side in pixels"),
+    "class_names": (lambda v, c: _is_names(v), "a list of printable strings or null"),
+    "resize": (
+        lambda v, c: v is None or (_is_int(v) and v >= 1 and v * v <= MAX_PIXELS),
+        f"null or a side in pixels of at most {math.isqrt(MAX_PIXELS)}",
+    ),
 }
 _REQUIRED_SPEC = ("name", "channels", "size", "mean", "std", "num_classes")
 
@@ -272,14 +295,28 @@ _UNREADABLE = (SafetensorError, OSError, ValueError, TypeError, RuntimeError, Ov
 
 
 def _read_safetensors(path: str | os.PathLike[str], *, header_only: bool) -> dict[str, Any]:
-    """Tensors of a safetensors file, or with ``header_only`` their shapes (no tensor data read); no prefixes."""
+    """Tensors of a safetensors file, or with ``header_only`` their (shape, dtype) (no tensor data read); no
+    prefixes. Tensors that are not finite are refused: NaN weights would predict NaN for every image."""
     try:
-        if not header_only:
-            return strip_prefixes(load_file(str(path), device="cpu"))
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return strip_prefixes({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})  # noqa: SIM118
+        if header_only:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                header = {key: f.get_slice(key) for key in f.keys()}  # noqa: SIM118
+                return strip_prefixes({k: (tuple(v.get_shape()), v.get_dtype()) for k, v in header.items()})
+        state = strip_prefixes(load_file(str(path), device="cpu"))
     except _UNREADABLE as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(
+            f"{path} holds NaN or infinite values in {len(broken)} tensor(s) ({_first_five(broken)}): the training "
+            "that wrote it diverged. Load an earlier checkpoint, or train again with a lower learning rate."
+        )
+    return state
+
+
+# How safetensors names the dtypes of imgzoo's models' tensors.
+_DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
 
 
 def load_checkpoint(config: dict[str, Any], weights: str | os.PathLike[str], *, source: str,
@@ -306,7 +343,8 @@ def load_checkpoint(config: dict[str, Any], weights: str | os.PathLike[str], *, 
             f"{entry.name}'s builder takes no num_classes, so a model with another head could not be saved and "
             f"rebuilt; add a num_classes keyword argument to it."
         )
-    _check_fits(meta_model, _read_safetensors(weights, header_only=True), source)
+    _check_fits(meta_model, _read_safetensors(weights, header_only=True), source, config.get("storage_dtype"))
+    _check_activations(meta_model, spec, source)
     model = _build(entry, kwargs, source, meta=False)
     state = _read_safetensors(weights, header_only=False)
     if config.get("storage_dtype") == "fp16":  # stored in half precision; the model computes in fp32
@@ -382,21 +420,74 @@ def _build(entry: ModelEntry, kwargs: dict[str, Any], source: str, *, meta: bool
         ) from exc
 
 
-def _check_fits(model: nn.Module, header: dict[str, tuple[int, ...]], source: str) -> None:
-    """Compare the (meta) model's tensors with the file's header, naming every key that differs."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def _check_fits(model: nn.Module, header: dict[str, tuple], source: str, storage: str | None = "fp32") -> None:
+    """Compare the (meta) model's tensors with the file's header (shapes and dtypes), naming every key that differs:
+    copying I32, bool or float8 bytes into a float32 model would reinterpret them as other numbers."""
+    state = model.state_dict()
+    expected = {k: (tuple(v.shape), _DTYPE_NAMES.get(v.dtype, str(v.dtype))) for k, v in state.items()}
+    if storage == "fp16":  # the floating-point parameters are stored in half precision
+        names = {name for name, _ in model.named_parameters()}
+        expected |= {k: (shape, "F16") for k, (shape, dtype) in expected.items() if k in names and dtype == "F32"}
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
     shared = sorted(set(header) & set(expected))
-    reshaped = [f"{k}: checkpoint {header[k]} vs model {expected[k]}" for k in shared if header[k] != expected[k]]
-    problems = [f"{len(items)} {label} ({_first_five(items)})"
-                for label, items in (("missing", missing), ("unexpected", unexpected), ("different shapes", reshaped))
-                if items]  # fmt: skip
+    reshaped = [
+        f"{k}: checkpoint {header[k][0]} vs model {expected[k][0]}" for k in shared if header[k][0] != expected[k][0]
+    ]
+    retyped = [
+        f"{k}: checkpoint {header[k][1]} vs model {expected[k][1]}" for k in shared if header[k][1] != expected[k][1]
+    ]
+    problems = [
+        f"{len(items)} {label} ({_first_five(items)})"
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("different shapes", reshaped),
+            ("other dtypes", retyped),
+        )
+        if items
+    ]
     if problems:
         raise CheckpointError(
             f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
             f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
             f"checkpoint's config.json belongs to its model.safetensors. Nothing was allocated for it."
+        )
+
+
+def _check_activations(model: nn.Module, spec: DataSpec, source: str) -> None:
+    """Refuse a config whose model would need more than MAX_ACTIVATION_BYTES for one layer's output on one image
+    (a tiny file can ask for 4096 channels at 1024x1024): measured by a forward pass on ``meta``, which allocates
+    nothing. A model that cannot run on meta is not measured (its builder's own checks are all there is)."""
+    largest = 0
+
+    def measure(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(measure) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, *spec.input_shape, device="meta"))
+    except NotImplementedError:  # an op without a meta kernel
+        return
+    except (RuntimeError, ValueError, TypeError) as exc:
+        if "meta" in str(exc).lower():  # an op that reads tensor values (.item()): not measurable here
+            return
+        raise CheckpointError(  # e.g. a Linear sized for 28x28 inputs: predict would fail after allocating
+            f"{source}: {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}) cannot take an image of its "
+            f"config's data_spec size {list(spec.size)} ({type(exc).__name__}: {exc}); the config is damaged."
+        ) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    if largest > MAX_ACTIVATION_BYTES:
+        raise CheckpointError(
+            f"{source}: {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}) at the config's image size "
+            f"{list(spec.size)} needs {largest / 2**20:.0f} MiB for one layer's output on one image, over the "
+            f"{MAX_ACTIVATION_BYTES // 2**20} MiB imgzoo allows; the config is damaged or not for small images. "
+            "Nothing was allocated for it."
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from imgzoo._atomic import atomic_write_text
+from imgzoo._atomic import atomic_write_text, check_output
 from imgzoo.data.loaders import own_generator
 from imgzoo.eval.history import History
 from imgzoo.eval.plots import plot_histories
@@ -203,7 +203,7 @@ def run_study(
 ) -> StudyReport:
     """Train every run into ``out/runs/<name>`` (or resume, extend, reuse it); write report.md, .json, curves.png.
     ``tta=False`` skips each recipe's test-time augmentation at the end of its run."""
-    out = Path(out)
+    out = check_output(out, folder_of="runs")  # a folder an earlier compare made, or a new or empty one
     results: dict[str, RunResult] = {}
     for name, config in study.runs.items():
         log(f"== {name}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgzoo._atomic import atomic_write_text
+from imgzoo._atomic import atomic_write_text, check_output
 from imgzoo.data import datasets
 from imgzoo.models.registry import get_model_entry
 from imgzoo.train.checkpoint import resume_point
@@ -214,12 +214,16 @@ class Plan:
 
 def plan_run(out: Path, config: RunConfig, resume: bool) -> Plan:
     """Decide what to do with ``out``, refusing anything that would train over another run."""
+    check_output(out, reads=(config.data,), folder_of=RUN_FILE)  # nothing of the user's is written over
     record = read_run(out)
+    # A start that failed or was killed before its first checkpoint left only run.json: nothing to go on from or
+    # lose, so the corrected command starts afresh instead of being refused as "already holds a run".
+    unstarted = record is not None and not record.finished and not record.done_before
+    if unstarted and not resume and resume_point(out / CHECKPOINTS) is None and not (out / WEIGHTS).exists():
+        record = None
     if record is None:
         if resume:
             raise FileNotFoundError(f"nothing to resume: {out} holds no run ({RUN_FILE}). Run without --resume.")
-        if (out / "model.safetensors").exists() or (out / CHECKPOINTS).exists():
-            raise FileExistsError(f"{out} holds weights or checkpoints but no {RUN_FILE}; choose another --out.")
         return Plan("start", RunRecord(config))
     old, going_on = record.config, resume_command(record.config, out)
     progress = f"{'finished' if record.finished else 'unfinished'}, {old.fit.epochs} epochs asked"

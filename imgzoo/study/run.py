@@ -54,6 +54,12 @@ def split_data(
 ) -> tuple[Dataset, Dataset | None]:
     """The seeded stratified validation split (10%), whole so figures compare; ``limit``: a stratified part of
     train. ``val_fraction=0``: every image trains and there is no validation (None)."""
+    names = datasets.classes_of(dataset) or []
+    if len(names) == 1:  # every prediction right by construction: the "100%" would measure nothing
+        raise ValueError(
+            f"the data has one class ({names[0]}): a classifier needs two or more. Add a folder of images for each "
+            "other class it should tell apart."
+        )
     if val_fraction:
         train, val = datasets.train_val_split(dataset, val_fraction, seed=seed)
     else:

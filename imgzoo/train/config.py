@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -100,8 +101,13 @@ class FitConfig:
         return {k: str(v) if isinstance(v, torch.device) else v for k, v in values.items() if not callable(v)}
 
 
-def _is_int(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+def _is_int(value: Any, minimum: int, below: float = math.inf) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < below
+
+
+def _real(value: Any) -> bool:
+    """A finite int or float: "0.1" or NaN would fail later, inside torch, with its own message (or none)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # The numeric options: a test, and what it asks for ("epochs must be an integer >= 1, got 0").
@@ -111,15 +117,20 @@ _NUMBERS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "translate": (lambda v: v is None or _is_int(v, 0), "an integer >= 0 or None"),
     "cutout": (lambda v: _is_int(v, 0), "an integer >= 0 (pixels; 0 blanks nothing)"),
     "alternate_flips": (lambda v: isinstance(v, bool), "True or False"),
-    "lr": (lambda v: v is None or v > 0, "> 0"),
-    "label_smoothing": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "norm_bias_lr_scale": (lambda v: v > 0, "> 0"),
-    "backbone_lr_scale": (lambda v: v > 0, "> 0"),
+    "lr": (lambda v: v is None or (_real(v) and v > 0), "> 0"),
+    "momentum": (lambda v: _real(v) and 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v is None or (_real(v) and v >= 0), ">= 0 or None"),
+    "label_smoothing": (lambda v: _real(v) and 0.0 <= v < 1.0, "in [0, 1)"),
+    "norm_bias_lr_scale": (lambda v: _real(v) and v > 0, "> 0"),
+    "backbone_lr_scale": (lambda v: _real(v) and v > 0, "> 0"),
     "head_epochs": (lambda v: _is_int(v, 0), "an integer >= 0"),
-    "ema_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or None"),
-    "lookahead_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or None"),
-    "grad_clip": (lambda v: v is None or v > 0, "> 0 or None"),
-    "max_time": (lambda v: v is None or v > 0, "> 0 seconds or None"),
+    "ema_decay": (lambda v: v is None or (_real(v) and 0 < v < 1), "in (0, 1) or None"),
+    "lookahead_decay": (lambda v: v is None or (_real(v) and 0 < v < 1), "in (0, 1) or None"),
+    "grad_clip": (lambda v: v is None or (_real(v) and v > 0), "> 0 or None"),
+    "max_time": (lambda v: v is None or (_real(v) and v > 0), "> 0 seconds or None"),
+    # torch.manual_seed takes 64 bits; fit adds the process's rank and the loaders multiply by 1_000_003.
+    "seed": (lambda v: v is None or _is_int(v, 0, 2**40), "an integer from 0 to 2**40 or None"),
+    "num_workers": (lambda v: v is None or _is_int(v, 0, 1025), "an integer from 0 to 1024 or None"),
 }
 
 

@@ -87,8 +87,12 @@ def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(
             f"fit: labels must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs; "
-            f"found {int(y.min())}..{int(y.max())} ({where}). Build the model with num_classes={int(y.max()) + 1} "
-            "or fix the labels."
+            f"found {int(y.min())}..{int(y.max())} ({where}). "
+            + (
+                "Labels are class indices from 0: fix the negative ones."
+                if int(y.min()) < 0
+                else f"Build the model with num_classes={int(y.max()) + 1} or fix the labels."
+            )
         )
 
 
