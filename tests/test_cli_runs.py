@@ -188,7 +188,7 @@ def test_a_recipes_batch_too_big_for_the_data_is_cut_with_a_warning_and_tta_can_
     assert fitted_to_data(resnet, 2000) == (resnet, "") and fitted_to_data(resnet, 1000)[0].batch_size == 32
     folder = str(write_mnist(tmp_path / "mnist", n_per_class=4))  # 30 training images, the recipe's batch 64
     out, said = tmp_path / "run", []
-    config = runs.make_config("mnist_cnn", folder, epochs=1, amp="fp32")
+    config = run_config.make_config("mnist_cnn", folder, epochs=1, amp="fp32")
     runs.train_run(out, config, verbose=0, log=said.append, tta=False)
     assert any(
         "recipe's batch 64 gives 1 step(s) an epoch on 30 images, too few to learn from; training at batch 16" in s
@@ -199,7 +199,7 @@ def test_a_recipes_batch_too_big_for_the_data_is_cut_with_a_warning_and_tta_can_
     assert "tta" not in saved["metrics"] and not any("test-time" in s for s in said)  # skipped, though the recipe's
     assert saved["recipe"]["tta"] == "shift"  # is still recorded for `imgzoo evaluate RUN DATA --tta`
     assert json.loads((out / "run.json").read_text())["config"]["batch_size"] == 64  # cut alike when resumed
-    given = runs.make_config("mnist_cnn", folder, epochs=1, amp="fp32", batch_size=32)  # asked for: kept
+    given = run_config.make_config("mnist_cnn", folder, epochs=1, amp="fp32", batch_size=32)  # asked for: kept
     assert runs.train_run(tmp_path / "given", given, verbose=0, log=said.append).config.fit.batch_size == 32
 
 

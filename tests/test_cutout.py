@@ -11,6 +11,7 @@ import imgzoo
 from imgzoo.data.datasets import TensorImages
 from imgzoo.data.loaders import FastLoader
 from imgzoo.models.registry import DataSpec
+from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
 from imgzoo.train.config import FitConfig, loader_differences
 from imgzoo.train.recipes import get_recipe
@@ -69,12 +70,12 @@ def test_a_recipe_carries_cutout_to_the_run_and_its_loader(tmp_path):
     recipe = get_recipe("basic_cnn.cutout").config
     assert recipe.cutout == 12 and recipe.loader_options()["cutout"] == 12
     assert get_recipe("basic_cnn.airbench").config.loader_options()["cutout"] == 0  # the loader's default
-    config = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.cutout")
+    config = run_config.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.cutout")
     assert config.fit.cutout == 12 and config.fit.translate == 4
     assert config.augmentation() == "standard (4-pixel crops, alternating flips, 12-pixel cutout)"
-    unaugmented = runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.cutout", augment="none")
+    unaugmented = run_config.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.cutout", augment="none")
     assert unaugmented.augmentation() == "none"
-    assert runs.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit.cutout == 0
+    assert run_config.make_config("basic_cnn", str(tmp_path), recipe="basic_cnn.airbench").fit.cutout == 0
     model = imgzoo.basic_cnn(widths=(4,), num_classes=2)
     model.data_spec = _SPEC
     train = runs.train_data(model, _data(), "standard", 1024, 0, translate=4, alternate_flips=True, cutout=6)

@@ -63,14 +63,15 @@ def test_a_run_goes_on_only_with_the_classes_it_trained_on(tmp_path):
     import pytest
     from data_factories import write_image_folder
 
+    from imgzoo.study import config as run_config
     from imgzoo.study import run as runs
 
     root = write_image_folder(tmp_path / "data", classes=("ant", "bee"), n_per_class=6, size=(28, 28))
-    config = runs.make_config("mnist_cnn", str(root), epochs=1, batch_size=4)
+    config = run_config.make_config("mnist_cnn", str(root), epochs=1, batch_size=4)
     runs.train_run(tmp_path / "out", config, verbose=0, log=lambda _: None)
     (root / "bee").rename(root / "ape")  # now (ape, ant): label 0 would mean another class
     before = sorted((tmp_path / "out").rglob("*"))
-    more = runs.make_config("mnist_cnn", str(root), epochs=2, batch_size=4)
+    more = run_config.make_config("mnist_cnn", str(root), epochs=2, batch_size=4)
     with pytest.raises(
         ValueError, match=r"has 2 classes \(ant, ape\) but the run in .* predicts 2 classes \(ant, bee\)"
     ):

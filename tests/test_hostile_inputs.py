@@ -300,7 +300,7 @@ def test_the_output_rule_allows_a_folder_the_same_command_made(tmp_path):
 
 
 def _run(folder: Path, out: Path, **options) -> runs.RunResult:
-    config = runs.make_config("mnist_cnn", str(folder), epochs=options.pop("epochs", 1), amp="fp32", **options)
+    config = run_config.make_config("mnist_cnn", str(folder), epochs=options.pop("epochs", 1), amp="fp32", **options)
     return runs.train_run(out, config, resume=out.exists(), verbose=0, log=lambda _: None)
 
 
@@ -321,10 +321,10 @@ def test_a_run_refuses_a_renamed_or_added_class_folder_and_keeps_its_checkpoint(
 
 def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_corrected_command(tmp_path):
     data = write_image_folder(tmp_path / "data", ("cat", "dog"), n_per_class=4, size=(28, 28))
-    config = runs.make_config("mnist_cnn", str(data), epochs=1, amp="fp32", device="meta")
+    config = run_config.make_config("mnist_cnn", str(data), epochs=1, amp="fp32", device="meta")
     with pytest.raises(ValueError, match="meta"):
         runs.train_run(tmp_path / "run", config, verbose=0, log=lambda _: None)
-    fixed = runs.make_config("mnist_cnn", str(data), epochs=1, amp="fp32")
+    fixed = run_config.make_config("mnist_cnn", str(data), epochs=1, amp="fp32")
     assert runs.train_run(tmp_path / "run", fixed, verbose=0, log=lambda _: None).finished
     assert run_config.read_run(tmp_path / "run").finished
 
