@@ -55,5 +55,5 @@ def test_keyword_arguments_reach_the_builder():
     assert dogs.imgzoo_kwargs["backbone"] == "resnet18" and dogs.get_classifier().out_features == 120
     shipped = torch.hub.load(str(REPO), "basic_cnn", source="local", pretrained=True)  # basic_cnn.cifar10
     assert shipped.whiten is True and sum(p.numel() for p in shipped.parameters()) == 1_972_778
-    with pytest.raises(ValueError, match="no pretrained weights are registered for 'dogbreed_transfer'"):
+    with pytest.raises(Exception, match="No 'dogbreed_transfer' weights were trained with these arguments"):
         torch.hub.load(str(REPO), "dogbreed_transfer", source="local", pretrained=True, backbone="resnet18")

@@ -208,7 +208,7 @@ def _results_section(config: dict[str, Any], curves: str | None) -> str:
     if metrics:
         lines += [f"- {k}: {_percent(v) if k.endswith('_acc') and _is_number(v) else v}" for k, v in metrics.items()]
         lines.append("")
-    if not table and (config.get("recipe") or {}).get("val_fraction") == 0:
+    if (config.get("recipe") or {}).get("val_fraction") == 0:
         lines += ["Trained on every image (a final fit, `--val 0`): nothing was held out to measure it on.", ""]
     elif not table and not metrics:
         lines += ["No metrics were recorded with these weights.", ""]

@@ -124,7 +124,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
         config_sha256="b6105f1897d49dbc810f20be13f743937320fe1dfbcef0f6ab884a8c186d8cf5",
         package_dir="dogbreed_transfer-dogs120", default=True,
         meta={
-            "dataset": "dog breeds (Kaggle Dog Breed Identification)",
+            "dataset": "imagenet",  # its data spec's: ImageNet's preprocessing; the photos are in recipe["data"]
             "metrics": {"val_acc": 0.6953125, "val_top5": 0.9166666666666666, "val_loss": 1.1985105276107788,
                         "val_acc_tta": 0.6979166666666666, "val_top5_tta": 0.9153645833333334, "tta": "flip",
                         "fp32_val_acc": 0.6953125, "train_acc": 0.6771837569383582, "epochs": 4},
