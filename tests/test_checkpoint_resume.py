@@ -362,6 +362,22 @@ def test_resuming_into_another_architecture_is_refused_and_loads_nothing(tmp_pat
     assert _state_bytes(deeper) == before
 
 
+def test_a_checkpoint_from_before_a_builder_argument_existed_resumes_with_its_default(tmp_path):
+    data = _cifar_like()
+    options = {**FIT_OPTIONS, "batch_size": 16}
+    fit(resnet_cifar(depth=8), data, epochs=2, checkpoint_dir=tmp_path, **options)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["kwargs"]["in_chans"] == 3
+    del state["kwargs"]["in_chans"]  # as a checkpoint saved before resnet_cifar took in_chans
+    torch.save(state, tmp_path / "last.pt")
+    history = fit(resnet_cifar(depth=8), data, epochs=2, resume=tmp_path, **options)
+    assert history.epoch == [1, 2]
+    state["kwargs"]["in_chans"] = 1  # an argument that is there and differs still refuses
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"in_chans=1 there, in_chans=3 here"):
+        fit(resnet_cifar(depth=8), data, epochs=2, resume=tmp_path, **options)
+
+
 def _head_of(classes: int) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, classes))

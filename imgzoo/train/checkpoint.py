@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from imgzoo._atomic import atomic_open
 from imgzoo.errors import CheckpointError
-from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR
+from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR, get_model_entry, list_models
 from imgzoo.train.callbacks import Callback
 from imgzoo.train.config import optimizer_name
 from imgzoo.train.steps import MetricSums
@@ -187,6 +187,8 @@ class RunParts:
 def check_model_fits(state: dict[str, Any], model: nn.Module, path: Path) -> None:
     """Refuse a checkpoint made for another architecture, other builder arguments, or other weight names/shapes."""
     saved_arch, saved_kwargs = state.get("arch"), state.get("kwargs") or {}
+    if saved_arch in list_models():  # an argument the builder gained since the checkpoint was made takes its default
+        saved_kwargs = {**get_model_entry(saved_arch).default_kwargs, **saved_kwargs}
     arch, kwargs = getattr(model, ARCH_ATTR, None), getattr(model, KWARGS_ATTR, None) or {}
     other_build = saved_arch is not None and arch is not None and (saved_arch, saved_kwargs) != (arch, kwargs)
     saved, own = state["model"], model.state_dict()
