@@ -164,6 +164,17 @@ def test_the_cli_exits_2_with_one_line_when_the_extra_is_missing(tmp_path, monke
     assert err.count("\n") == 1 and "imgzoo[export]" in err
 
 
+def test_the_cli_takes_the_format_from_the_suffix_and_refuses_a_suffix_it_cannot_read(tmp_path, capsys):
+    folder = imgzoo.save(imgzoo.mnist_cnn(hidden=8), tmp_path / "tiny")
+    assert main(["export", str(folder), "--out", str(tmp_path / "m.pt")]) == 0
+    assert "(torchscript)" in capsys.readouterr().out
+    assert torch.jit.load(str(tmp_path / "m.pt")) is not None
+    assert main(["export", str(folder), "--out", str(tmp_path / "m.bin")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot tell the format" in err and "--format onnx" in err and "'.bin'" in err
+    assert not (tmp_path / "m.bin").exists()
+
+
 def test_a_file_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypatch):
     target = tmp_path / "m.pt"
     target.write_bytes(b"the previous export")

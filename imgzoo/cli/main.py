@@ -120,11 +120,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    check_output(
-        args.out, reads=(weights_of(args.source),)
-    )  # before minutes of exporting: a new file, not inside the source
-    difference = export_model(load(weights_of(args.source)), args.out, format=args.format)  # a failed check: exit 1
-    print(f"wrote {args.out} ({args.format}); max abs difference from PyTorch: {difference:.3g}")
+    suffix = Path(args.out).suffix.lower()
+    fmt = args.format or {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}.get(suffix)
+    if fmt is None:
+        raise ValueError(f"export: cannot tell the format from --out {args.out!r} (suffix {suffix!r}); name the file "
+                         "model.onnx or model.pt, or give --format onnx or --format torchscript")  # fmt: skip
+    check_output(args.out, reads=(weights_of(args.source),))  # before minutes of exporting: a new file, not the source
+    difference = export_model(load(weights_of(args.source)), args.out, format=fmt)  # a failed check: exit 1
+    print(f"wrote {args.out} ({fmt}); max abs difference from PyTorch: {difference:.3g}")
     return 0
 
 
@@ -202,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a line per image")
     p = command("export", cmd_export, "write a model as ONNX or TorchScript, checked against PyTorch")
     p.add_argument("source", help=weights_help)
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", choices=FORMATS, help="default: from --out's suffix (.onnx; .pt or .ts: torchscript)")
     p.add_argument("--out", type=out_path, required=True, help="the file to write, e.g. model.onnx")
     p = command("download", cmd_download, "fetch pretrained weights into the Hugging Face cache")
     p.add_argument("name", help="a weights name from imgzoo.list_pretrained(), or hf-hub:org/repo[@revision]")
