@@ -278,7 +278,7 @@ def test_ctrl_c_in_the_middle_of_a_step_waits_for_its_end_and_resumes_exactly(tm
     history = fit(model, train, val, epochs=2, checkpoint_dir=tmp_path, **{**FIT_OPTIONS, "verbose": 2})
     assert history.epoch == [1]
     out = capsys.readouterr().out
-    assert "stopping at the end of this step" in out
+    assert "stopping after the step or validation under way" in out
     path = tmp_path / "interrupted.pt"
     assert f"after 3 of its 6 steps; saved {path}" in out and f"fit(..., resume='{path}')" in out
     assert resume_point(tmp_path) == path
@@ -286,6 +286,27 @@ def test_ctrl_c_in_the_middle_of_a_step_waits_for_its_end_and_resumes_exactly(tm
     resumed = make_model(seed=123)
     fit(resumed, train, val, epochs=2, resume=resume_point(tmp_path), **FIT_OPTIONS)
     assert _same_weights(reference, resumed)
+
+
+def test_ctrl_c_during_the_last_validation_saves_the_finished_run_and_stops_its_caller(tmp_path, capsys):
+    train, val = make_data()
+    model = make_model()
+
+    seen = {"training": False, "sent": False}
+
+    def interrupt_validation(module, inputs, output):  # fit's checks before training also run forward passes
+        if module.training:
+            seen["training"] = True
+        elif seen["training"] and not seen["sent"]:
+            seen["sent"] = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    model.register_forward_hook(interrupt_validation)
+    with pytest.raises(KeyboardInterrupt, match="after the last step of epoch 1: the training is done and saved"):
+        fit(model, train, val, epochs=1, checkpoint_dir=tmp_path, **{**FIT_OPTIONS, "verbose": 2})
+    assert "stopping after the step or validation under way" in capsys.readouterr().out
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+    assert not (tmp_path / "interrupted.pt").exists()
 
 
 def test_a_second_ctrl_c_stops_mid_step_and_that_checkpoint_is_refused_naming_last_pt(tmp_path, capsys):

@@ -159,8 +159,11 @@ def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = 
     epochs, started = cfg.epochs - record.done_before, time.time()
     train, val = train_data(model, train_part, seed=cfg.seed, **cfg.loader_options()), None
     val = eval_data(model, val_part) if val_part is not None else None
-    history = fit(model, train, val, config=cfg, epochs=epochs, checkpoint_dir=out / CHECKPOINTS,
-                  resume=plan.resume_from, verbose=verbose)  # fmt: skip
+    try:
+        history = fit(model, train, val, config=cfg, epochs=epochs, checkpoint_dir=out / CHECKPOINTS,
+                      resume=plan.resume_from, verbose=verbose)  # fmt: skip
+    except KeyboardInterrupt as stop:  # after the last step: the training is saved, its metrics and figures are not
+        raise KeyboardInterrupt(f"{stop or 'stopped'}; go on with: {resume_command(config, out)}") from None
     interrupted = out / CHECKPOINTS / "interrupted.pt"  # Ctrl-C writes it; one older than this call is not ours
     if len(history) < epochs and interrupted.is_file() and interrupted.stat().st_mtime >= started - 1:
         raise KeyboardInterrupt(f"stopped during epoch {len(history) + 1}; resume with: {resume_command(config, out)}")
@@ -222,7 +225,7 @@ def _announce(plan: Plan, out: Path, n_train: int, n_val: int, log: Callable) ->
         "resume": f"resuming {config.model} {'from its last checkpoint' if plan.resume_from else 'from the start'}",
         "extend": (
             f"extending {config.model} from its {before} finished epochs to {cfg.epochs}, from its weights with "
-            f"a fresh {cfg.schedule} schedule over {cfg.epochs - before} epochs"
+            f"a fresh {cfg.schedule} schedule over {cfg.epochs - before} epoch{'s' * (cfg.epochs - before != 1)}"
         ),
     }[plan.action]
     images = f"{n_train} training / {n_val} validation images" if n_val else f"all {n_train} images, no validation"

@@ -136,6 +136,7 @@ class _Run:
         self.partial: dict[str, Any] | None = None  # set by a resume from interrupted.pt
         self.refresh = 1 if device.type == "cpu" else 20  # a sync per step costs nothing on CPU; on a GPU it does
         self.interrupts = StepBoundaryInterrupt(enabled=not ctx.enabled, say=self._print)
+        self.late_interrupt = False
         # A resumed run keeps checkpointing where it resumed from, unless told otherwise.
         directory = cfg.checkpoint_dir or (self.resume_path.parent if self.resume_path is not None else None)
         self.checkpoint_dir = Path(directory) if directory is not None else None
@@ -181,6 +182,10 @@ class _Run:
             self._fit_end(error)
             raise
         self._fit_end()
+        if self.late_interrupt:  # the training is done and saved; the caller's work after fit is what stops
+            raise KeyboardInterrupt(
+                f"Ctrl-C after the last step of epoch {self.history.epoch[-1]}: the training is done and saved"
+            )
         return self.history
 
     def _fit_end(self, error: Exception | None = None) -> None:
@@ -215,6 +220,7 @@ class _Run:
                         why = f"another epoch would pass max_time={cfg.max_time:g} s" if out_of_time else None
                         self._print(f"stopping after epoch {epoch}: {why or 'a callback asked to stop'}")
                         break
+            self.late_interrupt = self.interrupts.requested  # a Ctrl-C during the last validation: no step was left
         except KeyboardInterrupt:
             self._interrupted()
         except NonFiniteLoss as e:

@@ -128,7 +128,7 @@ class StepBoundaryInterrupt:
     def _handle(self, signum: int, frame: object) -> None:
         self.raise_if_requested()  # the second Ctrl-C: at once
         self.requested = True
-        self.say("stopping at the end of this step (Ctrl-C again to stop at once, mid-step)")
+        self.say("stopping after the step or validation under way (Ctrl-C again to stop at once, mid-step)")
 
     def raise_if_requested(self) -> None:  # between steps
         if self.requested:
