@@ -36,6 +36,7 @@ def test_models_prints_one_row_per_model_with_parameter_counts(capsys):
         line = " ".join(cells)
         assert str(tuple(spec.input_shape)) in line and "(2, " not in line  # one image's shapes, not the probe's
         assert str((spec.num_classes,)) in line
+        assert "`" not in line  # a docstring's ``code`` and :func:`roles` are shown as plain text
 
 
 def test_models_also_lists_the_pretrained_weights(capsys):

@@ -7,6 +7,7 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -50,7 +51,8 @@ def models_table(pattern: str | None = None) -> str:
             shapes = (str(tuple(x.shape[1:])), str(tuple(model(x).shape[1:])))  # one image's, not the probe's 2
         params = _millions(sum(p.numel() for p in model.parameters()))
         trainable = _millions(sum(p.numel() for p in model.parameters() if p.requires_grad))  # fewer when frozen
-        rows.append((name, params, trainable, *shapes, entry.description))
+        plain = re.sub(r"(?::\w+:)?`+([^`]*)`+", r"\1", entry.description)  # ``x`` and :func:`x` in a docstring
+        rows.append((name, params, trainable, *shapes, re.split(r"(?<=\.) (?!\d)", plain)[0]))  # its first sentence
     return _align(rows)
 
 
