@@ -123,6 +123,7 @@ def test_more_epochs_extend_a_finished_run_from_its_weights_and_number_on(tmp_pa
     extended = runs.train_run(out, longer, resume=True, verbose=0, log=said.append)
     assert extended.action == "extend" and extended.finished
     assert "extending mnist_cnn from its 1 finished epochs to 3" in said[0] and "fresh onecycle schedule" in said[0]
+    assert "shown as 1-2 while training and recorded as 2-3 in history.csv" in said[0]
     assert extended.history.epoch == [1, 2, 3]
     assert extended.history.train_loss[0] == first.history.train_loss[0]  # the first epoch kept, not retrained
     assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3]

@@ -224,8 +224,9 @@ def _announce(plan: Plan, out: Path, n_train: int, n_val: int, log: Callable) ->
         "start": f"training {config.model} for {cfg.epochs} epochs",
         "resume": f"resuming {config.model} {'from its last checkpoint' if plan.resume_from else 'from the start'}",
         "extend": (
-            f"extending {config.model} from its {before} finished epochs to {cfg.epochs}, from its weights with "
-            f"a fresh {cfg.schedule} schedule over {cfg.epochs - before} epoch{'s' * (cfg.epochs - before != 1)}"
+            f"extending {config.model} from its {before} finished epochs to {cfg.epochs}, from its weights with a "
+            f"fresh {cfg.schedule} schedule over the new epochs, shown as 1-{cfg.epochs - before} while training and "
+            f"recorded as {before + 1}-{cfg.epochs} in history.csv"
         ),
     }[plan.action]
     images = f"{n_train} training / {n_val} validation images" if n_val else f"all {n_train} images, no validation"
