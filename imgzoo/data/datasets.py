@@ -58,7 +58,7 @@ class ImageDataset(Dataset):
                  on_error: str = "raise", source: str = "") -> None:  # fmt: skip
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        targets = torch.as_tensor(targets, dtype=torch.int64)
+        targets = torch.as_tensor(targets, dtype=torch.int64).contiguous()  # as the decode cache saves them
         self.skipped: list[str] = []
         if isinstance(images, torch.Tensor):
             if images.dtype != torch.uint8 or images.ndim != 4:
