@@ -11,7 +11,6 @@ import csv
 import gzip
 import io
 import math
-import numbers
 import os
 import pickle
 import re
@@ -158,8 +157,7 @@ def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
 
 def _decodes(path: str) -> bool:
     try:
-        _open_image(path)
-        return True
+        return _open_image(path) is not None
     except CorruptFileError:
         return False
 
@@ -241,8 +239,14 @@ def train_val_split(
     return subsets
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def is_int(value: Any, minimum: float = -math.inf, below: float = math.inf) -> bool:
+    """An int (never a bool) in [minimum, below): the one test of whole-number options across imgzoo."""
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < below
+
+
+def is_real(value: Any) -> bool:
+    """A finite int or float: "0.1" or NaN would fail later, inside torch, with its own message (or none)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None:
@@ -250,16 +254,14 @@ def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None
         raise ValueError(
             f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
         )
-    if val_fraction is not None and not (
-        isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool) and 0.0 < val_fraction < 1.0
-    ):
+    if val_fraction is not None and not (is_real(val_fraction) and 0.0 < val_fraction < 1.0):
         raise ValueError(
             f"val_fraction must be a number between 0 and 1 (exclusive), e.g. 0.1; got {val_fraction!r} "
             f"({type(val_fraction).__name__}). For a number of validation images, pass val_count= instead."
         )
-    if val_count is not None and (not _is_int(val_count) or val_count < 1):
+    if val_count is not None and not is_int(val_count, 1):
         raise ValueError(f"val_count must be a positive int (a number of images); got {val_count!r}")
-    if not _is_int(seed):
+    if not is_int(seed):
         raise ValueError(f"seed must be an int; got {seed!r} ({type(seed).__name__})")
 
 

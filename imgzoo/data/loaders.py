@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from imgzoo._atomic import atomic_open
 from imgzoo._device import resolve_device
-from imgzoo.data.datasets import ImageDataset, _open_image
+from imgzoo.data.datasets import ImageDataset, _open_image, is_int
 from imgzoo.data.transforms import Cutout, ToImage, augmentation, build_transform
 from imgzoo.models.registry import DataSpec
 
@@ -166,7 +166,7 @@ class FastLoader:
                  cutout: int = 0, shuffle: bool | None = None, drop_last: bool = False,
                  device: str | torch.device | None = None, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None) -> None:  # fmt: skip
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        if not is_int(batch_size, 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         dataset, self.spec = _unwrap(data, spec, cache_dir)
         if len(dataset) == 0:
