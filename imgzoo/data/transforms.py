@@ -78,9 +78,8 @@ def augmentation(
         pad = round(PAD_FRACTION * min(spec.size)) if translate is None else translate
         before = [v2.RandomCrop(spec.size, padding=pad, padding_mode="reflect")]
     before += [v2.RandomHorizontalFlip()] if flip_preserves_label(spec) else []
-    before += {"strong": [v2.TrivialAugmentWide()], "affine": [v2.RandomAffine(degrees=10, scale=(0.9, 1.1))]}.get(
-        augment, []
-    )
+    if augment != "standard":
+        before.append(v2.TrivialAugmentWide() if augment == "strong" else v2.RandomAffine(degrees=10, scale=(0.9, 1.1)))
     after: list[Any] = [v2.RandomErasing(p=0.25, value=0)] if augment == "strong" else []
     after += [Cutout(cutout, spec.size)] if cutout else []
     return before, after

@@ -50,7 +50,6 @@ class FitConfig:
     # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); never on biases and norms
     weight_decay: float | None = None  # ("Bag of Tricks", He et al. 2019, section 3.1)
     # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step", "linear", None, or a
-
     schedule: ScheduleSpec = "onecycle"  # callable(optimizer) -> scheduler stepped every schedule_interval
     schedule_interval: str = "epoch"  # for callables only; "epoch" is Lightning's default
     label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1

@@ -162,11 +162,8 @@ def check_data(model: nn.Module, train: Any, val: Any, device: torch.device, sav
 
 def train_loader(data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext,
                  device: torch.device) -> tuple[Any, DistributedSampler | None, torch.Generator]:  # fmt: skip
-    """The training loader, its sampler (None for a loader used as given) and the generator of its worker seeds.
-
-    A user's loader is used as given in a single process (its shuffle then draws from the global generator, whose
-    state the checkpoint keeps); under torchrun a DataLoader is rebuilt around a DistributedSampler.
-    """
+    """The training loader, its sampler (None for a loader used as given: its shuffle draws from the global generator,
+    which the checkpoint keeps) and the generator of its worker seeds; under torchrun, around a DistributedSampler."""
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
     loader_given = isinstance(data, DataLoader) or loaders.is_batches(data)
     if loaders.is_batches(data) and ctx.enabled:
