@@ -291,11 +291,9 @@ def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], 
         )
     if now["schedule"] in _SIZED and _length(saved) != _length(now):
         raise ValueError(
-            f"fit: cannot resume {path}: it was made with schedule={was} sized for {_length(saved)}, and this call "
-            f"asks for {_length(now)}. A restored {saved['schedule']} schedule keeps the length it was built for, "
-            f"so training would fail or go on at the wrong learning rate. To continue that run, resume with "
-            f"epochs={saved['epochs']} (and the same batch size and training data); to train for another "
-            f"length, {new_run}."
+            f"fit: cannot resume {path}: it was made with schedule={was} sized for {_length(saved)}, not "
+            f"{_length(now)}, and keeps that length (else the run fails or goes on at the wrong lr). To continue it, "
+            f"resume with epochs={saved['epochs']} (same batch size and data); for another length, {new_run}."
         )
 
 

@@ -84,15 +84,12 @@ def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
             f"fit: labels must be a 1-D integer tensor of class indices; got dtype {y.dtype}, shape {tuple(y.shape)} "
             f"({where}). One-hot labels: pass y.argmax(1)."
         )
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    low, high = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+    if low < 0 or high >= num_classes:
+        fix = "fix the negative ones" if low < 0 else f"build the model with num_classes={high + 1} or fix the labels"
         raise ValueError(
             f"fit: labels must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs; "
-            f"found {int(y.min())}..{int(y.max())} ({where}). "
-            + (
-                "Labels are class indices from 0: fix the negative ones."
-                if int(y.min()) < 0
-                else f"Build the model with num_classes={int(y.max()) + 1} or fix the labels."
-            )
+            f"found {low}..{high} ({where}). Labels are class indices from 0: {fix}."
         )
 
 
