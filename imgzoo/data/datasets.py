@@ -11,7 +11,6 @@ import csv
 import gzip
 import io
 import math
-import numbers
 import os
 import pickle
 import re
@@ -58,7 +57,7 @@ class ImageDataset(Dataset):
                  on_error: str = "raise", source: str = "") -> None:  # fmt: skip
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        targets = torch.as_tensor(targets, dtype=torch.int64)
+        targets = torch.as_tensor(targets, dtype=torch.int64).contiguous()  # as the decode cache saves them
         self.skipped: list[str] = []
         if isinstance(images, torch.Tensor):
             if images.dtype != torch.uint8 or images.ndim != 4:
@@ -158,8 +157,7 @@ def _open_image(path: str, advice: str = _SKIP_ADVICE) -> Image.Image:
 
 def _decodes(path: str) -> bool:
     try:
-        _open_image(path)
-        return True
+        return _open_image(path) is not None
     except CorruptFileError:
         return False
 
@@ -216,11 +214,9 @@ def labels_of(data: Any, read: bool = True) -> torch.Tensor | None:
 def train_val_split(
     dataset: Dataset, val_fraction: float | None = None, seed: int = 0, *, val_count: int | None = None
 ) -> tuple[Dataset, Dataset]:
-    """A seeded split with ``val_fraction`` (default 0.1) of every class, or ``val_count`` images, in validation.
-
-    Stratified (every class keeps at least one image on each side), so a class that landed mostly on one side
-    cannot skew a small data set's validation accuracy. An ImageDataset gives ImageDatasets, else Subsets.
-    """
+    """A seeded split with ``val_fraction`` (default 0.1) of every class, or ``val_count`` images, in validation;
+    stratified (every class on both sides), so no class skews a small set's validation accuracy. An ImageDataset
+    gives ImageDatasets, else Subsets."""
     _check_split_arguments(val_fraction, val_count, seed)
     targets = labels_of(dataset).long()
     sizes = {label: int((targets == label).sum()) for label in torch.unique(targets).tolist()}
@@ -232,17 +228,22 @@ def train_val_split(
         members = members[torch.randperm(len(members), generator=generator)].tolist()
         val_idx += members[: n_val[label]]
         train_idx += members[n_val[label] :]
-    parts = sorted(train_idx), sorted(val_idx)
     if isinstance(dataset, ImageDataset):
-        return dataset.subset(parts[0]), dataset.subset(parts[1])
-    subsets = Subset(dataset, parts[0]), Subset(dataset, parts[1])
+        return dataset.subset(sorted(train_idx)), dataset.subset(sorted(val_idx))
+    subsets = Subset(dataset, sorted(train_idx)), Subset(dataset, sorted(val_idx))
     for subset in subsets:  # the labels and names a later split, fit's checks and evaluate read
         subset.targets, subset.classes = targets[subset.indices], getattr(dataset, "classes", None)
     return subsets
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def is_int(value: Any, minimum: float = -math.inf, below: float = math.inf) -> bool:
+    """An int (never a bool) in [minimum, below): the one test of whole-number options across imgzoo."""
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < below
+
+
+def is_real(value: Any) -> bool:
+    """A finite int or float: "0.1" or NaN would fail later, inside torch, with its own message (or none)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None:
@@ -250,16 +251,14 @@ def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None
         raise ValueError(
             f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
         )
-    if val_fraction is not None and not (
-        isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool) and 0.0 < val_fraction < 1.0
-    ):
+    if val_fraction is not None and not (is_real(val_fraction) and 0.0 < val_fraction < 1.0):
         raise ValueError(
             f"val_fraction must be a number between 0 and 1 (exclusive), e.g. 0.1; got {val_fraction!r} "
             f"({type(val_fraction).__name__}). For a number of validation images, pass val_count= instead."
         )
-    if val_count is not None and (not _is_int(val_count) or val_count < 1):
+    if val_count is not None and not is_int(val_count, 1):
         raise ValueError(f"val_count must be a positive int (a number of images); got {val_count!r}")
-    if not _is_int(seed):
+    if not is_int(seed):
         raise ValueError(f"seed must be an int; got {seed!r} ({type(seed).__name__})")
 
 
@@ -458,10 +457,7 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
     """An idx file (MNIST's format: 0000, a type code, ndim, big-endian uint32 dims, C-order data), raw or gzipped.
-
-    Fewer or more bytes than the header declares is a :class:`CorruptFileError`; a gzipped file is never inflated
-    past that size, so a small file that inflates to gigabytes is refused, not loaded.
-    """
+    Other than the header's size is a :class:`CorruptFileError`; a gzip is never inflated past it (no gzip bombs)."""
     path = Path(path)
     try:
         with open(path, "rb") as raw_file:
@@ -607,11 +603,8 @@ def stanford_dogs(
     root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise", split: str | None = None
 ) -> ImageDataset:
     """Stanford Dogs (Khosla et al. 2011): ``root/Images/<wnid>-<Breed>/*.jpg`` (or ``root`` = ``Images``), 120 breeds
-    in WordNet order, named without the id (``n02085620-Chihuahua`` -> ``Chihuahua``).
-
-    ``split="train"`` / ``"test"``: the official split published results use (100 per breed to train), listed
-    in ``lists.tar``'s ``{split}_list.mat`` beside ``Images/`` or in ``lists/`` (needs ``imgzoo[dogs]``'s scipy).
-    """
+    in WordNet order, named without the id (``n02085620-Chihuahua`` -> ``Chihuahua``). ``split="train"`` / ``"test"``:
+    the official split (100 per breed to train) of ``lists.tar``'s ``{split}_list.mat`` (needs ``imgzoo[dogs]``)."""
     root = Path(root)
     images = _dogs_images(root)
     folders = _class_folders(images, _DOGS_HOW)
@@ -659,12 +652,9 @@ _KAGGLE_HOW = ("Expected the Kaggle dog-breed-identification layout: labels.csv 
 
 def kaggle_dogs(root: str | os.PathLike, transform: Transform | None = None, on_error: str = "raise",
                 classes: Sequence[str] | None = None) -> ImageDataset:  # fmt: skip
-    """Kaggle dog-breed-identification: ``root/train/<id>.jpg`` labelled by ``root/labels.csv``.
-
-    Breeds: ``classes``, else ``sample_submission.csv``'s columns (the competition's order), else labels.csv's,
-    sorted. A missing image or unknown breed is an error, never a silent wrong label; an id is a file name, never
-    a path (nor a link out of ``root/train``), so a shared labels.csv cannot point at other files on the machine.
-    """
+    """Kaggle dog-breed-identification: ``root/train/<id>.jpg`` labelled by ``root/labels.csv``. Breeds: ``classes``,
+    else ``sample_submission.csv``'s columns (the competition's order), else labels.csv's, sorted. A missing image or
+    unknown breed is an error; an id is a file name, never a path or a link out of ``root/train``."""
     root = Path(root)
     labels_csv = root / "labels.csv"
     if not labels_csv.is_file():

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from imgzoo._atomic import atomic_open
 from imgzoo._device import resolve_device
-from imgzoo.data.datasets import CorruptFileError, ImageDataset, _open_image
+from imgzoo.data.datasets import ImageDataset, _open_image, is_int
 from imgzoo.data.transforms import Cutout, ToImage, augmentation, build_transform
 from imgzoo.models.registry import DataSpec
 
@@ -54,10 +54,10 @@ def _checksum(dataset: ImageDataset, size: tuple[int, int], channels: int) -> st
 
 
 def decode(dataset: ImageDataset, size: tuple[int, int] | DataSpec, channels: int = 3, *,
-           cache_dir: str | os.PathLike | None = None, on_error: str = "raise") -> ImageDataset:  # fmt: skip
+           cache_dir: str | os.PathLike | None = None) -> ImageDataset:  # fmt: skip
     """The ImageDataset of files ``dataset`` decoded to a uint8 (N, channels, *size) tensor (a DataSpec gives both),
     cached in ``cache_dir`` (default :func:`default_cache_dir`) under a checksum of the files' bytes and labels.
-    ``on_error="skip"`` leaves out files that fail to decode, with a warning, instead of raising."""
+    A file that fails to decode raises; ``on_error="skip"`` when making the dataset leaves such files out."""
     if isinstance(size, DataSpec):
         size, channels = size.size, size.channels
     if not isinstance(dataset, ImageDataset):
@@ -67,18 +67,18 @@ def decode(dataset: ImageDataset, size: tuple[int, int] | DataSpec, channels: in
     size = (int(size[0]), int(size[1]))
     key = _checksum(dataset, size, channels)
     path = Path(cache_dir or default_cache_dir()) / f"decoded-{key}.safetensors"
-    cached = _load_cache(path, dataset, (channels, *size))
-    images, targets = cached if cached is not None else _decode_files(dataset, size, channels, on_error)
-    if cached is None and len(targets) == len(dataset):  # a cache of a partly unreadable set would hide the problem
+    images = _load_cache(path, dataset, (channels, *size))
+    if images is None:
+        images = _decode_files(dataset, size, channels)
         try:
             with atomic_open(path, "wb") as f:
-                f.write(save({"images": images, "targets": targets}, metadata={"source": dataset.source}))
+                f.write(save({"images": images, "targets": dataset.targets}, metadata={"source": dataset.source}))
         except OSError as exc:  # the cache only saves time: a read-only or full one must not stop the job
             warnings.warn(f"decode cache {path} not written ({exc}); the next run decodes again", stacklevel=2)
-    return ImageDataset(images, targets, dataset.classes, spec=dataset.spec, source=dataset.source)
+    return ImageDataset(images, dataset.targets, dataset.classes, spec=dataset.spec, source=dataset.source)
 
 
-def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...]) -> tuple[torch.Tensor, ...] | None:
+def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...]) -> torch.Tensor | None:
     """The cached decode of ``dataset``; None when there is none, or it is damaged (cut short, edited): then
     one warning, and the decode rebuilds it, so a bad cache neither fails every later run nor feeds wrong images."""
     if not path.is_file():
@@ -89,38 +89,24 @@ def _load_cache(path: Path, dataset: ImageDataset, image_shape: tuple[int, ...])
         expected = (len(dataset), *image_shape)
         if images.dtype != torch.uint8 or tuple(images.shape) != expected:
             raise ValueError(f"images are {images.dtype} {tuple(images.shape)}, expected uint8 {expected}")
-        if not torch.equal(targets, torch.as_tensor(dataset.targets, dtype=torch.int64)):
+        if not torch.equal(targets, dataset.targets):
             raise ValueError(f"its {tuple(targets.shape)} {targets.dtype} labels differ from the dataset's")
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         warnings.warn(f"decode cache {path} is damaged ({exc}); decoding the images again to rebuild it", stacklevel=3)
         return None
-    return images, targets
+    return images
 
 
-def _decode_files(
-    dataset: ImageDataset, size: tuple[int, int], channels: int, on_error: str
-) -> tuple[torch.Tensor, ...]:
-    """uint8 images and labels of every readable file (with ``on_error="skip"``, the others left out)."""
+def _decode_files(dataset: ImageDataset, size: tuple[int, int], channels: int) -> torch.Tensor:
+    """uint8 images of every file, resized to ``size``."""
     to_image = ToImage(channels)
     images = torch.empty((len(dataset), channels, *size), dtype=torch.uint8)
-    keep = torch.ones(len(dataset), dtype=torch.bool)
-    bad: list[str] = []
-    for i, (file, _) in enumerate(tqdm(dataset.samples, desc=f"decoding {dataset.source}", disable=None)):
-        try:
-            image = to_image(_open_image(file))
-        except CorruptFileError:
-            if on_error != "skip":
-                raise
-            keep[i] = False
-            bad.append(file)
-            continue
+    for i, file in enumerate(tqdm(dataset.files, desc=f"decoding {dataset.source}", disable=None)):
+        image = to_image(_open_image(file))
         image = TF.resize(image, list(size), antialias=True) if image.shape[1:] != size else image
         # 16-bit and float images arrive as floats in 0..1 (see imgzoo.data.transforms); the cache is uint8.
         images[i] = TF.to_dtype(image, torch.uint8, scale=True) if image.is_floating_point() else image
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {dataset.source}: {', '.join(bad[:3])}", stacklevel=3)
-    targets = torch.as_tensor(dataset.targets, dtype=torch.int64)
-    return images[keep].contiguous(), targets[keep].contiguous()
+    return images
 
 
 def root_of(data: Any) -> tuple[Any, torch.Tensor | None, DataSpec | None]:
@@ -180,7 +166,7 @@ class FastLoader:
                  cutout: int = 0, shuffle: bool | None = None, drop_last: bool = False,
                  device: str | torch.device | None = None, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None) -> None:  # fmt: skip
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        if not is_int(batch_size, 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         dataset, self.spec = _unwrap(data, spec, cache_dir)
         if len(dataset) == 0:
@@ -192,11 +178,13 @@ class FastLoader:
         ops = augmentation(self.spec, augment, translate=translate, cutout=cutout)  # checked even when not training
         before, after = ops if train else ([], [])
         crop = next((op for op in before if isinstance(op, v2.RandomCrop)), None)
-        self.pad = crop.padding[0] if crop is not None and crop.padding else 0
+        # The crop's largest shift in pixels (0 when not augmenting), as FitConfig's translate.
+        self.translate = crop.padding[0] if crop is not None and crop.padding else 0
         self.gathers = crop is not None  # crop and flip as one gather over a padded copy (also at translate=0)
         self.flip = self.gathers and any(isinstance(op, v2.RandomHorizontalFlip) for op in before)
         self.uint8_ops = [op for op in before if not isinstance(op, (v2.RandomCrop, v2.RandomHorizontalFlip))]
         self.float_ops = after
+        self.cutout = next((op.size for op in after if isinstance(op, Cutout)), 0)
         # The first epoch's toss for every image, from a generator of its own: the shuffle's draws stay as they were.
         self._first_flips = torch.rand(len(dataset), generator=torch.Generator().manual_seed(seed)) < 0.5
         self.generator = torch.Generator().manual_seed(seed)
@@ -204,20 +192,13 @@ class FastLoader:
         if self.gathers:
             # Padded once for the whole set, as airbench does; channels last, so the per-pixel gather copies
             # 3 contiguous bytes at a time (1.5x the batches/s of channels-first on one CPU thread, measured).
-            images = torch.nn.functional.pad(images, (self.pad,) * 4, mode="reflect").permute(0, 2, 3, 1).contiguous()
+            images = (
+                torch.nn.functional.pad(images, (self.translate,) * 4, mode="reflect").permute(0, 2, 3, 1).contiguous()
+            )
         self.images, self.targets = images.to(self.device), dataset.targets.to(self.device)
         mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * std), -mean / std  # (x / 255 - mean) / std as one multiply-add
-
-    @property
-    def translate(self) -> int:
-        """The crop's largest shift in pixels (0 when not augmenting): what Recipe.loader_differences compares."""
-        return self.pad
-
-    @property
-    def cutout(self) -> int:
-        return next((op.size for op in self.float_ops if isinstance(op, Cutout)), 0)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch (from 0) the next pass is, as DistributedSampler.set_epoch: it decides alternate_flips."""
@@ -247,8 +228,8 @@ class FastLoader:
     def _crop_flip(self, index: torch.Tensor) -> torch.Tensor:
         """Row r of image b is padded row dy[b] + r; column c is dx[b] + c, or dx[b] + (width - 1 - c) mirrored."""
         (height, width), b = self.spec.size, len(index)
-        dy = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
-        dx = torch.randint(0, 2 * self.pad + 1, (b, 1), generator=self.generator)
+        dy = torch.randint(0, 2 * self.translate + 1, (b, 1), generator=self.generator)
+        dx = torch.randint(0, 2 * self.translate + 1, (b, 1), generator=self.generator)
         cols = torch.arange(width).expand(b, -1)
         if self.flip:
             cols = torch.where(self._mirrored(index), width - 1 - cols, cols)
@@ -302,7 +283,8 @@ class FastLoader:
         x = self.images[index]
         if self.gathers:  # stored padded and channels last: the centre crop is the image itself
             height, width = self.spec.size
-            x = x[:, self.pad : self.pad + height, self.pad : self.pad + width, :].permute(0, 3, 1, 2).contiguous()
+            pad = self.translate
+            x = x[:, pad : pad + height, pad : pad + width, :].permute(0, 3, 1, 2).contiguous()
         return x.float().mul_(self.scale).add_(self.shift), self.targets[index]
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from imgzoo.data.datasets import is_int
 from imgzoo.models.registry import DataSpec, get_model_entry, get_weights_entry
 
 __all__ = ["AUGMENTS", "Cutout", "ToImage", "augmentation", "build_transform", "flip_preserves_label", "for_model",
@@ -49,7 +50,7 @@ class Cutout(v2.RandomErasing):
 
 def _pixels(what: str, value: Any, side: int) -> None:
     """A count of pixels under the image's shorter side: a larger shift or square would blank the whole image."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < side:
+    if not is_int(value, 0, side):
         raise ValueError(f"{what} under the image's side of {side}; got {value!r}")
 
 
@@ -77,9 +78,8 @@ def augmentation(
         pad = round(PAD_FRACTION * min(spec.size)) if translate is None else translate
         before = [v2.RandomCrop(spec.size, padding=pad, padding_mode="reflect")]
     before += [v2.RandomHorizontalFlip()] if flip_preserves_label(spec) else []
-    before += {"strong": [v2.TrivialAugmentWide()], "affine": [v2.RandomAffine(degrees=10, scale=(0.9, 1.1))]}.get(
-        augment, []
-    )
+    if augment != "standard":
+        before.append(v2.TrivialAugmentWide() if augment == "strong" else v2.RandomAffine(degrees=10, scale=(0.9, 1.1)))
     after: list[Any] = [v2.RandomErasing(p=0.25, value=0)] if augment == "strong" else []
     after += [Cutout(cutout, spec.size)] if cutout else []
     return before, after

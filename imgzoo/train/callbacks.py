@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from imgzoo.data.datasets import is_int
 from imgzoo.eval.history import COLUMNS, History
 
 
@@ -123,7 +124,7 @@ class _ValidatedOnAverage(Callback):
     def __init__(self, name: str, decay: float, every: int, example: str) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"{name}: decay must be in (0, 1), e.g. {example}; got {decay!r}")
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        if not is_int(every, 1):
             raise ValueError(f"{name}: every must be an integer >= 1 (after every N-th optimizer step); got {every!r}")
         self.decay, self.every = decay, every
         self.steps = 0  # optimizer steps seen

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from imgzoo._device import AMP_CHOICES
+from imgzoo.data.datasets import is_int, is_real
 from imgzoo.data.transforms import AUGMENTS
 from imgzoo.eval.evaluation import TTA_MODES
 from imgzoo.models.registry import get_weights_entry, list_pretrained
@@ -50,7 +50,6 @@ class FitConfig:
     # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); never on biases and norms
     weight_decay: float | None = None  # ("Bag of Tricks", He et al. 2019, section 3.1)
     # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step", "linear", None, or a
-
     schedule: ScheduleSpec = "onecycle"  # callable(optimizer) -> scheduler stepped every schedule_interval
     schedule_interval: str = "epoch"  # for callables only; "epoch" is Lightning's default
     label_smoothing: float = 0.0  # 0 keeps losses comparable to the notebooks'; timm uses 0.1
@@ -101,36 +100,27 @@ class FitConfig:
         return {k: str(v) if isinstance(v, torch.device) else v for k, v in values.items() if not callable(v)}
 
 
-def _is_int(value: Any, minimum: int, below: float = math.inf) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < below
-
-
-def _real(value: Any) -> bool:
-    """A finite int or float: "0.1" or NaN would fail later, inside torch, with its own message (or none)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # The numeric options: a test, and what it asks for ("epochs must be an integer >= 1, got 0").
 _NUMBERS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "epochs": (lambda v: _is_int(v, 1), "an integer >= 1"),
-    "batch_size": (lambda v: _is_int(v, 1), "an integer >= 1"),
-    "translate": (lambda v: v is None or _is_int(v, 0), "an integer >= 0 or None"),
-    "cutout": (lambda v: _is_int(v, 0), "an integer >= 0 (pixels; 0 blanks nothing)"),
+    "epochs": (lambda v: is_int(v, 1), "an integer >= 1"),
+    "batch_size": (lambda v: is_int(v, 1), "an integer >= 1"),
+    "translate": (lambda v: v is None or is_int(v, 0), "an integer >= 0 or None"),
+    "cutout": (lambda v: is_int(v, 0), "an integer >= 0 (pixels; 0 blanks nothing)"),
     "alternate_flips": (lambda v: isinstance(v, bool), "True or False"),
-    "lr": (lambda v: v is None or (_real(v) and v > 0), "> 0"),
-    "momentum": (lambda v: _real(v) and 0 <= v < 1, "in [0, 1)"),
-    "weight_decay": (lambda v: v is None or (_real(v) and v >= 0), ">= 0 or None"),
-    "label_smoothing": (lambda v: _real(v) and 0.0 <= v < 1.0, "in [0, 1)"),
-    "norm_bias_lr_scale": (lambda v: _real(v) and v > 0, "> 0"),
-    "backbone_lr_scale": (lambda v: _real(v) and v > 0, "> 0"),
-    "head_epochs": (lambda v: _is_int(v, 0), "an integer >= 0"),
-    "ema_decay": (lambda v: v is None or (_real(v) and 0 < v < 1), "in (0, 1) or None"),
-    "lookahead_decay": (lambda v: v is None or (_real(v) and 0 < v < 1), "in (0, 1) or None"),
-    "grad_clip": (lambda v: v is None or (_real(v) and v > 0), "> 0 or None"),
-    "max_time": (lambda v: v is None or (_real(v) and v > 0), "> 0 seconds or None"),
+    "lr": (lambda v: v is None or (is_real(v) and v > 0), "> 0"),
+    "momentum": (lambda v: is_real(v) and 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v is None or (is_real(v) and v >= 0), ">= 0 or None"),
+    "label_smoothing": (lambda v: is_real(v) and 0.0 <= v < 1.0, "in [0, 1)"),
+    "norm_bias_lr_scale": (lambda v: is_real(v) and v > 0, "> 0"),
+    "backbone_lr_scale": (lambda v: is_real(v) and v > 0, "> 0"),
+    "head_epochs": (lambda v: is_int(v, 0), "an integer >= 0"),
+    "ema_decay": (lambda v: v is None or (is_real(v) and 0 < v < 1), "in (0, 1) or None"),
+    "lookahead_decay": (lambda v: v is None or (is_real(v) and 0 < v < 1), "in (0, 1) or None"),
+    "grad_clip": (lambda v: v is None or (is_real(v) and v > 0), "> 0 or None"),
+    "max_time": (lambda v: v is None or (is_real(v) and v > 0), "> 0 seconds or None"),
     # torch.manual_seed takes 64 bits; fit adds the process's rank and the loaders multiply by 1_000_003.
-    "seed": (lambda v: v is None or _is_int(v, 0, 2**40), "an integer from 0 to 2**40 or None"),
-    "num_workers": (lambda v: v is None or _is_int(v, 0, 1025), "an integer from 0 to 1024 or None"),
+    "seed": (lambda v: v is None or is_int(v, 0, 2**40), "an integer from 0 to 2**40 or None"),
+    "num_workers": (lambda v: v is None or is_int(v, 0, 1025), "an integer from 0 to 1024 or None"),
 }
 
 
@@ -301,11 +291,9 @@ def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], 
         )
     if now["schedule"] in _SIZED and _length(saved) != _length(now):
         raise ValueError(
-            f"fit: cannot resume {path}: it was made with schedule={was} sized for {_length(saved)}, and this call "
-            f"asks for {_length(now)}. A restored {saved['schedule']} schedule keeps the length it was built for, "
-            f"so training would fail or go on at the wrong learning rate. To continue that run, resume with "
-            f"epochs={saved['epochs']} (and the same batch size and training data); to train for another "
-            f"length, {new_run}."
+            f"fit: cannot resume {path}: it was made with schedule={was} sized for {_length(saved)}, not "
+            f"{_length(now)}, and keeps that length (else the run fails or goes on at the wrong lr). To continue it, "
+            f"resume with epochs={saved['epochs']} (same batch size and data); for another length, {new_run}."
         )
 
 

@@ -84,15 +84,12 @@ def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
             f"fit: labels must be a 1-D integer tensor of class indices; got dtype {y.dtype}, shape {tuple(y.shape)} "
             f"({where}). One-hot labels: pass y.argmax(1)."
         )
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    low, high = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+    if low < 0 or high >= num_classes:
+        fix = "fix the negative ones" if low < 0 else f"build the model with num_classes={high + 1} or fix the labels"
         raise ValueError(
             f"fit: labels must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs; "
-            f"found {int(y.min())}..{int(y.max())} ({where}). "
-            + (
-                "Labels are class indices from 0: fix the negative ones."
-                if int(y.min()) < 0
-                else f"Build the model with num_classes={int(y.max()) + 1} or fix the labels."
-            )
+            f"found {low}..{high} ({where}). Labels are class indices from 0: {fix}."
         )
 
 
@@ -162,11 +159,8 @@ def check_data(model: nn.Module, train: Any, val: Any, device: torch.device, sav
 
 def train_loader(data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: distributed.DistContext,
                  device: torch.device) -> tuple[Any, DistributedSampler | None, torch.Generator]:  # fmt: skip
-    """The training loader, its sampler (None for a loader used as given) and the generator of its worker seeds.
-
-    A user's loader is used as given in a single process (its shuffle then draws from the global generator, whose
-    state the checkpoint keeps); under torchrun a DataLoader is rebuilt around a DistributedSampler.
-    """
+    """The training loader, its sampler (None for a loader used as given: its shuffle draws from the global generator,
+    which the checkpoint keeps) and the generator of its worker seeds; under torchrun, around a DistributedSampler."""
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
     loader_given = isinstance(data, DataLoader) or loaders.is_batches(data)
     if loaders.is_batches(data) and ctx.enabled:

@@ -41,16 +41,12 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         config: FitConfig | None = None, **options: Any) -> History:  # fmt: skip
     """Train ``model`` in place on ``train``; return the :class:`History`.
 
-    ``train`` and ``val`` are Datasets of (image, class index) pairs (an untransformed ImageDataset is batched
-    for the model's data spec), DataLoaders, ``imgzoo.data.batches(...)``, or any iterable of (x, y) batches.
-    ``options`` are :class:`FitConfig`'s fields, each with the reason for its default
-    (``fit(model, train, val, epochs=3, lr=0.1)``), laid over ``config=FitConfig(...)`` on a copy, or over a
-    recipe's (``recipe="resnet_cifar.cifar10"``). With ``checkpoint_dir``, ``last.pt`` is rewritten after every
-    epoch and ``resume=checkpoint_dir`` continues a stopped run to exactly the weights of an unbroken one (on CPU,
-    with a seed); Ctrl-C finishes the step under way and writes ``interrupted.pt``, which resumes exactly too. A
-    non-finite loss or weight raises FloatingPointError and keeps the last good checkpoint. Under ``torchrun``
-    the same call trains with DDP (batch-norm statistics are rank 0's).
-    """
+    ``train`` and ``val``: Datasets of (image, class index) pairs (an untransformed ImageDataset is batched for the
+    model's data spec), DataLoaders, ``imgzoo.data.batches(...)`` or any iterable of (x, y) batches. ``options``:
+    :class:`FitConfig`'s fields (``epochs=3, lr=0.1``), laid over ``config=FitConfig(...)`` or a ``recipe=``'s on a
+    copy. ``checkpoint_dir`` gets ``last.pt`` every epoch, and ``interrupted.pt`` on Ctrl-C (after the step under
+    way); ``resume=`` either continues to exactly an unbroken run's weights (CPU, seeded). A non-finite loss or weight
+    raises FloatingPointError, keeping the last good checkpoint. Under ``torchrun``: DDP (batch norms: rank 0's)."""
     cfg = fit_config.resolve_config(config, options)
     device = resolve_device(cfg.device)
     ctx = distributed.setup(device)
@@ -140,8 +136,6 @@ class _Run:
         # A resumed run keeps checkpointing where it resumed from, unless told otherwise.
         directory = cfg.checkpoint_dir or (self.resume_path.parent if self.resume_path is not None else None)
         self.checkpoint_dir = Path(directory) if directory is not None else None
-
-    # -- the run
 
     def run(self) -> History:
         """Restore the checkpoint when resuming, then train; every check has passed by now."""
@@ -247,8 +241,6 @@ class _Run:
         self._print(epoch_line(row, self.cfg.epochs))
         return row
 
-    # -- one epoch of training
-
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         batches, steps = self._epoch_batches(epoch), len(self.train_loader)
         self.net.train()
@@ -339,8 +331,6 @@ class _Run:
         )
         return {"val_loss": loss / n, "val_acc": correct / n}
 
-    # -- checkpoints
-
     def _save(self, name: str, epoch: int, *, all_ranks: bool = True, **stop: Any) -> Path | None:
         """Write a checkpoint on rank 0; under torchrun every process calls it at the same point, except with
         ``all_ranks=False`` (Ctrl-C stops processes anywhere), which skips gathering their generator states."""
@@ -378,8 +368,6 @@ class _Run:
         path = self._save(ckpt.INTERRUPTED, finished, all_ranks=False, **stop)
         where = f"interrupted during epoch {position.epoch}"
         self._print(interrupted_message(where, path, partial, len(self.train_loader), finished))
-
-    # -- checks and output
 
     def _non_finite(self, what: str, stopped: str = "") -> FloatingPointError:
         last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
