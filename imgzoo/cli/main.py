@@ -161,15 +161,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _table(weights: str, folder: str, files: list[Path], truths: list[str], ranked: list[Any]) -> str:
     """One row per image: its true class, whether the top guess is right, and the top five with probabilities."""
-    width, true_width = max(len(f.name) for f in files), max(len(t) for t in [*truths, "true"])
-    lines = [f"{weights} on {len(files)} {folder} validation images (imgzoo/samples/{folder})"]
-    lines.append(f"{'file'.ljust(width)}  {'true'.ljust(true_width)}  ok  top-{TOPK}")
+    rows = [("file", "true", "ok", f"top-{TOPK}")]
     for file, truth, top in zip(files, truths, ranked, strict=True):
         guesses = "  ".join(f"{name} {p:.2f}" for name, p in top)
-        right = "yes" if top[0][0] == truth else "NO "
-        lines.append(f"{file.name.ljust(width)}  {truth.ljust(true_width)}  {right} {guesses}")
+        rows.append((file.name, truth, "yes" if top[0][0] == truth else "NO", guesses))
     correct = sum(top[0][0] == truth for truth, top in zip(truths, ranked, strict=True))
-    return "\n".join([*lines, f"top-1: {correct} of {len(files)} right"])
+    where = f"{weights} on {len(files)} {folder} validation images (imgzoo/samples/{folder})"
+    return f"{where}\n{_align(rows)}\ntop-1: {correct} of {len(files)} right"
 
 
 def build_parser() -> argparse.ArgumentParser:
