@@ -210,9 +210,7 @@ def _results_section(config: dict[str, Any], curves: str | None) -> str:
         lines += ["No metrics were recorded with these weights.", ""]
     if curves:
         lines += [f"![accuracy and loss per epoch]({curves})", ""]
-    lines += cost + _recipe_lines(dict(config.get("recipe") or {}))
-    lines.append(END)
-    return "\n".join(lines)
+    return "\n".join([*lines, *cost, *_recipe_lines(dict(config.get("recipe") or {})), END])
 
 
 def _results_table(metrics: dict[str, Any]) -> list[str]:
@@ -248,14 +246,9 @@ def _recipe_lines(recipe: dict[str, Any]) -> list[str]:
     """The recipe as a table, and the command that ran it as a code block."""
     command = recipe.pop("command", None)
     recipe.pop("machine", None)  # in the cost table
-    lines = []
-    if recipe:
-        lines += ["### Training recipe", "", "| setting | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in recipe.items()]
-        lines.append("")
-    if command:
-        lines += ["Trained with:", "", "```bash", str(command), "```", ""]
-    return lines
+    rows = [f"| {k} | {v} |" for k, v in recipe.items()]
+    lines = ["### Training recipe", "", "| setting | value |", "|---|---|", *rows, ""] if rows else []
+    return lines + (["Trained with:", "", "```bash", str(command), "```", ""] if command else [])
 
 
 def _is_number(value: Any) -> bool:

@@ -127,7 +127,7 @@ def _borrowed_on_cpu(model: nn.Module) -> Iterator[nn.Module]:
             "Export model.float(): ONNX Runtime and TorchScript then compute what PyTorch computes."
         )
     on_cpu = all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
-    with _borrowed(model if on_cpu else copy.deepcopy(model), torch.device("cpu")) as target:
+    with _borrowed(model if on_cpu else copy.deepcopy(model).cpu(), torch.device("cpu")) as target:
         yield target
 
 
