@@ -327,14 +327,9 @@ def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
     """Positions of ``n`` samples dealt round-robin over the classes present, each class in seeded order
     (the first ``n`` of a class-sorted data set would all be one class)."""
     generator = torch.Generator().manual_seed(seed)
-    queues = []
-    for label in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == label).flatten()
-        queues.append(members[torch.randperm(len(members), generator=generator)].tolist())
-    picked: list[int] = []
-    for rank in range(max((len(q) for q in queues), default=0)):
-        picked += [queue[rank] for queue in queues if rank < len(queue)]
-    return picked[:n]
+    classes = [torch.nonzero(labels == label).flatten() for label in torch.unique(labels).tolist()]
+    queues = [members[torch.randperm(len(members), generator=generator)].tolist() for members in classes]
+    return [i for rank in itertools.zip_longest(*queues) for i in rank if i is not None][:n]
 
 
 @torch.no_grad()
