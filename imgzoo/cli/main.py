@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo._atomic import check_output
 from imgzoo._version import __version__
 from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg, out_path, printable
-from imgzoo.data.transforms import for_model
 from imgzoo.eval.evaluation import TTA_MODES, plot_predictions, predict
 from imgzoo.hub.api import download, load
 from imgzoo.hub.export import FORMATS, export_model
@@ -147,10 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model = load(weights)  # a packaged entry: read from the installed files, never downloaded
         truths = [f.name.rsplit("_", 1)[0] for f in files]  # files are named <class>_<index>
         print(_table(weights, folder, files, truths, predict(model, [str(f) for f in files], topk=TOPK)), end="\n\n")
-        names, to_tensor, shown = list(model.data_spec.class_names), for_model(model), []
-        for file, truth in zip(files, truths, strict=True):
-            with Image.open(file) as image:
-                shown.append((to_tensor(image), names.index(truth)))  # as the model preprocesses its inputs
+        shown = [(str(f), model.data_spec.class_names.index(t)) for f, t in zip(files, truths, strict=True)]
         try:
             plot_predictions(model, shown, n=len(shown), path=out / f"demo-{folder}.png")
             print(f"predicted samples: {out / f'demo-{folder}.png'}", end="\n\n")
