@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from imgzoo._atomic import check_output
 from imgzoo._version import __version__
 from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg, out_path, printable
-from imgzoo.data.transforms import for_model
 from imgzoo.eval.evaluation import TTA_MODES, plot_predictions, predict
 from imgzoo.hub.api import download, load
 from imgzoo.hub.export import FORMATS, export_model
@@ -152,10 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model = load(weights)  # a packaged entry: read from the installed files, never downloaded
         truths = [f.name.rsplit("_", 1)[0] for f in files]  # files are named <class>_<index>
         print(_table(weights, folder, files, truths, predict(model, [str(f) for f in files], topk=TOPK)), end="\n\n")
-        names, to_tensor, shown = list(model.data_spec.class_names), for_model(model), []
-        for file, truth in zip(files, truths, strict=True):
-            with Image.open(file) as image:
-                shown.append((to_tensor(image), names.index(truth)))  # as the model preprocesses its inputs
+        shown = [(str(f), model.data_spec.class_names.index(t)) for f, t in zip(files, truths, strict=True)]
         try:
             plot_predictions(model, shown, n=len(shown), path=out / f"demo-{folder}.png")
             print(f"predicted samples: {out / f'demo-{folder}.png'}", end="\n\n")
@@ -166,15 +162,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _table(weights: str, folder: str, files: list[Path], truths: list[str], ranked: list[Any]) -> str:
     """One row per image: its true class, whether the top guess is right, and the top five with probabilities."""
-    width, true_width = max(len(f.name) for f in files), max(len(t) for t in [*truths, "true"])
-    lines = [f"{weights} on {len(files)} {folder} validation images (imgzoo/samples/{folder})"]
-    lines.append(f"{'file'.ljust(width)}  {'true'.ljust(true_width)}  ok  top-{TOPK}")
+    rows = [("file", "true", "ok", f"top-{TOPK}")]
     for file, truth, top in zip(files, truths, ranked, strict=True):
         guesses = "  ".join(f"{name} {p:.2f}" for name, p in top)
-        right = "yes" if top[0][0] == truth else "NO "
-        lines.append(f"{file.name.ljust(width)}  {truth.ljust(true_width)}  {right} {guesses}")
+        rows.append((file.name, truth, "yes" if top[0][0] == truth else "NO", guesses))
     correct = sum(top[0][0] == truth for truth, top in zip(truths, ranked, strict=True))
-    return "\n".join([*lines, f"top-1: {correct} of {len(files)} right"])
+    where = f"{weights} on {len(files)} {folder} validation images (imgzoo/samples/{folder})"
+    return f"{where}\n{_align(rows)}\ntop-1: {correct} of {len(files)} right"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -124,9 +124,8 @@ def add_fit_flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _need_plots()
-    given = {name: getattr(args, name) for name in run_config.run_options()}
-    given |= {"limit": args.limit, "kwargs": dict(args.model_kwargs) if args.model_kwargs else None}
-    given["val_fraction"] = args.val_fraction
+    given = {name: getattr(args, name) for name in [*run_config.run_options(), "limit", "val_fraction"]}
+    given["kwargs"] = dict(args.model_kwargs) if args.model_kwargs else None
     # With --resume, the run's own options, with any given here laid over them (and checked).
     make = functools.partial(run_config.resume_config, args.out) if args.resume else run_config.make_config
     config = make(args.model, args.data, **given)

@@ -1,8 +1,5 @@
-"""Measure a trained model (evaluate), use it (predict), and look at its answers (plot_predictions).
-
-Never trains. Each public function borrows the model: it comes back in the train/eval mode, on the device and in
-the memory layout it came in, so evaluating mid-training changes nothing.
-"""
+"""Measure a trained model (evaluate), use it (predict), look at its answers (plot_predictions); never train. The
+model comes back in the mode, on the device and in the layout it came in: evaluating mid-training changes nothing."""
 
 from __future__ import annotations
 
@@ -198,12 +195,8 @@ TTA_MODES = ("none", "flip", "shift", "flip+shift")
 
 
 class TestTimeAugmented(nn.Module):
-    """``model``'s logits averaged over views of each image: its mirror, and/or copies shifted by one pixel.
-
-    Logits, as airbench94 averages them (dropping this cost it 0.8% on CIFAR-10). ``"flip+shift"`` is its
-    level 2: half the weight on the image and its mirror, half on copies shifted one pixel up-left and
-    down-right (reflect padding), each mirrored too; ``"shift"`` the same without mirrors (digits).
-    """
+    """``model``'s logits averaged over the image's mirror and/or copies shifted one pixel up-left and down-right
+    (reflect padding), as airbench94 does (without it: -0.8% on CIFAR-10); ``"flip+shift"`` is its level 2."""
 
     __test__ = False  # not a pytest test class, whatever its name
 
@@ -259,15 +252,10 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, *,
              batch_size: int = 256,  # no gradients are kept, so twice fit's default fits in the same memory
              device: str | torch.device = "auto", num_workers: int = 0, amp: bool | str = False,
              tta: bool | str = False) -> EvalResult:  # fmt: skip
-    """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``.
-
-    ``data``: a Dataset of (image, class index) pairs, a DataLoader, any iterable of (x, y) batches (a
-    :class:`~imgzoo.data.loaders.FastLoader`) or the path of an image tree ``root/<class>/<image>``, with the
-    model's class names in its order. PIL images, uint8 tensors and arrays go through the model's eval transform
-    (``for_model(model)``); float tensors are taken as preprocessed, as :func:`predict` takes them.
-
-    ``tta`` averages the logits over views (:class:`TestTimeAugmented`): ``True`` / ``"flip"``, ``"shift"``,
-    ``"flip+shift"``; a mirror is refused where it changes labels (MNIST). The result records which was used.
+    """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``: a Dataset of (image,
+    class index) pairs, a DataLoader, any iterable of (x, y) batches or an image tree ``root/<class>/<image>``, with
+    the model's classes in its order. Float tensors are taken as preprocessed, other images get ``for_model(model)``.
+    ``tta`` (:class:`TestTimeAugmented`): ``True`` / ``"flip"``, ``"shift"``, ``"flip+shift"``; no mirror for MNIST.
     """
     mode = tta_mode(tta, model, data)
     device = resolve_device(device)
@@ -315,12 +303,9 @@ def _read_image_file(path: str | os.PathLike[str]) -> Any:
 def predict(
     model: nn.Module, images: Any, topk: int = 5, *, device: str | torch.device = "auto"
 ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
-    """The ``topk`` most likely classes, as (class name, probability) pairs, most likely first.
-
-    ``images``: one image or a list; PIL images, file paths, uint8 tensors and arrays go through the
-    model's eval transform, float tensors are taken as preprocessed (a 4-D one is a batch). One image
-    gives one list of pairs, several a list of lists. URLs and folders are refused (nothing is fetched).
-    """
+    """The ``topk`` most likely classes, as (class name, probability) pairs, most likely first, of one image (a list
+    of pairs) or a list (a list of lists): PIL images, file paths, uint8 tensors and arrays go through the model's
+    eval transform, float tensors are taken as preprocessed (a 4-D one is a batch). URLs and folders are refused."""
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:  # before any image is read
         raise ValueError(f"predict: topk must be a positive integer (the number of classes to list); got {topk!r}")
     device = resolve_device(device)
@@ -342,14 +327,9 @@ def _balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> list[int]:
     """Positions of ``n`` samples dealt round-robin over the classes present, each class in seeded order
     (the first ``n`` of a class-sorted data set would all be one class)."""
     generator = torch.Generator().manual_seed(seed)
-    queues = []
-    for label in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == label).flatten()
-        queues.append(members[torch.randperm(len(members), generator=generator)].tolist())
-    picked: list[int] = []
-    for rank in range(max((len(q) for q in queues), default=0)):
-        picked += [queue[rank] for queue in queues if rank < len(queue)]
-    return picked[:n]
+    classes = [torch.nonzero(labels == label).flatten() for label in torch.unique(labels).tolist()]
+    queues = [members[torch.randperm(len(members), generator=generator)].tolist() for members in classes]
+    return [i for rank in itertools.zip_longest(*queues) for i in rank if i is not None][:n]
 
 
 @torch.no_grad()

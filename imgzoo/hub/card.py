@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from imgzoo.eval.evaluation import _borrowed
 from imgzoo.models.registry import CIFAR10, MNIST
 
 # huggingface_hub and yaml are imported where a card is built or read: half a second of every `import imgzoo`.
@@ -61,18 +62,13 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     if input_shape is None:
         return None
     first = next(model.parameters(), None)
-    device, dtype = (first.device, first.dtype) if first is not None else ("cpu", torch.float32)
+    device, dtype = (first.device, first.dtype) if first is not None else (torch.device("cpu"), torch.float32)
     x = torch.zeros(1, *input_shape, device=device, dtype=dtype if dtype.is_floating_point else torch.float32)
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
     try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with _borrowed(model, device), FlopCounterMode(display=False) as counter, torch.no_grad():
             model(x)
     except (RuntimeError, ValueError, TypeError):  # the count is a note: such a model still saves
         return None
-    finally:
-        for module, training in modes:
-            module.training = training
     return counter.get_total_flops() // 2  # FlopCounterMode counts a multiply-add as two
 
 
@@ -114,7 +110,7 @@ def _merge_into(existing: str, data: ModelCardData) -> tuple[ModelCard, str]:
     for key, value in vars(data).items():
         if value is not None:
             card.data[key] = value
-    card.data.tags = _unique([*old_tags, *data.tags])
+    card.data.tags = list(dict.fromkeys([*old_tags, *data.tags]))
     return card, card.text.lstrip("\n")
 
 
@@ -141,7 +137,7 @@ def _metadata(config: dict[str, Any], repo_id: str | None, license: str, tags, d
         for suffix, metric, label in _MEASURES
         if _is_number(value := metrics.get(f"{prefix}_{suffix}"))
     ]  # fmt: skip
-    tags = _unique(["imgzoo", "image-classification", "pytorch", "safetensors", arch, *tags])
+    tags = list(dict.fromkeys(["imgzoo", "image-classification", "pytorch", "safetensors", arch, *tags]))
     name = (repo_id.split("/")[-1] if repo_id else arch) if results else None
     return ModelCardData(library_name="imgzoo", license=license, pipeline_tag="image-classification", tags=tags,
                          datasets=datasets, model_name=name, eval_results=results or None)  # fmt: skip
@@ -214,9 +210,7 @@ def _results_section(config: dict[str, Any], curves: str | None) -> str:
         lines += ["No metrics were recorded with these weights.", ""]
     if curves:
         lines += [f"![accuracy and loss per epoch]({curves})", ""]
-    lines += cost + _recipe_lines(dict(config.get("recipe") or {}))
-    lines.append(END)
-    return "\n".join(lines)
+    return "\n".join([*lines, *cost, *_recipe_lines(dict(config.get("recipe") or {})), END])
 
 
 def _results_table(metrics: dict[str, Any]) -> list[str]:
@@ -252,14 +246,9 @@ def _recipe_lines(recipe: dict[str, Any]) -> list[str]:
     """The recipe as a table, and the command that ran it as a code block."""
     command = recipe.pop("command", None)
     recipe.pop("machine", None)  # in the cost table
-    lines = []
-    if recipe:
-        lines += ["### Training recipe", "", "| setting | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in recipe.items()]
-        lines.append("")
-    if command:
-        lines += ["Trained with:", "", "```bash", str(command), "```", ""]
-    return lines
+    rows = [f"| {k} | {v} |" for k, v in recipe.items()]
+    lines = ["### Training recipe", "", "| setting | value |", "|---|---|", *rows, ""] if rows else []
+    return lines + (["Trained with:", "", "```bash", str(command), "```", ""] if command else [])
 
 
 def _is_number(value: Any) -> bool:
@@ -268,7 +257,3 @@ def _is_number(value: Any) -> bool:
 
 def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
-
-
-def _unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))

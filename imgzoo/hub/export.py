@@ -20,6 +20,7 @@ from torch import nn
 
 from imgzoo._atomic import atomic_open
 from imgzoo._version import __version__
+from imgzoo.eval.evaluation import _borrowed
 
 FORMATS = ("onnx", "torchscript")
 # fp32 logits of the same graph in two runtimes differ by summation order only: ~1e-6 for these
@@ -126,14 +127,8 @@ def _borrowed_on_cpu(model: nn.Module) -> Iterator[nn.Module]:
             "Export model.float(): ONNX Runtime and TorchScript then compute what PyTorch computes."
         )
     on_cpu = all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
-    modes = [(module, module.training) for module in model.modules()]
-    target = model if on_cpu else copy.deepcopy(model).cpu()
-    target.eval()
-    try:
+    with _borrowed(model if on_cpu else copy.deepcopy(model).cpu(), torch.device("cpu")) as target:
         yield target
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _import(name: str) -> ModuleType:

@@ -42,9 +42,8 @@ MAX_IMAGE_SIDE = 8192
 # ...and the most pixels, for size and for the resize before the crop: 1024x1024 is 21x the 224x224 of the largest
 # shipped model, one float image of it 12 MB. A [2048, 2048] config made `imgzoo predict` of one PNG take 1.8 GB.
 MAX_PIXELS = 1024 * 1024
-# The most memory one layer's output may take for one image (measured on meta, see _check_activations): 32x the
-# largest of the shipped models (dogbreed_transfer, 64x112x112 floats, 3.2 MB), so one image predicts in well under
-# 1 GB whatever the config's widths and size; a model that needs more is not one for small images.
+# The most memory one layer's output may take for one image (measured on meta): 32x the shipped models' largest
+# (dogbreed_transfer, 64x112x112 floats, 3.2 MB), so one image predicts in well under 1 GB whatever the config.
 MAX_ACTIVATION_BYTES = 100 * 2**20
 # The smallest std: normalising divides by it, and 1e-320 (positive, subnormal) makes every pixel infinite.
 MIN_STD = 1e-6
@@ -166,13 +165,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
 def _is_names(value: Any) -> bool:
     """Class names that print as themselves: a newline or an ANSI escape in one would forge or wipe output lines."""
-    return value is None or (_is_str_list(value) and all(v.isprintable() for v in value))
+    return value is None or (isinstance(value, list) and all(isinstance(v, str) and v.isprintable() for v in value))
 
 
 # The top-level fields and what each must hold: (test, what the error calls it).

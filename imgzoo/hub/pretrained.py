@@ -1,7 +1,6 @@
 """imgzoo's pretrained weights, registered on import (tests/test_pretrained.py checks each); ``default=True``
 marks what ``pretrained=True`` loads. To publish: ``commit = imgzoo.push_to_hub(model, "org/repo", history)``,
-then paste ``repr(entry_from_folder("arch.tag", folder, repo_id="org/repo", revision=commit.oid))`` below.
-"""
+then paste ``repr(entry_from_folder("arch.tag", folder, repo_id="org/repo", revision=commit.oid))`` below."""
 
 from __future__ import annotations
 
@@ -19,25 +18,8 @@ _DIGITS = [str(d) for d in range(10)]
 _SPLIT = {"val_fraction": 0.1, "seed": 0}
 _CIFAR_JPEG = "CIFAR-10 train split as JPEG quality 75"
 _DOGS = "Kaggle Dog Breed Identification training photos, 90x90; ImageNet images, which the backbone saw in pretraining"
-_DOG_BREEDS = """
-    affenpinscher afghan_hound african_hunting_dog airedale american_staffordshire_terrier appenzeller
-    australian_terrier basenji basset beagle bedlington_terrier bernese_mountain_dog black-and-tan_coonhound
-    blenheim_spaniel bloodhound bluetick border_collie border_terrier borzoi boston_bull bouvier_des_flandres
-    boxer brabancon_griffon briard brittany_spaniel bull_mastiff cairn cardigan chesapeake_bay_retriever
-    chihuahua chow clumber cocker_spaniel collie curly-coated_retriever dandie_dinmont dhole dingo doberman
-    english_foxhound english_setter english_springer entlebucher eskimo_dog flat-coated_retriever french_bulldog
-    german_shepherd german_short-haired_pointer giant_schnauzer golden_retriever gordon_setter great_dane
-    great_pyrenees greater_swiss_mountain_dog groenendael ibizan_hound irish_setter irish_terrier
-    irish_water_spaniel irish_wolfhound italian_greyhound japanese_spaniel keeshond kelpie kerry_blue_terrier
-    komondor kuvasz labrador_retriever lakeland_terrier leonberg lhasa malamute malinois maltese_dog
-    mexican_hairless miniature_pinscher miniature_poodle miniature_schnauzer newfoundland norfolk_terrier
-    norwegian_elkhound norwich_terrier old_english_sheepdog otterhound papillon pekinese pembroke pomeranian pug
-    redbone rhodesian_ridgeback rottweiler saint_bernard saluki samoyed schipperke scotch_terrier
-    scottish_deerhound sealyham_terrier shetland_sheepdog shih-tzu siberian_husky silky_terrier
-    soft-coated_wheaten_terrier staffordshire_bullterrier standard_poodle standard_schnauzer sussex_spaniel
-    tibetan_mastiff tibetan_terrier toy_poodle toy_terrier vizsla walker_hound weimaraner welsh_springer_spaniel
-    west_highland_white_terrier whippet wire-haired_fox_terrier yorkshire_terrier
-""".split()  # noqa: SIM905  the 120 breeds of Kaggle's labels.csv, in its sorted order
+# The 120 breeds of Kaggle's labels.csv, in its sorted order: the shipped config.json's, which config_sha256 pins.
+_DOG_BREEDS = read_config(Path(__file__).parent / "weights" / "dogbreed_transfer-dogs120" / CONFIG_NAME)["class_names"]
 
 
 def _recipe(name: str, **data: str) -> dict[str, object]:
