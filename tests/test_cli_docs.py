@@ -118,3 +118,9 @@ def test_shell_example_parses(page: Path, number: int, line: str):
             build_parser().parse_args(words)
         except SystemExit as exit:
             assert exit.code == 0, f"{page.name}:{number}: {line!r}\n{errors.getvalue()}"
+
+
+def test_no_doc_page_is_over_2500_words():
+    """A page a learner finishes: measurements and history go to docs/notes.md, reference to the docstrings."""
+    words = {p.relative_to(ROOT).as_posix(): len(p.read_text().split()) for p in PAGES}
+    assert {page: n for page, n in words.items() if n > 2500} == {}
