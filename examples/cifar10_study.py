@@ -1,10 +1,12 @@
 """The original notebooks' CIFAR-10 study, through imgzoo.compare: what augmentation and residual
-connections each add, every model trained with the same options, seed and validation split.
+connections each add, every model trained with the same options, seed and validation split. The same
+four models and augmentations as examples/study.toml, written out in Python; `imgzoo compare
+examples/study.toml` trains each by its model's recipe instead of one set of options for all.
 
     basic CNN                          no augmentation
     basic CNN + augmentation           random crop from a reflection-padded image, horizontal flip
-    ResNet-20 + augmentation           He et al. 2016's CIFAR network, the same augmentation
-    ResNet-20 + strong augmentation    plus TrivialAugmentWide and random erasing
+    ResNet-20                          He et al. 2016's CIFAR network, no augmentation (as the notebooks)
+    ResNet-20 + strong augmentation    crops and flips plus TrivialAugmentWide and random erasing
 
 Writes comparison.md (final-epoch accuracy and loss per model) and curves.png (accuracy and
 loss per epoch, solid train, dashed validation) into --out. The test split is never read.
@@ -53,7 +55,7 @@ def study(root: Path, out: Path, *, epochs: int, batch_size: int, workers: int, 
     runs = {  # name: (model, augmentation)
         "basic CNN": (imgzoo.basic_cnn(**basic), "none"),
         "basic CNN + augmentation": (imgzoo.basic_cnn(**basic), "standard"),
-        f"ResNet-{depth} + augmentation": (imgzoo.resnet_cifar(depth=depth), "standard"),
+        f"ResNet-{depth}": (imgzoo.resnet_cifar(depth=depth), "none"),
         f"ResNet-{depth} + strong augmentation": (imgzoo.resnet_cifar(depth=depth), "strong"),
     }
     models = {name: model for name, (model, _) in runs.items()}

@@ -7,7 +7,7 @@ preprocess an image with PIL and NumPy, and run the graph; the answer is compare
 imgzoo.predict's. Needs the export extra: pip install "imgzoo[export]".
 
     python examples/export_onnx.py resnet_cifar.cifar10 --out resnet20.onnx
-    python examples/export_onnx.py runs/mnist --out mnist.onnx      # a run folder (its weights/), or one written by imgzoo.save
+    python examples/export_onnx.py runs/mnist --out mnist.onnx   # a run folder (its weights/), or an imgzoo.save folder
     python examples/export_onnx.py --smoke        # mnist_cnn.mnist into a temporary folder
 """
 

@@ -71,7 +71,7 @@ def finetune(
     print(f"validation top-1 {result.top1:.4f}, top-5 {result.top5:.4f} ({result.num_samples} images)")
     recipe = {"backbone": backbone, "weights": weights, "warmup_epochs": epochs[0], "finetune_epochs": epochs[1]}
     recipe |= {"unfrozen": "layer4", "lr": LR, "backbone_lr_scale": BACKBONE_LR_SCALE}
-    folder = imgzoo.save(model, out / "model", history, recipe=recipe, metrics={"val_acc": round(result.top1, 4)})
+    folder = imgzoo.save(model, out / "weights", history, recipe=recipe, metrics={"val_acc": round(result.top1, 4)})
     image, label = val.samples[0]  # a held-out file
     ranked = imgzoo.predict(model, image, topk=3)
     print(f"{Path(image).name} ({breeds[label]}): " + ", ".join(f"{name} {p:.2f}" for name, p in ranked))

@@ -52,7 +52,7 @@ def train(data_root: Path, out: Path, *, epochs: int, batch_size: int, seed: int
     print(f"validation top-1 {result.top1:.4f}, loss {result.loss:.4f} ({result.num_samples} digits)")
     metrics = {"val_acc": round(result.top1, 4), "val_loss": round(result.loss, 4)}
     recipe = {"epochs": epochs, "batch_size": batch_size, "val_fraction": 0.1, "seed": seed}
-    folder = imgzoo.save(model, out / "model", history, recipe=recipe, metrics=metrics)
+    folder = imgzoo.save(model, out / "weights", history, recipe=recipe, metrics=metrics)
     print(f"saved {folder}: load it with imgzoo.load({str(folder)!r})")
     return folder
 

@@ -50,15 +50,15 @@ def test_train_mnist_trains_evaluates_and_saves_a_loadable_model(tmp_path):
     assert re.search(r"epoch 1/1 \| train loss \d", proc.stdout)
     top1 = float(re.search(r"validation top-1 ([\d.]+)", proc.stdout).group(1))
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
-    model = imgzoo.load(tmp_path / "run" / "model")
+    model = imgzoo.load(tmp_path / "run")  # the run folder: its weights/, as imgzoo train writes them
     assert model.data_spec.class_names == tuple(str(d) for d in range(10))
-    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    config = json.loads((tmp_path / "run" / "weights" / "config.json").read_text())
     assert config["metrics"]["val_acc"] == pytest.approx(top1, abs=1e-4)
 
 
 def test_cifar10_study_compares_four_runs_in_a_table_and_a_figure(tmp_path):
     proc = run_example("cifar10_study.py", "--smoke", "--out", str(tmp_path / "study"), cwd=tmp_path)
-    names = ["basic CNN", "basic CNN + augmentation", "ResNet-8 + augmentation", "ResNet-8 + strong augmentation"]
+    names = ["basic CNN", "basic CNN + augmentation", "ResNet-8", "ResNet-8 + strong augmentation"]
     assert [line[3:] for line in proc.stdout.splitlines() if line.startswith("== ")] == names
     table = (tmp_path / "study" / "comparison.md").read_text().splitlines()
     assert [row.split(" | ")[0].lstrip("| ") for row in table[2:]] == names
@@ -76,7 +76,7 @@ def test_finetune_dogbreed_warms_up_then_unfreezes_the_last_stage(tmp_path):
     assert head == 512 * 3 + 3  # the 3-breed linear head
     assert both == head + sum(p.numel() for p in layer4.parameters())
     assert len(re.findall(r"^epoch 1/1 \|", out, flags=re.M)) == 2
-    model = imgzoo.load(tmp_path / "dogs" / "model")
+    model = imgzoo.load(tmp_path / "dogs" / "weights")
     assert model.data_spec.class_names == ("Chihuahua", "Japanese_spaniel", "Maltese_dog")
     assert not (tmp_path / "torch_home").exists()  # nothing was read from, or downloaded into, torch's cache
 
