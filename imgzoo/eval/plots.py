@@ -42,7 +42,7 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
 def _curves(axes: Sequence[Any], history: History, label: str = "", legend: bool = True) -> None:
     """Accuracy left, loss right on a log scale (a first-epoch val loss of 43 would flatten the rest on a linear
     one); solid train, dashed validation; markers, so a one-epoch run shows a point."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     prefix = f"{label} " if label else ""
     for ax, metric, scale, ylabel in zip(axes, ("acc", "loss"), (100, 1), ("accuracy (%)", "loss"), strict=True):
@@ -54,6 +54,9 @@ def _curves(axes: Sequence[Any], history: History, label: str = "", legend: bool
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set(xlabel="epoch", ylabel=ylabel, title="Accuracy" if metric == "acc" else "Loss (log scale)")
         ax.set_yscale("log" if metric == "loss" else "linear")
+        if metric == "loss":  # "0.5" and "2", not "5 x 10^-1" and "2 x 10^0"; between powers of 10, 2 and 5 only
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
         ax.grid(alpha=0.3, which="both")
         if legend:
             ax.legend(fontsize="small")
