@@ -1,5 +1,5 @@
-"""Every architecture registers here with the input it expects (a :class:`DataSpec`), every pretrained checkpoint
-with a :class:`WeightsEntry`; building with weights is :func:`imgzoo.hub.api.create_model`, one layer up."""
+"""Every architecture registers here with its input (a :class:`DataSpec`), every pretrained checkpoint with a
+:class:`WeightsEntry`; building with weights is :func:`imgzoo.hub.api.create_model`, one layer up."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ __all__ = ["CIFAR10", "CIFAR10_CLASSES", "IMAGENET", "MNIST", "DataSpec", "Model
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model expects to be fed and what its outputs mean; transforms are built from it and
-    checkpoints store it, so a user never looks up a mean or std."""
+    """What a model is fed and what its outputs mean; transforms are built from it, checkpoints store it."""
 
     name: str  # the data set it was designed for, e.g. "cifar10"
     channels: int
@@ -101,8 +100,8 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class WeightsEntry:
-    """A pretrained checkpoint named ``arch.tag`` (``mnist_cnn.mnist``): a Hub repository pinned to a revision,
-    or a folder inside the package; ``sha256`` (of ``model.safetensors``) is checked before anything loads."""
+    """A checkpoint named ``arch.tag``: a Hub repository pinned to a revision, or a folder in the package;
+    ``sha256`` (of ``model.safetensors``) is checked before anything loads."""
 
     name: str
     sha256: str
@@ -201,7 +200,7 @@ def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list
 
 def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> WeightsEntry:
     """Add a pretrained checkpoint; a name registered twice is an error, as is a second ``default=True`` entry
-    for one architecture (``pretrained=True`` would go to whichever came first)."""
+    for one architecture."""
     get_model_entry(entry.arch)  # the architecture must exist
     if entry.name in _WEIGHTS and not overwrite:
         raise ValueError(f"weights {entry.name!r} are already registered")
