@@ -192,15 +192,13 @@ def get_model_entry(name: str) -> ModelEntry:
 
 
 def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
-    """Registered model names, sorted; ``pattern`` is an fnmatch pattern like ``"resnet*"``;
-    ``pretrained=True`` keeps those with a weights entry (timm's ``list_models(pretrained=True)``)."""
+    """Registered model names, sorted; ``pattern``: fnmatch's (``"resnet*"``); ``pretrained=True``: with weights."""
     names = sorted(_MODELS.keys() & {e.arch for e in _WEIGHTS.values()} if pretrained else _MODELS)
     return fnmatch.filter(names, pattern) if pattern else names
 
 
 def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> WeightsEntry:
-    """Add a pretrained checkpoint; a name registered twice is an error, as is a second ``default=True`` entry
-    for one architecture."""
+    """Add a pretrained checkpoint; a name registered twice is an error, as is a second default for one architecture."""
     get_model_entry(entry.arch)  # the architecture must exist
     if entry.name in _WEIGHTS and not overwrite:
         raise ValueError(f"weights {entry.name!r} are already registered")

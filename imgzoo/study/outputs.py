@@ -67,8 +67,8 @@ def joined(out: Path, done_before: int, history: History) -> History:
 
 def read_outputs(out: Path) -> tuple[History, dict[str, float]]:
     """The history and metrics a finished run wrote (none for a final fit, which has no validation)."""
-    if not (out / "metrics.json").is_file():
-        return History.from_json(out / "history.json"), {}
-    summary = json.loads((out / "metrics.json").read_text())
-    metrics = {"val_acc": summary["top1"], "val_loss": summary["loss"], "val_top5": summary["top5"]}
-    return History.from_json(out / "history.json"), metrics
+    history, path = History.from_json(out / "history.json"), out / "metrics.json"
+    if not path.is_file():
+        return history, {}
+    summary = json.loads(path.read_text())
+    return history, {"val_acc": summary["top1"], "val_loss": summary["loss"], "val_top5": summary["top5"]}

@@ -72,14 +72,12 @@ def split_data(
     return datasets.train_val_split(train, seed=seed, val_count=limit)[1], val
 
 
-def train_data(model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int, translate: int | None = None,
-               alternate_flips: bool = False, cutout: int = 0) -> Any:  # fmt: skip
-    """Whole-batch training batches for small images; larger ones the images themselves, which fit transforms,
-    shuffles and shards (torchrun) by the same options, and from which a ``head_epochs`` warm-up takes features."""
+def train_data(model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int, **options: Any) -> Any:
+    """Whole-batch training batches for small images (``options``: batches' translate, alternate_flips, cutout); larger
+    ones the images themselves, which fit transforms, shuffles and shards alike (a head warm-up takes features)."""
     if model.data_spec.resize is not None:
         return part
-    return batches(part, batch_size, train=True, spec=model.data_spec, augment=augment, translate=translate,
-                   alternate_flips=alternate_flips, cutout=cutout, seed=seed)  # fmt: skip
+    return batches(part, batch_size, train=True, spec=model.data_spec, augment=augment, seed=seed, **options)
 
 
 def eval_data(model: nn.Module, part: Dataset, batch_size: int = 256) -> Any:
