@@ -1,15 +1,11 @@
 """fit's end-to-end training throughput against a hand-written minimal loop, side by side.
 
-The same ResNet-20, synthetic 3x32x32 data, batch size, optimizer (SGD, Nesterov) and one-cycle schedule,
-trained by: the minimal loop a user writes by hand (fp32, NCHW, no checks, no metrics); fit with amp="fp32"
-and channels_last=False, whose ratio to it is fit's own overhead (goal >= 0.90); fit's defaults, what a user
-gets without choosing (goal: never slower than fit in fp32 NCHW); fit in bf16, which where bf16 is emulated
-runs at a tenth of fp32's speed and so is timed once, on a quarter of the images, after the others.
-
-Repetitions are interleaved so that load from other processes hits all rows alike. Each ratio is the median
-of the two rows' ratios within a repetition, not the ratio of their medians: the machine's speed drifts over
-minutes, and neighbouring runs share it. The run stored for the 2-core Xeon with AMX reads fit / minimal
-loop as 0.96 from the medians and 0.99 from the pairs (0.95 to 0.99).
+The same ResNet-20, synthetic data, batch, optimizer and one-cycle schedule, trained by the minimal loop (fp32,
+NCHW), fit with amp="fp32" and channels_last=False (its overhead, goal >= 0.90), fit's defaults (goal: never
+slower than fit in fp32 NCHW) and fit in bf16 (emulated: a tenth of fp32's speed, so timed once, on a quarter of
+the images, after the others). Repetitions are interleaved, and each ratio is the median of the two rows' ratios
+within a repetition: the machine's speed drifts over minutes, and neighbouring runs share it (the 2-core Xeon's
+stored run reads fit / minimal loop as 0.96 from the medians, 0.99 from the pairs).
 """
 
 from __future__ import annotations
@@ -25,11 +21,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import imgzoo
 
-CPU = torch.device("cpu")
-
 
 def minimal_loop(model: nn.Module, data: TensorDataset, epochs: int, batch_size: int,
-                 device: torch.device = CPU) -> None:  # fmt: skip
+                 device: torch.device = common.CPU) -> None:  # fmt: skip
     """What a user writes by hand: no progress bar, no metrics, no checks; each batch moved to ``device``."""
     model.to(device)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, pin_memory=device.type == "cuda")
@@ -59,7 +53,7 @@ def timed_rate(run, model: nn.Module, data: TensorDataset, epochs: int, device: 
     return epochs * len(data) / (time.perf_counter() - start)
 
 
-def measure(images: int = 1024, epochs: int = 2, reps: int = 3, device: torch.device = CPU) -> dict:
+def measure(images: int = 1024, epochs: int = 2, reps: int = 3, device: torch.device = common.CPU) -> dict:
     """Median images/s of each row on ``device``, each row's runs, and the ratios the goals are stated in."""
     batch_size = common.batch_size(32, device)
     data = synthetic(images)
@@ -82,10 +76,8 @@ def measure(images: int = 1024, epochs: int = 2, reps: int = 3, device: torch.de
             for name, run in runs.items():
                 rates[name].append(timed_rate(run, imgzoo.resnet_cifar(depth=20), data, epochs, device))
         if not native:
-            quarter = synthetic(max(batch_size, images // 4))
-            rates["fit bf16"].append(
-                timed_rate(fit(amp="bf16"), imgzoo.resnet_cifar(depth=20), quarter, epochs, device)
-            )
+            quarter, model = synthetic(max(batch_size, images // 4)), imgzoo.resnet_cifar(depth=20)
+            rates["fit bf16"].append(timed_rate(fit(amp="bf16"), model, quarter, epochs, device))
     return {
         "images_per_sec": {name: statistics.median(r) for name, r in rates.items()},
         "runs": rates,
@@ -96,20 +88,12 @@ def measure(images: int = 1024, epochs: int = 2, reps: int = 3, device: torch.de
     }
 
 
-def paired_ratio(rates: dict[str, list[float]], top: str, bottom: str) -> float:
-    """The median over repetitions of ``top``'s rate over ``bottom``'s in the same one; the ratio of the two
-    medians where the rows have different numbers of runs (emulated bf16 runs once)."""
-    a, b = rates[top], rates[bottom]
-    if len(a) != len(b):
-        return statistics.median(a) / statistics.median(b)
-    return statistics.median(x / y for x, y in zip(a, b, strict=True))
-
-
 def ratios(rates: dict[str, list[float]]) -> dict[str, float]:
     """The ratios the goals are stated in, from each row's runs in the order of the repetitions."""
+    fp32, minimal, defaults = rates["fit, same settings"], rates["minimal loop"], rates["fit defaults"]
     return {
-        "fit_over_minimal": paired_ratio(rates, "fit, same settings", "minimal loop"),
-        "defaults_over_minimal": paired_ratio(rates, "fit defaults", "minimal loop"),
-        "defaults_over_fp32": paired_ratio(rates, "fit defaults", "fit, same settings"),
-        "bf16_over_fp32": paired_ratio(rates, "fit bf16", "fit, same settings"),
+        "fit_over_minimal": common.paired_ratio(fp32, minimal),
+        "defaults_over_minimal": common.paired_ratio(defaults, minimal),
+        "defaults_over_fp32": common.paired_ratio(defaults, fp32),
+        "bf16_over_fp32": common.paired_ratio(rates["fit bf16"], fp32),  # emulated bf16 runs once: the medians
     }

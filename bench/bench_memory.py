@@ -1,12 +1,9 @@
 """Peak resident memory of training and inference runs, each in a fresh process.
 
-The models train through the path a user takes: the whole 50,000-image training set held as uint8
-(150 MB, as the decoded cache holds it; 1,000 images at 224 px), the library's loader at the benchmarks'
-batch, and ``fit`` with validation. Peak memory is reached within the first steps and the first
-validation pass, so each run stops after a few batches, the way Ctrl-C stops fit. The goal for
-resnet_cifar is <= 2 GB (airbench94's own script peaked at 5.9 GB on a 2-core CPU, holding floats). The
-baseline is a process that has imported imgzoo and built nothing. On a GPU each run also reports
-torch.cuda.max_memory_allocated: the host's RSS no longer holds the activations.
+The path a user takes: 50,000 uint8 training images (150 MB; 1,000 at 224 px), the library's loader, and ``fit``
+with validation, stopped after a few batches as by Ctrl-C (the peak comes within the first steps and validation
+pass). The goal for resnet_cifar is <= 2 GB (airbench94's own script peaked at 5.9 GB on a 2-core CPU). The
+baseline has imported imgzoo and built nothing. On a GPU, torch.cuda.max_memory_allocated too.
 """
 
 from __future__ import annotations
@@ -37,8 +34,8 @@ def peaks():
 
 if name == "baseline":
     print(peaks()); sys.exit()
-kwargs = {"weights": None, "backbone": "resnet18"} if name == "dogbreed_transfer" else {}
-model = imgzoo.create_model(name, **kwargs)
+import bench_models  # after the baseline, which imports imgzoo only
+model = bench_models.build(name)[0]  # the model the speed rows time
 spec = model.data_spec
 small = spec.size[0] <= 32
 count, batch = (50_000, int(batches.split(",")[0])) if small else (1_000, int(batches.split(",")[1]))

@@ -1,16 +1,9 @@
 """How close each model runs to this machine's own limit: images/s as a fraction of the measured peak.
 
-For every registered model: training (forward, backward, SGD step) and inference (the model as built, in
-eval mode) images/s, in fp32 and bf16, in NCHW and channels_last. Each is turned into a fraction of the
-machine's matmul peak, measured in the same run by probes taken between the timing windows, using the
-model's FLOPs per image counted by torch.utils.flop_counter. A ResNet-20 written in plain PyTorch in this
-file runs beside imgzoo's resnet_cifar, so any overhead in imgzoo's model shows as a ratio.
-
-Runs are interleaved (every configuration once, then again) so that load from other processes hits all
-alike; the median is reported. The two ResNets' matching configurations run back to back, the first of
-them alternating, and each is timed after a warm-up step. Only ratios measured in one run are comparable.
-On a GPU: batches of 512 (64 at 224 px), the peaks at 8192 x 8192 in fp32 and bf16, the clock read after
-the GPU's queue is drained.
+Each model's training and inference images/s (fp32 and bf16, NCHW and channels_last) over its FLOPs per image
+(torch.utils.flop_counter) and the matmul peak probed between the timing windows; a ResNet-20 in plain PyTorch
+runs beside resnet_cifar, so any overhead in imgzoo's model shows as a ratio. Configurations are interleaved so
+that load from other processes hits all alike, and each is timed after a warm-up step.
 """
 
 from __future__ import annotations
@@ -29,23 +22,27 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import imgzoo
 
-CPU = torch.device("cpu")
 MODES = ("train", "infer")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, n: int = 2048,
-                seconds: float = 1.0) -> float:  # fmt: skip
-    """FLOP/s of an n x n matmul: the ceiling any convolution network can approach on this machine."""
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    a @ b  # warm-up: thread pool, kernels
+def calls_per_second(call: Callable[[], object], seconds: float, device: torch.device) -> float:
+    """How often ``call`` runs a second, after one untimed call (thread pool, kernels, the pages first touched)."""
+    call()
     common.sync(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        a @ b
+        call()
         count += 1
     common.sync(device)
-    return 2 * n**3 * count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start)
+
+
+def matmul_peak(device: torch.device = common.CPU, dtype: torch.dtype = torch.float32, n: int = 2048,
+                seconds: float = 1.0) -> float:  # fmt: skip
+    """FLOP/s of an n x n matmul: the ceiling any convolution network can approach on this machine."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    return 2 * n**3 * calls_per_second(lambda: a @ b, seconds, device)
 
 
 # Larger than the 187 MiB of feature maps a ResNet-20 training step at batch 128 keeps for its backward pass
@@ -54,28 +51,17 @@ def matmul_peak(device: torch.device = CPU, dtype: torch.dtype = torch.float32, 
 BANDWIDTH_MIB = 256
 
 
-def memory_bandwidth(device: torch.device = CPU, mib: int = BANDWIDTH_MIB, seconds: float = 0.5) -> float:
-    """Bytes/s of copying ``mib`` MiB, the bytes read and the bytes written both counted.
-
-    The speed of a pass over feature maps: batch norm, ReLU and a residual sum do under one FLOP per
-    byte they move, so between its convolutions a network runs at this speed, whatever the matmul peak.
-    """
+def memory_bandwidth(device: torch.device = common.CPU, mib: int = BANDWIDTH_MIB, seconds: float = 0.5) -> float:
+    """Bytes/s of copying ``mib`` MiB, the bytes read and written both counted: the speed of batch norm, ReLU and a
+    residual sum (under one FLOP per byte they move), at which a network runs between its convolutions."""
     source = torch.ones(mib * 2**20 // 4, device=device)
     target = torch.empty_like(source)
-    target.copy_(source)  # warm-up: the pages of both buffers are touched once before the clock starts
-    common.sync(device)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        target.copy_(source)
-        count += 1
-    common.sync(device)
-    return 2 * source.nbytes * count / (time.perf_counter() - start)
+    return 2 * source.nbytes * calls_per_second(lambda: target.copy_(source), seconds, device)
 
 
 def peaks(device: torch.device, seconds: float = 1.0) -> dict:
-    """The matmul peaks the rows are fractions of. On a CPU fp32 at 2048 x 2048. On a GPU 8192 x 8192, since
-    2048 leaves a large GPU partly idle, and bf16 too, because bf16 rows run on tensor cores far above the fp32
-    peak; with whether fp32 may use TF32 (PyTorch's defaults: not in matmuls, yes in cuDNN's convolutions)."""
+    """The matmul peaks: fp32 at 2048 x 2048 on a CPU; on a GPU 8192 (2048 leaves it partly idle) in fp32 and bf16
+    (tensor cores, far above fp32), with whether fp32 may use TF32 (by default not in matmuls, yes in cuDNN)."""
     if device.type != "cuda":
         return {"fp32": matmul_peak(device, seconds=seconds), "matmul_n": 2048}
     with warnings.catch_warnings():
@@ -83,9 +69,6 @@ def peaks(device: torch.device, seconds: float = 1.0) -> dict:
         tf32 = {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
     return {"fp32": matmul_peak(device, n=8192, seconds=seconds),
             "bf16": matmul_peak(device, torch.bfloat16, n=8192, seconds=seconds), "matmul_n": 8192, **tf32}  # fmt: skip
-
-
-# ------------------------------------------------------------------ a plain ResNet-20, as a user writes it
 
 
 class PlainBlock(nn.Module):
@@ -104,6 +87,8 @@ class PlainBlock(nn.Module):
 
 
 class PlainResNet20(nn.Module):
+    """A ResNet-20 as a user writes it in plain PyTorch: resnet_cifar's overhead is measured against it."""
+
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
@@ -117,9 +102,6 @@ class PlainResNet20(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
-
-
-# ------------------------------------------------------------------ measuring
 
 
 @dataclass
@@ -141,7 +123,7 @@ class Result(Config):
     rates: list[float] = field(default_factory=list)  # images/s of each window, in the order they were timed
 
 
-def build(name: str, device: torch.device = CPU) -> tuple[nn.Module, tuple[int, ...], int]:
+def build(name: str, device: torch.device = common.CPU) -> tuple[nn.Module, tuple[int, ...], int]:
     """The model (on the CPU), one image's shape and the batch size for ``device``."""
     if name == "plain_resnet20":
         return PlainResNet20(), (3, 32, 32), common.batch_size(32, device)
@@ -186,13 +168,9 @@ def step_function(model: nn.Module, cfg: Config, batch: torch.Tensor, labels: to
 
 
 def time_steps(step: Callable[[], None], seconds: float, *, warmup_may_count: bool = False,
-               device: torch.device = CPU) -> float:  # fmt: skip
-    """Seconds per step: a warm-up step, then as many as fit in ``seconds`` (at least one).
-
-    The warm-up step is never the measurement (a first step allocates gradients and optimizer state, and
-    the process's first builds oneDNN's kernels too), except with ``warmup_may_count`` (emulated bf16, a
-    tenth of fp32's speed) when it alone outlasts the window.
-    """
+               device: torch.device = common.CPU) -> float:  # fmt: skip
+    """Seconds per step: a warm-up step (it allocates gradients, optimizer state and oneDNN's kernels), then as many
+    as fit in ``seconds``, at least one; with ``warmup_may_count`` (emulated bf16) the warm-up if it outlasts them."""
     start = time.perf_counter()
     step()
     common.sync(device)
@@ -241,23 +219,14 @@ GOAL_MODELS = ("resnet_cifar", "plain_resnet20")
 GOAL_REPS = 9  # two full runs on a 2-core AMD EPYC put inference at 69% and 62% with 3 windows each, unchanged code
 
 
-def goal_row(cfg: Config, native_bf16: bool = False) -> bool:
-    """Whether a goal is read from this row: it gets goal_reps windows rather than reps."""
-    return cfg.model in GOAL_MODELS and cfg.channels_last and (cfg.amp == "fp32" or native_bf16)
-
-
-def run(models: list[str], reps: int, seconds: float, amps: list[str], device: torch.device = CPU,
+def run(models: list[str], reps: int, seconds: float, amps: list[str], device: torch.device = common.CPU,
         timed_layouts: tuple[bool, ...] = (False, True), goal_reps: int = 0) -> tuple[list[Result], dict]:  # fmt: skip
-    """Every model x mode x amp x layout on ``device``, interleaved; the results and the peaks.
+    """Every model x mode x amp x layout on ``device``, interleaved; the results and the peaks. The rows a goal is
+    read from (GOAL_MODELS, channels_last, fp32 or native bf16) get ``goal_reps`` repetitions, the extra ones after.
 
-    The rows a goal is read from (goal_row) are timed ``goal_reps`` times where that is more than ``reps``,
-    the extra repetitions interleaved among themselves after the others.
-
-    A matmul probe runs between every two timing windows, and each window's images/s becomes a fraction of
-    the higher of the probes on either side of it; a row reports the median of those fractions. On these
-    shared machines the speed moves by half from one minute to the next (one run's probes read 90.9, 124.5
-    and 152.9 GFLOP/s on a 2-core EPYC), so a row divided by a peak caught at another moment measures the
-    machine's load. The higher neighbour, not their mean: with the mean basic_cnn came to 101% of "peak".
+    Each window's images/s is a fraction of the higher of the matmul probes either side of it, and a row reports
+    the median of those: the speed moves by half from minute to minute (one run's probes read 90.9, 124.5 and 152.9
+    GFLOP/s on a 2-core EPYC); with the probes' mean basic_cnn came to 101% of "peak".
     """
     configs = [Config(m, mode, amp, cl) for m in models for mode in MODES for amp in amps for cl in timed_layouts]
     windows: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(configs))}  # (rate, probe before)
@@ -267,7 +236,9 @@ def run(models: list[str], reps: int, seconds: float, amps: list[str], device: t
     probe = min(1.0, seconds / 2)
     probes = [peaks(device, probe)]
     flops: dict[tuple[str, str], float] = {}
-    goals = [i for i, cfg in enumerate(configs) if goal_row(cfg, common.native_bf16(device))]
+    native = common.native_bf16(device)
+    goals = [i for i, c in enumerate(configs) if c.model in GOAL_MODELS and c.channels_last]
+    goals = [i for i in goals if configs[i].amp == "fp32" or native]
     for rep in range(max(reps, goal_reps)):
         timed = range(len(configs)) if rep < reps else goals
         for j in schedule([configs[i] for i in timed], rep):
@@ -292,24 +263,16 @@ def run(models: list[str], reps: int, seconds: float, amps: list[str], device: t
 
 
 def overhead_ratio(results: list[Result]) -> dict[str, float]:
-    """imgzoo's resnet_cifar against the plain ResNet-20, per matching configuration of the model as built.
-
-    The median of the ratios of the windows timed back to back (schedule runs the two models' matching rows
-    next to each other in every repetition), not the ratio of the two medians: one full run on a 2-core AMD
-    EPYC read the ratio of medians between 0.93 and 1.22 over twelve settings of unchanged code. Rows without
-    per-window rates fall back to the ratio of medians. Emulated bf16 rows time a small batch: too noisy.
-    """
+    """resnet_cifar over the plain ResNet-20 per matching configuration: the median ratio of the windows timed back
+    to back, not the ratio of medians, which one run on a 2-core EPYC read from 0.93 to 1.22 over twelve settings
+    of unchanged code; rows without per-window rates (older results files) fall back to it."""
     plain = {(r.mode, r.amp, r.channels_last): r for r in results if r.model == "plain_resnet20"}
     ratios = {}
     for r in results:
-        key = (r.mode, r.amp, r.channels_last)
-        if r.model != "resnet_cifar" or key not in plain:
+        other = plain.get((r.mode, r.amp, r.channels_last))
+        if r.model != "resnet_cifar" or other is None:
             continue
-        other = plain[key]
-        if len(r.rates) == len(other.rates) > 0:
-            ratio = statistics.median(a / b for a, b in zip(r.rates, other.rates, strict=True))
-        else:
-            ratio = r.images_per_sec / other.images_per_sec
+        ratio = common.paired_ratio(r.rates or [r.images_per_sec], other.rates or [other.images_per_sec])
         ratios[f"{r.mode} {r.amp} {layout_name(r.channels_last)}"] = ratio
     return ratios
 
@@ -322,12 +285,12 @@ def precision_ratios(results: list[Result]) -> dict[str, float]:
     """bf16's images/s over fp32's per model, mode and layout (the goal: >= 1.5x where bf16 is native). A ratio
     of the rows' medians: the two are not timed back to back, so a drifting machine moves it by a few percent."""
     fp32 = {(r.model, r.mode, r.channels_last): r.images_per_sec for r in results if r.amp == "fp32"}
-    ratios = {}
-    for r in results:
-        if r.amp == "bf16" and (r.model, r.mode, r.channels_last) in fp32:
-            key = f"{r.model} {r.mode} {layout_name(r.channels_last)}"
-            ratios[key] = r.images_per_sec / fp32[(r.model, r.mode, r.channels_last)]
-    return ratios
+    return {
+        f"{r.model} {r.mode} {layout_name(r.channels_last)}": r.images_per_sec
+        / fp32[(r.model, r.mode, r.channels_last)]
+        for r in results
+        if r.amp == "bf16" and (r.model, r.mode, r.channels_last) in fp32
+    }
 
 
 def peak_lines(found: dict) -> list[str]:

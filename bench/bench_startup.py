@@ -1,21 +1,14 @@
-"""Start-up costs a user pays before the first prediction, each timed inside a fresh interpreter.
+"""Start-up costs a user pays before the first prediction, each timed inside a fresh interpreter, interleaved.
 
-- ``import imgzoo`` in an interpreter that has imported torch and torchvision already: what imgzoo adds
-  (goal: <= 300 ms). Timed as the difference of two whole interpreters it swung by up to 0.8 s from run to
-  run on a 2-core AMD EPYC, torch's own seconds of import being the noise, so that figure is no longer taken;
-- ``imgzoo.load("mnist_cnn.mnist")`` from the file shipped in the package (goal: <= 100 ms);
-- loading a Hub entry from a filled cache with HF_HUB_OFFLINE=1 (goal: <= 200 ms plus the file read),
-  pushed first to the loopback Hub-compatible server the test suite uses.
-
-The runs are interleaved and the median of each is reported. imgzoo's modules are compiled to bytecode
-first, as ``pip install`` does: with PYTHONDONTWRITEBYTECODE set and no ``__pycache__``, every run would
-compile them again (0.1 to 0.2 s on a 2-core machine) and count that as import time.
+``import imgzoo`` after torch and torchvision (timed as the difference of two whole interpreters it swung by up
+to 0.8 s on a 2-core AMD EPYC); ``imgzoo.load("mnist_cnn.mnist")``; a Hub entry from a filled cache, offline,
+pushed first to the test suite's loopback Hub. imgzoo is compiled to bytecode first, as ``pip install`` does:
+otherwise every run would compile it again (0.1 to 0.2 s) and count that as import time.
 """
 
 from __future__ import annotations
 
 import compileall
-import importlib.util
 import json
 import os
 import statistics
@@ -53,9 +46,9 @@ def hub_cache(tmp: Path) -> tuple[str, dict[str, str]]:
 
 def run(reps: int) -> dict[str, float]:
     """The median seconds of each start-up figure over ``reps`` interleaved runs."""
-    spec = importlib.util.find_spec("imgzoo")
-    if spec is not None and spec.origin is not None:  # bytecode where imgzoo is imported from, as installed
-        compileall.compile_dir(Path(spec.origin).parent, quiet=1)  # a read-only install is left as it is
+    import imgzoo  # bench/run.py has imported it already
+
+    compileall.compile_dir(Path(imgzoo.__file__).parent, quiet=1)  # where it is imported from; read-only: left as is
     codes = {"import imgzoo after torch": (IMPORT, None), "load shipped": (LOAD.format(name="mnist_cnn.mnist"), None)}
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -1,16 +1,7 @@
 """Every benchmark in one command: a results file for this kind of machine, and the page that sets them side by side.
 
-    python bench/run.py [--quick] [--long] [--device auto|cpu|cuda] [--cifar10 DIR] [--mnist DIR]
-                        [--only SECTION ...] [--render] [--json PATH] [--out PATH]
-
-A run writes bench/results-KIND.json (KIND names the machine: common.kind), replacing only the last run on
-that kind, and renders the results part of docs/benchmarks.md from every such file, a column each; the page
-says what each section measures. Every figure is a ratio of two things measured side by side in one run,
-because shared machines are noisy and only ratios carry over. --quick (a few minutes on a 2-core CPU):
-resnet_cifar and the plain ResNet-20 only, channels_last, one repetition, no race, no inference memory; its
-results go to bench/results-quick-KIND.json, not kept in git. --only measures the sections named and merges
-them into this kind's results, each dated (the CIFAR-10 race takes half an hour on a 2-core CPU: `--only
-races --long --cifar10 DIR`). --render measures nothing.
+A run writes bench/results-KIND.json (results-quick-KIND.json with --quick, not kept in git) and renders the results
+part of docs/benchmarks.md from every kind's file, a column each; the page says what each section measures and how.
 """
 
 from __future__ import annotations
@@ -123,6 +114,7 @@ def headline(results: dict) -> dict[str, str | None]:
     bf16 = bench_models.precision_ratios(rows).get("resnet_cifar train channels_last")
     native = "native" if results["machine"]["native_bf16"] else "emulated"
     fit, data, start = results.get("fit"), results.get("data"), results.get("startup", {})
+    rss = results.get("memory_mb", {}).get("resnet_cifar train")
     out = {
         "resnet_cifar training, channels_last, fp32": share(by_key.get(("resnet_cifar", "train", "fp32", True))),
         "resnet_cifar inference, channels_last, fp32": share(by_key.get(("resnet_cifar", "infer", "fp32", True))),
@@ -138,15 +130,13 @@ def headline(results: dict) -> dict[str, str | None]:
         "mnist_cnn to 99% / example's first epoch": mnist_race(results.get("time_to_accuracy")),
         "basic_cnn to 90% on CIFAR-10": None,
         "basic_cnn to 94% on CIFAR-10 / airbench94 on an A100": None,
-        "resnet_cifar training peak RSS": None,
+        "resnet_cifar training peak RSS": f"{rss:,.0f} MB" if rss is not None else None,
         "import imgzoo after torch, torchvision": ms(start.get("import imgzoo after torch")),
         "load('mnist_cnn.mnist')": ms(start.get("load shipped")),
         "load a cached Hub entry": ms(start.get("load cached Hub entry")),
     }
     if race := results.get("time_to_accuracy_cifar10"):
         out.update([race_row(race)])
-    if "resnet_cifar train" in results.get("memory_mb", {}):
-        out["resnet_cifar training peak RSS"] = f"{results['memory_mb']['resnet_cifar train']:,.0f} MB"
     return out
 
 
@@ -291,7 +281,6 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, torch.device]:
         return args, common.resolve(args.device)
     except ValueError as error:
         parser.error(str(error))  # exits with status 2
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,10 +41,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
 
 
 def check_output(path: str | os.PathLike[str], *, reads: tuple = (), folder_of: str | None = None) -> Path:
-    """The one rule for a path a command is told to write, checked before any work. It is named (not ""); it is not,
-    and does not lie inside, anything the command reads (``reads``: a checkpoint, a data folder, whose class folders
-    it would add to); and it replaces nothing of the user's. A file must not exist yet. A folder must be new, empty,
-    or one the same command made before: it holds ``folder_of``, the file that command leaves in it (run.json)."""
+    """The one rule for a path a command writes, checked before any work: it is named, is not and does not lie inside
+    anything the command ``reads``, and replaces nothing of the user's: a new file, or a new or empty folder, or one
+    the same command made before (it holds ``folder_of``, e.g. run.json)."""
     if not str(path).strip():
         raise ValueError("the output path is empty; name a file or folder to write, e.g. --out runs/first")
     path, target = Path(path), Path(path).resolve()
@@ -77,12 +76,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``path`` to fill; on success it replaces ``path`` whole.
-
-    The old folder is renamed aside, the new one in, and only then is the old one deleted: a crash while
-    filling leaves ``path`` untouched, one between the renames leaves the old version whole in a hidden
-    ``.NAME.*.old`` sibling; never a folder with files of both.
-    """
+    """Yield an empty temporary sibling of ``path`` to fill; on success it replaces ``path`` whole: the old folder is
+    renamed aside, the new one in, then the old one deleted (a crash between the renames leaves it whole in a hidden
+    ``.NAME.*.old`` sibling), never a folder with files of both."""
     # abspath: "." and ".." name no sibling; a link is followed so the folder it points to is replaced.
     path = Path(path).resolve() if Path(path).is_symlink() else Path(os.path.abspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -46,14 +46,13 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), so bf16 autocast pays off."""
-    capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.8
-    if capabilities is not None:
-        found = capabilities()
+    if hasattr(torch.cpu, "get_capabilities"):  # torch >= 2.8
+        found = torch.cpu.get_capabilities()
         return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if any(probe is not None for probe in probes):
+    if any(probes):
         return any(probe() for probe in probes if probe is not None)
-    return _cpuinfo_flags() & {"avx512_bf16", "amx_bf16"} != set()
+    return bool(_cpuinfo_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def _cpuinfo_flags() -> set[str]:
@@ -61,11 +60,8 @@ def _cpuinfo_flags() -> set[str]:
 
 
 def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; None for full precision.
-
-    "auto" and True take bf16 on a GPU that supports it and on a CPU with native bf16, fp16 on older GPUs (True
-    only), fp32 elsewhere. An explicit "bf16" on a CPU without native bf16 is honoured, with a warning.
-    """
+    """The autocast dtype for ``amp`` on ``device``, None for full precision: "auto" and True take bf16 where it is
+    native, fp16 on older GPUs (True only), fp32 elsewhere; "bf16" on a CPU without native bf16 warns."""
     if not (isinstance(amp, bool) or (isinstance(amp, str) and amp in AMP_CHOICES)):
         raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
     if amp is False or amp == "fp32":

@@ -8,5 +8,3 @@ try:
     __version__ = version("imgzoo")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
-
-__all__ = ["__version__"]

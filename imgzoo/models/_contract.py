@@ -1,6 +1,5 @@
-"""timm's model contract: a new head goes through ``get_classifier`` / ``reset_classifier``, never an attribute
-name; ``num_classes``, ``num_features``, ``pretrained_cfg``, ``feature_info`` and ``forward_intermediates`` are
-timm's names, so timm's data config, feature extraction and training script take imgzoo models as they are. A
+"""timm's model contract (``get_classifier`` / ``reset_classifier``, ``num_classes``, ``num_features``,
+``pretrained_cfg``, ``feature_info``, ``forward_intermediates``), so timm's tools take imgzoo models as they are. A
 model with layers set from training images says ``needs_init_from_data = True`` (``init_from_data``)."""
 
 from __future__ import annotations
@@ -10,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from imgzoo.models._checks import check_input
 from imgzoo.models.registry import ARCH_ATTR, SPEC_ATTR, DataSpec
 
 POOLS = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
 
 
 def pretrained_cfg(spec: DataSpec, architecture: str | None = None) -> dict[str, Any]:
-    """timm's ``pretrained_cfg`` for a :class:`DataSpec`. Its eval transform resizes the shorter side to
-    ``size / crop_pct`` and centre-crops (``resize=256`` for 224: 0.875), or with ``"squash"`` resizes straight to
-    ``size``: imgzoo's eval transform either way (bilinear, antialiased)."""
+    """timm's ``pretrained_cfg`` for a :class:`DataSpec`, whose eval transform timm's ``crop_pct`` (``resize=256`` for
+    224: 0.875) or ``"squash"`` (straight to ``size``) reproduces."""
     crop = {"crop_pct": spec.size[0] / spec.resize, "crop_mode": "center"} if spec.resize else {}
     return {
         "architecture": architecture,
@@ -39,8 +38,7 @@ def stages_info(modules: list[str], channels: list[int], reductions: list[int]) 
 
 
 class LinearHeadMixin:
-    """``forward``, the head methods and timm's attributes for a model whose head is one ``nn.Linear`` named
-    ``classifier`` and whose stages ``feature_info`` names."""
+    """The contract for a model whose head is one ``nn.Linear`` named ``classifier``, its stages in ``feature_info``."""
 
     # TorchScript compiles properties too and cannot type feature_info's dicts; none of them is for forward.
     __jit_unused_properties__ = ["num_classes", "num_features", "head_hidden_size", "pretrained_cfg"]
@@ -48,9 +46,14 @@ class LinearHeadMixin:
     if TYPE_CHECKING:  # TorchScript reads class annotations and cannot resolve these
         classifier: nn.Linear
         feature_info: list[dict[str, Any]]
+        in_chans: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))  # type: ignore[attr-defined]
+
+    def _check_input(self, x: torch.Tensor, model: str, **rule: Any) -> None:
+        """_checks.check_input with the model's channels and dtype; called where TorchScript compiles no branch."""
+        check_input(x, model=model, channels=self.in_chans, dtype=self.classifier.weight.dtype, **rule)
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
@@ -75,9 +78,8 @@ class LinearHeadMixin:
         return pretrained_cfg(spec, getattr(self, ARCH_ATTR, None)) if spec is not None else {}
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A fresh, randomly initialised head with ``num_classes`` outputs on the old head's device and dtype;
-        ``global_pool`` ("avg" or "max") replaces the pool too. Nothing else changes, ``data_spec`` included: the
-        label set is the caller's (as timm's ``pretrained_cfg`` keeps the checkpoint's)."""
+        """A fresh head with ``num_classes`` outputs on the old head's device and dtype; ``global_pool`` ("avg" or
+        "max") replaces the pool too. ``data_spec`` is left as it is, as timm keeps ``pretrained_cfg``."""
         if global_pool is not None:
             if global_pool not in POOLS or not isinstance(getattr(self, "pool", None), tuple(POOLS.values())):
                 raise ValueError(
@@ -91,9 +93,8 @@ class LinearHeadMixin:
     def forward_intermediates(
         self, x: torch.Tensor, indices: int | list[int] | None = None, intermediates_only: bool = False
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """timm's call: the outputs of the stages ``feature_info`` lists (``indices``: which, or the last n), and
-        the final feature map unless ``intermediates_only``. Read by forward hooks: every family's own
-        ``forward_features`` runs, checks included."""
+        """timm's call: the outputs of the stages ``feature_info`` lists (``indices``: which, or the last n), and the
+        final feature map unless ``intermediates_only``; read by hooks, so each family's ``forward_features`` runs."""
         count = len(self.feature_info)
         if isinstance(indices, int):
             indices = list(range(count - indices, count))

@@ -1,5 +1,5 @@
-"""A plain CNN for 32x32 colour images after airbench94 (Jordan 2024, arXiv:2404.00498); each airbench94 detail
-is an argument, off by default, and the ``basic_cnn.airbench`` recipe sets them with their optimizer."""
+"""A plain CNN for 32x32 colour images after airbench94 (Jordan 2024, arXiv:2404.00498); each of its details is an
+argument, off by default, which the ``basic_cnn.airbench`` recipe sets."""
 
 from __future__ import annotations
 
@@ -86,9 +86,7 @@ class BasicCNN(LinearHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's feature map, (N, widths[-1], H / 2**len(widths), W / 2**len(widths))."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
-            checks.check_input(
-                x, model="basic_cnn", channels=self.in_chans, min_size=self.min_size, dtype=self.classifier.weight.dtype
-            )
+            self._check_input(x, "basic_cnn", min_size=self.min_size)
         return self.blocks(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-from imgzoo.models._checks import check_bools, check_choice, check_dropout, check_input, check_num_classes
+from imgzoo.models._checks import check_bools, check_choice, check_dropout, check_num_classes
 from imgzoo.models._contract import LinearHeadMixin, stages_info
 from imgzoo.models.efficientnet_lite import STAGES as LITE0_STAGES
 from imgzoo.models.efficientnet_lite import EfficientNetLite0, from_released_keys, from_timm_keys
@@ -103,8 +103,7 @@ def _lite0_trunk(weights: str | None) -> EfficientNetLite0:
 
 
 class DogBreedTransfer(LinearHeadMixin, nn.Module):
-    """A pretrained trunk (EfficientNet-Lite0, or a torchvision ResNet with its ``fc`` removed) plus a linear
-    ``classifier``."""
+    """A pretrained trunk (EfficientNet-Lite0, or a torchvision ResNet without its ``fc``) and a ``classifier``."""
 
     __constants__ = ["lite"]  # to TorchScript, which then compiles only the branch of the model's own trunk
 
@@ -143,8 +142,7 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
         return self
 
     def stages(self) -> list[nn.Module]:
-        """The backbone's stages, first to last: a ResNet's four, EfficientNet-Lite0's seven (its head conv with
-        the last)."""
+        """The backbone's stages, first to last: a ResNet's four, EfficientNet-Lite0's seven (the last with its head)"""
         trunk = self.backbone
         if self.lite:
             return [*trunk.stages[:-1], nn.ModuleList([trunk.stages[-1], trunk.head])]
@@ -179,9 +177,7 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk's last feature map, before pooling: (N, 1280, 512 or 2048, H / 32, W / 32)."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
-            check_input(
-                x, model="dogbreed_transfer", channels=self.in_chans, min_size=32, dtype=self.classifier.weight.dtype
-            )
+            self._check_input(x, "dogbreed_transfer", min_size=32)
         trunk = self.backbone
         if self.lite:
             return trunk.forward_features(x)
@@ -208,18 +204,15 @@ def dogbreed_transfer(
 ) -> DogBreedTransfer:
     """EfficientNet-Lite0 or a torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``;
     None: random) and a new head; with ``freeze_backbone`` only the head and the last ``trainable_stages`` train
-    (their BatchNorm layers kept as ImageNet left them) until :meth:`DogBreedTransfer.unfreeze`. ``image_size``:
-    the side images are resized to (default 224).
-    ``in_chans=1``: the first convolution's RGB filters summed, as timm adapts a pretrained stem to grey images."""
+    (their BatchNorm layers kept as ImageNet left them) until :meth:`DogBreedTransfer.unfreeze`. ``image_size``: the
+    side images are resized to (224); ``in_chans=1``: the stem's RGB filters summed, as timm adapts it to grey."""
     check_choice("dogbreed_transfer", "backbone", backbone, BACKBONES)
     check_choice("dogbreed_transfer", "weights", weights, ("imagenet", None))
     check_bools("dogbreed_transfer", freeze_backbone=freeze_backbone)
     check_dropout("dogbreed_transfer", dropout)
     check_num_classes("dogbreed_transfer", num_classes)
     check_choice("dogbreed_transfer", "in_chans", in_chans, (1, 3))
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= 1024
-    ):
+    if image_size is not None and (type(image_size) is not int or not 32 <= image_size <= 1024):
         raise ValueError(
             f"dogbreed_transfer: image_size must be a whole number of pixels from 32 to 1024; got {image_size!r}"
         )

@@ -1,10 +1,7 @@
-"""EfficientNet-Lite0 (Tan & Le 2019, arXiv:1905.11946; the Lite variants of Google's TensorFlow Lite release): B0's
-mobile inverted bottlenecks without squeeze-and-excitation, with ReLU6 and a fixed 32-channel stem and 1280-channel
-head, 4.7M parameters, 75.1% ImageNet top-1 at 224 px. Written here, so that ImageNet weights load without timm.
-
-TensorFlow pads "SAME": a stride-2 convolution pads one pixel more after than before where the padding is odd. The
-released weights were trained that way, so :class:`SameConv` pads the same way and the outputs match TensorFlow's (and
-timm's ``tf_efficientnet_lite0``, which does the same) instead of drifting from them at every stride.
+"""EfficientNet-Lite0 (Tan & Le 2019, arXiv:1905.11946; Google's TensorFlow Lite variants): B0's inverted bottlenecks
+without squeeze-and-excitation, ReLU6, 4.7M parameters, 75.1% ImageNet top-1 at 224 px; here so that its ImageNet
+weights load without timm. They were trained with TensorFlow's "SAME" padding (one pixel more after than before where
+it is odd), which :class:`SameConv` reproduces, as timm's ``tf_efficientnet_lite0`` does.
 """
 
 from __future__ import annotations
@@ -43,8 +40,7 @@ def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, 
 
 
 class MBConv(nn.Module):
-    """Inverted bottleneck: 1x1 expansion (unless 1x), depthwise kxk, linear 1x1 projection; a residual where the
-    shape is kept."""
+    """1x1 expansion (unless 1x), depthwise kxk, linear 1x1 projection; a residual where the shape is kept."""
 
     def __init__(self, cin: int, cout: int, expansion: int, kernel: int, stride: int) -> None:
         super().__init__()
@@ -60,8 +56,7 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """The trunk: stem, seven stages, 1x1 head to 1280 channels; ``forward_features`` gives the (N, 1280, H/32,
-    W/32) map."""
+    """Stem, seven stages, 1x1 head; ``forward_features`` gives the (N, 1280, H/32, W/32) map."""
 
     num_features = 1280
 

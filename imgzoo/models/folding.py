@@ -1,7 +1,6 @@
-"""Fold eval-mode batch norm (``a * x + b`` per channel) into the convolution before it: an inference copy, 1.11x
-the images/s of ResNet-20 (docs/benchmarks.md). Folded only where provably safe: Conv2d -> BatchNorm2d in an
-``nn.Sequential``; the same with a MaxPool2d between when every scale ``a`` is positive (only then does max-pooling
-commute); torchvision's ResNet blocks' ``convK``/``bnK`` pairs. No running statistics: never folded."""
+"""Fold eval-mode batch norm (``a * x + b`` per channel) into the convolution before it: an inference copy, 1.11x the
+images/s of ResNet-20 (docs/benchmarks.md). Only where safe: Conv2d -> BatchNorm2d in an ``nn.Sequential``, with a
+MaxPool2d between if every ``a`` is positive (so pooling commutes); torchvision ResNets' ``convK``/``bnK`` pairs."""
 
 from __future__ import annotations
 

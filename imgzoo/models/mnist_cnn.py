@@ -7,14 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgzoo.models._checks import (
-    check_choice,
-    check_dropout,
-    check_input,
-    check_int,
-    check_num_classes,
-    check_parameter_budget,
-)
+import imgzoo.models._checks as checks
 from imgzoo.models._contract import LinearHeadMixin, stages_info
 from imgzoo.models.registry import MNIST, register_model
 
@@ -45,7 +38,7 @@ class MnistCNN(LinearHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The second stage's feature map, (N, 64, 7, 7)."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
-            check_input(x, model="mnist_cnn", channels=self.in_chans, size=(28, 28), dtype=self.classifier.weight.dtype)
+            self._check_input(x, "mnist_cnn", size=(28, 28))
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -60,10 +53,10 @@ MAX_HIDDEN = 8192  # twice AlexNet's 4096-wide layers, already 25.7M parameters 
 @register_model("mnist_cnn", default_spec=MNIST)
 def mnist_cnn(*, num_classes: int = 10, dropout: float = 0.25, hidden: int = 128, in_chans: int = 1) -> MnistCNN:
     """A ~0.47M-parameter CNN for 1x28x28 digits (PyTorch's example Net has 1.2M); ``in_chans=3`` for colour."""
-    check_num_classes("mnist_cnn", num_classes)
-    check_dropout("mnist_cnn", dropout)
-    check_choice("mnist_cnn", "in_chans", in_chans, (1, 3))
-    check_int("mnist_cnn", "hidden", hidden, high=MAX_HIDDEN, why="twice AlexNet's 4096-wide layers")
+    checks.check_num_classes("mnist_cnn", num_classes)
+    checks.check_dropout("mnist_cnn", dropout)
+    checks.check_choice("mnist_cnn", "in_chans", in_chans, (1, 3))
+    checks.check_int("mnist_cnn", "hidden", hidden, high=MAX_HIDDEN, why="twice AlexNet's 4096-wide layers")
     estimate = 64 * 7 * 7 * hidden + hidden * num_classes  # the linear layers; the convolutions add 65k
-    check_parameter_budget("mnist_cnn", estimate, f"hidden={hidden}, num_classes={num_classes}")
+    checks.check_parameter_budget("mnist_cnn", estimate, f"hidden={hidden}, num_classes={num_classes}")
     return MnistCNN(num_classes, dropout, hidden, in_chans)

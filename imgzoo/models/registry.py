@@ -1,5 +1,5 @@
-"""Every architecture registers here with the input it expects (a :class:`DataSpec`), every pretrained checkpoint
-with a :class:`WeightsEntry`; building with weights is :func:`imgzoo.hub.api.create_model`, one layer up."""
+"""Every architecture registers here with its input (a :class:`DataSpec`), every pretrained checkpoint with a
+:class:`WeightsEntry`; building with weights is :func:`imgzoo.hub.api.create_model`, one layer up."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ __all__ = ["CIFAR10", "CIFAR10_CLASSES", "IMAGENET", "MNIST", "DataSpec", "Model
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model expects to be fed and what its outputs mean; transforms are built from it and
-    checkpoints store it, so a user never looks up a mean or std."""
+    """What a model is fed and what its outputs mean; transforms are built from it, checkpoints store it."""
 
     name: str  # the data set it was designed for, e.g. "cifar10"
     channels: int
@@ -101,8 +100,8 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class WeightsEntry:
-    """A pretrained checkpoint named ``arch.tag`` (``mnist_cnn.mnist``): a Hub repository pinned to a revision,
-    or a folder inside the package; ``sha256`` (of ``model.safetensors``) is checked before anything loads."""
+    """A checkpoint named ``arch.tag``: a Hub repository pinned to a revision, or a folder in the package;
+    ``sha256`` (of ``model.safetensors``) is checked before anything loads."""
 
     name: str
     sha256: str
@@ -193,15 +192,13 @@ def get_model_entry(name: str) -> ModelEntry:
 
 
 def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
-    """Registered model names, sorted; ``pattern`` is an fnmatch pattern like ``"resnet*"``;
-    ``pretrained=True`` keeps those with a weights entry (timm's ``list_models(pretrained=True)``)."""
+    """Registered model names, sorted; ``pattern``: fnmatch's (``"resnet*"``); ``pretrained=True``: with weights."""
     names = sorted(_MODELS.keys() & {e.arch for e in _WEIGHTS.values()} if pretrained else _MODELS)
     return fnmatch.filter(names, pattern) if pattern else names
 
 
 def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> WeightsEntry:
-    """Add a pretrained checkpoint; a name registered twice is an error, as is a second ``default=True`` entry
-    for one architecture (``pretrained=True`` would go to whichever came first)."""
+    """Add a pretrained checkpoint; a name registered twice is an error, as is a second default for one architecture."""
     get_model_entry(entry.arch)  # the architecture must exist
     if entry.name in _WEIGHTS and not overwrite:
         raise ValueError(f"weights {entry.name!r} are already registered")

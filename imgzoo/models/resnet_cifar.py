@@ -45,8 +45,7 @@ class PadShortcut(nn.Module):
 class BasicBlock(nn.Module):
     """``relu(residual(x) + shortcut(x))``, two 3x3 conv-BN layers; ``shortcut="none"``: the plain net (figure 6)."""
 
-    # TorchScript compiles properties too, and cannot type an nn.Sequential element as BatchNorm2d;
-    # last_bn is for initialisation and tests, never for forward.
+    # TorchScript compiles properties too and cannot type an nn.Sequential element; last_bn is not for forward.
     __jit_unused_properties__ = ["last_bn"]
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A") -> None:
@@ -101,6 +100,7 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
         in_chans: int = 3,
     ) -> None:
         super().__init__()
+        self.in_chans = in_chans
         widths = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
@@ -124,13 +124,7 @@ class ResNetCifar(LinearHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map, (N, 64 * width, H / 4, W / 4)."""
         if not torch.jit.is_scripting():  # TorchScript compiles no branch below this test
-            checks.check_input(
-                x,
-                model="resnet_cifar",
-                channels=self.stem[0].in_channels,
-                multiple_of=4,
-                dtype=self.classifier.weight.dtype,
-            )
+            self._check_input(x, "resnet_cifar", multiple_of=4)
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -53,7 +53,6 @@ class RunConfig:
                 f"val_fraction must be a number from 0 to below 1, e.g. 0.1 (0: train on every image, no validation); "
                 f"got {fraction!r}"
             )
-
         if not isinstance(self.fit.seed, int):
             raise ValueError(f"a run needs a whole-number seed (its split depends on it); got {self.fit.seed!r}")
         for name in ("optimizer", "schedule"):
@@ -119,7 +118,6 @@ def make_config(
         if unknown := sorted(set(names or ()) - set(allowed)):
             raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; {whose} takes {', '.join(allowed)}")
     found = recipe_for(model, recipe)
-    # No recipe: fit's defaults for 15 epochs.
     base = dataclasses.replace(found.config, amp="auto", recipe=found.name) if found else FitConfig(epochs=15)
     fit = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     builder = {**(found.model_kwargs if found else {}), **(kwargs or {})}
@@ -254,9 +252,8 @@ def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
     record = read_run(out)
     if record is None:
         return make_config(model, data, **given)
-    old, kwargs, limit = record.config, given.pop("kwargs", None), given.pop("limit", None)
+    old, kwargs, limit = record.config, given.pop("kwargs", None) or {}, given.pop("limit", None)
     fraction = given.pop("val_fraction", None)
     fit = dataclasses.replace(old.fit, **{k: v for k, v in given.items() if v is not None})
-    limit = old.limit if limit is None else limit
-    fraction = old.val_fraction if fraction is None else fraction
-    return RunConfig(model, resolve_data(data), fit, limit, {**old.kwargs, **(kwargs or {})}, fraction)
+    limit, fraction = old.limit if limit is None else limit, old.val_fraction if fraction is None else fraction
+    return RunConfig(model, resolve_data(data), fit, limit, {**old.kwargs, **kwargs}, fraction)

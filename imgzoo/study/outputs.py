@@ -20,9 +20,9 @@ from imgzoo.study.config import WEIGHTS
 
 def write_outputs(model: nn.Module, val: Any, shown: Any, history: History, out: Path, recipe: dict, *,
                   tta: bool = True, log: Callable[[str], None] = print) -> dict:  # fmt: skip
-    """Evaluate on ``val`` (and with the recipe's ``tta`` unless told not to) and write every output into ``out``,
-    saying what each slow step does: one fp32 pass over 5,000 images took basic_cnn 14 s on 2 busy cores, TTA 6 more.
-    With ``val`` None (a final fit on every image): the weights, history and curves only."""
+    """Evaluate on ``val`` (and with the recipe's ``tta``) and write every output into ``out``, saying what each slow
+    step does (one fp32 pass over 5,000 images took basic_cnn 14 s on 2 busy cores, TTA 6 more); ``val`` None (a
+    final fit): the weights, history and curves only."""
     if val is not None:
         log("measuring the final weights on the validation split (fp32)")
     result = evaluate(model, val) if val is not None else None
@@ -67,8 +67,8 @@ def joined(out: Path, done_before: int, history: History) -> History:
 
 def read_outputs(out: Path) -> tuple[History, dict[str, float]]:
     """The history and metrics a finished run wrote (none for a final fit, which has no validation)."""
-    if not (out / "metrics.json").is_file():
-        return History.from_json(out / "history.json"), {}
-    summary = json.loads((out / "metrics.json").read_text())
-    metrics = {"val_acc": summary["top1"], "val_loss": summary["loss"], "val_top5": summary["top5"]}
-    return History.from_json(out / "history.json"), metrics
+    history, path = History.from_json(out / "history.json"), out / "metrics.json"
+    if not path.is_file():
+        return history, {}
+    summary = json.loads(path.read_text())
+    return history, {"val_acc": summary["top1"], "val_loss": summary["loss"], "val_top5": summary["top5"]}

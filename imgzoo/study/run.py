@@ -1,5 +1,5 @@
-"""Train one run from files, as ``imgzoo train`` does: data -> seeded 10% validation split -> optional limit ->
-batches -> fit, checkpointing into OUT/checkpoints -> weights, history, figures; the run itself is study.config's."""
+"""Train one run from files, as ``imgzoo train`` does: data -> seeded validation split -> optional limit -> batches ->
+fit, checkpointing into OUT/checkpoints -> weights, history, figures; what a run is, is study.config's."""
 
 from __future__ import annotations
 
@@ -52,18 +52,15 @@ def open_data(data: str) -> Dataset:
 def split_data(
     dataset: Dataset, seed: int, limit: int | None = None, val_fraction: float = VAL_FRACTION
 ) -> tuple[Dataset, Dataset | None]:
-    """The seeded stratified validation split (10%), whole so figures compare; ``limit``: a stratified part of
-    train. ``val_fraction=0``: every image trains and there is no validation (None)."""
+    """The seeded stratified validation split, whole so figures compare; ``limit``: a stratified part of train.
+    ``val_fraction=0``: every image trains and there is no validation (None)."""
     names = datasets.classes_of(dataset) or []
     if len(names) == 1:  # every prediction right by construction: the "100%" would measure nothing
         raise ValueError(
             f"the data has one class ({names[0]}): a classifier needs two or more. Add a folder of images for each "
             "other class it should tell apart."
         )
-    if val_fraction:
-        train, val = datasets.train_val_split(dataset, val_fraction, seed=seed)
-    else:
-        train, val = dataset, None
+    train, val = datasets.train_val_split(dataset, val_fraction, seed=seed) if val_fraction else (dataset, None)
     classes = len(torch.unique(datasets.labels_of(train)))
     if limit is None or limit >= len(train) - classes:
         return train, val
@@ -75,14 +72,12 @@ def split_data(
     return datasets.train_val_split(train, seed=seed, val_count=limit)[1], val
 
 
-def train_data(model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int, translate: int | None = None,
-               alternate_flips: bool = False, cutout: int = 0) -> Any:  # fmt: skip
-    """Whole-batch training batches for small images; larger ones the images themselves, which fit transforms,
-    shuffles and shards (torchrun) by the same options, and from which a ``head_epochs`` warm-up takes features."""
+def train_data(model: nn.Module, part: Dataset, augment: str, batch_size: int, seed: int, **options: Any) -> Any:
+    """Whole-batch training batches for small images (``options``: batches' translate, alternate_flips, cutout); larger
+    ones the images themselves, which fit transforms, shuffles and shards alike (a head warm-up takes features)."""
     if model.data_spec.resize is not None:
         return part
-    return batches(part, batch_size, train=True, spec=model.data_spec, augment=augment, translate=translate,
-                   alternate_flips=alternate_flips, cutout=cutout, seed=seed)  # fmt: skip
+    return batches(part, batch_size, train=True, spec=model.data_spec, augment=augment, seed=seed, **options)
 
 
 def eval_data(model: nn.Module, part: Dataset, batch_size: int = 256) -> Any:
@@ -157,7 +152,7 @@ def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = 
         if cut:
             log(cut)
     epochs, started = cfg.epochs - record.done_before, time.time()
-    train, val = train_data(model, train_part, seed=cfg.seed, **cfg.loader_options()), None
+    train = train_data(model, train_part, seed=cfg.seed, **cfg.loader_options())
     val = eval_data(model, val_part) if val_part is not None else None
     try:
         history = fit(model, train, val, config=cfg, epochs=epochs, checkpoint_dir=out / CHECKPOINTS,
@@ -168,12 +163,9 @@ def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = 
     if len(history) < epochs and interrupted.is_file() and interrupted.stat().st_mtime >= started - 1:
         raise KeyboardInterrupt(f"stopped during epoch {len(history) + 1}; resume with: {resume_command(config, out)}")
     full = joined(out, record.done_before, history)
-    recorded = _recorded(config, out)
-    if val_part is None:  # a final fit: the figures are the validation run's, and only the training curves are new
-        metrics = write_outputs(model, None, None, full, out, recorded, tta=tta, log=log)
-    else:
-        shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN))  # plot_predictions preprocesses
-        metrics = write_outputs(model, eval_data(model, val_part), shown, full, out, recorded, tta=tta, log=log)
+    # plot_predictions preprocesses the images shown; a final fit (no val) writes only the training curves anew.
+    shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN)) if val_part is not None else None
+    metrics = write_outputs(model, val, shown, full, out, _recorded(config, out), tta=tta, log=log)
     record.finished = len(history) >= epochs
     record.write(out)
     if record.finished:
