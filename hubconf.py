@@ -39,13 +39,13 @@ def basic_cnn(pretrained: bool | str = False, **kwargs: object) -> nn.Module:
 
 
 def dogbreed_transfer(pretrained: bool | str = False, **kwargs: object) -> nn.Module:
-    """A torchvision ResNet (``backbone``: resnet18, resnet34, resnet50) with a new head, for 3x224x224 images.
+    """EfficientNet-Lite0 (default) or a torchvision ResNet (``backbone``: resnet18, resnet34, resnet50) with a new
+    head, for dog photos at 224x224.
 
-    ``weights="imagenet"`` starts the backbone from torchvision's ImageNet weights (a
-    download); ``weights=None`` from random initialisation. No imgzoo weights are shipped
-    for it yet, so ``pretrained=True`` is an error. Other keyword arguments
-    (``num_classes``, ``freeze_backbone``, ``dropout``, ``class_names``) go to
-    ``imgzoo.models.dogbreed_transfer``.
+    ``pretrained=True`` loads ``dogbreed_transfer.dogs120``, shipped inside the package (no download): 120 breeds,
+    EfficientNet-Lite0 fine-tuned from ImageNet weights. ``weights="imagenet"`` starts a new backbone from ImageNet
+    weights, ``weights=None`` from random initialisation. Other keyword arguments (``num_classes``,
+    ``trainable_stages``, ``dropout``, ``image_size``, ``class_names``) go to ``imgzoo.models.dogbreed_transfer``.
     """
     return _create("dogbreed_transfer", pretrained, kwargs)
 

@@ -78,7 +78,7 @@ FLAG_HELP = {  # one line per fit option a run takes: the flags are FitConfig's 
     "grad_clip": "largest gradient L2 norm",
     "amp": "precision (auto: bf16 where the hardware computes it natively)",
     "channels_last": "NHWC memory layout",
-    "compile": "train through torch.compile: ResNet-56 1.2x faster, basic_cnn 0.87x (docs/training.md)",
+    "compile": "train through torch.compile: ResNet-56 1.2x faster, basic_cnn 0.87x (docs/notes.md)",
     "device": "cpu, cuda, cuda:1, mps or auto",
     "seed": "seed of the split, the limit, the weights and training",
     "num_workers": "loader worker processes",

@@ -1,5 +1,5 @@
 """Fold eval-mode batch norm (``a * x + b`` per channel) into the convolution before it: an inference copy, 1.11x the
-images/s of ResNet-20 (docs/benchmarks.md). Only where safe: Conv2d -> BatchNorm2d in an ``nn.Sequential``, with a
+images/s of ResNet-20 (docs/notes.md). Only where safe: Conv2d -> BatchNorm2d in an ``nn.Sequential``, with a
 MaxPool2d between if every ``a`` is positive (so pooling commutes); torchvision ResNets' ``convK``/``bnK`` pairs."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ SHORTCUTS = ("A", "B", "none")
 
 def subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Every ``stride``-th pixel, in x's own memory layout: slicing's backward writes an NCHW gradient, which made
-    a channels_last ReLU backward 10x slower (4.95 vs 0.48 ms, docs/benchmarks.md); avg_pool2d keeps the layout."""
+    a channels_last ReLU backward 10x slower (4.95 vs 0.48 ms, docs/notes.md); avg_pool2d keeps the layout."""
     if x.is_contiguous() or not x.requires_grad:
         return x[:, :, ::stride, ::stride]
     return F.avg_pool2d(x, 1, stride)
