@@ -12,13 +12,13 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
 from imgzoo._atomic import atomic_open, atomic_write_text
@@ -45,6 +45,10 @@ MAX_PIXELS = 1024 * 1024
 # The most memory one layer's output may take for one image (measured on meta): 32x the shipped models' largest
 # (dogbreed_transfer, 64x112x112 floats, 3.2 MB), so one image predicts in well under 1 GB whatever the config.
 MAX_ACTIVATION_BYTES = 100 * 2**20
+# The most weights (parameters and buffers) a checkpoint may hold: 2.7x dogbreed_transfer on resnet50 (23.8M), 256 MB
+# in fp32. A convolution copies its weight for oneDNN as it runs, so predict of one image at these bounds peaked at
+# 560 MB (one 63.9M weight at 80x80) and 618 MB (63.5M, a 100 MiB layer output); 99.4M in one tensor took 787 MB.
+MAX_LOAD_WEIGHTS = 64_000_000
 # The smallest std: normalising divides by it, and 1e-320 (positive, subnormal) makes every pixel infinite.
 MIN_STD = 1e-6
 
@@ -289,18 +293,21 @@ def write_checkpoint(directory: Path, config: dict[str, Any], state: dict[str, t
 _UNREADABLE = (SafetensorError, OSError, ValueError, TypeError, RuntimeError, OverflowError)
 
 
-def _read_safetensors(path: str | os.PathLike[str], *, header_only: bool) -> dict[str, Any]:
-    """Tensors of a safetensors file, or with ``header_only`` their (shape, dtype) (no tensor data read); no
-    prefixes. Tensors that are not finite are refused: NaN weights would predict NaN for every image."""
+def _read_safetensors(path: str | os.PathLike[str], like: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The (shape, dtype) of each tensor in a safetensors file (no tensor data read), without prefixes; with ``like``
+    (the model's state_dict, which the file's names and shapes fit) the tensors themselves, in ``like``'s dtypes.
+    Tensors that are not finite are refused: NaN weights would predict NaN for every image."""
     try:
-        if header_only:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                header = {key: f.get_slice(key) for key in f.keys()}  # noqa: SIM118
-                return strip_prefixes({k: (tuple(v.get_shape()), v.get_dtype()) for k, v in header.items()})
-        state = strip_prefixes(load_file(str(path), device="cpu"))
+        with safe_open(str(path), framework="pt", device="cpu") as f:  # the Rust reader checks offsets fit the file
+            header = {key: f.get_slice(key) for key in f.keys()}  # noqa: SIM118
+            header = {key: (tuple(v.get_shape()), v.get_dtype()) for key, v in header.items()}
+        if like is None:
+            return strip_prefixes(header)
+        dtypes = {saved: like[name].dtype for name, saved in strip_prefixes({k: k for k in header}).items()}
+        state = strip_prefixes(dict(_tensors(path, dtypes)))
     except _UNREADABLE as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
-    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    broken = [k for k, v in state.items() if v.is_floating_point() and not _finite(v)]
     if broken:
         raise CheckpointError(
             f"{path} holds NaN or infinite values in {len(broken)} tensor(s) ({_first_five(broken)}): the training "
@@ -309,9 +316,32 @@ def _read_safetensors(path: str | os.PathLike[str], *, header_only: bool) -> dic
     return state
 
 
+def _tensors(path: str | os.PathLike[str], dtypes: dict[str, torch.dtype]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each tensor of a safetensors file whose header safe_open has checked, read into its own memory and cast to
+    ``dtypes[name]`` one at a time. Not safe_open's get_tensor: its memory map stays in the process's resident set
+    (loading a 91 MB file that way peaked 49 MB higher than these reads, with each tensor dropped once read)."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        for name, entry in json.loads(f.read(length)).items():
+            if name == "__metadata__":
+                continue
+            begin, end = entry["data_offsets"]
+            data = torch.empty(end - begin, dtype=torch.uint8)
+            f.seek(8 + length + begin)
+            if f.readinto(data.numpy()) != end - begin:
+                raise OSError(f"{name}'s data ends early: the file changed while it was read")
+            yield name, data.view(_DTYPES[entry["dtype"]]).reshape(entry["shape"]).to(dtypes[name])
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """In slices of 4 MB: torch.isfinite of a whole 103 MB tensor took 175 MB more (an abs() copy and masks)."""
+    return all(torch.isfinite(part).all() for part in tensor.flatten().split(1 << 20))
+
+
 # How safetensors names the dtypes of imgzoo's models' tensors.
 _DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
                 torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
+_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 
 
 def load_checkpoint(config: dict[str, Any], weights: str | os.PathLike[str], *, source: str,
@@ -338,14 +368,13 @@ def load_checkpoint(config: dict[str, Any], weights: str | os.PathLike[str], *, 
             f"{entry.name}'s builder takes no num_classes, so a model with another head could not be saved and "
             f"rebuilt; add a num_classes keyword argument to it."
         )
-    _check_fits(meta_model, _read_safetensors(weights, header_only=True), source, config.get("storage_dtype"))
+    _check_fits(meta_model, _read_safetensors(weights), source, config.get("storage_dtype"))
     _check_activations(meta_model, spec, source)
-    model = _build(entry, kwargs, source, meta=False)
-    state = _read_safetensors(weights, header_only=False)
-    if config.get("storage_dtype") == "fp16":  # stored in half precision; the model computes in fp32
-        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+    _check_count(meta_model, weights)
+    model = _build(entry, kwargs, source, meta=True)  # another: measuring left the first in eval mode
+    state = _read_safetensors(weights, like=model.state_dict())  # fp16 storage comes back in the model's fp32
     try:
-        model.load_state_dict(state, strict=True)
+        model = _filled(model, state, lambda: _build(entry, kwargs, source, meta=False))
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the model's
         raise CheckpointError(f"the weights in {source} cannot be copied into {entry.name}: {exc}") from exc
     if new_head:  # a fresh head; the data spec and kwargs follow, so the model saves as what it now is
@@ -448,6 +477,32 @@ def _check_fits(model: nn.Module, header: dict[str, tuple], source: str, storage
             f"{'; '.join(problems)}. Load without overriding architecture kwargs, or check that the "
             f"checkpoint's config.json belongs to its model.safetensors. Nothing was allocated for it."
         )
+
+
+def _check_count(model: nn.Module, weights: str | os.PathLike[str]) -> None:
+    """Refuse a (meta) model of more than MAX_LOAD_WEIGHTS weights before any is read: held in memory as predict
+    runs, with the layer outputs MAX_ACTIVATION_BYTES allows, they must stay under 1 GB (docs/security.md)."""
+    count = sum(t.numel() for t in model.state_dict().values())
+    if count > MAX_LOAD_WEIGHTS:
+        raise CheckpointError(
+            f"{weights} holds {count:,} weights (parameters and buffers) for {getattr(model, ARCH_ATTR)}, over the "
+            f"{MAX_LOAD_WEIGHTS:,} imgzoo loads, so that predicting one image stays under 1 GB of memory. If the "
+            "model is yours and meant to be that large, build it with imgzoo.create_model(...) and fill it with "
+            "model.load_state_dict(safetensors.torch.load_file(path)); nothing was read."
+        )
+
+
+def _filled(model: nn.Module, state: dict[str, torch.Tensor], build: Callable[[], nn.Module]) -> nn.Module:
+    """The meta ``model`` holding ``state``'s tensors themselves: no random initialisation, no second copy. A model
+    whose state_dict does not hold each of its tensors once (a non-persistent buffer its builder computes, a tied
+    weight) is built for real instead, and ``state`` copied into it: twice the memory, but nothing left on meta."""
+    saved = [id(t) for t in model.state_dict(keep_vars=True).values()]
+    if len(set(saved)) == len(saved) == len({id(t) for t in [*model.parameters(), *model.buffers()]}):
+        model.load_state_dict(state, strict=True, assign=True)
+        return model
+    model = build()
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 def _check_activations(model: nn.Module, spec: DataSpec, source: str) -> None:
