@@ -75,6 +75,8 @@ def _locked(folder: Path | None, ctx: distributed.DistContext, device: torch.dev
 class _Run:
     """One call of fit: the state that lives for the run, and its phases as methods."""
 
+    late_interrupt = False  # a Ctrl-C during the last validation, when no step was left to stop at
+
     def __init__(self, model: nn.Module, train: Any, val: Any, cfg: FitConfig, device: torch.device, ctx: Any) -> None:
         self.cfg, self.device, self.ctx, self.model = cfg, device, ctx, model  # the plain module: saved, restored
         self.say = ctx.is_main and cfg.verbose > 0
@@ -132,7 +134,6 @@ class _Run:
         self.partial: dict[str, Any] | None = None  # set by a resume from interrupted.pt
         self.refresh = 1 if device.type == "cpu" else 20  # a sync per step costs nothing on CPU; on a GPU it does
         self.interrupts = StepBoundaryInterrupt(enabled=not ctx.enabled, say=self._print)
-        self.late_interrupt = False
         # A resumed run keeps checkpointing where it resumed from, unless told otherwise.
         directory = cfg.checkpoint_dir or (self.resume_path.parent if self.resume_path is not None else None)
         self.checkpoint_dir = Path(directory) if directory is not None else None
@@ -214,7 +215,7 @@ class _Run:
                         why = f"another epoch would pass max_time={cfg.max_time:g} s" if out_of_time else None
                         self._print(f"stopping after epoch {epoch}: {why or 'a callback asked to stop'}")
                         break
-            self.late_interrupt = self.interrupts.requested  # a Ctrl-C during the last validation: no step was left
+            self.late_interrupt = self.interrupts.requested
         except KeyboardInterrupt:
             self._interrupted()
         except NonFiniteLoss as e:
