@@ -91,3 +91,15 @@ def test_a_card_without_train_figures_says_nothing_of_them(tmp_path):
     text = (tmp_path / "README.md").read_text()
     assert f"| accuracy |  | {100 * plain.top1:.2f}% |  |" in text
     assert "The train column" not in text
+
+
+def test_a_final_fit_shipped_with_its_validation_runs_figures_says_whose_they_are(tmp_path):
+    model = imgzoo.create_model("resnet_cifar", depth=8).eval()
+    whose = "the figures are the validation run's (10% held out); these weights were refit on every image"
+    recipe = {"epochs": 2, "val_fraction": 0.0, "validation": whose}
+    imgzoo.save(model, tmp_path / "shipped", metrics={"val_acc": 0.5}, recipe=recipe)
+    text = (tmp_path / "shipped" / "README.md").read_text()
+    assert f"The validation column: {whose} (a final fit, `--val 0`)." in text
+    assert "nothing was held out" not in text
+    imgzoo.save(model, tmp_path / "refit", recipe={"epochs": 2, "val_fraction": 0.0})  # no validation run named
+    assert "nothing was held out to measure it on" in (tmp_path / "refit" / "README.md").read_text()

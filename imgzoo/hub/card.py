@@ -204,7 +204,10 @@ def _results_section(config: dict[str, Any], curves: str | None) -> str:
     if metrics:
         lines += [f"- {k}: {_percent(v) if k.endswith('_acc') and _is_number(v) else v}" for k, v in metrics.items()]
         lines.append("")
-    if (config.get("recipe") or {}).get("val_fraction") == 0:
+    recipe = config.get("recipe") or {}
+    if recipe.get("val_fraction") == 0 and recipe.get("validation"):  # shipped with its validation run's figures
+        lines += [f"The validation column: {recipe['validation']} (a final fit, `--val 0`).", ""]
+    elif recipe.get("val_fraction") == 0:
         lines += ["Trained on every image (a final fit, `--val 0`): nothing was held out to measure it on.", ""]
     elif not table and not metrics:
         lines += ["No metrics were recorded with these weights.", ""]
