@@ -142,6 +142,7 @@ def test_compare_trains_every_run_of_a_study_and_writes_the_report(tmp_path):
     assert all(r["epochs"] == 1 and r["limit"] == 20 for r in report["runs"])
     table = (tmp_path / "out" / "report.md").read_text()
     assert "| Model | Train accuracy | Val accuracy | Train loss | Val loss | Epochs | Wall time | Images/s |" in table
+    assert "every run is validated on the same seeded 10% split of the training images" in table.replace("\n", " ")
     for run in report["runs"]:
         assert f"| {run['name']} | {100 * run['train_acc']:.2f}% | {100 * run['val_acc']:.2f}% |" in table
         assert png_size(tmp_path / "out" / run["samples"])[0] >= 300

@@ -124,7 +124,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     fmt = args.format or {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}.get(suffix)
     if fmt is None:
-        raise ValueError(f"export: cannot tell the format from --out {str(args.out)!r} (suffix {suffix!r}); name the file "
+        raise ValueError(f"export: cannot tell the format from --out '{args.out}' (suffix {suffix!r}); name the file "
                          "model.onnx or model.pt, or give --format onnx or --format torchscript")  # fmt: skip
     check_output(args.out, reads=(weights_of(args.source),))  # before minutes of exporting: a new file, not the source
     difference = export_model(load(weights_of(args.source)), args.out, format=fmt)  # a failed check: exit 1

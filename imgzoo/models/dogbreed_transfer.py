@@ -202,10 +202,12 @@ def dogbreed_transfer(
     dropout: float = 0.0,
     in_chans: int = 3,
 ) -> DogBreedTransfer:
-    """EfficientNet-Lite0 or a torchvision ResNet (resnet18/34/50) with ImageNet weights (``weights="imagenet"``;
-    None: random) and a new head; with ``freeze_backbone`` only the head and the last ``trainable_stages`` train
-    (their BatchNorm layers kept as ImageNet left them) until :meth:`DogBreedTransfer.unfreeze`. ``image_size``: the
-    side images are resized to (224); ``in_chans=1``: the stem's RGB filters summed, as timm adapts it to grey."""
+    """EfficientNet-Lite0 or a torchvision ResNet (resnet18/34/50) with a new head, for photos at 224x224.
+
+    ``weights="imagenet"`` starts the backbone from ImageNet (None: random); with ``freeze_backbone`` only the head
+    and the last ``trainable_stages`` train (their BatchNorm layers kept as ImageNet left them) until
+    :meth:`DogBreedTransfer.unfreeze`. ``image_size``: the side images are resized to (224); ``in_chans=1``: the stem's
+    RGB filters summed, as timm adapts it to grey."""
     check_choice("dogbreed_transfer", "backbone", backbone, BACKBONES)
     check_choice("dogbreed_transfer", "weights", weights, ("imagenet", None))
     check_bools("dogbreed_transfer", freeze_backbone=freeze_backbone)

@@ -176,8 +176,10 @@ class StudyReport:
 
     def to_markdown(self) -> str:
         lines = [f"# {self.study.title}", ""]
-        lines += [f"Study file `{self.study.path}`, data `{self.study.data}`; every run is validated on the same "]
-        lines += ["seeded 10% split of the training images. Wall time counts training and validation.", ""]
+        shares = {f"{result.config.val_fraction:.0%}" for result in self.results.values()}
+        split = f"the same seeded {shares.pop()} split" if len(shares) == 1 else "a seeded split"
+        lines += [f"Study file `{self.study.path}`, data `{self.study.data}`; every run is validated on {split} of"]
+        lines += ["the training images. Wall time counts training and validation.", ""]
         lines += [self.comparison.to_markdown(timing=True), "", "| Run | Model | Settings |", "|---|---|---|"]
         for name, result in self.results.items():
             config = result.config
