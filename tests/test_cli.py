@@ -151,7 +151,7 @@ def test_evaluate_tta_alone_measures_with_the_mode_the_weights_were_published_wi
 
     from data_factories import write_mnist
 
-    from imgzoo.cli.train import recorded_tta
+    from imgzoo.study.config import recorded_tta
 
     # Each shipped entry's card states its figures with its recipe's mode: digits are never mirrored.
     assert recorded_tta("mnist_cnn.mnist") == "shift"

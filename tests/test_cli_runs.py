@@ -221,7 +221,7 @@ def test_a_whitened_run_sets_its_stem_from_its_training_images_and_reports_tta(t
     assert saved["recipe"]["command"].startswith(f"imgzoo train basic_cnn {folder} --out {out}")
     assert "--epochs 1" in saved["recipe"]["command"] and "--recipe" not in saved["recipe"]["command"]
     # The run records its TTA, so `imgzoo evaluate RUN DATA --tta` measures with the same mode.
-    from imgzoo.cli.train import recorded_tta
+    from imgzoo.study.config import recorded_tta
 
     assert saved["recipe"]["tta"] == "flip+shift" == recorded_tta(run_config.weights_of(str(out)))
 

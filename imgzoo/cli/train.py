@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from imgzoo._atomic import check_output
-from imgzoo.eval.evaluation import TTA_MODES, evaluate
+from imgzoo.eval.evaluation import evaluate
 from imgzoo.hub.api import load
-from imgzoo.hub.format import CONFIG_NAME, read_config
-from imgzoo.models.registry import get_weights_entry, list_pretrained
 from imgzoo.study import config as run_config
 from imgzoo.study import run as runs
 from imgzoo.study.compare import load_study, run_study
@@ -150,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:  # before the work: a new or empty folder, or one evaluate wrote into before
         check_output(args.out, reads=(args.data,), folder_of="confusion.png")
     weights = run_config.weights_of(args.weights)
-    tta = recorded_tta(weights) if args.tta == "recipe" else args.tta or False
+    tta = run_config.recorded_tta(weights) if args.tta == "recipe" else args.tta or False
     model, record = load(weights), run_config.read_run(args.weights)
     # A run validated on the split its seed drew, and trained on its limited part only.
     seed, limit, fraction = (0, None, run_config.VAL_FRACTION)
@@ -177,17 +175,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, accuracy in zip(result.class_names, result.per_class_accuracy, strict=True):
         print(printable(f"{name.ljust(width)}  {'n/a (no images)' if accuracy != accuracy else f'{accuracy:.2%}'}"))
     return 0
-
-
-def recorded_tta(weights: str) -> str:
-    """The TTA mode ``weights`` record (a name's card or a folder's config.json), so ``--tta`` measures the same."""
-    config = Path(weights) / CONFIG_NAME
-    recipe = get_weights_entry(weights).meta["recipe"] if weights in list_pretrained() else None
-    mode = ((read_config(config).get("recipe") if config.is_file() else recipe) or {}).get("tta")
-    if mode in (None, False, "none"):
-        modes = " | --tta ".join(TTA_MODES[1:])
-        raise ValueError(f"--tta: {weights} records no test-time augmentation of its own; name one: --tta {modes}")
-    return "flip" if mode is True else mode
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

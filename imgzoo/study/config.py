@@ -13,7 +13,9 @@ from typing import Any
 
 from imgzoo._atomic import atomic_write_text, check_output
 from imgzoo.data import datasets
-from imgzoo.models.registry import get_model_entry
+from imgzoo.eval.evaluation import TTA_MODES
+from imgzoo.hub.format import CONFIG_NAME, read_config
+from imgzoo.models.registry import get_model_entry, get_weights_entry, list_pretrained
 from imgzoo.train.checkpoint import resume_point
 from imgzoo.train.config import HOW_TO_RUN, FitConfig
 from imgzoo.train.recipes import RECIPES, Recipe, get_recipe, list_recipes
@@ -257,3 +259,14 @@ def resume_config(out: Path, model: str, data: str, **given: Any) -> RunConfig:
     fit = dataclasses.replace(old.fit, **{k: v for k, v in given.items() if v is not None})
     limit, fraction = old.limit if limit is None else limit, old.val_fraction if fraction is None else fraction
     return RunConfig(model, resolve_data(data), fit, limit, {**old.kwargs, **kwargs}, fraction)
+
+
+def recorded_tta(weights: str) -> str:
+    """The TTA mode ``weights`` record (a name's card or a folder's config.json), so ``--tta`` measures the same."""
+    config = Path(weights) / CONFIG_NAME
+    recipe = get_weights_entry(weights).meta["recipe"] if weights in list_pretrained() else None
+    mode = ((read_config(config).get("recipe") if config.is_file() else recipe) or {}).get("tta")
+    if mode in (None, False, "none"):
+        modes = " | --tta ".join(TTA_MODES[1:])
+        raise ValueError(f"--tta: {weights} records no test-time augmentation of its own; name one: --tta {modes}")
+    return "flip" if mode is True else mode
