@@ -146,7 +146,7 @@ def test_lookahead_pulls_the_slow_weights_and_hands_them_to_the_model():
     model = nn.Linear(2, 1)
     look = Lookahead(decay=0.5, every=2, ramp=0.0)  # ramp 0: the full decay from the start
     _set(model, 1.0)
-    state = SimpleNamespace(model=model, epochs=1, steps_per_epoch=4)
+    state = SimpleNamespace(model=model, epochs=1, initial_epoch=0, steps_per_epoch=4)
     look.on_fit_start(state)  # type: ignore[arg-type]
     _set(model, 3.0)
     look.on_batch_end(state, 0, torch.tensor(0.0))  # type: ignore[arg-type]

@@ -135,7 +135,8 @@ def _refused(tmp_path, train, val, epochs, message, **options):
 )
 def test_resuming_a_sized_schedule_with_other_epochs_is_refused_before_any_work(tmp_path, schedule, sized_for):
     train, val = _checkpointed(tmp_path, schedule=schedule)
-    assert load_checkpoint(tmp_path)["schedule_sized_for"] == {"schedule": schedule, "epochs": 2, "steps_per_epoch": 2}
+    sized_for_saved = {"schedule": schedule, "epochs": 2, "initial_epoch": 0, "steps_per_epoch": 2}
+    assert load_checkpoint(tmp_path)["schedule_sized_for"] == sized_for_saved
     message = (
         rf"was made with schedule='{schedule}' sized for {sized_for}, not 3 epochs"
         r".*resume with epochs=2.*new run.*without resume="
@@ -159,6 +160,35 @@ def test_a_run_without_a_sized_schedule_resumes_with_more_epochs(tmp_path):
     assert history.epoch == [1, 2, 3]
     assert history.lr == [FIT_OPTIONS["lr"]] * 3
     assert load_checkpoint(tmp_path)["epoch"] == 3
+
+
+def test_initial_epoch_numbers_the_epochs_on_over_a_schedule_of_their_own(tmp_path):
+    """Keras's initial_epoch: training 2 more epochs after 2 numbers them 3 and 4 everywhere (history, checkpoint,
+    callbacks) and sizes the schedule for those 2; a Ctrl-C in them resumes exactly, and another numbering is refused."""
+    train, val = make_data()
+    alone = fit(make_model(), train, val, epochs=2, **FIT_OPTIONS)
+    seen: list[int] = []
+
+    class _Epochs(Callback):
+        def on_epoch_end(self, state):
+            seen.append(state.epoch)
+
+    reference = make_model()
+    more = fit(reference, train, val, epochs=4, initial_epoch=2, callbacks=[_Epochs()], **FIT_OPTIONS)
+    assert more.epoch == seen == [3, 4]
+    assert more.lr == alone.lr  # one-cycle over the 2 epochs this call trains, not 4
+    stopped = make_model()
+    fit(stopped, train, val, epochs=4, initial_epoch=2, checkpoint_dir=tmp_path, callbacks=[_InterruptAt(4, 1)],
+        **FIT_OPTIONS)  # fmt: skip
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    with pytest.raises(ValueError, match="made with initial_epoch=2, and this call asks for initial_epoch=0"):
+        fit(make_model(seed=123), train, val, epochs=4, resume=tmp_path / "interrupted.pt", **FIT_OPTIONS)
+    resumed = make_model(seed=123)
+    history = fit(resumed, train, val, epochs=4, initial_epoch=2, resume=tmp_path / "interrupted.pt", **FIT_OPTIONS)
+    assert history.epoch == [3, 4] and history.train_loss == more.train_loss
+    assert _same_weights(reference, resumed)
+    with pytest.raises(ValueError, match="initial_epoch must be below epochs"):
+        fit(make_model(), train, val, epochs=2, initial_epoch=2, **FIT_OPTIONS)
 
 
 # ---------------------------------------------------------------------------- interrupted.pt: exact continuation

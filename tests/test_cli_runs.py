@@ -114,16 +114,19 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken
     assert all(torch.equal(cut[name], unbroken[name]) for name in unbroken)
 
 
-def test_more_epochs_extend_a_finished_run_from_its_weights_and_number_on(tmp_path):
+def test_more_epochs_extend_a_finished_run_from_its_weights_and_number_on(tmp_path, capsys):
     folder = str(write_mnist(tmp_path / "mnist", n_per_class=2))
     out, quiet = tmp_path / "run", {"verbose": 0, "log": lambda _: None}
     first = runs.train_run(out, run_config.make_config("mnist_cnn", folder, epochs=1, amp="fp32"), **quiet)
     said: list[str] = []
     longer = run_config.resume_config(out, "mnist_cnn", folder, epochs=3)
-    extended = runs.train_run(out, longer, resume=True, verbose=0, log=said.append)
+    capsys.readouterr()
+    extended = runs.train_run(out, longer, resume=True, verbose=2, log=said.append)
     assert extended.action == "extend" and extended.finished
-    assert "extending mnist_cnn from its 1 finished epochs to 3" in said[0] and "fresh onecycle schedule" in said[0]
-    assert "shown as 1-2 while training and recorded as 2-3 in history.csv" in said[0]
+    assert "extending mnist_cnn from its 1 finished epochs to 3" in said[0]
+    assert "fresh onecycle schedule over epochs 2-3" in said[0]
+    printed = [line.split(" |")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert printed == ["epoch 2/3", "epoch 3/3"]  # as history.csv records them
     assert extended.history.epoch == [1, 2, 3]
     assert extended.history.train_loss[0] == first.history.train_loss[0]  # the first epoch kept, not retrained
     assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3]

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
+import imgzoo.study.config as run_config
+import imgzoo.study.run as runs
 from imgzoo._atomic import check_output
 from imgzoo.eval.evaluation import evaluate
 from imgzoo.hub.api import load
-from imgzoo.study import config as run_config
-from imgzoo.study import run as runs
 from imgzoo.study.compare import load_study, run_study
 from imgzoo.study.outputs import eval_summary
 from imgzoo.train.config import CHOICES, FitConfig
@@ -63,7 +63,7 @@ FLAG_HELP = {  # one line per fit option a run takes: the flags are FitConfig's 
     "cutout": "side of the square blanked in each training image, in pixels (0: none)",
     "optimizer": "the optimizer",
     "lr": "peak learning rate (none: 0.1 for sgd, 1e-3 for adamw)",
-    "momentum": "SGD's Nesterov momentum",
+    "momentum": "SGD's Nesterov momentum (the onecycle schedule cycles it from 0.95 to 0.85 and back instead)",
     "weight_decay": "weight decay of the weights (none: 5e-4 for sgd, 0.05 for adamw)",
     "schedule": "learning-rate schedule",
     "schedule_interval": "how often a scheduler steps (callables only)",

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import imgzoo.data.datasets as datasets
 from imgzoo._atomic import atomic_write_text, check_output
-from imgzoo.data import datasets
 from imgzoo.eval.evaluation import TTA_MODES
 from imgzoo.hub.format import CONFIG_NAME, read_config
 from imgzoo.models.registry import get_model_entry, get_weights_entry, list_pretrained
@@ -25,7 +25,7 @@ __all__ = ["KNOWN_DATA", "RunConfig", "make_config", "read_run", "resume_config"
 RUN_FILE, CHECKPOINTS, WEIGHTS = "run.json", "checkpoints", "weights"  # WEIGHTS: the imgzoo.save folder
 _FORMAT = "imgzoo-run-v1"
 KNOWN_DATA = {"cifar10": datasets.cifar10, "mnist": datasets.mnist}  # downloaded (checksummed) on first use
-_RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose")  # a run folder owns its checkpoints
+_RUNNER_OWNS = ("callbacks", "checkpoint_dir", "resume", "verbose", "initial_epoch")  # a run owns its checkpoints
 VAL_FRACTION = 0.1  # the split every shipped weights entry reports its accuracy on
 
 

@@ -56,12 +56,12 @@ def json_safe(value: Any) -> Any:
 
 
 def joined(out: Path, done_before: int, history: History) -> History:
-    """Earlier trainings' epochs (from OUT/history.json) followed by this one's, numbered on from them."""
+    """Earlier trainings' epochs (from OUT/history.json) followed by this one's (fit numbers them on from them)."""
     rows = History.from_json(out / "history.json").to_dict() if done_before else History().to_dict()
     keep = [i for i, epoch in enumerate(rows["epoch"]) if epoch <= done_before]
     together = {name: [values[i] for i in keep] for name, values in rows.items()}
     for name, values in history.to_dict().items():
-        together[name] += [v + done_before for v in values] if name == "epoch" else values
+        together[name] += values
     return History.from_dict(together)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from imgzoo.data import datasets
+import imgzoo.data.datasets as datasets
 from imgzoo.data.loaders import batches, default_cache_dir
 from imgzoo.hub.api import create_model
 from imgzoo.study.config import (
@@ -155,7 +155,7 @@ def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = 
     train = train_data(model, train_part, seed=cfg.seed, **cfg.loader_options())
     val = eval_data(model, val_part) if val_part is not None else None
     try:
-        history = fit(model, train, val, config=cfg, epochs=epochs, checkpoint_dir=out / CHECKPOINTS,
+        history = fit(model, train, val, config=cfg, initial_epoch=record.done_before, checkpoint_dir=out / CHECKPOINTS,
                       resume=plan.resume_from, verbose=verbose)  # fmt: skip
     except KeyboardInterrupt as stop:  # after the last step: the training is saved, its metrics and figures are not
         raise KeyboardInterrupt(f"{stop or 'stopped'}; go on with: {resume_command(config, out)}") from None
@@ -217,8 +217,7 @@ def _announce(plan: Plan, out: Path, n_train: int, n_val: int, log: Callable) ->
         "resume": f"resuming {config.model} {'from its last checkpoint' if plan.resume_from else 'from the start'}",
         "extend": (
             f"extending {config.model} from its {before} finished epochs to {cfg.epochs}, from its weights with a "
-            f"fresh {cfg.schedule} schedule over the new epochs, shown as 1-{cfg.epochs - before} while training and "
-            f"recorded as {before + 1}-{cfg.epochs} in history.csv"
+            f"fresh {cfg.schedule} schedule over epochs {before + 1}-{cfg.epochs}"
         ),
     }[plan.action]
     images = f"{n_train} training / {n_val} validation images" if n_val else f"all {n_train} images, no validation"

@@ -25,8 +25,9 @@ class FitState:
     epoch: int  # 1-based; 0 before the first epoch
     epochs: int
     is_main: bool  # rank 0: the only process that should write files
-    should_stop: bool = False  # set True: training ends after this epoch
     steps_per_epoch: int = 0  # optimizer steps in one epoch (batches of the training loader)
+    initial_epoch: int = 0  # epochs trained before this fit (FitConfig.initial_epoch); it trains the ones after
+    should_stop: bool = False  # set True: training ends after this epoch
 
 
 class Callback:
@@ -245,7 +246,7 @@ class Lookahead(_ValidatedOnAverage):
             raise ValueError(f"Lookahead: ramp must be >= 0 (0: the full decay at once; 3: airbench94); got {ramp!r}")
         self.ramp = ramp
         self.slow: dict[str, torch.Tensor] | None = None
-        self.total = 0  # optimizer steps in the whole run: epochs * steps_per_epoch
+        self.total = 0  # optimizer steps in this fit: (epochs - initial_epoch) * steps_per_epoch
 
     def current_decay(self) -> float:
         progress = min(1.0, self.steps / self.total) if self.total else 1.0
@@ -270,7 +271,7 @@ class Lookahead(_ValidatedOnAverage):
         return {name: kept for name, kept in (self.slow or {}).items() if kept.is_floating_point()}
 
     def on_fit_start(self, state: FitState) -> None:
-        self.total = state.epochs * state.steps_per_epoch
+        self.total = (state.epochs - state.initial_epoch) * state.steps_per_epoch
         if self.slow is None:
             self.slow = {name: tensor.detach().clone() for name, tensor in state.model.state_dict().items()}
         else:  # restored from a checkpoint

@@ -18,7 +18,7 @@ from imgzoo.data.datasets import is_int, is_real
 from imgzoo.data.transforms import AUGMENTS
 from imgzoo.eval.evaluation import TTA_MODES
 from imgzoo.models.registry import get_weights_entry, list_pretrained
-from imgzoo.train.callbacks import EMA, Callback, Lookahead
+from imgzoo.train.callbacks import EMA, Callback, EarlyStopping, Lookahead
 
 OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
 ScheduleSpec = str | None | Callable[[torch.optim.Optimizer], Any]
@@ -37,7 +37,9 @@ LOADER_FIELDS = ("batch_size", "augment", "translate", "alternate_flips", "cutou
 class FitConfig:
     """Every option of :func:`imgzoo.fit`, with the reason for its default."""
 
-    epochs: int
+    epochs: int  # the last epoch's number
+    # Epochs trained before this call, as Keras's: it trains initial_epoch+1..epochs, numbered so, on a schedule
+    initial_epoch: int = 0  # over those epochs alone (an extended run starts a fresh one from its weights)
     batch_size: int = 128  # He et al. 2016 trained the CIFAR ResNets with batch 128
     augment: str = "standard"  # pad-and-crop and flips: the CIFAR standard since He et al. 2016
     translate: int | None = None  # the crop's largest shift in pixels; None: 1/8 of the side (4 on CIFAR)
@@ -46,7 +48,7 @@ class FitConfig:
     # Nesterov SGD: He et al. 2016's and airbench's; "adamw", another torch.optim class (lr 1e-3, decay 0.05)
     optimizer: OptimizerSpec = "sgd"  # or a callable(params) -> optimizer (nothing added)
     lr: float | None = None  # the peak; None: 0.1 for SGD at batch 128 (He et al. 2016), else 1e-3 (AdamW)
-    momentum: float = 0.9  # SGD only; Nesterov whenever > 0
+    momentum: float = 0.9  # SGD only; Nesterov whenever > 0. "onecycle" cycles it 0.95 -> 0.85 -> 0.95 instead
     # None: 5e-4 for SGD (kuangliu/pytorch-cifar's), else 0.05 (DeiT, ConvNeXt); never on biases and norms
     weight_decay: float | None = None  # ("Bag of Tricks", He et al. 2019, section 3.1)
     # One-cycle (Smith & Topin 2019) reaches an accuracy in the fewest epochs; "cosine", "step", "linear", None, or a
@@ -93,7 +95,9 @@ class FitConfig:
 
     def to_dict(self, *, learning_only: bool = False) -> dict[str, Any]:
         """The JSON-able options (run.json); ``learning_only``: what decides the learning, lr and decay resolved."""
-        skipped = (*HOW_TO_RUN, "recipe") if learning_only else ("callbacks", "checkpoint_dir", "resume")
+        skipped = (
+            (*HOW_TO_RUN, "recipe", "initial_epoch") if learning_only else ("callbacks", "checkpoint_dir", "resume")
+        )
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped}
         if learning_only:
             values["lr"], values["weight_decay"] = self.lr_and_weight_decay()
@@ -103,6 +107,7 @@ class FitConfig:
 # The numeric options: a test, and what it asks for ("epochs must be an integer >= 1, got 0").
 _NUMBERS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: is_int(v, 1), "an integer >= 1"),
+    "initial_epoch": (lambda v: is_int(v, 0), "an integer >= 0"),
     "batch_size": (lambda v: is_int(v, 1), "an integer >= 1"),
     "translate": (lambda v: v is None or is_int(v, 0), "an integer >= 0 or None"),
     "cutout": (lambda v: is_int(v, 0), "an integer >= 0 (pixels; 0 blanks nothing)"),
@@ -129,6 +134,9 @@ def _problems(cfg: FitConfig) -> list[str]:
     problems = [
         f"{n} must be {rule}, got {getattr(cfg, n)!r}" for n, (ok, rule) in _NUMBERS.items() if not ok(getattr(cfg, n))
     ]
+    if is_int(cfg.initial_epoch) and is_int(cfg.epochs) and cfg.initial_epoch >= cfg.epochs:
+        problems.append(f"initial_epoch must be below epochs (the last epoch's number), got {cfg.initial_epoch} and "
+                        f"{cfg.epochs}: to train 5 more epochs after 10, pass initial_epoch=10, epochs=15")  # fmt: skip
     if cfg.ema_decay is not None and cfg.lookahead_decay is not None:
         pair = (cfg.ema_decay, cfg.lookahead_decay)
         problems.append(f"ema_decay and lookahead_decay both rewrite the weights: set one, got {pair!r}")
@@ -172,6 +180,18 @@ def averaging_callbacks(cfg: FitConfig) -> list[Callback]:
     if cfg.ema_decay is not None:
         return [EMA(decay=cfg.ema_decay)]
     return [Lookahead(decay=cfg.lookahead_decay)] if cfg.lookahead_decay is not None else []
+
+
+def fit_callbacks(cfg: FitConfig, has_val: bool) -> tuple[Callback, ...]:
+    """The callbacks a fit runs: the ones given, then the averaging its options ask for; an EarlyStopping that
+    watches a validation column is refused when there is no validation data (it would never see its column)."""
+    for cb in cfg.callbacks:
+        if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_") and not has_val:
+            raise ValueError(
+                f"fit: EarlyStopping monitors {cb.monitor!r}, but fit was given no validation data: "
+                "pass val= to fit, or monitor a training column (EarlyStopping(monitor='train_loss'))"
+            )
+    return (*cfg.callbacks, *averaging_callbacks(cfg))
 
 
 def loader_differences(loader: Any, cfg: FitConfig) -> list[str]:
@@ -241,7 +261,8 @@ def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_epoch: int) -> tuple[Any, str]:
     """The LR scheduler and whether it steps every batch ("step") or every epoch."""
-    total, sched = cfg.epochs * steps_per_epoch, torch.optim.lr_scheduler
+    epochs = cfg.epochs - cfg.initial_epoch  # the schedule spans this call's epochs
+    total, sched = epochs * steps_per_epoch, torch.optim.lr_scheduler
     peaks = [g["lr"] for g in optimizer.param_groups]
     if cfg.schedule is None:
         return None, "epoch"
@@ -256,7 +277,7 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: FitConfig, steps_per_e
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=total), "step"
     if cfg.schedule == "step":
-        milestones = sorted({max(1, int(cfg.epochs * 0.5)), max(1, int(cfg.epochs * 0.75))})
+        milestones = sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))})
         return sched.MultiStepLR(optimizer, milestones=milestones, gamma=0.1), "epoch"
     return cfg.schedule(optimizer), cfg.schedule_interval
 
@@ -267,12 +288,21 @@ _SIZED = {"onecycle": "per step", "linear": "per step", "cosine": "per step", "s
 def schedule_size(cfg: FitConfig, steps_per_epoch: int) -> dict[str, Any]:
     """What the schedule is built for, as recorded in the checkpoint: its kind, epochs and steps per epoch."""
     kind = cfg.schedule if cfg.schedule is None or isinstance(cfg.schedule, str) else "callable"
-    return {"schedule": kind, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch}
+    return {
+        "schedule": kind,
+        "epochs": cfg.epochs,
+        "initial_epoch": cfg.initial_epoch,
+        "steps_per_epoch": steps_per_epoch,
+    }
 
 
 def _length(size: dict[str, Any]) -> str:
     steps = f" of {size['steps_per_epoch']} steps" if _SIZED.get(size["schedule"]) == "per step" else ""
     return f"{size['epochs']} epochs{steps}"
+
+
+def _initial(size: dict[str, Any]) -> str:
+    return f", initial_epoch={size['initial_epoch']}" if size.get("initial_epoch") else ""
 
 
 def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], path: Any) -> None:
@@ -289,11 +319,19 @@ def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], 
             f"fit: cannot resume {path}: it was made with schedule={was}, and this call asks for schedule={asked}; "
             f"the restored scheduler state fits only the same schedule. Resume with schedule={was}, or {new_run}."
         )
+    first = saved.get("initial_epoch", 0)  # absent from checkpoints older than the option
+    if first != now["initial_epoch"]:
+        raise ValueError(
+            f"fit: cannot resume {path}: it was made with initial_epoch={first}, and this call asks for "
+            f"initial_epoch={now['initial_epoch']}; its epochs are numbered from {first + 1}. Resume with "
+            f"initial_epoch={first}, or {new_run}."
+        )
     if now["schedule"] in _SIZED and _length(saved) != _length(now):
         raise ValueError(
             f"fit: cannot resume {path}: it was made with schedule={was} sized for {_length(saved)}, not "
             f"{_length(now)}, and keeps that length (else the run fails or goes on at the wrong lr). To continue it, "
-            f"resume with epochs={saved['epochs']} (same batch size and data); for another length, {new_run}."
+            f"resume with epochs={saved['epochs']}{_initial(saved)} (same batch size and data); for another length, "
+            f"{new_run}."
         )
 
 

@@ -88,15 +88,10 @@ class _Run:
         saved = self.saved = ckpt.load_checkpoint(self.resume_path) if self.resume_path is not None else None
         fresh_seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.seed = seed = saved["seed"] if saved is not None else fresh_seed
-        self.callbacks = (*cfg.callbacks, *fit_config.averaging_callbacks(cfg))  # ema_decay / lookahead_decay's
-        for cb in self.callbacks:
-            if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_") and val is None:
-                raise ValueError(
-                    f"fit: EarlyStopping monitors {cb.monitor!r}, but fit was given no validation data: "
-                    "pass val= to fit, or monitor a training column (EarlyStopping(monitor='train_loss'))"
-                )
+        self.callbacks = fit_config.fit_callbacks(cfg, has_val=val is not None)
         # A new head first learns alone on the un-augmented images' features: fit needs the images themselves.
-        self.head_batches = fit_data.plain_batches(train, model) if cfg.head_epochs and saved is None else None
+        fresh = saved is None and not cfg.initial_epoch  # a run that goes on has its trained head already
+        self.head_batches = fit_data.plain_batches(train, model) if cfg.head_epochs and fresh else None
         train = fit_data.accept(train, model, cfg, seed, "training", ctx, device)
         val = fit_data.accept(val, model, cfg, seed, "validation", ctx, device)
         self.num_classes = fit_data.check_data(model, train, val, device, saved, self.resume_path)
@@ -128,9 +123,10 @@ class _Run:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         parts = (model, self.optimizer, self.scheduler, self.scaler, self.callbacks, self.user_generator)
         self.parts, self.history = ckpt.RunParts(*parts), History()
-        self.state = FitState(model, self.optimizer, self.history, 0, cfg.epochs, ctx.is_main, steps_per_epoch=steps)
+        first = self.start_epoch = cfg.initial_epoch + 1
+        self.state = FitState(model, self.optimizer, self.history, first - 1, cfg.epochs, ctx.is_main, steps, first - 1)
         self.position, self.sums = ckpt.EpochPosition(), MetricSums(device)
-        self.lr, self.epoch_began, self.start_epoch = self.optimizer.param_groups[0]["lr"], time.perf_counter(), 1
+        self.lr, self.epoch_began = self.optimizer.param_groups[0]["lr"], time.perf_counter()
         self.partial: dict[str, Any] | None = None  # set by a resume from interrupted.pt
         self.refresh = 1 if device.type == "cpu" else 20  # a sync per step costs nothing on CPU; on a GPU it does
         self.interrupts = StepBoundaryInterrupt(enabled=not ctx.enabled, say=self._print)
