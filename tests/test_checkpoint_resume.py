@@ -163,8 +163,8 @@ def test_a_run_without_a_sized_schedule_resumes_with_more_epochs(tmp_path):
 
 
 def test_initial_epoch_numbers_the_epochs_on_over_a_schedule_of_their_own(tmp_path):
-    """Keras's initial_epoch: training 2 more epochs after 2 numbers them 3 and 4 everywhere (history, checkpoint,
-    callbacks) and sizes the schedule for those 2; a Ctrl-C in them resumes exactly, and another numbering is refused."""
+    """Keras's initial_epoch: 2 more epochs after 2 are numbered 3 and 4 everywhere (history, checkpoint, callbacks)
+    with a schedule sized for those 2; a Ctrl-C in them resumes exactly, and another numbering is refused."""
     train, val = make_data()
     alone = fit(make_model(), train, val, epochs=2, **FIT_OPTIONS)
     seen: list[int] = []

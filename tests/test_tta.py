@@ -99,3 +99,13 @@ def test_the_model_comes_back_in_its_mode():
     model = _linear_model().train()
     evaluate(model, _data(), tta="flip+shift", device="cpu")
     assert model.training
+
+
+def test_progress_shows_a_bar_over_the_batches_and_changes_no_figure(capsys):
+    model, data = _linear_model(), _data(n=40)
+    quiet = evaluate(model, data, batch_size=8, tta="flip+shift")
+    assert "evaluate" not in capsys.readouterr().err
+    shown = evaluate(model, data, batch_size=8, tta="flip+shift", progress=True)
+    bar = capsys.readouterr().err
+    assert "evaluate (flip+shift TTA)" in bar and "0/5 [" in bar  # 40 images in batches of 8
+    assert (shown.top1, shown.loss) == (quiet.top1, quiet.loss)

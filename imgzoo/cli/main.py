@@ -104,19 +104,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths, model = image_paths(args.images), load(weights_of(args.weights))
     # Images decoded and scored at once: 64 of 32x32, fewer of larger ones, so memory stays flat for thousands.
     step = max(1, min(64, 2**18 // (model.data_spec.size[0] * model.data_spec.size[1])))
-    answers = []
-    for start in range(0, len(paths), step):
+    from tqdm.auto import tqdm  # the JSON comes whole at the end: a bar says how far it is meanwhile
+
+    answers, starts = [], range(0, len(paths), step)
+    for start in tqdm(starts, "predict", unit="batch", leave=False, disable=not (args.json and sys.stderr.isatty())):
         batch = paths[start : start + step]
-        answers += zip(batch, predict(model, batch, topk=args.topk), strict=True)
+        batch = list(zip(batch, predict(model, batch, topk=args.topk), strict=True))
+        answers += batch
+        for path, ranked in batch if not args.json else ():  # each line as soon as its batch is scored
+            print(printable(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked)), flush=True)
     if args.json:  # a probability that is not finite (the logits overflowed) is null: JSON has no NaN
         top = [
             {"path": p, "top": [{"class": c, "probability": q if math.isfinite(q) else None} for c, q in ranked]}
             for p, ranked in answers
         ]
         print(json.dumps(top, indent=1, allow_nan=False))
-        return 0
-    for path, ranked in answers:
-        print(printable(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked)))
     return 0
 
 

@@ -120,6 +120,10 @@ def add_fit_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", help=about, **how)
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _need_plots()
     given = {name: getattr(args, name) for name in [*run_config.run_options(), "limit", "val_fraction"]}
@@ -133,12 +137,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     m = result.metrics
     if not m:  # a final fit: nothing held out to measure on
-        print(f"{config.model}: trained on every image for {len(result.history)} epochs ({result.wall_time:.1f} s)")
+        print(f"{config.model}: trained on every image for {_epochs(len(result.history))} ({result.wall_time:.1f} s)")
         print(f"wrote {result.out}: {run_config.WEIGHTS}/, history.csv, history.json, curves.png")
         return 0 if result.finished else 1
     tta = f"; with TTA {m['tta']}: top-1 {m['val_acc_tta']:.2%}" if "tta" in m else ""
     scores = f"val top-1 {m['val_acc']:.2%}, top-5 {m['val_top5']:.2%}, loss {m['val_loss']:.4f}{tta}"
-    print(f"{config.model}: {scores} after {len(result.history)} epochs ({result.wall_time:.1f} s)")
+    print(f"{config.model}: {scores} after {_epochs(len(result.history))} ({result.wall_time:.1f} s)")
     files = "(model.safetensors, config.json, README.md), history.csv, curves.png, samples.png, confusion.png"
     print(f"wrote {result.out}: {run_config.WEIGHTS}/ {files}, metrics.json")
     return 0 if result.finished else 1
@@ -160,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     runs.check_classes(model, dataset, args.data)
     which = {"train": 0, "val": 1}.get(args.split)
     part = dataset if which is None else runs.split_data(dataset, seed, limit, fraction)[which]
-    result = evaluate(model, runs.eval_data(model, part), tta=tta)
+    result = evaluate(model, runs.eval_data(model, part), tta=tta, progress=sys.stderr.isatty())
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.plot_confusion_matrix(args.out / "confusion.png")

@@ -251,11 +251,12 @@ def _inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype |
 def evaluate(model: nn.Module, data: Dataset | DataLoader, *,
              batch_size: int = 256,  # no gradients are kept, so twice fit's default fits in the same memory
              device: str | torch.device = "auto", num_workers: int = 0, amp: bool | str = False,
-             tta: bool | str = False) -> EvalResult:  # fmt: skip
+             tta: bool | str = False, progress: bool = False) -> EvalResult:  # fmt: skip
     """Loss, top-1, top-5, per-class accuracy and confusion matrix of ``model`` on ``data``: a Dataset of (image,
     class index) pairs, a DataLoader, any iterable of (x, y) batches or an image tree ``root/<class>/<image>``, with
     the model's classes in its order. Float tensors are taken as preprocessed, other images get ``for_model(model)``.
     ``tta`` (:class:`TestTimeAugmented`): ``True`` / ``"flip"``, ``"shift"``, ``"flip+shift"``; no mirror for MNIST.
+    ``progress``: a tqdm bar over the batches (a flip+shift pass over 5,000 images took 77 s on 2 busy cores).
     """
     mode = tta_mode(tta, model, data)
     device = resolve_device(device)
@@ -273,6 +274,12 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, *,
         num_classes = net(first[0][:1].to(device)).shape[1]
         net = net if mode == "none" else TestTimeAugmented(net, mode)
         labelled = _checked_labels(loader, num_classes)
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = len(loader) if hasattr(loader, "__len__") else None
+            labelled = tqdm(labelled, total=total, desc=f"evaluate{'' if mode == 'none' else f' ({mode} TTA)'}",
+                            unit="batch", leave=False)  # fmt: skip
         sums = eval_sums(
             net, labelled, device=device, amp_dtype=dtype, channels_last=channels_last, num_classes=num_classes
         )

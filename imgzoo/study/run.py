@@ -165,11 +165,13 @@ def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = 
     full = joined(out, record.done_before, history)
     # plot_predictions preprocesses the images shown; a final fit (no val) writes only the training curves anew.
     shown = torch.utils.data.Subset(val_part, spread(val_part, SAMPLES_SHOWN)) if val_part is not None else None
-    metrics = write_outputs(model, val, shown, full, out, _recorded(config, out), tta=tta, log=log)
+    metrics = write_outputs(
+        model, val, shown, full, out, _recorded(config, out), tta=tta, log=log, progress=verbose == 1
+    )
     record.finished = len(history) >= epochs
     record.write(out)
     if record.finished:
-        log(f"finished {cfg.epochs} epochs into {out}. More epochs: {more}")
+        log(f"finished {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} into {out}. More epochs: {more}")
     else:
         log(f"stopped after epoch {len(full)} of {cfg.epochs}. Resume: {resume_command(config, out)}")
     return RunResult(out, config, full, metrics, record.finished, plan.action)
@@ -213,7 +215,7 @@ def whitening_images(model: nn.Module, train_part: Dataset, seed: int) -> torch.
 def _announce(plan: Plan, out: Path, n_train: int, n_val: int, log: Callable) -> None:
     config, before, cfg = plan.record.config, plan.record.done_before, plan.record.config.fit
     what = {
-        "start": f"training {config.model} for {cfg.epochs} epochs",
+        "start": f"training {config.model} for {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}",
         "resume": f"resuming {config.model} {'from its last checkpoint' if plan.resume_from else 'from the start'}",
         "extend": (
             f"extending {config.model} from its {before} finished epochs to {cfg.epochs}, from its weights with a "
