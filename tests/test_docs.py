@@ -157,7 +157,7 @@ def _refuse_remote_connections(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cap_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every training run stops after ``DOCS_MAX_EPOCHS`` epochs, whatever ``epochs=`` the page shows.
+    """Every training run stops after ``DOCS_MAX_EPOCHS`` epochs (after its ``initial_epoch``), whatever the page shows.
 
     The pages give the epochs a real run needs (30, 100); a few images make an epoch cheap, but
     not cheap enough to run a page's dozen ``fit`` calls in full. All of them (``compare``
@@ -168,7 +168,7 @@ def _cap_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
     def capped(self, *args, **kwargs):
         epochs = kwargs.get("epochs")
         if isinstance(epochs, int) and not isinstance(epochs, bool):
-            kwargs["epochs"] = min(epochs, DOCS_MAX_EPOCHS)
+            kwargs["epochs"] = min(epochs, kwargs.get("initial_epoch", 0) + DOCS_MAX_EPOCHS)  # epochs after it
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(FitConfig, "__init__", capped)
