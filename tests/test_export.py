@@ -256,6 +256,7 @@ def test_the_export_command_writes_a_checked_file_from_a_saved_folder(tmp_path):
     command = [sys.executable, "-m", "imgzoo", "export", str(folder), "--format", "torchscript", "--out", str(out)]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"exporting {folder} as torchscript, then checking it against PyTorch\n")
     reported = float(proc.stdout.rsplit("max abs difference from PyTorch:", 1)[1])
     assert 0 <= reported <= TOLERANCE
     x = torch.randn(5, 1, 28, 28)

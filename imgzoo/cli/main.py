@@ -129,7 +129,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"export: cannot tell the format from --out '{args.out}' (suffix {suffix!r}); name the file "
                          "model.onnx or model.pt, or give --format onnx or --format torchscript")  # fmt: skip
     check_output(args.out, reads=(weights_of(args.source),))  # before minutes of exporting: a new file, not the source
-    difference = export_model(load(weights_of(args.source)), args.out, format=fmt)  # a failed check: exit 1
+    model = load(weights_of(args.source))
+    print(f"exporting {args.source} as {fmt}, then checking it against PyTorch", flush=True)  # seconds of tracing
+    difference = export_model(model, args.out, format=fmt)  # a failed check: exit 1
     print(f"wrote {args.out} ({fmt}); max abs difference from PyTorch: {difference:.3g}")
     return 0
 
