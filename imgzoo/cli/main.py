@@ -109,9 +109,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     answers, starts = [], range(0, len(paths), step)
     for start in tqdm(starts, "predict", unit="batch", leave=False, disable=not (args.json and sys.stderr.isatty())):
         batch = paths[start : start + step]
-        batch = list(zip(batch, predict(model, batch, topk=args.topk), strict=True))
-        answers += batch
-        for path, ranked in batch if not args.json else ():  # each line as soon as its batch is scored
+        scored = list(zip(batch, predict(model, batch, topk=args.topk), strict=True))
+        answers += scored
+        for path, ranked in scored if not args.json else ():  # each line as soon as its batch is scored
             print(printable(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked)), flush=True)
     if args.json:  # a probability that is not finite (the logits overflowed) is null: JSON has no NaN
         top = [

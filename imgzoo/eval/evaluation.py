@@ -256,7 +256,7 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, *,
     class index) pairs, a DataLoader, any iterable of (x, y) batches or an image tree ``root/<class>/<image>``, with
     the model's classes in its order. Float tensors are taken as preprocessed, other images get ``for_model(model)``.
     ``tta`` (:class:`TestTimeAugmented`): ``True`` / ``"flip"``, ``"shift"``, ``"flip+shift"``; no mirror for MNIST.
-    ``progress``: a tqdm bar over the batches (a flip+shift pass over 5,000 images took 77 s on 2 busy cores).
+    ``progress``: a tqdm bar over the batches (a flip+shift pass over 5,000 images took 77 s on a busy 2-core Xeon).
     """
     mode = tta_mode(tta, model, data)
     device = resolve_device(device)

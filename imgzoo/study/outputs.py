@@ -21,8 +21,8 @@ from imgzoo.study.config import WEIGHTS
 def write_outputs(model: nn.Module, val: Any, shown: Any, history: History, out: Path, recipe: dict, *,
                   tta: bool = True, log: Callable[[str], None] = print, progress: bool = False) -> dict:  # fmt: skip
     """Evaluate on ``val`` (and with the recipe's ``tta``) and write every output into ``out``, saying what each slow
-    step does, with ``progress`` bars over the passes (one fp32 pass over 5,000 images took basic_cnn 14 s on 2 busy
-    cores, its flip+shift TTA 77 s); ``val`` None (a final fit): the weights, history and curves only."""
+    step does, with ``progress`` bars over the passes (one fp32 pass over 5,000 images took basic_cnn 14 s on a busy
+    2-core Xeon, its flip+shift TTA 77 s); ``val`` None (a final fit): the weights, history and curves only."""
     if val is not None:
         log("measuring the final weights on the validation split (fp32)")
     result = evaluate(model, val, progress=progress) if val is not None else None
