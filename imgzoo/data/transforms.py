@@ -29,13 +29,10 @@ AUGMENTS = ("none", "standard", "strong", "affine")
 
 PAD_FRACTION = 4 / 32  # the random crop's padding: 4 pixels on 32x32, as He et al. 2016 (section 4.2)
 
-# Data sets whose labels change under a left-right mirror: a mirrored digit is not the same digit.
-_NO_FLIP = frozenset({"mnist"})
-
 
 def flip_preserves_label(spec: DataSpec) -> bool:
-    """Whether a horizontal flip keeps the label of an image of this data set."""
-    return spec.name not in _NO_FLIP
+    """Whether a horizontal flip keeps an image's label: not on MNIST, where a mirrored digit is not the same digit."""
+    return spec.name != "mnist"
 
 
 class Cutout(v2.RandomErasing):
@@ -75,7 +72,7 @@ def augmentation(
     if spec.resize is not None:
         before: list[Any] = [v2.RandomResizedCrop(spec.size, antialias=True)]
     else:
-        pad = round(PAD_FRACTION * min(spec.size)) if translate is None else translate
+        pad = round(PAD_FRACTION * side) if translate is None else translate
         before = [v2.RandomCrop(spec.size, padding=pad, padding_mode="reflect")]
     before += [v2.RandomHorizontalFlip()] if flip_preserves_label(spec) else []
     if augment != "standard":
@@ -94,28 +91,20 @@ class ToImage:
         self.channels = channels
 
     def __call__(self, image: Any) -> tv_tensors.Image:
-        if isinstance(image, Image.Image):
-            return self._from_pil(image)
+        if isinstance(image, Image.Image) and image.mode in _FULL_SCALE:
+            image = _wide_to_unit_float(image)
+        elif isinstance(image, Image.Image):
+            # P and PA through RGBA: a palette's transparency would make PIL warn; opaque pixels keep their colours
+            image = image.convert("RGBA") if image.mode in ("P", "PA") else image
+            return tv_tensors.Image(TF.pil_to_tensor(_convert(image, "L" if self.channels == 1 else "RGB")))
         if isinstance(image, np.ndarray):
             if image.ndim == 3:  # numpy images are channels-last (H, W, C)
                 image = image.transpose(2, 0, 1)
             image = torch.from_numpy(np.ascontiguousarray(image))
-        if isinstance(image, torch.Tensor):
-            return self._from_tensor(image)
-        raise TypeError(
-            f"expected a PIL image, a torch.Tensor (C, H, W) or a numpy array (H, W, C); got {type(image).__name__}"
-        )
-
-    def _from_pil(self, image: Image.Image) -> tv_tensors.Image:
-        if image.mode in _FULL_SCALE:
-            return self._from_tensor(_wide_to_unit_float(image))
-        mode = "L" if self.channels == 1 else "RGB"
-        if image.mode in ("P", "PA"):
-            # through RGBA: a palette's transparency would make PIL warn; the opaque pixels keep their colours
-            image = image.convert("RGBA")
-        return tv_tensors.Image(TF.pil_to_tensor(_convert(image, mode)))
-
-    def _from_tensor(self, image: torch.Tensor) -> tv_tensors.Image:
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(
+                f"expected a PIL image, a torch.Tensor (C, H, W) or a numpy array (H, W, C); got {type(image).__name__}"
+            )
         if image.dtype != torch.uint8 and not image.is_floating_point():
             raise TypeError(f"expected a uint8 image (0-255) or a float image (0-1); got dtype {image.dtype}. "
                             f"Convert it first, e.g. (x / x.max() * 255).to(torch.uint8).")  # fmt: skip
