@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -65,8 +66,7 @@ def decode(dataset: ImageDataset, size: tuple[int, int] | DataSpec, channels: in
     if dataset.files is None:
         return dataset
     size = (int(size[0]), int(size[1]))
-    key = _checksum(dataset, size, channels)
-    path = Path(cache_dir or default_cache_dir()) / f"decoded-{key}.safetensors"
+    path = Path(cache_dir or default_cache_dir()) / f"decoded-{_checksum(dataset, size, channels)}.safetensors"
     images = _load_cache(path, dataset, (channels, *size))
     if images is None:
         images = _decode_files(dataset, size, channels)
@@ -102,10 +102,8 @@ def _decode_files(dataset: ImageDataset, size: tuple[int, int], channels: int) -
     to_image = ToImage(channels)
     images = torch.empty((len(dataset), channels, *size), dtype=torch.uint8)
     for i, file in enumerate(tqdm(dataset.files, desc=f"decoding {dataset.source}", disable=None)):
-        image = to_image(_open_image(file))
-        image = TF.resize(image, list(size), antialias=True) if image.shape[1:] != size else image
-        # 16-bit and float images arrive as floats in 0..1 (see imgzoo.data.transforms); the cache is uint8.
-        images[i] = TF.to_dtype(image, torch.uint8, scale=True) if image.is_floating_point() else image
+        image = TF.resize(to_image(_open_image(file)), list(size), antialias=True)  # a no-op at that size already
+        images[i] = TF.to_dtype(image, torch.uint8, scale=True)  # 16-bit and float images come as floats in 0..1
     return images
 
 
@@ -147,9 +145,7 @@ def _fit_to_spec(images: torch.Tensor, spec: DataSpec) -> torch.Tensor:
         images = images.expand(-1, 3, -1, -1)
     elif images.shape[1] == 3 and spec.channels == 1:
         images = TF.rgb_to_grayscale(images)
-    if tuple(images.shape[2:]) != tuple(spec.size):
-        images = TF.resize(images, list(spec.size), antialias=True)
-    return images.contiguous()
+    return TF.resize(images, list(spec.size), antialias=True).contiguous()  # resize: a no-op at that size already
 
 
 class FastLoader:
@@ -176,15 +172,14 @@ class FastLoader:
         self.shuffle = train if shuffle is None else shuffle
         self.drop_last, self.epoch, self.alternate_flips = drop_last, 0, bool(alternate_flips)
         ops = augmentation(self.spec, augment, translate=translate, cutout=cutout)  # checked even when not training
-        before, after = ops if train else ([], [])
+        before, self.float_ops = ops if train else ([], [])
         crop = next((op for op in before if isinstance(op, v2.RandomCrop)), None)
         # The crop's largest shift in pixels (0 when not augmenting), as FitConfig's translate.
         self.translate = crop.padding[0] if crop is not None and crop.padding else 0
         self.gathers = crop is not None  # crop and flip as one gather over a padded copy (also at translate=0)
         self.flip = self.gathers and any(isinstance(op, v2.RandomHorizontalFlip) for op in before)
         self.uint8_ops = [op for op in before if not isinstance(op, (v2.RandomCrop, v2.RandomHorizontalFlip))]
-        self.float_ops = after
-        self.cutout = next((op.size for op in after if isinstance(op, Cutout)), 0)
+        self.cutout = next((op.size for op in self.float_ops if isinstance(op, Cutout)), 0)
         # The first epoch's toss for every image, from a generator of its own: the shuffle's draws stay as they were.
         self._first_flips = torch.rand(len(dataset), generator=torch.Generator().manual_seed(seed)) < 0.5
         self.generator = torch.Generator().manual_seed(seed)
@@ -192,9 +187,7 @@ class FastLoader:
         if self.gathers:
             # Padded once for the whole set, as airbench does; channels last, so the per-pixel gather copies
             # 3 contiguous bytes at a time (1.5x the batches/s of channels-first on one CPU thread, measured).
-            images = (
-                torch.nn.functional.pad(images, (self.translate,) * 4, mode="reflect").permute(0, 2, 3, 1).contiguous()
-            )
+            images = F.pad(images, (self.translate,) * 4, mode="reflect").permute(0, 2, 3, 1).contiguous()
         self.images, self.targets = images.to(self.device), dataset.targets.to(self.device)
         mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
@@ -261,8 +254,8 @@ class FastLoader:
         # Output pixel -> input pixel: rotation by -angle then scaling by 1/scale, in pixel space (the aspect terms).
         theta = torch.stack([torch.stack([cos, sin * height / width, zero], 1),
                              torch.stack([-sin * width / height, cos, zero], 1)], 1)  # fmt: skip
-        grid = torch.nn.functional.affine_grid(theta.to(self.device), [b, 1, height, width], align_corners=False)
-        return torch.nn.functional.grid_sample(x.float(), grid, mode="nearest", align_corners=False)
+        grid = F.affine_grid(theta.to(self.device), [b, 1, height, width], align_corners=False)
+        return F.grid_sample(x.float(), grid, mode="nearest", align_corners=False)
 
     def _cut_out(self, x: torch.Tensor, size: int) -> torch.Tensor:
         """Cutout's square, at a place drawn for each image, as one mask over the batch."""
@@ -282,8 +275,7 @@ class FastLoader:
         index = index.to(self.device)
         x = self.images[index]
         if self.gathers:  # stored padded and channels last: the centre crop is the image itself
-            height, width = self.spec.size
-            pad = self.translate
+            (height, width), pad = self.spec.size, self.translate
             x = x[:, pad : pad + height, pad : pad + width, :].permute(0, 3, 1, 2).contiguous()
         return x.float().mul_(self.scale).add_(self.shift), self.targets[index]
 
