@@ -37,7 +37,6 @@ __all__ = ["CorruptFileError", "ImageDataset", "TensorImages", "check_classes", 
            "read_idx", "stanford_dogs", "train_val_split"]  # fmt: skip
 
 Transform = Callable[[Any], Any]
-ON_ERROR = ("raise", "skip")
 
 
 class CorruptFileError(ValueError):
@@ -55,8 +54,8 @@ class ImageDataset(Dataset):
     def __init__(self, images: torch.Tensor | Sequence[str | os.PathLike], targets: torch.Tensor | Sequence[int],
                  classes: Sequence[str], *, transform: Transform | None = None, spec: DataSpec | None = None,
                  on_error: str = "raise", source: str = "") -> None:  # fmt: skip
-        if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         targets = torch.as_tensor(targets, dtype=torch.int64).contiguous()  # as the decode cache saves them
         self.skipped: list[str] = []
         if isinstance(images, torch.Tensor):
@@ -217,7 +216,19 @@ def train_val_split(
     """A seeded split with ``val_fraction`` (default 0.1) of every class, or ``val_count`` images, in validation;
     stratified (every class on both sides), so no class skews a small set's validation accuracy. An ImageDataset
     gives ImageDatasets, else Subsets."""
-    _check_split_arguments(val_fraction, val_count, seed)
+    if val_fraction is not None and val_count is not None:
+        raise ValueError(
+            f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
+        )
+    if val_fraction is not None and not (is_real(val_fraction) and 0.0 < val_fraction < 1.0):
+        raise ValueError(
+            f"val_fraction must be a number between 0 and 1 (exclusive), e.g. 0.1; got {val_fraction!r} "
+            f"({type(val_fraction).__name__}). For a number of validation images, pass val_count= instead."
+        )
+    if val_count is not None and not is_int(val_count, 1):
+        raise ValueError(f"val_count must be a positive int (a number of images); got {val_count!r}")
+    if not is_int(seed):
+        raise ValueError(f"seed must be an int; got {seed!r} ({type(seed).__name__})")
     targets = labels_of(dataset).long()
     sizes = {label: int((targets == label).sum()) for label in torch.unique(targets).tolist()}
     n_val = _val_sizes(sizes, val_fraction, val_count, getattr(dataset, "classes", None))
@@ -244,22 +255,6 @@ def is_int(value: Any, minimum: float = -math.inf, below: float = math.inf) -> b
 def is_real(value: Any) -> bool:
     """A finite int or float: "0.1" or NaN would fail later, inside torch, with its own message (or none)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_split_arguments(val_fraction: Any, val_count: Any, seed: Any) -> None:
-    if val_fraction is not None and val_count is not None:
-        raise ValueError(
-            f"pass val_fraction or val_count, not both; got val_fraction={val_fraction!r}, val_count={val_count!r}"
-        )
-    if val_fraction is not None and not (is_real(val_fraction) and 0.0 < val_fraction < 1.0):
-        raise ValueError(
-            f"val_fraction must be a number between 0 and 1 (exclusive), e.g. 0.1; got {val_fraction!r} "
-            f"({type(val_fraction).__name__}). For a number of validation images, pass val_count= instead."
-        )
-    if val_count is not None and not is_int(val_count, 1):
-        raise ValueError(f"val_count must be a positive int (a number of images); got {val_count!r}")
-    if not is_int(seed):
-        raise ValueError(f"seed must be an int; got {seed!r} ({type(seed).__name__})")
 
 
 def _val_sizes(
@@ -666,17 +661,15 @@ def kaggle_dogs(root: str | os.PathLike, transform: Transform | None = None, on_
     if len(set(names)) != len(names) or "" in names:
         raise ValueError(f"breed names must be distinct and non-empty; got {names}. {_KAGGLE_HOW}")
     index = {name: i for i, name in enumerate(names)}
-    seen: set[str] = set()
-    samples = []
+    samples: dict[str, tuple[str, int]] = {}  # by id, in the file's order
     for line, image_id, breed in rows:
         where = f"{labels_csv}, line {line}"
         if breed not in index:
             raise ValueError(f"{where}: breed {breed!r} is not one of the {len(names)} known breeds.")
-        if image_id in seen:
+        if image_id in samples:
             raise ValueError(f"{where}: id {image_id!r} appears twice.")
-        seen.add(image_id)
-        samples.append((str(_kaggle_image(root / "train", image_id, where)), index[breed]))
-    return _files(samples, names, transform, on_error, labels_csv)
+        samples[image_id] = (str(_kaggle_image(root / "train", image_id, where)), index[breed])
+    return _files(list(samples.values()), names, transform, on_error, labels_csv)
 
 
 def _read_text(path: Path) -> str:
@@ -806,7 +799,5 @@ def open_folder(root: str | os.PathLike, transform: Transform | None = None, on_
     if found in ("cifar10", "mnist"):
         return (cifar10 if found == "cifar10" else mnist)(root, train=True, transform=transform)
     if found == "image_folder":
-        root = _class_tree(root) or root
-    return {"kaggle_dogs": kaggle_dogs, "stanford_dogs": stanford_dogs, "image_folder": image_folder}[found](
-        root, transform, on_error
-    )
+        return image_folder(_class_tree(root) or root, transform, on_error)
+    return (kaggle_dogs if found == "kaggle_dogs" else stanford_dogs)(root, transform, on_error)
