@@ -143,10 +143,9 @@ def check_data(model: nn.Module, train: Any, val: Any, device: torch.device, sav
     """Try the training and validation data on the model before seeding, and with a checkpoint ``saved`` compare
     its classes with the training data's; return the number of classes."""
     advice = "Build the model with create_model(name, class_names=data.classes), or pass data with its classes."
-    for data, role in ((train, "training"), (val, "validation")):
-        if data is not None:
-            found, expected = classes_of(data), model_classes(model)
-            check_classes(expected, found, expected_by="the model", found_in=f"the {role} data", advice=advice)
+    for data, role in ((train, "training"), (val, "validation")):  # no data (None) has no classes to check
+        found = classes_of(data)
+        check_classes(model_classes(model), found, expected_by="the model", found_in=f"the {role} data", advice=advice)
     num_classes = _probe(model, train, "training", device, None)
     if val is not None:
         _probe(model, val, "validation", device, num_classes)
@@ -162,11 +161,10 @@ def train_loader(data: Dataset | DataLoader, cfg: FitConfig, seed: int, ctx: dis
     """The training loader, its sampler (None for a loader used as given: its shuffle draws from the global generator,
     which the checkpoint keeps) and the generator of its worker seeds; under torchrun, around a DistributedSampler."""
     generator = torch.Generator()  # draws the worker seeds; reseeded every epoch
-    loader_given = isinstance(data, DataLoader) or loaders.is_batches(data)
     if loaders.is_batches(data) and ctx.enabled:
         raise ValueError(f"fit under torchrun cannot shard a {type(data).__name__}; pass the Dataset itself so that "
                          "each process gets its own part through a DistributedSampler")  # fmt: skip
-    if loader_given:
+    if isinstance(data, DataLoader) or loaders.is_batches(data):
         warn_if_loader_differs(data, cfg)  # a loader given is used as built, whatever the recipe says
         if not ctx.enabled:
             return data, None, generator
