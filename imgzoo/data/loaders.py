@@ -224,18 +224,14 @@ class FastLoader:
         dy = torch.randint(0, 2 * self.translate + 1, (b, 1), generator=self.generator)
         dx = torch.randint(0, 2 * self.translate + 1, (b, 1), generator=self.generator)
         cols = torch.arange(width).expand(b, -1)
-        if self.flip:
-            cols = torch.where(self._mirrored(index), width - 1 - cols, cols)
+        if self.flip:  # with alternate_flips, each image's first toss, the other way round every odd epoch
+            turned = (self._first_flips[index] ^ bool(self.epoch % 2))[:, None]
+            mirrored = turned if self.alternate_flips else torch.rand(b, 1, generator=self.generator) < 0.5
+            cols = torch.where(mirrored, width - 1 - cols, cols)
         rows, cols = (dy + torch.arange(height)).to(self.device), (dx + cols).to(self.device)
         index = index.to(self.device)
         x = self.images[index[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
         return x.permute(0, 3, 1, 2).contiguous()
-
-    def _mirrored(self, index: torch.Tensor) -> torch.Tensor:
-        """Which images of the batch at ``index`` are shown mirrored, as a (B, 1) bool column."""
-        if self.alternate_flips:
-            return (self._first_flips[index] ^ bool(self.epoch % 2))[:, None]
-        return torch.rand(len(index), 1, generator=self.generator) < 0.5
 
     def _each(self, x: torch.Tensor, op: Any) -> torch.Tensor:
         """``op`` image by image, drawing from a fork of torch's global generator seeded from this loader's."""
