@@ -470,18 +470,17 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
                 raise CorruptFileError(f"{path} ends inside its header ({magic[3]} dimensions). Fetch it again.")
             dtype, shape = np.dtype(_IDX_DTYPES[magic[2]]), tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
             size = math.prod(shape) * dtype.itemsize
-            chunks, have = [], 0
-            while have < size and (chunk := f.read(min(size - have, 1 << 24))):  # memory follows the file's bytes
-                chunks.append(chunk)
-                have += len(chunk)
-            if have != size or f.read(1):
+            data = bytearray()
+            while len(data) < size and (chunk := f.read(min(size - len(data), 1 << 24))):  # memory follows the file
+                data += chunk
+            if len(data) != size or f.read(1):
                 raise CorruptFileError(
                     f"{path}: its header declares shape {shape}, {size} bytes of data; got "
-                    f"{f'{have} bytes' if have < size else 'more'}: truncated or corrupt. Fetch it again."
+                    f"{f'{len(data)} bytes' if len(data) < size else 'more'}: truncated or corrupt. Fetch it again."
                 )
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise CorruptFileError(f"cannot read idx file {path}: {exc}. Fetch it again.") from exc
-    array = np.frombuffer(b"".join(chunks), dtype=dtype).reshape(shape)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
 
 
