@@ -60,7 +60,7 @@ class NewHeadWarning(UserWarning):
 def unwrap(model: nn.Module) -> nn.Module:
     """The imgzoo model inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
     while True:
-        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
             model = model._orig_mod
         elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
@@ -245,12 +245,10 @@ def _spec_from_config(data: dict[str, Any], path: Path) -> DataSpec:
 def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
     """Remove wrapper prefixes (``module.``, ``_orig_mod.``, any nesting) that every key shares, and only those."""
     while state:
-        for prefix in WRAPPER_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
-                break
-        else:
-            return state
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -452,25 +450,12 @@ def _check_fits(model: nn.Module, header: dict[str, tuple], source: str, storage
     if storage == "fp16":  # the floating-point parameters are stored in half precision
         names = {name for name, _ in model.named_parameters()}
         expected |= {k: (shape, "F16") for k, (shape, dtype) in expected.items() if k in names and dtype == "F32"}
-    missing = sorted(set(expected) - set(header))
-    unexpected = sorted(set(header) - set(expected))
     shared = sorted(set(header) & set(expected))
-    reshaped = [
-        f"{k}: checkpoint {header[k][0]} vs model {expected[k][0]}" for k in shared if header[k][0] != expected[k][0]
-    ]
-    retyped = [
-        f"{k}: checkpoint {header[k][1]} vs model {expected[k][1]}" for k in shared if header[k][1] != expected[k][1]
-    ]
-    problems = [
-        f"{len(items)} {label} ({_first_five(items)})"
-        for label, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("different shapes", reshaped),
-            ("other dtypes", retyped),
-        )
-        if items
-    ]
+    found = {"missing": sorted(set(expected) - set(header)), "unexpected": sorted(set(header) - set(expected))}
+    for i, label in enumerate(("different shapes", "other dtypes")):  # both hold (shape, dtype) per key
+        differ = [k for k in shared if header[k][i] != expected[k][i]]
+        found[label] = [f"{k}: checkpoint {header[k][i]} vs model {expected[k][i]}" for k in differ]
+    problems = [f"{len(items)} {label} ({_first_five(items)})" for label, items in found.items() if items]
     if problems:
         raise CheckpointError(
             f"the weights in {source} do not fit {getattr(model, ARCH_ATTR)}({getattr(model, KWARGS_ATTR)}): "
