@@ -262,18 +262,17 @@ def _resolve(source: str | os.PathLike[str], fetch: _Fetch) -> _Files:
             raise ValueError(f"{source!r} pins revision {pinned!r} but revision={fetch.revision!r} was also given")
         _check_repo_id(repo_id)
         return _from_hub(repo_id, source, replace(fetch, revision=pinned or fetch.revision))
-    if source in list_pretrained():
-        return _from_entry(get_weights_entry(source), fetch)
-    if source in list_models() and not Path(source).exists():  # "resnet_cifar": its default weights
-        return _from_entry(get_weights_entry(default_weights(source)), fetch)
-    if source.startswith((".", "~", "/")) or os.sep in source or "/" in source or Path(source).exists():
-        return _local(Path(source).expanduser(), source)
+    if source not in list_pretrained():
+        if source in list_models() and not Path(source).exists():  # "resnet_cifar": its default weights
+            source = default_weights(source)
+        elif source.startswith((".", "~", "/")) or os.sep in source or "/" in source or Path(source).exists():
+            return _local(Path(source).expanduser(), source)
     try:
-        get_weights_entry(source)  # the registry's error lists close matches
+        entry = get_weights_entry(source)  # the registry's error lists close matches
     except ValueError as exc:
         raise ValueError(f"{exc} Pass a registered name (imgzoo.list_pretrained()), 'hf-hub:org/repo[@revision]', or a "
                          f"folder written by imgzoo.save().") from None  # fmt: skip
-    raise AssertionError("unreachable")  # pragma: no cover
+    return _from_entry(entry, fetch)
 
 
 def _from_entry(entry: WeightsEntry, fetch: _Fetch) -> _Files:
