@@ -213,7 +213,7 @@ def _results_section(config: dict[str, Any], curves: str | None) -> str:
         lines += ["No metrics were recorded with these weights.", ""]
     if curves:
         lines += [f"![accuracy and loss per epoch]({curves})", ""]
-    return "\n".join([*lines, *cost, *_recipe_lines(dict(config.get("recipe") or {})), END])
+    return "\n".join([*lines, *cost, *_recipe_lines(dict(recipe)), END])
 
 
 def _results_table(metrics: dict[str, Any]) -> list[str]:
