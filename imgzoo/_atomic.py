@@ -105,19 +105,14 @@ def _swap_in(new: Path, path: Path) -> None:
             os.rename(old, path)  # put the old version back rather than leave nothing
             raise
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_directory(path.parent)
+    with contextlib.suppress(OSError):  # make the renames durable (a no-op where folders cannot be opened: Windows)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     # What a killed save left: an .old copy is stale once a swap succeeds, a .tmp folder an hour after it was begun.
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
         with contextlib.suppress(OSError):  # another process may remove it first
             if stale.suffix == ".old" or (stale.suffix == ".tmp" and time.time() - stale.stat().st_mtime > 3600):
                 shutil.rmtree(stale)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the renames in ``directory`` durable (a no-op where folders cannot be opened, as on Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
