@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 import re
 import sys
@@ -22,7 +21,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from imgzoo._atomic import check_output
 from imgzoo._version import __version__
 from imgzoo.cli.train import add_fit_flags, cmd_compare, cmd_evaluate, cmd_train, model_kwarg, out_path, printable
-from imgzoo.eval.evaluation import TTA_MODES, plot_predictions, predict
+from imgzoo.eval.evaluation import TTA_MODES, json_safe, plot_predictions, predict
 from imgzoo.hub.api import download, load
 from imgzoo.hub.export import FORMATS, export_model
 from imgzoo.models.registry import get_model_entry, get_weights_entry, list_models, list_pretrained
@@ -114,11 +113,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for path, ranked in scored if not args.json else ():  # each line as soon as its batch is scored
             print(printable(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked)), flush=True)
     if args.json:  # a probability that is not finite (the logits overflowed) is null: JSON has no NaN
-        top = [
-            {"path": p, "top": [{"class": c, "probability": q if math.isfinite(q) else None} for c, q in ranked]}
-            for p, ranked in answers
-        ]
-        print(json.dumps(top, indent=1, allow_nan=False))
+        top = [{"path": p, "top": [{"class": c, "probability": q} for c, q in ranked]} for p, ranked in answers]
+        print(json.dumps(json_safe(top), indent=1))
     return 0
 
 

@@ -16,10 +16,9 @@ from typing import Any, get_args, get_type_hints
 import imgzoo.study.config as run_config
 import imgzoo.study.run as runs
 from imgzoo._atomic import check_output
-from imgzoo.eval.evaluation import evaluate
+from imgzoo.eval.evaluation import evaluate, json_safe
 from imgzoo.hub.api import load
 from imgzoo.study.compare import load_study, run_study
-from imgzoo.study.outputs import eval_summary
 from imgzoo.train.config import CHOICES, FitConfig
 
 _WORDS = {"true": True, "false": False, "none": None, "null": None}  # as a TOML or JSON user would type them
@@ -170,7 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result.plot_confusion_matrix(args.out / "confusion.png")
     if args.json:
         where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}
-        print(json.dumps({**where, **eval_summary(result)}, indent=1))
+        print(json.dumps({**where, **json_safe(result.to_dict())}, indent=1))
         return 0
     what = {"val": f"the validation split ({fraction:.0%}, seed {seed})", "all": "every image"}.get(args.split)
     what = what or f"the training split ({1 - fraction:.0%}, seed {seed}), without augmentation"

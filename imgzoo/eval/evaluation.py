@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -107,6 +108,11 @@ class EvalResult:
         """Rows are true classes, columns predictions; drawn by :func:`imgzoo.eval.plots.plot_confusion_matrix`."""
         title = f"Confusion matrix: {self.num_samples} images, top-1 {self.top1:.2%}"
         return plot_confusion_matrix(self.confusion_matrix, self.class_names, path, normalize=normalize, title=title)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinity as null (a class absent from the data, overflowed logits): JSON has none."""
+    return json.loads(json.dumps(value), parse_constant=lambda _: None)
 
 
 def _checked(model: nn.Module, data: Any, caller: str) -> Any:

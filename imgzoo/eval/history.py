@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from imgzoo._atomic import atomic_write_text
+from imgzoo.eval.evaluation import json_safe
 from imgzoo.eval.plots import plot_history  # a leaf below this module; matplotlib itself loads only when drawing
 
 __all__ = ["History"]
@@ -71,9 +71,7 @@ class History:
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """The history as JSON text (NaN and infinity as null); also written atomically to ``path`` if given."""
-        clean = {k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
-                 for k, values in self.to_dict().items()}  # fmt: skip
-        return _written(json.dumps(clean, indent=1), path)
+        return _written(json.dumps(json_safe(self.to_dict()), indent=1), path)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str]) -> History:

@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 import imgzoo.study.config as run_config
 from imgzoo._atomic import atomic_write_text, check_output
 from imgzoo.data.loaders import own_generator
+from imgzoo.eval.evaluation import json_safe
 from imgzoo.eval.history import History
 from imgzoo.eval.plots import plot_histories
-from imgzoo.study.outputs import json_safe
 from imgzoo.study.run import RunResult, train_run
 from imgzoo.train.fit import fit
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from imgzoo._atomic import atomic_write_text
 from imgzoo._device import describe_machine
-from imgzoo.eval.evaluation import EvalResult, evaluate, plot_predictions
+from imgzoo.eval.evaluation import evaluate, json_safe, plot_predictions
 from imgzoo.eval.history import History
 from imgzoo.hub.api import save
 from imgzoo.hub.card import metrics_from_eval
@@ -41,18 +41,8 @@ def write_outputs(model: nn.Module, val: Any, shown: Any, history: History, out:
         return metrics
     plot_predictions(model, shown, n=len(shown), path=out / "samples.png")
     result.plot_confusion_matrix(out / "confusion.png")
-    atomic_write_text(out / "metrics.json", json.dumps(eval_summary(result), indent=1) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(json_safe(result.to_dict()), indent=1) + "\n")
     return metrics
-
-
-def eval_summary(result: EvalResult) -> dict[str, Any]:
-    """An EvalResult as JSON-able numbers: NaN (a class absent from the data) becomes null."""
-    return json_safe(result.to_dict())
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinity as null: JSON has no spelling for them."""
-    return json.loads(json.dumps(value), parse_constant=lambda _: None)
 
 
 def joined(out: Path, done_before: int, history: History) -> History:
