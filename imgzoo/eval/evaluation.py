@@ -35,8 +35,7 @@ def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
     """``model`` in eval mode on ``device`` for the block; afterwards every submodule's mode (a frozen backbone's
     batch norm stays in eval) and the device (its first parameter's or buffer's) are as they came in."""
     modes = [(module, module.training) for module in model.modules()]
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    home = first.device if first is not None else None
+    home = next((t.device for t in itertools.chain(model.parameters(), model.buffers())), None)
     model.to(device).eval()
     try:
         yield model
@@ -57,15 +56,13 @@ def eval_sums(model: nn.Module, loader: Iterable, *, device: torch.device, amp_d
         torch.zeros((), dtype=t, device=device) for t in (torch.float64, torch.int64, torch.int64)
     )
     confusion = torch.zeros((num_classes or 0) ** 2, dtype=torch.int64, device=device)
+    layout = torch.channels_last if channels_last else torch.preserve_format
     n = 0
     for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(device, non_blocking=True, memory_format=layout)
         y = y.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            logits = model(x)
-        logits = logits.float()
+            logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
