@@ -47,13 +47,12 @@ class RunConfig:
     val_fraction: float = VAL_FRACTION
 
     def __post_init__(self) -> None:
-        if (limit := self.limit) is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be a positive integer; got {limit!r}")
-        fraction = self.val_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+        if self.limit is not None and not datasets.is_int(self.limit, 1):
+            raise ValueError(f"limit must be a positive integer; got {self.limit!r}")
+        if not (datasets.is_real(self.val_fraction) and 0 <= self.val_fraction < 1):
             raise ValueError(
                 f"val_fraction must be a number from 0 to below 1, e.g. 0.1 (0: train on every image, no validation); "
-                f"got {fraction!r}"
+                f"got {self.val_fraction!r}"
             )
         if not isinstance(self.fit.seed, int):
             raise ValueError(f"a run needs a whole-number seed (its split depends on it); got {self.fit.seed!r}")
@@ -72,8 +71,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """run.json's record: the run's own fields and every fit option, side by side."""
         fit = {k: v for k, v in self.fit.to_dict().items() if k not in _RUNNER_OWNS}
-        own = {"model": self.model, "data": self.data, "limit": self.limit, "kwargs": self.kwargs}
-        return {**own, "val_fraction": self.val_fraction, **fit}
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fit"}, **fit}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:

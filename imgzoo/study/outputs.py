@@ -49,10 +49,7 @@ def joined(out: Path, done_before: int, history: History) -> History:
     """Earlier trainings' epochs (from OUT/history.json) followed by this one's (fit numbers them on from them)."""
     rows = History.from_json(out / "history.json").to_dict() if done_before else History().to_dict()
     keep = [i for i, epoch in enumerate(rows["epoch"]) if epoch <= done_before]
-    together = {name: [values[i] for i in keep] for name, values in rows.items()}
-    for name, values in history.to_dict().items():
-        together[name] += values
-    return History.from_dict(together)
+    return History.from_dict({name: [old[i] for i in keep] + getattr(history, name) for name, old in rows.items()})
 
 
 def read_outputs(out: Path) -> tuple[History, dict[str, float]]:
