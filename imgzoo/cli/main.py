@@ -144,7 +144,6 @@ TOPK = 5
 
 def cmd_demo(args: argparse.Namespace) -> int:
     out = check_output(args.out, folder_of="demo-mnist.png") if args.out else Path(tempfile.mkdtemp(prefix="imgzoo-"))
-    out.mkdir(parents=True, exist_ok=True)
     samples = Path(str(resources.files("imgzoo") / "samples"))  # package data: also in an installed wheel
     for weights, folder in DEMOS:
         files = [f for f in sorted((samples / folder).iterdir()) if f.suffix.lower() in (".png", ".jpg")]
@@ -277,8 +276,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         status = exit_status(exc)  # every message is imgzoo's, torch's or the Hub's: none contains a token
         hint = "" if status == 2 else "\nimgzoo: run again with --debug (or IMGZOO_DEBUG=1) for the traceback"
-        print(
-            f"imgzoo: error: {printable(str(exc) if status == 2 else f'{type(exc).__name__}: {exc}')}{hint}",
-            file=sys.stderr,
-        )
+        message = str(exc) if status == 2 else f"{type(exc).__name__}: {exc}"
+        print(f"imgzoo: error: {printable(message)}{hint}", file=sys.stderr)
         return status

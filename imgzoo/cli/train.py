@@ -165,7 +165,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     part = dataset if which is None else runs.split_data(dataset, seed, limit, fraction)[which]
     result = evaluate(model, runs.eval_data(model, part), tta=tta, progress=sys.stderr.isatty())
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
         result.plot_confusion_matrix(args.out / "confusion.png")
     if args.json:
         where = {"weights": args.weights, "data": args.data, "split": args.split, "seed": seed}

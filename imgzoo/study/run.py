@@ -140,7 +140,6 @@ def train_run(out: str | os.PathLike[str], config: RunConfig, *, resume: bool = 
     train_part, val_part = split_data(dataset, cfg.seed, config.limit, config.val_fraction)
     model = _model_for(plan, dataset, out, train_part)
     _check_run_classes(plan, model, dataset, out)
-    out.mkdir(parents=True, exist_ok=True)
     if plan.action == "extend":  # the earlier training's checkpoints hold a schedule sized for its own epochs
         for stale in (out / CHECKPOINTS).glob("*.pt"):
             stale.unlink()
