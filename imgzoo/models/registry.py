@@ -179,16 +179,17 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
     return decorate
 
 
-def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
+def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
+    if name in table:
+        return table[name]
+    known = sorted(table)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    return ValueError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known) or 'none'}.")
+    raise ValueError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known) or 'none'}.")
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    if name not in _MODELS:
-        raise _unknown("model", name, sorted(_MODELS))
-    return _MODELS[name]
+    return _lookup(_MODELS, "model", name)
 
 
 def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
@@ -215,9 +216,7 @@ def unregister_weights(name: str) -> None:
 
 
 def get_weights_entry(name: str) -> WeightsEntry:
-    if name not in _WEIGHTS:
-        raise _unknown("pretrained weights", name, sorted(_WEIGHTS))
-    return _WEIGHTS[name]
+    return _lookup(_WEIGHTS, "pretrained weights", name)
 
 
 def list_pretrained(pattern: str | None = None) -> list[str]:
