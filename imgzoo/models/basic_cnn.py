@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2 import functional as TF
 
 import imgzoo.models._checks as checks
 from imgzoo.models._contract import LinearHeadMixin, stages_info
@@ -24,12 +25,10 @@ def conv_bn_act(
     in_channels: int, out_channels: int, pool: bool = False, bn_momentum: float = 0.1, bn_scale: bool = True
 ) -> list[nn.Module]:
     """conv3x3 [-> maxpool2] -> BN -> GELU. Pooling before BN halves the BN cost (airbench)."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)]
-    if pool:
-        layers.append(nn.MaxPool2d(2))
-    layers.append(nn.BatchNorm2d(out_channels, momentum=bn_momentum))
-    layers[-1].weight.requires_grad_(bn_scale)  # False: the scale stays 1 and only the shift learns (airbench)
-    return [*layers, nn.GELU()]
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    bn = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
+    bn.weight.requires_grad_(bn_scale)  # False: the scale stays 1 and only the shift learns (airbench)
+    return [conv, *([nn.MaxPool2d(2)] if pool else []), bn, nn.GELU()]
 
 
 @torch.no_grad()
@@ -63,7 +62,7 @@ class BasicCNN(LinearHeadMixin, nn.Module):
         norm = {"bn_momentum": bn_momentum, "bn_scale": bn_scale}
         if whiten:
             # No bias (airbench trains one for 3 epochs): the trainable parameters never change mid-run.
-            whitening = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, padding=0, bias=False)
+            whitening = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, bias=False)
             whitening.weight.requires_grad_(False)  # set from data by init_from_data, never trained
             self.stem = nn.Sequential(whitening, nn.GELU())
             stem_width = WHITEN_WIDTH
@@ -167,9 +166,7 @@ def _normalised(model: BasicCNN, images: torch.Tensor) -> torch.Tensor:
             f"init_whitening: {images.dtype} images need the model's data_spec to be normalised, and only uint8 "
             "ones can be; pass uint8 images to a model built with imgzoo.create_model, or normalised float ones"
         )
-    mean = torch.tensor(spec.mean, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return TF.normalize(images.float() / 255.0, list(spec.mean), list(spec.std))
 
 
 def _patch_second_moment(images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
