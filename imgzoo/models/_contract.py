@@ -18,12 +18,12 @@ POOLS = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
 def pretrained_cfg(spec: DataSpec, architecture: str | None = None) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` for a :class:`DataSpec`, whose eval transform timm's ``crop_pct`` (``resize=256`` for
     224: 0.875) or ``"squash"`` (straight to ``size``) reproduces."""
-    crop = {"crop_pct": spec.size[0] / spec.resize, "crop_mode": "center"} if spec.resize else {}
     return {
         "architecture": architecture,
         "input_size": spec.input_shape,
         "interpolation": "bilinear",
-        **(crop or {"crop_pct": 1.0, "crop_mode": "squash"}),
+        "crop_pct": spec.size[0] / spec.resize if spec.resize else 1.0,
+        "crop_mode": "center" if spec.resize else "squash",
         "mean": spec.mean,
         "std": spec.std,
         "num_classes": spec.num_classes,
@@ -100,12 +100,8 @@ class LinearHeadMixin:
             indices = list(range(count - indices, count))
         take = list(range(count)) if indices is None else [i % count for i in indices]
         outputs: dict[int, torch.Tensor] = {}
-        hooks = [
-            self.get_submodule(self.feature_info[i]["module"]).register_forward_hook(
-                lambda module, args, out, i=i: outputs.__setitem__(i, out)
-            )
-            for i in take
-        ]
+        stages = [(i, self.get_submodule(self.feature_info[i]["module"])) for i in take]
+        hooks = [m.register_forward_hook(lambda _m, _a, out, i=i: outputs.__setitem__(i, out)) for i, m in stages]
         try:
             final = self.forward_features(x)  # type: ignore[attr-defined]
         finally:
