@@ -167,12 +167,9 @@ class DogBreedTransfer(LinearHeadMixin, nn.Module):
     def param_groups(self, lr: float, backbone_lr_scale: float = 0.1) -> list[dict[str, Any]]:
         """The head at ``lr``, the trainable backbone at ``lr * backbone_lr_scale``, so a new head's large early
         gradients do not wreck the pretrained features (Kornblith et al. 2019)."""
-        head = [p for p in self.classifier.parameters() if p.requires_grad]
+        head = {"params": [p for p in self.classifier.parameters() if p.requires_grad], "lr": lr}
         body = [p for p in self.backbone.parameters() if p.requires_grad]
-        groups = [{"params": head, "lr": lr}]
-        if body:
-            groups.append({"params": body, "lr": lr * backbone_lr_scale})
-        return groups
+        return [head, {"params": body, "lr": lr * backbone_lr_scale}] if body else [head]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk's last feature map, before pooling: (N, 1280, 512 or 2048, H / 32, W / 32)."""

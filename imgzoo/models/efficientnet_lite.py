@@ -65,8 +65,8 @@ class EfficientNetLite0(nn.Module):
         self.stem = conv_bn(3, 32, 3, stride=2)
         stages, cin = [], 32
         for expansion, kernel, stride, cout, blocks in STAGES:
-            stages.append(nn.Sequential(*(MBConv(cin if i == 0 else cout, cout, expansion, kernel, stride if i == 0
-                                                 else 1) for i in range(blocks))))  # fmt: skip
+            first = MBConv(cin, cout, expansion, kernel, stride)
+            stages.append(nn.Sequential(first, *(MBConv(cout, cout, expansion, kernel, 1) for _ in range(blocks - 1))))
             cin = cout
         self.stages = nn.Sequential(*stages)
         self.head = conv_bn(cin, self.num_features, 1)

@@ -28,8 +28,8 @@ class UncopyableModelError(TypeError):
 def _foldable(conv: nn.Module, bn: nn.Module, pooled: bool = False) -> bool:
     if type(conv) is not nn.Conv2d or not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
         return False
-    weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
-    return not pooled or bool((weight / torch.sqrt(bn.running_var + bn.eps) > 0).all())
+    # a = weight / sqrt(running_var + eps) is positive exactly where weight is (1 without a weight)
+    return not pooled or bn.weight is None or bool((bn.weight > 0).all())
 
 
 def _fold_sequential(seq: nn.Sequential) -> None:
