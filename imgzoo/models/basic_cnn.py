@@ -141,11 +141,10 @@ def basic_cnn(
     checks.check_fraction("basic_cnn", "bn_momentum", bn_momentum, "the weight of each new batch in the statistics")
     checks.check_fraction("basic_cnn", "logit_scale", logit_scale, "a factor on the logits; airbench94 uses 1/9")
     checks.check_num_classes("basic_cnn", num_classes)
-    convs, in_channels = 9 * 3 * stem_width, stem_width  # 3x3 convolutions and classifier: nearly all parameters
-    for width in widths:
-        convs, in_channels = convs + 9 * (in_channels * width + width * width), width
+    # 3x3 convolutions and classifier: nearly all parameters
+    convs = 9 * 3 * stem_width + sum(9 * (a * b + b * b) for a, b in zip((stem_width, *widths), widths, strict=False))
     arguments = f"widths={widths}, stem_width={stem_width}, num_classes={num_classes}"
-    checks.check_parameter_budget("basic_cnn", convs + in_channels * num_classes, arguments)
+    checks.check_parameter_budget("basic_cnn", convs + widths[-1] * num_classes, arguments)
     return BasicCNN(
         widths, num_classes, stem_width, dropout, whiten, bn_momentum, bn_scale, logit_scale, dirac_init, in_chans
     )

@@ -145,8 +145,7 @@ def register_model(name: str, *, default_spec: DataSpec) -> Callable[[Builder], 
         if name in _MODELS:
             raise ValueError(f"a model named {name!r} is already registered")
         params = inspect.signature(builder).parameters.values()
-        positional = [p.name for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-        if positional:
+        if positional := [p.name for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]:
             raise TypeError(f"builder {name!r} must take keyword-only arguments, got {positional}")
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
