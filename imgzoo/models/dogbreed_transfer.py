@@ -234,8 +234,7 @@ def _spec(backbone: str, size: int | None) -> DataSpec:
     """ImageNet's preprocessing for the backbone: Lite0 was trained on (x - 127) / 128 (Google's EfficientNet-Lite
     release), straight to ``size`` (a dog photo is the whole frame: no centre crop); a ResNet on torchvision's
     mean and std, resized to 256 / 224 of the side and centre-cropped."""
-    if backbone == "efficientnet_lite0":
-        side = size or 224
-        return DataSpec("imagenet", 3, (side, side), (0.5,) * 3, (0.5,) * 3, 120, resize=side)
     side = size or IMAGENET.size[0]
+    if backbone == "efficientnet_lite0":
+        return dataclasses.replace(IMAGENET, size=(side, side), mean=(0.5,) * 3, std=(0.5,) * 3, resize=side)
     return dataclasses.replace(IMAGENET, size=(side, side), resize=round(side * 256 / 224))

@@ -83,14 +83,12 @@ def from_released_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     renamed = {}
     for key, value in state.items():
         parts = key.split(".")
-        if parts[0] == "_fc":
-            continue
         if parts[0] == "_blocks":
             s, b = flat[int(parts[1])]
             layer = {"_expand_conv": "expand.0", "_bn0": "expand.1", "_depthwise_conv": "depthwise.0",
                      "_bn1": "depthwise.1", "_project_conv": "project.0", "_bn2": "project.1"}[parts[2]]  # fmt: skip
             renamed[f"stages.{s}.{b}.{layer}.{'.'.join(parts[3:])}"] = value
-        else:
+        elif parts[0] != "_fc":
             layer = {"_conv_stem": "stem.0", "_bn0": "stem.1", "_conv_head": "head.0", "_bn1": "head.1"}[parts[0]]
             renamed[f"{layer}.{'.'.join(parts[1:])}"] = value
     return renamed
