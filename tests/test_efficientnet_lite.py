@@ -122,7 +122,7 @@ def test_head_epochs_train_the_head_alone_first_and_a_resume_does_not_repeat_the
     # Frozen backbone, batch-norm statistics included: only the head moved, in the warm-up and the epoch after it.
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in backbone.items())
     assert not torch.equal(model.classifier.weight, head)
-    monkeypatch.setattr("imgzoo.train.fit.warm_up_head", lambda *a, **k: pytest.fail("the warm-up ran again"))
+    monkeypatch.setattr("imgzoo.train.steps.warm_up_head", lambda *a, **k: pytest.fail("the warm-up ran again"))
     history = imgzoo.fit(model, data, resume=tmp_path / "ck", **options)
     assert history.epoch == [1, 2]
     images = torch.utils.data.TensorDataset(torch.randn(4, 3, 32, 32), torch.arange(4) % 3)

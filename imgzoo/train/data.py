@@ -54,7 +54,7 @@ def plain_batches(data: Any, model: nn.Module) -> Any:
         raise ValueError(
             f"fit: head_epochs computes the backbone's features of the training images once, without augmentation, "
             f"so it needs them as an ImageDataset (imgzoo.data); got {type(data).__name__}. Pass the dataset, or "
-            "head_epochs=0 and call imgzoo.train.transfer.warm_up_head yourself."
+            "head_epochs=0 and call imgzoo.train.steps.warm_up_head yourself."
         )
     return loaders.batches(data, 256, train=False, spec=spec)
 

@@ -32,7 +32,6 @@ from imgzoo.eval import History, eval_sums
 from imgzoo.train.callbacks import CSVLogger, EarlyStopping, FitState
 from imgzoo.train.config import FitConfig
 from imgzoo.train.steps import MetricSums, NonFiniteLoss, OptimizerStep, ProgressBar, StepBoundaryInterrupt
-from imgzoo.train.transfer import warm_up_head
 
 __all__ = ["CSVLogger", "EarlyStopping", "FitConfig", "History", "amp_dtype", "fit"]
 
@@ -155,7 +154,7 @@ class _Run:
             cfg, say = self.cfg, self._print if self.say else None
             options = {"dtype": self.amp_dtype, "label_smoothing": cfg.label_smoothing, "seed": self.seed, "say": say}
             options["progress"] = self.say and cfg.verbose == 1
-            warm_up_head(self.model, self.head_batches, cfg.head_epochs, device=self.device, **options)
+            train_steps.warm_up_head(self.model, self.head_batches, cfg.head_epochs, device=self.device, **options)
         # channels_last, DDP and torch.compile; callbacks and checkpoints keep seeing the plain model.
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
