@@ -9,8 +9,7 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ from torch.utils.data import DataLoader
 from imgzoo._atomic import atomic_open
 from imgzoo.errors import CheckpointError
 from imgzoo.models.registry import ARCH_ATTR, KWARGS_ATTR, get_model_entry, list_models
-from imgzoo.train.callbacks import Callback
-from imgzoo.train.config import optimizer_name
 from imgzoo.train.steps import MetricSums
 
 FORMAT = "imgzoo-checkpoint-v1"
@@ -144,44 +141,10 @@ def lock_checkpoint_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]
         yield
 
 
-@dataclass
-class RunParts:
-    """The objects of a run whose state a checkpoint saves and a resume loads back."""
-
-    model: nn.Module  # the plain module, never the DDP or compiled wrapper
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler | None
-    callbacks: Sequence[Callback]
-    loader_generator: torch.Generator | None  # a user's loader's own; fit's are derived from (seed, epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "optimizer_class": optimizer_name(self.optimizer),  # another optimizer's state would not fit
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
-            "loader_generator": self.loader_generator.get_state() if self.loader_generator is not None else None,
-            # What the model was built as: a resume into another one is refused before loading.
-            "arch": getattr(self.model, ARCH_ATTR, None),
-            "kwargs": getattr(self.model, KWARGS_ATTR, None),
-            "classes": getattr(getattr(self.model, "data_spec", None), "class_names", None),  # checked on resume
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Load every part; call only after check_model_fits and check_optimizer_fits have passed."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        for cb, cb_state in zip(self.callbacks, state.get("callbacks", []), strict=False):
-            cb.load_state_dict(cb_state)
-        if self.loader_generator is not None and state.get("loader_generator") is not None:
-            self.loader_generator.set_state(state["loader_generator"])
+def model_identity(model: nn.Module) -> dict[str, Any]:
+    """What the model was built as, saved in every checkpoint: a resume into another one is refused before loading."""
+    classes = getattr(getattr(model, "data_spec", None), "class_names", None)  # checked against the data's
+    return {"arch": getattr(model, ARCH_ATTR, None), "kwargs": getattr(model, KWARGS_ATTR, None), "classes": classes}
 
 
 def check_model_fits(state: dict[str, Any], model: nn.Module, path: Path) -> None:

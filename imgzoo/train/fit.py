@@ -120,8 +120,7 @@ class _Run:
         per_step = self.scheduler if self.schedule_interval == "step" else None
         self.step = OptimizerStep(self.optimizer, scaler=self.scaler, grad_clip=cfg.grad_clip, scheduler=per_step)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        parts = (model, self.optimizer, self.scheduler, self.scaler, self.callbacks, self.user_generator)
-        self.parts, self.history = ckpt.RunParts(*parts), History()
+        self.history = History()
         first = self.start_epoch = cfg.initial_epoch + 1
         self.state = FitState(model, self.optimizer, self.history, first - 1, cfg.epochs, ctx.is_main, steps, first - 1)
         self.position, self.sums = ckpt.EpochPosition(), MetricSums(device)
@@ -135,17 +134,8 @@ class _Run:
 
     def run(self) -> History:
         """Restore the checkpoint when resuming, then train; every check has passed by now."""
-        if (state := self.saved) is not None:
-            self.parts.load_state_dict(state)
-            self.history = self.state.history = History.from_dict(state["history"])
-            self.start_epoch = state["epoch"] + 1
-            # Each process its own generators; with another number of processes (or a checkpoint without
-            # them) every process takes rank 0's, and the resume is no longer exact.
-            per_rank = state.get("rng_per_rank")
-            own = per_rank is not None and len(per_rank) == self.ctx.world_size
-            ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
-            # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
-            self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
+        if self.saved is not None:
+            self._restore(self.saved)
         if self.start_epoch > self.cfg.epochs:
             done = f"{self.start_epoch - 1} of {self.cfg.epochs}"
             self._print(f"nothing to do: the checkpoint has already finished {done} epochs")
@@ -177,6 +167,27 @@ class _Run:
                 f"Ctrl-C after the last step of epoch {self.history.epoch[-1]}: the training is done and saved"
             )
         return self.history
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Load the checkpoint into every part of the run; its checks in __init__ have passed."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for part, key in ((self.scheduler, "scheduler"), (self.scaler, "scaler")):
+            if part is not None and state[key] is not None:
+                part.load_state_dict(state[key])
+        for cb, cb_state in zip(self.callbacks, state.get("callbacks", []), strict=False):
+            cb.load_state_dict(cb_state)
+        if self.user_generator is not None and state.get("loader_generator") is not None:
+            self.user_generator.set_state(state["loader_generator"])
+        self.history = self.state.history = History.from_dict(state["history"])
+        self.start_epoch = state["epoch"] + 1
+        # Each process its own generators; with another number of processes (or a checkpoint without
+        # them) every process takes rank 0's, and the resume is no longer exact.
+        per_rank = state.get("rng_per_rank")
+        own = per_rank is not None and len(per_rank) == self.ctx.world_size
+        ckpt.restore_rng(per_rank[self.ctx.rank] if own else state["rng"])
+        # interrupted.pt: the epoch it stopped in goes on from its next step (check_stop_resumable passed).
+        self.partial, self.rng_at_stop = state.get("partial"), state["rng"]
 
     def _fit_end(self, error: Exception | None = None) -> None:
         if self.ctx.enabled:
@@ -340,7 +351,15 @@ class _Run:
         payload = {
             "epoch": epoch,  # finished epochs
             "seed": self.seed,
-            **self.parts.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "optimizer_class": fit_config.optimizer_name(self.optimizer),  # another optimizer's state would not fit
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            # A user's loader's own generator; fit's are derived from (seed, epoch).
+            "loader_generator": self.user_generator.get_state() if self.user_generator is not None else None,
+            **ckpt.model_identity(self.model),
             "rng": rng,
             "rng_per_rank": rng_per_rank,
             "history": self.history.to_dict(),
