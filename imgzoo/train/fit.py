@@ -53,22 +53,16 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     run = _Run(model, train, val, cfg, device, ctx)  # every check; nothing trained or written yet
-    with _locked(run.checkpoint_dir, ctx, device):
-        return run.run()
-
-
-@contextlib.contextmanager
-def _locked(folder: Path | None, ctx: distributed.DistContext, device: torch.device) -> Iterator[None]:
-    """Rank 0 holds the checkpoint folder's lock; every process learns if it failed, so none waits forever."""
+    folder, error = run.checkpoint_dir, None
     with contextlib.ExitStack() as stack:
-        error = None
         try:
             stack.enter_context(ckpt.lock_checkpoint_dir(folder if ctx.is_main else None))
         except ckpt.CheckpointDirError as e:
             error = e
+        # Rank 0 holds the folder's lock; every process learns if it failed, so none waits forever.
         if distributed.any_process(ctx, error is not None, device=device):
             raise error or ckpt.CheckpointDirError(f"fit: rank 0 could not lock {folder}; its error says why")
-        yield
+        return run.run()
 
 
 class _Run:
