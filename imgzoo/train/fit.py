@@ -73,6 +73,7 @@ class _Run:
     def __init__(self, model: nn.Module, train: Any, val: Any, cfg: FitConfig, device: torch.device, ctx: Any) -> None:
         self.cfg, self.device, self.ctx, self.model = cfg, device, ctx, model  # the plain module: saved, restored
         self.say = ctx.is_main and cfg.verbose > 0
+        self.bars = self.say and cfg.verbose == 1  # progress bars beside the lines
         self.amp_dtype = amp_dtype(cfg.amp, device)
         self.channels_last = use_channels_last(cfg.channels_last, device, self.amp_dtype)
         # Checks first: nothing is trained, seeded or written unless the inputs are sound.
@@ -135,10 +136,9 @@ class _Run:
             self._print(f"nothing to do: the checkpoint has already finished {done} epochs")
             return self.history
         if self.head_batches is not None:  # a fresh fit only: a checkpoint already holds the warmed-up head
-            cfg, say = self.cfg, self._print if self.say else None
-            options = {"dtype": self.amp_dtype, "label_smoothing": cfg.label_smoothing, "seed": self.seed, "say": say}
-            options["progress"] = self.say and cfg.verbose == 1
-            train_steps.warm_up_head(self.model, self.head_batches, cfg.head_epochs, device=self.device, **options)
+            options = {"dtype": self.amp_dtype, "label_smoothing": self.cfg.label_smoothing, "seed": self.seed}
+            options |= {"say": self._print, "progress": self.bars}
+            train_steps.warm_up_head(self.model, self.head_batches, self.cfg.head_epochs, device=self.device, **options)
         # channels_last, DDP and torch.compile; callbacks and checkpoints keep seeing the plain model.
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -246,9 +246,8 @@ class _Run:
         batches, steps = self._epoch_batches(epoch), len(self.train_loader)
         self.net.train()
         label = f"epoch {epoch:>{len(str(self.cfg.epochs))}}/{self.cfg.epochs}"
-        show = self.say and self.cfg.verbose == 1
         done, seen = self.position.steps_done, self.sums.seen
-        bar = ProgressBar(show, label, steps, done=done, seen_before=seen, world_size=self.ctx.world_size)
+        bar = ProgressBar(self.bars, label, steps, done=done, seen_before=seen, world_size=self.ctx.world_size)
         try:
             for step, (x, y) in enumerate(self._fetching(batches), start=done):
                 loss = self._train_step(epoch, step, x, y)
