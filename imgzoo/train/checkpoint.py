@@ -31,10 +31,9 @@ REQUIRED = ("epoch", "seed", "model", "optimizer", "rng", "history")  # a file w
 
 def capture_rng() -> dict[str, Any]:
     """The state of every generator fit draws from (shuffling, dropout, augmentation), NumPy's as tensors."""
-    np_state = np.random.get_state(legacy=False)
-    key, pos = np_state["state"]["key"], np_state["state"]["pos"]
-    numpy = {"bit_generator": np_state["bit_generator"], "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos)}
-    numpy |= {"has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])}
+    numpy = np.random.get_state(legacy=False)
+    state = numpy.pop("state")
+    numpy |= {"key": torch.from_numpy(state["key"].astype(np.int64)), "pos": state["pos"]}
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state(), "cuda": cuda}
 
