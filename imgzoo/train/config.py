@@ -301,10 +301,6 @@ def _length(size: dict[str, Any]) -> str:
     return f"{size['epochs']} epochs{steps}"
 
 
-def _initial(size: dict[str, Any]) -> str:
-    return f", initial_epoch={size['initial_epoch']}" if size.get("initial_epoch") else ""
-
-
 def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], path: Any) -> None:
     """Refuse up front a resume whose schedule would not continue the checkpointed one (kind and length kept)."""
     if saved is None:
@@ -330,8 +326,8 @@ def check_schedule_resumable(saved: dict[str, Any] | None, now: dict[str, Any], 
         raise ValueError(
             f"fit: cannot resume {path}: it was made with schedule={was} sized for {_length(saved)}, not "
             f"{_length(now)}, and keeps that length (else the run fails or goes on at the wrong lr). To continue it, "
-            f"resume with epochs={saved['epochs']}{_initial(saved)} (same batch size and data); for another length, "
-            f"{new_run}."
+            f"resume with epochs={saved['epochs']}{f', initial_epoch={first}' if first else ''} (same batch size and "
+            f"data); for another length, {new_run}."
         )
 
 
