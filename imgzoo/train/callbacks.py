@@ -70,9 +70,7 @@ class EarlyStopping(Callback):
         self.best_weights: dict[str, torch.Tensor] | None = None
 
     def on_epoch_end(self, state: FitState) -> None:
-        value = getattr(state.history, self.monitor)[-1]
-        if value is None:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is None: pass a val set to fit")
+        value = getattr(state.history, self.monitor)[-1]  # fit refuses a val_ column without validation data
         if value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta:
             self.best, self.best_epoch, self.wait = value, state.epoch, 0
             if self.restore_best:
