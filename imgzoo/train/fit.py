@@ -364,7 +364,7 @@ class _Run:
         return ckpt.save_checkpoint(self.checkpoint_dir / name, payload)
 
     def _interrupted(self) -> None:
-        """Ctrl-C: write interrupted.pt, where the run stopped, and say how to go on from it."""
+        """Ctrl-C: write interrupted.pt, where the run stopped, and say what it saved and how to go on from there."""
         position, finished = self.position, self.history.epoch[-1] if len(self.history) else 0
         seconds = time.perf_counter() - self.epoch_began
         problem = ckpt.replay_problem(self.train_loader)
@@ -374,8 +374,19 @@ class _Run:
         else:
             stop = {"rng": ckpt.capture_rng(), "partial": partial}
         path = self._save(ckpt.INTERRUPTED, finished, all_ranks=False, **stop)
-        where = f"interrupted during epoch {position.epoch}"
-        self._print(interrupted_message(where, path, partial, len(self.train_loader), finished))
+        where, kept = f"interrupted during epoch {position.epoch}", f"History holds the {finished} finished epochs."
+        if path is None:
+            text = f"{where}. {kept} (Pass checkpoint_dir= to be able to resume.)"
+        elif partial is None:
+            text = f"{where}, before its first step; saved {path}. {kept} Continue with fit(..., resume='{path}')."
+        elif partial["exact"]:
+            steps = f"after {partial['steps_done']} of its {len(self.train_loader)} steps"
+            text = f"{where} {steps}; saved {path}. {kept} Continue exactly from there: fit(..., resume='{path}')."
+        else:
+            last = path.with_name(ckpt.LAST)
+            instead = f"resume from {last} (the end of epoch {finished})" if finished else "start again without resume="
+            text = f"{where}; the weights of that moment are in {path}, but {partial['why']}: {instead}. {kept}"
+        self._print(text)
 
     def _non_finite(self, what: str, stopped: str = "") -> FloatingPointError:
         last = self.checkpoint_dir / ckpt.LAST if self.checkpoint_dir is not None else None
@@ -410,20 +421,3 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     if row["val_loss"] is not None:
         parts.append(f"val loss {row['val_loss']:.3f} acc {100 * row['val_acc']:.1f}%")
     return " | ".join([*parts, f"lr {row['lr']:.3g}", f"{row['time']:.1f} s"])
-
-
-def interrupted_message(
-    where: str, path: Path | None, partial: dict[str, Any] | None, steps_per_epoch: int, finished: int
-) -> str:
-    """What fit prints on Ctrl-C: where it stopped, what it saved, and the resume= that goes on from there."""
-    kept = f"History holds the {finished} finished epochs."
-    if path is None:
-        return f"{where}. {kept} (Pass checkpoint_dir= to be able to resume.)"
-    if partial is None:
-        return f"{where}, before its first step; saved {path}. {kept} Continue with fit(..., resume='{path}')."
-    steps = f"after {partial['steps_done']} of its {steps_per_epoch} steps"
-    if partial["exact"]:
-        return f"{where} {steps}; saved {path}. {kept} Continue exactly from there: fit(..., resume='{path}')."
-    last = path.with_name(ckpt.LAST)
-    instead = f"resume from {last} (the end of epoch {finished})" if finished else "start again without resume="
-    return f"{where}; the weights of that moment are in {path}, but {partial['why']}: {instead}. {kept}"
