@@ -52,9 +52,7 @@ def all_reduce_sums(ctx: DistContext, *values: float, device: torch.device) -> l
 
 
 def all_gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
-    """Every process's ``obj``, in rank order, on every process (``[obj]`` in a single process)."""
-    if not ctx.enabled:
-        return [obj]
+    """Every process's ``obj``, in rank order, on every process (under torchrun only)."""
     gathered: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
