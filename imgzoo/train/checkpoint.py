@@ -215,65 +215,60 @@ def check_stop_resumable(state: dict[str, Any], path: Path, world_size: int) -> 
 
 
 class EpochPosition:
-    """Where the run stands inside the current epoch; what ``interrupted.pt`` records of it."""
+    """Where the run stands inside the current epoch of ``loader``; what ``interrupted.pt`` records of it.
+    ``generator``: the loader's own (a user's DataLoader's), whose states are recorded with the global ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, loader: Any, generator: torch.Generator | None) -> None:
+        self.loader, self.generator = loader, generator
         self.epoch, self.steps_done, self.at_step_boundary = 0, 0, True
         self.entry_rng: dict[str, Any] | None = None  # where the epoch began, before on_epoch_start
         self.entry_loader_generator: torch.Tensor | None = None
         self.batches_rng: dict[str, Any] | None = None  # where the epoch's batches began
         self.batches_loader_generator: torch.Tensor | None = None
 
-    def begin_epoch(self, epoch: int, loader_generator: torch.Generator | None) -> None:
+    def begin_epoch(self, epoch: int) -> None:
         self.epoch, self.steps_done, self.at_step_boundary = epoch, 0, True
         self.entry_rng, self.batches_rng = capture_rng(), None
-        self.entry_loader_generator = loader_generator.get_state() if loader_generator is not None else None
+        self.entry_loader_generator = self.generator.get_state() if self.generator is not None else None
 
-    def begin_batches(self, loader_generator: torch.Generator | None) -> None:
+    def begin_batches(self) -> Iterator:
         self.batches_rng = capture_rng()
-        self.batches_loader_generator = loader_generator.get_state() if loader_generator is not None else None
+        self.batches_loader_generator = self.generator.get_state() if self.generator is not None else None
         self.at_step_boundary = False  # the first batch is being fetched
+        return iter(self.loader)
 
-    def resume_batches(self, partial: dict[str, Any]) -> None:
-        """Take up an interrupted epoch: its batches began where the checkpoint says, and some steps are done."""
+    def resume_batches(self, partial: dict[str, Any], rng_at_stop: dict[str, Any]) -> Iterator:
+        """Take up an interrupted epoch: its batches, drawn again from where the checkpoint says they began, past the
+        steps it had done; then every generator as when it stopped."""
         self.batches_rng, self.batches_loader_generator = partial["batches_rng"], partial["batches_loader_generator"]
         self.steps_done, self.at_step_boundary = partial["steps_done"], False
+        restore_rng(self.batches_rng)
+        if self.generator is not None and self.batches_loader_generator is not None:
+            self.generator.set_state(self.batches_loader_generator)
+        batches = iter(self.loader)
+        for _ in range(self.steps_done):
+            next(batches)
+        restore_rng(rng_at_stop)
+        return batches
 
     def end_step(self) -> None:
         self.steps_done += 1
         self.at_step_boundary = True
 
-    def record(
-        self, sums: MetricSums, lr: float, seconds: float, world_size: int, loader_problem: str | None = None
-    ) -> dict[str, Any] | None:
+    def record(self, sums: MetricSums, lr: float, seconds: float, world_size: int) -> dict[str, Any] | None:
         """The ``partial`` entry of interrupted.pt; None when no step of the epoch has finished."""
         if self.steps_done == 0:
             return None
-        why = loader_problem
+        why = None
         if not self.at_step_boundary:
             why = "it was written in the middle of a step (after a second Ctrl-C, or an error inside the step)"
         elif world_size > 1:
             why = "under torchrun each process stops at its own step, and only rank 0's state is saved"
+        elif isinstance(self.loader, DataLoader) and self.loader.num_workers > 0 and self.loader.persistent_workers:
+            why = (
+                "its DataLoader has persistent_workers=True, whose worker processes keep random generators no "
+                "checkpoint can hold (pass persistent_workers=False to make interrupted runs resumable)"
+            )
         return {"epoch": self.epoch, "steps_done": self.steps_done, "exact": why is None, "why": why,
                 "batches_rng": self.batches_rng, "batches_loader_generator": self.batches_loader_generator,
                 "sums": sums.state_dict(), "lr": lr, "seconds": seconds}  # fmt: skip
-
-
-def replay_problem(loader: Any) -> str | None:
-    """Why an epoch of ``loader`` cannot be drawn again from recorded generator states; None if it can."""
-    if isinstance(loader, DataLoader) and loader.num_workers > 0 and loader.persistent_workers:
-        return ("its DataLoader has persistent_workers=True, whose worker processes keep random generators no "
-                "checkpoint can hold (pass persistent_workers=False to make interrupted runs resumable)")  # fmt: skip
-    return None
-
-
-def replay_batches(loader: Any, partial: dict[str, Any], rng_at_stop: dict[str, Any], generator: Any) -> Iterator:
-    """The loader's iterator past the steps an interrupted epoch had done, generators as when it stopped."""
-    restore_rng(partial["batches_rng"])
-    if generator is not None and partial["batches_loader_generator"] is not None:
-        generator.set_state(partial["batches_loader_generator"])
-    batches = iter(loader)
-    for _ in range(partial["steps_done"]):
-        next(batches)
-    restore_rng(rng_at_stop)
-    return batches

@@ -118,7 +118,7 @@ class _Run:
         self.history = History()
         first = self.start_epoch = cfg.initial_epoch + 1
         self.state = FitState(model, self.optimizer, self.history, first - 1, cfg.epochs, ctx.is_main, steps, first - 1)
-        self.position, self.sums = ckpt.EpochPosition(), MetricSums(device)
+        self.position, self.sums = ckpt.EpochPosition(self.train_loader, self.user_generator), MetricSums(device)
         self.lr, self.epoch_began = self.optimizer.param_groups[0]["lr"], time.perf_counter()
         self.partial: dict[str, Any] | None = None  # set by a resume from interrupted.pt
         self.refresh = 1 if device.type == "cpu" else 20  # a sync per step costs nothing on CPU; on a GPU it does
@@ -223,7 +223,7 @@ class _Run:
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
         """Train, validate, check, record, checkpoint and print one epoch."""
-        self.position.begin_epoch(epoch, self.user_generator)
+        self.position.begin_epoch(epoch)
         self.interrupts.raise_if_requested()  # a Ctrl-C during the last validation stops here, between epochs
         self.state.epoch = epoch
         for cb in self.callbacks:
@@ -279,12 +279,10 @@ class _Run:
         self.sums = MetricSums(self.device)
         if partial is None or partial["epoch"] != epoch:
             self.epoch_began = time.perf_counter()
-            self.position.begin_batches(self.user_generator)
-            return iter(self.train_loader)
+            return self.position.begin_batches()
         self.sums.load_state_dict(partial["sums"])
         self.lr, self.epoch_began = partial["lr"], time.perf_counter() - partial["seconds"]
-        self.position.resume_batches(partial)
-        return ckpt.replay_batches(self.train_loader, partial, self.rng_at_stop, self.user_generator)
+        return self.position.resume_batches(partial, self.rng_at_stop)
 
     def _fetching(self, batches: Iterator) -> Iterator:
         """The batches; a loader broken by a deferred Ctrl-C (its worker processes get it at once) stops cleanly:
@@ -367,8 +365,7 @@ class _Run:
         """Ctrl-C: write interrupted.pt, where the run stopped, and say what it saved and how to go on from there."""
         position, finished = self.position, self.history.epoch[-1] if len(self.history) else 0
         seconds = time.perf_counter() - self.epoch_began
-        problem = ckpt.replay_problem(self.train_loader)
-        partial = position.record(self.sums, self.lr, seconds, self.ctx.world_size, loader_problem=problem)
+        partial = position.record(self.sums, self.lr, seconds, self.ctx.world_size)
         if partial is None:  # no step of this epoch finished: the run stands at the end of the last one
             stop = {"rng": position.entry_rng, "loader_generator": position.entry_loader_generator}
         else:
