@@ -262,8 +262,7 @@ class _Run:
                 self.position.at_step_boundary = False  # the next batch is being fetched
         finally:
             bar.close()
-        loss, correct, n = self.sums.read()  # the epoch's means, summed over every process
-        loss, correct, n = distributed.all_reduce_sums(self.ctx, loss, float(correct), float(n), device=self.device)
+        loss, correct, n = distributed.all_reduce_sums(self.ctx, *self.sums.read(), device=self.device)
         train_steps.check_finite_loss(loss, epoch, steps - 1)
         seconds = time.perf_counter() - self.epoch_began
         return {"train_loss": loss / n, "train_acc": correct / n, "lr": self.lr, "images_per_sec": n / seconds}
