@@ -39,7 +39,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
     WeightsEntry(
         name="mnist_cnn.mnist",
         sha256="c3a7fe572b69edf447c925c0c643c439098605f70e0b2c6f3f5578d962f69402",
-        config_sha256="90099f392cb2f8a67416389b38b649790362dfe7c3ed9f8f779c12f362cfc6e8",
+        config_sha256="f1214937efee56047b07ec3f847652cbbfc5d9bd70deca28a85268058505e91d",
         package_dir="mnist_cnn-mnist", default=True,
         meta={
             "dataset": "mnist",
@@ -57,7 +57,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
     WeightsEntry(
         name="resnet_cifar.cifar10",
         sha256="da9bf77c0bd73221020ffdabcacfa5c1509156ad29741d55b5be11465a78d906",
-        config_sha256="ec4a6d26159b223f2d2c08b1fc7ec1b9cec53ae5a979c9e240e8ccdc9c512dbd",
+        config_sha256="30bd2ad075ae6e6be7501b49f419a2bfd440430fcb414deb093766eeebe8f0f9",
         package_dir="resnet_cifar-cifar10", default=True,
         meta={
             "dataset": "cifar10",
@@ -92,7 +92,7 @@ PRETRAINED: tuple[WeightsEntry, ...] = (
     WeightsEntry(
         name="resnet_cifar.d56_cifar10",
         sha256="de3a2834287f604c96704f2e7c528ca3d97cf0ce039b9f1ac8a97cdc99f7cf6b",
-        config_sha256="bf913c390a869fb42e12903885a7e75dce80a48d3df99fdc58b56ccae99f9dcd",
+        config_sha256="2c898215d822b49228432dbc736bb8207d47a1f47d5393f043dea1aaeeae1f57",
         package_dir="resnet_cifar-d56_cifar10",
         meta={
             "dataset": "cifar10",
