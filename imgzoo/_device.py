@@ -2,7 +2,7 @@
 
 ``amp="auto"`` takes bf16 on a CPU only where the hardware computes it: bench/run.py --only fit (ResNet-20, batch
 128) measured bf16 at 1.97x fp32's images/s on an Intel Xeon with AMX, and at 0.10x on an AMD EPYC with AVX2 only
-(docs/notes.md, "bf16 on a CPU", has a Xeon with AVX512-BF16 but no AMX, where it ran at 0.9x).
+(docs/notes.md, "bf16 on a CPU", has a Xeon with AVX512-BF16 but no AMX, where it ran at 0.95x).
 """
 
 from __future__ import annotations
